@@ -1,0 +1,62 @@
+"""Generators, registered by name.
+
+Third parties add one without editing worldstream by declaring an entry point in
+the ``worldstream.generators`` group whose value is a factory
+``(**options) -> Generator``::
+
+    [project.entry-points."worldstream.generators"]
+    my-model = "my_package.generator:MyGenerator"
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from .base import (
+    CancelToken,
+    DepthEstimator,
+    GenerationCancelled,
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    ProgressCallback,
+)
+
+ENTRY_POINT_GROUP = "worldstream.generators"
+
+
+class UnknownGeneratorError(LookupError):
+    pass
+
+
+def available_generators() -> list[str]:
+    """Names of every registered generator, sorted."""
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} | {"procedural"})
+
+
+def create_generator(name: str, **options) -> Generator:
+    """Build the generator registered as ``name`` with ``options``."""
+    if name == "procedural":  # built in, so it works even without an installed package
+        from .procedural import ProceduralGenerator
+
+        return ProceduralGenerator(**options)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()(**options)
+    raise UnknownGeneratorError(
+        f"unknown generator {name!r}; available: {', '.join(available_generators())}"
+    )
+
+
+__all__ = [
+    "CancelToken",
+    "DepthEstimator",
+    "GenerationCancelled",
+    "GenerationRequest",
+    "GenerationResult",
+    "Generator",
+    "ProgressCallback",
+    "available_generators",
+    "create_generator",
+    "UnknownGeneratorError",
+]

@@ -1,0 +1,94 @@
+"""The generator protocol: target cameras (+ context) in, RGB (+ depth) frames out.
+
+A generator is anything with a ``name`` and a ``generate(request, progress, cancel)``
+method. The procedural generator needs no weights; diffusion generators run on GPUs.
+Generators run in a worker thread or process, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ..camera import Cameras
+from ..frames import Frame
+
+ProgressCallback = Callable[[float, str], None]
+"""``progress(fraction in [0, 1], message)``; called from the generating thread."""
+
+
+class GenerationCancelled(Exception):
+    """Raised inside ``generate`` when its :class:`CancelToken` is set."""
+
+
+class CancelToken:
+    """Set by the scheduler when a job is no longer wanted; generators poll it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise GenerationCancelled()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate.
+
+    Attributes:
+        cameras: the ``N`` target views (``w2c [N,4,4]``, ``K [N,3,3]``, width, height).
+        caption: text describing the region to generate.
+        memory: past frames retrieved for these views (Lyra 2's spatial memory), best first.
+        seed: the world's seed; a deterministic generator must give the same pixels for
+            the same (seed, caption, cameras).
+        start_image: ``[H, W, 3]`` uint8 image the world started from, or None.
+    """
+
+    cameras: Cameras
+    caption: str = ""
+    memory: tuple[Frame, ...] = ()
+    seed: int = 0
+    start_image: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Generated frames for a request's ``N`` cameras.
+
+    Attributes:
+        rgb: ``[N, H, W, 3]`` uint8.
+        depth: ``[N, H, W]`` float32 metres along camera +z, ``inf`` for sky; None when the
+            generator makes RGB only (the world then runs its depth estimator).
+        info: free-form facts for logs (timings, model name).
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(
+        self, request: GenerationRequest, progress: ProgressCallback, cancel: CancelToken
+    ) -> GenerationResult: ...
+
+
+class DepthEstimator(Protocol):
+    """Turns RGB frames into metric depth for generators that output RGB only."""
+
+    def estimate(self, rgb: np.ndarray, cameras: Cameras, memory: tuple[Frame, ...]) -> np.ndarray:
+        """``rgb [N,H,W,3]`` uint8 -> ``[N,H,W]`` float32 depth in metres (``inf`` for sky)."""
+        ...

@@ -1,0 +1,46 @@
+"""The one interface every renderer implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..camera import Cameras
+from ..scene import SceneSnapshot
+from ..sky import Sky
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    """What a renderer returns for ``N`` cameras of ``H`` x ``W`` pixels.
+
+    Attributes:
+        rgb: ``[N, H, W, 3]`` uint8, splats composited over the sky.
+        depth: ``[N, H, W]`` float32 expected depth along camera +z (metres),
+            ``inf`` where alpha is ~0.
+        alpha: ``[N, H, W]`` float32 accumulated splat opacity in [0, 1].
+        scene_version: the snapshot version that was drawn.
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    alpha: np.ndarray
+    scene_version: int
+
+
+class Renderer(Protocol):
+    """Renders a scene snapshot from a batch of cameras.
+
+    Implementations must be deterministic (same snapshot, cameras -> same pixels),
+    thread-safe for concurrent ``render`` calls, and must not block on generation.
+    """
+
+    name: str
+
+    def render(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> RenderOutput: ...
+
+    def render_alpha(self, snapshot: SceneSnapshot, cameras: Cameras) -> np.ndarray:
+        """``[N, H, W]`` float32 opacity only (coverage tests); may be cheaper than ``render``."""
+        ...
