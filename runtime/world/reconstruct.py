@@ -1,0 +1,529 @@
+"""Frames with depth -> pixel-aligned 3D Gaussians, and the shared depth unprojection.
+
+Pixel convention (the same as gsplat and as ``intrinsics_from_fov``'s ``cx = W / 2``):
+pixel ``(row v, col u)`` covers ``[u, u + 1) x [v, v + 1)``, so its centre sits at
+``(u + 0.5, v + 0.5)``.
+
+Every image is first reduced to blocks of ``stride x stride`` pixels
+(:func:`reduce_blocks`). A block stands for the **nearest surface** in it: its depth
+is the mean depth of the pixels within 5 % of the block's minimum depth, its
+colour the mean colour of those same pixels, and its point sits at their mean
+pixel position. Taking the nearest surface (rather
+than the median, or the mean of all pixels) means a block that straddles a
+silhouette lies on the foreground and is coloured by it; a plain mean would put a
+floater half-way between the two surfaces with a blended colour.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from .camera import Cameras
+from .gaussians import Gaussians
+
+OPACITY_LOGIT = math.log(0.95 / 0.05)
+"""New Gaussians are nearly opaque: the logit of 0.95."""
+
+NEAREST_SURFACE_MARGIN = 0.05
+"""Pixels within this relative margin of a block's minimum depth belong to its nearest surface."""
+
+EDGE_RELATIVE_THRESHOLD = 0.10
+"""Depth discontinuity test: allowed second difference of disparity, relative to the disparity."""
+
+NORMAL_SCALE_RATIO = 0.15
+"""The axis along the surface normal is this fraction of the pixel footprint (flat surfels)."""
+
+MAX_STRETCH = 4.0
+"""A tangent axis is at most this many pixel footprints long (grazing surfaces)."""
+
+DEDUPE_DEPTH_MARGIN = 0.05
+"""An earlier view's Gaussian covers a later view's block when it is no more than 5 % behind it."""
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def _check_stride(stride: int) -> int:
+    if int(stride) != stride or stride < 1 or stride > 64:
+        raise ValueError(f"stride must be an integer in [1, 64], got {stride}")
+    return int(stride)
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """An image reduced to ``Hb`` x ``Wb`` blocks of ``stride`` x ``stride`` pixels.
+
+    Attributes:
+        depth: ``[Hb, Wb]`` float32 metres, the block's nearest surface; ``inf`` = no valid pixel.
+        u, v: ``[Hb, Wb]`` float32 continuous pixel coordinates of that surface's point: the
+            mean centre of the pixels on it (the block centre for full blocks), so a block
+            only partly covered by a surface still unprojects onto it.
+        rgb: ``[Hb, Wb, 3]`` float32 mean colour of those pixels in [0, 1], or None.
+    """
+
+    depth: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    rgb: np.ndarray | None
+
+
+def reduce_blocks(
+    depth: np.ndarray, stride: int, max_depth: float = math.inf, rgb: np.ndarray | None = None
+) -> Blocks:
+    """Reduce one depth map (and optionally its colours) to ``stride`` x ``stride`` blocks.
+
+    Args:
+        depth: ``[H, W]`` float metres along camera +z; ``inf``/NaN/<= 0 are invalid (sky).
+        stride: block size in pixels; the image is padded (as sky) to a multiple of it,
+            so ``Hb = ceil(H / stride)``, ``Wb = ceil(W / stride)``.
+        max_depth: depths ``>= max_depth`` count as sky.
+        rgb: optional ``[H, W, 3]`` uint8 colours.
+    """
+    stride = _check_stride(stride)
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
+    H, W = depth.shape
+    if rgb is not None:
+        rgb = np.asarray(rgb)
+        if rgb.shape != (H, W, 3):
+            raise ValueError(f"rgb must be [H, W, 3] matching depth {depth.shape}, got {rgb.shape}")
+    Hb, Wb = -(-H // stride), -(-W // stride)
+    d = np.where((depth > 0) & (depth < max_depth), depth, np.float32(np.inf))  # NaN compares False -> inf
+    if stride == 1:
+        v, u = np.mgrid[0:H, 0:W].astype(np.float32) + np.float32(0.5)
+        colour = None
+        if rgb is not None:
+            colour = np.where(np.isfinite(d)[..., None], rgb.astype(np.float32) * np.float32(1 / 255), 0.0)
+        return Blocks(d, u, v, None if colour is None else colour.astype(np.float32))
+    with_rgb = rgb is not None
+    src_rgb = np.ascontiguousarray(rgb, dtype=np.uint8) if with_rgb else np.zeros((1, 1, 3), np.uint8)
+    out_d = np.empty((Hb, Wb), np.float32)
+    out_u = np.empty((Hb, Wb), np.float32)
+    out_v = np.empty((Hb, Wb), np.float32)
+    out_rgb = np.zeros((Hb, Wb, 3) if with_rgb else (1, 1, 3), np.float32)
+    _reduce_blocks_kernel(
+        np.ascontiguousarray(d), src_rgb, with_rgb, stride, np.float32(1 + NEAREST_SURFACE_MARGIN),
+        out_d, out_u, out_v, out_rgb,
+    )
+    return Blocks(out_d, out_u, out_v, out_rgb if with_rgb else None)
+
+
+@numba.njit(cache=True, nogil=True)
+def _reduce_blocks_kernel(depth, rgb, with_rgb, stride, near_factor, out_d, out_u, out_v, out_rgb):  # pragma: no cover
+    """Per block: nearest-surface depth, mean pixel position and colour (see :func:`reduce_blocks`)."""
+    H, W = depth.shape
+    Hb, Wb = out_d.shape
+    for bi in range(Hb):
+        r0, r1 = bi * stride, min(bi * stride + stride, H)
+        for bj in range(Wb):
+            c0, c1 = bj * stride, min(bj * stride + stride, W)
+            dmin = np.inf
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    if depth[r, c] < dmin:
+                        dmin = depth[r, c]
+            if dmin == np.inf:
+                out_d[bi, bj] = np.inf
+                out_u[bi, bj] = c0 + 0.5 * stride
+                out_v[bi, bj] = r0 + 0.5 * stride
+                continue
+            limit = dmin * near_factor
+            n = 0
+            sd = su = sv = sr = sg = sb = 0.0
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    z = depth[r, c]
+                    if z <= limit:
+                        n += 1
+                        sd += z
+                        su += c + 0.5
+                        sv += r + 0.5
+                        if with_rgb:
+                            sr += rgb[r, c, 0]
+                            sg += rgb[r, c, 1]
+                            sb += rgb[r, c, 2]
+            out_d[bi, bj] = sd / n
+            out_u[bi, bj] = su / n
+            out_v[bi, bj] = sv / n
+            if with_rgb:
+                out_rgb[bi, bj, 0] = sr / (255.0 * n)
+                out_rgb[bi, bj, 1] = sg / (255.0 * n)
+                out_rgb[bi, bj, 2] = sb / (255.0 * n)
+
+
+def _block_rays(K: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``[..., 3]`` float32 rays ``K^-1 [u, v, 1]`` (z = 1) through pixel coordinates ``u``, ``v``."""
+    K = np.asarray(K, np.float64)
+    fx, fy, cx, cy, s = K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]
+    y = (v - cy) / fy
+    x = (u - cx - s * y) / fx
+    return np.stack([x, y, np.ones_like(x)], axis=-1).astype(np.float32)
+
+
+def _to_world(points_cam: np.ndarray, w2c: np.ndarray) -> np.ndarray:
+    """``[..., 3]`` camera-space points to world space: ``R^T (X - t)``."""
+    R = np.asarray(w2c[:3, :3], np.float32)
+    t = np.asarray(w2c[:3, 3], np.float32)
+    return ((points_cam - t) @ R).astype(np.float32)
+
+
+def unproject_depth(
+    depth: np.ndarray, K: np.ndarray, w2c: np.ndarray, stride: int = 1, max_depth: float = math.inf
+) -> tuple[np.ndarray, np.ndarray]:
+    """Back-project a depth map's valid blocks to world points: ``X = R^T (d K^-1 [u, v, 1] - t)``.
+
+    Args:
+        depth: ``[H, W]`` float metres along camera +z (``inf`` = sky, skipped).
+        K: ``[3, 3]`` intrinsics for ``H`` x ``W``.
+        w2c: ``[4, 4]`` world-to-camera (OpenCV).
+        stride: unproject one point per ``stride`` x ``stride`` block (its nearest surface,
+            at the mean position of its pixels; see :func:`reduce_blocks`).
+        max_depth: depths at or beyond this are skipped like sky.
+
+    Returns:
+        ``points`` ``[M, 3]`` float32 world coordinates (metres) and ``blocks`` ``[M, 2]``
+        int32 ``(row, col)`` of each point in the ``[ceil(H/stride), ceil(W/stride)]`` grid,
+        in row-major order.
+    """
+    blocks = reduce_blocks(depth, stride, max_depth)
+    d = blocks.depth
+    K = np.asarray(K, np.float32)
+    w2c = np.asarray(w2c, np.float32)
+    if K.shape != (3, 3) or w2c.shape != (4, 4):
+        raise ValueError(f"K must be [3, 3] and w2c [4, 4], got {K.shape} and {w2c.shape}")
+    rows, cols = np.nonzero(np.isfinite(d))
+    rays = _block_rays(K, blocks.u[rows, cols], blocks.v[rows, cols])
+    points = _to_world(rays * d[rows, cols, None], w2c)
+    return points, np.stack([rows, cols], axis=1).astype(np.int32)
+
+
+# --------------------------------------------------------------------------- geometry checks
+
+
+def _smoothness(disp: np.ndarray, axis: int, rel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Along ``axis``: is the block on one smooth surface with its neighbours on some side?
+
+    A plane's disparity (1/depth) is an affine function of the pixel position, so three
+    consecutive blocks of one smooth surface have a second difference near zero, however
+    grazing the view; a jump onto another surface breaks that on the side of the jump.
+    A block bridging two surfaces (a "flying pixel" of a blurred depth edge) breaks it on
+    both sides and has a nearer neighbour. A thin foreground structure (a pole one or two
+    blocks wide) breaks it on both sides too, but no neighbour is nearer than it, so it
+    is kept.
+
+    Args:
+        disp: ``[Hb, Wb]`` float32 disparity, NaN where invalid.
+        axis: 0 (rows) or 1 (columns).
+        rel: tolerance, relative to the block's disparity.
+
+    Returns:
+        ``before``, ``after``: ``[Hb, Wb]`` bool, the triple (i-2, i-1, i) resp.
+        (i, i+1, i+2) is complete and linear (tangents are measured only on such sides);
+        ``smooth``: ``[Hb, Wb]`` bool, ``before | after | no neighbour is nearer by > rel``.
+    """
+    d = np.moveaxis(disp, axis, 0)
+    n = d.shape[0]
+    pad = np.full((n + 4,) + d.shape[1:], np.nan, np.float32)
+    pad[2:-2] = d
+    m2, m1, c, p1, p2 = pad[:-4], pad[1:-3], pad[2:-2], pad[3:-1], pad[4:]
+    tol = rel * c
+    with np.errstate(invalid="ignore"):
+        before = np.abs(m2 - 2 * m1 + c) <= tol  # NaN (invalid / outside) -> False
+        after = np.abs(c - 2 * p1 + p2) <= tol
+        nearer = (m1 - c > tol) | (p1 - c > tol)  # a neighbour with larger disparity: nearer
+    smooth = before | after | ~nearer
+    return np.moveaxis(before, 0, axis), np.moveaxis(after, 0, axis), np.moveaxis(smooth, 0, axis)
+
+
+def _tangent(points: np.ndarray, before: np.ndarray, after: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block step vector to the next block along ``axis`` on the same surface.
+
+    Uses the side whose disparity is linear (after preferred), so a tangent is never
+    measured across a discontinuity. Returns ``[Hb, Wb, 3]`` vectors and ``[Hb, Wb]`` bool (found).
+    """
+    fwd = np.full_like(points, np.nan)
+    bwd = np.full_like(points, np.nan)
+    if axis == 0:
+        fwd[:-1] = points[1:] - points[:-1]
+        bwd[1:] = points[1:] - points[:-1]
+    else:
+        fwd[:, :-1] = points[:, 1:] - points[:, :-1]
+        bwd[:, 1:] = points[:, 1:] - points[:, :-1]
+    t = np.where(after[..., None], fwd, np.where(before[..., None], bwd, np.nan))
+    return t, ~np.isnan(t[..., 0])
+
+
+def _perpendicular(n: np.ndarray) -> np.ndarray:
+    """``[M, 3]`` unit vectors perpendicular to the unit vectors ``n`` ``[M, 3]``."""
+    helper = np.where(np.abs(n[:, :1]) < 0.9, np.array([1.0, 0.0, 0.0], np.float32), np.array([0.0, 1.0, 0.0], np.float32))
+    p = np.cross(n, helper)
+    return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+
+def _neighbour_count(mask: np.ndarray) -> np.ndarray:
+    """``[Hb, Wb]`` int: how many of the 4 neighbours are set."""
+    m = mask.astype(np.int8)
+    count = np.zeros(mask.shape, np.int8)
+    count[1:] += m[:-1]
+    count[:-1] += m[1:]
+    count[:, 1:] += m[:, :-1]
+    count[:, :-1] += m[:, 1:]
+    return count
+
+
+def matrix_to_quat_wxyz(R: np.ndarray) -> np.ndarray:
+    """``[..., 3, 3]`` rotation matrices to ``[..., 4]`` unit quaternions, w first, w >= 0."""
+    R = np.asarray(R, np.float64)
+    m00, m11, m22 = R[..., 0, 0], R[..., 1, 1], R[..., 2, 2]
+    # Each of the four candidates is accurate where its denominator is largest (Shepperd).
+    cand = np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    best = np.argmax(cand, axis=-1)
+    r = np.sqrt(np.maximum(np.take_along_axis(cand, best[..., None], -1)[..., 0], 1e-12))
+    s = 0.5 / r
+    a21, a12 = R[..., 2, 1], R[..., 1, 2]
+    a02, a20 = R[..., 0, 2], R[..., 2, 0]
+    a10, a01 = R[..., 1, 0], R[..., 0, 1]
+    options = [
+        (0.5 * r, (a21 - a12) * s, (a02 - a20) * s, (a10 - a01) * s),
+        ((a21 - a12) * s, 0.5 * r, (a01 + a10) * s, (a02 + a20) * s),
+        ((a02 - a20) * s, (a01 + a10) * s, 0.5 * r, (a12 + a21) * s),
+        ((a10 - a01) * s, (a02 + a20) * s, (a12 + a21) * s, 0.5 * r),
+    ]
+    which = [best == i for i in range(4)]
+    q = np.stack([np.select(which, [opt[c] for opt in options]) for c in range(4)], axis=-1)
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    q *= np.where(q[..., :1] < 0, -1.0, 1.0)
+    return q.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- reconstruction
+
+
+def reconstruct(
+    rgb: np.ndarray,
+    depth: np.ndarray,
+    cameras: Cameras,
+    existing_alpha: np.ndarray | None,
+    *,
+    stride: int = 2,
+    fill_below_alpha: float = 0.5,
+    scale_factor: float = 0.7,
+    floater_min_neighbors: int = 2,
+    max_depth: float = 200.0,
+) -> Gaussians:
+    """Turn ``N`` views with depth into new pixel-aligned Gaussians where the scene is empty.
+
+    One Gaussian per ``stride`` x ``stride`` block (its nearest surface, see
+    :func:`reduce_blocks`), placed at ``X = R^T (d K^-1 [u, v, 1] - t)``. A block gets a
+    Gaussian only when all of these hold:
+
+    * it is not sky: some pixel has finite depth below ``max_depth``;
+    * the existing scene is thin there: the block's mean ``existing_alpha`` is below
+      ``fill_below_alpha`` (so revisits never duplicate or overwrite content);
+    * it is not a "flying pixel" at a depth discontinuity: along each image axis, the
+      disparity of the block and its two neighbours on at least one side is linear within
+      10 %, or no neighbour is nearer than it (see :func:`_smoothness`: smooth surfaces
+      pass at any viewing angle, silhouettes and thin foreground structures are kept,
+      blocks bridging two surfaces are dropped);
+    * it is supported: at least ``floater_min_neighbors`` of its 4 neighbours are valid,
+      non-edge blocks;
+    * no Gaussian made from an earlier view of the same call already covers it (earlier
+      views' new Gaussians are projected into later views with a depth test and splatted
+      over their projected footprint).
+
+    Shape: each Gaussian is a flat surfel. Its tangent axes follow the depth grid's
+    neighbour steps (so a surface seen at a grazing angle gets elongated footprints and
+    stays closed), each ``scale_factor`` x the step length, clamped to
+    [1, ``MAX_STRETCH``] x the pixel footprint ``stride * depth / focal``; the normal axis
+    is ``NORMAL_SCALE_RATIO`` x the footprint. Blocks without a usable neighbour on an
+    axis fall back to a camera-facing surfel. Opacity is 0.95; colours RGB in [0, 1].
+
+    Args:
+        rgb: ``[N, H, W, 3]`` uint8.
+        depth: ``[N, H, W]`` float32 metres along camera +z; ``inf`` = sky.
+        cameras: ``N`` cameras of ``W`` x ``H`` pixels.
+        existing_alpha: ``[N, H, W]`` float32 rendered opacity of the current scene at
+            these views, or None for an empty scene.
+        stride: block size in pixels (output resolution is 1/``stride``).
+        fill_below_alpha: add only where the existing opacity is below this.
+        scale_factor: Gaussian standard deviation as a fraction of the block footprint.
+        floater_min_neighbors: minimum number of valid 4-neighbours (0..4).
+        max_depth: depths at or beyond this many metres are sky.
+
+    Returns:
+        The new Gaussians (world coordinates), possibly empty.
+    """
+    stride = _check_stride(stride)
+    rgb = np.asarray(rgb)
+    depth = np.asarray(depth, np.float32)
+    if rgb.ndim != 4 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb must be [N, H, W, 3] uint8, got shape {rgb.shape}")
+    N, H, W = rgb.shape[:3]
+    if depth.shape != (N, H, W):
+        raise ValueError(f"depth must be [N, H, W] = {(N, H, W)}, got {depth.shape}")
+    if len(cameras) != N or (cameras.width, cameras.height) != (W, H):
+        raise ValueError(
+            f"cameras must be {N} cameras of {W}x{H}, got {len(cameras)} of {cameras.width}x{cameras.height}"
+        )
+    if existing_alpha is not None:
+        existing_alpha = np.asarray(existing_alpha, np.float32)
+        if existing_alpha.shape != (N, H, W):
+            raise ValueError(f"existing_alpha must be [N, H, W] = {(N, H, W)}, got {existing_alpha.shape}")
+    if not 0.0 < fill_below_alpha <= 1.0:
+        raise ValueError(f"fill_below_alpha must be in (0, 1], got {fill_below_alpha}")
+    if not scale_factor > 0:
+        raise ValueError(f"scale_factor must be > 0, got {scale_factor}")
+    if not 0 <= floater_min_neighbors <= 4:
+        raise ValueError(f"floater_min_neighbors must be in [0, 4], got {floater_min_neighbors}")
+    if not max_depth > 0:
+        raise ValueError(f"max_depth must be > 0, got {max_depth}")
+
+    made: list[Gaussians] = []
+    for n in range(N):
+        g = _reconstruct_view(
+            rgb[n],
+            depth[n],
+            cameras.K[n],
+            cameras.w2c[n],
+            None if existing_alpha is None else existing_alpha[n],
+            made,
+            stride,
+            fill_below_alpha,
+            scale_factor,
+            floater_min_neighbors,
+            max_depth,
+        )
+        made.append(g)
+    return Gaussians.concat(made)
+
+
+def _block_alpha(alpha: np.ndarray, stride: int, Hb: int, Wb: int) -> np.ndarray:
+    """``[Hb, Wb]`` mean opacity per block (edge-replicated padding)."""
+    H, W = alpha.shape
+    padded = np.pad(alpha, ((0, Hb * stride - H), (0, Wb * stride - W)), mode="edge")
+    return padded.reshape(Hb, stride, Wb, stride).mean(axis=(1, 3))
+
+
+def _covered_by(earlier: list[Gaussians], K: np.ndarray, w2c: np.ndarray, d: np.ndarray, stride: int) -> np.ndarray:
+    """``[Hb, Wb]`` bool: blocks already covered by Gaussians made from earlier views of this call.
+
+    Each earlier Gaussian is projected into this view and marks the blocks within
+    ``round(projected sigma)`` blocks (at most 2) of where it lands, provided it is not
+    more than ``DEDUPE_DEPTH_MARGIN`` behind this view's surface there (a Gaussian in front
+    covers the block too: it would occlude it in a render).
+    """
+    covered = np.zeros(d.shape, np.bool_)
+    g = Gaussians.concat(earlier)
+    if len(g) == 0:
+        return covered
+    sigma = np.exp(g.log_scales.max(axis=1)).astype(np.float32)
+    _cover_kernel(
+        g.means, sigma, np.asarray(w2c, np.float32), np.asarray(K, np.float32), stride,
+        np.float32(1 + DEDUPE_DEPTH_MARGIN), np.ascontiguousarray(d), covered,
+    )
+    return covered
+
+
+@numba.njit(cache=True, nogil=True)
+def _cover_kernel(means, sigma, w2c, K, stride, behind_factor, d, covered):  # pragma: no cover
+    Hb, Wb = d.shape
+    for i in range(means.shape[0]):
+        x, y, z = means[i, 0], means[i, 1], means[i, 2]
+        xc = w2c[0, 0] * x + w2c[0, 1] * y + w2c[0, 2] * z + w2c[0, 3]
+        yc = w2c[1, 0] * x + w2c[1, 1] * y + w2c[1, 2] * z + w2c[1, 3]
+        zc = w2c[2, 0] * x + w2c[2, 1] * y + w2c[2, 2] * z + w2c[2, 3]
+        if zc <= 1e-3:
+            continue
+        u = (K[0, 0] * xc + K[0, 1] * yc) / zc + K[0, 2]
+        v = K[1, 1] * yc / zc + K[1, 2]
+        col = int(np.floor(u / stride))
+        row = int(np.floor(v / stride))
+        radius = min(2, int(np.rint(sigma[i] * K[0, 0] / zc / stride)))
+        for r in range(max(row - radius, 0), min(row + radius + 1, Hb)):
+            for c in range(max(col - radius, 0), min(col + radius + 1, Wb)):
+                if zc <= d[r, c] * behind_factor:
+                    covered[r, c] = True
+
+
+def _reconstruct_view(
+    rgb: np.ndarray,
+    depth: np.ndarray,
+    K: np.ndarray,
+    w2c: np.ndarray,
+    alpha: np.ndarray | None,
+    earlier: list[Gaussians],
+    stride: int,
+    fill_below_alpha: float,
+    scale_factor: float,
+    floater_min_neighbors: int,
+    max_depth: float,
+) -> Gaussians:
+    blocks = reduce_blocks(depth, stride, max_depth, rgb)
+    d, colour = blocks.depth, blocks.rgb
+    Hb, Wb = d.shape
+    valid = np.isfinite(d)
+    if not valid.any():
+        return Gaussians.empty()
+    disp = np.where(valid, 1.0 / d, np.nan).astype(np.float32)
+    before_y, after_y, smooth_y = _smoothness(disp, 0, EDGE_RELATIVE_THRESHOLD)
+    before_x, after_x, smooth_x = _smoothness(disp, 1, EDGE_RELATIVE_THRESHOLD)
+    smooth = smooth_y & smooth_x
+    solid = valid & smooth
+    keep = solid & (_neighbour_count(solid) >= floater_min_neighbors)
+    if alpha is not None:
+        keep &= _block_alpha(alpha, stride, Hb, Wb) < fill_below_alpha
+    if earlier and keep.any():
+        keep &= ~_covered_by(earlier, K, w2c, d, stride)
+    if not keep.any():
+        return Gaussians.empty()
+
+    rays = _block_rays(K, blocks.u, blocks.v)
+    pcam = rays * np.where(valid, d, np.nan)[..., None]  # [Hb, Wb, 3] camera space
+    tu, has_u = _tangent(pcam, before_x, after_x, axis=1)
+    tv, has_v = _tangent(pcam, before_y, after_y, axis=0)
+
+    rows, cols = np.nonzero(keep)
+    p = pcam[rows, cols]
+    dk = d[rows, cols]
+    focal = math.sqrt(abs(float(K[0, 0]) * float(K[1, 1])))
+    footprint = stride * dk / focal  # [M] metres: one block's width on a camera-facing surface
+    tu, tv = tu[rows, cols], tv[rows, cols]
+    has_both = has_u[rows, cols] & has_v[rows, cols]
+
+    # Surface normal from the two grid steps, turned to face the camera; camera-facing
+    # where the grid gives no second direction (thin structures, silhouettes).
+    view = -p / np.linalg.norm(p, axis=1, keepdims=True)
+    normal = np.cross(np.nan_to_num(tu), np.nan_to_num(tv))
+    nlen = np.linalg.norm(normal, axis=1, keepdims=True)
+    has_normal = has_both & (nlen[:, 0] > 1e-12)
+    normal = np.where(has_normal[:, None], normal / np.maximum(nlen, 1e-12), view)
+    normal *= np.where((normal * view).sum(1, keepdims=True) < 0, -1.0, 1.0)
+    # First tangent: the u step (or the camera's x axis) made orthogonal to the normal.
+    a = np.where(has_normal[:, None], np.nan_to_num(tu), np.array([1.0, 0.0, 0.0], np.float32))
+    a = a - (a * normal).sum(1, keepdims=True) * normal
+    alen = np.linalg.norm(a, axis=1, keepdims=True)
+    a = np.where(alen > 1e-9, a / np.maximum(alen, 1e-12), _perpendicular(normal))
+    b = np.cross(normal, a)
+    len_a = np.where(has_normal, alen[:, 0], footprint)
+    len_b = np.where(has_normal, np.abs((np.nan_to_num(tv) * b).sum(1)), footprint)
+    s_a = scale_factor * np.clip(len_a, footprint, MAX_STRETCH * footprint)
+    s_b = scale_factor * np.clip(len_b, footprint, MAX_STRETCH * footprint)
+    s_n = scale_factor * NORMAL_SCALE_RATIO * footprint
+    log_scales = np.log(np.stack([s_a, s_b, s_n], axis=1))
+
+    R_c2w = np.asarray(w2c[:3, :3], np.float32).T
+    rot_cam = np.stack([a, b, normal], axis=2)  # columns: local axes in camera space
+    quats = matrix_to_quat_wxyz(np.matmul(R_c2w, rot_cam))
+    means = _to_world(p, w2c)
+    return Gaussians(
+        means=means,
+        quats=quats,
+        log_scales=log_scales,
+        opacity_logits=np.full(len(means), OPACITY_LOGIT, np.float32),
+        colors=colour[rows, cols],
+    )

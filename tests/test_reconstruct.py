@@ -1,0 +1,191 @@
+"""Reconstruction: depth maps -> pixel-aligned Gaussians, on scenes with known geometry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from runtime.world.camera import Cameras, Pose, intrinsics_from_fov, quat_wxyz_to_matrix
+from runtime.world.reconstruct import matrix_to_quat_wxyz, reconstruct, reduce_blocks, unproject_depth
+
+W, H, F = 64, 48, 50.0
+
+
+def K_() -> np.ndarray:
+    return np.array([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1]], np.float32)
+
+
+def identity_cameras(n: int = 1) -> Cameras:
+    return Cameras(np.repeat(np.eye(4, dtype=np.float32)[None], n, 0), np.repeat(K_()[None], n, 0), W, H)
+
+
+def textured(n: int = 1) -> np.ndarray:
+    v, u = np.mgrid[0:H, 0:W]
+    img = np.stack([u * 4 % 256, v * 5 % 256, (u + v) * 3 % 256], -1).astype(np.uint8)
+    return np.repeat(img[None], n, 0)
+
+
+def test_plane_gives_one_surfel_per_block_on_the_plane():
+    depth = np.full((1, H, W), 5.0, np.float32)
+    g = reconstruct(textured(), depth, identity_cameras(), None, stride=2)
+    assert len(g) == (H // 2) * (W // 2)
+    np.testing.assert_allclose(g.means[:, 2], 5.0, rtol=1e-5)
+    footprint = 2 * 5.0 / F
+    scales = np.sort(g.scales, axis=1)
+    np.testing.assert_allclose(scales[:, 2], 0.7 * footprint, rtol=1e-4)  # tangent axes: pixel footprint
+    np.testing.assert_allclose(scales[:, 1], 0.7 * footprint, rtol=1e-4)
+    assert np.all(scales[:, 0] < 0.2 * footprint)  # flattened along the normal
+    # The flat axis is the plane's normal (camera z).
+    R = quat_wxyz_to_matrix(g.quats)
+    flat_axis = R[np.arange(len(g)), :, np.argmin(g.log_scales, axis=1)]
+    np.testing.assert_allclose(np.abs(flat_axis[:, 2]), 1.0, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(g.quats, axis=1), 1.0, atol=1e-5)
+    assert np.all(g.opacities > 0.9)
+    # Colour is the block average of the image.
+    img = textured()[0].astype(np.float32) / 255
+    block = img.reshape(H // 2, 2, W // 2, 2, 3).mean(axis=(1, 3)).reshape(-1, 3)
+    np.testing.assert_allclose(np.sort(g.colors, axis=0), np.sort(block, axis=0), atol=1e-5)
+
+
+def test_means_are_in_world_coordinates():
+    pose = Pose(np.array([3.0, -1.0, 2.0]), yaw=0.7, pitch=0.2)
+    cams = Cameras(pose.w2c[None], K_()[None], W, H)
+    depth = np.full((1, H, W), 4.0, np.float32)
+    g = reconstruct(textured(), depth, cams, None, stride=4)
+    # Every mean is 4 m in front of the camera along its forward axis.
+    ahead = (g.means - pose.position) @ cams.forwards[0]
+    np.testing.assert_allclose(ahead, 4.0, rtol=1e-4)
+
+
+def test_covered_views_add_nothing():
+    depth = np.full((1, H, W), 5.0, np.float32)
+    assert len(reconstruct(textured(), depth, identity_cameras(), np.ones((1, H, W), np.float32))) == 0
+    # Half covered: only the uncovered half is filled.
+    alpha = np.zeros((1, H, W), np.float32)
+    alpha[:, :, : W // 2] = 1.0
+    g = reconstruct(textured(), depth, identity_cameras(), alpha, stride=2)
+    assert len(g) == (H // 2) * (W // 4)
+    assert np.all(g.means[:, 0] > 0)
+
+
+def test_sky_is_never_a_splat():
+    sky = np.full((1, H, W), np.inf, np.float32)
+    assert len(reconstruct(textured(), sky, identity_cameras(), None)) == 0
+    far = np.full((1, H, W), 500.0, np.float32)
+    assert len(reconstruct(textured(), far, identity_cameras(), None, max_depth=200.0)) == 0
+    half = np.full((1, H, W), 5.0, np.float32)
+    half[:, : H // 2] = np.inf  # upper half sky
+    g = reconstruct(textured(), half, identity_cameras(), None, stride=2)
+    assert len(g) == (H // 4) * (W // 2)
+    assert np.all(np.isfinite(g.means)) and np.all(g.means[:, 1] > 0)
+
+
+def test_depth_step_is_not_bridged():
+    depth = np.full((1, H, W), 5.0, np.float32)
+    depth[:, :, W // 2 + 1 :] = 10.0  # the step falls inside a 2x2 block
+    g = reconstruct(textured(), depth, identity_cameras(), None, stride=2)
+    z = g.means[:, 2]
+    assert np.all((np.abs(z - 5.0) < 1e-3) | (np.abs(z - 10.0) < 1e-3)), "a Gaussian floats between surfaces"
+    # No Gaussian's 3-sigma extent reaches across the 5 m gap.
+    assert np.all(3 * g.scales.max(axis=1) < 1.0)
+    # The foreground keeps its silhouette column; the background loses at most its edge column.
+    assert np.count_nonzero(np.abs(z - 5.0) < 1e-3) == (H // 2) * (W // 4 + 1)
+    assert np.count_nonzero(np.abs(z - 10.0) < 1e-3) >= (H // 2) * (W // 4 - 2)
+
+
+def test_flying_pixels_between_surfaces_are_dropped():
+    depth = np.full((1, H, W), 5.0, np.float32)
+    depth[:, :, W // 2 :] = 10.0
+    depth[:, :, W // 2 - 2 : W // 2] = 7.0  # one block column of blurred edge depth
+    g = reconstruct(textured(), depth, identity_cameras(), None, stride=2)
+    assert not np.any(np.abs(g.means[:, 2] - 7.0) < 0.5)
+
+
+def test_thin_foreground_structures_survive():
+    depth = np.full((1, H, W), 10.0, np.float32)
+    depth[:, :, 30:32] = 4.0  # a pole one block wide in front of a wall
+    g = reconstruct(textured(), depth, identity_cameras(), None, stride=2)
+    pole = np.abs(g.means[:, 2] - 4.0) < 1e-3
+    assert np.count_nonzero(pole) == H // 2
+    assert np.all(3 * g.scales[pole].max(axis=1) < 0.5)  # camera-facing, pixel-sized
+
+
+def test_isolated_points_are_dropped():
+    depth = np.full((1, H, W), np.inf, np.float32)
+    depth[:, 10:12, 20:22] = 3.0  # one lone block
+    depth[:, 30:40, 30:50] = 6.0  # a solid patch
+    g = reconstruct(textured(), depth, identity_cameras(), None, stride=2, floater_min_neighbors=2)
+    assert not np.any(np.abs(g.means[:, 2] - 3.0) < 1e-3)
+    assert np.count_nonzero(np.abs(g.means[:, 2] - 6.0) < 1e-3) == 5 * 10
+    g0 = reconstruct(textured(), depth, identity_cameras(), None, stride=2, floater_min_neighbors=0)
+    assert np.any(np.abs(g0.means[:, 2] - 3.0) < 1e-3)
+
+
+def test_identical_views_in_one_call_are_not_duplicated():
+    depth = np.full((2, H, W), 5.0, np.float32)
+    one = reconstruct(textured(1), depth[:1], identity_cameras(1), None)
+    two = reconstruct(textured(2), depth, identity_cameras(2), None)
+    assert len(two) == len(one)
+
+
+def test_overlapping_views_add_only_the_new_part():
+    # A wall 8 m ahead seen from two cameras 1 m apart sideways.
+    poses = [Pose(np.array([0.0, 0.0, 0.0])), Pose(np.array([1.0, 0.0, 0.0]))]
+    cams = Cameras(np.stack([p.w2c for p in poses]), np.repeat(K_()[None], 2, 0), W, H)
+    depth = np.full((2, H, W), 8.0, np.float32)
+    one = reconstruct(textured(1), depth[:1], cams[0], None)
+    both = reconstruct(textured(2), depth, cams, None)
+    # View 2 sees 1 m of new wall on its right: 1 m / (2 * 8 / 50 m per block) ~ 3 columns.
+    new = len(both) - len(one)
+    assert 2 * (H // 2) <= new <= 5 * (H // 2)
+    assert both.means[len(one) :, 0].min() > 0.9 * (W / 2 * 8 / F)  # only beyond view 1's right edge
+
+
+def test_grazing_ground_stays_closed():
+    """A ground plane seen at a grazing angle is smooth: no block is taken for an edge."""
+    w, h = 160, 90
+    K = intrinsics_from_fov(w, h, math.radians(75))
+    cam = Pose(np.zeros(3)).camera(w, h, math.radians(75))
+    v = np.arange(h) + 0.5
+    ray_y = (v - K[1, 2]) / K[1, 1]
+    depth_col = np.where(ray_y > 0, 1.6 / np.maximum(ray_y, 1e-9), np.inf)  # ground 1.6 m below
+    depth = np.repeat(depth_col[:, None], w, 1)[None].astype(np.float32)
+    rgb = np.full((1, h, w, 3), 120, np.uint8)
+    g = reconstruct(rgb, depth, cam, None, stride=2, max_depth=200.0)
+    valid_blocks = np.isfinite(reduce_blocks(depth[0], 2, 200.0).depth).sum()
+    assert len(g) >= 0.95 * valid_blocks - 2 * (w // 2)  # at most the skyline rows go
+    np.testing.assert_allclose(g.means[:, 1], 1.6, atol=0.05 * 1.6)  # on the ground
+    # Flat axis is vertical, and far footprints stretch along the ground.
+    R = quat_wxyz_to_matrix(g.quats)
+    flat_axis = R[np.arange(len(g)), :, np.argmin(g.log_scales, axis=1)]
+    assert np.median(np.abs(flat_axis[:, 1])) > 0.99
+
+
+def test_unproject_depth_round_trips():
+    pose = Pose(np.array([1.0, -2.0, 0.5]), yaw=-1.1, pitch=0.3)
+    depth = (3.0 + np.random.default_rng(0).random((H, W))).astype(np.float32)
+    depth[:5] = np.inf
+    pts, blocks = unproject_depth(depth, K_(), pose.w2c, stride=1)
+    assert len(pts) == (H - 5) * W and blocks.shape == (len(pts), 2)
+    pc = pts @ pose.w2c[:3, :3].T + pose.w2c[:3, 3]
+    np.testing.assert_allclose(pc[:, 2], depth[blocks[:, 0], blocks[:, 1]], rtol=1e-4)
+    u = F * pc[:, 0] / pc[:, 2] + W / 2
+    np.testing.assert_allclose(u, blocks[:, 1] + 0.5, atol=1e-3)  # pixel centres at +0.5
+
+
+def test_quaternion_round_trip():
+    q = np.random.default_rng(1).normal(size=(500, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q *= np.sign(q[:, :1])
+    np.testing.assert_allclose(matrix_to_quat_wxyz(quat_wxyz_to_matrix(q)), q, atol=1e-5)
+
+
+def test_bad_input_names_the_field():
+    with pytest.raises(ValueError, match="depth"):
+        reconstruct(textured(), np.ones((1, H, W + 1), np.float32), identity_cameras(), None)
+    with pytest.raises(ValueError, match="existing_alpha"):
+        reconstruct(textured(), np.ones((1, H, W), np.float32), identity_cameras(), np.ones((H, W)))
+    with pytest.raises(ValueError, match="stride"):
+        reconstruct(textured(), np.ones((1, H, W), np.float32), identity_cameras(), None, stride=0)
