@@ -1,2 +1,31 @@
 """Everything a world is — scene, frame memory, coverage, generators, reconstruction,
 rendering, movement and storage — with no networking in it."""
+
+from .camera import Cameras, Pose
+from .motion import MoveInput
+from .world import (
+    ChunkAdded,
+    ChunkRequested,
+    GenerationFailed,
+    GenerationJob,
+    GenerationProgress,
+    PlayerState,
+    World,
+    WorldConfig,
+    WorldEvent,
+)
+
+__all__ = [
+    "Cameras",
+    "ChunkAdded",
+    "ChunkRequested",
+    "GenerationFailed",
+    "GenerationJob",
+    "GenerationProgress",
+    "MoveInput",
+    "PlayerState",
+    "Pose",
+    "World",
+    "WorldConfig",
+    "WorldEvent",
+]

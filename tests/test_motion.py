@@ -1,0 +1,149 @@
+"""Movement with collision against Gaussian scenes built by hand (no generator needed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from runtime.world.camera import Pose
+from runtime.world.collision import SceneCollider
+from runtime.world.gaussians import Gaussians
+from runtime.world.motion import EYE_HEIGHT, FLY_SPEED, RUN_SPEED, WALK_SPEED, MoveInput, step
+from runtime.world.scene import ChunkSource, Scene
+
+
+def splats(points: np.ndarray, opacity: float = 0.95, sigma: float = 0.05) -> Gaussians:
+    """Small opaque Gaussians at ``points`` ``[P, 3]``."""
+    n = len(points)
+    quats = np.zeros((n, 4), np.float32)
+    quats[:, 0] = 1.0
+    logit = math.log(opacity / (1 - opacity))
+    return Gaussians(points, quats, np.full((n, 3), math.log(sigma)), np.full(n, logit), np.full((n, 3), 0.5))
+
+
+def ground(x0, x1, z0, z1, y=EYE_HEIGHT, spacing=0.1) -> np.ndarray:
+    xs, zs = np.meshgrid(np.arange(x0, x1, spacing), np.arange(z0, z1, spacing))
+    return np.stack([xs.ravel(), np.full(xs.size, y), zs.ravel()], 1)
+
+
+def wall_z(z, x0, x1, y_top, y_bottom, spacing=0.1) -> np.ndarray:
+    """A vertical wall in the plane z = const from y_top (higher) to y_bottom."""
+    xs, ys = np.meshgrid(np.arange(x0, x1, spacing), np.arange(y_top, y_bottom, spacing))
+    return np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, z)], 1)
+
+
+def box(x0, x1, z0, z1, top_y, bottom_y=EYE_HEIGHT, spacing=0.1) -> np.ndarray:
+    """A solid block (top face and four sides) standing on the ground."""
+    parts = [ground(x0, x1, z0, z1, y=top_y, spacing=spacing)]
+    ys = np.arange(top_y, bottom_y + 1e-6, spacing)
+    for z in (z0, z1):
+        xs, yy = np.meshgrid(np.arange(x0, x1, spacing), ys)
+        parts.append(np.stack([xs.ravel(), yy.ravel(), np.full(xs.size, z)], 1))
+    for x in (x0, x1):
+        zs, yy = np.meshgrid(np.arange(z0, z1, spacing), ys)
+        parts.append(np.stack([np.full(zs.size, x), yy.ravel(), zs.ravel()], 1))
+    return np.concatenate(parts)
+
+
+def collider_for(*point_sets) -> SceneCollider:
+    scene = Scene()
+    for pts in point_sets:
+        scene.append(splats(pts), ChunkSource())
+    c = SceneCollider()
+    c.sync(scene.snapshot())
+    return c
+
+
+def walk(pose: Pose, move: MoveInput, seconds: float, collider, dt: float = 1 / 30) -> Pose:
+    for _ in range(round(seconds / dt)):
+        pose = step(pose, move, dt, collider)
+    return pose
+
+
+def test_flat_ground_keeps_eye_height():
+    c = collider_for(ground(-5, 5, -5, 25))
+    pose = walk(Pose(), MoveInput(forward=1.0), 4.0, c)
+    assert pose.position[2] == pytest.approx(4 * WALK_SPEED, abs=0.05)
+    feet = c.ground_y(float(pose.position[0]), float(pose.position[2]), float(pose.position[1]))
+    assert feet - pose.position[1] == pytest.approx(EYE_HEIGHT, abs=0.06)
+    assert pose.position[1] == pytest.approx(0.0, abs=0.06)
+
+
+def test_wall_stops_the_walk_and_sliding_keeps_the_parallel_motion():
+    c = collider_for(ground(-5, 5, -5, 10), wall_z(3.0, -5, 5, -1.0, EYE_HEIGHT))
+    pose = walk(Pose(), MoveInput(forward=1.0, run=True), 3.0, c)
+    assert 2.2 < pose.position[2] < 3.0  # stopped in front of the wall, never through it
+    # Walking diagonally into the wall slides along it (x keeps changing, z does not pass).
+    slid = walk(pose, MoveInput(forward=1.0, right=1.0), 2.0, c)
+    assert slid.position[0] > pose.position[0] + 1.0
+    assert slid.position[2] < 3.0
+
+
+def test_small_steps_are_climbed_and_big_ones_are_walls():
+    step_top = EYE_HEIGHT - 0.3  # a 0.3 m step, +y down
+    c = collider_for(ground(-5, 5, -5, 2), box(-5, 5, 2.0, 8.0, step_top))
+    pose = walk(Pose(), MoveInput(forward=1.0), 4.0, c)
+    assert pose.position[2] > 4.0
+    assert pose.position[1] == pytest.approx(-0.3, abs=0.06)  # eye rose by the step height
+
+    c = collider_for(ground(-5, 5, -5, 2), box(-5, 5, 2.0, 8.0, EYE_HEIGHT - 1.0))
+    pose = walk(Pose(), MoveInput(forward=1.0), 4.0, c)
+    assert pose.position[2] < 2.0
+    assert pose.position[1] == pytest.approx(0.0, abs=0.06)
+
+
+def test_unknown_ground_keeps_height_and_falls_to_lower_ground():
+    pose = walk(Pose(np.array([0.0, -3.0, 0.0])), MoveInput(forward=1.0), 1.0, collider_for())
+    assert pose.position[1] == pytest.approx(-3.0)
+    # Walking off a ledge onto ground 2 m lower ends at eye height above the lower ground.
+    c = collider_for(ground(-5, 5, -5, 2), ground(-5, 5, 2, 10, y=EYE_HEIGHT + 2.0))
+    pose = walk(Pose(), MoveInput(forward=1.0), 3.0, c)
+    assert pose.position[1] == pytest.approx(2.0, abs=0.06)
+
+
+def test_fly_mode_moves_along_view_and_collides_with_voxels():
+    pose = step(Pose(pitch=math.radians(30)), MoveInput(forward=1.0, fly=True), 0.5, None)
+    expected = 0.5 * FLY_SPEED * np.array([0.0, -math.sin(math.radians(30)), math.cos(math.radians(30))])
+    np.testing.assert_allclose(pose.position, expected, atol=1e-4)
+    up = step(Pose(), MoveInput(up=1.0, fly=True), 0.5, None)
+    assert up.position[1] == pytest.approx(-0.5 * FLY_SPEED)  # up is -y
+    c = collider_for(wall_z(3.0, -5, 5, -5.0, 5.0))
+    pose = walk(Pose(), MoveInput(forward=1.0, fly=True), 2.0, c)
+    assert 2.0 < pose.position[2] < 3.0
+
+
+def test_look_deltas_and_pitch_clamp():
+    pose = step(Pose(), MoveInput(yaw_delta=math.pi / 2, pitch_delta=3.0), 0.1, None)
+    assert pose.yaw == pytest.approx(math.pi / 2)
+    assert pose.pitch == pytest.approx(math.radians(89.0))
+    moved = step(Pose(yaw=math.pi / 2), MoveInput(forward=1.0, run=True), 1.0, None)
+    np.testing.assert_allclose(moved.position, [RUN_SPEED, 0.0, 0.0], atol=1e-4)  # yaw +90 deg faces +x
+
+
+@pytest.mark.parametrize("field", ["forward", "right", "up", "yaw_delta", "pitch_delta"])
+def test_non_finite_input_raises_naming_the_field(field):
+    with pytest.raises(ValueError, match=field):
+        step(Pose(), MoveInput(**{field: float("nan")}), 0.1, None)
+
+
+def test_bad_dt_and_pose_raise():
+    with pytest.raises(ValueError, match="dt"):
+        step(Pose(), MoveInput(), float("inf"), None)
+    with pytest.raises(ValueError, match="dt"):
+        step(Pose(), MoveInput(), -0.1, None)
+    with pytest.raises(ValueError, match="position"):
+        step(Pose(np.array([np.nan, 0, 0])), MoveInput(), 0.1, None)
+
+
+def test_collider_caches_per_chunk_and_grows_incrementally():
+    scene = Scene()
+    scene.append(splats(ground(-2, 2, -2, 2)), ChunkSource())
+    c = SceneCollider()
+    c.sync(scene.snapshot())
+    first = c.num_voxels
+    scene.append(splats(wall_z(1.0, -2, 2, 0.0, EYE_HEIGHT)), ChunkSource())
+    c.sync(scene.snapshot())
+    assert c.num_voxels > first
+    assert set(c._per_chunk) == {0, 1}
