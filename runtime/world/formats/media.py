@@ -1,0 +1,107 @@
+"""Images in (PNG, JPEG, ... via PyAV/FFmpeg) and H.264 MP4 video out."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .errors import SplatFormatError
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB of the image at ``path`` (any format FFmpeg decodes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplatFormatError(path, "no such file")
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                return frame.to_ndarray(format="rgb24")
+    except (av.error.FFmpegError, ValueError, IndexError) as e:
+        raise SplatFormatError(path, f"not a readable image ({e})") from None
+    raise SplatFormatError(path, "image has no picture in it")
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    """Write ``[H, W, 3]`` uint8 RGB as a PNG."""
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    with av.open(str(path), mode="w", format="image2") as container:
+        stream = container.add_stream("png")
+        stream.height, stream.width = rgb.shape[:2]
+        stream.pix_fmt = "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def read_video_frames(path: str | Path) -> np.ndarray:
+    """``[N, H, W, 3]`` uint8 RGB frames of a video file (for tests and tools)."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+class Mp4Writer:
+    """Writes RGB frames as an H.264 MP4 (yuv420p, so width and height must be even).
+
+    The file appears under its final name only when :meth:`close` succeeds.
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float = 16.0, crf: int = 18) -> None:
+        if width % 2 or height % 2 or width <= 0 or height <= 0:
+            raise ValueError(f"H.264 video needs an even, positive width and height, got {width}x{height}")
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix or '.mp4'}")
+        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        rate = Fraction(fps).limit_denominator(1001)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one ``[height, width, 3]`` uint8 frame."""
+        rgb = np.ascontiguousarray(rgb, np.uint8)
+        if rgb.shape != (self.height, self.width, 3):
+            raise ValueError(f"frame must be [{self.height}, {self.width}, 3], got {list(rgb.shape)}")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+            os.replace(self._tmp, self.path)
+        finally:
+            if self._container is not None:
+                self._container.close()
+                self._container = None
+            self._tmp.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        """Stop without producing the file."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,350 @@
+"""A directory of saved worlds: create, open, list, import and export them.
+
+Layout (one directory per world under the library root)::
+
+    <root>/<name>/manifest.json        what the world is (see manifest.py)
+    <root>/<name>/start.npz            the start image, if any
+    <root>/<name>/chunks/00000012.npz  one file per scene chunk
+    <root>/<name>/frames/00000040.npz  one file per memory frame (RGB + depth + pose)
+    <root>/<name>/.lock                held (flock) while a process has the world open to write
+
+Worlds handed out by :meth:`WorldLibrary.create` and :meth:`WorldLibrary.open` are
+:class:`StoredWorld` objects: ordinary :class:`World` objects that save every
+chunk as it lands and flush in :meth:`StoredWorld.close`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..frames import Frame
+from ..gaussians import Gaussians
+from ..scene import Chunk, ChunkSource
+from ..world import ChunkAdded, World, WorldConfig, WorldEvent
+from .chunk_io import decode_chunk, decode_frame, decode_image, encode_image
+from .durable import TMP_MARK, fsync_dir, sha256_hex, write_durably
+from .errors import WorldBusy, WorldExists, WorldFormatError, WorldNotFound, WorldStoreError
+from .manifest import FORMAT_VERSION, MANIFEST_NAME, new_manifest, read_manifest, write_manifest
+from .names import check_world_name, is_world_name
+from .writer import CHUNK_DIR, FRAME_DIR, WorldWriter
+
+log = logging.getLogger(__name__)
+
+START_IMAGE_FILE = "start.npz"
+LOCK_FILE = ".lock"
+
+
+@dataclass(frozen=True)
+class WorldInfo:
+    """A saved world at a glance (from its manifest; no data file is read).
+
+    ``size_bytes`` counts the manifest and the files it references. ``error`` is set
+    (and the counts are 0) when the manifest cannot be read.
+    """
+
+    name: str
+    path: Path
+    size_bytes: int
+    chunks: int
+    gaussians: int
+    frames: int
+    created_at: float
+    last_played: float
+    format_version: int
+    generator: str = ""
+    seed: int = 0
+    caption: str = ""
+    error: str | None = None
+
+
+class StoredWorld(World):
+    """A :class:`World` that saves itself: each landed chunk is written as it lands.
+
+    Built by :class:`WorldLibrary`; use it exactly like a World. :meth:`close`
+    stops generation, then waits until everything is on disk. :meth:`flush` waits
+    without closing.
+    """
+
+    store: WorldWriter | None = None
+    world_dir: Path | None = None
+    read_only: bool = False
+    _lock_fd: int | None = None
+    _unsubscribe_store = None
+
+    def _attach_store(self, writer: WorldWriter, lock_fd: int) -> None:
+        self.store = writer
+        self._lock_fd = lock_fd
+        self._unsubscribe_store = self.subscribe(self._save_event)
+
+    def _save_event(self, event: WorldEvent) -> None:
+        # Called on the generation worker right after the chunk landed, so state_dict()
+        # describes the world with this chunk in it.
+        if isinstance(event, ChunkAdded) and self.store is not None:
+            self.store.submit(event.chunks, event.frames, self.state_dict())
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything landed so far is durable (False on timeout); raises StoreWriteError on failure."""
+        if self.store is None:
+            return True
+        self.store.update_state(self.state_dict())
+        return self.store.flush(timeout)
+
+    def close(self) -> None:
+        super().close()
+        store, self.store = self.store, None
+        try:
+            if store is not None:
+                if self._unsubscribe_store is not None:
+                    self._unsubscribe_store()
+                store.close(final_state=self.state_dict())
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
+
+
+class WorldLibrary:
+    """Saved worlds under ``root`` (created if missing). Never touches files outside ``root``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).absolute()
+
+    # ------------------------------------------------------------------ names and paths
+    def path(self, name: str) -> Path:
+        """The directory of world ``name`` (which may not exist yet)."""
+        path = self.root / check_world_name(name)
+        # Belt and braces: the name rule already forbids separators and '..'.
+        if path.parent != self.root:
+            raise WorldStoreError(f"world {name!r} would live outside {self.root}")
+        return path
+
+    def exists(self, name: str) -> bool:
+        return (self.path(name) / MANIFEST_NAME).is_file()
+
+    def _require(self, name: str) -> Path:
+        path = self.path(name)
+        if not (path / MANIFEST_NAME).is_file():
+            known = ", ".join(i.name for i in self.list()) or "none"
+            raise WorldNotFound(f"no world named {name!r} in {self.root} (worlds: {known})")
+        return path
+
+    # ------------------------------------------------------------------ create / open
+    def create(self, config: WorldConfig, start_image: np.ndarray | None = None, **world_kwargs) -> StoredWorld:
+        """Make a new, empty world named ``config.name`` and return it open for writing.
+
+        ``world_kwargs`` (generator, renderer, executor, depth_estimator) go to :class:`World`.
+        Raises :class:`WorldExists` if the name is taken.
+        """
+        name = check_world_name(config.name)
+        path = self.path(name)
+        if (path / MANIFEST_NAME).exists():
+            raise WorldExists(f"a world named {name!r} already exists in {self.root}")
+        if start_image is not None:
+            start_image = np.asarray(start_image)
+            if start_image.ndim != 3 or start_image.shape[2] != 3 or start_image.dtype != np.uint8:
+                raise ValueError(f"start_image must be [H, W, 3] uint8, got {start_image.shape} {start_image.dtype}")
+        for sub in ("", CHUNK_DIR, FRAME_DIR):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        fsync_dir(self.root)
+        lock_fd = self._lock(path, name)
+        try:
+            if (path / MANIFEST_NAME).exists():  # created by someone else since we looked
+                raise WorldExists(f"a world named {name!r} already exists in {self.root}")
+            # A directory without a manifest is an interrupted create: start it afresh.
+            self._remove_leftovers(path, {"chunks": [], "frames": []})
+            start_record = None
+            if start_image is not None:
+                data = encode_image(start_image)
+                write_durably(path / START_IMAGE_FILE, data)
+                start_record = {"file": START_IMAGE_FILE, "bytes": len(data), "sha256": sha256_hex(data)}
+            manifest = new_manifest(name, config.to_dict(), start_record)
+            world = StoredWorld(config, start_image=start_image, **world_kwargs)
+            try:
+                manifest["state"] = world.state_dict()
+                write_manifest(path, manifest)
+            except BaseException:
+                world.close()
+                raise
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        self._finish_open(world, path, manifest, lock_fd)
+        return world
+
+    def open(self, name: str, *, read_only: bool = False, verify: bool = True, **world_kwargs) -> StoredWorld:
+        """Bring world ``name`` back exactly as last saved.
+
+        Every referenced file's size (and with ``verify`` its sha256) is checked;
+        a bad one raises :class:`WorldFormatError` naming it. Files the manifest does
+        not reference are leftovers of an interrupted save: ignored, and deleted
+        unless ``read_only``. A ``read_only`` world saves nothing and takes no lock
+        (for rendering or exporting while a server has it open).
+        """
+        path = self._require(name)
+        lock_fd = None if read_only else self._lock(path, name)
+        try:
+            manifest = read_manifest(path, name)
+            if not read_only:
+                self._remove_leftovers(path, manifest)
+            try:
+                config = WorldConfig.from_dict({**manifest["config"], "name": name})
+            except (ValueError, TypeError) as e:
+                raise WorldFormatError(f"world {name!r}: the manifest's config is invalid ({e})") from None
+            start_image = None
+            if manifest.get("start_image"):
+                start_image = decode_image(self._read_file(path, name, manifest["start_image"], verify), f"{path / START_IMAGE_FILE}")
+            chunks = [self._load_chunk(path, name, rec, verify) for rec in manifest["chunks"]]
+            frames = [self._load_frame(path, name, rec, verify) for rec in manifest["frames"]]
+            world = StoredWorld(config, start_image=start_image, **world_kwargs)
+            try:
+                world.restore(chunks, frames, manifest.get("state") or {})
+            except BaseException as e:
+                world.close()
+                if isinstance(e, (ValueError, KeyError, TypeError)):
+                    raise WorldFormatError(f"world {name!r}: saved state cannot be restored ({type(e).__name__}: {e})") from None
+                raise
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        if read_only:
+            world.world_dir, world.read_only = path, True
+        else:
+            self._finish_open(world, path, manifest, lock_fd)
+            world.store.update_state(touch=True)
+        return world
+
+    def _finish_open(self, world: StoredWorld, path: Path, manifest: dict, lock_fd: int) -> None:
+        world.world_dir = path
+        world._attach_store(WorldWriter(path, manifest), lock_fd)
+
+    @staticmethod
+    def _lock(path: Path, name: str) -> int:
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise WorldBusy(f"world {name!r} is open for writing elsewhere (close it there, or open it read-only)") from None
+        return fd
+
+    @staticmethod
+    def _remove_leftovers(path: Path, manifest: dict) -> list[Path]:
+        """Delete data files the manifest does not reference, and temp files (interrupted writes)."""
+        referenced = {rec["file"] for key in ("chunks", "frames") for rec in manifest[key]}
+        if manifest.get("start_image"):
+            referenced.add(manifest["start_image"]["file"])
+        removed = []
+        candidates = [p for sub in (CHUNK_DIR, FRAME_DIR) if (path / sub).is_dir() for p in (path / sub).iterdir()]
+        candidates += [p for p in path.iterdir() if TMP_MARK in p.name]
+        for p in candidates:
+            rel = p.relative_to(path).as_posix()
+            if p.is_file() and (rel not in referenced or TMP_MARK in p.name):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+        if removed:
+            log.info("world %s: removed %d unreferenced file(s) left by an interrupted save", path.name, len(removed))
+        return removed
+
+    # ------------------------------------------------------------------ reading files
+    @staticmethod
+    def _read_file(path: Path, name: str, rec: dict, verify: bool) -> bytes:
+        file = path / rec["file"]
+        try:
+            data = file.read_bytes()
+        except FileNotFoundError:
+            raise WorldFormatError(f"world {name!r}: {file} is missing (the manifest references it)") from None
+        if len(data) != int(rec["bytes"]):
+            raise WorldFormatError(f"world {name!r}: {file} is corrupt: {len(data)} bytes, the manifest says {rec['bytes']}")
+        if verify and sha256_hex(data) != rec["sha256"]:
+            raise WorldFormatError(f"world {name!r}: {file} is corrupt: sha256 does not match the manifest")
+        return data
+
+    def _load_chunk(self, path: Path, name: str, rec: dict, verify: bool) -> Chunk:
+        return decode_chunk(self._read_file(path, name, rec, verify), rec, f"world {name!r}: {path / rec['file']}")
+
+    def _load_frame(self, path: Path, name: str, rec: dict, verify: bool) -> Frame:
+        return decode_frame(self._read_file(path, name, rec, verify), rec, f"world {name!r}: {path / rec['file']}")
+
+    def load_chunks(self, name: str, verify: bool = True) -> list[Chunk]:
+        """The saved chunks of ``name`` without building a World (for export)."""
+        path = self._require(name)
+        manifest = read_manifest(path, name)
+        return [self._load_chunk(path, name, rec, verify) for rec in manifest["chunks"]]
+
+    def load_gaussians(self, name: str, verify: bool = True) -> Gaussians:
+        """Every saved Gaussian of ``name`` in one set (SH kept only if all chunks share a degree)."""
+        return Gaussians.concat([c.gaussians for c in self.load_chunks(name, verify)])
+
+    # ------------------------------------------------------------------ import
+    def import_gaussians(
+        self,
+        name: str,
+        gaussians: Gaussians,
+        *,
+        caption: str = "",
+        seed: int = 0,
+        source_name: str = "import",
+        config: WorldConfig | None = None,
+        **world_kwargs,
+    ) -> StoredWorld:
+        """Create world ``name`` seeded with ``gaussians`` (e.g. a PLY); generation extends it past its borders."""
+        config = config or WorldConfig(name=name, seed=seed, caption=caption)
+        if config.name != name:
+            raise ValueError(f"config.name {config.name!r} differs from name {name!r}")
+        world = self.create(config, **world_kwargs)
+        try:
+            world.import_gaussians(gaussians, ChunkSource(-1, source_name, config.seed, config.caption))
+        except BaseException:
+            world.close()
+            raise
+        return world
+
+    # ------------------------------------------------------------------ listing
+    def list(self) -> list[WorldInfo]:
+        """Every world under the root, sorted by name (unreadable ones carry ``error``)."""
+        if not self.root.is_dir():
+            return []
+        return [
+            self._info(p)
+            for p in sorted(self.root.iterdir())
+            if p.is_dir() and is_world_name(p.name) and (p / MANIFEST_NAME).is_file()
+        ]
+
+    def info(self, name: str) -> WorldInfo:
+        return self._info(self._require(name))
+
+    @staticmethod
+    def _info(path: Path) -> WorldInfo:
+        name = path.name
+        try:
+            m = read_manifest(path, name)
+        except WorldFormatError as e:
+            return WorldInfo(name, path, 0, 0, 0, 0, 0.0, 0.0, 0, error=str(e))
+        size = (path / MANIFEST_NAME).stat().st_size + sum(int(r["bytes"]) for k in ("chunks", "frames") for r in m[k])
+        if m.get("start_image"):
+            size += int(m["start_image"].get("bytes", 0))
+        cfg = m["config"]
+        return WorldInfo(
+            name=name,
+            path=path,
+            size_bytes=size,
+            chunks=len(m["chunks"]),
+            gaussians=sum(int(r.get("gaussians", 0)) for r in m["chunks"]),
+            frames=len(m["frames"]),
+            created_at=float(m.get("created_at", 0.0)),
+            last_played=float(m.get("last_played", 0.0)),
+            format_version=int(m["format_version"]),
+            generator=str(cfg.get("generator", "")),
+            seed=int(cfg.get("seed", 0)),
+            caption=str(cfg.get("caption", "")),
+        )
+
+
+__all__ = ["FORMAT_VERSION", "StoredWorld", "WorldInfo", "WorldLibrary"]

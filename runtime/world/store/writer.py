@@ -1,0 +1,227 @@
+"""The writer thread: saves chunks, frames and state as they land, off the render path.
+
+Producers (generation workers delivering ``ChunkAdded``) put work on a bounded
+queue and return at once unless the disk has fallen ``queue_size`` chunks behind,
+in which case generation waits for it (back-pressure; rendering and the event
+loop never call into the writer). The thread takes everything queued, writes each
+data file durably, fsyncs the directories, then replaces the manifest once for
+the whole batch: a crash at any moment leaves the previous manifest, and every
+file it references, intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..frames import Frame
+from ..scene import Chunk
+from .chunk_io import encode_chunk, encode_frame, source_to_dict
+from .durable import fsync_dir, sha256_hex, write_durably
+from .errors import StoreWriteError
+from .manifest import write_manifest
+
+log = logging.getLogger(__name__)
+
+CHUNK_DIR = "chunks"
+FRAME_DIR = "frames"
+
+
+def chunk_file(chunk_id: int) -> str:
+    return f"{CHUNK_DIR}/{chunk_id:08d}.npz"
+
+
+def frame_file(frame_id: int) -> str:
+    return f"{FRAME_DIR}/{frame_id:08d}.npz"
+
+
+class WorldWriter:
+    """Owns a world directory's manifest while the world is open for writing.
+
+    Args:
+        world_dir: the world's directory (exists, with ``chunks/`` and ``frames/``).
+        manifest: the manifest as last written; the writer updates it from here on.
+        queue_size: landed chunks that may wait before producers block.
+    """
+
+    def __init__(self, world_dir: Path, manifest: dict, queue_size: int = 32) -> None:
+        self.world_dir = Path(world_dir)
+        self.name = str(manifest.get("name", self.world_dir.name))
+        self._manifest = manifest
+        self._index = {
+            key: {int(rec["id"]): i for i, rec in enumerate(manifest[key])} for key in ("chunks", "frames")
+        }
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._error: StoreWriteError | None = None
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.stats = {
+            "chunks_written": 0,
+            "frames_written": 0,
+            "bytes_written": 0,
+            "manifests_written": 0,
+            "write_seconds": 0.0,
+        }
+        self._thread = threading.Thread(target=self._run, name=f"store-{self.name}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ producers
+    def submit(self, chunks: Sequence[Chunk], frames: Sequence[Frame], state: dict | None) -> None:
+        """Save these chunks and frames, then a manifest with ``state`` (any thread; may block when far behind)."""
+        if self._closed:
+            log.warning("world %s: %d chunk(s) landed after the store closed; not saved", self.name, len(chunks))
+            return
+        self._queue.put(("landed", tuple(chunks), tuple(frames), state))
+
+    def update_state(self, state: dict | None = None, touch: bool = False) -> None:
+        """Write a manifest with a new ``state`` (and/or a new ``last_played`` time when ``touch``)."""
+        if not self._closed:
+            self._queue.put(("state", state, touch))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is durable; raises :class:`StoreWriteError` if a write failed.
+
+        Returns False if ``timeout`` seconds passed first.
+        """
+        if not self._closed:
+            done = threading.Event()
+            self._queue.put(("flush", done))
+            if not done.wait(timeout):
+                return False
+        self._raise_error()
+        return True
+
+    def close(self, final_state: dict | None = None, timeout: float | None = None) -> None:
+        """Write ``final_state``, drain the queue and stop the thread (idempotent)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._queue.put(("state", final_state, True))
+            self._queue.put(("stop",))
+            self._closed = True
+        self._thread.join(timeout)
+        self._raise_error()
+
+    @property
+    def manifest(self) -> dict:
+        """The manifest as last queued for writing (read-only use; the writer thread mutates it)."""
+        return self._manifest
+
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    # ------------------------------------------------------------------ the thread
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            waiters: list[threading.Event] = []
+            dirty = False
+            wrote_files = False
+            for item in batch:
+                kind = item[0]
+                if kind == "landed":
+                    _, chunks, frames, state = item
+                    wrote_files |= self._write_landed(chunks, frames)
+                    if state is not None:
+                        self._manifest["state"] = state
+                    dirty = True
+                elif kind == "state":
+                    _, state, touch = item
+                    if state is not None:
+                        self._manifest["state"] = state
+                    if touch:
+                        self._manifest["last_played"] = time.time()
+                    dirty = True
+                elif kind == "flush":
+                    waiters.append(item[1])
+                elif kind == "stop":
+                    stop = True
+            if dirty:
+                self._commit(wrote_files)
+            for w in waiters:
+                w.set()
+
+    def _write_landed(self, chunks: Sequence[Chunk], frames: Sequence[Frame]) -> bool:
+        """Write the data files of one landed job; records join the manifest only if all of them made it."""
+        t0 = time.perf_counter()
+        new_chunks, new_frames = [], []
+        current = "?"
+        try:
+            for chunk in chunks:
+                current = chunk_file(chunk.id)
+                data = encode_chunk(chunk)
+                write_durably(self.world_dir / current, data, sync_dir=False)
+                new_chunks.append(
+                    {
+                        "id": int(chunk.id),
+                        "file": current,
+                        "bytes": len(data),
+                        "sha256": sha256_hex(data),
+                        "gaussians": len(chunk.gaussians),
+                        "source": source_to_dict(chunk.source),
+                    }
+                )
+            for frame in frames:
+                current = frame_file(frame.id)
+                data = encode_frame(frame)
+                write_durably(self.world_dir / current, data, sync_dir=False)
+                new_frames.append(
+                    {
+                        "id": int(frame.id),
+                        "file": current,
+                        "bytes": len(data),
+                        "sha256": sha256_hex(data),
+                        "chunk_id": int(frame.chunk_id),
+                        "caption": frame.caption,
+                        "width": int(frame.width),
+                        "height": int(frame.height),
+                    }
+                )
+        except OSError as e:
+            self._fail(f"writing {current} failed: {e}")
+            return bool(new_chunks or new_frames)
+        for key, records in (("chunks", new_chunks), ("frames", new_frames)):
+            for rec in records:
+                self._add_record(key, rec)
+        self.stats["chunks_written"] += len(new_chunks)
+        self.stats["frames_written"] += len(new_frames)
+        self.stats["bytes_written"] += sum(r["bytes"] for r in new_chunks + new_frames)
+        self.stats["write_seconds"] += time.perf_counter() - t0
+        return bool(new_chunks or new_frames)
+
+    def _add_record(self, key: str, rec: dict) -> None:
+        index = self._index[key]
+        if rec["id"] in index:  # the same id written again replaces the old entry
+            self._manifest[key][index[rec["id"]]] = rec
+        else:
+            index[rec["id"]] = len(self._manifest[key])
+            self._manifest[key].append(rec)
+
+    def _commit(self, wrote_files: bool) -> None:
+        t0 = time.perf_counter()
+        try:
+            if wrote_files:  # data files' directory entries must be durable before the manifest names them
+                fsync_dir(self.world_dir / CHUNK_DIR)
+                fsync_dir(self.world_dir / FRAME_DIR)
+            self.stats["bytes_written"] += write_manifest(self.world_dir, self._manifest)
+            self.stats["manifests_written"] += 1
+        except (OSError, TypeError, ValueError) as e:
+            self._fail(f"writing the manifest failed: {e}")
+        self.stats["write_seconds"] += time.perf_counter() - t0
+
+    def _fail(self, problem: str) -> None:
+        log.error("world %s: %s", self.name, problem)
+        if self._error is None:
+            self._error = StoreWriteError(f"world {self.name!r}: {problem}")
