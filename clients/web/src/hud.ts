@@ -1,0 +1,138 @@
+// The heads-up display: status and measurements (top left), generation progress (top
+// centre), minimap and players (top right), caption box (bottom left), mode and hints
+// (bottom centre). It floats over the video and keeps the middle of the view clear.
+import { CaptionBox } from "./caption_box";
+import { byId, el } from "./dom";
+import { GenerationPill } from "./generation_pill";
+import type { LatencySummary } from "./latency";
+import { Minimap } from "./minimap";
+import { PlayersList } from "./players_list";
+import { ShareButton } from "./share_link";
+import type { StreamStats } from "./stream_stats";
+import type { WorldState } from "./world_state";
+
+export interface HudReadings {
+  fps: number;
+  stats: StreamStats;
+  latency: LatencySummary;
+  rttMs: number | null;
+  serverMtpP50: number | null;
+}
+
+const HINT_MS = 9000;
+const READOUT_EVERY_MS = 250; // numbers that change every frame are unreadable
+
+function metric(label: string, id: string): [HTMLElement, HTMLElement] {
+  const value = el("span", "metric-value", { id });
+  return [el("div", "metric", {}, [el("span", "metric-label", {}, [label]), value]), value];
+}
+
+function formatBitrate(bps: number): string {
+  if (bps >= 1e6) return `${(bps / 1e6).toFixed(1)} Mb/s`;
+  return `${Math.round(bps / 1e3)} kb/s`;
+}
+
+function formatMs(ms: number | null): string {
+  return ms === null ? "–" : `${Math.round(ms)}`;
+}
+
+export class Hud {
+  readonly caption: CaptionBox;
+  readonly generation: GenerationPill;
+  readonly share = new ShareButton();
+  private readonly root = byId("hud");
+  private readonly worldName = el("span", "world-name", { id: "world-name" });
+  private readonly liveDot = el("span", "live-dot");
+  private readonly fps: HTMLElement;
+  private readonly bitrate: HTMLElement;
+  private readonly latency: HTMLElement;
+  private readonly rtt: HTMLElement;
+  private readonly mode = el("span", "mode-badge", { id: "mode" });
+  private readonly hint = el("span", "hint", { id: "hint" });
+  private readonly minimap: Minimap;
+  private readonly players: PlayersList;
+  private hintUntil = 0;
+  private readoutAt = 0;
+
+  constructor(
+    private readonly world: WorldState,
+    onCaption: (text: string) => boolean,
+  ) {
+    this.caption = new CaptionBox(onCaption);
+    this.generation = new GenerationPill(world);
+    this.players = new PlayersList(world);
+    const canvas = el("canvas", "minimap", { id: "minimap", width: 168, height: 168 });
+    this.minimap = new Minimap(canvas, world);
+
+    const [fpsBox, fps] = metric("fps", "hud-fps");
+    const [bitrateBox, bitrate] = metric("bitrate", "hud-bitrate");
+    const [latencyBox, latency] = metric("latency p50/p95", "hud-latency");
+    const [rttBox, rtt] = metric("rtt", "hud-rtt");
+    latencyBox.title = "Input sent → first frame showing it on screen, measured in this browser (last 10 s)";
+    this.fps = fps;
+    this.bitrate = bitrate;
+    this.latency = latency;
+    this.rtt = rtt;
+
+    const status = el("div", "panel status", {}, [
+      el("div", "status-row", {}, [this.liveDot, el("span", "brand", {}, ["worldstream"]), this.worldName, this.share.element]),
+      el("div", "metrics", {}, [fpsBox, bitrateBox, latencyBox, rttBox]),
+    ]);
+    const side = el("div", "side", {}, [el("div", "panel map-panel", {}, [canvas, this.players.element])]);
+    const bottom = el("div", "bottom-bar", {}, [this.mode, this.hint]);
+    this.root.append(status, this.generation.element, side, this.caption.element, bottom);
+    window.addEventListener("keydown", (e) => {
+      if (e.code === "KeyH" && !(e.target instanceof HTMLInputElement)) this.root.classList.toggle("minimal");
+    });
+  }
+
+  show(): void {
+    this.root.hidden = false;
+    byId("crosshair").hidden = false;
+  }
+
+  joined(): void {
+    this.worldName.textContent = this.world.world;
+    this.share.setWorld(this.world.world);
+    this.caption.setCurrent(this.world.caption);
+    this.hintUntil = performance.now() + HINT_MS;
+  }
+
+  setLive(live: boolean): void {
+    this.liveDot.classList.toggle("on", live);
+  }
+
+  setMode(flying: boolean, pointerLocked: boolean, touch: boolean): void {
+    this.mode.textContent = flying ? "FLY" : "WALK";
+    this.mode.classList.toggle("flying", flying);
+    if (touch) {
+      this.hint.textContent = flying ? "Left thumb moves · drag to look · ▲▼ rise and sink" : "Left thumb moves · drag to look · ✈ flies";
+      return;
+    }
+    const keys = flying ? "WASD move · Space/C up/down · Shift fast · F walk" : "WASD move · Shift run · F fly";
+    const look = pointerLocked ? "Esc frees the mouse" : "Click to look (or drag)";
+    this.hint.textContent = `${look} · ${keys} · H hides HUD`;
+  }
+
+  /** Per animation frame: cheap updates only (text a few times a second, one canvas). */
+  frame(now: number, read: () => HudReadings): void {
+    if (now - this.readoutAt >= READOUT_EVERY_MS) {
+      this.readoutAt = now;
+      const r = read();
+      this.fps.textContent = r.fps.toFixed(0);
+      this.bitrate.textContent = formatBitrate(r.stats.bitrate);
+      this.latency.textContent = `${formatMs(r.latency.p50)} / ${formatMs(r.latency.p95)} ms`;
+      this.latency.title = `${r.latency.samples} samples in 10 s; the server's share (input received → frame encoded), p50: ${formatMs(r.serverMtpP50)} ms`;
+      this.rtt.textContent = r.rttMs === null ? "–" : `${r.rttMs.toFixed(0)} ms`;
+    }
+    this.hint.classList.toggle("faded", now > this.hintUntil);
+    this.generation.update(now);
+    this.players.update();
+    this.minimap.draw(now);
+  }
+
+  /** Bring the hints back (e.g. pointer lock released). */
+  showHints(): void {
+    this.hintUntil = performance.now() + HINT_MS;
+  }
+}

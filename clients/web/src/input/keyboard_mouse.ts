@@ -1,0 +1,105 @@
+// Keyboard (WASD / arrows, Shift, Space / C, F) and mouse look: with pointer lock after a
+// click, or by dragging with the button held when the pointer is free.
+import { typingInField } from "../dom";
+import type { InputSource, LookDelta, MoveAxes } from "./source";
+
+const MOUSE_RADIANS_PER_PIXEL = 0.0024;
+const CLICK_SLOP_PX = 4;
+
+/** Keys the page handles itself (their default action, such as scrolling, is suppressed). */
+const GAME_KEYS = new Set([
+  "KeyW", "KeyA", "KeyS", "KeyD", "ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight",
+  "Space", "KeyC", "ShiftLeft", "ShiftRight", "KeyF",
+]);
+
+export class KeyboardMouse implements InputSource {
+  private held = new Set<string>();
+  private yaw = 0;
+  private pitch = 0;
+  private drag: { x: number; y: number; moved: number } | null = null;
+
+  constructor(
+    private readonly surface: HTMLElement,
+    private readonly onToggleFly: () => void,
+    private readonly onPointerLockChange: (locked: boolean) => void,
+  ) {
+    window.addEventListener("keydown", (e) => this.keyDown(e));
+    window.addEventListener("keyup", (e) => this.held.delete(e.code));
+    window.addEventListener("blur", () => this.release());
+    surface.addEventListener("mousedown", (e) => this.mouseDown(e));
+    window.addEventListener("mousemove", (e) => this.mouseMove(e));
+    window.addEventListener("mouseup", () => this.mouseUp());
+    document.addEventListener("pointerlockchange", () => this.onPointerLockChange(this.locked));
+  }
+
+  get locked(): boolean {
+    return document.pointerLockElement === this.surface;
+  }
+
+  axes(): MoveAxes {
+    const on = (...codes: string[]): number => (codes.some((c) => this.held.has(c)) ? 1 : 0);
+    return {
+      forward: on("KeyW", "ArrowUp") - on("KeyS", "ArrowDown"),
+      right: on("KeyD", "ArrowRight") - on("KeyA", "ArrowLeft"),
+      up: on("Space") - on("KeyC"),
+      run: on("ShiftLeft", "ShiftRight") === 1,
+    };
+  }
+
+  takeLook(): LookDelta {
+    const look = { yaw: this.yaw, pitch: this.pitch };
+    this.yaw = 0;
+    this.pitch = 0;
+    return look;
+  }
+
+  release(): void {
+    this.held.clear();
+    this.drag = null;
+  }
+
+  private keyDown(e: KeyboardEvent): void {
+    if (typingInField() || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (!GAME_KEYS.has(e.code)) return;
+    e.preventDefault();
+    if (e.code === "KeyF") {
+      if (!e.repeat) this.onToggleFly();
+      return;
+    }
+    this.held.add(e.code);
+  }
+
+  private mouseDown(e: MouseEvent): void {
+    if (e.button !== 0 || this.locked) return;
+    (document.activeElement as HTMLElement | null)?.blur?.(); // leave the caption box: keys walk again
+    this.drag = { x: e.clientX, y: e.clientY, moved: 0 };
+    e.preventDefault();
+  }
+
+  private mouseMove(e: MouseEvent): void {
+    if (this.locked) {
+      this.look(e.movementX, e.movementY);
+    } else if (this.drag) {
+      // Deltas from client coordinates: movementX is unreliable for synthetic and touchpad events.
+      const dx = e.clientX - this.drag.x;
+      const dy = e.clientY - this.drag.y;
+      this.drag = { x: e.clientX, y: e.clientY, moved: this.drag.moved + Math.abs(dx) + Math.abs(dy) };
+      this.look(dx, dy);
+    }
+  }
+
+  private mouseUp(): void {
+    const drag = this.drag;
+    this.drag = null;
+    // A click that did not drag asks for pointer lock (mouse look without holding the button).
+    if (drag && drag.moved < CLICK_SLOP_PX && !this.locked) {
+      const request = this.surface.requestPointerLock() as unknown;
+      if (request instanceof Promise) request.catch(() => undefined); // refused (e.g. headless): dragging still works
+    }
+  }
+
+  private look(dx: number, dy: number): void {
+    this.yaw += dx * MOUSE_RADIANS_PER_PIXEL;
+    this.pitch -= dy * MOUSE_RADIANS_PER_PIXEL; // mouse up (negative dy) looks up
+  }
+}

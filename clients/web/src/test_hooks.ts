@@ -1,0 +1,112 @@
+// window.__worldstream: a read-only view of the client's state for the browser tests (and
+// for anyone curious in the devtools console), plus dropConnection() to test recovery.
+import type { GameSession } from "./session";
+
+export interface WorldstreamHooks {
+  readonly ready: boolean;
+  readonly framesPresented: number;
+  readonly fps: number;
+  readonly connectionState: string;
+  readonly rtcState: string;
+  readonly reconnects: number;
+  readonly resumed: boolean;
+  readonly videoRefreshes: number;
+  readonly world: string;
+  readonly myId: string;
+  readonly players: Array<{ id: string; name: string; position: number[]; yaw: number }>;
+  readonly pose: { position: number[]; yaw: number; pitch: number };
+  readonly latency: { p50: number | null; p95: number | null; samples: number; matchedFrames: number; rtpOffset: number | null };
+  readonly stats: unknown;
+  readonly generation: { active: number; requested: number; done: number; failed: number; indicatorShown: number; indicatorVisible: boolean };
+  readonly exploredCells: number;
+  readonly inputsSent: number;
+  readonly flying: boolean;
+  readonly overlay: string;
+  readonly shareUrl: string;
+  readonly lastError: { code: string; message: string } | null;
+  dropConnection(): void;
+  /** Renegotiate the video on the same connection (what the delay guard does). */
+  refreshVideo(): void;
+}
+
+export function exposeHooks(session: GameSession): void {
+  const hooks: WorldstreamHooks = {
+    ready: true,
+    get framesPresented() {
+      return session.frames.presented;
+    },
+    get fps() {
+      return session.frames.fps();
+    },
+    get connectionState() {
+      return session.connection.state;
+    },
+    get rtcState() {
+      return session.rtcState;
+    },
+    get reconnects() {
+      return session.connection.reconnects;
+    },
+    get videoRefreshes() {
+      return session.delayGuard.refreshes;
+    },
+    get resumed() {
+      return session.resumed;
+    },
+    get world() {
+      return session.world.world;
+    },
+    get myId() {
+      return session.world.myId;
+    },
+    get players() {
+      return [...session.world.players.values()].map((p) => ({ id: p.id, name: p.name, position: [...p.position], yaw: p.yaw }));
+    },
+    get pose() {
+      const pose = session.world.pose;
+      return { position: [...pose.position], yaw: pose.yaw, pitch: pose.pitch };
+    },
+    get latency() {
+      return session.latency.summary();
+    },
+    get stats() {
+      return { ...session.stats, rttMs: session.rttMs, serverMtpP50: session.serverMtpP50 };
+    },
+    get generation() {
+      const totals = session.world.totals;
+      return {
+        active: session.world.activeJobs().length,
+        requested: totals.requested,
+        done: totals.done,
+        failed: totals.failed,
+        indicatorShown: session.hud.generation.timesShown,
+        indicatorVisible: session.hud.generation.visible,
+      };
+    },
+    get exploredCells() {
+      return session.world.explored.size;
+    },
+    get inputsSent() {
+      return session.sender.sentCount;
+    },
+    get flying() {
+      return session.sender.flying;
+    },
+    get overlay() {
+      return session.overlay.kind;
+    },
+    get shareUrl() {
+      return session.hud.share.element.dataset["url"] ?? "";
+    },
+    get lastError() {
+      return session.lastError;
+    },
+    dropConnection() {
+      session.dropConnection();
+    },
+    refreshVideo() {
+      session.refreshVideo();
+    },
+  };
+  (window as unknown as { __worldstream: WorldstreamHooks }).__worldstream = hooks;
+}
