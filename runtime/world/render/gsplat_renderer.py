@@ -1,0 +1,233 @@
+"""The CUDA renderer: one ``gsplat.rasterization`` call per batch of cameras.
+
+Chunks are uploaded once (activated: exp scales, sigmoid opacities, unit quaternions
+w-first) and kept on the GPU by chunk; the concatenation of the visible chunks is
+kept per (snapshot version, visible set), so a player who keeps looking at the same
+chunks costs no copies. gsplat draws premultiplied colour and expected depth
+("RGB+ED"); the sky is composited here, from the same coarse sky grid as the CPU
+renderer, interpolated on the GPU.
+
+``gsplat`` and ``torch`` are imported when a renderer is built, never at module import,
+so machines without CUDA can import this module.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..camera import Cameras
+from ..scene import Chunk, SceneSnapshot
+from ..sky import Sky
+from .base import RenderOutput
+from .chunk_cache import ChunkCache
+from .conventions import ALPHA_MIN, EPS2D, NEAR_PLANE
+from .sky_grid import SkyGridCache
+
+DEFAULT_GPU_CACHE_BYTES = 8 << 30
+"""GPU memory for uploaded chunks (56 B per Gaussian: ~150M Gaussians)."""
+CONCAT_CACHE_SIZE = 4
+
+
+@dataclass(frozen=True)
+class _GpuGaussians:
+    """Activated Gaussians on the GPU: means ``[G,3]``, quats ``[G,4]`` (w first, unit),
+    scales ``[G,3]`` (metres), opacities ``[G]``, colors ``[G,3]`` (torch float32 tensors)."""
+
+    means: "object"
+    quats: "object"
+    scales: "object"
+    opacities: "object"
+    colors: "object"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.means, self.quats, self.scales, self.opacities, self.colors))
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+
+def _require_cuda_and_gsplat():
+    """Import torch and gsplat, or say precisely what is missing."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is a dependency
+        raise RuntimeError(f"gsplat renderer needs torch: {exc}") from exc
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "gsplat renderer needs a CUDA GPU, but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use create_renderer('cpu')"
+        )
+    try:
+        import gsplat
+    except Exception as exc:
+        raise RuntimeError(
+            f"gsplat renderer needs the gsplat package (pip install 'worldstream[gpu]'): import failed: {exc}"
+        ) from exc
+    return torch, gsplat
+
+
+class GsplatRenderer:
+    """3DGS on CUDA through gsplat.
+
+    Args:
+        device: torch device for the scene copies and rendering.
+        cache_bytes: GPU memory budget for uploaded chunks.
+        packed: gsplat's ``packed`` mode (less memory for large scenes, may be slower).
+    Raises:
+        RuntimeError: no CUDA device or no gsplat.
+    """
+
+    name = "gsplat"
+
+    def __init__(self, device: str = "cuda", cache_bytes: int = DEFAULT_GPU_CACHE_BYTES, packed: bool = False) -> None:
+        self._torch, self._gsplat = _require_cuda_and_gsplat()
+        self.device = self._torch.device(device)
+        self.packed = packed
+        self._chunks: ChunkCache[_GpuGaussians] = ChunkCache(self._upload, lambda g: g.nbytes, cache_bytes)
+        self._concat_lock = threading.Lock()
+        self._concat: OrderedDict[tuple, tuple[_GpuGaussians, list]] = OrderedDict()
+        self._skies = SkyGridCache(size=64)
+
+    # ---- public API ----
+    def render(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> RenderOutput:
+        """Draw ``snapshot`` from all cameras in one rasterisation call."""
+        torch = self._torch
+        n, h, w = len(cameras), cameras.height, cameras.width
+        sky_rgb = self._sky_batch(sky, cameras)  # [N,H,W,3] float32 on the GPU
+        g = self._visible(snapshot, cameras)
+        with torch.no_grad():
+            if len(g) == 0:
+                rgb_f = sky_rgb
+                alpha = torch.zeros((n, h, w), dtype=torch.float32, device=self.device)
+                depth = torch.full((n, h, w), float("inf"), dtype=torch.float32, device=self.device)
+            else:
+                colors, alphas, _ = self._gsplat.rasterization(
+                    g.means,
+                    g.quats,
+                    g.scales,
+                    g.opacities,
+                    g.colors,
+                    *self._camera_tensors(cameras),
+                    w,
+                    h,
+                    near_plane=NEAR_PLANE,
+                    eps2d=EPS2D,
+                    packed=self.packed,
+                    render_mode="RGB+ED",
+                    rasterize_mode="classic",
+                )
+                alpha = alphas[..., 0]
+                rgb_f = colors[..., :3] + (1.0 - alpha)[..., None] * sky_rgb
+                depth = torch.where(alpha >= ALPHA_MIN, colors[..., 3], torch.full_like(alpha, float("inf")))
+            rgb = (rgb_f * 255.0 + 0.5).clamp_(0.0, 255.0).to(torch.uint8)
+        return RenderOutput(
+            rgb=rgb.cpu().numpy(),
+            depth=depth.float().cpu().numpy(),
+            alpha=alpha.float().cpu().numpy(),
+            scene_version=snapshot.version,
+        )
+
+    def render_alpha(self, snapshot: SceneSnapshot, cameras: Cameras) -> np.ndarray:
+        """``[N, H, W]`` float32 accumulated opacity (one-channel gsplat pass)."""
+        torch = self._torch
+        n, h, w = len(cameras), cameras.height, cameras.width
+        g = self._visible(snapshot, cameras)
+        if len(g) == 0:
+            return np.zeros((n, h, w), np.float32)
+        with torch.no_grad():
+            _, alphas, _ = self._gsplat.rasterization(
+                g.means,
+                g.quats,
+                g.scales,
+                g.opacities,
+                torch.zeros((len(g), 1), dtype=torch.float32, device=self.device),
+                *self._camera_tensors(cameras),
+                w,
+                h,
+                near_plane=NEAR_PLANE,
+                eps2d=EPS2D,
+                packed=self.packed,
+                render_mode="RGB",
+                rasterize_mode="classic",
+            )
+        return alphas[..., 0].float().cpu().numpy()
+
+    def cached_chunk_ids(self) -> list[int]:
+        """Ids of chunks held on the GPU."""
+        return self._chunks.chunk_ids()
+
+    # ---- scene on the GPU ----
+    def _upload(self, chunk: Chunk) -> _GpuGaussians:
+        torch = self._torch
+        g = chunk.gaussians
+        quats = g.quats / np.maximum(np.linalg.norm(g.quats, axis=1, keepdims=True), 1e-12)
+
+        def put(array: np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
+
+        return _GpuGaussians(
+            means=put(g.means),
+            quats=put(quats),
+            scales=put(np.exp(g.log_scales)),
+            opacities=put(g.opacities),
+            colors=put(g.colors),
+        )
+
+    def _visible(self, snapshot: SceneSnapshot, cameras: Cameras) -> _GpuGaussians:
+        """The visible chunks (union over cameras) as one set of GPU tensors; cached."""
+        torch = self._torch
+        chunks = snapshot.visible_chunks(cameras)
+        key = tuple((c.id, id(c.gaussians)) for c in chunks)
+        with self._concat_lock:
+            hit = self._concat.get(key)
+            if hit is not None:
+                self._concat.move_to_end(key)
+                return hit[0]
+        parts = [self._chunks.get(c) for c in chunks]
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            empty = torch.zeros((0, 3), dtype=torch.float32, device=self.device)
+            merged = _GpuGaussians(empty, torch.zeros((0, 4), device=self.device), empty, empty[:, 0], empty)
+        elif len(parts) == 1:
+            merged = parts[0]
+        else:
+            merged = _GpuGaussians(
+                *(torch.cat([getattr(p, f) for p in parts]) for f in ("means", "quats", "scales", "opacities", "colors"))
+            )
+        with self._concat_lock:
+            # Holding the chunks' Gaussians keeps the id() in the key from being reused.
+            self._concat[key] = (merged, [c.gaussians for c in chunks])
+            while len(self._concat) > CONCAT_CACHE_SIZE:
+                self._concat.popitem(last=False)
+        return merged
+
+    def _camera_tensors(self, cameras: Cameras):
+        torch = self._torch
+        viewmats = torch.from_numpy(np.ascontiguousarray(cameras.w2c, np.float32)).to(self.device)
+        Ks = torch.from_numpy(np.ascontiguousarray(cameras.K, np.float32)).to(self.device)
+        return viewmats, Ks
+
+    # ---- sky ----
+    def _sky_batch(self, sky: Sky, cameras: Cameras):
+        """``[N, H, W, 3]`` float32 sky on the GPU, bilinear from the coarse grids (as the CPU renderer).
+
+        The coarse grids are computed on the CPU (cached by rotation) and interpolated
+        for all cameras in one call.
+        """
+        torch = self._torch
+        grids = [self._skies.get(sky, cameras[i]) for i in range(len(cameras))]
+        stride = grids[0][1]
+        coarse = torch.from_numpy(np.stack([g for g, _ in grids])).to(self.device).permute(0, 3, 1, 2)  # [N,3,hc,wc]
+        if stride == 1:
+            return coarse.permute(0, 2, 3, 1).contiguous()
+        # align_corners=True maps output pixel j to coarse position j / stride exactly.
+        hc, wc = coarse.shape[2:]
+        full = torch.nn.functional.interpolate(
+            coarse, size=((hc - 1) * stride + 1, (wc - 1) * stride + 1), mode="bilinear", align_corners=True
+        )
+        return full[:, :, : cameras.height, : cameras.width].permute(0, 2, 3, 1)
