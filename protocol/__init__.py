@@ -1,0 +1,10 @@
+"""The worldstream wire protocol: messages (defined once), msgpack codec, TypeScript types.
+
+See ``protocol/PROTOCOL.md`` for the specification.
+"""
+
+from . import messages
+from .codec import ProtocolError, decode, encode, from_dict, to_dict
+from .messages import MESSAGES, PROTOCOL_VERSION, Message
+
+__all__ = ["MESSAGES", "PROTOCOL_VERSION", "Message", "ProtocolError", "decode", "encode", "from_dict", "messages", "to_dict"]

@@ -1,0 +1,447 @@
+"""Every worldstream wire message, defined once.
+
+Each message is a dataclass with a ``TYPE`` (its ``type`` string on the wire) and a
+``SENDER`` (``"client"``, ``"server"`` or ``"both"``). Field annotations give the wire
+types; :func:`spec` metadata gives the limits. :mod:`protocol.codec` validates against
+exactly these definitions, :mod:`protocol.typescript` turns them into TypeScript, and
+``protocol/PROTOCOL.md`` describes them in prose.
+
+Supported field types: ``int``, ``float``, ``bool``, ``str``, ``bytes``, ``X | None``,
+``list[X]``, fixed-length ``tuple[X, ...]`` (vectors), ``Literal[...]`` and nested
+structs (dataclasses registered with :func:`struct`).
+
+Conventions: OpenCV cameras (+x right, +y down, +z forward), the world frame is the
+first camera's frame (world +y points **down**, up is ``(0, -1, 0)``), poses are given
+as eye position + yaw/pitch/roll or as a quaternion (w, x, y, z) rotating camera axes
+into world axes. Units: metres, radians, milliseconds (``*_ms``), pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+PROTOCOL_VERSION = 1
+"""Bumped on every incompatible change; checked in ``hello``."""
+
+# ---- size limits (bytes) ----
+MAX_MESSAGE_BYTES = 64 * 1024
+"""Largest encoded message of any type except ``hello``."""
+MAX_HELLO_BYTES = 8 * 1024 * 1024
+"""Largest encoded ``hello`` (it may carry a start image)."""
+MAX_START_IMAGE_BYTES = 6 * 1024 * 1024
+"""Largest PNG/JPEG start image in a ``new_world`` request."""
+
+# ---- text limits ----
+MAX_CAPTION_CHARS = 500
+MAX_SDP_CHARS = 60_000
+MAX_CANDIDATE_CHARS = 1_024
+MAX_ERROR_CHARS = 1_000
+MAX_PLAYER_NAME_CHARS = 32
+PLAYER_NAME_PATTERN = r"^[A-Za-z0-9 _.\-]{1,32}$"
+WORLD_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+RESUME_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+PLAYER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+# ---- numeric limits ----
+MAX_SEQ = 2**53 - 1
+"""Sequence numbers and ids stay exact in JavaScript numbers."""
+MAX_COORD = 1e5
+"""Largest absolute world coordinate in metres."""
+MAX_LOOK_DELTA = math.pi
+"""Largest absolute yaw/pitch change in one ``input`` (radians)."""
+MAX_SEED = 2**32 - 1
+MIN_VIEW_SIZE = 16
+MAX_VIEW_SIZE = 4096
+MIN_FOV_Y = 0.1
+MAX_FOV_Y = 3.0
+MAX_IPD = 0.2
+MAX_EXPLORED_CELLS = 65_536
+MAX_PLAYERS_LISTED = 256
+
+# ---- rate limits (per connection, token buckets: sustained rate per second, burst) ----
+INPUT_RATE_HZ = 120
+"""``input`` and ``head_pose`` together; sustained rate the server accepts."""
+INPUT_BURST = 60
+OTHER_RATE_HZ = 20
+"""Every other message type together."""
+OTHER_BURST = 40
+CAPTION_RATE_HZ = 1
+CAPTION_BURST = 3
+
+EXPLORED_STATES = {"unknown": 0, "generated": 1, "visited": 2}
+"""Cell states in ``explored`` messages."""
+
+ERROR_CODES = {
+    "bad_message": "not a msgpack map with a string 'type' (or not a binary WebSocket frame)",
+    "unknown_type": "the 'type' names no message this side accepts",
+    "missing_field": "a required field is absent",
+    "bad_field": "a field has the wrong type, is out of range or malformed",
+    "too_large": "the message exceeds its size limit",
+    "rate_limited": "too many messages; the excess was dropped",
+    "not_joined": "the message needs a completed hello first",
+    "already_joined": "a second hello on one connection",
+    "version_mismatch": "protocol_version differs from the server's; the connection closes",
+    "world_not_found": "no world of that name",
+    "world_exists": "a new world was requested under a name already taken",
+    "bad_resume_token": "the resume token is unknown or expired (the player starts fresh)",
+    "rtc_failed": "the WebRTC offer could not be answered",
+    "server_busy": "the server cannot take more players",
+    "internal": "the server failed to handle the message (it carries on)",
+}
+"""Every ``error.code`` with its meaning."""
+
+_FieldMeta = dict[str, Any]
+
+
+def spec(
+    default: Any = dataclasses.MISSING,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    max_len: int | None = None,
+    pattern: str | None = None,
+    unit: str = "",
+    doc: str = "",
+    factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A field with wire limits.
+
+    ``min``/``max`` bound numbers (each element of a vector or list); ``max_len`` bounds
+    strings (characters), bytes (bytes) and lists (items); ``pattern`` is a regular
+    expression a string must match in full; ``unit`` and ``doc`` feed the spec and
+    generated TypeScript comments.
+    """
+    meta: _FieldMeta = {"min": min, "max": max, "max_len": max_len, "pattern": pattern, "unit": unit, "doc": doc}
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+MESSAGES: dict[str, type] = {}
+"""``type`` string -> message class, in definition order."""
+STRUCTS: list[type] = []
+"""Nested structs used by messages, in definition order."""
+
+
+def message(type_: str, sender: Literal["client", "server", "both"]):
+    """Register a dataclass as the message ``type_`` sent by ``sender``."""
+
+    def register(cls):
+        cls = dataclass(kw_only=True)(cls)
+        cls.TYPE = type_
+        cls.SENDER = sender
+        if type_ in MESSAGES:
+            raise ValueError(f"message type {type_!r} defined twice")
+        MESSAGES[type_] = cls
+        return cls
+
+    return register
+
+
+def struct(cls):
+    """Register a dataclass used as a nested object inside messages."""
+    cls = dataclass(kw_only=True)(cls)
+    STRUCTS.append(cls)
+    return cls
+
+
+Vec3 = tuple[float, float, float]
+Quat = tuple[float, float, float, float]
+
+
+class Message:
+    """Base of every message. ``TYPE`` is the wire ``type``; ``SENDER`` who may send it."""
+
+    TYPE: ClassVar[str]
+    SENDER: ClassVar[str]
+
+    def check(self) -> None:
+        """Cross-field checks beyond per-field limits; raises ``ProtocolError``."""
+
+
+# =====================================================================================
+# Nested structs
+# =====================================================================================
+
+
+@struct
+class View:
+    """How the client displays the stream. The server renders at its own configured
+    resolution unless the client asks for less; the size actually used is in ``welcome``."""
+
+    width: int = spec(1280, min=MIN_VIEW_SIZE, max=MAX_VIEW_SIZE, unit="px", doc="display width of one eye")
+    height: int = spec(720, min=MIN_VIEW_SIZE, max=MAX_VIEW_SIZE, unit="px", doc="display height")
+    fov_y: float = spec(math.radians(60.0), min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view")
+    stereo: bool = spec(False, doc="render left and right eyes side by side (VR)")
+    ipd: float = spec(0.063, min=0.0, max=MAX_IPD, unit="m", doc="distance between the eyes (stereo only)")
+
+
+@struct
+class NewWorld:
+    """A request to create a world."""
+
+    name: str | None = spec(None, pattern=WORLD_NAME_PATTERN, doc="world name; the server picks one when absent")
+    seed: int | None = spec(None, min=0, max=MAX_SEED, doc="generator seed; random when absent")
+    caption: str = spec("", max_len=MAX_CAPTION_CHARS, doc="text describing the world")
+    start_image: bytes | None = spec(
+        None, max_len=MAX_START_IMAGE_BYTES, unit="bytes", doc="PNG or JPEG image the world starts from"
+    )
+
+
+@struct
+class PoseInfo:
+    """A player's pose: eye position and head angles (see ``runtime.world.camera.Pose``)."""
+
+    position: Vec3 = spec(min=-MAX_COORD, max=MAX_COORD, unit="m", doc="eye position in world coordinates")
+    yaw: float = spec(0.0, unit="rad", doc="about world up; 0 faces +z, positive turns right (toward +x)")
+    pitch: float = spec(0.0, unit="rad", doc="positive looks up")
+    roll: float = spec(0.0, unit="rad", doc="head roll (VR)")
+
+
+@struct
+class ServerInfo:
+    """What the server streams and runs."""
+
+    version: str = spec(doc="worldstream version")
+    fps: int = spec(unit="1/s", doc="video frame rate")
+    width: int = spec(unit="px", doc="video width (both eyes when stereo)")
+    height: int = spec(unit="px", doc="video height")
+    codec: Literal["h264", "vp8"] = spec(doc="video codec")
+    bitrate: int = spec(unit="bit/s", doc="target video bitrate")
+    generator: str = spec(doc="generator name")
+    renderer: str = spec(doc="renderer name")
+    explored_cell_size: float = spec(unit="m", doc="edge of one explored-map cell")
+
+
+@struct
+class PlayerInfo:
+    """A player as others see it (avatars, minimap)."""
+
+    id: str = spec(pattern=PLAYER_ID_PATTERN)
+    name: str = spec(max_len=MAX_PLAYER_NAME_CHARS)
+    position: Vec3 = spec(min=-MAX_COORD, max=MAX_COORD, unit="m")
+    yaw: float = spec(0.0, unit="rad")
+
+
+# =====================================================================================
+# Client -> server
+# =====================================================================================
+
+
+@message("hello", "client")
+class Hello(Message):
+    """First message on a connection: join a world (``world``) or create one (``new_world``)."""
+
+    protocol_version: int = spec(min=0, max=MAX_SEQ, doc="must equal PROTOCOL_VERSION")
+    player_name: str = spec("player", pattern=PLAYER_NAME_PATTERN, max_len=MAX_PLAYER_NAME_CHARS)
+    world: str | None = spec(None, pattern=WORLD_NAME_PATTERN, doc="name of a world to join")
+    new_world: NewWorld | None = spec(None, doc="create a world instead of joining one")
+    resume_token: str | None = spec(None, pattern=RESUME_TOKEN_PATTERN, doc="from an earlier welcome: get your pose back")
+    view: View = spec(factory=View)
+
+    def check(self) -> None:
+        from .codec import ProtocolError
+
+        if (self.world is None) == (self.new_world is None):
+            raise ProtocolError("bad_field", "give exactly one of 'world' (join) and 'new_world' (create)", "world")
+        image = self.new_world.start_image if self.new_world else None
+        if image is not None and not (image.startswith(b"\x89PNG\r\n\x1a\n") or image.startswith(b"\xff\xd8\xff")):
+            raise ProtocolError("bad_field", "start_image must be PNG or JPEG bytes", "new_world.start_image")
+
+
+@message("input", "client")
+class Input(Message):
+    """Movement and look input; the latest one wins. Send up to INPUT_RATE_HZ while keys are held
+    or the mouse moves, and once with zero axes when they are released."""
+
+    seq: int = spec(min=0, max=MAX_SEQ, doc="increasing per connection")
+    t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock when sampled")
+    forward: float = spec(0.0, min=-1.0, max=1.0, doc="+1 walks forward")
+    right: float = spec(0.0, min=-1.0, max=1.0, doc="+1 strafes right")
+    up: float = spec(0.0, min=-1.0, max=1.0, doc="+1 rises (fly mode)")
+    yaw_delta: float = spec(0.0, min=-MAX_LOOK_DELTA, max=MAX_LOOK_DELTA, unit="rad", doc="turn right by")
+    pitch_delta: float = spec(0.0, min=-MAX_LOOK_DELTA, max=MAX_LOOK_DELTA, unit="rad", doc="look up by")
+    run: bool = spec(False)
+    fly: bool = spec(False)
+
+
+@message("head_pose", "client")
+class HeadPose(Message):
+    """Absolute VR head pose; replaces the player's pose (no collision)."""
+
+    seq: int = spec(min=0, max=MAX_SEQ)
+    t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms")
+    position: Vec3 = spec(min=-MAX_COORD, max=MAX_COORD, unit="m", doc="head (between the eyes), world coordinates")
+    orientation: Quat = spec(min=-1.01, max=1.01, doc="unit quaternion (w, x, y, z), camera-to-world, OpenCV axes")
+
+    def check(self) -> None:
+        from .codec import ProtocolError
+
+        norm = math.sqrt(sum(c * c for c in self.orientation))
+        if not 0.9 <= norm <= 1.1:
+            raise ProtocolError("bad_field", f"orientation must be a unit quaternion, norm is {norm:.3g}", "orientation")
+
+
+@message("rtc_offer", "client")
+class RtcOffer(Message):
+    """A WebRTC SDP offer receiving one video track; the server answers with ``rtc_answer``."""
+
+    sdp: str = spec(max_len=MAX_SDP_CHARS)
+
+
+@message("ice_candidate", "both")
+class IceCandidate(Message):
+    """A trickled ICE candidate (``candidate`` empty = end of candidates). The server puts all
+    of its candidates in its answer and sends none."""
+
+    candidate: str = spec(max_len=MAX_CANDIDATE_CHARS, doc="'candidate:...' line, without 'a='")
+    sdp_mid: str | None = spec(None, max_len=64)
+    sdp_mline_index: int | None = spec(None, min=0, max=64)
+
+
+@message("caption", "client")
+class Caption(Message):
+    """Text describing what to generate next in this world."""
+
+    text: str = spec(max_len=MAX_CAPTION_CHARS)
+
+
+@message("ping", "client")
+class Ping(Message):
+    """Round-trip probe; answered by ``pong`` with the same id."""
+
+    id: int = spec(min=0, max=MAX_SEQ)
+    t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock, echoed back")
+
+
+# =====================================================================================
+# Server -> client
+# =====================================================================================
+
+
+@message("welcome", "server")
+class Welcome(Message):
+    """The answer to ``hello``: who you are and what you see."""
+
+    player_id: str = spec(pattern=PLAYER_ID_PATTERN)
+    resume_token: str = spec(pattern=RESUME_TOKEN_PATTERN, doc="send in a later hello to get this pose back")
+    world: str = spec(pattern=WORLD_NAME_PATTERN)
+    seed: int = spec(min=0, max=MAX_SEED)
+    caption: str = spec("", max_len=MAX_CAPTION_CHARS)
+    pose: PoseInfo = spec(doc="spawn pose, or the resumed one")
+    resumed: bool = spec(False)
+    server: ServerInfo = spec()
+
+
+@message("rtc_answer", "server")
+class RtcAnswer(Message):
+    sdp: str = spec(max_len=MAX_SDP_CHARS)
+
+
+@message("pong", "server")
+class Pong(Message):
+    id: int = spec(min=0, max=MAX_SEQ)
+    t_ms: float = spec(0.0, unit="ms", doc="the ping's t_ms")
+    server_ms: float = spec(0.0, unit="ms", doc="server wall clock (Unix epoch)")
+
+
+@message("generation_requested", "server")
+class GenerationRequested(Message):
+    """A region of the world was scheduled for generation."""
+
+    job_id: int = spec(min=0, max=MAX_SEQ)
+    center: Vec3 = spec(unit="m")
+    radius: float = spec(min=0.0, unit="m")
+    requested_by: list[str] = spec(factory=list, max_len=MAX_PLAYERS_LISTED, doc="player ids")
+
+
+@message("generation_progress", "server")
+class GenerationProgress(Message):
+    job_id: int = spec(min=0, max=MAX_SEQ)
+    fraction: float = spec(min=0.0, max=1.0)
+    message: str = spec("", max_len=MAX_ERROR_CHARS)
+
+
+@message("generation_done", "server")
+class GenerationDone(Message):
+    """A generated region landed in the scene; it is visible from the next frame on."""
+
+    job_id: int = spec(min=0, max=MAX_SEQ)
+    center: Vec3 = spec(unit="m")
+    radius: float = spec(min=0.0, unit="m")
+    gaussians: int = spec(0, min=0, doc="Gaussians added")
+
+
+@message("generation_failed", "server")
+class GenerationFailed(Message):
+    job_id: int = spec(min=0, max=MAX_SEQ)
+    error: str = spec("", max_len=MAX_ERROR_CHARS)
+
+
+@message("player_joined", "server")
+class PlayerJoined(Message):
+    player: PlayerInfo = spec()
+
+
+@message("player_left", "server")
+class PlayerLeft(Message):
+    id: str = spec(pattern=PLAYER_ID_PATTERN)
+    name: str = spec("", max_len=MAX_PLAYER_NAME_CHARS)
+
+
+@message("players", "server")
+class Players(Message):
+    """Everyone in the world, including you, about 10 times a second."""
+
+    players: list[PlayerInfo] = spec(factory=list, max_len=MAX_PLAYERS_LISTED)
+
+
+@message("explored", "server")
+class Explored(Message):
+    """Explored-map cells over the ground plane (x, z). Cell (i, j) spans
+    x in [i, i+1) * cell_size and z in [j, j+1) * cell_size. Sent in full after welcome,
+    then as changes."""
+
+    cell_size: float = spec(min=0.0, unit="m")
+    cells: list[tuple[int, int, int]] = spec(factory=list, max_len=MAX_EXPLORED_CELLS, doc="[i, j, state]")
+
+
+@message("stats", "server")
+class Stats(Message):
+    """Server-side measurements for this player's stream, about once a second."""
+
+    fps: float = spec(0.0, unit="1/s", doc="frames sent per second")
+    frame_ms: float = spec(0.0, unit="ms", doc="mean render time per frame")
+    encode_ms: float = spec(0.0, unit="ms", doc="mean encode time per frame")
+    queue_depth: int = spec(0, doc="generation jobs queued or running in this world")
+    mtp_p50_ms: float = spec(0.0, unit="ms", doc="server motion-to-photon median: input received -> encoded frame")
+    mtp_p95_ms: float = spec(0.0, unit="ms")
+    players: int = spec(0, doc="players in this world")
+
+
+@message("frame_info", "server")
+class FrameInfo(Message):
+    """Sent for every video frame, just before its packets. Match ``rtp_timestamp`` with
+    ``requestVideoFrameCallback`` metadata to find which input a displayed frame shows."""
+
+    rtp_timestamp: int = spec(min=0, max=2**32 - 1, doc="the frame's RTP timestamp (90 kHz clock)")
+    input_seq: int = spec(-1, min=-1, max=MAX_SEQ, doc="latest input/head_pose seq applied, -1 before any")
+    server_ms: float = spec(0.0, unit="ms", doc="server wall clock (Unix epoch) when encoded")
+    mtp_ms: float = spec(-1.0, unit="ms", doc="input received -> frame encoded for input_seq, -1 if not new")
+
+
+@message("error", "server")
+class ErrorMessage(Message):
+    """Something the client sent was refused. The connection stays open unless said otherwise."""
+
+    code: str = spec(doc="one of ERROR_CODES")
+    message: str = spec("", max_len=MAX_ERROR_CHARS)
+    field: str | None = spec(None, max_len=128, doc="the offending field, dotted (e.g. 'view.fov_y')")
+    ref_type: str | None = spec(None, max_len=64, doc="type of the message that caused it, if known")
+
+
+CLIENT_MESSAGES = tuple(t for t, c in MESSAGES.items() if c.SENDER in ("client", "both"))
+SERVER_MESSAGES = tuple(t for t, c in MESSAGES.items() if c.SENDER in ("server", "both"))

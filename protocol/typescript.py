@@ -1,0 +1,183 @@
+"""Generate TypeScript types from :mod:`protocol.messages`.
+
+``python -m protocol.typescript`` writes ``clients/web/src/protocol.ts``; ``--check``
+exits with status 1 (and says so) when the checked-in file differs from the output.
+The Python definitions are the source of truth: never edit the generated file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from . import messages as m
+from .codec import fields_of, number_text
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "clients" / "web" / "src" / "protocol.ts"
+
+
+def ts_type(kind: Any) -> str:
+    """The TypeScript spelling of a field annotation."""
+    origin = typing.get_origin(kind)
+    if origin in (Union, types.UnionType):
+        parts = [ts_type(a) for a in typing.get_args(kind) if a is not type(None)]
+        return " | ".join(parts) + " | null"
+    if origin is Literal:
+        return " | ".join(json.dumps(c) for c in typing.get_args(kind))
+    if origin is tuple:
+        return "[" + ", ".join(ts_type(a) for a in typing.get_args(kind)) + "]"
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        inner = ts_type(item)
+        return f"Array<{inner}>" if " " in inner else f"{inner}[]"
+    if dataclasses.is_dataclass(kind):
+        return kind.__name__
+    simple = {int: "number", float: "number", bool: "boolean", str: "string", bytes: "Uint8Array"}
+    if kind in simple:
+        return simple[kind]
+    raise TypeError(f"no TypeScript type for {kind!r}")
+
+
+def _structs_in(kind: Any) -> list[type]:
+    if dataclasses.is_dataclass(kind):
+        return [kind]
+    return [s for a in typing.get_args(kind) for s in _structs_in(a)]
+
+
+def _client_side_structs() -> set[type]:
+    """Structs that appear in messages a client sends (their defaulted fields are optional)."""
+    out: set[type] = set()
+    todo = [c for c in m.MESSAGES.values() if c.SENDER in ("client", "both")]
+    while todo:
+        cls = todo.pop()
+        for f in fields_of(cls):
+            for s in _structs_in(f.kind):
+                if s not in out:
+                    out.add(s)
+                    todo.append(s)
+    return out
+
+
+def _doc_lines(text: str | None, indent: str) -> list[str]:
+    if not text:
+        return []
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if len(lines) == 1:
+        return [f"{indent}/** {lines[0]} */"]
+    return [f"{indent}/**"] + [f"{indent} * {line}".rstrip() for line in lines] + [f"{indent} */"]
+
+
+def _field_doc(f) -> str:
+    meta = f.meta
+    parts = []
+    if meta.get("doc"):
+        parts.append(meta["doc"])
+    if meta.get("unit"):
+        parts.append(f"[{meta['unit']}]")
+    limits = []
+    if meta.get("min") is not None:
+        limits.append(f">= {number_text(meta['min'])}")
+    if meta.get("max") is not None:
+        limits.append(f"<= {number_text(meta['max'])}")
+    if meta.get("max_len") is not None:
+        limits.append(f"max length {meta['max_len']}")
+    if meta.get("pattern"):
+        limits.append(f"matches {meta['pattern']}")
+    if limits:
+        parts.append("(" + ", ".join(limits) + ")")
+    if not f.required:
+        default = f.default() if f.factory else f.default
+        if not dataclasses.is_dataclass(default):
+            parts.append(f"default {json.dumps(default)}")
+    return " ".join(parts)
+
+
+def _interface(cls: type, optional_defaults: bool) -> list[str]:
+    out = _doc_lines(cls.__doc__ if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "(") else None, "")
+    out.append(f"export interface {cls.__name__} {{")
+    if hasattr(cls, "TYPE"):
+        out.append(f"  type: {json.dumps(cls.TYPE)};")
+    for f in fields_of(cls):
+        out += _doc_lines(_field_doc(f), "  ")
+        opt = "?" if optional_defaults and not f.required else ""
+        out.append(f"  {f.name}{opt}: {ts_type(f.kind)};")
+    out.append("}")
+    return out
+
+
+def _constants() -> list[str]:
+    out = []
+    for name, value in vars(m).items():
+        if not name.isupper() or name.startswith("_"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, dict)):
+            continue
+        if isinstance(value, dict):
+            if not all(isinstance(v, (str, int)) for v in value.values()):
+                continue  # registries such as MESSAGES
+            body = json.dumps(value, indent=2)
+            out.append(f"export const {name} = {body} as const;")
+        else:
+            out.append(f"export const {name} = {json.dumps(value)};")
+    out.append("export type ErrorCode = keyof typeof ERROR_CODES;")
+    return out
+
+
+def generate() -> str:
+    """The full text of ``protocol.ts``."""
+    client_structs = _client_side_structs()
+    lines = [
+        "// Generated by `python -m protocol.typescript` from protocol/messages.py. Do not edit.",
+        "// Wire format: one msgpack map per binary WebSocket frame; see protocol/PROTOCOL.md.",
+        "/* eslint-disable */",
+        "",
+    ]
+    lines += _constants()
+    lines.append("")
+    for cls in m.STRUCTS:
+        lines += _interface(cls, cls in client_structs)
+        lines.append("")
+    for cls in m.MESSAGES.values():
+        lines += _interface(cls, cls.SENDER in ("client", "both"))
+        lines.append("")
+    client = [c.__name__ for c in m.MESSAGES.values() if c.SENDER in ("client", "both")]
+    server = [c.__name__ for c in m.MESSAGES.values() if c.SENDER in ("server", "both")]
+    lines.append("/** Every message a client may send. */")
+    lines.append("export type ClientMessage = " + " | ".join(client) + ";")
+    lines.append("/** Every message a server may send. */")
+    lines.append("export type ServerMessage = " + " | ".join(server) + ";")
+    lines.append("export type Message = ClientMessage | ServerMessage;")
+    lines.append("export type MessageType = Message[\"type\"];")
+    lines.append("export const CLIENT_MESSAGE_TYPES = " + json.dumps(list(m.CLIENT_MESSAGES)) + " as const;")
+    lines.append("export const SERVER_MESSAGE_TYPES = " + json.dumps(list(m.SERVER_MESSAGES)) + " as const;")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m protocol.typescript", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output file (default {DEFAULT_OUT})")
+    parser.add_argument("--check", action="store_true", help="only check that --out is up to date")
+    args = parser.parse_args(argv)
+    text = generate()
+    if args.check:
+        current = args.out.read_text() if args.out.exists() else None
+        if current != text:
+            print(f"{args.out} is out of date: run `python -m protocol.typescript`", file=sys.stderr)
+            return 1
+        print(f"{args.out} is up to date")
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"wrote {args.out} ({len(m.MESSAGES)} messages, {len(m.STRUCTS)} structs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

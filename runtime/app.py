@@ -1,0 +1,278 @@
+"""The worldstream server: HTTP + WebSocket on one port, WebRTC video per player.
+
+``python server.py --help`` (or ``worldstream serve``) lists the flags. The server runs on
+uvloop where available; rendering, encoding, planning and generation each run in their
+own thread pool (see :class:`runtime.config.Executors`), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from websockets.asyncio.server import serve
+
+from protocol import PROTOCOL_VERSION, messages as m
+from runtime.config import Executors, ServerConfig
+from runtime.sessions import SessionRegistry
+from runtime.stream.http import make_process_request
+from runtime.stream.metrics import ServerMetrics
+from runtime.stream.websocket import Connection
+
+log = logging.getLogger("worldstream")
+
+WS_PING_INTERVAL_S = 2.0
+WS_PING_TIMEOUT_S = 4.0
+"""A client that vanishes without closing is dropped within about 6 s."""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("worldstream")
+    except Exception:
+        return "0.1.0"
+
+
+def create_renderer(kind: str):
+    """The renderer named ``kind`` (``auto`` picks gsplat on CUDA, else cpu)."""
+    try:
+        from runtime.world.render import create_renderer as factory
+    except ImportError:
+        factory = None
+    if factory is not None:
+        return factory(kind)
+    if kind == "gsplat":
+        from runtime.world.render.gsplat import GsplatRenderer  # type: ignore[import-not-found]
+
+        return GsplatRenderer()
+    from runtime.world.render.cpu import CpuRenderer
+
+    return CpuRenderer()
+
+
+class StreamServer:
+    """The running server: config, thread pools, metrics, sessions and the listening socket."""
+
+    def __init__(self, config: ServerConfig, renderer=None) -> None:
+        self.config = config
+        self.version = _version()
+        self.metrics = ServerMetrics()
+        self.executors = Executors()
+        self.renderer = renderer if renderer is not None else create_renderer(config.renderer)
+        self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
+        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer)
+        self.started_at = time.time()
+        self._server = None
+        self.url: str | None = None
+
+    def video_size(self, view: m.View) -> tuple[int, int]:
+        """The video size for a client's view: the server's, or less if the view is smaller."""
+        w, h = self.config.width, self.config.height
+        if view.width < w and view.height < h:
+            w, h = view.width, view.height
+        return max(16, w - w % (4 if view.stereo else 2)), max(16, h - h % 2)
+
+    def health(self) -> dict:
+        return {
+            "status": "ok",
+            "version": self.version,
+            "protocol_version": PROTOCOL_VERSION,
+            "generator": self.config.generator,
+            "renderer": self.renderer_name,
+            "sessions": len(self.registry.sessions),
+            "players": self.registry.player_count,
+            "worlds": sorted(self.registry.sessions),
+            "resolution": f"{self.config.width}x{self.config.height}",
+            "fps": self.config.fps,
+            "codec": self.config.codec,
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+    def _metrics_text(self) -> bytes:
+        total_fps = 0.0
+        depth = 0
+        for session in list(self.registry.sessions.values()):
+            depth += session.queue_depth
+            total_fps += sum(p.sent_fps() for p in list(session.players.values()))
+        self.metrics.sent_fps.set(total_fps)
+        self.metrics.generation_queue_depth.set(depth)
+        return self.metrics.exposition()
+
+    async def _handler(self, ws) -> None:
+        await Connection(ws, self).run()
+
+    async def start(self) -> str:
+        """Listen; returns the base URL (``http://host:port``)."""
+        cfg = self.config
+        self.registry.start()
+        self._server = await serve(
+            self._handler,
+            cfg.host,
+            cfg.port,
+            process_request=make_process_request(cfg.static_dir, self.health, self._metrics_text),
+            max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
+            max_queue=64,
+            ping_interval=WS_PING_INTERVAL_S,
+            ping_timeout=WS_PING_TIMEOUT_S,
+            compression=None,  # msgpack is compact already; deflate would cost CPU per frame_info
+        )
+        sock = next(iter(self._server.sockets))
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        log.info(
+            "listening on %s (WebSocket %s/ws) — generator %s, renderer %s, %dx%d@%d %s %.1f Mbit/s",
+            self.url, self.url.replace("http", "ws", 1), cfg.generator, self.renderer_name,
+            cfg.width, cfg.height, cfg.fps, cfg.codec, cfg.bitrate / 1e6,
+        )
+        return self.url
+
+    async def stop(self) -> None:
+        """Close every connection (1001), every peer connection and every world (saved)."""
+        log.info("shutting down")
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+            except asyncio.TimeoutError:
+                log.warning("some connections did not close in time")
+        await self.registry.close()
+        self.executors.shutdown()
+        log.info("stopped")
+
+
+async def run(config: ServerConfig, ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly."""
+    server = StreamServer(config)
+    url = await server.start()
+    if ready is not None:
+        ready(url)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+# ---------------------------------------------------------------------- command line
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"resolution must look like 640x360, got {text!r}") from None
+    if not (16 <= w <= 4096 and 16 <= h <= 4096) or w % 2 or h % 2:
+        raise argparse.ArgumentTypeError(f"resolution must be even numbers in [16, 4096], got {w}x{h}")
+    return w, h
+
+
+def _bitrate(text: str) -> int:
+    t = text.strip().lower()
+    scale = 1
+    for suffix, mult in (("m", 1_000_000), ("k", 1_000)):
+        if t.endswith(suffix):
+            t, scale = t[:-1], mult
+    try:
+        value = int(float(t) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bitrate must look like 4000000, 4M or 800k, got {text!r}") from None
+    if not 50_000 <= value <= 100_000_000:
+        raise argparse.ArgumentTypeError(f"bitrate must be in [50k, 100M], got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python server.py",
+        description="Serve generated 3D worlds: HTTP + WebSocket (/ws) on one port, WebRTC video per player.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--generator", default="procedural", help="generator name (default procedural)")
+    p.add_argument("--renderer", choices=["auto", "cpu", "gsplat"], default="auto", help="renderer (default auto: gsplat on CUDA, else cpu)")
+    p.add_argument("--worlds", type=Path, default=Path("worlds"), help="folder for saved worlds (default ./worlds)")
+    p.add_argument("--resolution", type=_resolution, default=None, help="video WxH per player (default 640x360 on CPU, 1280x720 on GPU)")
+    p.add_argument("--fps", type=int, default=None, help="video frame rate (default 30 on CPU, 60 on GPU)")
+    p.add_argument("--codec", choices=["h264", "vp8"], default="h264", help="video codec (default h264)")
+    p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default 2M at 360p, 6M at 720p)")
+    p.add_argument("--max-players", type=int, default=64, help="players accepted at once (default 64)")
+    p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
+    """A :class:`ServerConfig` from parsed flags; ``gpu`` picks the defaults left open."""
+    width, height = args.resolution or ((1280, 720) if gpu else (640, 360))
+    fps = args.fps or (60 if gpu else 30)
+    if not 1 <= fps <= 240:
+        raise SystemExit(f"--fps must be in [1, 240], got {fps}")
+    bitrate = args.bitrate or max(500_000, int(6_000_000 * (width * height) / (1280 * 720) * math.sqrt(fps / 30)))
+    config = ServerConfig(
+        host=args.host, port=args.port, generator=args.generator, renderer=args.renderer, worlds=args.worlds,
+        width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, max_players=args.max_players,
+    )
+    if args.static is not None:
+        config.static_dir = args.static
+    return config
+
+
+def _gpu_renderer(kind: str) -> bool:
+    if kind == "gsplat":
+        return True
+    if kind == "cpu":
+        return False
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aioice", "aiortc", "websockets", "numba"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    config = config_from_args(args, _gpu_renderer(args.renderer))
+    try:
+        from runtime.world.generators import available_generators
+
+        if config.generator not in available_generators():
+            print(f"unknown generator {config.generator!r}; available: {', '.join(available_generators())}", file=sys.stderr)
+            return 2
+    except ImportError:
+        pass
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # Windows
+        runner = asyncio.run
+    try:
+        runner(run(config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

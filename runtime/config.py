@@ -1,0 +1,68 @@
+"""The server's settings, parsed once from the command line (see :mod:`runtime.app`)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``python server.py --help`` sets.
+
+    Attributes:
+        host, port: where to listen (port 0 picks a free one).
+        generator: generator name (see ``runtime.world.generators``).
+        renderer: ``auto``, ``cpu`` or ``gsplat``.
+        worlds: folder holding saved worlds; nothing outside it is written.
+        width, height: video size per player in pixels (even).
+        fps: video frame rate.
+        codec: ``h264`` or ``vp8``.
+        bitrate: video bits per second per player.
+        static_dir: the web client's built files.
+        max_players: players accepted at once, all worlds together.
+        resume_window_s: how long a disconnected player's pose is kept for a resume token.
+        session_linger_s: how long an empty world stays loaded before it is saved and closed.
+        hello_timeout_s: a connection that sends no valid hello in time is closed.
+        update_hz: how often each world plans generation.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    generator: str = "procedural"
+    renderer: str = "auto"
+    worlds: Path = Path("worlds")
+    width: int = 640
+    height: int = 360
+    fps: int = 30
+    codec: str = "h264"
+    bitrate: int = 2_000_000
+    static_dir: Path = Path(__file__).resolve().parents[1] / "clients" / "web" / "dist"
+    max_players: int = 64
+    resume_window_s: float = 300.0
+    session_linger_s: float = 30.0
+    hello_timeout_s: float = 10.0
+    update_hz: float = 5.0
+
+
+class Executors:
+    """The server's thread pools, one per kind of work, so none can starve another.
+
+    * ``render``: world.move + world.render for frame batches (one thread: renderers use
+      every core themselves and batching beats interleaving).
+    * ``encode``: video encoding, one task per player frame.
+    * ``plan``: world.update (coverage probes), world loading and closing.
+    * generation runs in each World's own worker thread (one per world), never here.
+    """
+
+    def __init__(self, encode_workers: int | None = None) -> None:
+        cores = os.cpu_count() or 2
+        self.render = ThreadPoolExecutor(1, thread_name_prefix="render")
+        self.encode = ThreadPoolExecutor(encode_workers or max(2, min(8, cores)), thread_name_prefix="encode")
+        self.plan = ThreadPoolExecutor(1, thread_name_prefix="plan")
+
+    def shutdown(self) -> None:
+        for pool in (self.render, self.encode, self.plan):
+            pool.shutdown(wait=False, cancel_futures=True)

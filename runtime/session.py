@@ -1,0 +1,352 @@
+"""A session: one live world and the players in it.
+
+The session owns three loops on the event loop:
+
+* the **frame clock** (``fps``): takes every player's pending input, then — in the render
+  executor — moves every player and renders all due views in one ``world.render`` call
+  per image size, and offers each picture to its player's video track;
+* the **planner** (``update_hz``): ``world.update(players)`` in the plan executor, so a
+  generation job wanted by several players is planned once;
+* the **reporter** (10 Hz): ``players`` to everyone, ``stats`` (1 Hz) and ``explored``
+  changes (2 Hz).
+
+World events arrive from worker threads and are moved to the loop with
+``call_soon_threadsafe`` before they become protocol messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+
+from protocol import messages as m
+from runtime.config import Executors, ServerConfig
+from runtime.player import Player, percentile
+from runtime.stream.metrics import ServerMetrics
+from runtime.stream.video_track import EncodedFrame, RenderedFrame
+from runtime.world.camera import Cameras
+from runtime.world.world import ChunkAdded, ChunkRequested, GenerationFailed, GenerationProgress, PlayerState
+
+log = logging.getLogger("worldstream.session")
+
+REPORT_HZ = 10.0
+STATS_EVERY = 10  # reporter ticks (1 Hz)
+EXPLORED_EVERY = 5  # reporter ticks (2 Hz)
+
+
+class Session:
+    """One world and its players.
+
+    Args:
+        name: the world's name.
+        world: a :class:`runtime.world.world.World`.
+        config: server settings (fps, update rate).
+        executors: the server's thread pools.
+        metrics: the server's metrics.
+    """
+
+    def __init__(self, name: str, world, config: ServerConfig, executors: Executors, metrics: ServerMetrics) -> None:
+        self.name = name
+        self.world = world
+        self.config = config
+        self.executors = executors
+        self.metrics = metrics
+        self.players: dict[str, Player] = {}
+        self.jobs: dict[int, object] = {}  # job id -> GenerationJob, queued or running
+        self.empty_since: float | None = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._tasks: list[asyncio.Task] = []
+        self._closed = False
+        self._explored_sent: dict[tuple[int, int], int] = {}
+        self._explored_version = -1
+        self._unsubscribe: Callable[[], None] = world.subscribe(self._on_world_event_threadsafe)
+        self.frames_rendered = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._frame_clock(), name=f"frames:{self.name}"),
+            asyncio.create_task(self._planner(), name=f"plan:{self.name}"),
+            asyncio.create_task(self._reporter(), name=f"report:{self.name}"),
+        ]
+
+    async def close(self) -> None:
+        """Stop the loops, close every player's video and close (save) the world."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for player in list(self.players.values()):
+            if player.video is not None:
+                await player.video.close()
+        self._unsubscribe()
+        try:
+            await self._loop.run_in_executor(self.executors.plan, self.world.close)
+        except RuntimeError:  # executor already shut down: close here
+            self.world.close()
+        log.info("world %r closed", self.name)
+
+    # ------------------------------------------------------------------ players
+    def add(self, player: Player) -> None:
+        others = list(self.players.values())
+        self.players[player.id] = player
+        self.empty_since = None
+        self.metrics.players.inc()
+        for other in others:
+            other.send(m.PlayerJoined(player=player.info()))
+        player.send(self.explored_full())
+        player.send(m.Players(players=[p.info() for p in self.players.values()]))
+        log.info("player %s (%r) joined world %r (%d players)", player.id, player.name, self.name, len(self.players))
+
+    async def remove(self, player: Player) -> None:
+        if self.players.pop(player.id, None) is None:
+            return
+        self.metrics.players.dec()
+        if player.video is not None:
+            await player.video.close()
+            player.video = None
+        for other in self.players.values():
+            other.send(m.PlayerLeft(id=player.id, name=player.name))
+        if not self.players:
+            self.empty_since = time.monotonic()
+        log.info("player %s (%r) left world %r (%d players)", player.id, player.name, self.name, len(self.players))
+
+    def broadcast(self, msg: m.Message) -> None:
+        for player in list(self.players.values()):
+            player.send(msg)
+
+    def set_caption(self, text: str) -> None:
+        self.world.set_caption(text)
+        log.info("world %r: caption %r", self.name, text[:80])
+
+    # ------------------------------------------------------------------ frame clock
+    async def _frame_clock(self) -> None:
+        period = 1.0 / self.config.fps
+        next_t = time.monotonic()
+        while True:
+            next_t += period
+            try:
+                await self._frame()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("world %r: frame failed", self.name)
+                await asyncio.sleep(0.5)
+            delay = next_t - time.monotonic()
+            if delay < -period:  # fell behind: start a fresh schedule instead of bursting
+                next_t = time.monotonic()
+                delay = 0.0
+            await asyncio.sleep(max(delay, 0.0))
+
+    async def _frame(self) -> None:
+        players = list(self.players.values())
+        if not players:
+            return
+        taken_at = time.monotonic()
+        takes = [(p, *p.take_input()) for p in players]
+        due = [p for p in players if p.video is not None and p.video.track.wants_frames and p.video.pc.connectionState == "connected"]
+        world = self.world
+
+        def move_and_render():
+            for player, snap, dt in takes:
+                try:
+                    if snap.head_pose is not None:
+                        player.pose = snap.head_pose
+                        player.velocity = np.zeros(3, np.float32)
+                    elif snap.move is not None:  # also when idle: walking settles onto the ground
+                        old = player.pose.position.copy()
+                        player.pose = world.move(player.pose, snap.move, dt)
+                        player.velocity = ((player.pose.position - old) / max(dt, 1e-3)).astype(np.float32)
+                except Exception:
+                    log.exception("world %r: moving player %s failed", self.name, player.id)
+            groups: dict[tuple[int, int], list[Player]] = {}
+            for player in due:
+                groups.setdefault(player.eye_size, []).append(player)
+            pictures: dict[str, np.ndarray] = {}
+            start = time.perf_counter()
+            for (w, h), members in groups.items():
+                cams = [p.cameras() for p in members]
+                out = world.render(Cameras.concat(cams))
+                i = 0
+                for p, c in zip(members, cams):
+                    rgb = out.rgb[i : i + len(c)]
+                    pictures[p.id] = rgb[0] if len(c) == 1 else np.concatenate(list(rgb), axis=1)
+                    i += len(c)
+            return pictures, time.perf_counter() - start
+
+        pictures, render_s = await self._loop.run_in_executor(self.executors.render, move_and_render)
+        if pictures:
+            self.metrics.render_seconds.observe(render_s)
+        snaps = {p.id: snap for p, snap, _ in takes}
+        for player in due:
+            rgb = pictures.get(player.id)
+            if rgb is None or player.video is None:
+                continue
+            snap = snaps[player.id]
+            player.render_ms.append(render_s * 1e3)
+            if player.video.track.offer(RenderedFrame(rgb, taken_at, snap.seq, snap.received_at, render_s)):
+                self.metrics.frames_dropped.inc()
+        self.frames_rendered += 1
+
+    def on_encoded(self, player: Player, frame: EncodedFrame) -> None:
+        """A frame of ``player``'s video went to aiortc: report it and measure."""
+        now = time.monotonic()
+        player.sent_at.append(now)
+        player.encode_ms.append(frame.encode_s * 1e3)
+        self.metrics.frames_sent.inc()
+        self.metrics.encode_seconds.observe(frame.encode_s)
+        mtp_ms = -1.0
+        if frame.mtp_s is not None:
+            mtp_ms = frame.mtp_s * 1e3
+            player.mtp_ms.append(mtp_ms)
+            self.metrics.motion_to_photon_seconds.observe(frame.mtp_s)
+        player.send(m.FrameInfo(rtp_timestamp=frame.rtp_timestamp, input_seq=frame.input_seq, server_ms=time.time() * 1e3, mtp_ms=mtp_ms))
+
+    # ------------------------------------------------------------------ planning
+    async def _planner(self) -> None:
+        period = 1.0 / self.config.update_hz
+        while True:
+            await asyncio.sleep(period)
+            players = list(self.players.values())
+            if not players and not self.jobs:
+                continue
+            # With nobody left, an empty update still lets the world cancel queued jobs
+            # nobody wants any more, so they do not hold up other worlds' generation.
+            states = [PlayerState(p.id, p.pose.copy(), p.velocity.copy(), p.view.fov_y) for p in players]
+            try:
+                jobs = await self._loop.run_in_executor(self.executors.plan, self.world.update, states)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("world %r: update failed", self.name)
+                continue
+            for job in jobs or ():
+                self.jobs.setdefault(job.id, job)
+            self._prune_jobs()
+
+    def _prune_jobs(self) -> None:
+        for job_id, job in list(self.jobs.items()):
+            if getattr(job, "state", "queued") in ("done", "failed", "cancelled"):
+                del self.jobs[job_id]
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.jobs)
+
+    # ------------------------------------------------------------------ world events
+    def _on_world_event_threadsafe(self, event) -> None:
+        # Called from the World's worker threads: hop to the loop before touching anything.
+        try:
+            self._loop.call_soon_threadsafe(self._on_world_event, event)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _on_world_event(self, event) -> None:
+        if self._closed:
+            return
+        if isinstance(event, ChunkRequested):
+            job = event.job
+            self.jobs[job.id] = job
+            center = _vec3(job.region_center)
+            log.info(
+                "world %r: generation job %d requested by %s at (%.1f, %.1f, %.1f) r=%.1f m",
+                self.name, job.id, ",".join(sorted(job.requested_by)) or "-", *center, job.region_radius,
+            )
+            self.metrics.generation_jobs.labels("requested").inc()
+            self.broadcast(
+                m.GenerationRequested(job_id=job.id, center=center, radius=float(job.region_radius), requested_by=sorted(job.requested_by))
+            )
+        elif isinstance(event, GenerationProgress):
+            fraction = min(max(float(event.fraction), 0.0), 1.0)
+            self.broadcast(m.GenerationProgress(job_id=event.job_id, fraction=fraction, message=event.message[: m.MAX_ERROR_CHARS]))
+        elif isinstance(event, ChunkAdded):
+            job = self.jobs.pop(event.job_id, None)
+            gaussians = sum(len(c.gaussians) for c in event.chunks)
+            if job is not None:
+                center, radius = _vec3(job.region_center), float(job.region_radius)
+            else:
+                center, radius = _chunks_sphere(event.chunks)
+            log.info("world %r: generation job %d done: %d Gaussians", self.name, event.job_id, gaussians)
+            self.metrics.generation_jobs.labels("done").inc()
+            self.broadcast(m.GenerationDone(job_id=event.job_id, center=center, radius=radius, gaussians=gaussians))
+            self._send_explored_changes()
+        elif isinstance(event, GenerationFailed):
+            self.jobs.pop(event.job_id, None)
+            log.warning("world %r: generation job %d failed: %s", self.name, event.job_id, event.error)
+            self.metrics.generation_jobs.labels("failed").inc()
+            self.broadcast(m.GenerationFailed(job_id=event.job_id, error=str(event.error)[: m.MAX_ERROR_CHARS]))
+
+    # ------------------------------------------------------------------ reporting
+    async def _reporter(self) -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(1.0 / REPORT_HZ)
+            tick += 1
+            if not self.players:
+                continue
+            self.broadcast(m.Players(players=[p.info() for p in list(self.players.values())[: m.MAX_PLAYERS_LISTED]]))
+            if tick % EXPLORED_EVERY == 0:
+                self._send_explored_changes()
+            if tick % STATS_EVERY == 0:
+                self._prune_jobs()
+                for player in list(self.players.values()):
+                    player.send(self.stats_for(player))
+
+    def stats_for(self, player: Player) -> m.Stats:
+        mtp = list(player.mtp_ms)[-300:]
+        return m.Stats(
+            fps=round(player.sent_fps(), 2),
+            frame_ms=round(float(np.mean(player.render_ms)) if player.render_ms else 0.0, 3),
+            encode_ms=round(float(np.mean(player.encode_ms)) if player.encode_ms else 0.0, 3),
+            queue_depth=self.queue_depth,
+            mtp_p50_ms=round(percentile(mtp, 50), 2),
+            mtp_p95_ms=round(percentile(mtp, 95), 2),
+            players=len(self.players),
+        )
+
+    def _explored_map(self):
+        return getattr(self.world, "explored", None)
+
+    def _explored_cells(self) -> dict[tuple[int, int], int]:
+        explored = self._explored_map()
+        if explored is None:
+            return {}
+        big = 1e9
+        return {(i, j): s for i, j, s in explored.cells_in((-big, -big, big, big))}
+
+    def explored_full(self) -> m.Explored:
+        explored = self._explored_map()
+        cell = float(getattr(explored, "cell_size", 0.0) or 0.0)
+        cells = self._explored_cells()
+        return m.Explored(cell_size=cell, cells=[(i, j, s) for (i, j), s in sorted(cells.items())][: m.MAX_EXPLORED_CELLS])
+
+    def _send_explored_changes(self) -> None:
+        explored = self._explored_map()
+        if explored is None or getattr(explored, "version", None) == self._explored_version:
+            return
+        self._explored_version = getattr(explored, "version", None)
+        cells = self._explored_cells()
+        changed = [(i, j, s) for (i, j), s in sorted(cells.items()) if self._explored_sent.get((i, j)) != s]
+        self._explored_sent = cells
+        for start in range(0, len(changed), m.MAX_EXPLORED_CELLS):
+            self.broadcast(m.Explored(cell_size=float(explored.cell_size), cells=changed[start : start + m.MAX_EXPLORED_CELLS]))
+
+
+def _vec3(v) -> tuple[float, float, float]:
+    a = np.asarray(v, np.float64).reshape(3)
+    a = np.where(np.isfinite(a), a, 0.0)
+    return (float(a[0]), float(a[1]), float(a[2]))
+
+
+def _chunks_sphere(chunks) -> tuple[tuple[float, float, float], float]:
+    if not chunks:
+        return (0.0, 0.0, 0.0), 0.0
+    lo = np.min([c.bounds_min for c in chunks], axis=0)
+    hi = np.max([c.bounds_max for c in chunks], axis=0)
+    return _vec3((lo + hi) / 2), float(np.linalg.norm(hi - lo) / 2)

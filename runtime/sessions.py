@@ -1,0 +1,240 @@
+"""The registry of live sessions, world creation/opening, and resume tokens.
+
+Worlds are found by name. A name is checked against the protocol's pattern
+(``[a-z0-9][a-z0-9_-]{0,63}``) before it gets near the file system, and worlds live only
+under ``--worlds``. When ``runtime.world.store.WorldLibrary`` is available, worlds are
+created and opened through it (they save themselves as chunks land); without it they
+live in memory for the server's lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from protocol import messages as m
+from runtime.config import Executors, ServerConfig
+from runtime.session import Session
+from runtime.stream.metrics import ServerMetrics
+from runtime.world.camera import Pose
+from runtime.world.world import World, WorldConfig
+
+log = logging.getLogger("worldstream.sessions")
+
+MAX_START_IMAGE_PIXELS = 4096 * 4096
+_NAME = re.compile(m.WORLD_NAME_PATTERN)
+
+
+class JoinError(Exception):
+    """A hello that cannot be served; ``code``/``field`` become the protocol error."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.field = code, message, field
+
+
+@dataclass
+class ResumeRecord:
+    world: str
+    player_id: str
+    pose: Pose
+    expires_at: float  # time.monotonic()
+
+
+def decode_start_image(data: bytes) -> np.ndarray:
+    """PNG/JPEG bytes -> ``[H, W, 3]`` uint8, refusing images over :data:`MAX_START_IMAGE_PIXELS`."""
+    fmt = "png_pipe" if data.startswith(b"\x89PNG") else "jpeg_pipe"
+    try:
+        with av.open(io.BytesIO(data), format=fmt) as container:
+            stream = container.streams.video[0]
+            w, h = stream.codec_context.width, stream.codec_context.height
+            if w * h > MAX_START_IMAGE_PIXELS:  # checked before decoding: no decompression bombs
+                raise JoinError("bad_field", f"start_image is {w}x{h}, at most {MAX_START_IMAGE_PIXELS} pixels", "new_world.start_image")
+            frame = next(container.decode(video=0))
+            rgb = frame.to_ndarray(format="rgb24")
+    except JoinError:
+        raise
+    except Exception as exc:
+        raise JoinError("bad_field", f"start_image could not be decoded: {exc}", "new_world.start_image") from None
+    if rgb.shape[0] < 16 or rgb.shape[1] < 16:
+        raise JoinError("bad_field", f"start_image must be at least 16x16, got {rgb.shape[1]}x{rgb.shape[0]}", "new_world.start_image")
+    return np.ascontiguousarray(rgb)
+
+
+class WorldSource:
+    """Creates and opens :class:`World` s with the server's generator, renderer and executor."""
+
+    def __init__(self, config: ServerConfig, renderer, executors: Executors) -> None:
+        self.config = config
+        self.renderer = renderer
+        self.executors = executors
+        self._memory_names: set[str] = set()
+        self.library = None
+        try:
+            from runtime.world.store import WorldLibrary  # written alongside; optional until it lands
+        except ImportError:
+            WorldLibrary = None
+        if WorldLibrary is not None:
+            config.worlds.mkdir(parents=True, exist_ok=True)
+            self.library = WorldLibrary(config.worlds)
+        log.info("worlds: %s", f"saved under {config.worlds.resolve()}" if self.library else "in memory (no world store)")
+
+    def _world_kwargs(self, with_generator: bool) -> dict:
+        # No executor: each world owns a one-thread generation worker, so a world with a
+        # backlog never holds up another world's first chunks.
+        kwargs = {"renderer": self.renderer}
+        if with_generator:
+            from runtime.world.generators import create_generator
+
+            kwargs["generator"] = create_generator(self.config.generator)
+        return kwargs
+
+    def exists(self, name: str) -> bool:
+        if self.library is not None:
+            return bool(self.library.exists(name))
+        return name in self._memory_names
+
+    def create(self, config: WorldConfig, start_image: np.ndarray | None) -> World:
+        if self.library is not None:
+            with _store_errors("new_world.name"):
+                return self.library.create(config, start_image=start_image, **self._world_kwargs(True))
+        self._memory_names.add(config.name)
+        return World(config, start_image=start_image, **self._world_kwargs(True))
+
+    def open(self, name: str) -> World:
+        if self.library is None:
+            raise JoinError("world_not_found", f"no world named {name!r}", "world")
+        # A saved world keeps the generator it was made with (its config names it).
+        with _store_errors("world"):
+            return self.library.open(name, **self._world_kwargs(False))
+
+
+@contextlib.contextmanager
+def _store_errors(field: str):
+    """World-store exceptions as :class:`JoinError` s (the store's own messages name paths: keep them out)."""
+    try:
+        from runtime.world.store import errors
+    except ImportError:
+        yield
+        return
+    try:
+        yield
+    except errors.WorldNotFound:
+        raise JoinError("world_not_found", "no world of that name; create it with new_world", field) from None
+    except errors.WorldExists:
+        raise JoinError("world_exists", "a world of that name exists; join it with 'world'", field) from None
+    except errors.InvalidWorldName:
+        raise JoinError("bad_field", "bad world name", field) from None
+    except errors.WorldBusy:
+        raise JoinError("server_busy", "that world is open in another server process", field) from None
+    except errors.WorldStoreError as exc:
+        log.error("world store: %s", exc)
+        raise JoinError("internal", f"the world could not be loaded or saved ({type(exc).__name__})", field) from None
+
+
+class SessionRegistry:
+    """Live sessions by world name, plus resume tokens of players who left."""
+
+    def __init__(self, config: ServerConfig, executors: Executors, metrics: ServerMetrics, renderer) -> None:
+        self.config = config
+        self.executors = executors
+        self.metrics = metrics
+        self.renderer = renderer
+        self.source = WorldSource(config, renderer, executors)
+        self.sessions: dict[str, Session] = {}
+        self._resume: dict[str, ResumeRecord] = {}
+        self._lock = asyncio.Lock()  # one world load/create at a time: no double opens
+        self._reaper: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap(), name="session-reaper")
+
+    @property
+    def player_count(self) -> int:
+        return sum(len(s.players) for s in self.sessions.values())
+
+    async def session_for(self, hello: m.Hello) -> Session:
+        """The session a hello joins or creates (raises :class:`JoinError`)."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if hello.world is not None:
+                name = hello.world
+                if not _NAME.fullmatch(name):  # the codec checked already; never trust one check with paths
+                    raise JoinError("bad_field", "bad world name", "world")
+                session = self.sessions.get(name)
+                if session is not None:
+                    return session
+                if not self.source.exists(name):
+                    raise JoinError("world_not_found", f"no world named {name!r}; create it with new_world", "world")
+                world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
+                log.info("world %r opened", name)
+            else:
+                req = hello.new_world
+                name = req.name or f"world-{secrets.token_hex(3)}"
+                if name in self.sessions or self.source.exists(name):
+                    raise JoinError("world_exists", f"a world named {name!r} exists; join it with 'world'", "new_world.name")
+                image = None
+                if req.start_image is not None:
+                    image = await loop.run_in_executor(self.executors.plan, decode_start_image, req.start_image)
+                seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+                wconfig = WorldConfig(name=name, seed=seed, caption=req.caption, generator=self.config.generator)
+                world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, image)
+                log.info("world %r created (seed %d, generator %s, caption %r)", name, seed, self.config.generator, req.caption[:60])
+            session = Session(name, world, self.config, self.executors, self.metrics)
+            session.start()
+            self.sessions[name] = session
+            self.metrics.sessions.set(len(self.sessions))
+            return session
+
+    # ---- resume tokens ----
+    def new_token(self) -> str:
+        return secrets.token_urlsafe(18)  # 24 characters of [A-Za-z0-9_-]
+
+    def resume(self, token: str | None, world: str) -> ResumeRecord | None:
+        """The pose saved under ``token`` for ``world`` (consumed), or None."""
+        if token is None:
+            return None
+        record = self._resume.get(token)
+        if record is None or record.expires_at < time.monotonic() or record.world != world:
+            return None
+        del self._resume[token]
+        return record
+
+    def remember(self, token: str, world: str, player_id: str, pose: Pose) -> None:
+        self._resume[token] = ResumeRecord(world, player_id, pose.copy(), time.monotonic() + self.config.resume_window_s)
+
+    # ---- upkeep ----
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for token, record in list(self._resume.items()):
+                if record.expires_at < now:
+                    del self._resume[token]
+            if self.source.library is None:
+                continue  # in-memory worlds would be lost: keep them while the server runs
+            for name, session in list(self.sessions.items()):
+                if not session.players and session.empty_since is not None and now - session.empty_since > self.config.session_linger_s:
+                    async with self._lock:
+                        if session.players:
+                            continue
+                        del self.sessions[name]
+                        self.metrics.sessions.set(len(self.sessions))
+                    await session.close()
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+        sessions, self.sessions = list(self.sessions.values()), {}
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        self.metrics.sessions.set(0)

@@ -1,0 +1,136 @@
+"""Video encoding with PyAV, outside aiortc.
+
+aiortc's own encoders cap H.264 at 30 fps and 0.5-3 Mbps (VP8 at 0.25-1.5 Mbps) and
+encode on aiortc's default executor. We encode ourselves, with our own frame rate,
+bitrate and thread pool, and hand aiortc finished :class:`av.Packet` s, which its
+sender packetizes without re-encoding (``Encoder.pack``).
+
+An encoder is used by one thread at a time (one per player's track); it is not
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import fractions
+import time
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+VIDEO_CLOCK_HZ = 90_000
+"""RTP clock rate of video; packet timestamps are in these units."""
+TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_HZ)
+CODECS = ("h264", "vp8")
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How to encode one stream.
+
+    Attributes:
+        codec: ``"h264"`` (libx264, constrained baseline) or ``"vp8"`` (libvpx).
+        width, height: frame size in pixels (even numbers).
+        fps: nominal frame rate (rate control and level selection; frames may come slower).
+        bitrate: target bits per second.
+        keyframe_interval_s: a keyframe at least this often (besides those requested
+            by the receiver), so a receiver that lost packets without asking recovers.
+    """
+
+    codec: str = "h264"
+    width: int = 640
+    height: int = 360
+    fps: int = 30
+    bitrate: int = 2_000_000
+    keyframe_interval_s: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"EncoderSettings.codec must be one of {CODECS}, got {self.codec!r}")
+        if self.width % 2 or self.height % 2 or self.width < 16 or self.height < 16:
+            raise ValueError(f"EncoderSettings: size must be even and >= 16, got {self.width}x{self.height}")
+        if not 1 <= self.fps <= 240:
+            raise ValueError(f"EncoderSettings.fps must be in [1, 240], got {self.fps}")
+        if not 50_000 <= self.bitrate <= 100_000_000:
+            raise ValueError(f"EncoderSettings.bitrate must be in [50 kbit/s, 100 Mbit/s], got {self.bitrate}")
+
+
+class VideoEncoder:
+    """RGB frames in, encoded packets out (one packet per frame: no B-frames, no lookahead)."""
+
+    def __init__(self, settings: EncoderSettings) -> None:
+        self.settings = settings
+        self._context = self._open(settings)
+        self._last_keyframe_pts: int | None = None
+        self.last_encode_s = 0.0
+
+    @staticmethod
+    def _open(s: EncoderSettings) -> av.VideoCodecContext:
+        # One thread per stream below ~0.5 MP: several players encode in parallel
+        # already, and frame threads would add a frame of latency each.
+        threads = 1 if s.width * s.height <= 640 * 480 else 2
+        if s.codec == "h264":
+            ctx = av.CodecContext.create("libx264", "w")
+            ctx.options = {
+                "preset": "ultrafast",
+                "tune": "zerolatency",  # no B-frames, no lookahead, no frame threads
+                "profile": "baseline",  # constrained baseline: every browser decodes it
+                "maxrate": str(s.bitrate),
+                "bufsize": str(max(s.bitrate // 2, 1)),
+                "x264-params": "scenecut=0:repeat-headers=1:aud=0",
+            }
+        else:
+            ctx = av.CodecContext.create("libvpx", "w")
+            ctx.options = {
+                "deadline": "realtime",
+                "cpu-used": "8",
+                "lag-in-frames": "0",
+                "error-resilient": "1",
+                "minrate": str(s.bitrate),
+                "maxrate": str(s.bitrate),
+                "bufsize": str(s.bitrate),
+                "undershoot-pct": "95",
+                "static-thresh": "1",
+            }
+            ctx.qmin = 4
+            ctx.qmax = 56
+        ctx.width = s.width
+        ctx.height = s.height
+        ctx.pix_fmt = "yuv420p"
+        ctx.bit_rate = s.bitrate
+        ctx.framerate = fractions.Fraction(s.fps, 1)
+        ctx.time_base = TIME_BASE
+        ctx.gop_size = 100_000  # keyframes only when we ask (see keyframe_interval_s)
+        ctx.thread_count = threads
+        ctx.open()
+        return ctx
+
+    def encode(self, rgb: np.ndarray, pts: int, keyframe: bool = False) -> list[av.Packet]:
+        """Encode one ``[H, W, 3]`` uint8 RGB frame shown at ``pts`` (90 kHz units).
+
+        Returns the packets (normally exactly one) with ``pts`` and ``time_base`` set.
+        ``keyframe`` forces an IDR/key frame (e.g. after a receiver's PLI).
+        """
+        s = self.settings
+        if rgb.shape != (s.height, s.width, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"VideoEncoder.encode: need uint8 [{s.height}, {s.width}, 3], got {rgb.dtype} {rgb.shape}")
+        start = time.perf_counter()
+        interval = int(s.keyframe_interval_s * VIDEO_CLOCK_HZ)
+        if self._last_keyframe_pts is None or pts - self._last_keyframe_pts >= interval:
+            keyframe = True
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+        frame.pts = pts
+        frame.time_base = TIME_BASE
+        frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        packets = list(self._context.encode(frame))
+        for packet in packets:
+            packet.pts = pts
+            packet.dts = pts
+            packet.time_base = TIME_BASE
+        if keyframe:
+            self._last_keyframe_pts = pts
+        self.last_encode_s = time.perf_counter() - start
+        return packets
+
+    def close(self) -> None:
+        self._context = None  # PyAV frees the codec context when collected

@@ -1,0 +1,91 @@
+"""Plain HTTP on the WebSocket port: the web client's files, ``/healthz`` and ``/metrics``.
+
+websockets' ``process_request`` hook answers every request that is not the WebSocket
+handshake at ``/ws``, so no web framework is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import mimetypes
+from pathlib import Path
+from typing import Callable
+from urllib.parse import unquote, urlsplit
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+WS_PATH = "/ws"
+
+_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".html": "text/html; charset=utf-8",
+          ".wasm": "application/wasm", ".json": "application/json", ".svg": "image/svg+xml", ".map": "application/json"}
+
+_NOT_BUILT = """<!doctype html>
+<html><head><meta charset="utf-8"><title>worldstream</title></head>
+<body style="font-family: sans-serif; max-width: 42em; margin: 3em auto; line-height: 1.5">
+<h1>worldstream is running</h1>
+<p>The web client has not been built, so there is nothing to show here yet. Build it with</p>
+<pre>cd clients/web &amp;&amp; npm install &amp;&amp; npm run build</pre>
+<p>and reload this page. The server itself works: the WebSocket is at <code>/ws</code>
+(see <code>protocol/PROTOCOL.md</code>), health at <a href="/healthz">/healthz</a>,
+metrics at <a href="/metrics">/metrics</a>.</p>
+</body></html>
+"""
+
+
+def _response(status: int, body: bytes, content_type: str, cache: str = "no-cache") -> Response:
+    headers = Headers()
+    headers["Content-Type"] = content_type
+    headers["Content-Length"] = str(len(body))
+    headers["Cache-Control"] = cache
+    headers["X-Content-Type-Options"] = "nosniff"
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+def static_file(root: Path, url_path: str) -> Path | None:
+    """The file under ``root`` that ``url_path`` names, or None. Never leaves ``root``."""
+    rel = unquote(url_path).lstrip("/") or "index.html"
+    if "\0" in rel or "\\" in rel:
+        return None
+    root = root.resolve()
+    try:
+        path = (root / rel).resolve()
+    except (OSError, RuntimeError):
+        return None
+    if path != root and root not in path.parents:
+        return None
+    if path.is_dir():
+        path = path / "index.html"
+    return path if path.is_file() else None
+
+
+def make_process_request(
+    static_dir: Path, health: Callable[[], dict], metrics: Callable[[], bytes]
+):
+    """The ``process_request`` hook: returns a Response for HTTP routes, None for the WebSocket."""
+
+    async def process_request(connection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == WS_PATH:
+            return None  # continue with the WebSocket handshake
+        if path == "/healthz":
+            return _response(200, json.dumps(health()).encode(), "application/json")
+        if path == "/metrics":
+            body = await asyncio.to_thread(metrics)
+            return _response(200, body, "text/plain; version=0.0.4; charset=utf-8")
+        if not static_dir.is_dir():
+            if path in ("/", "/index.html"):
+                return _response(200, _NOT_BUILT.encode(), "text/html; charset=utf-8")
+            return _response(404, b"not found (the web client is not built)\n", "text/plain")
+        file = static_file(static_dir, path)
+        if file is None:
+            return _response(404, b"not found\n", "text/plain")
+        body = await asyncio.to_thread(file.read_bytes)
+        ctype = _TYPES.get(file.suffix) or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        # Vite puts content hashes in asset names: those may be cached for good.
+        cache = "public, max-age=31536000, immutable" if "/assets/" in path else "no-cache"
+        return _response(200, body, ctype, cache)
+
+    return process_request

@@ -1,0 +1,47 @@
+"""Prometheus metrics for one server (own registry, so several servers can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_MS_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.033, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+
+
+class ServerMetrics:
+    """Every metric the server exports at ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sessions = Gauge("worldstream_sessions", "Worlds with a live session", registry=r)
+        self.players = Gauge("worldstream_players", "Connected players", registry=r)
+        self.frames_sent = Counter("worldstream_frames_sent", "Video frames encoded and handed to WebRTC", registry=r)
+        self.frames_dropped = Counter(
+            "worldstream_frames_dropped", "Rendered frames replaced by a newer one before encoding", registry=r
+        )
+        self.sent_fps = Gauge("worldstream_sent_fps", "Frames sent per second, summed over players", registry=r)
+        self.render_seconds = Histogram(
+            "worldstream_frame_render_seconds", "Time to render one batch of player views", buckets=_MS_BUCKETS, registry=r
+        )
+        self.encode_seconds = Histogram(
+            "worldstream_frame_encode_seconds", "Time to encode one video frame", buckets=_MS_BUCKETS, registry=r
+        )
+        self.motion_to_photon_seconds = Histogram(
+            "worldstream_motion_to_photon_seconds",
+            "Server motion-to-photon: input received to the first encoded frame reflecting it",
+            buckets=_MS_BUCKETS,
+            registry=r,
+        )
+        self.generation_queue_depth = Gauge(
+            "worldstream_generation_queue_depth", "Generation jobs queued or running, all worlds", registry=r
+        )
+        self.generation_jobs = Counter(
+            "worldstream_generation_jobs", "Generation jobs by outcome", ["state"], registry=r
+        )
+        self.protocol_errors = Counter(
+            "worldstream_protocol_errors", "Error messages sent to clients", ["code"], registry=r
+        )
+
+    def exposition(self) -> bytes:
+        """The text exposition format served at ``/metrics``."""
+        return generate_latest(self.registry)

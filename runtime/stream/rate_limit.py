@@ -1,0 +1,40 @@
+"""Per-connection token buckets: a sustained rate with a burst allowance."""
+
+from __future__ import annotations
+
+import time
+
+
+class TokenBucket:
+    """Allows ``rate`` events per second on average and up to ``burst`` at once.
+
+    ``allow()`` takes one token if there is one. Time comes from ``clock`` (seconds,
+    monotonic) so tests can drive it.
+    """
+
+    def __init__(self, rate: float, burst: float, clock=time.monotonic) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"TokenBucket: rate must be > 0 and burst >= 1, got {rate} and {burst}")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+        self._last_complaint = -1e9
+
+    def allow(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def should_complain(self, interval: float = 1.0) -> bool:
+        """True at most once per ``interval`` seconds: report drops without flooding back."""
+        now = self._clock()
+        if now - self._last_complaint >= interval:
+            self._last_complaint = now
+            return True
+        return False

@@ -1,0 +1,114 @@
+"""One WebRTC peer connection per player, sending that player's video track.
+
+The client offers (one receive-only video transceiver), the server answers with all of
+its ICE candidates inside (aiortc gathers before answering; it does not trickle). No
+STUN/TURN servers are configured: aiortc's default would contact a public STUN server,
+and worldstream talks to nothing it was not asked to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from typing import Callable
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from .encoder import EncoderSettings
+from .video_track import EncodedFrame, PlayerVideoTrack
+
+log = logging.getLogger("worldstream.webrtc")
+
+_MIME = {"h264": "video/H264", "vp8": "video/VP8"}
+
+
+class RtcError(Exception):
+    """The offer could not be answered (reported to the client as ``rtc_failed``)."""
+
+
+class PlayerVideo:
+    """A player's peer connection and video track.
+
+    Args:
+        settings: encoder settings for the track.
+        encode_executor: where frames are encoded.
+        on_encoded: called on the loop for every frame handed to aiortc.
+        on_closed: called once when the connection fails or closes.
+    """
+
+    def __init__(
+        self,
+        settings: EncoderSettings,
+        encode_executor: Executor,
+        on_encoded: Callable[[EncodedFrame], None],
+        on_closed: Callable[["PlayerVideo"], None] | None = None,
+        label: str = "",
+    ) -> None:
+        self.settings = settings
+        self.label = label
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.track = PlayerVideoTrack(settings, encode_executor, on_encoded)
+        self._on_closed = on_closed
+        self._closed = False
+
+        @self.pc.on("connectionstatechange")
+        async def _state() -> None:
+            state = self.pc.connectionState
+            log.debug("%s: peer connection %s", self.label, state)
+            if state in ("failed", "closed"):
+                await self.close()
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply the client's offer and return the answer SDP (raises :class:`RtcError`)."""
+        # The sending transceiver exists before the offer is applied: aiortc matches the
+        # offer's video section to it, and codec preferences only count at that moment.
+        transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
+        wanted = _MIME[self.settings.codec]
+        prefs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in (wanted, "video/rtx")]
+        transceiver.setCodecPreferences(prefs)
+        self.track.attach_sender(transceiver.sender)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError and others for bad SDP
+            raise RtcError(f"could not parse the offer: {exc}") from None
+        if transceiver.mid is None:
+            raise RtcError("the offer has no video media section; add a recvonly video transceiver")
+        try:
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except Exception as exc:
+            raise RtcError(f"could not answer the offer with {self.settings.codec}: {exc}") from None
+        if f"{wanted.split('/')[1]}/90000" not in self.pc.localDescription.sdp:
+            raise RtcError(f"the offer does not accept {self.settings.codec}, the codec this server streams")
+        return self.pc.localDescription.sdp
+
+    async def add_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
+        """Add a trickled remote ICE candidate (empty = end of candidates, ignored)."""
+        if not candidate:
+            return
+        text = candidate.split(":", 1)[1] if candidate.startswith("candidate:") else candidate
+        try:
+            parsed = candidate_from_sdp(text)
+        except Exception as exc:
+            raise RtcError(f"bad ICE candidate: {exc}") from None
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = sdp_mline_index
+        await self.pc.addIceCandidate(parsed)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.track.stop()
+        try:
+            await asyncio.wait_for(self.pc.close(), timeout=5.0)
+        except Exception:  # closing must never raise into the caller
+            log.debug("%s: error while closing the peer connection", self.label, exc_info=True)
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -1,0 +1,282 @@
+"""One WebSocket connection = one player: hello, then input, WebRTC signalling and events.
+
+Everything a client sends goes through :func:`protocol.decode` and a token bucket first;
+anything refused is answered with an ``error`` naming the code and field, and the
+connection carries on. Outgoing messages go through a bounded queue drained by one
+sender task, so a slow client can never block a session's loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+import msgpack
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from protocol import PROTOCOL_VERSION, ProtocolError, decode, encode, messages as m
+from runtime.player import Player
+from runtime.sessions import JoinError
+from runtime.stream.encoder import EncoderSettings
+from runtime.stream.rate_limit import TokenBucket
+from runtime.stream.webrtc import PlayerVideo, RtcError
+
+if TYPE_CHECKING:
+    from runtime.app import StreamServer
+
+log = logging.getLogger("worldstream.ws")
+
+OUTBOX_SIZE = 512
+"""Messages waiting for a slow client; beyond this new ones are dropped (all are periodic or best-effort
+except errors, which are small and rare)."""
+
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+
+
+class Connection:
+    """The state of one WebSocket connection (see the module docstring)."""
+
+    def __init__(self, ws: ServerConnection, server: "StreamServer") -> None:
+        self.ws = ws
+        self.server = server
+        self.peer = "%s:%s" % (ws.remote_address[:2] if ws.remote_address else ("?", "?"))
+        self.player: Player | None = None
+        self.session = None
+        self.token: str | None = None
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_SIZE)
+        self._dropped = 0
+        self._buckets = {
+            "input": TokenBucket(m.INPUT_RATE_HZ, m.INPUT_BURST),
+            "caption": TokenBucket(m.CAPTION_RATE_HZ, m.CAPTION_BURST),
+            "other": TokenBucket(m.OTHER_RATE_HZ, m.OTHER_BURST),
+        }
+
+    # ------------------------------------------------------------------ sending
+    def send(self, msg: m.Message) -> None:
+        """Queue ``msg`` for the client; drops it if the client is far behind."""
+        try:
+            self._outbox.put_nowait(encode(msg))
+        except asyncio.QueueFull:
+            self._dropped += 1
+            if self._dropped in (1, 100, 10_000):
+                log.warning("%s: client is not reading; %d messages dropped", self.peer, self._dropped)
+
+    def error(self, code: str, message: str, field: str | None = None, ref_type: str | None = None) -> None:
+        self.server.metrics.protocol_errors.labels(code).inc()
+        log.debug("%s: error %s: %s (field %s)", self.peer, code, message, field)
+        self.send(m.ErrorMessage(code=code, message=message[: m.MAX_ERROR_CHARS], field=field, ref_type=ref_type))
+
+    async def _sender(self) -> None:
+        while True:
+            data = await self._outbox.get()
+            try:
+                await self.ws.send(data)
+            finally:
+                self._outbox.task_done()
+
+    async def _flush_and_close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._outbox.join(), 2.0)
+        await self.ws.close(code, reason[:120])
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._sender(), name=f"send:{self.peer}")
+        deadline = time.monotonic() + self.server.config.hello_timeout_s
+        try:
+            while True:
+                timeout = None if self.player else deadline - time.monotonic()
+                if timeout is not None and timeout <= 0:
+                    self.error("not_joined", f"no valid hello within {self.server.config.hello_timeout_s:g} s")
+                    await self._flush_and_close(CLOSE_POLICY, "no hello in time")
+                    return
+                try:
+                    data = await asyncio.wait_for(self.ws.recv(), timeout)
+                except asyncio.TimeoutError:
+                    continue
+                if not await self._handle(data):
+                    return
+        except ConnectionClosed:
+            pass
+        finally:
+            sender.cancel()
+            await self._leave()
+
+    async def _handle(self, data: bytes | str) -> bool:
+        """Handle one incoming frame; False ends the connection."""
+        try:
+            msg = decode(data, sender="client")
+        except ProtocolError as exc:
+            if not self._allow("other"):
+                return True
+            version = _hello_version(data)
+            if self.player is None and version is not None and version != PROTOCOL_VERSION:
+                return await self._refuse_version(version)
+            self.error(exc.code, exc.message, exc.field, _peek_type(data))
+            return True
+        bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
+        if not self._allow(bucket):
+            return True
+        try:
+            return await self._dispatch(msg)
+        except Exception:
+            log.exception("%s: handling %s failed", self.peer, msg.TYPE)
+            self.error("internal", f"the server failed to handle {msg.TYPE!r}; it carries on", None, msg.TYPE)
+            return True
+
+    def _allow(self, bucket_name: str) -> bool:
+        bucket = self._buckets[bucket_name]
+        if bucket.allow():
+            return True
+        if bucket.should_complain():
+            rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
+            self.error("rate_limited", f"more than {rate} {bucket_name} messages per second; the excess is dropped")
+        return False
+
+    async def _dispatch(self, msg: m.Message) -> bool:
+        if isinstance(msg, m.Ping):
+            self.send(m.Pong(id=msg.id, t_ms=msg.t_ms, server_ms=time.time() * 1e3))
+            return True
+        if isinstance(msg, m.Hello):
+            if self.player is not None:
+                self.error("already_joined", "this connection already joined a world; open a new connection", None, "hello")
+                return True
+            return await self._hello(msg)
+        if self.player is None:
+            self.error("not_joined", f"send hello before {msg.TYPE!r}", None, msg.TYPE)
+            return True
+        player = self.player
+        if isinstance(msg, m.Input):
+            player.on_input(msg)
+        elif isinstance(msg, m.HeadPose):
+            player.on_head_pose(msg)
+        elif isinstance(msg, m.RtcOffer):
+            await self._offer(msg)
+        elif isinstance(msg, m.IceCandidate):
+            if player.video is None:
+                self.error("not_joined", "send rtc_offer before ice_candidate", None, msg.TYPE)
+            else:
+                try:
+                    await player.video.add_candidate(msg.candidate, msg.sdp_mid, msg.sdp_mline_index)
+                except RtcError as exc:
+                    self.error("bad_field", str(exc), "candidate", msg.TYPE)
+        elif isinstance(msg, m.Caption):
+            self.session.set_caption(msg.text)
+        return True
+
+    # ------------------------------------------------------------------ hello
+    async def _refuse_version(self, version: int) -> bool:
+        text = f"protocol version {version} is not supported; this server speaks version {PROTOCOL_VERSION}"
+        self.error("version_mismatch", text, "protocol_version", "hello")
+        log.info("%s: refused: %s", self.peer, text)
+        await self._flush_and_close(CLOSE_POLICY, f"protocol version {version} unsupported, server speaks {PROTOCOL_VERSION}")
+        return False
+
+    async def _hello(self, hello: m.Hello) -> bool:
+        server = self.server
+        if hello.protocol_version != PROTOCOL_VERSION:
+            return await self._refuse_version(hello.protocol_version)
+        if server.registry.player_count >= server.config.max_players:
+            self.error("server_busy", f"the server is full ({server.config.max_players} players)", None, "hello")
+            await self._flush_and_close(CLOSE_TRY_AGAIN, "server full")
+            return False
+        try:
+            session = await server.registry.session_for(hello)
+        except JoinError as exc:
+            self.error(exc.code, exc.message, exc.field, "hello")
+            return True
+        record = server.registry.resume(hello.resume_token, session.name)
+        player_id = record.player_id if record and record.player_id not in session.players else secrets.token_urlsafe(6)
+        pose = record.pose if record else session.world.spawn_pose()
+        self.token = server.registry.new_token()
+        self.player = Player(player_id, hello.player_name, hello.view, server.video_size(hello.view), pose, self.send)
+        self.session = session
+        w, h = self.player.video_size
+        cfg = server.config
+        self.send(
+            m.Welcome(
+                player_id=player_id,
+                resume_token=self.token,
+                world=session.name,
+                seed=int(session.world.config.seed) % (m.MAX_SEED + 1),
+                caption=str(getattr(session.world, "caption", session.world.config.caption))[: m.MAX_CAPTION_CHARS],
+                pose=self.player.pose_info(),
+                resumed=record is not None,
+                server=m.ServerInfo(
+                    version=server.version, fps=cfg.fps, width=w, height=h, codec=cfg.codec, bitrate=cfg.bitrate,
+                    generator=cfg.generator, renderer=server.renderer_name,
+                    explored_cell_size=float(session.world.explored.cell_size),
+                ),
+            )
+        )
+        if hello.resume_token is not None and record is None:  # after welcome: it is not fatal
+            self.error("bad_resume_token", "the resume token is unknown or expired; starting at the spawn point", "resume_token", "hello")
+        session.add(self.player)
+        return True
+
+    # ------------------------------------------------------------------ WebRTC
+    async def _offer(self, msg: m.RtcOffer) -> None:
+        player, server = self.player, self.server
+        if player.video is not None:  # a new offer replaces the old connection
+            old, player.video = player.video, None
+            await old.close()
+        w, h = player.video_size
+        cfg = server.config
+        settings = EncoderSettings(codec=cfg.codec, width=w, height=h, fps=cfg.fps, bitrate=cfg.bitrate)
+        session = self.session
+
+        def closed(video: PlayerVideo) -> None:
+            if player.video is video:
+                player.video = None
+
+        video = PlayerVideo(
+            settings, server.executors.encode, lambda f: session.on_encoded(player, f), closed, label=f"player {player.id}"
+        )
+        try:
+            sdp = await video.answer(msg.sdp)
+        except RtcError as exc:
+            await video.close()
+            self.error("rtc_failed", str(exc), "sdp", "rtc_offer")
+            return
+        player.video = video
+        self.send(m.RtcAnswer(sdp=sdp))
+        log.info("player %s: WebRTC answered (%s %dx%d@%d, %.1f Mbit/s)", player.id, cfg.codec, w, h, cfg.fps, cfg.bitrate / 1e6)
+
+    # ------------------------------------------------------------------ leaving
+    async def _leave(self) -> None:
+        player, session = self.player, self.session
+        if player is None:
+            return
+        self.player = None
+        if self.token:
+            self.server.registry.remember(self.token, session.name, player.id, player.pose)
+        await session.remove(player)
+
+
+def _hello_version(data) -> int | None:
+    """``protocol_version`` of a hello that failed validation, so a newer client still hears
+    "wrong version" rather than a field error from a format it does not speak."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, max_bin_len=m.MAX_HELLO_BYTES, max_str_len=m.MAX_HELLO_BYTES)
+    except Exception:
+        return None
+    if isinstance(obj, dict) and obj.get("type") == "hello":
+        v = obj.get("protocol_version")
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None
+
+
+def _peek_type(data) -> str | None:
+    try:
+        obj = msgpack.unpackb(data, raw=False, max_bin_len=m.MAX_HELLO_BYTES, max_str_len=m.MAX_HELLO_BYTES)
+    except Exception:
+        return None
+    t = obj.get("type") if isinstance(obj, dict) else None
+    return t[:64] if isinstance(t, str) else None

@@ -1,0 +1,126 @@
+"""Shared fixtures: the real worldstream server in a subprocess on a free loopback port.
+
+* ``start_server(**options)`` (function scope): a factory starting a server and returning
+  a :class:`ServerProcess` (``.url`` is ``http://127.0.0.1:PORT``); stopped after the test.
+* ``server`` (module scope): one server per test module with test-friendly defaults
+  (procedural generator, CPU renderer, 320x180 at 30 fps); ``server_url``: its URL.
+
+The server runs in its own process so its rendering threads never compete with the
+test's decoding for one interpreter lock. Its log goes to a file (``.log_text()``),
+never to a pipe nobody reads.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_S = 90.0
+
+
+@dataclass
+class ServerProcess:
+    """A running server: its URL, process and log file."""
+
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+    worlds: Path
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1) + "/ws"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (clean shutdown), then SIGKILL if it does not exit in time; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def launch_server(
+    directory: Path,
+    *,
+    generator: str = "procedural",
+    renderer: str = "cpu",
+    resolution: str = "320x180",
+    fps: int = 30,
+    codec: str = "h264",
+    bitrate: str | None = "2M",
+    worlds: Path | None = None,
+    log_level: str = "info",
+    extra_args: tuple[str, ...] = (),
+) -> ServerProcess:
+    """Start ``python -m runtime.app`` on a free port and wait until it listens."""
+    directory.mkdir(parents=True, exist_ok=True)
+    worlds = worlds or directory / "worlds"
+    log_path = directory / f"server-{time.monotonic_ns()}.log"
+    args = [
+        sys.executable, "-m", "runtime.app", "--host", "127.0.0.1", "--port", "0",
+        "--generator", generator, "--renderer", renderer, "--resolution", resolution,
+        "--fps", str(fps), "--codec", codec, "--worlds", str(worlds), "--log-level", log_level, *extra_args,
+    ]
+    if bitrate:
+        args += ["--bitrate", bitrate]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    marker = "listening on "
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        if marker in text:
+            url = text.split(marker, 1)[1].split()[0]
+            return ServerProcess(url, proc, log_path, worlds)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}:\n{text}")
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"the server did not listen within {STARTUP_TIMEOUT_S} s:\n{log_path.read_text(errors='replace')}")
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Factory: ``start_server(generator=..., renderer="cpu", resolution="320x180", fps=30, worlds=tmp_path)``."""
+    servers: list[ServerProcess] = []
+
+    def start(**options) -> ServerProcess:
+        server = launch_server(tmp_path / f"server{len(servers)}", **options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server per test module (see the module docstring for its settings)."""
+    proc = launch_server(tmp_path_factory.mktemp("server"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def server_url(server) -> str:
+    return server.url
