@@ -141,7 +141,8 @@ def test_two_players_share_one_world(server):
                 assert b.welcome.seed == a.welcome.seed
                 await wait_idle(a)
                 await asyncio.sleep(1.0)
-            left = await a.wait_for("player_left", timeout=10)
+                before_leaving = a.event_count  # player_left may arrive before we start waiting
+            left = await a.wait_for("player_left", timeout=10, since=before_leaving)
             assert left.id == b.welcome.player_id
             requested = a.of_type("generation_requested")
             assert requested
