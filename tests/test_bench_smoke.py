@@ -1,0 +1,80 @@
+"""Smoke runs of bench/encode.py and bench/baseline.py at tiny sizes, so they don't rot.
+
+Synthetic frames (no World rendering) and short runs; no timing is asserted, only that
+every stage runs and reports sane shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is scripts, not a package
+
+from bench import baseline, encode  # noqa: E402
+from bench.common import format_table, ping_pong_index, synthetic_frames, write_json  # noqa: E402
+
+W, H = 160, 96
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    return synthetic_frames(W, H, 8)
+
+
+def test_ping_pong_never_jumps():
+    seq = [ping_pong_index(k, 4) for k in range(10)]
+    assert seq == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+
+
+def test_stamp_round_trip(frames):
+    for k in (0, 1, 77, 4095, 65535):
+        assert baseline.read_stamp(baseline.stamp(frames[0], k)) == k
+
+
+def test_stamp_survives_jpeg(frames):
+    codec = baseline.JpegCodec(W, H, 20)
+    decoded = codec.decode(codec.encode(baseline.stamp(frames[3], 1234)))
+    assert baseline.read_stamp(decoded) == 1234
+
+
+def test_encode_cost_and_one_trial(frames, tmp_path):
+    cost = encode.encode_cost(frames, "h264")
+    assert cost["ms_median"] > 0 and cost["frames"] == 2 * len(frames) - 2
+    path = tmp_path / "frames.npy"
+    np.save(path, frames)
+    trial = encode.Trial("vp8", str(path), fps=30, streams=2, first_stream=0, total_streams=2, duration_s=0.3)
+    result = encode.run_trial(trial)
+    assert result["encoded"] == 2 * 9 and 0 <= result["late"] <= result["encoded"]
+
+
+def test_encode_run_with_capacity(frames, tmp_path):
+    result = encode.run(
+        resolutions=[(W, H)], fps_list=[30], codecs=["h264", "nvenc"], trial_s=0.3, workers=1,
+        frames_by_resolution={(W, H): frames}, log=lambda *a: None,
+    )
+    h264 = [r for r in result["capacity"] if r["codec"] == "h264"]
+    assert len(h264) == 1 and h264[0]["max_streams"] >= 0
+    assert result["nvenc"] == "available" or result["nvenc"].startswith("not available")
+    print(format_table(result["cost"], encode.COST_COLUMNS))
+    write_json(tmp_path / "encode.json", result)
+    assert json.loads((tmp_path / "encode.json").read_text())["machine"]["usable_cores"] >= 1
+
+
+def test_quality_match_picks_not_worse():
+    sweep = [{"qscale": q, "psnr_db": 45.0 - q, "setting": f"q{q}"} for q in (1, 2, 5, 10)]
+    assert baseline.match_quality(41.5, sweep)["qscale"] == 2
+    assert baseline.match_quality(50.0, sweep)["qscale"] == 1  # none reaches it: the best
+
+
+def test_baseline_run_all_paths(frames):
+    result = baseline.run(W, H, duration_s=0.5, frames=frames, qscales=(2, 10), log=lambda *a: None)
+    assert [r["path"] for r in result["rows"]] == list(baseline.PATHS)
+    for row in result["rows"]:
+        assert row["sent_frames"] == 15
+        assert row["decoded_frames"] > 0, row
+        assert row["psnr_db"] is None or row["psnr_db"] > 20
