@@ -205,3 +205,11 @@ def test_concurrent_adds_and_queries():
     assert len(memory) == 20 + 3 * 40
     ids = [f.id for f in memory.frames()]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_frames_viewing_a_box_by_distance_and_frustum():
+    memory, _ = room_memory()  # all cameras at (0, 0, -10); only frames 3 and 7 look towards +z
+    lo, hi = np.array([-1.0, -1.0, 9.0]), np.array([1.0, 1.0, 11.0])
+    assert [f.id for f in memory.frames_viewing(lo, hi, max_distance=25.0)] == [3, 7]
+    assert memory.frames_viewing(lo, hi, max_distance=15.0) == []  # cameras are 19 m from the box
+    assert memory.frames_viewing(lo, hi * np.nan, max_distance=25.0) == []

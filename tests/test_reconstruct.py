@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 
 from runtime.world.camera import Cameras, Pose, intrinsics_from_fov, quat_wxyz_to_matrix
-from runtime.world.reconstruct import matrix_to_quat_wxyz, reconstruct, reduce_blocks, unproject_depth
+from runtime.world.frames import Frame
+from runtime.world.gaussians import Gaussians
+from runtime.world.reconstruct import (
+    drop_occluders,
+    matrix_to_quat_wxyz,
+    occluder_mask,
+    reconstruct,
+    reduce_blocks,
+    shown_depth,
+    unproject_depth,
+)
 
 W, H, F = 64, 48, 50.0
 
@@ -189,3 +199,94 @@ def test_bad_input_names_the_field():
         reconstruct(textured(), np.ones((1, H, W), np.float32), identity_cameras(), np.ones((H, W)))
     with pytest.raises(ValueError, match="stride"):
         reconstruct(textured(), np.ones((1, H, W), np.float32), identity_cameras(), None, stride=0)
+
+
+# --------------------------------------------------------------------------- revisit consistency
+
+
+def sky_over_wall_frame() -> Frame:
+    """The identity camera saw a wall 10 m ahead in its lower half and sky above it."""
+    depth = np.full((H, W), 10.0, np.float32)
+    depth[: H // 2] = np.inf
+    return Frame(0, textured()[0], depth, np.eye(4, dtype=np.float32), K_())
+
+
+def camera_facing_splats(points: np.ndarray, sigma: float = 0.02) -> Gaussians:
+    """Small round Gaussians at ``points`` ``[M, 3]``."""
+    n = len(points)
+    quats = np.tile(np.array([1, 0, 0, 0], np.float32), (n, 1))
+    return Gaussians(points, quats, np.full((n, 3), math.log(sigma)), np.full(n, 3.0), np.full((n, 3), 0.5))
+
+
+def ray_point(row: float, col: float, depth: float) -> np.ndarray:
+    """World point (identity camera) at pixel ``(row, col)`` centre and ``depth`` metres."""
+    return np.array([(col + 0.5 - W / 2) / F * depth, (row + 0.5 - H / 2) / F * depth, depth], np.float32)
+
+
+def test_shown_depth_is_empty_on_sky_and_dropped_edges():
+    frame = sky_over_wall_frame()
+    shown = shown_depth(frame.depth, stride=2)
+    assert shown.shape == (H // 2, W // 2)
+    assert np.all(np.isinf(shown[: H // 4]))  # sky shows nothing
+    np.testing.assert_allclose(shown[H // 4 + 2 :], 10.0)  # the wall shows itself
+    flying = np.full((H, W), 5.0, np.float32)
+    flying[:, W // 2 :] = 10.0
+    flying[:, W // 2 - 2 : W // 2] = 7.0  # a blurred edge: reconstruction drops it, so nothing shows
+    assert np.all(np.isinf(shown_depth(flying, stride=2)[:, W // 4 - 1]))
+
+
+def test_a_frame_that_saw_sky_blocks_splats_in_front():
+    frame = sky_over_wall_frame()
+    in_sky = ray_point(5, 20, 6.0)  # upper half: the frame saw sky along this ray
+    in_front = ray_point(40, 20, 6.0)  # lower half, 4 m in front of the wall
+    kept = drop_occluders(camera_facing_splats(np.stack([in_sky, in_front])), [frame])
+    assert len(kept) == 0
+
+
+def test_splats_behind_or_on_a_seen_surface_are_kept():
+    frame = sky_over_wall_frame()
+    behind = ray_point(40, 20, 14.0)  # hidden by the wall
+    on_wall = ray_point(36, 40, 10.05)  # on it, within the margin
+    g = camera_facing_splats(np.stack([behind, on_wall]))
+    assert not occluder_mask(g, [frame]).any()
+    # Right under the skyline, a splat on the wall spills into the sky: dropped.
+    at_skyline = camera_facing_splats(ray_point(H // 2, 20, 10.0)[None], sigma=0.3)
+    assert occluder_mask(at_skyline, [frame]).all()
+
+
+def test_a_hidden_splat_spilling_past_a_silhouette_is_dropped():
+    frame = sky_over_wall_frame()
+    frame = Frame(0, frame.rgb, np.where(np.isinf(frame.depth), 40.0, frame.depth), frame.w2c, frame.K)  # far wall above
+    just_below_edge = camera_facing_splats(ray_point(H // 2 + 1, 20, 20.0)[None], sigma=0.3)  # behind the near wall
+    deep_below = camera_facing_splats(ray_point(H - 4, 20, 20.0)[None], sigma=0.3)
+    assert occluder_mask(just_below_edge, [frame]).all()  # its tail shows above the near wall
+    assert not occluder_mask(deep_below, [frame]).any()
+
+
+def test_frames_decide_only_about_points_seen_from_comparable_distance():
+    frame = sky_over_wall_frame()
+    g = camera_facing_splats(ray_point(5, 20, 6.0)[None])  # in the frame's sky, 6 m from it
+    near_camera = g.means + np.array([0.0, 0.0, -1.0], np.float32)  # made from 1 m away
+    far_camera = g.means + np.array([0.0, 0.0, -5.0], np.float32)  # made from 5 m away
+    assert not occluder_mask(g, [frame], new_centers=near_camera, authority_ratio=3.0).any()
+    assert occluder_mask(g, [frame], new_centers=far_camera, authority_ratio=3.0).all()
+
+
+def test_a_views_own_frame_would_block_its_silhouette():
+    """Why the world checks a chunk only against earlier jobs' frames: a view's own splats at a
+    skyline spill into its sky. (The world adds a job's frames to memory after this check.)"""
+    frame = sky_over_wall_frame()
+    cams = Cameras(frame.w2c[None], frame.K[None], W, H)
+    g = reconstruct(frame.rgb[None], frame.depth[None], cams, None, stride=2)
+    own = occluder_mask(g, [frame])
+    assert own.any() and own.mean() < 0.2
+    assert not occluder_mask(g, []).any()  # no earlier frames: nothing is dropped
+
+
+def test_occluder_mask_names_bad_input():
+    frame = sky_over_wall_frame()
+    g = camera_facing_splats(ray_point(40, 20, 6.0)[None])
+    with pytest.raises(ValueError, match="shown"):
+        occluder_mask(g, [frame], shown=[])
+    with pytest.raises(ValueError, match="margin"):
+        occluder_mask(g, [frame], margin=1.5)

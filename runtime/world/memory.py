@@ -260,6 +260,45 @@ class FrameMemory:
         cols = np.minimum(np.arange(W) * Wr // W, Wr - 1)
         return chosen, owner.reshape(Hr, Wr)[rows[:, None], cols[None, :]].astype(np.int32)
 
+    def frames_viewing(self, lo: np.ndarray, hi: np.ndarray, max_distance: float) -> list[Frame]:
+        """Frames whose camera is within ``max_distance`` metres of a box and whose frustum touches it.
+
+        For "which earlier keyframes may see these points" (revisit consistency): cheap, it
+        reads only camera centres and poses through the spatial grid.
+
+        Args:
+            lo, hi: ``[3]`` world-space corners of the box (metres).
+            max_distance: largest distance from a camera centre to the box (metres).
+
+        Returns:
+            The frames, in id order.
+        """
+        lo = np.asarray(lo, np.float64).reshape(3)
+        hi = np.asarray(hi, np.float64).reshape(3)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or not max_distance >= 0:
+            return []
+        middle = 0.5 * (lo + hi)
+        half_diagonal = 0.5 * float(np.linalg.norm(hi - lo))
+        with self._lock:
+            slots = self._grid_slots(middle, max_distance + half_diagonal)
+            centers = self._centers
+            frames = self._frames  # append-only: the prefix we use stays valid
+        if len(slots) == 0:
+            return []
+        c = centers[slots]
+        gap = np.maximum(np.maximum(lo - c, c - hi), 0.0)  # per-axis distance outside the box
+        slots = slots[np.linalg.norm(gap, axis=1) <= max_distance]
+        near = [frames[s] for s in slots]
+        out: list[Frame] = []
+        by_size: dict[tuple[int, int], list[Frame]] = {}
+        for f in near:
+            by_size.setdefault((f.width, f.height), []).append(f)
+        for (w, h), group in by_size.items():
+            cams = Cameras(np.stack([f.w2c for f in group]), np.stack([f.K for f in group]), w, h)
+            touches = frustum_cull_boxes(lo[None].astype(np.float32), hi[None].astype(np.float32), cams)[:, 0]
+            out.extend(f for f, t in zip(group, touches) if t)
+        return sorted(out, key=lambda f: f.id)
+
     def _candidates(self, camera: Cameras, max_distance: float, use_index: bool = True) -> "_Candidates":
         """Frames within ``max_distance`` whose points can land in ``camera``'s view, and their tiles in view.
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numba
 import numpy as np
 
 from .camera import Cameras
+from .frames import Frame
 from .gaussians import Gaussians
 
 OPACITY_LOGIT = math.log(0.95 / 0.05)
@@ -450,6 +452,26 @@ def _cover_kernel(means, sigma, w2c, K, stride, behind_factor, d, covered):  # p
                     covered[r, c] = True
 
 
+def _solid_blocks(d: np.ndarray, floater_min_neighbors: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The geometric tests of :func:`reconstruct`: which blocks of one view may become Gaussians.
+
+    Args:
+        d: ``[Hb, Wb]`` float32 block depths (``inf`` = sky), from :func:`reduce_blocks`.
+        floater_min_neighbors: minimum number of valid, smooth 4-neighbours.
+
+    Returns:
+        ``keep`` ``[Hb, Wb]`` bool (valid, not a flying pixel, supported) and the per-axis
+        linearity masks ``(before_x, after_x, before_y, after_y)`` that tangents are measured on.
+    """
+    valid = np.isfinite(d)
+    disp = np.where(valid, 1.0 / d, np.nan).astype(np.float32)
+    before_y, after_y, smooth_y = _smoothness(disp, 0, EDGE_RELATIVE_THRESHOLD)
+    before_x, after_x, smooth_x = _smoothness(disp, 1, EDGE_RELATIVE_THRESHOLD)
+    solid = valid & smooth_y & smooth_x
+    keep = solid & (_neighbour_count(solid) >= floater_min_neighbors)
+    return keep, (before_x, after_x, before_y, after_y)
+
+
 def _reconstruct_view(
     rgb: np.ndarray,
     depth: np.ndarray,
@@ -469,12 +491,7 @@ def _reconstruct_view(
     valid = np.isfinite(d)
     if not valid.any():
         return Gaussians.empty()
-    disp = np.where(valid, 1.0 / d, np.nan).astype(np.float32)
-    before_y, after_y, smooth_y = _smoothness(disp, 0, EDGE_RELATIVE_THRESHOLD)
-    before_x, after_x, smooth_x = _smoothness(disp, 1, EDGE_RELATIVE_THRESHOLD)
-    smooth = smooth_y & smooth_x
-    solid = valid & smooth
-    keep = solid & (_neighbour_count(solid) >= floater_min_neighbors)
+    keep, (before_x, after_x, before_y, after_y) = _solid_blocks(d, floater_min_neighbors)
     if alpha is not None:
         keep &= _block_alpha(alpha, stride, Hb, Wb) < fill_below_alpha
     if earlier and keep.any():
@@ -527,3 +544,224 @@ def _reconstruct_view(
         opacity_logits=np.full(len(means), OPACITY_LOGIT, np.float32),
         colors=colour[rows, cols],
     )
+
+
+# --------------------------------------------------------------------------- revisit consistency
+#
+# A place once seen must look the same when revisited. Per block, a keyframe's reconstruction
+# shows either a surface (at the block's depth) or nothing (sky, a flying-pixel edge, an
+# unsupported floater: the rendered sky shows through). A Gaussian added later changes that
+# view when it lies in front of the shown surface, or on a block that shows nothing -- also
+# through its footprint spilling onto such a block, or, when it is hidden behind the surface,
+# spilling past the silhouette onto a farther one. :func:`occluder_mask` finds those.
+
+OCCLUSION_MARGIN = 0.08
+"""A new Gaussian is in front of a shown surface when nearer than ``(1 - margin) x`` its depth."""
+
+OCCLUSION_FOOTPRINT_SIGMAS = 2.0
+"""A new Gaussian's footprint reaches this many projected standard deviations (alpha 0.13 at
+the edge)."""
+
+OCCLUSION_DILATION = 1
+"""Footprints are widened by this many blocks when looking for blocks that show nothing: old
+splats fade over about a block at a skyline, so the sky shows through a little inside it.
+(Not for the hidden-behind test: widening it there vetoes most of the ground behind every
+brow, which later keyframes must fill.)"""
+
+OCCLUSION_MAX_RADIUS = 4
+"""A footprint reaches at most this many blocks from its centre (stretched far splats)."""
+
+AUTHORITY_RATIO = 3.0
+"""An earlier keyframe decides about a point only when it saw it from at most this many times
+the distance of the new keyframes: a view from afar has too coarse a footprint to veto detail
+made close up (walking up to a distant tree must add the tree)."""
+
+
+def shown_depth(
+    depth: np.ndarray, *, stride: int = 2, max_depth: float = 200.0, floater_min_neighbors: int = 2
+) -> np.ndarray:
+    """What a keyframe's reconstruction shows, per block: surface depth, or ``inf`` for nothing.
+
+    Mirrors :func:`reconstruct`'s geometric tests: a block shows its nearest surface when it
+    passes them (not sky, not a flying pixel, supported), and nothing otherwise. Blocks left
+    out only because the scene already covered them count as shown (other splats show
+    about that surface there).
+
+    Args:
+        depth: ``[H, W]`` float metres along camera +z; ``inf`` = sky.
+        stride, max_depth, floater_min_neighbors: as given to :func:`reconstruct`.
+
+    Returns:
+        ``[ceil(H / stride), ceil(W / stride)]`` float32 metres; ``inf`` where nothing is shown.
+    """
+    d = reduce_blocks(depth, stride, max_depth).depth
+    keep, _ = _solid_blocks(d, floater_min_neighbors)
+    return np.where(keep, d, np.float32(np.inf)).astype(np.float32)
+
+
+def occluder_mask(
+    gaussians: Gaussians,
+    frames: Sequence[Frame],
+    *,
+    new_centers: np.ndarray | None = None,
+    shown: Sequence[np.ndarray] | None = None,
+    stride: int = 2,
+    max_depth: float = 200.0,
+    margin: float = OCCLUSION_MARGIN,
+    footprint_sigmas: float = OCCLUSION_FOOTPRINT_SIGMAS,
+    dilation: int = OCCLUSION_DILATION,
+    authority_ratio: float = AUTHORITY_RATIO,
+) -> np.ndarray:
+    """``[G]`` bool: the Gaussians that would change what an earlier frame's reconstruction shows.
+
+    For frame ``f``, with ``z`` a Gaussian's depth in ``f`` (``z > 0``), ``sigma`` its standard
+    deviation along the ray (metres), ``S`` the block its centre projects to and ``T`` the
+    blocks within its footprint -- ``footprint_sigmas`` standard deviations of its projected
+    covariance per image axis (EWA, as the renderer splats it; a ground surfel seen at a
+    grazing angle is a thin ellipse), at most ``OCCLUSION_MAX_RADIUS`` blocks -- it is an
+    occluder when any of these holds:
+
+    * ``S`` shows nothing (see :func:`shown_depth`), or ``z + sigma < (1 - margin) x`` its
+      depth: in front of what was seen (``sigma`` lets a surfel lying on the surface pass);
+    * a block of ``T`` widened by ``dilation`` blocks shows nothing: it spills into sky or a hole;
+    * it is hidden (``(1 - margin) z`` beyond ``S``'s depth) and in front of a block of ``T``
+      as above: it peeks past a silhouette onto a farther surface. (Not tested for Gaussians
+      on the surface: on ground seen at a grazing angle the next block up is much farther,
+      and a surfel on that ground covers it without changing the view.)
+
+    Only frames with authority decide: with ``new_centers``, ``f`` decides about a Gaussian
+    only when its distance to ``f``'s camera is at most ``authority_ratio`` x its distance to
+    the nearest new camera.
+
+    Args:
+        gaussians: ``G`` new Gaussians (world coordinates).
+        frames: earlier keyframes to protect (never the keyframes the Gaussians came from).
+        new_centers: ``[C, 3]`` camera centres the Gaussians were made from (metres), or
+            None (every frame decides about every Gaussian in its view).
+        shown: per frame, its :func:`shown_depth` map (a cache); None computes them.
+        stride, max_depth: as given to :func:`reconstruct` for ``frames``.
+        margin: relative depth tolerance of the in-front tests.
+        footprint_sigmas: footprint radius, in standard deviations.
+        dilation: blocks added to the footprint when looking for blocks that show nothing.
+        authority_ratio: see above.
+    """
+    stride = _check_stride(stride)
+    G = len(gaussians)
+    occluder = np.zeros(G, np.bool_)
+    if G == 0 or not frames:
+        return occluder
+    if shown is not None and len(shown) != len(frames):
+        raise ValueError(f"shown must hold one map per frame ({len(frames)}), got {len(shown)}")
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"margin must be in [0, 1), got {margin}")
+    if int(dilation) != dilation or dilation < 0:
+        raise ValueError(f"dilation must be an integer >= 0, got {dilation}")
+    means = np.ascontiguousarray(gaussians.means, np.float32)
+    covariances = _covariances(gaussians)
+    if new_centers is None:
+        reach = np.full(G, np.inf, np.float32)
+    else:
+        centers = np.asarray(new_centers, np.float32).reshape(-1, 3)
+        nearest = np.sqrt(((means[:, None, :] - centers[None, :, :]) ** 2).sum(-1).min(axis=1))
+        reach = (authority_ratio * nearest).astype(np.float32)
+    for i, frame in enumerate(frames):
+        block_depth = shown[i] if shown is not None else shown_depth(frame.depth, stride=stride, max_depth=max_depth)
+        _occluder_kernel(
+            means, covariances, reach,
+            np.asarray(frame.w2c, np.float32), np.asarray(frame.K, np.float32),
+            np.ascontiguousarray(block_depth, np.float32), stride, np.float32(1.0 - margin),
+            np.float32(footprint_sigmas), int(dilation), OCCLUSION_MAX_RADIUS, occluder,
+        )
+    return occluder
+
+
+def _covariances(gaussians: Gaussians) -> np.ndarray:
+    """``[G, 3, 3]`` float32 world-space covariances ``R diag(scale^2) R^T`` (square metres)."""
+    w, x, y, z = (gaussians.quats[:, k].astype(np.float64) for k in range(4))
+    R = np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        axis=1,
+    )  # [G, 3, 3]
+    variances = np.exp(2.0 * gaussians.log_scales.astype(np.float64))  # [G, 3]
+    return np.ascontiguousarray(np.einsum("gij,gj,gkj->gik", R, variances, R), dtype=np.float32)
+
+
+def drop_occluders(gaussians: Gaussians, frames: Sequence[Frame], margin: float = OCCLUSION_MARGIN, **options) -> Gaussians:
+    """``gaussians`` without those that would change what ``frames`` show (see :func:`occluder_mask`).
+
+    ``options`` are :func:`occluder_mask`'s other keywords (``new_centers``, ``shown``, ``stride``, ...).
+    """
+    occluder = occluder_mask(gaussians, frames, margin=margin, **options)
+    return gaussians.subset(np.flatnonzero(~occluder)) if occluder.any() else gaussians
+
+
+@numba.njit(cache=True, nogil=True)
+def _occluder_kernel(means, covariances, reach, w2c, K, shown, stride, front_factor, footprint_sigmas, dilation, max_radius, occluder):  # pragma: no cover
+    """Marks in ``occluder`` the Gaussians that change what one frame shows (see :func:`occluder_mask`)."""
+    Hb, Wb = shown.shape
+    # Camera centre R^T (-t), for the authority test.
+    ox = -(w2c[0, 0] * w2c[0, 3] + w2c[1, 0] * w2c[1, 3] + w2c[2, 0] * w2c[2, 3])
+    oy = -(w2c[0, 1] * w2c[0, 3] + w2c[1, 1] * w2c[1, 3] + w2c[2, 1] * w2c[2, 3])
+    oz = -(w2c[0, 2] * w2c[0, 3] + w2c[1, 2] * w2c[1, 3] + w2c[2, 2] * w2c[2, 3])
+    for i in range(means.shape[0]):
+        if occluder[i]:
+            continue
+        x, y, z = means[i, 0], means[i, 1], means[i, 2]
+        dx, dy, dz = x - ox, y - oy, z - oz
+        if dx * dx + dy * dy + dz * dz > reach[i] * reach[i]:
+            continue  # seen from too far to decide
+        zc = w2c[2, 0] * x + w2c[2, 1] * y + w2c[2, 2] * z + w2c[2, 3]
+        if zc <= 1e-3:
+            continue
+        xc = w2c[0, 0] * x + w2c[0, 1] * y + w2c[0, 2] * z + w2c[0, 3]
+        yc = w2c[1, 0] * x + w2c[1, 1] * y + w2c[1, 2] * z + w2c[1, 3]
+        u = (K[0, 0] * xc + K[0, 1] * yc) / zc + K[0, 2]
+        v = K[1, 1] * yc / zc + K[1, 2]
+        col = int(np.floor(u / stride))
+        row = int(np.floor(v / stride))
+        # The footprint as the renderer splats it: the covariance in camera space, projected
+        # with the pinhole Jacobian (EWA). A ground surfel seen at a grazing angle is a thin
+        # ellipse: its extent across the horizon is small however long it is.
+        cov_cam = np.zeros((3, 3), np.float32)
+        for a in range(3):
+            for b in range(3):
+                acc = 0.0
+                for m in range(3):
+                    for n in range(3):
+                        acc += w2c[a, m] * covariances[i, m, n] * w2c[b, n]
+                cov_cam[a, b] = acc
+        j00, j02 = K[0, 0] / zc, -K[0, 0] * xc / (zc * zc)
+        j11, j12 = K[1, 1] / zc, -K[1, 1] * yc / (zc * zc)
+        var_u = j00 * j00 * cov_cam[0, 0] + 2 * j00 * j02 * cov_cam[0, 2] + j02 * j02 * cov_cam[2, 2]
+        var_v = j11 * j11 * cov_cam[1, 1] + 2 * j11 * j12 * cov_cam[1, 2] + j12 * j12 * cov_cam[2, 2]
+        tail_cols = min(max_radius, int(footprint_sigmas * np.sqrt(max(var_u, 0.0)) / stride + 0.5))
+        tail_rows = min(max_radius, int(footprint_sigmas * np.sqrt(max(var_v, 0.0)) / stride + 0.5))
+        reach_cols = min(max_radius, tail_cols + dilation)
+        reach_rows = min(max_radius, tail_rows + dilation)
+        if col < -reach_cols or col >= Wb + reach_cols or row < -reach_rows or row >= Hb + reach_rows:
+            continue  # not in this frame's view, footprint included
+        near = zc + np.sqrt(max(cov_cam[2, 2], 0.0))  # one sigma along the ray: surfels on a surface pass
+        hidden = False
+        if 0 <= row < Hb and 0 <= col < Wb:
+            surface = shown[row, col]
+            if near < surface * front_factor:  # also true where nothing is shown (inf)
+                occluder[i] = True
+                continue
+            hidden = zc * front_factor > surface
+        hit = False
+        for r in range(max(row - reach_rows, 0), min(row + reach_rows + 1, Hb)):
+            for c in range(max(col - reach_cols, 0), min(col + reach_cols + 1, Wb)):
+                t = shown[r, c]
+                if t == np.inf:
+                    hit = True
+                    break
+                if hidden and abs(r - row) <= tail_rows and abs(c - col) <= tail_cols and near < t * front_factor:
+                    hit = True
+                    break
+            if hit:
+                break
+        occluder[i] = hit

@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -45,12 +46,15 @@ from .generators.base import (
 from .memory import FrameMemory
 from .motion import MoveInput, walk_target_eye_y
 from .motion import step as motion_step
-from .reconstruct import reconstruct
+from .reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
 from .render.base import Renderer, RenderOutput
 from .scene import Chunk, ChunkSource, Scene
 from .sky import Sky, pixel_directions
 
 log = logging.getLogger(__name__)
+
+SHOWN_DEPTH_CACHE_FRAMES = 512
+"""Keyframes whose shown-depth maps (revisit checks) are cached: ~57 KB each at 320x180, stride 2."""
 
 
 @dataclass
@@ -318,7 +322,13 @@ class World:
         self._probe_versions: tuple = (-1, -1)  # (scene, sky) versions the cache is valid for
         self._closed = False
         self._job_seconds: float | None = None  # running average of one job's generation time
+        # Per keyframe id, what its reconstruction shows (reconstruct.shown_depth); LRU, used
+        # only under _apply_lock.
+        self._shown_depth_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.stats = {"updates": 0, "probes_rendered": 0, "jobs_created": 0, "jobs_done": 0, "jobs_failed": 0, "jobs_skipped": 0}
+        # Revisit consistency: Gaussians dropped because earlier keyframes saw something else
+        # there, and the total time the check took (milliseconds).
+        self.stats.update(gaussians_dropped=0, revisit_check_ms=0.0)
 
     # ------------------------------------------------------------------ events
     def subscribe(self, callback: Callable[[WorldEvent], None]) -> Callable[[], None]:
@@ -668,6 +678,7 @@ class World:
             snapshot = self.scene.snapshot()
             existing = self.renderer.render_alpha(snapshot, cams) if snapshot.chunks else None
             gaussians = reconstruct(rgb, depth, cams, existing, stride=cfg.reconstruct_stride)
+            gaussians = self._keep_earlier_views(gaussians, cams)
             source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
             chunks = self.scene.append(gaussians, source) if len(gaussians) else []
             chunk_id = chunks[0].id if chunks else -1
@@ -688,6 +699,52 @@ class World:
         self._finish(job, "done")
         self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells)))
         return chunks
+
+    def _keep_earlier_views(self, gaussians: Gaussians, cams: Cameras) -> Gaussians:
+        """Drop the new Gaussians that would change what earlier keyframes show (call under _apply_lock).
+
+        A place once seen must render the same when revisited, so a new chunk may not put
+        splats in front of what an earlier keyframe's reconstruction shows, nor where it
+        shows nothing (sky, holes), where that keyframe saw the spot from no farther than
+        ``AUTHORITY_RATIO`` x the new cameras (see :func:`.reconstruct.occluder_mask`).
+        Only frames already in memory count: this job's own keyframes are added after.
+
+        The dropped Gaussians' directions from the job's cameras are marked as sky: those
+        pixels of the job's views stay empty for good, and planning must count them as
+        covered rather than ask for them again.
+        """
+        if len(gaussians) == 0 or len(self.memory) == 0:
+            return gaussians
+        started = time.perf_counter()
+        centers = cams.centers.astype(np.float32)  # [C, 3]
+        offsets = gaussians.means[:, None, :] - centers[None, :, :]  # [G, C, 3]
+        distances = np.linalg.norm(offsets, axis=2)  # [G, C] metres
+        reach = AUTHORITY_RATIO * float(distances.min(axis=1).max())
+        frames = self.memory.frames_viewing(gaussians.means.min(axis=0), gaussians.means.max(axis=0), reach)
+        if frames:
+            shown = [self._shown_depth(f) for f in frames]
+            occluder = occluder_mask(gaussians, frames, new_centers=centers, shown=shown, stride=self.config.reconstruct_stride)
+            if occluder.any():
+                rows = np.flatnonzero(occluder)
+                nearest = distances[rows].argmin(axis=1)
+                directions = offsets[rows, nearest] / np.maximum(distances[rows, nearest], 1e-6)[:, None]
+                self.sky_directions.mark(directions)
+                self.stats["gaussians_dropped"] += len(rows)
+                gaussians = gaussians.subset(np.flatnonzero(~occluder))
+        self.stats["revisit_check_ms"] += (time.perf_counter() - started) * 1e3
+        return gaussians
+
+    def _shown_depth(self, frame: Frame) -> np.ndarray:
+        """``[Hb, Wb]`` what ``frame``'s reconstruction shows (LRU-cached; call under _apply_lock)."""
+        cached = self._shown_depth_cache.get(frame.id)
+        if cached is not None:
+            self._shown_depth_cache.move_to_end(frame.id)
+            return cached
+        shown = shown_depth(frame.depth, stride=self.config.reconstruct_stride)
+        self._shown_depth_cache[frame.id] = shown
+        if len(self._shown_depth_cache) > SHOWN_DEPTH_CACHE_FRAMES:
+            self._shown_depth_cache.popitem(last=False)
+        return shown
 
     def _mark_explored(self, frames: Sequence[Frame]) -> list[tuple[int, int]]:
         """Mark explored cells from frames' surface points near their cameras (where splats are dense)."""
