@@ -696,8 +696,11 @@ class World:
             with self._lock:
                 self._done_views.add(cams.centers, cams.forwards)
             self.collider.sync(self.scene.snapshot())
+            # Emitted under the apply lock and before the job counts as finished, so that
+            # subscribers (the store) see chunks in scene order, with a state_dict() that
+            # matches them, and wait_idle() cannot return before they have seen the chunk.
+            self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells)))
         self._finish(job, "done")
-        self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells)))
         return chunks
 
     def _keep_earlier_views(self, gaussians: Gaussians, cams: Cameras) -> Gaussians:
