@@ -97,6 +97,27 @@ class StreamServer:
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 
+    def world_listing(self, limit: int = 50) -> list[dict]:
+        """Joinable worlds for ``/worlds``: worlds with players first, then the most recently played."""
+        online = {name: len(session.players) for name, session in list(self.registry.sessions.items())}
+        rows: dict[str, dict] = {}
+        for info in self.registry.source.library.list():
+            if info.error:
+                continue
+            rows[info.name] = {
+                "name": info.name,
+                "caption": info.caption,
+                "chunks": info.chunks,
+                "gaussians": info.gaussians,
+                "last_played": info.last_played,
+            }
+        for name in online:  # a world created a moment ago may not have a manifest yet
+            rows.setdefault(name, {"name": name, "caption": "", "chunks": 0, "gaussians": 0, "last_played": time.time()})
+        for row in rows.values():
+            row["players"] = online.get(row["name"], 0)
+        ordered = sorted(rows.values(), key=lambda r: (r["players"] > 0, r["last_played"]), reverse=True)
+        return ordered[:limit]
+
     def _metrics_text(self) -> bytes:
         total_fps = 0.0
         depth = 0
@@ -118,7 +139,7 @@ class StreamServer:
             self._handler,
             cfg.host,
             cfg.port,
-            process_request=make_process_request(cfg.static_dir, self.health, self._metrics_text),
+            process_request=make_process_request(cfg.static_dir, self.health, self._metrics_text, self.world_listing),
             max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
             max_queue=64,
             ping_interval=WS_PING_INTERVAL_S,

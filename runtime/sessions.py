@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 import re
 import secrets
 import time
@@ -27,6 +28,9 @@ from runtime.session import Session
 from runtime.stream.metrics import ServerMetrics
 from runtime.world.camera import Pose
 from runtime.world.world import World, WorldConfig
+
+from runtime.world.generators import create_generator
+from runtime.world.store import WorldLibrary, errors
 
 log = logging.getLogger("worldstream.sessions")
 
@@ -70,62 +74,48 @@ def decode_start_image(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+def generator_options(name: str) -> dict:
+    """Options for the server's generator. The procedural generator leaves one core to the
+    render and encode threads, so generating never starves the streams of CPU."""
+    if name == "procedural":
+        return {"threads": max(1, (os.cpu_count() or 2) - 1)}
+    return {}
+
+
 class WorldSource:
-    """Creates and opens :class:`World` s with the server's generator, renderer and executor."""
+    """Creates and opens :class:`World` s (saved under ``--worlds``) with the server's renderer."""
 
     def __init__(self, config: ServerConfig, renderer, executors: Executors) -> None:
         self.config = config
         self.renderer = renderer
         self.executors = executors
-        self._memory_names: set[str] = set()
-        self.library = None
-        try:
-            from runtime.world.store import WorldLibrary  # written alongside; optional until it lands
-        except ImportError:
-            WorldLibrary = None
-        if WorldLibrary is not None:
-            config.worlds.mkdir(parents=True, exist_ok=True)
-            self.library = WorldLibrary(config.worlds)
-        log.info("worlds: %s", f"saved under {config.worlds.resolve()}" if self.library else "in memory (no world store)")
+        config.worlds.mkdir(parents=True, exist_ok=True)
+        self.library = WorldLibrary(config.worlds)
+        log.info("worlds: saved under %s", config.worlds.resolve())
 
-    def _world_kwargs(self, with_generator: bool) -> dict:
+    def _world_kwargs(self, generator_name: str) -> dict:
         # No executor: each world owns a one-thread generation worker, so a world with a
         # backlog never holds up another world's first chunks.
-        kwargs = {"renderer": self.renderer}
-        if with_generator:
-            from runtime.world.generators import create_generator
-
-            kwargs["generator"] = create_generator(self.config.generator)
-        return kwargs
+        generator = create_generator(generator_name, **generator_options(generator_name))
+        return {"renderer": self.renderer, "generator": generator}
 
     def exists(self, name: str) -> bool:
-        if self.library is not None:
-            return bool(self.library.exists(name))
-        return name in self._memory_names
+        return bool(self.library.exists(name))
 
     def create(self, config: WorldConfig, start_image: np.ndarray | None) -> World:
-        if self.library is not None:
-            with _store_errors("new_world.name"):
-                return self.library.create(config, start_image=start_image, **self._world_kwargs(True))
-        self._memory_names.add(config.name)
-        return World(config, start_image=start_image, **self._world_kwargs(True))
+        with _store_errors("new_world.name"):
+            return self.library.create(config, start_image=start_image, **self._world_kwargs(config.generator))
 
     def open(self, name: str) -> World:
-        if self.library is None:
-            raise JoinError("world_not_found", f"no world named {name!r}", "world")
-        # A saved world keeps the generator it was made with (its config names it).
         with _store_errors("world"):
-            return self.library.open(name, **self._world_kwargs(False))
+            # A saved world keeps the generator it was made with (its config names it).
+            generator_name = self.library.info(name).generator or self.config.generator
+            return self.library.open(name, **self._world_kwargs(generator_name))
 
 
 @contextlib.contextmanager
 def _store_errors(field: str):
     """World-store exceptions as :class:`JoinError` s (the store's own messages name paths: keep them out)."""
-    try:
-        from runtime.world.store import errors
-    except ImportError:
-        yield
-        return
     try:
         yield
     except errors.WorldNotFound:
@@ -220,8 +210,6 @@ class SessionRegistry:
             for token, record in list(self._resume.items()):
                 if record.expires_at < now:
                     del self._resume[token]
-            if self.source.library is None:
-                continue  # in-memory worlds would be lost: keep them while the server runs
             for name, session in list(self.sessions.items()):
                 if not session.players and session.empty_since is not None and now - session.empty_since > self.config.session_linger_s:
                     async with self._lock:

@@ -387,6 +387,17 @@ def test_unknown_world_link_offers_to_create_it(open_page, base_url):
     assert page.locator(".toast-error").count() >= 1, "the server's error should show as a toast"
 
 
+def test_start_screen_lists_worlds_to_join(open_page, base_url, world):
+    page = open_page(base_url + "/")
+    entry = page.locator("#recent-worlds button", has_text=world)
+    entry.wait_for(timeout=10_000)
+    entry.click()
+    page.wait_for_function(
+        "() => window.__worldstream && window.__worldstream.connectionState === 'joined'", timeout=30_000
+    )
+    assert state(page)["world"] == world
+
+
 def create_world_from_start_screen(page: "Page", name: str, caption: str = "a quiet valley with a river") -> None:
     """Fill in and submit the start screen's "New world" form."""
     page.fill("#start-name", "Creator")

@@ -77,6 +77,18 @@ def test_http_routes(server):
         assert status == 404 or b"root:" not in body
 
 
+def test_world_listing_names_joinable_worlds(server):
+    async def scenario():
+        name = unique("listed")
+        async with WorldClient(server.url, new_world=m.NewWorld(name=name, caption="a snowy pass"), video=False):
+            status, body, ctype = get(server.url + "/worlds")
+            assert status == 200 and ctype == "application/json"
+            rows = {row["name"]: row for row in json.loads(body)["worlds"]}
+            assert rows[name]["players"] == 1
+
+    run(scenario())
+
+
 def test_stream_move_turn_and_generate(server):
     """Frames flow; forward changes the picture; turning away and back shows the same view;
     walking into new space generates it while frames keep coming."""

@@ -62,9 +62,15 @@ def static_file(root: Path, url_path: str) -> Path | None:
 
 
 def make_process_request(
-    static_dir: Path, health: Callable[[], dict], metrics: Callable[[], bytes]
+    static_dir: Path,
+    health: Callable[[], dict],
+    metrics: Callable[[], bytes],
+    worlds: Callable[[], list[dict]] = lambda: [],
 ):
-    """The ``process_request`` hook: returns a Response for HTTP routes, None for the WebSocket."""
+    """The ``process_request`` hook: returns a Response for HTTP routes, None for the WebSocket.
+
+    ``worlds()`` lists joinable worlds for ``/worlds``; it may read files, so it runs in a thread.
+    """
 
     async def process_request(connection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -72,6 +78,9 @@ def make_process_request(
             return None  # continue with the WebSocket handshake
         if path == "/healthz":
             return _response(200, json.dumps(health()).encode(), "application/json")
+        if path == "/worlds":
+            listing = await asyncio.to_thread(worlds)
+            return _response(200, json.dumps({"worlds": listing}).encode(), "application/json", "no-cache")
         if path == "/metrics":
             body = await asyncio.to_thread(metrics)
             return _response(200, body, "text/plain; version=0.0.4; charset=utf-8")

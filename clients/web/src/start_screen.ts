@@ -5,6 +5,7 @@ import type { JoinTarget } from "./connection";
 import { byId, el } from "./dom";
 import { isValidPlayerName, isValidWorldName, playerName, rememberPlayerName } from "./identity";
 import { startImageBytes } from "./start_image";
+import { recentWorldsList } from "./world_list";
 
 export interface StartChoice {
   target: JoinTarget;
@@ -55,7 +56,11 @@ export function showStartScreen(message = ""): Promise<StartChoice> {
   // --- join ---
   const joinName = el("input", "", { id: "join-world", placeholder: "world name", spellcheck: false, autocapitalize: "off" });
   const joinButton = el("button", "button primary", { type: "submit", id: "start-join" }, ["Join"]);
-  const joinForm = el("form", "start-form", { id: "join-form" }, [field("World", joinName, "or open a link someone shared"), joinButton]);
+  const recent = recentWorldsList((world) => {
+    joinName.value = world;
+    joinForm.requestSubmit();
+  });
+  const joinForm = el("form", "start-form", { id: "join-form" }, [field("World", joinName, "or open a link someone shared"), joinButton, recent]);
 
   const error = el("p", "start-error", { role: "alert" }, [message]);
   error.hidden = !message;
