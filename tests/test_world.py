@@ -151,7 +151,7 @@ def test_revisit_renders_the_same_frame(generator, renderer):
 
     Pixels P saw as scene (alpha >= 0.9 on the first visit) must match to >= 40 dB. New
     chunks may not cover what earlier keyframes showed as sky or holes, nor sit in front of
-    it (World._keep_earlier_views), so the whole frame matches too: ~38 dB, where it was
+    it (ChunkBuilder._keep_earlier_views), so the whole frame matches too: ~38 dB, where it was
     31-33 dB before that check. What is left is P's own parallax: P stands 2 m from the
     nearest keyframe and sees slivers behind a grazing brow that no keyframe saw, which
     later chunks fill (see docs/world.md, "Revisits").

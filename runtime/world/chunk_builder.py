@@ -1,0 +1,192 @@
+"""Landing a generation result: keyframes -> a new scene chunk, memory frames and map updates.
+
+:class:`ChunkBuilder` checks a :class:`.generators.base.GenerationResult`, reconstructs
+its keyframes into Gaussians where the scene is thin, drops the Gaussians that would
+change what earlier keyframes show (revisits render the same), appends the chunk and
+keeps the keyframes in frame memory, marking the sky-direction and explored maps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Sequence
+
+import numpy as np
+
+from .camera import Cameras
+from .config import WorldConfig
+from .coverage import ExploredMap, SkyDirections
+from .frames import Frame
+from .gaussians import Gaussians
+from .generators.base import DepthEstimator, GenerationResult, Generator
+from .jobs import GenerationJob
+from .memory import FrameMemory
+from .reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
+from .render.base import Renderer
+from .scene import Chunk, ChunkSource, Scene
+from .sky import pixel_directions
+
+SHOWN_DEPTH_CACHE_FRAMES = 512
+"""Keyframes whose shown-depth maps (revisit checks) are cached: ~57 KB each at 320x180, stride 2."""
+
+SKY_DEPTH = 200.0
+"""Depth (metres) from which a keyframe pixel counts as sky: reconstruction's sky cut."""
+
+
+class ChunkBuilder:
+    """Turns jobs' generation results into scene chunks and memory frames.
+
+    :meth:`build` must run under the world's apply lock: one chunk lands at a time, so
+    each sees the chunks before it (and the shown-depth cache needs no lock of its own).
+
+    Args:
+        config: reconstruction and explored-marking settings, seed.
+        generator: named in chunk sources and errors.
+        depth_estimator: turns RGB-only results into depth, or None.
+        renderer, scene, memory: where the chunk and frames go.
+        explored, sky_directions: the world's maps (replaced on :meth:`restore`).
+        lock: the world's planner lock; guards the frame id counter ``state_dict`` reads.
+        stats: the world's counters (``gaussians_dropped``, ``revisit_check_ms``).
+    """
+
+    def __init__(
+        self,
+        config: WorldConfig,
+        generator: Generator,
+        depth_estimator: DepthEstimator | None,
+        renderer: Renderer,
+        scene: Scene,
+        memory: FrameMemory,
+        explored: ExploredMap,
+        sky_directions: SkyDirections,
+        lock: threading.RLock,
+        stats: dict,
+    ) -> None:
+        self.config = config
+        self.generator = generator
+        self.depth_estimator = depth_estimator
+        self.renderer = renderer
+        self.scene = scene
+        self.memory = memory
+        self.explored = explored
+        self.sky_directions = sky_directions
+        self.stats = stats
+        self._lock = lock
+        self.next_frame_id = 0
+        # Per keyframe id, what its reconstruction shows (reconstruct.shown_depth); LRU.
+        self._shown_depth_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def checked_result(self, job: GenerationJob, result: GenerationResult) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgb [N,H,W,3] uint8, depth [N,H,W] float32)`` of ``result``, depth estimated if missing.
+
+        Raises ValueError when the result's shapes do not match the job's cameras, and
+        RuntimeError for an RGB-only result without a depth estimator.
+        """
+        cams = job.cameras
+        N, H, W = len(cams), cams.height, cams.width
+        rgb = np.asarray(result.rgb)
+        if rgb.shape != (N, H, W, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"GenerationResult.rgb must be [{N},{H},{W},3] uint8, got {rgb.shape} {rgb.dtype}")
+        depth = result.depth
+        if depth is None:
+            if self.depth_estimator is None:
+                raise RuntimeError(
+                    f"generator {getattr(self.generator, 'name', '?')!r} returned no depth and the world has no depth_estimator"
+                )
+            depth = self.depth_estimator.estimate(rgb, cams, ())
+        depth = np.asarray(depth, np.float32)
+        if depth.shape != (N, H, W):
+            raise ValueError(f"GenerationResult.depth must be [{N},{H},{W}] float32, got {depth.shape}")
+        depth = np.where(np.isnan(depth), np.inf, depth)  # NaN would poison reconstruction; treat as sky
+        return rgb, depth
+
+    def build(self, job: GenerationJob, rgb: np.ndarray, depth: np.ndarray) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
+        """Land checked keyframes (call under the apply lock): ``(chunks, frames, newly explored cells)``."""
+        cfg = self.config
+        cams = job.cameras
+        snapshot = self.scene.snapshot()
+        existing = self.renderer.render_alpha(snapshot, cams) if snapshot.chunks else None
+        gaussians = reconstruct(rgb, depth, cams, existing, stride=cfg.reconstruct_stride)
+        gaussians = self._keep_earlier_views(gaussians, cams)
+        source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
+        chunks = self.scene.append(gaussians, source) if len(gaussians) else []
+        chunk_id = chunks[0].id if chunks else -1
+        frames = []
+        with self._lock:
+            for i in range(len(cams)):
+                frames.append(Frame(self.next_frame_id, rgb[i], depth[i], cams.w2c[i], cams.K[i], chunk_id, job.caption))
+                self.next_frame_id += 1
+        for f in frames:
+            self.memory.add(f)
+        sky = ~np.isfinite(depth) | (depth >= SKY_DEPTH)
+        if sky.any():
+            self.sky_directions.mark(pixel_directions(cams)[sky])
+        new_cells = self._mark_explored(frames)
+        return chunks, frames, new_cells
+
+    def _keep_earlier_views(self, gaussians: Gaussians, cams: Cameras) -> Gaussians:
+        """Drop the new Gaussians that would change what earlier keyframes show.
+
+        A place once seen must render the same when revisited, so a new chunk may not put
+        splats in front of what an earlier keyframe's reconstruction shows, nor where it
+        shows nothing (sky, holes), where that keyframe saw the spot from no farther than
+        ``AUTHORITY_RATIO`` x the new cameras (see :func:`.reconstruct.occluder_mask`).
+        Only frames already in memory count: this job's own keyframes are added after.
+
+        The dropped Gaussians' directions from the job's cameras are marked as sky: those
+        pixels of the job's views stay empty for good, and planning must count them as
+        covered rather than ask for them again.
+        """
+        if len(gaussians) == 0 or len(self.memory) == 0:
+            return gaussians
+        started = time.perf_counter()
+        centers = cams.centers.astype(np.float32)  # [C, 3]
+        offsets = gaussians.means[:, None, :] - centers[None, :, :]  # [G, C, 3]
+        distances = np.linalg.norm(offsets, axis=2)  # [G, C] metres
+        reach = AUTHORITY_RATIO * float(distances.min(axis=1).max())
+        frames = self.memory.frames_viewing(gaussians.means.min(axis=0), gaussians.means.max(axis=0), reach)
+        if frames:
+            shown = [self._shown_depth(f) for f in frames]
+            occluder = occluder_mask(gaussians, frames, new_centers=centers, shown=shown, stride=self.config.reconstruct_stride)
+            if occluder.any():
+                rows = np.flatnonzero(occluder)
+                nearest = distances[rows].argmin(axis=1)
+                directions = offsets[rows, nearest] / np.maximum(distances[rows, nearest], 1e-6)[:, None]
+                self.sky_directions.mark(directions)
+                self.stats["gaussians_dropped"] += len(rows)
+                gaussians = gaussians.subset(np.flatnonzero(~occluder))
+        self.stats["revisit_check_ms"] += (time.perf_counter() - started) * 1e3
+        return gaussians
+
+    def _shown_depth(self, frame: Frame) -> np.ndarray:
+        """``[Hb, Wb]`` what ``frame``'s reconstruction shows (LRU-cached)."""
+        cached = self._shown_depth_cache.get(frame.id)
+        if cached is not None:
+            self._shown_depth_cache.move_to_end(frame.id)
+            return cached
+        shown = shown_depth(frame.depth, stride=self.config.reconstruct_stride)
+        self._shown_depth_cache[frame.id] = shown
+        if len(self._shown_depth_cache) > SHOWN_DEPTH_CACHE_FRAMES:
+            self._shown_depth_cache.popitem(last=False)
+        return shown
+
+    def _mark_explored(self, frames: Sequence[Frame]) -> list[tuple[int, int]]:
+        """Mark explored cells from frames' surface points near their cameras (where splats are dense)."""
+        new: list[tuple[int, int]] = []
+        reach = self.config.explored_mark_distance
+        for f in frames:
+            pts = self.memory.points(f.id)
+            if len(pts) == 0:
+                continue
+            c = f.center
+            d = np.hypot(pts[:, 0] - c[0], pts[:, 2] - c[2])
+            new.extend(self.explored.mark_generated_points(pts[d <= reach]))
+        return new
+
+    def restore(self, explored: ExploredMap, sky_directions: SkyDirections, next_frame_id: int) -> None:
+        """Take a loaded world's maps and frame counter (call under the planner lock)."""
+        self.explored = explored
+        self.sky_directions = sky_directions
+        self.next_frame_id = next_frame_id

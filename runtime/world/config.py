@@ -1,0 +1,99 @@
+"""A world's identity and generation settings: what is saved with it and tunes its planning."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WorldConfig:
+    """A world's identity and generation settings (saved with the world).
+
+    Planning fields (all optional; defaults suit the procedural generator):
+        probe_width, probe_height: resolution of coverage probes (pixels).
+        ring_yaws: headings (radians, relative to the player's yaw) tested around
+            each player; four at 90 degrees cover 360 degrees at keyframe FOV.
+        frontier_distances: a probe is tested only when a point this many metres
+            along its heading lies in an ungenerated explored-map cell.
+        explored_cell: explored-map cell size (metres).
+        explored_mark_distance: a generated frame marks cells only for its points
+            within this horizontal distance (metres), where its splats are dense.
+        generate_unexplored_ahead: the player's view and the view ahead count as
+            uncovered while their position lies in an ungenerated cell, even when
+            distant, coarse splats cover them in alpha (keeps detail near players).
+        merge_distance, merge_angle: a view within this distance (metres) and
+            angle (radians) of a queued, running or finished job's view is that job.
+        keyframe_pitch_range: (min, max) pitch of generated keyframes (radians).
+        job_yaw_offsets: the keyframes of one job, as yaw offsets (radians) from the
+            uncovered view's heading.
+        max_concurrent_jobs: jobs submitted to the executor at once.
+        stale_job_s: a queued job no player has asked for in this long is cancelled.
+        retry_after_s: a failed view is not requested again for this long.
+    """
+
+    name: str
+    seed: int = 0
+    caption: str = ""
+    generator: str = "procedural"
+    generator_options: dict = field(default_factory=dict)
+    keyframe_width: int = 320
+    keyframe_height: int = 180
+    keyframe_fov_y: float = math.radians(75.0)
+    lookahead_s: float = 1.5
+    uncovered_fraction: float = 0.15
+    max_retrieved_frames: int = 5
+    # ---- planning (additions to the contract; all defaulted) ----
+    probe_width: int = 64
+    probe_height: int = 36
+    ring_yaws: tuple = (0.0, math.pi / 2, -math.pi / 2, math.pi)
+    frontier_distances: tuple = (0.0, 3.0, 6.0)
+    explored_cell: float = 4.0
+    explored_mark_distance: float = 10.0
+    merge_distance: float = 3.0
+    merge_angle: float = math.radians(40.0)
+    keyframe_pitch_range: tuple = (math.radians(-45.0), math.radians(15.0))
+    job_yaw_offsets: tuple = (0.0,)
+    generate_unexplored_ahead: bool = True
+    reconstruct_stride: int = 2
+    max_concurrent_jobs: int = 1
+    stale_job_s: float = 5.0
+    retry_after_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("WorldConfig.name must be a non-empty string")
+        for name in ("keyframe_width", "keyframe_height", "probe_width", "probe_height"):
+            value = getattr(self, name)
+            if int(value) != value or not 8 <= value <= 8192:
+                raise ValueError(f"WorldConfig.{name} must be an integer in [8, 8192], got {value!r}")
+        if not 0.0 < self.keyframe_fov_y < math.pi:
+            raise ValueError(f"WorldConfig.keyframe_fov_y must be in (0, pi) radians, got {self.keyframe_fov_y}")
+        if not 0.0 <= self.uncovered_fraction < 1.0:
+            raise ValueError(f"WorldConfig.uncovered_fraction must be in [0, 1), got {self.uncovered_fraction}")
+        if not 0.0 <= self.lookahead_s <= 30.0:
+            raise ValueError(f"WorldConfig.lookahead_s must be in [0, 30] seconds, got {self.lookahead_s}")
+        if int(self.max_retrieved_frames) != self.max_retrieved_frames or not 0 <= self.max_retrieved_frames <= 64:
+            raise ValueError(f"WorldConfig.max_retrieved_frames must be an integer in [0, 64], got {self.max_retrieved_frames}")
+        if not 1 <= len(self.job_yaw_offsets) <= 8:
+            raise ValueError(f"WorldConfig.job_yaw_offsets must hold 1 to 8 offsets, got {len(self.job_yaw_offsets)}")
+        if int(self.max_concurrent_jobs) != self.max_concurrent_jobs or self.max_concurrent_jobs < 1:
+            raise ValueError(f"WorldConfig.max_concurrent_jobs must be an integer >= 1, got {self.max_concurrent_jobs}")
+        # JSON round trips turn tuples into lists; keep tuples so configs compare equal.
+        for name in ("ring_yaws", "frontier_distances", "keyframe_pitch_range", "job_yaw_offsets"):
+            setattr(self, name, tuple(float(v) for v in getattr(self, name)))
+
+    def to_dict(self) -> dict:
+        """JSON-able copy."""
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "WorldConfig":
+        """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored."""
+        known = {f.name for f in dataclasses.fields(WorldConfig)}
+        return WorldConfig(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,321 @@
+"""Frontier planning: which views around the players need generating, and as which jobs.
+
+Every update, :class:`FrontierPlanner` renders each player's probe views
+(:func:`.coverage.probe_views`) at low resolution, keeps those that reach unexplored
+cells and show too much empty space, and turns each into a :class:`.jobs.GenerationJob`
+unless a queued, running or finished job already serves that view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .camera import Cameras, Pose, intrinsics_from_fov
+from .collision import SceneCollider
+from .config import WorldConfig
+from .coverage import ExploredMap, ProbeView, SkyDirections, probe_cameras, probe_views, uncovered_fractions
+from .jobs import GenerationJob, JobQueue
+from .motion import walk_target_eye_y
+from .players import PlayerState
+from .render.base import Renderer
+from .scene import Scene
+
+PROBE_CACHE_MAX = 4096
+"""Cached probe answers before the cache is dropped (a long walk would grow it without bound)."""
+
+
+def lookahead_seconds(configured_s: float, average_job_s: float | None) -> float:
+    """How far ahead (seconds) views are predicted: ``configured_s``, or longer when
+    generating a job takes longer, so chunks land before the player arrives
+    (1.5 x the average job time + 0.5 s, at most 8 s)."""
+    if average_job_s is None:
+        return configured_s
+    return max(configured_s, min(8.0, 1.5 * average_job_s + 0.5))
+
+
+class ViewRecord:
+    """Views (position + unit forward) of jobs, for 'is this view already served?' tests."""
+
+    def __init__(self) -> None:
+        self.positions = np.zeros((0, 3), np.float32)
+        self.forwards = np.zeros((0, 3), np.float32)
+        self.times = np.zeros(0, np.float64)
+
+    def add(self, positions: np.ndarray, forwards: np.ndarray, when: float = 0.0) -> None:
+        self.positions = np.concatenate([self.positions, np.asarray(positions, np.float32).reshape(-1, 3)])
+        self.forwards = np.concatenate([self.forwards, np.asarray(forwards, np.float32).reshape(-1, 3)])
+        self.times = np.concatenate([self.times, np.full(len(positions), when)])
+
+    def matches(self, position: np.ndarray, forward: np.ndarray, distance: float, angle: float, since: float = -math.inf) -> bool:
+        if self.positions.shape[0] == 0:
+            return False
+        near = np.linalg.norm(self.positions - position, axis=1) <= distance
+        aligned = self.forwards @ forward >= math.cos(angle)
+        return bool((near & aligned & (self.times >= since)).any())
+
+    def __len__(self) -> int:
+        return self.positions.shape[0]
+
+    def to_state(self) -> list:
+        return np.concatenate([self.positions, self.forwards], axis=1).round(4).tolist()
+
+    @staticmethod
+    def from_state(rows: list) -> "ViewRecord":
+        r = ViewRecord()
+        a = np.asarray(rows, np.float32).reshape(-1, 6)
+        r.add(a[:, :3], a[:, 3:])
+        return r
+
+
+@dataclass
+class UncoveredView:
+    """A probe view showing too much empty space: a keyframe that may become a job."""
+
+    probe: ProbeView
+    pitch: float  # keyframe pitch (the probe's, clamped)
+    forward: np.ndarray  # [3] unit forward of the keyframe
+
+
+class FrontierPlanner:
+    """Finds uncovered views around players and schedules jobs for them.
+
+    Owns what planning remembers: the views of finished jobs (``done_views``: never
+    again; saved with the world), of failed jobs (``failed_views``: not again for
+    ``retry_after_s``), the next job id and a cache of probe coverage answers.
+
+    Args:
+        config: planning settings.
+        scene, collider, renderer: read to test coverage and find the ground ahead.
+        explored, sky_directions: the world's maps (replaced on :meth:`restore`).
+        queue: the world's jobs; new jobs go onto it, requests merge into it.
+        lock: the world's planner lock, shared with ``queue``.
+        stats: the world's counters (``updates``, ``probes_rendered``, ``jobs_created``).
+    """
+
+    def __init__(
+        self,
+        config: WorldConfig,
+        scene: Scene,
+        collider: SceneCollider,
+        renderer: Renderer,
+        explored: ExploredMap,
+        sky_directions: SkyDirections,
+        queue: JobQueue,
+        lock: threading.RLock,
+        stats: dict,
+    ) -> None:
+        self.config = config
+        self.scene = scene
+        self.collider = collider
+        self.renderer = renderer
+        self.explored = explored
+        self.sky_directions = sky_directions
+        self.queue = queue
+        self.stats = stats
+        self._lock = lock
+        self.done_views = ViewRecord()  # keyframes generated (or found covered): never again
+        self.failed_views = ViewRecord()  # keyframes that failed: not again for retry_after_s
+        self.next_job_id = 0
+        self._probe_cache: dict[tuple, float] = {}  # probe key -> uncovered fraction
+        self._probe_versions: tuple = (-1, -1)  # (scene, sky) versions the cache is valid for
+
+    # ------------------------------------------------------------------ one update
+    def plan(
+        self, players: Sequence[PlayerState], now: float, lookahead_s: float, caption: str
+    ) -> tuple[list[GenerationJob], list[GenerationJob]]:
+        """Mark players' cells visited, queue jobs for their uncovered views and cancel stale ones.
+
+        Returns ``(new_jobs, stale_jobs)``; the caller announces them and starts jobs.
+        """
+        for p in players:
+            if np.isfinite(p.pose.position).all():
+                self.explored.mark_visited(float(p.pose.position[0]), float(p.pose.position[2]))
+        candidates = self.uncovered_views(players, lookahead_s)
+        new_jobs: list[GenerationJob] = []
+        with self._lock:
+            for cand in sorted(candidates, key=lambda c: c.probe.rank):
+                self._schedule(cand, now, caption, new_jobs)
+            stale = self._drop_stale(now)
+        return new_jobs, stale
+
+    def _probe_key(self, probe: ProbeView) -> tuple:
+        """A probe's pose quantised: probes with equal keys share one coverage test.
+
+        Ring probes use a coarser grid (they anticipate turns; a metre changes little),
+        so a walking player re-renders about two probes per update, not six.
+        """
+        q = 1.0 if probe.kind == "ring" else 0.5
+        step = math.radians(10.0)
+        pos = np.round(np.asarray(probe.position, np.float64) / q).astype(int)
+        return (q, *pos.tolist(), round(probe.yaw / step), round(probe.pitch / step), round(probe.fov_y / step))
+
+    def _ahead_on_ground(self, pose: Pose, probe: ProbeView) -> ProbeView:
+        """Put a walking player's predicted eye at eye height over the ground known there.
+
+        A keyframe placed at the current height would sink into a rising slope. Players
+        not at eye height over known ground (flying, or on unknown ground) keep theirs.
+        """
+        self.collider.sync(self.scene.snapshot())
+        x, y, z = (float(v) for v in pose.position)
+        here = walk_target_eye_y(x, z, y, self.collider)
+        if here is None or abs(here - y) > 0.5:
+            return probe
+        ax, ay, az = (float(v) for v in probe.position)
+        there = walk_target_eye_y(ax, az, ay, self.collider)
+        if there is None:
+            return probe
+        return dataclasses.replace(probe, position=np.array([ax, there, az], np.float32))
+
+    def uncovered_views(self, players: Sequence[PlayerState], lookahead_s: float) -> list[UncoveredView]:
+        """Probe views of all players that reach unexplored cells and show too much empty space."""
+        cfg = self.config
+        versions = (self.scene.version, self.sky_directions.version)
+        if self._probe_versions != versions or len(self._probe_cache) > PROBE_CACHE_MAX:  # new splats or sky: answers are stale
+            self._probe_cache.clear()
+            self._probe_versions = versions
+        tested: list[tuple[ProbeView, tuple]] = []
+        for p in players:
+            if not (np.isfinite(p.pose.position).all() and np.isfinite(p.velocity).all()):
+                continue  # a bad client pose must not poison planning
+            probes = probe_views(
+                p.player_id,
+                p.pose,
+                p.velocity,
+                p.fov_y,
+                lookahead_s=lookahead_s,
+                keyframe_fov_y=cfg.keyframe_fov_y,
+                ring_yaws=cfg.ring_yaws,
+            )
+            for pr in probes:
+                if pr.kind == "ahead":
+                    pr = self._ahead_on_ground(p.pose, pr)
+                if self.explored.reaches_unknown(pr.position, pr.yaw, cfg.frontier_distances):
+                    tested.append((pr, self._probe_key(pr)))
+        missing = list({key: pr for pr, key in tested if key not in self._probe_cache}.items())
+        if missing:
+            cams = probe_cameras([pr for _, pr in missing], cfg.probe_width, cfg.probe_height)
+            snapshot = self.scene.snapshot()
+            if snapshot.chunks:
+                alpha = self.renderer.render_alpha(snapshot, cams)
+            else:
+                alpha = np.zeros((len(cams), cams.height, cams.width), np.float32)
+            self.stats["probes_rendered"] += len(cams)
+            fractions = uncovered_fractions(alpha, cams, self.sky_directions)
+            for (key, _), frac in zip(missing, fractions):
+                self._probe_cache[key] = float(frac)
+        out: list[UncoveredView] = []
+        lo, hi = cfg.keyframe_pitch_range
+        for probe, key in tested:
+            # Splats seen from far away cover a view in alpha long before they have the
+            # detail to stand among: a player heading into a cell no keyframe was made
+            # near gets one there, whatever alpha says.
+            unexplored = (
+                cfg.generate_unexplored_ahead
+                and probe.kind != "ring"
+                and not self.explored.is_generated(float(probe.position[0]), float(probe.position[2]))
+            )
+            if unexplored or self._probe_cache[key] > cfg.uncovered_fraction:
+                pitch = min(hi, max(lo, probe.pitch))
+                cp = math.cos(pitch)
+                fwd = np.array([math.sin(probe.yaw) * cp, -math.sin(pitch), math.cos(probe.yaw) * cp], np.float32)
+                out.append(UncoveredView(probe, pitch, fwd))
+        return out
+
+    # ------------------------------------------------------------------ jobs from views
+    def _schedule(self, cand: UncoveredView, now: float, caption: str, new_jobs: list[GenerationJob]) -> None:
+        """Merge ``cand`` into a job that serves it, or make a new one (called under the lock)."""
+        cfg = self.config
+        pos = cand.probe.position
+        if self.done_views.matches(pos, cand.forward, cfg.merge_distance, cfg.merge_angle):
+            return  # generated there already: what is still empty stays empty, no loops
+        if self.failed_views.matches(pos, cand.forward, cfg.merge_distance, cfg.merge_angle, since=now - cfg.retry_after_s):
+            return
+        for job in self.queue.pending():
+            centers, forwards = job.cameras.centers, job.cameras.forwards
+            near = np.linalg.norm(centers - pos, axis=1) <= cfg.merge_distance
+            aligned = forwards @ cand.forward >= math.cos(cfg.merge_angle)
+            if (near & aligned).any():
+                job.requested_by.add(cand.probe.player_id)
+                job.last_requested = now
+                if job.state == "queued":
+                    job.priority = min(job.priority, self.priority(cand))
+                return
+        job = self._make_job(cand, now, caption)
+        self.queue.add(job)
+        new_jobs.append(job)
+        self.stats["jobs_created"] += 1
+
+    def priority(self, cand: UncoveredView) -> float:
+        """Lower first: the probe's rank (the queue breaks ties by job id, i.e. request order)."""
+        return cand.probe.rank
+
+    def _make_job(self, cand: UncoveredView, now: float, caption: str) -> GenerationJob:
+        cfg = self.config
+        W, H = cfg.keyframe_width, cfg.keyframe_height
+        K = intrinsics_from_fov(W, H, cfg.keyframe_fov_y)
+        pos = np.asarray(cand.probe.position, np.float32)
+        w2c = np.stack([Pose(pos, cand.probe.yaw + off, cand.pitch).w2c for off in cfg.job_yaw_offsets])
+        cameras = Cameras(w2c, np.broadcast_to(K, (len(w2c), 3, 3)), W, H)
+        heading = np.array([math.sin(cand.probe.yaw), 0.0, math.cos(cand.probe.yaw)], np.float32)
+        job = GenerationJob(
+            id=self.next_job_id,
+            cameras=cameras,
+            caption=caption,
+            region_center=pos + heading * cfg.explored_mark_distance * 0.5,
+            region_radius=cfg.explored_mark_distance,
+            requested_by={cand.probe.player_id},
+            priority=self.priority(cand),
+            created_at=now,
+            last_requested=now,
+        )
+        self.next_job_id += 1
+        return job
+
+    def _drop_stale(self, now: float) -> list[GenerationJob]:
+        """Cancel queued jobs nobody asked for lately (players moved on); called under the lock."""
+        stale = [j for j in self.queue.pending() if j.state == "queued" and now - j.last_requested > self.config.stale_job_s]
+        self.queue.cancel_queued(stale, now)
+        return stale
+
+    # ------------------------------------------------------------------ outcomes
+    def record_done(self, cameras: Cameras) -> None:
+        """These keyframes were generated (or found covered): never plan them again."""
+        with self._lock:
+            self.done_views.add(cameras.centers, cameras.forwards)
+
+    def record_failed(self, cameras: Cameras, when: float) -> None:
+        """These keyframes failed at ``when``: not again for ``retry_after_s``."""
+        with self._lock:
+            self.failed_views.add(cameras.centers, cameras.forwards, when)
+
+    def already_covered(self, job: GenerationJob) -> bool:
+        """Did other jobs cover this job's views while it waited? (cheap low-resolution test)
+
+        Covered means: the camera stands in a generated cell and every view is covered
+        in alpha (the same two rules that made the job).
+        """
+        snapshot = self.scene.snapshot()
+        if not snapshot.chunks:
+            return False
+        if self.config.generate_unexplored_ahead:
+            c = job.cameras.centers[0]
+            if not self.explored.is_generated(float(c[0]), float(c[2])):
+                return False
+        cams = job.cameras.resized(self.config.probe_width, self.config.probe_height)
+        alpha = self.renderer.render_alpha(snapshot, cams)
+        return bool((uncovered_fractions(alpha, cams, self.sky_directions) <= self.config.uncovered_fraction).all())
+
+    # ------------------------------------------------------------------ persistence
+    def restore(self, explored: ExploredMap, sky_directions: SkyDirections, done_views: ViewRecord, next_job_id: int) -> None:
+        """Take a loaded world's maps, finished views and job counter (call under the lock)."""
+        self.explored = explored
+        self.sky_directions = sky_directions
+        self.done_views = done_views
+        self.next_job_id = next_job_id
+        self._probe_cache.clear()
