@@ -379,6 +379,7 @@ class GenerationDone(Message):
 class GenerationFailed(Message):
     job_id: int = spec(min=0, max=MAX_SEQ)
     error: str = spec("", max_len=MAX_ERROR_CHARS)
+    cancelled: bool = spec(False, doc="the job was dropped because no player needs it any more: not an error")
 
 
 @message("player_joined", "server")

@@ -100,6 +100,13 @@ def wait_frames(page: "Page", more_than: int = 0, timeout_s: float = 10.0) -> No
     )
 
 
+def wait_for_scenery(page: "Page", timeout_s: float = 90.0) -> None:
+    """Wait until the world has generated ground the player can see (an empty world is all sky,
+    and walking through sky changes no pixel). On a loaded machine the first chunk takes a while."""
+    page.wait_for_function("() => window.__worldstream && window.__worldstream.exploredCells > 0", timeout=timeout_s * 1000)
+    settle(page, 1.0)
+
+
 def settle(page: "Page", seconds: float = 0.6) -> None:
     """Let a few new frames through (the last input reaches the picture)."""
     before = state(page)["frames"]
@@ -195,6 +202,7 @@ def world(browser, base_url) -> str:
         "() => window.__worldstream && window.__worldstream.connectionState === 'joined'", timeout=60_000
     )
     wait_frames(page, 0, timeout_s=30)
+    wait_for_scenery(page)
     s = state(page)
     assert s["world"] == name
     assert page.url.endswith(f"?world={name}"), "the address bar should hold the world's link"
@@ -243,7 +251,7 @@ def test_link_joins_and_video_presents_frames(open_page, base_url, world):
 def test_walking_and_turning_change_the_view(open_page, base_url, world):
     page = open_page(link(base_url, world, "Walker"))
     wait_frames(page, 5)
-    settle(page, 1.0)
+    wait_for_scenery(page)
 
     still_a = snapshot(page)
     pose_a = state(page)["pose"]

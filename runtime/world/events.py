@@ -40,8 +40,11 @@ class ChunkAdded:
 
 @dataclass(frozen=True)
 class GenerationFailed:
+    """A job ended without a chunk. ``cancelled`` jobs were no longer wanted (not an error)."""
+
     job_id: int
     error: str
+    cancelled: bool = False
 
 
 WorldEvent = ChunkRequested | GenerationProgress | ChunkAdded | GenerationFailed

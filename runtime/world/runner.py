@@ -113,7 +113,7 @@ class JobRunner:
             self.average_job_s = seconds if self.average_job_s is None else 0.7 * self.average_job_s + 0.3 * seconds
         except GenerationCancelled:
             self.finish(job, "cancelled")
-            self._emit(GenerationFailed(job.id, "cancelled"))
+            self._emit(GenerationFailed(job.id, "cancelled", cancelled=True))
         except Exception as e:  # the world survives a failing generator
             log.exception("world %s: job %d failed", cfg.name, job.id)
             self.stats["jobs_failed"] += 1

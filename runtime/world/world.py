@@ -181,7 +181,7 @@ class World:
         self.stats["updates"] += 1
         new_jobs, stale = self._planner.plan(players, now, self.lookahead_s, self.caption)
         for job in stale:
-            self._emit(GenerationFailed(job.id, "cancelled: no player needs this view any more"))
+            self._emit(GenerationFailed(job.id, "no player needs this view any more", cancelled=True))
         for job in new_jobs:
             self._emit(ChunkRequested(job))
         self._runner.pump()

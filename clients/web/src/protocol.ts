@@ -301,6 +301,8 @@ export interface GenerationFailed {
   job_id: number;
   /** (max length 1000) default "" */
   error: string;
+  /** the job was dropped because no player needs it any more: not an error default false */
+  cancelled: boolean;
 }
 
 export interface PlayerJoined {

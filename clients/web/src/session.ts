@@ -252,7 +252,7 @@ export class GameSession {
         }
         return;
       case "generation_failed":
-        toast("A region could not be generated", "error", m.error);
+        if (!m.cancelled) toast("A region could not be generated", "error", m.error);
         break;
       case "player_joined":
         if (m.player.id !== this.world.myId) toast(`${m.player.name} joined`, "info");

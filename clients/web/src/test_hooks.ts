@@ -79,6 +79,7 @@ export function exposeHooks(session: GameSession): void {
         requested: totals.requested,
         done: totals.done,
         failed: totals.failed,
+        cancelled: totals.cancelled,
         indicatorShown: session.hud.generation.timesShown,
         indicatorVisible: session.hud.generation.visible,
       };

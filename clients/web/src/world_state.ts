@@ -16,6 +16,8 @@ export interface GenerationTotals {
   requested: number;
   done: number;
   failed: number;
+  /** Jobs dropped because no player needed them any more (not errors). */
+  cancelled: number;
   lastDoneAt: number;
 }
 
@@ -33,7 +35,7 @@ export class WorldState {
   explored = new Map<string, number>();
   cellSize = 1;
   jobs = new Map<number, GenerationJob>();
-  totals: GenerationTotals = { requested: 0, done: 0, failed: 0, lastDoneAt: 0 };
+  totals: GenerationTotals = { requested: 0, done: 0, failed: 0, cancelled: 0, lastDoneAt: 0 };
   /** Bumped on every change the minimap draws, so it redraws only when needed. */
   version = 0;
 
@@ -98,7 +100,8 @@ export class WorldState {
         this.jobs.delete(m.job_id);
         break;
       case "generation_failed":
-        this.totals.failed += 1;
+        if (m.cancelled) this.totals.cancelled += 1;
+        else this.totals.failed += 1;
         this.jobs.delete(m.job_id);
         break;
       default:
