@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.stream.encoder_pool import EncodePool
 
 
 @dataclass
@@ -52,15 +53,15 @@ class Executors:
 
     * ``render``: world.move + world.render for frame batches (one thread: renderers use
       every core themselves and batching beats interleaving).
-    * ``encode``: video encoding, one task per player frame.
+    * ``encode``: video encoding, one task per player frame; the encoders themselves live
+      in worker processes, one per core (``stream/encoder_pool.py`` says why).
     * ``plan``: world.update (coverage probes), world loading and closing.
     * generation runs in each World's own worker thread (one per world), never here.
     """
 
     def __init__(self, encode_workers: int | None = None) -> None:
-        cores = os.cpu_count() or 2
         self.render = ThreadPoolExecutor(1, thread_name_prefix="render")
-        self.encode = ThreadPoolExecutor(encode_workers or max(2, min(8, cores)), thread_name_prefix="encode")
+        self.encode = EncodePool(encode_workers)
         self.plan = ThreadPoolExecutor(1, thread_name_prefix="plan")
 
     def shutdown(self) -> None:

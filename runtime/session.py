@@ -3,8 +3,9 @@
 The session owns three loops on the event loop:
 
 * the **frame clock** (``fps``): takes every player's pending input, then — in the render
-  executor — moves every player and renders all due views in one ``world.render`` call
-  per image size, and offers each picture to its player's video track;
+  executor — moves every player and renders all due views as I420 video frames in one
+  ``render_video`` batch per image size (``runtime.world.render.video``; stereo eyes are
+  two cameras, stitched side by side), and offers each picture to its player's video track;
 * the **planner** (``update_hz``): ``world.update(players)`` in the plan executor, so a
   generation job wanted by several players is planned once;
 * the **reporter** (10 Hz): ``players`` to everyone, ``stats`` (1 Hz) and ``explored``
@@ -29,6 +30,7 @@ from runtime.player import Player, percentile
 from runtime.stream.metrics import ServerMetrics
 from runtime.stream.video_track import EncodedFrame, RenderedFrame
 from runtime.world.camera import Cameras
+from runtime.world.render.video import PendingVideoFrames, submit_video
 from runtime.world.world import ChunkAdded, ChunkRequested, GenerationFailed, GenerationProgress, PlayerState
 
 log = logging.getLogger("worldstream.session")
@@ -170,13 +172,17 @@ class Session:
                 groups.setdefault(player.eye_size, []).append(player)
             pictures: dict[str, np.ndarray] = {}
             start = time.perf_counter()
-            for (w, h), members in groups.items():
+            # Queue every image size's batch first (GPU renderers return at once), then
+            # collect: one batch's copy to the host overlaps the next one's rendering.
+            batches: list[tuple[list[Player], list[Cameras], PendingVideoFrames]] = []
+            for members in groups.values():
                 cams = [p.cameras() for p in members]
-                out = world.render(Cameras.concat(cams))
+                batches.append((members, cams, _submit_world_video(world, Cameras.concat(cams))))
+            for members, cams, pending in batches:
+                frames = pending.wait()
                 i = 0
                 for p, c in zip(members, cams):
-                    rgb = out.rgb[i : i + len(c)]
-                    pictures[p.id] = rgb[0] if len(c) == 1 else np.concatenate(list(rgb), axis=1)
+                    pictures[p.id] = frames.side_by_side(i, len(c))  # stereo: eyes left to right
                     i += len(c)
             return pictures, time.perf_counter() - start
 
@@ -185,12 +191,12 @@ class Session:
             self.metrics.render_seconds.observe(render_s)
         snaps = {p.id: snap for p, snap, _ in takes}
         for player in due:
-            rgb = pictures.get(player.id)
-            if rgb is None or player.video is None:
+            picture = pictures.get(player.id)
+            if picture is None or player.video is None:
                 continue
             snap = snaps[player.id]
             player.render_ms.append(render_s * 1e3)
-            if player.video.track.offer(RenderedFrame(rgb, taken_at, snap.seq, snap.received_at, render_s)):
+            if player.video.track.offer(RenderedFrame(picture, taken_at, snap.seq, snap.received_at, render_s, "yuv420p")):
                 self.metrics.frames_dropped.inc()
         self.frames_rendered += 1
 
@@ -278,9 +284,14 @@ class Session:
             self._send_explored_changes()
         elif isinstance(event, GenerationFailed):
             self.jobs.pop(event.job_id, None)
-            log.warning("world %r: generation job %d failed: %s", self.name, event.job_id, event.error)
-            self.metrics.generation_jobs.labels("failed").inc()
-            self.broadcast(m.GenerationFailed(job_id=event.job_id, error=str(event.error)[: m.MAX_ERROR_CHARS]))
+            if event.cancelled:
+                log.info("world %r: generation job %d cancelled: %s", self.name, event.job_id, event.error)
+            else:
+                log.warning("world %r: generation job %d failed: %s", self.name, event.job_id, event.error)
+            self.metrics.generation_jobs.labels("cancelled" if event.cancelled else "failed").inc()
+            self.broadcast(
+                m.GenerationFailed(job_id=event.job_id, error=str(event.error)[: m.MAX_ERROR_CHARS], cancelled=event.cancelled)
+            )
 
     # ------------------------------------------------------------------ reporting
     async def _reporter(self) -> None:
@@ -336,6 +347,18 @@ class Session:
         self._explored_sent = cells
         for start in range(0, len(changed), m.MAX_EXPLORED_CELLS):
             self.broadcast(m.Explored(cell_size=float(explored.cell_size), cells=changed[start : start + m.MAX_EXPLORED_CELLS]))
+
+
+def _submit_world_video(world, cameras: Cameras) -> PendingVideoFrames:
+    """Start rendering I420 frames of ``world`` from ``cameras`` (see ``render.video.submit_video``).
+
+    Uses ``world.submit_video`` when the World offers it, else its renderer, scene and
+    sky directly (what ``World.render`` draws, without depth and alpha).
+    """
+    own = getattr(world, "submit_video", None)
+    if own is not None:
+        return own(cameras)
+    return submit_video(world.renderer, world.scene.snapshot(), cameras, world.sky)
 
 
 def _vec3(v) -> tuple[float, float, float]:

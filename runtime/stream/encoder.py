@@ -5,13 +5,23 @@ encode on aiortc's default executor. We encode ourselves, with our own frame rat
 bitrate and thread pool, and hand aiortc finished :class:`av.Packet` s, which its
 sender packetizes without re-encoding (``Encoder.pack``).
 
+Frames arrive as I420 (``yuv420p``, what the renderers' ``render_video`` returns) and go
+into an ``av.VideoFrame`` with one copy and no colour conversion; RGB still works.
+
+H.264 uses ``h264_nvenc`` where PyAV has it and it opens on this machine (a GPU with
+NVENC), else libx264; ``WORLDSTREAM_NVENC=0`` turns NVENC off.
+
 An encoder is used by one thread at a time (one per player's track); it is not
-thread-safe.
+thread-safe. PyAV releases the interpreter lock while libx264/libvpx encode, so a pool
+of threads encodes many streams on as many cores (see ``encoder_pool``).
 """
 
 from __future__ import annotations
 
 import fractions
+import functools
+import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -22,6 +32,28 @@ VIDEO_CLOCK_HZ = 90_000
 """RTP clock rate of video; packet timestamps are in these units."""
 TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_HZ)
 CODECS = ("h264", "vp8")
+PIXEL_FORMATS = ("yuv420p", "rgb24")
+log = logging.getLogger("worldstream.encoder")
+
+
+@functools.lru_cache(maxsize=1)
+def nvenc_available() -> bool:
+    """True when PyAV has ``h264_nvenc`` and it opens here (needs an NVENC-capable GPU).
+
+    An H100 has no NVENC: the codec is listed but opening it fails, so this opens a
+    small context once and remembers the answer.
+    """
+    if os.environ.get("WORLDSTREAM_NVENC", "1") == "0" or "h264_nvenc" not in av.codecs_available:
+        return False
+    try:
+        ctx = av.CodecContext.create("h264_nvenc", "w")
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 144, "yuv420p"
+        ctx.time_base = TIME_BASE
+        ctx.open()
+    except Exception as exc:  # no device, no driver support, no NVENC engine
+        log.info("h264_nvenc present but does not open here (%s): using libx264", exc)
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -35,6 +67,7 @@ class EncoderSettings:
         bitrate: target bits per second.
         keyframe_interval_s: a keyframe at least this often (besides those requested
             by the receiver), so a receiver that lost packets without asking recovers.
+        hardware: use ``h264_nvenc`` for H.264 when :func:`nvenc_available`.
     """
 
     codec: str = "h264"
@@ -43,6 +76,7 @@ class EncoderSettings:
     fps: int = 30
     bitrate: int = 2_000_000
     keyframe_interval_s: float = 4.0
+    hardware: bool = True
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -56,20 +90,40 @@ class EncoderSettings:
 
 
 class VideoEncoder:
-    """RGB frames in, encoded packets out (one packet per frame: no B-frames, no lookahead)."""
+    """I420 (or RGB) frames in, encoded packets out (one packet per frame: no B-frames, no lookahead).
+
+    Attributes:
+        codec_name: the FFmpeg encoder in use (``libx264``, ``h264_nvenc``, ``libvpx``).
+    """
 
     def __init__(self, settings: EncoderSettings) -> None:
         self.settings = settings
-        self._context = self._open(settings)
+        self.codec_name = "libvpx"
+        if settings.codec == "h264":
+            self.codec_name = "h264_nvenc" if settings.hardware and nvenc_available() else "libx264"
+        self._context = self._open(settings, self.codec_name)
         self._last_keyframe_pts: int | None = None
         self.last_encode_s = 0.0
 
     @staticmethod
-    def _open(s: EncoderSettings) -> av.VideoCodecContext:
+    def _open(s: EncoderSettings, codec_name: str) -> av.VideoCodecContext:
         # One thread per stream below ~0.5 MP: several players encode in parallel
         # already, and frame threads would add a frame of latency each.
         threads = 1 if s.width * s.height <= 640 * 480 else 2
-        if s.codec == "h264":
+        if codec_name == "h264_nvenc":
+            ctx = av.CodecContext.create("h264_nvenc", "w")
+            ctx.options = {
+                "preset": "p1",  # fastest
+                "tune": "ull",  # ultra-low latency: no B-frames, no lookahead
+                "zerolatency": "1",
+                "delay": "0",
+                "rc": "cbr",
+                "profile": "baseline",
+                "forced-idr": "1",  # a forced keyframe is an IDR (receivers can join)
+                "maxrate": str(s.bitrate),
+                "bufsize": str(max(s.bitrate // 2, 1)),
+            }
+        elif codec_name == "libx264":
             ctx = av.CodecContext.create("libx264", "w")
             ctx.options = {
                 "preset": "ultrafast",
@@ -105,20 +159,22 @@ class VideoEncoder:
         ctx.open()
         return ctx
 
-    def encode(self, rgb: np.ndarray, pts: int, keyframe: bool = False) -> list[av.Packet]:
-        """Encode one ``[H, W, 3]`` uint8 RGB frame shown at ``pts`` (90 kHz units).
+    def encode(self, image: np.ndarray, pts: int, keyframe: bool = False, pixel_format: str = "rgb24") -> list[av.Packet]:
+        """Encode one frame shown at ``pts`` (90 kHz units).
 
+        Args:
+            image: ``pixel_format="rgb24"``: ``[H, W, 3]`` uint8 (converted by libswscale);
+                ``"yuv420p"``: one I420 picture, ``[H*W*3/2]`` or ``[H*3/2, W]`` uint8
+                (layout: ``runtime.world.render.video``), copied in without conversion.
+            keyframe: force an IDR/key frame (e.g. after a receiver's PLI).
         Returns the packets (normally exactly one) with ``pts`` and ``time_base`` set.
-        ``keyframe`` forces an IDR/key frame (e.g. after a receiver's PLI).
         """
         s = self.settings
-        if rgb.shape != (s.height, s.width, 3) or rgb.dtype != np.uint8:
-            raise ValueError(f"VideoEncoder.encode: need uint8 [{s.height}, {s.width}, 3], got {rgb.dtype} {rgb.shape}")
         start = time.perf_counter()
         interval = int(s.keyframe_interval_s * VIDEO_CLOCK_HZ)
         if self._last_keyframe_pts is None or pts - self._last_keyframe_pts >= interval:
             keyframe = True
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+        frame = self._video_frame(image, pixel_format)
         frame.pts = pts
         frame.time_base = TIME_BASE
         frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
@@ -131,6 +187,21 @@ class VideoEncoder:
             self._last_keyframe_pts = pts
         self.last_encode_s = time.perf_counter() - start
         return packets
+
+    def _video_frame(self, image: np.ndarray, pixel_format: str) -> av.VideoFrame:
+        s = self.settings
+        if pixel_format == "yuv420p":
+            if image.dtype != np.uint8 or image.size != s.width * s.height * 3 // 2:
+                raise ValueError(
+                    f"VideoEncoder.encode: need uint8 I420 of {s.width}x{s.height} "
+                    f"({s.width * s.height * 3 // 2} bytes), got {image.dtype} {image.shape}"
+                )
+            return av.VideoFrame.from_ndarray(np.ascontiguousarray(image).reshape(s.height * 3 // 2, s.width), format="yuv420p")
+        if pixel_format == "rgb24":
+            if image.shape != (s.height, s.width, 3) or image.dtype != np.uint8:
+                raise ValueError(f"VideoEncoder.encode: need uint8 [{s.height}, {s.width}, 3], got {image.dtype} {image.shape}")
+            return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+        raise ValueError(f"VideoEncoder.encode: pixel_format must be one of {PIXEL_FORMATS}, got {pixel_format!r}")
 
     def close(self) -> None:
         self._context = None  # PyAV frees the codec context when collected

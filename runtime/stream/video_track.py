@@ -11,6 +11,7 @@ after, so the decoder's reference chain is never broken.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import sys
 import time
@@ -47,19 +48,23 @@ class RenderedFrame:
     """One picture for one player, straight from the renderer.
 
     Attributes:
-        rgb: ``[H, W, 3]`` uint8.
+        image: one I420 picture ``[H*W*3/2]`` uint8 (``pixel_format="yuv420p"``, what
+            ``render_video`` gives; stereo eyes already side by side) or ``[H, W, 3]``
+            uint8 RGB (``"rgb24"``).
         captured_at: ``time.monotonic()`` when the pose was taken (sets the timestamp).
         input_seq: newest input seq the pose reflects (-1 before any).
         input_received_at: monotonic arrival of the oldest input first shown in this
             picture, or None (nothing new).
         render_s: seconds the render batch took.
+        pixel_format: ``"yuv420p"`` or ``"rgb24"``.
     """
 
-    rgb: np.ndarray
+    image: np.ndarray
     captured_at: float
     input_seq: int
     input_received_at: float | None
     render_s: float
+    pixel_format: str = "yuv420p"
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,9 @@ class PlayerVideoTrack(MediaStreamTrack):
 
     Args:
         settings: encoder settings (codec, size, rate, bitrate).
-        encode_executor: where encoding runs (never the event loop).
+        encode_executor: where encoding runs (never the event loop); when it has
+            ``create_encoder(settings)`` (``encoder_pool.EncodePool``), the encoder comes
+            from there (a worker process), else it is a ``VideoEncoder`` in this process.
         on_encoded: called on the event loop for every frame returned to aiortc.
     """
 
@@ -94,7 +101,8 @@ class PlayerVideoTrack(MediaStreamTrack):
     ) -> None:
         super().__init__()
         self.settings = settings
-        self._encoder = VideoEncoder(settings)
+        create_encoder = getattr(encode_executor, "create_encoder", VideoEncoder)
+        self._encoder = create_encoder(settings)
         self._executor = encode_executor
         self._on_encoded = on_encoded
         self._slot: RenderedFrame | None = None
@@ -121,12 +129,9 @@ class PlayerVideoTrack(MediaStreamTrack):
             self.dropped += 1
             # The replaced picture's input is shown by this newer one; keep the older arrival time.
             if self._slot.input_received_at is not None and frame.input_received_at is None:
-                frame = RenderedFrame(frame.rgb, frame.captured_at, frame.input_seq, self._slot.input_received_at, frame.render_s)
+                frame = dataclasses.replace(frame, input_received_at=self._slot.input_received_at)
             elif self._slot.input_received_at is not None:
-                frame = RenderedFrame(
-                    frame.rgb, frame.captured_at, frame.input_seq,
-                    min(self._slot.input_received_at, frame.input_received_at), frame.render_s,
-                )
+                frame = dataclasses.replace(frame, input_received_at=min(self._slot.input_received_at, frame.input_received_at))
         self._slot = frame
         self._ready.set()
         return replaced
@@ -155,7 +160,9 @@ class PlayerVideoTrack(MediaStreamTrack):
             keyframe = self._keyframe_requested()
             loop = asyncio.get_running_loop()
             try:
-                packets = await loop.run_in_executor(self._executor, self._encoder.encode, frame.rgb, pts, keyframe)
+                packets = await loop.run_in_executor(
+                    self._executor, self._encoder.encode, frame.image, pts, keyframe, frame.pixel_format
+                )
             except RuntimeError:  # executor shut down: the server is stopping
                 raise MediaStreamError
             if not packets:
@@ -180,6 +187,8 @@ class PlayerVideoTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._ready.set()  # wake recv so it raises MediaStreamError
+        if not isinstance(self._encoder, VideoEncoder):  # a worker-process encoder frees its slot
+            self._encoder.close()  # (deferred past a running encode)
 
 
 def _join(packets: list[av.Packet]) -> av.Packet:

@@ -25,7 +25,9 @@ from ..sky import Sky
 from .base import RenderOutput
 from .chunk_cache import ChunkCache
 from .conventions import ALPHA_MIN, EPS2D, NEAR_PLANE
+from .gpu_video import SkyConstants, coarse_pixel_centres, coarse_sky_geometry, pick_composite, sky_grids_torch, sky_is_portable
 from .sky_grid import SkyGridCache
+from .video import VideoFrames, i420_size
 
 DEFAULT_GPU_CACHE_BYTES = 8 << 30
 """GPU memory for uploaded chunks (56 B per Gaussian: ~150M Gaussians)."""
@@ -92,6 +94,12 @@ class GsplatRenderer:
         self._concat_lock = threading.Lock()
         self._concat: OrderedDict[tuple, tuple[_GpuGaussians, list]] = OrderedDict()
         self._skies = SkyGridCache(size=64)
+        # Streaming path (render_video): the fused composite + I420 kernel, and a side
+        # stream for copies to the host so they overlap the next batch's rasterisation.
+        self._composite, self.video_backend = pick_composite(self._torch, self.device)
+        self._copy_stream = self._torch.cuda.Stream(device=self.device)
+        self._sky_constants: dict[Sky, SkyConstants] = {}
+        self._coarse_pixels: dict[tuple[int, int], object] = {}
 
     # ---- public API ----
     def render(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> RenderOutput:
@@ -131,6 +139,63 @@ class GsplatRenderer:
             alpha=alpha.float().cpu().numpy(),
             scene_version=snapshot.version,
         )
+
+    def submit_video(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> "_PendingGpuVideo":
+        """Queue the streaming frames of all cameras; returns at once, ``.wait()`` gives
+        :class:`~.video.VideoFrames` (I420 in pinned host memory).
+
+        On the render stream: rasterise (colour + alpha only), the sky grids, the fused
+        composite + RGB -> I420 kernel. On the copy stream, after those: the I420 bytes
+        (1.5 B/pixel) to a pinned host buffer. A caller that submits batch k+1 before
+        waiting for batch k gets the copy of k overlapped with the rendering of k+1.
+        Pinned buffers come from torch's caching host allocator: one is reused only when
+        its frames are no longer referenced and its copy has finished.
+        """
+        torch = self._torch
+        n, h, w = len(cameras), cameras.height, cameras.width
+        if h % 2 or w % 2:
+            raise ValueError(f"render_video: image size must be even, got {w}x{h}")
+        g = self._visible(snapshot, cameras)
+        with torch.no_grad():
+            viewmats, Ks, rays, stride, hc, wc = self._video_camera_tensors(cameras)
+            grid, stride = self._sky_grids(sky, cameras, rays, stride, hc, wc)
+            if len(g) == 0:
+                colors = torch.zeros((n, h, w, 3), dtype=torch.float32, device=self.device)
+                alphas = torch.zeros((n, h, w, 1), dtype=torch.float32, device=self.device)
+            else:
+                colors, alphas, _ = self._gsplat.rasterization(
+                    g.means,
+                    g.quats,
+                    g.scales,
+                    g.opacities,
+                    g.colors,
+                    viewmats,
+                    Ks,
+                    w,
+                    h,
+                    near_plane=NEAR_PLANE,
+                    eps2d=EPS2D,
+                    packed=self.packed,
+                    render_mode="RGB",
+                    rasterize_mode="classic",
+                )
+            frames_gpu = torch.empty((n, i420_size(w, h)), dtype=torch.uint8, device=self.device)
+            self._composite(torch, colors, alphas, grid, stride, frames_gpu)
+            rendered = torch.cuda.Event()
+            rendered.record()
+            frames_host = torch.empty(frames_gpu.shape, dtype=torch.uint8, pin_memory=True)
+            self._copy_stream.wait_event(rendered)
+            with torch.cuda.stream(self._copy_stream):
+                frames_host.copy_(frames_gpu, non_blocking=True)
+                copied = torch.cuda.Event()
+                copied.record()
+            # frames_gpu was allocated on the render stream: keep it until the copy is done.
+            frames_gpu.record_stream(self._copy_stream)
+        return _PendingGpuVideo(frames_host, copied, w, h, snapshot.version)
+
+    def render_video(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> VideoFrames:
+        """I420 frames of all cameras in host memory (blocking :meth:`submit_video`)."""
+        return self.submit_video(snapshot, cameras, sky).wait()
 
     def render_alpha(self, snapshot: SceneSnapshot, cameras: Cameras) -> np.ndarray:
         """``[N, H, W]`` float32 accumulated opacity (one-channel gsplat pass)."""
@@ -213,6 +278,47 @@ class GsplatRenderer:
         return viewmats, Ks
 
     # ---- sky ----
+    def _video_camera_tensors(self, cameras: Cameras):
+        """``(viewmats [N,4,4], Ks [N,3,3], sky rays [N,3,3], stride, hc, wc)`` on the GPU
+        through one pinned, non-blocking upload: a pageable ``.to(device)`` waits for
+        the GPU queue to drain, which would serialise this batch behind the previous one."""
+        torch = self._torch
+        n = len(cameras)
+        rays, stride, hc, wc = coarse_sky_geometry(cameras)
+        staging = torch.empty((n, 16 + 9 + 9), dtype=torch.float32, pin_memory=True)
+        host = staging.numpy()
+        host[:, :16] = cameras.w2c.reshape(n, 16)
+        host[:, 16:25] = cameras.K.reshape(n, 9)
+        host[:, 25:] = rays.reshape(n, 9)
+        dev = staging.to(self.device, non_blocking=True)
+        viewmats, Ks, rays = (dev[:, a:b].reshape(n, *shape).contiguous() for a, b, shape in ((0, 16, (4, 4)), (16, 25, (3, 3)), (25, 34, (3, 3))))
+        return viewmats, Ks, rays, stride, hc, wc
+
+    def _sky_grids(self, sky: Sky, cameras: Cameras, rays, stride: int, hc: int, wc: int):
+        """``([N, hc, wc, 3] float32 coarse sky grids on the GPU, stride)``.
+
+        Computed on the GPU for :class:`Sky` itself (a few small kernels for any number
+        of cameras: no per-camera CPU work, no cache misses when players turn); a Sky
+        subclass with its own colours goes through the CPU grid cache.
+        """
+        torch = self._torch
+        try:
+            hash(sky)
+        except TypeError:  # an unhashable Sky subclass: no constants cache, CPU grids
+            portable = False
+        else:
+            portable = sky_is_portable(sky)
+        if portable:
+            constants = self._sky_constants.get(sky)
+            if constants is None:
+                constants = self._sky_constants[sky] = SkyConstants(torch, sky, self.device)
+            pixels = self._coarse_pixels.get((hc, wc))
+            if pixels is None:
+                pixels = self._coarse_pixels[(hc, wc)] = coarse_pixel_centres(torch, hc, wc, self.device)
+            return sky_grids_torch(torch, constants, rays, pixels, stride)
+        grids = [self._skies.get(sky, cameras[i]) for i in range(len(cameras))]
+        return torch.from_numpy(np.stack([g for g, _ in grids])).to(self.device), grids[0][1]
+
     def _sky_batch(self, sky: Sky, cameras: Cameras):
         """``[N, H, W, 3]`` float32 sky on the GPU, bilinear from the coarse grids (as the CPU renderer).
 
@@ -231,3 +337,22 @@ class GsplatRenderer:
             coarse, size=((hc - 1) * stride + 1, (wc - 1) * stride + 1), mode="bilinear", align_corners=True
         )
         return full[:, :, : cameras.height, : cameras.width].permute(0, 2, 3, 1)
+
+
+class _PendingGpuVideo:
+    """I420 frames whose copy into pinned host memory was queued on the copy stream."""
+
+    def __init__(self, frames_host, copied, width: int, height: int, scene_version: int) -> None:
+        self._frames_host = frames_host
+        self._copied = copied
+        self._result: VideoFrames | None = None
+        self._size = (width, height)
+        self._version = scene_version
+
+    def wait(self) -> VideoFrames:
+        """Block until the copy is done; the arrays view the pinned buffer (kept alive by them)."""
+        if self._result is None:
+            self._copied.synchronize()
+            self._result = VideoFrames(self._frames_host.numpy(), *self._size, self._version)
+            self._frames_host = None
+        return self._result

@@ -1,0 +1,178 @@
+"""The streaming path: I420 frames from the renderers, the encoder taking them, the encoder pool."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from runtime.stream.encoder import EncoderSettings, VideoEncoder
+from runtime.stream.encoder_pool import EncodePool
+from runtime.stream.video_track import PlayerVideoTrack, RenderedFrame
+from runtime.world.camera import Cameras, Pose
+from runtime.world.render import cuda_available, gsplat_importable
+from runtime.world.render.cpu import CpuRenderer
+from runtime.world.render.gpu_video import composite_i420_torch, pick_composite
+from runtime.world.render.i420_cpu import rgb_to_i420_numba
+from runtime.world.render.synthetic import scene_from_chunks, typical_world
+from runtime.world.render.video import render_video, rgb_to_i420_reference, split_planes, stitch_i420
+from runtime.world.sky import Sky
+
+SKY = Sky()
+W, H = 160, 90
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return scene_from_chunks(typical_world(num_views=2, width=96, height=54, seed=1))
+
+
+def cameras(n: int, width: int = W, height: int = H) -> Cameras:
+    return Cameras.concat([Pose(np.zeros(3, np.float32), yaw=0.3 + 0.7 * i, pitch=-0.08).camera(width, height, math.radians(60)) for i in range(n)])
+
+
+def i420_to_rgb(i420: np.ndarray, width: int, height: int) -> np.ndarray:
+    return av.VideoFrame.from_ndarray(i420.reshape(height * 3 // 2, width), format="yuv420p").to_ndarray(format="rgb24")
+
+
+# ---------------------------------------------------------------- conversion
+def test_numba_conversion_equals_reference_and_is_close_to_swscale():
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 36, 64, 3), dtype=np.uint8)
+    ours = rgb_to_i420_numba(rgb)
+    assert np.array_equal(ours, rgb_to_i420_reference(rgb))
+    swscale = av.VideoFrame.from_ndarray(rgb[0], format="rgb24").reformat(format="yuv420p").to_ndarray().reshape(-1)
+    assert np.abs(ours[0].astype(int) - swscale).max() <= 1  # noise: the hardest case for the chroma filter
+
+
+def test_stitched_planes_equal_converting_the_stitched_image():
+    rgb = np.random.default_rng(1).integers(0, 256, (2, 18, 32, 3), dtype=np.uint8)
+    i420 = rgb_to_i420_reference(rgb)
+    side_by_side = rgb_to_i420_reference(np.concatenate([rgb[0], rgb[1]], axis=1)[None])[0]
+    assert np.array_equal(stitch_i420([i420[0], i420[1]], 32, 18), side_by_side)
+
+
+def test_cpu_render_video_shows_the_same_picture_as_the_rgb_path(scene):
+    renderer = CpuRenderer()
+    cams = cameras(2)
+    snap = scene.snapshot()
+    rgb = renderer.render(snap, cams, SKY).rgb
+    frames = render_video(renderer, snap, cams, SKY)
+    assert frames.i420.shape == (2, W * H * 3 // 2) and frames.i420.dtype == np.uint8
+    for i in range(2):
+        # The old path: RGB -> libswscale. The new one: I420 from the renderer.
+        old = av.VideoFrame.from_ndarray(rgb[i], format="rgb24").reformat(format="yuv420p").to_ndarray().reshape(-1)
+        assert psnr(frames.i420[i], old) >= 45.0
+        assert psnr(i420_to_rgb(frames.i420[i], W, H), rgb[i]) >= 30.0  # 4:2:0 loses chroma detail
+    y, u, v = frames.planes(1)
+    assert y.shape == (H, W) and u.shape == v.shape == (H // 2, W // 2)
+    stereo = frames.side_by_side(0, 2)
+    assert split_planes(stereo, 2 * W, H)[0][:, W:].tolist() == y.tolist()
+
+
+def test_torch_composite_matches_the_rgb_path():
+    gen = torch.Generator().manual_seed(0)
+    n, h, w, stride = 2, 38, 100, 4
+    colors, alphas = torch.rand((n, h, w, 3), generator=gen), torch.rand((n, h, w, 1), generator=gen)
+    colors *= alphas
+    grid = torch.rand((n, 11, 26, 3), generator=gen)
+    out = torch.empty((n, h * w * 3 // 2), dtype=torch.uint8)
+    composite_i420_torch(torch, colors, alphas, grid, stride, out)
+    sky = torch.nn.functional.interpolate(grid.permute(0, 3, 1, 2), size=(41, 101), mode="bilinear", align_corners=True)
+    sky = sky[:, :, :h, :w].permute(0, 2, 3, 1)
+    rgb = torch.floor((colors + (1 - alphas) * sky) * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+    assert np.array_equal(out.numpy(), rgb_to_i420_reference(rgb))
+
+
+def test_pick_composite_falls_back_or_agrees_on_cpu():
+    fn, name = pick_composite(torch, "cpu")
+    assert name in ("triton", "torch") and callable(fn)
+
+
+# ---------------------------------------------------------------- encoder
+def test_encoder_takes_i420_and_rgb_and_gives_the_same_picture():
+    rgb = np.random.default_rng(2).integers(0, 256, (1, H, W, 3), dtype=np.uint8)
+    rgb = np.ascontiguousarray(np.sort(rgb, axis=2))  # some structure
+    i420 = rgb_to_i420_reference(rgb)[0]
+    settings = EncoderSettings(width=W, height=H, fps=30, bitrate=4_000_000)
+    decoded = []
+    for image, fmt in ((i420, "yuv420p"), (rgb[0], "rgb24")):
+        packets = VideoEncoder(settings).encode(image, 0, pixel_format=fmt)
+        assert len(packets) == 1 and packets[0].is_keyframe
+        decoder = av.CodecContext.create("h264", "r")
+        frames = [f for p in packets for f in decoder.decode(p)] + list(decoder.decode(None))
+        decoded.append(frames[0].to_ndarray(format="rgb24"))
+    assert psnr(decoded[0], decoded[1]) >= 35.0
+    with pytest.raises(ValueError):
+        VideoEncoder(settings).encode(i420[:-2], 0, pixel_format="yuv420p")
+
+
+@pytest.mark.parametrize("processes", [0, 1])
+def test_encode_pool_delivers_packets_and_newest_frame_wins(processes):
+    async def main():
+        pool = EncodePool(threads=2, processes=processes)
+        try:
+            settings = EncoderSettings(width=W, height=H, fps=30, bitrate=2_000_000)
+            encoded = []
+            track = PlayerVideoTrack(settings, pool, encoded.append)
+            rgb = np.random.default_rng(3).integers(0, 256, (3, H, W, 3), dtype=np.uint8)
+            pictures = rgb_to_i420_reference(rgb)
+            # Three pictures before the first recv: the first two are dropped, unencoded.
+            for k in range(3):
+                track.offer(RenderedFrame(pictures[k], 10.0 + k, k, 5.0 + k, 0.001))
+            packet = await asyncio.wait_for(track.recv(), 30)
+            assert track.dropped == 2
+            assert encoded[-1].input_seq == 2 and packet.is_keyframe and packet.size > 0
+            assert encoded[-1].mtp_s is not None  # the oldest input still counts (5.0)
+            track.offer(RenderedFrame(pictures[0], 14.0, 3, None, 0.001))
+            packet = await asyncio.wait_for(track.recv(), 30)
+            assert encoded[-1].input_seq == 3 and not packet.is_keyframe and packet.size > 0
+            track.stop()
+        finally:
+            pool.shutdown(wait=True)
+
+    asyncio.run(main())
+
+
+def test_process_encoder_matches_in_process_encoder():
+    pool = EncodePool(threads=1, processes=1)
+    try:
+        settings = EncoderSettings(width=W, height=H, fps=30, bitrate=2_000_000)
+        remote, local = pool.create_encoder(settings), VideoEncoder(settings)
+        i420 = rgb_to_i420_reference(np.random.default_rng(4).integers(0, 256, (2, H, W, 3), dtype=np.uint8))
+        for k in range(2):
+            a = remote.encode(i420[k], 3000 * k, pixel_format="yuv420p")
+            b = local.encode(i420[k], 3000 * k, pixel_format="yuv420p")
+            assert [bytes(p) for p in a] == [bytes(p) for p in b]
+            assert a[0].pts == 3000 * k and a[0].is_keyframe == b[0].is_keyframe
+        remote.close()
+    finally:
+        pool.shutdown(wait=True)
+
+
+# ---------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not (cuda_available() and gsplat_importable()), reason="needs CUDA and gsplat")
+def test_gsplat_render_video_matches_cpu_conversion(scene):
+    from runtime.world.render.gsplat_renderer import GsplatRenderer
+    from runtime.world.render.video import rgb_to_i420
+
+    renderer = GsplatRenderer()
+    cams = cameras(3, 320, 180)
+    snap = scene.snapshot()
+    frames = renderer.render_video(snap, cams, SKY)
+    expected = rgb_to_i420(renderer.render(snap, cams, SKY).rgb)
+    assert np.abs(frames.i420.astype(int) - expected).max() <= 2
+    pending = [renderer.submit_video(snap, cams, SKY) for _ in range(3)]  # overlapped batches
+    for p in pending:
+        assert np.array_equal(p.wait().i420, frames.i420)
+    cpu = rgb_to_i420(CpuRenderer().render(snap, cams, SKY).rgb)
+    assert psnr(frames.i420, cpu) >= 40.0
