@@ -25,6 +25,8 @@ from runtime.sessions import SessionRegistry
 from runtime.stream.http import make_process_request
 from runtime.stream.metrics import ServerMetrics
 from runtime.stream.websocket import Connection
+from runtime.warmup import warm_up
+from runtime.world.render import create_renderer
 
 log = logging.getLogger("worldstream")
 
@@ -40,23 +42,6 @@ def _version() -> str:
         return version("worldstream")
     except Exception:
         return "0.1.0"
-
-
-def create_renderer(kind: str):
-    """The renderer named ``kind`` (``auto`` picks gsplat on CUDA, else cpu)."""
-    try:
-        from runtime.world.render import create_renderer as factory
-    except ImportError:
-        factory = None
-    if factory is not None:
-        return factory(kind)
-    if kind == "gsplat":
-        from runtime.world.render.gsplat import GsplatRenderer  # type: ignore[import-not-found]
-
-        return GsplatRenderer()
-    from runtime.world.render.cpu import CpuRenderer
-
-    return CpuRenderer()
 
 
 class StreamServer:
@@ -134,6 +119,9 @@ class StreamServer:
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
         cfg = self.config
+        log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, cfg.generator)
+        seconds = await asyncio.get_running_loop().run_in_executor(None, warm_up, self.renderer, cfg.generator)
+        log.info("warm-up done in %.1f s", seconds)
         self.registry.start()
         self._server = await serve(
             self._handler,
