@@ -30,7 +30,7 @@ from runtime.player import Player, percentile
 from runtime.stream.metrics import ServerMetrics
 from runtime.stream.video_track import EncodedFrame, RenderedFrame
 from runtime.world.camera import Cameras
-from runtime.world.render.video import PendingVideoFrames, submit_video
+from runtime.world.render.video import PendingVideoFrames
 from runtime.world.world import ChunkAdded, ChunkRequested, GenerationFailed, GenerationProgress, PlayerState
 
 log = logging.getLogger("worldstream.session")
@@ -177,7 +177,7 @@ class Session:
             batches: list[tuple[list[Player], list[Cameras], PendingVideoFrames]] = []
             for members in groups.values():
                 cams = [p.cameras() for p in members]
-                batches.append((members, cams, _submit_world_video(world, Cameras.concat(cams))))
+                batches.append((members, cams, world.submit_video(Cameras.concat(cams))))
             for members, cams, pending in batches:
                 frames = pending.wait()
                 i = 0
@@ -347,18 +347,6 @@ class Session:
         self._explored_sent = cells
         for start in range(0, len(changed), m.MAX_EXPLORED_CELLS):
             self.broadcast(m.Explored(cell_size=float(explored.cell_size), cells=changed[start : start + m.MAX_EXPLORED_CELLS]))
-
-
-def _submit_world_video(world, cameras: Cameras) -> PendingVideoFrames:
-    """Start rendering I420 frames of ``world`` from ``cameras`` (see ``render.video.submit_video``).
-
-    Uses ``world.submit_video`` when the World offers it, else its renderer, scene and
-    sky directly (what ``World.render`` draws, without depth and alpha).
-    """
-    own = getattr(world, "submit_video", None)
-    if own is not None:
-        return own(cameras)
-    return submit_video(world.renderer, world.scene.snapshot(), cameras, world.sky)
 
 
 def _vec3(v) -> tuple[float, float, float]:

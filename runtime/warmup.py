@@ -21,7 +21,6 @@ import numpy as np
 from runtime.world.camera import Pose
 from runtime.world.generators import create_generator
 from runtime.world.render import create_renderer
-from runtime.world.render.video import render_video
 from runtime.world.world import PlayerState, World, WorldConfig
 
 log = logging.getLogger("worldstream.warmup")
@@ -48,7 +47,7 @@ def warm_up(renderer=None, generator_name: str = "procedural", timeout_s: float 
         world.wait_idle(timeout_s)
         cameras = spawn.camera(64, 36)
         world.render(cameras)
-        render_video(renderer, world.scene.snapshot(), cameras, world.sky)  # the stream's I420 path
+        world.submit_video(cameras).wait()  # the stream's I420 path
     finally:
         world.close()
     return time.perf_counter() - started

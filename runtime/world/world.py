@@ -41,6 +41,7 @@ from .motion import MoveInput
 from .motion import step as motion_step
 from .planner import FrontierPlanner, ViewRecord, lookahead_seconds
 from .players import PlayerState
+from .render.video import PendingVideoFrames, submit_video
 from .render.base import Renderer, RenderOutput
 from .runner import JobRunner
 from .scene import Chunk, ChunkSource, Scene
@@ -216,6 +217,14 @@ class World:
     def render(self, cameras: Cameras) -> RenderOutput:
         """Draw the current scene snapshot over the sky (never waits on generation)."""
         return self.renderer.render(self.scene.snapshot(), cameras, self.sky)
+
+    def submit_video(self, cameras: Cameras) -> PendingVideoFrames:
+        """Start rendering the I420 pictures a video stream needs (no depth, no alpha).
+
+        Returns at once on renderers that queue GPU work (``.wait()`` collects the frames),
+        so a caller can queue the next batch before waiting; see :mod:`.render.video`.
+        """
+        return submit_video(self.renderer, self.scene.snapshot(), cameras, self.sky)
 
     # ------------------------------------------------------------------ imports
     def import_gaussians(self, gaussians: Gaussians, source: ChunkSource | None = None, *, min_per_cell: int = 32) -> list[Chunk]:
