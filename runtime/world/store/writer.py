@@ -153,6 +153,11 @@ class WorldWriter:
             for w in waiters:
                 w.set()
 
+    def _write_file(self, name: str, data: bytes) -> dict:
+        """Write ``data`` durably as ``name`` in the world's folder; its manifest record so far."""
+        write_durably(self.world_dir / name, data, sync_dir=False)
+        return {"file": name, "bytes": len(data), "sha256": sha256_hex(data)}
+
     def _write_landed(self, chunks: Sequence[Chunk], frames: Sequence[Frame]) -> bool:
         """Write the data files of one landed job; records join the manifest only if all of them made it."""
         t0 = time.perf_counter()
@@ -161,34 +166,22 @@ class WorldWriter:
         try:
             for chunk in chunks:
                 current = chunk_file(chunk.id)
-                data = encode_chunk(chunk)
-                write_durably(self.world_dir / current, data, sync_dir=False)
-                new_chunks.append(
-                    {
-                        "id": int(chunk.id),
-                        "file": current,
-                        "bytes": len(data),
-                        "sha256": sha256_hex(data),
-                        "gaussians": len(chunk.gaussians),
-                        "source": source_to_dict(chunk.source),
-                    }
+                record = self._write_file(current, encode_chunk(chunk))
+                record.update(
+                    id=int(chunk.id), gaussians=len(chunk.gaussians), source=source_to_dict(chunk.source)
                 )
+                new_chunks.append(record)
             for frame in frames:
                 current = frame_file(frame.id)
-                data = encode_frame(frame)
-                write_durably(self.world_dir / current, data, sync_dir=False)
-                new_frames.append(
-                    {
-                        "id": int(frame.id),
-                        "file": current,
-                        "bytes": len(data),
-                        "sha256": sha256_hex(data),
-                        "chunk_id": int(frame.chunk_id),
-                        "caption": frame.caption,
-                        "width": int(frame.width),
-                        "height": int(frame.height),
-                    }
+                record = self._write_file(current, encode_frame(frame))
+                record.update(
+                    id=int(frame.id),
+                    chunk_id=int(frame.chunk_id),
+                    caption=frame.caption,
+                    width=int(frame.width),
+                    height=int(frame.height),
                 )
+                new_frames.append(record)
         except OSError as e:
             self._fail(f"writing {current} failed: {e}")
             return bool(new_chunks or new_frames)
