@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=_resolution, default=None, help="video WxH per player (default 640x360 on CPU, 1280x720 on GPU)")
     p.add_argument("--fps", type=int, default=None, help="video frame rate (default 30 on CPU, 60 on GPU)")
     p.add_argument("--codec", choices=["h264", "vp8"], default="h264", help="video codec (default h264)")
-    p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default 2M at 360p, 6M at 720p)")
+    p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default scales with pixels and fps: 1.5M at 640x360@30, 6M at 1280x720@30, 8.5M at 1280x720@60)")
     p.add_argument("--max-players", type=int, default=64, help="players accepted at once (default 64)")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
