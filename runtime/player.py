@@ -79,6 +79,9 @@ class Player:
         self._last_take = time.monotonic()
         # video (set by the stream layer)
         self.video = None  # runtime.stream.webrtc.PlayerVideo or None
+        # The last picture drawn and the view_key it was drawn for (reused while unchanged).
+        self.last_view_key: tuple | None = None
+        self.last_picture: np.ndarray | None = None
         # measurements
         self.mtp_ms: collections.deque[float] = collections.deque(maxlen=600)
         self.encode_ms: collections.deque[float] = collections.deque(maxlen=120)
@@ -138,6 +141,13 @@ class Player:
     def eye_size(self) -> tuple[int, int]:
         w, h = self.video_size
         return (w // 2, h) if self.view.stereo else (w, h)
+
+    def view_key(self, scene_version: int) -> tuple:
+        """What this player's picture depends on: equal keys give identical pictures
+        (renderers are deterministic), so a player standing still need not be redrawn."""
+        p = self.pose
+        return (p.position.tobytes(), p.yaw, p.pitch, p.roll, self.eye_size, self.view.stereo,
+                self.view.fov_y, self.view.ipd, scene_version)
 
     def cameras(self, pose: Pose | None = None) -> Cameras:
         """This player's cameras for ``pose``: one, or left and right eyes when stereo."""

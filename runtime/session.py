@@ -167,10 +167,17 @@ class Session:
                         player.velocity = ((player.pose.position - old) / max(dt, 1e-3)).astype(np.float32)
                 except Exception:
                     log.exception("world %r: moving player %s failed", self.name, player.id)
+            # Read before rendering: if a chunk lands meanwhile, the next tick draws again.
+            version = world.scene.version
             groups: dict[tuple[int, int], list[Player]] = {}
-            for player in due:
-                groups.setdefault(player.eye_size, []).append(player)
             pictures: dict[str, np.ndarray] = {}
+            keys = {}
+            for player in due:
+                keys[player.id] = player.view_key(version)
+                if keys[player.id] == player.last_view_key and player.last_picture is not None:
+                    pictures[player.id] = player.last_picture  # standing still: same pixels
+                else:
+                    groups.setdefault(player.eye_size, []).append(player)
             start = time.perf_counter()
             # Queue every image size's batch first (GPU renderers return at once), then
             # collect: one batch's copy to the host overlaps the next one's rendering.
@@ -182,21 +189,24 @@ class Session:
                 frames = pending.wait()
                 i = 0
                 for p, c in zip(members, cams):
-                    pictures[p.id] = frames.side_by_side(i, len(c))  # stereo: eyes left to right
+                    # A copy: the frames may live in pinned memory the renderer wants back.
+                    pictures[p.id] = p.last_picture = frames.side_by_side(i, len(c)).copy()  # stereo: eyes left to right
+                    p.last_view_key = keys[p.id]
                     i += len(c)
-            return pictures, time.perf_counter() - start
+            return pictures, (time.perf_counter() - start) if batches else None
 
         pictures, render_s = await self._loop.run_in_executor(self.executors.render, move_and_render)
-        if pictures:
+        if render_s is not None:
             self.metrics.render_seconds.observe(render_s)
+            for player in due:
+                player.render_ms.append(render_s * 1e3)
         snaps = {p.id: snap for p, snap, _ in takes}
         for player in due:
             picture = pictures.get(player.id)
             if picture is None or player.video is None:
                 continue
             snap = snaps[player.id]
-            player.render_ms.append(render_s * 1e3)
-            if player.video.track.offer(RenderedFrame(picture, taken_at, snap.seq, snap.received_at, render_s, "yuv420p")):
+            if player.video.track.offer(RenderedFrame(picture, taken_at, snap.seq, snap.received_at, render_s or 0.0, "yuv420p")):
                 self.metrics.frames_dropped.inc()
         self.frames_rendered += 1
 
