@@ -26,6 +26,7 @@ from runtime.stream.http import make_process_request
 from runtime.stream.metrics import ServerMetrics
 from runtime.stream.websocket import Connection
 from runtime.warmup import warm_up
+from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer
 
 log = logging.getLogger("worldstream")
@@ -262,14 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("aioice", "aiortc", "websockets", "numba"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     config = config_from_args(args, _gpu_renderer(args.renderer))
-    try:
-        from runtime.world.generators import available_generators
-
-        if config.generator not in available_generators():
-            print(f"unknown generator {config.generator!r}; available: {', '.join(available_generators())}", file=sys.stderr)
-            return 2
-    except ImportError:
-        pass
+    if config.generator not in available_generators():
+        print(f"unknown generator {config.generator!r}; available: {', '.join(available_generators())}", file=sys.stderr)
+        return 2
     try:
         import uvloop
 

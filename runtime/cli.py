@@ -58,12 +58,8 @@ def _library(args):
 
 def _renderer(name: str):
     """The renderer named ``name`` (auto: gsplat on CUDA, else cpu)."""
-    try:
-        from runtime.world.render import create_renderer
-    except ImportError:  # older checkouts without the factory
-        from runtime.world.render.cpu import CpuRenderer
+    from runtime.world.render import create_renderer
 
-        return CpuRenderer()
     return create_renderer(name)
 
 
