@@ -1,7 +1,7 @@
 // Keyboard (WASD / arrows, Shift, Space / C, F) and mouse look: with pointer lock after a
 // click, or by dragging with the button held when the pointer is free.
 import { typingInField } from "../dom";
-import type { InputSource, LookDelta, MoveAxes } from "./source";
+import { LookAccumulator, type InputSource, type LookDelta, type MoveAxes } from "./source";
 
 const MOUSE_RADIANS_PER_PIXEL = 0.0024;
 const CLICK_SLOP_PX = 4;
@@ -14,8 +14,7 @@ const GAME_KEYS = new Set([
 
 export class KeyboardMouse implements InputSource {
   private held = new Set<string>();
-  private yaw = 0;
-  private pitch = 0;
+  private lookSum = new LookAccumulator();
   private drag: { x: number; y: number; moved: number } | null = null;
 
   constructor(
@@ -47,10 +46,7 @@ export class KeyboardMouse implements InputSource {
   }
 
   takeLook(): LookDelta {
-    const look = { yaw: this.yaw, pitch: this.pitch };
-    this.yaw = 0;
-    this.pitch = 0;
-    return look;
+    return this.lookSum.take();
   }
 
   release(): void {
@@ -99,7 +95,6 @@ export class KeyboardMouse implements InputSource {
   }
 
   private look(dx: number, dy: number): void {
-    this.yaw += dx * MOUSE_RADIANS_PER_PIXEL;
-    this.pitch -= dy * MOUSE_RADIANS_PER_PIXEL; // mouse up (negative dy) looks up
+    this.lookSum.add(dx * MOUSE_RADIANS_PER_PIXEL, -dy * MOUSE_RADIANS_PER_PIXEL); // mouse up (negative dy) looks up
   }
 }

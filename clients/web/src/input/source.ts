@@ -23,6 +23,25 @@ export interface InputSource {
   release(): void;
 }
 
+/** Look deltas summed between sends (pointer and touch drags arrive as events). */
+export class LookAccumulator {
+  private yaw = 0;
+  private pitch = 0;
+
+  add(yaw: number, pitch: number): void {
+    this.yaw += yaw;
+    this.pitch += pitch;
+  }
+
+  /** The sum since the last take, then zero. */
+  take(): LookDelta {
+    const look = { yaw: this.yaw, pitch: this.pitch };
+    this.yaw = 0;
+    this.pitch = 0;
+    return look;
+  }
+}
+
 export const NO_MOVE: MoveAxes = { forward: 0, right: 0, up: 0, run: false };
 
 export function clampAxis(v: number): number {

@@ -1,7 +1,7 @@
 // Touch controls for phones: a virtual stick where the left thumb lands, drag anywhere else
 // to look, and buttons for fly mode (toggle, rise, sink).
 import { el } from "../dom";
-import { clampAxis, type InputSource, type LookDelta, type MoveAxes } from "./source";
+import { clampAxis, LookAccumulator, type InputSource, type LookDelta, type MoveAxes } from "./source";
 
 const STICK_RADIUS_PX = 56;
 const TOUCH_RADIANS_PER_PIXEL = 0.005;
@@ -13,8 +13,7 @@ export class TouchControls implements InputSource {
   private stick = { x: 0, y: 0 };
   private lookId: number | null = null;
   private lookLast = { x: 0, y: 0 };
-  private yaw = 0;
-  private pitch = 0;
+  private look = new LookAccumulator();
   private rise = 0;
   private readonly base: HTMLElement;
   private readonly knob: HTMLElement;
@@ -58,10 +57,7 @@ export class TouchControls implements InputSource {
   }
 
   takeLook(): LookDelta {
-    const look = { yaw: this.yaw, pitch: this.pitch };
-    this.yaw = 0;
-    this.pitch = 0;
-    return look;
+    return this.look.take();
   }
 
   release(): void {
@@ -123,8 +119,7 @@ export class TouchControls implements InputSource {
         this.stick = { x, y };
         this.drawStick();
       } else if (t.identifier === this.lookId) {
-        this.yaw += (t.clientX - this.lookLast.x) * TOUCH_RADIANS_PER_PIXEL;
-        this.pitch -= (t.clientY - this.lookLast.y) * TOUCH_RADIANS_PER_PIXEL;
+        this.look.add((t.clientX - this.lookLast.x) * TOUCH_RADIANS_PER_PIXEL, -(t.clientY - this.lookLast.y) * TOUCH_RADIANS_PER_PIXEL);
         this.lookLast = { x: t.clientX, y: t.clientY };
       }
     }
