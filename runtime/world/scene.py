@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -76,45 +77,59 @@ class SceneSnapshot:
         """Chunks whose bounds intersect any camera's frustum (conservative)."""
         if not self.chunks:
             return ()
-        lo = np.stack([c.bounds_min for c in self.chunks])
-        hi = np.stack([c.bounds_max for c in self.chunks])
+        lo, hi = self._bounds
         visible = frustum_cull_boxes(lo, hi, cameras, far).any(axis=0)
         return tuple(c for c, v in zip(self.chunks, visible) if v)
+
+    @cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``([B, 3], [B, 3])`` chunk bounds, stacked once per snapshot (every frame culls)."""
+        return np.stack([c.bounds_min for c in self.chunks]), np.stack([c.bounds_max for c in self.chunks])
 
     def gaussians(self, chunks: tuple[Chunk, ...] | None = None) -> Gaussians:
         """All (or the given) chunks' Gaussians in one set (copies)."""
         return Gaussians.concat([c.gaussians for c in (self.chunks if chunks is None else chunks)])
 
 
+def frustum_planes(cameras: Cameras, far: float = 1e4, margin: float = 1.05) -> tuple[np.ndarray, np.ndarray]:
+    """World-space planes bounding each camera's frustum: ``(normals [N, 6, 3], offsets [N, 6])``.
+
+    A point ``p`` is inside when ``normals @ p + offsets >= 0`` for all six planes: near
+    (z >= 0.01 m), far (z <= ``far``) and the four sides, widened by ``margin`` (tangents).
+    """
+    n = len(cameras)
+    fx, fy = cameras.K[:, 0, 0], cameras.K[:, 1, 1]
+    cx, cy = cameras.K[:, 0, 2], cameras.K[:, 1, 2]
+    left, right = cx / fx * margin, (cameras.width - cx) / fx * margin
+    top, bottom = cy / fy * margin, (cameras.height - cy) / fy * margin
+    normals_cam = np.zeros((n, 6, 3), np.float64)
+    offsets_cam = np.zeros((n, 6), np.float64)
+    normals_cam[:, 0, 2], offsets_cam[:, 0] = 1.0, -0.01  # near
+    normals_cam[:, 1, 2], offsets_cam[:, 1] = -1.0, far  # far
+    normals_cam[:, 2, 0], normals_cam[:, 2, 2] = 1.0, left  # x >= -left z
+    normals_cam[:, 3, 0], normals_cam[:, 3, 2] = -1.0, right  # x <= right z
+    normals_cam[:, 4, 1], normals_cam[:, 4, 2] = 1.0, top  # y >= -top z
+    normals_cam[:, 5, 1], normals_cam[:, 5, 2] = -1.0, bottom  # y <= bottom z
+    R = cameras.w2c[:, :3, :3].astype(np.float64)
+    t = cameras.w2c[:, :3, 3].astype(np.float64)
+    # n_c . (R p + t) + d = (R^T n_c) . p + (n_c . t + d)
+    normals = normals_cam @ R
+    offsets = offsets_cam + np.einsum("npk,nk->np", normals_cam, t)
+    return normals, offsets
+
+
 def frustum_cull_boxes(lo: np.ndarray, hi: np.ndarray, cameras: Cameras, far: float = 1e4) -> np.ndarray:
     """``[N, B]`` bool: does box ``b`` (``lo``/``hi`` ``[B, 3]``) touch camera ``n``'s frustum.
 
-    Tests the 8 corners of each box against the 4 side planes and the near plane
-    in camera space; a box is culled only when all its corners are outside one plane.
+    A box is culled only when all its corners are outside one plane (conservative). The
+    corner farthest along a plane's normal decides that (the "p-vertex"), so each box
+    costs one dot product per plane instead of eight.
     """
-    corners = np.stack(
-        [np.where(np.array([(i >> k) & 1 for k in range(3)], bool), hi, lo) for i in range(8)], axis=1
-    )  # [B, 8, 3]
-    R = cameras.w2c[:, :3, :3]  # [N,3,3]
-    t = cameras.w2c[:, :3, 3]  # [N,3]
-    pc = np.einsum("nij,bkj->nbki", R, corners) + t[:, None, None, :]  # [N,B,8,3]
-    x, y, z = pc[..., 0], pc[..., 1], pc[..., 2]
-    fx, fy = cameras.K[:, 0, 0], cameras.K[:, 1, 1]
-    cx, cy = cameras.K[:, 0, 2], cameras.K[:, 1, 2]
-    # Half-angle tangents of the frustum's sides, with a small margin.
-    left = (cx / fx * 1.05)[:, None, None]
-    right = ((cameras.width - cx) / fx * 1.05)[:, None, None]
-    top = (cy / fy * 1.05)[:, None, None]
-    bottom = ((cameras.height - cy) / fy * 1.05)[:, None, None]
-    outside = (
-        (z < 0.01).all(-1)
-        | (z > far).all(-1)
-        | (x < -left * z).all(-1)
-        | (x > right * z).all(-1)
-        | (y < -top * z).all(-1)
-        | (y > bottom * z).all(-1)
-    )
-    return ~outside
+    normals, offsets = frustum_planes(cameras, far)  # [N,6,3], [N,6]
+    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    # max over corners of n . p = sum_k max(n_k lo_k, n_k hi_k)
+    reach = np.maximum(normals[:, :, None, :] * lo64[None, None], normals[:, :, None, :] * hi64[None, None]).sum(-1)
+    return (reach + offsets[:, :, None] >= 0.0).all(axis=1)
 
 
 class Scene:
