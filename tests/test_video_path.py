@@ -16,7 +16,7 @@ from runtime.stream.video_track import PlayerVideoTrack, RenderedFrame
 from runtime.world.camera import Cameras, Pose
 from runtime.world.render import cuda_available, gsplat_importable
 from runtime.world.render.cpu import CpuRenderer
-from runtime.world.render.gpu_video import composite_i420_torch, pick_composite
+from runtime.world.render.gpu_video import composite_i420_torch, pick_video_kernels
 from runtime.world.render.i420_cpu import rgb_to_i420_numba
 from runtime.world.render.synthetic import scene_from_chunks, typical_world
 from runtime.world.render.video import render_video, rgb_to_i420_reference, split_planes, stitch_i420
@@ -92,9 +92,9 @@ def test_torch_composite_matches_the_rgb_path():
     assert np.array_equal(out.numpy(), rgb_to_i420_reference(rgb))
 
 
-def test_pick_composite_falls_back_or_agrees_on_cpu():
-    fn, name = pick_composite(torch, "cpu")
-    assert name in ("triton", "torch") and callable(fn)
+def test_pick_video_kernels_falls_back_or_agrees_on_cpu():
+    kernels = pick_video_kernels(torch, "cpu")
+    assert kernels.name in ("triton", "torch") and callable(kernels.composite) and callable(kernels.sky_grids)
 
 
 # ---------------------------------------------------------------- encoder

@@ -10,8 +10,12 @@ Two implementations of the composite + conversion:
 
 * :func:`composite_i420_torch`: plain torch ops (any device; the reference);
 * ``gpu_i420_triton.composite_i420_triton``: one fused Triton kernel (reads colour and
-  alpha once, writes 1.5 B/pixel). :func:`pick_composite` uses it when Triton imports
-  and a self-check against the torch version passes on the device, else torch.
+  alpha about once, writes 1.5 B/pixel).
+
+The coarse sky grids likewise: :func:`sky_grids_torch` (reference) or
+``gpu_i420_triton.sky_grids_triton`` (one launch). :func:`pick_video_kernels` takes the
+Triton pair when Triton imports and both agree with the torch versions on the device,
+else the torch pair.
 
 torch is passed in (never imported here), so this module imports anywhere.
 """
@@ -19,10 +23,13 @@ torch is passed in (never imported here), so this module imports anywhere.
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from ..camera import Cameras
+from ..camera import Cameras, Pose
 from ..sky import Sky
 from .sky_grid import SKY_COARSE_COLUMNS, sky_stride
 from .video import CHROMA_ROW_TAPS, RGB_TO_YUV, YUV_OFFSET, i420_size
@@ -64,6 +71,8 @@ class SkyConstants:
         self.zenith, self.horizon, self.ground = vec(sky.zenith), vec(sky.horizon), vec(sky.ground)
         self.sun_direction = vec(sun / np.linalg.norm(sun))
         self.sun_glow = vec(np.asarray(sky.sun_color, np.float32) * np.float32(0.6))
+        # [15]: zenith, horizon, ground, sun direction, sun glow (the Triton kernel's layout).
+        self.packed = torch.cat([self.zenith, self.horizon, self.ground, self.sun_direction, self.sun_glow]).contiguous()
 
 
 def sky_colors_torch(torch, sky: SkyConstants, d):
@@ -83,23 +92,30 @@ def sky_is_portable(sky: Sky) -> bool:
     return type(sky).colors_for_directions is Sky.colors_for_directions
 
 
+_PIXEL_CENTRES: dict[tuple, object] = {}
+
+
 def coarse_pixel_centres(torch, hc: int, wc: int, device):
-    """``[hc, wc, 3]`` float32 homogeneous coarse pixel centres ``(j + 0.5, i + 0.5, 1)``."""
-    jj = torch.arange(wc, dtype=torch.float32, device=device) + 0.5
-    ii = torch.arange(hc, dtype=torch.float32, device=device) + 0.5
-    return torch.stack(torch.broadcast_tensors(jj[None, :], ii[:, None], torch.ones((), device=device)), dim=-1)
+    """``[hc, wc, 3]`` float32 homogeneous coarse pixel centres ``(j + 0.5, i + 0.5, 1)`` (cached)."""
+    key = (hc, wc, str(device))
+    pixels = _PIXEL_CENTRES.get(key)
+    if pixels is None:
+        jj = torch.arange(wc, dtype=torch.float32, device=device) + 0.5
+        ii = torch.arange(hc, dtype=torch.float32, device=device) + 0.5
+        pixels = torch.stack(torch.broadcast_tensors(jj[None, :], ii[:, None], torch.ones((), device=device)), dim=-1)
+        _PIXEL_CENTRES[key] = pixels
+    return pixels
 
 
-def sky_grids_torch(torch, sky: SkyConstants, rays, pixels, stride: int):
-    """``([N, hc, wc, 3] float32 coarse sky grids, stride)`` for all cameras at once.
+def sky_grids_torch(torch, sky: SkyConstants, rays, hc: int, wc: int):
+    """``[N, hc, wc, 3]`` float32 coarse sky grids for all cameras at once (torch ops).
 
     Args:
         rays: ``[N, 3, 3]`` device tensor, :func:`coarse_sky_geometry`'s ``M``.
-        pixels: ``[hc, wc, 3]`` from :func:`coarse_pixel_centres`.
     """
-    d = torch.einsum("nij,hwj->nhwi", rays, pixels)
+    d = torch.einsum("nij,hwj->nhwi", rays, coarse_pixel_centres(torch, hc, wc, rays.device))
     d = d / torch.linalg.vector_norm(d, dim=-1, keepdim=True)
-    return sky_colors_torch(torch, sky, d).contiguous(), stride
+    return sky_colors_torch(torch, sky, d).contiguous()
 
 
 # ------------------------------------------------------------------ composite + convert
@@ -153,16 +169,51 @@ def _self_check(torch, fn, device) -> float:
     return float((want.int() - got.int()).abs().max().item())
 
 
-def pick_composite(torch, device):
-    """``(function, name)``: the fused Triton kernel when it imports and agrees with the
-    torch reference on ``device`` (within 1 code value), else the torch version."""
+def _sky_self_check(torch, fn, device) -> float:
+    """Largest difference between ``fn``'s sky grids and the torch version's, over all directions."""
+    cams = Cameras.concat(
+        [Pose(np.zeros(3, np.float32), yaw=0.7 * i, pitch=p).camera(64, 36, math.radians(100)) for i, p in enumerate((-1.2, -0.3, 0.0, 0.4, 1.3))]
+    )
+    rays_np, _, hc, wc = coarse_sky_geometry(cams, coarse_columns=32)
+    sky = SkyConstants(torch, Sky(sun_direction=(0.3, -0.2, 0.9)), device)
+    rays = torch.from_numpy(rays_np).to(device)
+    want = sky_grids_torch(torch, sky, rays, hc, wc)
+    got = fn(torch, sky, rays, hc, wc)
+    return float((want - got).abs().max().item())
+
+
+@dataclass(frozen=True)
+class VideoKernels:
+    """The streaming path's two GPU steps after rasterisation.
+
+    Attributes:
+        name: ``"triton"`` or ``"torch"``.
+        sky_grids: ``(torch, SkyConstants, rays [N,3,3], hc, wc) -> [N, hc, wc, 3]``.
+        composite: ``(torch, colors, alphas, grid, stride, out) -> None`` (I420 into ``out``).
+    """
+
+    name: str
+    sky_grids: Callable
+    composite: Callable
+
+
+TORCH_KERNELS = VideoKernels("torch", sky_grids_torch, composite_i420_torch)
+
+
+def pick_video_kernels(torch, device) -> VideoKernels:
+    """The Triton kernels when they import and agree with the torch references on ``device``
+    (composite within 1 code value, sky within 1e-4), else the torch versions."""
     try:
-        from .gpu_i420_triton import composite_i420_triton
+        from .gpu_i420_triton import composite_i420_triton, sky_grids_triton
+
+        def sky_grids(torch, sky, rays, hc, wc):
+            return sky_grids_triton(torch, sky.packed, rays, hc, wc)
 
         err = _self_check(torch, composite_i420_triton, device)
-        if err <= 1.0:
-            return composite_i420_triton, "triton"
-        log.warning("Triton I420 kernel differs from the torch reference by %g: using torch ops", err)
+        sky_err = _sky_self_check(torch, sky_grids, device)
+        if err <= 1.0 and sky_err <= 1e-4:
+            return VideoKernels("triton", sky_grids, composite_i420_triton)
+        log.warning("Triton video kernels differ from the torch reference (I420 %g, sky %g): using torch ops", err, sky_err)
     except Exception as exc:  # no triton, no compiler, unsupported device
-        log.info("Triton I420 kernel unavailable (%s): using torch ops", exc)
-    return composite_i420_torch, "torch"
+        log.info("Triton video kernels unavailable (%s): using torch ops", exc)
+    return TORCH_KERNELS
