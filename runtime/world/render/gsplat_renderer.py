@@ -25,7 +25,7 @@ from ..sky import Sky
 from .base import RenderOutput
 from .chunk_cache import ChunkCache
 from .conventions import ALPHA_MIN, EPS2D, NEAR_PLANE
-from .gpu_video import SkyConstants, coarse_pixel_centres, coarse_sky_geometry, pick_composite, sky_grids_torch, sky_is_portable
+from .gpu_video import SkyConstants, coarse_sky_geometry, pick_video_kernels, sky_is_portable
 from .sky_grid import SkyGridCache
 from .video import VideoFrames, i420_size
 
@@ -94,12 +94,15 @@ class GsplatRenderer:
         self._concat_lock = threading.Lock()
         self._concat: OrderedDict[tuple, tuple[_GpuGaussians, list]] = OrderedDict()
         self._skies = SkyGridCache(size=64)
-        # Streaming path (render_video): the fused composite + I420 kernel, and a side
-        # stream for copies to the host so they overlap the next batch's rasterisation.
-        self._composite, self.video_backend = pick_composite(self._torch, self.device)
+        # Streaming path (render_video): the sky-grid and fused composite + I420 kernels,
+        # and a side stream for copies to the host so they overlap the next batch's rasterisation.
+        self._kernels = pick_video_kernels(self._torch, self.device)
+        self.video_backend = self._kernels.name
         self._copy_stream = self._torch.cuda.Stream(device=self.device)
         self._sky_constants: dict[Sky, SkyConstants] = {}
-        self._coarse_pixels: dict[tuple[int, int], object] = {}
+        self._copy_lock = threading.Lock()
+        self._deferred: list[_PendingGpuVideo] = []  # rendered, host copy not yet queued
+        self._staging = _PinnedRing(self._torch)
 
     # ---- public API ----
     def render(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> RenderOutput:
@@ -146,10 +149,14 @@ class GsplatRenderer:
 
         On the render stream: rasterise (colour + alpha only), the sky grids, the fused
         composite + RGB -> I420 kernel. On the copy stream, after those: the I420 bytes
-        (1.5 B/pixel) to a pinned host buffer. A caller that submits batch k+1 before
-        waiting for batch k gets the copy of k overlapped with the rendering of k+1.
-        Pinned buffers come from torch's caching host allocator: one is reused only when
-        its frames are no longer referenced and its copy has finished.
+        (1.5 B/pixel) to a pinned host buffer.
+
+        The copy is issued late: by ``wait()``, or by the next ``submit_video`` right after
+        its rasterisation call returns, whichever comes first. gsplat reads a count back
+        to the host in the middle of every rasterisation, and on the GPU that small read
+        queues behind any large device-to-host copy in flight (0.5 ms per batch of 32
+        720p frames, measured); issued after that read, the copy overlaps the next batch's
+        rasterisation instead of stalling it. A caller that waits at once loses nothing.
         """
         torch = self._torch
         n, h, w = len(cameras), cameras.height, cameras.width
@@ -179,19 +186,44 @@ class GsplatRenderer:
                     render_mode="RGB",
                     rasterize_mode="classic",
                 )
+            self._issue_deferred_copy()
             frames_gpu = torch.empty((n, i420_size(w, h)), dtype=torch.uint8, device=self.device)
-            self._composite(torch, colors, alphas, grid, stride, frames_gpu)
+            self._kernels.composite(torch, colors, alphas, grid, stride, frames_gpu)
             rendered = torch.cuda.Event()
             rendered.record()
-            frames_host = torch.empty(frames_gpu.shape, dtype=torch.uint8, pin_memory=True)
-            self._copy_stream.wait_event(rendered)
-            with torch.cuda.stream(self._copy_stream):
-                frames_host.copy_(frames_gpu, non_blocking=True)
-                copied = torch.cuda.Event()
-                copied.record()
-            # frames_gpu was allocated on the render stream: keep it until the copy is done.
-            frames_gpu.record_stream(self._copy_stream)
-        return _PendingGpuVideo(frames_host, copied, w, h, snapshot.version)
+        pending = _PendingGpuVideo(self, frames_gpu, rendered, w, h, snapshot.version)
+        with self._copy_lock:
+            self._deferred.append(pending)
+        return pending
+
+    def _issue_deferred_copy(self) -> None:
+        """Queue the host copies of earlier batches that nobody has waited for yet."""
+        with self._copy_lock:
+            deferred, self._deferred = self._deferred, []
+        for pending in deferred:
+            pending.issue_copy()
+
+    def _forget(self, pending: "_PendingGpuVideo") -> None:
+        """Drop a waited-for batch from the deferred list (its pinned frames can be reused sooner)."""
+        with self._copy_lock:
+            if pending in self._deferred:
+                self._deferred.remove(pending)
+
+    def _copy_to_host(self, frames_gpu, rendered):
+        """On the copy stream, after ``rendered``: ``frames_gpu`` into pinned host memory.
+        Returns ``(frames_host, copied event)``. Pinned buffers come from torch's caching
+        host allocator: one is reused only when its frames are no longer referenced and
+        its copy has finished."""
+        torch = self._torch
+        frames_host = torch.empty(frames_gpu.shape, dtype=torch.uint8, pin_memory=True)
+        self._copy_stream.wait_event(rendered)
+        with torch.cuda.stream(self._copy_stream):
+            frames_host.copy_(frames_gpu, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
+        # frames_gpu was allocated on the render stream: keep it until the copy is done.
+        frames_gpu.record_stream(self._copy_stream)
+        return frames_host, copied
 
     def render_video(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> VideoFrames:
         """I420 frames of all cameras in host memory (blocking :meth:`submit_video`)."""
@@ -281,24 +313,28 @@ class GsplatRenderer:
     def _video_camera_tensors(self, cameras: Cameras):
         """``(viewmats [N,4,4], Ks [N,3,3], sky rays [N,3,3], stride, hc, wc)`` on the GPU
         through one pinned, non-blocking upload: a pageable ``.to(device)`` waits for
-        the GPU queue to drain, which would serialise this batch behind the previous one."""
+        the GPU queue to drain, which would serialise this batch behind the previous one.
+        The three arrays lie one after the other, so the device tensors are views (no copies)."""
         torch = self._torch
         n = len(cameras)
         rays, stride, hc, wc = coarse_sky_geometry(cameras)
-        staging = torch.empty((n, 16 + 9 + 9), dtype=torch.float32, pin_memory=True)
+        staging, uploaded = self._staging.take(34 * n)
         host = staging.numpy()
-        host[:, :16] = cameras.w2c.reshape(n, 16)
-        host[:, 16:25] = cameras.K.reshape(n, 9)
-        host[:, 25:] = rays.reshape(n, 9)
+        host[: 16 * n] = cameras.w2c.reshape(-1)
+        host[16 * n : 25 * n] = cameras.K.reshape(-1)
+        host[25 * n : 34 * n] = rays.reshape(-1)
         dev = staging.to(self.device, non_blocking=True)
-        viewmats, Ks, rays = (dev[:, a:b].reshape(n, *shape).contiguous() for a, b, shape in ((0, 16, (4, 4)), (16, 25, (3, 3)), (25, 34, (3, 3))))
+        uploaded.record()  # the slot may be refilled once this copy is done
+        viewmats = dev[: 16 * n].view(n, 4, 4)
+        Ks = dev[16 * n : 25 * n].view(n, 3, 3)
+        rays = dev[25 * n : 34 * n].view(n, 3, 3)
         return viewmats, Ks, rays, stride, hc, wc
 
     def _sky_grids(self, sky: Sky, cameras: Cameras, rays, stride: int, hc: int, wc: int):
         """``([N, hc, wc, 3] float32 coarse sky grids on the GPU, stride)``.
 
-        Computed on the GPU for :class:`Sky` itself (a few small kernels for any number
-        of cameras: no per-camera CPU work, no cache misses when players turn); a Sky
+        Computed on the GPU for :class:`Sky` itself (one kernel launch for any number of
+        cameras: no per-camera CPU work, no cache misses when players turn); a Sky
         subclass with its own colours goes through the CPU grid cache.
         """
         torch = self._torch
@@ -312,10 +348,7 @@ class GsplatRenderer:
             constants = self._sky_constants.get(sky)
             if constants is None:
                 constants = self._sky_constants[sky] = SkyConstants(torch, sky, self.device)
-            pixels = self._coarse_pixels.get((hc, wc))
-            if pixels is None:
-                pixels = self._coarse_pixels[(hc, wc)] = coarse_pixel_centres(torch, hc, wc, self.device)
-            return sky_grids_torch(torch, constants, rays, pixels, stride)
+            return self._kernels.sky_grids(torch, constants, rays, hc, wc), stride
         grids = [self._skies.get(sky, cameras[i]) for i in range(len(cameras))]
         return torch.from_numpy(np.stack([g for g, _ in grids])).to(self.device), grids[0][1]
 
@@ -339,19 +372,64 @@ class GsplatRenderer:
         return full[:, :, : cameras.height, : cameras.width].permute(0, 2, 3, 1)
 
 
-class _PendingGpuVideo:
-    """I420 frames whose copy into pinned host memory was queued on the copy stream."""
+class _PinnedRing:
+    """A few reusable pinned host buffers for small uploads (camera matrices).
 
-    def __init__(self, frames_host, copied, width: int, height: int, scene_version: int) -> None:
-        self._frames_host = frames_host
-        self._copied = copied
+    ``take(count)`` returns a float32 pinned view of ``count`` elements and the slot's
+    event; the caller records the event after queueing the copy. A slot is refilled
+    only after its last copy finished (in practice long done: the ring turns once per
+    ``SLOTS`` batches). Allocating pinned memory per batch costs ~40 us of host time.
+    """
+
+    SLOTS = 8
+
+    def __init__(self, torch) -> None:
+        self._torch = torch
+        self._lock = threading.Lock()
+        self._slots: list = [None] * self.SLOTS
+        self._events = [torch.cuda.Event() for _ in range(self.SLOTS)]
+        self._next = 0
+
+    def take(self, count: int):
+        torch = self._torch
+        with self._lock:
+            i = self._next
+            self._next = (i + 1) % self.SLOTS
+            event = self._events[i]
+            event.synchronize()  # a never-recorded event returns at once
+            buffer = self._slots[i]
+            if buffer is None or buffer.numel() < count:
+                buffer = self._slots[i] = torch.empty(max(count, 1024), dtype=torch.float32, pin_memory=True)
+        return buffer[:count], event
+
+
+class _PendingGpuVideo:
+    """I420 frames rendered on the GPU; the copy to pinned host memory is queued late
+    (see :meth:`GsplatRenderer.submit_video`) and exactly once."""
+
+    def __init__(self, renderer: GsplatRenderer, frames_gpu, rendered, width: int, height: int, scene_version: int) -> None:
+        self._renderer = renderer
+        self._frames_gpu = frames_gpu
+        self._rendered = rendered
+        self._lock = threading.Lock()
+        self._frames_host = None
+        self._copied = None
         self._result: VideoFrames | None = None
         self._size = (width, height)
         self._version = scene_version
 
+    def issue_copy(self) -> None:
+        """Queue the copy to the host if nobody has yet (any thread, any number of times)."""
+        with self._lock:
+            if self._copied is None:
+                self._frames_host, self._copied = self._renderer._copy_to_host(self._frames_gpu, self._rendered)
+                self._frames_gpu = None
+
     def wait(self) -> VideoFrames:
         """Block until the copy is done; the arrays view the pinned buffer (kept alive by them)."""
         if self._result is None:
+            self.issue_copy()
+            self._renderer._forget(self)
             self._copied.synchronize()
             self._result = VideoFrames(self._frames_host.numpy(), *self._size, self._version)
             self._frames_host = None
