@@ -92,21 +92,10 @@ def player_cameras(n: int, width: int = 1280, height: int = 720) -> Cameras:
     )
 
 
-def timed(fn, seconds: float, torch) -> tuple[int, float]:
-    """Call ``fn`` until ``seconds`` have passed (after 2 warm-up calls); (calls, seconds), synchronised."""
-    fn(), fn()
-    torch.cuda.synchronize()
-    calls, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        fn()
-        calls += 1
-    torch.cuda.synchronize()
-    return calls, time.perf_counter() - t0
-
-
 def bench_render(scene: Scene, batches: list[int], seconds: float) -> dict:
     import torch
 
+    from bench.gpu_timing import raw_vs_runtime, timed
     from runtime.world.render.gsplat_renderer import GsplatRenderer
     from runtime.world.render.video import rgb_to_i420
 
@@ -115,36 +104,18 @@ def bench_render(scene: Scene, batches: list[int], seconds: float) -> dict:
     out = {"backend": renderer.video_backend, "gaussians": snap.num_gaussians, "rows": []}
     for n in batches:
         cams = player_cameras(n)
-        g = renderer._visible(snap, cams)
-        viewmats, Ks = renderer._camera_tensors(cams)
-
-        def raster():
-            with torch.no_grad():
-                renderer._gsplat.rasterization(
-                    g.means, g.quats, g.scales, g.opacities, g.colors, viewmats, Ks, 1280, 720,
-                    near_plane=0.01, eps2d=0.3, packed=False, render_mode="RGB", rasterize_mode="classic",
-                )
-
-        in_flight: list = []
-
-        def pipelined():
-            in_flight.append(renderer.submit_video(snap, cams, SKY))
-            if len(in_flight) > 1:
-                in_flight.pop(0).wait()
-
-        row = {"batch": n, "visible": len(g)}
+        row = {"batch": n, "visible": len(renderer._visible(snap, cams))}
+        both = raw_vs_runtime(renderer, snap, cams, SKY, seconds, torch)
+        row["raster_views_per_s"], row["raster_ms_per_call"] = both["raw_views_per_s"], both["raw_ms_per_call"]
+        row["video_pipelined_views_per_s"], row["video_pipelined_ms_per_call"] = both["runtime_views_per_s"], both["runtime_ms_per_call"]
         for name, fn, secs in (
-            ("raster", raster, seconds),
-            ("video_pipelined", pipelined, seconds),
             ("video_blocking", lambda: renderer.render_video(snap, cams, SKY), seconds / 2),
             ("render_rgb_depth_alpha", lambda: renderer.render(snap, cams, SKY), seconds / 2),
         ):
             calls, dt = timed(fn, secs, torch)
             row[f"{name}_views_per_s"] = calls * n / dt
             row[f"{name}_ms_per_call"] = dt / calls * 1e3
-        for p in in_flight:
-            p.wait()
-        row["ratio_video_to_raster"] = row["video_pipelined_views_per_s"] / row["raster_views_per_s"]
+        row["ratio_video_to_raster"] = both["ratio"]
         # Parity: GPU I420 vs the CPU conversion of render()'s RGB, same cameras.
         video = renderer.render_video(snap, cams[:2] if n > 1 else cams, SKY).i420
         ref = rgb_to_i420(renderer.render(snap, cams[:2] if n > 1 else cams, SKY).rgb)
@@ -236,8 +207,11 @@ def bench_threads(pictures: list[np.ndarray], threads: int, seconds: float = 3.0
     return {"threads": threads, "fps_1_thread": one, f"fps_{threads}_threads": many, "speedup": many / one}
 
 
-async def _capacity_trial(pictures: list[np.ndarray], streams: int, fps: int, seconds: float, executor) -> dict:
-    """``streams`` server tracks fed at ``fps`` through the encode pool; late-frame fraction."""
+async def _capacity_trial(pictures: list[np.ndarray], streams: int, fps: int, seconds: float, executor, warmup_s: float = 1.0) -> dict:
+    """``streams`` server tracks fed at ``fps`` through the encode pool; late-frame fraction.
+
+    The first ``warmup_s`` are fed but not counted: they include starting the encoders
+    (x264 set-up, the pool's first tasks), which a live server pays once per player."""
     from runtime.stream.encoder import EncoderSettings
     from runtime.stream.video_track import PlayerVideoTrack, RenderedFrame
 
@@ -245,7 +219,11 @@ async def _capacity_trial(pictures: list[np.ndarray], streams: int, fps: int, se
     late = [0]
     delays: list[float] = []
 
+    first_counted = [None]  # tick index from which frames count
+
     def on_encoded(frame) -> None:
+        if first_counted[0] is None or frame.input_seq < first_counted[0]:
+            return
         delays.append(frame.mtp_s)
         if frame.mtp_s > period:
             late[0] += 1
@@ -262,13 +240,17 @@ async def _capacity_trial(pictures: list[np.ndarray], streams: int, fps: int, se
     start = time.monotonic()
     next_t = start
     k = 0
-    while time.monotonic() - start < seconds:
+    dropped_before = 0
+    while time.monotonic() - start < seconds + warmup_s:
         tick = time.monotonic()
+        if first_counted[0] is None and tick - start >= warmup_s:
+            first_counted[0] = k
+            dropped_before = sum(t.dropped for t in tracks)
         for i, track in enumerate(tracks):
             picture = pictures[(k + 3 * i) % len(pictures)]
             # input_received_at = the tick: mtp_s is then tick -> packet handed over.
             track.offer(RenderedFrame(picture, tick, k, tick, 0.0, "yuv420p"))
-            offered += 1
+            offered += first_counted[0] is not None
         k += 1
         next_t += period
         await asyncio.sleep(max(0.0, next_t - time.monotonic()))
@@ -278,7 +260,7 @@ async def _capacity_trial(pictures: list[np.ndarray], streams: int, fps: int, se
     for s in senders:
         s.cancel()
     await asyncio.gather(*senders, return_exceptions=True)
-    dropped = sum(t.dropped for t in tracks)
+    dropped = sum(t.dropped for t in tracks) - dropped_before
     return {
         "streams": streams,
         "fps": fps,

@@ -2,8 +2,13 @@
 
 Scenes are synthetic "typical worlds" (:mod:`runtime.world.render.synthetic`): chunks
 of pixel-aligned Gaussians ray-marched from 320x180 views at 75 degrees (the world's
-keyframe settings), ~40k Gaussians per chunk. The 10M scene is ten copies of the 1M
-world strung along the path behind the player, as a long walk leaves them.
+keyframe settings), ~40k Gaussians per chunk. The 3M scene is the 1M world three times
+over, 5 cm apart (all of it in view); the 10M scene is ten copies of the 1M world strung
+along the path behind the player, as a long walk leaves them.
+
+``--gsplat`` times, per scene, image size (640x360, 1280x720) and batch (1, 8, 32), raw
+``gsplat.rasterization`` against the runtime's streaming path (``submit_video``) in the
+same run (``bench/gpu_timing.py``), and the PSNR between gsplat and the CPU renderer.
 
 A "frame" is one view of a player turning slowly (yaw += 0.02 rad per frame, so the
 sky cache misses every frame, as when turning) from the origin.
@@ -49,6 +54,9 @@ def build_scenes(quick: bool) -> dict[str, Scene]:
         return scenes
     scenes["typical-8"] = scene_from_chunks(views[::3])
     scenes["typical-24"] = scene_from_chunks(views)
+    # ~3M visible: the 1M world three times over, 5 cm apart (denser, all in view).
+    offsets = (np.zeros(3, np.float32), np.array([0.05, 0.0, 0.05], np.float32), np.array([-0.05, 0.0, 0.05], np.float32))
+    scenes["typical-24x3"] = scene_from_chunks([translated(v, o) for o in offsets for v in views])
     copies: list[Gaussians] = []
     for k in range(10):
         copies += [translated(v, np.array([0.0, 0.0, -250.0 * k], np.float32)) for v in views]
@@ -124,39 +132,43 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def bench_gsplat(scenes: dict[str, Scene], repeats: int) -> list[dict]:
+GSPLAT_SIZES = ((640, 360), (1280, 720))
+
+
+def bench_gsplat(scenes: dict[str, Scene], seconds: float) -> list[dict]:
+    """Per scene, image size and batch: raw ``gsplat.rasterization`` vs the runtime's
+    streaming path (``submit_video``: I420 frames in host memory), same run, same cameras;
+    plus the gsplat-vs-CPU-renderer PSNR on one 640x360 view."""
     import torch
 
+    from bench.gpu_timing import raw_vs_runtime
     from runtime.world.render.gsplat_renderer import GsplatRenderer
 
     renderer = GsplatRenderer()
     rows = []
     for name, scene in scenes.items():
         snap = scene.snapshot()
-        # Parity with the CPU renderer on the same view.
         cam = walk(640, 360, 1)[0]
         cpu = CpuRenderer().render(snap, cam, SKY)
         gpu = renderer.render(snap, cam, SKY)
         quality = {"psnr_vs_cpu_db": psnr(gpu.rgb, cpu.rgb), "alpha_mae": float(np.abs(gpu.alpha - cpu.alpha).mean())}
-        for batch in (1, 8, 32):
-            cams = Cameras.concat(walk(1280, 720, batch))
-            renderer.render(snap, cams, SKY)  # warm-up: upload, concatenation, kernels
-            torch.cuda.synchronize()
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                renderer.render(snap, cams, SKY)  # includes the copy back to the host
-                times.append((time.perf_counter() - t0) * 1e3)
-            ms = float(np.median(times))
-            rows.append({"scene": name, "total": snap.num_gaussians, "batch": batch, "ms_per_call": ms,
-                         "ms_per_view": ms / batch, **quality})
+        for width, height in GSPLAT_SIZES:
+            for batch in (1, 8, 32):
+                cams = Cameras.concat(walk(width, height, batch))
+                both = raw_vs_runtime(renderer, snap, cams, SKY, seconds, torch)
+                row = {"scene": name, "total": snap.num_gaussians, "size": f"{width}x{height}", "batch": batch, **both, **quality}
+                row["runtime_ms_per_view"] = both["runtime_ms_per_call"] / batch
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
 
 
 def print_gsplat(rows: list[dict]) -> None:
-    print(f"{'scene':<12} {'total':>9} {'batch':>5} {'ms/call':>8} {'ms/view':>8} {'PSNR vs cpu':>11} {'alpha MAE':>9}")
+    print(f"{'scene':<14} {'total':>10} {'size':>9} {'batch':>5} {'raw views/s':>11} {'runtime views/s':>15} "
+          f"{'ratio':>5} {'ms/view':>7} {'PSNR vs cpu':>11} {'alpha MAE':>9}")
     for r in rows:
-        print(f"{r['scene']:<12} {r['total']:>9,} {r['batch']:>5} {r['ms_per_call']:>8.2f} {r['ms_per_view']:>8.2f} "
+        print(f"{r['scene']:<14} {r['total']:>10,} {r['size']:>9} {r['batch']:>5} {r['raw_views_per_s']:>11.0f} "
+              f"{r['runtime_views_per_s']:>15.0f} {r['ratio']:>5.2f} {r['runtime_ms_per_view']:>7.3f} "
               f"{r['psnr_vs_cpu_db']:>11.1f} {r['alpha_mae']:>9.4f}")
 
 
@@ -166,6 +178,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the smallest scene")
     parser.add_argument("--gsplat", action="store_true", help="also time the gsplat renderer (CUDA)")
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU timings")
+    parser.add_argument("--gsplat-seconds", type=float, default=1.0, help="timing window per gsplat measurement")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
@@ -175,7 +188,7 @@ def main() -> None:
         result["cpu"] = bench_cpu(scenes, args.frames)
         print_cpu(result["cpu"])
     if args.gsplat:
-        result["gsplat"] = bench_gsplat(scenes, max(5, args.frames))
+        result["gsplat"] = bench_gsplat(scenes, args.gsplat_seconds)
         print_gsplat(result["gsplat"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
