@@ -10,16 +10,33 @@ turning) and reports per round:
 * sent fps per player (server ``stats``) and received (decoded) fps per player,
 * render and encode ms per frame (server ``stats``),
 * the largest gap between decoded frames, overall and while generation jobs were running,
-* generation jobs finished during the round.
+* generation jobs finished during the round,
+* the server's CPU use over the driving window, when the bench started the server itself
+  (NaN with ``--url``), in % of one core from ``/proc/<pid>/stat``: its main process, all
+  its threads (the event loop: signalling, WebRTC packetisation, the render loop; plus
+  render/encode threads, so it can exceed 100%), and the sum over its child processes
+  (the encoder pool). Compare the main process with 100% per busy thread: it tells
+  whether the server's one event-loop process is the bound.
 
 Examples::
 
     .venv/bin/python bench/stream.py                                   # CPU: 1, 4, 8 players
     .venv/bin/python bench/stream.py --renderer gsplat --resolution 1280x720 --fps 60
     .venv/bin/python bench/stream.py --players 1 --duration 5 --json out/stream.json
+    python3 bench/stream.py --renderer gsplat --players 8,32 --client-procs auto   # GPU machine
 
-The client decodes in this same process: on a 2-core machine the clients' decoding
-competes with the server for the cores, so the numbers are a floor.
+Where the clients run: they share the machine with the server. With ``--client-procs 1``
+(the default) all of them run in this one process and event loop; with many players (say
+32 aiortc clients receiving, decrypting and decoding 720p H.264) that process saturates
+and the numbers measure the bench client rather than the server. ``--client-procs K``
+deals each round's players out over K spawned worker processes, each with its own event
+loop (uvloop when importable); ``auto`` is max(1, min(players, cpus // 4)), e.g. 4
+processes for 32 players on a 16-core machine. The first client of worker 0 creates the
+world, the other clients join it once it exists, all workers start driving at one common
+(wall-clock) start time and send their raw measurements back, which are merged into the
+same row as in-process. Either way the clients' decoding competes with the server for the
+cores (on a 2-core machine, heavily), so the results are a floor; results with all
+clients in-process are the lowest floor.
 """
 
 from __future__ import annotations
@@ -28,12 +45,15 @@ import argparse
 import asyncio
 import json
 import math
+import multiprocessing as mp
 import os
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from pathlib import Path
 
@@ -44,6 +64,9 @@ sys.path.insert(0, str(ROOT))
 
 from protocol import messages as m  # noqa: E402
 from runtime.client import WorldClient  # noqa: E402
+
+CONNECT_TIMEOUT = 300.0  # generous: a GPU renderer may compile its kernels on the first frame
+SETTLE_S = 1.0  # let the first frames and keyframes settle before driving
 
 
 def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -70,6 +93,66 @@ def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("server did not start in 120 s")
 
 
+def run_loop(coro):
+    """Run ``coro`` on a fresh event loop: uvloop when importable, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+# ---------------------------------------------------------------------------- server CPU
+class ServerCpu:
+    """CPU time of a process and of its child processes, from ``/proc`` (Linux, no psutil).
+
+    A sample is ``(monotonic time, main ticks, reaped-children ticks, {child pid: ticks})``;
+    :meth:`usage` turns two samples into % of one core. Children that exited between the two
+    samples are counted through the parent's ``cutime + cstime`` (once it has waited for them).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _stat(pid: int) -> tuple[int, int, int]:
+        """``(ppid, utime + stime, cutime + cstime)`` in clock ticks."""
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()  # the command name may hold spaces and ')'
+        return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+    def sample(self):
+        now = time.monotonic()
+        try:
+            _, own, reaped = self._stat(self.pid)
+        except (OSError, ValueError, IndexError):
+            return None  # the server is gone
+        children = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                ppid, ticks, _ = self._stat(int(name))
+            except (OSError, ValueError, IndexError):
+                continue  # exited meanwhile
+            if ppid == self.pid:
+                children[int(name)] = ticks
+        return now, own, reaped, children
+
+    def usage(self, a, b) -> tuple[float, float]:
+        """``(main %, children %)`` of one core between samples ``a`` and ``b``."""
+        if a is None or b is None or b[0] <= a[0]:
+            return float("nan"), float("nan")
+        wall = b[0] - a[0]
+        own = (b[1] - a[1]) / self.hz
+        kids = sum(t - a[3].get(pid, 0) for pid, t in b[3].items())
+        kids += (b[2] - a[2]) - sum(t for pid, t in a[3].items() if pid not in b[3])
+        return 100.0 * own / wall, 100.0 * max(0, kids) / self.hz / wall
+
+
+# ---------------------------------------------------------------------------- measuring
 def pct(values, q) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
@@ -107,63 +190,271 @@ async def drive(c: WorldClient, duration: float, phase: float) -> None:
     await c.send_input()
 
 
-async def round_(url: str, players: int, duration: float) -> dict:
+def marks_of(clients: list[WorldClient]) -> list[tuple[int, int, int]]:
+    return [(c.frames_received, c.event_count, len(c.input_to_frame_ms)) for c in clients]
+
+
+def measure(clients: list[WorldClient], marks, t0: float, t1: float) -> dict:
+    """The raw per-client measurements of one driving window ``[t0, t1]`` (monotonic)."""
+    raw = {k: [] for k in ("mtp", "client_lat", "recv_fps", "gaps", "gen_gaps", "sent_fps", "render_ms", "encode_ms")}
+    jobs_done = set()
+    for c, (f0, e0, l0) in zip(clients, marks):
+        events = list(c.events)[e0 - c.event_count:] if e0 < c.event_count else []
+        raw["mtp"] += [e.mtp_ms for e in events if e.TYPE == "frame_info" and e.mtp_ms >= 0]
+        stats = [e for e in events if e.TYPE == "stats"]
+        raw["sent_fps"] += [s.fps for s in stats[1:]]
+        raw["render_ms"] += [s.frame_ms for s in stats[1:]]
+        raw["encode_ms"] += [s.encode_ms for s in stats[1:]]
+        jobs_done |= {e.job_id for e in events if e.TYPE == "generation_done"}
+        raw["client_lat"] += list(c.input_to_frame_ms)[l0:]
+        times = [t for t in c.frame_times if t0 <= t <= t1]
+        raw["recv_fps"].append((len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0)
+        raw["gaps"].append(max_gap(times))
+        raw["gen_gaps"].append(max_gap(times, generation_windows(c, t0, t1)))
+    raw["jobs_done"] = sorted(jobs_done)
+    raw["duration"] = t1 - t0
+    return raw
+
+
+def summarize(players: int, raws: list[dict], cpu: tuple[float, float]) -> dict:
+    """Merge the raw measurements of all clients (one dict per process) into the round's row."""
+    merged = {k: [v for r in raws for v in r[k]] for k in raws[0] if k not in ("jobs_done", "duration")}
+    mtp, client_lat, recv_fps = merged["mtp"], merged["client_lat"], merged["recv_fps"]
+    sent_fps, render_ms, encode_ms = merged["sent_fps"], merged["render_ms"], merged["encode_ms"]
+    jobs_done = set().union(*(r["jobs_done"] for r in raws))
+    return {
+        "players": players,
+        "duration_s": round(max(r["duration"] for r in raws), 2),
+        "sent_fps": round(float(np.mean(sent_fps)) if sent_fps else float("nan"), 2),
+        "recv_fps": round(float(np.mean(recv_fps)), 2),
+        "recv_fps_min": round(float(np.min(recv_fps)), 2),
+        "server_mtp_p50_ms": round(pct(mtp, 50), 1),
+        "server_mtp_p95_ms": round(pct(mtp, 95), 1),
+        "client_input_to_frame_p50_ms": round(pct(client_lat, 50), 1),
+        "client_input_to_frame_p95_ms": round(pct(client_lat, 95), 1),
+        "render_ms": round(float(np.mean(render_ms)) if render_ms else float("nan"), 2),
+        "encode_ms": round(float(np.mean(encode_ms)) if encode_ms else float("nan"), 2),
+        "max_gap_s": round(max(merged["gaps"]), 3),
+        "max_gap_during_generation_s": round(max(merged["gen_gaps"]), 3),
+        "jobs_done": len(jobs_done),
+        "server_main_cpu_pct": round(cpu[0], 1),
+        "server_children_cpu_pct": round(cpu[1], 1),
+    }
+
+
+NO_CPU = (float("nan"), float("nan"))
+
+
+# ---------------------------------------------------------------------------- in-process round
+async def round_(url: str, players: int, duration: float, cpu: ServerCpu | None = None) -> dict:
+    """One round with all clients in this process and event loop (``--client-procs 1``)."""
     world = f"bench-{players}p-{uuid.uuid4().hex[:6]}"
     clients = [WorldClient(url, new_world=m.NewWorld(name=world, seed=11), name="bench0")]
-    await clients[0].connect(timeout=300)
+    await clients[0].connect(timeout=CONNECT_TIMEOUT)
     for i in range(1, players):
         c = WorldClient(url, world=world, name=f"bench{i}")
-        await c.connect(timeout=300)
+        await c.connect(timeout=CONNECT_TIMEOUT)
         clients.append(c)
     try:
-        # generous: a GPU renderer may compile its kernels on the first frame
-        await asyncio.gather(*(c.next_frame(timeout=300) for c in clients))
-        await asyncio.sleep(1.0)  # let the first frames and keyframes settle
-        marks = [(c.frames_received, c.event_count, len(c.input_to_frame_ms)) for c in clients]
+        await asyncio.gather(*(c.next_frame(timeout=CONNECT_TIMEOUT) for c in clients))
+        await asyncio.sleep(SETTLE_S)
+        marks = marks_of(clients)
+        cpu0 = cpu.sample() if cpu else None
         t0 = time.monotonic()
         await asyncio.gather(*(drive(c, duration, i * 0.7) for i, c in enumerate(clients)))
         t1 = time.monotonic()
+        usage = cpu.usage(cpu0, cpu.sample()) if cpu else NO_CPU
         await asyncio.sleep(0.3)
-        mtp, client_lat, recv_fps, gaps, gen_gaps, sent_fps, render_ms, encode_ms, jobs_done = [], [], [], [], [], [], [], [], set()
-        for c, (f0, e0, l0) in zip(clients, marks):
-            events = list(c.events)[e0 - c.event_count:] if e0 < c.event_count else []
-            mtp += [e.mtp_ms for e in events if e.TYPE == "frame_info" and e.mtp_ms >= 0]
-            stats = [e for e in events if e.TYPE == "stats"]
-            sent_fps += [s.fps for s in stats[1:]]
-            render_ms += [s.frame_ms for s in stats[1:]]
-            encode_ms += [s.encode_ms for s in stats[1:]]
-            jobs_done |= {e.job_id for e in events if e.TYPE == "generation_done"}
-            client_lat += list(c.input_to_frame_ms)[l0:]
-            times = [t for t in c.frame_times if t0 <= t <= t1]
-            recv_fps.append((len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0)
-            gaps.append(max_gap(times))
-            gen_gaps.append(max_gap(times, generation_windows(c, t0, t1)))
-        return {
-            "players": players,
-            "duration_s": round(t1 - t0, 2),
-            "sent_fps": round(float(np.mean(sent_fps)) if sent_fps else float("nan"), 2),
-            "recv_fps": round(float(np.mean(recv_fps)), 2),
-            "recv_fps_min": round(float(np.min(recv_fps)), 2),
-            "server_mtp_p50_ms": round(pct(mtp, 50), 1),
-            "server_mtp_p95_ms": round(pct(mtp, 95), 1),
-            "client_input_to_frame_p50_ms": round(pct(client_lat, 50), 1),
-            "client_input_to_frame_p95_ms": round(pct(client_lat, 95), 1),
-            "render_ms": round(float(np.mean(render_ms)) if render_ms else float("nan"), 2),
-            "encode_ms": round(float(np.mean(encode_ms)) if encode_ms else float("nan"), 2),
-            "max_gap_s": round(max(gaps), 3),
-            "max_gap_during_generation_s": round(max(gen_gaps), 3),
-            "jobs_done": len(jobs_done),
-        }
+        return summarize(players, [measure(clients, marks, t0, t1)], usage)
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+# ---------------------------------------------------------------------------- client worker processes
+class _Aborted(Exception):
+    """The main process called the round off (another worker failed)."""
+
+
+def _client_worker(wid: int, url: str, world: str, indices: list[int], duration: float, inbox, outbox) -> None:
+    """Entry point of one client worker process (spawned): runs clients ``indices`` of the round.
+
+    Messages to the main process (``outbox``): ``("world", wid, None)`` once client 0 (worker 0
+    only) has created the world, ``("ready", wid, None)`` once all its clients have their first
+    frame, ``("result", wid, raw)`` after driving, ``("error", wid, traceback)`` on failure.
+    From the main process (``inbox``): ``("connect",)`` (workers other than 0: the world exists),
+    ``("start", wall_time)``, ``("abort",)``.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and ends us
+    try:
+        run_loop(_worker_async(wid, url, world, indices, duration, inbox, outbox))
+    except _Aborted:
+        pass
+    except BaseException:
+        outbox.put(("error", wid, traceback.format_exc()))
+
+
+async def _worker_async(wid: int, url: str, world: str, indices: list[int], duration: float, inbox, outbox) -> None:
+    parent = os.getppid()
+
+    async def command(kind: str, timeout: float) -> tuple:
+        # poll, so that this loop keeps receiving and decoding video while it waits
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = inbox.get_nowait()
+            except queue.Empty:
+                if os.getppid() != parent:
+                    raise RuntimeError("the main process went away") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker {wid}: no {kind!r} from the main process in {timeout:g} s") from None
+                await asyncio.sleep(0.02)
+                continue
+            if msg[0] == "abort":
+                raise _Aborted
+            if msg[0] != kind:
+                raise RuntimeError(f"worker {wid}: expected {kind!r}, got {msg!r}")
+            return msg
+
+    clients: list[WorldClient] = []
+    try:
+        if wid != 0:
+            await command("connect", CONNECT_TIMEOUT + 60)
+        for i in indices:
+            if i == 0:
+                c = WorldClient(url, new_world=m.NewWorld(name=world, seed=11), name="bench0")
+            else:
+                c = WorldClient(url, world=world, name=f"bench{i}")
+            clients.append(c)
+            await c.connect(timeout=CONNECT_TIMEOUT)
+            if i == 0:
+                outbox.put(("world", wid, None))
+        await asyncio.gather(*(c.next_frame(timeout=CONNECT_TIMEOUT) for c in clients))
+        outbox.put(("ready", wid, None))
+        _, start_wall = await command("start", 4 * CONNECT_TIMEOUT)
+        await asyncio.sleep(max(0.0, start_wall - time.time()))
+        marks = marks_of(clients)
+        t0 = time.monotonic()
+        await asyncio.gather(*(drive(c, duration, i * 0.7) for i, c in zip(indices, clients)))
+        t1 = time.monotonic()
+        await asyncio.sleep(0.3)
+        outbox.put(("result", wid, measure(clients, marks, t0, t1)))
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+def _await_messages(outbox, procs, kind: str, wids: set[int], timeout: float, tick=None) -> dict[int, object]:
+    """Wait for a ``kind`` message from each worker in ``wids``; raise on a worker's error,
+    death or the timeout. ``tick()`` runs at least every 0.2 s and returns the seconds it wants
+    to be called again in (for sampling at exact times)."""
+    got: dict[int, object] = {}
+    deadline = time.monotonic() + timeout
+    dead_since: dict[int, float] = {}
+    while set(got) < wids:
+        wait = 0.2
+        if tick is not None:
+            wait = max(0.0, min(wait, tick()))
+        try:
+            what, wid, payload = outbox.get(timeout=wait)
+        except queue.Empty:
+            now = time.monotonic()
+            if now > deadline:
+                missing = sorted(wids - set(got))
+                raise TimeoutError(f"client workers {missing}: no {kind!r} within {timeout:g} s") from None
+            for wid in wids - set(got):
+                if procs[wid].exitcode is not None:
+                    # a message put just before exiting may still be in flight: give it a moment
+                    if now - dead_since.setdefault(wid, now) > 2.0:
+                        raise RuntimeError(
+                            f"client worker {wid} exited (code {procs[wid].exitcode}) before {kind!r}") from None
+            continue
+        if what == "error":
+            raise RuntimeError(f"client worker {wid} failed:\n{payload}")
+        if what != kind:
+            raise RuntimeError(f"client worker {wid}: expected {kind!r}, got {what!r}")
+        got[wid] = payload
+    if tick is not None:
+        tick()
+    return got
+
+
+def round_procs(url: str, players: int, duration: float, procs_n: int, cpu: ServerCpu | None = None) -> dict:
+    """One round with the clients dealt out over ``procs_n`` spawned worker processes."""
+    world = f"bench-{players}p-{uuid.uuid4().hex[:6]}"
+    groups = [[int(i) for i in g] for g in np.array_split(np.arange(players), min(procs_n, players))]
+    ctx = mp.get_context("spawn")
+    outbox = ctx.Queue()
+    inboxes = [ctx.Queue() for _ in groups]
+    procs = [
+        ctx.Process(target=_client_worker, args=(w, url, world, g, duration, inboxes[w], outbox),
+                    name=f"bench-clients-{w}", daemon=True)
+        for w, g in enumerate(groups)
+    ]
+    for p in procs:
+        p.start()
+    everyone = set(range(len(procs)))
+    failed = False
+    try:
+        _await_messages(outbox, procs, "world", {0}, CONNECT_TIMEOUT + 60)
+        for q in inboxes[1:]:
+            q.put(("connect",))
+        per_worker = max(len(g) for g in groups)
+        _await_messages(outbox, procs, "ready", everyone, CONNECT_TIMEOUT * (1 + per_worker) + 60)
+
+        start_wall = time.time() + SETTLE_S
+        for q in inboxes:
+            q.put(("start", start_wall))
+        # sample the server's CPU at the common start and end of driving, while waiting
+        start_mono = time.monotonic() + (start_wall - time.time())
+        samples: list = []
+
+        def tick() -> float:
+            due = (start_mono, start_mono + duration)
+            if len(samples) < 2 and time.monotonic() >= due[len(samples)]:
+                samples.append(cpu.sample() if cpu else None)
+            return due[len(samples)] - time.monotonic() if len(samples) < 2 else 0.2
+
+        raws = _await_messages(outbox, procs, "result", everyone, SETTLE_S + duration + 120, tick)
+        usage = cpu.usage(*samples) if cpu and len(samples) == 2 else NO_CPU
+        return summarize(players, [raws[w] for w in sorted(raws)], usage)
+    except BaseException:
+        failed = True
+        for q in inboxes:
+            q.put(("abort",))  # read by workers still waiting for a command; the others are ended below
+        raise
+    finally:
+        deadline = time.monotonic() + (3 if failed else 30)
+        for p in procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))  # workers close their clients, then exit
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        for q in [outbox, *inboxes]:
+            q.cancel_join_thread()
+            q.close()
+
+
+def client_procs_for(spec: str, players: int) -> int:
+    """``--client-procs`` for one round: ``auto`` = max(1, min(players, cpus // 4))."""
+    if spec == "auto":
+        return max(1, min(players, (os.cpu_count() or 1) // 4))
+    return max(1, min(players, int(spec)))
+
+
+def client_procs_arg(text: str) -> str:
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError("a positive integer or 'auto'")
+    return text
+
+
+# ---------------------------------------------------------------------------- output
 COLUMNS = [
     ("players", "players"), ("sent_fps", "sent fps"), ("recv_fps", "recv fps"), ("recv_fps_min", "min recv"),
     ("server_mtp_p50_ms", "MTP p50"), ("server_mtp_p95_ms", "MTP p95"),
     ("client_input_to_frame_p50_ms", "in→frame p50"), ("client_input_to_frame_p95_ms", "in→frame p95"),
     ("render_ms", "render ms"), ("encode_ms", "encode ms"), ("max_gap_s", "max gap s"),
     ("max_gap_during_generation_s", "gap in gen s"), ("jobs_done", "jobs"),
+    ("server_main_cpu_pct", "server main CPU %"), ("server_children_cpu_pct", "server children CPU %"),
 ]
 
 
@@ -176,13 +467,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-async def main_async(args) -> list[dict]:
-    rows = []
-    for n in args.players:
-        print(f"round: {n} player(s), {args.duration:g} s ...", file=sys.stderr, flush=True)
-        rows.append(await round_(args.url, n, args.duration))
-        await asyncio.sleep(2.0)  # let the server drop the last round's players
-    return rows
+def run_rounds(args, cpu: ServerCpu | None) -> tuple[list[dict], dict[int, int]]:
+    rows, used = [], {}
+    for i, n in enumerate(args.players):
+        if i:
+            time.sleep(2.0)  # let the server drop the last round's players
+        k = client_procs_for(args.client_procs, n)
+        used[n] = k
+        where = "in this process" if k == 1 else f"in {k} client processes"
+        print(f"round: {n} player(s) {where}, {args.duration:g} s ...", file=sys.stderr, flush=True)
+        if k == 1:
+            rows.append(run_loop(round_(args.url, n, args.duration, cpu)))
+        else:
+            rows.append(round_procs(args.url, n, args.duration, k, cpu))
+    return rows, used
 
 
 def main() -> int:
@@ -196,6 +494,9 @@ def main() -> int:
     p.add_argument("--fps", type=int, default=None)
     p.add_argument("--codec", default="h264", choices=["h264", "vp8"])
     p.add_argument("--bitrate", default=None)
+    p.add_argument("--client-procs", type=client_procs_arg, default="1",
+                   help="worker processes the clients are spread over: K, or 'auto' = max(1, min(players, cpus // 4)) "
+                        "(default 1: all clients in this process)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows (and settings) as JSON here")
     args = p.parse_args()
     proc = None
@@ -203,11 +504,7 @@ def main() -> int:
         if args.url is None:
             proc, args.url = start_server(args, Path(tmp))
         try:
-            import uvloop
-
-            rows = uvloop.run(main_async(args))
-        except ImportError:
-            rows = asyncio.run(main_async(args))
+            rows, used = run_rounds(args, ServerCpu(proc.pid) if proc is not None else None)
         finally:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
@@ -215,7 +512,9 @@ def main() -> int:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    settings = {k: getattr(args, k) for k in ("renderer", "generator", "resolution", "fps", "codec", "bitrate", "duration")}
+    keys = ("renderer", "generator", "resolution", "fps", "codec", "bitrate", "duration", "client_procs")
+    settings = {k: getattr(args, k) for k in keys}
+    settings["client_procs_by_players"] = used
     print(f"settings: {settings}, cpus: {os.cpu_count()}")
     print(table(rows))
     if args.json:
