@@ -101,8 +101,11 @@ class PlayerVideoTrack(MediaStreamTrack):
     ) -> None:
         super().__init__()
         self.settings = settings
-        create_encoder = getattr(encode_executor, "create_encoder", VideoEncoder)
-        self._encoder = create_encoder(settings)
+        # Made on the first encode, in the executor: opening an encoder in a worker process
+        # (and, for the first player, starting the pool) waits on other processes, and a
+        # player joining must not stall everyone else's frames on the event loop.
+        self._create_encoder = getattr(encode_executor, "create_encoder", VideoEncoder)
+        self._encoder = None
         self._executor = encode_executor
         self._on_encoded = on_encoded
         self._slot: RenderedFrame | None = None
@@ -160,9 +163,7 @@ class PlayerVideoTrack(MediaStreamTrack):
             keyframe = self._keyframe_requested()
             loop = asyncio.get_running_loop()
             try:
-                packets = await loop.run_in_executor(
-                    self._executor, self._encoder.encode, frame.image, pts, keyframe, frame.pixel_format
-                )
+                packets = await loop.run_in_executor(self._executor, self._encode, frame.image, pts, keyframe, frame.pixel_format)
             except RuntimeError:  # executor shut down: the server is stopping
                 raise MediaStreamError
             if not packets:
@@ -184,11 +185,23 @@ class PlayerVideoTrack(MediaStreamTrack):
                 )
             return packet
 
+    def _encode(self, image, pts: int, keyframe: bool, pixel_format: str) -> list[av.Packet]:
+        """Runs in the encode executor (one call at a time per track: ``recv`` awaits it)."""
+        if self._encoder is None:
+            self._encoder = self._create_encoder(self.settings)
+            if self.readyState != "live":  # stopped while the encoder was being made
+                self._close_encoder()
+                return []
+        return self._encoder.encode(image, pts, keyframe, pixel_format)
+
     def stop(self) -> None:
         super().stop()
         self._ready.set()  # wake recv so it raises MediaStreamError
-        if not isinstance(self._encoder, VideoEncoder):  # a worker-process encoder frees its slot
-            self._encoder.close()  # (deferred past a running encode)
+        self._close_encoder()
+
+    def _close_encoder(self) -> None:
+        if self._encoder is not None and not isinstance(self._encoder, VideoEncoder):
+            self._encoder.close()  # a worker-process encoder frees its slot (deferred past a running encode)
 
 
 def _join(packets: list[av.Packet]) -> av.Packet:
