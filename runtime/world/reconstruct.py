@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numba
 import numpy as np
@@ -599,9 +599,17 @@ def shown_depth(
     return np.where(keep, d, np.float32(np.inf)).astype(np.float32)
 
 
+class PinholeView(Protocol):
+    """Anything :func:`occluder_mask` can test against: a :class:`.frames.Frame`, or a view a
+    player was shown (:mod:`.seen_masks`). ``depth`` is read only when no ``shown`` map is given."""
+
+    w2c: np.ndarray  # [4, 4] world-to-camera (OpenCV)
+    K: np.ndarray  # [3, 3] intrinsics in pixels
+
+
 def occluder_mask(
     gaussians: Gaussians,
-    frames: Sequence[Frame],
+    frames: Sequence[Frame | PinholeView],
     *,
     new_centers: np.ndarray | None = None,
     shown: Sequence[np.ndarray] | None = None,
@@ -611,6 +619,7 @@ def occluder_mask(
     footprint_sigmas: float = OCCLUSION_FOOTPRINT_SIGMAS,
     dilation: int = OCCLUSION_DILATION,
     authority_ratio: float = AUTHORITY_RATIO,
+    max_radius: int = OCCLUSION_MAX_RADIUS,
 ) -> np.ndarray:
     """``[G]`` bool: the Gaussians that would change what an earlier frame's reconstruction shows.
 
@@ -618,7 +627,7 @@ def occluder_mask(
     deviation along the ray (metres), ``S`` the block its centre projects to and ``T`` the
     blocks within its footprint -- ``footprint_sigmas`` standard deviations of its projected
     covariance per image axis (EWA, as the renderer splats it; a ground surfel seen at a
-    grazing angle is a thin ellipse), at most ``OCCLUSION_MAX_RADIUS`` blocks -- it is an
+    grazing angle is a thin ellipse), at most ``max_radius`` blocks -- it is an
     occluder when any of these holds:
 
     * ``S`` shows nothing (see :func:`shown_depth`), or ``z + sigma < (1 - margin) x`` its
@@ -633,9 +642,13 @@ def occluder_mask(
     only when its distance to ``f``'s camera is at most ``authority_ratio`` x its distance to
     the nearest new camera.
 
+    Any pinhole view with a ``shown`` map works as a frame: the frozen views players were
+    shown (:mod:`.seen_masks`) pass their rendered picture, per pixel (``stride=1``).
+
     Args:
         gaussians: ``G`` new Gaussians (world coordinates).
-        frames: earlier keyframes to protect (never the keyframes the Gaussians came from).
+        frames: earlier keyframes to protect (never the keyframes the Gaussians came from),
+            or other :class:`PinholeView` s with ``shown`` maps.
         new_centers: ``[C, 3]`` camera centres the Gaussians were made from (metres), or
             None (every frame decides about every Gaussian in its view).
         shown: per frame, its :func:`shown_depth` map (a cache); None computes them.
@@ -644,6 +657,7 @@ def occluder_mask(
         footprint_sigmas: footprint radius, in standard deviations.
         dilation: blocks added to the footprint when looking for blocks that show nothing.
         authority_ratio: see above.
+        max_radius: a footprint reaches at most this many blocks from its centre.
     """
     stride = _check_stride(stride)
     G = len(gaussians)
@@ -656,6 +670,8 @@ def occluder_mask(
         raise ValueError(f"margin must be in [0, 1), got {margin}")
     if int(dilation) != dilation or dilation < 0:
         raise ValueError(f"dilation must be an integer >= 0, got {dilation}")
+    if int(max_radius) != max_radius or max_radius < 0:
+        raise ValueError(f"max_radius must be an integer >= 0, got {max_radius}")
     means = np.ascontiguousarray(gaussians.means, np.float32)
     covariances = _covariances(gaussians)
     if new_centers is None:
@@ -670,7 +686,7 @@ def occluder_mask(
             means, covariances, reach,
             np.asarray(frame.w2c, np.float32), np.asarray(frame.K, np.float32),
             np.ascontiguousarray(block_depth, np.float32), stride, np.float32(1.0 - margin),
-            np.float32(footprint_sigmas), int(dilation), OCCLUSION_MAX_RADIUS, occluder,
+            np.float32(footprint_sigmas), int(dilation), int(max_radius), occluder,
         )
     return occluder
 

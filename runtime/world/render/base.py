@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -28,6 +28,36 @@ class RenderOutput:
     depth: np.ndarray
     alpha: np.ndarray
     scene_version: int
+
+
+def gather_outputs(parts: Sequence[tuple[np.ndarray, RenderOutput]], count: int) -> RenderOutput:
+    """One output for ``count`` cameras from outputs rendered for subsets of them.
+
+    Args:
+        parts: ``(index, output)`` pairs; ``index`` ``[n]`` int gives the cameras (positions
+            in the full batch) that ``output``'s ``n`` images belong to, in order. Together
+            the indices must name every camera once. All outputs share one image size.
+        count: cameras in the full batch.
+
+    The ``scene_version`` is the first part's (callers render all parts from one snapshot).
+    """
+    if not parts:
+        raise ValueError("gather_outputs: parts must not be empty")
+    first = parts[0][1]
+    h, w = first.rgb.shape[1:3]
+    rgb = np.empty((count, h, w, 3), np.uint8)
+    depth = np.empty((count, h, w), np.float32)
+    alpha = np.empty((count, h, w), np.float32)
+    filled = np.zeros(count, np.int32)
+    for index, out in parts:
+        index = np.asarray(index, np.int64)
+        if out.rgb.shape != (len(index), h, w, 3):
+            raise ValueError(f"gather_outputs: part for {len(index)} cameras has rgb {out.rgb.shape}, expected {(len(index), h, w, 3)}")
+        rgb[index], depth[index], alpha[index] = out.rgb, out.depth, out.alpha
+        np.add.at(filled, index, 1)
+    if not (filled == 1).all():
+        raise ValueError(f"gather_outputs: indices must name each of the {count} cameras once")
+    return RenderOutput(rgb=rgb, depth=depth, alpha=alpha, scene_version=first.scene_version)
 
 
 class Renderer(Protocol):

@@ -20,7 +20,7 @@ V, row-major, no padding. ``I420.reshape(H * 3 // 2, W)`` is what
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -152,6 +152,52 @@ class DoneVideoFrames:
 
     def wait(self) -> VideoFrames:
         return self._frames
+
+
+def gather_video_frames(parts: Sequence[tuple[np.ndarray, VideoFrames]], count: int) -> VideoFrames:
+    """One :class:`VideoFrames` for ``count`` cameras from frames rendered for subsets of them.
+
+    ``parts`` are ``(index, frames)`` pairs: ``index`` ``[n]`` int names the cameras (positions
+    in the full batch) of ``frames``' ``n`` pictures, in order; together the indices name every
+    camera once. Pictures are copied out (a part may be a view of reused pinned memory).
+    """
+    if not parts:
+        raise ValueError("gather_video_frames: parts must not be empty")
+    first = parts[0][1]
+    size = i420_size(first.width, first.height)
+    i420 = np.empty((count, size), np.uint8)
+    filled = np.zeros(count, np.int32)
+    for index, frames in parts:
+        index = np.asarray(index, np.int64)
+        if (frames.width, frames.height) != (first.width, first.height) or len(frames) != len(index):
+            raise ValueError(
+                f"gather_video_frames: part of {len(frames)} {frames.width}x{frames.height} pictures for "
+                f"{len(index)} cameras of {first.width}x{first.height}"
+            )
+        i420[index] = frames.i420
+        np.add.at(filled, index, 1)
+    if not (filled == 1).all():
+        raise ValueError(f"gather_video_frames: indices must name each of the {count} cameras once")
+    return VideoFrames(i420, first.width, first.height, first.scene_version)
+
+
+class GatheredVideoFrames:
+    """A :class:`PendingVideoFrames` made of several pending parts (see :func:`gather_video_frames`).
+
+    The parts run concurrently (each may have queued GPU work); ``wait()`` waits on each
+    in turn and puts their pictures in camera order.
+    """
+
+    def __init__(self, parts: Sequence[tuple[np.ndarray, PendingVideoFrames]], count: int) -> None:
+        self._parts = list(parts)
+        self._count = count
+        self._result: VideoFrames | None = None
+
+    def wait(self) -> VideoFrames:
+        if self._result is None:
+            self._result = gather_video_frames([(index, part.wait()) for index, part in self._parts], self._count)
+            self._parts = []
+        return self._result
 
 
 def render_video_via_rgb(renderer, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> VideoFrames:
