@@ -31,6 +31,9 @@ class WorldConfig:
         max_concurrent_jobs: jobs submitted to the executor at once.
         stale_job_s: a queued job no player has asked for in this long is cancelled.
         retry_after_s: a failed view is not requested again for this long.
+        revisit_radius_m, revisit_angle_deg: a player's view within this distance
+            (metres) and angle (degrees) of a view a player was shown earlier is that
+            view again: it is displayed as it was then (see :mod:`.seen_views`).
     """
 
     name: str
@@ -60,6 +63,8 @@ class WorldConfig:
     max_concurrent_jobs: int = 1
     stale_job_s: float = 5.0
     retry_after_s: float = 10.0
+    revisit_radius_m: float = 0.5
+    revisit_angle_deg: float = 20.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -80,6 +85,10 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.job_yaw_offsets must hold 1 to 8 offsets, got {len(self.job_yaw_offsets)}")
         if int(self.max_concurrent_jobs) != self.max_concurrent_jobs or self.max_concurrent_jobs < 1:
             raise ValueError(f"WorldConfig.max_concurrent_jobs must be an integer >= 1, got {self.max_concurrent_jobs}")
+        if not 0.0 < self.revisit_radius_m <= 10.0:
+            raise ValueError(f"WorldConfig.revisit_radius_m must be in (0, 10] metres, got {self.revisit_radius_m}")
+        if not 0.0 < self.revisit_angle_deg < 180.0:
+            raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")
         # JSON round trips turn tuples into lists; keep tuples so configs compare equal.
         for name in ("ring_yaws", "frontier_distances", "keyframe_pitch_range", "job_yaw_offsets"):
             setattr(self, name, tuple(float(v) for v in getattr(self, name)))

@@ -11,7 +11,9 @@ The server and the store drive a world through this class only; it composes the 
   the :class:`.chunk_builder.ChunkBuilder` as a new scene chunk, keeps them in frame
   memory and updates the sky-direction and explored maps, all under one lock so each
   chunk lands atomically.
-* :meth:`World.render` draws ``scene.snapshot()`` and never waits on generation.
+* :meth:`World.render` draws ``scene.snapshot()`` and never waits on generation; cameras
+  standing in a view a player was shown earlier see it as it was shown
+  (:mod:`.seen_views`, :mod:`.seen_masks`, :mod:`.display`).
 * :meth:`World.move` steps a pose with collision against the scene.
 
 Events (:data:`.events.WorldEvent`) go to subscribers from whichever thread made them.
@@ -19,6 +21,7 @@ Events (:data:`.events.WorldEvent`) go to subscribers from whichever thread made
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -31,6 +34,7 @@ from .chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
 from .collision import SceneCollider
 from .config import WorldConfig
 from .coverage import ExploredMap, SkyDirections
+from .display import Display
 from .events import ChunkAdded, ChunkRequested, EventBus, GenerationFailed, GenerationProgress, WorldEvent
 from .frames import Frame
 from .gaussians import Gaussians
@@ -41,10 +45,12 @@ from .motion import MoveInput
 from .motion import step as motion_step
 from .planner import FrontierPlanner, ViewRecord, lookahead_seconds
 from .players import PlayerState
-from .render.video import PendingVideoFrames, submit_video
+from .render.video import PendingVideoFrames
 from .render.base import Renderer, RenderOutput
 from .runner import JobRunner
-from .scene import Chunk, ChunkSource, Scene
+from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
+from .seen_masks import HiddenSplats
+from .seen_views import NO_CHUNK, SeenViews
 from .sky import Sky
 
 # Re-exported: these names have always been importable from runtime.world.world.
@@ -124,6 +130,12 @@ class World:
         # Revisit consistency: Gaussians dropped because earlier keyframes saw something else
         # there, and the total time the check took (milliseconds).
         self.stats.update(gaussians_dropped=0, revisit_check_ms=0.0)
+        # Revisit consistency at display: views players were shown (all / frozen / found
+        # unfinished, so shown plain), Gaussians of later chunks hidden from frozen views (summed
+        # over masks), render calls for frozen-view groups, and the masks computed and their
+        # total time (milliseconds, pictures included).
+        self.stats.update(seen_views=0, seen_views_frozen=0, seen_views_unfinished=0)
+        self.stats.update(hidden_gaussians=0, masked_renders=0, masks_computed=0, mask_ms=0.0)
 
         self._events = EventBus(config.name, self._lock)
         self._queue = JobQueue(self._lock)
@@ -136,6 +148,9 @@ class World:
         self._runner = JobRunner(
             config, self._queue, self.executor, generator, self.memory, self._planner, self.apply, self._emit, self.stats, start_image
         )
+        self.seen_views = SeenViews(config.revisit_radius_m, math.radians(config.revisit_angle_deg), self.stats)
+        hidden = HiddenSplats(renderer, self.sky, lambda: self.sky_directions, config.uncovered_fraction, self.stats)
+        self._display = Display(renderer, self.sky, self.seen_views, hidden, self.stats)
 
     # ------------------------------------------------------------------ events
     def subscribe(self, callback: Callable[[WorldEvent], None]) -> Callable[[], None]:
@@ -180,7 +195,14 @@ class World:
             return []
         now = time.monotonic()
         self.stats["updates"] += 1
+        # Which views players are shown now; views no player stands in any more freeze.
+        standing_in = self.seen_views.observe(players, _newest_chunk_id(self.scene.snapshot()))
         new_jobs, stale = self._planner.plan(players, now, self.lookahead_s, self.caption)
+        for job in new_jobs:  # a job for a player's own view will show there even after it left
+            for player_id in job.requested_by:
+                if player_id in standing_in:
+                    self.seen_views.add_pending(standing_in[player_id], job)
+        self.seen_views.forget_jobs(j.id for j in self._queue.pending())
         for job in stale:
             self._emit(GenerationFailed(job.id, "no player needs this view any more", cancelled=True))
         for job in new_jobs:
@@ -204,6 +226,7 @@ class World:
         rgb, depth = self._builder.checked_result(job, result)
         with self._apply_lock:
             chunks, frames, new_cells = self._builder.build(job, rgb, depth)
+            self.seen_views.job_landed(job.id, [c.id for c in chunks])
             self._planner.record_done(job.cameras)
             self.collider.sync(self.scene.snapshot())
             # Emitted under the apply lock and before the job counts as finished, so that
@@ -215,16 +238,22 @@ class World:
 
     # ------------------------------------------------------------------ rendering
     def render(self, cameras: Cameras) -> RenderOutput:
-        """Draw the current scene snapshot over the sky (never waits on generation)."""
-        return self.renderer.render(self.scene.snapshot(), cameras, self.sky)
+        """Draw the current scene snapshot over the sky (never waits on generation).
+
+        A camera standing in a frozen seen view (within ``revisit_radius_m`` and
+        ``revisit_angle_deg`` of a view a player was shown and left) sees it as it was
+        shown: later chunks' Gaussians that would change that picture are left out.
+        """
+        return self._display.render(self.scene.snapshot(), cameras)
 
     def submit_video(self, cameras: Cameras) -> PendingVideoFrames:
         """Start rendering the I420 pictures a video stream needs (no depth, no alpha).
 
         Returns at once on renderers that queue GPU work (``.wait()`` collects the frames),
         so a caller can queue the next batch before waiting; see :mod:`.render.video`.
+        Frozen seen views are honoured as in :meth:`render`.
         """
-        return submit_video(self.renderer, self.scene.snapshot(), cameras, self.sky)
+        return self._display.submit_video(self.scene.snapshot(), cameras)
 
     # ------------------------------------------------------------------ imports
     def import_gaussians(self, gaussians: Gaussians, source: ChunkSource | None = None, *, min_per_cell: int = 32) -> list[Chunk]:
@@ -269,7 +298,8 @@ class World:
 
     # ---- persistence hooks (used by runtime/world/store) ----
     def state_dict(self) -> dict:
-        """Small JSON-able state beyond chunks and frames: config, explored cells, captions, id counters."""
+        """Small JSON-able state beyond chunks and frames: config, explored cells, captions, id
+        counters, seen views."""
         with self._lock:
             return {
                 "version": 1,
@@ -280,6 +310,7 @@ class World:
                 "done_views": self._planner.done_views.to_state(),
                 "next_job_id": self._planner.next_job_id,
                 "next_frame_id": self._builder.next_frame_id,
+                "seen_views": self.seen_views.to_state(_newest_chunk_id(self.scene.snapshot())),
             }
 
     def restore(self, chunks: Sequence[Chunk], frames: Sequence[Frame], state: dict) -> None:
@@ -310,4 +341,11 @@ class World:
                 self.sky_directions,
                 max(int(state.get("next_frame_id", 0)), max((f.id + 1 for f in frames), default=0)),
             )
+        # Older worlds saved no seen views: they start with none.
+        self.seen_views.load_state(state.get("seen_views", []), _newest_chunk_id(self.scene.snapshot()))
         self.collider.sync(self.scene.snapshot())
+
+
+def _newest_chunk_id(snapshot: SceneSnapshot) -> int:
+    """The largest chunk id in ``snapshot`` (ids grow in landing order), or ``NO_CHUNK``."""
+    return max((c.id for c in snapshot.chunks), default=NO_CHUNK)
