@@ -266,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     if config.generator not in available_generators():
         print(f"unknown generator {config.generator!r}; available: {', '.join(available_generators())}", file=sys.stderr)
         return 2
+    # The event loop (signalling, WebRTC packets) shares this interpreter with the render
+    # and planning threads. With the default 5 ms switch interval every network callback
+    # can wait 5 ms for the interpreter lock while a busy thread runs Python; 1 ms bounds
+    # that wait at the cost of a few more lock hand-overs.
+    sys.setswitchinterval(0.001)
     try:
         import uvloop
 
