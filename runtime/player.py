@@ -49,7 +49,7 @@ class Player:
         name: display name.
         view: the client's display parameters from ``hello``.
         video_size: ``(width, height)`` of the video it receives (both eyes when stereo).
-        send: queues a protocol message to this player's WebSocket (never blocks).
+        send: queues a protocol message (or its encoded bytes) to this player's WebSocket (never blocks).
     """
 
     def __init__(
@@ -59,7 +59,7 @@ class Player:
         view: m.View,
         video_size: tuple[int, int],
         pose: Pose,
-        send: Callable[[m.Message], None],
+        send: Callable[[m.Message | bytes], None],
     ) -> None:
         self.id = player_id
         self.name = name

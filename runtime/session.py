@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from protocol import messages as m
+from protocol.codec import encode
 from runtime.config import Executors, ServerConfig
 from runtime.player import Player, percentile
 from runtime.stream.metrics import ServerMetrics
@@ -120,8 +121,11 @@ class Session:
         log.info("player %s (%r) left world %r (%d players)", player.id, player.name, self.name, len(self.players))
 
     def broadcast(self, msg: m.Message) -> None:
+        # Encoded once for everyone: with 32 players the 10 Hz player list alone was a
+        # sixth of the event loop's time when each connection encoded its own copy.
+        data = encode(msg)
         for player in list(self.players.values()):
-            player.send(msg)
+            player.send(data)
 
     def set_caption(self, text: str) -> None:
         self.world.set_caption(text)

@@ -58,10 +58,11 @@ class Connection:
         }
 
     # ------------------------------------------------------------------ sending
-    def send(self, msg: m.Message) -> None:
-        """Queue ``msg`` for the client; drops it if the client is far behind."""
+    def send(self, msg: m.Message | bytes) -> None:
+        """Queue ``msg`` (a message, or one already encoded: broadcasts encode once) for the
+        client; drops it if the client is far behind."""
         try:
-            self._outbox.put_nowait(encode(msg))
+            self._outbox.put_nowait(msg if isinstance(msg, bytes) else encode(msg))
         except asyncio.QueueFull:
             self._dropped += 1
             if self._dropped in (1, 100, 10_000):
