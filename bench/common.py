@@ -134,9 +134,11 @@ def percentile(values: Iterable[float], q: float) -> float | None:
 
 # ---------------------------------------------------------------- frames
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images (capped at 99 dB for identical ones)."""
-    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
-    return 99.0 if mse <= 1e-10 else 10.0 * math.log10(255.0**2 / mse)
+    """PSNR in dB between two uint8 images, 99 dB for identical ones (JSON has no inf)."""
+    from runtime.world.render.compare import psnr as exact_psnr
+
+    value = exact_psnr(a, b)
+    return 99.0 if math.isinf(value) else value
 
 
 def walk_poses(count: int, eye_y: float, fps: float = 30.0, speed: float = 1.5, turn_rate: float = 0.35):

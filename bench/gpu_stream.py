@@ -97,6 +97,7 @@ def bench_render(scene: Scene, batches: list[int], seconds: float) -> dict:
 
     from bench.gpu_timing import raw_vs_runtime, timed
     from runtime.world.render.gsplat_renderer import GsplatRenderer
+    from runtime.world.render.compare import psnr
     from runtime.world.render.video import rgb_to_i420
 
     renderer = GsplatRenderer()
@@ -121,15 +122,12 @@ def bench_render(scene: Scene, batches: list[int], seconds: float) -> dict:
         ref = rgb_to_i420(renderer.render(snap, cams[:2] if n > 1 else cams, SKY).rgb)
         diff = np.abs(video.astype(np.int16) - ref.astype(np.int16))
         row["i420_max_diff"] = int(diff.max())
-        row["i420_psnr_db"] = _psnr(video, ref)
+        row["i420_psnr_db"] = psnr(video, ref)
         out["rows"].append(row)
         print(json.dumps(row), flush=True)
     return out
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 # ------------------------------------------------------------------ encoding

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.world.camera import Cameras, Pose  # noqa: E402
 from runtime.world.gaussians import Gaussians  # noqa: E402
+from runtime.world.render.compare import psnr  # noqa: E402
 from runtime.world.render.cpu import CpuRenderer  # noqa: E402
 from runtime.world.render.projection import visible_blocks  # noqa: E402
 from runtime.world.render.synthetic import scene_from_chunks, translated, typical_world  # noqa: E402
@@ -127,9 +128,6 @@ def print_cpu(rows: list[dict]) -> None:
               f"{r['fps']:>6.1f} {r['cpu_ms']:>7.1f}")
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 GSPLAT_SIZES = ((640, 360), (1280, 720))

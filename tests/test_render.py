@@ -17,6 +17,7 @@ from runtime.world.render.cpu import CpuRenderer
 from runtime.world.render.synthetic import scene_from_chunks, typical_world
 from runtime.world.scene import ChunkSource, Scene
 from runtime.world.sky import Sky
+from runtime.world.render.compare import psnr
 
 SKY = Sky()
 
@@ -84,9 +85,6 @@ def reference_render(g: Gaussians, cam: Cameras, sky: Sky) -> tuple[np.ndarray, 
     return rgb.reshape(H, W, 3), depth.reshape(H, W), alpha.reshape(H, W)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
 # ---------------------------------------------------------------- scenes

@@ -16,6 +16,7 @@ import pytest
 
 from protocol import messages as m
 from runtime.client import WorldClient
+from runtime.world.render.compare import psnr
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,9 +29,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 async def wait_idle(c: WorldClient, timeout: float = 60.0) -> None:

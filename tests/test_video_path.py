@@ -21,14 +21,12 @@ from runtime.world.render.i420_cpu import rgb_to_i420_numba
 from runtime.world.render.synthetic import scene_from_chunks, typical_world
 from runtime.world.render.video import render_video, rgb_to_i420_reference, split_planes, stitch_i420
 from runtime.world.sky import Sky
+from runtime.world.render.compare import psnr
 
 SKY = Sky()
 W, H = 160, 90
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from runtime.world.motion import EYE_HEIGHT, walk_target_eye_y
 from runtime.world.render.cpu import CpuRenderer
 from runtime.world.scene import ChunkSource
 from runtime.world.seen_masks import capped
+from runtime.world.render.compare import psnr
 
 VIEW_FOV = math.radians(60.0)
 
@@ -57,9 +58,6 @@ def booted(generator, renderer):
     world.close()
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def walk_to(world: World, pose: Pose, target_z: float, speed: float, player: str = "a", dt: float = 0.25):

@@ -117,21 +117,7 @@ class GsplatRenderer:
                 alpha = torch.zeros((n, h, w), dtype=torch.float32, device=self.device)
                 depth = torch.full((n, h, w), float("inf"), dtype=torch.float32, device=self.device)
             else:
-                colors, alphas, _ = self._gsplat.rasterization(
-                    g.means,
-                    g.quats,
-                    g.scales,
-                    g.opacities,
-                    g.colors,
-                    *self._camera_tensors(cameras),
-                    w,
-                    h,
-                    near_plane=NEAR_PLANE,
-                    eps2d=EPS2D,
-                    packed=self.packed,
-                    render_mode="RGB+ED",
-                    rasterize_mode="classic",
-                )
+                colors, alphas = self._rasterize(g, g.colors, *self._camera_tensors(cameras), w, h, "RGB+ED")
                 alpha = alphas[..., 0]
                 rgb_f = colors[..., :3] + (1.0 - alpha)[..., None] * sky_rgb
                 depth = torch.where(alpha >= ALPHA_MIN, colors[..., 3], torch.full_like(alpha, float("inf")))
@@ -170,22 +156,7 @@ class GsplatRenderer:
                 colors = torch.zeros((n, h, w, 3), dtype=torch.float32, device=self.device)
                 alphas = torch.zeros((n, h, w, 1), dtype=torch.float32, device=self.device)
             else:
-                colors, alphas, _ = self._gsplat.rasterization(
-                    g.means,
-                    g.quats,
-                    g.scales,
-                    g.opacities,
-                    g.colors,
-                    viewmats,
-                    Ks,
-                    w,
-                    h,
-                    near_plane=NEAR_PLANE,
-                    eps2d=EPS2D,
-                    packed=self.packed,
-                    render_mode="RGB",
-                    rasterize_mode="classic",
-                )
+                colors, alphas = self._rasterize(g, g.colors, viewmats, Ks, w, h, "RGB")
             self._issue_deferred_copy()
             frames_gpu = torch.empty((n, i420_size(w, h)), dtype=torch.uint8, device=self.device)
             self._kernels.composite(torch, colors, alphas, grid, stride, frames_gpu)
@@ -237,22 +208,23 @@ class GsplatRenderer:
         if len(g) == 0:
             return np.zeros((n, h, w), np.float32)
         with torch.no_grad():
-            _, alphas, _ = self._gsplat.rasterization(
-                g.means,
-                g.quats,
-                g.scales,
-                g.opacities,
-                torch.zeros((len(g), 1), dtype=torch.float32, device=self.device),
-                *self._camera_tensors(cameras),
-                w,
-                h,
-                near_plane=NEAR_PLANE,
-                eps2d=EPS2D,
-                packed=self.packed,
-                render_mode="RGB",
-                rasterize_mode="classic",
-            )
+            colors = torch.zeros((len(g), 1), dtype=torch.float32, device=self.device)
+            _, alphas = self._rasterize(g, colors, *self._camera_tensors(cameras), w, h, "RGB")
         return alphas[..., 0].float().cpu().numpy()
+
+    def _rasterize(self, g: "_GpuGaussians", colors, viewmats, Ks, width: int, height: int, mode: str):
+        """One ``gsplat.rasterization`` call with the project's conventions; ``(colors, alphas)``.
+
+        Args:
+            colors: ``[G, D]`` per-Gaussian values to blend (RGB, or one zero channel for alpha only).
+            viewmats, Ks: ``[N, 4, 4]`` world-to-camera and ``[N, 3, 3]`` intrinsics on the device.
+            mode: gsplat's ``render_mode`` (``"RGB"`` or ``"RGB+ED"``).
+        """
+        colors_out, alphas, _ = self._gsplat.rasterization(
+            g.means, g.quats, g.scales, g.opacities, colors, viewmats, Ks, width, height,
+            near_plane=NEAR_PLANE, eps2d=EPS2D, packed=self.packed, render_mode=mode, rasterize_mode="classic",
+        )
+        return colors_out, alphas
 
     def cached_chunk_ids(self) -> list[int]:
         """Ids of chunks held on the GPU."""
@@ -315,7 +287,6 @@ class GsplatRenderer:
         through one pinned, non-blocking upload: a pageable ``.to(device)`` waits for
         the GPU queue to drain, which would serialise this batch behind the previous one.
         The three arrays lie one after the other, so the device tensors are views (no copies)."""
-        torch = self._torch
         n = len(cameras)
         rays, stride, hc, wc = coarse_sky_geometry(cameras)
         staging, uploaded = self._staging.take(34 * n)
