@@ -210,8 +210,7 @@ def _value(kind: Any, value: Any, meta: dict, path: str) -> Any:
         (item,) = typing.get_args(kind)
         if not isinstance(value, list):
             raise ProtocolError("bad_field", f"must be an array, got {_wire_name(value)}", path)
-        if meta.get("max_len") is not None and len(value) > meta["max_len"]:
-            raise ProtocolError("bad_field", f"at most {meta['max_len']} items, got {len(value)}", path)
+        _check_len(len(value), meta, path, "items")
         item_meta = {k: v for k, v in meta.items() if k != "max_len"}
         return [_value(item, v, item_meta, f"{path}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(kind):
@@ -243,18 +242,22 @@ def _scalar(kind: type, value: Any, meta: dict, path: str) -> Any:
     if kind is str:
         if not isinstance(value, str):
             raise ProtocolError("bad_field", f"must be a string, got {_wire_name(value)}", path)
-        if meta.get("max_len") is not None and len(value) > meta["max_len"]:
-            raise ProtocolError("bad_field", f"at most {meta['max_len']} characters, got {len(value)}", path)
+        _check_len(len(value), meta, path, "characters")
         if meta.get("pattern") and not _pattern(meta["pattern"]).fullmatch(value):
             raise ProtocolError("bad_field", f"must match {meta['pattern']}, got {value[:80]!r}", path)
         return value
     if kind is bytes:
         if not isinstance(value, bytes):
             raise ProtocolError("bad_field", f"must be binary (msgpack bin), got {_wire_name(value)}", path)
-        if meta.get("max_len") is not None and len(value) > meta["max_len"]:
-            raise ProtocolError("bad_field", f"at most {meta['max_len']} bytes, got {len(value)}", path)
+        _check_len(len(value), meta, path, "bytes")
         return value
     raise TypeError(f"protocol: unsupported field type {kind!r} at {path}")  # a bug in messages.py
+
+
+def _check_len(length: int, meta: dict, path: str, unit: str) -> None:
+    limit = meta.get("max_len")
+    if limit is not None and length > limit:
+        raise ProtocolError("bad_field", f"at most {limit} {unit}, got {length}", path)
 
 
 def _check_range(value: float, meta: dict, path: str) -> None:

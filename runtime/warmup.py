@@ -20,6 +20,7 @@ import numpy as np
 
 from runtime.world.camera import Pose
 from runtime.world.generators import create_generator
+from runtime.world.motion import MoveInput
 from runtime.world.render import create_renderer
 from runtime.world.world import PlayerState, World, WorldConfig
 
@@ -45,6 +46,7 @@ def warm_up(renderer=None, generator_name: str = "procedural", timeout_s: float 
         ahead = Pose(spawn.position + np.array([0.0, 0.0, 6.0], np.float32), math.pi / 3, 0.0)
         world.update([PlayerState("warmup", ahead, velocity=np.array([0.0, 0.0, 1.5], np.float32))])
         world.wait_idle(timeout_s)
+        world.move(spawn, MoveInput(forward=1.0), 1 / 30)  # the collision kernels every player step uses
         cameras = spawn.camera(64, 36)
         world.render(cameras)
         world.submit_video(cameras).wait()  # the stream's I420 path

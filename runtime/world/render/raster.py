@@ -20,12 +20,10 @@ of parallel work, so no two threads write the same pixel):
 
 from __future__ import annotations
 
-import math
-
 import numba as nb
 import numpy as np
 
-from .conventions import ALPHA_MAX, ALPHA_MIN, T_MIN
+from .conventions import ALPHA_MAX
 
 TILE = 16
 
@@ -248,7 +246,6 @@ def rasterize_tiles(
         py0 = (t // tiles_x) * TILE
         for py in range(py0, min(py0 + TILE, height)):
             for px in range(px0, min(px0 + TILE, width)):
-                li = (py - py0) * TILE + (px - px0)
                 T = state[py - py0, 0, px - px0]
                 a = 1.0 - T
                 out_alpha[py, px] = a
