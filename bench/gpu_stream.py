@@ -12,7 +12,7 @@ In one run, on one scene (``render/synthetic.py: typical_world``) and the same c
   conversion of ``render()``'s RGB;
 * ``encode``: ms/frame of one 720p stream (I420 in vs RGB in); threads scaling (the
   interpreter lock check: frames/s of 1 thread vs one thread per core on independent
-  streams); capacity: S live tracks (the server's ``PlayerVideoTrack`` + encode pool,
+  streams); capacity: S live tracks (the server's ``PlayerVideoTrack`` + ``encode_pool``,
   newest frame wins) fed at 30/60 fps: the largest S with < 1% late frames (a frame is
   late when its packet is handed over more than one frame interval after its tick, or
   when it was replaced in the slot before being encoded).
@@ -272,15 +272,15 @@ async def _capacity_trial(pictures: list[np.ndarray], streams: int, fps: int, se
 
 
 def bench_capacity(pictures: list[np.ndarray], fps_list: list[int], steps: list[int], seconds: float) -> list[dict]:
-    from runtime.config import Executors
+    from encode_pool import EncodePool
 
     rows = []
     for fps in fps_list:
         best = 0
         for streams in steps:
-            executors = Executors()
-            row = asyncio.run(_capacity_trial(pictures, streams, fps, seconds, executors.encode))
-            executors.shutdown()
+            pool = EncodePool()
+            row = asyncio.run(_capacity_trial(pictures, streams, fps, seconds, pool))
+            pool.shutdown()
             rows.append(row)
             print(json.dumps(row), flush=True)
             if row["late_fraction"] >= 0.01:
@@ -315,7 +315,7 @@ def main() -> None:
 
         scene = scene_from_chunks(typical_world(num_views=args.views, width=320, height=180, seed=0))
     skip = set(filter(None, args.skip.split(",")))
-    from runtime.stream.encoder_pool import usable_cores
+    from runtime.stream.media_pool import usable_cores
 
     result: dict = {"machine": {"cores": usable_cores(), "platform": platform.platform(), "numba": HAVE_NUMBA}}
 

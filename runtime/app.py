@@ -123,6 +123,7 @@ class StreamServer:
         log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, cfg.generator)
         seconds = await asyncio.get_running_loop().run_in_executor(None, warm_up, self.renderer, cfg.generator)
         log.info("warm-up done in %.1f s", seconds)
+        await self.executors.media.start()
         self.registry.start()
         self._server = await serve(
             self._handler,
@@ -155,7 +156,7 @@ class StreamServer:
             except asyncio.TimeoutError:
                 log.warning("some connections did not close in time")
         await self.registry.close()
-        self.executors.shutdown()
+        await self.executors.close()
         log.info("stopped")
 
 

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.stream.encoder_pool import EncodePool
+from runtime.stream.media_pool import MediaPool
 
 
 @dataclass
@@ -53,17 +53,19 @@ class Executors:
 
     * ``render``: world.move + world.render for frame batches (one thread: renderers use
       every core themselves and batching beats interleaving).
-    * ``encode``: video encoding, one task per player frame; the encoders themselves live
-      in worker processes, one per core (``stream/encoder_pool.py`` says why).
+    * ``media``: each player's video after rendering (encode, RTP, SRTP, UDP) in media
+      worker processes, up to one per core (``stream/media_pool.py`` says why); it also
+      holds the thread pool that encodes when there are no worker processes.
     * ``plan``: world.update (coverage probes), world loading and closing.
     * generation runs in each World's own worker thread (one per world), never here.
     """
 
-    def __init__(self, encode_workers: int | None = None) -> None:
+    def __init__(self, media_processes: int | None = None) -> None:
         self.render = ThreadPoolExecutor(1, thread_name_prefix="render")
-        self.encode = EncodePool(encode_workers)
+        self.media = MediaPool(media_processes)
         self.plan = ThreadPoolExecutor(1, thread_name_prefix="plan")
 
-    def shutdown(self) -> None:
-        for pool in (self.render, self.encode, self.plan):
+    async def close(self) -> None:
+        await self.media.stop()
+        for pool in (self.render, self.plan):
             pool.shutdown(wait=False, cancel_futures=True)

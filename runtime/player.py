@@ -78,10 +78,11 @@ class Player:
         self._pending_since: float | None = None
         self._last_take = time.monotonic()
         # video (set by the stream layer)
-        self.video = None  # runtime.stream.webrtc.PlayerVideo or None
-        # The last picture drawn and the view_key it was drawn for (reused while unchanged).
+        self.video = None  # webrtc.PlayerVideo or media_pool.RemotePlayerVideo, or None
+        # The last picture drawn, as (video, what video.stage returned), and the view_key
+        # it was drawn for: offered again while neither changes.
         self.last_view_key: tuple | None = None
-        self.last_picture: np.ndarray | None = None
+        self.last_picture: tuple[object, object] = (None, None)
         # measurements
         self.mtp_ms: collections.deque[float] = collections.deque(maxlen=600)
         self.encode_ms: collections.deque[float] = collections.deque(maxlen=120)

@@ -29,7 +29,7 @@ from protocol.codec import encode
 from runtime.config import Executors, ServerConfig
 from runtime.player import Player, percentile
 from runtime.stream.metrics import ServerMetrics
-from runtime.stream.video_track import EncodedFrame, RenderedFrame
+from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
 from runtime.world.render.video import PendingVideoFrames
 from runtime.world.world import ChunkAdded, ChunkRequested, GenerationFailed, GenerationProgress, PlayerState
@@ -156,7 +156,9 @@ class Session:
             return
         taken_at = time.monotonic()
         takes = [(p, *p.take_input()) for p in players]
-        due = [p for p in players if p.video is not None and p.video.track.wants_frames and p.video.pc.connectionState == "connected"]
+        # Each player's video as of now: a new offer may replace it while this tick renders.
+        videos = {p.id: p.video for p in players if p.video is not None and p.video.ready}
+        due = [p for p in players if p.id in videos]
         world = self.world
 
         def move_and_render():
@@ -174,12 +176,13 @@ class Session:
             # Read before rendering: if a chunk lands meanwhile, the next tick draws again.
             version = world.scene.version
             groups: dict[tuple[int, int], list[Player]] = {}
-            pictures: dict[str, np.ndarray] = {}
+            staged = {}  # player id -> what its video's offer() takes
             keys = {}
             for player in due:
                 keys[player.id] = player.view_key(version)
-                if keys[player.id] == player.last_view_key and player.last_picture is not None:
-                    pictures[player.id] = player.last_picture  # standing still: same pixels
+                last_video, last_staged = player.last_picture
+                if keys[player.id] == player.last_view_key and last_video is videos[player.id] and last_staged is not None:
+                    staged[player.id] = last_staged  # standing still: the same picture again
                 else:
                     groups.setdefault(player.eye_size, []).append(player)
             start = time.perf_counter()
@@ -193,25 +196,28 @@ class Session:
                 frames = pending.wait()
                 i = 0
                 for p, c in zip(members, cams):
-                    # A copy: the frames may live in pinned memory the renderer wants back.
-                    pictures[p.id] = p.last_picture = frames.side_by_side(i, len(c)).copy()  # stereo: eyes left to right
+                    # Staging copies the picture out of the renderer's (pinned) buffers,
+                    # straight into the media worker's ring when there is one.
+                    video = videos[p.id]
+                    staged[p.id] = video.stage(frames.side_by_side(i, len(c)))  # stereo: eyes left to right
+                    p.last_picture = (video, staged[p.id])
                     p.last_view_key = keys[p.id]
                     i += len(c)
-            return pictures, (time.perf_counter() - start) if batches else None
+            return staged, (time.perf_counter() - start) if batches else None
 
-        pictures, render_s = await self._loop.run_in_executor(self.executors.render, move_and_render)
+        staged, render_s = await self._loop.run_in_executor(self.executors.render, move_and_render)
         if render_s is not None:
             self.metrics.render_seconds.observe(render_s)
             for player in due:
                 player.render_ms.append(render_s * 1e3)
         snaps = {p.id: snap for p, snap, _ in takes}
         for player in due:
-            picture = pictures.get(player.id)
-            if picture is None or player.video is None:
+            picture = staged.get(player.id)
+            if picture is None:  # the media worker is a whole ring behind: it gets the next one
+                self.metrics.frames_dropped.inc()
                 continue
             snap = snaps[player.id]
-            if player.video.track.offer(RenderedFrame(picture, taken_at, snap.seq, snap.received_at, render_s or 0.0, "yuv420p")):
-                self.metrics.frames_dropped.inc()
+            videos[player.id].offer(picture, taken_at, snap.seq, snap.received_at, render_s or 0.0)
         self.frames_rendered += 1
 
     def on_encoded(self, player: Player, frame: EncodedFrame) -> None:
@@ -220,6 +226,8 @@ class Session:
         player.sent_at.append(now)
         player.encode_ms.append(frame.encode_s * 1e3)
         self.metrics.frames_sent.inc()
+        if frame.replaced:
+            self.metrics.frames_dropped.inc(frame.replaced)
         self.metrics.encode_seconds.observe(frame.encode_s)
         mtp_ms = -1.0
         if frame.mtp_s is not None:

@@ -1,9 +1,10 @@
-"""The streaming path: I420 frames from the renderers, the encoder taking them, the encoder pool."""
+"""The streaming path: I420 frames from the renderers, the encoder taking them, the player's track."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import numpy as np
@@ -11,7 +12,6 @@ import pytest
 import torch
 
 from runtime.stream.encoder import EncoderSettings, VideoEncoder
-from runtime.stream.encoder_pool import EncodePool
 from runtime.stream.video_track import PlayerVideoTrack, RenderedFrame
 from runtime.world.camera import Cameras, Pose
 from runtime.world.render import cuda_available, gsplat_importable
@@ -113,10 +113,9 @@ def test_encoder_takes_i420_and_rgb_and_gives_the_same_picture():
         VideoEncoder(settings).encode(i420[:-2], 0, pixel_format="yuv420p")
 
 
-@pytest.mark.parametrize("processes", [0, 1])
-def test_encode_pool_delivers_packets_and_newest_frame_wins(processes):
+def test_track_encodes_the_newest_picture_and_counts_the_replaced():
     async def main():
-        pool = EncodePool(threads=2, processes=processes)
+        pool = ThreadPoolExecutor(2)
         try:
             settings = EncoderSettings(width=W, height=H, fps=30, bitrate=2_000_000)
             encoded = []
@@ -127,33 +126,17 @@ def test_encode_pool_delivers_packets_and_newest_frame_wins(processes):
             for k in range(3):
                 track.offer(RenderedFrame(pictures[k], 10.0 + k, k, 5.0 + k, 0.001))
             packet = await asyncio.wait_for(track.recv(), 30)
-            assert track.dropped == 2
+            assert track.dropped == 2 and encoded[-1].replaced == 2
             assert encoded[-1].input_seq == 2 and packet.is_keyframe and packet.size > 0
             assert encoded[-1].mtp_s is not None  # the oldest input still counts (5.0)
             track.offer(RenderedFrame(pictures[0], 14.0, 3, None, 0.001))
             packet = await asyncio.wait_for(track.recv(), 30)
-            assert encoded[-1].input_seq == 3 and not packet.is_keyframe and packet.size > 0
+            assert encoded[-1].input_seq == 3 and not packet.is_keyframe and packet.size > 0 and encoded[-1].replaced == 0
             track.stop()
         finally:
             pool.shutdown(wait=True)
 
     asyncio.run(main())
-
-
-def test_process_encoder_matches_in_process_encoder():
-    pool = EncodePool(threads=1, processes=1)
-    try:
-        settings = EncoderSettings(width=W, height=H, fps=30, bitrate=2_000_000)
-        remote, local = pool.create_encoder(settings), VideoEncoder(settings)
-        i420 = rgb_to_i420_reference(np.random.default_rng(4).integers(0, 256, (2, H, W, 3), dtype=np.uint8))
-        for k in range(2):
-            a = remote.encode(i420[k], 3000 * k, pixel_format="yuv420p")
-            b = local.encode(i420[k], 3000 * k, pixel_format="yuv420p")
-            assert [bytes(p) for p in a] == [bytes(p) for p in b]
-            assert a[0].pts == 3000 * k and a[0].is_keyframe == b[0].is_keyframe
-        remote.close()
-    finally:
-        pool.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------- GPU

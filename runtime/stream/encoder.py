@@ -12,8 +12,8 @@ H.264 uses ``h264_nvenc`` where PyAV has it and it opens on this machine (a GPU 
 NVENC), else libx264; ``WORLDSTREAM_NVENC=0`` turns NVENC off.
 
 An encoder is used by one thread at a time (one per player's track); it is not
-thread-safe. PyAV releases the interpreter lock while libx264/libvpx encode, so a pool
-of threads encodes many streams on as many cores (see ``encoder_pool``).
+thread-safe. PyAV holds the interpreter lock for much of an encode, so the server puts
+players' encoders in media worker processes (``media_pool``).
 """
 
 from __future__ import annotations

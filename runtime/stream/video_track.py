@@ -78,6 +78,8 @@ class EncodedFrame:
     render_s: float
     bytes: int
     keyframe: bool
+    replaced: int = 0
+    """Pictures replaced in the slot, never encoded, since the previous encoded frame."""
 
 
 class PlayerVideoTrack(MediaStreamTrack):
@@ -86,8 +88,8 @@ class PlayerVideoTrack(MediaStreamTrack):
     Args:
         settings: encoder settings (codec, size, rate, bitrate).
         encode_executor: where encoding runs (never the event loop); when it has
-            ``create_encoder(settings)`` (``encoder_pool.EncodePool``), the encoder comes
-            from there (a worker process), else it is a ``VideoEncoder`` in this process.
+            ``create_encoder(settings)`` (``bench/encode_pool.py``), the encoder comes
+            from there, else it is a ``VideoEncoder`` in this process.
         on_encoded: called on the event loop for every frame returned to aiortc.
     """
 
@@ -114,8 +116,8 @@ class PlayerVideoTrack(MediaStreamTrack):
         self._pts0 = random.getrandbits(31)
         self._last_pts = -1
         self._sender = None
-        self._pending_input_at: float | None = None
         self.dropped = 0
+        self._dropped_reported = 0
 
     def attach_sender(self, sender) -> None:
         """Give the track its RTCRtpSender, so receiver keyframe requests (PLI/FIR) reach the encoder."""
@@ -172,6 +174,7 @@ class PlayerVideoTrack(MediaStreamTrack):
             done = time.monotonic()
             mtp = done - frame.input_received_at if frame.input_received_at is not None else None
             if self._on_encoded is not None:
+                self._dropped_reported, replaced = self.dropped, self.dropped - self._dropped_reported
                 self._on_encoded(
                     EncodedFrame(
                         rtp_timestamp=pts % 2**32,
@@ -181,6 +184,7 @@ class PlayerVideoTrack(MediaStreamTrack):
                         render_s=frame.render_s,
                         bytes=packet.size,
                         keyframe=bool(packet.is_keyframe),
+                        replaced=replaced,
                     )
                 )
             return packet

@@ -1,5 +1,11 @@
 """One WebRTC peer connection per player, sending that player's video track.
 
+:class:`PlayerVideo` lives where its packets are made: in a media worker process
+(``media_worker``; the server holds a ``media_pool.RemotePlayerVideo`` with the same
+interface) or, with no worker processes, in the server itself. The session sees only
+that interface: ``ready``, ``stage(picture)`` (any thread), ``offer(...)``, ``answer``,
+``add_candidate``, ``close``.
+
 The client offers (one receive-only video transceiver), the server answers with all of
 its ICE candidates inside (aiortc gathers before answering; it does not trickle). No
 STUN/TURN servers are configured: aiortc's default would contact a public STUN server,
@@ -13,11 +19,12 @@ import logging
 from concurrent.futures import Executor
 from typing import Callable
 
+import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from .encoder import EncoderSettings
-from .video_track import EncodedFrame, PlayerVideoTrack
+from .video_track import EncodedFrame, PlayerVideoTrack, RenderedFrame
 
 log = logging.getLogger("worldstream.webrtc")
 
@@ -36,6 +43,7 @@ class PlayerVideo:
         encode_executor: where frames are encoded.
         on_encoded: called on the loop for every frame handed to aiortc.
         on_closed: called once when the connection fails or closes.
+        on_state: called on every peer connection state change (``"connected"``, ...).
     """
 
     def __init__(
@@ -45,6 +53,7 @@ class PlayerVideo:
         on_encoded: Callable[[EncodedFrame], None],
         on_closed: Callable[["PlayerVideo"], None] | None = None,
         label: str = "",
+        on_state: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.label = label
@@ -57,6 +66,8 @@ class PlayerVideo:
         async def _state() -> None:
             state = self.pc.connectionState
             log.debug("%s: peer connection %s", self.label, state)
+            if on_state is not None:
+                on_state(state)
             if state in ("failed", "closed"):
                 await self.close()
 
@@ -96,6 +107,20 @@ class PlayerVideo:
         parsed.sdpMid = sdp_mid
         parsed.sdpMLineIndex = sdp_mline_index
         await self.pc.addIceCandidate(parsed)
+
+    @property
+    def ready(self) -> bool:
+        """Connected and still wanting pictures."""
+        return not self._closed and self.track.wants_frames and self.pc.connectionState == "connected"
+
+    def stage(self, picture: np.ndarray) -> np.ndarray:
+        """Keep a picture for :meth:`offer` (any thread): a copy, since the renderer's
+        buffers are reused. Returns what ``offer`` takes (offer it again to repeat it)."""
+        return picture.copy()
+
+    def offer(self, staged: np.ndarray, captured_at: float, input_seq: int, input_received_at: float | None, render_s: float) -> None:
+        """Give the track a staged I420 picture (newest wins; see ``video_track``)."""
+        self.track.offer(RenderedFrame(staged, captured_at, input_seq, input_received_at, render_s, "yuv420p"))
 
     async def close(self) -> None:
         if self._closed:

@@ -24,7 +24,7 @@ from runtime.player import Player
 from runtime.sessions import JoinError
 from runtime.stream.encoder import EncoderSettings
 from runtime.stream.rate_limit import TokenBucket
-from runtime.stream.webrtc import PlayerVideo, RtcError
+from runtime.stream.webrtc import RtcError
 
 if TYPE_CHECKING:
     from runtime.app import StreamServer
@@ -232,13 +232,17 @@ class Connection:
         settings = EncoderSettings(codec=cfg.codec, width=w, height=h, fps=cfg.fps, bitrate=cfg.bitrate)
         session = self.session
 
-        def closed(video: PlayerVideo) -> None:
+        def closed(video) -> None:
             if player.video is video:
                 player.video = None
 
-        video = PlayerVideo(
-            settings, server.executors.encode, lambda f: session.on_encoded(player, f), closed, label=f"player {player.id}"
-        )
+        try:
+            video = await server.executors.media.create_video(
+                settings, lambda f: session.on_encoded(player, f), closed, label=f"player {player.id}"
+            )
+        except RtcError as exc:
+            self.error("rtc_failed", str(exc), None, "rtc_offer")
+            return
         try:
             sdp = await video.answer(msg.sdp)
         except RtcError as exc:

@@ -1,4 +1,8 @@
-"""The encode pool: every player's encoder in a pool of worker processes, on all cores.
+"""An encode pool for benchmarks: video encoders in worker processes, with no network.
+
+``bench/gpu_stream.py`` uses it to measure how many streams the machine's cores encode
+(``capacity``) apart from RTP and the network. The server's own path is
+``runtime/stream/media_pool.py``: there the worker holds the whole peer connection.
 
 Why processes: PyAV's encode holds the interpreter lock for most of its time. Measured
 on a 16-core H100 host (``bench/gpu_stream.py``, ``threads_scaling``): 16 threads
@@ -6,19 +10,18 @@ encoding 16 independent 720p streams make 3.0x the frames of one thread, not ~16
 
 Shape of it:
 
-* :class:`EncodePool` is the server's ``encode`` executor (a thread pool) and also
-  creates encoders (``create_encoder(settings)``); each player's track calls its
-  encoder's blocking ``encode`` in one of the pool's threads, as before.
+* :class:`EncodePool` is a thread pool that also creates encoders
+  (``create_encoder(settings)``); each ``PlayerVideoTrack`` given it as its executor
+  calls its encoder's blocking ``encode`` in one of the pool's threads.
 * With worker processes (the default), ``create_encoder`` returns a
-  :class:`ProcessEncoder`: the player's ``VideoEncoder`` lives in one worker (players
+  :class:`ProcessEncoder`: the stream's ``VideoEncoder`` lives in one worker (streams
   are dealt out to the least-loaded worker); the frame goes through one shared-memory
   slot per player, a request ``(slot, pts, keyframe)`` through the worker's pipe, and
   the encoded packets come back as bytes. The thread waits for the reply without the
   interpreter lock. A slot is written only while no encode of that player is in flight
   (each track encodes one frame at a time; newest frame wins in the track's slot, before
   encoding), so the shared memory needs no further locking.
-* ``processes=0`` keeps encoders in the server process (``VideoEncoder``), e.g. for
-  debugging or where process start-up is not wanted.
+* ``processes=0`` keeps encoders in this process (``VideoEncoder``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing as mp
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,31 +37,17 @@ from multiprocessing import shared_memory
 import av
 import numpy as np
 
-from .encoder import TIME_BASE, EncoderSettings, VideoEncoder
+from runtime.stream.encoder import TIME_BASE, EncoderSettings, VideoEncoder
+from runtime.stream.media_pool import usable_cores
 
 log = logging.getLogger("worldstream.encoder")
 REPLY_TIMEOUT_S = 30.0
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 2
-
-
-def default_encode_processes() -> int:
-    """Worker processes: ``WORLDSTREAM_ENCODE_PROCESSES`` if set (0 = none), else one per core."""
-    value = os.environ.get("WORLDSTREAM_ENCODE_PROCESSES")
-    return max(0, int(value)) if value else usable_cores()
-
-
 def default_encode_workers(cores: int | None = None) -> int:
-    """Threads of the encode pool. With worker processes they mostly wait on replies, so
-    enough for every player to have a frame in flight; without, one per core."""
-    cores = cores or usable_cores()
-    return max(2, cores) if default_encode_processes() == 0 else max(32, 2 * cores)
+    """Threads of the encode pool: they mostly wait on replies, so enough for every
+    stream to have a frame in flight."""
+    return max(32, 2 * (cores or usable_cores()))
 
 
 # ------------------------------------------------------------------ worker process side
@@ -242,7 +230,7 @@ class ProcessEncoder:
 
 
 class EncodePool(ThreadPoolExecutor):
-    """The server's encode executor, which also creates the players' encoders.
+    """A thread pool that also creates encoders (in worker processes).
 
     Args:
         threads: threads that run (or wait for) encodes.
@@ -252,7 +240,7 @@ class EncodePool(ThreadPoolExecutor):
 
     def __init__(self, threads: int | None = None, processes: int | None = None) -> None:
         super().__init__(threads or default_encode_workers(), thread_name_prefix="encode")
-        self.processes = default_encode_processes() if processes is None else processes
+        self.processes = usable_cores() if processes is None else processes
         self._workers: list[_Worker] = []
         self._workers_lock = threading.Lock()
         self._slot_ids = itertools.count()

@@ -1,0 +1,291 @@
+"""The media pool: every player's video path (encode, RTP, SRTP, UDP) in worker processes.
+
+The server renders; a media worker (``media_worker``) does everything after that for a
+few players each, with its own interpreter and event loop. The server keeps, per player,
+a :class:`RemotePlayerVideo`: the same interface as ``webrtc.PlayerVideo`` (the session
+cannot tell them apart), backed by a picture ring in shared memory and messages over a
+socket (``media_link``).
+
+Per picture the server does one copy (renderer's host buffer -> ring, in the render
+thread) and sends one small message; per encoded frame it receives one small message
+(for ``frame_info`` and the metrics). Everything per packet stays in the worker.
+
+Workers are started as needed: one at start-up, then one more whenever every running
+worker has a player, up to ``processes`` (default: one per core,
+``WORLDSTREAM_MEDIA_PROCESSES`` to override). Players go to an idle worker if there is
+one, else to the least loaded. ``processes=0`` keeps every ``PlayerVideo`` in the server
+process (one interpreter for all players: fine for a few).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import multiprocessing as mp
+import os
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+from aiortc.sdp import candidate_from_sdp
+
+from . import media_worker
+from .encoder import EncoderSettings
+from .media_link import MessageLink
+from .picture_ring import PictureRing
+from .video_track import EncodedFrame
+from .webrtc import PlayerVideo, RtcError
+
+log = logging.getLogger("worldstream.media")
+ANSWER_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 3.0
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 2
+
+
+def default_media_processes() -> int:
+    """``WORLDSTREAM_MEDIA_PROCESSES`` if set (0 = none), else one per core."""
+    value = os.environ.get("WORLDSTREAM_MEDIA_PROCESSES")
+    return max(0, int(value)) if value else usable_cores()
+
+
+class RemotePlayerVideo:
+    """A player's ``PlayerVideo`` living in a media worker (same interface).
+
+    Attributes:
+        state: the worker's last reported peer connection state.
+        ring: where this player's pictures go.
+    """
+
+    def __init__(
+        self,
+        worker: "MediaWorkerProcess",
+        video_id: int,
+        settings: EncoderSettings,
+        on_encoded: Callable[[EncodedFrame], None],
+        on_closed: Callable[["RemotePlayerVideo"], None] | None,
+        label: str,
+    ) -> None:
+        self.settings = settings
+        self.label = label
+        self.state = "new"
+        self.ring = PictureRing(settings.width * settings.height * 3 // 2)
+        self._worker = worker
+        self._id = video_id
+        self._on_encoded = on_encoded
+        self._on_closed = on_closed
+        self._answer: asyncio.Future | None = None
+        self._ring_lock = threading.Lock()  # stage (render thread) vs close (loop)
+        self._closed = False
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Have the worker answer the client's offer (raises :class:`RtcError`)."""
+        self._answer = asyncio.get_running_loop().create_future()
+        ring = self.ring
+        self._worker.link.send(
+            ["open", self._id, dataclasses.asdict(self.settings), ring.name, ring.capacity, ring.depth, offer_sdp, self.label]
+        )
+        try:
+            ok, payload = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise RtcError(f"the media worker did not answer within {ANSWER_TIMEOUT_S:.0f} s") from None
+        if not ok:
+            raise RtcError(payload)
+        return payload
+
+    async def add_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
+        """Check a trickled ICE candidate here (errors reach the client at once), then forward it."""
+        if not candidate:
+            return
+        text = candidate.split(":", 1)[1] if candidate.startswith("candidate:") else candidate
+        try:
+            candidate_from_sdp(text)
+        except Exception as exc:
+            raise RtcError(f"bad ICE candidate: {exc}") from None
+        self._worker.link.send(["candidate", self._id, candidate, sdp_mid, sdp_mline_index])
+
+    @property
+    def ready(self) -> bool:
+        return not self._closed and self.state == "connected"
+
+    def stage(self, picture: np.ndarray) -> int | None:
+        """Copy a picture into the ring (any one thread); its sequence number, or None
+        when the worker is a whole ring behind (the picture is dropped)."""
+        with self._ring_lock:
+            return None if self._closed else self.ring.write(picture)
+
+    def offer(self, staged: int | None, captured_at: float, input_seq: int, input_received_at: float | None, render_s: float) -> None:
+        """Announce a staged picture (again, to repeat it) to the worker."""
+        if staged is not None and not self._closed:
+            self._worker.link.send(["frame", self._id, staged, captured_at, input_seq, input_received_at, render_s])
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._worker.link.send(["close", self._id])
+        self._finish()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ from the worker
+    def on_message(self, kind: str, args: list) -> None:
+        if kind == "encoded":
+            if not self._closed:
+                self._on_encoded(EncodedFrame(*args))
+        elif kind == "state":
+            self.state = args[0]
+            if self.state in ("failed", "closed"):
+                self._finish()
+        elif kind in ("answer", "failed"):
+            if self._answer is not None and not self._answer.done():
+                self._answer.set_result((kind == "answer", args[0]))
+        elif kind == "closed":
+            self._finish()
+
+    def _finish(self) -> None:
+        """Closed, from either side: free the ring and tell the owner once."""
+        if self._closed:
+            return
+        self._closed = True
+        self.state = "closed"
+        with self._ring_lock:
+            self.ring.close()
+        self._worker.videos.pop(self._id, None)
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result((False, "the media worker closed the connection"))
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+
+class MediaWorkerProcess:
+    """One media worker process and the server's end of its link."""
+
+    def __init__(self, index: int, process, link: MessageLink, on_exit: Callable[["MediaWorkerProcess"], None]) -> None:
+        self.index = index
+        self.process = process
+        self.link = link
+        self.videos: dict[int, RemotePlayerVideo] = {}
+        self._on_exit = on_exit
+        self._reader = asyncio.create_task(self._read(), name=f"media-{index}")
+
+    @classmethod
+    async def start(cls, index: int, on_exit: Callable[["MediaWorkerProcess"], None]) -> "MediaWorkerProcess":
+        ours, theirs = socket.socketpair()
+        context = mp.get_context("spawn")  # never fork a process holding CUDA or threads
+        process = context.Process(
+            target=media_worker.main, args=(theirs, logging.getLogger().getEffectiveLevel()), name=f"media-{index}", daemon=True
+        )
+        # Spawning writes the child's start-up data through a pipe: off the loop.
+        await asyncio.get_running_loop().run_in_executor(None, process.start)
+        theirs.close()
+        return cls(index, process, await MessageLink.open(ours), on_exit)
+
+    async def _read(self) -> None:
+        while (message := await self.link.receive()) is not None:
+            video = self.videos.get(message[1])
+            if video is not None:
+                try:
+                    video.on_message(message[0], message[2:])
+                except Exception:
+                    log.exception("media worker %d: handling %r failed", self.index, message[0])
+        if self.videos:
+            log.error("media worker %d stopped (exit code %s): closing its %d videos", self.index, self.process.exitcode, len(self.videos))
+        self._on_exit(self)
+        for video in list(self.videos.values()):
+            video.on_message("closed", [])
+
+    async def stop(self) -> None:
+        await self.link.close()  # the worker closes its videos and exits
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.process.join, STOP_TIMEOUT_S)
+        if self.process.is_alive():
+            self.process.terminate()
+        self._reader.cancel()
+
+
+class MediaPool:
+    """Makes players' videos: in media workers (``processes`` > 0) or in this process.
+
+    Args:
+        processes: most media worker processes (default :func:`default_media_processes`).
+        encode_threads: threads encoding in this process when ``processes`` is 0.
+    """
+
+    def __init__(self, processes: int | None = None, encode_threads: int | None = None) -> None:
+        self.processes = default_media_processes() if processes is None else processes
+        self.encode = ThreadPoolExecutor(encode_threads or max(2, usable_cores()), thread_name_prefix="encode")
+        self.workers: list[MediaWorkerProcess] = []
+        self._starting: asyncio.Task | None = None
+        self._ids = 0
+        self._next_index = 0
+
+    async def start(self) -> None:
+        """Start the first worker (so the first player does not wait for it)."""
+        if self.processes > 0 and not self.workers:
+            await self._start_worker()
+
+    async def create_video(
+        self,
+        settings: EncoderSettings,
+        on_encoded: Callable[[EncodedFrame], None],
+        on_closed: Callable | None = None,
+        label: str = "",
+    ) -> PlayerVideo | RemotePlayerVideo:
+        """A new player video; call ``answer(offer)`` on it next."""
+        if self.processes == 0:
+            return PlayerVideo(settings, self.encode, on_encoded, on_closed, label=label)
+        if not self.workers:
+            try:
+                await self._start_worker()
+            except Exception as exc:
+                raise RtcError(f"no media worker could start: {exc}") from None
+        idle = [w for w in self.workers if not w.videos]
+        worker = idle[0] if idle else min(self.workers, key=lambda w: len(w.videos))
+        self._ids += 1
+        video = RemotePlayerVideo(worker, self._ids, settings, on_encoded, on_closed, label)
+        worker.videos[self._ids] = video
+        if len(idle) <= 1 and len(self.workers) < self.processes:
+            self._start_worker()  # keep one worker idle and warm for the next player
+        return video
+
+    def _start_worker(self) -> asyncio.Task:
+        """Start one more worker (one start at a time); await the task to wait for it."""
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start_one())
+            self._starting.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged in _start_one
+        return self._starting
+
+    async def _start_one(self) -> None:
+        try:
+            worker = await MediaWorkerProcess.start(self._next_index, self._worker_exited)
+            self._next_index += 1
+        except Exception:
+            log.exception("could not start a media worker")
+            raise
+        finally:
+            self._starting = None
+        self.workers.append(worker)
+        log.info("media worker %d started (%d of at most %d)", worker.index, len(self.workers), self.processes)
+
+    def _worker_exited(self, worker: MediaWorkerProcess) -> None:
+        if worker in self.workers:  # it died: its players re-offer and land on the others
+            self.workers.remove(worker)
+
+    async def stop(self) -> None:
+        """Close every video and stop the workers."""
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
+        workers, self.workers = self.workers, []
+        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+        self.encode.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,169 @@
+"""A media worker process: the players' whole video path after rendering.
+
+Per player it holds a :class:`~runtime.stream.webrtc.PlayerVideo` (peer connection,
+track, encoder) and reads that player's pictures from a :class:`PictureRing`. It runs
+its own event loop, so encoding, RTP packetisation, SRTP and UDP for its players use
+its own core and interpreter lock, not the server's. Why: with every player's video in
+the server process, 32 players at 720p30 on a 16-core H100 machine got 12.6 fps, bound
+by that one interpreter while the encoder processes and the GPU were mostly idle
+(``docs/benchmarks.md``).
+
+Messages in (from ``media_pool``):
+
+* ``["open", id, settings, ring_name, ring_capacity, ring_depth, offer_sdp, label]``
+* ``["candidate", id, candidate, sdp_mid, sdp_mline_index]``
+* ``["frame", id, seq, captured_at, input_seq, input_received_at, render_s]``: picture
+  ``seq`` of the ring (a ``seq`` already read = show the last picture again)
+* ``["close", id]``
+
+Messages out:
+
+* ``["answer", id, sdp]`` or ``["failed", id, error]`` (reply to open)
+* ``["state", id, connection_state]``
+* ``["encoded", id, rtp_timestamp, input_seq, mtp_s, encode_s, render_s, bytes, keyframe, replaced]``
+* ``["closed", id]``
+
+The worker ends when the server's end of the link closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .encoder import EncoderSettings
+from .media_link import MessageLink
+from .picture_ring import PictureRing
+from .video_track import EncodedFrame
+from .webrtc import PlayerVideo, RtcError
+
+log = logging.getLogger("worldstream.media")
+ENCODE_THREADS = 4  # per worker: a few players each, one encode at a time per player
+
+
+class _Video:
+    """One player's video in this worker, and where its pictures come from."""
+
+    def __init__(self, video: PlayerVideo, ring: PictureRing, picture_bytes: int) -> None:
+        self.video = video
+        self.ring = ring
+        self.picture_bytes = picture_bytes
+        self.last_seq = 0
+        self.last_picture: np.ndarray | None = None
+
+    def picture(self, seq: int) -> np.ndarray | None:
+        if seq > self.last_seq:
+            self.last_picture = self.ring.read(seq, self.picture_bytes)
+            self.last_seq = seq
+        return self.last_picture if seq == self.last_seq else None
+
+
+class MediaWorker:
+    """Serves one link's messages until the server goes."""
+
+    def __init__(self, link: MessageLink) -> None:
+        self.link = link
+        self.videos: dict[int, _Video] = {}
+        self.encode = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="encode")
+        self._tasks: set[asyncio.Task] = set()
+
+    async def serve(self) -> None:
+        handlers = {"open": self._open, "candidate": self._candidate, "frame": self._frame, "close": self._close}
+        while (message := await self.link.receive()) is not None:
+            handler = handlers.get(message[0])
+            if handler is None:
+                log.warning("media worker: unknown message %r", message[0])
+                continue
+            try:
+                handler(*message[1:])
+            except Exception:
+                log.exception("media worker: %s failed", message[0])
+        for video_id in list(self.videos):
+            self._close(video_id)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.encode.shutdown(wait=False, cancel_futures=True)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ messages in
+    def _open(self, video_id: int, settings: dict, ring_name: str, capacity: int, depth: int, offer_sdp: str, label: str) -> None:
+        send = self.link.send
+        try:
+            settings = EncoderSettings(**settings)
+            ring = PictureRing(capacity, depth, name=ring_name)
+        except Exception as exc:
+            send(["failed", video_id, f"{type(exc).__name__}: {exc}"])
+            return
+
+        def encoded(f: EncodedFrame) -> None:
+            send(["encoded", video_id, f.rtp_timestamp, f.input_seq, f.mtp_s, f.encode_s, f.render_s, f.bytes, f.keyframe, f.replaced])
+
+        def closed(_video: PlayerVideo) -> None:
+            entry = self.videos.pop(video_id, None)
+            if entry is not None:
+                entry.ring.close()
+            send(["closed", video_id])
+
+        video = PlayerVideo(settings, self.encode, encoded, closed, label, on_state=lambda state: send(["state", video_id, state]))
+        self.videos[video_id] = _Video(video, ring, settings.width * settings.height * 3 // 2)
+        self._spawn(self._answer(video_id, video, offer_sdp))
+
+    async def _answer(self, video_id: int, video: PlayerVideo, offer_sdp: str) -> None:
+        try:
+            sdp = await video.answer(offer_sdp)
+        except RtcError as exc:
+            self.link.send(["failed", video_id, str(exc)])
+            await video.close()
+            return
+        except Exception as exc:
+            log.exception("media worker: answering %s failed", video.label)
+            self.link.send(["failed", video_id, f"{type(exc).__name__}: {exc}"])
+            await video.close()
+            return
+        self.link.send(["answer", video_id, sdp])
+
+    def _candidate(self, video_id: int, candidate: str, sdp_mid, sdp_mline_index) -> None:
+        entry = self.videos.get(video_id)
+        if entry is not None:
+            self._spawn(entry.video.add_candidate(candidate, sdp_mid, sdp_mline_index))
+
+    def _frame(self, video_id: int, seq: int, captured_at: float, input_seq: int, input_received_at, render_s: float) -> None:
+        entry = self.videos.get(video_id)
+        if entry is None:
+            return
+        picture = entry.picture(seq)
+        if picture is not None and entry.video.ready:
+            entry.video.offer(picture, captured_at, input_seq, input_received_at, render_s)
+
+    def _close(self, video_id: int) -> None:
+        entry = self.videos.get(video_id)
+        if entry is not None:
+            self._spawn(entry.video.close())  # its on_closed frees the ring and reports "closed"
+
+
+def main(sock: socket.socket, log_level: int = logging.WARNING) -> None:
+    """Entry point of a worker process (``multiprocessing`` spawn target)."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[media]: %(message)s")
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+
+    async def run() -> None:
+        link = await MessageLink.open(sock)
+        await MediaWorker(link).serve()
+        await link.close()
+
+    try:
+        runner(run())
+    except KeyboardInterrupt:  # the server's Ctrl-C reaches its children too
+        pass

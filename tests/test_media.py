@@ -1,0 +1,160 @@
+"""Media workers: pictures through a shared-memory ring, video out of another process to a
+real aiortc peer that decodes it, and what happens when a worker dies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from runtime.stream.encoder import EncoderSettings
+from runtime.stream.media_pool import MediaPool, RemotePlayerVideo
+from runtime.stream.picture_ring import PictureRing
+from runtime.stream.webrtc import RtcError
+from runtime.world.render.compare import psnr
+from runtime.world.render.video import rgb_to_i420_reference
+
+pytestmark = pytest.mark.timeout(120)
+W, H = 320, 180
+
+
+def test_picture_ring_reuses_a_buffer_only_after_the_reader_is_done():
+    writer = PictureRing(16, depth=2)
+    reader = PictureRing(16, depth=2, name=writer.name)
+    try:
+        a, b, c = (np.full(16, v, np.uint8) for v in (1, 2, 3))
+        assert writer.write(a) == 1 and writer.write(b) == 2
+        assert writer.write(c) is None  # both buffers hold unread pictures
+        assert np.array_equal(reader.read(1, 16), a) and writer.consumed == 1
+        assert writer.write(c) == 3  # picture 1's buffer again
+        assert np.array_equal(reader.read(2, 16), b)
+        assert np.array_equal(reader.read(3, 16), c)
+        with pytest.raises(ValueError, match="at most 16 bytes"):
+            writer.write(np.zeros(17, np.uint8))
+        with pytest.raises(ValueError, match="size"):
+            reader.read(4, 17)
+    finally:
+        reader.close()
+        writer.close()
+    with pytest.raises(FileNotFoundError):  # the writer's close freed the segment
+        PictureRing(16, depth=2, name=writer.name)
+
+
+def pictures(n: int) -> np.ndarray:
+    """``[n, H*W*3/2]`` I420 pictures with structure an encoder keeps (gradients, a block)."""
+    y, x = np.mgrid[0:H, 0:W]
+    out = []
+    for k in range(n):
+        rgb = np.stack([(x * 255 // W + 60 * k) % 256, y * 255 // H, np.full_like(x, 40 + 70 * k)], -1).astype(np.uint8)
+        rgb[40:100, 60 + 40 * k : 140 + 40 * k] = 250
+        out.append(rgb)
+    return rgb_to_i420_reference(np.stack(out))
+
+
+async def connect(pool: MediaPool, settings: EncoderSettings, encoded: list, closed: list):
+    """A receiving aiortc peer connected to a new video from ``pool``; decoded frames queue up."""
+    receiver = RTCPeerConnection()
+    receiver.addTransceiver("video", direction="recvonly")
+    frames: asyncio.Queue = asyncio.Queue()
+
+    @receiver.on("track")
+    def on_track(track) -> None:
+        async def read() -> None:
+            while True:
+                try:
+                    frames.put_nowait(await track.recv())
+                except Exception:
+                    return
+
+        asyncio.ensure_future(read())
+
+    video = await pool.create_video(settings, encoded.append, closed.append, "test")
+    await receiver.setLocalDescription(await receiver.createOffer())
+    answer = await video.answer(receiver.localDescription.sdp)
+    await receiver.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    deadline = time.monotonic() + 20
+    while not video.ready:
+        assert time.monotonic() < deadline, f"video never connected (state {getattr(video, 'state', '?')})"
+        await asyncio.sleep(0.05)
+    return receiver, video, frames
+
+
+async def feed(video, staged, ticks: int, first_seq: int) -> None:
+    for k in range(ticks):
+        now = time.monotonic()
+        video.offer(staged, now, first_seq + k, now, 0.001)
+        await asyncio.sleep(1 / 30)
+
+
+def test_media_worker_streams_pictures_to_a_real_peer_and_survives_a_crash():
+    async def main():
+        pool = MediaPool(processes=1)
+        await pool.start()
+        settings = EncoderSettings(width=W, height=H, fps=30, bitrate=2_000_000)
+        source = pictures(2)
+        try:
+            encoded, closed = [], []
+            receiver, video, frames = await connect(pool, settings, encoded, closed)
+            assert isinstance(video, RemotePlayerVideo) and pool.workers[0].process.pid is not None
+            for k in range(10):  # a new picture every tick
+                staged = video.stage(source[k % 2])
+                assert staged is not None
+                await feed(video, staged, 1, k)
+            staged = video.stage(source[1])
+            await feed(video, staged, 20, 10)  # standing still: the same picture offered again
+            await asyncio.sleep(0.5)
+            assert len(encoded) >= 15, len(encoded)
+            assert encoded[-1].input_seq == 29 and all(e.mtp_s is not None and e.mtp_s >= 0 for e in encoded)
+            assert encoded[0].keyframe and all(e.bytes > 0 for e in encoded)
+            last = None
+            while not frames.empty():
+                last = frames.get_nowait()
+            assert last is not None
+            decoded = last.to_ndarray(format="yuv420p").reshape(-1)
+            assert psnr(decoded, source[1]) >= 30.0
+
+            # The worker dies: the video closes, and the next one gets a fresh worker.
+            pool.workers[0].process.kill()
+            deadline = time.monotonic() + 10
+            while not closed:
+                assert time.monotonic() < deadline, "the dead worker's video never closed"
+                await asyncio.sleep(0.05)
+            assert closed == [video] and video.closed and not video.ready
+            assert video.stage(source[0]) is None  # nothing writes into a freed ring
+            await receiver.close()
+            receiver, video, frames = await connect(pool, settings, encoded, closed)
+            await feed(video, video.stage(source[0]), 10, 100)
+            frame = await asyncio.wait_for(frames.get(), 10)
+            assert frame.width == W and frame.height == H
+            await receiver.close()
+            await video.close()
+        finally:
+            await pool.stop()
+
+    asyncio.run(main())
+
+
+def test_a_bad_offer_is_a_typed_error_and_the_worker_carries_on():
+    async def main():
+        pool = MediaPool(processes=1)
+        try:
+            settings = EncoderSettings(width=W, height=H, fps=30)
+            video = await pool.create_video(settings, lambda e: None, None, "bad")
+            with pytest.raises(RtcError, match="offer"):
+                await video.answer("v=0\r\nnot an offer\r\n")
+            assert video.closed
+            with pytest.raises(RtcError, match="bad ICE candidate"):
+                other = await pool.create_video(settings, lambda e: None, None, "candidate")
+                await other.add_candidate("candidate:garbage", "0", 0)
+            receiver, good, _ = await connect(pool, settings, [], [])  # same worker, still serving
+            assert good.ready
+            await receiver.close()
+            await good.close()
+            await other.close()
+        finally:
+            await pool.stop()
+
+    asyncio.run(main())
