@@ -36,7 +36,9 @@ world, the other clients join it once it exists, all workers start driving at on
 (wall-clock) start time and send their raw measurements back, which are merged into the
 same row as in-process. Either way the clients' decoding competes with the server for the
 cores (on a 2-core machine, heavily), so the results are a floor; results with all
-clients in-process are the lowest floor.
+clients in-process are the lowest floor. ``--server-cores N`` gives the server the first
+N cores and the clients the rest (on a 32-core machine, 16 each: a 16-core server with
+its clients on other hardware, as far as the CPU goes).
 """
 
 from __future__ import annotations
@@ -79,8 +81,10 @@ def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
         if value:
             cmd += [flag, str(value)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    server_cores = split_cores(args.server_cores)[0]
+    pin = (lambda: os.sched_setaffinity(0, server_cores)) if server_cores else None
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         text = log_path.read_text(errors="replace")
@@ -91,6 +95,16 @@ def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
         time.sleep(0.2)
     proc.kill()
     raise SystemExit("server did not start in 120 s")
+
+
+def split_cores(server_cores: int | None) -> tuple[list[int], list[int]]:
+    """``--server-cores N``: the server's cores (the first N) and the clients' (the rest)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not server_cores:
+        return [], cores
+    if not 0 < server_cores < len(cores):
+        raise SystemExit(f"--server-cores must be in [1, {len(cores) - 1}] on this machine, got {server_cores}")
+    return cores[:server_cores], cores[server_cores:]
 
 
 def run_loop(coro):
@@ -437,7 +451,7 @@ def round_procs(url: str, players: int, duration: float, procs_n: int, cpu: Serv
 def client_procs_for(spec: str, players: int) -> int:
     """``--client-procs`` for one round: ``auto`` = max(1, min(players, cpus // 4))."""
     if spec == "auto":
-        return max(1, min(players, (os.cpu_count() or 1) // 4))
+        return max(1, min(players, len(os.sched_getaffinity(0)) // 4))
     return max(1, min(players, int(spec)))
 
 
@@ -497,12 +511,17 @@ def main() -> int:
     p.add_argument("--client-procs", type=client_procs_arg, default="1",
                    help="worker processes the clients are spread over: K, or 'auto' = max(1, min(players, cpus // 4)) "
                         "(default 1: all clients in this process)")
+    p.add_argument("--server-cores", type=int, default=None,
+                   help="pin the server to the first N cores and the clients to the rest, so the clients' "
+                        "decoding does not take the server's cores (e.g. 16 on a 32-core machine)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows (and settings) as JSON here")
     args = p.parse_args()
     proc = None
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         if args.url is None:
             proc, args.url = start_server(args, Path(tmp))
+        if args.server_cores:
+            os.sched_setaffinity(0, split_cores(args.server_cores)[1])  # client processes inherit it
         try:
             rows, used = run_rounds(args, ServerCpu(proc.pid) if proc is not None else None)
         finally:
@@ -512,7 +531,7 @@ def main() -> int:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    keys = ("renderer", "generator", "resolution", "fps", "codec", "bitrate", "duration", "client_procs")
+    keys = ("renderer", "generator", "resolution", "fps", "codec", "bitrate", "duration", "client_procs", "server_cores")
     settings = {k: getattr(args, k) for k in keys}
     settings["client_procs_by_players"] = used
     print(f"settings: {settings}, cpus: {os.cpu_count()}")
