@@ -38,7 +38,8 @@ same row as in-process. Either way the clients' decoding competes with the serve
 cores (on a 2-core machine, heavily), so the results are a floor; results with all
 clients in-process are the lowest floor. ``--server-cores N`` gives the server the first
 N cores and the clients the rest (on a 32-core machine, 16 each: a 16-core server with
-its clients on other hardware, as far as the CPU goes).
+its clients on other hardware, as far as the CPU goes); ``--client-decode none`` makes the
+clients count received frames instead of decoding them, most of their CPU at 720p.
 """
 
 from __future__ import annotations
@@ -284,6 +285,34 @@ async def round_(url: str, players: int, duration: float, cpu: ServerCpu | None 
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+# ---------------------------------------------------------------------------- light clients
+NO_DECODE_ENV = "WORLDSTREAM_BENCH_NO_DECODE"
+
+
+def count_frames_instead_of_decoding() -> None:
+    """``--client-decode none``: this process's aiortc receivers hand on a 16x16 blank frame
+    per received video frame (same RTP timestamp) instead of decoding it.
+
+    Frames are still received in full (RTP, SRTP, jitter buffer, NACK/PLI), so the received
+    fps and input -> frame latency stay real up to the decoder; only the H.264 decoding and
+    the RGB conversion, most of a client's CPU at 720p, are skipped. Bench-only: it swaps
+    aiortc's decoder factory (``rtcrtpreceiver.get_decoder``, aiortc 1.16).
+    """
+    import fractions
+
+    import aiortc.rtcrtpreceiver
+    import av
+
+    class FrameCounter:
+        def decode(self, encoded_frame) -> list:
+            frame = av.VideoFrame(16, 16, "yuv420p")
+            frame.pts = encoded_frame.timestamp
+            frame.time_base = fractions.Fraction(1, 90_000)
+            return [frame]
+
+    aiortc.rtcrtpreceiver.get_decoder = lambda codec: FrameCounter()
+
+
 # ---------------------------------------------------------------------------- client worker processes
 class _Aborted(Exception):
     """The main process called the round off (another worker failed)."""
@@ -298,6 +327,8 @@ def _client_worker(wid: int, url: str, world: str, indices: list[int], duration:
     From the main process (``inbox``): ``("connect",)`` (workers other than 0: the world exists),
     ``("start", wall_time)``, ``("abort",)``.
     """
+    if os.environ.get(NO_DECODE_ENV) == "1":
+        count_frames_instead_of_decoding()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and ends us
     try:
         run_loop(_worker_async(wid, url, world, indices, duration, inbox, outbox))
@@ -514,8 +545,14 @@ def main() -> int:
     p.add_argument("--server-cores", type=int, default=None,
                    help="pin the server to the first N cores and the clients to the rest, so the clients' "
                         "decoding does not take the server's cores (e.g. 16 on a 32-core machine)")
+    p.add_argument("--client-decode", default="full", choices=["full", "none"],
+                   help="none: clients receive every frame but skip H.264 decoding (bench-only; frees the cores "
+                        "the server shares with them)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows (and settings) as JSON here")
     args = p.parse_args()
+    if args.client_decode == "none":
+        os.environ[NO_DECODE_ENV] = "1"  # for the client worker processes
+        count_frames_instead_of_decoding()
     proc = None
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         if args.url is None:
@@ -531,7 +568,7 @@ def main() -> int:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    keys = ("renderer", "generator", "resolution", "fps", "codec", "bitrate", "duration", "client_procs", "server_cores")
+    keys = ("renderer", "generator", "resolution", "fps", "codec", "bitrate", "duration", "client_procs", "server_cores", "client_decode")
     settings = {k: getattr(args, k) for k in keys}
     settings["client_procs_by_players"] = used
     print(f"settings: {settings}, cpus: {os.cpu_count()}")
