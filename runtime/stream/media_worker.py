@@ -150,7 +150,9 @@ class MediaWorker:
 
 def main(sock: socket.socket, log_level: int = logging.WARNING) -> None:
     """Entry point of a worker process (``multiprocessing`` spawn target)."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[media]: %(message)s")
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)-7s %(name)s[media]: %(message)s")
+    for noisy in ("aioice", "aiortc"):  # as the server does: their INFO is per ICE check
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, log_level))
     try:
         import uvloop
 
