@@ -214,7 +214,7 @@ class Session:
         for player in due:
             picture = staged.get(player.id)
             if picture is None:  # the media worker is a whole ring behind: it gets the next one
-                self.metrics.frames_dropped.inc()
+                self.metrics.frames_dropped.labels("worker_behind").inc()
                 continue
             snap = snaps[player.id]
             videos[player.id].offer(picture, taken_at, snap.seq, snap.received_at, render_s or 0.0)
@@ -227,7 +227,7 @@ class Session:
         player.encode_ms.append(frame.encode_s * 1e3)
         self.metrics.frames_sent.inc()
         if frame.replaced:
-            self.metrics.frames_dropped.inc(frame.replaced)
+            self.metrics.frames_dropped.labels("replaced").inc(frame.replaced)
         self.metrics.encode_seconds.observe(frame.encode_s)
         mtp_ms = -1.0
         if frame.mtp_s is not None:

@@ -17,7 +17,11 @@ class ServerMetrics:
         self.players = Gauge("worldstream_players", "Connected players", registry=r)
         self.frames_sent = Counter("worldstream_frames_sent", "Video frames encoded and handed to WebRTC", registry=r)
         self.frames_dropped = Counter(
-            "worldstream_frames_dropped", "Rendered frames dropped before encoding (replaced by a newer one, or the media worker a whole picture ring behind)", registry=r
+            "worldstream_frames_dropped",
+            "Rendered frames dropped before encoding: replaced (a newer one came before the encoder was free) "
+            "or worker_behind (the media worker was a whole picture ring behind)",
+            ["reason"],
+            registry=r,
         )
         self.sent_fps = Gauge("worldstream_sent_fps", "Frames sent per second, summed over players", registry=r)
         self.render_seconds = Histogram(
