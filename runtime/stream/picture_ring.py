@@ -69,9 +69,9 @@ class PictureRing:
         seq = self._next_seq
         if int(self._consumed[0]) < seq - self.depth:
             return None
-        # A memoryview copy keeps the interpreter lock (numpy's would drop and retake it).
-        # Measured with 32 players on the H100 host: the render thread's 32 retakes, each
-        # waiting up to a switch interval behind the busy event loop, cost ~15 ms a tick.
+        # A memoryview copy keeps the interpreter lock (numpy's drops and retakes it): one
+        # copy per player per tick, and each retake could wait a switch interval behind
+        # the event loop.
         memoryview(self._data[seq % self.depth, : flat.size])[:] = memoryview(np.ascontiguousarray(flat))
         self._next_seq = seq + 1
         return seq
