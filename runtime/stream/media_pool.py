@@ -97,8 +97,9 @@ class RemotePlayerVideo:
         try:
             ok, payload = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
         except asyncio.TimeoutError:
-            raise RtcError(f"the media worker did not answer within {ANSWER_TIMEOUT_S:.0f} s") from None
+            ok, payload = False, f"the media worker did not answer within {ANSWER_TIMEOUT_S:.0f} s"
         if not ok:
+            await self.close()  # closed on return, not when the worker's "closed" arrives
             raise RtcError(payload)
         return payload
 
