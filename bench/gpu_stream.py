@@ -128,8 +128,6 @@ def bench_render(scene: Scene, batches: list[int], seconds: float) -> dict:
     return out
 
 
-
-
 # ------------------------------------------------------------------ encoding
 def walk_pictures(scene: Scene, count: int = 16) -> list[np.ndarray]:
     """I420 720p pictures of a player walking and turning (realistic motion for the encoder)."""

@@ -128,8 +128,6 @@ def print_cpu(rows: list[dict]) -> None:
               f"{r['fps']:>6.1f} {r['cpu_ms']:>7.1f}")
 
 
-
-
 GSPLAT_SIZES = ((640, 360), (1280, 720))
 
 

@@ -85,8 +85,6 @@ def reference_render(g: Gaussians, cam: Cameras, sky: Sky) -> tuple[np.ndarray, 
     return rgb.reshape(H, W, 3), depth.reshape(H, W), alpha.reshape(H, W)
 
 
-
-
 # ---------------------------------------------------------------- scenes
 def camera(width=64, height=48, yaw=0.3, pitch=-0.1, position=(0.0, 0.0, 0.0), fov_deg=60.0) -> Cameras:
     return Pose(np.asarray(position, np.float32), yaw=yaw, pitch=pitch).camera(width, height, math.radians(fov_deg))

@@ -29,8 +29,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-
-
 async def wait_idle(c: WorldClient, timeout: float = 60.0) -> None:
     """Until the world has generated something and has no job queued or running."""
     deadline = time.monotonic() + timeout

@@ -27,8 +27,6 @@ SKY = Sky()
 W, H = 160, 90
 
 
-
-
 @pytest.fixture(scope="module")
 def scene():
     return scene_from_chunks(typical_world(num_views=2, width=96, height=54, seed=1))

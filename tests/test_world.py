@@ -58,8 +58,6 @@ def booted(generator, renderer):
     world.close()
 
 
-
-
 def walk_to(world: World, pose: Pose, target_z: float, speed: float, player: str = "a", dt: float = 0.25):
     """Scripted straight walk along z (fast-forwarded: generation finishes between steps).
 

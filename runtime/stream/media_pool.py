@@ -30,14 +30,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
-from aiortc.sdp import candidate_from_sdp
 
 from . import media_worker
 from .encoder import EncoderSettings
 from .media_link import MessageLink
 from .picture_ring import PictureRing
 from .video_track import EncodedFrame
-from .webrtc import PlayerVideo, RtcError
+from .webrtc import PlayerVideo, RtcError, parse_candidate
 
 log = logging.getLogger("worldstream.media")
 ANSWER_TIMEOUT_S = 20.0
@@ -107,11 +106,7 @@ class RemotePlayerVideo:
         """Check a trickled ICE candidate here (errors reach the client at once), then forward it."""
         if not candidate:
             return
-        text = candidate.split(":", 1)[1] if candidate.startswith("candidate:") else candidate
-        try:
-            candidate_from_sdp(text)
-        except Exception as exc:
-            raise RtcError(f"bad ICE candidate: {exc}") from None
+        parse_candidate(candidate)
         self._worker.link.send(["candidate", self._id, candidate, sdp_mid, sdp_mline_index])
 
     @property
@@ -143,7 +138,7 @@ class RemotePlayerVideo:
     def on_message(self, kind: str, args: list) -> None:
         if kind == "encoded":
             if not self._closed:
-                self._on_encoded(EncodedFrame(*args))
+                self._on_encoded(EncodedFrame(*args))  # fields in order: media_worker.ENCODED_FIELDS
         elif kind == "state":
             self.state = args[0]
             if self.state in ("failed", "closed"):

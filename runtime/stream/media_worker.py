@@ -20,7 +20,7 @@ Messages out:
 
 * ``["answer", id, sdp]`` or ``["failed", id, error]`` (reply to open)
 * ``["state", id, connection_state]``
-* ``["encoded", id, rtp_timestamp, input_seq, mtp_s, encode_s, render_s, bytes, keyframe, replaced]``
+* ``["encoded", id, *EncodedFrame fields in order]`` (``ENCODED_FIELDS``)
 * ``["closed", id]``
 
 The worker ends when the server's end of the link closes.
@@ -29,6 +29,7 @@ The worker ends when the server's end of the link closes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,7 @@ from .webrtc import PlayerVideo, RtcError
 
 log = logging.getLogger("worldstream.media")
 ENCODE_THREADS = 4  # per worker: a few players each, one encode at a time per player
+ENCODED_FIELDS = tuple(f.name for f in dataclasses.fields(EncodedFrame))  # the "encoded" message's order
 
 
 class _Video:
@@ -103,7 +105,7 @@ class MediaWorker:
             return
 
         def encoded(f: EncodedFrame) -> None:
-            send(["encoded", video_id, f.rtp_timestamp, f.input_seq, f.mtp_s, f.encode_s, f.render_s, f.bytes, f.keyframe, f.replaced])
+            send(["encoded", video_id, *(getattr(f, name) for name in ENCODED_FIELDS)])
 
         def closed(_video: PlayerVideo) -> None:
             entry = self.videos.pop(video_id, None)

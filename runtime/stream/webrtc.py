@@ -35,6 +35,16 @@ class RtcError(Exception):
     """The offer could not be answered (reported to the client as ``rtc_failed``)."""
 
 
+def parse_candidate(candidate: str):
+    """An ``a=candidate`` line (with or without the ``candidate:`` prefix) as aiortc's
+    ``RTCIceCandidate``; raises :class:`RtcError` naming what is wrong."""
+    text = candidate.split(":", 1)[1] if candidate.startswith("candidate:") else candidate
+    try:
+        return candidate_from_sdp(text)
+    except Exception as exc:
+        raise RtcError(f"bad ICE candidate: {exc}") from None
+
+
 class PlayerVideo:
     """A player's peer connection and video track.
 
@@ -99,11 +109,7 @@ class PlayerVideo:
         """Add a trickled remote ICE candidate (empty = end of candidates, ignored)."""
         if not candidate:
             return
-        text = candidate.split(":", 1)[1] if candidate.startswith("candidate:") else candidate
-        try:
-            parsed = candidate_from_sdp(text)
-        except Exception as exc:
-            raise RtcError(f"bad ICE candidate: {exc}") from None
+        parsed = parse_candidate(candidate)
         parsed.sdpMid = sdp_mid
         parsed.sdpMLineIndex = sdp_mline_index
         await self.pc.addIceCandidate(parsed)

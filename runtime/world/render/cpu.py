@@ -50,7 +50,6 @@ DEFAULT_CACHE_BYTES = 1 << 30
 """Budget for activated chunk data (56 B per Gaussian: ~19M Gaussians)."""
 
 
-
 class _Scratch(threading.local):
     """Per-thread reusable buffers: fresh multi-MB arrays each frame cost page faults."""
 
