@@ -138,13 +138,16 @@ def test_serve_starts_and_stops(tmp_path):
     try:
         deadline = time.monotonic() + 120
         seen = ""
+        # Read the pipe's bytes, not lines through the file object: its read-ahead buffer
+        # can hold the "listening" line where select() no longer sees it.
+        fd = proc.stdout.fileno()
         while "listening on" not in seen and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            ready, _, _ = select.select([fd], [], [], 1.0)
             if ready:
-                line = proc.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                seen += line
+                seen += chunk.decode(errors="replace")
         assert "listening on http://" in seen, seen
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
