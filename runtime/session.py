@@ -162,6 +162,7 @@ class Session:
         world = self.world
 
         def move_and_render():
+            job_started = time.monotonic()
             for player, snap, dt in takes:
                 try:
                     if snap.head_pose is not None:
@@ -203,9 +204,10 @@ class Session:
                     p.last_picture = (video, staged[p.id])
                     p.last_view_key = keys[p.id]
                     i += len(c)
-            return staged, (time.perf_counter() - start) if batches else None
+            return staged, (time.perf_counter() - start) if batches else None, job_started, time.monotonic()
 
-        staged, render_s = await self._loop.run_in_executor(self.executors.render, move_and_render)
+        staged, render_s, job_started, job_done = await self._loop.run_in_executor(self.executors.render, move_and_render)
+        resumed = time.monotonic()
         if render_s is not None:
             self.metrics.render_seconds.observe(render_s)
             for player in due:
@@ -219,6 +221,11 @@ class Session:
             snap = snaps[player.id]
             videos[player.id].offer(picture, taken_at, snap.seq, snap.received_at, render_s or 0.0)
         self.frames_rendered += 1
+        tick = self.metrics.tick_seconds
+        tick.labels("queued").observe(job_started - taken_at)
+        tick.labels("move_render").observe(job_done - job_started)
+        tick.labels("resume").observe(resumed - job_done)
+        tick.labels("offer").observe(time.monotonic() - resumed)
 
     def on_encoded(self, player: Player, frame: EncodedFrame) -> None:
         """A frame of ``player``'s video went to aiortc: report it and measure."""

@@ -27,6 +27,15 @@ class ServerMetrics:
         self.render_seconds = Histogram(
             "worldstream_frame_render_seconds", "Time to render one batch of player views", buckets=_MS_BUCKETS, registry=r
         )
+        self.tick_seconds = Histogram(
+            "worldstream_frame_tick_seconds",
+            "Where a frame clock tick's time goes: queued (waiting for the render thread), move_render (players "
+            "moved, views rendered and staged, in the render thread), resume (the event loop noticing it is "
+            "done) and offer (pictures handed to the videos, on the event loop)",
+            ["part"],
+            buckets=(0.0005, 0.001) + _MS_BUCKETS,
+            registry=r,
+        )
         self.encode_seconds = Histogram(
             "worldstream_frame_encode_seconds", "Time to encode one video frame", buckets=_MS_BUCKETS, registry=r
         )
