@@ -4,6 +4,7 @@ real aiortc peer that decodes it, and what happens when a worker dies."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import numpy as np
@@ -98,7 +99,10 @@ def test_media_worker_streams_pictures_to_a_real_peer_and_survives_a_crash():
         try:
             encoded, closed = [], []
             receiver, video, frames = await connect(pool, settings, encoded, closed)
-            assert isinstance(video, RemotePlayerVideo) and pool.workers[0].process.pid is not None
+            worker_pid = pool.workers[0].process.pid
+            assert isinstance(video, RemotePlayerVideo) and worker_pid is not None
+            # Workers yield the CPU to the server's render thread and event loop.
+            assert os.getpriority(os.PRIO_PROCESS, worker_pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + pool.niceness)
             for k in range(10):  # a new picture every tick
                 staged = video.stage(source[k % 2])
                 assert staged is not None

@@ -12,8 +12,9 @@ thread) and sends one small message; per encoded frame it receives one small mes
 
 Workers are started as needed: one at start-up, then one more whenever every running
 worker has a player, up to ``processes`` (default: one per core,
-``WORLDSTREAM_MEDIA_PROCESSES`` to override). Players go to an idle worker if there is
-one, else to the least loaded. ``processes=0`` keeps every ``PlayerVideo`` in the server
+``WORLDSTREAM_MEDIA_PROCESSES`` to override), at a lower CPU priority than the server
+(``WORLDSTREAM_MEDIA_NICE``, default 10). Players go to an idle worker if there is one,
+else to the least loaded. ``processes=0`` keeps every ``PlayerVideo`` in the server
 process (one interpreter for all players: fine for a few).
 """
 
@@ -55,6 +56,22 @@ def default_media_processes() -> int:
     """``WORLDSTREAM_MEDIA_PROCESSES`` if set (0 = none), else one per core."""
     value = os.environ.get("WORLDSTREAM_MEDIA_PROCESSES")
     return max(0, int(value)) if value else usable_cores()
+
+
+DEFAULT_MEDIA_NICENESS = 10
+
+
+def default_media_niceness() -> int:
+    """``WORLDSTREAM_MEDIA_NICE`` if set, else :data:`DEFAULT_MEDIA_NICENESS`.
+
+    Media workers run at a lower CPU priority than the server: every player's frames wait
+    on the server's render thread and event loop, while an encoder serves one player.
+    All encoders get a picture at the same moment each tick, so without this, dozens of
+    encoder threads woke up at once and took the cores from the render thread and event
+    loop, which then ran late for everyone (``docs/benchmarks.md``).
+    """
+    value = os.environ.get("WORLDSTREAM_MEDIA_NICE")
+    return int(value) if value else DEFAULT_MEDIA_NICENESS
 
 
 class RemotePlayerVideo:
@@ -176,11 +193,14 @@ class MediaWorkerProcess:
         self._reader = asyncio.create_task(self._read(), name=f"media-{index}")
 
     @classmethod
-    async def start(cls, index: int, on_exit: Callable[["MediaWorkerProcess"], None]) -> "MediaWorkerProcess":
+    async def start(cls, index: int, on_exit: Callable[["MediaWorkerProcess"], None], niceness: int = 0) -> "MediaWorkerProcess":
         ours, theirs = socket.socketpair()
         context = mp.get_context("spawn")  # never fork a process holding CUDA or threads
         process = context.Process(
-            target=media_worker.main, args=(theirs, logging.getLogger().getEffectiveLevel()), name=f"media-{index}", daemon=True
+            target=media_worker.main,
+            args=(theirs, logging.getLogger().getEffectiveLevel(), niceness),
+            name=f"media-{index}",
+            daemon=True,
         )
         # Spawning writes the child's start-up data through a pipe: off the loop.
         await asyncio.get_running_loop().run_in_executor(None, process.start)
@@ -216,10 +236,12 @@ class MediaPool:
     Args:
         processes: most media worker processes (default :func:`default_media_processes`).
         encode_threads: threads encoding in this process when ``processes`` is 0.
+        niceness: added to each worker's nice value (default :func:`default_media_niceness`).
     """
 
-    def __init__(self, processes: int | None = None, encode_threads: int | None = None) -> None:
+    def __init__(self, processes: int | None = None, encode_threads: int | None = None, niceness: int | None = None) -> None:
         self.processes = default_media_processes() if processes is None else processes
+        self.niceness = default_media_niceness() if niceness is None else niceness
         self.encode = ThreadPoolExecutor(encode_threads or max(2, usable_cores()), thread_name_prefix="encode")
         self.workers: list[MediaWorkerProcess] = []
         self._starting: asyncio.Task | None = None
@@ -264,7 +286,7 @@ class MediaPool:
 
     async def _start_one(self) -> None:
         try:
-            worker = await MediaWorkerProcess.start(self._next_index, self._worker_exited)
+            worker = await MediaWorkerProcess.start(self._next_index, self._worker_exited, self.niceness)
             self._next_index += 1
         except Exception:
             log.exception("could not start a media worker")

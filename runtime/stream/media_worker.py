@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -150,9 +151,18 @@ class MediaWorker:
             self._spawn(entry.video.close())  # its on_closed frees the ring and reports "closed"
 
 
-def main(sock: socket.socket, log_level: int = logging.WARNING) -> None:
-    """Entry point of a worker process (``multiprocessing`` spawn target)."""
+def main(sock: socket.socket, log_level: int = logging.WARNING, niceness: int = 0) -> None:
+    """Entry point of a worker process (``multiprocessing`` spawn target).
+
+    Args:
+        niceness: added to the process's nice value (``media_pool.default_media_niceness``).
+    """
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)-7s %(name)s[media]: %(message)s")
+    if niceness:
+        try:
+            os.nice(niceness)
+        except (AttributeError, OSError) as exc:  # not POSIX, or not allowed
+            log.warning("media worker: could not change its nice value by %d: %s", niceness, exc)
     for noisy in ("aioice", "aiortc"):  # as the server does: their INFO is per ICE check
         logging.getLogger(noisy).setLevel(max(logging.WARNING, log_level))
     try:
