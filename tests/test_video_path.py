@@ -19,7 +19,7 @@ from runtime.world.render.cpu import CpuRenderer
 from runtime.world.render.gpu_video import composite_i420_torch, pick_video_kernels
 from runtime.world.render.i420_cpu import rgb_to_i420_numba
 from runtime.world.render.synthetic import scene_from_chunks, typical_world
-from runtime.world.render.video import render_video, rgb_to_i420_reference, split_planes, stitch_i420
+from runtime.world.render.video import render_video, rgb_to_i420_reference, split_planes, stitch_i420, submit_video
 from runtime.world.sky import Sky
 from runtime.world.render.compare import psnr
 
@@ -72,6 +72,24 @@ def test_cpu_render_video_shows_the_same_picture_as_the_rgb_path(scene):
     assert y.shape == (H, W) and u.shape == v.shape == (H // 2, W // 2)
     stereo = frames.side_by_side(0, 2)
     assert split_planes(stereo, 2 * W, H)[0][:, W:].tolist() == y.tolist()
+
+
+def test_pictures_go_into_the_callers_buffers_where_given(scene):
+    renderer = CpuRenderer()
+    cams = cameras(3)
+    snap = scene.snapshot()
+    plain = submit_video(renderer, snap, cams, SKY).wait()
+    assert plain.written is None
+    size = W * H * 3 // 2
+    mine = np.zeros(size, np.uint8)
+    frames = submit_video(renderer, snap, cams, SKY, into=[None, mine, None]).wait()
+    assert frames.written[1] is mine and np.array_equal(mine, plain.i420[1])
+    assert frames.picture(1) is mine and np.array_equal(frames.picture(0), plain.i420[0])
+    assert np.array_equal(frames.side_by_side(1, 2), stitch_i420([plain.i420[1], plain.i420[2]], W, H))
+    with pytest.raises(ValueError, match=r"into\[0\] must be a contiguous \[21600\] uint8 array"):
+        submit_video(renderer, snap, cams, SKY, into=[np.zeros(size - 1, np.uint8), None, None])
+    with pytest.raises(ValueError, match="into has 1 entries for 3 cameras"):
+        submit_video(renderer, snap, cams, SKY, into=[mine])
 
 
 def test_torch_composite_matches_the_rgb_path():
@@ -155,3 +173,26 @@ def test_gsplat_render_video_matches_cpu_conversion(scene):
         assert np.array_equal(p.wait().i420, frames.i420)
     cpu = rgb_to_i420(CpuRenderer().render(snap, cams, SKY).rgb)
     assert psnr(frames.i420, cpu) >= 40.0
+
+    # Straight into callers' buffers: a page-locked shared-memory ring (a DMA) and a
+    # plain array (a blocking copy); the others into the batch's buffer as before.
+    from runtime.stream.picture_ring import PictureRing
+
+    size = frames.i420.shape[1]
+    ring = PictureRing(size)
+    reader = PictureRing(size, name=ring.name)
+    unpin = renderer.pin_host_memory(ring.memory)
+    assert torch.from_numpy(ring.memory).is_pinned()
+    try:
+        plain = np.zeros(size, np.uint8)
+        for _ in range(4):  # every buffer of the ring, one reused
+            slot = ring.reserve(size)
+            got = renderer.submit_video(snap, cams, SKY, into=[slot, None, plain]).wait()
+            assert got.written[0] is slot and np.array_equal(got.picture(1), frames.i420[1])
+            assert np.array_equal(plain, frames.i420[2])
+            assert np.array_equal(reader.read(ring.commit(), size), frames.i420[0])
+    finally:
+        unpin()
+        assert not torch.from_numpy(ring.memory).is_pinned()
+        reader.close()
+        ring.close()

@@ -12,6 +12,8 @@ are put back in camera order.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from .camera import Cameras
@@ -50,14 +52,17 @@ class Display:
         parts = [(index, self.renderer.render(snap, cameras[index], self.sky)) for index, snap in groups]
         return gather_outputs(parts, len(cameras))
 
-    def submit_video(self, snapshot: SceneSnapshot, cameras: Cameras) -> PendingVideoFrames:
+    def submit_video(self, snapshot: SceneSnapshot, cameras: Cameras, into: Sequence[np.ndarray | None] | None = None) -> PendingVideoFrames:
         """I420 pictures for every camera, in order (see :meth:`.world.World.submit_video`)."""
         groups = self.groups(snapshot, cameras)
         if groups is None:
-            return submit_video(self.renderer, snapshot, cameras, self.sky)
+            return submit_video(self.renderer, snapshot, cameras, self.sky, into)
         if len(groups) == 1:
-            return submit_video(self.renderer, groups[0][1], cameras, self.sky)
-        parts = [(index, submit_video(self.renderer, snap, cameras[index], self.sky)) for index, snap in groups]
+            return submit_video(self.renderer, groups[0][1], cameras, self.sky, into)
+        parts = [
+            (index, submit_video(self.renderer, snap, cameras[index], self.sky, None if into is None else [into[k] for k in index]))
+            for index, snap in groups
+        ]
         return GatheredVideoFrames(parts, len(cameras))
 
     def groups(self, snapshot: SceneSnapshot, cameras: Cameras) -> list[tuple[np.ndarray, SceneSnapshot]] | None:

@@ -246,14 +246,15 @@ class World:
         """
         return self._display.render(self.scene.snapshot(), cameras)
 
-    def submit_video(self, cameras: Cameras) -> PendingVideoFrames:
+    def submit_video(self, cameras: Cameras, into: Sequence[np.ndarray | None] | None = None) -> PendingVideoFrames:
         """Start rendering the I420 pictures a video stream needs (no depth, no alpha).
 
         Returns at once on renderers that queue GPU work (``.wait()`` collects the frames),
-        so a caller can queue the next batch before waiting; see :mod:`.render.video`.
-        Frozen seen views are honoured as in :meth:`render`.
+        so a caller can queue the next batch before waiting; ``into`` names host buffers
+        some pictures go straight to; see :func:`.render.video.submit_video`. Frozen seen
+        views are honoured as in :meth:`render`.
         """
-        return self._display.submit_video(self.scene.snapshot(), cameras)
+        return self._display.submit_video(self.scene.snapshot(), cameras, into)
 
     # ------------------------------------------------------------------ imports
     def import_gaussians(self, gaussians: Gaussians, source: ChunkSource | None = None, *, min_per_cell: int = 32) -> list[Chunk]:

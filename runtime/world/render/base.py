@@ -83,8 +83,10 @@ class VideoRenderer(Renderer, Protocol):
     in host memory (:class:`~.video.VideoFrames`). Renderers without it are served by
     :func:`.video.render_video`'s default (``render()`` then RGB -> I420 on the CPU);
     callers should go through that function rather than call the method directly.
-    ``submit_video`` (optional too) queues the work and returns something with
-    ``wait() -> VideoFrames``, so a caller can overlap batches.
+    ``submit_video(snapshot, cameras, sky, into=None)`` (optional too) queues the work
+    and returns something with ``wait() -> VideoFrames``, so a caller can overlap
+    batches; ``into`` (per camera, a host buffer or None) is
+    :func:`.video.submit_video`'s.
     """
 
     def render_video(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> "VideoFrames": ...

@@ -13,9 +13,11 @@ so machines without CUDA can import this module.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -27,7 +29,37 @@ from .chunk_cache import ChunkCache
 from .conventions import ALPHA_MIN, EPS2D, NEAR_PLANE
 from .gpu_video import SkyConstants, coarse_sky_geometry, pick_video_kernels, sky_is_portable
 from .sky_grid import SkyGridCache
-from .video import VideoFrames, i420_size
+from .video import VideoFrames, check_into, i420_size
+
+log = logging.getLogger("worldstream.render")
+
+_CUDA_HOST_REGISTER_PORTABLE = 1  # cudaHostRegisterPortable: page-locked for every CUDA context
+
+
+def _no_op() -> None:
+    pass
+
+
+def _in_own_thread(call):
+    """``call()``'s result, called in a short-lived thread: a CUDA runtime call that fails
+    also sets its thread's last-error state, which torch's next kernel-launch check in
+    that thread would raise as if the kernel had failed."""
+    result: list = []
+
+    def run() -> None:
+        try:
+            result.append((True, call()))
+        except BaseException as exc:  # handed to the caller's thread
+            result.append((False, exc))
+
+    thread = threading.Thread(target=run, name="cuda-host-register")
+    thread.start()
+    thread.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
 
 DEFAULT_GPU_CACHE_BYTES = 8 << 30
 """GPU memory for uploaded chunks (56 B per Gaussian: ~150M Gaussians)."""
@@ -103,6 +135,7 @@ class GsplatRenderer:
         self._copy_lock = threading.Lock()
         self._deferred: list[_PendingGpuVideo] = []  # rendered, host copy not yet queued
         self._staging = _PinnedRing(self._torch)
+        self._pin_refused = False
 
     # ---- public API ----
     def render(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> RenderOutput:
@@ -129,13 +162,17 @@ class GsplatRenderer:
             scene_version=snapshot.version,
         )
 
-    def submit_video(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> "_PendingGpuVideo":
+    def submit_video(
+        self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky, into: Sequence[np.ndarray | None] | None = None
+    ) -> "_PendingGpuVideo":
         """Queue the streaming frames of all cameras; returns at once, ``.wait()`` gives
         :class:`~.video.VideoFrames` (I420 in pinned host memory).
 
         On the render stream: rasterise (colour + alpha only), the sky grids, the fused
         composite + RGB -> I420 kernel. On the copy stream, after those: the I420 bytes
-        (1.5 B/pixel) to a pinned host buffer.
+        (1.5 B/pixel) to a pinned host buffer, or, for cameras with an ``into`` buffer
+        (:func:`.video.submit_video`), straight to it: a DMA when it is page-locked
+        (:meth:`pin_host_memory`), a blocking copy otherwise.
 
         The copy is issued late: by ``wait()``, or by the next ``submit_video`` right after
         its rasterisation call returns, whichever comes first. gsplat reads a count back
@@ -162,7 +199,7 @@ class GsplatRenderer:
             self._kernels.composite(torch, colors, alphas, grid, stride, frames_gpu)
             rendered = torch.cuda.Event()
             rendered.record()
-        pending = _PendingGpuVideo(self, frames_gpu, rendered, w, h, snapshot.version)
+        pending = _PendingGpuVideo(self, frames_gpu, rendered, w, h, snapshot.version, check_into(into, cameras))
         with self._copy_lock:
             self._deferred.append(pending)
         return pending
@@ -180,21 +217,52 @@ class GsplatRenderer:
             if pending in self._deferred:
                 self._deferred.remove(pending)
 
-    def _copy_to_host(self, frames_gpu, rendered):
-        """On the copy stream, after ``rendered``: ``frames_gpu`` into pinned host memory.
-        Returns ``(frames_host, copied event)``. Pinned buffers come from torch's caching
-        host allocator: one is reused only when its frames are no longer referenced and
-        its copy has finished."""
+    def _copy_to_host(self, frames_gpu, rendered, into):
+        """On the copy stream, after ``rendered``: ``frames_gpu`` into pinned host memory,
+        each picture with an ``into`` buffer into that instead. Returns ``(frames_host,
+        copied event)``. Pinned buffers come from torch's caching host allocator: one is
+        reused only when its frames are no longer referenced and its copy has finished."""
         torch = self._torch
         frames_host = torch.empty(frames_gpu.shape, dtype=torch.uint8, pin_memory=True)
         self._copy_stream.wait_event(rendered)
         with torch.cuda.stream(self._copy_stream):
-            frames_host.copy_(frames_gpu, non_blocking=True)
+            if into is None:
+                frames_host.copy_(frames_gpu, non_blocking=True)
+            else:
+                for i, buffer in enumerate(into):
+                    target = frames_host[i] if buffer is None else torch.from_numpy(buffer)
+                    target.copy_(frames_gpu[i], non_blocking=True)
             copied = torch.cuda.Event()
             copied.record()
         # frames_gpu was allocated on the render stream: keep it until the copy is done.
         frames_gpu.record_stream(self._copy_stream)
         return frames_host, copied
+
+    def pin_host_memory(self, memory: np.ndarray):
+        """Page-lock ``memory`` (any contiguous host array) so that copies from the GPU into
+        it are DMAs that cost no CPU; returns the function that unlocks it, to be called
+        before the memory is freed and after the last copy into it has finished.
+
+        Where the driver refuses, logs that once and returns a no-op: copies into the
+        memory still work, through the CPU. Blocks while the driver locks the pages:
+        call it off the event loop.
+        """
+        torch = self._torch
+        if not memory.flags.c_contiguous or memory.nbytes == 0:
+            raise ValueError(f"pin_host_memory: need a contiguous, non-empty array, got {memory.shape} {memory.dtype}")
+        cudart = torch.cuda.cudart()
+        address, nbytes = memory.ctypes.data, memory.nbytes
+        error = _in_own_thread(lambda: cudart.cudaHostRegister(address, nbytes, _CUDA_HOST_REGISTER_PORTABLE))
+        if int(error) != 0:
+            if not self._pin_refused:
+                self._pin_refused = True
+                log.warning("could not page-lock %d bytes for GPU copies (cudaError %d): copies go through the CPU", nbytes, int(error))
+            return _no_op
+
+        def unpin() -> None:
+            _in_own_thread(lambda: cudart.cudaHostUnregister(address))
+
+        return unpin
 
     def render_video(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> VideoFrames:
         """I420 frames of all cameras in host memory (blocking :meth:`submit_video`)."""
@@ -378,9 +446,10 @@ class _PendingGpuVideo:
     """I420 frames rendered on the GPU; the copy to pinned host memory is queued late
     (see :meth:`GsplatRenderer.submit_video`) and exactly once."""
 
-    def __init__(self, renderer: GsplatRenderer, frames_gpu, rendered, width: int, height: int, scene_version: int) -> None:
+    def __init__(self, renderer: GsplatRenderer, frames_gpu, rendered, width: int, height: int, scene_version: int, into) -> None:
         self._renderer = renderer
         self._frames_gpu = frames_gpu
+        self._into = into
         self._rendered = rendered
         self._lock = threading.Lock()
         self._frames_host = None
@@ -393,7 +462,7 @@ class _PendingGpuVideo:
         """Queue the copy to the host if nobody has yet (any thread, any number of times)."""
         with self._lock:
             if self._copied is None:
-                self._frames_host, self._copied = self._renderer._copy_to_host(self._frames_gpu, self._rendered)
+                self._frames_host, self._copied = self._renderer._copy_to_host(self._frames_gpu, self._rendered, self._into)
                 self._frames_gpu = None
 
     def wait(self) -> VideoFrames:
@@ -402,6 +471,7 @@ class _PendingGpuVideo:
             self.issue_copy()
             self._renderer._forget(self)
             self._copied.synchronize()
-            self._result = VideoFrames(self._frames_host.numpy(), *self._size, self._version)
+            self._result = VideoFrames(self._frames_host.numpy(), *self._size, self._version, self._into)
+            self._into = None
             self._frames_host = None
         return self._result

@@ -20,7 +20,7 @@ V, row-major, no padding. ``I420.reshape(H * 3 // 2, W)`` is what
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -54,28 +54,38 @@ class VideoFrames:
     Attributes:
         i420: ``[N, H*W*3/2]`` uint8, one I420 picture per camera (layout: module doc).
             May be a view of pinned memory; it stays valid as long as it is referenced.
+            A camera's row is left unwritten where its picture went to a caller's buffer.
         width, height: picture size in pixels (even).
         scene_version: the snapshot version that was drawn.
+        written: per camera, the caller's buffer (``into`` of :func:`submit_video`) that
+            holds its picture instead of ``i420``, or None; all None when omitted.
     """
 
     i420: np.ndarray
     width: int
     height: int
     scene_version: int
+    written: Optional[Sequence[Optional[np.ndarray]]] = None
 
     def __len__(self) -> int:
         return int(self.i420.shape[0])
 
+    def picture(self, index: int) -> np.ndarray:
+        """Camera ``index``'s picture ``[H*W*3/2]``: its caller's buffer, or its ``i420`` row."""
+        if self.written is not None and self.written[index] is not None:
+            return self.written[index]
+        return self.i420[index]
+
     def planes(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(Y [H,W], U [H/2,W/2], V [H/2,W/2])`` views of camera ``index``'s picture."""
-        return split_planes(self.i420[index], self.width, self.height)
+        return split_planes(self.picture(index), self.width, self.height)
 
     def side_by_side(self, start: int, count: int) -> np.ndarray:
         """Cameras ``start .. start+count-1`` stitched left to right (VR eyes): one I420
         picture ``[H * count*W * 3/2]``; a single camera is returned as it is (no copy)."""
         if count == 1:
-            return self.i420[start]
-        return stitch_i420([self.i420[start + k] for k in range(count)], self.width, self.height)
+            return self.picture(start)
+        return stitch_i420([self.picture(start + k) for k in range(count)], self.width, self.height)
 
 
 def split_planes(i420: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,13 +169,15 @@ def gather_video_frames(parts: Sequence[tuple[np.ndarray, VideoFrames]], count: 
 
     ``parts`` are ``(index, frames)`` pairs: ``index`` ``[n]`` int names the cameras (positions
     in the full batch) of ``frames``' ``n`` pictures, in order; together the indices name every
-    camera once. Pictures are copied out (a part may be a view of reused pinned memory).
+    camera once. Pictures are copied out (a part may be a view of reused pinned memory),
+    except those in callers' buffers (``written``), which stay there.
     """
     if not parts:
         raise ValueError("gather_video_frames: parts must not be empty")
     first = parts[0][1]
     size = i420_size(first.width, first.height)
     i420 = np.empty((count, size), np.uint8)
+    written: list[np.ndarray | None] = [None] * count
     filled = np.zeros(count, np.int32)
     for index, frames in parts:
         index = np.asarray(index, np.int64)
@@ -175,10 +187,13 @@ def gather_video_frames(parts: Sequence[tuple[np.ndarray, VideoFrames]], count: 
                 f"{len(index)} cameras of {first.width}x{first.height}"
             )
         i420[index] = frames.i420
+        if frames.written is not None:
+            for k, buffer in zip(index, frames.written):
+                written[k] = buffer
         np.add.at(filled, index, 1)
     if not (filled == 1).all():
         raise ValueError(f"gather_video_frames: indices must name each of the {count} cameras once")
-    return VideoFrames(i420, first.width, first.height, first.scene_version)
+    return VideoFrames(i420, first.width, first.height, first.scene_version, written if any(w is not None for w in written) else None)
 
 
 class GatheredVideoFrames:
@@ -214,14 +229,45 @@ def render_video(renderer, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) 
     return render_video_via_rgb(renderer, snapshot, cameras, sky)
 
 
-def submit_video(renderer, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> PendingVideoFrames:
+def check_into(into: Sequence[np.ndarray | None] | None, cameras: Cameras) -> list[np.ndarray | None] | None:
+    """``into`` as a list, checked: one entry per camera, each None or a C-contiguous
+    ``[H*W*3/2]`` uint8 array; None when no camera has a buffer."""
+    if into is None:
+        return None
+    into = list(into)
+    size = i420_size(cameras.width, cameras.height)
+    if len(into) != len(cameras):
+        raise ValueError(f"submit_video: into has {len(into)} entries for {len(cameras)} cameras")
+    for i, buffer in enumerate(into):
+        if buffer is not None and (buffer.dtype != np.uint8 or buffer.shape != (size,) or not buffer.flags.c_contiguous):
+            raise ValueError(f"submit_video: into[{i}] must be a contiguous [{size}] uint8 array, got {buffer.dtype} {buffer.shape}")
+    return into if any(b is not None for b in into) else None
+
+
+def submit_video(
+    renderer, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky, into: Sequence[np.ndarray | None] | None = None
+) -> PendingVideoFrames:
     """Start rendering I420 pictures; ``.wait()`` returns them.
 
     Renderers with their own ``submit_video`` (gsplat) return at once with GPU work and
     the copy to the host queued, so a caller can queue the next batch before waiting:
     the copy of one batch then overlaps the rendering of the next. Others render here.
+
+    Args:
+        into: per camera, a ``[H*W*3/2]`` uint8 host buffer its picture goes to instead
+            of the batch's buffer (``VideoFrames.written``), or None. The GPU renderer
+            copies straight from device memory into it: page-locked buffers (see
+            ``GsplatRenderer.pin_host_memory``) make that a DMA that costs no CPU.
+            A buffer must not be read or freed before ``wait()`` returns.
     """
+    into = check_into(into, cameras)
     own = getattr(renderer, "submit_video", None)
     if own is not None:
-        return own(snapshot, cameras, sky)
-    return DoneVideoFrames(render_video(renderer, snapshot, cameras, sky))
+        return own(snapshot, cameras, sky, into) if into is not None else own(snapshot, cameras, sky)
+    frames = render_video(renderer, snapshot, cameras, sky)
+    if into is not None:
+        for buffer, picture in zip(into, frames.i420):
+            if buffer is not None:
+                np.copyto(buffer, picture)
+        frames = VideoFrames(frames.i420, frames.width, frames.height, frames.scene_version, into)
+    return DoneVideoFrames(frames)
