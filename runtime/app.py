@@ -52,8 +52,9 @@ class StreamServer:
         self.config = config
         self.version = _version()
         self.metrics = ServerMetrics()
-        self.executors = Executors()
         self.renderer = renderer if renderer is not None else create_renderer(config.renderer)
+        # A GPU renderer page-locks the media workers' picture rings and copies into them.
+        self.executors = Executors(pin_memory=getattr(self.renderer, "pin_host_memory", None))
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
         self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer)
         self.started_at = time.time()

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.stream.media_pool import MediaPool
+from runtime.stream.media_pool import MediaPool, PinMemory
 
 
 @dataclass
@@ -60,9 +60,9 @@ class Executors:
     * generation runs in each World's own worker thread (one per world), never here.
     """
 
-    def __init__(self, media_processes: int | None = None) -> None:
+    def __init__(self, media_processes: int | None = None, pin_memory: PinMemory | None = None) -> None:
         self.render = ThreadPoolExecutor(1, thread_name_prefix="render")
-        self.media = MediaPool(media_processes)
+        self.media = MediaPool(media_processes, pin_memory=pin_memory)
         self.plan = ThreadPoolExecutor(1, thread_name_prefix="plan")
 
     async def close(self) -> None:

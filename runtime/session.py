@@ -31,7 +31,7 @@ from runtime.player import Player, percentile
 from runtime.stream.metrics import ServerMetrics
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
-from runtime.world.render.video import PendingVideoFrames
+from runtime.world.render.video import PendingVideoFrames, i420_size
 from runtime.world.world import ChunkAdded, ChunkRequested, GenerationFailed, GenerationProgress, PlayerState
 
 log = logging.getLogger("worldstream.session")
@@ -189,21 +189,42 @@ class Session:
             start = time.perf_counter()
             # Queue every image size's batch first (GPU renderers return at once), then
             # collect: one batch's copy to the host overlaps the next one's rendering.
+            # A video with a buffer of its own (a media worker's page-locked ring) gets
+            # its picture copied there by the renderer (reserve before, commit after);
+            # the others are staged from the renderer's buffer (stereo: eyes stitched).
             batches: list[tuple[list[Player], list[Cameras], PendingVideoFrames]] = []
-            for members in groups.values():
-                cams = [p.cameras() for p in members]
-                batches.append((members, cams, world.submit_video(Cameras.concat(cams))))
-            for members, cams, pending in batches:
-                frames = pending.wait()
-                i = 0
-                for p, c in zip(members, cams):
-                    # Staging copies the picture out of the renderer's (pinned) buffers,
-                    # straight into the media worker's ring when there is one.
-                    video = videos[p.id]
-                    staged[p.id] = video.stage(frames.side_by_side(i, len(c)))  # stereo: eyes left to right
-                    p.last_picture = (video, staged[p.id])
-                    p.last_view_key = keys[p.id]
-                    i += len(c)
+            reserved: dict[str, np.ndarray] = {}  # player id -> ring buffer not yet committed
+            try:
+                for members in groups.values():
+                    cams = [p.cameras() for p in members]
+                    into: list[np.ndarray | None] = []
+                    for p, c in zip(members, cams):
+                        buffer = videos[p.id].reserve(i420_size(c.width, c.height)) if len(c) == 1 else None
+                        if buffer is not None:
+                            reserved[p.id] = buffer
+                        into.extend([buffer] * len(c))
+                    batches.append((members, cams, world.submit_video(Cameras.concat(cams), into)))
+                for members, cams, pending in batches:
+                    frames = pending.wait()
+                    i = 0
+                    for p, c in zip(members, cams):
+                        video = videos[p.id]
+                        if p.id in reserved:
+                            staged[p.id] = video.commit(reserved.pop(p.id))
+                        else:
+                            staged[p.id] = video.stage(frames.side_by_side(i, len(c)))
+                        p.last_picture = (video, staged[p.id])
+                        p.last_view_key = keys[p.id]
+                        i += len(c)
+            finally:
+                if reserved:  # rendering failed: let queued copies finish, then give the buffers back
+                    for _, _, pending in batches:
+                        try:
+                            pending.wait()
+                        except Exception:
+                            pass
+                    for player_id, buffer in reserved.items():
+                        videos[player_id].commit(buffer, written=False)
             return staged, (time.perf_counter() - start) if batches else None, job_started, time.monotonic()
 
         staged, render_s, job_started, job_done = await self._loop.run_in_executor(self.executors.render, move_and_render)

@@ -44,6 +44,28 @@ def test_picture_ring_reuses_a_buffer_only_after_the_reader_is_done():
         PictureRing(16, depth=2, name=writer.name)
 
 
+def test_picture_ring_reserve_hands_out_one_buffer_until_commit():
+    writer = PictureRing(8, depth=2)
+    reader = PictureRing(8, depth=2, name=writer.name)
+    try:
+        first = writer.reserve(8)
+        assert first is not None and np.shares_memory(first, writer.reserve(8))  # not committed yet: same buffer
+        first[:] = 7
+        assert writer.commit() == 1
+        second = writer.reserve(4)
+        assert second.shape == (4,) and not np.shares_memory(first, second)
+        second[:] = 9
+        assert writer.commit() == 2 and writer.reserve(8) is None  # both held by the reader
+        assert np.array_equal(reader.read(1, 8), np.full(8, 7, np.uint8))
+        assert np.array_equal(reader.read(2, 4), np.full(4, 9, np.uint8))
+        assert writer.memory.nbytes == 64 + 2 * 8  # header and buffers
+        with pytest.raises(ValueError, match="nbytes"):
+            writer.reserve(9)
+    finally:
+        reader.close()
+        writer.close()
+
+
 def pictures(n: int) -> np.ndarray:
     """``[n, H*W*3/2]`` I420 pictures with structure an encoder keeps (gradients, a block)."""
     y, x = np.mgrid[0:H, 0:W]
@@ -103,8 +125,11 @@ def test_media_worker_streams_pictures_to_a_real_peer_and_survives_a_crash():
             assert isinstance(video, RemotePlayerVideo) and worker_pid is not None
             # Workers yield the CPU to the server's render thread and event loop.
             assert os.getpriority(os.PRIO_PROCESS, worker_pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + pool.niceness)
-            for k in range(10):  # a new picture every tick
-                staged = video.stage(source[k % 2])
+            for k in range(10):  # a new picture every tick, written into the ring as the GPU does
+                buffer = video.reserve(source[k % 2].nbytes)
+                assert buffer is not None and video.stage(source[0]) is None  # one writer at a time
+                buffer[:] = source[k % 2]
+                staged = video.commit(buffer)
                 assert staged is not None
                 await feed(video, staged, 1, k)
             staged = video.stage(source[1])
@@ -133,8 +158,17 @@ def test_media_worker_streams_pictures_to_a_real_peer_and_survives_a_crash():
             await feed(video, video.stage(source[0]), 10, 100)
             frame = await asyncio.wait_for(frames.get(), 10)
             assert frame.width == W and frame.height == H
-            await receiver.close()
+
+            # Closed while the renderer writes a picture into the ring: the ring outlives
+            # the write, and the commit that ends it frees the ring.
+            buffer = video.reserve(source[0].nbytes)
+            assert buffer is not None
             await video.close()
+            buffer[:] = source[0]
+            assert video.commit(buffer) is None
+            with pytest.raises(FileNotFoundError):
+                PictureRing(video.ring.capacity, name=video.ring.name)
+            await receiver.close()
         finally:
             await pool.stop()
 

@@ -6,9 +6,12 @@ a :class:`RemotePlayerVideo`: the same interface as ``webrtc.PlayerVideo`` (the 
 cannot tell them apart), backed by a picture ring in shared memory and messages over a
 socket (``media_link``).
 
-Per picture the server does one copy (renderer's host buffer -> ring, in the render
-thread) and sends one small message; per encoded frame it receives one small message
-(for ``frame_info`` and the metrics). Everything per packet stays in the worker.
+Per picture the server sends one small message, and the picture reaches the ring one of
+two ways: with a GPU renderer the ring is page-locked (``pin_memory``) and the GPU copies
+the picture straight into it (``reserve`` before rendering, ``commit`` after), costing no
+CPU; otherwise the render thread copies it there from the renderer's buffer (``stage``).
+Per encoded frame the server receives one small message (for ``frame_info`` and the
+metrics). Everything per packet stays in the worker.
 
 Workers are started as needed: one at start-up, then one more whenever every running
 worker has a player, up to ``processes`` (default: one per core,
@@ -42,6 +45,11 @@ from .webrtc import PlayerVideo, RtcError, parse_candidate
 log = logging.getLogger("worldstream.media")
 ANSWER_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 3.0
+
+
+PinMemory = Callable[[np.ndarray], Callable[[], None]]
+"""Page-locks host memory for the GPU's copies; returns the function that unlocks it
+(``GsplatRenderer.pin_host_memory``)."""
 
 
 def usable_cores() -> int:
@@ -90,6 +98,7 @@ class RemotePlayerVideo:
         on_encoded: Callable[[EncodedFrame], None],
         on_closed: Callable[["RemotePlayerVideo"], None] | None,
         label: str,
+        pin_memory: PinMemory | None = None,
     ) -> None:
         self.settings = settings
         self.label = label
@@ -99,14 +108,20 @@ class RemotePlayerVideo:
         self._id = video_id
         self._on_encoded = on_encoded
         self._on_closed = on_closed
+        self._pin_memory = pin_memory
+        self._unpin: Callable[[], None] | None = None
         self._answer: asyncio.Future | None = None
-        self._ring_lock = threading.Lock()  # stage (render thread) vs close (loop)
+        self._ring_lock = threading.Lock()  # reserve/commit/stage (render thread) vs close (loop)
+        self._reserved: np.ndarray | None = None  # a ring buffer being written
         self._closed = False
 
     async def answer(self, offer_sdp: str) -> str:
         """Have the worker answer the client's offer (raises :class:`RtcError`)."""
-        self._answer = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._answer = loop.create_future()
         ring = self.ring
+        if self._pin_memory is not None:  # page-locked: the GPU copies pictures straight in
+            self._unpin = await loop.run_in_executor(None, self._pin_memory, ring.memory)
         self._worker.link.send(
             ["open", self._id, dataclasses.asdict(self.settings), ring.name, ring.capacity, ring.depth, offer_sdp, self.label]
         )
@@ -130,11 +145,33 @@ class RemotePlayerVideo:
     def ready(self) -> bool:
         return not self._closed and self.state == "connected"
 
+    def reserve(self, nbytes: int) -> np.ndarray | None:
+        """The ring buffer the next picture may be written into directly (render thread),
+        or None when the worker is a whole ring behind or the video is closed. Call
+        :meth:`commit` once the picture is there (or was not written)."""
+        with self._ring_lock:
+            if self._closed or self._reserved is not None:
+                return None
+            self._reserved = self.ring.reserve(nbytes)
+            return self._reserved
+
+    def commit(self, buffer: np.ndarray | None, written: bool = True) -> int | None:
+        """The reserved ``buffer`` holds the picture (or, ``written=False``, was given up):
+        what :meth:`offer` takes, or None."""
+        if buffer is None:
+            return None
+        with self._ring_lock:
+            self._reserved = None
+            if self._closed:  # closed while the picture was being written: free the ring now
+                self._free_ring()
+                return None
+            return self.ring.commit() if written else None
+
     def stage(self, picture: np.ndarray) -> int | None:
         """Copy a picture into the ring (any one thread); its sequence number, or None
         when the worker is a whole ring behind (the picture is dropped)."""
         with self._ring_lock:
-            return None if self._closed else self.ring.write(picture)
+            return None if self._closed or self._reserved is not None else self.ring.write(picture)
 
     def offer(self, staged: int | None, captured_at: float, input_seq: int, input_received_at: float | None, render_s: float) -> None:
         """Announce a staged picture (again, to repeat it) to the worker."""
@@ -150,6 +187,13 @@ class RemotePlayerVideo:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def _free_ring(self) -> None:
+        """Unlock (if pinned), then free the ring: once closed and nothing writes into it."""
+        unpin, self._unpin = self._unpin, None
+        if unpin is not None:
+            unpin()
+        self.ring.close()
 
     # ------------------------------------------------------------------ from the worker
     def on_message(self, kind: str, args: list) -> None:
@@ -173,7 +217,12 @@ class RemotePlayerVideo:
         self._closed = True
         self.state = "closed"
         with self._ring_lock:
-            self.ring.close()
+            free = self._reserved is None  # else commit() frees it once the write is done
+        if free:
+            try:
+                asyncio.get_running_loop().run_in_executor(None, self._free_ring)  # unpinning blocks
+            except RuntimeError:  # no loop running (shutdown)
+                self._free_ring()
         self._worker.videos.pop(self._id, None)
         if self._answer is not None and not self._answer.done():
             self._answer.set_result((False, "the media worker closed the connection"))
@@ -237,11 +286,20 @@ class MediaPool:
         processes: most media worker processes (default :func:`default_media_processes`).
         encode_threads: threads encoding in this process when ``processes`` is 0.
         niceness: added to each worker's nice value (default :func:`default_media_niceness`).
+        pin_memory: page-locks each picture ring, so the renderer can copy pictures from
+            the GPU straight into it (``reserve``/``commit``); None: rings stay pageable.
     """
 
-    def __init__(self, processes: int | None = None, encode_threads: int | None = None, niceness: int | None = None) -> None:
+    def __init__(
+        self,
+        processes: int | None = None,
+        encode_threads: int | None = None,
+        niceness: int | None = None,
+        pin_memory: PinMemory | None = None,
+    ) -> None:
         self.processes = default_media_processes() if processes is None else processes
         self.niceness = default_media_niceness() if niceness is None else niceness
+        self.pin_memory = pin_memory
         self.encode = ThreadPoolExecutor(encode_threads or max(2, usable_cores()), thread_name_prefix="encode")
         self.workers: list[MediaWorkerProcess] = []
         self._starting: asyncio.Task | None = None
@@ -271,7 +329,7 @@ class MediaPool:
         idle = [w for w in self.workers if not w.videos]
         worker = idle[0] if idle else min(self.workers, key=lambda w: len(w.videos))
         self._ids += 1
-        video = RemotePlayerVideo(worker, self._ids, settings, on_encoded, on_closed, label)
+        video = RemotePlayerVideo(worker, self._ids, settings, on_encoded, on_closed, label, self.pin_memory)
         worker.videos[self._ids] = video
         if len(idle) <= 1 and len(self.workers) < self.processes:
             self._start_worker()  # keep one worker idle and warm for the next player

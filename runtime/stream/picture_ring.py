@@ -57,6 +57,23 @@ class PictureRing:
         self._next_seq = 1  # writer side: sequence numbers start at 1 (0 = nothing read yet)
 
     # ------------------------------------------------------------------ writer
+    def reserve(self, nbytes: int) -> np.ndarray | None:
+        """The buffer the next picture goes into (a ``[nbytes]`` uint8 view), or None when
+        the reader still holds it. Write the picture there, then :meth:`commit`; until
+        then, reserving again returns the same buffer. Any one thread at a time."""
+        if not 0 < nbytes <= self.capacity:
+            raise ValueError(f"PictureRing.reserve: nbytes must be in (0, {self.capacity}], got {nbytes}")
+        seq = self._next_seq
+        if int(self._consumed[0]) < seq - self.depth:
+            return None
+        return self._data[seq % self.depth, :nbytes]
+
+    def commit(self) -> int:
+        """The reserved buffer holds a whole picture: its sequence number, for the reader."""
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        return seq
+
     def write(self, picture: np.ndarray) -> int | None:
         """Copy ``picture`` (uint8, at most ``capacity`` bytes) into the next buffer.
 
@@ -66,15 +83,19 @@ class PictureRing:
         flat = picture.reshape(-1)
         if flat.dtype != np.uint8 or flat.size > self.capacity:
             raise ValueError(f"PictureRing.write: need uint8 of at most {self.capacity} bytes, got {picture.dtype} {picture.shape}")
-        seq = self._next_seq
-        if int(self._consumed[0]) < seq - self.depth:
+        buffer = self.reserve(flat.size)
+        if buffer is None:
             return None
         # A memoryview copy keeps the interpreter lock (numpy's drops and retakes it): one
         # copy per player per tick, and each retake could wait a switch interval behind
         # the event loop.
-        memoryview(self._data[seq % self.depth, : flat.size])[:] = memoryview(np.ascontiguousarray(flat))
-        self._next_seq = seq + 1
-        return seq
+        memoryview(buffer)[:] = memoryview(np.ascontiguousarray(flat))
+        return self.commit()
+
+    @property
+    def memory(self) -> np.ndarray:
+        """The whole segment (header and buffers) as one uint8 array, e.g. to page-lock it."""
+        return np.ndarray((self._shm.size,), np.uint8, buffer=self._shm.buf)
 
     # ------------------------------------------------------------------ reader
     def read(self, seq: int, size: int) -> np.ndarray:

@@ -3,8 +3,9 @@
 :class:`PlayerVideo` lives where its packets are made: in a media worker process
 (``media_worker``; the server holds a ``media_pool.RemotePlayerVideo`` with the same
 interface) or, with no worker processes, in the server itself. The session sees only
-that interface: ``ready``, ``stage(picture)`` (any thread), ``offer(...)``, ``answer``,
-``add_candidate``, ``close``.
+that interface: ``ready``, ``reserve``/``commit`` (a buffer the renderer writes the next
+picture into, where the video has one) or ``stage(picture)`` (a copy), both from the
+render thread, ``offer(...)``, ``answer``, ``add_candidate``, ``close``.
 
 The client offers (one receive-only video transceiver), the server answers with all of
 its ICE candidates inside (aiortc gathers before answering; it does not trickle). No
@@ -118,6 +119,13 @@ class PlayerVideo:
     def ready(self) -> bool:
         """Connected and still wanting pictures."""
         return not self._closed and self.track.wants_frames and self.pc.connectionState == "connected"
+
+    def reserve(self, nbytes: int) -> None:
+        """No buffer of its own for the renderer to write into: pictures come through :meth:`stage`."""
+        return None
+
+    def commit(self, buffer: None, written: bool = True) -> None:
+        return None
 
     def stage(self, picture: np.ndarray) -> np.ndarray:
         """Keep a picture for :meth:`offer` (any thread): a copy, since the renderer's
