@@ -341,6 +341,15 @@ class RtcAnswer(Message):
     sdp: str = spec(max_len=MAX_SDP_CHARS)
 
 
+@message("video_ended", "server")
+class VideoEnded(Message):
+    """The server closed this player's video on its own (its peer connection failed, or the
+    process streaming it stopped). The WebSocket and the player carry on: send a new
+    ``rtc_offer`` to get video again."""
+
+    reason: str = spec(max_len=MAX_ERROR_CHARS, doc="why, for people")
+
+
 @message("pong", "server")
 class Pong(Message):
     id: int = spec(min=0, max=MAX_SEQ)

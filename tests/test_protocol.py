@@ -54,6 +54,7 @@ SAMPLES = [
     m.FrameInfo(rtp_timestamp=90_000, input_seq=3, server_ms=1e12, mtp_ms=12.0),
     m.ErrorMessage(code="bad_field", message="x", field="view.fov_y", ref_type="hello"),
     m.RtcAnswer(sdp="v=0\r\n"),
+    m.VideoEnded(reason="its media worker stopped (exit code -9)"),
     m.Pong(id=1, t_ms=3.0, server_ms=4.0),
     m.GenerationRequested(job_id=1, center=(1.0, 0.0, 5.0), radius=4.0, requested_by=["p1", "p2"]),
     m.GenerationProgress(job_id=1, fraction=0.5, message="half"),

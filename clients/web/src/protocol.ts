@@ -249,6 +249,17 @@ export interface RtcAnswer {
   sdp: string;
 }
 
+/**
+ * The server closed this player's video on its own (its peer connection failed, or the
+ * process streaming it stopped). The WebSocket and the player carry on: send a new
+ * ``rtc_offer`` to get video again.
+ */
+export interface VideoEnded {
+  type: "video_ended";
+  /** why, for people (max length 1000) */
+  reason: string;
+}
+
 export interface Pong {
   type: "pong";
   /** (>= 0, <= 9007199254740991) */
@@ -389,8 +400,8 @@ export interface ErrorMessage {
 /** Every message a client may send. */
 export type ClientMessage = Hello | Input | HeadPose | RtcOffer | IceCandidate | Caption | Ping;
 /** Every message a server may send. */
-export type ServerMessage = IceCandidate | Welcome | RtcAnswer | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | ErrorMessage;
+export type ServerMessage = IceCandidate | Welcome | RtcAnswer | VideoEnded | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | ErrorMessage;
 export type Message = ClientMessage | ServerMessage;
 export type MessageType = Message["type"];
 export const CLIENT_MESSAGE_TYPES = ["hello", "input", "head_pose", "rtc_offer", "ice_candidate", "caption", "ping"] as const;
-export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "rtc_answer", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "error"] as const;
+export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "rtc_answer", "video_ended", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "error"] as const;
