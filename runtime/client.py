@@ -199,6 +199,8 @@ class WorldClient:
                 except ProtocolError as exc:
                     log.warning("bad message from the server: %s", exc)
                     continue
+                if isinstance(msg, m.VideoEnded) and self.video:  # as the web client does: offer again
+                    self._tasks.append(asyncio.create_task(self.restart_video(), name="client-video-restart"))
                 if isinstance(msg, m.FrameInfo):
                     self.frame_infos[msg.rtp_timestamp] = msg
                     if len(self.frame_infos) > 2000:
@@ -254,6 +256,18 @@ class WorldClient:
         return [e for e in self.events if e.TYPE == type_]
 
     # ------------------------------------------------------------------ video
+    async def restart_video(self, timeout: float = 60.0) -> None:
+        """A new peer connection and offer (the server replaces the old video); done on its
+        own when the server says ``video_ended``."""
+        old, self.pc = self.pc, None
+        if self._video_task is not None:
+            self._video_task.cancel()
+        if old is not None:
+            await old.close()
+        await self._start_video(timeout)
+
+    _video_task: asyncio.Task | None = None
+
     async def _start_video(self, timeout: float) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.addTransceiver("video", direction="recvonly")
@@ -274,7 +288,8 @@ class WorldClient:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=reply.sdp, type="answer"))
         track = await asyncio.wait_for(track_ready, timeout)
         receiver = next(t.receiver for t in self.pc.getTransceivers() if t.kind == "video")
-        self._tasks.append(asyncio.create_task(self._read_video(track, receiver), name="client-video"))
+        self._video_task = asyncio.create_task(self._read_video(track, receiver), name="client-video")
+        self._tasks.append(self._video_task)
 
     @staticmethod
     def _rtp_origin(receiver) -> int:

@@ -86,8 +86,9 @@ class Session:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for player in list(self.players.values()):
-            if player.video is not None:
-                await player.video.close()
+            video, player.video = player.video, None  # first: closing it is not "video ended"
+            if video is not None:
+                await video.close()
         self._unsubscribe()
         try:
             await self._loop.run_in_executor(self.executors.plan, self.world.close)
@@ -111,9 +112,9 @@ class Session:
         if self.players.pop(player.id, None) is None:
             return
         self.metrics.players.dec()
-        if player.video is not None:
-            await player.video.close()
-            player.video = None
+        video, player.video = player.video, None  # first: closing it is not "video ended"
+        if video is not None:
+            await video.close()
         for other in self.players.values():
             other.send(m.PlayerLeft(id=player.id, name=player.name))
         if not self.players:

@@ -42,6 +42,27 @@ class ServerProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def media_worker_pids(self) -> list[int]:
+        """Its media worker processes: children running multiprocessing's spawn_main (its
+        resource tracker is a child too, but runs something else). Linux only."""
+        pids = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                try:
+                    cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                except OSError:  # exited meanwhile
+                    continue
+                if b"spawn_main" in cmdline:
+                    pids.append(int(child))
+        return pids
+
+    def kill_media_workers(self) -> list[int]:
+        """SIGKILL every media worker, as a crash would; returns their pids."""
+        pids = self.media_worker_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        return pids
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (clean shutdown), then SIGKILL if it does not exit in time; returns the exit code."""
         if self.proc.poll() is None:

@@ -210,3 +210,27 @@ def test_vp8_stream(start_server):
 
     run(scenario())
     assert "Traceback" not in server.log_text()
+
+
+def test_a_dead_media_worker_ends_the_video_and_a_new_offer_brings_it_back(start_server):
+    server = start_server()
+
+    async def scenario():
+        async with WorldClient(server.url, new_world=m.NewWorld(name=unique("crash"))) as c:
+            await c.next_frame()
+            since = c.event_count
+            workers = server.kill_media_workers()
+            assert workers, "the server runs no media worker"
+            ended = await c.wait_for("video_ended", timeout=10, since=since)
+            assert "media worker stopped" in ended.reason
+            # The client offers again on its own (as the web client does); video comes back
+            # from a fresh worker, and the player and the world carried on meanwhile.
+            await c.wait_for("rtc_answer", timeout=30, since=since)
+            received = c.frames_received
+            frame = await c.next_frame(timeout=30, after=received)
+            assert frame.rgb.shape == (c.welcome.server.height, c.welcome.server.width, 3)
+            assert not set(server.media_worker_pids()) & set(workers)
+            seq = await c.send_input(forward=1.0)
+            await c.frame_after_input(seq)
+
+    run(scenario())

@@ -88,6 +88,7 @@ class RemotePlayerVideo:
     Attributes:
         state: the worker's last reported peer connection state.
         ring: where this player's pictures go.
+        end_reason: why the video closed, for people ("" while open).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class RemotePlayerVideo:
         self.settings = settings
         self.label = label
         self.state = "new"
+        self.end_reason = ""
         self.ring = PictureRing(settings.width * settings.height * 3 // 2)
         self._worker = worker
         self._id = video_id
@@ -182,7 +184,7 @@ class RemotePlayerVideo:
         if self._closed:
             return
         self._worker.link.send(["close", self._id])
-        self._finish()
+        self._finish("closed by the server")
 
     @property
     def closed(self) -> bool:
@@ -203,18 +205,19 @@ class RemotePlayerVideo:
         elif kind == "state":
             self.state = args[0]
             if self.state in ("failed", "closed"):
-                self._finish()
+                self._finish(f"the peer connection {self.state}")
         elif kind in ("answer", "failed"):
             if self._answer is not None and not self._answer.done():
                 self._answer.set_result((kind == "answer", args[0]))
         elif kind == "closed":
-            self._finish()
+            self._finish(args[0] if args else "closed by its media worker")
 
-    def _finish(self) -> None:
+    def _finish(self, reason: str) -> None:
         """Closed, from either side: free the ring and tell the owner once."""
         if self._closed:
             return
         self._closed = True
+        self.end_reason = reason
         self.state = "closed"
         with self._ring_lock:
             free = self._reserved is None  # else commit() frees it once the write is done
@@ -268,7 +271,7 @@ class MediaWorkerProcess:
             log.error("media worker %d stopped (exit code %s): closing its %d videos", self.index, self.process.exitcode, len(self.videos))
         self._on_exit(self)
         for video in list(self.videos.values()):
-            video.on_message("closed", [])
+            video.on_message("closed", [f"its media worker stopped (exit code {self.process.exitcode})"])
 
     async def stop(self) -> None:
         await self.link.close()  # the worker closes its videos and exits

@@ -21,7 +21,7 @@ Messages out:
 * ``["answer", id, sdp]`` or ``["failed", id, error]`` (reply to open)
 * ``["state", id, connection_state]``
 * ``["encoded", id, *EncodedFrame fields in order]`` (``ENCODED_FIELDS``)
-* ``["closed", id]``
+* ``["closed", id, reason]``
 
 The worker ends when the server's end of the link closes.
 """
@@ -108,11 +108,11 @@ class MediaWorker:
         def encoded(f: EncodedFrame) -> None:
             send(["encoded", video_id, *(getattr(f, name) for name in ENCODED_FIELDS)])
 
-        def closed(_video: PlayerVideo) -> None:
+        def closed(video: PlayerVideo) -> None:
             entry = self.videos.pop(video_id, None)
             if entry is not None:
                 entry.ring.close()
-            send(["closed", video_id])
+            send(["closed", video_id, video.end_reason])
 
         video = PlayerVideo(settings, self.encode, encoded, closed, label, on_state=lambda state: send(["state", video_id, state]))
         self.videos[video_id] = _Video(video, ring, settings.width * settings.height * 3 // 2)

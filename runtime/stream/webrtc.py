@@ -72,6 +72,7 @@ class PlayerVideo:
         self.track = PlayerVideoTrack(settings, encode_executor, on_encoded)
         self._on_closed = on_closed
         self._closed = False
+        self.end_reason = ""  # why it closed, for people ("" while open)
 
         @self.pc.on("connectionstatechange")
         async def _state() -> None:
@@ -80,7 +81,7 @@ class PlayerVideo:
             if on_state is not None:
                 on_state(state)
             if state in ("failed", "closed"):
-                await self.close()
+                await self.close(f"the peer connection {state}")
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply the client's offer and return the answer SDP (raises :class:`RtcError`)."""
@@ -136,10 +137,11 @@ class PlayerVideo:
         """Give the track a staged I420 picture (newest wins; see ``video_track``)."""
         self.track.offer(RenderedFrame(staged, captured_at, input_seq, input_received_at, render_s, "yuv420p"))
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "closed by the server") -> None:
         if self._closed:
             return
         self._closed = True
+        self.end_reason = reason
         self.track.stop()
         try:
             await asyncio.wait_for(self.pc.close(), timeout=5.0)

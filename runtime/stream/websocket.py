@@ -233,8 +233,10 @@ class Connection:
         session = self.session
 
         def closed(video) -> None:
+            # Still the player's video: it ended on its own, not by a new offer or leaving.
             if player.video is video:
                 player.video = None
+                self.send(m.VideoEnded(reason=(video.end_reason or "the video closed")[: m.MAX_ERROR_CHARS]))
 
         try:
             video = await server.executors.media.create_video(
