@@ -387,6 +387,24 @@ def test_video_renegotiates_on_the_same_connection(open_page, base_url, world):
     assert s["latency"]["samples"] > 0, "latency is measured again on the new stream"
 
 
+def test_a_dead_media_worker_brings_the_video_back_at_once(open_page, start_server):
+    """The server says video_ended when the process streaming a player's video dies; the
+    client offers again at once instead of waiting for ICE to fail (tens of seconds)."""
+    own = start_server()
+    page = open_page(own.url + "/")
+    create_world_from_start_screen(page, f"crash-{uuid.uuid4().hex[:6]}")
+    page.wait_for_function(
+        "() => window.__worldstream && window.__worldstream.connectionState === 'joined'", timeout=60_000
+    )
+    wait_frames(page, 5, timeout_s=30)
+    frames = state(page)["frames"]
+    assert own.kill_media_workers(), "the server runs no media worker"
+    page.wait_for_function("() => window.__worldstream.videoRestarts >= 1", timeout=10_000)
+    wait_frames(page, frames + 10, timeout_s=20)
+    s = state(page)
+    assert s["reconnects"] == 0 and s["connection"] == "joined" and s["rtc"] == "connected"
+
+
 def test_unknown_world_link_offers_to_create_it(open_page, base_url):
     page = open_page(f"{base_url}/?world=nobody-{uuid.uuid4().hex[:6]}")
     page.wait_for_function("() => window.__worldstream && window.__worldstream.overlay === 'failed'", timeout=10_000)

@@ -23,6 +23,7 @@ import { WorldState } from "./world_state";
 const PING_EVERY_MS = 2000;
 const STATS_EVERY_MS = 1000;
 const LIVE_WITHIN_MS = 1000; // the live dot goes dark when no frame came for this long
+const VIDEO_RESTART_MIN_MS = 2000; // at most one new offer per this long after video_ended
 const FOV_Y = (60 * Math.PI) / 180;
 
 function socketUrl(): string {
@@ -57,6 +58,10 @@ export class GameSession {
   rttMs: number | null = null;
   serverMtpP50: number | null = null;
   rtcState: RTCPeerConnectionState | "none" = "none";
+  /** Times the server said video_ended (window.__worldstream.videoRestarts). */
+  videoRestarts = 0;
+  private videoRestartAt = -Infinity;
+  private videoRestartTimer: number | null = null;
   lastError: { code: string; message: string } | null = null;
   /** Did the last welcome give back an earlier pose (resume token accepted)? */
   resumed = false;
@@ -221,6 +226,20 @@ export class GameSession {
     }
   }
 
+  /** The server closed our video on its own: offer a new one at once, but not more than
+   * once per VIDEO_RESTART_MIN_MS (a server whose video keeps failing is not hammered). */
+  private videoEnded(reason: string): void {
+    const wait = Math.max(0, this.videoRestartAt + VIDEO_RESTART_MIN_MS - performance.now());
+    this.videoRestarts += 1;
+    if (this.videoRestartTimer !== null) return;
+    this.videoRestartTimer = window.setTimeout(() => {
+      this.videoRestartTimer = null;
+      this.videoRestartAt = performance.now();
+      toast("The video stream restarted", "info", reason);
+      void this.startVideo();
+    }, wait);
+  }
+
   private closeLink(): void {
     this.link?.close();
     this.link = null;
@@ -232,6 +251,9 @@ export class GameSession {
     switch (m.type) {
       case "rtc_answer":
         this.link?.answer(m.sdp).catch((err) => toast("The video answer was refused", "error", String(err)));
+        return;
+      case "video_ended":
+        this.videoEnded(m.reason);
         return;
       case "ice_candidate":
         void this.link?.remoteCandidate(m.candidate, m.sdp_mid ?? null, m.sdp_mline_index ?? null).catch(() => undefined);

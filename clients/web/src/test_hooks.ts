@@ -11,6 +11,8 @@ export interface WorldstreamHooks {
   readonly reconnects: number;
   readonly resumed: boolean;
   readonly videoRefreshes: number;
+  /** Times the server said video_ended (each answered by a new offer). */
+  readonly videoRestarts: number;
   readonly world: string;
   readonly myId: string;
   readonly players: Array<{ id: string; name: string; position: number[]; yaw: number }>;
@@ -49,6 +51,9 @@ export function exposeHooks(session: GameSession): void {
     },
     get videoRefreshes() {
       return session.delayGuard.refreshes;
+    },
+    get videoRestarts() {
+      return session.videoRestarts;
     },
     get resumed() {
       return session.resumed;
