@@ -123,7 +123,7 @@ class RemotePlayerVideo:
         self._answer = loop.create_future()
         ring = self.ring
         if self._pin_memory is not None:  # page-locked: the GPU copies pictures straight in
-            self._unpin = await loop.run_in_executor(None, self._pin_memory, ring.memory)
+            await loop.run_in_executor(None, self._pin)
         self._worker.link.send(
             ["open", self._id, dataclasses.asdict(self.settings), ring.name, ring.capacity, ring.depth, offer_sdp, self.label]
         )
@@ -165,7 +165,7 @@ class RemotePlayerVideo:
         with self._ring_lock:
             self._reserved = None
             if self._closed:  # closed while the picture was being written: free the ring now
-                self._free_ring()
+                self._free_ring_locked()
                 return None
             return self.ring.commit() if written else None
 
@@ -190,7 +190,18 @@ class RemotePlayerVideo:
     def closed(self) -> bool:
         return self._closed
 
+    def _pin(self) -> None:
+        """Page-lock the ring (blocks: off the loop), unless the video closed meanwhile. Under
+        the ring lock, so that freeing the ring waits for it (never unmaps pinned memory)."""
+        with self._ring_lock:
+            if not self._closed and self._unpin is None:
+                self._unpin = self._pin_memory(self.ring.memory)
+
     def _free_ring(self) -> None:
+        with self._ring_lock:
+            self._free_ring_locked()
+
+    def _free_ring_locked(self) -> None:
         """Unlock (if pinned), then free the ring: once closed and nothing writes into it."""
         unpin, self._unpin = self._unpin, None
         if unpin is not None:
