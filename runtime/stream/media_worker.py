@@ -35,9 +35,10 @@ import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
+import av
 import numpy as np
 
-from .encoder import EncoderSettings
+from .encoder import EncoderSettings, i420_video_frame
 from .media_link import MessageLink
 from .picture_ring import PictureRing
 from .video_track import EncodedFrame
@@ -51,18 +52,22 @@ ENCODED_FIELDS = tuple(f.name for f in dataclasses.fields(EncodedFrame))  # the 
 class _Video:
     """One player's video in this worker, and where its pictures come from."""
 
-    def __init__(self, video: PlayerVideo, ring: PictureRing, picture_bytes: int) -> None:
+    def __init__(self, video: PlayerVideo, ring: PictureRing, settings: EncoderSettings) -> None:
         self.video = video
         self.ring = ring
-        self.picture_bytes = picture_bytes
+        self.width, self.height = settings.width, settings.height
         self.last_seq = 0
-        self.last_picture: np.ndarray | None = None
+        self.last_picture: av.VideoFrame | None = None
 
-    def picture(self, seq: int) -> np.ndarray | None:
+    def picture(self, seq: int) -> av.VideoFrame | None:
+        """Picture ``seq`` in a frame the encoder takes as it is: the ring's one copy."""
         if seq > self.last_seq:
-            self.last_picture = self.ring.read(seq, self.picture_bytes)
+            self.last_picture = self.ring.read(seq, self.width * self.height * 3 // 2, self._frame)
             self.last_seq = seq
         return self.last_picture if seq == self.last_seq else None
+
+    def _frame(self, picture: np.ndarray) -> av.VideoFrame:
+        return i420_video_frame(picture, self.width, self.height)
 
 
 class MediaWorker:
@@ -115,7 +120,7 @@ class MediaWorker:
             send(["closed", video_id, video.end_reason])
 
         video = PlayerVideo(settings, self.encode, encoded, closed, label, on_state=lambda state: send(["state", video_id, state]))
-        self.videos[video_id] = _Video(video, ring, settings.width * settings.height * 3 // 2)
+        self.videos[video_id] = _Video(video, ring, settings)
         self._spawn(self._answer(video_id, video, offer_sdp))
 
     async def _answer(self, video_id: int, video: PlayerVideo, offer_sdp: str) -> None:

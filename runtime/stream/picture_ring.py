@@ -2,7 +2,7 @@
 
 The server's render thread writes each player's newest picture here and sends the
 picture's sequence number to the player's media worker (``media_worker``), which copies
-it out and encodes it. No lock and no reply per picture: the segment's header holds the
+it out (into the encoder's frame) and encodes it. No lock and no reply per picture: the segment's header holds the
 newest sequence number the reader has finished copying (``consumed``), and the writer
 reuses the buffer of picture ``s - depth`` for picture ``s`` only once ``consumed >= s -
 depth``. Pictures are read in order (they are announced in order over one socket), so
@@ -18,8 +18,11 @@ Layout: 64 header bytes (``consumed``: int64 at offset 0), then ``depth`` buffer
 from __future__ import annotations
 
 from multiprocessing import shared_memory
+from typing import Callable, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 HEADER_BYTES = 64
 DEFAULT_DEPTH = 3
@@ -98,14 +101,16 @@ class PictureRing:
         return np.ndarray((self._shm.size,), np.uint8, buffer=self._shm.buf)
 
     # ------------------------------------------------------------------ reader
-    def read(self, seq: int, size: int) -> np.ndarray:
+    def read(self, seq: int, size: int, copy: Callable[[np.ndarray], T] = np.copy) -> T:
         """A copy of picture ``seq``'s first ``size`` bytes; marks it consumed.
 
         ``seq`` must be the newest announced picture not yet read or later (in order).
+        ``copy`` makes the copy from a ``[size]`` uint8 view of the buffer (which the writer
+        reuses once this returns), e.g. straight into an encoder's frame.
         """
         if not 0 < size <= self.capacity:
             raise ValueError(f"PictureRing.read: size must be in (0, {self.capacity}], got {size}")
-        out = self._data[seq % self.depth, :size].copy()
+        out = copy(self._data[seq % self.depth, :size])
         # The copy above released and took back the interpreter lock, so its loads are
         # complete before this store is seen, on weakly ordered CPUs too.
         self._consumed[0] = max(int(self._consumed[0]), seq)

@@ -49,8 +49,9 @@ class RenderedFrame:
 
     Attributes:
         image: one I420 picture ``[H*W*3/2]`` uint8 (``pixel_format="yuv420p"``, what
-            ``render_video`` gives; stereo eyes already side by side) or ``[H, W, 3]``
-            uint8 RGB (``"rgb24"``).
+            ``render_video`` gives; stereo eyes already side by side), the same already in
+            an ``av.VideoFrame`` (``encoder.i420_video_frame``), or ``[H, W, 3]`` uint8 RGB
+            (``"rgb24"``).
         captured_at: ``time.monotonic()`` when the pose was taken (sets the timestamp).
         input_seq: newest input seq the pose reflects (-1 before any).
         input_received_at: monotonic arrival of the oldest input first shown in this
@@ -59,7 +60,7 @@ class RenderedFrame:
         pixel_format: ``"yuv420p"`` or ``"rgb24"``.
     """
 
-    image: np.ndarray
+    image: np.ndarray | av.VideoFrame
     captured_at: float
     input_seq: int
     input_received_at: float | None

@@ -20,11 +20,12 @@ import logging
 from concurrent.futures import Executor
 from typing import Callable
 
+import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from .encoder import EncoderSettings
+from .encoder import EncoderSettings, i420_video_frame
 from .video_track import EncodedFrame, PlayerVideoTrack, RenderedFrame
 
 log = logging.getLogger("worldstream.webrtc")
@@ -128,12 +129,13 @@ class PlayerVideo:
     def commit(self, buffer: None, written: bool = True) -> None:
         return None
 
-    def stage(self, picture: np.ndarray) -> np.ndarray:
-        """Keep a picture for :meth:`offer` (any thread): a copy, since the renderer's
-        buffers are reused. Returns what ``offer`` takes (offer it again to repeat it)."""
-        return picture.copy()
+    def stage(self, picture: np.ndarray) -> av.VideoFrame:
+        """Keep an I420 picture for :meth:`offer` (any thread): a copy, since the renderer's
+        buffers are reused, made straight into the encoder's frame. Returns what ``offer``
+        takes (offer it again to repeat it)."""
+        return i420_video_frame(picture, self.settings.width, self.settings.height)
 
-    def offer(self, staged: np.ndarray, captured_at: float, input_seq: int, input_received_at: float | None, render_s: float) -> None:
+    def offer(self, staged: av.VideoFrame, captured_at: float, input_seq: int, input_received_at: float | None, render_s: float) -> None:
         """Give the track a staged I420 picture (newest wins; see ``video_track``)."""
         self.track.offer(RenderedFrame(staged, captured_at, input_seq, input_received_at, render_s, "yuv420p"))
 
