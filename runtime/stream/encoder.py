@@ -92,6 +92,13 @@ class EncoderSettings:
         keyframe_interval_s: a keyframe at least this often (besides those requested
             by the receiver), so a receiver that lost packets without asking recovers.
         hardware: use ``h264_nvenc`` for H.264 when :func:`nvenc_available`.
+        threads: software encoder threads for this stream (x264 slice threads); 0 = one.
+            One by default because a server encodes many streams at once, each in its own
+            thread, and with every core busy slice threads wait on each other: 10 players
+            at 720p30 through the media workers on the 2-core dev machine were sent 25.9
+            fps with one thread and 25.1 with two, at 5.9 against 6.1 CPU ms per frame
+            (``bench/media.py --encode-threads 1,2``). On an idle machine two threads
+            encode a 720p frame in 3.3 ms instead of 4.0.
     """
 
     codec: str = "h264"
@@ -101,6 +108,7 @@ class EncoderSettings:
     bitrate: int = 2_000_000
     keyframe_interval_s: float = 4.0
     hardware: bool = True
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -111,6 +119,8 @@ class EncoderSettings:
             raise ValueError(f"EncoderSettings.fps must be in [1, 240], got {self.fps}")
         if not 50_000 <= self.bitrate <= 100_000_000:
             raise ValueError(f"EncoderSettings.bitrate must be in [50 kbit/s, 100 Mbit/s], got {self.bitrate}")
+        if not 0 <= self.threads <= 16:
+            raise ValueError(f"EncoderSettings.threads must be in [0, 16] (0 = one), got {self.threads}")
 
 
 class VideoEncoder:
@@ -131,9 +141,7 @@ class VideoEncoder:
 
     @staticmethod
     def _open(s: EncoderSettings, codec_name: str) -> av.VideoCodecContext:
-        # One thread per stream below ~0.5 MP: several players encode in parallel
-        # already, and frame threads would add a frame of latency each.
-        threads = 1 if s.width * s.height <= 640 * 480 else 2
+        threads = s.threads or 1  # see EncoderSettings.threads
         if codec_name == "h264_nvenc":
             ctx = av.CodecContext.create("h264_nvenc", "w")
             ctx.options = {
