@@ -1,4 +1,4 @@
-"""Smoke runs of bench/encode.py and bench/baseline.py at tiny sizes, so they don't rot.
+"""Smoke runs of bench/encode.py, bench/baseline.py and bench/media.py at tiny sizes, so they don't rot.
 
 Synthetic frames (no World rendering) and short runs; no timing is asserted, only that
 every stage runs and reports sane shapes.
@@ -78,3 +78,19 @@ def test_baseline_run_all_paths(frames):
         assert row["sent_frames"] == 15
         assert row["decoded_frames"] > 0, row
         assert row["psnr_db"] is None or row["psnr_db"] > 20
+
+
+def test_media_bench_streams_to_real_peers(tmp_path):
+    """bench/media.py end to end at a tiny size: a media worker, two receiving aiortc peers."""
+    import subprocess
+
+    out = tmp_path / "media.json"
+    cmd = [sys.executable, "bench/media.py", "--resolution", f"{W}x{H}", "--players", "2", "--duration", "1",
+           "--workers", "1", "--encode-threads", "1,2", "--synthetic", "--json", str(out)]
+    run = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["encode_threads"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["players"] == 2 and row["sent_fps"] > 5 and row["recv_fps"] > 5 and row["cpu_ms_per_frame"] > 0
+    assert "CPU ms/frame" in run.stdout

@@ -1,0 +1,273 @@
+"""Media worker benchmark: what each player's video costs after rendering, and how many fit.
+
+The server's bound at 32 players at 720p30 on the H100 machine is the media workers
+(encode, RTP, SRTP, UDP per player; ``runtime/stream/media_pool.py``). This bench runs
+exactly that part, without a world or a renderer: a :class:`MediaPool` in this process,
+one receiving aiortc peer per player in client processes (counting frames without
+decoding them, as ``bench/stream.py --client-decode none``), and a frame clock that
+stages a rendered walk into every player's picture ring at ``--fps``, as the render thread
+does. Per player count it reports:
+
+* sent fps per player (mean and the slowest player) and received fps,
+* pictures dropped before encoding (a newer one came first: the worker was behind),
+* the media workers' CPU (sum over workers, % of one core) and **CPU ms per sent frame**,
+  the number to compare between code versions (it moves less with load than wall times),
+* encode ms per frame (wall, in the worker) and picture → encoded frame p50/p95.
+
+Examples::
+
+    .venv/bin/python bench/media.py                                   # 640x360@30, 1 and 4 players
+    .venv/bin/python bench/media.py --resolution 1280x720 --players 1,2 --duration 5
+    python3 bench/media.py --resolution 1280x720 --players 16,32,48 --client-procs 3 --server-cores 13   # H100 machine
+
+``--server-cores N`` pins this process and its media workers to the first N cores and the
+client processes to the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import describe_machine, format_table, percentile, ping_pong_index, rendered_walk, synthetic_frames, write_json  # noqa: E402
+from bench.stream import NO_DECODE_ENV, ServerCpu, count_frames_instead_of_decoding, run_loop, split_cores  # noqa: E402
+from runtime.stream.encoder import EncoderSettings  # noqa: E402
+from runtime.stream.media_pool import MediaPool  # noqa: E402
+from runtime.world.render.video import rgb_to_i420_reference  # noqa: E402
+
+WARMUP_S = 1.5
+CONNECT_TIMEOUT_S = 60.0
+
+
+# ---------------------------------------------------------------------------- client processes
+def _receivers_main(count: int, cores: list[int], inbox, outbox) -> None:
+    """Entry point of one client process: ``count`` receive-only peers that count frames.
+
+    Out: ``("offers", [sdp, ...])``, later ``("received", [frames per peer])``.
+    In: ``("answers", [sdp, ...])``, later ``("stop",)``.
+    """
+    if cores:
+        os.sched_setaffinity(0, cores)
+    if os.environ.get(NO_DECODE_ENV) == "1":
+        count_frames_instead_of_decoding()
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        peers = [RTCPeerConnection() for _ in range(count)]
+        received = [0] * count
+
+        def counting(i: int):
+            def on_track(track) -> None:
+                async def read() -> None:
+                    while True:
+                        try:
+                            await track.recv()
+                        except Exception:
+                            return
+                        received[i] += 1
+
+                asyncio.ensure_future(read())
+
+            return on_track
+
+        for i, pc in enumerate(peers):
+            pc.addTransceiver("video", direction="recvonly")
+            pc.on("track", counting(i))
+            await pc.setLocalDescription(await pc.createOffer())
+        outbox.put(("offers", [pc.localDescription.sdp for pc in peers]))
+        _, answers = await loop.run_in_executor(None, inbox.get)
+        for pc, sdp in zip(peers, answers):
+            await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+        await loop.run_in_executor(None, inbox.get)  # ("stop",)
+        outbox.put(("received", list(received)))
+        await asyncio.gather(*(pc.close() for pc in peers), return_exceptions=True)
+
+    run_loop(main())
+
+
+class Receivers:
+    """The round's receiving peers, dealt out over ``procs`` spawned processes."""
+
+    def __init__(self, players: int, procs: int, cores: list[int]) -> None:
+        ctx = mp.get_context("spawn")
+        self.groups = [len(g) for g in np.array_split(np.arange(players), min(procs, players))]
+        self.inboxes = [ctx.Queue() for _ in self.groups]
+        self.outboxes = [ctx.Queue() for _ in self.groups]
+        self.procs = [
+            ctx.Process(target=_receivers_main, args=(n, cores, i, o), daemon=True, name=f"bench-receivers-{k}")
+            for k, (n, i, o) in enumerate(zip(self.groups, self.inboxes, self.outboxes))
+        ]
+        for p in self.procs:
+            p.start()
+
+    def _get(self, outbox, kind: str):
+        what, payload = outbox.get(timeout=CONNECT_TIMEOUT_S)
+        if what != kind:
+            raise RuntimeError(f"receiver process: expected {kind!r}, got {what!r}")
+        return payload
+
+    def offers(self) -> list[list[str]]:
+        return [self._get(o, "offers") for o in self.outboxes]
+
+    def answer(self, answers: list[list[str]]) -> None:
+        for inbox, group in zip(self.inboxes, answers):
+            inbox.put(("answers", group))
+
+    def stop(self) -> list[int]:
+        for inbox in self.inboxes:
+            inbox.put(("stop",))
+        counts = [n for o in self.outboxes for n in self._get(o, "received")]
+        for p in self.procs:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
+        return counts
+
+
+# ---------------------------------------------------------------------------- one round
+def worker_ticks(pool: MediaPool, cpu: ServerCpu) -> dict[int, int]:
+    ticks = {}
+    for w in pool.workers:
+        try:
+            ticks[w.process.pid] = cpu._stat(w.process.pid)[1]
+        except (OSError, ValueError, IndexError):
+            pass
+    return ticks
+
+
+async def run_round(players: int, pictures: np.ndarray, settings: EncoderSettings, args, client_cores: list[int]) -> dict:
+    loop = asyncio.get_running_loop()
+    pool = MediaPool(processes=args.workers)
+    await pool.start()
+    receivers = Receivers(players, args.client_procs, client_cores)
+    encoded: list[list] = [[] for _ in range(players)]
+    try:
+        offers = await loop.run_in_executor(None, receivers.offers)
+        videos, answers = [], []
+        for group in offers:
+            answers.append([])
+            for sdp in group:
+                k = len(videos)
+                video = await pool.create_video(settings, lambda f, k=k: encoded[k].append((time.monotonic(), f)), None, f"bench-{k}")
+                videos.append(video)
+                answers[-1].append(await video.answer(sdp))
+        receivers.answer(answers)
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while not all(v.ready for v in videos):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{sum(not v.ready for v in videos)} of {players} videos never connected")
+            await asyncio.sleep(0.05)
+
+        cpu = ServerCpu(os.getpid())
+        period = 1.0 / settings.fps
+        start = time.monotonic()
+        t0 = start + WARMUP_S
+        t1 = t0 + args.duration
+        before = after = None
+        offered = 0
+        tick = 0
+        while (now := time.monotonic()) < t1:
+            if before is None and now >= t0:
+                before = (now, worker_ticks(pool, cpu))
+            picture = pictures[ping_pong_index(tick, len(pictures))]
+            for k, video in enumerate(videos):
+                staged = video.stage(picture)
+                video.offer(staged, now, tick, now, 0.0)
+                offered += now >= t0
+            tick += 1
+            await asyncio.sleep(max(0.0, start + tick * period - time.monotonic()))
+        after = (time.monotonic(), worker_ticks(pool, cpu))
+        await asyncio.sleep(0.5)  # frames in flight
+        received = await loop.run_in_executor(None, receivers.stop)
+    finally:
+        await pool.stop()
+
+    wall = after[0] - before[0]
+    worker_s = sum(t - before[1].get(pid, t) for pid, t in after[1].items()) / cpu.hz
+    window = [[f for at, f in frames if t0 <= at < t1] for frames in encoded]
+    sent = [len(w) for w in window]
+    frames = [f for w in window for f in w]
+    mtp = [f.mtp_s for f in frames if f.mtp_s is not None]
+    dropped = sum(f.replaced for f in frames)
+    return {
+        "players": players,
+        "workers": len(pool.workers) if pool.workers else args.workers,
+        "sent_fps": round(sum(sent) / players / args.duration, 2),
+        "sent_fps_min": round(min(sent) / args.duration, 2),
+        "recv_fps": round(sum(received) / players / (args.duration + WARMUP_S + 0.5), 2),
+        "dropped_pct": round(100.0 * dropped / max(1, offered), 2),
+        "workers_cpu_pct": round(100.0 * worker_s / wall, 1),
+        "cpu_ms_per_frame": round(1e3 * worker_s / max(1, sum(sent)), 2),
+        "encode_ms": round(1e3 * float(np.median([f.encode_s for f in frames])), 2) if frames else float("nan"),
+        "mtp_p50_ms": round(1e3 * percentile(mtp, 50), 1) if mtp else float("nan"),
+        "mtp_p95_ms": round(1e3 * percentile(mtp, 95), 1) if mtp else float("nan"),
+    }
+
+
+COLUMNS = [
+    ("players", "players"), ("encode_threads", "encoder threads"), ("workers", "workers"), ("sent_fps", "sent fps"), ("sent_fps_min", "slowest"),
+    ("recv_fps", "recv fps"), ("dropped_pct", "dropped %"), ("workers_cpu_pct", "workers CPU %"),
+    ("cpu_ms_per_frame", "CPU ms/frame"), ("encode_ms", "encode ms"), ("mtp_p50_ms", "picture→sent p50 ms"),
+    ("mtp_p95_ms", "p95 ms"),
+]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--players", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4], help="player counts (default 1,4)")
+    p.add_argument("--resolution", default="640x360", help="WxH (default 640x360)")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--bitrate", type=int, default=None, help="bits/s (default: the server's, scaled with pixels and fps)")
+    p.add_argument("--codec", default="h264", choices=["h264", "vp8"])
+    p.add_argument("--duration", type=float, default=5.0, help="seconds measured per round (default 5)")
+    p.add_argument("--encode-threads", type=lambda s: [int(x) for x in s.split(",")], default=[0],
+                   help="encoder threads per stream to compare, e.g. 1,2 (default 0: the server's default)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat each configuration, alternating (default 1)")
+    p.add_argument("--workers", type=int, default=None, help="media worker processes (default: one per server core)")
+    p.add_argument("--client-procs", type=int, default=1, help="processes for the receiving peers (default 1)")
+    p.add_argument("--server-cores", type=int, default=None, help="pin this process and its workers to the first N cores")
+    p.add_argument("--client-decode", default="none", choices=["full", "none"], help="receivers decode, or only count (default)")
+    p.add_argument("--synthetic", action="store_true", help="a synthetic moving pattern instead of a rendered walk (fast)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+
+    width, height = (int(v) for v in args.resolution.lower().split("x"))
+    server_cores, client_cores = split_cores(args.server_cores)
+    if server_cores:
+        os.sched_setaffinity(0, server_cores)  # the media workers inherit it
+    if args.workers is None:
+        args.workers = len(os.sched_getaffinity(0))
+    if args.client_decode == "none":
+        os.environ[NO_DECODE_ENV] = "1"  # read by the spawned receiver processes
+    bitrate = args.bitrate or max(500_000, int(6_000_000 * width * height / (1280 * 720) * (args.fps / 30) ** 0.5))
+    settings = EncoderSettings(codec=args.codec, width=width, height=height, fps=args.fps, bitrate=bitrate)
+    rgb, source = (synthetic_frames(width, height, 30), "synthetic") if args.synthetic else rendered_walk(width, height, 30)
+    pictures = rgb_to_i420_reference(rgb)
+    print(f"[bench] {describe_machine()}; frames: {source}; {args.codec} {width}x{height}@{args.fps} {bitrate / 1e6:g} Mbit/s", file=sys.stderr)
+
+    rows = []
+    for players in args.players:
+        for _ in range(args.rounds):
+            for threads in args.encode_threads:  # alternating, so drift hits every configuration
+                print(f"[bench] round: {players} player(s), {threads or 'default'} encoder thread(s), {args.workers} worker(s), "
+                      f"{args.duration:g} s", file=sys.stderr, flush=True)
+                row = run_loop(run_round(players, pictures, dataclasses.replace(settings, threads=threads), args, client_cores))
+                rows.append({"encode_threads": threads or "default", **row})
+    print(format_table(rows, COLUMNS))
+    write_json(args.json, {"settings": {**vars(args), "json": None, "bitrate": bitrate}, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
