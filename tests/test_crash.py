@@ -71,15 +71,32 @@ def start_generator(tmp_path: Path, root: Path, mode: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop(TEST_PAUSE_ENV, None)
     return subprocess.Popen(
-        [sys.executable, str(script), str(root), mode], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
+        [sys.executable, str(script), str(root), mode], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
     )
+
+
+def read_line(proc: subprocess.Popen, deadline: float) -> list[str] | None:
+    """The next line the process printed, split into words; None at the deadline or its end.
+
+    Reads the pipe's bytes with its own buffer (kept on ``proc``): lines read ahead through
+    the file object would sit where select() no longer sees them."""
+    buffer: bytearray = proc.__dict__.setdefault("line_buffer", bytearray())
+    fd = proc.stdout.fileno()
+    while b"\n" not in buffer:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
+            return None
+        buffer += chunk
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return line.decode(errors="replace").split()
 
 
 def wait_ready(proc: subprocess.Popen, timeout: float = 60.0) -> int:
     """Chunks the process found when it opened the world (it prints 'ready N')."""
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, "generator did not start"
-    line = proc.stdout.readline().split()
+    line = read_line(proc, time.monotonic() + timeout)
+    assert line is not None, "generator did not start"
     assert line[:1] == ["ready"], line
     return int(line[1])
 
@@ -87,14 +104,8 @@ def wait_ready(proc: subprocess.Popen, timeout: float = 60.0) -> int:
 def wait_for_growth(proc: subprocess.Popen, start: int, timeout: float = 60.0) -> None:
     """Until the process reports more chunks than it started with (so we kill it mid-stream, not mid-start)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        line = proc.stdout.readline().split()
-        if not line:
-            break
-        if line[0] == "chunks" and int(line[1]) > start:
+    while (line := read_line(proc, deadline)) is not None:
+        if line[:1] == ["chunks"] and int(line[1]) > start:
             return
     raise AssertionError("generator made no chunk in time")
 
