@@ -9,10 +9,13 @@ stages a rendered walk into every player's picture ring at ``--fps``, as the ren
 does. Per player count it reports:
 
 * sent fps per player (mean and the slowest player) and received fps,
-* pictures dropped before encoding (a newer one came first: the worker was behind),
+* pictures dropped before encoding (a newer one came first: the worker was behind), and
+  late frames: dropped, or sent more than one frame interval after their picture (the
+  capacity criterion: the most players with < 1% late; ``--until-late`` ramps to it),
 * the media workers' CPU (sum over workers, % of one core) and **CPU ms per sent frame**,
   the number to compare between code versions (it moves less with load than wall times),
-* encode ms per frame (wall, in the worker) and picture → encoded frame p50/p95.
+* encode ms per frame (wall, in the worker) and picture → encoded frame p50/p95,
+* the receiving processes' CPU (they share the machine: the measuring apparatus's cost).
 
 Examples::
 
@@ -136,14 +139,19 @@ class Receivers:
 
 
 # ---------------------------------------------------------------------------- one round
-def worker_ticks(pool: MediaPool, cpu: ServerCpu) -> dict[int, int]:
+def cpu_ticks(pids: list[int], cpu: ServerCpu) -> dict[int, int]:
+    """CPU clock ticks so far of each process in ``pids`` that is still running."""
     ticks = {}
-    for w in pool.workers:
+    for pid in pids:
         try:
-            ticks[w.process.pid] = cpu._stat(w.process.pid)[1]
+            ticks[pid] = cpu._stat(pid)[1]
         except (OSError, ValueError, IndexError):
             pass
     return ticks
+
+
+def cpu_seconds(before: dict[int, int], after: dict[int, int], hz: int) -> float:
+    return sum(t - before.get(pid, t) for pid, t in after.items()) / hz
 
 
 async def run_round(players: int, pictures: np.ndarray, settings: EncoderSettings, args, client_cores: list[int]) -> dict:
@@ -177,9 +185,10 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
         before = after = None
         offered = 0
         tick = 0
+        pids = {"workers": lambda: [w.process.pid for w in pool.workers], "receivers": lambda: [p.pid for p in receivers.procs]}
         while (now := time.monotonic()) < t1:
             if before is None and now >= t0:
-                before = (now, worker_ticks(pool, cpu))
+                before = (now, {k: cpu_ticks(f(), cpu) for k, f in pids.items()})
             picture = pictures[ping_pong_index(tick, len(pictures))]
             for k, video in enumerate(videos):
                 staged = video.stage(picture)
@@ -187,27 +196,31 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
                 offered += now >= t0
             tick += 1
             await asyncio.sleep(max(0.0, start + tick * period - time.monotonic()))
-        after = (time.monotonic(), worker_ticks(pool, cpu))
+        after = (time.monotonic(), {k: cpu_ticks(f(), cpu) for k, f in pids.items()})
         await asyncio.sleep(0.5)  # frames in flight
         received = await loop.run_in_executor(None, receivers.stop)
     finally:
         await pool.stop()
 
     wall = after[0] - before[0]
-    worker_s = sum(t - before[1].get(pid, t) for pid, t in after[1].items()) / cpu.hz
+    worker_s = cpu_seconds(before[1]["workers"], after[1]["workers"], cpu.hz)
+    receivers_s = cpu_seconds(before[1]["receivers"], after[1]["receivers"], cpu.hz)
     window = [[f for at, f in frames if t0 <= at < t1] for frames in encoded]
     sent = [len(w) for w in window]
     frames = [f for w in window for f in w]
     mtp = [f.mtp_s for f in frames if f.mtp_s is not None]
     dropped = sum(f.replaced for f in frames)
+    late = sum(1 for t in mtp if t > period)  # sent, but more than a frame interval after its picture
     return {
         "players": players,
         "workers": len(pool.workers) if pool.workers else args.workers,
         "sent_fps": round(sum(sent) / players / args.duration, 2),
         "sent_fps_min": round(min(sent) / args.duration, 2),
-        "recv_fps": round(sum(received) / players / (args.duration + WARMUP_S + 0.5), 2),
+        "recv_fps": round(sum(received) / players / (t1 - start), 2),  # every frame since the clock started
         "dropped_pct": round(100.0 * dropped / max(1, offered), 2),
+        "late_pct": round(100.0 * (dropped + late) / max(1, offered), 2),
         "workers_cpu_pct": round(100.0 * worker_s / wall, 1),
+        "receivers_cpu_pct": round(100.0 * receivers_s / wall, 1),
         "cpu_ms_per_frame": round(1e3 * worker_s / max(1, sum(sent)), 2),
         "encode_ms": round(1e3 * float(np.median([f.encode_s for f in frames])), 2) if frames else float("nan"),
         "mtp_p50_ms": round(1e3 * percentile(mtp, 50), 1) if mtp else float("nan"),
@@ -217,9 +230,9 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
 
 COLUMNS = [
     ("players", "players"), ("encode_threads", "encoder threads"), ("workers", "workers"), ("sent_fps", "sent fps"), ("sent_fps_min", "slowest"),
-    ("recv_fps", "recv fps"), ("dropped_pct", "dropped %"), ("workers_cpu_pct", "workers CPU %"),
+    ("recv_fps", "recv fps"), ("dropped_pct", "dropped %"), ("late_pct", "late %"), ("workers_cpu_pct", "workers CPU %"),
     ("cpu_ms_per_frame", "CPU ms/frame"), ("encode_ms", "encode ms"), ("mtp_p50_ms", "picture→sent p50 ms"),
-    ("mtp_p95_ms", "p95 ms"),
+    ("mtp_p95_ms", "p95 ms"), ("receivers_cpu_pct", "receivers CPU %"),
 ]
 
 
@@ -238,6 +251,7 @@ def main() -> int:
     p.add_argument("--client-procs", type=int, default=1, help="processes for the receiving peers (default 1)")
     p.add_argument("--server-cores", type=int, default=None, help="pin this process and its workers to the first N cores")
     p.add_argument("--client-decode", default="none", choices=["full", "none"], help="receivers decode, or only count (default)")
+    p.add_argument("--until-late", action="store_true", help="stop the player ramp after the first round with >= 1%% late frames")
     p.add_argument("--synthetic", action="store_true", help="a synthetic moving pattern instead of a rendered walk (fast)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
@@ -264,6 +278,9 @@ def main() -> int:
                       f"{args.duration:g} s", file=sys.stderr, flush=True)
                 row = run_loop(run_round(players, pictures, dataclasses.replace(settings, threads=threads), args, client_cores))
                 rows.append({"encode_threads": threads or "default", **row})
+                print(format_table(rows[-1:], COLUMNS).splitlines()[-1], file=sys.stderr, flush=True)
+        if args.until_late and any(r["players"] == players and r["late_pct"] >= 1.0 for r in rows):
+            break
     print(format_table(rows, COLUMNS))
     write_json(args.json, {"settings": {**vars(args), "json": None, "bitrate": bitrate}, "rows": rows})
     return 0
