@@ -12,10 +12,10 @@ In one run, on one scene (``render/synthetic.py: typical_world``) and the same c
   conversion of ``render()``'s RGB;
 * ``encode``: ms/frame of one 720p stream (I420 in vs RGB in); threads scaling (the
   interpreter lock check: frames/s of 1 thread vs one thread per core on independent
-  streams); capacity: S live tracks (the server's ``PlayerVideoTrack`` + ``encode_pool``,
-  newest frame wins) fed at 30/60 fps: the largest S with < 1% late frames (a frame is
-  late when its packet is handed over more than one frame interval after its tick, or
-  when it was replaced in the slot before being encoded).
+  streams).
+
+How many players' videos the machine's cores carry (encode, RTP, SRTP, UDP in the
+server's media workers, < 1% late frames) needs no GPU: ``bench/media.py --until-late``.
 
 Runs without numba too (some GPU images lack it): ``--export-scene FILE`` on a machine
 with numba writes the scene, ``--scene FILE`` loads it.
@@ -27,7 +27,6 @@ with numba writes the scene, ``--scene FILE`` loads it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import platform
@@ -203,92 +202,6 @@ def bench_threads(pictures: list[np.ndarray], threads: int, seconds: float = 3.0
     return {"threads": threads, "fps_1_thread": one, f"fps_{threads}_threads": many, "speedup": many / one}
 
 
-async def _capacity_trial(pictures: list[np.ndarray], streams: int, fps: int, seconds: float, executor, warmup_s: float = 1.0) -> dict:
-    """``streams`` server tracks fed at ``fps`` through the encode pool; late-frame fraction.
-
-    The first ``warmup_s`` are fed but not counted: they include starting the encoders
-    (x264 set-up, the pool's first tasks), which a live server pays once per player."""
-    from runtime.stream.encoder import EncoderSettings
-    from runtime.stream.video_track import PlayerVideoTrack, RenderedFrame
-
-    period = 1.0 / fps
-    late = [0]
-    delays: list[float] = []
-
-    first_counted = [None]  # tick index from which frames count
-
-    def on_encoded(frame) -> None:
-        if first_counted[0] is None or frame.input_seq < first_counted[0]:
-            return
-        delays.append(frame.mtp_s)
-        if frame.mtp_s > period:
-            late[0] += 1
-
-    settings = EncoderSettings(width=1280, height=720, fps=fps, bitrate=int(6_000_000 * math.sqrt(fps / 30)))
-    tracks = [PlayerVideoTrack(settings, executor, on_encoded) for _ in range(streams)]
-
-    async def sender(track) -> None:  # what aiortc's RTCRtpSender does: recv in a loop
-        while True:
-            await track.recv()
-
-    senders = [asyncio.create_task(sender(t)) for t in tracks]
-    offered = 0
-    start = time.monotonic()
-    next_t = start
-    k = 0
-    dropped_before = 0
-    while time.monotonic() - start < seconds + warmup_s:
-        tick = time.monotonic()
-        if first_counted[0] is None and tick - start >= warmup_s:
-            first_counted[0] = k
-            dropped_before = sum(t.dropped for t in tracks)
-        for i, track in enumerate(tracks):
-            picture = pictures[(k + 3 * i) % len(pictures)]
-            # input_received_at = the tick: mtp_s is then tick -> packet handed over.
-            track.offer(RenderedFrame(picture, tick, k, tick, 0.0, "yuv420p"))
-            offered += first_counted[0] is not None
-        k += 1
-        next_t += period
-        await asyncio.sleep(max(0.0, next_t - time.monotonic()))
-    await asyncio.sleep(0.2)
-    for t in tracks:
-        t.stop()
-    for s in senders:
-        s.cancel()
-    await asyncio.gather(*senders, return_exceptions=True)
-    dropped = sum(t.dropped for t in tracks) - dropped_before
-    return {
-        "streams": streams,
-        "fps": fps,
-        "offered": offered,
-        "dropped": dropped,
-        "late": late[0],
-        "late_fraction": (dropped + late[0]) / max(offered, 1),
-        "delay_p50_ms": float(np.percentile(delays, 50) * 1e3) if delays else None,
-        "delay_p99_ms": float(np.percentile(delays, 99) * 1e3) if delays else None,
-    }
-
-
-def bench_capacity(pictures: list[np.ndarray], fps_list: list[int], steps: list[int], seconds: float) -> list[dict]:
-    from encode_pool import EncodePool
-
-    rows = []
-    for fps in fps_list:
-        best = 0
-        for streams in steps:
-            pool = EncodePool()
-            row = asyncio.run(_capacity_trial(pictures, streams, fps, seconds, pool))
-            pool.shutdown()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if row["late_fraction"] >= 0.01:
-                break
-            best = streams
-        rows.append({"fps": fps, "max_streams_under_1pct_late": best})
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--export-scene", type=Path, help="write the synthetic scene here and stop (needs numba)")
@@ -296,10 +209,7 @@ def main() -> None:
     ap.add_argument("--scene", type=Path, help="load the scene from this file (else build it: needs numba)")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
-    ap.add_argument("--fps", default="30,60")
-    ap.add_argument("--streams", default="8,16,24,32,40,48,64", help="capacity steps (stops at the first failure)")
-    ap.add_argument("--trial-s", type=float, default=3.0)
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: render,encode,capacity")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: render,encode")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -332,11 +242,6 @@ def main() -> None:
         print(json.dumps(result["encode_single"]), flush=True)
         result["threads_scaling"] = bench_threads(pictures, usable_cores())
         print(json.dumps(result["threads_scaling"]), flush=True)
-        save()
-    if "capacity" not in skip:
-        result["capacity"] = bench_capacity(
-            pictures, [int(f) for f in args.fps.split(",")], [int(s) for s in args.streams.split(",")], args.trial_s
-        )
         save()
     print(f"# done at {time.perf_counter() - t0:.0f} s", flush=True)
 

@@ -88,9 +88,7 @@ class PlayerVideoTrack(MediaStreamTrack):
 
     Args:
         settings: encoder settings (codec, size, rate, bitrate).
-        encode_executor: where encoding runs (never the event loop); when it has
-            ``create_encoder(settings)`` (``bench/encode_pool.py``), the encoder comes
-            from there, else it is a ``VideoEncoder`` in this process.
+        encode_executor: where encoding runs (never the event loop).
         on_encoded: called on the event loop for every frame returned to aiortc.
     """
 
@@ -104,11 +102,9 @@ class PlayerVideoTrack(MediaStreamTrack):
     ) -> None:
         super().__init__()
         self.settings = settings
-        # Made on the first encode, in the executor: opening an encoder in a worker process
-        # (and, for the first player, starting the pool) waits on other processes, and a
-        # player joining must not stall everyone else's frames on the event loop.
-        self._create_encoder = getattr(encode_executor, "create_encoder", VideoEncoder)
-        self._encoder = None
+        # Made on the first encode, in the executor: opening an encoder takes milliseconds,
+        # and a player joining must not stall everyone else's frames on the event loop.
+        self._encoder: VideoEncoder | None = None
         self._executor = encode_executor
         self._on_encoded = on_encoded
         self._slot: RenderedFrame | None = None
@@ -193,20 +189,12 @@ class PlayerVideoTrack(MediaStreamTrack):
     def _encode(self, image, pts: int, keyframe: bool, pixel_format: str) -> list[av.Packet]:
         """Runs in the encode executor (one call at a time per track: ``recv`` awaits it)."""
         if self._encoder is None:
-            self._encoder = self._create_encoder(self.settings)
-            if self.readyState != "live":  # stopped while the encoder was being made
-                self._close_encoder()
-                return []
+            self._encoder = VideoEncoder(self.settings)
         return self._encoder.encode(image, pts, keyframe, pixel_format)
 
     def stop(self) -> None:
         super().stop()
         self._ready.set()  # wake recv so it raises MediaStreamError
-        self._close_encoder()
-
-    def _close_encoder(self) -> None:
-        if self._encoder is not None and not isinstance(self._encoder, VideoEncoder):
-            self._encoder.close()  # a worker-process encoder frees its slot (deferred past a running encode)
 
 
 def _join(packets: list[av.Packet]) -> av.Packet:
