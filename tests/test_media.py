@@ -175,6 +175,32 @@ def test_media_worker_streams_pictures_to_a_real_peer_and_survives_a_crash():
     asyncio.run(main())
 
 
+def test_a_video_asked_for_right_after_every_worker_died_gets_a_fresh_one():
+    async def main():
+        pool = MediaPool(processes=2)
+        await pool.start()
+        settings = EncoderSettings(width=W, height=H, fps=30)
+        try:
+            receiver, video, _ = await connect(pool, settings, [], [])
+            deadline = time.monotonic() + 30
+            while len(pool.workers) < 2:  # the pool keeps a second worker idle and warm
+                assert time.monotonic() < deadline, "no second worker started"
+                await asyncio.sleep(0.05)
+            dead = pool.workers[:]
+            for worker in dead:  # a crash, and the player offers again before the loop runs
+                worker.process.kill()
+                worker.process.join(5)
+            again, fresh, frames = await connect(pool, settings, [], [])
+            assert fresh.ready and not set(pool.workers) & set(dead)
+            await feed(fresh, fresh.stage(pictures(1)[0]), 5, 0)
+            await asyncio.wait_for(frames.get(), 10)
+            await asyncio.gather(receiver.close(), again.close())
+        finally:
+            await pool.stop()
+
+    asyncio.run(main())
+
+
 def test_a_bad_offer_is_a_typed_error_and_the_worker_carries_on():
     async def main():
         pool = MediaPool(processes=1)

@@ -335,6 +335,9 @@ class MediaPool:
         """A new player video; call ``answer(offer)`` on it next."""
         if self.processes == 0:
             return PlayerVideo(settings, self.encode, on_encoded, on_closed, label=label)
+        # A worker that died moments ago may not be noticed yet (its link's end is read on
+        # this loop): a player re-offering after the crash must not be handed to it.
+        self.workers = [w for w in self.workers if w.process.is_alive()]
         if not self.workers:
             try:
                 await self._start_worker()
