@@ -110,6 +110,9 @@ class WorldClient:
         """Client-side latency: input sent -> first decoded frame reflecting it (per input shown)."""
         self._shown_seq = 0
         self.frame_infos: dict[int, m.FrameInfo] = {}  # rtp_timestamp -> info (recent)
+        # rtp_timestamp -> when a frame arrived before its frame_info (the video and the
+        # WebSocket race): its latency is measured once the info comes.
+        self._frames_awaiting_info: dict[int, float] = {}
         self.frames_received = 0
         self.frame_times: collections.deque[float] = collections.deque(maxlen=100_000)
         self.latest_frame: VideoFrameRGB | None = None
@@ -206,6 +209,9 @@ class WorldClient:
                     if len(self.frame_infos) > 2000:
                         for key in list(self.frame_infos)[:1000]:
                             del self.frame_infos[key]
+                    shown_at = self._frames_awaiting_info.pop(msg.rtp_timestamp, None)
+                    if shown_at is not None:
+                        self._measure_latency(msg.rtp_timestamp, shown_at)
                 async with self._event_cond:
                     self.events.append(msg)
                     self.event_times.append(time.monotonic())
@@ -317,7 +323,12 @@ class WorldClient:
 
     def _measure_latency(self, rtp: int, now: float) -> None:
         info = self.frame_infos.get(rtp)
-        if info is None or info.input_seq <= self._shown_seq:
+        if info is None:
+            self._frames_awaiting_info[rtp] = now
+            if len(self._frames_awaiting_info) > 256:  # infos that never came (bounded)
+                del self._frames_awaiting_info[next(iter(self._frames_awaiting_info))]
+            return
+        if info.input_seq <= self._shown_seq:
             return
         first_new = self._shown_seq + 1  # the oldest input this frame is the first to show
         sent = self.input_sent_at.get(first_new)
