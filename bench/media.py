@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import describe_machine, format_table, percentile, ping_pong_index, rendered_walk, synthetic_frames, write_json  # noqa: E402
-from bench.stream import NO_DECODE_ENV, ServerCpu, count_frames_instead_of_decoding, run_loop, split_cores  # noqa: E402
+from bench.stream import CLIENT_DECODE_MODES, NO_DECODE_ENV, ServerCpu, lighten_receivers, run_loop, split_cores  # noqa: E402
 from runtime.stream.encoder import EncoderSettings  # noqa: E402
 from runtime.stream.media_pool import MediaPool  # noqa: E402
 from runtime.world.render.video import rgb_to_i420_reference  # noqa: E402
@@ -61,8 +61,7 @@ def _receivers_main(count: int, cores: list[int], inbox, outbox) -> None:
     """
     if cores:
         os.sched_setaffinity(0, cores)
-    if os.environ.get(NO_DECODE_ENV) == "1":
-        count_frames_instead_of_decoding()
+    lighten_receivers(os.environ.get(NO_DECODE_ENV, "full"))
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     async def main() -> None:
@@ -250,7 +249,8 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=None, help="media worker processes (default: one per server core)")
     p.add_argument("--client-procs", type=int, default=1, help="processes for the receiving peers (default 1)")
     p.add_argument("--server-cores", type=int, default=None, help="pin this process and its workers to the first N cores")
-    p.add_argument("--client-decode", default="none", choices=["full", "none"], help="receivers decode, or only count (default)")
+    p.add_argument("--client-decode", default="none", choices=CLIENT_DECODE_MODES,
+                   help="receivers decode (full), count received frames (none, default) or count RTP headers (headers)")
     p.add_argument("--until-late", action="store_true", help="stop the player ramp after the first round with >= 1%% late frames")
     p.add_argument("--synthetic", action="store_true", help="a synthetic moving pattern instead of a rendered walk (fast)")
     p.add_argument("--json", type=Path, default=None)
@@ -262,8 +262,7 @@ def main() -> int:
         os.sched_setaffinity(0, server_cores)  # the media workers inherit it
     if args.workers is None:
         args.workers = len(os.sched_getaffinity(0))
-    if args.client_decode == "none":
-        os.environ[NO_DECODE_ENV] = "1"  # read by the spawned receiver processes
+    os.environ[NO_DECODE_ENV] = args.client_decode  # read by the spawned receiver processes
     bitrate = args.bitrate or max(500_000, int(6_000_000 * width * height / (1280 * 720) * (args.fps / 30) ** 0.5))
     settings = EncoderSettings(codec=args.codec, width=width, height=height, fps=args.fps, bitrate=bitrate)
     rgb, source = (synthetic_frames(width, height, 30), "synthetic") if args.synthetic else rendered_walk(width, height, 30)

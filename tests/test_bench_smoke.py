@@ -80,17 +80,19 @@ def test_baseline_run_all_paths(frames):
         assert row["psnr_db"] is None or row["psnr_db"] > 20
 
 
-def test_media_bench_streams_to_real_peers(tmp_path):
-    """bench/media.py end to end at a tiny size: a media worker, two receiving aiortc peers."""
+@pytest.mark.parametrize("decode, threads", [("none", "1,2"), ("headers", "1")])
+def test_media_bench_streams_to_real_peers(tmp_path, decode, threads):
+    """bench/media.py end to end at a tiny size: a media worker, two receiving aiortc peers
+    (counting decoded-frame stand-ins, or RTP headers alone)."""
     import subprocess
 
     out = tmp_path / "media.json"
     cmd = [sys.executable, "bench/media.py", "--resolution", f"{W}x{H}", "--players", "2", "--duration", "1",
-           "--workers", "1", "--encode-threads", "1,2", "--synthetic", "--json", str(out)]
+           "--workers", "1", "--encode-threads", threads, "--client-decode", decode, "--synthetic", "--json", str(out)]
     run = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [r["encode_threads"] for r in rows] == [1, 2]
+    assert [r["encode_threads"] for r in rows] == [int(t) for t in threads.split(",")]
     for row in rows:
         assert row["players"] == 2 and row["sent_fps"] > 5 and row["recv_fps"] > 5 and row["cpu_ms_per_frame"] > 0
     assert "CPU ms/frame" in run.stdout
