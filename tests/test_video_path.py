@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.stream.encoder import EncoderSettings, VideoEncoder
+from runtime.stream.encoder import EncoderSettings, VideoEncoder, i420_video_frame
 from runtime.stream.video_track import PlayerVideoTrack, RenderedFrame
 from runtime.world.camera import Cameras, Pose
 from runtime.world.render import cuda_available, gsplat_importable
@@ -118,15 +118,38 @@ def test_encoder_takes_i420_and_rgb_and_gives_the_same_picture():
     i420 = rgb_to_i420_reference(rgb)[0]
     settings = EncoderSettings(width=W, height=H, fps=30, bitrate=4_000_000)
     decoded = []
-    for image, fmt in ((i420, "yuv420p"), (rgb[0], "rgb24")):
+    for image, fmt in ((i420, "yuv420p"), (rgb[0], "rgb24"), (i420_video_frame(i420, W, H), "yuv420p")):
         packets = VideoEncoder(settings).encode(image, 0, pixel_format=fmt)
         assert len(packets) == 1 and packets[0].is_keyframe
         decoder = av.CodecContext.create("h264", "r")
         frames = [f for p in packets for f in decoder.decode(p)] + list(decoder.decode(None))
         decoded.append(frames[0].to_ndarray(format="rgb24"))
     assert psnr(decoded[0], decoded[1]) >= 35.0
+    assert np.array_equal(decoded[0], decoded[2])  # a frame made by i420_video_frame is the same picture
     with pytest.raises(ValueError):
         VideoEncoder(settings).encode(i420[:-2], 0, pixel_format="yuv420p")
+    with pytest.raises(ValueError, match=f"yuv420p frame of {W}x{H}"):
+        VideoEncoder(settings).encode(av.VideoFrame(W + 2, H, "yuv420p"), 0)
+
+
+def test_i420_video_frame_copies_into_padded_rows():
+    w, h = 200, 120  # chroma rows of 100 bytes: FFmpeg pads them
+    picture = np.random.default_rng(5).integers(0, 256, w * h * 3 // 2, dtype=np.uint8)
+    frame = i420_video_frame(picture, w, h)
+    assert frame.planes[1].line_size != w // 2 or frame.planes[0].line_size != w  # the case this test is for
+    assert np.array_equal(frame.to_ndarray().reshape(-1), picture)
+    with pytest.raises(ValueError, match="need uint8 I420 of 200x120"):
+        i420_video_frame(picture[:-1], w, h)
+
+
+def test_encoder_threads_one_per_stream_up_to_1080p30():
+    auto = {(w, h, fps): EncoderSettings(width=w, height=h, fps=fps).auto_threads()
+            for w, h, fps in ((640, 360, 30), (1280, 720, 60), (1920, 1080, 30), (1920, 1080, 60), (3840, 1080, 90))}
+    assert list(auto.values()) == [1, 1, 1, 2, 4]
+    assert VideoEncoder(EncoderSettings(width=W, height=H))._context.thread_count == 1
+    assert VideoEncoder(EncoderSettings(width=W, height=H, threads=2))._context.thread_count == 2
+    with pytest.raises(ValueError, match="threads must be in"):
+        EncoderSettings(threads=17)
 
 
 def test_track_encodes_the_newest_picture_and_counts_the_replaced():

@@ -92,13 +92,14 @@ class EncoderSettings:
         keyframe_interval_s: a keyframe at least this often (besides those requested
             by the receiver), so a receiver that lost packets without asking recovers.
         hardware: use ``h264_nvenc`` for H.264 when :func:`nvenc_available`.
-        threads: software encoder threads for this stream (x264 slice threads); 0 = one.
-            One by default because a server encodes many streams at once, each in its own
-            thread, and with every core busy slice threads wait on each other: 10 players
-            at 720p30 through the media workers on the 2-core dev machine were sent 25.9
-            fps with one thread and 25.1 with two, at 5.9 against 6.1 CPU ms per frame
-            (``bench/media.py --encode-threads 1,2``). On an idle machine two threads
-            encode a 720p frame in 3.3 ms instead of 4.0.
+        threads: software encoder threads for this stream (x264 slice threads); 0 =
+            :meth:`auto_threads`: one up to 1080p30's pixel rate. One because a server
+            encodes many streams at once, each in its own thread, and with every core busy
+            slice threads wait on each other: 10 players at 720p30 through the media
+            workers on the 2-core dev machine were sent 25.9 fps with one thread and 25.1
+            with two, at 5.9 against 6.1 CPU ms per frame (``bench/media.py
+            --encode-threads 1,2``). On an idle machine two threads encode a 720p frame in
+            3.3 ms instead of 4.0.
     """
 
     codec: str = "h264"
@@ -120,7 +121,18 @@ class EncoderSettings:
         if not 50_000 <= self.bitrate <= 100_000_000:
             raise ValueError(f"EncoderSettings.bitrate must be in [50 kbit/s, 100 Mbit/s], got {self.bitrate}")
         if not 0 <= self.threads <= 16:
-            raise ValueError(f"EncoderSettings.threads must be in [0, 16] (0 = one), got {self.threads}")
+            raise ValueError(f"EncoderSettings.threads must be in [0, 16] (0 = automatic), got {self.threads}")
+
+    ONE_THREAD_PIXEL_RATE = 1920 * 1080 * 30
+    """Pixels per second one encoder thread takes on: 1080p30 or 720p60, a frame in about a
+    quarter of its interval on the dev machine's cores (720p: ~4 ms, 1080p: ~9 ms)."""
+
+    def auto_threads(self) -> int:
+        """Threads for ``threads=0``: one, two above :data:`ONE_THREAD_PIXEL_RATE`, four above
+        four times it (e.g. stereo 1080p at 90 fps), so that a big stream still encodes in
+        well under its frame interval."""
+        rate = self.width * self.height * self.fps
+        return 1 if rate <= self.ONE_THREAD_PIXEL_RATE else 2 if rate <= 4 * self.ONE_THREAD_PIXEL_RATE else 4
 
 
 class VideoEncoder:
@@ -141,7 +153,7 @@ class VideoEncoder:
 
     @staticmethod
     def _open(s: EncoderSettings, codec_name: str) -> av.VideoCodecContext:
-        threads = s.threads or 1  # see EncoderSettings.threads
+        threads = s.threads or s.auto_threads()
         if codec_name == "h264_nvenc":
             ctx = av.CodecContext.create("h264_nvenc", "w")
             ctx.options = {
