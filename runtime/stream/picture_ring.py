@@ -2,11 +2,12 @@
 
 The server's render thread writes each player's newest picture here and sends the
 picture's sequence number to the player's media worker (``media_worker``), which copies
-it out (into the encoder's frame) and encodes it. No lock and no reply per picture: the segment's header holds the
-newest sequence number the reader has finished copying (``consumed``), and the writer
-reuses the buffer of picture ``s - depth`` for picture ``s`` only once ``consumed >= s -
-depth``. Pictures are read in order (they are announced in order over one socket), so
-that is exactly "the reader is done with that buffer".
+it out (straight into the encoder's frame) and encodes it. No lock and no reply per
+picture: the segment's header holds the newest sequence number the reader has finished
+copying (``consumed``), and the writer reuses the buffer of picture ``s - depth`` for
+picture ``s`` only once ``consumed >= s - depth``. Pictures are read in order (they are
+announced in order over one socket), so that is exactly "the reader is done with that
+buffer".
 
 When the reader is ``depth`` pictures behind, ``write`` returns None and the caller drops
 that picture: the worker is overloaded and a newer picture comes next tick.
