@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import signal
 import sys
 import time
@@ -22,6 +21,7 @@ from websockets.asyncio.server import serve
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig
 from runtime.sessions import SessionRegistry
+from runtime.stream.encoder import default_bitrate
 from runtime.stream.http import make_process_request
 from runtime.stream.metrics import ServerMetrics
 from runtime.stream.websocket import Connection
@@ -232,7 +232,7 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
     fps = args.fps or (60 if gpu else 30)
     if not 1 <= fps <= 240:
         raise SystemExit(f"--fps must be in [1, 240], got {fps}")
-    bitrate = args.bitrate or max(500_000, int(6_000_000 * (width * height) / (1280 * 720) * math.sqrt(fps / 30)))
+    bitrate = args.bitrate or default_bitrate(width, height, fps)
     config = ServerConfig(
         host=args.host, port=args.port, generator=args.generator, renderer=args.renderer, worlds=args.worlds,
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, max_players=args.max_players,
