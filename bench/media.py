@@ -43,8 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import describe_machine, format_table, percentile, ping_pong_index, rendered_walk, synthetic_frames, write_json  # noqa: E402
-from bench.stream import CLIENT_DECODE_MODES, NO_DECODE_ENV, ServerCpu, lighten_receivers, run_loop, split_cores  # noqa: E402
-from runtime.stream.encoder import EncoderSettings  # noqa: E402
+from bench.stream import CLIENT_DECODE_ENV, CLIENT_DECODE_MODES, ServerCpu, lighten_receivers, run_loop, split_cores  # noqa: E402
+from runtime.stream.encoder import EncoderSettings, default_bitrate  # noqa: E402
 from runtime.stream.media_pool import MediaPool  # noqa: E402
 from runtime.world.render.video import rgb_to_i420_reference  # noqa: E402
 
@@ -61,7 +61,7 @@ def _receivers_main(count: int, cores: list[int], inbox, outbox) -> None:
     """
     if cores:
         os.sched_setaffinity(0, cores)
-    lighten_receivers(os.environ.get(NO_DECODE_ENV, "full"))
+    lighten_receivers(os.environ.get(CLIENT_DECODE_ENV, "full"))
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     async def main() -> None:
@@ -138,17 +138,6 @@ class Receivers:
 
 
 # ---------------------------------------------------------------------------- one round
-def cpu_ticks(pids: list[int], cpu: ServerCpu) -> dict[int, int]:
-    """CPU clock ticks so far of each process in ``pids`` that is still running."""
-    ticks = {}
-    for pid in pids:
-        try:
-            ticks[pid] = cpu._stat(pid)[1]
-        except (OSError, ValueError, IndexError):
-            pass
-    return ticks
-
-
 def cpu_seconds(before: dict[int, int], after: dict[int, int], hz: int) -> float:
     return sum(t - before.get(pid, t) for pid, t in after.items()) / hz
 
@@ -187,7 +176,7 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
         pids = {"workers": lambda: [w.process.pid for w in pool.workers], "receivers": lambda: [p.pid for p in receivers.procs]}
         while (now := time.monotonic()) < t1:
             if before is None and now >= t0:
-                before = (now, {k: cpu_ticks(f(), cpu) for k, f in pids.items()})
+                before = (now, {k: cpu.ticks(f()) for k, f in pids.items()})
             picture = pictures[ping_pong_index(tick, len(pictures))]
             for k, video in enumerate(videos):
                 staged = video.stage(picture)
@@ -195,7 +184,8 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
                 offered += now >= t0
             tick += 1
             await asyncio.sleep(max(0.0, start + tick * period - time.monotonic()))
-        after = (time.monotonic(), {k: cpu_ticks(f(), cpu) for k, f in pids.items()})
+        after = (time.monotonic(), {k: cpu.ticks(f()) for k, f in pids.items()})
+        workers = len(pool.workers)  # started as players came, up to --workers
         await asyncio.sleep(0.5)  # frames in flight
         received = await loop.run_in_executor(None, receivers.stop)
     finally:
@@ -212,7 +202,7 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
     late = sum(1 for t in mtp if t > period)  # sent, but more than a frame interval after its picture
     return {
         "players": players,
-        "workers": len(pool.workers) if pool.workers else args.workers,
+        "workers": workers,
         "sent_fps": round(sum(sent) / players / args.duration, 2),
         "sent_fps_min": round(min(sent) / args.duration, 2),
         "recv_fps": round(sum(received) / players / (t1 - start), 2),  # every frame since the clock started
@@ -262,8 +252,8 @@ def main() -> int:
         os.sched_setaffinity(0, server_cores)  # the media workers inherit it
     if args.workers is None:
         args.workers = len(os.sched_getaffinity(0))
-    os.environ[NO_DECODE_ENV] = args.client_decode  # read by the spawned receiver processes
-    bitrate = args.bitrate or max(500_000, int(6_000_000 * width * height / (1280 * 720) * (args.fps / 30) ** 0.5))
+    os.environ[CLIENT_DECODE_ENV] = args.client_decode  # read by the spawned receiver processes
+    bitrate = args.bitrate or default_bitrate(width, height, args.fps)
     settings = EncoderSettings(codec=args.codec, width=width, height=height, fps=args.fps, bitrate=bitrate)
     rgb, source = (synthetic_frames(width, height, 30), "synthetic") if args.synthetic else rendered_walk(width, height, 30)
     pictures = rgb_to_i420_reference(rgb)

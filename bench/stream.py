@@ -138,6 +138,16 @@ class ServerCpu:
         fields = data[data.rindex(b")") + 2:].split()  # the command name may hold spaces and ')'
         return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
 
+    def ticks(self, pids) -> dict[int, int]:
+        """CPU time so far (clock ticks, user + system) of each process in ``pids`` still running."""
+        out = {}
+        for pid in pids:
+            try:
+                out[pid] = self._stat(pid)[1]
+            except (OSError, ValueError, IndexError):  # exited
+                pass
+        return out
+
     def sample(self):
         now = time.monotonic()
         try:
@@ -286,8 +296,8 @@ async def round_(url: str, players: int, duration: float, cpu: ServerCpu | None 
 
 
 # ---------------------------------------------------------------------------- light clients
-NO_DECODE_ENV = "WORLDSTREAM_BENCH_NO_DECODE"
-"""The ``--client-decode`` mode for spawned client processes: ``none`` or ``headers`` (unset: full)."""
+CLIENT_DECODE_ENV = "WORLDSTREAM_BENCH_CLIENT_DECODE"
+"""The ``--client-decode`` mode for spawned client processes (unset: ``full``)."""
 CLIENT_DECODE_MODES = ("full", "none", "headers")
 
 
@@ -312,19 +322,25 @@ def count_frames_instead_of_decoding() -> None:
     the RGB conversion, most of a client's CPU at 720p, are skipped. Bench-only: it swaps
     aiortc's decoder factory (``rtcrtpreceiver.get_decoder``, aiortc 1.16).
     """
-    import fractions
-
     import aiortc.rtcrtpreceiver
-    import av
 
     class FrameCounter:
         def decode(self, encoded_frame) -> list:
-            frame = av.VideoFrame(16, 16, "yuv420p")
-            frame.pts = encoded_frame.timestamp
-            frame.time_base = fractions.Fraction(1, 90_000)
-            return [frame]
+            return [_stand_in_frame(encoded_frame.timestamp)]
 
     aiortc.rtcrtpreceiver.get_decoder = lambda codec: FrameCounter()
+
+
+def _stand_in_frame(pts: int):
+    """A 16x16 blank frame at ``pts`` (90 kHz): what light receivers hand on instead of a decoded one."""
+    import fractions
+
+    import av
+
+    frame = av.VideoFrame(16, 16, "yuv420p")
+    frame.pts = pts
+    frame.time_base = fractions.Fraction(1, 90_000)
+    return frame
 
 
 def count_frames_from_rtp_headers() -> None:
@@ -340,10 +356,7 @@ def count_frames_from_rtp_headers() -> None:
     over a loss-free path. Bench-only: it swaps ``RTCDtlsTransport._handle_rtp_data`` and the
     receiving SRTP session's ``unprotect`` (aiortc 1.16, pylibsrtp 1.0).
     """
-    import fractions
-
     import aiortc.rtcdtlstransport as dtls
-    import av
 
     class HeaderOnlySession(dtls.Session):
         def unprotect(self, packet: bytes) -> bytes:
@@ -357,10 +370,7 @@ def count_frames_from_rtp_headers() -> None:
             if track is None:
                 continue
             timestamp = int.from_bytes(data[4:8], "big")
-            frame = av.VideoFrame(16, 16, "yuv420p")
-            frame.pts = receiver._RTCRtpReceiver__timestamp_mapper.map(timestamp)
-            frame.time_base = fractions.Fraction(1, 90_000)
-            track._queue.put_nowait(frame)
+            track._queue.put_nowait(_stand_in_frame(receiver._RTCRtpReceiver__timestamp_mapper.map(timestamp)))
 
     dtls.Session = HeaderOnlySession
     dtls.RTCDtlsTransport._handle_rtp_data = handle_rtp_data
@@ -380,7 +390,7 @@ def _client_worker(wid: int, url: str, world: str, indices: list[int], duration:
     From the main process (``inbox``): ``("connect",)`` (workers other than 0: the world exists),
     ``("start", wall_time)``, ``("abort",)``.
     """
-    lighten_receivers(os.environ.get(NO_DECODE_ENV, "full"))
+    lighten_receivers(os.environ.get(CLIENT_DECODE_ENV, "full"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and ends us
     try:
         run_loop(_worker_async(wid, url, world, indices, duration, inbox, outbox))
@@ -602,7 +612,7 @@ def main() -> int:
                         "from RTP headers, decrypting nothing (bench-only; both free the cores the server shares with them)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows (and settings) as JSON here")
     args = p.parse_args()
-    os.environ[NO_DECODE_ENV] = args.client_decode  # for the client worker processes
+    os.environ[CLIENT_DECODE_ENV] = args.client_decode  # for the client worker processes
     lighten_receivers(args.client_decode)
     proc = None
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
