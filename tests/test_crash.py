@@ -65,46 +65,52 @@ def cpu_renderer():
     return create_renderer("cpu")
 
 
-def start_generator(tmp_path: Path, root: Path, mode: str) -> subprocess.Popen:
+class GeneratorProcess(subprocess.Popen):
+    """The generator script's process, with :meth:`read_line` over its stdout."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.line_buffer = bytearray()
+
+    def read_line(self, deadline: float) -> list[str] | None:
+        """The next line it printed, split into words; None at the deadline or its end.
+
+        Reads the pipe's bytes into its own buffer: lines read ahead through the file object
+        would sit where select() no longer sees them."""
+        fd = self.stdout.fileno()
+        while b"\n" not in self.line_buffer:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(fd, 65536) if ready else b""
+            if not chunk:
+                return None
+            self.line_buffer += chunk
+        line, _, rest = bytes(self.line_buffer).partition(b"\n")
+        self.line_buffer[:] = rest
+        return line.decode(errors="replace").split()
+
+
+def start_generator(tmp_path: Path, root: Path, mode: str) -> GeneratorProcess:
     script = tmp_path / "generate.py"
     script.write_text(GENERATE_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop(TEST_PAUSE_ENV, None)
-    return subprocess.Popen(
+    return GeneratorProcess(
         [sys.executable, str(script), str(root), mode], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
     )
 
 
-def read_line(proc: subprocess.Popen, deadline: float) -> list[str] | None:
-    """The next line the process printed, split into words; None at the deadline or its end.
-
-    Reads the pipe's bytes with its own buffer (kept on ``proc``): lines read ahead through
-    the file object would sit where select() no longer sees them."""
-    buffer: bytearray = proc.__dict__.setdefault("line_buffer", bytearray())
-    fd = proc.stdout.fileno()
-    while b"\n" not in buffer:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(fd, 65536) if ready else b""
-        if not chunk:
-            return None
-        buffer += chunk
-    line, _, rest = bytes(buffer).partition(b"\n")
-    buffer[:] = rest
-    return line.decode(errors="replace").split()
-
-
-def wait_ready(proc: subprocess.Popen, timeout: float = 60.0) -> int:
+def wait_ready(proc: GeneratorProcess, timeout: float = 60.0) -> int:
     """Chunks the process found when it opened the world (it prints 'ready N')."""
-    line = read_line(proc, time.monotonic() + timeout)
+    line = proc.read_line(time.monotonic() + timeout)
     assert line is not None, "generator did not start"
     assert line[:1] == ["ready"], line
     return int(line[1])
 
 
-def wait_for_growth(proc: subprocess.Popen, start: int, timeout: float = 60.0) -> None:
+def wait_for_growth(proc: GeneratorProcess, start: int, timeout: float = 60.0) -> None:
     """Until the process reports more chunks than it started with (so we kill it mid-stream, not mid-start)."""
     deadline = time.monotonic() + timeout
-    while (line := read_line(proc, deadline)) is not None:
+    while (line := proc.read_line(deadline)) is not None:
         if line[:1] == ["chunks"] and int(line[1]) > start:
             return
     raise AssertionError("generator made no chunk in time")
