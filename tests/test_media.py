@@ -201,6 +201,33 @@ def test_a_video_asked_for_right_after_every_worker_died_gets_a_fresh_one():
     asyncio.run(main())
 
 
+def test_an_offer_handed_to_a_worker_that_is_dying_goes_to_a_fresh_one():
+    """SIGKILL is not instant: a worker killed moments ago can still look alive and be handed
+    the next offer. open_video sees it stop before answering and offers to a fresh worker."""
+
+    async def main():
+        pool = MediaPool(processes=1)
+        await pool.start()
+        settings = EncoderSettings(width=W, height=H, fps=30)
+        try:
+            dying = pool.workers[0]
+            dying.process.kill()
+            dying.process.join(5)
+            dying.process.is_alive = lambda: True  # the moment before the kernel ends it
+            receiver = RTCPeerConnection()
+            receiver.addTransceiver("video", direction="recvonly")
+            await receiver.setLocalDescription(await receiver.createOffer())
+            video, answer = await pool.open_video(settings, receiver.localDescription.sdp, lambda e: None, None, "retry")
+            assert "m=video" in answer and video._worker is not dying and dying.stopped
+            await receiver.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await video.close()
+            await receiver.close()
+        finally:
+            await pool.stop()
+
+    asyncio.run(main())
+
+
 def test_a_bad_offer_is_a_typed_error_and_the_worker_carries_on():
     async def main():
         pool = MediaPool(processes=1)

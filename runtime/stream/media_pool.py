@@ -82,6 +82,14 @@ def default_media_niceness() -> int:
     return int(value) if value else DEFAULT_MEDIA_NICENESS
 
 
+class MediaUnavailable(RtcError):
+    """The server could not run a video (not the offer's fault): no media worker started."""
+
+
+class MediaWorkerLost(MediaUnavailable):
+    """The media worker holding a video stopped before the video was answered."""
+
+
 class RemotePlayerVideo:
     """A player's ``PlayerVideo`` living in a media worker (same interface).
 
@@ -133,7 +141,7 @@ class RemotePlayerVideo:
             ok, payload = False, f"the media worker did not answer within {ANSWER_TIMEOUT_S:.0f} s"
         if not ok:
             await self.close()  # closed on return, not when the worker's "closed" arrives
-            raise RtcError(payload)
+            raise (MediaWorkerLost if self._worker.stopped else RtcError)(payload)
         return payload
 
     async def add_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
@@ -252,6 +260,7 @@ class MediaWorkerProcess:
         self.process = process
         self.link = link
         self.videos: dict[int, RemotePlayerVideo] = {}
+        self.stopped = False  # its link ended: the process is gone or going
         self._on_exit = on_exit
         self._reader = asyncio.create_task(self._read(), name=f"media-{index}")
 
@@ -278,6 +287,7 @@ class MediaWorkerProcess:
                     video.on_message(message[0], message[2:])
                 except Exception:
                     log.exception("media worker %d: handling %r failed", self.index, message[0])
+        self.stopped = True
         if self.videos:
             log.error("media worker %d stopped (exit code %s): closing its %d videos", self.index, self.process.exitcode, len(self.videos))
         self._on_exit(self)
@@ -342,7 +352,7 @@ class MediaPool:
             try:
                 await self._start_worker()
             except Exception as exc:
-                raise RtcError(f"no media worker could start: {exc}") from None
+                raise MediaUnavailable(f"no media worker could start: {exc}") from None
         idle = [w for w in self.workers if not w.videos]
         worker = idle[0] if idle else min(self.workers, key=lambda w: len(w.videos))
         self._ids += 1
@@ -351,6 +361,32 @@ class MediaPool:
         if len(idle) <= 1 and len(self.workers) < self.processes:
             self._start_worker()  # keep one worker idle and warm for the next player
         return video
+
+    async def open_video(
+        self,
+        settings: EncoderSettings,
+        offer_sdp: str,
+        on_encoded: Callable[[EncodedFrame], None],
+        on_closed: Callable | None = None,
+        label: str = "",
+    ) -> tuple[PlayerVideo | RemotePlayerVideo, str]:
+        """A new player video that answered ``offer_sdp``: ``(video, answer_sdp)``; raises
+        :class:`RtcError` (the video is closed then).
+
+        A worker killed moments before can still look alive (SIGKILL is not instant) and be
+        handed the video; when it turns out gone before answering, the offer goes to a fresh
+        worker, once."""
+        for retries_left in (1, 0):
+            video = await self.create_video(settings, on_encoded, on_closed, label)
+            try:
+                return video, await video.answer(offer_sdp)
+            except MediaWorkerLost:  # answer() closed it
+                if not retries_left:
+                    raise
+                log.warning("%s: its media worker stopped before answering; offering to another", label)
+            except RtcError:
+                await video.close()
+                raise
 
     def _start_worker(self) -> asyncio.Task:
         """Start one more worker (one start at a time); await the task to wait for it."""

@@ -23,6 +23,7 @@ from protocol import PROTOCOL_VERSION, ProtocolError, decode, encode, messages a
 from runtime.player import Player
 from runtime.sessions import JoinError
 from runtime.stream.encoder import EncoderSettings
+from runtime.stream.media_pool import MediaUnavailable
 from runtime.stream.rate_limit import TokenBucket
 from runtime.stream.webrtc import RtcError
 
@@ -239,17 +240,11 @@ class Connection:
                 self.send(m.VideoEnded(reason=(video.end_reason or "the video closed")[: m.MAX_ERROR_CHARS]))
 
         try:
-            video = await server.executors.media.create_video(
-                settings, lambda f: session.on_encoded(player, f), closed, label=f"player {player.id}"
+            video, sdp = await server.executors.media.open_video(
+                settings, msg.sdp, lambda f: session.on_encoded(player, f), closed, label=f"player {player.id}"
             )
-        except RtcError as exc:
-            self.error("rtc_failed", str(exc), None, "rtc_offer")
-            return
-        try:
-            sdp = await video.answer(msg.sdp)
-        except RtcError as exc:
-            await video.close()
-            self.error("rtc_failed", str(exc), "sdp", "rtc_offer")
+        except RtcError as exc:  # the offer's fault, or the server's (MediaUnavailable)
+            self.error("rtc_failed", str(exc), None if isinstance(exc, MediaUnavailable) else "sdp", "rtc_offer")
             return
         player.video = video
         self.send(m.RtcAnswer(sdp=sdp))
