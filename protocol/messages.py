@@ -210,7 +210,7 @@ class ServerInfo:
     width: int = spec(unit="px", doc="video width (both eyes when stereo)")
     height: int = spec(unit="px", doc="video height")
     codec: Literal["h264", "vp8"] = spec(doc="video codec")
-    bitrate: int = spec(unit="bit/s", doc="target video bitrate")
+    bitrate: int = spec(unit="bit/s", doc="most video bits per second (H.264 at constant quality sends less where the picture allows)")
     generator: str = spec(doc="generator name")
     renderer: str = spec(doc="renderer name")
     explored_cell_size: float = spec(unit="m", doc="edge of one explored-map cell")

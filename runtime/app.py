@@ -21,7 +21,7 @@ from websockets.asyncio.server import serve
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig
 from runtime.sessions import SessionRegistry
-from runtime.stream.encoder import default_bitrate
+from runtime.stream.encoder import default_bitrate, nvenc_available
 from runtime.stream.http import make_process_request
 from runtime.stream.metrics import ServerMetrics
 from runtime.stream.websocket import Connection
@@ -141,9 +141,9 @@ class StreamServer:
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         log.info(
-            "listening on %s (WebSocket %s/ws) — generator %s, renderer %s, %dx%d@%d %s %.1f Mbit/s",
+            "listening on %s (WebSocket %s/ws) — generator %s, renderer %s, %dx%d@%d %s %s%.1f Mbit/s",
             self.url, self.url.replace("http", "ws", 1), cfg.generator, self.renderer_name,
-            cfg.width, cfg.height, cfg.fps, cfg.codec, cfg.bitrate / 1e6,
+            cfg.width, cfg.height, cfg.fps, cfg.codec, _rate_words(cfg), cfg.bitrate / 1e6,
         )
         return self.url
 
@@ -180,6 +180,11 @@ async def run(config: ServerConfig, ready: Callable[[str], None] | None = None, 
         await server.stop()
 
 
+def _rate_words(cfg: ServerConfig) -> str:
+    """'crf 18 up to ' where streams encode at constant quality (libx264), else ''."""
+    return f"crf {cfg.crf} up to " if cfg.crf is not None and cfg.codec == "h264" and not nvenc_available() else ""
+
+
 # ---------------------------------------------------------------------- command line
 def _resolution(text: str) -> tuple[int, int]:
     try:
@@ -206,6 +211,18 @@ def _bitrate(text: str) -> int:
     return value
 
 
+def _crf(text: str) -> int | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"crf must be an integer in [0, 51] or 'off', got {text!r}") from None
+    if not 0 <= value <= 51:
+        raise argparse.ArgumentTypeError(f"crf must be in [0, 51] (or 'off'), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python server.py",
@@ -220,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=None, help="video frame rate (default 30 on CPU, 60 on GPU)")
     p.add_argument("--codec", choices=["h264", "vp8"], default="h264", help="video codec (default h264)")
     p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default scales with pixels and fps: 1.5M at 640x360@30, 6M at 1280x720@30, 8.5M at 1280x720@60)")
+    p.add_argument("--crf", type=_crf, default=18, help="H.264 constant quality, 0-51, lower is better, capped at --bitrate; 'off' encodes at --bitrate (default 18)")
     p.add_argument("--max-players", type=int, default=64, help="players accepted at once (default 64)")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
@@ -235,7 +253,8 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
     bitrate = args.bitrate or default_bitrate(width, height, fps)
     config = ServerConfig(
         host=args.host, port=args.port, generator=args.generator, renderer=args.renderer, worlds=args.worlds,
-        width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, max_players=args.max_players,
+        width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
+        max_players=args.max_players,
     )
     if args.static is not None:
         config.static_dir = args.static

@@ -21,7 +21,9 @@ class ServerConfig:
         width, height: video size per player in pixels (even).
         fps: video frame rate.
         codec: ``h264`` or ``vp8``.
-        bitrate: video bits per second per player.
+        bitrate: video bits per second per player (the cap when ``crf`` is set).
+        crf: H.264 (libx264) constant quality, 0-51, lower is better; ``None`` encodes at
+            ``bitrate`` (``runtime.stream.encoder.EncoderSettings.crf``).
         static_dir: the web client's built files.
         max_players: players accepted at once, all worlds together.
         resume_window_s: how long a disconnected player's pose is kept for a resume token.
@@ -40,6 +42,7 @@ class ServerConfig:
     fps: int = 30
     codec: str = "h264"
     bitrate: int = 2_000_000
+    crf: int | None = 18
     static_dir: Path = Path(__file__).resolve().parents[1] / "clients" / "web" / "dist"
     max_players: int = 64
     resume_window_s: float = 300.0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 
 from protocol import messages as m
+from runtime.app import build_parser, config_from_args
 from runtime.client import WorldClient
 from runtime.world.render.compare import psnr
 
@@ -193,6 +196,16 @@ def test_stereo_head_pose_stream(server):
             assert frame.rgb.shape == (c.welcome.server.height, c.welcome.server.width, 3)
 
     run(scenario())
+
+
+def test_rate_control_flags():
+    def config(*flags):
+        return config_from_args(build_parser().parse_args(["--renderer", "cpu", *flags]), gpu=False)
+
+    assert (config().crf, config("--crf", "off").crf, config("--crf", "23", "--bitrate", "3M").crf) == (18, None, 23)
+    assert config("--crf", "23", "--bitrate", "3M").bitrate == 3_000_000  # the cap
+    bad = subprocess.run([sys.executable, "-m", "runtime.app", "--crf", "60"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "crf must be in [0, 51] (or 'off'), got 60" in bad.stderr
 
 
 def test_vp8_stream(start_server):

@@ -152,6 +152,29 @@ def test_encoder_threads_one_per_stream_up_to_1080p30():
         EncoderSettings(threads=17)
 
 
+def test_constant_quality_sends_less_than_the_cap_and_keeps_the_picture(scene):
+    turning = Cameras.concat([Pose(np.zeros(3, np.float32), yaw=0.3 + 0.02 * k, pitch=-0.08).camera(W, H, math.radians(60))
+                              for k in range(12)])
+    pictures = render_video(CpuRenderer(), scene.snapshot(), turning, SKY).i420
+    sent, quality = {}, {}
+    for crf in (None, 18):
+        encoder = VideoEncoder(EncoderSettings(width=W, height=H, fps=30, bitrate=4_000_000, crf=crf))
+        decoder = av.CodecContext.create("h264", "r")
+        size, scores = 0, []
+        for k, picture in enumerate(pictures):
+            for packet in encoder.encode(picture, k * 3000, pixel_format="yuv420p"):
+                size += packet.size
+                for decoded in decoder.decode(av.Packet(bytes(packet))):
+                    scores.append(psnr(i420_to_rgb(picture, W, H), decoded.to_ndarray(format="rgb24")))
+        sent[crf], quality[crf] = size, min(scores)
+    # Rate-targeted, the stream spends its 4 Mbit/s whatever the picture needs; CRF 18
+    # stops at near-transparent quality, far below the cap.
+    assert sent[18] < 0.6 * sent[None], sent
+    assert quality[18] > 38.0, quality
+    with pytest.raises(ValueError, match=r"crf must be in \[0, 51\]"):
+        EncoderSettings(crf=52)
+
+
 def test_track_encodes_the_newest_picture_and_counts_the_replaced():
     async def main():
         pool = ThreadPoolExecutor(2)

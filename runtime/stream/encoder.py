@@ -98,7 +98,15 @@ class EncoderSettings:
         codec: ``"h264"`` (libx264, constrained baseline) or ``"vp8"`` (libvpx).
         width, height: frame size in pixels (even numbers).
         fps: nominal frame rate (rate control and level selection; frames may come slower).
-        bitrate: target bits per second.
+        bitrate: bits per second: the most a stream sends with ``crf`` (libx264), else the
+            rate it aims at.
+        crf: libx264's constant rate factor (0-51, lower is better), capped at ``bitrate``;
+            ``None`` encodes at ``bitrate`` whatever the picture needs. The default, 18,
+            is close to transparent and spends bits only where the picture has detail: on
+            the procedural world's 720p30 walk, 2.1 Mbit/s at 43.4 dB PSNR against 7.8 Mbit/s
+            at 43.9 dB when targeting 8 Mbit/s, for a quarter less encode time and a quarter
+            of the packets to send (``bench/encode.py --crf off,18``). NVENC and VP8 stay
+            rate-targeted.
         keyframe_interval_s: a keyframe at least this often (besides those requested
             by the receiver), so a receiver that lost packets without asking recovers.
         hardware: use ``h264_nvenc`` for H.264 when :func:`nvenc_available`.
@@ -120,6 +128,7 @@ class EncoderSettings:
     keyframe_interval_s: float = 4.0
     hardware: bool = True
     threads: int = 0
+    crf: int | None = 18
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -132,6 +141,8 @@ class EncoderSettings:
             raise ValueError(f"EncoderSettings.bitrate must be in [50 kbit/s, 100 Mbit/s], got {self.bitrate}")
         if not 0 <= self.threads <= 16:
             raise ValueError(f"EncoderSettings.threads must be in [0, 16] (0 = automatic), got {self.threads}")
+        if self.crf is not None and not 0 <= self.crf <= 51:
+            raise ValueError(f"EncoderSettings.crf must be in [0, 51] or None (encode at the bitrate), got {self.crf}")
 
     ONE_THREAD_PIXEL_RATE = 1920 * 1080 * 30
     """Pixels per second one encoder thread takes on: 1080p30 or 720p60, a frame in about a
@@ -179,7 +190,7 @@ class VideoEncoder:
             }
         elif codec_name == "libx264":
             ctx = av.CodecContext.create("libx264", "w")
-            ctx.options = {
+            options = {
                 "preset": "ultrafast",
                 "tune": "zerolatency",  # no B-frames, no lookahead, no frame threads
                 "profile": "baseline",  # constrained baseline: every browser decodes it
@@ -187,6 +198,9 @@ class VideoEncoder:
                 "bufsize": str(max(s.bitrate // 2, 1)),
                 "x264-params": "scenecut=0:repeat-headers=1:aud=0",
             }
+            if s.crf is not None:  # capped CRF: maxrate and bufsize bound it; no bit_rate below
+                options["crf"] = str(s.crf)
+            ctx.options = options
         else:
             ctx = av.CodecContext.create("libvpx", "w")
             ctx.options = {
@@ -205,7 +219,8 @@ class VideoEncoder:
         ctx.width = s.width
         ctx.height = s.height
         ctx.pix_fmt = "yuv420p"
-        ctx.bit_rate = s.bitrate
+        if not (codec_name == "libx264" and s.crf is not None):
+            ctx.bit_rate = s.bitrate
         ctx.framerate = fractions.Fraction(s.fps, 1)
         ctx.time_base = TIME_BASE
         ctx.gop_size = 100_000  # keyframes only when we ask (see keyframe_interval_s)

@@ -230,7 +230,7 @@ class Connection:
             await old.close()
         w, h = player.video_size
         cfg = server.config
-        settings = EncoderSettings(codec=cfg.codec, width=w, height=h, fps=cfg.fps, bitrate=cfg.bitrate)
+        settings = EncoderSettings(codec=cfg.codec, width=w, height=h, fps=cfg.fps, bitrate=cfg.bitrate, crf=cfg.crf)
         session = self.session
 
         def closed(video) -> None:

@@ -109,7 +109,7 @@ export interface ServerInfo {
   height: number;
   /** video codec */
   codec: "h264" | "vp8";
-  /** target video bitrate [bit/s] */
+  /** most video bits per second (H.264 at constant quality sends less where the picture allows) [bit/s] */
   bitrate: number;
   /** generator name */
   generator: string;
