@@ -135,6 +135,16 @@ def bitrate_for(width: int, height: int) -> int:
     return encode_bitrate(width, height)
 
 
+def video_setting(codec: str, width: int, height: int) -> str:
+    """The server encoder's rate control for ``codec``, as a table cell: H.264 runs at its
+    default constant quality capped at the bitrate, VP8 at the bitrate."""
+    from runtime.stream.encoder import EncoderSettings
+
+    cap = f"{bitrate_for(width, height) / 1e6:g} Mbit/s"
+    crf = EncoderSettings.crf if codec == "h264" else None
+    return f"crf {crf}, at most {cap}" if crf is not None else cap
+
+
 def video_psnr(frames: np.ndarray, codec: str, ticks: int, fps: int = 30) -> dict:
     """Encode ``ticks`` stamped frames with the server's encoder, decode, mean PSNR and Mbit/s."""
     import av
@@ -151,7 +161,7 @@ def video_psnr(frames: np.ndarray, codec: str, ticks: int, fps: int = 30) -> dic
             size += packet.size
             for frame in dec.decode(packet):
                 scores.append(picture_psnr(frame.to_ndarray(format="rgb24"), source))
-    return {"setting": f"{codec} {bitrate_for(width, height) / 1e6:g} Mbit/s", "psnr_db": float(np.mean(scores)), "mbit_s": size * 8 * fps / ticks / 1e6}
+    return {"setting": f"{codec} {video_setting(codec, width, height)}", "psnr_db": float(np.mean(scores)), "mbit_s": size * 8 * fps / ticks / 1e6}
 
 
 def jpeg_sweep(frames: np.ndarray, ticks: int, fps: int = 30, qscales=JPEG_QSCALES) -> list[dict]:
@@ -365,7 +375,7 @@ def run_path(path_name: str, frames: np.ndarray, frames_path: str, qscale: int, 
     distinct = len({k for k, _ in got["decoded"] if k in produced})
     row = {
         "path": path_name,
-        "setting": f"jpeg q{qscale}" if path_name.startswith("jpeg") else f"{bitrate_for(frames.shape[2], frames.shape[1]) / 1e6:g} Mbit/s",
+        "setting": f"jpeg q{qscale}" if path_name.startswith("jpeg") else video_setting(path_name.split("-")[-1], frames.shape[2], frames.shape[1]),
         "sent_frames": len(produced),
         "decoded_frames": distinct,
         "fps_delivered": distinct / duration_s,

@@ -13,6 +13,11 @@ Codecs:
 
 Every encode includes the RGB -> yuv420p conversion the server does per frame.
 
+H.264 runs at constant quality capped at the bitrate (the server's default, ``--crf 18``)
+or, with ``--crf off``, at the bitrate; ``--crf off,18`` compares both in one run. Every
+single-stream row decodes what it encoded and reports its PSNR against the rendered frames,
+so rows compare at known quality.
+
 Capacity: one worker process per usable core; S streams are dealt out over the workers.
 Each worker runs ticks at the frame rate; at each tick it encodes one frame for each of
 its streams, and a frame is *late* when its encode ends after its tick's deadline (the
@@ -21,7 +26,7 @@ late; the largest S that passed is reported. Timings are wall-clock on shared co
 compare ratios within one run.
 
     .venv/bin/python bench/encode.py [--resolutions 640x360,1280x720] [--fps 30,60]
-        [--codecs h264,vp8,nvenc] [--trial-s 5] [--workers N] [--json out.json]
+        [--codecs h264,vp8,nvenc] [--crf off,18] [--trial-s 5] [--workers N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -85,18 +90,31 @@ class NvencEncoder:
         return packets
 
 
-def make_encoder(codec: str, width: int, height: int, fps: int):
-    """An encoder with ``encode(rgb, pts) -> packets``: the server's for h264/vp8, ours for nvenc."""
+def make_encoder(codec: str, width: int, height: int, fps: int, crf: int | None = None):
+    """An encoder with ``encode(rgb, pts) -> packets``: the server's for h264/vp8, ours for nvenc.
+
+    ``crf`` applies to h264 only (libx264's constant quality, capped at the bitrate).
+    """
     if codec == "nvenc":
         return NvencEncoder(width, height, fps, bitrate_for(width, height))
-    import dataclasses
-
     from runtime.stream.encoder import EncoderSettings, VideoEncoder
 
-    options = dict(codec=codec, width=width, height=height, fps=fps, bitrate=bitrate_for(width, height))
-    if "hardware" in {f.name for f in dataclasses.fields(EncoderSettings)}:
-        options["hardware"] = False  # the h264 rows measure libx264 even where NVENC exists
-    return VideoEncoder(EncoderSettings(**options))
+    # hardware=False: the h264 rows measure libx264 even where NVENC exists.
+    return VideoEncoder(EncoderSettings(
+        codec=codec, width=width, height=height, fps=fps, bitrate=bitrate_for(width, height),
+        hardware=False, crf=crf if codec == "h264" else None,
+    ))
+
+
+def crf_name(codec: str, crf: int | None) -> str:
+    """The rate-control column: the CRF for constant-quality H.264, else "bitrate"."""
+    return str(crf) if codec == "h264" and crf is not None else "bitrate"
+
+
+def psnr_db(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR in dB of ``decoded`` against ``reference`` (uint8 arrays of one shape)."""
+    mse = float(np.mean((reference.astype(np.float32) - decoded.astype(np.float32)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
 def nvenc_status() -> str:
@@ -115,12 +133,23 @@ def nvenc_status() -> str:
 
 
 # ---------------------------------------------------------------- per-frame cost
-def encode_cost(frames: np.ndarray, codec: str, fps: int = 30, repeats: int = 1) -> dict:
-    """One stream, frames back to back: ms/frame (median, p95) and bitrate at ``fps``."""
+def encode_cost(frames: np.ndarray, codec: str, fps: int = 30, repeats: int = 1, crf: int | None = None) -> dict:
+    """One stream, frames back to back: ms/frame (median, p95), bitrate at ``fps`` and the
+    PSNR (dB, RGB) of the decoded stream against ``frames`` (N, H, W, 3) uint8."""
+    import av
+
     count, height, width, _ = frames.shape
-    enc = make_encoder(codec, width, height, fps)
+    enc = make_encoder(codec, width, height, fps, crf)
+    decoder = av.CodecContext.create("vp8" if codec == "vp8" else "h264", "r")
     tick = 90_000 // fps
-    enc.encode(frames[0], 0)  # the first (key)frame opens the stream; not timed
+    psnrs: list[float] = []
+
+    def decode(packets, rgb) -> None:  # outside the timed span
+        for packet in packets:
+            for picture in decoder.decode(av.Packet(bytes(packet))):
+                psnrs.append(psnr_db(rgb, picture.to_ndarray(format="rgb24")))
+
+    decode(enc.encode(frames[0], 0), frames[0])  # the first (key)frame opens the stream; not timed
     times, sizes = [], []
     for k in range(1, repeats * max(2 * count - 2, 1) + 1):
         rgb = frames[ping_pong_index(k, count)]
@@ -128,9 +157,11 @@ def encode_cost(frames: np.ndarray, codec: str, fps: int = 30, repeats: int = 1)
         packets = enc.encode(rgb, k * tick)
         times.append(time.perf_counter() - t)
         sizes.append(sum(p.size for p in packets))
+        decode(packets, rgb)
     ms = np.asarray(times) * 1e3
     return {
         "codec": codec,
+        "rate": crf_name(codec, crf),
         "resolution": f"{width}x{height}",
         "frames": len(times),
         "ms_median": float(np.median(ms)),
@@ -138,6 +169,7 @@ def encode_cost(frames: np.ndarray, codec: str, fps: int = 30, repeats: int = 1)
         "fps_one_core": float(1e3 / np.mean(ms)),
         "mbit_s_at_fps": float(np.mean(sizes) * 8 * fps / 1e6),
         "target_mbit_s": bitrate_for(width, height) / 1e6,
+        "psnr_db": float(np.mean(psnrs)) if psnrs else float("nan"),
     }
 
 
@@ -151,6 +183,7 @@ class Trial:
     first_stream: int  # global index of its first stream (staggers keyframes and frames)
     total_streams: int
     duration_s: float
+    crf: int | None = None
 
 
 def _load_frames(path: str, cache: dict) -> np.ndarray:
@@ -170,7 +203,7 @@ def run_trial(trial: Trial, barrier=None, frames: np.ndarray | None = None) -> d
     encoders, offsets = [], []
     for i in range(trial.streams):
         g = trial.first_stream + i
-        enc = make_encoder(trial.codec, width, height, trial.fps)
+        enc = make_encoder(trial.codec, width, height, trial.fps, trial.crf)
         # Spread the streams' keyframes over the interval and start each at another frame,
         # as independent players would be; the opening keyframe is not timed.
         phase = (g * keyframe_ticks) // max(trial.total_streams, 1)
@@ -241,13 +274,13 @@ class WorkerPool:
             self.conns.append(parent)
             self.procs.append(proc)
 
-    def run(self, codec: str, frames_path: str, fps: int, streams: int, duration_s: float) -> dict:
+    def run(self, codec: str, frames_path: str, fps: int, streams: int, duration_s: float, crf: int | None = None) -> dict:
         """Run ``streams`` streams over all workers; pooled counts."""
         self.barrier.reset()
         share = [streams // self.size + (i < streams % self.size) for i in range(self.size)]
         first = 0
         for conn, n in zip(self.conns, share):
-            conn.send(Trial(codec, frames_path, fps, n, first, streams, duration_s))
+            conn.send(Trial(codec, frames_path, fps, n, first, streams, duration_s, crf))
             first += n
         results = [conn.recv() for conn in self.conns]
         errors = [r["error"] for r in results if "error" in r]
@@ -275,17 +308,18 @@ class WorkerPool:
                 proc.terminate()
 
 
-def max_streams(pool: WorkerPool, codec: str, frames_path: str, fps: int, ms_per_frame: float, duration_s: float, log=print) -> dict:
+def max_streams(pool: WorkerPool, codec: str, frames_path: str, fps: int, ms_per_frame: float, duration_s: float, log=print,
+                crf: int | None = None) -> dict:
     """Largest stream count with <= 1% late frames: coarse ramp from an estimate, then bisection."""
     estimate = max(1, int(pool.size * (1000.0 / fps) / max(ms_per_frame, 1e-3)))
     step = max(1, estimate // 6)
     trials: list[dict] = []
 
     def passes(n: int) -> bool:
-        r = pool.run(codec, frames_path, fps, n, duration_s)
+        r = pool.run(codec, frames_path, fps, n, duration_s, crf)
         trials.append(r)
         ok = r["late_fraction"] <= LATE_LIMIT
-        log(f"  {codec} {fps} fps: {n:4d} streams -> {100 * r['late_fraction']:5.1f}% late {'ok' if ok else 'FAIL'}")
+        log(f"  {codec} ({crf_name(codec, crf)}) {fps} fps: {n:4d} streams -> {100 * r['late_fraction']:5.1f}% late {'ok' if ok else 'FAIL'}")
         return ok
 
     # Coarse ramp: from half the estimate upwards until a count fails.
@@ -317,6 +351,18 @@ def max_streams(pool: WorkerPool, codec: str, frames_path: str, fps: int, ms_per
 
 
 # ---------------------------------------------------------------- main
+def parse_crfs(text: str, parser: argparse.ArgumentParser) -> list[int | None]:
+    crfs: list[int | None] = []
+    for word in (w.strip() for w in text.split(",") if w.strip()):
+        if word == "off":
+            crfs.append(None)
+        elif word.isdigit() and 0 <= int(word) <= 51:
+            crfs.append(int(word))
+        else:
+            parser.error(f"--crf takes integers in [0, 51] and/or 'off', got {word!r}")
+    return crfs or [None]
+
+
 def parse_resolution(text: str) -> tuple[int, int]:
     w, h = text.lower().split("x")
     return int(w), int(h)
@@ -332,6 +378,7 @@ def run(
     capacity: bool = True,
     frames_by_resolution: dict | None = None,
     log=print,
+    crfs=(18,),
 ) -> dict:
     """Measure everything; returns ``{"cost": [...], "capacity": [...], "nvenc": str, ...}``."""
     workers = workers or usable_cores()
@@ -352,16 +399,19 @@ def run(
             sources[f"{width}x{height}"] = source
             path = os.path.join(tmpdir, f"frames_{width}x{height}.npy")
             np.save(path, frames)
-            for codec in active:
-                cost = encode_cost(frames, codec)
+            # CRF applies to h264 alone: every other codec runs once, rate-targeted.
+            variants = [(codec, crf) for codec in active for crf in (crfs if codec == "h264" else (None,))]
+            for codec, crf in variants:
+                cost = encode_cost(frames, codec, crf=crf)
                 cost_rows.append(cost)
-                log(f"{codec} {width}x{height}: {cost['ms_median']:.2f} ms/frame median, {cost['mbit_s_at_fps']:.2f} Mbit/s at 30 fps")
+                log(f"{codec} ({cost['rate']}) {width}x{height}: {cost['ms_median']:.2f} ms/frame median, "
+                    f"{cost['mbit_s_at_fps']:.2f} Mbit/s at 30 fps, {cost['psnr_db']:.2f} dB")
                 if pool is None:
                     continue
                 for fps in fps_list:
-                    found = max_streams(pool, codec, path, fps, cost["ms_median"], trial_s, log)
+                    found = max_streams(pool, codec, path, fps, cost["ms_median"], trial_s, log, crf)
                     capacity_rows.append({
-                        "codec": codec, "resolution": f"{width}x{height}", "fps": fps,
+                        "codec": codec, "rate": cost["rate"], "resolution": f"{width}x{height}", "fps": fps,
                         "max_streams": found["max_streams"], "per_core": found["per_core"],
                         "workers": workers, "estimate": found["estimate"], "trials": found["trials"],
                     })
@@ -380,11 +430,12 @@ def run(
 
 
 COST_COLUMNS = [
-    ("codec", "codec"), ("resolution", "resolution"), ("ms_median", "ms/frame p50"), ("ms_p95", "ms/frame p95"),
-    ("fps_one_core", "fps (1 core)"), ("mbit_s_at_fps", "Mbit/s @30fps"), ("target_mbit_s", "target Mbit/s"), ("note", "note"),
+    ("codec", "codec"), ("rate", "crf"), ("resolution", "resolution"), ("ms_median", "ms/frame p50"), ("ms_p95", "ms/frame p95"),
+    ("fps_one_core", "fps (1 core)"), ("mbit_s_at_fps", "Mbit/s @30fps"), ("target_mbit_s", "cap/target Mbit/s"),
+    ("psnr_db", "PSNR dB"), ("note", "note"),
 ]
 CAPACITY_COLUMNS = [
-    ("codec", "codec"), ("resolution", "resolution"), ("fps", "fps"), ("max_streams", "max streams (<1% late)"),
+    ("codec", "codec"), ("rate", "crf"), ("resolution", "resolution"), ("fps", "fps"), ("max_streams", "max streams (<1% late)"),
     ("per_core", "per core"), ("workers", "workers"), ("note", "note"),
 ]
 
@@ -394,6 +445,7 @@ def main() -> None:
     ap.add_argument("--resolutions", default="640x360,1280x720")
     ap.add_argument("--fps", default="30,60", help="stream frame rates for the capacity ramp")
     ap.add_argument("--codecs", default="h264,vp8,nvenc")
+    ap.add_argument("--crf", default="18", help="H.264 rate control to compare: CRFs (0-51) and/or 'off' (the bitrate), e.g. off,18 (default 18, the server's)")
     ap.add_argument("--frames", type=int, default=60, help="rendered frames in the walk (played ping-pong)")
     ap.add_argument("--trial-s", type=float, default=5.0, help="seconds per capacity trial")
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: usable cores)")
@@ -410,7 +462,7 @@ def main() -> None:
         resolutions=[parse_resolution(r) for r in args.resolutions.split(",")],
         fps_list=[int(f) for f in args.fps.split(",")],
         codecs=codecs, frame_count=args.frames, trial_s=args.trial_s, workers=args.workers,
-        capacity=not args.no_capacity,
+        capacity=not args.no_capacity, crfs=parse_crfs(args.crf, ap),
     )
     print("\nSingle-stream encode cost (one thread, frames back to back):")
     print(format_table(result["cost"], COST_COLUMNS))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import itertools
 import multiprocessing as mp
 import os
 import sys
@@ -205,6 +206,7 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
         "workers": workers,
         "sent_fps": round(sum(sent) / players / args.duration, 2),
         "sent_fps_min": round(min(sent) / args.duration, 2),
+        "mbit_s": round(8e-6 * sum(f.bytes for f in frames) / players / args.duration, 2),
         "recv_fps": round(sum(received) / players / (t1 - start), 2),  # every frame since the clock started
         "dropped_pct": round(100.0 * dropped / max(1, offered), 2),
         "late_pct": round(100.0 * (dropped + late) / max(1, offered), 2),
@@ -218,8 +220,9 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
 
 
 COLUMNS = [
-    ("players", "players"), ("encode_threads", "encoder threads"), ("workers", "workers"), ("sent_fps", "sent fps"), ("sent_fps_min", "slowest"),
-    ("recv_fps", "recv fps"), ("dropped_pct", "dropped %"), ("late_pct", "late %"), ("workers_cpu_pct", "workers CPU %"),
+    ("players", "players"), ("encode_threads", "encoder threads"), ("crf", "crf"), ("workers", "workers"), ("sent_fps", "sent fps"),
+    ("sent_fps_min", "slowest"), ("mbit_s", "Mbit/s per player"), ("recv_fps", "recv fps"), ("dropped_pct", "dropped %"),
+    ("late_pct", "late %"), ("workers_cpu_pct", "workers CPU %"),
     ("cpu_ms_per_frame", "CPU ms/frame"), ("encode_ms", "encode ms"), ("mtp_p50_ms", "picture→sent p50 ms"),
     ("mtp_p95_ms", "p95 ms"), ("receivers_cpu_pct", "receivers CPU %"),
 ]
@@ -235,6 +238,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=5.0, help="seconds measured per round (default 5)")
     p.add_argument("--encode-threads", type=lambda s: [int(x) for x in s.split(",")], default=[0],
                    help="encoder threads per stream to compare, e.g. 1,2 (default 0: the server's default)")
+    p.add_argument("--crf", type=lambda s: [None if x == "off" else int(x) for x in s.split(",")], default=[18],
+                   help="H.264 constant quality to compare, e.g. off,18 ('off': encode at the bitrate; default 18, the server's)")
     p.add_argument("--rounds", type=int, default=1, help="repeat each configuration, alternating (default 1)")
     p.add_argument("--workers", type=int, default=None, help="media worker processes (default: one per server core)")
     p.add_argument("--client-procs", type=int, default=1, help="processes for the receiving peers (default 1)")
@@ -257,16 +262,18 @@ def main() -> int:
     settings = EncoderSettings(codec=args.codec, width=width, height=height, fps=args.fps, bitrate=bitrate)
     rgb, source = (synthetic_frames(width, height, 30), "synthetic") if args.synthetic else rendered_walk(width, height, 30)
     pictures = rgb_to_i420_reference(rgb)
-    print(f"[bench] {describe_machine()}; frames: {source}; {args.codec} {width}x{height}@{args.fps} {bitrate / 1e6:g} Mbit/s", file=sys.stderr)
+    print(f"[bench] {describe_machine()}; frames: {source}; {args.codec} {width}x{height}@{args.fps} up to {bitrate / 1e6:g} Mbit/s", file=sys.stderr)
 
     rows = []
     for players in args.players:
         for _ in range(args.rounds):
-            for threads in args.encode_threads:  # alternating, so drift hits every configuration
-                print(f"[bench] round: {players} player(s), {threads or 'default'} encoder thread(s), {args.workers} worker(s), "
-                      f"{args.duration:g} s", file=sys.stderr, flush=True)
-                row = run_loop(run_round(players, pictures, dataclasses.replace(settings, threads=threads), args, client_cores))
-                rows.append({"encode_threads": threads or "default", **row})
+            for threads, crf in itertools.product(args.encode_threads, args.crf):  # alternating: drift hits every configuration
+                crf_name = "off" if crf is None else crf
+                print(f"[bench] round: {players} player(s), {threads or 'default'} encoder thread(s), crf {crf_name}, "
+                      f"{args.workers} worker(s), {args.duration:g} s", file=sys.stderr, flush=True)
+                configured = dataclasses.replace(settings, threads=threads, crf=crf)
+                row = run_loop(run_round(players, pictures, configured, args, client_cores))
+                rows.append({"encode_threads": threads or "default", "crf": crf_name, **row})
                 print(format_table(rows[-1:], COLUMNS).splitlines()[-1], file=sys.stderr, flush=True)
         if args.until_late and any(r["players"] == players and r["late_pct"] >= 1.0 for r in rows):
             break

@@ -78,7 +78,7 @@ def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
         sys.executable, "-m", "runtime.app", "--port", "0", "--renderer", args.renderer, "--generator", args.generator,
         "--worlds", str(workdir / "worlds"), "--codec", args.codec, "--log-level", "info",
     ]
-    for flag, value in (("--resolution", args.resolution), ("--fps", args.fps), ("--bitrate", args.bitrate)):
+    for flag, value in (("--resolution", args.resolution), ("--fps", args.fps), ("--bitrate", args.bitrate), ("--crf", args.crf)):
         if value:
             cmd += [flag, str(value)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -600,7 +600,8 @@ def main() -> int:
     p.add_argument("--resolution", default=None, help="WxH (default: the server's default for the renderer)")
     p.add_argument("--fps", type=int, default=None)
     p.add_argument("--codec", default="h264", choices=["h264", "vp8"])
-    p.add_argument("--bitrate", default=None)
+    p.add_argument("--bitrate", default=None, help="the server's --bitrate (default: its own)")
+    p.add_argument("--crf", default=None, help="the server's --crf, e.g. 18 or off (default: its own)")
     p.add_argument("--client-procs", type=client_procs_arg, default="1",
                    help="worker processes the clients are spread over: K, or 'auto' = max(1, min(players, cpus // 4)) "
                         "(default 1: all clients in this process)")

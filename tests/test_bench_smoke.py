@@ -52,6 +52,15 @@ def test_encode_cost_and_one_trial(frames, tmp_path):
     assert result["encoded"] == 2 * 9 and 0 <= result["late"] <= result["encoded"]
 
 
+def test_encode_cost_compares_rate_control_at_known_quality(frames):
+    capped = encode.encode_cost(frames, "h264", crf=18)
+    targeted = encode.encode_cost(frames, "h264", crf=None)
+    assert (capped["rate"], targeted["rate"]) == ("18", "bitrate")
+    # Both decode back to the rendered frames; near-lossless CRF 18 keeps them recognisable.
+    assert capped["psnr_db"] > 30 and targeted["psnr_db"] > 30
+    assert encode.encode_cost(frames, "vp8", crf=18)["rate"] == "bitrate"  # CRF is H.264's alone
+
+
 def test_encode_run_with_capacity(frames, tmp_path):
     result = encode.run(
         resolutions=[(W, H)], fps_list=[30], codecs=["h264", "nvenc"], trial_s=0.3, workers=1,
