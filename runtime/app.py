@@ -21,7 +21,7 @@ from websockets.asyncio.server import serve
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig
 from runtime.sessions import SessionRegistry
-from runtime.stream.encoder import default_bitrate, nvenc_available
+from runtime.stream.encoder import default_bitrate
 from runtime.stream.http import make_process_request
 from runtime.stream.metrics import ServerMetrics
 from runtime.stream.websocket import Connection
@@ -182,7 +182,7 @@ async def run(config: ServerConfig, ready: Callable[[str], None] | None = None, 
 
 def _rate_words(cfg: ServerConfig) -> str:
     """'crf 18 up to ' where streams encode at constant quality (libx264), else ''."""
-    return f"crf {cfg.crf} up to " if cfg.crf is not None and cfg.codec == "h264" and not nvenc_available() else ""
+    return f"crf {cfg.crf} up to " if cfg.encoder_settings(cfg.width, cfg.height).constant_quality() else ""
 
 
 # ---------------------------------------------------------------------- command line
@@ -211,7 +211,8 @@ def _bitrate(text: str) -> int:
     return value
 
 
-def _crf(text: str) -> int | None:
+def crf_arg(text: str) -> int | None:
+    """``--crf``: an integer in [0, 51], or ``off`` (None: encode at the bitrate)."""
     if text.strip().lower() == "off":
         return None
     try:
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=None, help="video frame rate (default 30 on CPU, 60 on GPU)")
     p.add_argument("--codec", choices=["h264", "vp8"], default="h264", help="video codec (default h264)")
     p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default scales with pixels and fps: 1.5M at 640x360@30, 6M at 1280x720@30, 8.5M at 1280x720@60)")
-    p.add_argument("--crf", type=_crf, default=18, help="H.264 constant quality, 0-51, lower is better, capped at --bitrate; 'off' encodes at --bitrate (default 18)")
+    p.add_argument("--crf", type=crf_arg, default=ServerConfig.crf, help=f"H.264 constant quality, 0-51, lower is better, capped at --bitrate; 'off' encodes at --bitrate (default {ServerConfig.crf})")
     p.add_argument("--max-players", type=int, default=64, help="players accepted at once (default 64)")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")

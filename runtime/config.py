@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.stream.encoder import EncoderSettings
 from runtime.stream.media_pool import MediaPool, PinMemory
 
 
@@ -42,13 +43,17 @@ class ServerConfig:
     fps: int = 30
     codec: str = "h264"
     bitrate: int = 2_000_000
-    crf: int | None = 18
+    crf: int | None = EncoderSettings.crf
     static_dir: Path = Path(__file__).resolve().parents[1] / "clients" / "web" / "dist"
     max_players: int = 64
     resume_window_s: float = 300.0
     session_linger_s: float = 30.0
     hello_timeout_s: float = 10.0
     update_hz: float = 5.0
+
+    def encoder_settings(self, width: int, height: int) -> EncoderSettings:
+        """A player's video encoding at ``width`` x ``height`` pixels (a stereo view is both eyes)."""
+        return EncoderSettings(codec=self.codec, width=width, height=height, fps=self.fps, bitrate=self.bitrate, crf=self.crf)
 
 
 class Executors:

@@ -164,7 +164,7 @@ def test_constant_quality_sends_less_than_the_cap_and_keeps_the_picture(scene):
         for k, picture in enumerate(pictures):
             for packet in encoder.encode(picture, k * 3000, pixel_format="yuv420p"):
                 size += packet.size
-                for decoded in decoder.decode(av.Packet(bytes(packet))):
+                for decoded in decoder.decode(packet):
                     scores.append(psnr(i420_to_rgb(picture, W, H), decoded.to_ndarray(format="rgb24")))
         sent[crf], quality[crf] = size, min(scores)
     # Rate-targeted, the stream spends its 4 Mbit/s whatever the picture needs; CRF 18

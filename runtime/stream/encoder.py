@@ -144,6 +144,16 @@ class EncoderSettings:
         if self.crf is not None and not 0 <= self.crf <= 51:
             raise ValueError(f"EncoderSettings.crf must be in [0, 51] or None (encode at the bitrate), got {self.crf}")
 
+    def encoder_name(self) -> str:
+        """The FFmpeg encoder these settings open here: ``libx264``, ``h264_nvenc`` or ``libvpx``."""
+        if self.codec == "vp8":
+            return "libvpx"
+        return "h264_nvenc" if self.hardware and nvenc_available() else "libx264"
+
+    def constant_quality(self) -> bool:
+        """True when streams encode at ``crf`` capped at ``bitrate`` (libx264 only)."""
+        return self.crf is not None and self.encoder_name() == "libx264"
+
     ONE_THREAD_PIXEL_RATE = 1920 * 1080 * 30
     """Pixels per second one encoder thread takes on: 1080p30 or 720p60, a frame in about a
     quarter of its interval on the dev machine's cores (720p: ~4 ms, 1080p: ~9 ms)."""
@@ -165,9 +175,7 @@ class VideoEncoder:
 
     def __init__(self, settings: EncoderSettings) -> None:
         self.settings = settings
-        self.codec_name = "libvpx"
-        if settings.codec == "h264":
-            self.codec_name = "h264_nvenc" if settings.hardware and nvenc_available() else "libx264"
+        self.codec_name = settings.encoder_name()
         self._context = self._open(settings, self.codec_name)
         self._last_keyframe_pts: int | None = None
         self.last_encode_s = 0.0
@@ -175,6 +183,7 @@ class VideoEncoder:
     @staticmethod
     def _open(s: EncoderSettings, codec_name: str) -> av.VideoCodecContext:
         threads = s.threads or s.auto_threads()
+        constant_quality = codec_name == "libx264" and s.crf is not None  # s.constant_quality(), without asking NVENC again
         if codec_name == "h264_nvenc":
             ctx = av.CodecContext.create("h264_nvenc", "w")
             ctx.options = {
@@ -198,7 +207,7 @@ class VideoEncoder:
                 "bufsize": str(max(s.bitrate // 2, 1)),
                 "x264-params": "scenecut=0:repeat-headers=1:aud=0",
             }
-            if s.crf is not None:  # capped CRF: maxrate and bufsize bound it; no bit_rate below
+            if constant_quality:  # capped CRF: maxrate and bufsize bound it; no bit_rate below
                 options["crf"] = str(s.crf)
             ctx.options = options
         else:
@@ -219,7 +228,7 @@ class VideoEncoder:
         ctx.width = s.width
         ctx.height = s.height
         ctx.pix_fmt = "yuv420p"
-        if not (codec_name == "libx264" and s.crf is not None):
+        if not constant_quality:
             ctx.bit_rate = s.bitrate
         ctx.framerate = fractions.Fraction(s.fps, 1)
         ctx.time_base = TIME_BASE

@@ -22,7 +22,6 @@ from websockets.exceptions import ConnectionClosed
 from protocol import PROTOCOL_VERSION, ProtocolError, decode, encode, messages as m
 from runtime.player import Player
 from runtime.sessions import JoinError
-from runtime.stream.encoder import EncoderSettings
 from runtime.stream.media_pool import MediaUnavailable
 from runtime.stream.rate_limit import TokenBucket
 from runtime.stream.webrtc import RtcError
@@ -228,9 +227,7 @@ class Connection:
         if player.video is not None:  # a new offer replaces the old connection
             old, player.video = player.video, None
             await old.close()
-        w, h = player.video_size
-        cfg = server.config
-        settings = EncoderSettings(codec=cfg.codec, width=w, height=h, fps=cfg.fps, bitrate=cfg.bitrate, crf=cfg.crf)
+        settings = server.config.encoder_settings(*player.video_size)
         session = self.session
 
         def closed(video) -> None:
@@ -248,7 +245,8 @@ class Connection:
             return
         player.video = video
         self.send(m.RtcAnswer(sdp=sdp))
-        log.info("player %s: WebRTC answered (%s %dx%d@%d, %.1f Mbit/s)", player.id, cfg.codec, w, h, cfg.fps, cfg.bitrate / 1e6)
+        log.info("player %s: WebRTC answered (%s %dx%d@%d, %.1f Mbit/s)", player.id, settings.codec, settings.width,
+                 settings.height, settings.fps, settings.bitrate / 1e6)
 
     # ------------------------------------------------------------------ leaving
     async def _leave(self) -> None:
