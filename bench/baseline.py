@@ -42,7 +42,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import describe_machine, format_table, machine, percentile, ping_pong_index, psnr, rendered_walk, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    describe_machine, format_table, machine, percentile, ping_pong_index, psnr, rate_control_label, rendered_walk, write_json,
+)
 
 PATHS = ("jpeg-ws-base64", "jpeg-ws-binary", "webrtc-h264", "webrtc-vp8")
 JPEG_QSCALES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 31)
@@ -141,8 +143,8 @@ def video_setting(codec: str, width: int, height: int) -> str:
     from runtime.stream.encoder import EncoderSettings
 
     cap = f"{bitrate_for(width, height) / 1e6:g} Mbit/s"
-    crf = EncoderSettings.crf if codec == "h264" else None
-    return f"crf {crf}, at most {cap}" if crf is not None else cap
+    rate = rate_control_label(codec, EncoderSettings.crf)
+    return cap if rate == "bitrate" else f"crf {rate}, at most {cap}"
 
 
 def video_psnr(frames: np.ndarray, codec: str, ticks: int, fps: int = 30) -> dict:

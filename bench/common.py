@@ -132,6 +132,20 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return float(np.percentile(arr, q)) if arr.size else None
 
 
+# ---------------------------------------------------------------- encoder settings
+def crf_list(text: str) -> list[int | None]:
+    """``--crf`` of a bench: comma-separated CRFs and/or ``off``, each checked as the server's ``--crf``."""
+    from runtime.app import crf_arg  # imported here: encode workers import this module and must start fast
+
+    return [crf_arg(word) for word in text.split(",")]
+
+
+def rate_control_label(codec: str, crf: int | None) -> str:
+    """A table cell for the rate control: the CRF of constant-quality H.264, else ``bitrate``
+    (VP8 and NVENC always aim at the bitrate)."""
+    return str(crf) if codec == "h264" and crf is not None else "bitrate"
+
+
 # ---------------------------------------------------------------- frames
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two uint8 images, 99 dB for identical ones (JSON has no inf)."""

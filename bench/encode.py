@@ -45,7 +45,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import describe_machine, format_table, machine, ping_pong_index, rendered_walk, usable_cores, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    crf_list, describe_machine, format_table, machine, ping_pong_index, psnr, rate_control_label, rendered_walk, usable_cores,
+    write_json,
+)
 
 LATE_LIMIT = 0.01
 """A stream count passes when at most this fraction of frames is late."""
@@ -106,17 +109,6 @@ def make_encoder(codec: str, width: int, height: int, fps: int, crf: int | None 
     ))
 
 
-def crf_name(codec: str, crf: int | None) -> str:
-    """The rate-control column: the CRF for constant-quality H.264, else "bitrate"."""
-    return str(crf) if codec == "h264" and crf is not None else "bitrate"
-
-
-def psnr_db(reference: np.ndarray, decoded: np.ndarray) -> float:
-    """PSNR in dB of ``decoded`` against ``reference`` (uint8 arrays of one shape)."""
-    mse = float(np.mean((reference.astype(np.float32) - decoded.astype(np.float32)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
-
-
 def nvenc_status() -> str:
     """"available" when PyAV opens h264_nvenc and encodes a frame here, else why not."""
     try:
@@ -146,8 +138,8 @@ def encode_cost(frames: np.ndarray, codec: str, fps: int = 30, repeats: int = 1,
 
     def decode(packets, rgb) -> None:  # outside the timed span
         for packet in packets:
-            for picture in decoder.decode(av.Packet(bytes(packet))):
-                psnrs.append(psnr_db(rgb, picture.to_ndarray(format="rgb24")))
+            for picture in decoder.decode(packet):
+                psnrs.append(psnr(rgb, picture.to_ndarray(format="rgb24")))
 
     decode(enc.encode(frames[0], 0), frames[0])  # the first (key)frame opens the stream; not timed
     times, sizes = [], []
@@ -161,7 +153,7 @@ def encode_cost(frames: np.ndarray, codec: str, fps: int = 30, repeats: int = 1,
     ms = np.asarray(times) * 1e3
     return {
         "codec": codec,
-        "rate": crf_name(codec, crf),
+        "rate": rate_control_label(codec, crf),
         "resolution": f"{width}x{height}",
         "frames": len(times),
         "ms_median": float(np.median(ms)),
@@ -319,7 +311,7 @@ def max_streams(pool: WorkerPool, codec: str, frames_path: str, fps: int, ms_per
         r = pool.run(codec, frames_path, fps, n, duration_s, crf)
         trials.append(r)
         ok = r["late_fraction"] <= LATE_LIMIT
-        log(f"  {codec} ({crf_name(codec, crf)}) {fps} fps: {n:4d} streams -> {100 * r['late_fraction']:5.1f}% late {'ok' if ok else 'FAIL'}")
+        log(f"  {codec} ({rate_control_label(codec, crf)}) {fps} fps: {n:4d} streams -> {100 * r['late_fraction']:5.1f}% late {'ok' if ok else 'FAIL'}")
         return ok
 
     # Coarse ramp: from half the estimate upwards until a count fails.
@@ -351,18 +343,6 @@ def max_streams(pool: WorkerPool, codec: str, frames_path: str, fps: int, ms_per
 
 
 # ---------------------------------------------------------------- main
-def parse_crfs(text: str, parser: argparse.ArgumentParser) -> list[int | None]:
-    crfs: list[int | None] = []
-    for word in (w.strip() for w in text.split(",") if w.strip()):
-        if word == "off":
-            crfs.append(None)
-        elif word.isdigit() and 0 <= int(word) <= 51:
-            crfs.append(int(word))
-        else:
-            parser.error(f"--crf takes integers in [0, 51] and/or 'off', got {word!r}")
-    return crfs or [None]
-
-
 def parse_resolution(text: str) -> tuple[int, int]:
     w, h = text.lower().split("x")
     return int(w), int(h)
@@ -378,9 +358,15 @@ def run(
     capacity: bool = True,
     frames_by_resolution: dict | None = None,
     log=print,
-    crfs=(18,),
+    crfs=None,
 ) -> dict:
-    """Measure everything; returns ``{"cost": [...], "capacity": [...], "nvenc": str, ...}``."""
+    """Measure everything; returns ``{"cost": [...], "capacity": [...], "nvenc": str, ...}``.
+
+    ``crfs``: H.264 rate controls to compare (CRFs, None for the bitrate); default the server's.
+    """
+    from runtime.stream.encoder import EncoderSettings
+
+    crfs = crfs or (EncoderSettings.crf,)
     workers = workers or usable_cores()
     nvenc = nvenc_status() if "nvenc" in codecs else "not requested"
     log(f"h264_nvenc: {nvenc}")
@@ -430,12 +416,12 @@ def run(
 
 
 COST_COLUMNS = [
-    ("codec", "codec"), ("rate", "crf"), ("resolution", "resolution"), ("ms_median", "ms/frame p50"), ("ms_p95", "ms/frame p95"),
+    ("codec", "codec"), ("rate", "rate control"), ("resolution", "resolution"), ("ms_median", "ms/frame p50"), ("ms_p95", "ms/frame p95"),
     ("fps_one_core", "fps (1 core)"), ("mbit_s_at_fps", "Mbit/s @30fps"), ("target_mbit_s", "cap/target Mbit/s"),
     ("psnr_db", "PSNR dB"), ("note", "note"),
 ]
 CAPACITY_COLUMNS = [
-    ("codec", "codec"), ("rate", "crf"), ("resolution", "resolution"), ("fps", "fps"), ("max_streams", "max streams (<1% late)"),
+    ("codec", "codec"), ("rate", "rate control"), ("resolution", "resolution"), ("fps", "fps"), ("max_streams", "max streams (<1% late)"),
     ("per_core", "per core"), ("workers", "workers"), ("note", "note"),
 ]
 
@@ -445,7 +431,7 @@ def main() -> None:
     ap.add_argument("--resolutions", default="640x360,1280x720")
     ap.add_argument("--fps", default="30,60", help="stream frame rates for the capacity ramp")
     ap.add_argument("--codecs", default="h264,vp8,nvenc")
-    ap.add_argument("--crf", default="18", help="H.264 rate control to compare: CRFs (0-51) and/or 'off' (the bitrate), e.g. off,18 (default 18, the server's)")
+    ap.add_argument("--crf", type=crf_list, default=None, help="H.264 rate control to compare: CRFs (0-51) and/or 'off' (the bitrate), e.g. off,18 (default: the server's)")
     ap.add_argument("--frames", type=int, default=60, help="rendered frames in the walk (played ping-pong)")
     ap.add_argument("--trial-s", type=float, default=5.0, help="seconds per capacity trial")
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: usable cores)")
@@ -462,7 +448,7 @@ def main() -> None:
         resolutions=[parse_resolution(r) for r in args.resolutions.split(",")],
         fps_list=[int(f) for f in args.fps.split(",")],
         codecs=codecs, frame_count=args.frames, trial_s=args.trial_s, workers=args.workers,
-        capacity=not args.no_capacity, crfs=parse_crfs(args.crf, ap),
+        capacity=not args.no_capacity, crfs=args.crf,
     )
     print("\nSingle-stream encode cost (one thread, frames back to back):")
     print(format_table(result["cost"], COST_COLUMNS))

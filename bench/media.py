@@ -43,7 +43,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import describe_machine, format_table, percentile, ping_pong_index, rendered_walk, synthetic_frames, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    crf_list, describe_machine, format_table, percentile, ping_pong_index, rate_control_label, rendered_walk, synthetic_frames,
+    write_json,
+)
 from bench.stream import CLIENT_DECODE_ENV, CLIENT_DECODE_MODES, ServerCpu, lighten_receivers, run_loop, split_cores  # noqa: E402
 from runtime.stream.encoder import EncoderSettings, default_bitrate  # noqa: E402
 from runtime.stream.media_pool import MediaPool  # noqa: E402
@@ -220,7 +223,7 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
 
 
 COLUMNS = [
-    ("players", "players"), ("encode_threads", "encoder threads"), ("crf", "crf"), ("workers", "workers"), ("sent_fps", "sent fps"),
+    ("players", "players"), ("encode_threads", "encoder threads"), ("rate", "rate control"), ("workers", "workers"), ("sent_fps", "sent fps"),
     ("sent_fps_min", "slowest"), ("mbit_s", "Mbit/s per player"), ("recv_fps", "recv fps"), ("dropped_pct", "dropped %"),
     ("late_pct", "late %"), ("workers_cpu_pct", "workers CPU %"),
     ("cpu_ms_per_frame", "CPU ms/frame"), ("encode_ms", "encode ms"), ("mtp_p50_ms", "picture→sent p50 ms"),
@@ -238,8 +241,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=5.0, help="seconds measured per round (default 5)")
     p.add_argument("--encode-threads", type=lambda s: [int(x) for x in s.split(",")], default=[0],
                    help="encoder threads per stream to compare, e.g. 1,2 (default 0: the server's default)")
-    p.add_argument("--crf", type=lambda s: [None if x == "off" else int(x) for x in s.split(",")], default=[18],
-                   help="H.264 constant quality to compare, e.g. off,18 ('off': encode at the bitrate; default 18, the server's)")
+    p.add_argument("--crf", type=crf_list, default=str(EncoderSettings.crf),
+                   help=f"H.264 constant quality to compare, e.g. off,18 ('off': encode at the bitrate; default {EncoderSettings.crf}, the server's)")
     p.add_argument("--rounds", type=int, default=1, help="repeat each configuration, alternating (default 1)")
     p.add_argument("--workers", type=int, default=None, help="media worker processes (default: one per server core)")
     p.add_argument("--client-procs", type=int, default=1, help="processes for the receiving peers (default 1)")
@@ -268,12 +271,12 @@ def main() -> int:
     for players in args.players:
         for _ in range(args.rounds):
             for threads, crf in itertools.product(args.encode_threads, args.crf):  # alternating: drift hits every configuration
-                crf_name = "off" if crf is None else crf
-                print(f"[bench] round: {players} player(s), {threads or 'default'} encoder thread(s), crf {crf_name}, "
+                rate = rate_control_label(args.codec, crf)
+                print(f"[bench] round: {players} player(s), {threads or 'default'} encoder thread(s), rate control {rate}, "
                       f"{args.workers} worker(s), {args.duration:g} s", file=sys.stderr, flush=True)
                 configured = dataclasses.replace(settings, threads=threads, crf=crf)
                 row = run_loop(run_round(players, pictures, configured, args, client_cores))
-                rows.append({"encode_threads": threads or "default", "crf": crf_name, **row})
+                rows.append({"encode_threads": threads or "default", "rate": rate, **row})
                 print(format_table(rows[-1:], COLUMNS).splitlines()[-1], file=sys.stderr, flush=True)
         if args.until_late and any(r["players"] == players and r["late_pct"] >= 1.0 for r in rows):
             break
