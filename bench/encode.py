@@ -59,7 +59,10 @@ CODEC_NAMES = ("h264", "vp8", "nvenc")
 
 
 def bitrate_for(width: int, height: int) -> int:
-    """Target bitrate: 2 Mbit/s at 640x360 (the server default), scaled with pixel count, at most 8."""
+    """This bench's bitrate: 2 Mbit/s at 640x360, scaled with the pixel count, at most 8
+    (8 Mbit/s at 1280x720). Fixed since the first rows of docs/benchmarks.md so that rows
+    stay comparable; the server's own default (``encoder.default_bitrate``) is lower:
+    1.5 Mbit/s at 640x360@30, 6 at 1280x720@30. At CRF 18 (the default) it is only a cap."""
     return int(min(8_000_000, 2_000_000 * (width * height) / (640 * 360)))
 
 
