@@ -137,13 +137,11 @@ def bitrate_for(width: int, height: int) -> int:
     return encode_bitrate(width, height)
 
 
-def video_setting(codec: str, width: int, height: int) -> str:
-    """The server encoder's rate control for ``codec``, as a table cell: H.264 runs at its
-    default constant quality capped at the bitrate, VP8 at the bitrate."""
-    from runtime.stream.encoder import EncoderSettings
-
-    cap = f"{bitrate_for(width, height) / 1e6:g} Mbit/s"
-    rate = rate_control_label(codec, EncoderSettings.crf)
+def video_setting(settings) -> str:
+    """How ``settings`` (the server's ``EncoderSettings``) spend bits, as a table cell:
+    libx264 at its default constant quality capped at the bitrate, VP8 (and NVENC) at it."""
+    cap = f"{settings.bitrate / 1e6:g} Mbit/s"
+    rate = rate_control_label(settings)
     return cap if rate == "bitrate" else f"crf {rate}, at most {cap}"
 
 
@@ -163,7 +161,7 @@ def video_psnr(frames: np.ndarray, codec: str, ticks: int, fps: int = 30) -> dic
             size += packet.size
             for frame in dec.decode(packet):
                 scores.append(picture_psnr(frame.to_ndarray(format="rgb24"), source))
-    return {"setting": f"{codec} {video_setting(codec, width, height)}", "psnr_db": float(np.mean(scores)), "mbit_s": size * 8 * fps / ticks / 1e6}
+    return {"setting": f"{codec} {video_setting(enc.settings)}", "psnr_db": float(np.mean(scores)), "mbit_s": size * 8 * fps / ticks / 1e6}
 
 
 def jpeg_sweep(frames: np.ndarray, ticks: int, fps: int = 30, qscales=JPEG_QSCALES) -> list[dict]:
@@ -311,7 +309,7 @@ async def _send_jpeg(conn, frames: np.ndarray, qscale: int, fps: int, duration_s
         conn.send({"port": port})
         await asyncio.wait_for(done.wait(), duration_s + 60)
     pool.shutdown()
-    return {"produced": produced, "payload_bytes": sent_bytes}
+    return {"produced": produced, "payload_bytes": sent_bytes, "setting": f"jpeg q{qscale}"}
 
 
 async def _send_webrtc(conn, frames: np.ndarray, codec: str, fps: int, duration_s: float) -> dict:
@@ -352,7 +350,10 @@ async def _send_webrtc(conn, frames: np.ndarray, codec: str, fps: int, duration_
     rtp_bytes = sum(getattr(s, "bytesSent", 0) for s in stats.values() if getattr(s, "type", "") == "outbound-rtp")
     await video.close()
     pool.shutdown()
-    return {"produced": produced, "payload_bytes": sum(encoded_bytes), "rtp_payload_bytes": rtp_bytes, "dropped_before_encode": video.track.dropped}
+    return {
+        "produced": produced, "payload_bytes": sum(encoded_bytes), "rtp_payload_bytes": rtp_bytes,
+        "dropped_before_encode": video.track.dropped, "setting": video_setting(settings),
+    }
 
 
 def run_path(path_name: str, frames: np.ndarray, frames_path: str, qscale: int, fps: int, duration_s: float) -> dict:
@@ -377,7 +378,7 @@ def run_path(path_name: str, frames: np.ndarray, frames_path: str, qscale: int, 
     distinct = len({k for k, _ in got["decoded"] if k in produced})
     row = {
         "path": path_name,
-        "setting": f"jpeg q{qscale}" if path_name.startswith("jpeg") else video_setting(path_name.split("-")[-1], frames.shape[2], frames.shape[1]),
+        "setting": sent["setting"],
         "sent_frames": len(produced),
         "decoded_frames": distinct,
         "fps_delivered": distinct / duration_s,

@@ -140,10 +140,11 @@ def crf_list(text: str) -> list[int | None]:
     return [crf_arg(word) for word in text.split(",")]
 
 
-def rate_control_label(codec: str, crf: int | None) -> str:
-    """A table cell for the rate control: the CRF of constant-quality H.264, else ``bitrate``
-    (VP8 and NVENC always aim at the bitrate)."""
-    return str(crf) if codec == "h264" and crf is not None else "bitrate"
+def rate_control_label(settings) -> str:
+    """A table cell for how ``settings`` (an ``EncoderSettings``) spend bits: the CRF where
+    they encode at constant quality (``constant_quality()``: libx264), else ``bitrate``
+    (VP8, NVENC, ``crf=None``)."""
+    return str(settings.crf) if settings.constant_quality() else "bitrate"
 
 
 # ---------------------------------------------------------------- frames

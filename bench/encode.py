@@ -99,7 +99,8 @@ class NvencEncoder:
 def make_encoder(codec: str, width: int, height: int, fps: int, crf: int | None = None):
     """An encoder with ``encode(rgb, pts) -> packets``: the server's for h264/vp8, ours for nvenc.
 
-    ``crf`` applies to h264 only (libx264's constant quality, capped at the bitrate).
+    ``crf`` applies to h264 only (libx264's constant quality, capped at the bitrate; the
+    settings ignore it for vp8).
     """
     if codec == "nvenc":
         return NvencEncoder(width, height, fps, bitrate_for(width, height))
@@ -107,8 +108,7 @@ def make_encoder(codec: str, width: int, height: int, fps: int, crf: int | None 
 
     # hardware=False: the h264 rows measure libx264 even where NVENC exists.
     return VideoEncoder(EncoderSettings(
-        codec=codec, width=width, height=height, fps=fps, bitrate=bitrate_for(width, height),
-        hardware=False, crf=crf if codec == "h264" else None,
+        codec=codec, width=width, height=height, fps=fps, bitrate=bitrate_for(width, height), hardware=False, crf=crf,
     ))
 
 
@@ -156,7 +156,7 @@ def encode_cost(frames: np.ndarray, codec: str, fps: int = 30, repeats: int = 1,
     ms = np.asarray(times) * 1e3
     return {
         "codec": codec,
-        "rate": rate_control_label(codec, crf),
+        "rate": "bitrate" if isinstance(enc, NvencEncoder) else rate_control_label(enc.settings),
         "resolution": f"{width}x{height}",
         "frames": len(times),
         "ms_median": float(np.median(ms)),
@@ -314,7 +314,7 @@ def max_streams(pool: WorkerPool, codec: str, frames_path: str, fps: int, ms_per
         r = pool.run(codec, frames_path, fps, n, duration_s, crf)
         trials.append(r)
         ok = r["late_fraction"] <= LATE_LIMIT
-        log(f"  {codec} ({rate_control_label(codec, crf)}) {fps} fps: {n:4d} streams -> {100 * r['late_fraction']:5.1f}% late {'ok' if ok else 'FAIL'}")
+        log(f"  {codec} {fps} fps: {n:4d} streams -> {100 * r['late_fraction']:5.1f}% late {'ok' if ok else 'FAIL'}")
         return ok
 
     # Coarse ramp: from half the estimate upwards until a count fails.

@@ -271,10 +271,10 @@ def main() -> int:
     for players in args.players:
         for _ in range(args.rounds):
             for threads, crf in itertools.product(args.encode_threads, args.crf):  # alternating: drift hits every configuration
-                rate = rate_control_label(args.codec, crf)
+                configured = dataclasses.replace(settings, threads=threads, crf=crf)
+                rate = rate_control_label(configured)
                 print(f"[bench] round: {players} player(s), {threads or 'default'} encoder thread(s), rate control {rate}, "
                       f"{args.workers} worker(s), {args.duration:g} s", file=sys.stderr, flush=True)
-                configured = dataclasses.replace(settings, threads=threads, crf=crf)
                 row = run_loop(run_round(players, pictures, configured, args, client_cores))
                 rows.append({"encode_threads": threads or "default", "rate": rate, **row})
                 print(format_table(rows[-1:], COLUMNS).splitlines()[-1], file=sys.stderr, flush=True)

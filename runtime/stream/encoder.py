@@ -183,7 +183,7 @@ class VideoEncoder:
     @staticmethod
     def _open(s: EncoderSettings, codec_name: str) -> av.VideoCodecContext:
         threads = s.threads or s.auto_threads()
-        constant_quality = codec_name == "libx264" and s.crf is not None  # s.constant_quality(), without asking NVENC again
+        constant_quality = s.constant_quality()  # nvenc_available is cached: no second probe
         if codec_name == "h264_nvenc":
             ctx = av.CodecContext.create("h264_nvenc", "w")
             ctx.options = {
