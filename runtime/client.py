@@ -29,6 +29,7 @@ from websockets.asyncio.client import connect
 
 from protocol import PROTOCOL_VERSION, ProtocolError, decode, encode, messages as m
 from protocol.messages import NewWorld, View
+from runtime.stream import ice  # noqa: F401  (loopback ICE candidates where there is no other network)
 
 log = logging.getLogger("worldstream.client")
 

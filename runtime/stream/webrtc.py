@@ -25,6 +25,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from . import ice  # noqa: F401  (loopback ICE candidates where there is no other network)
 from .encoder import EncoderSettings, i420_video_frame
 from .video_track import EncodedFrame, PlayerVideoTrack, RenderedFrame
 

@@ -90,12 +90,12 @@ def _require_cuda_and_gsplat():
     """Import torch and gsplat, or say precisely what is missing."""
     try:
         import torch
-    except ImportError as exc:  # pragma: no cover - torch is a dependency
-        raise RuntimeError(f"gsplat renderer needs torch: {exc}") from exc
+    except ImportError as exc:  # torch is in the gpu extra, not a dependency
+        raise RuntimeError(f"gsplat renderer needs torch with CUDA (pip install 'worldstream[gpu]'): {exc}") from exc
     if not torch.cuda.is_available():
         raise RuntimeError(
-            "gsplat renderer needs a CUDA GPU, but torch.cuda.is_available() is False "
-            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use create_renderer('cpu')"
+            "gsplat renderer needs a CUDA GPU, but torch sees none "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use the cpu renderer"
         )
     try:
         import gsplat
