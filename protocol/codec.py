@@ -20,24 +20,9 @@ from typing import Any, Literal, Union
 import msgpack
 
 from . import messages as m
+from .errors import ProtocolError
 
 Message = m.Message
-
-
-class ProtocolError(Exception):
-    """A message broke the protocol.
-
-    Attributes:
-        code: one of :data:`protocol.messages.ERROR_CODES`.
-        message: human-readable explanation naming the limit.
-        field: dotted path of the offending field, or None.
-    """
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(f"{code}: {message}" + (f" (field {field!r})" if field else ""))
-        self.code = code
-        self.message = message
-        self.field = field
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from .errors import ProtocolError
+
 PROTOCOL_VERSION = 1
 """Bumped on every incompatible change; checked in ``hello``."""
 
@@ -244,8 +246,6 @@ class Hello(Message):
     view: View = spec(factory=View, doc="how the client displays the stream")
 
     def check(self) -> None:
-        from .codec import ProtocolError
-
         if (self.world is None) == (self.new_world is None):
             raise ProtocolError("bad_field", "give exactly one of 'world' (join) and 'new_world' (create)", "world")
         image = self.new_world.start_image if self.new_world else None
@@ -284,8 +284,6 @@ class HeadPose(Message):
     orientation: Quat = spec(doc="unit quaternion (w, x, y, z), camera-to-world, OpenCV axes; its norm must lie in [0.9, 1.1]")
 
     def check(self) -> None:
-        from .codec import ProtocolError
-
         norm = math.sqrt(sum(c * c for c in self.orientation))
         if not 0.9 <= norm <= 1.1:
             raise ProtocolError("bad_field", f"orientation must be a unit quaternion, norm is {norm:.3g}", "orientation")

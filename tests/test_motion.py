@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from runtime.world.camera import Pose
-from runtime.world.collision import SceneCollider
 from runtime.world.gaussians import Gaussians
-from runtime.world.motion import EYE_HEIGHT, FLY_SPEED, RUN_SPEED, WALK_SPEED, MoveInput, step
+from runtime.world.movement.collision import SceneCollider
+from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, RUN_SPEED, WALK_SPEED, MoveInput, step
 from runtime.world.scene import ChunkSource, Scene
 
 

@@ -14,10 +14,10 @@ import uuid
 import numpy as np
 import pytest
 
+from bench.compare import psnr
 from protocol import messages as m
 from runtime.app import build_parser, config_from_args
 from runtime.client import WorldClient
-from runtime.world.render.compare import psnr
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .camera import UP, Pose
+from ..camera import UP, Pose
 
 if TYPE_CHECKING:  # only for type hints; motion works without a collider
     from .collision import SceneCollider
