@@ -14,7 +14,7 @@ import pytest
 from runtime.world.camera import Cameras, intrinsics_from_fov
 from runtime.world.formats.media import read_video_frames, resize_image, write_image
 from runtime.world.render import create_renderer
-from runtime.world.start_frame import NO_DEPTH_NOTICE, seed_world
+from runtime.world.keyframes.start_frame import NO_DEPTH_NOTICE, seed_world
 from runtime.world.store import WorldLibrary
 from runtime.world.world import World, WorldConfig
 
@@ -116,7 +116,7 @@ def test_start_frame_is_saved_with_the_world(tmp_path, cpu_renderer):
 
 def test_render_command_starts_on_the_image(tmp_path):
     """``worldstream render --image --depth --trajectory --captions``: frame 0 of the video is the image."""
-    from runtime.world.trajectory import Trajectory, save_trajectory
+    from runtime.world.movement.trajectory import Trajectory, save_trajectory
 
     image, depth = photo(seed=2)
     write_image(tmp_path / "first_frame.png", image)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .camera import Cameras, intrinsics_from_fov
-from .gaussians import Gaussians
+from ..camera import Cameras, intrinsics_from_fov
+from ..gaussians import Gaussians
 from .reconstruct import reconstruct, shown_depth
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,10 @@ def make_start_frame(
         w2c: ``[4, 4]`` spawn camera (world-to-camera); None: the origin facing +z.
         K: ``[3, 3]`` intrinsics for ``width`` x ``height`` (e.g. a trajectory's first).
         depth: ``[h', w']`` metres given with the image (``inf`` = sky), any size.
-        estimator: a :class:`.generators.base.DepthEstimator`, used when ``depth`` is None.
+        estimator: a :class:`..generators.base.DepthEstimator`, used when ``depth`` is None.
     """
-    from .depth.files import resize_depth
-    from .formats.media import resize_image
+    from ..depth.files import resize_depth
+    from ..formats.media import resize_image
 
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
