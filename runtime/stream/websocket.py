@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -27,7 +28,7 @@ from runtime.player import Player
 from runtime.sessions import JoinError
 from runtime.stream.media_pool import MediaUnavailable
 from runtime.stream.rate_limit import TokenBucket
-from runtime.stream.webrtc import RtcError
+from runtime.stream.webrtc import RtcError, choose_codec
 
 if TYPE_CHECKING:
     from runtime.app import StreamServer
@@ -129,19 +130,19 @@ class Connection:
 
     async def _handle(self, data: bytes | str) -> bool:
         """Handle one incoming frame; False ends the connection."""
-        if len(data) > m.MAX_MESSAGE_BYTES and not self._allow("large"):
+        if len(data) > m.MAX_MESSAGE_BYTES and not self._allow("large", None):
             return True  # dropped unread
         try:
             msg = decode(data, sender="client")  # bounded: see the module docstring
         except ProtocolError as exc:
-            if not self._allow("other"):
+            if not self._allow("other", exc.ref_type):
                 return True
             if isinstance(exc, VersionMismatch) and self.player is None:
                 return await self._refuse_version(exc.version)
             self.error(exc.code, exc.message, exc.field, exc.ref_type)
             return True
         bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
-        if not self._allow(bucket):
+        if not self._allow(bucket, msg.TYPE):
             return True
         try:
             return await self._dispatch(msg)
@@ -150,7 +151,9 @@ class Connection:
             self.error("internal", f"the server failed to handle {msg.TYPE!r}; it carries on", None, msg.TYPE)
             return True
 
-    def _allow(self, bucket_name: str) -> bool:
+    def _allow(self, bucket_name: str, ref_type: str | None) -> bool:
+        """Take a token from the bucket; when empty, drop the message (``ref_type``, if
+        known) and say so at most once a second."""
         bucket = self._buckets[bucket_name]
         if bucket.allow():
             return True
@@ -160,7 +163,7 @@ class Connection:
             else:
                 rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
                 text = f"more than {rate} {bucket_name} messages per second; the excess is dropped"
-            self.error("rate_limited", text)
+            self.error("rate_limited", text, None, ref_type)
         return False
 
     async def _dispatch(self, msg: m.Message) -> bool:
@@ -184,7 +187,7 @@ class Connection:
             await self._offer(msg)
         elif isinstance(msg, m.IceCandidate):
             if player.video is None:
-                self.error("not_joined", "send rtc_offer before ice_candidate", None, msg.TYPE)
+                self.error("no_rtc_offer", "send rtc_offer before ice_candidate (no video is being set up)", None, msg.TYPE)
             else:
                 try:
                     await player.video.add_candidate(msg.candidate, msg.sdp_mid, msg.sdp_mline_index)
@@ -256,6 +259,11 @@ class Connection:
             old, player.video = player.video, None
             await old.close()
         settings = server.config.encoder_settings(*player.video_size)
+        try:  # the server's codec if the offer takes it, else one it takes (refused in words)
+            settings = dataclasses.replace(settings, codec=choose_codec(msg.sdp, settings.codec))
+        except RtcError as exc:
+            self.error("rtc_failed", str(exc), "sdp", "rtc_offer")
+            return
         session = self.session
 
         def closed(video) -> None:
