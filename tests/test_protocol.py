@@ -10,6 +10,8 @@ import pytest
 
 from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, encode, messages as m
 from protocol.codec import to_dict
+from protocol.codec import fields_of
+from protocol.markdown import SPEC_PATH, render
 from protocol.typescript import DEFAULT_OUT, generate
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
@@ -267,3 +269,26 @@ def test_typescript_names_every_message_and_constant():
         assert f'type: "{type_}";' in ts and f"export interface {cls.__name__} " in ts
     assert f"export const PROTOCOL_VERSION = {PROTOCOL_VERSION};" in ts
     assert "start_image?: Uint8Array | null;" in ts
+
+
+def test_protocol_md_tables_are_generated_and_current():
+    text = SPEC_PATH.read_text()
+    assert render(text) == text, "protocol/PROTOCOL.md's tables are stale: run `python -m protocol.markdown`"
+
+
+def test_protocol_md_names_every_message_field_error_and_limit():
+    text = SPEC_PATH.read_text()
+    for type_, cls in m.MESSAGES.items():
+        assert f"**`{type_}`**" in text
+        for f in fields_of(cls):
+            assert f"| `{f.name}`" in text, (type_, f.name)
+    for code in m.ERROR_CODES:
+        assert f"| `{code}` |" in text
+    assert f"| `MAX_HELLO_BYTES` | {m.MAX_HELLO_BYTES:,} (8 MiB) |".replace(",", " ") in text
+
+
+def test_protocol_md_drift_is_caught():
+    """A hand edit inside a generated table is undone by the generator (so the test above fails on it)."""
+    text = SPEC_PATH.read_text()
+    edited = text.replace("| `caption` | 1 /s |", "| `caption` | 5 /s |")
+    assert edited != text and render(edited) == text
