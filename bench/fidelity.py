@@ -32,10 +32,10 @@ threshold`` of the view).
 
 Usage::
 
-    .venv/bin/python bench/fidelity.py                                  # forest, seed 7, straight, 1.5/3/6 m/s
-    .venv/bin/python bench/fidelity.py --quick                          # seconds: 1 short walk, 4 views at 320x180
-    .venv/bin/python bench/fidelity.py --biomes forest,city,desert,snow --paths straight,loop,turns --seeds 7,8
-    .venv/bin/python bench/fidelity.py --config keyframe_width=640 --config keyframe_height=360
+    .venv/bin/python -m bench.fidelity                                  # forest, seed 7, straight, 1.5/3/6 m/s
+    .venv/bin/python -m bench.fidelity --quick                          # seconds: 1 short walk, 4 views at 320x180
+    .venv/bin/python -m bench.fidelity --biomes forest,city,desert,snow --paths straight,loop,turns --seeds 7,8
+    .venv/bin/python -m bench.fidelity --config keyframe_width=640 --config keyframe_height=360
 
 ``--config key=value`` overrides a ``WorldConfig`` field (JSON values) to compare settings.
 On the shared 2-core machine generation competes with everything else running: compare
@@ -47,23 +47,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import describe_machine, format_table, machine, write_json  # noqa: E402
-from runtime.world import PlayerState, Pose, World, WorldConfig  # noqa: E402
-from runtime.world.camera import Cameras, intrinsics_from_fov  # noqa: E402
-from runtime.world.generators.base import CancelToken, GenerationRequest  # noqa: E402
-from runtime.world.generators.procedural import ProceduralGenerator  # noqa: E402
-from runtime.world.generators.procedural.generator import ground_height_y  # noqa: E402
-from runtime.world.render import create_renderer  # noqa: E402
-from runtime.world.render.compare import psnr, sharpness, ssim  # noqa: E402
+from bench.common import describe_machine, format_table, machine, write_json
+from bench.compare import psnr, sharpness, ssim
+from runtime.world import PlayerState, Pose, World, WorldConfig
+from runtime.world.camera import Cameras, intrinsics_from_fov
+from runtime.world.generators.base import CancelToken, GenerationRequest
+from runtime.world.generators.procedural import ProceduralGenerator
+from runtime.world.generators.procedural.generator import ground_height_y
+from runtime.world.render import create_renderer
 
 VIEW_FOV = math.radians(60.0)
 EYE_HEIGHT = 1.7
@@ -366,7 +362,7 @@ def oracle(args, log=print) -> list[dict]:
     Separates what the splat representation loses (resolution, splat blur) from what planning
     and coverage lose on a walk.
     """
-    from runtime.world.reconstruct import reconstruct
+    from runtime.world.keyframes.reconstruct import reconstruct
     from runtime.world.scene import ChunkSource, Scene
 
     seed = int(args.seeds.split(",")[0])

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is scripts, not a package
-
-from bench import fidelity  # noqa: E402
-from runtime.world.camera import Pose  # noqa: E402
-from runtime.world.render.compare import psnr, sharpness, ssim  # noqa: E402
+from bench import fidelity
+from bench.compare import psnr, sharpness, ssim
 
 
 def test_ssim_and_sharpness_on_known_pictures():
