@@ -32,7 +32,7 @@ import numpy as np
 from .camera import Cameras, Pose
 from .chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
 from .collision import SceneCollider
-from .config import WorldConfig
+from .config import MAX_CAPTION_CHARS, WorldConfig
 from .coverage import ExploredMap, SkyDirections
 from .display import Display
 from .events import ChunkAdded, ChunkRequested, EventBus, GenerationFailed, GenerationProgress, WorldEvent
@@ -179,8 +179,8 @@ class World:
         """Use ``caption`` for every job scheduled from now on (earlier chunks keep theirs)."""
         if not isinstance(caption, str):
             raise ValueError(f"caption must be a string, got {type(caption).__name__}")
-        if len(caption) > 4000:
-            raise ValueError(f"caption must be at most 4000 characters, got {len(caption)}")
+        if len(caption) > MAX_CAPTION_CHARS:
+            raise ValueError(f"caption must be at most {MAX_CAPTION_CHARS} characters, got {len(caption)}")
         with self._lock:
             if caption != self._captions[-1][1]:
                 self._captions.append((time.time(), caption))
