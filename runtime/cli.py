@@ -60,7 +60,10 @@ def _renderer(name: str):
     """The renderer named ``name`` (auto: gsplat on CUDA, else cpu)."""
     from runtime.world.render import create_renderer
 
-    return create_renderer(name)
+    try:
+        return create_renderer(name)
+    except RuntimeError as e:  # gsplat without CUDA or without the package
+        raise CliError(f"--renderer {name}: {e}") from None
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -79,6 +82,25 @@ def _world_config(name: str, args, caption: str):
         return WorldConfig(**options)
     except ValueError as e:
         raise CliError(str(e)) from None
+
+
+def _output_file(path: Path, video: bool = False) -> None:
+    """Refuse an output file before any work: its folder must exist; a video's suffix must name a
+    format we write (``.gif`` is written as GIF, never MP4 under that name)."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise CliError(f"{path}: folder {str(folder)!r} does not exist" if not folder.exists() else f"{path}: {str(folder)!r} is not a folder")
+    if video:
+        from runtime.world.formats.media import video_format_error
+
+        problem = video_format_error(path)
+        if problem is not None:
+            raise CliError(f"{path}: {problem}")
+
+
+def _check_video_size(path: Path, width: int, height: int) -> None:
+    if path.suffix.lower() == ".mp4" and (width % 2 or height % 2):
+        raise CliError(f"--resolution {width}x{height}: H.264 needs an even width and height")
 
 
 def _human_bytes(n: int) -> str:
@@ -102,7 +124,7 @@ def cmd_serve(args) -> int:
         argv = argv[1:]
     if args.worlds_given and "--worlds" not in argv:
         argv = ["--worlds", str(args.worlds)] + argv
-    return int(app_main(argv) or 0)
+    return int(app_main(argv, prog="worldstream serve") or 0)
 
 
 def cmd_list(args) -> int:
@@ -167,14 +189,17 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from runtime.world.formats import write_splats
+    from runtime.world.formats import SplatFormatError, write_splats
 
+    _output_file(args.out)
     t0 = time.perf_counter()
     gaussians = _library(args).load_gaussians(args.world)
     if len(gaussians) == 0:
         raise CliError(f"world {args.world!r} has no Gaussians yet; walk it first")
     try:
         size = write_splats(args.out, gaussians, lossless=args.lossless)
+    except SplatFormatError:
+        raise  # names the file already
     except ValueError as e:
         raise CliError(f"{args.out}: {e}") from None
     print(f"wrote {len(gaussians)} Gaussians ({_human_bytes(size)}) to {args.out} in {time.perf_counter() - t0:.2f} s")
@@ -212,12 +237,13 @@ def _open_or_create_world(library, name: str, args, caption: str, start_image):
 
 
 def cmd_render(args) -> int:
-    from runtime.world.formats.media import Mp4Writer, read_image
+    from runtime.world.formats.media import VideoWriter, read_image
     from runtime.world.store import slug_world_name
-    from runtime.world.trajectory import Captions, is_lyra_length, load_captions, load_trajectory, walk
+    from runtime.world.movement.trajectory import Captions, is_lyra_length, load_captions, load_trajectory, walk
 
     if (args.trajectory is None) == (args.preset is None):
         raise CliError("give exactly one of --trajectory FILE or --preset zoom-in|zoom-out")
+    _output_file(args.out, video=True)
     start_image = read_image(args.image) if args.image else None
     captions = load_captions(args.captions) if args.captions else Captions(((0, args.caption),))
     trajectory = load_trajectory(args.trajectory, args.pose_scale) if args.trajectory else None
@@ -230,8 +256,7 @@ def cmd_render(args) -> int:
     else:
         frames = args.frames or 81
         width, height = args.resolution or (640, 360)
-    if width % 2 or height % 2:
-        raise CliError(f"--resolution {width}x{height}: H.264 needs an even width and height")
+    _check_video_size(args.out, width, height)
     if not is_lyra_length(frames):
         print(f"worldstream: warning: {frames} frames is not of the form 1 + 80k (Lyra's chunking); rendering anyway", file=sys.stderr)
 
@@ -244,7 +269,7 @@ def cmd_render(args) -> int:
             trajectory = _preset_trajectory(world, args.preset, frames, width, height, captions, args)
             failures.check()
         t0 = time.perf_counter()
-        with Mp4Writer(args.out, width, height, fps=args.fps) as video, _progress(len(trajectory), "render", args.quiet) as bar:
+        with VideoWriter(args.out, width, height, fps=args.fps) as video, _progress(len(trajectory), "render", args.quiet) as bar:
             for rgb in walk(world, trajectory, width, height, captions, fps=args.fps):
                 failures.check()
                 video.write(rgb)
@@ -280,7 +305,7 @@ class _GenerationFailures:
 def _preset_trajectory(world, preset: str, frames: int, width: int, height: int, captions, args):
     """Generate the first view, then build the zoom preset from its depth."""
     from runtime.world.camera import intrinsics_from_fov
-    from runtime.world.trajectory import PRESET_FOV_Y, Trajectory, walk, zoom_trajectory
+    from runtime.world.movement.trajectory import PRESET_FOV_Y, Trajectory, walk, zoom_trajectory
 
     K = intrinsics_from_fov(width, height, PRESET_FOV_Y)
     origin = Trajectory(np.eye(4, dtype=np.float32)[None], K[None], width, height)
@@ -295,11 +320,12 @@ def _preset_trajectory(world, preset: str, frames: int, width: int, height: int,
 
 def cmd_flythrough(args) -> int:
     from runtime.world.camera import Pose
-    from runtime.world.formats.media import Mp4Writer
-    from runtime.world.trajectory import Trajectory, load_trajectory, walk
+    from runtime.world.formats.media import VideoWriter
+    from runtime.world.movement.trajectory import Trajectory, load_trajectory, walk
 
-    if (args.path is None) == (not args.orbit):
-        raise CliError("give exactly one of --path FILE or --orbit")
+    if args.path is not None and args.orbit:
+        raise CliError("give one of --path FILE or --orbit, not both")
+    _output_file(args.out, video=True)
     library = _library(args)
     world = library.open(args.world, read_only=True, renderer=_renderer(args.renderer))
     try:
@@ -321,10 +347,9 @@ def cmd_flythrough(args) -> int:
 
             K = intrinsics_from_fov(width, height, math.radians(args.fov))
             trajectory = Trajectory(np.stack(w2c), np.broadcast_to(K, (frames, 3, 3)).copy(), width, height)
-        if width % 2 or height % 2:
-            raise CliError(f"--resolution {width}x{height}: H.264 needs an even width and height")
+        _check_video_size(args.out, width, height)
         t0 = time.perf_counter()
-        with Mp4Writer(args.out, width, height, fps=args.fps) as video, _progress(len(trajectory), "flythrough", args.quiet) as bar:
+        with VideoWriter(args.out, width, height, fps=args.fps) as video, _progress(len(trajectory), "flythrough", args.quiet) as bar:
             for rgb in walk(world, trajectory, width, height, generate=False):
                 video.write(rgb)
                 bar.update(1)
@@ -396,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate a world along a Lyra trajectory (or zoom preset) and write the walkthrough as MP4",
         parents=[common],
     )
-    p.add_argument("out", type=Path, help="output video (.mp4, H.264)")
+    p.add_argument("out", type=Path, help="output video: out.mp4 (H.264) or out.gif (256 fixed colours)")
     p.add_argument("--image", type=Path, default=None, help="start image (Lyra's first_frame.png)")
     p.add_argument("--trajectory", type=Path, default=None, help="Lyra trajectory.npz (w2c, intrinsics, image_height, image_width)")
     p.add_argument("--preset", choices=["zoom-in", "zoom-out"], default=None, help="a zoom preset instead of a trajectory file")
@@ -413,9 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("flythrough", help="render a video along a path through an existing world (no generation)", parents=[common])
     p.add_argument("world", help="world name")
-    p.add_argument("out", type=Path, help="output video (.mp4, H.264)")
+    p.add_argument("out", type=Path, help="output video: out.mp4 (H.264) or out.gif (256 fixed colours)")
     p.add_argument("--path", type=Path, default=None, help="camera path as a Lyra-format trajectory.npz")
-    p.add_argument("--orbit", action="store_true", help="turn a full circle around the spawn point instead")
+    p.add_argument("--orbit", action="store_true", help="turn a full circle around the spawn point (the default when no --path)")
     p.add_argument("--radius", type=float, default=1.0, help="orbit radius in metres (default 1)")
     p.add_argument("--pitch", type=float, default=0.0, help="orbit pitch in degrees, positive looks up (default 0)")
     p.add_argument("--fov", type=_positive(float), default=60.0, help="orbit vertical field of view in degrees (default 60)")
@@ -431,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from runtime.world.formats.errors import SplatFormatError
     from runtime.world.store.errors import WorldStoreError
-    from runtime.world.trajectory import TrajectoryError
+    from runtime.world.movement.trajectory import TrajectoryError
 
     return (CliError, WorldStoreError, SplatFormatError, TrajectoryError, FileNotFoundError, PermissionError, IsADirectoryError)
 

@@ -1,4 +1,4 @@
-"""Images in (PNG, JPEG, ... via PyAV/FFmpeg) and H.264 MP4 video out."""
+"""Images in (PNG, JPEG, ... via PyAV/FFmpeg) and video out: H.264 MP4 or GIF, as the file name says."""
 
 from __future__ import annotations
 
@@ -56,24 +56,48 @@ def read_video_frames(path: str | Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-class Mp4Writer:
-    """Writes RGB frames as an H.264 MP4 (yuv420p, so width and height must be even).
+# suffix -> (container format, encoder, pixel format, what it is, in words)
+VIDEO_FORMATS = {
+    ".mp4": ("mp4", "libx264", "yuv420p", "H.264"),
+    # GIF's palette is FFmpeg's fixed 3-3-2 one (rgb8): quick and honest, banded on gradients.
+    ".gif": ("gif", "gif", "rgb8", "GIF, 256 fixed colours"),
+}
 
-    The file appears under its final name only when :meth:`close` succeeds.
+
+def video_format_error(path: str | Path) -> str | None:
+    """Why ``path`` cannot be written as a video (an unsupported suffix), or None."""
+    suffix = Path(path).suffix.lower()
+    if suffix in VIDEO_FORMATS:
+        return None
+    supported = ", ".join(f"{s} ({VIDEO_FORMATS[s][3]})" for s in VIDEO_FORMATS)
+    return f"cannot write video as {suffix or '(no suffix)'!r}; name the file with one of {supported}"
+
+
+class VideoWriter:
+    """Writes RGB frames as the video format the file's suffix names (:data:`VIDEO_FORMATS`).
+
+    H.264 (yuv420p) needs an even width and height. The file appears under its final name
+    only when :meth:`close` succeeds.
     """
 
     def __init__(self, path: str | Path, width: int, height: int, fps: float = 16.0, crf: int = 18) -> None:
-        if width % 2 or height % 2 or width <= 0 or height <= 0:
-            raise ValueError(f"H.264 video needs an even, positive width and height, got {width}x{height}")
+        problem = video_format_error(path)
+        if problem is not None:
+            raise SplatFormatError(path, problem)
         self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        container_format, encoder, pix_fmt, _ = VIDEO_FORMATS[suffix]
+        if width <= 0 or height <= 0 or (encoder == "libx264" and (width % 2 or height % 2)):
+            raise ValueError(f"H.264 video needs an even, positive width and height, got {width}x{height}")
         self.width, self.height = width, height
-        self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix or '.mp4'}")
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{suffix}")
+        self._container = av.open(str(self._tmp), mode="w", format=container_format)
         rate = Fraction(fps).limit_denominator(1001)
-        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream = self._container.add_stream(encoder, rate=rate)
         self._stream.width, self._stream.height = width, height
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+        self._stream.pix_fmt = pix_fmt
+        if encoder == "libx264":
+            self._stream.options = {"crf": str(crf), "preset": "veryfast"}
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
@@ -108,7 +132,7 @@ class Mp4Writer:
             self._container = None
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "Mp4Writer":
+    def __enter__(self) -> "VideoWriter":
         return self
 
     def __exit__(self, exc_type, *_) -> None:
