@@ -65,14 +65,17 @@ INSIDE = textwrap.dedent(
 )
 
 
+def _in_loopback_namespace(command: list[str], **env) -> subprocess.CompletedProcess:
+    """Run ``command`` in a fresh network namespace whose only interface is ``lo`` (up)."""
+    return subprocess.run(
+        ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command],
+        capture_output=True, text=True, timeout=150, env=dict(os.environ, PYTHONPATH=str(ROOT), **env), cwd=ROOT,
+    )
+
+
 def _stream_in_loopback_namespace(tmp_path, frame_timeout_s: float, **env) -> str:
     """Server and client in a namespace with only ``lo``; what the client saw and the server's log."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
-    command = [sys.executable, "-c", INSIDE, str(ROOT), str(tmp_path), str(frame_timeout_s)]
-    done = subprocess.run(
-        ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command],
-        capture_output=True, text=True, timeout=150, env=env, cwd=ROOT,
-    )
+    done = _in_loopback_namespace([sys.executable, "-c", INSIDE, str(ROOT), str(tmp_path), str(frame_timeout_s)], **env)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-6000:]
     return out
@@ -94,3 +97,12 @@ def test_video_reaches_a_client_where_loopback_is_the_only_interface(tmp_path):
 def test_without_candidates_the_client_says_ice_never_connected(tmp_path):
     out = _stream_in_loopback_namespace(tmp_path, 5, WORLDSTREAM_ICE_LOOPBACK="0")
     assert "STALLED ICE not connected | no frame within 5 s; ICE new" in out, out[-6000:]
+
+
+@needs_namespace
+def test_stream_bench_stops_naming_ice_and_shows_the_server_log(tmp_path):
+    bench = [sys.executable, str(ROOT / "bench" / "stream.py"), "--players", "1", "--duration", "1", "--resolution", "320x180", "--stage-timeout", "5"]
+    done = _in_loopback_namespace(bench, WORLDSTREAM_ICE_LOOPBACK="0")
+    assert done.returncode == 3, done.stderr[-6000:]
+    assert "stalled: ICE not connected: no frame within 5 s" in done.stderr, done.stderr[-6000:]
+    assert "--- server log (tail) ---" in done.stderr and "WebRTC answered" in done.stderr

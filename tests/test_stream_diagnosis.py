@@ -3,7 +3,7 @@
 Each stage is made to stall by a real condition: a port nobody listens on, media workers
 stopped (SIGSTOP) before the offer, the server's own process stopped once the answer is
 in (its media worker connects ICE and DTLS, but nothing renders). Loopback-only ICE is
-``test_loopback_only``.
+``test_loopback_only``. The stream benchmark stops with the stage's name too.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +90,33 @@ def test_a_stopped_server_after_the_answer_means_no_rtp(start_server):
 async def _reconnected_frame(url: str):
     async with WorldClient(url, world="no-rtp", name="b") as client:
         return await client.next_frame(timeout=30)
+
+
+# ---------------------------------------------------------------- the benchmarks stop and say why
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _bench(*args: str, timeout_s: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout_s, cwd=BENCH.parent)
+
+
+def test_stream_bench_stops_at_a_port_nobody_listens_on():
+    done = _bench(str(BENCH / "stream.py"), "--url", f"http://127.0.0.1:{_free_port()}", "--players", "1", "--duration", "1", "--stage-timeout", "5")
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "stalled: server not listening" in done.stderr
+
+
+def test_stream_bench_stops_when_the_media_workers_never_answer(start_server):
+    server = start_server()
+    stopped = server.media_worker_pids()
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        done = _bench(str(BENCH / "stream.py"), "--url", server.url, "--players", "2", "--client-procs", "2", "--duration", "1", "--stage-timeout", "4")
+        assert done.returncode == 3, done.stderr[-3000:]
+        assert "stalled: no answer: no rtc_answer within 4 s" in done.stderr, done.stderr[-3000:]
+        assert time.monotonic() - started < 60
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
