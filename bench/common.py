@@ -22,10 +22,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
 
 # ---------------------------------------------------------------- machine
 def cpu_model() -> str:
@@ -202,7 +198,7 @@ def stall_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------- encoder settings
 def crf_list(text: str) -> list[int | None]:
     """``--crf`` of a bench: comma-separated CRFs and/or ``off``, each checked as the server's ``--crf``."""
-    from runtime.app import crf_arg  # imported here: encode workers import this module and must start fast
+    from runtime.config import crf_arg  # imported here: encode workers import this module and must start fast
 
     return [crf_arg(word) for word in text.split(",")]
 
@@ -217,7 +213,7 @@ def rate_control_label(settings) -> str:
 # ---------------------------------------------------------------- frames
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two uint8 images, 99 dB for identical ones (JSON has no inf)."""
-    from runtime.world.render.compare import psnr as exact_psnr
+    from bench.compare import psnr as exact_psnr
 
     value = exact_psnr(a, b)
     return 99.0 if math.isinf(value) else value
@@ -293,7 +289,7 @@ def _world_frames(width: int, height: int, count: int, seed: int, fps: float) ->
 
     world = World(WorldConfig(name="bench-walk", seed=seed), renderer=create_renderer("cpu"))
     try:
-        from runtime.world.motion import walk_target_eye_y
+        from runtime.world.movement.motion import walk_target_eye_y
 
         spawn = world.spawn_pose()
         poses = walk_poses(count, float(spawn.position[1]), fps)

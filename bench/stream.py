@@ -20,10 +20,10 @@ turning) and reports per round:
 
 Examples::
 
-    .venv/bin/python bench/stream.py                                   # CPU: 1, 4, 8 players
-    .venv/bin/python bench/stream.py --renderer gsplat --resolution 1280x720 --fps 60
-    .venv/bin/python bench/stream.py --players 1 --duration 5 --json out/stream.json
-    python3 bench/stream.py --renderer gsplat --players 8,32 --client-procs auto   # GPU machine
+    .venv/bin/python -m bench.stream                                   # CPU: 1, 4, 8 players
+    .venv/bin/python -m bench.stream --renderer gsplat --resolution 1280x720 --fps 60
+    .venv/bin/python -m bench.stream --players 1 --duration 5 --json out/stream.json
+    python3 -m bench.stream --renderer gsplat --players 8,32 --client-procs auto   # GPU machine
 
 Where the clients run: they share the machine with the server. With ``--client-procs 1``
 (the default) all of them run in this one process and event loop; with many players (say
@@ -62,12 +62,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import Stopped, process_diagnosis, stall_line, stop_on_sigterm
+from protocol import messages as m
+from runtime.client import WorldClient
 
-from bench.common import Stopped, process_diagnosis, stall_line, stop_on_sigterm  # noqa: E402
-from protocol import messages as m  # noqa: E402
-from runtime.client import WorldClient  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # Each stage of a client's joining (listening, welcome, answer) and its first frame get
 # this long; the server compiles its GPU kernels before it listens (START_TIMEOUT), not on

@@ -20,24 +20,9 @@ from typing import Any, Literal, Union
 import msgpack
 
 from . import messages as m
+from .errors import ProtocolError
 
 Message = m.Message
-
-
-class ProtocolError(Exception):
-    """A message broke the protocol.
-
-    Attributes:
-        code: one of :data:`protocol.messages.ERROR_CODES`.
-        message: human-readable explanation naming the limit.
-        field: dotted path of the offending field, or None.
-    """
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(f"{code}: {message}" + (f" (field {field!r})" if field else ""))
-        self.code = code
-        self.message = message
-        self.field = field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,17 +151,14 @@ def _build(cls: type, obj: dict, prefix: str):
     kwargs = {}
     for f in fields_of(cls):
         path = prefix + f.name
-        if f.name not in obj or (obj[f.name] is None and _optional(f.kind) and not f.required):
+        # nil means "use the default" for every field that has one (PROTOCOL.md §1).
+        if f.name not in obj or (obj[f.name] is None and not f.required):
             if f.required:
                 owner = repr(cls.TYPE) if hasattr(cls, "TYPE") else cls.__name__
                 raise ProtocolError("missing_field", f"{owner} needs {f.name!r}", path)
             continue  # the dataclass default applies
         kwargs[f.name] = _value(f.kind, obj[f.name], f.meta, path)
     return cls(**kwargs)
-
-
-def _optional(kind: Any) -> bool:
-    return _origin(kind) is Union and type(None) in typing.get_args(kind)
 
 
 def _origin(kind: Any) -> Any:

@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from .errors import ProtocolError
+
 PROTOCOL_VERSION = 1
 """Bumped on every incompatible change; checked in ``hello``."""
 
@@ -80,13 +82,14 @@ ERROR_CODES = {
     "missing_field": "a required field is absent",
     "bad_field": "a field has the wrong type, is out of range or malformed",
     "too_large": "the message exceeds its size limit",
-    "rate_limited": "too many messages; the excess was dropped",
+    "rate_limited": "too many messages; the excess was dropped (ref_type: the type of the dropped message that triggered the report)",
     "not_joined": "the message needs a completed hello first",
+    "no_rtc_offer": "an ice_candidate came before any rtc_offer on this connection (or after its video ended)",
     "already_joined": "a second hello on one connection",
     "version_mismatch": "protocol_version differs from the server's; the connection closes",
     "world_not_found": "no world of that name",
     "world_exists": "a new world was requested under a name already taken",
-    "bad_resume_token": "the resume token is unknown or expired (the player starts fresh)",
+    "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
     "rtc_failed": "the WebRTC offer could not be answered",
     "server_busy": "the server cannot take more players",
     "internal": "the server failed to handle the message (it carries on)",
@@ -172,7 +175,7 @@ class View:
     """How the client displays the stream. The server renders at its own configured
     resolution unless the client asks for less; the size actually used is in ``welcome``."""
 
-    width: int = spec(1280, min=MIN_VIEW_SIZE, max=MAX_VIEW_SIZE, unit="px", doc="display width of one eye")
+    width: int = spec(1280, min=MIN_VIEW_SIZE, max=MAX_VIEW_SIZE, unit="px", doc="display width (with stereo: both eyes side by side)")
     height: int = spec(720, min=MIN_VIEW_SIZE, max=MAX_VIEW_SIZE, unit="px", doc="display height")
     fov_y: float = spec(math.radians(60.0), min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view")
     stereo: bool = spec(False, doc="render left and right eyes side by side (VR)")
@@ -209,7 +212,7 @@ class ServerInfo:
     fps: int = spec(unit="1/s", doc="video frame rate")
     width: int = spec(unit="px", doc="video width (both eyes when stereo)")
     height: int = spec(unit="px", doc="video height")
-    codec: Literal["h264", "vp8"] = spec(doc="video codec")
+    codec: Literal["h264", "vp8"] = spec(doc="the server's video codec; a player whose offer does not accept it gets the other one (the rtc_answer says which)")
     bitrate: int = spec(unit="bit/s", doc="most video bits per second (H.264 at constant quality sends less where the picture allows)")
     generator: str = spec(doc="generator name")
     renderer: str = spec(doc="renderer name")
@@ -243,8 +246,6 @@ class Hello(Message):
     view: View = spec(factory=View)
 
     def check(self) -> None:
-        from .codec import ProtocolError
-
         if (self.world is None) == (self.new_world is None):
             raise ProtocolError("bad_field", "give exactly one of 'world' (join) and 'new_world' (create)", "world")
         image = self.new_world.start_image if self.new_world else None
@@ -275,11 +276,9 @@ class HeadPose(Message):
     seq: int = spec(min=0, max=MAX_SEQ)
     t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms")
     position: Vec3 = spec(min=-MAX_COORD, max=MAX_COORD, unit="m", doc="head (between the eyes), world coordinates")
-    orientation: Quat = spec(min=-1.01, max=1.01, doc="unit quaternion (w, x, y, z), camera-to-world, OpenCV axes")
+    orientation: Quat = spec(doc="unit quaternion (w, x, y, z), camera-to-world, OpenCV axes; its norm must lie in [0.9, 1.1]")
 
     def check(self) -> None:
-        from .codec import ProtocolError
-
         norm = math.sqrt(sum(c * c for c in self.orientation))
         if not 0.9 <= norm <= 1.1:
             raise ProtocolError("bad_field", f"orientation must be a unit quaternion, norm is {norm:.3g}", "orientation")
@@ -343,9 +342,10 @@ class RtcAnswer(Message):
 
 @message("video_ended", "server")
 class VideoEnded(Message):
-    """The server closed this player's video on its own (its peer connection failed, or the
-    process streaming it stopped). The WebSocket and the player carry on: send a new
-    ``rtc_offer`` to get video again."""
+    """This player's video stopped without a new ``rtc_offer`` replacing it: the peer connection
+    failed or was closed (by the network, or by the client closing its own), or the process
+    streaming it stopped. The WebSocket and the player carry on: send a new ``rtc_offer`` to
+    get video again."""
 
     reason: str = spec(max_len=MAX_ERROR_CHARS, doc="why, for people")
 
@@ -435,9 +435,11 @@ class Stats(Message):
 @message("frame_info", "server")
 class FrameInfo(Message):
     """Sent for every video frame, just before its packets. Match ``rtp_timestamp`` with
-    ``requestVideoFrameCallback`` metadata to find which input a displayed frame shows."""
+    ``requestVideoFrameCallback`` metadata to find which input a displayed frame shows.
+    It is the timestamp in the RTP packets as sent; a receiver that rebases timestamps
+    (aiortc's tracks count ``pts`` from 0) must add its first packet's timestamp back."""
 
-    rtp_timestamp: int = spec(min=0, max=2**32 - 1, doc="the frame's RTP timestamp (90 kHz clock)")
+    rtp_timestamp: int = spec(min=0, max=2**32 - 1, doc="the frame's RTP timestamp as in its packets (90 kHz clock)")
     input_seq: int = spec(-1, min=-1, max=MAX_SEQ, doc="latest input/head_pose seq applied, -1 before any")
     server_ms: float = spec(0.0, unit="ms", doc="server wall clock (Unix epoch) when encoded")
     mtp_ms: float = spec(-1.0, unit="ms", doc="input received -> frame encoded for input_seq, -1 if not new")
@@ -450,7 +452,7 @@ class ErrorMessage(Message):
     code: str = spec(doc="one of ERROR_CODES")
     message: str = spec("", max_len=MAX_ERROR_CHARS)
     field: str | None = spec(None, max_len=128, doc="the offending field, dotted (e.g. 'view.fov_y')")
-    ref_type: str | None = spec(None, max_len=64, doc="type of the message that caused it, if known")
+    ref_type: str | None = spec(None, max_len=64, doc="type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known")
 
 
 CLIENT_MESSAGES = tuple(t for t, c in MESSAGES.items() if c.SENDER in ("client", "both"))

@@ -22,7 +22,7 @@ from typing import Callable
 from websockets.asyncio.server import serve
 
 from protocol import PROTOCOL_VERSION, messages as m
-from runtime.config import Executors, ServerConfig
+from runtime.config import Executors, ServerConfig, crf_arg
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.http import make_process_request
@@ -269,19 +269,6 @@ def _bitrate(text: str) -> int:
         raise argparse.ArgumentTypeError(f"bitrate must look like 4000000, 4M or 800k, got {text!r}") from None
     if not 50_000 <= value <= 100_000_000:
         raise argparse.ArgumentTypeError(f"bitrate must be in [50k, 100M], got {text!r}")
-    return value
-
-
-def crf_arg(text: str) -> int | None:
-    """``--crf``: an integer in [0, 51], or ``off`` (None: encode at the bitrate)."""
-    if text.strip().lower() == "off":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"crf must be an integer in [0, 51] or 'off', got {text!r}") from None
-    if not 0 <= value <= 51:
-        raise argparse.ArgumentTypeError(f"crf must be in [0, 51] (or 'off'), got {value}")
     return value
 
 

@@ -234,7 +234,7 @@ def _open_or_create_world(library, name: str, args, caption: str, start_image):
 def cmd_render(args) -> int:
     from runtime.world.formats.media import VideoWriter, read_image
     from runtime.world.store import slug_world_name
-    from runtime.world.trajectory import Captions, is_lyra_length, load_captions, load_trajectory, walk
+    from runtime.world.movement.trajectory import Captions, is_lyra_length, load_captions, load_trajectory, walk
 
     if (args.trajectory is None) == (args.preset is None):
         raise CliError("give exactly one of --trajectory FILE or --preset zoom-in|zoom-out")
@@ -278,7 +278,7 @@ def cmd_render(args) -> int:
 def _preset_trajectory(world, preset: str, frames: int, width: int, height: int, captions, args):
     """Generate the first view, then build the zoom preset from its depth."""
     from runtime.world.camera import intrinsics_from_fov
-    from runtime.world.trajectory import PRESET_FOV_Y, Trajectory, walk, zoom_trajectory
+    from runtime.world.movement.trajectory import PRESET_FOV_Y, Trajectory, walk, zoom_trajectory
 
     K = intrinsics_from_fov(width, height, PRESET_FOV_Y)
     origin = Trajectory(np.eye(4, dtype=np.float32)[None], K[None], width, height)
@@ -294,7 +294,7 @@ def _preset_trajectory(world, preset: str, frames: int, width: int, height: int,
 def cmd_flythrough(args) -> int:
     from runtime.world.camera import Pose
     from runtime.world.formats.media import VideoWriter
-    from runtime.world.trajectory import Trajectory, load_trajectory, walk
+    from runtime.world.movement.trajectory import Trajectory, load_trajectory, walk
 
     if args.path is not None and args.orbit:
         raise CliError("give one of --path FILE or --orbit, not both")
@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from runtime.world.formats.errors import SplatFormatError
     from runtime.world.store.errors import WorldStoreError
-    from runtime.world.trajectory import TrajectoryError
+    from runtime.world.movement.trajectory import TrajectoryError
 
     return (CliError, WorldStoreError, SplatFormatError, TrajectoryError, FileNotFoundError, PermissionError, IsADirectoryError)
 

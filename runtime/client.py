@@ -23,7 +23,7 @@ from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from websockets.asyncio.client import connect
 
@@ -96,6 +96,7 @@ class WorldClient:
         view: display parameters (size, fov, stereo).
         video: negotiate WebRTC video (False for protocol-only clients).
         resume_token: from an earlier ``welcome``.
+        codecs: video codecs the offer accepts, e.g. ``("vp8",)``; None offers all aiortc has.
         protocol_version: override to test version checks.
         max_events: events kept in :attr:`events`.
     """
@@ -110,6 +111,7 @@ class WorldClient:
         view: View | None = None,
         video: bool = True,
         resume_token: str | None = None,
+        codecs: tuple[str, ...] | None = None,
         protocol_version: int = PROTOCOL_VERSION,
         max_events: int = 10_000,
     ) -> None:
@@ -119,6 +121,7 @@ class WorldClient:
             resume_token=resume_token, view=view or View(),
         )
         self.video = video
+        self.codecs = codecs
         self.ws = None
         self.pc: RTCPeerConnection | None = None
         self.welcome: m.Welcome | None = None
@@ -306,7 +309,12 @@ class WorldClient:
 
     async def _start_video(self, timeout: float) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTransceiver("video", direction="recvonly")
+        transceiver = self.pc.addTransceiver("video", direction="recvonly")
+        if self.codecs is not None:
+            wanted = {f"video/{c}".lower() for c in self.codecs} | {"video/rtx"}
+            transceiver.setCodecPreferences(
+                [c for c in RTCRtpReceiver.getCapabilities("video").codecs if c.mimeType.lower() in wanted]
+            )
         track_ready = asyncio.get_running_loop().create_future()
 
         @self.pc.on("track")
@@ -336,8 +344,9 @@ class WorldClient:
 
     @staticmethod
     def _rtp_origin(receiver) -> int:
-        # aiortc rebases received RTP timestamps to start at 0 and keeps the origin in a
-        # private mapper; add it back so frames match frame_info.rtp_timestamp (aiortc 1.16).
+        # frame_info.rtp_timestamp is the timestamp in the RTP packets, but aiortc rebases
+        # received timestamps so a track's pts start at 0, keeping the origin in a private
+        # mapper: add it back so frames match frame_info (aiortc 1.16). See PROTOCOL.md §4.
         mapper = getattr(receiver, "_RTCRtpReceiver__timestamp_mapper", None)
         return int(getattr(mapper, "_origin", None) or 0)
 

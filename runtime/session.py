@@ -31,7 +31,8 @@ from runtime.player import Player, percentile
 from runtime.stream.metrics import ServerMetrics
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
-from runtime.world.render.video import PendingVideoFrames, i420_size
+from runtime.world.render.i420 import i420_size
+from runtime.world.render.video import PendingVideoFrames
 from runtime.world.world import ChunkAdded, ChunkRequested, GenerationFailed, GenerationProgress, PlayerState
 
 log = logging.getLogger("worldstream.session")
@@ -67,7 +68,6 @@ class Session:
         self._explored_sent: dict[tuple[int, int], int] = {}
         self._explored_version = -1
         self._unsubscribe: Callable[[], None] = world.subscribe(self._on_world_event_threadsafe)
-        self.frames_rendered = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -242,7 +242,6 @@ class Session:
                 continue
             snap = snaps[player.id]
             videos[player.id].offer(picture, taken_at, snap.seq, snap.received_at, render_s or 0.0)
-        self.frames_rendered += 1
         tick = self.metrics.tick_seconds
         tick.labels("queued").observe(job_started - taken_at)
         tick.labels("move_render").observe(job_done - job_started)

@@ -18,7 +18,7 @@ import pytest
 from runtime.world.camera import Pose, intrinsics_from_fov
 from runtime.world.formats import read_splats
 from runtime.world.formats.media import read_video_frames, write_image
-from runtime.world.trajectory import Trajectory, save_trajectory
+from runtime.world.movement.trajectory import Trajectory, save_trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -101,7 +101,7 @@ def test_without_candidates_the_client_says_ice_never_connected(tmp_path):
 
 @needs_namespace
 def test_stream_bench_stops_naming_ice_and_shows_the_server_log(tmp_path):
-    bench = [sys.executable, str(ROOT / "bench" / "stream.py"), "--players", "1", "--duration", "1", "--resolution", "320x180", "--stage-timeout", "5"]
+    bench = [sys.executable, "-m", "bench.stream", "--players", "1", "--duration", "1", "--resolution", "320x180", "--stage-timeout", "5"]
     done = _in_loopback_namespace(bench, WORLDSTREAM_ICE_LOOPBACK="0")
     assert done.returncode == 3, done.stderr[-6000:]
     assert "stalled: ICE not connected: no frame within 5 s" in done.stderr, done.stderr[-6000:]

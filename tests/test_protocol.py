@@ -87,6 +87,57 @@ def test_defaults_fill_omitted_fields():
     assert hello.view.width == 320 and hello.view.height == 720
 
 
+def _with_nil(obj: dict, path: list[str]) -> dict:
+    """A copy of wire map ``obj`` with the field at ``path`` (nested keys) set to nil."""
+    out = dict(obj)
+    out[path[0]] = None if len(path) == 1 else _with_nil(out[path[0]], path[1:])
+    return out
+
+
+def _optional_paths(cls, obj: dict, prefix=()):
+    """(path, default) of every field with a default in ``cls`` and in the structs that
+    ``obj`` (its wire map) carries."""
+    from protocol.codec import fields_of
+
+    for f in fields_of(cls):
+        if not f.required:
+            yield (*prefix, f.name), (f.default() if f.factory else f.default)
+        if isinstance(obj.get(f.name), dict):
+            struct = next(a for a in (f.kind, *getattr(f.kind, "__args__", ())) if isinstance(a, type) and a in m.STRUCTS)
+            yield from _optional_paths(struct, obj[f.name], (*prefix, f.name))
+
+
+@pytest.mark.parametrize(
+    "msg", [s for s in SAMPLES if s.SENDER in ("client", "both") and any(_optional_paths(type(s), to_dict(s)))], ids=lambda x: x.TYPE
+)
+def test_nil_means_the_default_for_every_optional_field(msg):
+    """PROTOCOL.md §1: encoders may send nil for any field that has a default (hello.view,
+    every view.* field, new_world.caption, input's axes, ping.t_ms, ...)."""
+    wire = to_dict(msg)
+    for path, default in _optional_paths(type(msg), wire):
+        if path in (("world",), ("new_world",)):
+            continue  # exactly one of the two must be present (a cross-field rule)
+        decoded = decode(_raw(_with_nil(wire, list(path))), sender="client")
+        value = decoded
+        for key in path:
+            value = getattr(value, key)
+        assert value == default, (path, value, default)
+
+
+def test_required_fields_refuse_nil():
+    err = _error(_raw({"type": "input", "seq": None}))
+    assert (err.code, err.field) == ("bad_field", "seq") and "nil" in err.message
+
+
+def test_quaternion_norm_rule_is_the_spec_one():
+    """Components are not capped: the rule is the norm in [0.9, 1.1] (PROTOCOL.md, head_pose)."""
+    for q in ([1.05, 0, 0, 0], [0, 0, 0, -1.09], [0.75, 0.75, 0, 0]):
+        msg = decode(_raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": q}))
+        assert msg.orientation == tuple(float(c) for c in q)
+    err = _error(_raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": [1.11, 0, 0, 0]}))
+    assert (err.field, err.code) == ("orientation", "bad_field") and "norm" in err.message
+
+
 def test_unknown_fields_are_ignored():
     assert decode(_raw({"type": "ping", "id": 2, "future_field": [1, 2]})) == m.Ping(id=2)
 
@@ -117,6 +168,8 @@ def test_ints_accepted_for_floats_but_not_bools_for_ints():
         (_raw({"type": "head_pose", "seq": 1, "position": [0, float("nan"), 0], "orientation": [1, 0, 0, 0]}), "bad_field", "position[1]"),
         (_raw({"type": "head_pose", "seq": 1, "position": [2e5, 0, 0], "orientation": [1, 0, 0, 0]}), "bad_field", "position[0]"),
         (_raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": [0.1, 0, 0, 0]}), "bad_field", "orientation"),
+        (_raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": [1.2, 0, 0, 0]}), "bad_field", "orientation"),
+        (_raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": [1, 0, 0]}), "bad_field", "orientation"),
         (_raw({"type": "caption", "text": "x" * (m.MAX_CAPTION_CHARS + 1)}), "bad_field", "text"),
         (_raw({"type": "hello", "protocol_version": 1}), "bad_field", "world"),
         (_raw({"type": "hello", "protocol_version": 1, "world": "a", "new_world": {}}), "bad_field", "world"),

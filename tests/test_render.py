@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from bench.compare import psnr
+from bench.synthetic import scene_from_chunks, typical_world
 from runtime.world.camera import Cameras, Pose, intrinsics_from_fov, quat_wxyz_to_matrix
 from runtime.world.gaussians import Gaussians
 from runtime.world.render import create_renderer, cuda_available
 from runtime.world.render.chunk_cache import ChunkCache
 from runtime.world.render.cpu import CpuRenderer
-from runtime.world.render.synthetic import scene_from_chunks, typical_world
 from runtime.world.scene import ChunkSource, Scene
 from runtime.world.sky import Sky
-from runtime.world.render.compare import psnr
 
 SKY = Sky()
 

@@ -93,15 +93,15 @@ async def _reconnected_frame(url: str):
 
 
 # ---------------------------------------------------------------- the benchmarks stop and say why
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench(*args: str, timeout_s: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout_s, cwd=BENCH.parent)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
 
 
 def test_stream_bench_stops_at_a_port_nobody_listens_on():
-    done = _bench(str(BENCH / "stream.py"), "--url", f"http://127.0.0.1:{_free_port()}", "--players", "1", "--duration", "1", "--stage-timeout", "5")
+    done = _bench("-m", "bench.stream", "--url", f"http://127.0.0.1:{_free_port()}", "--players", "1", "--duration", "1", "--stage-timeout", "5")
     assert done.returncode == 3, done.stderr[-3000:]
     assert "stalled: server not listening" in done.stderr
 
@@ -113,7 +113,7 @@ def test_stream_bench_stops_when_the_media_workers_never_answer(start_server):
         os.kill(pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
-        done = _bench(str(BENCH / "stream.py"), "--url", server.url, "--players", "2", "--client-procs", "2", "--duration", "1", "--stage-timeout", "4")
+        done = _bench("-m", "bench.stream", "--url", server.url, "--players", "2", "--client-procs", "2", "--duration", "1", "--stage-timeout", "4")
         assert done.returncode == 3, done.stderr[-3000:]
         assert "stalled: no answer: no rtc_answer within 4 s" in done.stderr, done.stderr[-3000:]
         assert time.monotonic() - started < 60

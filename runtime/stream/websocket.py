@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -24,7 +25,7 @@ from runtime.player import Player
 from runtime.sessions import JoinError
 from runtime.stream.media_pool import MediaUnavailable
 from runtime.stream.rate_limit import TokenBucket
-from runtime.stream.webrtc import RtcError
+from runtime.stream.webrtc import RtcError, choose_codec
 
 if TYPE_CHECKING:
     from runtime.app import StreamServer
@@ -114,7 +115,7 @@ class Connection:
         try:
             msg = decode(data, sender="client")
         except ProtocolError as exc:
-            if not self._allow("other"):
+            if not self._allow("other", _peek_type(data)):
                 return True
             version = _hello_version(data)
             if self.player is None and version is not None and version != PROTOCOL_VERSION:
@@ -122,7 +123,7 @@ class Connection:
             self.error(exc.code, exc.message, exc.field, _peek_type(data))
             return True
         bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
-        if not self._allow(bucket):
+        if not self._allow(bucket, msg.TYPE):
             return True
         try:
             return await self._dispatch(msg)
@@ -131,13 +132,15 @@ class Connection:
             self.error("internal", f"the server failed to handle {msg.TYPE!r}; it carries on", None, msg.TYPE)
             return True
 
-    def _allow(self, bucket_name: str) -> bool:
+    def _allow(self, bucket_name: str, ref_type: str | None) -> bool:
+        """Take a token from the bucket; when empty, drop the message (``ref_type``, if
+        known) and say so at most once a second."""
         bucket = self._buckets[bucket_name]
         if bucket.allow():
             return True
         if bucket.should_complain():
             rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
-            self.error("rate_limited", f"more than {rate} {bucket_name} messages per second; the excess is dropped")
+            self.error("rate_limited", f"more than {rate} {bucket_name} messages per second; the excess is dropped", None, ref_type)
         return False
 
     async def _dispatch(self, msg: m.Message) -> bool:
@@ -161,7 +164,7 @@ class Connection:
             await self._offer(msg)
         elif isinstance(msg, m.IceCandidate):
             if player.video is None:
-                self.error("not_joined", "send rtc_offer before ice_candidate", None, msg.TYPE)
+                self.error("no_rtc_offer", "send rtc_offer before ice_candidate (no video is being set up)", None, msg.TYPE)
             else:
                 try:
                     await player.video.add_candidate(msg.candidate, msg.sdp_mid, msg.sdp_mline_index)
@@ -228,6 +231,11 @@ class Connection:
             old, player.video = player.video, None
             await old.close()
         settings = server.config.encoder_settings(*player.video_size)
+        try:  # the server's codec if the offer takes it, else one it takes (refused in words)
+            settings = dataclasses.replace(settings, codec=choose_codec(msg.sdp, settings.codec))
+        except RtcError as exc:
+            self.error("rtc_failed", str(exc), "sdp", "rtc_offer")
+            return
         session = self.session
 
         def closed(video) -> None:

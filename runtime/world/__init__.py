@@ -2,7 +2,7 @@
 rendering, movement and storage — with no networking in it."""
 
 from .camera import Cameras, Pose
-from .motion import MoveInput
+from .movement.motion import MoveInput
 from .world import (
     ChunkAdded,
     ChunkRequested,

@@ -11,8 +11,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from .frames import Frame
-from .jobs import GenerationJob
+from .frontier.jobs import GenerationJob
+from .keyframes.frames import Frame
 from .scene import Chunk
 
 log = logging.getLogger(__name__)

@@ -30,27 +30,27 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .camera import Cameras, Pose
-from .chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
-from .collision import SceneCollider
 from .config import WorldConfig
-from .coverage import ExploredMap, SkyDirections
-from .display import Display
 from .events import ChunkAdded, ChunkRequested, EventBus, GenerationFailed, GenerationProgress, WorldEvent
-from .frames import Frame
+from .frontier.chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
+from .frontier.coverage import ExploredMap, SkyDirections
+from .frontier.jobs import GenerationJob, JobQueue
+from .frontier.planner import FrontierPlanner, ViewRecord, lookahead_seconds
+from .frontier.runner import JobRunner
 from .gaussians import Gaussians
 from .generators.base import DepthEstimator, GenerationResult, Generator
-from .jobs import GenerationJob, JobQueue
-from .memory import FrameMemory
-from .motion import MoveInput
-from .motion import step as motion_step
-from .planner import FrontierPlanner, ViewRecord, lookahead_seconds
+from .keyframes.frames import Frame
+from .keyframes.memory import FrameMemory
+from .movement.collision import SceneCollider
+from .movement.motion import MoveInput
+from .movement.motion import step as motion_step
 from .players import PlayerState
-from .render.video import PendingVideoFrames
 from .render.base import Renderer, RenderOutput
-from .runner import JobRunner
+from .render.video import PendingVideoFrames
+from .revisit.display import Display
+from .revisit.seen_masks import HiddenSplats
+from .revisit.seen_views import NO_CHUNK, SeenViews
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
-from .seen_masks import HiddenSplats
-from .seen_views import NO_CHUNK, SeenViews
 from .sky import Sky
 
 # Re-exported: these names have always been importable from runtime.world.world.
@@ -166,7 +166,7 @@ class World:
         return Pose(np.zeros(3, np.float32), 0.0, 0.0)
 
     def move(self, pose: Pose, move: MoveInput, dt: float) -> Pose:
-        """Advance ``pose`` by a :class:`runtime.world.motion.MoveInput` over ``dt`` seconds, with collision."""
+        """Advance ``pose`` by a :class:`runtime.world.movement.motion.MoveInput` over ``dt`` seconds, with collision."""
         self.collider.sync(self.scene.snapshot())
         return motion_step(pose, move, dt, self.collider)
 

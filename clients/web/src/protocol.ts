@@ -43,13 +43,14 @@ export const ERROR_CODES = {
   "missing_field": "a required field is absent",
   "bad_field": "a field has the wrong type, is out of range or malformed",
   "too_large": "the message exceeds its size limit",
-  "rate_limited": "too many messages; the excess was dropped",
+  "rate_limited": "too many messages; the excess was dropped (ref_type: the type of the dropped message that triggered the report)",
   "not_joined": "the message needs a completed hello first",
+  "no_rtc_offer": "an ice_candidate came before any rtc_offer on this connection (or after its video ended)",
   "already_joined": "a second hello on one connection",
   "version_mismatch": "protocol_version differs from the server's; the connection closes",
   "world_not_found": "no world of that name",
   "world_exists": "a new world was requested under a name already taken",
-  "bad_resume_token": "the resume token is unknown or expired (the player starts fresh)",
+  "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
   "rtc_failed": "the WebRTC offer could not be answered",
   "server_busy": "the server cannot take more players",
   "internal": "the server failed to handle the message (it carries on)"
@@ -61,7 +62,7 @@ export type ErrorCode = keyof typeof ERROR_CODES;
  * resolution unless the client asks for less; the size actually used is in ``welcome``.
  */
 export interface View {
-  /** display width of one eye [px] (>= 16, <= 4096) default 1280 */
+  /** display width (with stereo: both eyes side by side) [px] (>= 16, <= 4096) default 1280 */
   width?: number;
   /** display height [px] (>= 16, <= 4096) default 720 */
   height?: number;
@@ -107,7 +108,7 @@ export interface ServerInfo {
   width: number;
   /** video height [px] */
   height: number;
-  /** video codec */
+  /** the server's video codec; a player whose offer does not accept it gets the other one (the rtc_answer says which) */
   codec: "h264" | "vp8";
   /** most video bits per second (H.264 at constant quality sends less where the picture allows) [bit/s] */
   bitrate: number;
@@ -182,7 +183,7 @@ export interface HeadPose {
   t_ms?: number;
   /** head (between the eyes), world coordinates [m] (>= -100000, <= 100000) */
   position: [number, number, number];
-  /** unit quaternion (w, x, y, z), camera-to-world, OpenCV axes (>= -1.01, <= 1.01) */
+  /** unit quaternion (w, x, y, z), camera-to-world, OpenCV axes; its norm must lie in [0.9, 1.1] */
   orientation: [number, number, number, number];
 }
 
@@ -250,9 +251,10 @@ export interface RtcAnswer {
 }
 
 /**
- * The server closed this player's video on its own (its peer connection failed, or the
- * process streaming it stopped). The WebSocket and the player carry on: send a new
- * ``rtc_offer`` to get video again.
+ * This player's video stopped without a new ``rtc_offer`` replacing it: the peer connection
+ * failed or was closed (by the network, or by the client closing its own), or the process
+ * streaming it stopped. The WebSocket and the player carry on: send a new ``rtc_offer`` to
+ * get video again.
  */
 export interface VideoEnded {
   type: "video_ended";
@@ -371,10 +373,12 @@ export interface Stats {
 /**
  * Sent for every video frame, just before its packets. Match ``rtp_timestamp`` with
  * ``requestVideoFrameCallback`` metadata to find which input a displayed frame shows.
+ * It is the timestamp in the RTP packets as sent; a receiver that rebases timestamps
+ * (aiortc's tracks count ``pts`` from 0) must add its first packet's timestamp back.
  */
 export interface FrameInfo {
   type: "frame_info";
-  /** the frame's RTP timestamp (90 kHz clock) (>= 0, <= 4294967295) */
+  /** the frame's RTP timestamp as in its packets (90 kHz clock) (>= 0, <= 4294967295) */
   rtp_timestamp: number;
   /** latest input/head_pose seq applied, -1 before any (>= -1, <= 9007199254740991) default -1 */
   input_seq: number;
@@ -393,7 +397,7 @@ export interface ErrorMessage {
   message: string;
   /** the offending field, dotted (e.g. 'view.fov_y') (max length 128) default null */
   field: string | null;
-  /** type of the message that caused it, if known (max length 64) default null */
+  /** type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known (max length 64) default null */
   ref_type: string | null;
 }
 

@@ -93,10 +93,6 @@ def dc_from_colors(colors: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- writing
-def ply_bytes_per_gaussian(sh_degree: int) -> int:
-    return 4 * len(property_names(sh_degree))
-
-
 EXACT_COLOR_PROPERTIES = ("ws_rgb_0", "ws_rgb_1", "ws_rgb_2")
 """worldstream-only properties with exact float32 colours (written with ``lossless=True``)."""
 

@@ -28,8 +28,9 @@ from .base import RenderOutput
 from .chunk_cache import ChunkCache
 from .conventions import ALPHA_MIN, EPS2D, NEAR_PLANE
 from .gpu_video import SkyConstants, coarse_sky_geometry, pick_video_kernels, sky_is_portable
+from .i420 import i420_size
 from .sky_grid import SkyGridCache
-from .video import VideoFrames, check_into, i420_size
+from .video import VideoFrames, check_into
 
 log = logging.getLogger("worldstream.render")
 

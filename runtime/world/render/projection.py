@@ -29,11 +29,10 @@ from .conventions import ALPHA_MIN, EPS2D, FAR_PLANE, JACOBIAN_CLAMP, NEAR_PLANE
 
 # Columns of the packed per-Gaussian record made by activate_chunk.
 PACKED_WIDTH = 14
-P_MEAN, P_COV, P_OPACITY, P_RGB = 0, 3, 9, 10
 
 # Columns of the per-camera splat record made by project (see project()).
 SPLAT_WIDTH = 12
-S_X, S_Y, S_POWER, S_OPACITY, S_RGB, S_DEPTH, S_CUT = 0, 1, 2, 5, 6, 9, 10
+S_DEPTH = 9  # depth along +z, the sort key (the kernels address the other columns directly)
 
 _JIT = dict(nogil=True, fastmath=True, cache=True, error_model="numpy")
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..frames import Frame
 from ..gaussians import Gaussians
+from ..keyframes.frames import Frame
 from ..scene import Chunk, ChunkSource
 from ..world import ChunkAdded, World, WorldConfig, WorldEvent
 from .chunk_io import decode_chunk, decode_frame, decode_image, encode_image

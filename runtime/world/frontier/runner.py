@@ -15,11 +15,11 @@ from typing import Callable
 
 import numpy as np
 
-from .config import WorldConfig
-from .events import ChunkAdded, GenerationFailed, GenerationProgress, WorldEvent
-from .generators.base import CancelToken, GenerationCancelled, GenerationRequest, GenerationResult, Generator
+from ..config import WorldConfig
+from ..events import ChunkAdded, GenerationFailed, GenerationProgress, WorldEvent
+from ..generators.base import CancelToken, GenerationCancelled, GenerationRequest, GenerationResult, Generator
+from ..keyframes.memory import FrameMemory
 from .jobs import GenerationJob, JobQueue
-from .memory import FrameMemory
 from .planner import FrontierPlanner
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .camera import Cameras, Pose
-from .jobs import GenerationJob
-from .players import PlayerState
-from .scene import SceneSnapshot
+from ..camera import Cameras, Pose
+from ..frontier.jobs import GenerationJob
+from ..players import PlayerState
+from ..scene import SceneSnapshot
 
 NO_CHUNK = -1
 """``cap_chunk_id`` of a view frozen over an empty scene: no chunk is shown as it was."""
@@ -158,10 +158,6 @@ class SeenViews:
 
     def __len__(self) -> int:
         return len(self._records)
-
-    @property
-    def frozen_count(self) -> int:
-        return self._frozen_count
 
     def records(self) -> list[SeenView]:
         """Copies of all records, in creation order (for inspection and tests)."""

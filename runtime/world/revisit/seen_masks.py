@@ -39,14 +39,14 @@ from typing import Callable
 
 import numpy as np
 
-from .camera import Cameras
-from .coverage import SkyDirections, uncovered_fractions
-from .gaussians import Gaussians
-from .reconstruct import OCCLUSION_FOOTPRINT_SIGMAS, OCCLUSION_MARGIN, occluder_mask
-from .render.base import Renderer
-from .scene import Chunk, SceneSnapshot, frustum_cull_boxes
+from ..camera import Cameras
+from ..frontier.coverage import SkyDirections, uncovered_fractions
+from ..gaussians import Gaussians
+from ..keyframes.reconstruct import OCCLUSION_FOOTPRINT_SIGMAS, OCCLUSION_MARGIN, occluder_mask
+from ..render.base import Renderer
+from ..scene import Chunk, SceneSnapshot, frustum_cull_boxes
+from ..sky import Sky
 from .seen_views import FrozenView
-from .sky import Sky
 
 PICTURE_WIDTH, PICTURE_HEIGHT = 128, 72
 """Size of a frozen view's picture (pixels, 16:9): ~0.5 degrees per pixel at 60 degrees FOV."""

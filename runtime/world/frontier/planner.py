@@ -16,15 +16,15 @@ from typing import Sequence
 
 import numpy as np
 
-from .camera import Cameras, Pose, intrinsics_from_fov
-from .collision import SceneCollider
-from .config import WorldConfig
+from ..camera import Cameras, Pose, intrinsics_from_fov
+from ..config import WorldConfig
+from ..movement.collision import SceneCollider
+from ..movement.motion import walk_target_eye_y
+from ..players import PlayerState
+from ..render.base import Renderer
+from ..scene import Scene
 from .coverage import ExploredMap, ProbeView, SkyDirections, probe_cameras, probe_views, uncovered_fractions
 from .jobs import GenerationJob, JobQueue
-from .motion import walk_target_eye_y
-from .players import PlayerState
-from .render.base import Renderer
-from .scene import Scene
 
 PROBE_CACHE_MAX = 4096
 """Cached probe answers before the cache is dropped (a long walk would grow it without bound)."""

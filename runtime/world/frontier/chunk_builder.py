@@ -15,18 +15,18 @@ from typing import Sequence
 
 import numpy as np
 
-from .camera import Cameras
-from .config import WorldConfig
+from ..camera import Cameras
+from ..config import WorldConfig
+from ..gaussians import Gaussians
+from ..generators.base import DepthEstimator, GenerationResult, Generator
+from ..keyframes.frames import Frame
+from ..keyframes.memory import FrameMemory
+from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
+from ..render.base import Renderer
+from ..scene import Chunk, ChunkSource, Scene
+from ..sky import pixel_directions
 from .coverage import ExploredMap, SkyDirections
-from .frames import Frame
-from .gaussians import Gaussians
-from .generators.base import DepthEstimator, GenerationResult, Generator
 from .jobs import GenerationJob
-from .memory import FrameMemory
-from .reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
-from .render.base import Renderer
-from .scene import Chunk, ChunkSource, Scene
-from .sky import pixel_directions
 
 SHOWN_DEPTH_CACHE_FRAMES = 512
 """Keyframes whose shown-depth maps (revisit checks) are cached: ~57 KB each at 320x180, stride 2."""

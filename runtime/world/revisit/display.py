@@ -16,13 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .camera import Cameras
-from .render.base import Renderer, RenderOutput, gather_outputs
-from .render.video import GatheredVideoFrames, PendingVideoFrames, submit_video
-from .scene import SceneSnapshot
+from ..camera import Cameras
+from ..render.base import Renderer, RenderOutput, gather_outputs
+from ..render.video import GatheredVideoFrames, PendingVideoFrames, submit_video
+from ..scene import SceneSnapshot
+from ..sky import Sky
 from .seen_masks import HiddenSplats
 from .seen_views import SeenViews
-from .sky import Sky
 
 
 class Display:

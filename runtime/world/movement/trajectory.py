@@ -27,7 +27,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .camera import Cameras, Pose, intrinsics_from_fov
+from ..camera import Cameras, Pose, intrinsics_from_fov
+from ..players import PlayerState
 
 CHUNK_FRAMES = 80
 """Frames Lyra 2 generates per autoregressive step."""
@@ -292,8 +293,6 @@ def walk(
     frame shows generated space, never holes. The frame itself is rendered from the
     file's exact pose. ``captions`` switch the world's caption per Lyra chunk.
     """
-    from .world import PlayerState  # the World facade imports this module's users, not vice versa
-
     cams = trajectory.cameras(width, height)
     centers = trajectory.centers
     for i in range(len(trajectory)):
