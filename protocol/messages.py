@@ -36,6 +36,13 @@ MAX_HELLO_BYTES = 8 * 1024 * 1024
 MAX_START_IMAGE_BYTES = 6 * 1024 * 1024
 """Largest PNG/JPEG start image in a ``new_world`` request."""
 
+# ---- cost limits for what a client sends (checked before unpacking) ----
+MAX_CLIENT_VALUES = 512
+"""Most msgpack values (map keys and values, array items, containers) in one client message;
+the largest message a client sends today holds about 40."""
+MAX_CLIENT_DEPTH = 8
+"""Deepest nesting of maps/arrays in one client message (today's messages nest 2 deep)."""
+
 # ---- text limits ----
 MAX_CAPTION_CHARS = 500
 MAX_SDP_CHARS = 60_000
@@ -243,7 +250,7 @@ class Hello(Message):
     world: str | None = spec(None, pattern=WORLD_NAME_PATTERN, doc="name of a world to join")
     new_world: NewWorld | None = spec(None, doc="create a world instead of joining one")
     resume_token: str | None = spec(None, pattern=RESUME_TOKEN_PATTERN, doc="from an earlier welcome: get your pose back")
-    view: View = spec(factory=View)
+    view: View = spec(factory=View, doc="how the client displays the stream")
 
     def check(self) -> None:
         if (self.world is None) == (self.new_world is None):
@@ -258,23 +265,28 @@ class Input(Message):
     """Movement and look input; the latest one wins. Send up to INPUT_RATE_HZ while keys are held
     or the mouse moves, and once with zero axes when they are released."""
 
-    seq: int = spec(min=0, max=MAX_SEQ, doc="increasing per connection")
+    seq: int = spec(min=0, max=MAX_SEQ, doc="increasing per connection; echoed in frame_info.input_seq")
     t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock when sampled")
-    forward: float = spec(0.0, min=-1.0, max=1.0, doc="+1 walks forward")
-    right: float = spec(0.0, min=-1.0, max=1.0, doc="+1 strafes right")
-    up: float = spec(0.0, min=-1.0, max=1.0, doc="+1 rises (fly mode)")
-    yaw_delta: float = spec(0.0, min=-MAX_LOOK_DELTA, max=MAX_LOOK_DELTA, unit="rad", doc="turn right by")
-    pitch_delta: float = spec(0.0, min=-MAX_LOOK_DELTA, max=MAX_LOOK_DELTA, unit="rad", doc="look up by")
-    run: bool = spec(False)
-    fly: bool = spec(False)
+    forward: float = spec(0.0, min=-1.0, max=1.0, doc="held: +1 walks forward along the view's yaw")
+    right: float = spec(0.0, min=-1.0, max=1.0, doc="held: +1 strafes right")
+    up: float = spec(0.0, min=-1.0, max=1.0, doc="held: +1 rises (fly mode only)")
+    yaw_delta: float = spec(0.0, min=-MAX_LOOK_DELTA, max=MAX_LOOK_DELTA, unit="rad", doc="turn right by this much, applied once")
+    pitch_delta: float = spec(0.0, min=-MAX_LOOK_DELTA, max=MAX_LOOK_DELTA, unit="rad", doc="look up by this much, applied once")
+    run: bool = spec(False, doc="run (4 m/s) instead of walking (1.5 m/s)")
+    fly: bool = spec(
+        False,
+        doc="fly mode: 6 m/s along the view, no gravity. When it ends, a player comes down onto the known "
+        "ground under them or within 3 m around them; over space with no known ground that near, it keeps "
+        "its height until it walks onto some",
+    )
 
 
 @message("head_pose", "client")
 class HeadPose(Message):
     """Absolute VR head pose; replaces the player's pose (no collision)."""
 
-    seq: int = spec(min=0, max=MAX_SEQ)
-    t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms")
+    seq: int = spec(min=0, max=MAX_SEQ, doc="as for input (the two share one sequence)")
+    t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock")
     position: Vec3 = spec(min=-MAX_COORD, max=MAX_COORD, unit="m", doc="head (between the eyes), world coordinates")
     orientation: Quat = spec(doc="unit quaternion (w, x, y, z), camera-to-world, OpenCV axes; its norm must lie in [0.9, 1.1]")
 
@@ -296,7 +308,7 @@ class IceCandidate(Message):
     """A trickled ICE candidate (``candidate`` empty = end of candidates). The server puts all
     of its candidates in its answer and sends none."""
 
-    candidate: str = spec(max_len=MAX_CANDIDATE_CHARS, doc="'candidate:...' line, without 'a='")
+    candidate: str = spec(max_len=MAX_CANDIDATE_CHARS, doc="the `candidate:…` attribute without `a=`; empty = end of candidates")
     sdp_mid: str | None = spec(None, max_len=64)
     sdp_mline_index: int | None = spec(None, min=0, max=64)
 
@@ -305,14 +317,14 @@ class IceCandidate(Message):
 class Caption(Message):
     """Text describing what to generate next in this world."""
 
-    text: str = spec(max_len=MAX_CAPTION_CHARS)
+    text: str = spec(max_len=MAX_CAPTION_CHARS, doc="what to generate next in this world, for every player in it")
 
 
 @message("ping", "client")
 class Ping(Message):
     """Round-trip probe; answered by ``pong`` with the same id."""
 
-    id: int = spec(min=0, max=MAX_SEQ)
+    id: int = spec(min=0, max=MAX_SEQ, doc="echoed in the pong")
     t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock, echoed back")
 
 
@@ -337,6 +349,11 @@ class Welcome(Message):
 
 @message("rtc_answer", "server")
 class RtcAnswer(Message):
+    """The answer to ``rtc_offer``, with all of the server's ICE candidates inside. Its video
+    codec is the server's (``welcome.server.codec``) when the offer accepts it, else the other
+    one the server can send that the offer accepts; an offer accepting neither H.264 nor VP8
+    gets ``rtc_failed`` naming the codecs it offered."""
+
     sdp: str = spec(max_len=MAX_SDP_CHARS)
 
 
@@ -352,6 +369,8 @@ class VideoEnded(Message):
 
 @message("pong", "server")
 class Pong(Message):
+    """The answer to ``ping``."""
+
     id: int = spec(min=0, max=MAX_SEQ)
     t_ms: float = spec(0.0, unit="ms", doc="the ping's t_ms")
     server_ms: float = spec(0.0, unit="ms", doc="server wall clock (Unix epoch)")
@@ -369,6 +388,8 @@ class GenerationRequested(Message):
 
 @message("generation_progress", "server")
 class GenerationProgress(Message):
+    """How far a generation job has come."""
+
     job_id: int = spec(min=0, max=MAX_SEQ)
     fraction: float = spec(min=0.0, max=1.0)
     message: str = spec("", max_len=MAX_ERROR_CHARS)
@@ -386,6 +407,8 @@ class GenerationDone(Message):
 
 @message("generation_failed", "server")
 class GenerationFailed(Message):
+    """A generation job ended without adding anything."""
+
     job_id: int = spec(min=0, max=MAX_SEQ)
     error: str = spec("", max_len=MAX_ERROR_CHARS)
     cancelled: bool = spec(False, doc="the job was dropped because no player needs it any more: not an error")
@@ -393,11 +416,15 @@ class GenerationFailed(Message):
 
 @message("player_joined", "server")
 class PlayerJoined(Message):
+    """Another player joined this world."""
+
     player: PlayerInfo = spec()
 
 
 @message("player_left", "server")
 class PlayerLeft(Message):
+    """Another player left this world."""
+
     id: str = spec(pattern=PLAYER_ID_PATTERN)
     name: str = spec("", max_len=MAX_PLAYER_NAME_CHARS)
 
@@ -416,7 +443,9 @@ class Explored(Message):
     then as changes."""
 
     cell_size: float = spec(min=0.0, unit="m")
-    cells: list[tuple[int, int, int]] = spec(factory=list, max_len=MAX_EXPLORED_CELLS, doc="[i, j, state]")
+    cells: list[tuple[int, int, int]] = spec(
+        factory=list, max_len=MAX_EXPLORED_CELLS, doc="[i, j, state]; state 0 unknown, 1 generated, 2 visited (EXPLORED_STATES)"
+    )
 
 
 @message("stats", "server")

@@ -511,9 +511,10 @@ def test_a_view_frozen_while_the_world_was_loading_is_shown_plain(renderer):
 
 def test_a_pending_jobs_chunks_show_as_soon_as_they_are_in_the_scene():
     from runtime.world.scene import Scene
+    from runtime.world.parts import WorldStats
     from runtime.world.revisit.seen_views import NO_CHUNK, SeenViews
 
-    views = SeenViews(0.5, math.radians(20.0), {})
+    views = SeenViews(0.5, math.radians(20.0), WorldStats())
     pose = Pose(np.zeros(3), 0.0, 0.0)
     (record,) = views.observe([PlayerState("a", pose, fov_y=VIEW_FOV)], NO_CHUNK).values()
     assert views.add_pending(record, _job(None, 7, [0.0, 0.0, 0.0]))

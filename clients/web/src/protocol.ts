@@ -6,6 +6,8 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_MESSAGE_BYTES = 65536;
 export const MAX_HELLO_BYTES = 8388608;
 export const MAX_START_IMAGE_BYTES = 6291456;
+export const MAX_CLIENT_VALUES = 512;
+export const MAX_CLIENT_DEPTH = 8;
 export const MAX_CAPTION_CHARS = 500;
 export const MAX_SDP_CHARS = 60000;
 export const MAX_CANDIDATE_CHARS = 1024;
@@ -145,6 +147,7 @@ export interface Hello {
   new_world?: NewWorld | null;
   /** from an earlier welcome: get your pose back (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   resume_token?: string | null;
+  /** how the client displays the stream */
   view?: View;
 }
 
@@ -154,32 +157,32 @@ export interface Hello {
  */
 export interface Input {
   type: "input";
-  /** increasing per connection (>= 0, <= 9007199254740991) */
+  /** increasing per connection; echoed in frame_info.input_seq (>= 0, <= 9007199254740991) */
   seq: number;
   /** client clock when sampled [ms] (>= -1000000000000000, <= 1000000000000000) default 0.0 */
   t_ms?: number;
-  /** +1 walks forward (>= -1, <= 1) default 0.0 */
+  /** held: +1 walks forward along the view's yaw (>= -1, <= 1) default 0.0 */
   forward?: number;
-  /** +1 strafes right (>= -1, <= 1) default 0.0 */
+  /** held: +1 strafes right (>= -1, <= 1) default 0.0 */
   right?: number;
-  /** +1 rises (fly mode) (>= -1, <= 1) default 0.0 */
+  /** held: +1 rises (fly mode only) (>= -1, <= 1) default 0.0 */
   up?: number;
-  /** turn right by [rad] (>= -3.14159, <= 3.14159) default 0.0 */
+  /** turn right by this much, applied once [rad] (>= -3.14159, <= 3.14159) default 0.0 */
   yaw_delta?: number;
-  /** look up by [rad] (>= -3.14159, <= 3.14159) default 0.0 */
+  /** look up by this much, applied once [rad] (>= -3.14159, <= 3.14159) default 0.0 */
   pitch_delta?: number;
-  /** default false */
+  /** run (4 m/s) instead of walking (1.5 m/s) default false */
   run?: boolean;
-  /** default false */
+  /** fly mode: 6 m/s along the view, no gravity. When it ends, a player comes down onto the known ground under them or within 3 m around them; over space with no known ground that near, it keeps its height until it walks onto some default false */
   fly?: boolean;
 }
 
 /** Absolute VR head pose; replaces the player's pose (no collision). */
 export interface HeadPose {
   type: "head_pose";
-  /** (>= 0, <= 9007199254740991) */
+  /** as for input (the two share one sequence) (>= 0, <= 9007199254740991) */
   seq: number;
-  /** [ms] (>= -1000000000000000, <= 1000000000000000) default 0.0 */
+  /** client clock [ms] (>= -1000000000000000, <= 1000000000000000) default 0.0 */
   t_ms?: number;
   /** head (between the eyes), world coordinates [m] (>= -100000, <= 100000) */
   position: [number, number, number];
@@ -200,7 +203,7 @@ export interface RtcOffer {
  */
 export interface IceCandidate {
   type: "ice_candidate";
-  /** 'candidate:...' line, without 'a=' (max length 1024) */
+  /** the `candidate:…` attribute without `a=`; empty = end of candidates (max length 1024) */
   candidate: string;
   /** (max length 64) default null */
   sdp_mid?: string | null;
@@ -211,14 +214,14 @@ export interface IceCandidate {
 /** Text describing what to generate next in this world. */
 export interface Caption {
   type: "caption";
-  /** (max length 500) */
+  /** what to generate next in this world, for every player in it (max length 500) */
   text: string;
 }
 
 /** Round-trip probe; answered by ``pong`` with the same id. */
 export interface Ping {
   type: "ping";
-  /** (>= 0, <= 9007199254740991) */
+  /** echoed in the pong (>= 0, <= 9007199254740991) */
   id: number;
   /** client clock, echoed back [ms] (>= -1000000000000000, <= 1000000000000000) default 0.0 */
   t_ms?: number;
@@ -244,6 +247,12 @@ export interface Welcome {
   server: ServerInfo;
 }
 
+/**
+ * The answer to ``rtc_offer``, with all of the server's ICE candidates inside. Its video
+ * codec is the server's (``welcome.server.codec``) when the offer accepts it, else the other
+ * one the server can send that the offer accepts; an offer accepting neither H.264 nor VP8
+ * gets ``rtc_failed`` naming the codecs it offered.
+ */
 export interface RtcAnswer {
   type: "rtc_answer";
   /** (max length 60000) */
@@ -262,6 +271,7 @@ export interface VideoEnded {
   reason: string;
 }
 
+/** The answer to ``ping``. */
 export interface Pong {
   type: "pong";
   /** (>= 0, <= 9007199254740991) */
@@ -285,6 +295,7 @@ export interface GenerationRequested {
   requested_by: string[];
 }
 
+/** How far a generation job has come. */
 export interface GenerationProgress {
   type: "generation_progress";
   /** (>= 0, <= 9007199254740991) */
@@ -308,6 +319,7 @@ export interface GenerationDone {
   gaussians: number;
 }
 
+/** A generation job ended without adding anything. */
 export interface GenerationFailed {
   type: "generation_failed";
   /** (>= 0, <= 9007199254740991) */
@@ -318,11 +330,13 @@ export interface GenerationFailed {
   cancelled: boolean;
 }
 
+/** Another player joined this world. */
 export interface PlayerJoined {
   type: "player_joined";
   player: PlayerInfo;
 }
 
+/** Another player left this world. */
 export interface PlayerLeft {
   type: "player_left";
   /** (matches ^[A-Za-z0-9_-]{1,64}$) */
@@ -347,7 +361,7 @@ export interface Explored {
   type: "explored";
   /** [m] (>= 0) */
   cell_size: number;
-  /** [i, j, state] (max length 65536) default [] */
+  /** [i, j, state]; state 0 unknown, 1 generated, 2 visited (EXPLORED_STATES) (max length 65536) default [] */
   cells: Array<[number, number, number]>;
 }
 
