@@ -36,6 +36,13 @@ MAX_HELLO_BYTES = 8 * 1024 * 1024
 MAX_START_IMAGE_BYTES = 6 * 1024 * 1024
 """Largest PNG/JPEG start image in a ``new_world`` request."""
 
+# ---- cost limits for what a client sends (checked before unpacking) ----
+MAX_CLIENT_VALUES = 512
+"""Most msgpack values (map keys and values, array items, containers) in one client message;
+the largest message a client sends today holds about 40."""
+MAX_CLIENT_DEPTH = 8
+"""Deepest nesting of maps/arrays in one client message (today's messages nest 2 deep)."""
+
 # ---- text limits ----
 MAX_CAPTION_CHARS = 500
 MAX_SDP_CHARS = 60_000

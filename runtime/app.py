@@ -24,6 +24,7 @@ from websockets.asyncio.server import serve
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
 from runtime.metrics import ServerMetrics
+from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.http import make_process_request
@@ -35,8 +36,11 @@ from runtime.world.render import create_renderer, cuda_available
 log = logging.getLogger("worldstream")
 
 WS_PING_INTERVAL_S = 2.0
-WS_PING_TIMEOUT_S = 4.0
-"""A client that vanishes without closing is dropped within about 6 s."""
+WS_PING_TIMEOUT_S = 3.0
+WS_CLOSE_TIMEOUT_S = 1.0
+"""A client that stops answering is dropped within 6 s: a ping at most 2 s after its last
+sign of life, 3 s for the pong, then 1 s for the closing handshake it will not finish
+(websockets' default of 10 s there held a frozen client's player for 15 s)."""
 
 
 class StartupError(Exception):
@@ -65,6 +69,8 @@ class StreamServer:
         self.executors = Executors(pin_memory=getattr(self.renderer, "pin_host_memory", None))
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
         self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer)
+        self.seats = Seats(config.max_players)
+        self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -156,9 +162,10 @@ class StreamServer:
             cfg.port,
             process_request=make_process_request(cfg.static_dir, self.health, self._metrics_text, self.world_listing),
             max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
-            max_queue=64,
+            max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
             ping_interval=WS_PING_INTERVAL_S,
             ping_timeout=WS_PING_TIMEOUT_S,
+            close_timeout=WS_CLOSE_TIMEOUT_S,
             compression=None,  # msgpack is compact already; deflate would cost CPU per frame_info
         )
 

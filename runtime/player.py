@@ -82,6 +82,7 @@ class Player:
         # it was drawn for: offered again while neither changes.
         self.last_view_key: tuple | None = None
         self.last_picture: tuple[object, object] = (None, None)
+        self.render_failed_logged_at = -1e9  # monotonic s; Session logs a failing view at most every few seconds
         # measurements
         self.mtp_ms: collections.deque[float] = collections.deque(maxlen=600)
         self.encode_ms: collections.deque[float] = collections.deque(maxlen=120)

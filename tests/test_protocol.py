@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import time
 
 import msgpack
 import pytest
 
-from protocol import PROTOCOL_VERSION, ProtocolError, decode, encode, messages as m
+from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, encode, messages as m
 from protocol.codec import to_dict
 from protocol.codec import fields_of
 from protocol.markdown import SPEC_PATH, render
@@ -207,7 +208,47 @@ def test_text_frames_are_refused():
 
 def test_deeply_nested_garbage_does_not_crash():
     data = b"\x91" * 100_000 + b"\x00"  # 100k nested arrays
-    assert _error(data).code == "bad_message"
+    assert _error(data).code == "too_large"  # refused by depth before unpacking
+    assert _error(data, sender="server").code == "bad_message"  # msgpack's own stack limit
+
+
+# Messages whose unpacking once froze the server's event loop for seconds: millions of
+# one-byte values, each container under msgpack's per-container limits.
+EXPENSIVE = {
+    "8 MiB of empty arrays": b"\xdc\x00\x7f" + (b"\xdc\xff\xff" + b"\x90" * 65535) * 127,
+    "a ping nesting arrays": _raw({"type": "ping", "id": 1, "pad": [[[0] * 1000] * 100] * 80}),
+    "a hello nesting maps": _raw({"type": "hello", "protocol_version": 1, "world": "w", "x": [{str(i): [i] * 200} for i in range(300)]}),
+    "nesting 12 deep": _raw({"type": "ping", "id": 1, "pad": [[[[[[[[[[["x" * 600]]]]]]]]]]]}),
+}
+
+
+@pytest.mark.parametrize("data", list(EXPENSIVE.values()), ids=list(EXPENSIVE))
+def test_expensive_messages_are_refused_before_unpacking(data):
+    start = time.perf_counter()
+    for _ in range(20):
+        err = _error(data)
+    assert err.code == "too_large" and ("values" in err.message or "deep" in err.message), err
+    # bounded work: 20 refusals of up to 8 MiB each in well under a second, even on a busy machine
+    assert time.perf_counter() - start < 1.0
+
+
+def test_cost_budget_admits_every_real_message_and_extra_fields():
+    hello = m.Hello(protocol_version=PROTOCOL_VERSION, player_name="Ada", new_world=m.NewWorld(name="w", caption="c" * 500, start_image=PNG))
+    assert decode(encode(hello), sender="client") == hello
+    roomy = _raw({"type": "ping", "id": 3, "future": list(range(m.MAX_CLIENT_VALUES - 20))})
+    assert decode(roomy, sender="client") == m.Ping(id=3)
+
+
+def test_version_mismatch_is_found_by_decode():
+    err = _error(_raw({"type": "hello", "protocol_version": 99, "world": 5, "new_field": {}}))
+    assert isinstance(err, VersionMismatch) and err.version == 99
+    assert (err.code, err.field, err.ref_type) == ("version_mismatch", "protocol_version", "hello")
+
+
+def test_errors_name_the_message_type():
+    assert _error(_raw({"type": "input", "seq": "x"})).ref_type == "input"
+    assert _error(_raw({"type": "x" * 100})).ref_type == "x" * 64
+    assert _error(b"\xc1").ref_type is None
 
 
 def test_limits_are_consistent():

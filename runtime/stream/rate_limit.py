@@ -31,6 +31,11 @@ class TokenBucket:
             return True
         return False
 
+    def seconds_to_token(self) -> float:
+        """How long until ``allow()`` can succeed (0 if it can now)."""
+        tokens = min(self.burst, self._tokens + (self._clock() - self._last) * self.rate)
+        return max(0.0, (1.0 - tokens) / self.rate)
+
     def should_complain(self, interval: float = 1.0) -> bool:
         """True at most once per ``interval`` seconds: report drops without flooding back."""
         now = self._clock()

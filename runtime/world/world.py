@@ -53,6 +53,7 @@ from .revisit.seen_masks import HiddenSplats
 from .revisit.seen_views import NO_CHUNK, SeenViews
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .sky import Sky
+from .keyframes.start_frame import StartFrame, lift_start_frame
 
 # Re-exported: these names have always been importable from runtime.world.world.
 __all__ = [
@@ -240,6 +241,24 @@ class World:
             # matches them, and wait_idle() cannot return before they have seen the chunk.
             self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells)))
         self._runner.finish(job, "done")
+        return chunks
+
+    # ------------------------------------------------------------------ start image
+    def place_start_frame(self, frame: StartFrame) -> list[Chunk]:
+        """Make ``frame`` (the start image with its depth) the world's keyframe 0: splats,
+        a memory frame and map updates, landed like a chunk (saved by the store).
+
+        Call on a new world before players join: raises RuntimeError if it has content.
+        """
+        if self.scene.snapshot().chunks or len(self.memory):
+            raise RuntimeError("place_start_frame needs a new, empty world")
+        gaussians = lift_start_frame(frame)
+        source = ChunkSource(-1, "start-image", self.config.seed, self.caption)
+        with self._apply_lock:
+            chunks, frames, new_cells = self._builder.land(source, gaussians, frame.rgb[None], frame.depth[None], frame.camera)
+            self._planner.record_done(frame.camera)
+            self.collider.sync(self.scene.snapshot())
+            self._emit(ChunkAdded(source.job_id, tuple(chunks), tuple(frames), tuple(new_cells)))
         return chunks
 
     # ------------------------------------------------------------------ rendering

@@ -26,6 +26,15 @@ def read_image(path: str | Path) -> np.ndarray:
     raise SplatFormatError(path, "image has no picture in it")
 
 
+def resize_image(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB resampled to ``height x width`` (area averaging when shrinking)."""
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    if rgb.shape[1] == width and rgb.shape[0] == height:
+        return rgb.copy()
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    return frame.reformat(width=width, height=height, interpolation="AREA").to_ndarray(format="rgb24")
+
+
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
     """Write ``[H, W, 3]`` uint8 RGB as a PNG."""
     rgb = np.ascontiguousarray(rgb, np.uint8)

@@ -327,6 +327,8 @@ def visible_blocks(chunks: list[PackedChunk], cameras: Cameras) -> tuple[np.ndar
     stop = np.minimum(first + BLOCK, sizes[chunk_index])
     chunk_index, first, stop = chunk_index[keep], first[keep], stop[keep]
     count = stop - first
-    out_first = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    # Exclusive prefix sum; also right when no block is kept (a chunk's bounds can touch
+    # the frustum while none of its blocks do).
+    out_first = np.cumsum(count) - count
     rows = np.stack([chunk_index, first, stop, out_first], axis=1)
     return np.ascontiguousarray(rows), int(count.sum())
