@@ -306,10 +306,10 @@ class _GenerationFailures:
     so a render whose generator fails exits non-zero instead of writing an empty walk."""
 
     def __init__(self, world) -> None:
-        from runtime.world.world import GenerationFailed
+        from runtime.world.world import JobFailed
 
         self.errors: list[str] = []
-        world.subscribe(lambda e: self.errors.append(e.error) if isinstance(e, GenerationFailed) and not e.cancelled else None)
+        world.subscribe(lambda e: self.errors.append(e.error) if isinstance(e, JobFailed) and not e.cancelled else None)
 
     def check(self) -> None:
         if self.errors:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .camera import Cameras, Pose
 from .config import MAX_CAPTION_CHARS, WorldConfig
-from .events import ChunkAdded, ChunkRequested, EventBus, GenerationFailed, GenerationProgress, WorldEvent
+from .events import ChunkAdded, ChunkRequested, EventBus, JobFailed, JobProgress, WorldEvent
 from .frontier.chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
 from .frontier.coverage import ExploredMap, SkyDirections
 from .frontier.jobs import GenerationJob, JobQueue
@@ -57,13 +57,13 @@ from .keyframes.start_frame import StartFrame, lift_start_frame
 
 # Re-exported: these names have always been importable from runtime.world.world.
 __all__ = [
-    "SHOWN_DEPTH_CACHE_FRAMES",
     "ChunkAdded",
     "ChunkRequested",
-    "GenerationFailed",
     "GenerationJob",
-    "GenerationProgress",
+    "JobFailed",
+    "JobProgress",
     "PlayerState",
+    "SHOWN_DEPTH_CACHE_FRAMES",
     "ViewRecord",
     "World",
     "WorldConfig",
@@ -211,7 +211,7 @@ class World:
                     self.seen_views.add_pending(standing_in[player_id], job)
         self.seen_views.forget_jobs(j.id for j in self._queue.pending())
         for job in stale:
-            self._emit(GenerationFailed(job.id, "no player needs this view any more", cancelled=True))
+            self._emit(JobFailed(job.id, "no player needs this view any more", cancelled=True))
         for job in new_jobs:
             self._emit(ChunkRequested(job))
         self._runner.pump()
