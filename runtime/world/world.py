@@ -30,8 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .camera import Cameras, Pose
-from .config import WorldConfig
-from .events import ChunkAdded, ChunkRequested, EventBus, GenerationFailed, GenerationProgress, WorldEvent
+from .config import MAX_CAPTION_CHARS, WorldConfig
+from .events import ChunkAdded, ChunkRequested, EventBus, JobFailed, JobProgress, WorldEvent
 from .frontier.chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
 from .frontier.coverage import ExploredMap, SkyDirections
 from .frontier.jobs import GenerationJob, JobQueue
@@ -53,16 +53,17 @@ from .revisit.seen_masks import HiddenSplats
 from .revisit.seen_views import NO_CHUNK, SeenViews
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .sky import Sky
+from .keyframes.start_frame import StartFrame, lift_start_frame
 
 # Re-exported: these names have always been importable from runtime.world.world.
 __all__ = [
-    "SHOWN_DEPTH_CACHE_FRAMES",
     "ChunkAdded",
     "ChunkRequested",
-    "GenerationFailed",
     "GenerationJob",
-    "GenerationProgress",
+    "JobFailed",
+    "JobProgress",
     "PlayerState",
+    "SHOWN_DEPTH_CACHE_FRAMES",
     "ViewRecord",
     "World",
     "WorldConfig",
@@ -185,8 +186,8 @@ class World:
         """Use ``caption`` for every job scheduled from now on (earlier chunks keep theirs)."""
         if not isinstance(caption, str):
             raise ValueError(f"caption must be a string, got {type(caption).__name__}")
-        if len(caption) > 4000:
-            raise ValueError(f"caption must be at most 4000 characters, got {len(caption)}")
+        if len(caption) > MAX_CAPTION_CHARS:
+            raise ValueError(f"caption must be at most {MAX_CAPTION_CHARS} characters, got {len(caption)}")
         with self._lock:
             if caption != self._captions[-1][1]:
                 self._captions.append((time.time(), caption))
@@ -210,7 +211,7 @@ class World:
                     self.seen_views.add_pending(standing_in[player_id], job)
         self.seen_views.forget_jobs(j.id for j in self._queue.pending())
         for job in stale:
-            self._emit(GenerationFailed(job.id, "no player needs this view any more", cancelled=True))
+            self._emit(JobFailed(job.id, "no player needs this view any more", cancelled=True))
         for job in new_jobs:
             self._emit(ChunkRequested(job))
         self._runner.pump()
@@ -240,6 +241,24 @@ class World:
             # matches them, and wait_idle() cannot return before they have seen the chunk.
             self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells)))
         self._runner.finish(job, "done")
+        return chunks
+
+    # ------------------------------------------------------------------ start image
+    def place_start_frame(self, frame: StartFrame) -> list[Chunk]:
+        """Make ``frame`` (the start image with its depth) the world's keyframe 0: splats,
+        a memory frame and map updates, landed like a chunk (saved by the store).
+
+        Call on a new world before players join: raises RuntimeError if it has content.
+        """
+        if self.scene.snapshot().chunks or len(self.memory):
+            raise RuntimeError("place_start_frame needs a new, empty world")
+        gaussians = lift_start_frame(frame)
+        source = ChunkSource(-1, "start-image", self.config.seed, self.caption)
+        with self._apply_lock:
+            chunks, frames, new_cells = self._builder.land(source, gaussians, frame.rgb[None], frame.depth[None], frame.camera)
+            self._planner.record_done(frame.camera)
+            self.collider.sync(self.scene.snapshot())
+            self._emit(ChunkAdded(source.job_id, tuple(chunks), tuple(frames), tuple(new_cells)))
         return chunks
 
     # ------------------------------------------------------------------ rendering

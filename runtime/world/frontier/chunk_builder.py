@@ -87,12 +87,19 @@ class ChunkBuilder:
         gaussians = reconstruct(rgb, depth, cams, existing, stride=cfg.reconstruct_stride)
         gaussians = self._keep_earlier_views(gaussians, cams)
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
+        return self.land(source, gaussians, rgb, depth, cams)
+
+    def land(
+        self, source: ChunkSource, gaussians: Gaussians, rgb: np.ndarray, depth: np.ndarray, cams: Cameras
+    ) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
+        """Append ``gaussians`` as a chunk and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
+        memory frames at ``cams``; mark sky directions and explored cells (under the apply lock)."""
         chunks = self.scene.append(gaussians, source) if len(gaussians) else []
         chunk_id = chunks[0].id if chunks else -1
         frames = []
         with self._lock:
             for i in range(len(cams)):
-                frames.append(Frame(self.next_frame_id, rgb[i], depth[i], cams.w2c[i], cams.K[i], chunk_id, job.caption))
+                frames.append(Frame(self.next_frame_id, rgb[i], depth[i], cams.w2c[i], cams.K[i], chunk_id, source.caption))
                 self.next_frame_id += 1
         for f in frames:
             self.memory.add(f)
