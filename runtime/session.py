@@ -27,13 +27,13 @@ import numpy as np
 from protocol import messages as m
 from protocol.codec import encode
 from runtime.config import Executors, ServerConfig
+from runtime.metrics import ServerMetrics
 from runtime.player import Player, percentile
-from runtime.stream.metrics import ServerMetrics
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
 from runtime.world.render.i420 import i420_size
 from runtime.world.render.video import PendingVideoFrames
-from runtime.world.world import ChunkAdded, ChunkRequested, GenerationFailed, GenerationProgress, PlayerState
+from runtime.world.world import ChunkAdded, ChunkRequested, JobFailed, JobProgress, PlayerState
 
 log = logging.getLogger("worldstream.session")
 
@@ -129,9 +129,12 @@ class Session:
         for player in list(self.players.values()):
             player.send(data)
 
-    def set_caption(self, text: str) -> None:
+    def set_caption(self, text: str, by: Player) -> None:
+        """Generate from ``text`` from now on, and tell every player in the world (the caption
+        label is shared, like the world)."""
         self.world.set_caption(text)
-        log.info("world %r: caption %r", self.name, text[:80])
+        self.broadcast(m.CaptionChanged(text=text, player_id=by.id, player_name=by.name))
+        log.info("world %r: caption %r (by %s)", self.name, text[:80], by.id)
 
     # ------------------------------------------------------------------ frame clock
     async def _frame_clock(self) -> None:
@@ -374,7 +377,7 @@ class Session:
             self.broadcast(
                 m.GenerationRequested(job_id=job.id, center=center, radius=float(job.region_radius), requested_by=sorted(job.requested_by))
             )
-        elif isinstance(event, GenerationProgress):
+        elif isinstance(event, JobProgress):
             fraction = min(max(float(event.fraction), 0.0), 1.0)
             self.broadcast(m.GenerationProgress(job_id=event.job_id, fraction=fraction, message=event.message[: m.MAX_ERROR_CHARS]))
         elif isinstance(event, ChunkAdded):
@@ -388,7 +391,7 @@ class Session:
             self.metrics.generation_jobs.labels("done").inc()
             self.broadcast(m.GenerationDone(job_id=event.job_id, center=center, radius=radius, gaussians=gaussians))
             self._send_explored_changes()
-        elif isinstance(event, GenerationFailed):
+        elif isinstance(event, JobFailed):
             self.jobs.pop(event.job_id, None)
             if event.cancelled:
                 log.info("world %r: generation job %d cancelled: %s", self.name, event.job_id, event.error)

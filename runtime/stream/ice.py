@@ -5,7 +5,8 @@ machine with no other interface (a sandboxed GPU machine, a network namespace) i
 none, and every peer connection then stays in ICE state "new": the offer is answered,
 nothing ever connects, no frame and no error arrive. Where no other address exists,
 the loopback address is offered instead, so a server and clients on the same machine
-still connect; where one exists, nothing changes.
+still connect; where one exists, nothing changes. ``WORLDSTREAM_ICE_LOOPBACK=0`` turns
+this off (aioice's own behaviour).
 
 Imported for its effect by ``webrtc`` (server and media workers) and ``runtime.client``.
 """
@@ -13,6 +14,7 @@ Imported for its effect by ``webrtc`` (server and media workers) and ``runtime.c
 from __future__ import annotations
 
 import logging
+import os
 
 import aioice.ice
 
@@ -24,7 +26,7 @@ _aioice_host_addresses = aioice.ice.get_host_addresses
 def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     """aioice's host addresses, or the loopback address when there are none."""
     addresses = _aioice_host_addresses(use_ipv4, use_ipv6)
-    if addresses or not (use_ipv4 or use_ipv6):
+    if addresses or not (use_ipv4 or use_ipv6) or os.environ.get("WORLDSTREAM_ICE_LOOPBACK") == "0":
         return addresses
     loopback = "127.0.0.1" if use_ipv4 else "::1"
     if not host_addresses.warned:
