@@ -145,7 +145,7 @@ def decode(data: bytes, *, sender: str | None = None) -> Message:
     if type_ == "hello":
         version = obj.get("protocol_version")
         if isinstance(version, int) and not isinstance(version, bool) and version != m.PROTOCOL_VERSION:
-            raise VersionMismatch(version)
+            raise VersionMismatch(version, m.PROTOCOL_VERSION)
     try:
         msg = _build(cls, obj, "")
         msg.check()

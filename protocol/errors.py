@@ -23,12 +23,11 @@ class ProtocolError(Exception):
 
 
 class VersionMismatch(ProtocolError):
-    """A ``hello`` of another protocol version (``.version``); its other fields are not
-    checked, since a newer client may send a format this side does not speak."""
+    """A ``hello`` of another protocol version (``.version``) than the one this side speaks
+    (``supported``); its other fields are not checked, since a newer client may send a
+    format this side does not speak."""
 
-    def __init__(self, version: int) -> None:
-        from .messages import PROTOCOL_VERSION
-
-        text = f"protocol version {version} is not supported; this side speaks version {PROTOCOL_VERSION}"
+    def __init__(self, version: int, supported: int) -> None:
+        text = f"protocol version {version} is not supported; this side speaks version {supported}"
         super().__init__("version_mismatch", text, "protocol_version", "hello")
         self.version = version

@@ -23,11 +23,11 @@ from websockets.asyncio.server import serve
 
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
+from runtime.metrics import ServerMetrics
 from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.http import make_process_request
-from runtime.stream.metrics import ServerMetrics
 from runtime.stream.websocket import Connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators

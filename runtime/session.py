@@ -27,13 +27,13 @@ import numpy as np
 from protocol import messages as m
 from protocol.codec import encode
 from runtime.config import Executors, ServerConfig
+from runtime.metrics import ServerMetrics
 from runtime.player import Player, percentile
-from runtime.stream.metrics import ServerMetrics
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
 from runtime.world.render.i420 import i420_size
 from runtime.world.render.video import PendingVideoFrames
-from runtime.world.world import ChunkAdded, ChunkRequested, GenerationFailed, GenerationProgress, PlayerState
+from runtime.world.world import ChunkAdded, ChunkRequested, JobFailed, JobProgress, PlayerState
 
 log = logging.getLogger("worldstream.session")
 
@@ -374,7 +374,7 @@ class Session:
             self.broadcast(
                 m.GenerationRequested(job_id=job.id, center=center, radius=float(job.region_radius), requested_by=sorted(job.requested_by))
             )
-        elif isinstance(event, GenerationProgress):
+        elif isinstance(event, JobProgress):
             fraction = min(max(float(event.fraction), 0.0), 1.0)
             self.broadcast(m.GenerationProgress(job_id=event.job_id, fraction=fraction, message=event.message[: m.MAX_ERROR_CHARS]))
         elif isinstance(event, ChunkAdded):
@@ -388,7 +388,7 @@ class Session:
             self.metrics.generation_jobs.labels("done").inc()
             self.broadcast(m.GenerationDone(job_id=event.job_id, center=center, radius=radius, gaussians=gaussians))
             self._send_explored_changes()
-        elif isinstance(event, GenerationFailed):
+        elif isinstance(event, JobFailed):
             self.jobs.pop(event.job_id, None)
             if event.cancelled:
                 log.info("world %r: generation job %d cancelled: %s", self.name, event.job_id, event.error)

@@ -13,7 +13,7 @@ import pytest
 from runtime.world import (
     ChunkAdded,
     ChunkRequested,
-    GenerationFailed,
+    JobFailed,
     MoveInput,
     PlayerState,
     Pose,
@@ -245,7 +245,7 @@ def test_generation_failure_is_reported_and_the_world_survives(generator, render
     world.subscribe(events.append)
     world.update([PlayerState("a", world.spawn_pose())])
     assert world.wait_idle(120)
-    failed = [e for e in events if isinstance(e, GenerationFailed)]
+    failed = [e for e in events if isinstance(e, JobFailed)]
     added = [e for e in events if isinstance(e, ChunkAdded)]
     assert len(failed) == 1 and "model fell over" in failed[0].error
     assert len(added) == 3

@@ -30,8 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .camera import Cameras, Pose
-from .config import WorldConfig
-from .events import ChunkAdded, ChunkRequested, EventBus, GenerationFailed, GenerationProgress, WorldEvent
+from .config import MAX_CAPTION_CHARS, WorldConfig
+from .events import ChunkAdded, ChunkRequested, EventBus, JobFailed, JobProgress, WorldEvent
 from .frontier.chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
 from .frontier.coverage import ExploredMap, SkyDirections
 from .frontier.jobs import GenerationJob, JobQueue
@@ -57,13 +57,13 @@ from .keyframes.start_frame import StartFrame, lift_start_frame
 
 # Re-exported: these names have always been importable from runtime.world.world.
 __all__ = [
-    "SHOWN_DEPTH_CACHE_FRAMES",
     "ChunkAdded",
     "ChunkRequested",
-    "GenerationFailed",
     "GenerationJob",
-    "GenerationProgress",
+    "JobFailed",
+    "JobProgress",
     "PlayerState",
+    "SHOWN_DEPTH_CACHE_FRAMES",
     "ViewRecord",
     "World",
     "WorldConfig",
@@ -186,8 +186,8 @@ class World:
         """Use ``caption`` for every job scheduled from now on (earlier chunks keep theirs)."""
         if not isinstance(caption, str):
             raise ValueError(f"caption must be a string, got {type(caption).__name__}")
-        if len(caption) > 4000:
-            raise ValueError(f"caption must be at most 4000 characters, got {len(caption)}")
+        if len(caption) > MAX_CAPTION_CHARS:
+            raise ValueError(f"caption must be at most {MAX_CAPTION_CHARS} characters, got {len(caption)}")
         with self._lock:
             if caption != self._captions[-1][1]:
                 self._captions.append((time.time(), caption))
@@ -211,7 +211,7 @@ class World:
                     self.seen_views.add_pending(standing_in[player_id], job)
         self.seen_views.forget_jobs(j.id for j in self._queue.pending())
         for job in stale:
-            self._emit(GenerationFailed(job.id, "no player needs this view any more", cancelled=True))
+            self._emit(JobFailed(job.id, "no player needs this view any more", cancelled=True))
         for job in new_jobs:
             self._emit(ChunkRequested(job))
         self._runner.pump()

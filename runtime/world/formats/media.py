@@ -12,15 +12,26 @@ import numpy as np
 from .errors import SplatFormatError
 
 
-def read_image(path: str | Path) -> np.ndarray:
+MAX_IMAGE_PIXELS = 8192 * 8192
+"""Largest image :func:`read_image` decodes (checked before decoding: no decompression bombs)."""
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB of the image at ``path`` (any format FFmpeg decodes)."""
     path = Path(path)
     if not path.is_file():
         raise SplatFormatError(path, "no such file")
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise SplatFormatError(path, "not an image (no picture in it)")
+            context = container.streams.video[0].codec_context
+            if context.width * context.height > max_pixels:
+                raise SplatFormatError(path, f"image is {context.width}x{context.height} pixels; at most {max_pixels:,} pixels are read")
             for frame in container.decode(video=0):
                 return frame.to_ndarray(format="rgb24")
+    except SplatFormatError:
+        raise
     except (av.error.FFmpegError, ValueError, IndexError) as e:
         raise SplatFormatError(path, f"not a readable image ({e})") from None
     raise SplatFormatError(path, "image has no picture in it")

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Executor
 from typing import Callable
 
-from ..events import ChunkAdded, GenerationFailed, GenerationProgress
+from ..events import ChunkAdded, JobFailed, JobProgress
 from ..generators.base import CancelToken, GenerationCancelled, GenerationRequest, GenerationResult
 from ..parts import WorldParts
 from .jobs import GenerationJob
@@ -68,7 +68,7 @@ class JobRunner:
         if not self.queue.finish(job, state):
             return
         if error is not None:
-            self._emit(GenerationFailed(job.id, error))
+            self._emit(JobFailed(job.id, error))
 
     def _run(self, job: GenerationJob, token: CancelToken) -> None:
         cfg = self.config
@@ -86,7 +86,7 @@ class JobRunner:
 
             def progress(fraction: float, message: str = "") -> None:
                 job.progress = float(fraction)
-                self._emit(GenerationProgress(job.id, float(fraction), message))
+                self._emit(JobProgress(job.id, float(fraction), message))
 
             progress(0.0, "started")
             result = self.generator.generate(request, progress, token)
@@ -97,13 +97,13 @@ class JobRunner:
             self.average_job_s = seconds if self.average_job_s is None else 0.7 * self.average_job_s + 0.3 * seconds
         except GenerationCancelled:
             self.finish(job, "cancelled")
-            self._emit(GenerationFailed(job.id, "cancelled", cancelled=True))
+            self._emit(JobFailed(job.id, "cancelled", cancelled=True))
         except Exception as e:  # the world survives a failing generator
             log.exception("world %s: job %d failed", cfg.name, job.id)
             self.stats.jobs_failed += 1
             self.planner.record_failed(job.cameras, time.monotonic())
             self.finish(job, "failed")
-            self._emit(GenerationFailed(job.id, f"{type(e).__name__}: {e}"))
+            self._emit(JobFailed(job.id, f"{type(e).__name__}: {e}"))
         finally:
             if job in self.queue:  # apply() normally finishes it
                 self.finish(job, job.state if job.state != "running" else "failed")
