@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 import os
 import re
 import secrets
@@ -27,6 +28,7 @@ from runtime.config import Executors, ServerConfig
 from runtime.metrics import ServerMetrics
 from runtime.session import Session
 from runtime.world.camera import Pose
+from runtime.world.formats.media import image_header_size
 from runtime.world.world import World, WorldConfig
 
 from runtime.world.generators import create_generator
@@ -34,7 +36,6 @@ from runtime.world.store import WorldLibrary, errors
 
 log = logging.getLogger("worldstream.sessions")
 
-MAX_START_IMAGE_PIXELS = 4096 * 4096
 _NAME = re.compile(m.WORLD_NAME_PATTERN)
 
 
@@ -54,23 +55,40 @@ class ResumeRecord:
     expires_at: float  # time.monotonic()
 
 
+def _image_refused(problem: str) -> JoinError:
+    return JoinError("bad_field", problem, "new_world.start_image")
+
+
 def decode_start_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes -> ``[H, W, 3]`` uint8, refusing images over :data:`MAX_START_IMAGE_PIXELS`."""
-    fmt = "png_pipe" if data.startswith(b"\x89PNG") else "jpeg_pipe"
+    """PNG/JPEG bytes -> ``[H, W, 3]`` uint8.
+
+    The size is read from the image's header and checked against the protocol's limits
+    (``MAX_START_IMAGE_PIXELS``, ``MIN_START_IMAGE_SIDE``) before anything is decoded, so
+    a small file that unpacks to gigabytes costs nothing. Refusals are :class:`JoinError`
+    in words a person can act on (not the decoder's).
+    """
+    kind = "PNG" if data.startswith(b"\x89PNG") else "JPEG"
+    size = image_header_size(data)
+    if size is None:
+        raise _image_refused(f"it is not a readable {kind} image: its header is damaged or missing")
+    w, h = size
+    if w * h > m.MAX_START_IMAGE_PIXELS:
+        limit = m.MAX_START_IMAGE_PIXELS
+        raise _image_refused(
+            f"it is {w}×{h} pixels ({w * h / 1e6:.1f} megapixels); the most is {limit / 1e6:.1f} megapixels "
+            f"(MAX_START_IMAGE_PIXELS, e.g. {math.isqrt(limit)}×{math.isqrt(limit)}): scale it down"
+        )
+    if w < m.MIN_START_IMAGE_SIDE or h < m.MIN_START_IMAGE_SIDE:
+        side = m.MIN_START_IMAGE_SIDE
+        raise _image_refused(f"it is {w}×{h} pixels; the least is {side}×{side} (MIN_START_IMAGE_SIDE)")
     try:
-        with av.open(io.BytesIO(data), format=fmt) as container:
-            stream = container.streams.video[0]
-            w, h = stream.codec_context.width, stream.codec_context.height
-            if w * h > MAX_START_IMAGE_PIXELS:  # checked before decoding: no decompression bombs
-                raise JoinError("bad_field", f"start_image is {w}x{h}, at most {MAX_START_IMAGE_PIXELS} pixels", "new_world.start_image")
-            frame = next(container.decode(video=0))
-            rgb = frame.to_ndarray(format="rgb24")
-    except JoinError:
-        raise
-    except Exception as exc:
-        raise JoinError("bad_field", f"start_image could not be decoded: {exc}", "new_world.start_image") from None
-    if rgb.shape[0] < 16 or rgb.shape[1] < 16:
-        raise JoinError("bad_field", f"start_image must be at least 16x16, got {rgb.shape[1]}x{rgb.shape[0]}", "new_world.start_image")
+        with av.open(io.BytesIO(data), format="png_pipe" if kind == "PNG" else "jpeg_pipe") as container:
+            rgb = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    except Exception:  # FFmpeg's words ("avcodec_send_packet() ...") mean nothing to a player
+        log.info("start image refused: %s of %d bytes did not decode", kind, len(data), exc_info=True)
+        raise _image_refused(f"it is not a readable {kind} image: its picture data is damaged or cut short") from None
+    if rgb.shape[:2] != (h, w):
+        raise _image_refused(f"it is not a readable {kind} image: its header says {w}×{h}, its picture is {rgb.shape[1]}×{rgb.shape[0]}")
     return np.ascontiguousarray(rgb)
 
 

@@ -194,7 +194,7 @@ class Connection:
                 except RtcError as exc:
                     self.error("bad_field", str(exc), "candidate", msg.TYPE)
         elif isinstance(msg, m.Caption):
-            self.session.set_caption(msg.text)
+            self.session.set_caption(msg.text, player)
         return True
 
     # ------------------------------------------------------------------ hello
