@@ -27,6 +27,7 @@ from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, e
 from runtime.player import Player
 from runtime.sessions import JoinError
 from runtime.stream.media_pool import MediaUnavailable
+from runtime.stream.forwarded import request_source
 from runtime.stream.rate_limit import TokenBucket
 from runtime.stream.webrtc import RtcError, choose_codec
 
@@ -58,7 +59,11 @@ class Connection:
     def __init__(self, ws: ServerConnection, server: "StreamServer") -> None:
         self.ws = ws
         self.server = server
-        self.peer = "%s:%s" % (ws.remote_address[:2] if ws.remote_address else ("?", "?"))
+        peer = ws.remote_address[:2] if ws.remote_address else ("?", 0)
+        source = request_source(peer[0], ws.request.headers, server.config.trusted_proxies)
+        self.client_address = source.address
+        """The client's IP address (from a trusted proxy's ``X-Forwarded-For`` when there is one)."""
+        self.peer = source.address if source.forwarded else "%s:%s" % peer  # for logs
         self.player: Player | None = None
         self.session = None
         self.token: str | None = None
@@ -245,11 +250,13 @@ class Connection:
                     generator=cfg.generator, renderer=server.renderer_name,
                     explored_cell_size=float(session.world.explored.cell_size),
                 ),
+                notice=getattr(session.world, "start_notice", "")[: m.MAX_ERROR_CHARS],
             )
         )
         if hello.resume_token is not None and record is None:  # after welcome: it is not fatal
             self.error("bad_resume_token", "the resume token is unknown or expired; starting at the spawn point", "resume_token", "hello")
         session.add(self.player)
+        log.info("%s: joined world %r as player %s%s", self.peer, session.name, player_id, " (resumed)" if record else "")
         return True
 
     # ------------------------------------------------------------------ WebRTC
