@@ -149,8 +149,11 @@ class StreamServer:
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
         cfg = self.config
-        log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, cfg.generator)
-        seconds = await asyncio.get_running_loop().run_in_executor(None, warm_up, self.renderer, cfg.generator)
+        # Model generators were loaded by check_models; a throwaway job of theirs would take
+        # minutes, so the warm-up runs the kernels every world shares with the procedural one.
+        warm_generator = "procedural"
+        log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, warm_generator)
+        seconds = await asyncio.get_running_loop().run_in_executor(None, warm_up, self.renderer, warm_generator)
         log.info("warm-up done in %.1f s", seconds)
         await self.executors.media.start()
         self.registry.start()
@@ -267,11 +270,16 @@ def check_models(config: ServerConfig) -> None:
             raise StartupError(str(e)) from None
     if config.generator != "procedural":
         try:
-            create_generator(config.generator, **config.generator_options)
+            generator = create_generator(config.generator, **config.generator_options)
         except GeneratorUnavailable as e:
             raise StartupError(str(e)) from None
         except TypeError as e:  # an option the generator does not take
             raise StartupError(f"--generator-option: {e}") from None
+        if getattr(generator, "makes_depth", True) is False and not config.depth_model:
+            raise StartupError(
+                f"generator {config.generator!r} makes RGB only: give --depth-model DIR "
+                "(or --generator-option depth_model=DIR); see docs/generators.md"
+            )
 
 
 def check_worlds_folder(path: Path) -> None:
