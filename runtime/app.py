@@ -30,8 +30,8 @@ from runtime.stream.encoder import default_bitrate
 from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
-from runtime.stream.rate_limit import TokenBucket
-from runtime.stream.websocket import Connection
+from runtime.stream.rate_limit import BucketsByKey, TokenBucket
+from runtime.stream.websocket import LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, Connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer, cuda_available
@@ -75,6 +75,8 @@ class StreamServer:
         self.seats = Seats(config.max_players)
         self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
         self._refusal_log = TokenBucket(0.2, 5)
+        # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
+        self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -177,7 +179,7 @@ class StreamServer:
             process_request=make_process_request(
                 cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket
             ),
-            max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
+            max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
             ping_interval=WS_PING_INTERVAL_S,
             ping_timeout=WS_PING_TIMEOUT_S,
