@@ -12,7 +12,9 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -20,11 +22,12 @@ from websockets.asyncio.server import serve
 
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig
+from runtime.quotas import Limits, LimitReached, Quotas, client_key
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.http import make_process_request
 from runtime.stream.metrics import ServerMetrics
-from runtime.stream.websocket import Connection
+from runtime.stream.websocket import Connection, refuse_connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer
@@ -56,7 +59,8 @@ class StreamServer:
         # A GPU renderer page-locks the media workers' picture rings and copies into them.
         self.executors = Executors(pin_memory=getattr(self.renderer, "pin_host_memory", None))
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
-        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer)
+        self.quotas = Quotas(config.limits, refused=lambda limit: self.metrics.limit_refusals.labels(limit).inc())
+        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer, self.quotas)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -82,6 +86,7 @@ class StreamServer:
             "fps": self.config.fps,
             "codec": self.config.codec,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "threads": threading.active_count(),  # worlds own generation threads: unloaded worlds give theirs back
         }
 
     def world_listing(self, limit: int = 50) -> list[dict]:
@@ -116,7 +121,16 @@ class StreamServer:
         return self.metrics.exposition()
 
     async def _handler(self, ws) -> None:
-        await Connection(ws, self).run()
+        client = client_key(ws.remote_address[0] if ws.remote_address else None)
+        try:
+            self.quotas.open_connection(client)
+        except LimitReached as exc:
+            await refuse_connection(ws, exc, self.metrics)
+            return
+        try:
+            await Connection(ws, self, client).run()
+        finally:
+            self.quotas.close_connection(client)
 
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
@@ -240,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default scales with pixels and fps: 1.5M at 640x360@30, 6M at 1280x720@30, 8.5M at 1280x720@60)")
     p.add_argument("--crf", type=crf_arg, default=ServerConfig.crf, help=f"H.264 constant quality, 0-51, lower is better, capped at --bitrate; 'off' encodes at --bitrate (default {ServerConfig.crf})")
     p.add_argument("--max-players", type=int, default=64, help="players accepted at once (default 64)")
+    p.add_argument("--world-linger", type=float, default=ServerConfig.session_linger_s, metavar="S",
+                   help=f"seconds an empty world stays loaded before it is saved and closed (default {ServerConfig.session_linger_s:g})")
+    for f in fields(Limits):  # quotas: one flag per Limits field, named as it
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, metavar="S" if f.name == "idle_timeout" else "N",
+                       help=f"{f.metadata['help']} (default {f.default:g})")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     return p
@@ -255,11 +274,19 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
     config = ServerConfig(
         host=args.host, port=args.port, generator=args.generator, renderer=args.renderer, worlds=args.worlds,
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
-        max_players=args.max_players,
+        max_players=args.max_players, session_linger_s=args.world_linger,
+        limits=limits_from_args(args),
     )
     if args.static is not None:
         config.static_dir = args.static
     return config
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    try:
+        return Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
+    except ValueError as exc:
+        raise SystemExit(f"--{str(exc).replace('_', '-')}") from None
 
 
 def _gpu_renderer(kind: str) -> bool:

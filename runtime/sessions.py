@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import os
 import re
@@ -19,11 +18,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import av
-import numpy as np
-
 from protocol import messages as m
 from runtime.config import Executors, ServerConfig
+from runtime.quotas import Quotas
 from runtime.session import Session
 from runtime.stream.metrics import ServerMetrics
 from runtime.world.camera import Pose
@@ -31,10 +28,12 @@ from runtime.world.world import World, WorldConfig
 
 from runtime.world.generators import create_generator
 from runtime.world.store import WorldLibrary, errors
+from runtime.world.store.start_image import StartImageError
 
 log = logging.getLogger("worldstream.sessions")
 
-MAX_START_IMAGE_PIXELS = 4096 * 4096
+MAX_RESUME_RECORDS = 10_000
+"""Resume tokens kept at most (the oldest go first): players who left within the resume window."""
 _NAME = re.compile(m.WORLD_NAME_PATTERN)
 
 
@@ -52,26 +51,6 @@ class ResumeRecord:
     player_id: str
     pose: Pose
     expires_at: float  # time.monotonic()
-
-
-def decode_start_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes -> ``[H, W, 3]`` uint8, refusing images over :data:`MAX_START_IMAGE_PIXELS`."""
-    fmt = "png_pipe" if data.startswith(b"\x89PNG") else "jpeg_pipe"
-    try:
-        with av.open(io.BytesIO(data), format=fmt) as container:
-            stream = container.streams.video[0]
-            w, h = stream.codec_context.width, stream.codec_context.height
-            if w * h > MAX_START_IMAGE_PIXELS:  # checked before decoding: no decompression bombs
-                raise JoinError("bad_field", f"start_image is {w}x{h}, at most {MAX_START_IMAGE_PIXELS} pixels", "new_world.start_image")
-            frame = next(container.decode(video=0))
-            rgb = frame.to_ndarray(format="rgb24")
-    except JoinError:
-        raise
-    except Exception as exc:
-        raise JoinError("bad_field", f"start_image could not be decoded: {exc}", "new_world.start_image") from None
-    if rgb.shape[0] < 16 or rgb.shape[1] < 16:
-        raise JoinError("bad_field", f"start_image must be at least 16x16, got {rgb.shape[1]}x{rgb.shape[0]}", "new_world.start_image")
-    return np.ascontiguousarray(rgb)
 
 
 def generator_options(name: str) -> dict:
@@ -102,9 +81,13 @@ class WorldSource:
     def exists(self, name: str) -> bool:
         return bool(self.library.exists(name))
 
-    def create(self, config: WorldConfig, start_image: np.ndarray | None) -> World:
+    def create(self, config: WorldConfig, start_image: bytes | None) -> World:
+        """A new world; ``start_image`` (PNG/JPEG bytes) is decoded here and saved as given."""
         with _store_errors("new_world.name"):
-            return self.library.create(config, start_image=start_image, **self._world_kwargs(config.generator))
+            try:
+                return self.library.create(config, start_image=start_image, **self._world_kwargs(config.generator))
+            except StartImageError as exc:
+                raise JoinError("bad_field", str(exc), "new_world.start_image") from None
 
     def open(self, name: str) -> World:
         with _store_errors("world"):
@@ -134,8 +117,9 @@ def _store_errors(field: str):
 class SessionRegistry:
     """Live sessions by world name, plus resume tokens of players who left."""
 
-    def __init__(self, config: ServerConfig, executors: Executors, metrics: ServerMetrics, renderer) -> None:
+    def __init__(self, config: ServerConfig, executors: Executors, metrics: ServerMetrics, renderer, quotas: Quotas | None = None) -> None:
         self.config = config
+        self.quotas = quotas or Quotas(config.limits)
         self.executors = executors
         self.metrics = metrics
         self.renderer = renderer
@@ -152,8 +136,12 @@ class SessionRegistry:
     def player_count(self) -> int:
         return sum(len(s.players) for s in self.sessions.values())
 
-    async def session_for(self, hello: m.Hello) -> Session:
-        """The session a hello joins or creates (raises :class:`JoinError`)."""
+    async def session_for(self, hello: m.Hello, client: str = "unknown") -> Session:
+        """The session a hello joins or creates.
+
+        Raises :class:`JoinError`, or :class:`runtime.quotas.LimitReached` when ``client``
+        (a quota key) or the server may not create or load one more world.
+        """
         loop = asyncio.get_running_loop()
         async with self._lock:
             if hello.world is not None:
@@ -165,6 +153,7 @@ class SessionRegistry:
                     return session
                 if not self.source.exists(name):
                     raise JoinError("world_not_found", f"no world named {name!r}; create it with new_world", "world")
+                self.quotas.open_world(len(self.sessions))
                 world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
                 log.info("world %r opened", name)
             else:
@@ -172,12 +161,11 @@ class SessionRegistry:
                 name = req.name or f"world-{secrets.token_hex(3)}"
                 if name in self.sessions or self.source.exists(name):
                     raise JoinError("world_exists", f"a world named {name!r} exists; join it with 'world'", "new_world.name")
-                image = None
-                if req.start_image is not None:
-                    image = await loop.run_in_executor(self.executors.plan, decode_start_image, req.start_image)
+                self.quotas.open_world(len(self.sessions))
+                self.quotas.new_world(client)
                 seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
                 wconfig = WorldConfig(name=name, seed=seed, caption=req.caption, generator=self.config.generator)
-                world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, image)
+                world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, req.start_image)
                 log.info("world %r created (seed %d, generator %s, caption %r)", name, seed, self.config.generator, req.caption[:60])
             session = Session(name, world, self.config, self.executors, self.metrics)
             session.start()
@@ -200,12 +188,18 @@ class SessionRegistry:
         return record
 
     def remember(self, token: str, world: str, player_id: str, pose: Pose) -> None:
+        while len(self._resume) >= MAX_RESUME_RECORDS:  # dicts keep insertion order: oldest first
+            del self._resume[next(iter(self._resume))]
         self._resume[token] = ResumeRecord(world, player_id, pose.copy(), time.monotonic() + self.config.resume_window_s)
 
     # ---- upkeep ----
     async def _reap(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(1.0)
+            ticks += 1
+            if ticks % 60 == 0:
+                self.quotas.prune()
             now = time.monotonic()
             for token, record in list(self._resume.items()):
                 if record.expires_at < now:
@@ -217,6 +211,7 @@ class SessionRegistry:
                             continue
                         del self.sessions[name]
                         self.metrics.sessions.set(len(self.sessions))
+                        self.quotas.forget_world(name)
                     await session.close()
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from protocol import PROTOCOL_VERSION, ProtocolError, decode, encode, messages as m
 from runtime.player import Player
+from runtime.quotas import LimitReached
 from runtime.sessions import JoinError
 from runtime.stream.media_pool import MediaUnavailable
 from runtime.stream.rate_limit import TokenBucket
@@ -37,14 +38,26 @@ except errors, which are small and rare)."""
 
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
+CLOSE_IDLE = 1000  # a normal close: clients should not reconnect by themselves
+
+
+async def refuse_connection(ws: ServerConnection, exc: LimitReached, metrics) -> None:
+    """Tell a connection over a connection quota why (a typed error), then close it (1013)."""
+    metrics.protocol_errors.labels("limit_reached").inc()
+    error = m.ErrorMessage(code="limit_reached", message=exc.message[: m.MAX_ERROR_CHARS], limit=exc.limit)
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(encode(error))
+        await ws.close(CLOSE_TRY_AGAIN, exc.limit)
 
 
 class Connection:
     """The state of one WebSocket connection (see the module docstring)."""
 
-    def __init__(self, ws: ServerConnection, server: "StreamServer") -> None:
+    def __init__(self, ws: ServerConnection, server: "StreamServer", client: str = "unknown") -> None:
         self.ws = ws
         self.server = server
+        self.client = client  # quota key (runtime.quotas.client_key)
+        self.last_active = time.monotonic()  # last input, head pose or caption (idle timeout)
         self.peer = "%s:%s" % (ws.remote_address[:2] if ws.remote_address else ("?", "?"))
         self.player: Player | None = None
         self.session = None
@@ -68,10 +81,13 @@ class Connection:
             if self._dropped in (1, 100, 10_000):
                 log.warning("%s: client is not reading; %d messages dropped", self.peer, self._dropped)
 
-    def error(self, code: str, message: str, field: str | None = None, ref_type: str | None = None) -> None:
+    def error(self, code: str, message: str, field: str | None = None, ref_type: str | None = None, limit: str | None = None) -> None:
         self.server.metrics.protocol_errors.labels(code).inc()
         log.debug("%s: error %s: %s (field %s)", self.peer, code, message, field)
-        self.send(m.ErrorMessage(code=code, message=message[: m.MAX_ERROR_CHARS], field=field, ref_type=ref_type))
+        self.send(m.ErrorMessage(code=code, message=message[: m.MAX_ERROR_CHARS], field=field, ref_type=ref_type, limit=limit))
+
+    def limit_error(self, exc: LimitReached, ref_type: str | None = None) -> None:
+        self.error("limit_reached", exc.message, None, ref_type, exc.limit)
 
     async def _sender(self) -> None:
         while True:
@@ -90,13 +106,22 @@ class Connection:
     async def run(self) -> None:
         sender = asyncio.create_task(self._sender(), name=f"send:{self.peer}")
         deadline = time.monotonic() + self.server.config.hello_timeout_s
+        idle_s = self.server.config.limits.idle_timeout
         try:
             while True:
-                timeout = None if self.player else deadline - time.monotonic()
-                if timeout is not None and timeout <= 0:
-                    self.error("not_joined", f"no valid hello within {self.server.config.hello_timeout_s:g} s")
-                    await self._flush_and_close(CLOSE_POLICY, "no hello in time")
-                    return
+                if self.player is None:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        self.error("not_joined", f"no valid hello within {self.server.config.hello_timeout_s:g} s")
+                        await self._flush_and_close(CLOSE_POLICY, "no hello in time")
+                        return
+                elif idle_s > 0:
+                    timeout = self.last_active + idle_s - time.monotonic()
+                    if timeout <= 0:
+                        await self._close_idle(idle_s)
+                        return
+                else:
+                    timeout = None
                 try:
                     data = await asyncio.wait_for(self.ws.recv(), timeout)
                 except asyncio.TimeoutError:
@@ -124,6 +149,8 @@ class Connection:
         bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
         if not self._allow(bucket):
             return True
+        if bucket != "other":
+            self.last_active = time.monotonic()
         try:
             return await self._dispatch(msg)
         except Exception:
@@ -168,7 +195,12 @@ class Connection:
                 except RtcError as exc:
                     self.error("bad_field", str(exc), "candidate", msg.TYPE)
         elif isinstance(msg, m.Caption):
-            self.session.set_caption(msg.text)
+            try:
+                self.server.quotas.caption(self.client, self.session.name)
+            except LimitReached as exc:
+                self.limit_error(exc, msg.TYPE)
+            else:
+                self.session.set_caption(msg.text)
         return True
 
     # ------------------------------------------------------------------ hello
@@ -188,7 +220,10 @@ class Connection:
             await self._flush_and_close(CLOSE_TRY_AGAIN, "server full")
             return False
         try:
-            session = await server.registry.session_for(hello)
+            session = await server.registry.session_for(hello, self.client)
+        except LimitReached as exc:
+            self.limit_error(exc, "hello")
+            return True
         except JoinError as exc:
             self.error(exc.code, exc.message, exc.field, "hello")
             return True
@@ -249,6 +284,13 @@ class Connection:
                  settings.height, settings.fps, settings.bitrate / 1e6)
 
     # ------------------------------------------------------------------ leaving
+    async def _close_idle(self, idle_s: float) -> None:
+        """Disconnect a player that stopped playing: its slot and its world's thread go to others."""
+        self.server.metrics.limit_refusals.labels("idle_timeout").inc()
+        log.info("%s: player %s idle for %g s: disconnected", self.peer, self.player.id, idle_s)
+        self.limit_error(LimitReached("idle_timeout", f"no input for {idle_s:g} s; disconnected (join again to play on)"))
+        await self._flush_and_close(CLOSE_IDLE, f"idle for {idle_s:g} s")
+
     async def _leave(self) -> None:
         player, session = self.player, self.session
         if player is None:

@@ -20,7 +20,7 @@ from .camera import Cameras, Pose, intrinsics_from_fov
 from .collision import SceneCollider
 from .config import WorldConfig
 from .coverage import ExploredMap, ProbeView, SkyDirections, probe_cameras, probe_views, uncovered_fractions
-from .jobs import GenerationJob, JobQueue
+from .jobs import GenerationJob, JobLimits, JobQueue
 from .motion import walk_target_eye_y
 from .players import PlayerState
 from .render.base import Renderer
@@ -46,6 +46,12 @@ class ViewRecord:
         self.positions = np.zeros((0, 3), np.float32)
         self.forwards = np.zeros((0, 3), np.float32)
         self.times = np.zeros(0, np.float64)
+
+    def drop_before(self, when: float) -> None:
+        """Forget views recorded before ``when`` (a record of recent failures stays small)."""
+        keep = self.times >= when
+        if not keep.all():
+            self.positions, self.forwards, self.times = self.positions[keep], self.forwards[keep], self.times[keep]
 
     def add(self, positions: np.ndarray, forwards: np.ndarray, when: float = 0.0) -> None:
         self.positions = np.concatenate([self.positions, np.asarray(positions, np.float32).reshape(-1, 3)])
@@ -122,6 +128,8 @@ class FrontierPlanner:
         self.done_views = ViewRecord()  # keyframes generated (or found covered): never again
         self.failed_views = ViewRecord()  # keyframes that failed: not again for retry_after_s
         self.next_job_id = 0
+        self.limits = JobLimits()
+        self.refused: dict[str, str] = {}  # player id -> "world" | "player": views left unplanned by a limit
         self._probe_cache: dict[tuple, float] = {}  # probe key -> uncovered fraction
         self._probe_versions: tuple = (-1, -1)  # (scene, sky) versions the cache is valid for
 
@@ -246,6 +254,10 @@ class FrontierPlanner:
                 if job.state == "queued":
                     job.priority = min(job.priority, self.priority(cand))
                 return
+        refusal = self.limits.refusal(self.queue.pending(), cand.probe.player_id)
+        if refusal is not None:
+            self.refused[cand.probe.player_id] = refusal
+            return
         job = self._make_job(cand, now, caption)
         self.queue.add(job)
         new_jobs.append(job)
@@ -292,6 +304,7 @@ class FrontierPlanner:
     def record_failed(self, cameras: Cameras, when: float) -> None:
         """These keyframes failed at ``when``: not again for ``retry_after_s``."""
         with self._lock:
+            self.failed_views.drop_before(when - self.config.retry_after_s)
             self.failed_views.add(cameras.centers, cameras.forwards, when)
 
     def already_covered(self, job: GenerationJob) -> bool:

@@ -39,7 +39,7 @@ from .events import ChunkAdded, ChunkRequested, EventBus, GenerationFailed, Gene
 from .frames import Frame
 from .gaussians import Gaussians
 from .generators.base import DepthEstimator, GenerationResult, Generator
-from .jobs import GenerationJob, JobQueue
+from .jobs import GenerationJob, JobLimits, JobQueue
 from .memory import FrameMemory
 from .motion import MoveInput
 from .motion import step as motion_step
@@ -52,6 +52,9 @@ from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .seen_masks import HiddenSplats
 from .seen_views import NO_CHUNK, SeenViews
 from .sky import Sky
+
+MAX_CAPTION_HISTORY = 64
+"""Captions remembered (with their times) and saved; older ones are dropped: chunks keep their own."""
 
 # Re-exported: these names have always been importable from runtime.world.world.
 __all__ = [
@@ -184,6 +187,23 @@ class World:
         with self._lock:
             if caption != self._captions[-1][1]:
                 self._captions.append((time.time(), caption))
+                del self._captions[:-MAX_CAPTION_HISTORY]
+
+    @property
+    def job_limits(self) -> JobLimits:
+        """The most jobs queued or running at once, in this world and per player (none by default)."""
+        return self._planner.limits
+
+    @job_limits.setter
+    def job_limits(self, limits: JobLimits) -> None:
+        self._planner.limits = limits
+
+    def take_refused_jobs(self) -> dict[str, str]:
+        """Players whose views were left unplanned by :attr:`job_limits` since the last call:
+        player id -> ``"world"`` or ``"player"`` (the limit that refused)."""
+        with self._lock:
+            refused, self._planner.refused = self._planner.refused, {}
+        return refused
 
     def pending_jobs(self) -> list[GenerationJob]:
         """Queued and running jobs (a copy of the list)."""
@@ -329,7 +349,7 @@ class World:
             if "sky_directions" in state:
                 self.sky_directions = SkyDirections.from_state(state["sky_directions"])
             if state.get("captions"):
-                self._captions = [(float(t), str(c)) for t, c in state["captions"]]
+                self._captions = [(float(t), str(c)) for t, c in state["captions"][-MAX_CAPTION_HISTORY:]]
             # The planner and the builder hold the maps too: hand them the loaded ones.
             self._planner.restore(
                 self.explored,

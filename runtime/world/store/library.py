@@ -3,7 +3,8 @@
 Layout (one directory per world under the library root)::
 
     <root>/<name>/manifest.json        what the world is (see manifest.py)
-    <root>/<name>/start.npz            the start image, if any
+    <root>/<name>/start.png            the start image, if any: the PNG/JPEG bytes it came as
+                                       (start.jpg; worlds saved before kept start.npz)
     <root>/<name>/chunks/00000012.npz  one file per scene chunk
     <root>/<name>/frames/00000040.npz  one file per memory frame (RGB + depth + pose)
     <root>/<name>/.lock                held (flock) while a process has the world open to write
@@ -27,16 +28,17 @@ from ..frames import Frame
 from ..gaussians import Gaussians
 from ..scene import Chunk, ChunkSource
 from ..world import ChunkAdded, World, WorldConfig, WorldEvent
-from .chunk_io import decode_chunk, decode_frame, decode_image, encode_image
+from .chunk_io import decode_chunk, decode_frame, decode_image
 from .durable import TMP_MARK, fsync_dir, sha256_hex, write_durably
 from .errors import WorldBusy, WorldExists, WorldFormatError, WorldNotFound, WorldStoreError
 from .manifest import FORMAT_VERSION, MANIFEST_NAME, new_manifest, read_manifest, write_manifest
+from . import start_image as start_image_file
 from .names import check_world_name, is_world_name
 from .writer import CHUNK_DIR, FRAME_DIR, WorldWriter
 
 log = logging.getLogger(__name__)
 
-START_IMAGE_FILE = "start.npz"
+LEGACY_START_IMAGE_FILE = "start.npz"
 LOCK_FILE = ".lock"
 
 
@@ -135,20 +137,28 @@ class WorldLibrary:
         return path
 
     # ------------------------------------------------------------------ create / open
-    def create(self, config: WorldConfig, start_image: np.ndarray | None = None, **world_kwargs) -> StoredWorld:
+    def create(self, config: WorldConfig, start_image: np.ndarray | bytes | None = None, **world_kwargs) -> StoredWorld:
         """Make a new, empty world named ``config.name`` and return it open for writing.
 
-        ``world_kwargs`` (generator, renderer, executor, depth_estimator) go to :class:`World`.
-        Raises :class:`WorldExists` if the name is taken.
+        ``start_image`` is PNG/JPEG bytes (saved exactly as given) or ``[H, W, 3]`` uint8
+        pixels (saved as PNG). ``world_kwargs`` (generator, renderer, executor,
+        depth_estimator) go to :class:`World`. Raises :class:`WorldExists` if the name is
+        taken, :class:`.start_image.StartImageError` (a ValueError) for an unusable image.
         """
         name = check_world_name(config.name)
         path = self.path(name)
         if (path / MANIFEST_NAME).exists():
             raise WorldExists(f"a world named {name!r} already exists in {self.root}")
-        if start_image is not None:
+        image_bytes, image_name = None, None
+        if isinstance(start_image, (bytes, bytearray, memoryview)):
+            image_bytes = bytes(start_image)
+            start_image = start_image_file.decode(image_bytes)  # checks it before anything is written
+            image_name = start_image_file.FILE_NAMES[start_image_file.image_format(image_bytes)]
+        elif start_image is not None:
             start_image = np.asarray(start_image)
             if start_image.ndim != 3 or start_image.shape[2] != 3 or start_image.dtype != np.uint8:
                 raise ValueError(f"start_image must be [H, W, 3] uint8, got {start_image.shape} {start_image.dtype}")
+            image_bytes, image_name = start_image_file.encode_png(start_image), start_image_file.FILE_NAMES["png"]
         for sub in ("", CHUNK_DIR, FRAME_DIR):
             (path / sub).mkdir(parents=True, exist_ok=True)
         fsync_dir(self.root)
@@ -159,10 +169,9 @@ class WorldLibrary:
             # A directory without a manifest is an interrupted create: start it afresh.
             self._remove_leftovers(path, {"chunks": [], "frames": []})
             start_record = None
-            if start_image is not None:
-                data = encode_image(start_image)
-                write_durably(path / START_IMAGE_FILE, data)
-                start_record = {"file": START_IMAGE_FILE, "bytes": len(data), "sha256": sha256_hex(data)}
+            if image_bytes is not None:
+                write_durably(path / image_name, image_bytes)
+                start_record = {"file": image_name, "bytes": len(image_bytes), "sha256": sha256_hex(image_bytes)}
             manifest = new_manifest(name, config.to_dict(), start_record)
             world = StoredWorld(config, start_image=start_image, **world_kwargs)
             try:
@@ -196,9 +205,7 @@ class WorldLibrary:
                 config = WorldConfig.from_dict({**manifest["config"], "name": name})
             except (ValueError, TypeError) as e:
                 raise WorldFormatError(f"world {name!r}: the manifest's config is invalid ({e})") from None
-            start_image = None
-            if manifest.get("start_image"):
-                start_image = decode_image(self._read_file(path, name, manifest["start_image"], verify), f"{path / START_IMAGE_FILE}")
+            start_image = self._load_start_image(path, name, manifest.get("start_image"), verify)
             chunks = [self._load_chunk(path, name, rec, verify) for rec in manifest["chunks"]]
             frames = [self._load_frame(path, name, rec, verify) for rec in manifest["frames"]]
             world = StoredWorld(config, start_image=start_image, **world_kwargs)
@@ -265,6 +272,17 @@ class WorldLibrary:
         if verify and sha256_hex(data) != rec["sha256"]:
             raise WorldFormatError(f"world {name!r}: {file} is corrupt: sha256 does not match the manifest")
         return data
+
+    def _load_start_image(self, path: Path, name: str, rec: dict | None, verify: bool) -> np.ndarray | None:
+        if not rec:
+            return None
+        data = self._read_file(path, name, rec, verify)
+        if rec["file"] == LEGACY_START_IMAGE_FILE:
+            return decode_image(data, f"{path / rec['file']}")
+        try:
+            return start_image_file.decode(data, min_side=1)
+        except start_image_file.StartImageError as e:
+            raise WorldFormatError(f"world {name!r}: {path / rec['file']}: {e}") from None
 
     def _load_chunk(self, path: Path, name: str, rec: dict, verify: bool) -> Chunk:
         return decode_chunk(self._read_file(path, name, rec, verify), rec, f"world {name!r}: {path / rec['file']}")
