@@ -19,7 +19,7 @@ decoded, and JPEG quality (FFmpeg ``mjpeg`` qscale, 1 best .. 31 worst) is swept
 JPEG quality used is the one whose PSNR is closest to H.264's without falling below it.
 PSNR is measured below the stamp strip, against the unstamped source.
 
-    .venv/bin/python bench/baseline.py [--resolution 640x360] [--duration 10] [--json out.json]
+    .venv/bin/python -m bench.baseline [--resolution 640x360] [--duration 10] [--json out.json]
 """
 
 from __future__ import annotations
@@ -32,17 +32,13 @@ import fractions
 import json
 import multiprocessing as mp
 import os
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     describe_machine, format_table, machine, percentile, ping_pong_index, psnr, rate_control_label, rendered_walk, write_json,
 )
 

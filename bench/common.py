@@ -12,15 +12,15 @@ import json
 import math
 import os
 import platform
+import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 # ---------------------------------------------------------------- machine
@@ -132,10 +132,73 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return float(np.percentile(arr, q)) if arr.size else None
 
 
+# ---------------------------------------------------------------- when nothing comes
+class Stopped(Exception):
+    """The bench was told to stop from outside (SIGTERM, e.g. from ``timeout``)."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Stopped` in the main thread, so a bench stopped by ``timeout``
+    still prints where it was and the server's state before it goes."""
+
+    def raise_stopped(signum, frame):
+        raise Stopped("stopped from outside (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, raise_stopped)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of process ``pid`` (Linux; none where /proc cannot tell)."""
+    pids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            pids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def process_diagnosis(pid: int | None, log_path: Path | None = None, tail_chars: int = 6000, budget_s: float = 8.0) -> str:
+    """What a stalled server was doing: its log's tail and, where ``py-spy`` is on the PATH,
+    the Python stacks of it and its children (media workers), within about ``budget_s``."""
+    parts = []
+    if log_path is not None and Path(log_path).exists():
+        parts.append(f"--- server log (tail) ---\n{Path(log_path).read_text(errors='replace')[-tail_chars:]}")
+    py_spy = shutil.which("py-spy")
+    if pid is None:
+        return "\n".join(parts)
+    if py_spy is None:
+        parts.append("(no py-spy on the PATH: no stacks)")
+        return "\n".join(parts)
+    deadline = time.monotonic() + budget_s
+    for target in [pid, *child_pids(pid)]:
+        left = deadline - time.monotonic()
+        if left < 0.5:
+            parts.append("(out of time for more stacks)")
+            break
+        try:
+            done = subprocess.run([py_spy, "dump", "--pid", str(target)], capture_output=True, text=True, timeout=left)
+            parts.append(f"--- py-spy dump {target} ---\n{(done.stdout + done.stderr).strip()}")
+        except subprocess.TimeoutExpired:
+            parts.append(f"--- py-spy dump {target}: no answer in time ---")
+    return "\n".join(parts)
+
+
+def stall_line(exc: BaseException) -> str:
+    """One line for what stopped a bench: a client's stalled stage (also from a client
+    process's traceback), or the exception."""
+    text = str(exc).strip()
+    for line in reversed(text.splitlines()):
+        if "StreamStalled" in line:
+            return line.split("StreamStalled: ", 1)[-1]
+    stage = getattr(exc, "stage", None)
+    return f"{stage}: {getattr(exc, 'detail', '')}" if stage else f"{type(exc).__name__}: {text.splitlines()[-1] if text else ''}"
+
+
 # ---------------------------------------------------------------- encoder settings
 def crf_list(text: str) -> list[int | None]:
     """``--crf`` of a bench: comma-separated CRFs and/or ``off``, each checked as the server's ``--crf``."""
-    from runtime.app import crf_arg  # imported here: encode workers import this module and must start fast
+    from runtime.config import crf_arg  # imported here: encode workers import this module and must start fast
 
     return [crf_arg(word) for word in text.split(",")]
 
@@ -150,7 +213,7 @@ def rate_control_label(settings) -> str:
 # ---------------------------------------------------------------- frames
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two uint8 images, 99 dB for identical ones (JSON has no inf)."""
-    from runtime.world.render.compare import psnr as exact_psnr
+    from bench.compare import psnr as exact_psnr
 
     value = exact_psnr(a, b)
     return 99.0 if math.isinf(value) else value
@@ -226,7 +289,7 @@ def _world_frames(width: int, height: int, count: int, seed: int, fps: float) ->
 
     world = World(WorldConfig(name="bench-walk", seed=seed), renderer=create_renderer("cpu"))
     try:
-        from runtime.world.motion import walk_target_eye_y
+        from runtime.world.movement.motion import walk_target_eye_y
 
         spawn = world.spawn_pose()
         poses = walk_poses(count, float(spawn.position[1]), fps)

@@ -25,7 +25,7 @@ next tick). S ramps up (coarse steps, then bisection) until more than 1% of fram
 late; the largest S that passed is reported. Timings are wall-clock on shared cores:
 compare ratios within one run.
 
-    .venv/bin/python bench/encode.py [--resolutions 640x360,1280x720] [--fps 30,60]
+    .venv/bin/python -m bench.encode [--resolutions 640x360,1280x720] [--fps 30,60]
         [--codecs h264,vp8,nvenc] [--crf off,18] [--trial-s 5] [--workers N] [--json out.json]
 """
 
@@ -35,17 +35,13 @@ import argparse
 import fractions
 import multiprocessing as mp
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     crf_list, describe_machine, format_table, machine, ping_pong_index, psnr, rate_control_label, rendered_walk, usable_cores,
     write_json,
 )

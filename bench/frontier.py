@@ -13,7 +13,7 @@ fraction of the player's view.
 
 Usage::
 
-    .venv/bin/python bench/frontier.py --speeds 1.5,3,4.5,6,9 --distance 30 --json /tmp/frontier.json
+    .venv/bin/python -m bench.frontier --speeds 1.5,3,4.5,6,9 --distance 30 --json /tmp/frontier.json
 """
 
 from __future__ import annotations
@@ -21,20 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 import threading
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from runtime.world import PlayerState, Pose, World, WorldConfig  # noqa: E402
-from runtime.world.coverage import uncovered_fractions  # noqa: E402
-from runtime.world.motion import walk_target_eye_y  # noqa: E402
-from runtime.world.render import create_renderer  # noqa: E402
-from runtime.world.world import ChunkAdded, ChunkRequested  # noqa: E402
+from runtime.world import PlayerState, Pose, World, WorldConfig
+from runtime.world.frontier.coverage import uncovered_fractions
+from runtime.world.movement.motion import walk_target_eye_y
+from runtime.world.render import create_renderer
+from runtime.world.world import ChunkAdded, ChunkRequested
 
 VIEW_FOV = math.radians(60.0)
 

@@ -5,20 +5,16 @@ this script says *why*: for each batch size it profiles a run of raw calls and a
 pipelined ``submit_video`` calls (as the server issues them) and prints the ops by host
 time and by device time, plus the wall time per call.
 
-    python3 bench/gpu_profile.py --batches 1,32 --calls 200          # GPU machine
+    python3 -m bench.gpu_profile --batches 1,32 --calls 200          # GPU machine
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.gpu_stream import SKY, load_scene, player_cameras  # noqa: E402
+from bench.gpu_stream import SKY, load_scene, player_cameras
 
 
 def profile(label: str, fn, calls: int, torch, rows: int, trace: Path | None = None) -> None:
@@ -63,7 +59,7 @@ def main() -> None:
     if args.scene:
         scene = load_scene(args.scene)
     else:
-        from runtime.world.render.synthetic import scene_from_chunks, typical_world
+        from bench.synthetic import scene_from_chunks, typical_world
 
         scene = scene_from_chunks(typical_world(num_views=args.views, width=320, height=180, seed=0))
     renderer = GsplatRenderer()

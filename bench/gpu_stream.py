@@ -1,6 +1,6 @@
 """GPU streaming path benchmark: raw gsplat vs the runtime's ``render_video``, and encoding at scale.
 
-In one run, on one scene (``render/synthetic.py: typical_world``) and the same cameras
+In one run, on one scene (``bench/synthetic.py: typical_world``) and the same cameras
 (players at the origin, yaws spread over the circle, 1280x720, 60 deg vertical FOV):
 
 * ``raster``: raw ``gsplat.rasterization(render_mode="RGB")`` views/s for batches of
@@ -20,8 +20,8 @@ server's media workers, < 1% late frames) needs no GPU: ``bench/media.py --until
 Runs without numba too (some GPU images lack it): ``--export-scene FILE`` on a machine
 with numba writes the scene, ``--scene FILE`` loads it.
 
-    .venv/bin/python bench/gpu_stream.py --export-scene out/gpu_scene.npz   # here (CPU)
-    python3 bench/gpu_stream.py --scene out/gpu_scene.npz --json $OUT/gpu_stream.json  # on the GPU
+    .venv/bin/python -m bench.gpu_stream --export-scene out/gpu_scene.npz   # here (CPU)
+    python3 -m bench.gpu_stream --scene out/gpu_scene.npz --json $OUT/gpu_stream.json  # on the GPU
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _allow_import_without_numba() -> bool:
@@ -57,17 +56,17 @@ def _allow_import_without_numba() -> bool:
 
 HAVE_NUMBA = _allow_import_without_numba()
 
-from runtime.world.camera import Cameras, Pose  # noqa: E402
-from runtime.world.gaussians import Gaussians  # noqa: E402
-from runtime.world.scene import ChunkSource, Scene  # noqa: E402
-from runtime.world.sky import Sky  # noqa: E402
+from runtime.world.camera import Cameras, Pose
+from runtime.world.gaussians import Gaussians
+from runtime.world.scene import ChunkSource, Scene
+from runtime.world.sky import Sky
 
 SKY = Sky()
 FIELDS = ("means", "quats", "log_scales", "opacity_logits", "colors")
 
 
 def export_scene(path: Path, views: int) -> None:
-    from runtime.world.render.synthetic import typical_world
+    from bench.synthetic import typical_world
 
     parts = typical_world(num_views=views, width=320, height=180, seed=0)
     arrays = {f"{i}_{f}": getattr(p, f) for i, p in enumerate(parts) for f in FIELDS}
@@ -96,7 +95,7 @@ def bench_render(scene: Scene, batches: list[int], seconds: float) -> dict:
 
     from bench.gpu_timing import raw_vs_runtime, timed
     from runtime.world.render.gsplat_renderer import GsplatRenderer
-    from runtime.world.render.compare import psnr
+    from bench.compare import psnr
     from runtime.world.render.video import rgb_to_i420
 
     renderer = GsplatRenderer()
@@ -219,7 +218,7 @@ def main() -> None:
     if args.scene:
         scene = load_scene(args.scene)
     else:
-        from runtime.world.render.synthetic import scene_from_chunks, typical_world
+        from bench.synthetic import scene_from_chunks, typical_world
 
         scene = scene_from_chunks(typical_world(num_views=args.views, width=320, height=180, seed=0))
     skip = set(filter(None, args.skip.split(",")))

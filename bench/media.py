@@ -19,9 +19,9 @@ does. Per player count it reports:
 
 Examples::
 
-    .venv/bin/python bench/media.py                                   # 640x360@30, 1 and 4 players
-    .venv/bin/python bench/media.py --resolution 1280x720 --players 1,2 --duration 5
-    python3 bench/media.py --resolution 1280x720 --players 16,32,48 --client-procs 3 --server-cores 13   # H100 machine
+    .venv/bin/python -m bench.media                                   # 640x360@30, 1 and 4 players
+    .venv/bin/python -m bench.media --resolution 1280x720 --players 1,2 --duration 5
+    python3 -m bench.media --resolution 1280x720 --players 16,32,48 --client-procs 3 --server-cores 13   # H100 machine
 
 ``--server-cores N`` pins this process and its media workers to the first N cores and the
 client processes to the rest.
@@ -41,16 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     crf_list, describe_machine, format_table, percentile, ping_pong_index, rate_control_label, rendered_walk, synthetic_frames,
     write_json,
 )
-from bench.stream import CLIENT_DECODE_ENV, CLIENT_DECODE_MODES, ServerCpu, lighten_receivers, run_loop, split_cores  # noqa: E402
-from runtime.stream.encoder import EncoderSettings, default_bitrate  # noqa: E402
-from runtime.stream.media_pool import MediaPool  # noqa: E402
-from runtime.world.render.video import rgb_to_i420_reference  # noqa: E402
+from bench.stream import CLIENT_DECODE_ENV, CLIENT_DECODE_MODES, ServerCpu, lighten_receivers, run_loop, split_cores
+from runtime.stream.encoder import EncoderSettings, default_bitrate
+from runtime.stream.media_pool import MediaPool
+from runtime.world.render.video import rgb_to_i420_reference
 
 WARMUP_S = 1.5
 CONNECT_TIMEOUT_S = 60.0

@@ -1,9 +1,9 @@
 """Benchmark the procedural generator: views/s and ms per chunk, after JIT warm-up.
 
-    .venv/bin/python bench/procedural.py                      # 320x180 and 640x360, 1 and 4 views
-    .venv/bin/python bench/procedural.py --cold               # also time a from-scratch JIT compile
-    .venv/bin/python bench/procedural.py --png /tmp           # save one image per biome
-    .venv/bin/python bench/procedural.py --json out.json
+    .venv/bin/python -m bench.procedural                      # 320x180 and 640x360, 1 and 4 views
+    .venv/bin/python -m bench.procedural --cold               # also time a from-scratch JIT compile
+    .venv/bin/python -m bench.procedural --png /tmp           # save one image per biome
+    .venv/bin/python -m bench.procedural --json out.json
 
 Cameras stand at the spawn and a few metres around it, looking all round, so a chunk mixes
 near ground, objects, far hills and sky like the world's keyframe chunks do.
@@ -16,13 +16,10 @@ import json
 import math
 import os
 import struct
-import sys
 import tempfile
 import time
 import zlib
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _save_png(path: Path, img) -> None:

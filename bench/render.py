@@ -1,6 +1,6 @@
 """Renderer benchmark: CPU frame times vs scene size, render_alpha cost, and (``--gsplat``) CUDA timings.
 
-Scenes are synthetic "typical worlds" (:mod:`runtime.world.render.synthetic`): chunks
+Scenes are synthetic "typical worlds" (:mod:`bench.synthetic`): chunks
 of pixel-aligned Gaussians ray-marched from 320x180 views at 75 degrees (the world's
 keyframe settings), ~40k Gaussians per chunk. The 3M scene is the 1M world three times
 over, 5 cm apart (all of it in view); the 10M scene is ten copies of the 1M world strung
@@ -13,9 +13,9 @@ same run (``bench/gpu_timing.py``), and the PSNR between gsplat and the CPU rend
 A "frame" is one view of a player turning slowly (yaw += 0.02 rad per frame, so the
 sky cache misses every frame, as when turning) from the origin.
 
-    .venv/bin/python bench/render.py                      # CPU table
-    .venv/bin/python bench/render.py --quick              # smaller scenes only
-    .venv/bin/python bench/render.py --gsplat --json out.json   # on a CUDA machine
+    .venv/bin/python -m bench.render                      # CPU table
+    .venv/bin/python -m bench.render --quick              # smaller scenes only
+    .venv/bin/python -m bench.render --gsplat --json out.json   # on a CUDA machine
 """
 
 from __future__ import annotations
@@ -31,16 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from runtime.world.camera import Cameras, Pose  # noqa: E402
-from runtime.world.gaussians import Gaussians  # noqa: E402
-from runtime.world.render.compare import psnr  # noqa: E402
-from runtime.world.render.cpu import CpuRenderer  # noqa: E402
-from runtime.world.render.projection import visible_blocks  # noqa: E402
-from runtime.world.render.synthetic import scene_from_chunks, translated, typical_world  # noqa: E402
-from runtime.world.scene import Scene  # noqa: E402
-from runtime.world.sky import Sky  # noqa: E402
+from bench.compare import psnr
+from bench.synthetic import scene_from_chunks, translated, typical_world
+from runtime.world.camera import Cameras, Pose
+from runtime.world.gaussians import Gaussians
+from runtime.world.render.cpu import CpuRenderer
+from runtime.world.render.projection import visible_blocks
+from runtime.world.scene import Scene
+from runtime.world.sky import Sky
 
 SKY = Sky()
 

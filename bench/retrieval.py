@@ -12,7 +12,7 @@ Also times :func:`reconstruct` on 4 views at 320x180. Prints a table; ``--json P
 writes the numbers. Timings are wall-clock on whatever cores are free: compare
 ratios within one run.
 
-    .venv/bin/python bench/retrieval.py [--sizes 100 1000 10000] [--queries 60] [--json out.json]
+    .venv/bin/python -m bench.retrieval [--sizes 100 1000 10000] [--queries 60] [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from runtime.world.camera import Cameras, Pose  # noqa: E402
-from runtime.world.frames import Frame  # noqa: E402
-from runtime.world.memory import FrameMemory, _greedy_cover, _visibility  # noqa: E402
-from runtime.world.reconstruct import reconstruct  # noqa: E402
+from runtime.world.camera import Cameras, Pose
+from runtime.world.keyframes.frames import Frame
+from runtime.world.keyframes.memory import FrameMemory
+from runtime.world.keyframes.reconstruct import reconstruct
 
 W, H = 320, 180
 FOV = math.radians(75)
@@ -80,16 +77,8 @@ def build_memory(poses: list[Pose], templates: list[np.ndarray], rgb: np.ndarray
 
 def all_points_query(memory: FrameMemory, cam: Cameras, k: int) -> list[int]:
     """Lyra-style: project every cached point of every frame (no distance or frustum test)."""
-    scale = max(memory.point_stride, math.ceil(cam.width / memory.query_width))
-    small = cam.resized(math.ceil(cam.width / scale), math.ceil(cam.height / scale))
-    n = len(memory)
-    cover = _visibility(
-        memory._pool_points, memory._pool_sizes, memory._start[:n], memory._count[:n], np.arange(n), n,
-        small.w2c[0], small.K[0], small.width, small.height, memory.depth_margin,
-    )
-    ids = [f.id for f in memory._frames[:n]]
-    order, _ = _greedy_cover(cover, k)
-    return [ids[o] for o in order]
+    frames, _ = memory.retrieve_with_coverage(cam, k, use_index=False, cull=False)
+    return [f.id for f in frames]
 
 
 def percentiles(ms: list[float]) -> tuple[float, float]:

@@ -20,10 +20,10 @@ turning) and reports per round:
 
 Examples::
 
-    .venv/bin/python bench/stream.py                                   # CPU: 1, 4, 8 players
-    .venv/bin/python bench/stream.py --renderer gsplat --resolution 1280x720 --fps 60
-    .venv/bin/python bench/stream.py --players 1 --duration 5 --json out/stream.json
-    python3 bench/stream.py --renderer gsplat --players 8,32 --client-procs auto   # GPU machine
+    .venv/bin/python -m bench.stream                                   # CPU: 1, 4, 8 players
+    .venv/bin/python -m bench.stream --renderer gsplat --resolution 1280x720 --fps 60
+    .venv/bin/python -m bench.stream --players 1 --duration 5 --json out/stream.json
+    python3 -m bench.stream --renderer gsplat --players 8,32 --client-procs auto   # GPU machine
 
 Where the clients run: they share the machine with the server. With ``--client-procs 1``
 (the default) all of them run in this one process and event loop; with many players (say
@@ -62,14 +62,25 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import Stopped, process_diagnosis, stall_line, stop_on_sigterm
+from protocol import messages as m
+from runtime.client import WorldClient
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from protocol import messages as m  # noqa: E402
-from runtime.client import WorldClient  # noqa: E402
-
-CONNECT_TIMEOUT = 300.0  # generous: a GPU renderer may compile its kernels on the first frame
+# Each stage of a client's joining (listening, welcome, answer) and its first frame get
+# this long; the server compiles its GPU kernels before it listens (START_TIMEOUT), not on
+# the first frame. A stage with nothing in time stops the bench with its name
+# (runtime.client.StreamStalled) and the server's log tail and stacks.
+CONNECT_TIMEOUT = 60.0
+STAGE_TIMEOUT_ENV = "WORLDSTREAM_BENCH_STAGE_TIMEOUT"
+"""``--stage-timeout`` for this process and the spawned client processes (unset: CONNECT_TIMEOUT)."""
+START_TIMEOUT = 400.0  # a fresh GPU machine compiles gsplat's kernels first
 SETTLE_S = 1.0  # let the first frames and keyframes settle before driving
+
+
+def stage_timeout() -> float:
+    return float(os.environ.get(STAGE_TIMEOUT_ENV) or CONNECT_TIMEOUT)
 
 
 def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -86,7 +97,7 @@ def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
     pin = (lambda: os.sched_setaffinity(0, server_cores)) if server_cores else None
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=pin)
-    deadline = time.monotonic() + 400  # a fresh GPU machine compiles gsplat's kernels first
+    deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         text = log_path.read_text(errors="replace")
         if proc.poll() is not None:
@@ -95,7 +106,7 @@ def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
             return proc, text.split("listening on ", 1)[1].split()[0]
         time.sleep(0.2)
     proc.kill()
-    raise SystemExit("server did not start in 400 s")
+    raise SystemExit(f"server not listening: it did not start in {START_TIMEOUT:g} s:\n{log_path.read_text(errors='replace')[-6000:]}")
 
 
 def split_cores(server_cores: int | None) -> tuple[list[int], list[int]]:
@@ -275,13 +286,13 @@ async def round_(url: str, players: int, duration: float, cpu: ServerCpu | None 
     """One round with all clients in this process and event loop (``--client-procs 1``)."""
     world = f"bench-{players}p-{uuid.uuid4().hex[:6]}"
     clients = [WorldClient(url, new_world=m.NewWorld(name=world, seed=11), name="bench0")]
-    await clients[0].connect(timeout=CONNECT_TIMEOUT)
+    await clients[0].connect(timeout=stage_timeout())
     for i in range(1, players):
         c = WorldClient(url, world=world, name=f"bench{i}")
-        await c.connect(timeout=CONNECT_TIMEOUT)
+        await c.connect(timeout=stage_timeout())
         clients.append(c)
     try:
-        await asyncio.gather(*(c.next_frame(timeout=CONNECT_TIMEOUT) for c in clients))
+        await asyncio.gather(*(c.next_frame(timeout=stage_timeout()) for c in clients))
         await asyncio.sleep(SETTLE_S)
         marks = marks_of(clients)
         cpu0 = cpu.sample() if cpu else None
@@ -425,19 +436,19 @@ async def _worker_async(wid: int, url: str, world: str, indices: list[int], dura
     clients: list[WorldClient] = []
     try:
         if wid != 0:
-            await command("connect", CONNECT_TIMEOUT + 60)
+            await command("connect", stage_timeout() + 60)
         for i in indices:
             if i == 0:
                 c = WorldClient(url, new_world=m.NewWorld(name=world, seed=11), name="bench0")
             else:
                 c = WorldClient(url, world=world, name=f"bench{i}")
             clients.append(c)
-            await c.connect(timeout=CONNECT_TIMEOUT)
+            await c.connect(timeout=stage_timeout())
             if i == 0:
                 outbox.put(("world", wid, None))
-        await asyncio.gather(*(c.next_frame(timeout=CONNECT_TIMEOUT) for c in clients))
+        await asyncio.gather(*(c.next_frame(timeout=stage_timeout()) for c in clients))
         outbox.put(("ready", wid, None))
-        _, start_wall = await command("start", 4 * CONNECT_TIMEOUT)
+        _, start_wall = await command("start", 4 * stage_timeout())
         await asyncio.sleep(max(0.0, start_wall - time.time()))
         marks = marks_of(clients)
         t0 = time.monotonic()
@@ -466,7 +477,7 @@ def _await_messages(outbox, procs, kind: str, wids: set[int], timeout: float, ti
             now = time.monotonic()
             if now > deadline:
                 missing = sorted(wids - set(got))
-                raise TimeoutError(f"client workers {missing}: no {kind!r} within {timeout:g} s") from None
+                raise TimeoutError(f"client workers {missing}: no {kind!r} within {timeout:g} s (their clients never stalled outright)") from None
             for wid in wids - set(got):
                 if procs[wid].exitcode is not None:
                     # a message put just before exiting may still be in flight: give it a moment
@@ -501,11 +512,11 @@ def round_procs(url: str, players: int, duration: float, procs_n: int, cpu: Serv
     everyone = set(range(len(procs)))
     failed = False
     try:
-        _await_messages(outbox, procs, "world", {0}, CONNECT_TIMEOUT + 60)
+        _await_messages(outbox, procs, "world", {0}, stage_timeout() + 60)
         for q in inboxes[1:]:
             q.put(("connect",))
         per_worker = max(len(g) for g in groups)
-        _await_messages(outbox, procs, "ready", everyone, CONNECT_TIMEOUT * (1 + per_worker) + 60)
+        _await_messages(outbox, procs, "ready", everyone, stage_timeout() * (1 + per_worker) + 60)
 
         start_wall = time.time() + SETTLE_S
         for q in inboxes:
@@ -611,11 +622,16 @@ def main() -> int:
     p.add_argument("--client-decode", default="full", choices=CLIENT_DECODE_MODES,
                    help="none: clients receive every frame but skip H.264 decoding; headers: clients count frames "
                         "from RTP headers, decrypting nothing (bench-only; both free the cores the server shares with them)")
+    p.add_argument("--stage-timeout", type=float, default=CONNECT_TIMEOUT,
+                   help=f"seconds each stage of a client's joining and its first frame may take before the bench stops "
+                        f"and says which had nothing (default {CONNECT_TIMEOUT:g})")
     p.add_argument("--json", type=Path, default=None, help="also write the rows (and settings) as JSON here")
     args = p.parse_args()
+    os.environ[STAGE_TIMEOUT_ENV] = str(args.stage_timeout)  # for the client worker processes
     os.environ[CLIENT_DECODE_ENV] = args.client_decode  # for the client worker processes
     lighten_receivers(args.client_decode)
     proc = None
+    stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         if args.url is None:
             proc, args.url = start_server(args, Path(tmp))
@@ -623,6 +639,10 @@ def main() -> int:
             os.sched_setaffinity(0, split_cores(args.server_cores)[1])  # client processes inherit it
         try:
             rows, used = run_rounds(args, ServerCpu(proc.pid) if proc is not None else None)
+        except (Exception, Stopped) as exc:  # say which stage had nothing, and what the server was doing
+            print(f"stalled: {stall_line(exc)}", file=sys.stderr, flush=True)
+            print(process_diagnosis(proc.pid if proc else None, Path(tmp) / "server.log" if proc else None), file=sys.stderr, flush=True)
+            return 3
         finally:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)

@@ -20,24 +20,10 @@ from typing import Any, Literal, Union
 import msgpack
 
 from . import messages as m
+from .bounds import BoundsExceeded, check_bounds
+from .errors import ProtocolError, VersionMismatch
 
 Message = m.Message
-
-
-class ProtocolError(Exception):
-    """A message broke the protocol.
-
-    Attributes:
-        code: one of :data:`protocol.messages.ERROR_CODES`.
-        message: human-readable explanation naming the limit.
-        field: dotted path of the offending field, or None.
-    """
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(f"{code}: {message}" + (f" (field {field!r})" if field else ""))
-        self.code = code
-        self.message = message
-        self.field = field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,17 +111,20 @@ def decode(data: bytes, *, sender: str | None = None) -> Message:
 
     Args:
         data: the bytes of one binary WebSocket frame.
-        sender: ``"client"`` to accept only messages a client may send (the server's view),
+        sender: ``"client"`` to accept only messages a client may send (the server's view:
+            the message's cost is bounded before it is unpacked, see :func:`check_client_cost`),
             ``"server"`` for messages a server may send; None accepts any type.
 
     Raises:
         ProtocolError: with ``code`` ``too_large``, ``bad_message``, ``unknown_type``,
-            ``missing_field`` or ``bad_field``.
+            ``missing_field``, ``bad_field`` or ``version_mismatch`` (:class:`VersionMismatch`).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError("bad_message", "messages are msgpack in binary frames, got a text frame")
     if len(data) > m.MAX_HELLO_BYTES:
         raise ProtocolError("too_large", f"message is {len(data)} bytes, the limit is {m.MAX_HELLO_BYTES}")
+    if sender == "client":
+        check_client_cost(data)
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, **_unpack_limits)
     except Exception as exc:  # msgpack raises several types for corrupt input
@@ -145,16 +134,43 @@ def decode(data: bytes, *, sender: str | None = None) -> Message:
     type_ = obj.get("type")
     if not isinstance(type_, str):
         raise ProtocolError("missing_field", "a message needs a string 'type'", "type")
+    ref_type = type_[:64]
     cls = m.MESSAGES.get(type_)
     allowed = cls is not None and (sender is None or cls.SENDER in (sender, "both"))
     if not allowed:
         expected = m.CLIENT_MESSAGES if sender == "client" else m.SERVER_MESSAGES if sender == "server" else tuple(m.MESSAGES)
-        raise ProtocolError("unknown_type", f"unknown message type {type_[:64]!r}; expected one of {', '.join(expected)}", "type")
+        raise ProtocolError("unknown_type", f"unknown message type {ref_type!r}; expected one of {', '.join(expected)}", "type", ref_type)
     if type_ != "hello" and len(data) > m.MAX_MESSAGE_BYTES:
-        raise ProtocolError("too_large", f"{type_!r} is {len(data)} bytes, the limit is {m.MAX_MESSAGE_BYTES}")
-    msg = _build(cls, obj, "")
-    msg.check()
+        raise ProtocolError("too_large", f"{type_!r} is {len(data)} bytes, the limit is {m.MAX_MESSAGE_BYTES}", None, ref_type)
+    if type_ == "hello":
+        version = obj.get("protocol_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version != m.PROTOCOL_VERSION:
+            raise VersionMismatch(version, m.PROTOCOL_VERSION)
+    try:
+        msg = _build(cls, obj, "")
+        msg.check()
+    except ProtocolError as exc:
+        exc.ref_type = ref_type
+        raise
     return msg
+
+
+def check_client_cost(data: bytes) -> None:
+    """Refuse (``too_large``) a client message that would be dear to unpack: more than
+    :data:`~protocol.messages.MAX_CLIENT_VALUES` values or containers nested deeper than
+    :data:`~protocol.messages.MAX_CLIENT_DEPTH`. Found by walking the msgpack headers
+    (:func:`protocol.bounds.check_bounds`); a message shorter than the value budget in bytes
+    cannot exceed it (every value takes a byte) and is not walked.
+    """
+    if len(data) <= m.MAX_CLIENT_VALUES:
+        return
+    try:
+        check_bounds(data, m.MAX_CLIENT_VALUES, m.MAX_CLIENT_DEPTH)
+    except BoundsExceeded as exc:
+        what = f"{m.MAX_CLIENT_VALUES} values" if exc.limit == "values" else f"containers {m.MAX_CLIENT_DEPTH} deep"
+        raise ProtocolError("too_large", f"a message may hold at most {what}; this one holds {exc}") from None
+    except ValueError as exc:
+        raise ProtocolError("bad_message", f"not valid msgpack ({exc})") from None
 
 
 def from_dict(obj: dict, *, sender: str | None = None) -> Message:
@@ -166,17 +182,14 @@ def _build(cls: type, obj: dict, prefix: str):
     kwargs = {}
     for f in fields_of(cls):
         path = prefix + f.name
-        if f.name not in obj or (obj[f.name] is None and _optional(f.kind) and not f.required):
+        # nil means "use the default" for every field that has one (PROTOCOL.md §1).
+        if f.name not in obj or (obj[f.name] is None and not f.required):
             if f.required:
                 owner = repr(cls.TYPE) if hasattr(cls, "TYPE") else cls.__name__
                 raise ProtocolError("missing_field", f"{owner} needs {f.name!r}", path)
             continue  # the dataclass default applies
         kwargs[f.name] = _value(f.kind, obj[f.name], f.meta, path)
     return cls(**kwargs)
-
-
-def _optional(kind: Any) -> bool:
-    return _origin(kind) is Union and type(None) in typing.get_args(kind)
 
 
 def _origin(kind: Any) -> Any:

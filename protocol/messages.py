@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from .errors import ProtocolError
+
 PROTOCOL_VERSION = 1
 """Bumped on every incompatible change; checked in ``hello``."""
 
@@ -33,6 +35,13 @@ MAX_HELLO_BYTES = 8 * 1024 * 1024
 """Largest encoded ``hello`` (it may carry a start image)."""
 MAX_START_IMAGE_BYTES = 6 * 1024 * 1024
 """Largest PNG/JPEG start image in a ``new_world`` request."""
+
+# ---- cost limits for what a client sends (checked before unpacking) ----
+MAX_CLIENT_VALUES = 512
+"""Most msgpack values (map keys and values, array items, containers) in one client message;
+the largest message a client sends today holds about 40."""
+MAX_CLIENT_DEPTH = 8
+"""Deepest nesting of maps/arrays in one client message (today's messages nest 2 deep)."""
 
 # ---- text limits ----
 MAX_CAPTION_CHARS = 500
@@ -80,13 +89,14 @@ ERROR_CODES = {
     "missing_field": "a required field is absent",
     "bad_field": "a field has the wrong type, is out of range or malformed",
     "too_large": "the message exceeds its size limit",
-    "rate_limited": "too many messages; the excess was dropped",
+    "rate_limited": "too many messages; the excess was dropped (ref_type: the type of the dropped message that triggered the report)",
     "not_joined": "the message needs a completed hello first",
+    "no_rtc_offer": "an ice_candidate came before any rtc_offer on this connection (or after its video ended)",
     "already_joined": "a second hello on one connection",
     "version_mismatch": "protocol_version differs from the server's; the connection closes",
     "world_not_found": "no world of that name",
     "world_exists": "a new world was requested under a name already taken",
-    "bad_resume_token": "the resume token is unknown or expired (the player starts fresh)",
+    "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
     "rtc_failed": "the WebRTC offer could not be answered",
     "server_busy": "the server cannot take more players",
     "limit_reached": "a server quota was reached ('limit' names it; docs/server.md lists them); what it refused did not happen",
@@ -173,7 +183,7 @@ class View:
     """How the client displays the stream. The server renders at its own configured
     resolution unless the client asks for less; the size actually used is in ``welcome``."""
 
-    width: int = spec(1280, min=MIN_VIEW_SIZE, max=MAX_VIEW_SIZE, unit="px", doc="display width of one eye")
+    width: int = spec(1280, min=MIN_VIEW_SIZE, max=MAX_VIEW_SIZE, unit="px", doc="display width (with stereo: both eyes side by side)")
     height: int = spec(720, min=MIN_VIEW_SIZE, max=MAX_VIEW_SIZE, unit="px", doc="display height")
     fov_y: float = spec(math.radians(60.0), min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view")
     stereo: bool = spec(False, doc="render left and right eyes side by side (VR)")
@@ -210,7 +220,7 @@ class ServerInfo:
     fps: int = spec(unit="1/s", doc="video frame rate")
     width: int = spec(unit="px", doc="video width (both eyes when stereo)")
     height: int = spec(unit="px", doc="video height")
-    codec: Literal["h264", "vp8"] = spec(doc="video codec")
+    codec: Literal["h264", "vp8"] = spec(doc="the server's video codec; a player whose offer does not accept it gets the other one (the rtc_answer says which)")
     bitrate: int = spec(unit="bit/s", doc="most video bits per second (H.264 at constant quality sends less where the picture allows)")
     generator: str = spec(doc="generator name")
     renderer: str = spec(doc="renderer name")
@@ -241,11 +251,9 @@ class Hello(Message):
     world: str | None = spec(None, pattern=WORLD_NAME_PATTERN, doc="name of a world to join")
     new_world: NewWorld | None = spec(None, doc="create a world instead of joining one")
     resume_token: str | None = spec(None, pattern=RESUME_TOKEN_PATTERN, doc="from an earlier welcome: get your pose back")
-    view: View = spec(factory=View)
+    view: View = spec(factory=View, doc="how the client displays the stream")
 
     def check(self) -> None:
-        from .codec import ProtocolError
-
         if (self.world is None) == (self.new_world is None):
             raise ProtocolError("bad_field", "give exactly one of 'world' (join) and 'new_world' (create)", "world")
         image = self.new_world.start_image if self.new_world else None
@@ -258,29 +266,32 @@ class Input(Message):
     """Movement and look input; the latest one wins. Send up to INPUT_RATE_HZ while keys are held
     or the mouse moves, and once with zero axes when they are released."""
 
-    seq: int = spec(min=0, max=MAX_SEQ, doc="increasing per connection")
+    seq: int = spec(min=0, max=MAX_SEQ, doc="increasing per connection; echoed in frame_info.input_seq")
     t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock when sampled")
-    forward: float = spec(0.0, min=-1.0, max=1.0, doc="+1 walks forward")
-    right: float = spec(0.0, min=-1.0, max=1.0, doc="+1 strafes right")
-    up: float = spec(0.0, min=-1.0, max=1.0, doc="+1 rises (fly mode)")
-    yaw_delta: float = spec(0.0, min=-MAX_LOOK_DELTA, max=MAX_LOOK_DELTA, unit="rad", doc="turn right by")
-    pitch_delta: float = spec(0.0, min=-MAX_LOOK_DELTA, max=MAX_LOOK_DELTA, unit="rad", doc="look up by")
-    run: bool = spec(False)
-    fly: bool = spec(False)
+    forward: float = spec(0.0, min=-1.0, max=1.0, doc="held: +1 walks forward along the view's yaw")
+    right: float = spec(0.0, min=-1.0, max=1.0, doc="held: +1 strafes right")
+    up: float = spec(0.0, min=-1.0, max=1.0, doc="held: +1 rises (fly mode only)")
+    yaw_delta: float = spec(0.0, min=-MAX_LOOK_DELTA, max=MAX_LOOK_DELTA, unit="rad", doc="turn right by this much, applied once")
+    pitch_delta: float = spec(0.0, min=-MAX_LOOK_DELTA, max=MAX_LOOK_DELTA, unit="rad", doc="look up by this much, applied once")
+    run: bool = spec(False, doc="run (4 m/s) instead of walking (1.5 m/s)")
+    fly: bool = spec(
+        False,
+        doc="fly mode: 6 m/s along the view, no gravity. When it ends, a player comes down onto the known "
+        "ground under them or within 3 m around them; over space with no known ground that near, it keeps "
+        "its height until it walks onto some",
+    )
 
 
 @message("head_pose", "client")
 class HeadPose(Message):
     """Absolute VR head pose; replaces the player's pose (no collision)."""
 
-    seq: int = spec(min=0, max=MAX_SEQ)
-    t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms")
+    seq: int = spec(min=0, max=MAX_SEQ, doc="as for input (the two share one sequence)")
+    t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock")
     position: Vec3 = spec(min=-MAX_COORD, max=MAX_COORD, unit="m", doc="head (between the eyes), world coordinates")
-    orientation: Quat = spec(min=-1.01, max=1.01, doc="unit quaternion (w, x, y, z), camera-to-world, OpenCV axes")
+    orientation: Quat = spec(doc="unit quaternion (w, x, y, z), camera-to-world, OpenCV axes; its norm must lie in [0.9, 1.1]")
 
     def check(self) -> None:
-        from .codec import ProtocolError
-
         norm = math.sqrt(sum(c * c for c in self.orientation))
         if not 0.9 <= norm <= 1.1:
             raise ProtocolError("bad_field", f"orientation must be a unit quaternion, norm is {norm:.3g}", "orientation")
@@ -298,7 +309,7 @@ class IceCandidate(Message):
     """A trickled ICE candidate (``candidate`` empty = end of candidates). The server puts all
     of its candidates in its answer and sends none."""
 
-    candidate: str = spec(max_len=MAX_CANDIDATE_CHARS, doc="'candidate:...' line, without 'a='")
+    candidate: str = spec(max_len=MAX_CANDIDATE_CHARS, doc="the `candidate:…` attribute without `a=`; empty = end of candidates")
     sdp_mid: str | None = spec(None, max_len=64)
     sdp_mline_index: int | None = spec(None, min=0, max=64)
 
@@ -307,14 +318,14 @@ class IceCandidate(Message):
 class Caption(Message):
     """Text describing what to generate next in this world."""
 
-    text: str = spec(max_len=MAX_CAPTION_CHARS)
+    text: str = spec(max_len=MAX_CAPTION_CHARS, doc="what to generate next in this world, for every player in it")
 
 
 @message("ping", "client")
 class Ping(Message):
     """Round-trip probe; answered by ``pong`` with the same id."""
 
-    id: int = spec(min=0, max=MAX_SEQ)
+    id: int = spec(min=0, max=MAX_SEQ, doc="echoed in the pong")
     t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock, echoed back")
 
 
@@ -339,20 +350,28 @@ class Welcome(Message):
 
 @message("rtc_answer", "server")
 class RtcAnswer(Message):
+    """The answer to ``rtc_offer``, with all of the server's ICE candidates inside. Its video
+    codec is the server's (``welcome.server.codec``) when the offer accepts it, else the other
+    one the server can send that the offer accepts; an offer accepting neither H.264 nor VP8
+    gets ``rtc_failed`` naming the codecs it offered."""
+
     sdp: str = spec(max_len=MAX_SDP_CHARS)
 
 
 @message("video_ended", "server")
 class VideoEnded(Message):
-    """The server closed this player's video on its own (its peer connection failed, or the
-    process streaming it stopped). The WebSocket and the player carry on: send a new
-    ``rtc_offer`` to get video again."""
+    """This player's video stopped without a new ``rtc_offer`` replacing it: the peer connection
+    failed or was closed (by the network, or by the client closing its own), or the process
+    streaming it stopped. The WebSocket and the player carry on: send a new ``rtc_offer`` to
+    get video again."""
 
     reason: str = spec(max_len=MAX_ERROR_CHARS, doc="why, for people")
 
 
 @message("pong", "server")
 class Pong(Message):
+    """The answer to ``ping``."""
+
     id: int = spec(min=0, max=MAX_SEQ)
     t_ms: float = spec(0.0, unit="ms", doc="the ping's t_ms")
     server_ms: float = spec(0.0, unit="ms", doc="server wall clock (Unix epoch)")
@@ -370,6 +389,8 @@ class GenerationRequested(Message):
 
 @message("generation_progress", "server")
 class GenerationProgress(Message):
+    """How far a generation job has come."""
+
     job_id: int = spec(min=0, max=MAX_SEQ)
     fraction: float = spec(min=0.0, max=1.0)
     message: str = spec("", max_len=MAX_ERROR_CHARS)
@@ -387,6 +408,8 @@ class GenerationDone(Message):
 
 @message("generation_failed", "server")
 class GenerationFailed(Message):
+    """A generation job ended without adding anything."""
+
     job_id: int = spec(min=0, max=MAX_SEQ)
     error: str = spec("", max_len=MAX_ERROR_CHARS)
     cancelled: bool = spec(False, doc="the job was dropped because no player needs it any more: not an error")
@@ -394,11 +417,15 @@ class GenerationFailed(Message):
 
 @message("player_joined", "server")
 class PlayerJoined(Message):
+    """Another player joined this world."""
+
     player: PlayerInfo = spec()
 
 
 @message("player_left", "server")
 class PlayerLeft(Message):
+    """Another player left this world."""
+
     id: str = spec(pattern=PLAYER_ID_PATTERN)
     name: str = spec("", max_len=MAX_PLAYER_NAME_CHARS)
 
@@ -417,7 +444,9 @@ class Explored(Message):
     then as changes."""
 
     cell_size: float = spec(min=0.0, unit="m")
-    cells: list[tuple[int, int, int]] = spec(factory=list, max_len=MAX_EXPLORED_CELLS, doc="[i, j, state]")
+    cells: list[tuple[int, int, int]] = spec(
+        factory=list, max_len=MAX_EXPLORED_CELLS, doc="[i, j, state]; state 0 unknown, 1 generated, 2 visited (EXPLORED_STATES)"
+    )
 
 
 @message("stats", "server")
@@ -436,9 +465,11 @@ class Stats(Message):
 @message("frame_info", "server")
 class FrameInfo(Message):
     """Sent for every video frame, just before its packets. Match ``rtp_timestamp`` with
-    ``requestVideoFrameCallback`` metadata to find which input a displayed frame shows."""
+    ``requestVideoFrameCallback`` metadata to find which input a displayed frame shows.
+    It is the timestamp in the RTP packets as sent; a receiver that rebases timestamps
+    (aiortc's tracks count ``pts`` from 0) must add its first packet's timestamp back."""
 
-    rtp_timestamp: int = spec(min=0, max=2**32 - 1, doc="the frame's RTP timestamp (90 kHz clock)")
+    rtp_timestamp: int = spec(min=0, max=2**32 - 1, doc="the frame's RTP timestamp as in its packets (90 kHz clock)")
     input_seq: int = spec(-1, min=-1, max=MAX_SEQ, doc="latest input/head_pose seq applied, -1 before any")
     server_ms: float = spec(0.0, unit="ms", doc="server wall clock (Unix epoch) when encoded")
     mtp_ms: float = spec(-1.0, unit="ms", doc="input received -> frame encoded for input_seq, -1 if not new")
@@ -451,7 +482,7 @@ class ErrorMessage(Message):
     code: str = spec(doc="one of ERROR_CODES")
     message: str = spec("", max_len=MAX_ERROR_CHARS)
     field: str | None = spec(None, max_len=128, doc="the offending field, dotted (e.g. 'view.fov_y')")
-    ref_type: str | None = spec(None, max_len=64, doc="type of the message that caused it, if known")
+    ref_type: str | None = spec(None, max_len=64, doc="type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known")
     limit: str | None = spec(None, max_len=64, doc="with code limit_reached: the limit, named as its server flag (e.g. 'max_new_worlds_per_client')")
 
 

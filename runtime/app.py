@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import fields
@@ -21,22 +24,31 @@ from typing import Callable
 from websockets.asyncio.server import serve
 
 from protocol import PROTOCOL_VERSION, messages as m
-from runtime.config import Executors, ServerConfig
+from runtime.config import Executors, ServerConfig, crf_arg
+from runtime.metrics import ServerMetrics
 from runtime.quotas import Limits, LimitReached, Quotas, client_key
+from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.http import make_process_request
-from runtime.stream.metrics import ServerMetrics
 from runtime.stream.websocket import Connection, refuse_connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
-from runtime.world.render import create_renderer
+from runtime.world.render import create_renderer, cuda_available
 
 log = logging.getLogger("worldstream")
 
 WS_PING_INTERVAL_S = 2.0
-WS_PING_TIMEOUT_S = 4.0
-"""A client that vanishes without closing is dropped within about 6 s."""
+WS_PING_TIMEOUT_S = 3.0
+WS_CLOSE_TIMEOUT_S = 1.0
+"""A client that stops answering is dropped within 6 s: a ping at most 2 s after its last
+sign of life, 3 s for the pong, then 1 s for the closing handshake it will not finish
+(websockets' default of 10 s there held a frozen client's player for 15 s)."""
+
+
+class StartupError(Exception):
+    """The server cannot start for a reason the user can fix (a busy port, no GPU for the
+    renderer asked for, an unwritable worlds folder): one line, exit code 2, no traceback."""
 
 
 def _version() -> str:
@@ -61,6 +73,8 @@ class StreamServer:
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
         self.quotas = Quotas(config.limits, refused=lambda limit: self.metrics.limit_refusals.labels(limit).inc())
         self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer, self.quotas)
+        self.seats = Seats(config.max_players)
+        self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -140,17 +154,10 @@ class StreamServer:
         log.info("warm-up done in %.1f s", seconds)
         await self.executors.media.start()
         self.registry.start()
-        self._server = await serve(
-            self._handler,
-            cfg.host,
-            cfg.port,
-            process_request=make_process_request(cfg.static_dir, self.health, self._metrics_text, self.world_listing),
-            max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
-            max_queue=64,
-            ping_interval=WS_PING_INTERVAL_S,
-            ping_timeout=WS_PING_TIMEOUT_S,
-            compression=None,  # msgpack is compact already; deflate would cost CPU per frame_info
-        )
+        try:
+            self._server = await self._listen()
+        except OSError as e:
+            raise StartupError(_listen_problem(cfg.host, cfg.port, e)) from None
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
@@ -160,6 +167,21 @@ class StreamServer:
             cfg.width, cfg.height, cfg.fps, cfg.codec, _rate_words(cfg), cfg.bitrate / 1e6,
         )
         return self.url
+
+    async def _listen(self):
+        cfg = self.config
+        return await serve(
+            self._handler,
+            cfg.host,
+            cfg.port,
+            process_request=make_process_request(cfg.static_dir, self.health, self._metrics_text, self.world_listing),
+            max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
+            max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
+            ping_interval=WS_PING_INTERVAL_S,
+            ping_timeout=WS_PING_TIMEOUT_S,
+            close_timeout=WS_CLOSE_TIMEOUT_S,
+            compression=None,  # msgpack is compact already; deflate would cost CPU per frame_info
+        )
 
     async def stop(self) -> None:
         """Close every connection (1001), every peer connection and every world (saved)."""
@@ -175,23 +197,69 @@ class StreamServer:
         log.info("stopped")
 
 
-async def run(config: ServerConfig, ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly."""
-    server = StreamServer(config)
-    url = await server.start()
-    if ready is not None:
-        ready(url)
+async def run(
+    config: ServerConfig, ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None, renderer=None
+) -> None:
+    """Serve until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly.
+
+    Raises:
+        StartupError: the port cannot be listened on.
+    """
+    server = StreamServer(config, renderer)
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-            pass
     try:
+        url = await server.start()
+        if ready is not None:
+            ready(url)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                pass
         await stop.wait()
     finally:
         await server.stop()
+
+
+def _listen_problem(host: str, port: int, error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use (--port); stop what holds it, or pick another port (--port 0 picks a free one)"
+    if error.errno == errno.EACCES:
+        return f"no permission to listen on port {port} on {host} (--port); ports below 1024 need privileges"
+    return f"cannot listen on {host}:{port} (--host/--port): {error.strerror or error}"
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise :class:`StartupError` at once when ``host:port`` cannot be bound, before the
+    warm-up (which can take a minute on a fresh install) would hide the problem.
+
+    The probe binds like the server does (``SO_REUSEADDR``) and closes again; the real bind
+    is checked too, since something may take the port in between.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise StartupError(f"cannot listen on {host!r} (--host): {e.strerror}") from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as e:
+                raise StartupError(_listen_problem(host, port, e)) from None
+
+
+def check_worlds_folder(path: Path) -> None:
+    """Raise :class:`StartupError` unless ``path`` is (or can be made) a folder we can write in."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise StartupError(f"--worlds {path}: cannot save worlds there ({e.strerror or e})") from None
 
 
 def _rate_words(cfg: ServerConfig) -> str:
@@ -225,22 +293,25 @@ def _bitrate(text: str) -> int:
     return value
 
 
-def crf_arg(text: str) -> int | None:
-    """``--crf``: an integer in [0, 51], or ``off`` (None: encode at the bitrate)."""
-    if text.strip().lower() == "off":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"crf must be an integer in [0, 51] or 'off', got {text!r}") from None
-    if not 0 <= value <= 51:
-        raise argparse.ArgumentTypeError(f"crf must be in [0, 51] (or 'off'), got {value}")
-    return value
+def _whole_number(name: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (no upper bound when ``high`` is None)."""
+    limit = f"in [{low}, {high}]" if high is not None else f"at least {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number {limit}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{name} must be {limit}, got {value}")
+        return value
+
+    return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python server.py",
+        prog=prog,
         description="Serve generated 3D worlds: HTTP + WebSocket (/ws) on one port, WebRTC video per player.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -249,16 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renderer", choices=["auto", "cpu", "gsplat"], default="auto", help="renderer (default auto: gsplat on CUDA, else cpu)")
     p.add_argument("--worlds", type=Path, default=Path("worlds"), help="folder for saved worlds (default ./worlds)")
     p.add_argument("--resolution", type=_resolution, default=None, help="video WxH per player (default 640x360 on CPU, 1280x720 on GPU)")
-    p.add_argument("--fps", type=int, default=None, help="video frame rate (default 30 on CPU, 60 on GPU)")
+    p.add_argument("--fps", type=_whole_number("fps", 1, 240), default=None, help="video frame rate (default 30 on CPU, 60 on GPU)")
     p.add_argument("--codec", choices=["h264", "vp8"], default="h264", help="video codec (default h264)")
     p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default scales with pixels and fps: 1.5M at 640x360@30, 6M at 1280x720@30, 8.5M at 1280x720@60)")
     p.add_argument("--crf", type=crf_arg, default=ServerConfig.crf, help=f"H.264 constant quality, 0-51, lower is better, capped at --bitrate; 'off' encodes at --bitrate (default {ServerConfig.crf})")
-    p.add_argument("--max-players", type=int, default=64, help="players accepted at once (default 64)")
-    p.add_argument("--world-linger", type=float, default=ServerConfig.session_linger_s, metavar="S",
+    p.add_argument("--max-players", type=_whole_number("max-players", 1), default=64, help="players accepted at once (default 64)")
+    p.add_argument("--world-linger", type=_seconds("world-linger"), default=ServerConfig.session_linger_s, metavar="S",
                    help=f"seconds an empty world stays loaded before it is saved and closed (default {ServerConfig.session_linger_s:g})")
     for f in fields(Limits):  # quotas: one flag per Limits field, named as it
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, metavar="S" if f.name == "idle_timeout" else "N",
-                       help=f"{f.metadata['help']} (default {f.default:g})")
+        flag = f.name.replace("_", "-")
+        seconds = isinstance(f.default, float)
+        p.add_argument("--" + flag, type=_seconds(flag) if seconds else _whole_number(flag, 1), default=f.default,
+                       metavar="S" if seconds else "N", help=f"{f.metadata['help']} (default {f.default:g})")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     return p
@@ -267,9 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
     """A :class:`ServerConfig` from parsed flags; ``gpu`` picks the defaults left open."""
     width, height = args.resolution or ((1280, 720) if gpu else (640, 360))
-    fps = args.fps or (60 if gpu else 30)
-    if not 1 <= fps <= 240:
-        raise SystemExit(f"--fps must be in [1, 240], got {fps}")
+    fps = args.fps if args.fps is not None else (60 if gpu else 30)
     bitrate = args.bitrate or default_bitrate(width, height, fps)
     config = ServerConfig(
         host=args.host, port=args.port, generator=args.generator, renderer=args.renderer, worlds=args.worlds,
@@ -282,28 +353,32 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
     return config
 
 
+def _seconds(name: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, at least 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}") from None
+        if not 0 <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number of seconds >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
 def limits_from_args(args: argparse.Namespace) -> Limits:
-    try:
-        return Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
-    except ValueError as exc:
-        raise SystemExit(f"--{str(exc).replace('_', '-')}") from None
+    return Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
 
 
 def _gpu_renderer(kind: str) -> bool:
-    if kind == "gsplat":
-        return True
-    if kind == "cpu":
-        return False
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
+    return kind == "gsplat" or (kind == "auto" and cuda_available())
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python server.py") -> int:
+    """Run the server from command-line flags; user errors print one line and return 2."""
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -312,9 +387,22 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("aioice", "aiortc", "websockets", "numba"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     config = config_from_args(args, _gpu_renderer(args.renderer))
-    if config.generator not in available_generators():
-        print(f"unknown generator {config.generator!r}; available: {', '.join(available_generators())}", file=sys.stderr)
+    try:
+        if config.generator not in available_generators():
+            raise StartupError(f"unknown generator {config.generator!r} (--generator); available: {', '.join(available_generators())}")
+        check_port(config.host, config.port)
+        check_worlds_folder(config.worlds)
+        try:
+            renderer = create_renderer(config.renderer)
+        except RuntimeError as e:  # gsplat without CUDA or without the package
+            raise StartupError(f"--renderer {config.renderer}: {e}") from None
+        return _serve(config, renderer)
+    except StartupError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _serve(config: ServerConfig, renderer) -> int:
     # The event loop (signalling, WebRTC packets) shares this interpreter with the render
     # and planning threads. With the default 5 ms switch interval every network callback
     # can wait 5 ms for the interpreter lock while a busy thread runs Python; 1 ms bounds
@@ -327,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # Windows
         runner = asyncio.run
     try:
-        runner(run(config))
+        runner(run(config, renderer=renderer))
     except KeyboardInterrupt:
         pass
     return 0

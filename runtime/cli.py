@@ -50,6 +50,13 @@ def _positive(kind):
     return parse
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
 def _library(args):
     from runtime.world.store import WorldLibrary
 
@@ -60,7 +67,10 @@ def _renderer(name: str):
     """The renderer named ``name`` (auto: gsplat on CUDA, else cpu)."""
     from runtime.world.render import create_renderer
 
-    return create_renderer(name)
+    try:
+        return create_renderer(name)
+    except RuntimeError as e:  # gsplat without CUDA or without the package
+        raise CliError(f"--renderer {name}: {e}") from None
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -73,12 +83,33 @@ def _world_config(name: str, args, caption: str):
     from runtime.world.world import WorldConfig
 
     options = {"name": name, "seed": args.seed, "caption": caption, "generator": args.generator}
+    if getattr(args, "generator_option", None):
+        options["generator_options"] = dict(args.generator_option)
     if getattr(args, "keyframe_size", None):
         options["keyframe_width"], options["keyframe_height"] = args.keyframe_size
     try:
         return WorldConfig(**options)
     except ValueError as e:
         raise CliError(str(e)) from None
+
+
+def _output_file(path: Path, video: bool = False) -> None:
+    """Refuse an output file before any work: its folder must exist; a video's suffix must name a
+    format we write (``.gif`` is written as GIF, never MP4 under that name)."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise CliError(f"{path}: folder {str(folder)!r} does not exist" if not folder.exists() else f"{path}: {str(folder)!r} is not a folder")
+    if video:
+        from runtime.world.formats.media import video_format_error
+
+        problem = video_format_error(path)
+        if problem is not None:
+            raise CliError(f"{path}: {problem}")
+
+
+def _check_video_size(path: Path, width: int, height: int) -> None:
+    if path.suffix.lower() == ".mp4" and (width % 2 or height % 2):
+        raise CliError(f"--resolution {width}x{height}: H.264 needs an even width and height")
 
 
 def _human_bytes(n: int) -> str:
@@ -102,7 +133,7 @@ def cmd_serve(args) -> int:
         argv = argv[1:]
     if args.worlds_given and "--worlds" not in argv:
         argv = ["--worlds", str(args.worlds)] + argv
-    return int(app_main(argv) or 0)
+    return int(app_main(argv, prog="worldstream serve") or 0)
 
 
 def cmd_list(args) -> int:
@@ -167,14 +198,17 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from runtime.world.formats import write_splats
+    from runtime.world.formats import SplatFormatError, write_splats
 
+    _output_file(args.out)
     t0 = time.perf_counter()
     gaussians = _library(args).load_gaussians(args.world)
     if len(gaussians) == 0:
         raise CliError(f"world {args.world!r} has no Gaussians yet; walk it first")
     try:
         size = write_splats(args.out, gaussians, lossless=args.lossless)
+    except SplatFormatError:
+        raise  # names the file already
     except ValueError as e:
         raise CliError(f"{args.out}: {e}") from None
     print(f"wrote {len(gaussians)} Gaussians ({_human_bytes(size)}) to {args.out} in {time.perf_counter() - t0:.2f} s")
@@ -190,29 +224,35 @@ def cmd_import(args) -> int:
     if library.exists(name):
         raise CliError(f"a world named {name!r} already exists in {Path(args.worlds).absolute()}; pick another --name")
     t0 = time.perf_counter()
-    gaussians = read_splats(args.input)
+    gaussians = read_splats(args.input, args.max_gaussians)
     config = _world_config(name, args, args.caption)
-    world = library.import_gaussians(name, gaussians, config=config, source_name=f"import:{Path(args.input).name}", renderer=_renderer(args.renderer))
+    try:
+        world = library.import_gaussians(name, gaussians, config=config, source_name=f"import:{Path(args.input).name}", renderer=_renderer(args.renderer))
+    except BaseException:
+        if library.exists(name):  # ours: the name was free above
+            library.delete(name)
+        raise
     chunks = len(world.scene.snapshot().chunks)
     world.close()
     print(f"imported {len(gaussians)} Gaussians from {args.input} as world {name!r} ({chunks} chunk(s)) in {time.perf_counter() - t0:.2f} s")
     return 0
 
 
-def _open_or_create_world(library, name: str, args, caption: str, start_image):
-    renderer = _renderer(args.renderer)
+def _open_or_create_world(library, name: str, args, caption: str, start_image, depth_estimator=None):
+    kwargs = {"renderer": _renderer(args.renderer), "depth_estimator": depth_estimator}
     if library.exists(name):
-        return library.open(name, renderer=renderer), False
-    return library.create(_world_config(name, args, caption), start_image=start_image, renderer=renderer), True
+        return library.open(name, **kwargs), False
+    return library.create(_world_config(name, args, caption), start_image=start_image, **kwargs), True
 
 
 def cmd_render(args) -> int:
-    from runtime.world.formats.media import Mp4Writer, read_image
+    from runtime.world.formats.media import VideoWriter, read_image
     from runtime.world.store import slug_world_name
-    from runtime.world.trajectory import Captions, is_lyra_length, load_captions, load_trajectory, walk
+    from runtime.world.movement.trajectory import Captions, is_lyra_length, load_captions, load_trajectory, walk
 
     if (args.trajectory is None) == (args.preset is None):
         raise CliError("give exactly one of --trajectory FILE or --preset zoom-in|zoom-out")
+    _output_file(args.out, video=True)
     start_image = read_image(args.image) if args.image else None
     captions = load_captions(args.captions) if args.captions else Captions(((0, args.caption),))
     trajectory = load_trajectory(args.trajectory, args.pose_scale) if args.trajectory else None
@@ -225,54 +265,121 @@ def cmd_render(args) -> int:
     else:
         frames = args.frames or 81
         width, height = args.resolution or (640, 360)
-    if width % 2 or height % 2:
-        raise CliError(f"--resolution {width}x{height}: H.264 needs an even width and height")
+    _check_video_size(args.out, width, height)
     if not is_lyra_length(frames):
         print(f"worldstream: warning: {frames} frames is not of the form 1 + 80k (Lyra's chunking); rendering anyway", file=sys.stderr)
 
+    # Depth sources are checked before any world is made, so a bad one leaves nothing behind.
+    start_depth = _read_depth(args.depth) if args.depth and start_image is not None else None
+    estimator = _depth_estimator(args.depth_model) if args.depth_model else None
     library = _library(args)
     name = args.world or slug_world_name(Path(args.out).stem)
-    world, created = _open_or_create_world(library, name, args, captions.at(0), start_image)
+    world, created = _open_or_create_world(library, name, args, captions.at(0), start_image, estimator)
+    failures = _GenerationFailures(world)
     try:
+        if created and start_image is not None:
+            _seed_start_image(world, start_image, args, trajectory, width, height, start_depth)
         if trajectory is None:  # a preset: scale it by the first frame's depth, as Lyra does
             trajectory = _preset_trajectory(world, args.preset, frames, width, height, captions, args)
+            failures.check()
         t0 = time.perf_counter()
-        with Mp4Writer(args.out, width, height, fps=args.fps) as video, _progress(len(trajectory), "render", args.quiet) as bar:
+        with VideoWriter(args.out, width, height, fps=args.fps) as video, _progress(len(trajectory), "render", args.quiet) as bar:
             for rgb in walk(world, trajectory, width, height, captions, fps=args.fps):
+                failures.check()
                 video.write(rgb)
                 bar.update(1)
         elapsed = time.perf_counter() - t0
         chunks = len(world.scene.snapshot().chunks)
-    finally:
+    except BaseException:
         world.close()
+        if created:  # a failed render leaves no half-made world behind
+            library.delete(name)
+        raise
+    world.close()
     verb = "created" if created else "extended"
     print(f"wrote {len(trajectory)} frames ({width}x{height}) to {args.out} in {elapsed:.1f} s; {verb} world {name!r} ({chunks} chunks)")
     return 0
 
 
+class _GenerationFailures:
+    """Collects a world's failed generation jobs; :meth:`check` raises on the first one,
+    so a render whose generator fails exits non-zero instead of writing an empty walk."""
+
+    def __init__(self, world) -> None:
+        from runtime.world.world import JobFailed
+
+        self.errors: list[str] = []
+        world.subscribe(lambda e: self.errors.append(e.error) if isinstance(e, JobFailed) and not e.cancelled else None)
+
+    def check(self) -> None:
+        if self.errors:
+            raise CliError(f"generation failed: {self.errors[0]}")
+
+
+def _seed_start_image(world, image, args, trajectory, width: int, height: int, depth) -> None:
+    """Make the start image keyframe 0 at the first camera (the trajectory's, or the origin)."""
+    from runtime.world.keyframes.start_frame import seed_world
+
+    fov_y = _preset_fov_y(args)
+    w2c = K = None
+    if trajectory is not None:
+        fov_y = math.radians(args.fov) if args.fov else None
+        first = trajectory.cameras(width, height)[0]
+        w2c = first.w2c[0]
+        K = None if fov_y is not None else first.K[0]
+    seed_world(world, image, width, height, fov_y=fov_y, w2c=w2c, K=K, depth=depth)  # logs a line if no depth
+
+
+def _read_depth(path: Path):
+    from runtime.world.depth import DepthMapError, read_depth_map
+
+    try:
+        return read_depth_map(path)
+    except DepthMapError as e:
+        raise CliError(str(e)) from None
+
+
+def _depth_estimator(model: str):
+    from runtime.world.depth import DepthModelMissing, load_depth_estimator
+
+    try:
+        return load_depth_estimator(model)
+    except DepthModelMissing as e:
+        raise CliError(str(e)) from None
+
+
+def _preset_fov_y(args) -> float:
+    """Vertical field of view (radians) of a preset's cameras and of a start image without a trajectory."""
+    from runtime.world.movement.trajectory import PRESET_FOV_Y
+
+    return math.radians(args.fov) if args.fov else PRESET_FOV_Y
+
+
 def _preset_trajectory(world, preset: str, frames: int, width: int, height: int, captions, args):
     """Generate the first view, then build the zoom preset from its depth."""
     from runtime.world.camera import intrinsics_from_fov
-    from runtime.world.trajectory import PRESET_FOV_Y, Trajectory, walk, zoom_trajectory
+    from runtime.world.movement.trajectory import Trajectory, walk, zoom_trajectory
 
-    K = intrinsics_from_fov(width, height, PRESET_FOV_Y)
+    fov_y = _preset_fov_y(args)
+    K = intrinsics_from_fov(width, height, fov_y)
     origin = Trajectory(np.eye(4, dtype=np.float32)[None], K[None], width, height)
     for _ in walk(world, origin, width, height, captions, fps=args.fps):
         pass
     depth = world.render(origin.cameras()).depth[0]
     try:
-        return zoom_trajectory(preset, depth, frames, width, height, fov_y=PRESET_FOV_Y, strength=args.strength)
+        return zoom_trajectory(preset, depth, frames, width, height, fov_y=fov_y, strength=args.strength)
     except ValueError as e:
         raise CliError(str(e)) from None
 
 
 def cmd_flythrough(args) -> int:
     from runtime.world.camera import Pose
-    from runtime.world.formats.media import Mp4Writer
-    from runtime.world.trajectory import Trajectory, load_trajectory, walk
+    from runtime.world.formats.media import VideoWriter
+    from runtime.world.movement.trajectory import Trajectory, load_trajectory, walk
 
-    if (args.path is None) == (not args.orbit):
-        raise CliError("give exactly one of --path FILE or --orbit")
+    if args.path is not None and args.orbit:
+        raise CliError("give one of --path FILE or --orbit, not both")
+    _output_file(args.out, video=True)
     library = _library(args)
     world = library.open(args.world, read_only=True, renderer=_renderer(args.renderer))
     try:
@@ -294,10 +401,9 @@ def cmd_flythrough(args) -> int:
 
             K = intrinsics_from_fov(width, height, math.radians(args.fov))
             trajectory = Trajectory(np.stack(w2c), np.broadcast_to(K, (frames, 3, 3)).copy(), width, height)
-        if width % 2 or height % 2:
-            raise CliError(f"--resolution {width}x{height}: H.264 needs an even width and height")
+        _check_video_size(args.out, width, height)
         t0 = time.perf_counter()
-        with Mp4Writer(args.out, width, height, fps=args.fps) as video, _progress(len(trajectory), "flythrough", args.quiet) as bar:
+        with VideoWriter(args.out, width, height, fps=args.fps) as video, _progress(len(trajectory), "flythrough", args.quiet) as bar:
             for rgb in walk(world, trajectory, width, height, generate=False):
                 video.write(rgb)
                 bar.update(1)
@@ -335,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     def generation_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=int, default=0, help="world seed (new worlds; default 0)")
         p.add_argument("--generator", default="procedural", help="generator for new worlds (default procedural)")
+        p.add_argument(
+            "--generator-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+            help="option for the generator of new worlds, e.g. model=/models/Wan2.1-VACE-1.3B-diffusers (repeatable)",
+        )
         p.add_argument("--keyframe-size", type=_size, default=None, metavar="WxH", help="generated keyframe size for new worlds (default 320x180)")
         p.add_argument("--renderer", choices=["auto", "cpu", "gsplat"], default="auto", help="renderer (default auto)")
 
@@ -357,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="input splat file")
     p.add_argument("--name", required=True, help="name of the new world ([a-z0-9][a-z0-9_-]{0,63})")
     p.add_argument("--caption", default="", help="caption used to extend the world past the imported scene")
+    p.add_argument(
+        "--max-gaussians", type=_positive(int), default=None, metavar="N",
+        help="refuse files holding more Gaussians than this (default 10,000,000; each costs 56-236 bytes of memory)",
+    )
     generation_options(p)
     p.set_defaults(func=cmd_import)
 
@@ -365,11 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate a world along a Lyra trajectory (or zoom preset) and write the walkthrough as MP4",
         parents=[common],
     )
-    p.add_argument("out", type=Path, help="output video (.mp4, H.264)")
+    p.add_argument("out", type=Path, help="output video: out.mp4 (H.264) or out.gif (256 fixed colours)")
     p.add_argument("--image", type=Path, default=None, help="start image (Lyra's first_frame.png)")
     p.add_argument("--trajectory", type=Path, default=None, help="Lyra trajectory.npz (w2c, intrinsics, image_height, image_width)")
     p.add_argument("--preset", choices=["zoom-in", "zoom-out"], default=None, help="a zoom preset instead of a trajectory file")
     p.add_argument("--strength", type=_positive(float), default=None, help="zoom distance in first-frame 25th-percentile depths (default 0.5 in, 1.5 out)")
+    p.add_argument("--depth", type=Path, default=None, help="depth map of the start image: 16-bit PNG in millimetres (0 = sky) or .npy in metres")
+    p.add_argument("--depth-model", default=None, metavar="PATH", help="Depth Anything-class model folder (transformers format): depth for the start image and for generators that make RGB only")
+    p.add_argument("--fov", type=_positive(float), default=None, help="vertical field of view of the start image in degrees (default: the trajectory's first camera's, else 60)")
     p.add_argument("--captions", type=Path, default=None, help='Lyra captions.json ({"0": "...", "81": "..."})')
     p.add_argument("--caption", default="", help="one caption for the whole walk (when no --captions)")
     p.add_argument("--frames", type=_positive(int), default=None, help="frames to render (default: all poses; Lyra uses 1 + 80k)")
@@ -382,9 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("flythrough", help="render a video along a path through an existing world (no generation)", parents=[common])
     p.add_argument("world", help="world name")
-    p.add_argument("out", type=Path, help="output video (.mp4, H.264)")
+    p.add_argument("out", type=Path, help="output video: out.mp4 (H.264) or out.gif (256 fixed colours)")
     p.add_argument("--path", type=Path, default=None, help="camera path as a Lyra-format trajectory.npz")
-    p.add_argument("--orbit", action="store_true", help="turn a full circle around the spawn point instead")
+    p.add_argument("--orbit", action="store_true", help="turn a full circle around the spawn point (the default when no --path)")
     p.add_argument("--radius", type=float, default=1.0, help="orbit radius in metres (default 1)")
     p.add_argument("--pitch", type=float, default=0.0, help="orbit pitch in degrees, positive looks up (default 0)")
     p.add_argument("--fov", type=_positive(float), default=60.0, help="orbit vertical field of view in degrees (default 60)")
@@ -400,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from runtime.world.formats.errors import SplatFormatError
     from runtime.world.store.errors import WorldStoreError
-    from runtime.world.trajectory import TrajectoryError
+    from runtime.world.movement.trajectory import TrajectoryError
 
     return (CliError, WorldStoreError, SplatFormatError, TrajectoryError, FileNotFoundError, PermissionError, IsADirectoryError)
 

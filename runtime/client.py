@@ -23,14 +23,33 @@ from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from websockets.asyncio.client import connect
 
 from protocol import PROTOCOL_VERSION, ProtocolError, decode, encode, messages as m
 from protocol.messages import NewWorld, View
+from runtime.stream import ice  # noqa: F401  (loopback ICE candidates where there is no other network)
 
 log = logging.getLogger("worldstream.client")
+
+
+STAGES = ("server not listening", "no welcome", "no answer", "ICE not connected", "no RTP", "no frame decoded")
+"""Where joining and streaming can have nothing, in order (:class:`StreamStalled`)."""
+
+
+class StreamStalled(TimeoutError):
+    """Joining or the video had nothing at one stage within its time.
+
+    Attributes:
+        stage: the first stage that had nothing (one of :data:`STAGES`).
+        detail: what the client saw there (states, counts, the address).
+    """
+
+    def __init__(self, stage: str, detail: str) -> None:
+        super().__init__(f"{stage}: {detail}")
+        self.stage = stage
+        self.detail = detail
 
 
 class ServerError(Exception):
@@ -77,6 +96,7 @@ class WorldClient:
         view: display parameters (size, fov, stereo).
         video: negotiate WebRTC video (False for protocol-only clients).
         resume_token: from an earlier ``welcome``.
+        codecs: video codecs the offer accepts, e.g. ``("vp8",)``; None offers all aiortc has.
         protocol_version: override to test version checks.
         max_events: events kept in :attr:`events`.
     """
@@ -91,6 +111,7 @@ class WorldClient:
         view: View | None = None,
         video: bool = True,
         resume_token: str | None = None,
+        codecs: tuple[str, ...] | None = None,
         protocol_version: int = PROTOCOL_VERSION,
         max_events: int = 10_000,
     ) -> None:
@@ -100,6 +121,7 @@ class WorldClient:
             resume_token=resume_token, view=view or View(),
         )
         self.video = video
+        self.codecs = codecs
         self.ws = None
         self.pc: RTCPeerConnection | None = None
         self.welcome: m.Welcome | None = None
@@ -121,6 +143,7 @@ class WorldClient:
         self._tasks: list[asyncio.Task] = []
         self._seq = 0
         self._ping_id = 0
+        self.video_answers = 0  # rtc_answers applied (a video restarts after video_ended)
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason: str = ""
@@ -134,11 +157,21 @@ class WorldClient:
         await self.close()
 
     async def connect(self, timeout: float = 60.0) -> m.Welcome:
-        """Connect, say hello, wait for welcome (raises :class:`ServerError`), start the video."""
-        self.ws = await connect(self.url, max_size=None, compression=None, open_timeout=timeout)
+        """Connect, say hello, wait for welcome (raises :class:`ServerError`), start the video.
+
+        Raises :class:`StreamStalled` naming the stage that had nothing within ``timeout``
+        (each stage gets the whole ``timeout``): the server not listening, no welcome, no answer.
+        """
+        try:
+            self.ws = await connect(self.url, max_size=None, compression=None, open_timeout=timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise StreamStalled("server not listening", f"{self.url}: {type(exc).__name__}: {exc}") from None
         self._tasks.append(asyncio.create_task(self._reader(), name="client-reader"))
         await self.send(self.hello)
-        reply = await self.wait_for(lambda e: isinstance(e, (m.Welcome, m.ErrorMessage)), timeout=timeout, since=0)
+        try:
+            reply = await self.wait_for(lambda e: isinstance(e, (m.Welcome, m.ErrorMessage)), timeout=timeout, since=0)
+        except TimeoutError:
+            raise StreamStalled("no welcome", f"the server took the connection but sent no welcome within {timeout:g} s") from None
         if isinstance(reply, m.ErrorMessage):
             raise ServerError(reply)
         self.welcome = reply
@@ -276,7 +309,12 @@ class WorldClient:
 
     async def _start_video(self, timeout: float) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTransceiver("video", direction="recvonly")
+        transceiver = self.pc.addTransceiver("video", direction="recvonly")
+        if self.codecs is not None:
+            wanted = {f"video/{c}".lower() for c in self.codecs} | {"video/rtx"}
+            transceiver.setCodecPreferences(
+                [c for c in RTCRtpReceiver.getCapabilities("video").codecs if c.mimeType.lower() in wanted]
+            )
         track_ready = asyncio.get_running_loop().create_future()
 
         @self.pc.on("track")
@@ -288,19 +326,27 @@ class WorldClient:
         await self.pc.setLocalDescription(offer)  # aiortc gathers candidates here
         since = self.event_count
         await self.send(m.RtcOffer(sdp=self.pc.localDescription.sdp))
-        reply = await self.wait_for(lambda e: isinstance(e, (m.RtcAnswer, m.ErrorMessage)), timeout, since=since)
+        try:
+            reply = await self.wait_for(lambda e: isinstance(e, (m.RtcAnswer, m.ErrorMessage)), timeout, since=since)
+        except TimeoutError:
+            raise StreamStalled("no answer", f"no rtc_answer within {timeout:g} s of the rtc_offer") from None
         if isinstance(reply, m.ErrorMessage):
             raise ServerError(reply)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=reply.sdp, type="answer"))
-        track = await asyncio.wait_for(track_ready, timeout)
+        self.video_answers += 1
+        try:
+            track = await asyncio.wait_for(track_ready, timeout)
+        except asyncio.TimeoutError:
+            raise StreamStalled("no answer", f"the answer set up no video track within {timeout:g} s") from None
         receiver = next(t.receiver for t in self.pc.getTransceivers() if t.kind == "video")
         self._video_task = asyncio.create_task(self._read_video(track, receiver), name="client-video")
         self._tasks.append(self._video_task)
 
     @staticmethod
     def _rtp_origin(receiver) -> int:
-        # aiortc rebases received RTP timestamps to start at 0 and keeps the origin in a
-        # private mapper; add it back so frames match frame_info.rtp_timestamp (aiortc 1.16).
+        # frame_info.rtp_timestamp is the timestamp in the RTP packets, but aiortc rebases
+        # received timestamps so a track's pts start at 0, keeping the origin in a private
+        # mapper: add it back so frames match frame_info (aiortc 1.16). See PROTOCOL.md §4.
         mapper = getattr(receiver, "_RTCRtpReceiver__timestamp_mapper", None)
         return int(getattr(mapper, "_origin", None) or 0)
 
@@ -337,11 +383,39 @@ class WorldClient:
         self._shown_seq = info.input_seq
 
     async def next_frame(self, timeout: float = 20.0, after: int | None = None) -> VideoFrameRGB:
-        """The first frame decoded after this call (or with ``index >= after``)."""
+        """The first frame decoded after this call (or with ``index >= after``); raises
+        :class:`StreamStalled` (:meth:`video_stage` says which stage had nothing) when none
+        comes within ``timeout``."""
         target = self.frames_received if after is None else after
-        async with self._frame_cond:
-            await asyncio.wait_for(self._frame_cond.wait_for(lambda: self.frames_received > target), timeout)
-            return self.latest_frame
+        try:
+            async with self._frame_cond:
+                await asyncio.wait_for(self._frame_cond.wait_for(lambda: self.frames_received > target), timeout)
+                return self.latest_frame
+        except asyncio.TimeoutError:
+            stage, detail = await self.video_stage()
+            raise StreamStalled(stage, f"no frame within {timeout:g} s; {detail}") from None
+
+    async def video_stage(self) -> tuple[str, str]:
+        """``(stage, detail)``: how far the video got, as one of :data:`STAGES` — the first
+        with nothing (``no frame decoded`` when frames stopped coming after some came) —
+        and the states and counts that say so."""
+        pc = self.pc
+        if pc is None or pc.remoteDescription is None:
+            return "no answer", f"no answer applied yet ({self.video_answers} answers so far)"
+        stats = list((await pc.getStats()).values())
+        rtp = sum(s.packetsReceived for s in stats if s.type == "inbound-rtp")
+        received = sum(s.packetsReceived for s in stats if s.type == "transport")  # DTLS, RTP and RTCP
+        dtls = next((s.dtlsState for s in stats if s.type == "transport"), "new")
+        detail = (
+            f"ICE {pc.iceConnectionState}, DTLS {dtls}, peer connection {pc.connectionState}; "
+            f"{received} packets and {rtp} RTP packets received, {self.frames_received} frames decoded; "
+            f"answers {self.video_answers}, video_ended {len(self.of_type('video_ended'))}"
+        )
+        if pc.iceConnectionState not in ("connected", "completed") or dtls != "connected":
+            return "ICE not connected", detail
+        if rtp == 0 and self.frames_received == 0:
+            return "no RTP", detail
+        return "no frame decoded", detail
 
     async def frame_after_input(self, seq: int, timeout: float = 20.0) -> VideoFrameRGB:
         """The first decoded frame whose ``frame_info`` says it reflects input ``seq`` or later."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,3 +82,16 @@ class Executors:
         await self.media.stop()
         for pool in (self.render, self.plan):
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def crf_arg(text: str) -> int | None:
+    """``--crf``: an integer in [0, 51], or ``off`` (None: encode at the bitrate)."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"crf must be an integer in [0, 51] or 'off', got {text!r}") from None
+    if not 0 <= value <= 51:
+        raise argparse.ArgumentTypeError(f"crf must be in [0, 51] (or 'off'), got {value}")
+    return value

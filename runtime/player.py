@@ -18,7 +18,7 @@ import numpy as np
 
 from protocol import messages as m
 from runtime.world.camera import Cameras, Pose, quat_wxyz_to_matrix
-from runtime.world.motion import MoveInput
+from runtime.world.movement.motion import MoveInput
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,6 @@ class Player:
         self.video_size = video_size
         self.pose = pose
         self.send = send
-        self.joined_at = time.monotonic()
         self.velocity = np.zeros(3, np.float32)
         # pending input (event loop side)
         self._axes = MoveInput()
@@ -83,6 +82,7 @@ class Player:
         # it was drawn for: offered again while neither changes.
         self.last_view_key: tuple | None = None
         self.last_picture: tuple[object, object] = (None, None)
+        self.render_failed_logged_at = -1e9  # monotonic s; Session logs a failing view at most every few seconds
         # measurements
         self.mtp_ms: collections.deque[float] = collections.deque(maxlen=600)
         self.encode_ms: collections.deque[float] = collections.deque(maxlen=120)
@@ -132,10 +132,6 @@ class Player:
         self._head = None
         self._pending_since = None
         return snap, dt
-
-    def is_moving(self) -> bool:
-        a = self._axes
-        return bool(a.forward or a.right or a.up)
 
     # ---- cameras ----
     @property

@@ -27,13 +27,14 @@ import numpy as np
 from protocol import messages as m
 from protocol.codec import encode
 from runtime.config import Executors, ServerConfig
+from runtime.metrics import ServerMetrics
 from runtime.player import Player, percentile
-from runtime.stream.metrics import ServerMetrics
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
-from runtime.world.render.video import PendingVideoFrames, i420_size
-from runtime.world.jobs import JobLimits
-from runtime.world.world import ChunkAdded, ChunkRequested, GenerationFailed, GenerationProgress, PlayerState
+from runtime.world.frontier.jobs import JobLimits
+from runtime.world.render.i420 import i420_size
+from runtime.world.render.video import PendingVideoFrames
+from runtime.world.world import ChunkAdded, ChunkRequested, JobFailed, JobProgress, PlayerState
 
 log = logging.getLogger("worldstream.session")
 
@@ -41,6 +42,7 @@ REPORT_HZ = 10.0
 STATS_EVERY = 10  # reporter ticks (1 Hz)
 JOB_LIMIT_NOTICE_S = 10.0  # a player over a job limit hears so at most this often
 EXPLORED_EVERY = 5  # reporter ticks (2 Hz)
+RENDER_FAILURE_LOG_S = 10.0  # a view that keeps failing logs its traceback this often
 
 
 class Session:
@@ -72,7 +74,6 @@ class Session:
         limits = config.limits
         world.job_limits = JobLimits(per_world=limits.max_jobs_per_world, per_player=limits.max_jobs_per_player)
         self._job_limit_noticed: dict[str, float] = {}  # player id -> when it was last told
-        self.frames_rendered = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -194,45 +195,10 @@ class Session:
                 else:
                     groups.setdefault(player.eye_size, []).append(player)
             start = time.perf_counter()
-            # Queue every image size's batch first (GPU renderers return at once), then
-            # collect: one batch's copy to the host overlaps the next one's rendering.
-            # A video with a buffer of its own (a media worker's page-locked ring) gets
-            # its picture copied there by the renderer (reserve before, commit after);
-            # the others are staged from the renderer's buffer (stereo: eyes stitched).
-            batches: list[tuple[list[Player], list[Cameras], PendingVideoFrames]] = []
-            reserved: dict[str, np.ndarray] = {}  # player id -> ring buffer not yet committed
-            try:
-                for members in groups.values():
-                    cams = [p.cameras() for p in members]
-                    into: list[np.ndarray | None] = []
-                    for p, c in zip(members, cams):
-                        buffer = videos[p.id].reserve(i420_size(c.width, c.height)) if len(c) == 1 else None
-                        if buffer is not None:
-                            reserved[p.id] = buffer
-                        into.extend([buffer] * len(c))
-                    batches.append((members, cams, world.submit_video(Cameras.concat(cams), into)))
-                for members, cams, pending in batches:
-                    frames = pending.wait()
-                    i = 0
-                    for p, c in zip(members, cams):
-                        video = videos[p.id]
-                        if p.id in reserved:
-                            staged[p.id] = video.commit(reserved.pop(p.id))
-                        else:
-                            staged[p.id] = video.stage(frames.side_by_side(i, len(c)))
-                        p.last_picture = (video, staged[p.id])
-                        p.last_view_key = keys[p.id]
-                        i += len(c)
-            finally:
-                if reserved:  # rendering failed: let queued copies finish, then give the buffers back
-                    for _, _, pending in batches:
-                        try:
-                            pending.wait()
-                        except Exception:
-                            pass
-                    for player_id, buffer in reserved.items():
-                        videos[player_id].commit(buffer, written=False)
-            return staged, (time.perf_counter() - start) if batches else None, job_started, time.monotonic()
+            for player in self._render_views(world, list(groups.values()), videos, staged):
+                player.last_picture = (videos[player.id], staged[player.id])
+                player.last_view_key = keys[player.id]
+            return staged, (time.perf_counter() - start) if groups else None, job_started, time.monotonic()
 
         staged, render_s, job_started, job_done = await self._loop.run_in_executor(self.executors.render, move_and_render)
         resumed = time.monotonic()
@@ -242,18 +208,107 @@ class Session:
                 player.render_ms.append(render_s * 1e3)
         snaps = {p.id: snap for p, snap, _ in takes}
         for player in due:
-            picture = staged.get(player.id)
+            if player.id not in staged:  # its view failed to render (counted): it gets the next one
+                continue
+            picture = staged[player.id]
             if picture is None:  # the media worker is a whole ring behind: it gets the next one
                 self.metrics.frames_dropped.labels("worker_behind").inc()
                 continue
             snap = snaps[player.id]
             videos[player.id].offer(picture, taken_at, snap.seq, snap.received_at, render_s or 0.0)
-        self.frames_rendered += 1
         tick = self.metrics.tick_seconds
         tick.labels("queued").observe(job_started - taken_at)
         tick.labels("move_render").observe(job_done - job_started)
         tick.labels("resume").observe(resumed - job_done)
         tick.labels("offer").observe(time.monotonic() - resumed)
+
+    def _render_views(self, world, groups: list[list[Player]], videos: dict, staged: dict) -> list[Player]:
+        """Render every group's views (one batch per image size) into ``staged``; returns the
+        players that got a picture (a player missing from ``staged`` got none). Runs in the
+        render thread.
+
+        A batch that fails is rendered again one view at a time, so a view the renderer
+        cannot draw costs that player this tick's picture, never the other players' (nor the
+        session's: the frame clock carries on).
+        """
+        done: list[Player] = []
+        retry: list[Player] = []
+
+        def failed(members: list[Player]) -> None:
+            if len(members) > 1:
+                retry.extend(members)
+            else:
+                self._render_failed(members[0])
+
+        # Queue every image size's batch first (GPU renderers return at once), then
+        # collect: one batch's copy to the host overlaps the next one's rendering.
+        batches = []
+        for members in groups:
+            try:
+                batches.append((members, *self._submit(world, members, videos)))
+            except Exception:
+                failed(members)
+        for members, cams, reserved, pending in batches:
+            try:
+                done += self._collect(members, cams, reserved, pending, videos, staged)
+            except Exception:
+                failed(members)
+        for player in retry:  # alone, so one bad view fails only itself
+            try:
+                done += self._collect([player], *self._submit(world, [player], videos), videos, staged)
+            except Exception:
+                self._render_failed(player)
+        return done
+
+    @staticmethod
+    def _submit(world, members: list[Player], videos: dict):
+        """Queue one batch: ``(cameras per member, reserved ring buffers by player id, pending frames)``.
+
+        A video with a buffer of its own (a media worker's page-locked ring) gets its
+        picture copied there by the renderer (reserve before, commit after); the others
+        are staged from the renderer's buffer (stereo: eyes stitched).
+        """
+        cams = [p.cameras() for p in members]
+        into: list[np.ndarray | None] = []
+        reserved: dict[str, np.ndarray] = {}
+        for p, c in zip(members, cams):
+            buffer = videos[p.id].reserve(i420_size(c.width, c.height)) if len(c) == 1 else None
+            if buffer is not None:
+                reserved[p.id] = buffer
+            into.extend([buffer] * len(c))
+        try:
+            return cams, reserved, world.submit_video(Cameras.concat(cams), into)
+        except Exception:
+            for player_id, buffer in reserved.items():
+                videos[player_id].commit(buffer, written=False)
+            raise
+
+    @staticmethod
+    def _collect(members, cams, reserved: dict, pending: PendingVideoFrames, videos: dict, staged: dict) -> list[Player]:
+        """Wait for one batch and stage each member's picture; on failure give the ring buffers back."""
+        try:
+            frames = pending.wait()
+        except Exception:
+            for player_id, buffer in reserved.items():
+                videos[player_id].commit(buffer, written=False)
+            raise
+        i = 0
+        for p, c in zip(members, cams):
+            video = videos[p.id]
+            if p.id in reserved:
+                staged[p.id] = video.commit(reserved[p.id])
+            else:
+                staged[p.id] = video.stage(frames.side_by_side(i, len(c)))
+            i += len(c)
+        return members
+
+    def _render_failed(self, player: Player) -> None:
+        """Count a view that could not be rendered this tick; log it (at most once per player per 10 s)."""
+        self.metrics.frames_dropped.labels("render_failed").inc()
+        now = time.monotonic()
+        if now - player.render_failed_logged_at >= RENDER_FAILURE_LOG_S:
+            player.render_failed_logged_at = now
+            log.exception("world %r: rendering player %s's view failed; it misses this frame", self.name, player.id)
 
     def on_encoded(self, player: Player, frame: EncodedFrame) -> None:
         """A frame of ``player``'s video went to aiortc: report it and measure."""
@@ -343,7 +398,7 @@ class Session:
             self.broadcast(
                 m.GenerationRequested(job_id=job.id, center=center, radius=float(job.region_radius), requested_by=sorted(job.requested_by))
             )
-        elif isinstance(event, GenerationProgress):
+        elif isinstance(event, JobProgress):
             fraction = min(max(float(event.fraction), 0.0), 1.0)
             self.broadcast(m.GenerationProgress(job_id=event.job_id, fraction=fraction, message=event.message[: m.MAX_ERROR_CHARS]))
         elif isinstance(event, ChunkAdded):
@@ -357,7 +412,7 @@ class Session:
             self.metrics.generation_jobs.labels("done").inc()
             self.broadcast(m.GenerationDone(job_id=event.job_id, center=center, radius=radius, gaussians=gaussians))
             self._send_explored_changes()
-        elif isinstance(event, GenerationFailed):
+        elif isinstance(event, JobFailed):
             self.jobs.pop(event.job_id, None)
             if event.cancelled:
                 log.info("world %r: generation job %d cancelled: %s", self.name, event.job_id, event.error)

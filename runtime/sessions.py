@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from protocol import messages as m
 from runtime.config import Executors, ServerConfig
+from runtime.metrics import ServerMetrics
 from runtime.quotas import Quotas
 from runtime.session import Session
-from runtime.stream.metrics import ServerMetrics
 from runtime.world.camera import Pose
 from runtime.world.world import World, WorldConfig
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from runtime.world.camera import Pose
 from runtime.world.generators import create_generator
-from runtime.world.motion import MoveInput
+from runtime.world.movement.motion import MoveInput
 from runtime.world.render import create_renderer
 from runtime.world.world import PlayerState, World, WorldConfig
 

@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is scripts, not a package
-
-from bench import baseline, encode  # noqa: E402
-from bench.common import format_table, ping_pong_index, synthetic_frames, write_json  # noqa: E402
+from bench import baseline, encode
+from bench.common import format_table, ping_pong_index, synthetic_frames, write_json
 
 W, H = 160, 96
 
@@ -96,7 +94,7 @@ def test_media_bench_streams_to_real_peers(tmp_path, decode, threads):
     import subprocess
 
     out = tmp_path / "media.json"
-    cmd = [sys.executable, "bench/media.py", "--resolution", f"{W}x{H}", "--players", "2", "--duration", "1",
+    cmd = [sys.executable, "-m", "bench.media", "--resolution", f"{W}x{H}", "--players", "2", "--duration", "1",
            "--workers", "1", "--encode-threads", threads, "--client-decode", decode, "--synthetic", "--json", str(out)]
     run = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]

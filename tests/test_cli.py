@@ -18,7 +18,7 @@ import pytest
 from runtime.world.camera import Pose, intrinsics_from_fov
 from runtime.world.formats import read_splats
 from runtime.world.formats.media import read_video_frames, write_image
-from runtime.world.trajectory import Trajectory, save_trajectory
+from runtime.world.movement.trajectory import Trajectory, save_trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,12 +103,17 @@ def test_export_and_import(workdir):
         result = run_cli("export", "walk", name, cwd=workdir)
         assert result.returncode == 0, result.stderr
         assert len(read_splats(workdir / name)) == gaussians
-    result = run_cli("import", "walk.ply", "--name", "walk-copy", "--renderer", "cpu", cwd=workdir)
+    result = run_cli("import", "walk.ply", "--name", "walk-copy", "--caption", "snowy peaks", "--renderer", "cpu", cwd=workdir)
     assert result.returncode == 0, result.stderr
     info = json.loads(run_cli("info", "walk-copy", "--json", cwd=workdir).stdout)
-    assert info["gaussians"] == gaussians and info["frames"] == 0
+    assert info["gaussians"] == gaussians and info["frames"] == 0 and info["caption"] == "snowy peaks"
 
-    assert_user_error(run_cli("export", "walk", "walk.obj", cwd=workdir), "unknown splat format '.obj'")
+    obj = run_cli("export", "walk", "walk.obj", cwd=workdir)
+    assert_user_error(obj, "walk.obj: unknown splat format '.obj'")
+    assert obj.stderr.count("walk.obj") == 1, obj.stderr  # the file is named once
+    missing = run_cli("export", "walk", "nowhere/walk.ply", cwd=workdir)
+    assert_user_error(missing, "nowhere/walk.ply: folder 'nowhere' does not exist")
+    assert ".tmp-" not in missing.stderr
     assert_user_error(run_cli("export", "ghost", "g.ply", cwd=workdir), "no world named 'ghost'")
     (workdir / "broken.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\nend_header\n")
     assert_user_error(run_cli("import", "broken.ply", "--name", "broken", cwd=workdir), "broken.ply: truncated")
@@ -123,7 +128,18 @@ def test_flythrough(workdir):
     result = run_cli("flythrough", "walk", "path.mp4", "--path", "trajectory.npz", "--resolution", "64x36", "--renderer", "cpu", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert read_video_frames(workdir / "path.mp4").shape[0] == 9
-    assert_user_error(run_cli("flythrough", "walk", "x.mp4", cwd=workdir), "exactly one of --path FILE or --orbit")
+    # Neither --path nor --orbit: an orbit. A .gif is written as a GIF (odd sizes allowed).
+    result = run_cli("-q", "flythrough", "walk", "orbit.gif", "--frames", "4", "--resolution", "63x35", "--renderer", "cpu", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "orbit.gif").read_bytes()[:6] == b"GIF89a"
+    assert read_video_frames(workdir / "orbit.gif").shape == (4, 35, 63, 3)
+    assert_user_error(
+        run_cli("flythrough", "walk", "x.mp4", "--orbit", "--path", "trajectory.npz", cwd=workdir), "not both"
+    )
+    assert_user_error(run_cli("flythrough", "walk", "x.avi", cwd=workdir), "x.avi: cannot write video as '.avi'", ".mp4 (H.264)")
+    assert_user_error(run_cli("render", "--preset", "zoom-in", "x.webm", cwd=workdir), "x.webm: cannot write video as '.webm'")
+    assert_user_error(run_cli("flythrough", "walk", "gone/x.mp4", cwd=workdir), "folder 'gone' does not exist")
+    assert not (workdir / "x.avi").exists() and not (workdir / "x.webm").exists()
     assert_user_error(
         run_cli("flythrough", "walk", "x.mp4", "--orbit", "--resolution", "63x36", cwd=workdir), "even width and height"
     )
@@ -158,3 +174,43 @@ def test_serve_starts_and_stops(tmp_path):
         proc.stdout.close()
     assert (tmp_path / "w").is_dir(), "--worlds reaches the server"
     assert_user_error(run_cli("serve", "--port", "not-a-port", cwd=tmp_path), "--port")
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert_user_error(result, *fragments)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_serve_refuses_in_one_line(tmp_path):
+    """What stops the server from starting is one line naming the flag, exit 2, no traceback."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        busy = run_cli("serve", "--port", str(port), "--renderer", "cpu", "--worlds", str(tmp_path / "w"), cwd=tmp_path)
+    assert_one_line_error(busy, f"port {port} on 127.0.0.1 is already in use (--port)")
+    assert busy.stderr.startswith("worldstream serve: error:")
+
+    (tmp_path / "a-file").write_text("")
+    assert_one_line_error(
+        run_cli("serve", "--port", "0", "--renderer", "cpu", "--worlds", str(tmp_path / "a-file" / "w"), cwd=tmp_path),
+        "--worlds", "cannot save worlds there",
+    )
+    for fps in ("0", "-5", "241", "ten"):
+        assert_user_error(run_cli("serve", "--fps", fps, cwd=tmp_path), "--fps", "fps must be")
+    assert_user_error(run_cli("serve", "--max-players", "0", cwd=tmp_path), "--max-players")
+    help_text = run_cli("serve", "--help", cwd=tmp_path)
+    assert help_text.returncode == 0 and help_text.stdout.startswith("usage: worldstream serve"), help_text.stdout[:200]
+
+
+def test_gsplat_without_a_gpu_is_one_line(tmp_path, workdir):
+    from runtime.world.render import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has a CUDA GPU")
+    served = run_cli("serve", "--port", "0", "--renderer", "gsplat", "--worlds", str(tmp_path / "w"), cwd=tmp_path)
+    assert_one_line_error(served, "--renderer gsplat:")
+    flown = run_cli("flythrough", "walk", "g.mp4", "--renderer", "gsplat", cwd=workdir)
+    assert_one_line_error(flown, "--renderer gsplat:")

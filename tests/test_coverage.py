@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from runtime.world.camera import Cameras, Pose
-from runtime.world.coverage import (
+from runtime.world.frontier.coverage import (
     GENERATED,
     UNKNOWN,
     VISITED,
@@ -19,7 +19,7 @@ from runtime.world.coverage import (
     probe_views,
     uncovered_fractions,
 )
-from runtime.world.reconstruct import reconstruct
+from runtime.world.keyframes.reconstruct import reconstruct
 from runtime.world.render.cpu import CpuRenderer
 from runtime.world.scene import ChunkSource, Scene
 from runtime.world.sky import pixel_directions

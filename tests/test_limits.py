@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import math
 import random
@@ -14,7 +13,6 @@ import time
 import urllib.request
 import uuid
 
-import av
 import msgpack
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from protocol import messages as m
 from runtime.client import ServerError, WorldClient
+from runtime.world.formats.media import encode_png
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -231,14 +230,7 @@ def test_teleporting_cannot_queue_unbounded_generation(start_server):
 def _png(width: int, height: int) -> bytes:
     """A smooth gradient as PNG: a few KB for millions of pixels."""
     y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 90)], axis=-1).astype(np.uint8)
-    out = io.BytesIO()
-    with av.open(out, mode="w", format="image2pipe") as container:
-        stream = container.add_stream("png")
-        stream.width, stream.height, stream.pix_fmt = width, height, "rgb24"
-        for packet in [*stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")), *stream.encode(None)]:
-            container.mux(packet)
-    return out.getvalue()
+    return encode_png(np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 90)], axis=-1).astype(np.uint8))
 
 
 def test_start_image_is_stored_as_sent(start_server):

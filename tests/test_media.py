@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from bench.compare import psnr
 from runtime.stream.encoder import EncoderSettings
 from runtime.stream.media_pool import MediaPool, RemotePlayerVideo
 from runtime.stream.picture_ring import PictureRing
 from runtime.stream.webrtc import RtcError
-from runtime.world.render.compare import psnr
 from runtime.world.render.video import rgb_to_i420_reference
 
 pytestmark = pytest.mark.timeout(120)

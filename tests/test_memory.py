@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from runtime.world.camera import Cameras, Pose
-from runtime.world.frames import Frame
-from runtime.world.memory import FrameMemory
+from runtime.world.keyframes.frames import Frame
+from runtime.world.keyframes.memory import FrameMemory
 
 W, H = 96, 54
 FOV = math.radians(60)

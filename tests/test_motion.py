@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from runtime.world.camera import Pose
-from runtime.world.collision import SceneCollider
 from runtime.world.gaussians import Gaussians
-from runtime.world.motion import EYE_HEIGHT, FLY_SPEED, RUN_SPEED, WALK_SPEED, MoveInput, step
+from runtime.world.movement.collision import SceneCollider
+from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, RUN_SPEED, WALK_SPEED, MoveInput, step
 from runtime.world.scene import ChunkSource, Scene
 
 
@@ -101,6 +101,18 @@ def test_unknown_ground_keeps_height_and_falls_to_lower_ground():
     c = collider_for(ground(-5, 5, -5, 2), ground(-5, 5, 2, 10, y=EYE_HEIGHT + 2.0))
     pose = walk(Pose(), MoveInput(forward=1.0), 3.0, c)
     assert pose.position[1] == pytest.approx(2.0, abs=0.06)
+
+
+def test_standing_player_settles_after_fly_mode_where_no_ground_is_right_below():
+    """Fly up from a spot with no ground samples under it (like the spawn point, whose ground
+    starts a few metres ahead), end fly mode, stand still: the player comes down onto the
+    ground around them rather than hanging in the air until they walk."""
+    c = collider_for(ground(-5, 5, 2, 8))  # known ground from z = 2 on; none under the origin
+    flown = walk(Pose(), MoveInput(up=1.0, fly=True), 1.0, c)
+    assert flown.position[1] == pytest.approx(-FLY_SPEED, abs=0.01)
+    landed = walk(flown, MoveInput(), 1.0, c)  # fly off, no keys held
+    assert landed.position[1] == pytest.approx(0.0, abs=0.01)
+    assert landed.position[2] == pytest.approx(0.0)  # it came down, it did not move
 
 
 def test_fly_mode_moves_along_view_and_collides_with_voxels():

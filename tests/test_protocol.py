@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import time
 
 import msgpack
 import pytest
 
-from protocol import PROTOCOL_VERSION, ProtocolError, decode, encode, messages as m
+from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, encode, messages as m
 from protocol.codec import to_dict
+from protocol.codec import fields_of
+from protocol.markdown import SPEC_PATH, render
 from protocol.typescript import DEFAULT_OUT, generate
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
@@ -87,6 +90,57 @@ def test_defaults_fill_omitted_fields():
     assert hello.view.width == 320 and hello.view.height == 720
 
 
+def _with_nil(obj: dict, path: list[str]) -> dict:
+    """A copy of wire map ``obj`` with the field at ``path`` (nested keys) set to nil."""
+    out = dict(obj)
+    out[path[0]] = None if len(path) == 1 else _with_nil(out[path[0]], path[1:])
+    return out
+
+
+def _optional_paths(cls, obj: dict, prefix=()):
+    """(path, default) of every field with a default in ``cls`` and in the structs that
+    ``obj`` (its wire map) carries."""
+    from protocol.codec import fields_of
+
+    for f in fields_of(cls):
+        if not f.required:
+            yield (*prefix, f.name), (f.default() if f.factory else f.default)
+        if isinstance(obj.get(f.name), dict):
+            struct = next(a for a in (f.kind, *getattr(f.kind, "__args__", ())) if isinstance(a, type) and a in m.STRUCTS)
+            yield from _optional_paths(struct, obj[f.name], (*prefix, f.name))
+
+
+@pytest.mark.parametrize(
+    "msg", [s for s in SAMPLES if s.SENDER in ("client", "both") and any(_optional_paths(type(s), to_dict(s)))], ids=lambda x: x.TYPE
+)
+def test_nil_means_the_default_for_every_optional_field(msg):
+    """PROTOCOL.md §1: encoders may send nil for any field that has a default (hello.view,
+    every view.* field, new_world.caption, input's axes, ping.t_ms, ...)."""
+    wire = to_dict(msg)
+    for path, default in _optional_paths(type(msg), wire):
+        if path in (("world",), ("new_world",)):
+            continue  # exactly one of the two must be present (a cross-field rule)
+        decoded = decode(_raw(_with_nil(wire, list(path))), sender="client")
+        value = decoded
+        for key in path:
+            value = getattr(value, key)
+        assert value == default, (path, value, default)
+
+
+def test_required_fields_refuse_nil():
+    err = _error(_raw({"type": "input", "seq": None}))
+    assert (err.code, err.field) == ("bad_field", "seq") and "nil" in err.message
+
+
+def test_quaternion_norm_rule_is_the_spec_one():
+    """Components are not capped: the rule is the norm in [0.9, 1.1] (PROTOCOL.md, head_pose)."""
+    for q in ([1.05, 0, 0, 0], [0, 0, 0, -1.09], [0.75, 0.75, 0, 0]):
+        msg = decode(_raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": q}))
+        assert msg.orientation == tuple(float(c) for c in q)
+    err = _error(_raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": [1.11, 0, 0, 0]}))
+    assert (err.field, err.code) == ("orientation", "bad_field") and "norm" in err.message
+
+
 def test_unknown_fields_are_ignored():
     assert decode(_raw({"type": "ping", "id": 2, "future_field": [1, 2]})) == m.Ping(id=2)
 
@@ -117,6 +171,8 @@ def test_ints_accepted_for_floats_but_not_bools_for_ints():
         (_raw({"type": "head_pose", "seq": 1, "position": [0, float("nan"), 0], "orientation": [1, 0, 0, 0]}), "bad_field", "position[1]"),
         (_raw({"type": "head_pose", "seq": 1, "position": [2e5, 0, 0], "orientation": [1, 0, 0, 0]}), "bad_field", "position[0]"),
         (_raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": [0.1, 0, 0, 0]}), "bad_field", "orientation"),
+        (_raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": [1.2, 0, 0, 0]}), "bad_field", "orientation"),
+        (_raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": [1, 0, 0]}), "bad_field", "orientation"),
         (_raw({"type": "caption", "text": "x" * (m.MAX_CAPTION_CHARS + 1)}), "bad_field", "text"),
         (_raw({"type": "hello", "protocol_version": 1}), "bad_field", "world"),
         (_raw({"type": "hello", "protocol_version": 1, "world": "a", "new_world": {}}), "bad_field", "world"),
@@ -152,7 +208,47 @@ def test_text_frames_are_refused():
 
 def test_deeply_nested_garbage_does_not_crash():
     data = b"\x91" * 100_000 + b"\x00"  # 100k nested arrays
-    assert _error(data).code == "bad_message"
+    assert _error(data).code == "too_large"  # refused by depth before unpacking
+    assert _error(data, sender="server").code == "bad_message"  # msgpack's own stack limit
+
+
+# Messages whose unpacking once froze the server's event loop for seconds: millions of
+# one-byte values, each container under msgpack's per-container limits.
+EXPENSIVE = {
+    "8 MiB of empty arrays": b"\xdc\x00\x7f" + (b"\xdc\xff\xff" + b"\x90" * 65535) * 127,
+    "a ping nesting arrays": _raw({"type": "ping", "id": 1, "pad": [[[0] * 1000] * 100] * 80}),
+    "a hello nesting maps": _raw({"type": "hello", "protocol_version": 1, "world": "w", "x": [{str(i): [i] * 200} for i in range(300)]}),
+    "nesting 12 deep": _raw({"type": "ping", "id": 1, "pad": [[[[[[[[[[["x" * 600]]]]]]]]]]]}),
+}
+
+
+@pytest.mark.parametrize("data", list(EXPENSIVE.values()), ids=list(EXPENSIVE))
+def test_expensive_messages_are_refused_before_unpacking(data):
+    start = time.perf_counter()
+    for _ in range(20):
+        err = _error(data)
+    assert err.code == "too_large" and ("values" in err.message or "deep" in err.message), err
+    # bounded work: 20 refusals of up to 8 MiB each in well under a second, even on a busy machine
+    assert time.perf_counter() - start < 1.0
+
+
+def test_cost_budget_admits_every_real_message_and_extra_fields():
+    hello = m.Hello(protocol_version=PROTOCOL_VERSION, player_name="Ada", new_world=m.NewWorld(name="w", caption="c" * 500, start_image=PNG))
+    assert decode(encode(hello), sender="client") == hello
+    roomy = _raw({"type": "ping", "id": 3, "future": list(range(m.MAX_CLIENT_VALUES - 20))})
+    assert decode(roomy, sender="client") == m.Ping(id=3)
+
+
+def test_version_mismatch_is_found_by_decode():
+    err = _error(_raw({"type": "hello", "protocol_version": 99, "world": 5, "new_field": {}}))
+    assert isinstance(err, VersionMismatch) and err.version == 99
+    assert (err.code, err.field, err.ref_type) == ("version_mismatch", "protocol_version", "hello")
+
+
+def test_errors_name_the_message_type():
+    assert _error(_raw({"type": "input", "seq": "x"})).ref_type == "input"
+    assert _error(_raw({"type": "x" * 100})).ref_type == "x" * 64
+    assert _error(b"\xc1").ref_type is None
 
 
 def test_limits_are_consistent():
@@ -173,3 +269,26 @@ def test_typescript_names_every_message_and_constant():
         assert f'type: "{type_}";' in ts and f"export interface {cls.__name__} " in ts
     assert f"export const PROTOCOL_VERSION = {PROTOCOL_VERSION};" in ts
     assert "start_image?: Uint8Array | null;" in ts
+
+
+def test_protocol_md_tables_are_generated_and_current():
+    text = SPEC_PATH.read_text()
+    assert render(text) == text, "protocol/PROTOCOL.md's tables are stale: run `python -m protocol.markdown`"
+
+
+def test_protocol_md_names_every_message_field_error_and_limit():
+    text = SPEC_PATH.read_text()
+    for type_, cls in m.MESSAGES.items():
+        assert f"**`{type_}`**" in text
+        for f in fields_of(cls):
+            assert f"| `{f.name}`" in text, (type_, f.name)
+    for code in m.ERROR_CODES:
+        assert f"| `{code}` |" in text
+    assert f"| `MAX_HELLO_BYTES` | {m.MAX_HELLO_BYTES:,} (8 MiB) |".replace(",", " ") in text
+
+
+def test_protocol_md_drift_is_caught():
+    """A hand edit inside a generated table is undone by the generator (so the test above fails on it)."""
+    text = SPEC_PATH.read_text()
+    edited = text.replace("| `caption` | 1 /s |", "| `caption` | 5 /s |")
+    assert edited != text and render(edited) == text

@@ -10,7 +10,7 @@ import pytest
 from runtime.quotas import Limits, LimitReached, Quotas, client_key
 from runtime.world import PlayerState, Pose, World, WorldConfig
 from runtime.world.generators.procedural import ProceduralGenerator
-from runtime.world.jobs import JobLimits
+from runtime.world.frontier.jobs import JobLimits
 from runtime.world.render.cpu import CpuRenderer
 from runtime.world.world import MAX_CAPTION_HISTORY
 
@@ -141,3 +141,13 @@ def test_caption_history_is_bounded(world):
     captions = world.state_dict()["captions"]
     assert len(captions) == MAX_CAPTION_HISTORY
     assert captions[-1][1] == world.caption == f"caption {3 * MAX_CAPTION_HISTORY - 1}"
+
+
+def test_every_limit_is_documented_with_its_flag_and_default():
+    from dataclasses import fields
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "server.md").read_text()
+    for f in fields(Limits):
+        flag = "--" + f.name.replace("_", "-")
+        assert f"`{flag}`" in text and f"{flag} {f.default:g}" in text, flag

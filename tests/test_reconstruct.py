@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from runtime.world.camera import Cameras, Pose, intrinsics_from_fov, quat_wxyz_to_matrix
-from runtime.world.frames import Frame
 from runtime.world.gaussians import Gaussians
-from runtime.world.reconstruct import (
+from runtime.world.keyframes.frames import Frame
+from runtime.world.keyframes.reconstruct import (
     drop_occluders,
     matrix_to_quat_wxyz,
     occluder_mask,

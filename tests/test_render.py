@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from bench.compare import psnr
+from bench.synthetic import scene_from_chunks, typical_world
 from runtime.world.camera import Cameras, Pose, intrinsics_from_fov, quat_wxyz_to_matrix
 from runtime.world.gaussians import Gaussians
 from runtime.world.render import create_renderer, cuda_available
 from runtime.world.render.chunk_cache import ChunkCache
 from runtime.world.render.cpu import CpuRenderer
-from runtime.world.render.synthetic import scene_from_chunks, typical_world
+from runtime.world.render.projection import BLOCK, activate_chunk, visible_blocks
 from runtime.world.scene import ChunkSource, Scene
 from runtime.world.sky import Sky
-from runtime.world.render.compare import psnr
 
 SKY = Sky()
 
@@ -282,3 +283,21 @@ def test_gsplat_matches_cpu():
     np.testing.assert_allclose(alpha.mean(), CpuRenderer().render_alpha(scene.snapshot(), cams.resized(64, 36)).mean(), atol=0.02)
     empty = gpu.render(Scene().snapshot(), cams[0], SKY)
     assert empty.alpha.max() == 0.0 and np.isinf(empty.depth).all()
+
+
+def test_chunk_in_view_with_no_block_in_view_renders_sky(renderer):
+    """A chunk whose bounds cross the view while each of its blocks lies outside it (one
+    cluster left of the camera, one far right; their depths put each in its own block) once
+    made ``visible_blocks`` raise ValueError, failing every frame of the session; it must
+    draw sky."""
+    left = random_gaussians(BLOCK, seed=5, center=(-30.0, 0.0, 2.0), spread=0.5)
+    right = random_gaussians(BLOCK, seed=6, center=(60.0, 0.0, 40.0), spread=0.5)
+    scene = single_chunk_scene(Gaussians.concat([left, right]))
+    cam = Cameras(np.eye(4, dtype=np.float32), intrinsics_from_fov(64, 48, math.radians(60.0)), 64, 48)
+    (chunk,) = scene.snapshot().visible_chunks(cam)
+    packed = activate_chunk(chunk.gaussians)
+    assert len(packed.block_lo) == 2
+    blocks, rows = visible_blocks([packed], cam)
+    assert blocks.shape == (0, 4) and rows == 0
+    out = renderer.render(scene.snapshot(), cam, SKY)
+    np.testing.assert_array_equal(out.alpha, 0.0)

@@ -14,10 +14,10 @@ import uuid
 import numpy as np
 import pytest
 
+from bench.compare import psnr
 from protocol import messages as m
 from runtime.app import build_parser, config_from_args
 from runtime.client import WorldClient
-from runtime.world.render.compare import psnr
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -244,5 +244,40 @@ def test_a_dead_media_worker_ends_the_video_and_a_new_offer_brings_it_back(start
             assert not set(server.media_worker_pids()) & set(workers)
             seq = await c.send_input(forward=1.0)
             await c.frame_after_input(seq)
+
+    run(scenario())
+
+
+def test_codec_is_negotiated_from_the_offer(server):
+    """A VP8-only offer to an H.264 server streams VP8; an offer with neither codec is
+    refused in words naming what it offered (not aiortc's internal error)."""
+
+    async def scenario():
+        async with WorldClient(server.url, new_world=m.NewWorld(name=unique("vp8only")), codecs=("vp8",)) as c:
+            assert c.welcome.server.codec == "h264"
+            answer = c.of_type("rtc_answer")[-1]
+            assert "VP8/90000" in answer.sdp and "H264/90000" not in answer.sdp
+            frame = await c.next_frame(timeout=30)
+            assert frame.rgb.shape == (c.welcome.server.height, c.welcome.server.width, 3)
+            offer = c.pc.localDescription.sdp.replace("VP8/90000", "AV1/90000")
+            since = c.event_count
+            await c.send(m.RtcOffer(sdp=offer))
+            err = await c.wait_for("error", timeout=10, since=since)
+            assert (err.code, err.field, err.ref_type) == ("rtc_failed", "sdp", "rtc_offer")
+            assert "accepts AV1" in err.message and "H.264 or VP8" in err.message
+
+    run(scenario())
+
+
+def test_video_ended_when_the_client_closes_its_peer_connection(server):
+    """video_ended covers every end not replaced by a new offer, the client's own close included."""
+
+    async def scenario():
+        async with WorldClient(server.url, new_world=m.NewWorld(name=unique("close-own"))) as c:
+            await c.next_frame(timeout=30)
+            since = c.event_count
+            await c.pc.close()
+            ended = await c.wait_for("video_ended", timeout=20, since=since)
+            assert ended.reason
 
     run(scenario())

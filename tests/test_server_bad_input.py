@@ -56,7 +56,8 @@ BAD = [
     (raw({"type": "input", "seq": 1, "yaw_delta": 100.0}), "bad_field", "yaw_delta"),
     (raw({"type": "head_pose", "seq": 1, "position": [float("inf"), 0, 0], "orientation": [1, 0, 0, 0]}), "bad_field", "position[0]"),
     (raw({"type": "head_pose", "seq": 1, "position": [1e7, 0, 0], "orientation": [1, 0, 0, 0]}), "bad_field", "position[0]"),
-    (raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": [3, 3, 3, 3]}), "bad_field", "orientation[0]"),
+    (raw({"type": "head_pose", "seq": 1, "position": [0, 0, 0], "orientation": [3, 3, 3, 3]}), "bad_field", "orientation"),
+    (raw({"type": "ice_candidate", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"}), "no_rtc_offer", None),
     (raw({"type": "caption", "text": "x" * 600}), "bad_field", "text"),
     (raw({"type": "caption", "text": "x" * 80_000}), "too_large", None),
     (raw({"type": "rtc_offer", "sdp": "this is not sdp"}), "rtc_failed", "sdp"),
@@ -133,7 +134,7 @@ def test_floods_are_rate_limited(server):
             for i in range(400):
                 await c.send(m.Input(seq=i + 1, forward=1.0))
             err = await c.wait_for("error", timeout=10, since=since)
-            assert err.code == "rate_limited"
+            assert err.code == "rate_limited" and err.ref_type == "input"
             errors = [e for e in list(c.events) if e.TYPE == "error" and e.code == "rate_limited"]
             assert len(errors) <= 3, "rate-limit errors must not flood back"
             await asyncio.sleep(1.0)
@@ -185,3 +186,26 @@ def test_nothing_above_crashed_inside_the_server(server):
     text = server.log_text()
     assert "Traceback" not in text, text[-4000:]
     assert health(server.url)["status"] == "ok"
+
+
+def test_nil_is_the_default_for_optional_fields(server):
+    """A third-party encoder that writes nil for every optional field it does not set."""
+
+    async def scenario():
+        async with connect(server.ws_url) as ws:
+            name = f"nil-{uuid.uuid4().hex[:6]}"
+            nil_view = {k: None for k in ("width", "height", "fov_y", "stereo", "ipd")}
+            await ws.send(raw({
+                "type": "hello", "protocol_version": m.PROTOCOL_VERSION, "player_name": None, "world": None,
+                "resume_token": None, "view": nil_view,
+                "new_world": {"name": name, "seed": None, "caption": None, "start_image": None},
+            }))
+            welcome = msgpack.unpackb(await ws.recv())
+            assert welcome["type"] == "welcome" and welcome["world"] == name, welcome
+            await ws.send(raw({"type": "input", "seq": 1, "t_ms": None, "forward": None, "run": None, "fly": None}))
+            await ws.send(raw({"type": "ping", "id": 7, "t_ms": None}))
+            while (reply := msgpack.unpackb(await ws.recv()))["type"] != "pong":
+                assert reply["type"] != "error", reply
+            assert reply["id"] == 7 and reply["t_ms"] == 0.0
+
+    run(scenario())

@@ -12,7 +12,7 @@ from runtime.cli import main as cli_main
 from runtime.world.camera import Pose, intrinsics_from_fov
 from runtime.world.formats.media import read_video_frames, write_image
 from runtime.world.store import WorldLibrary
-from runtime.world.trajectory import (
+from runtime.world.movement.trajectory import (
     Captions,
     Trajectory,
     TrajectoryError,

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench.compare import psnr
+from bench.synthetic import scene_from_chunks, typical_world
 from runtime.stream.encoder import EncoderSettings, VideoEncoder, i420_video_frame
 from runtime.stream.video_track import PlayerVideoTrack, RenderedFrame
 from runtime.world.camera import Cameras, Pose
@@ -18,10 +20,8 @@ from runtime.world.render import cuda_available, gsplat_importable
 from runtime.world.render.cpu import CpuRenderer
 from runtime.world.render.gpu_video import composite_i420_torch, pick_video_kernels
 from runtime.world.render.i420_cpu import rgb_to_i420_numba
-from runtime.world.render.synthetic import scene_from_chunks, typical_world
 from runtime.world.render.video import render_video, rgb_to_i420_reference, split_planes, stitch_i420, submit_video
 from runtime.world.sky import Sky
-from runtime.world.render.compare import psnr
 
 SKY = Sky()
 W, H = 160, 90

@@ -13,21 +13,21 @@ import pytest
 from runtime.world import (
     ChunkAdded,
     ChunkRequested,
-    GenerationFailed,
+    JobFailed,
     MoveInput,
     PlayerState,
     Pose,
     World,
     WorldConfig,
 )
-from runtime.world.coverage import GENERATED, VISITED
+from bench.compare import psnr
+from runtime.world.frontier.coverage import GENERATED, VISITED
 from runtime.world.gaussians import Gaussians
 from runtime.world.generators.procedural import ProceduralGenerator
-from runtime.world.motion import EYE_HEIGHT, walk_target_eye_y
+from runtime.world.movement.motion import EYE_HEIGHT, walk_target_eye_y
 from runtime.world.render.cpu import CpuRenderer
+from runtime.world.revisit.seen_masks import capped
 from runtime.world.scene import ChunkSource
-from runtime.world.seen_masks import capped
-from runtime.world.render.compare import psnr
 
 VIEW_FOV = math.radians(60.0)
 
@@ -123,7 +123,7 @@ def test_walking_into_new_space_generates_ahead_of_arrival(generator, renderer):
     assert max(j.region_center[2] for j, _ in jobs) > 40.0
     # The walk left a covered view behind it: the player's view at the end is mostly covered.
     cam = pose.camera(64, 36, VIEW_FOV)
-    from runtime.world.coverage import uncovered_fractions
+    from runtime.world.frontier.coverage import uncovered_fractions
 
     frac = uncovered_fractions(renderer.render_alpha(world.scene.snapshot(), cam), cam, world.sky_directions)[0]
     assert frac <= world.config.uncovered_fraction
@@ -245,7 +245,7 @@ def test_generation_failure_is_reported_and_the_world_survives(generator, render
     world.subscribe(events.append)
     world.update([PlayerState("a", world.spawn_pose())])
     assert world.wait_idle(120)
-    failed = [e for e in events if isinstance(e, GenerationFailed)]
+    failed = [e for e in events if isinstance(e, JobFailed)]
     added = [e for e in events if isinstance(e, ChunkAdded)]
     assert len(failed) == 1 and "model fell over" in failed[0].error
     assert len(added) == 3
@@ -390,7 +390,7 @@ def test_an_active_view_watches_its_own_chunks_land(renderer):
 
 
 def test_own_view_job_landing_after_the_player_left_shows_on_return(renderer):
-    from runtime.world.seen_views import NO_CHUNK
+    from runtime.world.revisit.seen_views import NO_CHUNK
 
     generator = _Gated(_Wall(12, 10.0).result)
     world = World(WorldConfig("pending", seed=3, keyframe_width=128, keyframe_height=72), generator=generator, renderer=renderer)
@@ -511,9 +511,10 @@ def test_a_view_frozen_while_the_world_was_loading_is_shown_plain(renderer):
 
 def test_a_pending_jobs_chunks_show_as_soon_as_they_are_in_the_scene():
     from runtime.world.scene import Scene
-    from runtime.world.seen_views import NO_CHUNK, SeenViews
+    from runtime.world.parts import WorldStats
+    from runtime.world.revisit.seen_views import NO_CHUNK, SeenViews
 
-    views = SeenViews(0.5, math.radians(20.0), {})
+    views = SeenViews(0.5, math.radians(20.0), WorldStats())
     pose = Pose(np.zeros(3), 0.0, 0.0)
     (record,) = views.observe([PlayerState("a", pose, fov_y=VIEW_FOV)], NO_CHUNK).values()
     assert views.add_pending(record, _job(None, 7, [0.0, 0.0, 0.0]))

@@ -44,6 +44,11 @@ class TokenBucket:
         self._refill()
         return self._tokens >= self.burst
 
+    def seconds_to_token(self) -> float:
+        """How long until ``allow()`` can succeed (0 if it can now)."""
+        self._refill()
+        return max(0.0, (1.0 - self._tokens) / self.rate)
+
     def should_complain(self, interval: float = 1.0) -> bool:
         """True at most once per ``interval`` seconds: report drops without flooding back."""
         now = self._clock()

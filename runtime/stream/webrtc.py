@@ -25,16 +25,56 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from . import ice  # noqa: F401  (loopback ICE candidates where there is no other network)
 from .encoder import EncoderSettings, i420_video_frame
 from .video_track import EncodedFrame, PlayerVideoTrack, RenderedFrame
 
 log = logging.getLogger("worldstream.webrtc")
 
 _MIME = {"h264": "video/H264", "vp8": "video/VP8"}
+_NAMES = {"h264": "H.264", "vp8": "VP8"}
 
 
 class RtcError(Exception):
     """The offer could not be answered (reported to the client as ``rtc_failed``)."""
+
+
+def offered_video_codecs(sdp: str) -> list[str] | None:
+    """The codec names (upper case, as in ``a=rtpmap``) the offer's first video section
+    accepts, in its order of preference; None when it has no video section."""
+    names: list[str] | None = None
+    in_video = False
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            if names is not None:
+                break  # only the first video section counts
+            in_video = line.startswith("m=video")
+            if in_video:
+                names = []
+        elif in_video and line.startswith("a=rtpmap:") and " " in line:
+            name = line.split(" ", 1)[1].split("/", 1)[0].upper()
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def choose_codec(offer_sdp: str, preferred: str) -> str:
+    """The codec to stream for this offer: ``preferred`` (the server's ``--codec``) when the
+    offer accepts it, else the other codec the server can send (H.264, VP8) that it accepts.
+
+    Raises:
+        RtcError: the offer's video accepts neither, naming what it does accept. An offer
+            with no video section is left to :meth:`PlayerVideo.answer` to refuse.
+    """
+    offered = offered_video_codecs(offer_sdp)
+    if offered is None:
+        return preferred
+    for codec in (preferred, *(c for c in _MIME if c != preferred)):
+        if _MIME[codec].split("/")[1] in offered:
+            return codec
+    accepted = ", ".join(n for n in offered if n not in ("RTX", "RED", "ULPFEC", "FLEXFEC-03")) or "no video codec"
+    servable = " or ".join(_NAMES.values())
+    raise RtcError(f"the offer's video accepts {accepted}; this server streams {servable}: offer one of them")
 
 
 def parse_candidate(candidate: str):

@@ -1,31 +1,35 @@
 """One WebSocket connection = one player: hello, then input, WebRTC signalling and events.
 
-Everything a client sends goes through :func:`protocol.decode` and a token bucket first;
-anything refused is answered with an ``error`` naming the code and field, and the
-connection carries on. Outgoing messages go through a bounded queue drained by one
-sender task, so a slow client can never block a session's loops.
+What a client sends costs a bounded amount of work: frames are read at most
+``FRAME_RATE_HZ`` a second (beyond that the server stops reading and TCP pushes back),
+each message's size and value count are checked before it is unpacked (``protocol.decode``
+with ``sender="client"``), only a not yet joined connection may send a message larger than
+``MAX_MESSAGE_BYTES`` (a ``hello`` with a start image, a few per connection), and every
+message type has a token bucket. Anything refused is answered with an ``error`` naming the
+code and field, and the connection carries on. Outgoing messages go through a bounded queue
+drained by one sender task, so a slow client can never block a session's loops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
 from typing import TYPE_CHECKING
 
-import msgpack
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from protocol import PROTOCOL_VERSION, ProtocolError, decode, encode, messages as m
+from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, encode, messages as m
 from runtime.player import Player
 from runtime.quotas import LimitReached
 from runtime.sessions import JoinError
 from runtime.stream.media_pool import MediaUnavailable
 from runtime.stream.rate_limit import TokenBucket
-from runtime.stream.webrtc import RtcError
+from runtime.stream.webrtc import RtcError, choose_codec
 
 if TYPE_CHECKING:
     from runtime.app import StreamServer
@@ -49,6 +53,15 @@ async def refuse_connection(ws: ServerConnection, exc: LimitReached, metrics) ->
         await ws.send(encode(error))
         await ws.close(CLOSE_TRY_AGAIN, exc.limit)
 
+FRAME_RATE_HZ = m.INPUT_RATE_HZ + m.OTHER_RATE_HZ + m.CAPTION_RATE_HZ
+"""Frames read per connection per second at most (every type's rate together): a client
+sending faster is not read, so its flood waits in its own TCP buffers, not in the server."""
+FRAME_BURST = m.INPUT_BURST + m.OTHER_BURST + m.CAPTION_BURST
+LARGE_RATE_HZ = 0.2
+"""Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per connection: a burst
+of ``LARGE_BURST``, then one per 5 s; the excess is refused unread."""
+LARGE_BURST = 3
+
 
 class Connection:
     """The state of one WebSocket connection (see the module docstring)."""
@@ -62,13 +75,17 @@ class Connection:
         self.player: Player | None = None
         self.session = None
         self.token: str | None = None
+        self.seated = False  # holds one of server.seats (from a hello's start until leaving)
+        self._closing: asyncio.Task | None = None  # closing after another connection took the player
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_SIZE)
         self._dropped = 0
         self._buckets = {
             "input": TokenBucket(m.INPUT_RATE_HZ, m.INPUT_BURST),
             "caption": TokenBucket(m.CAPTION_RATE_HZ, m.CAPTION_BURST),
             "other": TokenBucket(m.OTHER_RATE_HZ, m.OTHER_BURST),
+            "large": TokenBucket(LARGE_RATE_HZ, LARGE_BURST),
         }
+        self._frames = TokenBucket(FRAME_RATE_HZ, FRAME_BURST)
 
     # ------------------------------------------------------------------ sending
     def send(self, msg: m.Message | bytes) -> None:
@@ -122,6 +139,8 @@ class Connection:
                         return
                 else:
                     timeout = None
+                while not self._frames.allow():  # over the frame rate: stop reading for a while
+                    await asyncio.sleep(self._frames.seconds_to_token())
                 try:
                     data = await asyncio.wait_for(self.ws.recv(), timeout)
                 except asyncio.TimeoutError:
@@ -136,18 +155,19 @@ class Connection:
 
     async def _handle(self, data: bytes | str) -> bool:
         """Handle one incoming frame; False ends the connection."""
+        if len(data) > m.MAX_MESSAGE_BYTES and not self._allow("large", None):
+            return True  # dropped unread
         try:
-            msg = decode(data, sender="client")
+            msg = decode(data, sender="client")  # bounded: see the module docstring
         except ProtocolError as exc:
-            if not self._allow("other"):
+            if not self._allow("other", exc.ref_type):
                 return True
-            version = _hello_version(data)
-            if self.player is None and version is not None and version != PROTOCOL_VERSION:
-                return await self._refuse_version(version)
-            self.error(exc.code, exc.message, exc.field, _peek_type(data))
+            if isinstance(exc, VersionMismatch) and self.player is None:
+                return await self._refuse_version(exc.version)
+            self.error(exc.code, exc.message, exc.field, exc.ref_type)
             return True
         bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
-        if not self._allow(bucket):
+        if not self._allow(bucket, msg.TYPE):
             return True
         if bucket != "other":
             self.last_active = time.monotonic()
@@ -158,13 +178,19 @@ class Connection:
             self.error("internal", f"the server failed to handle {msg.TYPE!r}; it carries on", None, msg.TYPE)
             return True
 
-    def _allow(self, bucket_name: str) -> bool:
+    def _allow(self, bucket_name: str, ref_type: str | None) -> bool:
+        """Take a token from the bucket; when empty, drop the message (``ref_type``, if
+        known) and say so at most once a second."""
         bucket = self._buckets[bucket_name]
         if bucket.allow():
             return True
         if bucket.should_complain():
-            rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
-            self.error("rate_limited", f"more than {rate} {bucket_name} messages per second; the excess is dropped")
+            if bucket_name == "large":
+                text = f"more than {LARGE_BURST} messages over {m.MAX_MESSAGE_BYTES} bytes in {1 / LARGE_RATE_HZ:g} s; the excess is dropped"
+            else:
+                rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
+                text = f"more than {rate} {bucket_name} messages per second; the excess is dropped"
+            self.error("rate_limited", text, None, ref_type)
         return False
 
     async def _dispatch(self, msg: m.Message) -> bool:
@@ -188,7 +214,7 @@ class Connection:
             await self._offer(msg)
         elif isinstance(msg, m.IceCandidate):
             if player.video is None:
-                self.error("not_joined", "send rtc_offer before ice_candidate", None, msg.TYPE)
+                self.error("no_rtc_offer", "send rtc_offer before ice_candidate (no video is being set up)", None, msg.TYPE)
             else:
                 try:
                     await player.video.add_candidate(msg.candidate, msg.sdp_mid, msg.sdp_mline_index)
@@ -213,24 +239,30 @@ class Connection:
 
     async def _hello(self, hello: m.Hello) -> bool:
         server = self.server
-        if hello.protocol_version != PROTOCOL_VERSION:
-            return await self._refuse_version(hello.protocol_version)
-        if server.registry.player_count >= server.config.max_players:
+        stale = server.live_tokens.get(hello.resume_token) if hello.resume_token else None
+        if stale is not None and stale.session is not None and stale.session.name == hello.world:
+            await stale.displace()  # its owner is back on this connection: the old one goes now
+        # The seat is taken before anything is awaited: joins at the same moment cannot overshoot.
+        if not self.seated and not server.seats.take():
             self.error("server_busy", f"the server is full ({server.config.max_players} players)", None, "hello")
             await self._flush_and_close(CLOSE_TRY_AGAIN, "server full")
             return False
+        self.seated = True
         try:
             session = await server.registry.session_for(hello, self.client)
         except LimitReached as exc:
+            self._give_seat_back()
             self.limit_error(exc, "hello")
             return True
         except JoinError as exc:
+            self._give_seat_back()  # the connection stays open for a corrected hello
             self.error(exc.code, exc.message, exc.field, "hello")
             return True
         record = server.registry.resume(hello.resume_token, session.name)
         player_id = record.player_id if record and record.player_id not in session.players else secrets.token_urlsafe(6)
         pose = record.pose if record else session.world.spawn_pose()
         self.token = server.registry.new_token()
+        server.live_tokens[self.token] = self
         self.player = Player(player_id, hello.player_name, hello.view, server.video_size(hello.view), pose, self.send)
         self.session = session
         w, h = self.player.video_size
@@ -263,6 +295,11 @@ class Connection:
             old, player.video = player.video, None
             await old.close()
         settings = server.config.encoder_settings(*player.video_size)
+        try:  # the server's codec if the offer takes it, else one it takes (refused in words)
+            settings = dataclasses.replace(settings, codec=choose_codec(msg.sdp, settings.codec))
+        except RtcError as exc:
+            self.error("rtc_failed", str(exc), "sdp", "rtc_offer")
+            return
         session = self.session
 
         def closed(video) -> None:
@@ -278,6 +315,9 @@ class Connection:
         except RtcError as exc:  # the offer's fault, or the server's (MediaUnavailable)
             self.error("rtc_failed", str(exc), None if isinstance(exc, MediaUnavailable) else "sdp", "rtc_offer")
             return
+        if self.player is not player:  # left (or was displaced) while the offer was answered
+            await video.close()
+            return
         player.video = video
         self.send(m.RtcAnswer(sdp=sdp))
         log.info("player %s: WebRTC answered (%s %dx%d@%d, %.1f Mbit/s)", player.id, settings.codec, settings.width,
@@ -292,33 +332,25 @@ class Connection:
         await self._flush_and_close(CLOSE_IDLE, f"idle for {idle_s:g} s")
 
     async def _leave(self) -> None:
+        self._give_seat_back()
         player, session = self.player, self.session
         if player is None:
             return
         self.player = None
         if self.token:
+            self.server.live_tokens.pop(self.token, None)
             self.server.registry.remember(self.token, session.name, player.id, player.pose)
         await session.remove(player)
 
+    def _give_seat_back(self) -> None:
+        if self.seated:
+            self.seated = False
+            self.server.seats.give_back()
 
-def _hello_version(data) -> int | None:
-    """``protocol_version`` of a hello that failed validation, so a newer client still hears
-    "wrong version" rather than a field error from a format it does not speak."""
-    try:
-        obj = msgpack.unpackb(data, raw=False, max_bin_len=m.MAX_HELLO_BYTES, max_str_len=m.MAX_HELLO_BYTES)
-    except Exception:
-        return None
-    if isinstance(obj, dict) and obj.get("type") == "hello":
-        v = obj.get("protocol_version")
-        if isinstance(v, int) and not isinstance(v, bool):
-            return v
-    return None
+    async def displace(self) -> None:
+        """Another connection resumes this player (its owner came back, e.g. after this
+        connection froze): leave now, so the token's pose is there to resume, and close."""
+        log.info("%s: player %s resumed on another connection; closing this one", self.peer, self.player.id if self.player else "-")
+        await self._leave()
+        self._closing = asyncio.create_task(self.ws.close(CLOSE_POLICY, "resumed on another connection"))
 
-
-def _peek_type(data) -> str | None:
-    try:
-        obj = msgpack.unpackb(data, raw=False, max_bin_len=m.MAX_HELLO_BYTES, max_str_len=m.MAX_HELLO_BYTES)
-    except Exception:
-        return None
-    t = obj.get("type") if isinstance(obj, dict) else None
-    return t[:64] if isinstance(t, str) else None

@@ -2,13 +2,13 @@
 rendering, movement and storage — with no networking in it."""
 
 from .camera import Cameras, Pose
-from .motion import MoveInput
+from .movement.motion import MoveInput
 from .world import (
     ChunkAdded,
     ChunkRequested,
-    GenerationFailed,
     GenerationJob,
-    GenerationProgress,
+    JobFailed,
+    JobProgress,
     PlayerState,
     World,
     WorldConfig,
@@ -19,9 +19,9 @@ __all__ = [
     "Cameras",
     "ChunkAdded",
     "ChunkRequested",
-    "GenerationFailed",
     "GenerationJob",
-    "GenerationProgress",
+    "JobFailed",
+    "JobProgress",
     "MoveInput",
     "PlayerState",
     "Pose",

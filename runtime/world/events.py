@@ -11,8 +11,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from .frames import Frame
-from .jobs import GenerationJob
+from .frontier.jobs import GenerationJob
+from .keyframes.frames import Frame
 from .scene import Chunk
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ class ChunkRequested:
 
 
 @dataclass(frozen=True)
-class GenerationProgress:
+class JobProgress:
     job_id: int
     fraction: float
     message: str = ""
@@ -39,7 +39,7 @@ class ChunkAdded:
 
 
 @dataclass(frozen=True)
-class GenerationFailed:
+class JobFailed:
     """A job ended without a chunk. ``cancelled`` jobs were no longer wanted (not an error)."""
 
     job_id: int
@@ -47,7 +47,7 @@ class GenerationFailed:
     cancelled: bool = False
 
 
-WorldEvent = ChunkRequested | GenerationProgress | ChunkAdded | GenerationFailed
+WorldEvent = ChunkRequested | JobProgress | ChunkAdded | JobFailed
 
 
 class EventBus:

@@ -30,41 +30,43 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .camera import Cameras, Pose
-from .chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
-from .collision import SceneCollider
-from .config import WorldConfig
-from .coverage import ExploredMap, SkyDirections
-from .display import Display
-from .events import ChunkAdded, ChunkRequested, EventBus, GenerationFailed, GenerationProgress, WorldEvent
-from .frames import Frame
+from .config import MAX_CAPTION_CHARS, WorldConfig
+from .events import ChunkAdded, ChunkRequested, EventBus, JobFailed, JobProgress, WorldEvent
+from .frontier.chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
+from .frontier.coverage import ExploredMap, SkyDirections
+from .frontier.jobs import GenerationJob, JobLimits, JobQueue
+from .frontier.planner import FrontierPlanner, ViewRecord, lookahead_seconds
+from .frontier.runner import JobRunner
 from .gaussians import Gaussians
 from .generators.base import DepthEstimator, GenerationResult, Generator
-from .jobs import GenerationJob, JobLimits, JobQueue
-from .memory import FrameMemory
-from .motion import MoveInput
-from .motion import step as motion_step
-from .planner import FrontierPlanner, ViewRecord, lookahead_seconds
+from .keyframes.frames import Frame
+from .keyframes.memory import FrameMemory
+from .movement.collision import SceneCollider
+from .movement.motion import MoveInput
+from .movement.motion import step as motion_step
+from .parts import WorldParts, WorldStats
 from .players import PlayerState
-from .render.video import PendingVideoFrames
 from .render.base import Renderer, RenderOutput
-from .runner import JobRunner
+from .render.video import PendingVideoFrames
+from .revisit.display import Display
+from .revisit.seen_masks import HiddenSplats
+from .revisit.seen_views import NO_CHUNK, SeenViews
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
-from .seen_masks import HiddenSplats
-from .seen_views import NO_CHUNK, SeenViews
 from .sky import Sky
+from .keyframes.start_frame import StartFrame, lift_start_frame
 
 MAX_CAPTION_HISTORY = 64
 """Captions remembered (with their times) and saved; older ones are dropped: chunks keep their own."""
 
 # Re-exported: these names have always been importable from runtime.world.world.
 __all__ = [
-    "SHOWN_DEPTH_CACHE_FRAMES",
     "ChunkAdded",
     "ChunkRequested",
-    "GenerationFailed",
     "GenerationJob",
-    "GenerationProgress",
+    "JobFailed",
+    "JobProgress",
     "PlayerState",
+    "SHOWN_DEPTH_CACHE_FRAMES",
     "ViewRecord",
     "World",
     "WorldConfig",
@@ -106,54 +108,59 @@ class World:
             start_image = np.asarray(start_image)
             if start_image.ndim != 3 or start_image.shape[2] != 3 or start_image.dtype != np.uint8:
                 raise ValueError(f"start_image must be [H, W, 3] uint8, got {start_image.shape} {start_image.dtype}")
-        self.config = config
-        self.generator = generator
-        self.renderer = renderer
-        self.depth_estimator = depth_estimator
-        self.start_image = start_image
         self._own_executor = executor is None
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"world-{config.name}")
         sky_fn = getattr(generator, "sky", None)
-        self.sky: Sky = sky_fn(config.caption, config.seed, start_image) if callable(sky_fn) else Sky()
-
-        self.scene = Scene()
-        self.memory = FrameMemory(point_stride=4)
-        self.collider = SceneCollider()
-        self.sky_directions = SkyDirections()
-        self.explored = ExploredMap(config.explored_cell)
-
-        # One planner lock (an RLock) for subscribers, jobs, view records, id counters
-        # and captions, shared by the parts below: they were one object's state and
-        # their updates must stay atomic together (see JobQueue).
-        self._lock = threading.RLock()
+        sky = sky_fn(config.caption, config.seed, start_image) if callable(sky_fn) else Sky()
+        # One planner lock (an RLock) for subscribers, jobs, view records, id counters and
+        # captions, shared by the parts: they were one object's state and their updates
+        # must stay atomic together (see JobQueue).
+        lock = threading.RLock()
+        self.parts = WorldParts(
+            config=config,
+            generator=generator,
+            depth_estimator=depth_estimator,
+            renderer=renderer,
+            sky=sky,
+            start_image=start_image,
+            scene=Scene(),
+            memory=FrameMemory(point_stride=4),
+            collider=SceneCollider(),
+            explored=ExploredMap(config.explored_cell),
+            sky_directions=SkyDirections(),
+            lock=lock,
+            jobs=JobQueue(lock),
+            events=EventBus(config.name, lock),
+            stats=WorldStats(),
+        )
+        # The parts that never change, by their names (the server and the store read them).
+        self.config, self.generator, self.renderer, self.sky = config, generator, renderer, sky
+        self.depth_estimator, self.start_image = depth_estimator, start_image
+        self.scene, self.memory, self.collider = self.parts.scene, self.parts.memory, self.parts.collider
+        self._lock, self._queue, self._events = lock, self.parts.jobs, self.parts.events
         self._apply_lock = threading.Lock()  # one chunk lands at a time
         self._captions: list[tuple[float, str]] = [(time.time(), config.caption)]
-        # One counters dict, shared by the parts that count into it.
-        self.stats = {"updates": 0, "probes_rendered": 0, "jobs_created": 0, "jobs_done": 0, "jobs_failed": 0, "jobs_skipped": 0}
-        # Revisit consistency: Gaussians dropped because earlier keyframes saw something else
-        # there, and the total time the check took (milliseconds).
-        self.stats.update(gaussians_dropped=0, revisit_check_ms=0.0)
-        # Revisit consistency at display: views players were shown (all / frozen / found
-        # unfinished, so shown plain), Gaussians of later chunks hidden from frozen views (summed
-        # over masks), render calls for frozen-view groups, and the masks computed and their
-        # total time (milliseconds, pictures included).
-        self.stats.update(seen_views=0, seen_views_frozen=0, seen_views_unfinished=0)
-        self.stats.update(hidden_gaussians=0, masked_renders=0, masks_computed=0, mask_ms=0.0)
 
-        self._events = EventBus(config.name, self._lock)
-        self._queue = JobQueue(self._lock)
-        self._planner = FrontierPlanner(
-            config, self.scene, self.collider, renderer, self.explored, self.sky_directions, self._queue, self._lock, self.stats
-        )
-        self._builder = ChunkBuilder(
-            config, generator, depth_estimator, renderer, self.scene, self.memory, self.explored, self.sky_directions, self._lock, self.stats
-        )
-        self._runner = JobRunner(
-            config, self._queue, self.executor, generator, self.memory, self._planner, self.apply, self._emit, self.stats, start_image
-        )
-        self.seen_views = SeenViews(config.revisit_radius_m, math.radians(config.revisit_angle_deg), self.stats)
-        hidden = HiddenSplats(renderer, self.sky, lambda: self.sky_directions, config.uncovered_fraction, self.stats)
-        self._display = Display(renderer, self.sky, self.seen_views, hidden, self.stats)
+        self._planner = FrontierPlanner(self.parts)
+        self._builder = ChunkBuilder(self.parts)
+        self._runner = JobRunner(self.parts, self._planner, self.executor, self.apply)
+        self.seen_views = SeenViews(config.revisit_radius_m, math.radians(config.revisit_angle_deg), self.parts.stats)
+        self._display = Display(self.parts, self.seen_views, HiddenSplats(self.parts))
+
+    @property
+    def explored(self) -> ExploredMap:
+        """Which ground cells are generated or visited (replaced by :meth:`restore`)."""
+        return self.parts.explored
+
+    @property
+    def sky_directions(self) -> SkyDirections:
+        """Which view directions are known sky (replaced by :meth:`restore`)."""
+        return self.parts.sky_directions
+
+    @property
+    def stats(self) -> dict[str, int | float]:
+        """The counters by name (a copy; see :class:`.parts.WorldStats`)."""
+        return self.parts.stats.as_dict()
 
     # ------------------------------------------------------------------ events
     def subscribe(self, callback: Callable[[WorldEvent], None]) -> Callable[[], None]:
@@ -169,7 +176,7 @@ class World:
         return Pose(np.zeros(3, np.float32), 0.0, 0.0)
 
     def move(self, pose: Pose, move: MoveInput, dt: float) -> Pose:
-        """Advance ``pose`` by a :class:`runtime.world.motion.MoveInput` over ``dt`` seconds, with collision."""
+        """Advance ``pose`` by a :class:`runtime.world.movement.motion.MoveInput` over ``dt`` seconds, with collision."""
         self.collider.sync(self.scene.snapshot())
         return motion_step(pose, move, dt, self.collider)
 
@@ -182,8 +189,8 @@ class World:
         """Use ``caption`` for every job scheduled from now on (earlier chunks keep theirs)."""
         if not isinstance(caption, str):
             raise ValueError(f"caption must be a string, got {type(caption).__name__}")
-        if len(caption) > 4000:
-            raise ValueError(f"caption must be at most 4000 characters, got {len(caption)}")
+        if len(caption) > MAX_CAPTION_CHARS:
+            raise ValueError(f"caption must be at most {MAX_CAPTION_CHARS} characters, got {len(caption)}")
         with self._lock:
             if caption != self._captions[-1][1]:
                 self._captions.append((time.time(), caption))
@@ -214,7 +221,7 @@ class World:
         if self._queue.closed:
             return []
         now = time.monotonic()
-        self.stats["updates"] += 1
+        self.parts.stats.updates += 1
         # Which views players are shown now; views no player stands in any more freeze.
         standing_in = self.seen_views.observe(players, _newest_chunk_id(self.scene.snapshot()))
         new_jobs, stale = self._planner.plan(players, now, self.lookahead_s, self.caption)
@@ -224,7 +231,7 @@ class World:
                     self.seen_views.add_pending(standing_in[player_id], job)
         self.seen_views.forget_jobs(j.id for j in self._queue.pending())
         for job in stale:
-            self._emit(GenerationFailed(job.id, "no player needs this view any more", cancelled=True))
+            self._emit(JobFailed(job.id, "no player needs this view any more", cancelled=True))
         for job in new_jobs:
             self._emit(ChunkRequested(job))
         self._runner.pump()
@@ -254,6 +261,24 @@ class World:
             # matches them, and wait_idle() cannot return before they have seen the chunk.
             self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells)))
         self._runner.finish(job, "done")
+        return chunks
+
+    # ------------------------------------------------------------------ start image
+    def place_start_frame(self, frame: StartFrame) -> list[Chunk]:
+        """Make ``frame`` (the start image with its depth) the world's keyframe 0: splats,
+        a memory frame and map updates, landed like a chunk (saved by the store).
+
+        Call on a new world before players join: raises RuntimeError if it has content.
+        """
+        if self.scene.snapshot().chunks or len(self.memory):
+            raise RuntimeError("place_start_frame needs a new, empty world")
+        gaussians = lift_start_frame(frame)
+        source = ChunkSource(-1, "start-image", self.config.seed, self.caption)
+        with self._apply_lock:
+            chunks, frames, new_cells = self._builder.land(source, gaussians, frame.rgb[None], frame.depth[None], frame.camera)
+            self._planner.record_done(frame.camera)
+            self.collider.sync(self.scene.snapshot())
+            self._emit(ChunkAdded(source.job_id, tuple(chunks), tuple(frames), tuple(new_cells)))
         return chunks
 
     # ------------------------------------------------------------------ rendering
@@ -345,23 +370,16 @@ class World:
             self.memory.add(f)
         with self._lock:
             if "explored" in state:
-                self.explored = ExploredMap.from_state(state["explored"])
+                self.parts.explored = ExploredMap.from_state(state["explored"])
             if "sky_directions" in state:
-                self.sky_directions = SkyDirections.from_state(state["sky_directions"])
+                self.parts.sky_directions = SkyDirections.from_state(state["sky_directions"])
             if state.get("captions"):
                 self._captions = [(float(t), str(c)) for t, c in state["captions"][-MAX_CAPTION_HISTORY:]]
-            # The planner and the builder hold the maps too: hand them the loaded ones.
             self._planner.restore(
-                self.explored,
-                self.sky_directions,
                 ViewRecord.from_state(state.get("done_views", [])),
                 max(int(state.get("next_job_id", 0)), max((c.source.job_id + 1 for c in chunks), default=0)),
             )
-            self._builder.restore(
-                self.explored,
-                self.sky_directions,
-                max(int(state.get("next_frame_id", 0)), max((f.id + 1 for f in frames), default=0)),
-            )
+            self._builder.restore(max(int(state.get("next_frame_id", 0)), max((f.id + 1 for f in frames), default=0)))
         # Older worlds saved no seen views: they start with none.
         self.seen_views.load_state(state.get("seen_views", []), _newest_chunk_id(self.scene.snapshot()))
         self.collider.sync(self.scene.snapshot())

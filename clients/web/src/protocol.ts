@@ -6,6 +6,8 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_MESSAGE_BYTES = 65536;
 export const MAX_HELLO_BYTES = 8388608;
 export const MAX_START_IMAGE_BYTES = 6291456;
+export const MAX_CLIENT_VALUES = 512;
+export const MAX_CLIENT_DEPTH = 8;
 export const MAX_CAPTION_CHARS = 500;
 export const MAX_SDP_CHARS = 60000;
 export const MAX_CANDIDATE_CHARS = 1024;
@@ -43,13 +45,14 @@ export const ERROR_CODES = {
   "missing_field": "a required field is absent",
   "bad_field": "a field has the wrong type, is out of range or malformed",
   "too_large": "the message exceeds its size limit",
-  "rate_limited": "too many messages; the excess was dropped",
+  "rate_limited": "too many messages; the excess was dropped (ref_type: the type of the dropped message that triggered the report)",
   "not_joined": "the message needs a completed hello first",
+  "no_rtc_offer": "an ice_candidate came before any rtc_offer on this connection (or after its video ended)",
   "already_joined": "a second hello on one connection",
   "version_mismatch": "protocol_version differs from the server's; the connection closes",
   "world_not_found": "no world of that name",
   "world_exists": "a new world was requested under a name already taken",
-  "bad_resume_token": "the resume token is unknown or expired (the player starts fresh)",
+  "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
   "rtc_failed": "the WebRTC offer could not be answered",
   "server_busy": "the server cannot take more players",
   "limit_reached": "a server quota was reached ('limit' names it; docs/server.md lists them); what it refused did not happen",
@@ -62,7 +65,7 @@ export type ErrorCode = keyof typeof ERROR_CODES;
  * resolution unless the client asks for less; the size actually used is in ``welcome``.
  */
 export interface View {
-  /** display width of one eye [px] (>= 16, <= 4096) default 1280 */
+  /** display width (with stereo: both eyes side by side) [px] (>= 16, <= 4096) default 1280 */
   width?: number;
   /** display height [px] (>= 16, <= 4096) default 720 */
   height?: number;
@@ -108,7 +111,7 @@ export interface ServerInfo {
   width: number;
   /** video height [px] */
   height: number;
-  /** video codec */
+  /** the server's video codec; a player whose offer does not accept it gets the other one (the rtc_answer says which) */
   codec: "h264" | "vp8";
   /** most video bits per second (H.264 at constant quality sends less where the picture allows) [bit/s] */
   bitrate: number;
@@ -145,6 +148,7 @@ export interface Hello {
   new_world?: NewWorld | null;
   /** from an earlier welcome: get your pose back (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   resume_token?: string | null;
+  /** how the client displays the stream */
   view?: View;
 }
 
@@ -154,36 +158,36 @@ export interface Hello {
  */
 export interface Input {
   type: "input";
-  /** increasing per connection (>= 0, <= 9007199254740991) */
+  /** increasing per connection; echoed in frame_info.input_seq (>= 0, <= 9007199254740991) */
   seq: number;
   /** client clock when sampled [ms] (>= -1000000000000000, <= 1000000000000000) default 0.0 */
   t_ms?: number;
-  /** +1 walks forward (>= -1, <= 1) default 0.0 */
+  /** held: +1 walks forward along the view's yaw (>= -1, <= 1) default 0.0 */
   forward?: number;
-  /** +1 strafes right (>= -1, <= 1) default 0.0 */
+  /** held: +1 strafes right (>= -1, <= 1) default 0.0 */
   right?: number;
-  /** +1 rises (fly mode) (>= -1, <= 1) default 0.0 */
+  /** held: +1 rises (fly mode only) (>= -1, <= 1) default 0.0 */
   up?: number;
-  /** turn right by [rad] (>= -3.14159, <= 3.14159) default 0.0 */
+  /** turn right by this much, applied once [rad] (>= -3.14159, <= 3.14159) default 0.0 */
   yaw_delta?: number;
-  /** look up by [rad] (>= -3.14159, <= 3.14159) default 0.0 */
+  /** look up by this much, applied once [rad] (>= -3.14159, <= 3.14159) default 0.0 */
   pitch_delta?: number;
-  /** default false */
+  /** run (4 m/s) instead of walking (1.5 m/s) default false */
   run?: boolean;
-  /** default false */
+  /** fly mode: 6 m/s along the view, no gravity. When it ends, a player comes down onto the known ground under them or within 3 m around them; over space with no known ground that near, it keeps its height until it walks onto some default false */
   fly?: boolean;
 }
 
 /** Absolute VR head pose; replaces the player's pose (no collision). */
 export interface HeadPose {
   type: "head_pose";
-  /** (>= 0, <= 9007199254740991) */
+  /** as for input (the two share one sequence) (>= 0, <= 9007199254740991) */
   seq: number;
-  /** [ms] (>= -1000000000000000, <= 1000000000000000) default 0.0 */
+  /** client clock [ms] (>= -1000000000000000, <= 1000000000000000) default 0.0 */
   t_ms?: number;
   /** head (between the eyes), world coordinates [m] (>= -100000, <= 100000) */
   position: [number, number, number];
-  /** unit quaternion (w, x, y, z), camera-to-world, OpenCV axes (>= -1.01, <= 1.01) */
+  /** unit quaternion (w, x, y, z), camera-to-world, OpenCV axes; its norm must lie in [0.9, 1.1] */
   orientation: [number, number, number, number];
 }
 
@@ -200,7 +204,7 @@ export interface RtcOffer {
  */
 export interface IceCandidate {
   type: "ice_candidate";
-  /** 'candidate:...' line, without 'a=' (max length 1024) */
+  /** the `candidate:…` attribute without `a=`; empty = end of candidates (max length 1024) */
   candidate: string;
   /** (max length 64) default null */
   sdp_mid?: string | null;
@@ -211,14 +215,14 @@ export interface IceCandidate {
 /** Text describing what to generate next in this world. */
 export interface Caption {
   type: "caption";
-  /** (max length 500) */
+  /** what to generate next in this world, for every player in it (max length 500) */
   text: string;
 }
 
 /** Round-trip probe; answered by ``pong`` with the same id. */
 export interface Ping {
   type: "ping";
-  /** (>= 0, <= 9007199254740991) */
+  /** echoed in the pong (>= 0, <= 9007199254740991) */
   id: number;
   /** client clock, echoed back [ms] (>= -1000000000000000, <= 1000000000000000) default 0.0 */
   t_ms?: number;
@@ -244,6 +248,12 @@ export interface Welcome {
   server: ServerInfo;
 }
 
+/**
+ * The answer to ``rtc_offer``, with all of the server's ICE candidates inside. Its video
+ * codec is the server's (``welcome.server.codec``) when the offer accepts it, else the other
+ * one the server can send that the offer accepts; an offer accepting neither H.264 nor VP8
+ * gets ``rtc_failed`` naming the codecs it offered.
+ */
 export interface RtcAnswer {
   type: "rtc_answer";
   /** (max length 60000) */
@@ -251,9 +261,10 @@ export interface RtcAnswer {
 }
 
 /**
- * The server closed this player's video on its own (its peer connection failed, or the
- * process streaming it stopped). The WebSocket and the player carry on: send a new
- * ``rtc_offer`` to get video again.
+ * This player's video stopped without a new ``rtc_offer`` replacing it: the peer connection
+ * failed or was closed (by the network, or by the client closing its own), or the process
+ * streaming it stopped. The WebSocket and the player carry on: send a new ``rtc_offer`` to
+ * get video again.
  */
 export interface VideoEnded {
   type: "video_ended";
@@ -261,6 +272,7 @@ export interface VideoEnded {
   reason: string;
 }
 
+/** The answer to ``ping``. */
 export interface Pong {
   type: "pong";
   /** (>= 0, <= 9007199254740991) */
@@ -284,6 +296,7 @@ export interface GenerationRequested {
   requested_by: string[];
 }
 
+/** How far a generation job has come. */
 export interface GenerationProgress {
   type: "generation_progress";
   /** (>= 0, <= 9007199254740991) */
@@ -307,6 +320,7 @@ export interface GenerationDone {
   gaussians: number;
 }
 
+/** A generation job ended without adding anything. */
 export interface GenerationFailed {
   type: "generation_failed";
   /** (>= 0, <= 9007199254740991) */
@@ -317,11 +331,13 @@ export interface GenerationFailed {
   cancelled: boolean;
 }
 
+/** Another player joined this world. */
 export interface PlayerJoined {
   type: "player_joined";
   player: PlayerInfo;
 }
 
+/** Another player left this world. */
 export interface PlayerLeft {
   type: "player_left";
   /** (matches ^[A-Za-z0-9_-]{1,64}$) */
@@ -346,7 +362,7 @@ export interface Explored {
   type: "explored";
   /** [m] (>= 0) */
   cell_size: number;
-  /** [i, j, state] (max length 65536) default [] */
+  /** [i, j, state]; state 0 unknown, 1 generated, 2 visited (EXPLORED_STATES) (max length 65536) default [] */
   cells: Array<[number, number, number]>;
 }
 
@@ -372,10 +388,12 @@ export interface Stats {
 /**
  * Sent for every video frame, just before its packets. Match ``rtp_timestamp`` with
  * ``requestVideoFrameCallback`` metadata to find which input a displayed frame shows.
+ * It is the timestamp in the RTP packets as sent; a receiver that rebases timestamps
+ * (aiortc's tracks count ``pts`` from 0) must add its first packet's timestamp back.
  */
 export interface FrameInfo {
   type: "frame_info";
-  /** the frame's RTP timestamp (90 kHz clock) (>= 0, <= 4294967295) */
+  /** the frame's RTP timestamp as in its packets (90 kHz clock) (>= 0, <= 4294967295) */
   rtp_timestamp: number;
   /** latest input/head_pose seq applied, -1 before any (>= -1, <= 9007199254740991) default -1 */
   input_seq: number;
@@ -394,7 +412,7 @@ export interface ErrorMessage {
   message: string;
   /** the offending field, dotted (e.g. 'view.fov_y') (max length 128) default null */
   field: string | null;
-  /** type of the message that caused it, if known (max length 64) default null */
+  /** type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known (max length 64) default null */
   ref_type: string | null;
   /** with code limit_reached: the limit, named as its server flag (e.g. 'max_new_worlds_per_client') (max length 64) default null */
   limit: string | null;

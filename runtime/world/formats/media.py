@@ -1,7 +1,8 @@
-"""Images in (PNG, JPEG, ... via PyAV/FFmpeg) and H.264 MP4 video out."""
+"""Images in (PNG, JPEG, ... via PyAV/FFmpeg) and video out: H.264 MP4 or GIF, as the file name says."""
 
 from __future__ import annotations
 
+import io
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -12,24 +13,45 @@ import numpy as np
 from .errors import SplatFormatError
 
 
-def read_image(path: str | Path) -> np.ndarray:
+MAX_IMAGE_PIXELS = 8192 * 8192
+"""Largest image :func:`read_image` decodes (checked before decoding: no decompression bombs)."""
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB of the image at ``path`` (any format FFmpeg decodes)."""
     path = Path(path)
     if not path.is_file():
         raise SplatFormatError(path, "no such file")
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise SplatFormatError(path, "not an image (no picture in it)")
+            context = container.streams.video[0].codec_context
+            if context.width * context.height > max_pixels:
+                raise SplatFormatError(path, f"image is {context.width}x{context.height} pixels; at most {max_pixels:,} pixels are read")
             for frame in container.decode(video=0):
                 return frame.to_ndarray(format="rgb24")
+    except SplatFormatError:
+        raise
     except (av.error.FFmpegError, ValueError, IndexError) as e:
         raise SplatFormatError(path, f"not a readable image ({e})") from None
     raise SplatFormatError(path, "image has no picture in it")
 
 
-def write_image(path: str | Path, rgb: np.ndarray) -> None:
-    """Write ``[H, W, 3]`` uint8 RGB as a PNG."""
+def resize_image(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB resampled to ``height x width`` (area averaging when shrinking)."""
     rgb = np.ascontiguousarray(rgb, np.uint8)
-    with av.open(str(path), mode="w", format="image2") as container:
+    if rgb.shape[1] == width and rgb.shape[0] == height:
+        return rgb.copy()
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    return frame.reformat(width=width, height=height, interpolation="AREA").to_ndarray(format="rgb24")
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """``[H, W, 3]`` uint8 RGB as lossless PNG bytes."""
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="image2pipe") as container:
         stream = container.add_stream("png")
         stream.height, stream.width = rgb.shape[:2]
         stream.pix_fmt = "rgb24"
@@ -37,6 +59,12 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
             container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+    return out.getvalue()
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    """Write ``[H, W, 3]`` uint8 RGB as a PNG."""
+    Path(path).write_bytes(encode_png(rgb))
 
 
 def read_video_frames(path: str | Path) -> np.ndarray:
@@ -45,24 +73,48 @@ def read_video_frames(path: str | Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-class Mp4Writer:
-    """Writes RGB frames as an H.264 MP4 (yuv420p, so width and height must be even).
+# suffix -> (container format, encoder, pixel format, what it is, in words)
+VIDEO_FORMATS = {
+    ".mp4": ("mp4", "libx264", "yuv420p", "H.264"),
+    # GIF's palette is FFmpeg's fixed 3-3-2 one (rgb8): quick and honest, banded on gradients.
+    ".gif": ("gif", "gif", "rgb8", "GIF, 256 fixed colours"),
+}
 
-    The file appears under its final name only when :meth:`close` succeeds.
+
+def video_format_error(path: str | Path) -> str | None:
+    """Why ``path`` cannot be written as a video (an unsupported suffix), or None."""
+    suffix = Path(path).suffix.lower()
+    if suffix in VIDEO_FORMATS:
+        return None
+    supported = ", ".join(f"{s} ({VIDEO_FORMATS[s][3]})" for s in VIDEO_FORMATS)
+    return f"cannot write video as {suffix or '(no suffix)'!r}; name the file with one of {supported}"
+
+
+class VideoWriter:
+    """Writes RGB frames as the video format the file's suffix names (:data:`VIDEO_FORMATS`).
+
+    H.264 (yuv420p) needs an even width and height. The file appears under its final name
+    only when :meth:`close` succeeds.
     """
 
     def __init__(self, path: str | Path, width: int, height: int, fps: float = 16.0, crf: int = 18) -> None:
-        if width % 2 or height % 2 or width <= 0 or height <= 0:
-            raise ValueError(f"H.264 video needs an even, positive width and height, got {width}x{height}")
+        problem = video_format_error(path)
+        if problem is not None:
+            raise SplatFormatError(path, problem)
         self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        container_format, encoder, pix_fmt, _ = VIDEO_FORMATS[suffix]
+        if width <= 0 or height <= 0 or (encoder == "libx264" and (width % 2 or height % 2)):
+            raise ValueError(f"H.264 video needs an even, positive width and height, got {width}x{height}")
         self.width, self.height = width, height
-        self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix or '.mp4'}")
-        self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        self._tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{suffix}")
+        self._container = av.open(str(self._tmp), mode="w", format=container_format)
         rate = Fraction(fps).limit_denominator(1001)
-        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream = self._container.add_stream(encoder, rate=rate)
         self._stream.width, self._stream.height = width, height
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+        self._stream.pix_fmt = pix_fmt
+        if encoder == "libx264":
+            self._stream.options = {"crf": str(crf), "preset": "veryfast"}
         self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
@@ -97,7 +149,7 @@ class Mp4Writer:
             self._container = None
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "Mp4Writer":
+    def __enter__(self) -> "VideoWriter":
         return self
 
     def __exit__(self, exc_type, *_) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..gaussians import SH_C0, Gaussians
 from .errors import SplatFormatError
+from .limits import check_gaussian_count
 from .ply import colors_from_dc
 
 SPZ_MAGIC = 0x5053474E
@@ -133,15 +134,53 @@ def encode_spz(gaussians: Gaussians) -> bytes:
     return gzip.compress(b"".join(parts), compresslevel=6)
 
 
-def decode_spz(data: bytes, path: str | Path = "<bytes>") -> Gaussians:
-    """Decode ``.spz`` bytes (versions 1-3, no extensions) into Gaussians in OpenCV axes."""
+MAX_DEFLATE_RATIO = 1032
+"""Deflate never expands input more than ~1032:1, so a stream of ``B`` bytes cannot hold more."""
+_INFLATE_STEP = 16 << 20
+
+
+def _inflate_exactly(data: bytes, size: int, path: str | Path) -> np.ndarray:
+    """The first ``size`` bytes of the gzip stream ``data``, as uint8; never inflates more.
+
+    A gzip bomb costs at most ``size`` bytes (plus one 16 MiB step), not what it expands to.
+    Concatenated gzip members are read as one stream, as ``gzip`` does.
+    """
+    out = np.empty(size, np.uint8)
+    filled = 0
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = data
     try:
-        raw = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
-        raise SplatFormatError(path, f"not a gzip stream, or truncated ({e})") from None
-    if len(raw) < HEADER.size:
-        raise SplatFormatError(path, "shorter than the 16-byte SPZ header")
-    magic, version, n, degree, bits, flags, _ = HEADER.unpack_from(raw)
+        while filled < size:
+            piece = inflater.decompress(pending, min(size - filled, _INFLATE_STEP))
+            out[filled : filled + len(piece)] = np.frombuffer(piece, np.uint8)
+            filled += len(piece)
+            pending = inflater.unconsumed_tail
+            if inflater.eof:
+                if not inflater.unused_data.startswith(b"\x1f\x8b"):
+                    break  # trailing bytes that are not another gzip member: ignored, as readers do
+                inflater, pending = zlib.decompressobj(16 + zlib.MAX_WBITS), inflater.unused_data
+            elif not piece and not pending:
+                break
+    except zlib.error as e:
+        raise SplatFormatError(path, f"not a gzip stream, or corrupt ({e})") from None
+    if filled < size:
+        return out[:filled]
+    return out
+
+
+def decode_spz(data: bytes, path: str | Path = "<bytes>", max_gaussians: int | None = None) -> Gaussians:
+    """Decode ``.spz`` bytes (versions 1-3, no extensions) into Gaussians in OpenCV axes.
+
+    Memory is bounded before inflating: the header's point count must fit what
+    ``len(data)`` bytes of deflate can hold (and ``max_gaussians``, default
+    :data:`~.limits.MAX_GAUSSIANS`), and only the bytes that count needs are ever inflated.
+    """
+    head = _inflate_exactly(data, HEADER.size, path).tobytes()
+    if len(head) < HEADER.size:
+        if not data.startswith(b"\x1f\x8b"):
+            raise SplatFormatError(path, "not a gzip stream (an .spz file is gzip-compressed)")
+        raise SplatFormatError(path, "truncated: shorter than the 16-byte SPZ header")
+    magic, version, n, degree, bits, flags, _ = HEADER.unpack(head)
     if magic != SPZ_MAGIC:
         raise SplatFormatError(path, f"bad SPZ magic 0x{magic:08x} (expected 0x{SPZ_MAGIC:08x})")
     if version not in (1, 2, 3):
@@ -154,10 +193,16 @@ def decode_spz(data: bytes, path: str | Path = "<bytes>") -> Gaussians:
     pos_bytes = 6 if version == 1 else 9
     rot_bytes = 4 if version >= 3 else 3
     sizes = [n * pos_bytes, n, n * 3, n * 3, n * rot_bytes, n * s * 3]
+    check_gaussian_count(path, n, max_gaussians)
+    if HEADER.size + sum(sizes) > MAX_DEFLATE_RATIO * len(data):
+        raise SplatFormatError(
+            path, f"header declares {n:,} points ({HEADER.size + sum(sizes):,} bytes), more than {len(data):,} bytes of gzip can hold"
+        )
+    raw = _inflate_exactly(data, HEADER.size + sum(sizes), path)
     if len(raw) - HEADER.size < sum(sizes):
         raise SplatFormatError(path, f"truncated: {n} points need {sum(sizes)} bytes of data, found {len(raw) - HEADER.size}")
     offsets = np.cumsum([HEADER.size] + sizes)
-    chunk = [np.frombuffer(raw, np.uint8, count=size, offset=int(off)) for size, off in zip(sizes, offsets)]
+    chunk = [raw[int(off) : int(off) + size] for size, off in zip(sizes, offsets)]
     if version == 1:
         means = chunk[0].view("<f2").reshape(n, 3).astype(np.float32)
     else:
@@ -180,7 +225,9 @@ def decode_spz(data: bytes, path: str | Path = "<bytes>") -> Gaussians:
     quats /= np.maximum(np.linalg.norm(quats, axis=1, keepdims=True), 1e-12)
     sh_rest = None
     if s:
-        sh_rest = (chunk[5].reshape(n, s, 3).astype(np.float32) - 128.0) / 128.0 * _SH_FLIP[:s, None]
+        sh_rest = chunk[5].reshape(n, s, 3).astype(np.float32)
+        sh_rest -= 128.0  # in place: degree 3 is the largest array here
+        sh_rest *= _SH_FLIP[:s, None] / np.float32(128.0)
     return Gaussians(means, quats, log_scales, np.log(alpha / (1.0 - alpha)), colors_from_dc(f_dc), sh_rest)
 
 
@@ -197,8 +244,9 @@ def write_spz(path: str | Path, gaussians: Gaussians) -> int:
     return len(data)
 
 
-def read_spz(path: str | Path) -> Gaussians:
+def read_spz(path: str | Path, max_gaussians: int | None = None) -> Gaussians:
+    """Read an ``.spz`` file (see :func:`decode_spz` for what is read and refused)."""
     path = Path(path)
     if not path.is_file():
         raise SplatFormatError(path, "no such file")
-    return decode_spz(path.read_bytes(), path)
+    return decode_spz(path.read_bytes(), path, max_gaussians)

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ..camera import Cameras
-from ..frames import Frame
+from ..keyframes.frames import Frame
 
 ProgressCallback = Callable[[float, str], None]
 """``progress(fraction in [0, 1], message)``; called from the generating thread."""

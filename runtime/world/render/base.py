@@ -74,22 +74,3 @@ class Renderer(Protocol):
     def render_alpha(self, snapshot: SceneSnapshot, cameras: Cameras) -> np.ndarray:
         """``[N, H, W]`` float32 opacity only (coverage tests); may be cheaper than ``render``."""
         ...
-
-
-class VideoRenderer(Renderer, Protocol):
-    """A renderer with a streaming path (optional addition to :class:`Renderer`).
-
-    ``render_video`` returns only what a video stream needs: one I420 picture per camera
-    in host memory (:class:`~.video.VideoFrames`). Renderers without it are served by
-    :func:`.video.render_video`'s default (``render()`` then RGB -> I420 on the CPU);
-    callers should go through that function rather than call the method directly.
-    ``submit_video(snapshot, cameras, sky, into=None)`` (optional too) queues the work
-    and returns something with ``wait() -> VideoFrames``, so a caller can overlap
-    batches; ``into`` (per camera, a host buffer or None) is
-    :func:`.video.submit_video`'s.
-    """
-
-    def render_video(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> "VideoFrames": ...
-
-
-from .video import VideoFrames  # noqa: E402  (after the classes: video.py needs no base)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .video import CHROMA_ROW_TAPS, RGB_TO_YUV, YUV_OFFSET
+from .i420 import CHROMA_ROW_TAPS, RGB_TO_YUV, YUV_OFFSET
 
 BLOCK_CHROMA = 128
 """Chroma columns per program (256 pixels per row)."""

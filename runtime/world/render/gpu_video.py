@@ -31,8 +31,8 @@ import numpy as np
 
 from ..camera import Cameras, Pose
 from ..sky import Sky
+from .i420 import CHROMA_ROW_TAPS, RGB_TO_YUV, YUV_OFFSET, i420_size
 from .sky_grid import SKY_COARSE_COLUMNS, sky_stride
-from .video import CHROMA_ROW_TAPS, RGB_TO_YUV, YUV_OFFSET, i420_size
 
 log = logging.getLogger("worldstream.render")
 

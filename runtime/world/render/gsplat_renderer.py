@@ -28,8 +28,9 @@ from .base import RenderOutput
 from .chunk_cache import ChunkCache
 from .conventions import ALPHA_MIN, EPS2D, NEAR_PLANE
 from .gpu_video import SkyConstants, coarse_sky_geometry, pick_video_kernels, sky_is_portable
+from .i420 import i420_size
 from .sky_grid import SkyGridCache
-from .video import VideoFrames, check_into, i420_size
+from .video import VideoFrames, check_into
 
 log = logging.getLogger("worldstream.render")
 
@@ -89,12 +90,12 @@ def _require_cuda_and_gsplat():
     """Import torch and gsplat, or say precisely what is missing."""
     try:
         import torch
-    except ImportError as exc:  # pragma: no cover - torch is a dependency
-        raise RuntimeError(f"gsplat renderer needs torch: {exc}") from exc
+    except ImportError as exc:  # torch is in the gpu extra, not a dependency
+        raise RuntimeError(f"gsplat renderer needs torch with CUDA (pip install 'worldstream[gpu]'): {exc}") from exc
     if not torch.cuda.is_available():
         raise RuntimeError(
-            "gsplat renderer needs a CUDA GPU, but torch.cuda.is_available() is False "
-            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use create_renderer('cpu')"
+            "gsplat renderer needs a CUDA GPU, but torch sees none "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use the cpu renderer"
         )
     try:
         import gsplat

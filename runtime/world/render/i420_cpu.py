@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .video import CHROMA_ROW_TAPS, RGB_TO_YUV, YUV_OFFSET, i420_size
+from .i420 import CHROMA_ROW_TAPS, RGB_TO_YUV, YUV_OFFSET, i420_size
 
 _M = RGB_TO_YUV
 _TAPS = np.array(CHROMA_ROW_TAPS, np.float32)

@@ -29,11 +29,10 @@ from .conventions import ALPHA_MIN, EPS2D, FAR_PLANE, JACOBIAN_CLAMP, NEAR_PLANE
 
 # Columns of the packed per-Gaussian record made by activate_chunk.
 PACKED_WIDTH = 14
-P_MEAN, P_COV, P_OPACITY, P_RGB = 0, 3, 9, 10
 
 # Columns of the per-camera splat record made by project (see project()).
 SPLAT_WIDTH = 12
-S_X, S_Y, S_POWER, S_OPACITY, S_RGB, S_DEPTH, S_CUT = 0, 1, 2, 5, 6, 9, 10
+S_DEPTH = 9  # depth along +z, the sort key (the kernels address the other columns directly)
 
 _JIT = dict(nogil=True, fastmath=True, cache=True, error_model="numpy")
 
@@ -328,6 +327,8 @@ def visible_blocks(chunks: list[PackedChunk], cameras: Cameras) -> tuple[np.ndar
     stop = np.minimum(first + BLOCK, sizes[chunk_index])
     chunk_index, first, stop = chunk_index[keep], first[keep], stop[keep]
     count = stop - first
-    out_first = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    # Exclusive prefix sum; also right when no block is kept (a chunk's bounds can touch
+    # the frustum while none of its blocks do).
+    out_first = np.cumsum(count) - count
     rows = np.stack([chunk_index, first, stop, out_first], axis=1)
     return np.ascontiguousarray(rows), int(count.sum())

@@ -27,25 +27,7 @@ import numpy as np
 from ..camera import Cameras
 from ..scene import SceneSnapshot
 from ..sky import Sky
-
-# BT.601 limited range, for RGB in [0, 255]: rows Y, U, V.
-RGB_TO_YUV = np.array(
-    [
-        [65.481, 128.553, 24.966],
-        [-37.797, -74.203, 112.0],
-        [112.0, -93.786, -18.214],
-    ],
-    np.float32,
-) / np.float32(255.0)
-YUV_OFFSET = np.array([16.0, 128.0, 128.0], np.float32)
-CHROMA_ROW_TAPS = (0.125, 0.375, 0.375, 0.125)
-"""Vertical chroma filter over rows 2j-1, 2j, 2j+1, 2j+2 (libswscale's, fitted)."""
-
-
-def i420_size(width: int, height: int) -> int:
-    """Bytes of one I420 picture (width, height even)."""
-    return width * height * 3 // 2
-
+from .i420 import CHROMA_ROW_TAPS, RGB_TO_YUV, YUV_OFFSET, i420_size
 
 @dataclass(frozen=True)
 class VideoFrames:

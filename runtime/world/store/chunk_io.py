@@ -14,8 +14,8 @@ import zipfile
 
 import numpy as np
 
-from ..frames import Frame
 from ..gaussians import Gaussians
+from ..keyframes.frames import Frame
 from ..scene import Chunk, ChunkSource
 from .errors import WorldFormatError
 

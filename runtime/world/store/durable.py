@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
 """Temporary files are named ``.<final name>.tmp-<pid>``; loaders ignore and clean them."""
-
-
-@dataclass(frozen=True)
-class WrittenFile:
-    """A file written durably: where (relative to the world directory), its size and sha256."""
-
-    file: str
-    bytes: int
-    sha256: str
-
-    def to_dict(self) -> dict:
-        return {"file": self.file, "bytes": self.bytes, "sha256": self.sha256}
 
 
 def temp_path_for(path: Path) -> Path:

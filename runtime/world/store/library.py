@@ -19,13 +19,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..frames import Frame
 from ..gaussians import Gaussians
+from ..keyframes.frames import Frame
 from ..scene import Chunk, ChunkSource
 from ..world import ChunkAdded, World, WorldConfig, WorldEvent
 from .chunk_io import decode_chunk, decode_frame, decode_image
@@ -259,6 +260,21 @@ class WorldLibrary:
             log.info("world %s: removed %d unreferenced file(s) left by an interrupted save", path.name, len(removed))
         return removed
 
+    def delete(self, name: str) -> None:
+        """Remove world ``name`` and its files. Raises :class:`WorldBusy` if it is open for writing.
+
+        The manifest goes first, so an interrupted delete leaves no half-world that opens.
+        """
+        path = self._require(name)
+        lock_fd = self._lock(path, name)
+        try:
+            (path / MANIFEST_NAME).unlink()
+            fsync_dir(path)
+            shutil.rmtree(path)
+            fsync_dir(self.root)
+        finally:
+            os.close(lock_fd)
+
     # ------------------------------------------------------------------ reading files
     @staticmethod
     def _read_file(path: Path, name: str, rec: dict, verify: bool) -> bytes:
@@ -280,7 +296,7 @@ class WorldLibrary:
         if rec["file"] == LEGACY_START_IMAGE_FILE:
             return decode_image(data, f"{path / rec['file']}")
         try:
-            return start_image_file.decode(data, min_side=1)
+            return start_image_file.decode(data, max_pixels=start_image_file.MAX_IMAGE_PIXELS, min_side=1)
         except start_image_file.StartImageError as e:
             raise WorldFormatError(f"world {name!r}: {path / rec['file']}: {e}") from None
 

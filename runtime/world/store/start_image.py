@@ -13,8 +13,13 @@ import io
 import av
 import numpy as np
 
+from ..formats.media import MAX_IMAGE_PIXELS, encode_png
+
+__all__ = ["FILE_NAMES", "MAX_IMAGE_PIXELS", "MAX_PIXELS", "StartImageError", "decode", "encode_png", "image_format"]
+
 MAX_PIXELS = 4096 * 4096
-"""Largest start image (width x height) decoded."""
+"""Largest new start image (width x height) decoded; a saved one may be as large as the CLI
+reads (``formats.media.MAX_IMAGE_PIXELS``)."""
 MIN_SIDE = 16
 
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg"}
@@ -53,18 +58,3 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) 
     if rgb.shape[0] < min_side or rgb.shape[1] < min_side:
         raise StartImageError(f"start_image must be at least {min_side}x{min_side}, got {rgb.shape[1]}x{rgb.shape[0]}")
     return np.ascontiguousarray(rgb)
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    """``[H, W, 3]`` uint8 RGB -> lossless PNG bytes."""
-    rgb = np.ascontiguousarray(rgb, np.uint8)
-    out = io.BytesIO()
-    with av.open(out, mode="w", format="image2pipe") as container:
-        stream = container.add_stream("png")
-        stream.height, stream.width = rgb.shape[:2]
-        stream.pix_fmt = "rgb24"
-        for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out.getvalue()

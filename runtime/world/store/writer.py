@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..frames import Frame
+from ..keyframes.frames import Frame
 from ..scene import Chunk
 from .chunk_io import encode_chunk, encode_frame, source_to_dict
 from .durable import fsync_dir, sha256_hex, write_durably

@@ -23,9 +23,9 @@ from typing import Protocol, Sequence
 import numba
 import numpy as np
 
-from .camera import Cameras
+from ..camera import Cameras
+from ..gaussians import Gaussians
 from .frames import Frame
-from .gaussians import Gaussians
 
 OPACITY_LOGIT = math.log(0.95 / 0.05)
 """New Gaussians are nearly opaque: the logit of 0.95."""

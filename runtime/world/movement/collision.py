@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .scene import Chunk, SceneSnapshot
+from ..scene import Chunk, SceneSnapshot
 
 _BIAS = 1 << 20  # indices in [-2^20, 2^20) -> 21 bits each
 _MASK = (1 << 21) - 1

@@ -29,10 +29,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .camera import Cameras, Pose
-from .jobs import GenerationJob
-from .players import PlayerState
-from .scene import SceneSnapshot
+from ..camera import Cameras, Pose
+from ..frontier.jobs import GenerationJob
+from ..parts import WorldStats
+from ..players import PlayerState
+from ..scene import SceneSnapshot
 
 NO_CHUNK = -1
 """``cap_chunk_id`` of a view frozen over an empty scene: no chunk is shown as it was."""
@@ -138,7 +139,7 @@ class SeenViews:
         stats: the world's counters (``seen_views``, ``seen_views_frozen``).
     """
 
-    def __init__(self, radius_m: float, angle_rad: float, stats: dict) -> None:
+    def __init__(self, radius_m: float, angle_rad: float, stats: WorldStats) -> None:
         if not radius_m > 0:
             raise ValueError(f"SeenViews.radius_m must be > 0, got {radius_m}")
         if not 0 < angle_rad < math.pi:
@@ -158,10 +159,6 @@ class SeenViews:
 
     def __len__(self) -> int:
         return len(self._records)
-
-    @property
-    def frozen_count(self) -> int:
-        return self._frozen_count
 
     def records(self) -> list[SeenView]:
         """Copies of all records, in creation order (for inspection and tests)."""
@@ -292,8 +289,8 @@ class SeenViews:
                     record.pending_jobs.discard(job_id)
 
     def _count(self) -> None:
-        self.stats["seen_views"] = len(self._records)
-        self.stats["seen_views_frozen"] = self._frozen_count
+        self.stats.seen_views = len(self._records)
+        self.stats.seen_views_frozen = self._frozen_count
 
     # ------------------------------------------------------------------ persistence
     def to_state(self, newest_chunk_id: int) -> list:

@@ -16,31 +16,29 @@ from typing import Sequence
 
 import numpy as np
 
-from .camera import Cameras
-from .render.base import Renderer, RenderOutput, gather_outputs
-from .render.video import GatheredVideoFrames, PendingVideoFrames, submit_video
-from .scene import SceneSnapshot
+from ..camera import Cameras
+from ..parts import WorldParts
+from ..render.base import RenderOutput, gather_outputs
+from ..render.video import GatheredVideoFrames, PendingVideoFrames, submit_video
+from ..scene import SceneSnapshot
 from .seen_masks import HiddenSplats
 from .seen_views import SeenViews
-from .sky import Sky
 
 
 class Display:
     """Renders camera batches, routing cameras in frozen seen views to masked snapshots.
 
     Args:
-        renderer, sky: what draws.
+        parts: the world's shared state: its renderer and sky draw; it counts
+            ``masked_renders`` (render calls for frozen-view groups).
         seen: the world's seen views.
         hidden: masked snapshots for frozen views.
-        stats: the world's counters (``masked_renders``: render calls for frozen-view groups).
     """
 
-    def __init__(self, renderer: Renderer, sky: Sky, seen: SeenViews, hidden: HiddenSplats, stats: dict) -> None:
-        self.renderer = renderer
-        self.sky = sky
+    def __init__(self, parts: WorldParts, seen: SeenViews, hidden: HiddenSplats) -> None:
+        self.renderer, self.sky, self.stats = parts.renderer, parts.sky, parts.stats
         self.seen = seen
         self.hidden = hidden
-        self.stats = stats
 
     def render(self, snapshot: SceneSnapshot, cameras: Cameras) -> RenderOutput:
         """``RenderOutput`` for every camera, in order (see :meth:`.world.World.render`)."""
@@ -85,5 +83,5 @@ class Display:
                 masked.append((np.asarray(members, np.int64), shown))
         if not masked:
             return None
-        self.stats["masked_renders"] += len(masked)
+        self.stats.masked_renders += len(masked)
         return ([(np.asarray(sorted(plain), np.int64), snapshot)] if plain else []) + masked

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .camera import Cameras, Pose, intrinsics_from_fov
-from .sky import pixel_directions
+from ..camera import Cameras, Pose, intrinsics_from_fov
+from ..sky import pixel_directions
 
 UNKNOWN, GENERATED, VISITED = 0, 1, 2
 """Cell states reported by :class:`ExploredMap` (``VISITED`` wins over ``GENERATED``)."""

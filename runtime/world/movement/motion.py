@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .camera import UP, Pose
+from ..camera import UP, Pose
 
 if TYPE_CHECKING:  # only for type hints; motion works without a collider
     from .collision import SceneCollider
@@ -57,6 +57,8 @@ HEAD_CLEARANCE = 0.15  # m of head above the eye
 MAX_PITCH = math.radians(89.0)
 MAX_DT = 1.0  # s; longer steps are rejected (the caller lost track of time)
 SUBSTEP_DT = 0.04  # s; at <= 6 m/s a substep moves < BODY_RADIUS, so walls cannot be skipped
+NEAR_GROUND_RADIUS = 3.0  # m; walk mode settles onto known ground this far away when none is under the player
+_RING = tuple((math.cos(a * math.pi / 4), math.sin(a * math.pi / 4)) for a in range(8))
 HEIGHT_RATE = 12.0  # 1/s; eye height follows the ground with this exponential rate (smooth steps)
 
 
@@ -150,7 +152,8 @@ def walk_target_eye_y(x: float, z: float, eye_y: float, collider: "SceneCollider
     The ground is the highest surface not more than :data:`MAX_STEP` above the
     feet (+y down: the smallest surface ``y >= feet - MAX_STEP``). If the column
     right under the player has no samples (sparse splats), the median of the four
-    neighbouring columns is used.
+    neighbouring columns is used; where those have none either, the ground on the nearest
+    ring around the player within :data:`NEAR_GROUND_RADIUS` (see :func:`_ground_around`).
     """
     feet = eye_y + EYE_HEIGHT
     g = collider.ground_y(x, z, feet - MAX_STEP)
@@ -159,9 +162,27 @@ def walk_target_eye_y(x: float, z: float, eye_y: float, collider: "SceneCollider
         near = [collider.ground_y(x + dx, z + dz, feet - MAX_STEP) for dx, dz in ((c, 0), (-c, 0), (0, c), (0, -c))]
         near = [v for v in near if v is not None]
         if not near:
+            near = _ground_around(x, z, feet - MAX_STEP, collider)
+        if not near:
             return None
         g = float(np.median(near))
     return g - EYE_HEIGHT
+
+
+def _ground_around(x: float, z: float, from_y: float, collider: "SceneCollider") -> list[float]:
+    """Ground heights on the nearest ring (8 directions, every ``2 * ground_cell`` out to
+    :data:`NEAR_GROUND_RADIUS`) that has any: where the scene holds no ground right under a
+    player (the spawn point, or wherever fly mode ended), a standing player settles onto
+    the ground around them instead of hanging in the air until they walk."""
+    step = 2.0 * collider.config.ground_cell
+    rings = max(1, int(NEAR_GROUND_RADIUS / step))
+    for k in range(1, rings + 1):
+        r = k * step
+        found = [collider.ground_y(x + r * dx, z + r * dz, from_y) for dx, dz in _RING]
+        found = [v for v in found if v is not None]
+        if found:
+            return found
+    return []
 
 
 def _walk_blocked(x: float, z: float, eye_y: float, collider: "SceneCollider") -> bool:

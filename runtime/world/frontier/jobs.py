@@ -9,8 +9,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .camera import Cameras
-from .generators.base import CancelToken
+from ..camera import Cameras
+from ..generators.base import CancelToken
 
 
 @dataclass

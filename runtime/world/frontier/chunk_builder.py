@@ -8,25 +8,21 @@ keeps the keyframes in frame memory, marking the sky-direction and explored maps
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
 
-from .camera import Cameras
-from .config import WorldConfig
-from .coverage import ExploredMap, SkyDirections
-from .frames import Frame
-from .gaussians import Gaussians
-from .generators.base import DepthEstimator, GenerationResult, Generator
+from ..camera import Cameras
+from ..gaussians import Gaussians
+from ..generators.base import GenerationResult
+from ..keyframes.frames import Frame
+from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
+from ..parts import WorldParts
+from ..scene import Chunk, ChunkSource
+from ..sky import pixel_directions
 from .jobs import GenerationJob
-from .memory import FrameMemory
-from .reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
-from .render.base import Renderer
-from .scene import Chunk, ChunkSource, Scene
-from .sky import pixel_directions
 
 SHOWN_DEPTH_CACHE_FRAMES = 512
 """Keyframes whose shown-depth maps (revisit checks) are cached: ~57 KB each at 320x180, stride 2."""
@@ -42,38 +38,18 @@ class ChunkBuilder:
     each sees the chunks before it (and the shown-depth cache needs no lock of its own).
 
     Args:
-        config: reconstruction and explored-marking settings, seed.
-        generator: named in chunk sources and errors.
-        depth_estimator: turns RGB-only results into depth, or None.
-        renderer, scene, memory: where the chunk and frames go.
-        explored, sky_directions: the world's maps (replaced on :meth:`restore`).
-        lock: the world's planner lock; guards the frame id counter ``state_dict`` reads.
-        stats: the world's counters (``gaussians_dropped``, ``revisit_check_ms``).
+        parts: the world's shared state. The builder reads its reconstruction settings,
+            generator (named in chunk sources) and depth estimator; the chunk, frames and
+            map marks go to its scene, memory and coverage maps; its lock guards the frame
+            id counter ``state_dict`` reads; it counts ``gaussians_dropped`` and
+            ``revisit_check_ms``.
     """
 
-    def __init__(
-        self,
-        config: WorldConfig,
-        generator: Generator,
-        depth_estimator: DepthEstimator | None,
-        renderer: Renderer,
-        scene: Scene,
-        memory: FrameMemory,
-        explored: ExploredMap,
-        sky_directions: SkyDirections,
-        lock: threading.RLock,
-        stats: dict,
-    ) -> None:
-        self.config = config
-        self.generator = generator
-        self.depth_estimator = depth_estimator
-        self.renderer = renderer
-        self.scene = scene
-        self.memory = memory
-        self.explored = explored
-        self.sky_directions = sky_directions
-        self.stats = stats
-        self._lock = lock
+    def __init__(self, parts: WorldParts) -> None:
+        self.parts = parts
+        self.config, self.generator, self.depth_estimator = parts.config, parts.generator, parts.depth_estimator
+        self.renderer, self.scene, self.memory = parts.renderer, parts.scene, parts.memory
+        self.stats, self._lock = parts.stats, parts.lock
         self.next_frame_id = 0
         # Per keyframe id, what its reconstruction shows (reconstruct.shown_depth); LRU.
         self._shown_depth_cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -111,18 +87,25 @@ class ChunkBuilder:
         gaussians = reconstruct(rgb, depth, cams, existing, stride=cfg.reconstruct_stride)
         gaussians = self._keep_earlier_views(gaussians, cams)
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
+        return self.land(source, gaussians, rgb, depth, cams)
+
+    def land(
+        self, source: ChunkSource, gaussians: Gaussians, rgb: np.ndarray, depth: np.ndarray, cams: Cameras
+    ) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
+        """Append ``gaussians`` as a chunk and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
+        memory frames at ``cams``; mark sky directions and explored cells (under the apply lock)."""
         chunks = self.scene.append(gaussians, source) if len(gaussians) else []
         chunk_id = chunks[0].id if chunks else -1
         frames = []
         with self._lock:
             for i in range(len(cams)):
-                frames.append(Frame(self.next_frame_id, rgb[i], depth[i], cams.w2c[i], cams.K[i], chunk_id, job.caption))
+                frames.append(Frame(self.next_frame_id, rgb[i], depth[i], cams.w2c[i], cams.K[i], chunk_id, source.caption))
                 self.next_frame_id += 1
         for f in frames:
             self.memory.add(f)
         sky = ~np.isfinite(depth) | (depth >= SKY_DEPTH)
         if sky.any():
-            self.sky_directions.mark(pixel_directions(cams)[sky])
+            self.parts.sky_directions.mark(pixel_directions(cams)[sky])
         new_cells = self._mark_explored(frames)
         return chunks, frames, new_cells
 
@@ -154,10 +137,10 @@ class ChunkBuilder:
                 rows = np.flatnonzero(occluder)
                 nearest = distances[rows].argmin(axis=1)
                 directions = offsets[rows, nearest] / np.maximum(distances[rows, nearest], 1e-6)[:, None]
-                self.sky_directions.mark(directions)
-                self.stats["gaussians_dropped"] += len(rows)
+                self.parts.sky_directions.mark(directions)
+                self.stats.gaussians_dropped += len(rows)
                 gaussians = gaussians.subset(np.flatnonzero(~occluder))
-        self.stats["revisit_check_ms"] += (time.perf_counter() - started) * 1e3
+        self.stats.revisit_check_ms += (time.perf_counter() - started) * 1e3
         return gaussians
 
     def _shown_depth(self, frame: Frame) -> np.ndarray:
@@ -182,11 +165,9 @@ class ChunkBuilder:
                 continue
             c = f.center
             d = np.hypot(pts[:, 0] - c[0], pts[:, 2] - c[2])
-            new.extend(self.explored.mark_generated_points(pts[d <= reach]))
+            new.extend(self.parts.explored.mark_generated_points(pts[d <= reach]))
         return new
 
-    def restore(self, explored: ExploredMap, sky_directions: SkyDirections, next_frame_id: int) -> None:
-        """Take a loaded world's maps and frame counter (call under the planner lock)."""
-        self.explored = explored
-        self.sky_directions = sky_directions
+    def restore(self, next_frame_id: int) -> None:
+        """Take a loaded world's frame counter (call under the planner lock)."""
         self.next_frame_id = next_frame_id

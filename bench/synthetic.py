@@ -16,9 +16,9 @@ import math
 import numba as nb
 import numpy as np
 
-from ..camera import Cameras, Pose
-from ..gaussians import Gaussians
-from ..scene import ChunkSource, Scene
+from runtime.world.camera import Cameras, Pose
+from runtime.world.gaussians import Gaussians
+from runtime.world.scene import ChunkSource, Scene
 
 EYE_HEIGHT = 1.6
 FOOTPRINT = 0.6
@@ -143,7 +143,7 @@ def view_gaussians(
 ) -> Gaussians:
     """Pixel-aligned Gaussians for one virtual view: one per pixel that hits the scene."""
     cam = pose.camera(width, height, fov_y)
-    from ..sky import pixel_directions
+    from runtime.world.sky import pixel_directions
 
     dirs = pixel_directions(cam)[0].reshape(-1, 3).astype(np.float64)
     n = dirs.shape[0]

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .camera import Cameras
+from ..camera import Cameras
+from ..scene import frustum_cull_boxes
 from .frames import Frame
 from .reconstruct import unproject_depth
-from .scene import frustum_cull_boxes
 
 NEAR = 0.05
 """Points closer than this to the target camera (metres) are ignored."""
@@ -223,7 +223,7 @@ class FrameMemory:
         return self.retrieve_with_coverage(camera, k, max_distance)[0]
 
     def retrieve_with_coverage(
-        self, camera: Cameras, k: int = 5, max_distance: float = 60.0, *, use_index: bool = True
+        self, camera: Cameras, k: int = 5, max_distance: float = 60.0, *, use_index: bool = True, cull: bool = True
     ) -> tuple[list[Frame], np.ndarray]:
         """Like :meth:`retrieve`, also saying which chosen frame covers each pixel.
 
@@ -233,6 +233,8 @@ class FrameMemory:
             first chosen frame that sees the pixel, ``-1`` where none does. It is computed
             on the reduced grid (see ``query_width``) and upsampled by nearest neighbour.
             ``use_index=False`` scans every frame instead of the spatial grid (same result).
+            ``cull=False`` also skips the distance and frustum tests and projects every
+            point of every frame, as Lyra 2 does (``bench/retrieval.py``'s baseline).
         """
         if not isinstance(camera, Cameras) or len(camera) != 1:
             raise ValueError(f"camera must be Cameras with exactly 1 camera, got {camera!r:.80}")
@@ -241,7 +243,7 @@ class FrameMemory:
         if not max_distance > 0:
             raise ValueError(f"max_distance must be > 0 metres, got {max_distance}")
         H, W = camera.height, camera.width
-        cand = self._candidates(camera, max_distance, use_index)
+        cand = self._candidates(camera, max_distance, use_index and cull, cull)
         if len(cand.frames) == 0:
             return [], np.full((H, W), -1, np.int32)
 
@@ -299,8 +301,9 @@ class FrameMemory:
             out.extend(f for f, t in zip(group, touches) if t)
         return sorted(out, key=lambda f: f.id)
 
-    def _candidates(self, camera: Cameras, max_distance: float, use_index: bool = True) -> "_Candidates":
-        """Frames within ``max_distance`` whose points can land in ``camera``'s view, and their tiles in view.
+    def _candidates(self, camera: Cameras, max_distance: float, use_index: bool = True, cull: bool = True) -> "_Candidates":
+        """Frames within ``max_distance`` whose points can land in ``camera``'s view, and their tiles in view
+        (every frame and tile when not ``cull``).
 
         Takes a consistent snapshot under the lock (cheap: references and the grid lookup);
         the culling runs outside it.
@@ -313,17 +316,17 @@ class FrameMemory:
             tile_lo, tile_hi, tile_start, tile_count = self._tile_lo, self._tile_hi, self._tile_start, self._tile_count
             pool_points, pool_sizes = self._pool_points, self._pool_sizes
             frames = self._frames  # append-only: the prefix we use stays valid
-        if len(slots):
+        if cull and len(slots):
             near = np.linalg.norm(centers[slots] - center, axis=1) <= max_distance
             slots = slots[near & has_points[slots]]
-        if len(slots):
+        if cull and len(slots):
             slots = slots[frustum_cull_boxes(lo[slots], hi[slots], camera)[0]]
         slots = np.sort(slots)  # candidate order = slot order: deterministic tie-breaks
         # The candidates' tiles, labelled with their candidate index; keep those in view.
         per = n_tiles[slots]
         labels = np.repeat(np.arange(len(slots)), per)
         tiles = np.repeat(first_tile[slots] - np.cumsum(per) + per, per) + np.arange(int(per.sum()))
-        if len(tiles):
+        if cull and len(tiles):
             in_view = frustum_cull_boxes(tile_lo[tiles], tile_hi[tiles], camera)[0]
             tiles, labels = tiles[in_view], labels[in_view]
         return _Candidates(

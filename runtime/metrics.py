@@ -19,7 +19,8 @@ class ServerMetrics:
         self.frames_dropped = Counter(
             "worldstream_frames_dropped",
             "Rendered frames dropped before encoding: replaced (a newer one came before the encoder was free) "
-            "or worker_behind (the media worker was a whole picture ring behind)",
+            "or worker_behind (the media worker was a whole picture ring behind) "
+            "or render_failed (the renderer raised for that view; the player gets the next tick's)",
             ["reason"],
             registry=r,
         )

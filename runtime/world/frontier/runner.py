@@ -13,13 +13,10 @@ import time
 from concurrent.futures import Executor
 from typing import Callable
 
-import numpy as np
-
-from .config import WorldConfig
-from .events import ChunkAdded, GenerationFailed, GenerationProgress, WorldEvent
-from .generators.base import CancelToken, GenerationCancelled, GenerationRequest, GenerationResult, Generator
-from .jobs import GenerationJob, JobQueue
-from .memory import FrameMemory
+from ..events import ChunkAdded, JobFailed, JobProgress
+from ..generators.base import CancelToken, GenerationCancelled, GenerationRequest, GenerationResult
+from ..parts import WorldParts
+from .jobs import GenerationJob
 from .planner import FrontierPlanner
 
 log = logging.getLogger(__name__)
@@ -29,41 +26,28 @@ class JobRunner:
     """Starts queued jobs on an executor and carries each to its end.
 
     Args:
-        config: ``max_concurrent_jobs``, ``max_retrieved_frames``, seed, world name.
-        queue: the world's jobs.
-        executor: runs :meth:`_run` on worker threads.
-        generator: makes keyframes for a job.
-        memory: frames retrieved as context for the generator.
+        parts: the world's shared state: settings (``max_concurrent_jobs``,
+            ``max_retrieved_frames``, seed), the job queue, the generator, the memory that
+            gives context frames, the start image, the event bus; it counts ``jobs_done``,
+            ``jobs_failed`` and ``jobs_skipped``.
         planner: asked whether a job is still needed; told which views are done or failed.
+        executor: runs :meth:`_run` on worker threads.
         apply: lands a result (``World.apply``); finishes the job as done.
-        emit: delivers events.
-        stats: the world's counters (``jobs_done``, ``jobs_failed``, ``jobs_skipped``).
-        start_image: ``[H, W, 3]`` uint8 image the world started from, or None.
     """
 
     def __init__(
         self,
-        config: WorldConfig,
-        queue: JobQueue,
-        executor: Executor,
-        generator: Generator,
-        memory: FrameMemory,
+        parts: WorldParts,
         planner: FrontierPlanner,
+        executor: Executor,
         apply: Callable[[GenerationJob, GenerationResult], object],
-        emit: Callable[[WorldEvent], None],
-        stats: dict,
-        start_image: np.ndarray | None,
     ) -> None:
-        self.config = config
-        self.queue = queue
-        self.executor = executor
-        self.generator = generator
-        self.memory = memory
+        self.config, self.queue, self.generator, self.memory = parts.config, parts.jobs, parts.generator, parts.memory
+        self.stats, self.start_image = parts.stats, parts.start_image
         self.planner = planner
-        self.stats = stats
-        self.start_image = start_image
+        self.executor = executor
         self._apply = apply
-        self._emit = emit
+        self._emit = parts.events.emit
         self.average_job_s: float | None = None  # running average of one job's generation time
 
     def pump(self) -> None:
@@ -84,14 +68,14 @@ class JobRunner:
         if not self.queue.finish(job, state):
             return
         if error is not None:
-            self._emit(GenerationFailed(job.id, error))
+            self._emit(JobFailed(job.id, error))
 
     def _run(self, job: GenerationJob, token: CancelToken) -> None:
         cfg = self.config
         job.started_at = time.monotonic()
         try:
             if self.planner.already_covered(job):
-                self.stats["jobs_skipped"] += 1
+                self.stats.jobs_skipped += 1
                 self.planner.record_done(job.cameras)
                 self.finish(job, "done")
                 self._emit(ChunkAdded(job.id, (), (), ()))
@@ -102,24 +86,24 @@ class JobRunner:
 
             def progress(fraction: float, message: str = "") -> None:
                 job.progress = float(fraction)
-                self._emit(GenerationProgress(job.id, float(fraction), message))
+                self._emit(JobProgress(job.id, float(fraction), message))
 
             progress(0.0, "started")
             result = self.generator.generate(request, progress, token)
             token.raise_if_cancelled()
             self._apply(job, result)
-            self.stats["jobs_done"] += 1
+            self.stats.jobs_done += 1
             seconds = time.monotonic() - job.started_at
             self.average_job_s = seconds if self.average_job_s is None else 0.7 * self.average_job_s + 0.3 * seconds
         except GenerationCancelled:
             self.finish(job, "cancelled")
-            self._emit(GenerationFailed(job.id, "cancelled", cancelled=True))
+            self._emit(JobFailed(job.id, "cancelled", cancelled=True))
         except Exception as e:  # the world survives a failing generator
             log.exception("world %s: job %d failed", cfg.name, job.id)
-            self.stats["jobs_failed"] += 1
+            self.stats.jobs_failed += 1
             self.planner.record_failed(job.cameras, time.monotonic())
             self.finish(job, "failed")
-            self._emit(GenerationFailed(job.id, f"{type(e).__name__}: {e}"))
+            self._emit(JobFailed(job.id, f"{type(e).__name__}: {e}"))
         finally:
             if job in self.queue:  # apply() normally finishes it
                 self.finish(job, job.state if job.state != "running" else "failed")

@@ -35,18 +35,16 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from .camera import Cameras
-from .coverage import SkyDirections, uncovered_fractions
-from .gaussians import Gaussians
-from .reconstruct import OCCLUSION_FOOTPRINT_SIGMAS, OCCLUSION_MARGIN, occluder_mask
-from .render.base import Renderer
-from .scene import Chunk, SceneSnapshot, frustum_cull_boxes
+from ..camera import Cameras
+from ..frontier.coverage import uncovered_fractions
+from ..gaussians import Gaussians
+from ..keyframes.reconstruct import OCCLUSION_FOOTPRINT_SIGMAS, OCCLUSION_MARGIN, occluder_mask
+from ..parts import WorldParts
+from ..scene import Chunk, SceneSnapshot, frustum_cull_boxes
 from .seen_views import FrozenView
-from .sky import Sky
 
 PICTURE_WIDTH, PICTURE_HEIGHT = 128, 72
 """Size of a frozen view's picture (pixels, 16:9): ~0.5 degrees per pixel at 60 degrees FOV."""
@@ -103,35 +101,23 @@ class HiddenSplats:
     once; the first result is kept, so identities stay stable).
 
     Args:
-        renderer: renders the views' pictures.
-        sky: drawn behind the pictures (only their alpha and depth are read).
-        sky_directions: returns the world's sky-direction map (a function: a restored
-            world replaces the map).
-        max_uncovered: a picture with a larger uncovered fraction is unfinished: its view
-            is shown plain (the world's ``uncovered_fraction``).
-        stats: the world's counters (``hidden_gaussians``, ``masks_computed``, ``mask_ms``,
-            ``seen_views_unfinished``).
+        parts: the world's shared state: its renderer draws the views' pictures over its
+            sky (only their alpha and depth are read); its sky-direction map and
+            ``uncovered_fraction`` decide when a picture is unfinished, so that its view is
+            shown plain; it counts ``hidden_gaussians``, ``masks_computed``, ``mask_ms`` and
+            ``seen_views_unfinished``.
         cache_bytes: budget for masked chunks.
     """
 
-    def __init__(
-        self,
-        renderer: Renderer,
-        sky: Sky,
-        sky_directions: Callable[[], SkyDirections],
-        max_uncovered: float,
-        stats: dict,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-    ) -> None:
+    def __init__(self, parts: WorldParts, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         if cache_bytes <= 0:
             raise ValueError(f"HiddenSplats.cache_bytes must be positive, got {cache_bytes}")
+        max_uncovered = parts.config.uncovered_fraction
         if not 0.0 <= max_uncovered <= 1.0:
             raise ValueError(f"HiddenSplats.max_uncovered must be in [0, 1], got {max_uncovered}")
-        self.renderer = renderer
-        self.sky = sky
-        self.sky_directions = sky_directions
+        self.parts = parts
+        self.renderer, self.sky, self.stats = parts.renderer, parts.sky, parts.stats
         self.max_uncovered = max_uncovered
-        self.stats = stats
         self.cache_bytes = cache_bytes
         self._lock = threading.Lock()
         self._pictures: OrderedDict[tuple[int, int], ViewPicture] = OrderedDict()  # (record, cap)
@@ -213,9 +199,9 @@ class HiddenSplats:
             alpha = np.zeros((1, PICTURE_HEIGHT, PICTURE_WIDTH), np.float32)
             depth = np.full((PICTURE_HEIGHT, PICTURE_WIDTH), np.inf, np.float32)
         shown = np.where(alpha[0] >= OPAQUE_ALPHA, depth, np.float32(np.inf)).astype(np.float32)
-        uncovered = float(uncovered_fractions(alpha, cam, self.sky_directions())[0])
+        uncovered = float(uncovered_fractions(alpha, cam, self.parts.sky_directions)[0])
         picture = ViewPicture(cam.w2c[0], cam.K[0], shown, uncovered)
-        self.stats["mask_ms"] += (time.perf_counter() - started) * 1e3
+        self.stats.mask_ms += (time.perf_counter() - started) * 1e3
         with self._lock:
             picture = self._pictures.setdefault(key, picture)
             while len(self._pictures) > PICTURES_KEPT:
@@ -232,7 +218,7 @@ class HiddenSplats:
             finished = self.picture(view, snapshot).uncovered <= self.max_uncovered
             with self._lock:
                 if key not in self._finished_views and not finished:
-                    self.stats["seen_views_unfinished"] += 1
+                    self.stats.seen_views_unfinished += 1
                 finished = self._finished_views.setdefault(key, finished)
         return finished
 
@@ -261,9 +247,9 @@ class HiddenSplats:
         else:
             part = chunk.gaussians.subset(np.flatnonzero(~hidden))
             shown, size = Chunk.build(next(_masked_ids), part, chunk.source), _nbytes(part)
-        self.stats["masks_computed"] += 1
-        self.stats["hidden_gaussians"] += count
-        self.stats["mask_ms"] += (time.perf_counter() - started) * 1e3
+        self.stats.masks_computed += 1
+        self.stats.hidden_gaussians += count
+        self.stats.mask_ms += (time.perf_counter() - started) * 1e3
         with self._lock:
             hit = self._chunks.get(key)
             if hit is not None:  # another thread was first: keep its identity

@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from .camera import Cameras, Pose, intrinsics_from_fov
-from .collision import SceneCollider
-from .config import WorldConfig
-from .coverage import ExploredMap, ProbeView, SkyDirections, probe_cameras, probe_views, uncovered_fractions
-from .jobs import GenerationJob, JobLimits, JobQueue
-from .motion import walk_target_eye_y
-from .players import PlayerState
-from .render.base import Renderer
-from .scene import Scene
+from ..camera import Cameras, Pose, intrinsics_from_fov
+from ..movement.motion import walk_target_eye_y
+from ..parts import WorldParts
+from ..players import PlayerState
+from .coverage import ProbeView, probe_cameras, probe_views, uncovered_fractions
+from .jobs import GenerationJob, JobLimits
 
 PROBE_CACHE_MAX = 4096
 """Cached probe answers before the cache is dropped (a long walk would grow it without bound)."""
@@ -96,35 +92,15 @@ class FrontierPlanner:
     ``retry_after_s``), the next job id and a cache of probe coverage answers.
 
     Args:
-        config: planning settings.
-        scene, collider, renderer: read to test coverage and find the ground ahead.
-        explored, sky_directions: the world's maps (replaced on :meth:`restore`).
-        queue: the world's jobs; new jobs go onto it, requests merge into it.
-        lock: the world's planner lock, shared with ``queue``.
-        stats: the world's counters (``updates``, ``probes_rendered``, ``jobs_created``).
+        parts: the world's shared state. Planning reads its settings, scene, collider,
+            renderer and coverage maps; new jobs go onto its queue (under its lock), and it
+            counts ``probes_rendered`` and ``jobs_created``.
     """
 
-    def __init__(
-        self,
-        config: WorldConfig,
-        scene: Scene,
-        collider: SceneCollider,
-        renderer: Renderer,
-        explored: ExploredMap,
-        sky_directions: SkyDirections,
-        queue: JobQueue,
-        lock: threading.RLock,
-        stats: dict,
-    ) -> None:
-        self.config = config
-        self.scene = scene
-        self.collider = collider
-        self.renderer = renderer
-        self.explored = explored
-        self.sky_directions = sky_directions
-        self.queue = queue
-        self.stats = stats
-        self._lock = lock
+    def __init__(self, parts: WorldParts) -> None:
+        self.parts = parts
+        self.config, self.scene, self.collider, self.renderer = parts.config, parts.scene, parts.collider, parts.renderer
+        self.queue, self.stats, self._lock = parts.jobs, parts.stats, parts.lock
         self.done_views = ViewRecord()  # keyframes generated (or found covered): never again
         self.failed_views = ViewRecord()  # keyframes that failed: not again for retry_after_s
         self.next_job_id = 0
@@ -143,7 +119,7 @@ class FrontierPlanner:
         """
         for p in players:
             if np.isfinite(p.pose.position).all():
-                self.explored.mark_visited(float(p.pose.position[0]), float(p.pose.position[2]))
+                self.parts.explored.mark_visited(float(p.pose.position[0]), float(p.pose.position[2]))
         candidates = self.uncovered_views(players, lookahead_s)
         new_jobs: list[GenerationJob] = []
         with self._lock:
@@ -183,7 +159,7 @@ class FrontierPlanner:
     def uncovered_views(self, players: Sequence[PlayerState], lookahead_s: float) -> list[UncoveredView]:
         """Probe views of all players that reach unexplored cells and show too much empty space."""
         cfg = self.config
-        versions = (self.scene.version, self.sky_directions.version)
+        versions = (self.scene.version, self.parts.sky_directions.version)
         if self._probe_versions != versions or len(self._probe_cache) > PROBE_CACHE_MAX:  # new splats or sky: answers are stale
             self._probe_cache.clear()
             self._probe_versions = versions
@@ -203,7 +179,7 @@ class FrontierPlanner:
             for pr in probes:
                 if pr.kind == "ahead":
                     pr = self._ahead_on_ground(p.pose, pr)
-                if self.explored.reaches_unknown(pr.position, pr.yaw, cfg.frontier_distances):
+                if self.parts.explored.reaches_unknown(pr.position, pr.yaw, cfg.frontier_distances):
                     tested.append((pr, self._probe_key(pr)))
         missing = list({key: pr for pr, key in tested if key not in self._probe_cache}.items())
         if missing:
@@ -213,8 +189,8 @@ class FrontierPlanner:
                 alpha = self.renderer.render_alpha(snapshot, cams)
             else:
                 alpha = np.zeros((len(cams), cams.height, cams.width), np.float32)
-            self.stats["probes_rendered"] += len(cams)
-            fractions = uncovered_fractions(alpha, cams, self.sky_directions)
+            self.stats.probes_rendered += len(cams)
+            fractions = uncovered_fractions(alpha, cams, self.parts.sky_directions)
             for (key, _), frac in zip(missing, fractions):
                 self._probe_cache[key] = float(frac)
         out: list[UncoveredView] = []
@@ -226,7 +202,7 @@ class FrontierPlanner:
             unexplored = (
                 cfg.generate_unexplored_ahead
                 and probe.kind != "ring"
-                and not self.explored.is_generated(float(probe.position[0]), float(probe.position[2]))
+                and not self.parts.explored.is_generated(float(probe.position[0]), float(probe.position[2]))
             )
             if unexplored or self._probe_cache[key] > cfg.uncovered_fraction:
                 pitch = min(hi, max(lo, probe.pitch))
@@ -261,7 +237,7 @@ class FrontierPlanner:
         job = self._make_job(cand, now, caption)
         self.queue.add(job)
         new_jobs.append(job)
-        self.stats["jobs_created"] += 1
+        self.stats.jobs_created += 1
 
     def priority(self, cand: UncoveredView) -> float:
         """Lower first: the probe's rank (the queue breaks ties by job id, i.e. request order)."""
@@ -318,17 +294,15 @@ class FrontierPlanner:
             return False
         if self.config.generate_unexplored_ahead:
             c = job.cameras.centers[0]
-            if not self.explored.is_generated(float(c[0]), float(c[2])):
+            if not self.parts.explored.is_generated(float(c[0]), float(c[2])):
                 return False
         cams = job.cameras.resized(self.config.probe_width, self.config.probe_height)
         alpha = self.renderer.render_alpha(snapshot, cams)
-        return bool((uncovered_fractions(alpha, cams, self.sky_directions) <= self.config.uncovered_fraction).all())
+        return bool((uncovered_fractions(alpha, cams, self.parts.sky_directions) <= self.config.uncovered_fraction).all())
 
     # ------------------------------------------------------------------ persistence
-    def restore(self, explored: ExploredMap, sky_directions: SkyDirections, done_views: ViewRecord, next_job_id: int) -> None:
-        """Take a loaded world's maps, finished views and job counter (call under the lock)."""
-        self.explored = explored
-        self.sky_directions = sky_directions
+    def restore(self, done_views: ViewRecord, next_job_id: int) -> None:
+        """Take a loaded world's finished views and job counter (call under the lock)."""
         self.done_views = done_views
         self.next_job_id = next_job_id
         self._probe_cache.clear()

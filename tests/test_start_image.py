@@ -1,0 +1,146 @@
+"""Image -> world: the start image is keyframe 0 at the spawn camera, and the first picture.
+
+Depth comes from a depth map given with the image or from a tiny random-weight Depth
+Anything built here; without either, the world says so in one line and starts as before.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from runtime.world.camera import Cameras, intrinsics_from_fov
+from runtime.world.formats.media import read_video_frames, resize_image, write_image
+from runtime.world.render import create_renderer
+from runtime.world.keyframes.start_frame import NO_DEPTH_NOTICE, seed_world
+from runtime.world.store import WorldLibrary
+from runtime.world.world import World, WorldConfig
+
+from test_cli import run_cli
+
+W, H = 320, 180
+FOV_Y = math.radians(50.0)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 10.0 * math.log10(255.0**2 / max(mse, 1e-12))
+
+
+def photo(width: int = 640, height: int = 360, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A photo-like test image with its depth: sky, textured ground receding, a box in front.
+
+    Returns ``(rgb [H,W,3] uint8, depth [H,W] float32 metres, inf = sky)``.
+    """
+    rng = np.random.default_rng(seed)
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    horizon = 0.4 * height
+    f = 0.5 * height / math.tan(0.5 * FOV_Y)
+    depth = np.where(v > horizon + 1, 1.6 * f / np.maximum(v - horizon, 1.0), np.inf).astype(np.float32)
+    rgb = np.empty((height, width, 3), np.float32)
+    sky = np.stack([120 + 60 * v / height, 160 + 40 * v / height, np.full_like(v, 230)], -1)
+    ground = np.stack([90 + 30 * np.sin(u / 7.0) * np.cos(v / 5.0), 110 + 25 * np.sin(u / 11.0 + v / 3.0), 60 + 20 * np.cos(u / 4.0)], -1)
+    rgb[:] = np.where(np.isfinite(depth)[..., None], ground, sky)
+    box = (u > 0.35 * width) & (u < 0.55 * width) & (v > 0.3 * height) & (v < 0.8 * height)
+    rgb[box] = [170, 60, 50]
+    rgb[box & ((u.astype(int) // 9 + v.astype(int) // 9) % 2 == 0)] = [200, 180, 90]  # checker on the box
+    depth[box] = 2.5
+    rgb += rng.normal(0.0, 4.0, rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8), depth
+
+
+@pytest.fixture(scope="module")
+def cpu_renderer():
+    return create_renderer("cpu")
+
+
+def spawn_camera(world: World) -> Cameras:
+    return world.spawn_pose().camera(W, H, FOV_Y)
+
+
+def test_start_image_is_the_first_picture(cpu_renderer):
+    image, depth = photo()
+    with World(WorldConfig("start", seed=3), renderer=cpu_renderer, start_image=image) as world:
+        assert seed_world(world, image, W, H, fov_y=FOV_Y, depth=depth) is None
+        first = world.render(spawn_camera(world)).rgb[0]
+        assert psnr(first, resize_image(image, W, H)) >= 30.0
+        # Keyframe 0 is in frame memory at the spawn camera, with the image and its depth.
+        (frame,) = world.memory.frames()
+        assert np.array_equal(frame.rgb, resize_image(image, W, H))
+        np.testing.assert_allclose(frame.w2c, spawn_camera(world).w2c[0], atol=1e-6)
+        assert np.isinf(frame.depth[: int(0.25 * H)]).all()  # sky stays sky in memory
+        assert np.isfinite(frame.depth[int(0.6 * H) :]).all()
+        # A step to the side still sees the picture's surfaces (not holes).
+        pose = world.spawn_pose()
+        pose.position[0] += 0.2
+        assert world.render(pose.camera(W, H, FOV_Y)).alpha.mean() > 0.9
+
+
+def test_start_image_with_the_depth_estimator(tmp_path, cpu_renderer):
+    from bench.models import save_tiny_depth_model
+    from runtime.world.depth import load_depth_estimator
+
+    estimator = load_depth_estimator(str(save_tiny_depth_model(tmp_path / "depth")))
+    image, _ = photo(seed=1)
+    with World(WorldConfig("est"), renderer=cpu_renderer, start_image=image, depth_estimator=estimator) as world:
+        assert seed_world(world, image, W, H, fov_y=FOV_Y) is None
+        assert psnr(world.render(spawn_camera(world)).rgb[0], resize_image(image, W, H)) >= 30.0
+        assert len(world.memory) == 1
+
+
+def test_without_depth_the_world_says_so_and_starts_as_before(cpu_renderer, caplog):
+    image, _ = photo()
+    with World(WorldConfig("plain"), renderer=cpu_renderer, start_image=image) as world:
+        with caplog.at_level("WARNING"):
+            assert seed_world(world, image, W, H) == NO_DEPTH_NOTICE
+        assert [r.getMessage().count("\n") for r in caplog.records if NO_DEPTH_NOTICE in r.getMessage()] == [0]
+        assert not world.scene.snapshot().chunks and len(world.memory) == 0
+
+
+def test_start_frame_is_saved_with_the_world(tmp_path, cpu_renderer):
+    image, depth = photo()
+    library = WorldLibrary(tmp_path / "worlds")
+    world = library.create(WorldConfig("saved"), start_image=image, renderer=cpu_renderer)
+    seed_world(world, image, W, H, fov_y=FOV_Y, depth=depth)
+    before = world.render(spawn_camera(world)).rgb[0]
+    world.close()
+    again = library.open("saved", renderer=cpu_renderer)
+    try:
+        assert len(again.memory) == 1
+        assert psnr(again.render(spawn_camera(again)).rgb[0], before) > 45.0
+    finally:
+        again.close()
+
+
+def test_render_command_starts_on_the_image(tmp_path):
+    """``worldstream render --image --depth --trajectory --captions``: frame 0 of the video is the image."""
+    from runtime.world.movement.trajectory import Trajectory, save_trajectory
+
+    image, depth = photo(seed=2)
+    write_image(tmp_path / "first_frame.png", image)
+    np.save(tmp_path / "depth.npy", depth)
+    n = 2
+    w2c = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
+    w2c[1, 2, 3] = -0.1  # a small step forward
+    K = intrinsics_from_fov(640, 360, FOV_Y)
+    save_trajectory(tmp_path / "trajectory.npz", Trajectory(w2c, np.broadcast_to(K, (n, 3, 3)).copy(), 640, 360))
+    (tmp_path / "captions.json").write_text('{"0": "a red box on a field"}')
+    result = run_cli(
+        "render", "--image", "first_frame.png", "--depth", "depth.npy", "--trajectory", "trajectory.npz",
+        "--captions", "captions.json", "--frames", "2", "--resolution", f"{W}x{H}", "--renderer", "cpu", "-q", "out.mp4",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    video = read_video_frames(tmp_path / "out.mp4")
+    assert psnr(video[0], resize_image(image, W, H)) >= 28.0  # after H.264 at CRF 18
+
+    # Without a depth source: one line on stderr, and the render still works.
+    result = run_cli(
+        "render", "--image", "first_frame.png", "--trajectory", "trajectory.npz", "--frames", "1",
+        "--resolution", f"{W}x{H}", "--renderer", "cpu", "-q", "plain.mp4", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "no depth" in line]
+    assert len(lines) == 1 and lines[0].endswith(NO_DEPTH_NOTICE), result.stderr
