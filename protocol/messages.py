@@ -35,6 +35,10 @@ MAX_HELLO_BYTES = 8 * 1024 * 1024
 """Largest encoded ``hello`` (it may carry a start image)."""
 MAX_START_IMAGE_BYTES = 6 * 1024 * 1024
 """Largest PNG/JPEG start image in a ``new_world`` request."""
+MAX_START_IMAGE_PIXELS = 4096 * 4096
+"""Most pixels (width × height, read from the image's header before decoding) in a start image."""
+MIN_START_IMAGE_SIDE = 16
+"""Least width and height of a start image, in pixels."""
 
 # ---- cost limits for what a client sends (checked before unpacking) ----
 MAX_CLIENT_VALUES = 512
@@ -198,7 +202,11 @@ class NewWorld:
     seed: int | None = spec(None, min=0, max=MAX_SEED, doc="generator seed; random when absent")
     caption: str = spec("", max_len=MAX_CAPTION_CHARS, doc="text describing the world")
     start_image: bytes | None = spec(
-        None, max_len=MAX_START_IMAGE_BYTES, unit="bytes", doc="PNG or JPEG image the world starts from"
+        None,
+        max_len=MAX_START_IMAGE_BYTES,
+        unit="bytes",
+        doc="PNG or JPEG image the world starts from; at most MAX_START_IMAGE_PIXELS pixels, at least "
+        "MIN_START_IMAGE_SIDE on each side",
     )
 
 
@@ -366,6 +374,17 @@ class VideoEnded(Message):
     get video again."""
 
     reason: str = spec(max_len=MAX_ERROR_CHARS, doc="why, for people")
+
+
+@message("caption_changed", "server")
+class CaptionChanged(Message):
+    """A player set the world's caption (``caption``): sent to every player in the world, the
+    one who set it included. Generation uses it from now on; ``welcome.caption`` is the one
+    in use when a player joins."""
+
+    text: str = spec(max_len=MAX_CAPTION_CHARS, doc="the caption now in use")
+    player_id: str = spec(pattern=PLAYER_ID_PATTERN, doc="who set it")
+    player_name: str = spec("", max_len=MAX_PLAYER_NAME_CHARS)
 
 
 @message("pong", "server")

@@ -26,11 +26,14 @@ from websockets.asyncio.server import serve
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
 from runtime.metrics import ServerMetrics
-from runtime.quotas import Limits, LimitReached, Quotas, client_key
+from runtime.quotas import Limits, LimitReached, Quotas
 from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
+from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
+from runtime.stream.origin import allowed_origin_arg, origin_refusal
+from runtime.stream.rate_limit import TokenBucket
 from runtime.stream.websocket import Connection, refuse_connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
@@ -75,6 +78,7 @@ class StreamServer:
         self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer, self.quotas)
         self.seats = Seats(config.max_players)
         self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
+        self._refusal_log = TokenBucket(0.2, 5)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -134,17 +138,27 @@ class StreamServer:
         self.metrics.generation_queue_depth.set(depth)
         return self.metrics.exposition()
 
+    def _refuse_websocket(self, connection, request) -> str | None:
+        """Why a WebSocket handshake must be refused (HTTP 403), or None: its page's origin."""
+        source = request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies)
+        reason = origin_refusal(request.headers.get("Origin"), source, self.config.allowed_origins)
+        if reason is not None:
+            self.metrics.connections_refused.labels("origin").inc()
+            if self._refusal_log.allow():  # a page retrying in a loop must not flood the log
+                log.warning("%s: WebSocket refused: %s", source.address, reason)
+        return reason
+
     async def _handler(self, ws) -> None:
-        client = client_key(ws.remote_address[0] if ws.remote_address else None)
+        connection = Connection(ws, self)
         try:
-            self.quotas.open_connection(client)
+            self.quotas.open_connection(connection.client)
         except LimitReached as exc:
             await refuse_connection(ws, exc, self.metrics)
             return
         try:
-            await Connection(ws, self, client).run()
+            await connection.run()
         finally:
-            self.quotas.close_connection(client)
+            self.quotas.close_connection(connection.client)
 
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
@@ -174,7 +188,9 @@ class StreamServer:
             self._handler,
             cfg.host,
             cfg.port,
-            process_request=make_process_request(cfg.static_dir, self.health, self._metrics_text, self.world_listing),
+            process_request=make_process_request(
+                cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket
+            ),
             max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
             ping_interval=WS_PING_INTERVAL_S,
@@ -332,6 +348,10 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
         seconds = isinstance(f.default, float)
         p.add_argument("--" + flag, type=_seconds(flag) if seconds else _whole_number(flag, 1), default=f.default,
                        metavar="S" if seconds else "N", help=f"{f.metadata['help']} (default {f.default:g})")
+    p.add_argument("--allow-origin", dest="allow_origins", type=allowed_origin_arg, action="append", default=[], metavar="ORIGIN",
+                   help="let pages from ORIGIN (e.g. https://play.example.com, or * for any) open the WebSocket besides the server's own; repeatable (default: same origin only)")
+    p.add_argument("--trust-proxy", type=proxy_networks, default=(), metavar="ADDRS",
+                   help="believe X-Forwarded-For/-Proto/-Host from these proxy addresses or networks, comma-separated (e.g. 127.0.0.1 for nginx on this host; default: none)")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     return p
@@ -345,8 +365,8 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
     config = ServerConfig(
         host=args.host, port=args.port, generator=args.generator, renderer=args.renderer, worlds=args.worlds,
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
-        max_players=args.max_players, session_linger_s=args.world_linger,
-        limits=limits_from_args(args),
+        max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
+        session_linger_s=args.world_linger, limits=limits_from_args(args),
     )
     if args.static is not None:
         config.static_dir = args.static

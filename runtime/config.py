@@ -30,6 +30,10 @@ class ServerConfig:
             ``bitrate`` (``runtime.stream.encoder.EncoderSettings.crf``).
         static_dir: the web client's built files.
         max_players: players accepted at once, all worlds together.
+        allowed_origins: web origins (``https://host[:port]``, normalised) besides the
+            server's own whose pages may open the WebSocket; ``*`` allows any.
+        trusted_proxies: networks whose ``X-Forwarded-For/-Proto/-Host`` headers are believed
+            (a reverse proxy terminating TLS); empty: none.
         resume_window_s: how long a disconnected player's pose is kept for a resume token.
         session_linger_s: how long an empty world stays loaded before it is saved and closed.
         hello_timeout_s: a connection that sends no valid hello in time is closed.
@@ -50,6 +54,8 @@ class ServerConfig:
     crf: int | None = EncoderSettings.crf
     static_dir: Path = Path(__file__).resolve().parents[1] / "clients" / "web" / "dist"
     max_players: int = 64
+    allowed_origins: frozenset[str] = frozenset()
+    trusted_proxies: tuple = ()  # of ipaddress networks
     resume_window_s: float = 300.0
     session_linger_s: float = 30.0
     hello_timeout_s: float = 10.0

@@ -147,18 +147,21 @@ class Quotas:
                 del self._clients[key]
 
     # ---- worlds ----
-    def new_world(self, key: str) -> None:
-        """Take one world creation from ``key``'s and the server's hourly allowance (or raise)."""
+    def may_create_world(self, key: str) -> None:
+        """Raise if ``key`` or the server has no world creation left this hour (takes nothing:
+        a creation that fails, e.g. on a broken start image, costs no allowance)."""
         lim = self.limits
-        client = self._client(key)
-        if not client.worlds.ready():
+        if not self._client(key).worlds.ready():
             raise self._refuse(
                 "max_new_worlds_per_client",
                 f"your address may create {lim.max_new_worlds_per_client} worlds per hour; join an existing one or wait",
             )
         if not self._new_worlds.ready():
             raise self._refuse("max_new_worlds", f"the server creates at most {lim.max_new_worlds} worlds per hour; join an existing one or wait")
-        client.worlds.allow()
+
+    def created_world(self, key: str) -> None:
+        """Count a world ``key`` created (after :meth:`may_create_world`, under the same lock)."""
+        self._client(key).worlds.allow()
         self._new_worlds.allow()
 
     def open_world(self, loaded: int) -> None:

@@ -135,9 +135,12 @@ class Session:
         for player in list(self.players.values()):
             player.send(data)
 
-    def set_caption(self, text: str) -> None:
+    def set_caption(self, text: str, by: Player) -> None:
+        """Generate from ``text`` from now on, and tell every player in the world (the caption
+        label is shared, like the world)."""
         self.world.set_caption(text)
-        log.info("world %r: caption %r", self.name, text[:80])
+        self.broadcast(m.CaptionChanged(text=text, player_id=by.id, player_name=by.name))
+        log.info("world %r: caption %r (by %s)", self.name, text[:80], by.id)
 
     # ------------------------------------------------------------------ frame clock
     async def _frame_clock(self) -> None:

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
+import math
 import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
+
+import av
+import numpy as np
 
 from protocol import messages as m
 from runtime.config import Executors, ServerConfig
@@ -24,11 +29,11 @@ from runtime.metrics import ServerMetrics
 from runtime.quotas import Quotas
 from runtime.session import Session
 from runtime.world.camera import Pose
+from runtime.world.formats.media import image_header_size
 from runtime.world.world import World, WorldConfig
 
 from runtime.world.generators import create_generator
 from runtime.world.store import WorldLibrary, errors
-from runtime.world.store.start_image import StartImageError
 
 log = logging.getLogger("worldstream.sessions")
 
@@ -51,6 +56,43 @@ class ResumeRecord:
     player_id: str
     pose: Pose
     expires_at: float  # time.monotonic()
+
+
+def _image_refused(problem: str) -> JoinError:
+    return JoinError("bad_field", problem, "new_world.start_image")
+
+
+def decode_start_image(data: bytes) -> np.ndarray:
+    """PNG/JPEG bytes -> ``[H, W, 3]`` uint8.
+
+    The size is read from the image's header and checked against the protocol's limits
+    (``MAX_START_IMAGE_PIXELS``, ``MIN_START_IMAGE_SIDE``) before anything is decoded, so
+    a small file that unpacks to gigabytes costs nothing. Refusals are :class:`JoinError`
+    in words a person can act on (not the decoder's).
+    """
+    kind = "PNG" if data.startswith(b"\x89PNG") else "JPEG"
+    size = image_header_size(data)
+    if size is None:
+        raise _image_refused(f"it is not a readable {kind} image: its header is damaged or missing")
+    w, h = size
+    if w * h > m.MAX_START_IMAGE_PIXELS:
+        limit = m.MAX_START_IMAGE_PIXELS
+        raise _image_refused(
+            f"it is {w}×{h} pixels ({w * h / 1e6:.1f} megapixels); the most is {limit / 1e6:.1f} megapixels "
+            f"(MAX_START_IMAGE_PIXELS, e.g. {math.isqrt(limit)}×{math.isqrt(limit)}): scale it down"
+        )
+    if w < m.MIN_START_IMAGE_SIDE or h < m.MIN_START_IMAGE_SIDE:
+        side = m.MIN_START_IMAGE_SIDE
+        raise _image_refused(f"it is {w}×{h} pixels; the least is {side}×{side} (MIN_START_IMAGE_SIDE)")
+    try:
+        with av.open(io.BytesIO(data), format="png_pipe" if kind == "PNG" else "jpeg_pipe") as container:
+            rgb = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    except Exception:  # FFmpeg's words ("avcodec_send_packet() ...") mean nothing to a player
+        log.info("start image refused: %s of %d bytes did not decode", kind, len(data), exc_info=True)
+        raise _image_refused(f"it is not a readable {kind} image: its picture data is damaged or cut short") from None
+    if rgb.shape[:2] != (h, w):
+        raise _image_refused(f"it is not a readable {kind} image: its header says {w}×{h}, its picture is {rgb.shape[1]}×{rgb.shape[0]}")
+    return np.ascontiguousarray(rgb)
 
 
 def generator_options(name: str) -> dict:
@@ -81,13 +123,12 @@ class WorldSource:
     def exists(self, name: str) -> bool:
         return bool(self.library.exists(name))
 
-    def create(self, config: WorldConfig, start_image: bytes | None) -> World:
-        """A new world; ``start_image`` (PNG/JPEG bytes) is decoded here and saved as given."""
+    def create(self, config: WorldConfig, start_image: np.ndarray | None, start_image_bytes: bytes | None) -> World:
+        """A new world; ``start_image_bytes`` (the PNG/JPEG ``start_image`` was decoded from) is saved as sent."""
         with _store_errors("new_world.name"):
-            try:
-                return self.library.create(config, start_image=start_image, **self._world_kwargs(config.generator))
-            except StartImageError as exc:
-                raise JoinError("bad_field", str(exc), "new_world.start_image") from None
+            return self.library.create(
+                config, start_image=start_image, start_image_bytes=start_image_bytes, **self._world_kwargs(config.generator)
+            )
 
     def open(self, name: str) -> World:
         with _store_errors("world"):
@@ -162,10 +203,14 @@ class SessionRegistry:
                 if name in self.sessions or self.source.exists(name):
                     raise JoinError("world_exists", f"a world named {name!r} exists; join it with 'world'", "new_world.name")
                 self.quotas.open_world(len(self.sessions))
-                self.quotas.new_world(client)
+                self.quotas.may_create_world(client)
+                image = None
+                if req.start_image is not None:
+                    image = await loop.run_in_executor(self.executors.plan, decode_start_image, req.start_image)
                 seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
                 wconfig = WorldConfig(name=name, seed=seed, caption=req.caption, generator=self.config.generator)
-                world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, req.start_image)
+                world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, image, req.start_image)
+                self.quotas.created_world(client)
                 log.info("world %r created (seed %d, generator %s, caption %r)", name, seed, self.config.generator, req.caption[:60])
             session = Session(name, world, self.config, self.executors, self.metrics)
             session.start()

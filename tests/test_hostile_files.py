@@ -347,3 +347,14 @@ def test_render_into_a_missing_folder_removes_the_world_it_created(tmp_path):
     )
     assert run.returncode == 2, run.stderr[-2000:]
     assert not (tmp_path / "worlds" / "orphan").exists()
+
+
+def test_depth_npy_claiming_more_than_it_holds_is_refused(tmp_path):
+    """A 200-byte ``--depth`` .npy whose header claims 100,000 x 100,000 floats (np.load
+    would allocate 37 GiB for it)."""
+    from runtime.world.formats.media import write_image
+
+    write_image(tmp_path / "first.png", np.full((36, 64, 3), 90, np.uint8))
+    (tmp_path / "depth.npy").write_bytes(npy_header((100_000, 100_000), "<f4") + bytes(100))
+    run = run_bounded("render", "--preset", "zoom-in", "--image", "first.png", "--depth", "depth.npy", "x.mp4", cwd=tmp_path)
+    assert_refused(run, "depth.npy: depth array has 10,000,000,000 elements")

@@ -55,18 +55,24 @@ def test_connections_per_client_and_server_wide():
     assert q.connections == 3
 
 
+def create(q: Quotas, key: str) -> None:
+    q.may_create_world(key)
+    q.created_world(key)
+
+
 def test_world_creation_refills_over_the_hour_and_a_refusal_takes_nothing():
     q, clock, _ = book(max_new_worlds_per_client=2, max_new_worlds=3)
-    q.new_world("a")
-    q.new_world("a")
-    assert refused_limit(q.new_world, "a") == "max_new_worlds_per_client"
-    q.new_world("b")
-    assert refused_limit(q.new_world, "c") == "max_new_worlds"  # the server's hour is used up
-    clock.t += 3600 / 3 + 1  # one server-wide world back, one per-client world back for 'a'
-    assert refused_limit(q.new_world, "a") == "max_new_worlds_per_client"  # a's hour refills slower
-    q.new_world("c")  # the server-wide token was not spent on a's refusal
+    create(q, "a")
+    create(q, "a")
+    assert refused_limit(create, q, "a") == "max_new_worlds_per_client"
+    create(q, "b")
+    assert refused_limit(create, q, "c") == "max_new_worlds"  # the server's hour is used up
+    clock.t += 3600 / 3 + 1  # one server-wide world back; a's allowance refills slower
+    assert refused_limit(create, q, "a") == "max_new_worlds_per_client"
+    q.may_create_world("c")  # a's refusal spent nothing, and neither does a creation that then fails
+    create(q, "c")
     clock.t += 3600
-    q.new_world("a")
+    create(q, "a")
 
 
 def test_captions_per_client_and_per_world():
@@ -86,7 +92,7 @@ def test_forgotten_clients_leave_no_entries():
     for i in range(50):
         key = f"10.0.0.{i}"
         q.open_connection(key)
-        q.new_world(key)
+        create(q, key)
         q.close_connection(key)
     assert q.prune() == 50  # their hourly allowance is not whole again yet
     clock.t += 3600

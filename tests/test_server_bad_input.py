@@ -209,3 +209,29 @@ def test_nil_is_the_default_for_optional_fields(server):
             assert reply["id"] == 7 and reply["t_ms"] == 0.0
 
     run(scenario())
+
+
+def test_start_image_refusals_are_words_naming_the_limit(server):
+    """Checked from the image's header before decoding: a valid 20000x20000 PNG (50 KB) is
+    refused naming the pixel limit; a damaged one as "not a readable PNG", never FFmpeg's words."""
+    from images import damaged_png, png_bytes
+
+    async def scenario():
+        for image, words in (
+            (png_bytes(20000, 20000), ["20000×20000 pixels", "MAX_START_IMAGE_PIXELS"]),
+            (damaged_png(), ["not a readable PNG image"]),
+            (png_bytes(8, 8), ["8×8 pixels", "MIN_START_IMAGE_SIDE"]),
+        ):
+            async with connect(server.ws_url, max_size=None) as ws:
+                await ws.send(raw({"type": "hello", "protocol_version": m.PROTOCOL_VERSION, "new_world": {"start_image": image}}))
+                err = msgpack.unpackb(await ws.recv())
+                assert (err["type"], err["code"], err["field"]) == ("error", "bad_field", "new_world.start_image"), err
+                for word in words:
+                    assert word in err["message"], err
+                assert "avcodec" not in err["message"] and "Errno" not in err["message"]
+        # the server carried on: a proper image still makes a world
+        async with connect(server.ws_url) as ws:
+            await ws.send(raw({"type": "hello", "protocol_version": m.PROTOCOL_VERSION, "new_world": {"start_image": png_bytes(64, 48)}}))
+            assert msgpack.unpackb(await ws.recv())["type"] == "welcome"
+
+    run(scenario())

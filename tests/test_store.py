@@ -238,7 +238,7 @@ def test_start_image_is_kept_as_its_png_or_jpeg_bytes(tmp_path):
     y, x = np.mgrid[0:1024, 0:1024]
     pixels = np.stack([x // 4, y // 4, np.full_like(x, 60)], axis=-1).astype(np.uint8)
     png = encode_png(pixels)
-    world = library.create(small_config("pictured"), start_image=png, renderer=cpu_renderer())
+    world = library.create(small_config("pictured"), start_image_bytes=png, renderer=cpu_renderer())
     assert np.array_equal(world.start_image, pixels)
     world.close()
     folder = tmp_path / "worlds" / "pictured"
@@ -253,7 +253,7 @@ def test_start_image_is_kept_as_its_png_or_jpeg_bytes(tmp_path):
     assert (tmp_path / "worlds" / "small" / "start.png").stat().st_size < 2000
     # an unusable image is refused before anything is written
     with pytest.raises(StartImageError):
-        library.create(small_config("broken"), start_image=b"\x89PNG\r\n\x1a\n" + b"\0" * 64, renderer=cpu_renderer())
+        library.create(small_config("broken"), start_image_bytes=b"\x89PNG\r\n\x1a\n" + b"\0" * 64, renderer=cpu_renderer())
     assert not library.exists("broken")
 
 

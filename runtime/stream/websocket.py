@@ -25,9 +25,10 @@ from websockets.exceptions import ConnectionClosed
 
 from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, encode, messages as m
 from runtime.player import Player
-from runtime.quotas import LimitReached
+from runtime.quotas import LimitReached, client_key
 from runtime.sessions import JoinError
 from runtime.stream.media_pool import MediaUnavailable
+from runtime.stream.forwarded import request_source
 from runtime.stream.rate_limit import TokenBucket
 from runtime.stream.webrtc import RtcError, choose_codec
 
@@ -66,12 +67,16 @@ LARGE_BURST = 3
 class Connection:
     """The state of one WebSocket connection (see the module docstring)."""
 
-    def __init__(self, ws: ServerConnection, server: "StreamServer", client: str = "unknown") -> None:
+    def __init__(self, ws: ServerConnection, server: "StreamServer") -> None:
         self.ws = ws
         self.server = server
-        self.client = client  # quota key (runtime.quotas.client_key)
+        peer = ws.remote_address[:2] if ws.remote_address else ("?", 0)
+        source = request_source(peer[0], ws.request.headers, server.config.trusted_proxies)
+        self.client_address = source.address
+        """The client's IP address (from a trusted proxy's ``X-Forwarded-For`` when there is one)."""
+        self.client = client_key(self.client_address)  # what per-client quotas count by
+        self.peer = source.address if source.forwarded else "%s:%s" % peer  # for logs
         self.last_active = time.monotonic()  # last input, head pose or caption (idle timeout)
-        self.peer = "%s:%s" % (ws.remote_address[:2] if ws.remote_address else ("?", "?"))
         self.player: Player | None = None
         self.session = None
         self.token: str | None = None
@@ -226,7 +231,7 @@ class Connection:
             except LimitReached as exc:
                 self.limit_error(exc, msg.TYPE)
             else:
-                self.session.set_caption(msg.text)
+                self.session.set_caption(msg.text, player)
         return True
 
     # ------------------------------------------------------------------ hello
@@ -286,6 +291,7 @@ class Connection:
         if hello.resume_token is not None and record is None:  # after welcome: it is not fatal
             self.error("bad_resume_token", "the resume token is unknown or expired; starting at the spawn point", "resume_token", "hello")
         session.add(self.player)
+        log.info("%s: joined world %r as player %s%s", self.peer, session.name, player_id, " (resumed)" if record else "")
         return True
 
     # ------------------------------------------------------------------ WebRTC

@@ -282,6 +282,11 @@ export class GameSession {
       case "player_left":
         if (m.id !== this.world.myId) toast(`${m.name || "A player"} left`, "info");
         break;
+      case "caption_changed":
+        this.world.apply(m);
+        this.hud.caption.setCurrent(m.text); // every player's label follows whoever set it
+        if (m.player_id !== this.world.myId) toast(`${m.player_name || "A player"} steered the world: “${m.text}”`, "info");
+        return;
       case "welcome":
         return; // handled by the connection
       default:

@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..formats.npy import NpyError, read_npy
+
 MAX_DEPTH_PIXELS = 4096 * 4096
 
 
@@ -26,8 +28,11 @@ def read_depth_map(path: str | Path) -> np.ndarray:
         raise DepthMapError(f"{path}: no such file")
     if path.suffix.lower() == ".npy":
         try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
+            with open(path, "rb") as f:
+                data = read_npy(f, MAX_DEPTH_PIXELS)  # header checked first: np.load would trust its shape
+        except NpyError as e:
+            raise DepthMapError(f"{path}: depth array {e}") from None
+        except OSError as e:
             raise DepthMapError(f"{path}: not a readable .npy file ({e})") from None
         return _metres(data, str(path))
     return decode_depth_png(path.read_bytes(), str(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,6 +12,43 @@ import av
 import numpy as np
 
 from .errors import SplatFormatError
+
+
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def image_header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` in pixels from a PNG's IHDR or a JPEG's frame header, read without
+    decoding anything (so a picture's size can be refused before it costs memory); None when
+    the bytes are not a PNG or JPEG whose header can be read."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        width, height = struct.unpack(">II", data[16:24])
+        return (width, height) if width and height else None
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 4 <= len(data):  # segments: FF, marker, 2-byte length (which counts itself)
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # stand-alone markers carry no length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return (width, height) if width and height else None
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image / start of scan before any frame header
+            return None
+        i += 2 + length
+    return None
 
 
 MAX_IMAGE_PIXELS = 8192 * 8192

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..camera import Cameras, Pose, intrinsics_from_fov
 from ..config import MAX_CAPTION_CHARS, MAX_COORD_M
+from ..formats.npy import NpyError, read_npy
 from ..players import PlayerState
 
 CHUNK_FRAMES = 80
@@ -199,18 +200,10 @@ def _read_npz(path: Path, limits: dict[str, int]) -> tuple[dict[str, np.ndarray]
 
 
 def _read_npy(path: Path, name: str, f, limit: int) -> np.ndarray:
-    version = np.lib.format.read_magic(f)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(f)
-    if dtype.kind not in "biuf" or dtype.fields is not None:
-        raise TrajectoryError(path, f"array {name!r} has type {dtype}; expected numbers")
-    count = math.prod(shape)
-    if count > limit:
-        raise TrajectoryError(path, f"array {name!r} has {count:,} elements (shape {list(shape)}); at most {limit:,} are read")
-    data = f.read(count * dtype.itemsize)
-    if len(data) != count * dtype.itemsize:
-        raise TrajectoryError(path, f"array {name!r} is truncated")
-    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    try:
+        return read_npy(f, limit)
+    except NpyError as e:
+        raise TrajectoryError(path, f"array {name!r} {e}") from None
 
 
 def save_trajectory(path: str | Path, trajectory: Trajectory) -> None:

@@ -138,28 +138,33 @@ class WorldLibrary:
         return path
 
     # ------------------------------------------------------------------ create / open
-    def create(self, config: WorldConfig, start_image: np.ndarray | bytes | None = None, **world_kwargs) -> StoredWorld:
+    def create(
+        self, config: WorldConfig, start_image: np.ndarray | None = None, *, start_image_bytes: bytes | None = None, **world_kwargs
+    ) -> StoredWorld:
         """Make a new, empty world named ``config.name`` and return it open for writing.
 
-        ``start_image`` is PNG/JPEG bytes (saved exactly as given) or ``[H, W, 3]`` uint8
-        pixels (saved as PNG). ``world_kwargs`` (generator, renderer, executor,
+        ``start_image`` is ``[H, W, 3]`` uint8 pixels; ``start_image_bytes`` the PNG/JPEG they
+        were decoded from, saved exactly as given (alone, they are decoded here). Pixels
+        without bytes are saved as PNG. ``world_kwargs`` (generator, renderer, executor,
         depth_estimator) go to :class:`World`. Raises :class:`WorldExists` if the name is
-        taken, :class:`.start_image.StartImageError` (a ValueError) for an unusable image.
+        taken, :class:`.start_image.StartImageError` (a ValueError) for unusable bytes.
         """
         name = check_world_name(config.name)
         path = self.path(name)
         if (path / MANIFEST_NAME).exists():
             raise WorldExists(f"a world named {name!r} already exists in {self.root}")
-        image_bytes, image_name = None, None
-        if isinstance(start_image, (bytes, bytearray, memoryview)):
-            image_bytes = bytes(start_image)
-            start_image = start_image_file.decode(image_bytes)  # checks it before anything is written
-            image_name = start_image_file.FILE_NAMES[start_image_file.image_format(image_bytes)]
-        elif start_image is not None:
+        if start_image_bytes is not None:
+            fmt = start_image_file.image_format(start_image_bytes)
+            if fmt is None:
+                raise start_image_file.StartImageError("start_image must be PNG or JPEG bytes")
+            if start_image is None:
+                start_image = start_image_file.decode(start_image_bytes)  # before anything is written
+        if start_image is not None:
             start_image = np.asarray(start_image)
             if start_image.ndim != 3 or start_image.shape[2] != 3 or start_image.dtype != np.uint8:
                 raise ValueError(f"start_image must be [H, W, 3] uint8, got {start_image.shape} {start_image.dtype}")
-            image_bytes, image_name = start_image_file.encode_png(start_image), start_image_file.FILE_NAMES["png"]
+            if start_image_bytes is None:
+                start_image_bytes, fmt = start_image_file.encode_png(start_image), "png"
         for sub in ("", CHUNK_DIR, FRAME_DIR):
             (path / sub).mkdir(parents=True, exist_ok=True)
         fsync_dir(self.root)
@@ -170,9 +175,10 @@ class WorldLibrary:
             # A directory without a manifest is an interrupted create: start it afresh.
             self._remove_leftovers(path, {"chunks": [], "frames": []})
             start_record = None
-            if image_bytes is not None:
-                write_durably(path / image_name, image_bytes)
-                start_record = {"file": image_name, "bytes": len(image_bytes), "sha256": sha256_hex(image_bytes)}
+            if start_image_bytes is not None:
+                file_name = start_image_file.FILE_NAMES[fmt]
+                write_durably(path / file_name, start_image_bytes)
+                start_record = {"file": file_name, "bytes": len(start_image_bytes), "sha256": sha256_hex(start_image_bytes)}
             manifest = new_manifest(name, config.to_dict(), start_record)
             world = StoredWorld(config, start_image=start_image, **world_kwargs)
             try:
