@@ -205,8 +205,16 @@ class NewWorld:
         None,
         max_len=MAX_START_IMAGE_BYTES,
         unit="bytes",
-        doc="PNG or JPEG image the world starts from; at most MAX_START_IMAGE_PIXELS pixels, at least "
+        doc="PNG or JPEG image the world starts from (its first frame); at most MAX_START_IMAGE_PIXELS pixels, at least "
         "MIN_START_IMAGE_SIDE on each side",
+    )
+    start_fov_y: float | None = spec(
+        None, min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view of start_image; absent: this hello's view.fov_y"
+    )
+    start_depth: bytes | None = spec(
+        None, max_len=MAX_START_IMAGE_BYTES, unit="bytes",
+        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; "
+        "absent: the server's depth model estimates it",
     )
 
 
@@ -267,6 +275,11 @@ class Hello(Message):
         image = self.new_world.start_image if self.new_world else None
         if image is not None and not (image.startswith(b"\x89PNG\r\n\x1a\n") or image.startswith(b"\xff\xd8\xff")):
             raise ProtocolError("bad_field", "start_image must be PNG or JPEG bytes", "new_world.start_image")
+        depth = self.new_world.start_depth if self.new_world else None
+        if depth is not None and image is None:
+            raise ProtocolError("bad_field", "start_depth needs a start_image", "new_world.start_depth")
+        if depth is not None and not depth.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ProtocolError("bad_field", "start_depth must be a 16-bit greyscale PNG (millimetres)", "new_world.start_depth")
 
 
 @message("input", "client")
@@ -354,6 +367,7 @@ class Welcome(Message):
     pose: PoseInfo = spec(doc="spawn pose, or the resumed one")
     resumed: bool = spec(False)
     server: ServerInfo = spec()
+    notice: str = spec("", max_len=MAX_ERROR_CHARS, doc="something to tell the player about this world, for people (empty: nothing)")
 
 
 @message("rtc_answer", "server")

@@ -268,6 +268,26 @@ def check_port(host: str, port: int) -> None:
                 raise StartupError(_listen_problem(host, port, e)) from None
 
 
+def check_models(config: ServerConfig) -> None:
+    """Load the depth model and the generator's weights now (once per process, shared by every
+    world): missing ones are a :class:`StartupError` naming the option and what to download."""
+    from runtime.world.depth import DepthModelMissing, load_depth_estimator
+    from runtime.world.generators import GeneratorUnavailable, create_generator
+
+    if config.depth_model:
+        try:
+            load_depth_estimator(config.depth_model)
+        except DepthModelMissing as e:
+            raise StartupError(str(e)) from None
+    if config.generator != "procedural":
+        try:
+            create_generator(config.generator, **config.generator_options)
+        except GeneratorUnavailable as e:
+            raise StartupError(str(e)) from None
+        except TypeError as e:  # an option the generator does not take
+            raise StartupError(f"--generator-option: {e}") from None
+
+
 def check_worlds_folder(path: Path) -> None:
     """Raise :class:`StartupError` unless ``path`` is (or can be made) a folder we can write in."""
     try:
@@ -309,6 +329,15 @@ def _bitrate(text: str) -> int:
     return value
 
 
+def _generator_option(text: str) -> tuple[str, str]:
+    from runtime.world.generators import parse_option
+
+    try:
+        return parse_option(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _whole_number(name: str, low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high] (no upper bound when ``high`` is None)."""
     limit = f"in [{low}, {high}]" if high is not None else f"at least {low}"
@@ -333,6 +362,14 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--generator", default="procedural", help="generator name (default procedural)")
+    p.add_argument(
+        "--generator-option", type=_generator_option, action="append", default=[], metavar="KEY=VALUE",
+        help="generator option, repeatable, e.g. model=/models/Wan2.1-VACE-1.3B-diffusers (docs/generators.md)",
+    )
+    p.add_argument(
+        "--depth-model", default=None, metavar="PATH",
+        help="Depth Anything-class model folder (transformers format): depth for start images and RGB-only generators",
+    )
     p.add_argument("--renderer", choices=["auto", "cpu", "gsplat"], default="auto", help="renderer (default auto: gsplat on CUDA, else cpu)")
     p.add_argument("--worlds", type=Path, default=Path("worlds"), help="folder for saved worlds (default ./worlds)")
     p.add_argument("--resolution", type=_resolution, default=None, help="video WxH per player (default 640x360 on CPU, 1280x720 on GPU)")
@@ -366,6 +403,7 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         host=args.host, port=args.port, generator=args.generator, renderer=args.renderer, worlds=args.worlds,
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
+        generator_options=dict(args.generator_option), depth_model=args.depth_model,
         session_linger_s=args.world_linger, limits=limits_from_args(args),
     )
     if args.static is not None:
@@ -412,6 +450,7 @@ def main(argv: list[str] | None = None, prog: str = "python server.py") -> int:
             raise StartupError(f"unknown generator {config.generator!r} (--generator); available: {', '.join(available_generators())}")
         check_port(config.host, config.port)
         check_worlds_folder(config.worlds)
+        check_models(config)
         try:
             renderer = create_renderer(config.renderer)
         except RuntimeError as e:  # gsplat without CUDA or without the package

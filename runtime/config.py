@@ -20,6 +20,9 @@ class ServerConfig:
     Attributes:
         host, port: where to listen (port 0 picks a free one).
         generator: generator name (see ``runtime.world.generators``).
+        generator_options: keyword options for new worlds' generator (``--generator-option``).
+        depth_model: a Depth Anything-class model folder (or cached id) for start images and
+            RGB-only generators (``--depth-model``), or None.
         renderer: ``auto``, ``cpu`` or ``gsplat``.
         worlds: folder holding saved worlds; nothing outside it is written.
         width, height: video size per player in pixels (even).
@@ -44,6 +47,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     generator: str = "procedural"
+    generator_options: dict = field(default_factory=dict)
+    depth_model: str | None = None
     renderer: str = "auto"
     worlds: Path = Path("worlds")
     width: int = 640

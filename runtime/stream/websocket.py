@@ -286,6 +286,7 @@ class Connection:
                     generator=cfg.generator, renderer=server.renderer_name,
                     explored_cell_size=float(session.world.explored.cell_size),
                 ),
+                notice=getattr(session.world, "start_notice", "")[: m.MAX_ERROR_CHARS],
             )
         )
         if hello.resume_token is not None and record is None:  # after welcome: it is not fatal

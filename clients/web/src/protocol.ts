@@ -87,8 +87,12 @@ export interface NewWorld {
   seed?: number | null;
   /** text describing the world (max length 500) default "" */
   caption?: string;
-  /** PNG or JPEG image the world starts from; at most MAX_START_IMAGE_PIXELS pixels, at least MIN_START_IMAGE_SIDE on each side [bytes] (max length 6291456) default null */
+  /** PNG or JPEG image the world starts from (its first frame); at most MAX_START_IMAGE_PIXELS pixels, at least MIN_START_IMAGE_SIDE on each side [bytes] (max length 6291456) default null */
   start_image?: Uint8Array | null;
+  /** vertical field of view of start_image; absent: this hello's view.fov_y [rad] (>= 0.1, <= 3) default null */
+  start_fov_y?: number | null;
+  /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
+  start_depth?: Uint8Array | null;
 }
 
 /** A player's pose: eye position and head angles (see ``runtime.world.camera.Pose``). */
@@ -248,6 +252,8 @@ export interface Welcome {
   /** default false */
   resumed: boolean;
   server: ServerInfo;
+  /** something to tell the player about this world, for people (empty: nothing) (max length 1000) default "" */
+  notice: string;
 }
 
 /**
