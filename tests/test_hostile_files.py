@@ -269,3 +269,20 @@ def test_import_refuses_more_gaussians_than_max_gaussians(tmp_path):
     run = run_bounded("import", "four.ply", "--name", "four", "--max-gaussians", "3", cwd=tmp_path)
     assert_refused(run, "four.ply: holds 4 Gaussians, more than the limit of 3")
     assert not (tmp_path / "worlds" / "four").exists()
+
+
+@pytest.mark.parametrize(
+    "manifest, expected",
+    [
+        ("[" * 100_000 + "]" * 100_000, "manifest.json is JSON nested too deeply to be a manifest"),
+        (json.dumps({"format_version": 1, "chunks": [], "frames": [], "config": {"seed": "abc"}}), "manifest field of the wrong type"),
+        (json.dumps({"format_version": 1, "chunks": [], "frames": [], "config": {}, "start_image": [1]}), "'start_image' must be a JSON object"),
+    ],
+)
+def test_hostile_manifests_are_listed_as_unreadable(tmp_path, manifest, expected):
+    (tmp_path / "worlds" / "evil").mkdir(parents=True)
+    (tmp_path / "worlds" / "evil" / "manifest.json").write_text(manifest)
+    listed = run_bounded("list", cwd=tmp_path)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr[-2000:]
+    assert "evil" in listed.stdout and "unreadable" in listed.stdout and expected in listed.stdout
+    assert_refused(run_bounded("info", "evil", cwd=tmp_path), expected)
