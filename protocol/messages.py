@@ -103,6 +103,7 @@ ERROR_CODES = {
     "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
     "rtc_failed": "the WebRTC offer could not be answered",
     "server_busy": "the server cannot take more players",
+    "limit_reached": "a server quota was reached ('limit' names it; docs/server.md lists them); what it refused did not happen",
     "internal": "the server failed to handle the message (it carries on)",
 }
 """Every ``error.code`` with its meaning."""
@@ -204,8 +205,16 @@ class NewWorld:
         None,
         max_len=MAX_START_IMAGE_BYTES,
         unit="bytes",
-        doc="PNG or JPEG image the world starts from; at most MAX_START_IMAGE_PIXELS pixels, at least "
+        doc="PNG or JPEG image the world starts from (its first frame); at most MAX_START_IMAGE_PIXELS pixels, at least "
         "MIN_START_IMAGE_SIDE on each side",
+    )
+    start_fov_y: float | None = spec(
+        None, min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view of start_image; absent: this hello's view.fov_y"
+    )
+    start_depth: bytes | None = spec(
+        None, max_len=MAX_START_IMAGE_BYTES, unit="bytes",
+        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; "
+        "absent: the server's depth model estimates it",
     )
 
 
@@ -266,6 +275,11 @@ class Hello(Message):
         image = self.new_world.start_image if self.new_world else None
         if image is not None and not (image.startswith(b"\x89PNG\r\n\x1a\n") or image.startswith(b"\xff\xd8\xff")):
             raise ProtocolError("bad_field", "start_image must be PNG or JPEG bytes", "new_world.start_image")
+        depth = self.new_world.start_depth if self.new_world else None
+        if depth is not None and image is None:
+            raise ProtocolError("bad_field", "start_depth needs a start_image", "new_world.start_depth")
+        if depth is not None and not depth.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ProtocolError("bad_field", "start_depth must be a 16-bit greyscale PNG (millimetres)", "new_world.start_depth")
 
 
 @message("input", "client")
@@ -353,6 +367,7 @@ class Welcome(Message):
     pose: PoseInfo = spec(doc="spawn pose, or the resumed one")
     resumed: bool = spec(False)
     server: ServerInfo = spec()
+    notice: str = spec("", max_len=MAX_ERROR_CHARS, doc="something to tell the player about this world, for people (empty: nothing)")
 
 
 @message("rtc_answer", "server")
@@ -501,6 +516,7 @@ class ErrorMessage(Message):
     message: str = spec("", max_len=MAX_ERROR_CHARS)
     field: str | None = spec(None, max_len=128, doc="the offending field, dotted (e.g. 'view.fov_y')")
     ref_type: str | None = spec(None, max_len=64, doc="type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known")
+    limit: str | None = spec(None, max_len=64, doc="with code limit_reached: the limit, named as its server flag (e.g. 'max_new_worlds_per_client')")
 
 
 CLIENT_MESSAGES = tuple(t for t, c in MESSAGES.items() if c.SENDER in ("client", "both"))

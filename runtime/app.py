@@ -15,7 +15,9 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +26,7 @@ from websockets.asyncio.server import serve
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
 from runtime.metrics import ServerMetrics
+from runtime.quotas import Limits, LimitReached, Quotas
 from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
@@ -31,7 +34,7 @@ from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
 from runtime.stream.rate_limit import BucketsByKey, TokenBucket
-from runtime.stream.websocket import LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, Connection
+from runtime.stream.websocket import LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, Connection, refuse_connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer, cuda_available
@@ -71,7 +74,8 @@ class StreamServer:
         # A GPU renderer page-locks the media workers' picture rings and copies into them.
         self.executors = Executors(pin_memory=getattr(self.renderer, "pin_host_memory", None))
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
-        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer)
+        self.quotas = Quotas(config.limits, refused=lambda limit: self.metrics.limit_refusals.labels(limit).inc())
+        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer, self.quotas)
         self.seats = Seats(config.max_players)
         self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
         self._refusal_log = TokenBucket(0.2, 5)
@@ -102,6 +106,7 @@ class StreamServer:
             "fps": self.config.fps,
             "codec": self.config.codec,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "threads": threading.active_count(),  # worlds own generation threads: unloaded worlds give theirs back
         }
 
     def world_listing(self, limit: int = 50) -> list[dict]:
@@ -146,7 +151,16 @@ class StreamServer:
         return reason
 
     async def _handler(self, ws) -> None:
-        await Connection(ws, self).run()
+        connection = Connection(ws, self)
+        try:
+            self.quotas.open_connection(connection.client)
+        except LimitReached as exc:
+            await refuse_connection(ws, exc, self.metrics)
+            return
+        try:
+            await connection.run()
+        finally:
+            self.quotas.close_connection(connection.client)
 
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
@@ -256,6 +270,26 @@ def check_port(host: str, port: int) -> None:
                 raise StartupError(_listen_problem(host, port, e)) from None
 
 
+def check_models(config: ServerConfig) -> None:
+    """Load the depth model and the generator's weights now (once per process, shared by every
+    world): missing ones are a :class:`StartupError` naming the option and what to download."""
+    from runtime.world.depth import DepthModelMissing, load_depth_estimator
+    from runtime.world.generators import GeneratorUnavailable, create_generator
+
+    if config.depth_model:
+        try:
+            load_depth_estimator(config.depth_model)
+        except DepthModelMissing as e:
+            raise StartupError(str(e)) from None
+    if config.generator != "procedural":
+        try:
+            create_generator(config.generator, **config.generator_options)
+        except GeneratorUnavailable as e:
+            raise StartupError(str(e)) from None
+        except TypeError as e:  # an option the generator does not take
+            raise StartupError(f"--generator-option: {e}") from None
+
+
 def check_worlds_folder(path: Path) -> None:
     """Raise :class:`StartupError` unless ``path`` is (or can be made) a folder we can write in."""
     try:
@@ -297,6 +331,15 @@ def _bitrate(text: str) -> int:
     return value
 
 
+def _generator_option(text: str) -> tuple[str, str]:
+    from runtime.world.generators import parse_option
+
+    try:
+        return parse_option(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _whole_number(name: str, low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high] (no upper bound when ``high`` is None)."""
     limit = f"in [{low}, {high}]" if high is not None else f"at least {low}"
@@ -321,6 +364,14 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--generator", default="procedural", help="generator name (default procedural)")
+    p.add_argument(
+        "--generator-option", type=_generator_option, action="append", default=[], metavar="KEY=VALUE",
+        help="generator option, repeatable, e.g. model=/models/Wan2.1-VACE-1.3B-diffusers (docs/generators.md)",
+    )
+    p.add_argument(
+        "--depth-model", default=None, metavar="PATH",
+        help="Depth Anything-class model folder (transformers format): depth for start images and RGB-only generators",
+    )
     p.add_argument("--renderer", choices=["auto", "cpu", "gsplat"], default="auto", help="renderer (default auto: gsplat on CUDA, else cpu)")
     p.add_argument("--worlds", type=Path, default=Path("worlds"), help="folder for saved worlds (default ./worlds)")
     p.add_argument("--resolution", type=_resolution, default=None, help="video WxH per player (default 640x360 on CPU, 1280x720 on GPU)")
@@ -329,6 +380,13 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default scales with pixels and fps: 1.5M at 640x360@30, 6M at 1280x720@30, 8.5M at 1280x720@60)")
     p.add_argument("--crf", type=crf_arg, default=ServerConfig.crf, help=f"H.264 constant quality, 0-51, lower is better, capped at --bitrate; 'off' encodes at --bitrate (default {ServerConfig.crf})")
     p.add_argument("--max-players", type=_whole_number("max-players", 1), default=64, help="players accepted at once (default 64)")
+    p.add_argument("--world-linger", type=_seconds("world-linger"), default=ServerConfig.session_linger_s, metavar="S",
+                   help=f"seconds an empty world stays loaded before it is saved and closed (default {ServerConfig.session_linger_s:g})")
+    for f in fields(Limits):  # quotas: one flag per Limits field, named as it
+        flag = f.name.replace("_", "-")
+        seconds = isinstance(f.default, float)
+        p.add_argument("--" + flag, type=_seconds(flag) if seconds else _whole_number(flag, 1), default=f.default,
+                       metavar="S" if seconds else "N", help=f"{f.metadata['help']} (default {f.default:g})")
     p.add_argument("--allow-origin", dest="allow_origins", type=allowed_origin_arg, action="append", default=[], metavar="ORIGIN",
                    help="let pages from ORIGIN (e.g. https://play.example.com, or * for any) open the WebSocket besides the server's own; repeatable (default: same origin only)")
     p.add_argument("--trust-proxy", type=proxy_networks, default=(), metavar="ADDRS",
@@ -347,10 +405,31 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         host=args.host, port=args.port, generator=args.generator, renderer=args.renderer, worlds=args.worlds,
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
+        generator_options=dict(args.generator_option), depth_model=args.depth_model,
+        session_linger_s=args.world_linger, limits=limits_from_args(args),
     )
     if args.static is not None:
         config.static_dir = args.static
     return config
+
+
+def _seconds(name: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, at least 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}") from None
+        if not 0 <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number of seconds >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    return Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
 
 
 def _gpu_renderer(kind: str) -> bool:
@@ -373,6 +452,7 @@ def main(argv: list[str] | None = None, prog: str = "python server.py") -> int:
             raise StartupError(f"unknown generator {config.generator!r} (--generator); available: {', '.join(available_generators())}")
         check_port(config.host, config.port)
         check_worlds_folder(config.worlds)
+        check_models(config)
         try:
             renderer = create_renderer(config.renderer)
         except RuntimeError as e:  # gsplat without CUDA or without the package

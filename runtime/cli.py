@@ -50,11 +50,13 @@ def _positive(kind):
     return parse
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value
+def _generator_option(text: str) -> tuple[str, str]:
+    from runtime.world.generators import parse_option
+
+    try:
+        return parse_option(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _library(args):
@@ -442,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="world seed (new worlds; default 0)")
         p.add_argument("--generator", default="procedural", help="generator for new worlds (default procedural)")
         p.add_argument(
-            "--generator-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+            "--generator-option", type=_generator_option, action="append", default=[], metavar="KEY=VALUE",
             help="option for the generator of new worlds, e.g. model=/models/Wan2.1-VACE-1.3B-diffusers (repeatable)",
         )
         p.add_argument("--keyframe-size", type=_size, default=None, metavar="WxH", help="generated keyframe size for new worlds (default 320x180)")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from runtime.quotas import Limits
 
 from runtime.stream.encoder import EncoderSettings
 from runtime.stream.media_pool import MediaPool, PinMemory
@@ -18,6 +20,9 @@ class ServerConfig:
     Attributes:
         host, port: where to listen (port 0 picks a free one).
         generator: generator name (see ``runtime.world.generators``).
+        generator_options: keyword options for new worlds' generator (``--generator-option``).
+        depth_model: a Depth Anything-class model folder (or cached id) for start images and
+            RGB-only generators (``--depth-model``), or None.
         renderer: ``auto``, ``cpu`` or ``gsplat``.
         worlds: folder holding saved worlds; nothing outside it is written.
         width, height: video size per player in pixels (even).
@@ -36,11 +41,14 @@ class ServerConfig:
         session_linger_s: how long an empty world stays loaded before it is saved and closed.
         hello_timeout_s: a connection that sends no valid hello in time is closed.
         update_hz: how often each world plans generation.
+        limits: quotas per client address and server-wide (``runtime.quotas.Limits``).
     """
 
     host: str = "127.0.0.1"
     port: int = 8080
     generator: str = "procedural"
+    generator_options: dict = field(default_factory=dict)
+    depth_model: str | None = None
     renderer: str = "auto"
     worlds: Path = Path("worlds")
     width: int = 640
@@ -57,6 +65,7 @@ class ServerConfig:
     session_linger_s: float = 30.0
     hello_timeout_s: float = 10.0
     update_hz: float = 5.0
+    limits: Limits = field(default_factory=Limits)
 
     def encoder_settings(self, width: int, height: int) -> EncoderSettings:
         """A player's video encoding at ``width`` x ``height`` pixels (a stereo view is both eyes)."""

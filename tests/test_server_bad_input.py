@@ -79,7 +79,15 @@ def test_bad_messages_get_typed_errors_and_the_connection_carries_on(server):
     run(scenario())
 
 
-def test_hello_problems(server):
+def test_hello_problems(server, tmp_path):
+    import numpy as np
+
+    from runtime.world.formats.media import write_image
+    from test_depth import png16
+
+    write_image(tmp_path / "start.png", np.full((16, 16, 3), 90, np.uint8))
+    png = (tmp_path / "start.png").read_bytes()
+
     async def scenario():
         # messages before hello
         async with connect(server.ws_url) as ws:
@@ -94,6 +102,10 @@ def test_hello_problems(server):
             ({"world": "no-such-world-here"}, "world_not_found", "world"),
             ({"new_world": {"start_image": b"GIF89a" + b"\0" * 100}}, "bad_field", "new_world.start_image"),
             ({"new_world": {"start_image": b"\x89PNG\r\n\x1a\n" + b"\0" * 100}}, "bad_field", "new_world.start_image"),
+            ({"new_world": {"start_depth": png16(np.ones((16, 16), np.uint16))}}, "bad_field", "new_world.start_depth"),
+            ({"new_world": {"start_image": png, "start_depth": b"GIF89a" + b"\0" * 100}}, "bad_field", "new_world.start_depth"),
+            ({"new_world": {"start_image": png, "start_depth": png}}, "bad_field", "new_world.start_depth"),  # 8-bit RGB
+            ({"new_world": {"start_image": png, "start_fov_y": 3.5}}, "bad_field", "new_world.start_fov_y"),
             ({"new_world": {"caption": "y" * 501}}, "bad_field", "new_world.caption"),
             ({"world": "w", "view": {"fov_y": float("nan")}}, "bad_field", "view.fov_y"),
         ]:

@@ -34,7 +34,7 @@ from .config import MAX_CAPTION_CHARS, WorldConfig
 from .events import ChunkAdded, ChunkRequested, EventBus, JobFailed, JobProgress, WorldEvent
 from .frontier.chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
 from .frontier.coverage import ExploredMap, SkyDirections
-from .frontier.jobs import GenerationJob, JobQueue
+from .frontier.jobs import GenerationJob, JobLimits, JobQueue
 from .frontier.planner import FrontierPlanner, ViewRecord, lookahead_seconds
 from .frontier.runner import JobRunner
 from .gaussians import Gaussians
@@ -53,7 +53,10 @@ from .revisit.seen_masks import HiddenSplats
 from .revisit.seen_views import NO_CHUNK, SeenViews
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .sky import Sky
-from .keyframes.start_frame import StartFrame, lift_start_frame
+from .keyframes.start_frame import START_IMAGE_SOURCE, StartFrame, lift_start_frame
+
+MAX_CAPTION_HISTORY = 64
+"""Captions remembered (with their times) and saved; older ones are dropped: chunks keep their own."""
 
 # Re-exported: these names have always been importable from runtime.world.world.
 __all__ = [
@@ -133,6 +136,9 @@ class World:
         # The parts that never change, by their names (the server and the store read them).
         self.config, self.generator, self.renderer, self.sky = config, generator, renderer, sky
         self.depth_estimator, self.start_image = depth_estimator, start_image
+        # Why the start image is not keyframe 0 (no depth source), for players; "" when it is.
+        self.start_notice = ""
+        self._start_position: np.ndarray | None = None  # [3] the start image's camera centre
         self.scene, self.memory, self.collider = self.parts.scene, self.parts.memory, self.parts.collider
         self._lock, self._queue, self._events = lock, self.parts.jobs, self.parts.events
         self._apply_lock = threading.Lock()  # one chunk lands at a time
@@ -175,7 +181,11 @@ class World:
     def move(self, pose: Pose, move: MoveInput, dt: float) -> Pose:
         """Advance ``pose`` by a :class:`runtime.world.movement.motion.MoveInput` over ``dt`` seconds, with collision."""
         self.collider.sync(self.scene.snapshot())
-        return motion_step(pose, move, dt, self.collider)
+        # A player standing on the start image's camera stays there until they walk, so the
+        # first picture is the image; their first step settles them onto the ground.
+        on_start = self._start_position is not None and np.array_equal(pose.position, self._start_position)
+        walking = move.forward != 0 or move.right != 0 or move.up != 0
+        return motion_step(pose, move, dt, None if on_start and not walking else self.collider)
 
     # ------------------------------------------------------------------ planning
     @property
@@ -191,6 +201,23 @@ class World:
         with self._lock:
             if caption != self._captions[-1][1]:
                 self._captions.append((time.time(), caption))
+                del self._captions[:-MAX_CAPTION_HISTORY]
+
+    @property
+    def job_limits(self) -> JobLimits:
+        """The most jobs queued or running at once, in this world and per player (none by default)."""
+        return self._planner.limits
+
+    @job_limits.setter
+    def job_limits(self, limits: JobLimits) -> None:
+        self._planner.limits = limits
+
+    def take_refused_jobs(self) -> dict[str, str]:
+        """Players whose views were left unplanned by :attr:`job_limits` since the last call:
+        player id -> ``"world"`` or ``"player"`` (the limit that refused)."""
+        with self._lock:
+            refused, self._planner.refused = self._planner.refused, {}
+        return refused
 
     def pending_jobs(self) -> list[GenerationJob]:
         """Queued and running jobs (a copy of the list)."""
@@ -253,11 +280,12 @@ class World:
         if self.scene.snapshot().chunks or len(self.memory):
             raise RuntimeError("place_start_frame needs a new, empty world")
         gaussians = lift_start_frame(frame)
-        source = ChunkSource(-1, "start-image", self.config.seed, self.caption)
+        source = ChunkSource(-1, START_IMAGE_SOURCE, self.config.seed, self.caption)
         with self._apply_lock:
             chunks, frames, new_cells = self._builder.land(source, gaussians, frame.rgb[None], frame.depth[None], frame.camera)
             self._planner.record_done(frame.camera)
             self.collider.sync(self.scene.snapshot())
+            self._start_position = frame.camera.centers[0].astype(np.float32)
             self._emit(ChunkAdded(source.job_id, tuple(chunks), tuple(frames), tuple(new_cells)))
         return chunks
 
@@ -354,7 +382,7 @@ class World:
             if "sky_directions" in state:
                 self.parts.sky_directions = SkyDirections.from_state(state["sky_directions"])
             if state.get("captions"):
-                self._captions = [(float(t), str(c)) for t, c in state["captions"]]
+                self._captions = [(float(t), str(c)) for t, c in state["captions"][-MAX_CAPTION_HISTORY:]]
             self._planner.restore(
                 ViewRecord.from_state(state.get("done_views", [])),
                 max(int(state.get("next_job_id", 0)), max((c.source.job_id + 1 for c in chunks), default=0)),
@@ -363,6 +391,10 @@ class World:
         # Older worlds saved no seen views: they start with none.
         self.seen_views.load_state(state.get("seen_views", []), _newest_chunk_id(self.scene.snapshot()))
         self.collider.sync(self.scene.snapshot())
+        start_chunks = {c.id for c in chunks if c.source.generator == START_IMAGE_SOURCE}
+        start_frames = [f for f in frames if f.chunk_id in start_chunks]
+        if start_frames:
+            self._start_position = np.asarray(start_frames[0].center, np.float32)
 
 
 def _newest_chunk_id(snapshot: SceneSnapshot) -> int:

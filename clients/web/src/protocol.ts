@@ -57,6 +57,7 @@ export const ERROR_CODES = {
   "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
   "rtc_failed": "the WebRTC offer could not be answered",
   "server_busy": "the server cannot take more players",
+  "limit_reached": "a server quota was reached ('limit' names it; docs/server.md lists them); what it refused did not happen",
   "internal": "the server failed to handle the message (it carries on)"
 } as const;
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -86,8 +87,12 @@ export interface NewWorld {
   seed?: number | null;
   /** text describing the world (max length 500) default "" */
   caption?: string;
-  /** PNG or JPEG image the world starts from; at most MAX_START_IMAGE_PIXELS pixels, at least MIN_START_IMAGE_SIDE on each side [bytes] (max length 6291456) default null */
+  /** PNG or JPEG image the world starts from (its first frame); at most MAX_START_IMAGE_PIXELS pixels, at least MIN_START_IMAGE_SIDE on each side [bytes] (max length 6291456) default null */
   start_image?: Uint8Array | null;
+  /** vertical field of view of start_image; absent: this hello's view.fov_y [rad] (>= 0.1, <= 3) default null */
+  start_fov_y?: number | null;
+  /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
+  start_depth?: Uint8Array | null;
 }
 
 /** A player's pose: eye position and head angles (see ``runtime.world.camera.Pose``). */
@@ -247,6 +252,8 @@ export interface Welcome {
   /** default false */
   resumed: boolean;
   server: ServerInfo;
+  /** something to tell the player about this world, for people (empty: nothing) (max length 1000) default "" */
+  notice: string;
 }
 
 /**
@@ -430,6 +437,8 @@ export interface ErrorMessage {
   field: string | null;
   /** type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known (max length 64) default null */
   ref_type: string | null;
+  /** with code limit_reached: the limit, named as its server flag (e.g. 'max_new_worlds_per_client') (max length 64) default null */
+  limit: string | null;
 }
 
 /** Every message a client may send. */

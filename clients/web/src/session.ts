@@ -201,6 +201,7 @@ export class GameSession {
     document.title = `${w.world} · worldstream`;
     if (w.resumed && rejoin) toast("Reconnected — back where you were", "success");
     else if (w.resumed) toast("Welcome back — resumed where you were", "success");
+    if (w.notice) toast(w.notice, "info");  // e.g. why the start image is not the first frame
     this.latency.reset();
     this.sender.restart();
     this.framesAtJoin = this.frames.presented;
