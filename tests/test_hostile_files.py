@@ -286,3 +286,10 @@ def test_hostile_manifests_are_listed_as_unreadable(tmp_path, manifest, expected
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr[-2000:]
     assert "evil" in listed.stdout and "unreadable" in listed.stdout and expected in listed.stdout
     assert_refused(run_bounded("info", "evil", cwd=tmp_path), expected)
+
+
+def test_a_caption_longer_than_a_world_takes_is_refused(tmp_path):
+    (tmp_path / "four.ply").write_bytes(small_vertex_ply(4))
+    run = run_bounded("import", "four.ply", "--name", "four", "--caption", "x" * 5000, cwd=tmp_path)
+    assert_refused(run, "caption must be a string of at most 4000 characters, got 5000")
+    assert not (tmp_path / "worlds" / "four").exists()
