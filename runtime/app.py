@@ -15,7 +15,9 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -24,14 +26,15 @@ from websockets.asyncio.server import serve
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
 from runtime.metrics import ServerMetrics
+from runtime.quotas import Limits, LimitReached, Quotas
 from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
-from runtime.stream.rate_limit import TokenBucket
-from runtime.stream.websocket import Connection
+from runtime.stream.rate_limit import BucketsByKey, TokenBucket
+from runtime.stream.websocket import LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, Connection, refuse_connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer, cuda_available
@@ -71,10 +74,13 @@ class StreamServer:
         # A GPU renderer page-locks the media workers' picture rings and copies into them.
         self.executors = Executors(pin_memory=getattr(self.renderer, "pin_host_memory", None))
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
-        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer)
+        self.quotas = Quotas(config.limits, refused=lambda limit: self.metrics.limit_refusals.labels(limit).inc())
+        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer, self.quotas)
         self.seats = Seats(config.max_players)
         self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
         self._refusal_log = TokenBucket(0.2, 5)
+        # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
+        self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -100,6 +106,7 @@ class StreamServer:
             "fps": self.config.fps,
             "codec": self.config.codec,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "threads": threading.active_count(),  # worlds own generation threads: unloaded worlds give theirs back
         }
 
     def world_listing(self, limit: int = 50) -> list[dict]:
@@ -144,7 +151,16 @@ class StreamServer:
         return reason
 
     async def _handler(self, ws) -> None:
-        await Connection(ws, self).run()
+        connection = Connection(ws, self)
+        try:
+            self.quotas.open_connection(connection.client)
+        except LimitReached as exc:
+            await refuse_connection(ws, exc, self.metrics)
+            return
+        try:
+            await connection.run()
+        finally:
+            self.quotas.close_connection(connection.client)
 
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
@@ -180,7 +196,7 @@ class StreamServer:
             process_request=make_process_request(
                 cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket
             ),
-            max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
+            max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
             ping_interval=WS_PING_INTERVAL_S,
             ping_timeout=WS_PING_TIMEOUT_S,
@@ -372,6 +388,13 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default scales with pixels and fps: 1.5M at 640x360@30, 6M at 1280x720@30, 8.5M at 1280x720@60)")
     p.add_argument("--crf", type=crf_arg, default=ServerConfig.crf, help=f"H.264 constant quality, 0-51, lower is better, capped at --bitrate; 'off' encodes at --bitrate (default {ServerConfig.crf})")
     p.add_argument("--max-players", type=_whole_number("max-players", 1), default=64, help="players accepted at once (default 64)")
+    p.add_argument("--world-linger", type=_seconds("world-linger"), default=ServerConfig.session_linger_s, metavar="S",
+                   help=f"seconds an empty world stays loaded before it is saved and closed (default {ServerConfig.session_linger_s:g})")
+    for f in fields(Limits):  # quotas: one flag per Limits field, named as it
+        flag = f.name.replace("_", "-")
+        seconds = isinstance(f.default, float)
+        p.add_argument("--" + flag, type=_seconds(flag) if seconds else _whole_number(flag, 1), default=f.default,
+                       metavar="S" if seconds else "N", help=f"{f.metadata['help']} (default {f.default:g})")
     p.add_argument("--allow-origin", dest="allow_origins", type=allowed_origin_arg, action="append", default=[], metavar="ORIGIN",
                    help="let pages from ORIGIN (e.g. https://play.example.com, or * for any) open the WebSocket besides the server's own; repeatable (default: same origin only)")
     p.add_argument("--trust-proxy", type=proxy_networks, default=(), metavar="ADDRS",
@@ -391,10 +414,30 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
+        session_linger_s=args.world_linger, limits=limits_from_args(args),
     )
     if args.static is not None:
         config.static_dir = args.static
     return config
+
+
+def _seconds(name: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, at least 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}") from None
+        if not 0 <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number of seconds >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    return Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
 
 
 def _gpu_renderer(kind: str) -> bool:

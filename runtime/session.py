@@ -31,6 +31,7 @@ from runtime.metrics import ServerMetrics
 from runtime.player import Player, percentile
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
+from runtime.world.frontier.jobs import JobLimits
 from runtime.world.render.i420 import i420_size
 from runtime.world.render.video import PendingVideoFrames
 from runtime.world.world import ChunkAdded, ChunkRequested, JobFailed, JobProgress, PlayerState
@@ -39,6 +40,7 @@ log = logging.getLogger("worldstream.session")
 
 REPORT_HZ = 10.0
 STATS_EVERY = 10  # reporter ticks (1 Hz)
+JOB_LIMIT_NOTICE_S = 10.0  # a player over a job limit hears so at most this often
 EXPLORED_EVERY = 5  # reporter ticks (2 Hz)
 RENDER_FAILURE_LOG_S = 10.0  # a view that keeps failing logs its traceback this often
 
@@ -69,6 +71,9 @@ class Session:
         self._explored_sent: dict[tuple[int, int], int] = {}
         self._explored_version = -1
         self._unsubscribe: Callable[[], None] = world.subscribe(self._on_world_event_threadsafe)
+        limits = config.limits
+        world.job_limits = JobLimits(per_world=limits.max_jobs_per_world, per_player=limits.max_jobs_per_player)
+        self._job_limit_noticed: dict[str, float] = {}  # player id -> when it was last told
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -112,6 +117,7 @@ class Session:
     async def remove(self, player: Player) -> None:
         if self.players.pop(player.id, None) is None:
             return
+        self._job_limit_noticed.pop(player.id, None)
         self.metrics.players.dec()
         video, player.video = player.video, None  # first: closing it is not "video ended"
         if video is not None:
@@ -344,6 +350,24 @@ class Session:
             for job in jobs or ():
                 self.jobs.setdefault(job.id, job)
             self._prune_jobs()
+            self._tell_job_limits(self.world.take_refused_jobs())
+
+    def _tell_job_limits(self, refused: dict[str, str]) -> None:
+        """Tell players whose views waited for a generation job limit (rarely: it is no fault of theirs)."""
+        now = time.monotonic()
+        for player_id, which in refused.items():
+            player = self.players.get(player_id)
+            if player is None or now - self._job_limit_noticed.get(player_id, -1e9) < JOB_LIMIT_NOTICE_S:
+                continue
+            self._job_limit_noticed[player_id] = now
+            limits = self.config.limits
+            if which == "world":
+                limit, text = "max_jobs_per_world", f"this world already generates {limits.max_jobs_per_world} regions; yours waits its turn"
+            else:
+                limit, text = "max_jobs_per_player", f"{limits.max_jobs_per_player} regions you asked for are still generating; more wait their turn"
+            self.metrics.limit_refusals.labels(limit).inc()
+            self.metrics.protocol_errors.labels("limit_reached").inc()
+            player.send(m.ErrorMessage(code="limit_reached", message=text, limit=limit))
 
     def _prune_jobs(self) -> None:
         for job_id, job in list(self.jobs.items()):

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, encode, messages as m
 from runtime.player import Player
+from runtime.quotas import LimitReached, client_key
 from runtime.sessions import JoinError
 from runtime.stream.media_pool import MediaUnavailable
 from runtime.stream.forwarded import request_source
@@ -42,15 +43,30 @@ except errors, which are small and rare)."""
 
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
+CLOSE_IDLE = 1000  # a normal close: clients should not reconnect by themselves
+
+
+async def refuse_connection(ws: ServerConnection, exc: LimitReached, metrics) -> None:
+    """Tell a connection over a connection quota why (a typed error), then close it (1013)."""
+    metrics.protocol_errors.labels("limit_reached").inc()
+    error = m.ErrorMessage(code="limit_reached", message=exc.message[: m.MAX_ERROR_CHARS], limit=exc.limit)
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(encode(error))
+        await ws.close(CLOSE_TRY_AGAIN, exc.limit)
 
 FRAME_RATE_HZ = m.INPUT_RATE_HZ + m.OTHER_RATE_HZ + m.CAPTION_RATE_HZ
 """Frames read per connection per second at most (every type's rate together): a client
 sending faster is not read, so its flood waits in its own TCP buffers, not in the server."""
 FRAME_BURST = m.INPUT_BURST + m.OTHER_BURST + m.CAPTION_BURST
 LARGE_RATE_HZ = 0.2
-"""Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per connection: a burst
-of ``LARGE_BURST``, then one per 5 s; the excess is refused unread."""
-LARGE_BURST = 3
+"""Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per client address (see
+``StreamServer.large_messages``): a burst of ``LARGE_BURST``, then one per 5 s. A large
+frame sent without a token left closes the connection (1009) before its payload is read;
+one already read is dropped undecoded."""
+LARGE_BURST = 4
+MAX_FRAME_BYTES = m.MAX_HELLO_BYTES + 4096
+"""Largest WebSocket message read at all (beyond it: close 1009); ``decode`` refuses more
+than ``MAX_HELLO_BYTES`` with ``too_large``."""
 
 
 class Connection:
@@ -63,7 +79,9 @@ class Connection:
         source = request_source(peer[0], ws.request.headers, server.config.trusted_proxies)
         self.client_address = source.address
         """The client's IP address (from a trusted proxy's ``X-Forwarded-For`` when there is one)."""
+        self.client = client_key(self.client_address)  # what per-client quotas count by
         self.peer = source.address if source.forwarded else "%s:%s" % peer  # for logs
+        self.last_active = time.monotonic()  # last input, head pose or caption (idle timeout)
         self.player: Player | None = None
         self.session = None
         self.token: str | None = None
@@ -75,7 +93,7 @@ class Connection:
             "input": TokenBucket(m.INPUT_RATE_HZ, m.INPUT_BURST),
             "caption": TokenBucket(m.CAPTION_RATE_HZ, m.CAPTION_BURST),
             "other": TokenBucket(m.OTHER_RATE_HZ, m.OTHER_BURST),
-            "large": TokenBucket(LARGE_RATE_HZ, LARGE_BURST),
+            "large": server.large_messages.get(self.client_address),  # per address: reconnecting does not refill it
         }
         self._frames = TokenBucket(FRAME_RATE_HZ, FRAME_BURST)
 
@@ -90,10 +108,13 @@ class Connection:
             if self._dropped in (1, 100, 10_000):
                 log.warning("%s: client is not reading; %d messages dropped", self.peer, self._dropped)
 
-    def error(self, code: str, message: str, field: str | None = None, ref_type: str | None = None) -> None:
+    def error(self, code: str, message: str, field: str | None = None, ref_type: str | None = None, limit: str | None = None) -> None:
         self.server.metrics.protocol_errors.labels(code).inc()
         log.debug("%s: error %s: %s (field %s)", self.peer, code, message, field)
-        self.send(m.ErrorMessage(code=code, message=message[: m.MAX_ERROR_CHARS], field=field, ref_type=ref_type))
+        self.send(m.ErrorMessage(code=code, message=message[: m.MAX_ERROR_CHARS], field=field, ref_type=ref_type, limit=limit))
+
+    def limit_error(self, exc: LimitReached, ref_type: str | None = None) -> None:
+        self.error("limit_reached", exc.message, None, ref_type, exc.limit)
 
     async def _sender(self) -> None:
         while True:
@@ -112,15 +133,25 @@ class Connection:
     async def run(self) -> None:
         sender = asyncio.create_task(self._sender(), name=f"send:{self.peer}")
         deadline = time.monotonic() + self.server.config.hello_timeout_s
+        idle_s = self.server.config.limits.idle_timeout
         try:
             while True:
-                timeout = None if self.player else deadline - time.monotonic()
-                if timeout is not None and timeout <= 0:
-                    self.error("not_joined", f"no valid hello within {self.server.config.hello_timeout_s:g} s")
-                    await self._flush_and_close(CLOSE_POLICY, "no hello in time")
-                    return
+                if self.player is None:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        self.error("not_joined", f"no valid hello within {self.server.config.hello_timeout_s:g} s")
+                        await self._flush_and_close(CLOSE_POLICY, "no hello in time")
+                        return
+                elif idle_s > 0:
+                    timeout = self.last_active + idle_s - time.monotonic()
+                    if timeout <= 0:
+                        await self._close_idle(idle_s)
+                        return
+                else:
+                    timeout = None
                 while not self._frames.allow():  # over the frame rate: stop reading for a while
                     await asyncio.sleep(self._frames.seconds_to_token())
+                self._limit_frame_size()
                 try:
                     data = await asyncio.wait_for(self.ws.recv(), timeout)
                 except asyncio.TimeoutError:
@@ -136,7 +167,7 @@ class Connection:
     async def _handle(self, data: bytes | str) -> bool:
         """Handle one incoming frame; False ends the connection."""
         if len(data) > m.MAX_MESSAGE_BYTES and not self._allow("large", None):
-            return True  # dropped unread
+            return True  # dropped undecoded
         try:
             msg = decode(data, sender="client")  # bounded: see the module docstring
         except ProtocolError as exc:
@@ -149,12 +180,21 @@ class Connection:
         bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
         if not self._allow(bucket, msg.TYPE):
             return True
+        if bucket != "other":
+            self.last_active = time.monotonic()
         try:
             return await self._dispatch(msg)
         except Exception:
             log.exception("%s: handling %s failed", self.peer, msg.TYPE)
             self.error("internal", f"the server failed to handle {msg.TYPE!r}; it carries on", None, msg.TYPE)
             return True
+
+    def _limit_frame_size(self) -> None:
+        """Admit frames over ``MAX_MESSAGE_BYTES`` only while the large-message bucket has a
+        token. Reading one costs the loop tens of ms (copies of up to 8 MiB); a frame over
+        the limit is refused from its header, before its payload is read (close 1009)."""
+        large_ok = self._buckets["large"].seconds_to_token() == 0.0
+        self.ws.protocol.max_message_size = MAX_FRAME_BYTES if large_ok else m.MAX_MESSAGE_BYTES
 
     def _allow(self, bucket_name: str, ref_type: str | None) -> bool:
         """Take a token from the bucket; when empty, drop the message (``ref_type``, if
@@ -199,7 +239,12 @@ class Connection:
                 except RtcError as exc:
                     self.error("bad_field", str(exc), "candidate", msg.TYPE)
         elif isinstance(msg, m.Caption):
-            self.session.set_caption(msg.text, player)
+            try:
+                self.server.quotas.caption(self.client, self.session.name)
+            except LimitReached as exc:
+                self.limit_error(exc, msg.TYPE)
+            else:
+                self.session.set_caption(msg.text, player)
         return True
 
     # ------------------------------------------------------------------ hello
@@ -222,7 +267,11 @@ class Connection:
             return False
         self.seated = True
         try:
-            session = await server.registry.session_for(hello)
+            session = await server.registry.session_for(hello, self.client)
+        except LimitReached as exc:
+            self._give_seat_back()
+            self.limit_error(exc, "hello")
+            return True
         except JoinError as exc:
             self._give_seat_back()  # the connection stays open for a corrected hello
             self.error(exc.code, exc.message, exc.field, "hello")
@@ -295,6 +344,13 @@ class Connection:
                  settings.height, settings.fps, settings.bitrate / 1e6)
 
     # ------------------------------------------------------------------ leaving
+    async def _close_idle(self, idle_s: float) -> None:
+        """Disconnect a player that stopped playing: its slot and its world's thread go to others."""
+        self.server.metrics.limit_refusals.labels("idle_timeout").inc()
+        log.info("%s: player %s idle for %g s: disconnected", self.peer, self.player.id, idle_s)
+        self.limit_error(LimitReached("idle_timeout", f"no input for {idle_s:g} s; disconnected (join again to play on)"))
+        await self._flush_and_close(CLOSE_IDLE, f"idle for {idle_s:g} s")
+
     async def _leave(self) -> None:
         self._give_seat_back()
         player, session = self.player, self.session
