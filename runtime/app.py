@@ -35,8 +35,8 @@ from runtime.stream.encoder import default_bitrate
 from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
-from runtime.stream.rate_limit import TokenBucket
-from runtime.stream.websocket import Connection, refuse_connection
+from runtime.stream.rate_limit import BucketsByKey, TokenBucket
+from runtime.stream.websocket import LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, Connection, refuse_connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer, cuda_available
@@ -81,6 +81,8 @@ class StreamServer:
         self.seats = Seats(config.max_players)
         self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
         self._refusal_log = TokenBucket(0.2, 5)
+        # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
+        self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -170,8 +172,11 @@ class StreamServer:
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
         cfg = self.config
-        log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, cfg.generator)
-        seconds = await asyncio.get_running_loop().run_in_executor(None, warm_up, self.renderer, cfg.generator)
+        # Model generators were loaded by check_models; a throwaway job of theirs would take
+        # minutes, so the warm-up runs the kernels every world shares with the procedural one.
+        warm_generator = "procedural"
+        log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, warm_generator)
+        seconds = await asyncio.get_running_loop().run_in_executor(None, warm_up, self.renderer, warm_generator)
         log.info("warm-up done in %.1f s", seconds)
         await self.executors.media.start()
         self.registry.start()
@@ -199,7 +204,7 @@ class StreamServer:
                 cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
                 token=cfg.token, secure=self._came_over_https,
             ),
-            max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
+            max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
             ping_interval=WS_PING_INTERVAL_S,
             ping_timeout=WS_PING_TIMEOUT_S,
@@ -289,11 +294,16 @@ def check_models(config: ServerConfig) -> None:
             raise StartupError(str(e)) from None
     if config.generator != "procedural":
         try:
-            create_generator(config.generator, **config.generator_options)
+            generator = create_generator(config.generator, **config.generator_options)
         except GeneratorUnavailable as e:
             raise StartupError(str(e)) from None
         except TypeError as e:  # an option the generator does not take
             raise StartupError(f"--generator-option: {e}") from None
+        if getattr(generator, "makes_depth", True) is False and not config.depth_model:
+            raise StartupError(
+                f"generator {config.generator!r} makes RGB only: give --depth-model DIR "
+                "(or --generator-option depth_model=DIR); see docs/generators.md"
+            )
 
 
 def check_worlds_folder(path: Path) -> None:

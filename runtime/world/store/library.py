@@ -367,24 +367,33 @@ class WorldLibrary:
             m = read_manifest(path, name)
         except WorldFormatError as e:
             return WorldInfo(name, path, 0, 0, 0, 0, 0.0, 0.0, 0, error=str(e))
-        size = (path / MANIFEST_NAME).stat().st_size + sum(int(r["bytes"]) for k in ("chunks", "frames") for r in m[k])
-        if m.get("start_image"):
-            size += int(m["start_image"].get("bytes", 0))
-        cfg = m["config"]
-        return WorldInfo(
-            name=name,
-            path=path,
-            size_bytes=size,
-            chunks=len(m["chunks"]),
-            gaussians=sum(int(r.get("gaussians", 0)) for r in m["chunks"]),
-            frames=len(m["frames"]),
-            created_at=float(m.get("created_at", 0.0)),
-            last_played=float(m.get("last_played", 0.0)),
-            format_version=int(m["format_version"]),
-            generator=str(cfg.get("generator", "")),
-            seed=int(cfg.get("seed", 0)),
-            caption=str(cfg.get("caption", "")),
-        )
+        try:
+            size = (path / MANIFEST_NAME).stat().st_size + sum(int(r["bytes"]) for k in ("chunks", "frames") for r in m[k])
+            if m.get("start_image"):
+                size += int(m["start_image"].get("bytes", 0))
+            cfg = m["config"]
+            return WorldInfo(
+                name=name,
+                path=path,
+                size_bytes=size,
+                chunks=len(m["chunks"]),
+                gaussians=sum(int(r.get("gaussians", 0)) for r in m["chunks"]),
+                frames=len(m["frames"]),
+                created_at=_timestamp(m.get("created_at", 0.0)),
+                last_played=_timestamp(m.get("last_played", 0.0)),
+                format_version=int(m["format_version"]),
+                generator=str(cfg.get("generator", "")),
+                seed=int(cfg.get("seed", 0)),
+                caption=str(cfg.get("caption", "")),
+            )
+        except (ValueError, TypeError, OverflowError) as e:  # a hand-edited or hostile manifest
+            return WorldInfo(name, path, 0, 0, 0, 0, 0.0, 0.0, 0, error=f"world {name!r}: manifest field of the wrong type ({e})")
+
+
+def _timestamp(value) -> float:
+    """Seconds since the epoch from a manifest; 0 (unknown) unless a plausible time (years 1970-9999)."""
+    seconds = float(value)
+    return seconds if 0.0 <= seconds < 253402300800.0 else 0.0
 
 
 __all__ = ["FORMAT_VERSION", "StoredWorld", "WorldInfo", "WorldLibrary"]
