@@ -274,7 +274,7 @@ class Connection:
 
         try:
             video, sdp = await server.executors.media.open_video(
-                settings, msg.sdp, lambda f: session.on_encoded(player, f), closed, label=f"player {player.id}"
+                settings, msg.sdp, lambda f: session.frames.on_encoded(player, f), closed, label=f"player {player.id}"
             )
         except RtcError as exc:  # the offer's fault, or the server's (MediaUnavailable)
             self.error("rtc_failed", str(exc), None if isinstance(exc, MediaUnavailable) else "sdp", "rtc_offer")
