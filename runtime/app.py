@@ -23,8 +23,8 @@ from websockets.asyncio.server import serve
 
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
+from runtime.lobby import Lobby
 from runtime.metrics import ServerMetrics
-from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.http import make_process_request
@@ -69,18 +69,10 @@ class StreamServer:
         self.executors = Executors(pin_memory=getattr(self.renderer, "pin_host_memory", None))
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
         self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer)
-        self.seats = Seats(config.max_players)
-        self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
+        self.lobby = Lobby(config, self.registry, self.executors, self.version, self.renderer_name)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
-
-    def video_size(self, view: m.View) -> tuple[int, int]:
-        """The video size for a client's view: the server's, or less if the view is smaller."""
-        w, h = self.config.width, self.config.height
-        if view.width < w and view.height < h:
-            w, h = view.width, view.height
-        return max(16, w - w % (4 if view.stereo else 2)), max(16, h - h % 2)
 
     def health(self) -> dict:
         return {
@@ -130,7 +122,7 @@ class StreamServer:
         return self.metrics.exposition()
 
     async def _handler(self, ws) -> None:
-        await Connection(ws, self).run()
+        await Connection(ws, self.lobby.link, self.config.hello_timeout_s, self.metrics).run()
 
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""

@@ -85,6 +85,27 @@ class Session:
         log.info("world %r closed", self.name)
 
     # ------------------------------------------------------------------ players
+    def welcome(self, player: Player, resume_token: str, resumed: bool, version: str, renderer: str) -> None:
+        """Answer ``player``'s hello: who it is, where it stands, what this server streams
+        (``version`` and ``renderer`` are the server's)."""
+        w, h = player.video_size
+        cfg, world = self.config, self.world
+        player.send(
+            m.Welcome(
+                player_id=player.id,
+                resume_token=resume_token,
+                world=self.name,
+                seed=int(world.config.seed) % (m.MAX_SEED + 1),
+                caption=str(getattr(world, "caption", world.config.caption))[: m.MAX_CAPTION_CHARS],
+                pose=player.pose_info(),
+                resumed=resumed,
+                server=m.ServerInfo(
+                    version=version, fps=cfg.fps, width=w, height=h, codec=cfg.codec, bitrate=cfg.bitrate,
+                    generator=cfg.generator, renderer=renderer, explored_cell_size=float(world.explored.cell_size),
+                ),
+            )
+        )
+
     def add(self, player: Player) -> None:
         others = list(self.players.values())
         self.players[player.id] = player
