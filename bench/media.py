@@ -35,6 +35,7 @@ import dataclasses
 import itertools
 import multiprocessing as mp
 import os
+import queue
 import sys
 import time
 from pathlib import Path
@@ -42,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import (
-    crf_list, describe_machine, format_table, percentile, ping_pong_index, rate_control_label, rendered_walk, synthetic_frames,
-    write_json,
+    Stopped, crf_list, describe_machine, format_table, percentile, ping_pong_index, process_diagnosis, rate_control_label,
+    rendered_walk, stall_line, stop_on_sigterm, synthetic_frames, write_json,
 )
 from bench.stream import CLIENT_DECODE_ENV, CLIENT_DECODE_MODES, ServerCpu, lighten_receivers, run_loop, split_cores
 from runtime.stream.encoder import EncoderSettings, default_bitrate
@@ -103,7 +104,8 @@ def _receivers_main(count: int, cores: list[int], inbox, outbox) -> None:
 class Receivers:
     """The round's receiving peers, dealt out over ``procs`` spawned processes."""
 
-    def __init__(self, players: int, procs: int, cores: list[int]) -> None:
+    def __init__(self, players: int, procs: int, cores: list[int], timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
         ctx = mp.get_context("spawn")
         self.groups = [len(g) for g in np.array_split(np.arange(players), min(procs, players))]
         self.inboxes = [ctx.Queue() for _ in self.groups]
@@ -116,7 +118,11 @@ class Receivers:
             p.start()
 
     def _get(self, outbox, kind: str):
-        what, payload = outbox.get(timeout=CONNECT_TIMEOUT_S)
+        try:
+            what, payload = outbox.get(timeout=self.timeout_s)
+        except queue.Empty:
+            codes = [p.exitcode for p in self.procs]
+            raise TimeoutError(f"receiver processes: no {kind!r} within {self.timeout_s:g} s (exit codes {codes})") from None
         if what != kind:
             raise RuntimeError(f"receiver process: expected {kind!r}, got {what!r}")
         return payload
@@ -148,7 +154,7 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
     loop = asyncio.get_running_loop()
     pool = MediaPool(processes=args.workers)
     await pool.start()
-    receivers = Receivers(players, args.client_procs, client_cores)
+    receivers = Receivers(players, args.client_procs, client_cores, args.stage_timeout)
     encoded: list[list] = [[] for _ in range(players)]
     try:
         offers = await loop.run_in_executor(None, receivers.offers)
@@ -161,10 +167,14 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
                 videos.append(video)
                 answers[-1].append(await video.answer(sdp))
         receivers.answer(answers)
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        deadline = time.monotonic() + args.stage_timeout
         while not all(v.ready for v in videos):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{sum(not v.ready for v in videos)} of {players} videos never connected")
+                states = sorted(v.state for v in videos if not v.ready)
+                raise TimeoutError(
+                    f"ICE not connected: {len(states)} of {players} videos not connected within {args.stage_timeout:g} s "
+                    f"after their answers (states {states})"
+                )
             await asyncio.sleep(0.05)
 
         cpu = ServerCpu(os.getpid())
@@ -190,6 +200,9 @@ async def run_round(players: int, pictures: np.ndarray, settings: EncoderSetting
         workers = len(pool.workers)  # started as players came, up to --workers
         await asyncio.sleep(0.5)  # frames in flight
         received = await loop.run_in_executor(None, receivers.stop)
+        if not any(received):  # connected, yet nothing arrived: say where it stopped
+            nothing = "no RTP" if not any(encoded) else "no frame received"
+            print(f"[bench] stalled: {nothing}: {sum(map(len, encoded))} frames encoded, none received by the peers", file=sys.stderr, flush=True)
     finally:
         await pool.stop()
 
@@ -249,6 +262,9 @@ def main() -> int:
                    help="receivers decode (full), count received frames (none, default) or count RTP headers (headers)")
     p.add_argument("--until-late", action="store_true", help="stop the player ramp after the first round with >= 1%% late frames")
     p.add_argument("--synthetic", action="store_true", help="a synthetic moving pattern instead of a rendered walk (fast)")
+    p.add_argument("--stage-timeout", type=float, default=CONNECT_TIMEOUT_S,
+                   help=f"seconds for the receivers' offers and the videos' connecting before the bench stops and says "
+                        f"which had nothing (default {CONNECT_TIMEOUT_S:g})")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
 
@@ -265,6 +281,19 @@ def main() -> int:
     pictures = rgb_to_i420_reference(rgb)
     print(f"[bench] {describe_machine()}; frames: {source}; {args.codec} {width}x{height}@{args.fps} up to {bitrate / 1e6:g} Mbit/s", file=sys.stderr)
 
+    stop_on_sigterm()
+    try:
+        rows = run_rounds(args, settings, pictures, client_cores)
+    except (Exception, Stopped) as exc:  # say which stage had nothing, and what the workers were doing
+        print(f"[bench] stalled: {stall_line(exc)}", file=sys.stderr, flush=True)
+        print(process_diagnosis(os.getpid()), file=sys.stderr, flush=True)
+        return 3
+    print(format_table(rows, COLUMNS))
+    write_json(args.json, {"settings": {**vars(args), "json": None, "bitrate": bitrate}, "rows": rows})
+    return 0
+
+
+def run_rounds(args, settings: EncoderSettings, pictures: np.ndarray, client_cores: list[int]) -> list[dict]:
     rows = []
     for players in args.players:
         for _ in range(args.rounds):
@@ -278,9 +307,7 @@ def main() -> int:
                 print(format_table(rows[-1:], COLUMNS).splitlines()[-1], file=sys.stderr, flush=True)
         if args.until_late and any(r["players"] == players and r["late_pct"] >= 1.0 for r in rows):
             break
-    print(format_table(rows, COLUMNS))
-    write_json(args.json, {"settings": {**vars(args), "json": None, "bitrate": bitrate}, "rows": rows})
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

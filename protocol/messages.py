@@ -35,6 +35,10 @@ MAX_HELLO_BYTES = 8 * 1024 * 1024
 """Largest encoded ``hello`` (it may carry a start image)."""
 MAX_START_IMAGE_BYTES = 6 * 1024 * 1024
 """Largest PNG/JPEG start image in a ``new_world`` request."""
+MAX_START_IMAGE_PIXELS = 4096 * 4096
+"""Most pixels (width × height, read from the image's header before decoding) in a start image."""
+MIN_START_IMAGE_SIDE = 16
+"""Least width and height of a start image, in pixels."""
 
 # ---- cost limits for what a client sends (checked before unpacking) ----
 MAX_CLIENT_VALUES = 512
@@ -197,7 +201,19 @@ class NewWorld:
     seed: int | None = spec(None, min=0, max=MAX_SEED, doc="generator seed; random when absent")
     caption: str = spec("", max_len=MAX_CAPTION_CHARS, doc="text describing the world")
     start_image: bytes | None = spec(
-        None, max_len=MAX_START_IMAGE_BYTES, unit="bytes", doc="PNG or JPEG image the world starts from"
+        None,
+        max_len=MAX_START_IMAGE_BYTES,
+        unit="bytes",
+        doc="PNG or JPEG image the world starts from (its first frame); at most MAX_START_IMAGE_PIXELS pixels, at least "
+        "MIN_START_IMAGE_SIDE on each side",
+    )
+    start_fov_y: float | None = spec(
+        None, min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view of start_image; absent: this hello's view.fov_y"
+    )
+    start_depth: bytes | None = spec(
+        None, max_len=MAX_START_IMAGE_BYTES, unit="bytes",
+        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; "
+        "absent: the server's depth model estimates it",
     )
 
 
@@ -258,6 +274,11 @@ class Hello(Message):
         image = self.new_world.start_image if self.new_world else None
         if image is not None and not (image.startswith(b"\x89PNG\r\n\x1a\n") or image.startswith(b"\xff\xd8\xff")):
             raise ProtocolError("bad_field", "start_image must be PNG or JPEG bytes", "new_world.start_image")
+        depth = self.new_world.start_depth if self.new_world else None
+        if depth is not None and image is None:
+            raise ProtocolError("bad_field", "start_depth needs a start_image", "new_world.start_depth")
+        if depth is not None and not depth.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ProtocolError("bad_field", "start_depth must be a 16-bit greyscale PNG (millimetres)", "new_world.start_depth")
 
 
 @message("input", "client")
@@ -345,6 +366,7 @@ class Welcome(Message):
     pose: PoseInfo = spec(doc="spawn pose, or the resumed one")
     resumed: bool = spec(False)
     server: ServerInfo = spec()
+    notice: str = spec("", max_len=MAX_ERROR_CHARS, doc="something to tell the player about this world, for people (empty: nothing)")
 
 
 @message("rtc_answer", "server")
@@ -365,6 +387,17 @@ class VideoEnded(Message):
     get video again."""
 
     reason: str = spec(max_len=MAX_ERROR_CHARS, doc="why, for people")
+
+
+@message("caption_changed", "server")
+class CaptionChanged(Message):
+    """A player set the world's caption (``caption``): sent to every player in the world, the
+    one who set it included. Generation uses it from now on; ``welcome.caption`` is the one
+    in use when a player joins."""
+
+    text: str = spec(max_len=MAX_CAPTION_CHARS, doc="the caption now in use")
+    player_id: str = spec(pattern=PLAYER_ID_PATTERN, doc="who set it")
+    player_name: str = spec("", max_len=MAX_PLAYER_NAME_CHARS)
 
 
 @message("pong", "server")

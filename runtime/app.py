@@ -27,7 +27,10 @@ from runtime.lobby import Lobby
 from runtime.metrics import ServerMetrics
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
+from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
+from runtime.stream.origin import allowed_origin_arg, origin_refusal
+from runtime.stream.rate_limit import TokenBucket
 from runtime.stream.websocket import Connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
@@ -70,6 +73,7 @@ class StreamServer:
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
         self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer)
         self.lobby = Lobby(config, self.registry, self.executors, self.version, self.renderer_name)
+        self._refusal_log = TokenBucket(0.2, 5)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -121,8 +125,18 @@ class StreamServer:
         self.metrics.generation_queue_depth.set(depth)
         return self.metrics.exposition()
 
+    def _refuse_websocket(self, connection, request) -> str | None:
+        """Why a WebSocket handshake must be refused (HTTP 403), or None: its page's origin."""
+        source = request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies)
+        reason = origin_refusal(request.headers.get("Origin"), source, self.config.allowed_origins)
+        if reason is not None:
+            self.metrics.connections_refused.labels("origin").inc()
+            if self._refusal_log.allow():  # a page retrying in a loop must not flood the log
+                log.warning("%s: WebSocket refused: %s", source.address, reason)
+        return reason
+
     async def _handler(self, ws) -> None:
-        await Connection(ws, self.lobby.link, self.config.hello_timeout_s, self.metrics).run()
+        await Connection(ws, self.lobby.link, self.config.hello_timeout_s, self.metrics, self.config.trusted_proxies).run()
 
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
@@ -152,7 +166,9 @@ class StreamServer:
             self._handler,
             cfg.host,
             cfg.port,
-            process_request=make_process_request(cfg.static_dir, self.health, self._metrics_text, self.world_listing),
+            process_request=make_process_request(
+                cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket
+            ),
             max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
             ping_interval=WS_PING_INTERVAL_S,
@@ -230,6 +246,26 @@ def check_port(host: str, port: int) -> None:
                 raise StartupError(_listen_problem(host, port, e)) from None
 
 
+def check_models(config: ServerConfig) -> None:
+    """Load the depth model and the generator's weights now (once per process, shared by every
+    world): missing ones are a :class:`StartupError` naming the option and what to download."""
+    from runtime.world.depth import DepthModelMissing, load_depth_estimator
+    from runtime.world.generators import GeneratorUnavailable, create_generator
+
+    if config.depth_model:
+        try:
+            load_depth_estimator(config.depth_model)
+        except DepthModelMissing as e:
+            raise StartupError(str(e)) from None
+    if config.generator != "procedural":
+        try:
+            create_generator(config.generator, **config.generator_options)
+        except GeneratorUnavailable as e:
+            raise StartupError(str(e)) from None
+        except TypeError as e:  # an option the generator does not take
+            raise StartupError(f"--generator-option: {e}") from None
+
+
 def check_worlds_folder(path: Path) -> None:
     """Raise :class:`StartupError` unless ``path`` is (or can be made) a folder we can write in."""
     try:
@@ -271,6 +307,15 @@ def _bitrate(text: str) -> int:
     return value
 
 
+def _generator_option(text: str) -> tuple[str, str]:
+    from runtime.world.generators import parse_option
+
+    try:
+        return parse_option(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _whole_number(name: str, low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high] (no upper bound when ``high`` is None)."""
     limit = f"in [{low}, {high}]" if high is not None else f"at least {low}"
@@ -295,6 +340,14 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--generator", default="procedural", help="generator name (default procedural)")
+    p.add_argument(
+        "--generator-option", type=_generator_option, action="append", default=[], metavar="KEY=VALUE",
+        help="generator option, repeatable, e.g. model=/models/Wan2.1-VACE-1.3B-diffusers (docs/generators.md)",
+    )
+    p.add_argument(
+        "--depth-model", default=None, metavar="PATH",
+        help="Depth Anything-class model folder (transformers format): depth for start images and RGB-only generators",
+    )
     p.add_argument("--renderer", choices=["auto", "cpu", "gsplat"], default="auto", help="renderer (default auto: gsplat on CUDA, else cpu)")
     p.add_argument("--worlds", type=Path, default=Path("worlds"), help="folder for saved worlds (default ./worlds)")
     p.add_argument("--resolution", type=_resolution, default=None, help="video WxH per player (default 640x360 on CPU, 1280x720 on GPU)")
@@ -303,6 +356,10 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default scales with pixels and fps: 1.5M at 640x360@30, 6M at 1280x720@30, 8.5M at 1280x720@60)")
     p.add_argument("--crf", type=crf_arg, default=ServerConfig.crf, help=f"H.264 constant quality, 0-51, lower is better, capped at --bitrate; 'off' encodes at --bitrate (default {ServerConfig.crf})")
     p.add_argument("--max-players", type=_whole_number("max-players", 1), default=64, help="players accepted at once (default 64)")
+    p.add_argument("--allow-origin", dest="allow_origins", type=allowed_origin_arg, action="append", default=[], metavar="ORIGIN",
+                   help="let pages from ORIGIN (e.g. https://play.example.com, or * for any) open the WebSocket besides the server's own; repeatable (default: same origin only)")
+    p.add_argument("--trust-proxy", type=proxy_networks, default=(), metavar="ADDRS",
+                   help="believe X-Forwarded-For/-Proto/-Host from these proxy addresses or networks, comma-separated (e.g. 127.0.0.1 for nginx on this host; default: none)")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     return p
@@ -316,7 +373,8 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
     config = ServerConfig(
         host=args.host, port=args.port, generator=args.generator, renderer=args.renderer, worlds=args.worlds,
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
-        max_players=args.max_players,
+        max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
+        generator_options=dict(args.generator_option), depth_model=args.depth_model,
     )
     if args.static is not None:
         config.static_dir = args.static
@@ -343,6 +401,7 @@ def main(argv: list[str] | None = None, prog: str = "python server.py") -> int:
             raise StartupError(f"unknown generator {config.generator!r} (--generator); available: {', '.join(available_generators())}")
         check_port(config.host, config.port)
         check_worlds_folder(config.worlds)
+        check_models(config)
         try:
             renderer = create_renderer(config.renderer)
         except RuntimeError as e:  # gsplat without CUDA or without the package

@@ -50,11 +50,13 @@ def _positive(kind):
     return parse
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value
+def _generator_option(text: str) -> tuple[str, str]:
+    from runtime.world.generators import parse_option
+
+    try:
+        return parse_option(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _library(args):
@@ -224,9 +226,14 @@ def cmd_import(args) -> int:
     if library.exists(name):
         raise CliError(f"a world named {name!r} already exists in {Path(args.worlds).absolute()}; pick another --name")
     t0 = time.perf_counter()
-    gaussians = read_splats(args.input)
+    gaussians = read_splats(args.input, args.max_gaussians)
     config = _world_config(name, args, args.caption)
-    world = library.import_gaussians(name, gaussians, config=config, source_name=f"import:{Path(args.input).name}", renderer=_renderer(args.renderer))
+    try:
+        world = library.import_gaussians(name, gaussians, config=config, source_name=f"import:{Path(args.input).name}", renderer=_renderer(args.renderer))
+    except BaseException:
+        if library.exists(name):  # ours: the name was free above
+            library.delete(name)
+        raise
     chunks = len(world.scene.snapshot().chunks)
     world.close()
     print(f"imported {len(gaussians)} Gaussians from {args.input} as world {name!r} ({chunks} chunk(s)) in {time.perf_counter() - t0:.2f} s")
@@ -270,23 +277,45 @@ def cmd_render(args) -> int:
     library = _library(args)
     name = args.world or slug_world_name(Path(args.out).stem)
     world, created = _open_or_create_world(library, name, args, captions.at(0), start_image, estimator)
+    failures = _GenerationFailures(world)
     try:
         if created and start_image is not None:
             _seed_start_image(world, start_image, args, trajectory, width, height, start_depth)
         if trajectory is None:  # a preset: scale it by the first frame's depth, as Lyra does
             trajectory = _preset_trajectory(world, args.preset, frames, width, height, captions, args)
+            failures.check()
         t0 = time.perf_counter()
         with VideoWriter(args.out, width, height, fps=args.fps) as video, _progress(len(trajectory), "render", args.quiet) as bar:
             for rgb in walk(world, trajectory, width, height, captions, fps=args.fps):
+                failures.check()
                 video.write(rgb)
                 bar.update(1)
         elapsed = time.perf_counter() - t0
         chunks = len(world.scene.snapshot().chunks)
-    finally:
+    except BaseException:
         world.close()
+        if created:  # a failed render leaves no half-made world behind
+            library.delete(name)
+        raise
+    world.close()
     verb = "created" if created else "extended"
     print(f"wrote {len(trajectory)} frames ({width}x{height}) to {args.out} in {elapsed:.1f} s; {verb} world {name!r} ({chunks} chunks)")
     return 0
+
+
+class _GenerationFailures:
+    """Collects a world's failed generation jobs; :meth:`check` raises on the first one,
+    so a render whose generator fails exits non-zero instead of writing an empty walk."""
+
+    def __init__(self, world) -> None:
+        from runtime.world.world import JobFailed
+
+        self.errors: list[str] = []
+        world.subscribe(lambda e: self.errors.append(e.error) if isinstance(e, JobFailed) and not e.cancelled else None)
+
+    def check(self) -> None:
+        if self.errors:
+            raise CliError(f"generation failed: {self.errors[0]}")
 
 
 def _seed_start_image(world, image, args, trajectory, width: int, height: int, depth) -> None:
@@ -415,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="world seed (new worlds; default 0)")
         p.add_argument("--generator", default="procedural", help="generator for new worlds (default procedural)")
         p.add_argument(
-            "--generator-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+            "--generator-option", type=_generator_option, action="append", default=[], metavar="KEY=VALUE",
             help="option for the generator of new worlds, e.g. model=/models/Wan2.1-VACE-1.3B-diffusers (repeatable)",
         )
         p.add_argument("--keyframe-size", type=_size, default=None, metavar="WxH", help="generated keyframe size for new worlds (default 320x180)")
@@ -440,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="input splat file")
     p.add_argument("--name", required=True, help="name of the new world ([a-z0-9][a-z0-9_-]{0,63})")
     p.add_argument("--caption", default="", help="caption used to extend the world past the imported scene")
+    p.add_argument(
+        "--max-gaussians", type=_positive(int), default=None, metavar="N",
+        help="refuse files holding more Gaussians than this (default 10,000,000; each costs 56-236 bytes of memory)",
+    )
     generation_options(p)
     p.set_defaults(func=cmd_import)
 

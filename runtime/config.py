@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.stream.encoder import EncoderSettings
@@ -18,6 +18,9 @@ class ServerConfig:
     Attributes:
         host, port: where to listen (port 0 picks a free one).
         generator: generator name (see ``runtime.world.generators``).
+        generator_options: keyword options for new worlds' generator (``--generator-option``).
+        depth_model: a Depth Anything-class model folder (or cached id) for start images and
+            RGB-only generators (``--depth-model``), or None.
         renderer: ``auto``, ``cpu`` or ``gsplat``.
         worlds: folder holding saved worlds; nothing outside it is written.
         width, height: video size per player in pixels (even).
@@ -28,6 +31,10 @@ class ServerConfig:
             ``bitrate`` (``runtime.stream.encoder.EncoderSettings.crf``).
         static_dir: the web client's built files.
         max_players: players accepted at once, all worlds together.
+        allowed_origins: web origins (``https://host[:port]``, normalised) besides the
+            server's own whose pages may open the WebSocket; ``*`` allows any.
+        trusted_proxies: networks whose ``X-Forwarded-For/-Proto/-Host`` headers are believed
+            (a reverse proxy terminating TLS); empty: none.
         resume_window_s: how long a disconnected player's pose is kept for a resume token.
         session_linger_s: how long an empty world stays loaded before it is saved and closed.
         hello_timeout_s: a connection that sends no valid hello in time is closed.
@@ -37,6 +44,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     generator: str = "procedural"
+    generator_options: dict = field(default_factory=dict)
+    depth_model: str | None = None
     renderer: str = "auto"
     worlds: Path = Path("worlds")
     width: int = 640
@@ -47,6 +56,8 @@ class ServerConfig:
     crf: int | None = EncoderSettings.crf
     static_dir: Path = Path(__file__).resolve().parents[1] / "clients" / "web" / "dist"
     max_players: int = 64
+    allowed_origins: frozenset[str] = frozenset()
+    trusted_proxies: tuple = ()  # of ipaddress networks
     resume_window_s: float = 300.0
     session_linger_s: float = 30.0
     hello_timeout_s: float = 10.0

@@ -110,6 +110,7 @@ class PlayerLink:
         if hello.resume_token is not None and record is None:  # after welcome: it is not fatal
             channel.error("bad_resume_token", "the resume token is unknown or expired; starting at the spawn point", "resume_token", "hello")
         session.add(self.player)
+        log.info("%s: joined world %r as player %s%s", channel.peer, session.name, player_id, " (resumed)" if record else "")
         return True
 
     # ------------------------------------------------------------------ a joined player's messages
@@ -130,7 +131,7 @@ class PlayerLink:
                 except RtcError as exc:
                     self.channel.error("bad_field", str(exc), "candidate", msg.TYPE)
         elif isinstance(msg, m.Caption):
-            self.session.set_caption(msg.text)
+            self.session.set_caption(msg.text, player)
 
     async def _offer(self, msg: m.RtcOffer) -> None:
         player, lobby, channel = self.player, self.lobby, self.channel

@@ -55,6 +55,12 @@ class ServerMetrics:
         self.protocol_errors = Counter(
             "worldstream_protocol_errors", "Error messages sent to clients", ["code"], registry=r
         )
+        self.connections_refused = Counter(
+            "worldstream_connections_refused",
+            "WebSocket handshakes refused with HTTP 403, by reason (origin: a page from an origin not allowed)",
+            ["reason"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text exposition format served at ``/metrics``."""

@@ -103,6 +103,7 @@ class Session:
                     version=version, fps=cfg.fps, width=w, height=h, codec=cfg.codec, bitrate=cfg.bitrate,
                     generator=cfg.generator, renderer=renderer, explored_cell_size=float(world.explored.cell_size),
                 ),
+                notice=getattr(world, "start_notice", "")[: m.MAX_ERROR_CHARS],
             )
         )
 
@@ -130,9 +131,12 @@ class Session:
             self.empty_since = time.monotonic()
         log.info("player %s (%r) left world %r (%d players)", player.id, player.name, self.name, len(self.players))
 
-    def set_caption(self, text: str) -> None:
+    def set_caption(self, text: str, by: Player) -> None:
+        """Generate from ``text`` from now on, and tell every player in the world (the caption
+        label is shared, like the world)."""
         self.world.set_caption(text)
-        log.info("world %r: caption %r", self.name, text[:80])
+        self.reporter.broadcast(m.CaptionChanged(text=text, player_id=by.id, player_name=by.name))
+        log.info("world %r: caption %r (by %s)", self.name, text[:80], by.id)
 
     # ------------------------------------------------------------------ planning
     async def _planner(self) -> None:

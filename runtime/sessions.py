@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 import os
 import re
 import secrets
@@ -27,14 +28,16 @@ from runtime.config import Executors, ServerConfig
 from runtime.metrics import ServerMetrics
 from runtime.session import Session
 from runtime.world.camera import Pose
+from runtime.world.formats.media import image_header_size
 from runtime.world.world import World, WorldConfig
 
+from runtime.world.depth import DepthMapError, decode_depth_png, load_depth_estimator
 from runtime.world.generators import create_generator
+from runtime.world.keyframes.start_frame import seed_world
 from runtime.world.store import WorldLibrary, errors
 
 log = logging.getLogger("worldstream.sessions")
 
-MAX_START_IMAGE_PIXELS = 4096 * 4096
 _NAME = re.compile(m.WORLD_NAME_PATTERN)
 
 
@@ -54,32 +57,69 @@ class ResumeRecord:
     expires_at: float  # time.monotonic()
 
 
+def _image_refused(problem: str) -> JoinError:
+    return JoinError("bad_field", problem, "new_world.start_image")
+
+
 def decode_start_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes -> ``[H, W, 3]`` uint8, refusing images over :data:`MAX_START_IMAGE_PIXELS`."""
-    fmt = "png_pipe" if data.startswith(b"\x89PNG") else "jpeg_pipe"
+    """PNG/JPEG bytes -> ``[H, W, 3]`` uint8.
+
+    The size is read from the image's header and checked against the protocol's limits
+    (``MAX_START_IMAGE_PIXELS``, ``MIN_START_IMAGE_SIDE``) before anything is decoded, so
+    a small file that unpacks to gigabytes costs nothing. Refusals are :class:`JoinError`
+    in words a person can act on (not the decoder's).
+    """
+    kind = "PNG" if data.startswith(b"\x89PNG") else "JPEG"
+    size = image_header_size(data)
+    if size is None:
+        raise _image_refused(f"it is not a readable {kind} image: its header is damaged or missing")
+    w, h = size
+    if w * h > m.MAX_START_IMAGE_PIXELS:
+        limit = m.MAX_START_IMAGE_PIXELS
+        raise _image_refused(
+            f"it is {w}×{h} pixels ({w * h / 1e6:.1f} megapixels); the most is {limit / 1e6:.1f} megapixels "
+            f"(MAX_START_IMAGE_PIXELS, e.g. {math.isqrt(limit)}×{math.isqrt(limit)}): scale it down"
+        )
+    if w < m.MIN_START_IMAGE_SIDE or h < m.MIN_START_IMAGE_SIDE:
+        side = m.MIN_START_IMAGE_SIDE
+        raise _image_refused(f"it is {w}×{h} pixels; the least is {side}×{side} (MIN_START_IMAGE_SIDE)")
     try:
-        with av.open(io.BytesIO(data), format=fmt) as container:
-            stream = container.streams.video[0]
-            w, h = stream.codec_context.width, stream.codec_context.height
-            if w * h > MAX_START_IMAGE_PIXELS:  # checked before decoding: no decompression bombs
-                raise JoinError("bad_field", f"start_image is {w}x{h}, at most {MAX_START_IMAGE_PIXELS} pixels", "new_world.start_image")
-            frame = next(container.decode(video=0))
-            rgb = frame.to_ndarray(format="rgb24")
-    except JoinError:
-        raise
-    except Exception as exc:
-        raise JoinError("bad_field", f"start_image could not be decoded: {exc}", "new_world.start_image") from None
-    if rgb.shape[0] < 16 or rgb.shape[1] < 16:
-        raise JoinError("bad_field", f"start_image must be at least 16x16, got {rgb.shape[1]}x{rgb.shape[0]}", "new_world.start_image")
+        with av.open(io.BytesIO(data), format="png_pipe" if kind == "PNG" else "jpeg_pipe") as container:
+            rgb = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    except Exception:  # FFmpeg's words ("avcodec_send_packet() ...") mean nothing to a player
+        log.info("start image refused: %s of %d bytes did not decode", kind, len(data), exc_info=True)
+        raise _image_refused(f"it is not a readable {kind} image: its picture data is damaged or cut short") from None
+    if rgb.shape[:2] != (h, w):
+        raise _image_refused(f"it is not a readable {kind} image: its header says {w}×{h}, its picture is {rgb.shape[1]}×{rgb.shape[0]}")
     return np.ascontiguousarray(rgb)
 
 
-def generator_options(name: str) -> dict:
-    """Options for the server's generator. The procedural generator leaves one core to the
-    render and encode threads, so generating never starves the streams of CPU."""
+def generator_options(name: str, config: ServerConfig | None = None) -> dict:
+    """Options for a world's generator: ``--generator-option`` s when it is the server's
+    generator. The procedural generator leaves one core to the render and encode threads,
+    so generating never starves the streams of CPU."""
+    options = dict(config.generator_options) if config is not None and name == config.generator else {}
     if name == "procedural":
-        return {"threads": max(1, (os.cpu_count() or 2) - 1)}
-    return {}
+        options.setdefault("threads", max(1, (os.cpu_count() or 2) - 1))
+    return options
+
+
+def decode_start_depth(data: bytes) -> np.ndarray:
+    """A start image's depth (16-bit PNG, millimetres) -> ``[H, W]`` float32 metres."""
+    try:
+        return decode_depth_png(data, "start_depth")
+    except DepthMapError as exc:
+        raise JoinError("bad_field", str(exc), "new_world.start_depth") from None
+
+
+@dataclass(frozen=True)
+class StartImage:
+    """A new world's start image as a hello sent it: ``rgb [H,W,3]`` uint8, optional depth
+    ``[h,w]`` metres, and the vertical field of view (radians) it was taken with."""
+
+    rgb: np.ndarray
+    depth: np.ndarray | None
+    fov_y: float
 
 
 class WorldSource:
@@ -95,16 +135,23 @@ class WorldSource:
 
     def _world_kwargs(self, generator_name: str) -> dict:
         # No executor: each world owns a one-thread generation worker, so a world with a
-        # backlog never holds up another world's first chunks.
-        generator = create_generator(generator_name, **generator_options(generator_name))
-        return {"renderer": self.renderer, "generator": generator}
+        # backlog never holds up another world's first chunks. Models (generator, depth)
+        # are loaded once per process and shared by every world.
+        generator = create_generator(generator_name, **generator_options(generator_name, self.config))
+        estimator = load_depth_estimator(self.config.depth_model) if self.config.depth_model else None
+        return {"renderer": self.renderer, "generator": generator, "depth_estimator": estimator}
 
     def exists(self, name: str) -> bool:
         return bool(self.library.exists(name))
 
-    def create(self, config: WorldConfig, start_image: np.ndarray | None) -> World:
+    def create(self, config: WorldConfig, start: StartImage | None) -> World:
+        """A new world; its start image becomes keyframe 0 at the spawn camera, seen at the
+        server's video size (without a depth source the world gets a ``start_notice``)."""
         with _store_errors("new_world.name"):
-            return self.library.create(config, start_image=start_image, **self._world_kwargs(config.generator))
+            world = self.library.create(config, start_image=None if start is None else start.rgb, **self._world_kwargs(config.generator))
+        if start is not None:
+            world.start_notice = seed_world(world, start.rgb, self.config.width, self.config.height, fov_y=start.fov_y, depth=start.depth) or ""
+        return world
 
     def open(self, name: str) -> World:
         with _store_errors("world"):
@@ -172,12 +219,19 @@ class SessionRegistry:
                 name = req.name or f"world-{secrets.token_hex(3)}"
                 if name in self.sessions or self.source.exists(name):
                     raise JoinError("world_exists", f"a world named {name!r} exists; join it with 'world'", "new_world.name")
-                image = None
+                start = None
                 if req.start_image is not None:
                     image = await loop.run_in_executor(self.executors.plan, decode_start_image, req.start_image)
+                    depth = None
+                    if req.start_depth is not None:
+                        depth = await loop.run_in_executor(self.executors.plan, decode_start_depth, req.start_depth)
+                    start = StartImage(image, depth, req.start_fov_y if req.start_fov_y is not None else hello.view.fov_y)
                 seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
-                wconfig = WorldConfig(name=name, seed=seed, caption=req.caption, generator=self.config.generator)
-                world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, image)
+                wconfig = WorldConfig(
+                    name=name, seed=seed, caption=req.caption, generator=self.config.generator,
+                    generator_options=dict(self.config.generator_options),
+                )
+                world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, start)
                 log.info("world %r created (seed %d, generator %s, caption %r)", name, seed, self.config.generator, req.caption[:60])
             session = Session(name, world, self.config, self.executors, self.metrics)
             session.start()

@@ -472,3 +472,62 @@ def test_screenshot_of_the_running_client(open_page, start_server):
             }
         }
     )
+
+
+def test_keyboard_turns_with_q_e_and_arrows_and_strafes_with_a_d(open_page, base_url, world):
+    page = open_page(link(base_url, world, "Turner"))
+    wait_frames(page, 5)
+    settle(page, 0.5)
+
+    def yaw() -> float:
+        return state(page)["pose"]["yaw"]
+
+    for key, sign in (("e", 1), ("ArrowRight", 1), ("q", -1), ("ArrowLeft", -1)):
+        before, position = yaw(), state(page)["pose"]["position"]
+        hold(page, key, 0.5)
+        settle(page, 0.5)
+        turned = math.remainder(yaw() - before, math.tau)
+        assert sign * turned > 0.3, f"holding {key} should turn {'right' if sign > 0 else 'left'} (yaw changed by {turned:.3f})"
+        assert planar_distance(position, state(page)["pose"]["position"]) < 0.05, f"{key} turns in place"
+    # A and D still strafe: the position moves, the heading does not.
+    before, position = yaw(), state(page)["pose"]["position"]
+    hold(page, "d", 0.8)
+    settle(page, 0.5)
+    assert abs(math.remainder(yaw() - before, math.tau)) < 0.01
+    assert planar_distance(position, state(page)["pose"]["position"]) > 0.3
+
+
+def test_start_image_problems_are_said_in_words(open_page, base_url):
+    """A damaged PNG and a valid but 20000x20000 PNG: the player reads what is wrong, never
+    the decoder's jargon."""
+    from images import damaged_png, png_bytes
+
+    for name, data, words in (
+        ("huge.png", png_bytes(20000, 20000), "20000×20000 pixels"),
+        ("broken.png", damaged_png(), "not a readable"),
+    ):
+        page = open_page(base_url + "/")
+        page.set_input_files("#start-image", files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+        create_world_from_start_screen(page, f"img-{uuid.uuid4().hex[:6]}")
+        shown = page.locator(".start-error:visible, #overlay:visible, .toast-error")
+        shown.first.wait_for(timeout=20_000)
+        page.wait_for_function(f"() => document.body.innerText.includes({json.dumps(words)})", timeout=20_000)
+        text = page.locator("body").inner_text()
+        assert words in text, (name, text[:500])
+        assert "avcodec" not in text and "Errno" not in text, (name, text[:500])
+
+
+def test_a_caption_change_shows_for_every_player(open_page, base_url, world):
+    first = open_page(link(base_url, world, "Steerer"))
+    second = open_page(link(base_url, world, "Watcher"))
+    for page in (first, second):
+        wait_frames(page, 3)
+    caption = f"a glacier lake {uuid.uuid4().hex[:4]}"
+    first.click("#caption-input")
+    first.keyboard.type(caption)
+    first.keyboard.press("Enter")
+    second.wait_for_function(
+        f"() => document.getElementById('caption-current').innerText.includes({json.dumps(caption)})", timeout=10_000
+    )
+    assert caption in first.locator("#caption-current").inner_text()
+    assert "Steerer" in second.locator("#toasts").inner_text()

@@ -5,20 +5,31 @@ frozen clients, foreign origins and reverse proxies."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import ssl
 import time
+import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from protocol import messages as m
 from runtime.app import StreamServer
 from runtime.client import WorldClient
 from runtime.config import ServerConfig
+from runtime.stream.forwarded import RequestSource, proxy_networks, request_source
+from runtime.stream.origin import normalise_origin, origin_refusal
 from runtime.world.render.cpu import CpuRenderer
 from conftest import launch_server
 
@@ -202,3 +213,142 @@ def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped
             frozen.ws.transport.abort()
 
     asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------------------------
+# Origin check and reverse proxies
+
+def test_origins_are_normalised_and_checked():
+    own = RequestSource("127.0.0.1", "http", "play.example:8080")
+    assert normalise_origin("HTTPS://Play.Example:443") == "https://play.example"
+    assert normalise_origin("null") is None and normalise_origin("https://x/path") is None
+    assert origin_refusal(None, own, frozenset()) is None  # not a browser
+    assert origin_refusal("http://play.example:8080", own, frozenset()) is None
+    assert origin_refusal("https://evil.example", own, frozenset()) is not None
+    assert origin_refusal("http://play.example:8081", own, frozenset()) is not None  # another port is another origin
+    assert origin_refusal("https://evil.example", own, frozenset({"https://evil.example"})) is None
+    assert origin_refusal("null", own, frozenset({"*"})) is None
+
+
+def test_forwarded_headers_count_only_from_trusted_proxies():
+    headers = {"Host": "10.0.0.5:8080", "X-Forwarded-For": "6.6.6.6, 203.0.113.7", "X-Forwarded-Proto": "https",
+               "X-Forwarded-Host": "Play.Example"}
+    assert request_source("198.51.100.1", headers, proxy_networks("127.0.0.1")) == RequestSource("198.51.100.1", "http", "10.0.0.5:8080")
+    trusted = request_source("::ffff:127.0.0.1", headers, proxy_networks("127.0.0.1"))
+    assert trusted == RequestSource("203.0.113.7", "https", "play.example", True)  # the proxy's own entry, not the client's claim
+    assert request_source("127.0.0.1", {"X-Forwarded-For": "<script>"}, proxy_networks("127.0.0.0/8")).address == "127.0.0.1"
+
+
+async def http_status(ws_url: str, **kwargs) -> tuple[int, str]:
+    """Open a WebSocket; (101, "") when it opens, else the HTTP status and body it got."""
+    try:
+        async with connect(ws_url, **kwargs):
+            return 101, ""
+    except InvalidStatus as exc:
+        return exc.response.status_code, exc.response.body.decode(errors="replace")
+
+
+def test_foreign_origins_are_refused_with_a_reason(capped_server):
+    own = capped_server.url  # http://127.0.0.1:PORT
+
+    async def scenario():
+        for origin in ("https://evil.example", "http://127.0.0.1:1", "null"):
+            status, body = await http_status(capped_server.ws_url, origin=origin)
+            assert status == 403 and "--allow-origin" in body, (origin, status, body)
+        assert (await http_status(capped_server.ws_url, origin=own))[0] == 101
+        assert (await http_status(capped_server.ws_url))[0] == 101  # no Origin: not a browser
+        async with WorldClient(capped_server.url, new_world=m.NewWorld(name=unique("own")), video=False) as c:
+            assert c.welcome.world
+
+    asyncio.run(scenario())
+    metrics = urllib.request.urlopen(capped_server.url + "/metrics", timeout=10).read().decode()
+    assert 'worldstream_connections_refused_total{reason="origin"} 3.0' in metrics
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for ``localhost`` and its key (PEM files)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class TlsProxy:
+    """A TLS-terminating reverse proxy, as nginx does it: accepts https/wss on a loopback
+    port, adds ``X-Forwarded-For/-Proto/-Host`` to the request head and forwards the
+    connection to the server over plain TCP. ``client_address`` stands in for the address
+    the proxy would see (every test client is 127.0.0.1)."""
+
+    def __init__(self, upstream: str, cert: Path, key: Path, client_address: str = "203.0.113.7") -> None:
+        parts = urllib.parse.urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.client_address = client_address
+        self.port = 0
+        self._server = None
+
+    async def __aenter__(self) -> "TlsProxy":
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0, ssl=self.context)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._server.close()
+
+    async def _forward(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, rest = head.split(b"\r\n", 1)
+        host = next((line.split(b":", 1)[1].strip() for line in rest.split(b"\r\n") if line.lower().startswith(b"host:")), b"")
+        added = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: %s\r\n" % (self.client_address.encode(), host)
+        up_writer.write(request_line + b"\r\n" + added + rest)
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def test_behind_a_tls_proxy(start_server, tmp_path, capped_server):
+    """wss:// through a real TLS-terminating proxy: with --trust-proxy the page's https origin
+    is the server's own and the log names the client's address; without it the same request
+    is refused, with a hint."""
+    trusting = start_server(extra_args=("--trust-proxy", "127.0.0.1"))
+    cert, key = self_signed(tmp_path)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+
+    async def scenario():
+        async with TlsProxy(trusting.url, cert, key) as proxy:
+            wss = f"wss://localhost:{proxy.port}/ws"
+            page = f"https://localhost:{proxy.port}"
+            async with connect(wss, ssl=client_tls, origin=page) as ws:
+                await ws.send(hello(new_world={"name": unique("proxied")}, player_name="behind"))
+                welcome = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 60))
+                assert welcome["type"] == "welcome", welcome
+            assert (await http_status(wss, ssl=client_tls, origin="https://evil.example"))[0] == 403
+        async with TlsProxy(capped_server.url, cert, key) as untrusted:
+            status, body = await http_status(f"wss://localhost:{untrusted.port}/ws", ssl=client_tls, origin=f"https://localhost:{untrusted.port}")
+            assert status == 403 and "--trust-proxy" in body, body
+
+    asyncio.run(scenario())
+    log_text = trusting.log_text()
+    assert "203.0.113.7: joined world" in log_text, log_text[-3000:]
+    assert "203.0.113.7" not in capped_server.log_text()  # an untrusted peer's X-Forwarded-For is ignored

@@ -101,8 +101,16 @@ def test_without_candidates_the_client_says_ice_never_connected(tmp_path):
 
 @needs_namespace
 def test_stream_bench_stops_naming_ice_and_shows_the_server_log(tmp_path):
-    bench = [sys.executable, "-m", "bench.stream", "--players", "1", "--duration", "1", "--resolution", "320x180", "--stage-timeout", "5"]
+    bench = [sys.executable, "-m", "bench.stream", "--players", "1", "--duration", "1", "--resolution", "320x180", "--stage-timeout", "15"]
     done = _in_loopback_namespace(bench, WORLDSTREAM_ICE_LOOPBACK="0")
     assert done.returncode == 3, done.stderr[-6000:]
-    assert "stalled: ICE not connected: no frame within 5 s" in done.stderr, done.stderr[-6000:]
+    assert "stalled: ICE not connected: no frame within 15 s" in done.stderr, done.stderr[-6000:]
     assert "--- server log (tail) ---" in done.stderr and "WebRTC answered" in done.stderr
+
+
+@needs_namespace
+def test_media_bench_stops_naming_ice():
+    bench = [sys.executable, "-m", "bench.media", "--players", "1", "--duration", "1", "--synthetic", "--resolution", "160x96", "--stage-timeout", "15"]
+    done = _in_loopback_namespace(bench, WORLDSTREAM_ICE_LOOPBACK="0")
+    assert done.returncode == 3, done.stderr[-6000:]
+    assert "[bench] stalled: TimeoutError: ICE not connected: 1 of 1 videos not connected within 15 s" in done.stderr, done.stderr[-6000:]

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
+from multiprocessing import shared_memory
 
+import av
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -245,6 +248,118 @@ def test_a_bad_offer_is_a_typed_error_and_the_worker_carries_on():
             await receiver.close()
             await good.close()
             await other.close()
+        finally:
+            await pool.stop()
+
+    asyncio.run(main())
+
+
+class StandInPin:
+    """Page-locking as ``GsplatRenderer.pin_host_memory`` does it, minus CUDA: it blocks (as the
+    driver does while it locks pages) until released, and its unpin records whether the ring's
+    segment still existed then (unmapping pinned memory would be the bug)."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.unpinned: list[bool] = []  # per unpin: the segment still existed
+        self.names: dict[int, str] = {}  # segment address -> shared memory name
+
+    def __call__(self, memory: np.ndarray):
+        address = memory.ctypes.data
+        self.started.set()
+        if not self.release.wait(10):
+            raise TimeoutError("never released")
+
+        def unpin() -> None:
+            try:
+                shared_memory.SharedMemory(name=self.names[address]).close()
+                self.unpinned.append(True)
+            except FileNotFoundError:
+                self.unpinned.append(False)
+
+        return unpin
+
+
+def test_closing_a_video_never_waits_for_its_ring_to_be_page_locked():
+    """The loop closes a video while the driver page-locks its ring (a player leaving right
+    after offering): close() returns at once, the ring stays mapped until the pages are
+    locked, then it is unlocked and freed, once. Page-locking under the ring lock made the
+    loop wait for the driver (here: for ever, as the release comes from the loop)."""
+    pin = StandInPin()
+
+    async def main():
+        pool = MediaPool(processes=1, pin_memory=pin)
+        await pool.start()
+        settings = EncoderSettings(width=W, height=H, fps=30)
+        loop = asyncio.get_running_loop()
+        try:
+            video = await pool.create_video(settings, lambda e: None, None, "pinned")
+            pin.names[video.ring.memory.ctypes.data] = video.ring.name
+            receiver = RTCPeerConnection()
+            receiver.addTransceiver("video", direction="recvonly")
+            await receiver.setLocalDescription(await receiver.createOffer())
+            answering = asyncio.ensure_future(video.answer(receiver.localDescription.sdp))
+            assert await loop.run_in_executor(None, pin.started.wait, 10)
+            started = time.monotonic()
+            await video.close()
+            assert time.monotonic() - started < 1.0 and video.closed
+            assert video.reserve(16) is None and video.stage(pictures(1)[0]) is None
+            pin.release.set()
+            with pytest.raises(RtcError, match="closed while its picture ring was page-locked"):
+                await answering
+            deadline = time.monotonic() + 5
+            while not pin.unpinned:
+                assert time.monotonic() < deadline, "the ring was never unlocked"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)
+            assert pin.unpinned == [True]  # unlocked once, while still mapped
+            with pytest.raises(FileNotFoundError):  # then freed
+                PictureRing(video.ring.capacity, name=video.ring.name)
+
+            # The usual order: locked before the worker opens it, unlocked and freed on close.
+            receiver2, streamed, frames = await connect(pool, settings, [], [])
+            pin.names[streamed.ring.memory.ctypes.data] = streamed.ring.name
+            buffer = streamed.reserve(pictures(1)[0].nbytes)
+            buffer[:] = pictures(1)[0]
+            await feed(streamed, streamed.commit(buffer), 3, 0)
+            await asyncio.wait_for(frames.get(), 10)
+            await streamed.close()
+            deadline = time.monotonic() + 5
+            while len(pin.unpinned) < 2:
+                assert time.monotonic() < deadline, "the streamed ring was never unlocked"
+                await asyncio.sleep(0.02)
+            assert pin.unpinned == [True, True]
+            await asyncio.gather(receiver.close(), receiver2.close())
+        finally:
+            pin.release.set()
+            await pool.stop()
+
+    asyncio.run(main())
+
+
+def test_a_picture_that_cannot_be_encoded_closes_the_video_and_says_why():
+    """aiortc's sender swallows an exception from the track into a log line and stops
+    sending: the peer stayed connected and never got another frame. The video closes
+    instead, with the reason, so the player is told (video_ended) and can offer again."""
+
+    async def main():
+        pool = MediaPool(processes=0)  # the same PlayerVideo a media worker runs, in this process
+        settings = EncoderSettings(width=W, height=H, fps=30)
+        closed = []
+        try:
+            receiver, video, frames = await connect(pool, settings, [], closed)
+            await feed(video, video.stage(pictures(1)[0]), 2, 0)
+            await asyncio.wait_for(frames.get(), 10)
+            wrong = av.VideoFrame(W // 2, H // 2, "yuv420p")  # not this stream's size
+            video.offer(wrong, time.monotonic(), 5, None, 0.001)
+            deadline = time.monotonic() + 10
+            while not closed:
+                assert time.monotonic() < deadline, "the video never closed"
+                await asyncio.sleep(0.02)
+            assert closed == [video] and video.closed and not video.ready
+            assert video.end_reason.startswith("encoding failed: ValueError: VideoEncoder.encode: need a yuv420p frame of 320x180")
+            await receiver.close()
         finally:
             await pool.stop()
 

@@ -59,6 +59,7 @@ SAMPLES = [
     m.RtcAnswer(sdp="v=0\r\n"),
     m.VideoEnded(reason="its media worker stopped (exit code -9)"),
     m.Pong(id=1, t_ms=3.0, server_ms=4.0),
+    m.CaptionChanged(text="a frozen lake", player_id="p2", player_name="Bob"),
     m.GenerationRequested(job_id=1, center=(1.0, 0.0, 5.0), radius=4.0, requested_by=["p1", "p2"]),
     m.GenerationProgress(job_id=1, fraction=0.5, message="half"),
     m.GenerationDone(job_id=1, center=(1.0, 0.0, 5.0), radius=4.0, gaussians=1000),

@@ -281,3 +281,19 @@ def test_video_ended_when_the_client_closes_its_peer_connection(server):
             assert ended.reason
 
     run(scenario())
+
+
+def test_caption_change_reaches_every_player(server):
+    async def scenario():
+        name = unique("caption")
+        async with WorldClient(server.url, new_world=m.NewWorld(name=name, caption="hills"), video=False, name="Setter") as a:
+            async with WorldClient(server.url, world=name, video=False, name="Other") as b:
+                since_a, since_b = a.event_count, b.event_count
+                await a.send(m.Caption(text="a frozen lake"))
+                for c, since in ((a, since_a), (b, since_b)):
+                    changed = await c.wait_for("caption_changed", timeout=10, since=since)
+                    assert (changed.text, changed.player_id, changed.player_name) == ("a frozen lake", a.welcome.player_id, "Setter")
+            async with WorldClient(server.url, world=name, video=False) as late:
+                assert late.welcome.caption == "a frozen lake"
+
+    run(scenario())

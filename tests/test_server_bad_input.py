@@ -79,7 +79,15 @@ def test_bad_messages_get_typed_errors_and_the_connection_carries_on(server):
     run(scenario())
 
 
-def test_hello_problems(server):
+def test_hello_problems(server, tmp_path):
+    import numpy as np
+
+    from runtime.world.formats.media import write_image
+    from test_depth import png16
+
+    write_image(tmp_path / "start.png", np.full((16, 16, 3), 90, np.uint8))
+    png = (tmp_path / "start.png").read_bytes()
+
     async def scenario():
         # messages before hello
         async with connect(server.ws_url) as ws:
@@ -94,6 +102,10 @@ def test_hello_problems(server):
             ({"world": "no-such-world-here"}, "world_not_found", "world"),
             ({"new_world": {"start_image": b"GIF89a" + b"\0" * 100}}, "bad_field", "new_world.start_image"),
             ({"new_world": {"start_image": b"\x89PNG\r\n\x1a\n" + b"\0" * 100}}, "bad_field", "new_world.start_image"),
+            ({"new_world": {"start_depth": png16(np.ones((16, 16), np.uint16))}}, "bad_field", "new_world.start_depth"),
+            ({"new_world": {"start_image": png, "start_depth": b"GIF89a" + b"\0" * 100}}, "bad_field", "new_world.start_depth"),
+            ({"new_world": {"start_image": png, "start_depth": png}}, "bad_field", "new_world.start_depth"),  # 8-bit RGB
+            ({"new_world": {"start_image": png, "start_fov_y": 3.5}}, "bad_field", "new_world.start_fov_y"),
             ({"new_world": {"caption": "y" * 501}}, "bad_field", "new_world.caption"),
             ({"world": "w", "view": {"fov_y": float("nan")}}, "bad_field", "view.fov_y"),
         ]:
@@ -207,5 +219,31 @@ def test_nil_is_the_default_for_optional_fields(server):
             while (reply := msgpack.unpackb(await ws.recv()))["type"] != "pong":
                 assert reply["type"] != "error", reply
             assert reply["id"] == 7 and reply["t_ms"] == 0.0
+
+    run(scenario())
+
+
+def test_start_image_refusals_are_words_naming_the_limit(server):
+    """Checked from the image's header before decoding: a valid 20000x20000 PNG (50 KB) is
+    refused naming the pixel limit; a damaged one as "not a readable PNG", never FFmpeg's words."""
+    from images import damaged_png, png_bytes
+
+    async def scenario():
+        for image, words in (
+            (png_bytes(20000, 20000), ["20000×20000 pixels", "MAX_START_IMAGE_PIXELS"]),
+            (damaged_png(), ["not a readable PNG image"]),
+            (png_bytes(8, 8), ["8×8 pixels", "MIN_START_IMAGE_SIDE"]),
+        ):
+            async with connect(server.ws_url, max_size=None) as ws:
+                await ws.send(raw({"type": "hello", "protocol_version": m.PROTOCOL_VERSION, "new_world": {"start_image": image}}))
+                err = msgpack.unpackb(await ws.recv())
+                assert (err["type"], err["code"], err["field"]) == ("error", "bad_field", "new_world.start_image"), err
+                for word in words:
+                    assert word in err["message"], err
+                assert "avcodec" not in err["message"] and "Errno" not in err["message"]
+        # the server carried on: a proper image still makes a world
+        async with connect(server.ws_url) as ws:
+            await ws.send(raw({"type": "hello", "protocol_version": m.PROTOCOL_VERSION, "new_world": {"start_image": png_bytes(64, 48)}}))
+            assert msgpack.unpackb(await ws.recv())["type"] == "welcome"
 
     run(scenario())

@@ -44,10 +44,10 @@ def photo(width: int = 640, height: int = 360, seed: int = 0) -> tuple[np.ndarra
     ground = np.stack([90 + 30 * np.sin(u / 7.0) * np.cos(v / 5.0), 110 + 25 * np.sin(u / 11.0 + v / 3.0), 60 + 20 * np.cos(u / 4.0)], -1)
     rgb[:] = np.where(np.isfinite(depth)[..., None], ground, sky)
     box = (u > 0.35 * width) & (u < 0.55 * width) & (v > 0.3 * height) & (v < 0.8 * height)
-    rgb[box] = [170, 60, 50]
-    rgb[box & ((u.astype(int) // 9 + v.astype(int) // 9) % 2 == 0)] = [200, 180, 90]  # checker on the box
+    rgb[box] = [110, 60, 50]
+    rgb[box & ((u.astype(int) // 9 + v.astype(int) // 9) % 2 == 0)] = [220, 170, 150]  # a brick-like checker
     depth[box] = 2.5
-    rgb += rng.normal(0.0, 4.0, rgb.shape)
+    rgb += rng.normal(0.0, 2.0, rgb.shape)  # sensor noise
     return np.clip(rgb, 0, 255).astype(np.uint8), depth
 
 
@@ -144,3 +144,51 @@ def test_render_command_starts_on_the_image(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if "no depth" in line]
     assert len(lines) == 1 and lines[0].endswith(NO_DEPTH_NOTICE), result.stderr
+
+
+def test_server_world_from_an_image_starts_on_it(start_server, tmp_path):
+    """Through the real server: a start image with its depth is the player's first picture;
+    without a depth source the welcome says so in one line."""
+    import asyncio
+
+    from protocol import messages as m
+    from runtime.client import WorldClient
+    from test_depth import png16
+
+    image, depth = photo(seed=4)
+    write_image(tmp_path / "start.png", image)
+    png = (tmp_path / "start.png").read_bytes()
+    mm = np.where(np.isfinite(depth), np.round(depth * 1000.0), 0).astype(np.uint16)
+    size = (640, 360)  # the server's default video size on a CPU
+    server = start_server(resolution="640x360", bitrate="4M")
+    view = m.View(width=size[0], height=size[1], fov_y=FOV_Y)
+
+    async def first_pictures():
+        new = m.NewWorld(name="from-image", start_image=png, start_depth=png16(mm), start_fov_y=FOV_Y)
+        async with WorldClient(server.url, new_world=new, view=view) as client:
+            assert client.welcome.notice == ""
+            frames = [await client.next_frame(timeout=60) for _ in range(3)]
+        async with WorldClient(server.url, new_world=m.NewWorld(name="no-depth", start_image=png), view=view, video=False) as plain:
+            notice = plain.welcome.notice
+        return frames, notice
+
+    frames, notice = asyncio.run(first_pictures())
+    reference = resize_image(image, *size)
+    assert max(psnr(f.rgb, reference) for f in frames) >= 30.0
+    assert notice == NO_DEPTH_NOTICE
+    assert server.log_text().count(NO_DEPTH_NOTICE) == 1
+
+
+def test_server_refuses_a_missing_depth_model(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.app", "--port", "0", "--worlds", str(tmp_path / "w"), "--depth-model", str(tmp_path / "none")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--depth-model" in lines[0] and "no such folder" in lines[0], result.stderr

@@ -122,8 +122,13 @@ class RemotePlayerVideo:
         self._pin_memory = pin_memory
         self._unpin: Callable[[], None] | None = None
         self._answer: asyncio.Future | None = None
-        self._ring_lock = threading.Lock()  # reserve/commit/stage (render thread) vs close (loop)
+        # reserve/commit/stage (render thread) vs close (loop) vs page-locking (executor). Held
+        # only for bookkeeping and the render thread's copy, never across a driver call: the
+        # loop takes it when the video closes.
+        self._ring_lock = threading.Lock()
         self._reserved: np.ndarray | None = None  # a ring buffer being written
+        self._pinning = False  # the driver is page-locking the ring (outside the lock)
+        self._freed = False
         self._closed = False
 
     async def answer(self, offer_sdp: str) -> str:
@@ -133,6 +138,8 @@ class RemotePlayerVideo:
         ring = self.ring
         if self._pin_memory is not None:  # page-locked: the GPU copies pictures straight in
             await loop.run_in_executor(None, self._pin)
+            if self._closed:
+                raise RtcError(f"the video closed while its picture ring was page-locked ({self.end_reason})")
         self._worker.link.send(
             ["open", self._id, dataclasses.asdict(self.settings), ring.name, ring.capacity, ring.depth, offer_sdp, self.label]
         )
@@ -177,10 +184,11 @@ class RemotePlayerVideo:
             return None
         with self._ring_lock:
             self._reserved = None
-            if self._closed:  # closed while the picture was being written: free the ring now
-                self._free_ring_locked()
-                return None
-            return self.ring.commit() if written else None
+            free = self._ring_to_free()  # closed while the picture was being written: free it now
+            seq = self.ring.commit() if written and not self._closed else None
+        if free:
+            self._free_ring()
+        return seq
 
     def stage(self, picture: np.ndarray) -> int | None:
         """Copy a picture into the ring (any one thread); its sequence number, or None
@@ -204,18 +212,36 @@ class RemotePlayerVideo:
         return self._closed
 
     def _pin(self) -> None:
-        """Page-lock the ring (blocks: off the loop), unless the video closed meanwhile. Under
-        the ring lock, so that freeing the ring waits for it (never unmaps pinned memory)."""
+        """Page-lock the ring (blocks: call it off the loop), unless the video closed already.
+
+        The ring lock is not held while the driver works (closing takes it on the loop); a
+        video closed meanwhile keeps its ring until the pages are locked, then frees it here,
+        so pinned memory is never unmapped."""
         with self._ring_lock:
-            if not self._closed and self._unpin is None:
-                self._unpin = self._pin_memory(self.ring.memory)
+            if self._closed or self._unpin is not None:
+                return
+            self._pinning = True
+        unpin = None
+        try:
+            unpin = self._pin_memory(self.ring.memory)
+        finally:
+            with self._ring_lock:
+                self._pinning = False
+                self._unpin = unpin
+                free = self._ring_to_free()
+            if free:
+                self._free_ring()
+
+    def _ring_to_free(self) -> bool:
+        """Under the ring lock: True exactly once, when the ring is to be freed now (closed,
+        and neither a picture write nor page-locking is under way)."""
+        if not self._closed or self._reserved is not None or self._pinning or self._freed:
+            return False
+        self._freed = True
+        return True
 
     def _free_ring(self) -> None:
-        with self._ring_lock:
-            self._free_ring_locked()
-
-    def _free_ring_locked(self) -> None:
-        """Unlock (if pinned), then free the ring: once closed and nothing writes into it."""
+        """Unlock (if pinned), then free the ring; after :meth:`_ring_to_free` said so, without the lock."""
         unpin, self._unpin = self._unpin, None
         if unpin is not None:
             unpin()
@@ -244,7 +270,7 @@ class RemotePlayerVideo:
         self.end_reason = reason
         self.state = "closed"
         with self._ring_lock:
-            free = self._reserved is None  # else commit() frees it once the write is done
+            free = self._ring_to_free()  # else commit() or _pin() frees it once done
         if free:
             try:
                 asyncio.get_running_loop().run_in_executor(None, self._free_ring)  # unpinning blocks

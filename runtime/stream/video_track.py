@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import sys
 import time
@@ -26,6 +27,8 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from .encoder import VIDEO_CLOCK_HZ, EncoderSettings, VideoEncoder
+
+log = logging.getLogger("worldstream.webrtc")
 
 # aiortc adds a random offset to every RTP timestamp it sends and keeps it to itself.
 # Clients match frames to `frame_info.rtp_timestamp`, so the offset must be known: make
@@ -90,6 +93,9 @@ class PlayerVideoTrack(MediaStreamTrack):
         settings: encoder settings (codec, size, rate, bitrate).
         encode_executor: where encoding runs (never the event loop).
         on_encoded: called on the event loop for every frame returned to aiortc.
+        on_failed: called on the event loop once if encoding raises; the track then ends.
+            Why: aiortc's sender swallows an exception from ``recv`` into a log line and
+            stops sending, leaving a connected peer that never gets another frame.
     """
 
     kind = "video"
@@ -99,6 +105,7 @@ class PlayerVideoTrack(MediaStreamTrack):
         settings: EncoderSettings,
         encode_executor: Executor,
         on_encoded: Callable[[EncodedFrame], None] | None = None,
+        on_failed: Callable[[BaseException], None] | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -107,6 +114,7 @@ class PlayerVideoTrack(MediaStreamTrack):
         self._encoder: VideoEncoder | None = None
         self._executor = encode_executor
         self._on_encoded = on_encoded
+        self._on_failed = on_failed
         self._slot: RenderedFrame | None = None
         self._ready = asyncio.Event()
         self._t0 = time.monotonic()
@@ -163,7 +171,12 @@ class PlayerVideoTrack(MediaStreamTrack):
             loop = asyncio.get_running_loop()
             try:
                 packets = await loop.run_in_executor(self._executor, self._encode, frame.image, pts, keyframe, frame.pixel_format)
-            except RuntimeError:  # executor shut down: the server is stopping
+            except RuntimeError as exc:
+                if "shutdown" not in str(exc):  # not the executor going away with the server
+                    self._fail(exc)
+                raise MediaStreamError
+            except Exception as exc:
+                self._fail(exc)
                 raise MediaStreamError
             if not packets:
                 continue
@@ -185,6 +198,12 @@ class PlayerVideoTrack(MediaStreamTrack):
                     )
                 )
             return packet
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("video encoding failed (%s x %s): %s: %s", self.settings.width, self.settings.height, type(exc).__name__, exc)
+        self.stop()
+        if self._on_failed is not None:
+            self._on_failed(exc)
 
     def _encode(self, image, pts: int, keyframe: bool, pixel_format: str) -> list[av.Packet]:
         """Runs in the encode executor (one call at a time per track: ``recv`` awaits it)."""

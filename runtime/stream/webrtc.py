@@ -110,7 +110,7 @@ class PlayerVideo:
         self.settings = settings
         self.label = label
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.track = PlayerVideoTrack(settings, encode_executor, on_encoded)
+        self.track = PlayerVideoTrack(settings, encode_executor, on_encoded, self._encoding_failed)
         self._on_closed = on_closed
         self._closed = False
         self.end_reason = ""  # why it closed, for people ("" while open)
@@ -175,6 +175,11 @@ class PlayerVideo:
     def offer(self, staged: av.VideoFrame, captured_at: float, input_seq: int, input_received_at: float | None, render_s: float) -> None:
         """Give the track a staged I420 picture (newest wins; see ``video_track``)."""
         self.track.offer(RenderedFrame(staged, captured_at, input_seq, input_received_at, render_s, "yuv420p"))
+
+    def _encoding_failed(self, exc: BaseException) -> None:
+        # Closing says so to the owner (and the player: video_ended), instead of a peer that
+        # stays connected and never gets another frame.
+        asyncio.ensure_future(self.close(f"encoding failed: {type(exc).__name__}: {exc}"))
 
     async def close(self, reason: str = "closed by the server") -> None:
         if self._closed:

@@ -21,13 +21,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, encode, messages as m
 from runtime.metrics import ServerMetrics
+from runtime.stream.forwarded import Network, request_source
 from runtime.stream.rate_limit import TokenBucket
 
 log = logging.getLogger("worldstream.ws")
@@ -53,6 +54,7 @@ class ClientChannel(Protocol):
     """What the layer above may do with a client's connection."""
 
     peer: str  # "host:port", for logs
+    client_address: str  # the client's IP address (behind a trusted proxy: the one it forwarded)
 
     def send(self, msg: m.Message | bytes) -> None:
         """Queue a message (or one already encoded) for the client; never blocks."""
@@ -96,13 +98,23 @@ class Connection:
         open_link: makes the connection's :class:`Link`, given its :class:`ClientChannel` side.
         hello_timeout_s: a connection with no accepted ``hello`` by then is closed.
         metrics: ``protocol_errors`` counts every error sent.
+        trusted_proxies: proxies whose ``X-Forwarded-For`` names the client (``--trust-proxy``).
     """
 
     def __init__(
-        self, ws: ServerConnection, open_link: Callable[[ClientChannel], Link], hello_timeout_s: float, metrics: ServerMetrics
+        self,
+        ws: ServerConnection,
+        open_link: Callable[[ClientChannel], Link],
+        hello_timeout_s: float,
+        metrics: ServerMetrics,
+        trusted_proxies: Iterable[Network] = (),
     ) -> None:
         self.ws = ws
-        self.peer = "%s:%s" % (ws.remote_address[:2] if ws.remote_address else ("?", "?"))
+        peer = ws.remote_address[:2] if ws.remote_address else ("?", 0)
+        source = request_source(peer[0], ws.request.headers, trusted_proxies)
+        self.client_address = source.address
+        """The client's IP address (from a trusted proxy's ``X-Forwarded-For`` when there is one)."""
+        self.peer = source.address if source.forwarded else "%s:%s" % peer  # for logs
         self.hello_timeout_s = hello_timeout_s
         self.metrics = metrics
         self.link = open_link(self)

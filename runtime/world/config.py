@@ -6,6 +6,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+MAX_COORD_M = 1e5
+"""Largest absolute world coordinate in metres a file may place a camera or Gaussian at
+(the protocol holds players to the same ``MAX_COORD``)."""
+MAX_CAPTION_CHARS = 4000
+"""Longest caption a world accepts (clients are held to the protocol's shorter limit)."""
+
 
 @dataclass
 class WorldConfig:

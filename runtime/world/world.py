@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .camera import Cameras, Pose
-from .config import WorldConfig
+from .config import MAX_CAPTION_CHARS, WorldConfig
 from .events import ChunkAdded, ChunkRequested, EventBus, JobFailed, JobProgress, WorldEvent
 from .frontier.chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
 from .frontier.coverage import ExploredMap, SkyDirections
@@ -53,7 +53,7 @@ from .revisit.seen_masks import HiddenSplats
 from .revisit.seen_views import NO_CHUNK, SeenViews
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .sky import Sky
-from .keyframes.start_frame import StartFrame, lift_start_frame
+from .keyframes.start_frame import START_IMAGE_SOURCE, StartFrame, lift_start_frame
 
 # Re-exported: these names have always been importable from runtime.world.world.
 __all__ = [
@@ -133,6 +133,9 @@ class World:
         # The parts that never change, by their names (the server and the store read them).
         self.config, self.generator, self.renderer, self.sky = config, generator, renderer, sky
         self.depth_estimator, self.start_image = depth_estimator, start_image
+        # Why the start image is not keyframe 0 (no depth source), for players; "" when it is.
+        self.start_notice = ""
+        self._start_position: np.ndarray | None = None  # [3] the start image's camera centre
         self.scene, self.memory, self.collider = self.parts.scene, self.parts.memory, self.parts.collider
         self._lock, self._queue, self._events = lock, self.parts.jobs, self.parts.events
         self._apply_lock = threading.Lock()  # one chunk lands at a time
@@ -175,7 +178,11 @@ class World:
     def move(self, pose: Pose, move: MoveInput, dt: float) -> Pose:
         """Advance ``pose`` by a :class:`runtime.world.movement.motion.MoveInput` over ``dt`` seconds, with collision."""
         self.collider.sync(self.scene.snapshot())
-        return motion_step(pose, move, dt, self.collider)
+        # A player standing on the start image's camera stays there until they walk, so the
+        # first picture is the image; their first step settles them onto the ground.
+        on_start = self._start_position is not None and np.array_equal(pose.position, self._start_position)
+        walking = move.forward != 0 or move.right != 0 or move.up != 0
+        return motion_step(pose, move, dt, None if on_start and not walking else self.collider)
 
     # ------------------------------------------------------------------ planning
     @property
@@ -186,8 +193,8 @@ class World:
         """Use ``caption`` for every job scheduled from now on (earlier chunks keep theirs)."""
         if not isinstance(caption, str):
             raise ValueError(f"caption must be a string, got {type(caption).__name__}")
-        if len(caption) > 4000:
-            raise ValueError(f"caption must be at most 4000 characters, got {len(caption)}")
+        if len(caption) > MAX_CAPTION_CHARS:
+            raise ValueError(f"caption must be at most {MAX_CAPTION_CHARS} characters, got {len(caption)}")
         with self._lock:
             if caption != self._captions[-1][1]:
                 self._captions.append((time.time(), caption))
@@ -253,11 +260,12 @@ class World:
         if self.scene.snapshot().chunks or len(self.memory):
             raise RuntimeError("place_start_frame needs a new, empty world")
         gaussians = lift_start_frame(frame)
-        source = ChunkSource(-1, "start-image", self.config.seed, self.caption)
+        source = ChunkSource(-1, START_IMAGE_SOURCE, self.config.seed, self.caption)
         with self._apply_lock:
             chunks, frames, new_cells = self._builder.land(source, gaussians, frame.rgb[None], frame.depth[None], frame.camera)
             self._planner.record_done(frame.camera)
             self.collider.sync(self.scene.snapshot())
+            self._start_position = frame.camera.centers[0].astype(np.float32)
             self._emit(ChunkAdded(source.job_id, tuple(chunks), tuple(frames), tuple(new_cells)))
         return chunks
 
@@ -363,6 +371,10 @@ class World:
         # Older worlds saved no seen views: they start with none.
         self.seen_views.load_state(state.get("seen_views", []), _newest_chunk_id(self.scene.snapshot()))
         self.collider.sync(self.scene.snapshot())
+        start_chunks = {c.id for c in chunks if c.source.generator == START_IMAGE_SOURCE}
+        start_frames = [f for f in frames if f.chunk_id in start_chunks]
+        if start_frames:
+            self._start_position = np.asarray(start_frames[0].center, np.float32)
 
 
 def _newest_chunk_id(snapshot: SceneSnapshot) -> int:

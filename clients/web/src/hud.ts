@@ -109,7 +109,9 @@ export class Hud {
       this.hint.textContent = flying ? "Left thumb moves · drag to look · ▲▼ rise and sink" : "Left thumb moves · drag to look · ✈ flies";
       return;
     }
-    const keys = flying ? "WASD move · Space/C up/down · Shift fast · F walk" : "WASD move · Shift run · F fly";
+    const keys = flying
+      ? "WASD move · Q/E turn · Space/C up/down · Shift fast · F walk"
+      : "WASD move · Q/E or ←/→ turn · Shift run · F fly";
     const look = pointerLocked ? "Esc frees the mouse" : "Click to look (or drag)";
     this.hint.textContent = `${look} · ${keys} · H hides HUD`;
   }

@@ -6,6 +6,8 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_MESSAGE_BYTES = 65536;
 export const MAX_HELLO_BYTES = 8388608;
 export const MAX_START_IMAGE_BYTES = 6291456;
+export const MAX_START_IMAGE_PIXELS = 16777216;
+export const MIN_START_IMAGE_SIDE = 16;
 export const MAX_CLIENT_VALUES = 512;
 export const MAX_CLIENT_DEPTH = 8;
 export const MAX_CAPTION_CHARS = 500;
@@ -84,8 +86,12 @@ export interface NewWorld {
   seed?: number | null;
   /** text describing the world (max length 500) default "" */
   caption?: string;
-  /** PNG or JPEG image the world starts from [bytes] (max length 6291456) default null */
+  /** PNG or JPEG image the world starts from (its first frame); at most MAX_START_IMAGE_PIXELS pixels, at least MIN_START_IMAGE_SIDE on each side [bytes] (max length 6291456) default null */
   start_image?: Uint8Array | null;
+  /** vertical field of view of start_image; absent: this hello's view.fov_y [rad] (>= 0.1, <= 3) default null */
+  start_fov_y?: number | null;
+  /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
+  start_depth?: Uint8Array | null;
 }
 
 /** A player's pose: eye position and head angles (see ``runtime.world.camera.Pose``). */
@@ -245,6 +251,8 @@ export interface Welcome {
   /** default false */
   resumed: boolean;
   server: ServerInfo;
+  /** something to tell the player about this world, for people (empty: nothing) (max length 1000) default "" */
+  notice: string;
 }
 
 /**
@@ -269,6 +277,21 @@ export interface VideoEnded {
   type: "video_ended";
   /** why, for people (max length 1000) */
   reason: string;
+}
+
+/**
+ * A player set the world's caption (``caption``): sent to every player in the world, the
+ * one who set it included. Generation uses it from now on; ``welcome.caption`` is the one
+ * in use when a player joins.
+ */
+export interface CaptionChanged {
+  type: "caption_changed";
+  /** the caption now in use (max length 500) */
+  text: string;
+  /** who set it (matches ^[A-Za-z0-9_-]{1,64}$) */
+  player_id: string;
+  /** (max length 32) default "" */
+  player_name: string;
 }
 
 /** The answer to ``ping``. */
@@ -418,8 +441,8 @@ export interface ErrorMessage {
 /** Every message a client may send. */
 export type ClientMessage = Hello | Input | HeadPose | RtcOffer | IceCandidate | Caption | Ping;
 /** Every message a server may send. */
-export type ServerMessage = IceCandidate | Welcome | RtcAnswer | VideoEnded | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | ErrorMessage;
+export type ServerMessage = IceCandidate | Welcome | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | ErrorMessage;
 export type Message = ClientMessage | ServerMessage;
 export type MessageType = Message["type"];
 export const CLIENT_MESSAGE_TYPES = ["hello", "input", "head_pose", "rtc_offer", "ice_candidate", "caption", "ping"] as const;
-export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "rtc_answer", "video_ended", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "error"] as const;
+export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "error"] as const;

@@ -201,6 +201,7 @@ export class GameSession {
     document.title = `${w.world} · worldstream`;
     if (w.resumed && rejoin) toast("Reconnected — back where you were", "success");
     else if (w.resumed) toast("Welcome back — resumed where you were", "success");
+    if (w.notice) toast(w.notice, "info");  // e.g. why the start image is not the first frame
     this.latency.reset();
     this.sender.restart();
     this.framesAtJoin = this.frames.presented;
@@ -282,6 +283,11 @@ export class GameSession {
       case "player_left":
         if (m.id !== this.world.myId) toast(`${m.name || "A player"} left`, "info");
         break;
+      case "caption_changed":
+        this.world.apply(m);
+        this.hud.caption.setCurrent(m.text); // every player's label follows whoever set it
+        if (m.player_id !== this.world.myId) toast(`${m.player_name || "A player"} steered the world: “${m.text}”`, "info");
+        return;
       case "welcome":
         return; // handled by the connection
       default:

@@ -46,6 +46,7 @@ const ERROR_WORDS: Record<string, string> = {
   too_large: "That was too large to send.",
   rate_limited: "Slow down: too many messages.",
   not_joined: "Not in a world yet.",
+  no_rtc_offer: "The video was not set up yet.",
   already_joined: "Already in a world.",
   version_mismatch: "This page is out of date: reload it.",
   world_not_found: "There is no world of that name.",
@@ -59,6 +60,7 @@ const ERROR_WORDS: Record<string, string> = {
 /** A readable sentence for an error message from the server. */
 export function describeError(code: string, message: string, field: string | null): string {
   const words = ERROR_WORDS[code];
+  if (field === "new_world.start_image" && message) return `The start image was refused: ${message}.`;
   if (!words) return message || code;
   if (code === "bad_field" && field) return `${words}: ${field}${message ? ` (${message})` : ""}.`;
   return words;

@@ -67,6 +67,9 @@ export class WorldState {
       case "player_left":
         this.players.delete(m.id);
         break;
+      case "caption_changed":
+        this.caption = m.text;
+        break;
       case "explored":
         if (m.cell_size > 0 && m.cell_size !== this.cellSize) {
           this.cellSize = m.cell_size;

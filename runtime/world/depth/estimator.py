@@ -16,6 +16,7 @@ kinds work:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Sequence
 
@@ -150,7 +151,9 @@ def load_depth_estimator(model: str, device: str | None = None, dtype: str | Non
             processor = AutoImageProcessor.from_pretrained(str(model), local_files_only=True)
             net = AutoModelForDepthEstimation.from_pretrained(str(model), local_files_only=True, dtype=getattr(torch, dtype))
         except OSError as e:
-            raise DepthModelMissing(f"no depth model at {model!r} on this machine ({_first_line(e)}); {DEPTH_DOWNLOAD_HINT}") from None
+            looks_like_path = os.sep in str(model) or str(model).startswith(".")
+            detail = "no such folder" if looks_like_path and not os.path.exists(model) else _first_line(e)
+            raise DepthModelMissing(f"no depth model at {model!r} on this machine ({detail}); {DEPTH_DOWNLOAD_HINT}") from None
         net = net.to(device).eval()
         estimator = TransformersDepthEstimator(net, processor, device, name=f"depth:{model}", **options)
         log.info("depth model %s loaded on %s (%s, %s)", model, device, dtype, "metric" if estimator.metric else "relative")

@@ -8,6 +8,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..formats.media import image_header_size
+
+from ..formats.npy import NpyError, read_npy
+
 MAX_DEPTH_PIXELS = 4096 * 4096
 
 
@@ -26,8 +30,11 @@ def read_depth_map(path: str | Path) -> np.ndarray:
         raise DepthMapError(f"{path}: no such file")
     if path.suffix.lower() == ".npy":
         try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
+            with open(path, "rb") as f:
+                data = read_npy(f, MAX_DEPTH_PIXELS)  # header checked first: np.load would trust its shape
+        except NpyError as e:
+            raise DepthMapError(f"{path}: depth array {e}") from None
+        except OSError as e:
             raise DepthMapError(f"{path}: not a readable .npy file ({e})") from None
         return _metres(data, str(path))
     return decode_depth_png(path.read_bytes(), str(path))
@@ -37,12 +44,13 @@ def decode_depth_png(data: bytes, source: str = "depth") -> np.ndarray:
     """A 16-bit greyscale PNG in millimetres (0 = sky) -> ``[H, W]`` float32 metres."""
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise DepthMapError(f"{source}: a depth image must be a 16-bit greyscale PNG in millimetres (or .npy in metres)")
+    size = image_header_size(data)  # checked before decoding: a small file may unpack to gigabytes
+    if size is None:
+        raise DepthMapError(f"{source}: not a readable PNG (its header is damaged or missing)")
+    if size[0] * size[1] > MAX_DEPTH_PIXELS:
+        raise DepthMapError(f"{source}: depth map is {size[0]}x{size[1]}, at most {MAX_DEPTH_PIXELS} pixels")
     try:
         with av.open(io.BytesIO(data), format="png_pipe") as container:
-            stream = container.streams.video[0]
-            w, h = stream.codec_context.width, stream.codec_context.height
-            if w * h > MAX_DEPTH_PIXELS:
-                raise DepthMapError(f"{source}: depth map is {w}x{h}, at most {MAX_DEPTH_PIXELS} pixels")
             frame = next(container.decode(video=0))
             if frame.format.name not in ("gray16be", "gray16le"):
                 raise DepthMapError(f"{source}: depth PNG must be 16-bit greyscale (millimetres), got {frame.format.name}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..gaussians import Gaussians
 from .errors import SplatFormatError
+from .limits import MAX_GAUSSIANS, check_positions
 from .ply import read_ply, write_ply
 from .splat import read_splat, write_splat
 from .spz import read_spz, write_spz
@@ -23,10 +24,17 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def read_splats(path: str | Path) -> Gaussians:
-    """Read Gaussians from a ``.ply``, ``.splat`` or ``.spz`` file."""
+def read_splats(path: str | Path, max_gaussians: int | None = None) -> Gaussians:
+    """Read Gaussians from a ``.ply``, ``.splat`` or ``.spz`` file.
+
+    A file holding more than ``max_gaussians`` (default :data:`MAX_GAUSSIANS`) is refused
+    before its Gaussians are allocated, and one placing Gaussians beyond the world's
+    coordinate range (:data:`~runtime.world.config.MAX_COORD_M`) after reading.
+    """
     path = Path(path)
-    return {".ply": read_ply, ".splat": read_splat, ".spz": read_spz}[_suffix(path)](path)
+    gaussians = {".ply": read_ply, ".splat": read_splat, ".spz": read_spz}[_suffix(path)](path, max_gaussians)
+    check_positions(path, gaussians.means)
+    return gaussians
 
 
 def write_splats(path: str | Path, gaussians: Gaussians, lossless: bool = False) -> int:
@@ -42,6 +50,7 @@ def write_splats(path: str | Path, gaussians: Gaussians, lossless: bool = False)
 
 
 __all__ = [
+    "MAX_GAUSSIANS",
     "SPLAT_SUFFIXES",
     "SplatFormatError",
     "read_ply",

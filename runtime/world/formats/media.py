@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,15 +13,63 @@ import numpy as np
 from .errors import SplatFormatError
 
 
-def read_image(path: str | Path) -> np.ndarray:
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def image_header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` in pixels from a PNG's IHDR or a JPEG's frame header, read without
+    decoding anything (so a picture's size can be refused before it costs memory); None when
+    the bytes are not a PNG or JPEG whose header can be read."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            return None
+        width, height = struct.unpack(">II", data[16:24])
+        return (width, height) if width and height else None
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 4 <= len(data):  # segments: FF, marker, 2-byte length (which counts itself)
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # stand-alone markers carry no length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return (width, height) if width and height else None
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image / start of scan before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+MAX_IMAGE_PIXELS = 8192 * 8192
+"""Largest image :func:`read_image` decodes (checked before decoding: no decompression bombs)."""
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB of the image at ``path`` (any format FFmpeg decodes)."""
     path = Path(path)
     if not path.is_file():
         raise SplatFormatError(path, "no such file")
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise SplatFormatError(path, "not an image (no picture in it)")
+            context = container.streams.video[0].codec_context
+            if context.width * context.height > max_pixels:
+                raise SplatFormatError(path, f"image is {context.width}x{context.height} pixels; at most {max_pixels:,} pixels are read")
             for frame in container.decode(video=0):
                 return frame.to_ndarray(format="rgb24")
+    except SplatFormatError:
+        raise
     except (av.error.FFmpegError, ValueError, IndexError) as e:
         raise SplatFormatError(path, f"not a readable image ({e})") from None
     raise SplatFormatError(path, "image has no picture in it")

@@ -12,8 +12,9 @@ activation::
   channel-major: ``f_rest[c * S + k]`` is coefficient ``k`` of channel ``c``.
   17 floats per Gaussian at SH degree 0 (Lyra 2's ``reconstructed_scene.ply``), 62 at degree 3.
 
-Reading accepts any PLY encoding plyfile reads (binary either endianness, ASCII),
-any numeric property type, and extra properties (ignored).
+Reading accepts binary (either endianness) and ASCII PLY, any numeric property type,
+extra properties and elements (ignored; see ``ply_layout`` for what is refused), and
+SuperSplat's compressed PLY (``ply_compressed``).
 
 Exactness: every array we store before activation round-trips bit for bit. Colours
 do not quite: ``Gaussians.colors`` is activated RGB and float32 ``f_dc`` is too coarse
@@ -29,13 +30,19 @@ import os
 from pathlib import Path
 
 import numpy as np
-import plyfile
 
 from ..gaussians import SH_C0, Gaussians
 from .errors import SplatFormatError
+from .limits import check_gaussian_count
+from .ply_compressed import FORMAT_NAME as COMPRESSED_FORMAT_NAME
+from .ply_compressed import PACKED, is_compressed_ply, read_compressed_ply
+from .ply_layout import check_data_size, read_elements, read_header
 
 REST_COEFFS_FOR_DEGREE = {0: 0, 1: 3, 2: 8, 3: 15}
 """Higher-order SH coefficients per colour channel for each SH degree."""
+
+OPACITY_LOGIT_LIMIT = 40.0
+"""Opacity logits are clipped to +-40 (opacity 1 - 4e-18): files may store +-inf for 1 and 0."""
 
 REQUIRED_PROPERTIES = (
     ("x", "y", "z")
@@ -156,73 +163,34 @@ def write_ply(
 
 
 # ---------------------------------------------------------------- reading
-def _check_magic(path: Path) -> None:
-    if not path.exists():
-        raise SplatFormatError(path, "no such file")
-    if path.is_dir():
-        raise SplatFormatError(path, "is a directory, not a PLY file")
-    with open(path, "rb") as f:
-        head = f.read(5)
-    if head[:4] not in (b"ply\n", b"ply\r"):
-        raise SplatFormatError(path, "not a PLY file (it does not start with the 'ply' magic line)")
-
-
-def _header_length_and_format(path: Path) -> tuple[int, str]:
-    """Byte length of the PLY header (through ``end_header\\n``) and its format keyword."""
-    with open(path, "rb") as f:
-        data = f.read(1 << 20)
-    end = data.find(b"end_header")
-    if end < 0:
-        raise SplatFormatError(path, "PLY header has no 'end_header' line (truncated or not a PLY file)")
-    newline = data.find(b"\n", end)
-    if newline < 0:
-        raise SplatFormatError(path, "PLY header is truncated after 'end_header'")
-    fmt = ""
-    for line in data[:end].decode("ascii", "replace").splitlines():
-        parts = line.split()
-        if parts[:1] == ["format"] and len(parts) >= 2:
-            fmt = parts[1]
-    return newline + 1, fmt
-
-
-def _read_plydata(path: Path) -> plyfile.PlyData:
-    header_len, fmt = _header_length_and_format(path)
-    try:
-        ply = plyfile.PlyData.read(str(path))  # mmap: mmap=False parses row by row, 100x slower
-    except plyfile.PlyHeaderParseError as e:
-        raise SplatFormatError(path, f"bad PLY header: {e}") from None
-    except plyfile.PlyElementParseError as e:
-        raise SplatFormatError(path, f"truncated or malformed PLY data: {e}") from None
-    except (ValueError, EOFError, IndexError, TypeError) as e:
-        raise SplatFormatError(path, f"unreadable PLY ({type(e).__name__}: {e})") from None
-    if fmt.startswith("binary"):
-        expected = sum(el.count * el.data.dtype.itemsize for el in ply.elements if el.data.dtype.names)
-        actual = path.stat().st_size - header_len
-        if actual < expected:
-            raise SplatFormatError(path, f"truncated data: header promises {expected} bytes, file has {actual}")
-    return ply
-
-
-def read_ply(path: str | Path) -> Gaussians:
+def read_ply(path: str | Path, max_gaussians: int | None = None) -> Gaussians:
     """Read an INRIA-layout 3DGS PLY (SH degree 0-3) into :class:`Gaussians`.
+
+    SuperSplat's compressed PLY (``ply_compressed``) is recognised by its ``chunk`` element
+    and read too. Opacity logits of +-inf mean opacity 1 and 0 (clipped to +-40).
 
     Raises :class:`SplatFormatError` naming the file and the problem: not a PLY,
     truncated data, no ``vertex`` element, a missing property, an ``f_rest``
-    count that is not an SH degree 0-3 layout, or non-finite values.
+    count that is not an SH degree 0-3 layout, or NaN (or infinite, except opacity) values.
     """
     path = Path(path)
-    _check_magic(path)
-    ply = _read_plydata(path)
-    if "vertex" not in ply:
-        names = ", ".join(el.name for el in ply.elements) or "none"
+    header = read_header(path)
+    if header.element("vertex") is None:
+        names = ", ".join(el.name for el in header.elements) or "none"
         raise SplatFormatError(path, f"no 'vertex' element (elements: {names})")
-    vertex = ply["vertex"].data
+    check_data_size(path, header)
+    check_gaussian_count(path, header.element("vertex").count, max_gaussians)
+    if is_compressed_ply(header):
+        return _gaussians(read_compressed_ply(path, header))
+    vertex = read_elements(path, header, ("vertex",))["vertex"]
     present = set(vertex.dtype.names or ())
     missing = [p for p in REQUIRED_PROPERTIES if p not in present]
     if missing:
         hint = ""
         if "f_dc_0" in missing and {"red", "green", "blue"} <= present:
             hint = " (it looks like a coloured point cloud, not a Gaussian splat scene)"
+        elif present & set(PACKED):
+            hint = f" (packed_* properties: a {COMPRESSED_FORMAT_NAME}, but without its 'chunk' element)"
         raise SplatFormatError(
             path, f"missing propert{'y' if len(missing) == 1 else 'ies'} {', '.join(repr(m) for m in missing)} in element 'vertex'{hint}"
         )
@@ -238,6 +206,8 @@ def read_ply(path: str | Path) -> Gaussians:
         out = np.empty((len(vertex), len(names)), np.float32)
         for i, n in enumerate(names):
             out[:, i] = vertex[n]
+            if n == "opacity":  # +-inf logits are opacity 1 and 0 (Niantic's spz_to_ply writes them)
+                np.clip(out[:, i], -OPACITY_LOGIT_LIMIT, OPACITY_LOGIT_LIMIT, out=out[:, i])
             bad = ~np.isfinite(out[:, i])
             if bad.any():
                 raise SplatFormatError(
@@ -259,6 +229,18 @@ def read_ply(path: str | Path) -> Gaussians:
     else:
         colors = colors_from_dc(f_dc)
     return Gaussians(means, quats, log_scales, opacity, colors, sh_rest)
+
+
+def _gaussians(arrays: dict[str, np.ndarray]) -> Gaussians:
+    """Gaussians from decoded arrays before activation (see ``read_compressed_ply``)."""
+    return Gaussians(
+        arrays["means"],
+        normalize_quaternions(arrays["quats"]),
+        arrays["log_scales"],
+        arrays["opacity_logits"],
+        colors_from_dc(arrays["f_dc"]),
+        arrays.get("sh_rest"),
+    )
 
 
 def normalize_quaternions(q: np.ndarray) -> np.ndarray:

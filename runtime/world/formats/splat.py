@@ -20,6 +20,7 @@ import numpy as np
 
 from ..gaussians import Gaussians
 from .errors import SplatFormatError
+from .limits import check_gaussian_count
 
 SPLAT_RECORD = np.dtype(
     [("position", "<f4", (3,)), ("scale", "<f4", (3,)), ("rgba", "u1", (4,)), ("rotation", "u1", (4,))]
@@ -69,7 +70,7 @@ def write_splat(path: str | Path, gaussians: Gaussians) -> int:
     return rec.nbytes
 
 
-def read_splat(path: str | Path) -> Gaussians:
+def read_splat(path: str | Path, max_gaussians: int | None = None) -> Gaussians:
     """Read a ``.splat`` file; its size must be a multiple of 32 bytes and positions/scales finite."""
     path = Path(path)
     if not path.is_file():
@@ -79,6 +80,7 @@ def read_splat(path: str | Path) -> Gaussians:
         raise SplatFormatError(
             path, f"size {size} bytes is not a multiple of the 32-byte .splat record (truncated or not a .splat file)"
         )
+    check_gaussian_count(path, size // SPLAT_RECORD.itemsize, max_gaussians)
     rec = np.fromfile(path, SPLAT_RECORD)
     for field in ("position", "scale"):
         bad = ~np.isfinite(rec[field]).all(axis=1)

@@ -17,13 +17,15 @@ a 16-byte little-endian header followed by attribute arrays, attribute-major::
 SPZ stores right-up-back (OpenGL) axes; worldstream is right-down-forward (OpenCV),
 so y and z of positions and quaternion vectors flip, and each SH coefficient flips
 with its basis function's parity in y and z. We write version 3 and read versions
-1-3 without extensions. Not verified against Niantic's reference implementation
-here (no copy of it is installed): treat as best-effort; PLY is the reference export.
+1-4 (version 4's container is in ``spz_v4.py``); extension records are skipped. Not
+verified against Niantic's reference implementation here (no copy of it is installed):
+treat as best-effort; PLY is the reference export.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import struct
 import zlib
@@ -33,14 +35,16 @@ import numpy as np
 
 from ..gaussians import SH_C0, Gaussians
 from .errors import SplatFormatError
+from .limits import check_gaussian_count
 from .ply import colors_from_dc
+from .spz_layout import SH_COEFFS, SPZ_MAGIC, SUPPORTED_VERSIONS, attribute_sizes
+from .spz_v4 import is_v4, unpack_v4
 
-SPZ_MAGIC = 0x5053474E
 SPZ_WRITE_VERSION = 3
 COLOR_SCALE = 0.15
-FLAG_ANTIALIASED = 0x1
-FLAG_HAS_EXTENSIONS = 0x2
-SH_COEFFS = {0: 0, 1: 3, 2: 8, 3: 15}
+LOG_SCALE_MIN = -10.0
+LOG_SCALE_MAX = 255 / 16 - 10.0
+"""The log-scale range 8-bit SPZ scales ((log scale + 10) * 16) can hold."""
 HEADER = struct.Struct("<IIIBBBB")
 
 # Parity of the real SH basis functions (3DGS order) under (x, y, z) -> (x, -y, -z).
@@ -50,6 +54,8 @@ _SH_FLIP = np.array(
     + [-1, 1, -1, -1, 1, -1, 1],  # degree 3
     np.float32,
 )
+log = logging.getLogger(__name__)
+
 _AXIS_FLIP = np.array([1.0, -1.0, -1.0], np.float32)  # OpenCV (RDF) <-> SPZ (RUB)
 _SQRT_HALF = np.float32(np.sqrt(0.5))
 
@@ -104,8 +110,14 @@ def _quantize_sh(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 def encode_spz(gaussians: Gaussians) -> bytes:
-    """The gzip-compressed ``.spz`` (version 3) bytes for ``gaussians``."""
+    """The gzip-compressed ``.spz`` (version 3) bytes for ``gaussians``.
+
+    SPZ stores log scales in 8 bits over [-10, 5.94]; components outside are clamped
+    (a warning says how many), so Gaussians thinner than e^-10 m = 45 µm come back
+    thicker. PLY keeps them exactly.
+    """
     n = len(gaussians)
+    _warn_clamped_scales(gaussians.log_scales)
     degree = gaussians.sh_degree
     bits = _fractional_bits(gaussians.means)
     fixed = np.round(gaussians.means * _AXIS_FLIP * (1 << bits)).astype("<i4")
@@ -113,7 +125,7 @@ def encode_spz(gaussians: Gaussians) -> bytes:
     alphas = np.clip(np.round(gaussians.opacities * 255.0), 0, 255).astype(np.uint8)
     f_dc = (gaussians.colors - 0.5) / SH_C0  # quantised to 8 bits next: no need for ply's exact inverse
     colors = np.clip(np.round(f_dc * (COLOR_SCALE * 255.0) + 127.5), 0, 255).astype(np.uint8)
-    scales = np.clip(np.round((gaussians.log_scales + 10.0) * 16.0), 0, 255).astype(np.uint8)
+    scales = np.clip(np.round((gaussians.log_scales - LOG_SCALE_MIN) * 16.0), 0, 255).astype(np.uint8)
     rotations = _pack_rotations_smallest_three(gaussians.quats)
     parts = [
         HEADER.pack(SPZ_MAGIC, SPZ_WRITE_VERSION, n, degree, bits, 0, 0),
@@ -133,31 +145,93 @@ def encode_spz(gaussians: Gaussians) -> bytes:
     return gzip.compress(b"".join(parts), compresslevel=6)
 
 
-def decode_spz(data: bytes, path: str | Path = "<bytes>") -> Gaussians:
-    """Decode ``.spz`` bytes (versions 1-3, no extensions) into Gaussians in OpenCV axes."""
+MAX_DEFLATE_RATIO = 1032
+"""Deflate never expands input more than ~1032:1, so a stream of ``B`` bytes cannot hold more."""
+_INFLATE_STEP = 16 << 20
+
+
+def _inflate_exactly(data: bytes, size: int, path: str | Path) -> np.ndarray:
+    """The first ``size`` bytes of the gzip stream ``data``, as uint8; never inflates more.
+
+    A gzip bomb costs at most ``size`` bytes (plus one 16 MiB step), not what it expands to.
+    Concatenated gzip members are read as one stream, as ``gzip`` does.
+    """
+    out = np.empty(size, np.uint8)
+    filled = 0
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = data
     try:
-        raw = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
-        raise SplatFormatError(path, f"not a gzip stream, or truncated ({e})") from None
-    if len(raw) < HEADER.size:
-        raise SplatFormatError(path, "shorter than the 16-byte SPZ header")
-    magic, version, n, degree, bits, flags, _ = HEADER.unpack_from(raw)
+        while filled < size:
+            piece = inflater.decompress(pending, min(size - filled, _INFLATE_STEP))
+            out[filled : filled + len(piece)] = np.frombuffer(piece, np.uint8)
+            filled += len(piece)
+            pending = inflater.unconsumed_tail
+            if inflater.eof:
+                if not inflater.unused_data.startswith(b"\x1f\x8b"):
+                    break  # trailing bytes that are not another gzip member: ignored, as readers do
+                inflater, pending = zlib.decompressobj(16 + zlib.MAX_WBITS), inflater.unused_data
+            elif not piece and not pending:
+                break
+    except zlib.error as e:
+        raise SplatFormatError(path, f"not a gzip stream, or corrupt ({e})") from None
+    if filled < size:
+        return out[:filled]
+    return out
+
+
+def _warn_clamped_scales(log_scales: np.ndarray) -> None:
+    low = int((log_scales < LOG_SCALE_MIN - 0.5 / 16).sum())
+    high = int((log_scales > LOG_SCALE_MAX + 0.5 / 16).sum())
+    if low or high:
+        log.warning(
+            ".spz stores log scales in [%.2f, %.2f]: %d of %d components (%.1f%%) are clamped (%d below, %d above); "
+            "export .ply to keep them exactly",
+            LOG_SCALE_MIN, LOG_SCALE_MAX, low + high, log_scales.size, 100.0 * (low + high) / max(log_scales.size, 1), low, high,
+        )
+
+
+def decode_spz(data: bytes, path: str | Path = "<bytes>", max_gaussians: int | None = None) -> Gaussians:
+    """Decode ``.spz`` bytes (versions 1-4) into Gaussians in OpenCV axes.
+
+    Memory is bounded before inflating: the header's point count must be within
+    ``max_gaussians`` (default :data:`~.limits.MAX_GAUSSIANS`) and fit what the file can
+    hold, and only the bytes that count needs are ever inflated. Extension records
+    (vendor metadata such as camera limits) are skipped.
+    """
+    if is_v4(data):
+        count, degree, bits, arrays = unpack_v4(data, path, max_gaussians)
+        return _decode_arrays(4, count, degree, bits, arrays)
+    if not data.startswith(b"\x1f\x8b"):
+        raise SplatFormatError(
+            path, "not an .spz file: it starts neither with gzip (SPZ versions 1-3) nor with 'NGSP' (version 4)"
+        )
+    head = _inflate_exactly(data, HEADER.size, path).tobytes()
+    if len(head) < HEADER.size:
+        raise SplatFormatError(path, "truncated: shorter than the 16-byte SPZ header")
+    magic, version, n, degree, bits, _flags, _ = HEADER.unpack(head)
     if magic != SPZ_MAGIC:
         raise SplatFormatError(path, f"bad SPZ magic 0x{magic:08x} (expected 0x{SPZ_MAGIC:08x})")
     if version not in (1, 2, 3):
-        raise SplatFormatError(path, f"SPZ version {version} is not supported (reads 1-3)")
+        supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+        raise SplatFormatError(path, f"gzip-compressed SPZ version {version} is not supported (reads versions {supported})")
     if degree not in SH_COEFFS:
         raise SplatFormatError(path, f"SPZ SH degree {degree} is not supported (reads 0-3)")
-    if flags & FLAG_HAS_EXTENSIONS:
-        raise SplatFormatError(path, "SPZ extensions are not supported")
-    s = SH_COEFFS[degree]
-    pos_bytes = 6 if version == 1 else 9
-    rot_bytes = 4 if version >= 3 else 3
-    sizes = [n * pos_bytes, n, n * 3, n * 3, n * rot_bytes, n * s * 3]
+    sizes = attribute_sizes(version, n, degree)
+    check_gaussian_count(path, n, max_gaussians)
+    if HEADER.size + sum(sizes) > MAX_DEFLATE_RATIO * len(data):
+        raise SplatFormatError(
+            path, f"header declares {n:,} points ({HEADER.size + sum(sizes):,} bytes), more than {len(data):,} bytes of gzip can hold"
+        )
+    raw = _inflate_exactly(data, HEADER.size + sum(sizes), path)  # extension records after the arrays: never inflated
     if len(raw) - HEADER.size < sum(sizes):
         raise SplatFormatError(path, f"truncated: {n} points need {sum(sizes)} bytes of data, found {len(raw) - HEADER.size}")
     offsets = np.cumsum([HEADER.size] + sizes)
-    chunk = [np.frombuffer(raw, np.uint8, count=size, offset=int(off)) for size, off in zip(sizes, offsets)]
+    return _decode_arrays(version, n, degree, bits, [raw[int(off) : int(off) + size] for size, off in zip(sizes, offsets)])
+
+
+def _decode_arrays(version: int, n: int, degree: int, bits: int, chunk: list[np.ndarray]) -> Gaussians:
+    """Gaussians (OpenCV axes) from the uint8 attribute arrays of an SPZ ``version`` file."""
+    s = SH_COEFFS[degree]
     if version == 1:
         means = chunk[0].view("<f2").reshape(n, 3).astype(np.float32)
     else:
@@ -168,7 +242,7 @@ def decode_spz(data: bytes, path: str | Path = "<bytes>") -> Gaussians:
     means *= _AXIS_FLIP
     alpha = np.clip(chunk[1].astype(np.float32) / 255.0, 0.5 / 255.0, 254.5 / 255.0)
     f_dc = (chunk[2].reshape(n, 3).astype(np.float32) / 255.0 - 0.5) / COLOR_SCALE
-    log_scales = chunk[3].reshape(n, 3).astype(np.float32) / 16.0 - 10.0
+    log_scales = chunk[3].reshape(n, 3).astype(np.float32) / 16.0 + np.float32(LOG_SCALE_MIN)
     if version >= 3:
         xyzw = _unpack_rotations_smallest_three(chunk[4].view("<u4"))
     else:
@@ -180,7 +254,9 @@ def decode_spz(data: bytes, path: str | Path = "<bytes>") -> Gaussians:
     quats /= np.maximum(np.linalg.norm(quats, axis=1, keepdims=True), 1e-12)
     sh_rest = None
     if s:
-        sh_rest = (chunk[5].reshape(n, s, 3).astype(np.float32) - 128.0) / 128.0 * _SH_FLIP[:s, None]
+        sh_rest = chunk[5].reshape(n, s, 3).astype(np.float32)
+        sh_rest -= 128.0  # in place: degree 3 is the largest array here
+        sh_rest *= _SH_FLIP[:s, None] / np.float32(128.0)
     return Gaussians(means, quats, log_scales, np.log(alpha / (1.0 - alpha)), colors_from_dc(f_dc), sh_rest)
 
 
@@ -197,8 +273,9 @@ def write_spz(path: str | Path, gaussians: Gaussians) -> int:
     return len(data)
 
 
-def read_spz(path: str | Path) -> Gaussians:
+def read_spz(path: str | Path, max_gaussians: int | None = None) -> Gaussians:
+    """Read an ``.spz`` file (see :func:`decode_spz` for what is read and refused)."""
     path = Path(path)
     if not path.is_file():
         raise SplatFormatError(path, "no such file")
-    return decode_spz(path.read_bytes(), path)
+    return decode_spz(path.read_bytes(), path, max_gaussians)

@@ -19,6 +19,7 @@ from .base import (
     GenerationRequest,
     GenerationResult,
     Generator,
+    GeneratorUnavailable,
     ProgressCallback,
 )
 
@@ -27,6 +28,14 @@ ENTRY_POINT_GROUP = "worldstream.generators"
 
 class UnknownGeneratorError(LookupError):
     pass
+
+
+def parse_option(text: str) -> tuple[str, str]:
+    """``"KEY=VALUE"`` (a ``--generator-option``) -> ``(key, value)``; ValueError otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
 
 
 def available_generators() -> list[str]:
@@ -55,7 +64,9 @@ __all__ = [
     "GenerationRequest",
     "GenerationResult",
     "Generator",
+    "GeneratorUnavailable",
     "ProgressCallback",
+    "parse_option",
     "available_generators",
     "create_generator",
     "UnknownGeneratorError",

@@ -24,6 +24,11 @@ class GenerationCancelled(Exception):
     """Raised inside ``generate`` when its :class:`CancelToken` is set."""
 
 
+class GeneratorUnavailable(RuntimeError):
+    """A generator that cannot run on this machine (weights or packages missing), raised by
+    its factory. The message is one line for the user: the option to set and what to get."""
+
+
 class CancelToken:
     """Set by the scheduler when a job is no longer wanted; generators poll it."""
 

@@ -43,6 +43,9 @@ START_SCALE_FACTOR = 0.25
 EDGE_PASSES = 2
 """Rounds of moving flying pixels onto the farther surface next to them."""
 
+START_IMAGE_SOURCE = "start-image"
+"""The generator name in the start frame's chunk source (how a reopened world finds it)."""
+
 NO_DEPTH_NOTICE = (
     "no depth for the start image (no --depth-model and no depth map given): "
     "the image only tints the world instead of becoming its first frame"

@@ -28,6 +28,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..camera import Cameras, Pose, intrinsics_from_fov
+from ..config import MAX_CAPTION_CHARS, MAX_COORD_M
+from ..formats.npy import NpyError, read_npy
 from ..players import PlayerState
 
 CHUNK_FRAMES = 80
@@ -38,6 +40,15 @@ DEFAULT_ZOOM_STRENGTH = {"zoom-in": 0.5, "zoom-out": 1.5}  # Lyra's --zoom_in_st
 ZOOM_OUT_LIFT = 0.15
 PRESET_FOV_Y = math.radians(60.0)
 """Vertical field of view of preset cameras (Lyra estimates it from the image; we have no estimator)."""
+
+# Limits on files, checked before anything is allocated (a trajectory is a user's file, maybe hostile).
+MAX_POSES = 100_000
+"""Most poses a trajectory may hold (Lyra's are 81 to a few thousand)."""
+MAX_IMAGE_SIZE = 8192
+"""Largest ``image_width`` / ``image_height`` in pixels (the CLI's largest video size)."""
+MAX_CAPTIONS_BYTES = 1 << 20
+"""Largest captions.json (1 MiB)."""
+MAX_CAPTION_KEY_DIGITS = 9
 
 
 class TrajectoryError(ValueError):
@@ -104,15 +115,13 @@ def load_trajectory(path: str | Path, pose_scale: float = DEFAULT_POSE_SCALE) ->
         raise TrajectoryError(path, "no such file")
     if not math.isfinite(pose_scale) or pose_scale <= 0:
         raise TrajectoryError(path, f"pose scale must be a positive number, got {pose_scale}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise TrajectoryError(path, f"not a readable .npz file ({e})") from None
+    arrays, others = _read_npz(
+        path, {"w2c": MAX_POSES * 16, "intrinsics": MAX_POSES * 9, "image_width": 16, "image_height": 16}
+    )
     if "w2c" not in arrays:
         raise TrajectoryError(
             path,
-            f"missing array 'w2c' (has: {', '.join(sorted(arrays)) or 'nothing'}); a Lyra trajectory needs "
+            f"missing array 'w2c' (has: {', '.join(others[:10]) or 'nothing'}); a Lyra trajectory needs "
             "w2c [N,4,4], intrinsics [N,3,3], image_height, image_width",
         )
     w2c = np.asarray(arrays["w2c"], np.float64)
@@ -134,6 +143,13 @@ def load_trajectory(path: str | Path, pose_scale: float = DEFAULT_POSE_SCALE) ->
         bad = ~np.isfinite(arr).reshape(n, -1).all(axis=1)
         if bad.any():
             raise TrajectoryError(path, f"{name}[{int(np.argmax(bad))}] is not finite ({int(bad.sum())} bad pose(s))")
+    centers = -np.einsum("nji,nj->ni", w2c[:, :3, :3], w2c[:, :3, 3]) * pose_scale  # c = -R^T t
+    far = np.abs(centers).max(axis=1) > MAX_COORD_M
+    if far.any():
+        i = int(np.argmax(far))
+        raise TrajectoryError(
+            path, f"camera {i} is at {np.abs(centers[i]).max():.3g} m from the origin; at most {MAX_COORD_M:.0e} m is supported"
+        )
     R = w2c[:, :3, :3]
     err = np.abs(R @ np.transpose(R, (0, 2, 1)) - np.eye(3)).reshape(n, -1).max(axis=1)
     if (err > 1e-3).any() or (np.linalg.det(R) < 0).any():
@@ -158,10 +174,36 @@ def _image_size(arrays: dict, key: str, fallback: float, path: Path) -> int:
         if raw.size == 0 or not np.isfinite(raw.astype(np.float64)).all():
             raise TrajectoryError(path, f"{key} must be a positive number")
         value = float(raw[0])
-    size = int(round(value))
-    if size <= 0:
-        raise TrajectoryError(path, f"{key} must be positive, got {value}")
-    return size
+    if not 0 < value <= MAX_IMAGE_SIZE:
+        raise TrajectoryError(path, f"{key} must be between 1 and {MAX_IMAGE_SIZE} pixels, got {value:.6g}")
+    return max(1, int(round(value)))
+
+
+def _read_npz(path: Path, limits: dict[str, int]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays named in ``limits`` (each at most that many elements) from the .npz at ``path``,
+    and the names of the others, which are never read (an extra array may be a 4 GiB bomb).
+
+    Each array's header is checked (numeric dtype, element count) before its data is
+    inflated, and only the bytes its header promises are read.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            arrays = {}
+            for name, limit in limits.items():
+                if name in members:
+                    with archive.open(members[name]) as f:
+                        arrays[name] = _read_npy(path, name, f, limit)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise TrajectoryError(path, f"not a readable .npz file ({e})") from None
+    return arrays, sorted(n for n in members if n not in limits)
+
+
+def _read_npy(path: Path, name: str, f, limit: int) -> np.ndarray:
+    try:
+        return read_npy(f, limit)
+    except NpyError as e:
+        raise TrajectoryError(path, f"array {name!r} {e}") from None
 
 
 def save_trajectory(path: str | Path, trajectory: Trajectory) -> None:
@@ -209,23 +251,38 @@ class Captions:
 
 
 def load_captions(path: str | Path) -> Captions:
-    """Read a Lyra ``captions.json`` (``{"0": "...", "81": "..."}``)."""
+    """Read a Lyra ``captions.json`` (``{"0": "...", "81": "..."}``).
+
+    At most :data:`MAX_CAPTIONS_BYTES`; keys are frame indices of at most
+    :data:`MAX_CAPTION_KEY_DIGITS` digits; captions at most :data:`MAX_CAPTION_CHARS` characters.
+    """
     path = Path(path)
     if not path.is_file():
         raise TrajectoryError(path, "no such file")
+    size = path.stat().st_size
+    if size > MAX_CAPTIONS_BYTES:
+        raise TrajectoryError(path, f"captions file is {size:,} bytes; at most {MAX_CAPTIONS_BYTES:,} are read")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TrajectoryError(path, f"not valid JSON ({e})") from None
+    except RecursionError:
+        raise TrajectoryError(path, "JSON nested too deeply; captions are one flat object of strings") from None
     if not isinstance(data, dict) or not data:
         raise TrajectoryError(path, 'captions must be a non-empty JSON object like {"0": "...", "81": "..."}')
     entries = []
     for key, text in data.items():
-        if not (isinstance(key, str) and key.strip().isdigit()):
-            raise TrajectoryError(path, f"caption key {key!r} is not a frame index (a non-negative integer)")
+        digits = key.strip()
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= MAX_CAPTION_KEY_DIGITS):
+            shown = key if len(key) <= 20 else f"{key[:20]}... ({len(key)} characters)"
+            raise TrajectoryError(
+                path, f"caption key {shown!r} is not a frame index (an integer of at most {MAX_CAPTION_KEY_DIGITS} digits)"
+            )
         if not isinstance(text, str):
-            raise TrajectoryError(path, f"caption for frame {key} must be a string, got {type(text).__name__}")
-        entries.append((int(key), text))
+            raise TrajectoryError(path, f"caption for frame {digits} must be a string, got {type(text).__name__}")
+        if len(text) > MAX_CAPTION_CHARS:
+            raise TrajectoryError(path, f"caption for frame {digits} has {len(text):,} characters; at most {MAX_CAPTION_CHARS:,}")
+        entries.append((int(digits), text))
     return Captions(tuple(sorted(entries)))
 
 

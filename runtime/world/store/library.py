@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,6 +252,21 @@ class WorldLibrary:
         if removed:
             log.info("world %s: removed %d unreferenced file(s) left by an interrupted save", path.name, len(removed))
         return removed
+
+    def delete(self, name: str) -> None:
+        """Remove world ``name`` and its files. Raises :class:`WorldBusy` if it is open for writing.
+
+        The manifest goes first, so an interrupted delete leaves no half-world that opens.
+        """
+        path = self._require(name)
+        lock_fd = self._lock(path, name)
+        try:
+            (path / MANIFEST_NAME).unlink()
+            fsync_dir(path)
+            shutil.rmtree(path)
+            fsync_dir(self.root)
+        finally:
+            os.close(lock_fd)
 
     # ------------------------------------------------------------------ reading files
     @staticmethod

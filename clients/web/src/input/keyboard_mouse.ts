@@ -1,15 +1,18 @@
-// Keyboard (WASD / arrows, Shift, Space / C, F) and mouse look: with pointer lock after a
-// click, or by dragging with the button held when the pointer is free.
+// Keyboard (W/S or Up/Down walk, A/D strafe, Q/E or Left/Right turn, Shift, Space / C, F)
+// and mouse look: with pointer lock after a click, or by dragging with the button held
+// when the pointer is free.
 import { typingInField } from "../dom";
 import { LookAccumulator, type InputSource, type LookDelta, type MoveAxes } from "./source";
 
 const MOUSE_RADIANS_PER_PIXEL = 0.0024;
+/** Turning speed while Q/E or Left/Right is held: a full circle in about 3 s. */
+export const KEY_TURN_RADIANS_PER_S = 2.0;
 const CLICK_SLOP_PX = 4;
 
 /** Keys the page handles itself (their default action, such as scrolling, is suppressed). */
 const GAME_KEYS = new Set([
   "KeyW", "KeyA", "KeyS", "KeyD", "ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight",
-  "Space", "KeyC", "ShiftLeft", "ShiftRight", "KeyF",
+  "KeyQ", "KeyE", "Space", "KeyC", "ShiftLeft", "ShiftRight", "KeyF",
 ]);
 
 export class KeyboardMouse implements InputSource {
@@ -39,14 +42,17 @@ export class KeyboardMouse implements InputSource {
     const on = (...codes: string[]): number => (codes.some((c) => this.held.has(c)) ? 1 : 0);
     return {
       forward: on("KeyW", "ArrowUp") - on("KeyS", "ArrowDown"),
-      right: on("KeyD", "ArrowRight") - on("KeyA", "ArrowLeft"),
+      right: on("KeyD") - on("KeyA"),
       up: on("Space") - on("KeyC"),
       run: on("ShiftLeft", "ShiftRight") === 1,
     };
   }
 
-  takeLook(): LookDelta {
-    return this.lookSum.take();
+  takeLook(dt: number): LookDelta {
+    const look = this.lookSum.take();
+    const turn = (this.held.has("KeyE") || this.held.has("ArrowRight") ? 1 : 0) - (this.held.has("KeyQ") || this.held.has("ArrowLeft") ? 1 : 0);
+    look.yaw += turn * KEY_TURN_RADIANS_PER_S * dt; // positive yaw turns right
+    return look;
   }
 
   release(): void {

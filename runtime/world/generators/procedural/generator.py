@@ -111,15 +111,26 @@ class ProceduralGenerator:
 
     # ---- the Generator protocol ----
     def generate(
-        self, request: GenerationRequest, progress: ProgressCallback, cancel: CancelToken
+        self, request: GenerationRequest, progress: ProgressCallback, cancel: CancelToken, shade_from: np.ndarray | None = None
     ) -> GenerationResult:
         """Trace ``request.cameras``: ``rgb [N,H,W,3]`` uint8 and ``depth [N,H,W]`` float32.
 
         Depth is metres along each camera's +z; ``inf`` where the ray reaches the sky.
         Raises :class:`GenerationCancelled` (polled between blocks of rows).
+
+        ``shade_from`` ``[N, 3]`` (metres, optional) evaluates the view-dependent terms --
+        distance fog and water reflections -- as seen from those points instead of the
+        cameras: the colours a keyframe taken there gave these surfaces, i.e. the best a
+        reconstruction from that keyframe can show (the fidelity benchmark's ceiling).
         """
         t_start = time.perf_counter()
         cams = self._validate(request)
+        shades = np.zeros((len(cams), 4), np.float64)
+        if shade_from is not None:
+            points = np.asarray(shade_from, np.float64)
+            if points.shape != (len(cams), 3) or not np.isfinite(points).all():
+                raise ProceduralRequestError(f"shade_from must be finite [{len(cams)}, 3], got {points.shape}")
+            shades[:, :3], shades[:, 3] = points, 1.0
         if self.threads:
             # numba's thread count is per calling thread, so this only limits our worker.
             numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
@@ -161,7 +172,7 @@ class ProceduralGenerator:
                 with _LAUNCH_LOCK:
                     kernels.render_rows(
                         row0, row1, origin, ray_matrix, forward, pix_angle, self.max_distance, seed, e0, hg, hm,
-                        trees, tmeta, rocks, rmeta, bp, sp, sky_rgb[n], out_rgb, out_depth,
+                        trees, tmeta, rocks, rmeta, bp, sp, sky_rgb[n], out_rgb, out_depth, shades[n],
                     )
                 done += 1
                 progress(done / total, f"procedural: view {n + 1}/{N}")

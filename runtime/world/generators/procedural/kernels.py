@@ -954,8 +954,12 @@ def light(ar, ag, ab, px, py, pz, nx, ny, nz, wrap, seed, e0, hg, hm, trees, tme
 
 
 @njit(**_JIT)
-def trace_pixel(ox, oy, oz, dx, dy, dz, max_dist, pix_angle, seed, e0, hg, hm, trees, tmeta, rocks, rmeta, bp, sp):
-    """One camera ray -> ``(r, g, b, t, hit)``: display RGB and hit distance along the ray."""
+def trace_pixel(ox, oy, oz, dx, dy, dz, max_dist, pix_angle, seed, e0, hg, hm, trees, tmeta, rocks, rmeta, bp, sp, shade):
+    """One camera ray -> ``(r, g, b, t, hit)``: display RGB and hit distance along the ray.
+
+    ``shade`` ``[4]``: when ``shade[3] > 0``, the view-dependent terms (fog, water) are
+    evaluated as seen from the point ``shade[:3]`` instead of the ray's origin.
+    """
     # Water is an analytic plane: clip the march there.
     water_y = EYE_HEIGHT - bp[B_WATER_LEVEL]
     t_end = max_dist
@@ -1021,6 +1025,13 @@ def trace_pixel(ox, oy, oz, dx, dy, dz, max_dist, pix_angle, seed, e0, hg, hm, t
     px = ox + dx * t
     py = oy + dy * t
     pz = oz + dz * t
+    t_cam = t
+    if shade[3] > 0.0:
+        # What a viewer at shade[:3] sees of this point: its distance and direction from there.
+        vx, vy, vz = px - shade[0], py - shade[1], pz - shade[2]
+        vt = math.sqrt(vx * vx + vy * vy + vz * vz)
+        if vt > 1e-6:
+            t, dx, dy, dz = vt, vx / vt, vy / vt, vz / vt
     if mat == MAT_WATER:
         cr, cg, cb = shade_water(px, py, pz, dx, dy, dz, seed, e0, hg, hm, trees, tmeta, rocks, rmeta, bp, sp)
     elif mat == MAT_TERRAIN:
@@ -1045,7 +1056,7 @@ def trace_pixel(ox, oy, oz, dx, dy, dz, max_dist, pix_angle, seed, e0, hg, hm, t
     cr = cr + (fr - cr) * fog
     cg = cg + (fg - cg) * fog
     cb = cb + (fb - cb) * fog
-    return cr, cg, cb, t, True
+    return cr, cg, cb, t_cam, True
 
 
 @njit(**_JIT)
@@ -1108,7 +1119,7 @@ def shade_water(px, py, pz, dx, dy, dz, seed, e0, hg, hm, trees, tmeta, rocks, r
 @njit(parallel=True, **_JIT)
 def render_rows(
     row0, row1, origin, ray_matrix, forward, pix_angle, max_dist, seed, e0, hg, hm,
-    trees, tmeta, rocks, rmeta, bp, sp, sky_rgb, out_rgb, out_depth,
+    trees, tmeta, rocks, rmeta, bp, sp, sky_rgb, out_rgb, out_depth, shade,
 ):
     """Trace rows ``row0..row1`` of one view.
 
@@ -1121,6 +1132,8 @@ def render_rows(
             cache's first node (i, j) and the scene top (smallest y of any terrain or object within
             reach of this view: rays rising above it have escaped).
         sky_rgb: ``[H, W, 3]`` float32 exact Sky colours, copied where a ray escapes.
+        shade: ``[4]`` float64; ``shade[3] > 0`` evaluates fog and water reflections from the
+            point ``shade[:3]`` (see :func:`trace_pixel`); depth stays the camera's.
         out_rgb: ``[H, W, 3]`` float32 display RGB in [0, 1] (written).
         out_depth: ``[H, W]`` float32 depth along camera +z, ``inf`` for sky (written).
     """
@@ -1138,7 +1151,7 @@ def render_rows(
             dz /= n
             r, g, b, t, hit = trace_pixel(
                 origin[0], origin[1], origin[2], dx, dy, dz, max_dist, pix_angle,
-                seed, e0, hg, hm, trees, tmeta, rocks, rmeta, bp, sp,
+                seed, e0, hg, hm, trees, tmeta, rocks, rmeta, bp, sp, shade,
             )
             if hit:
                 out_rgb[v, u, 0] = r

@@ -1,0 +1,530 @@
+"""Fidelity benchmark: does the world a player sees match what the generator made?
+
+The procedural generator renders any camera exactly, so it is the ground truth. Per walk
+(biome x seed x path x speed):
+
+1. A fresh world (procedural generator with the server's thread setting, CPU or gsplat
+   renderer) is bootstrapped at the spawn: ``update`` until its first jobs are done, as a
+   player waits while the world loads.
+2. The player walks the path **in real time** at the given speed: its pose follows the
+   wall clock, ``World.update`` runs at ``--update-hz`` (the server's 5 Hz), and, unless
+   ``--stream-fps 0``, the player's view is rendered at ``--stream-fps`` at the stream
+   resolution, as the server does -- generation runs concurrently in the world's worker
+   and pays for the CPU both take. Every ``1 / --sample-hz`` s the view's alpha is kept
+   (reduced to 160x90) for the hole fraction.
+3. After the walk (and ``--settle-s`` more seconds of the player standing, so jobs it
+   asked for may land), ``--novel`` cameras are drawn inside the explored strip: a point
+   on the walked path, up to +-``--offset`` m to the side, any yaw, pitch within
+   +-``--pitch-deg``, at eye height over the generator's ground (cameras that start
+   inside an object are drawn again). The world (``World.render``, what a player there
+   would see) and the generator render each at ``--resolution`` with a 60 degree FOV.
+
+Measured per novel view, against the generator's picture: PSNR (RGB), SSIM (luma),
+sharpness ratio (mean luma gradient, world / generator), hole fraction (pixels where the
+world shows nothing -- alpha < 0.5, the sky shows -- and the generator shows a surface),
+the same PSNR after the server's H.264 encoder (libx264, CRF 18, one stream of the novel
+views in order, decoded), and the **ceiling**: the generator's picture of the same
+surfaces with its view-dependent terms (distance fog, water reflection) evaluated from
+the nearest keyframe instead of the camera -- what a reconstruction that stored exactly
+what its keyframes saw would show. During the walk: the hole fraction of the player's
+own view over time, and the longest run of samples with a visible hole (> ``--hole-
+threshold`` of the view).
+
+Usage::
+
+    .venv/bin/python -m bench.fidelity                                  # forest, seed 7, straight, 1.5/3/6 m/s
+    .venv/bin/python -m bench.fidelity --quick                          # seconds: 1 short walk, 4 views at 320x180
+    .venv/bin/python -m bench.fidelity --biomes forest,city,desert,snow --paths straight,loop,turns --seeds 7,8
+    .venv/bin/python -m bench.fidelity --config keyframe_width=640 --config keyframe_height=360
+
+``--config key=value`` overrides a ``WorldConfig`` field (JSON values) to compare settings.
+On the shared 2-core machine generation competes with everything else running: compare
+settings within one run or back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.common import describe_machine, format_table, machine, write_json
+from bench.compare import psnr, sharpness, ssim
+from runtime.world import PlayerState, Pose, World, WorldConfig
+from runtime.world.camera import Cameras, intrinsics_from_fov
+from runtime.world.generators.base import CancelToken, GenerationRequest
+from runtime.world.generators.procedural import ProceduralGenerator
+from runtime.world.generators.procedural.generator import ground_height_y
+from runtime.world.render import create_renderer
+
+VIEW_FOV = math.radians(60.0)
+EYE_HEIGHT = 1.7
+SAMPLE_SIZE = (160, 90)
+"""The player's view is kept at this size for the hole fraction during the walk."""
+SKY_DEPTH = 200.0
+"""Generator depths from here on count as sky (the world's reconstruction cut)."""
+CAPTIONS = {
+    "forest": "a pine forest",
+    "city": "a small town with streets and houses",
+    "desert": "a desert with dunes",
+    "snow": "a snowy winter valley",
+    "meadow": "a meadow with hills",
+    "beach": "a tropical beach",
+}
+DISTANCE_BINS = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 60.0, 1e9)
+
+
+# --------------------------------------------------------------------------- paths
+@dataclass
+class Path2D:
+    """A walked path as a polyline over (x, z) with headings, sampled every ``step`` metres."""
+
+    xz: np.ndarray  # [S, 2] metres
+    yaw: np.ndarray  # [S] radians (0 faces +z)
+    step: float
+
+    @property
+    def length(self) -> float:
+        return (len(self.xz) - 1) * self.step
+
+    def at(self, s: float) -> tuple[float, float, float]:
+        """``(x, z, yaw)`` after ``s`` metres (clamped to the path)."""
+        k = min(max(s / self.step, 0.0), len(self.xz) - 1.0)
+        i = min(int(k), len(self.xz) - 2)
+        f = k - i
+        x, z = self.xz[i] * (1 - f) + self.xz[i + 1] * f
+        return float(x), float(z), float(self.yaw[i])
+
+
+def make_path(kind: str, distance: float, seed: int, step: float = 0.05) -> Path2D:
+    """``straight`` (+z), ``loop`` (a circle back to the spawn, turning right) or ``turns``
+    (straight legs of 4-10 m with seeded turns of 20-90 degrees either way)."""
+    n = max(2, int(math.ceil(distance / step)) + 1)
+    s = np.arange(n) * step
+    if kind == "straight":
+        yaw = np.zeros(n)
+    elif kind == "loop":
+        radius = max(distance / (2 * math.pi), 5.0)
+        yaw = s / radius
+    elif kind == "turns":
+        rng = np.random.default_rng(seed + 1000)
+        yaw = np.empty(n)
+        heading, next_turn = 0.0, rng.uniform(4.0, 10.0)
+        for i, si in enumerate(s):
+            if si >= next_turn:
+                heading += rng.choice([-1.0, 1.0]) * math.radians(rng.uniform(20.0, 90.0))
+                next_turn += rng.uniform(4.0, 10.0)
+            yaw[i] = heading
+    else:
+        raise ValueError(f"--paths: unknown path {kind!r} (straight, loop, turns)")
+    d = np.stack([np.sin(yaw), np.cos(yaw)], axis=1) * step
+    xz = np.concatenate([np.zeros((1, 2)), np.cumsum(d[:-1], axis=0)])
+    return Path2D(xz, yaw, step)
+
+
+def eye_pose(x: float, z: float, yaw: float, pitch: float, seed: int) -> Pose:
+    """A pose at eye height over the generator's ground at ``(x, z)``."""
+    y = float(ground_height_y(x, z, seed)) - EYE_HEIGHT
+    return Pose(np.array([x, y, z], np.float32), yaw, pitch)
+
+
+# --------------------------------------------------------------------------- truth
+class Truth:
+    """The generator's pictures of any camera (its own instance: no shared state with the world)."""
+
+    def __init__(self, caption: str, seed: int) -> None:
+        self.generator = ProceduralGenerator()
+        self.caption, self.seed = caption, seed
+
+    def render(self, cameras: Cameras, shade_from: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgb [N,H,W,3] uint8, depth [N,H,W] float32)``; ``shade_from`` ``[N, 3]`` evaluates the
+        view-dependent terms from those points (see :class:`ProceduralGenerator`)."""
+        options = {} if shade_from is None else {"shade_from": shade_from}
+        request = GenerationRequest(cameras, self.caption, (), self.seed)
+        result = self.generator.generate(request, lambda f, m: None, CancelToken(), **options)
+        return result.rgb, result.depth
+
+
+def holes(world_alpha: np.ndarray, truth_depth: np.ndarray) -> float:
+    """Fraction of pixels where the world shows nothing (alpha < 0.5) but the generator a surface."""
+    surface = np.isfinite(truth_depth) & (truth_depth < SKY_DEPTH)
+    return float(((world_alpha < 0.5) & surface).mean())
+
+
+def reduce_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[H, W]`` alpha averaged over blocks down to ``size`` (W, H) (H, W multiples of it)."""
+    w, h = size
+    H, W = alpha.shape
+    return alpha.reshape(h, H // h, w, W // w).mean(axis=(1, 3))
+
+
+# --------------------------------------------------------------------------- one walk
+@dataclass
+class WalkResult:
+    biome: str
+    seed: int
+    path: str
+    speed: float
+    row: dict = field(default_factory=dict)
+    views: list = field(default_factory=list)
+    samples: list = field(default_factory=list)
+
+
+def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=print) -> WalkResult:
+    out = WalkResult(biome, seed, path_kind, speed)
+    caption = CAPTIONS.get(biome, biome)
+    W, H = args.width, args.height
+    config = WorldConfig("fidelity", seed=seed, caption=caption, **args.config_overrides)
+    from runtime.sessions import generator_options
+
+    generator = ProceduralGenerator(**generator_options("procedural"))
+    world = World(config, generator=generator, renderer=create_renderer(args.renderer))
+    path = make_path(path_kind, args.distance, seed)
+    try:
+        # 1. bootstrap at the spawn
+        t0 = time.monotonic()
+        spawn = eye_pose(0.0, 0.0, 0.0, 0.0, seed)
+        world.update([PlayerState("p", spawn, np.zeros(3, np.float32), VIEW_FOV)])
+        world.wait_idle(args.bootstrap_timeout_s)
+        bootstrap_s = time.monotonic() - t0
+
+        # 2. the real-time walk
+        jobs_before = world.stats["jobs_done"]
+        render_ms: list[float] = []
+        samples = []  # (time s, metres walked, pose, alpha at SAMPLE_SIZE)
+        start = time.monotonic()
+        next_update = next_frame = next_sample = start
+        walk_s = path.length / speed
+        while True:
+            now = time.monotonic()
+            t = now - start
+            if t > walk_s + args.settle_s:
+                break
+            s = min(speed * t, path.length)
+            moving = t <= walk_s
+            x, z, yaw = path.at(s)
+            pose = eye_pose(x, z, yaw, 0.0, seed)
+            velocity = np.array([math.sin(yaw), 0.0, math.cos(yaw)], np.float32) * (speed if moving else 0.0)
+            if now >= next_update:
+                world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
+                next_update += 1.0 / args.update_hz
+            sample = now >= next_sample
+            if args.stream_fps > 0 and now >= next_frame:
+                r0 = time.perf_counter()
+                frame = world.render(pose.camera(W, H, VIEW_FOV))
+                render_ms.append((time.perf_counter() - r0) * 1e3)
+                next_frame += 1.0 / args.stream_fps
+                if sample:
+                    samples.append((t, s, pose, reduce_alpha(frame.alpha[0], SAMPLE_SIZE)))
+            elif sample:
+                frame = world.render(pose.camera(*SAMPLE_SIZE, VIEW_FOV))
+                samples.append((t, s, pose, frame.alpha[0]))
+            if sample:
+                next_sample += 1.0 / args.sample_hz
+            pending = [v for v in (next_update, next_sample, next_frame if args.stream_fps > 0 else math.inf)]
+            time.sleep(max(0.0, min(pending) - time.monotonic()))
+            # A loaded machine falls behind: skip missed ticks rather than bunch them up.
+            now = time.monotonic()
+            next_update, next_sample = max(next_update, now - 0.5 / args.update_hz), max(next_sample, now)
+            next_frame = max(next_frame, now - 0.5 / max(args.stream_fps, 1))
+        walk_jobs = world.stats["jobs_done"] - jobs_before
+        pending_at_end = len(world.pending_jobs())
+
+        # walk holes: the generator at the sampled poses, at the sample size
+        truth = Truth(caption, seed)
+        if samples:
+            cams = Cameras(
+                np.stack([p.w2c for _, _, p, _ in samples]),
+                np.broadcast_to(intrinsics_from_fov(*SAMPLE_SIZE, VIEW_FOV), (len(samples), 3, 3)),
+                *SAMPLE_SIZE,
+            )
+            _, tdepth = truth.render(cams)
+            for k, (t, s, _, alpha) in enumerate(samples):
+                out.samples.append({"t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k])})
+        walk_holes = [x["holes"] for x in out.samples if x["moving"]] or [0.0]
+        longest = _longest_run([x["holes"] > args.hole_threshold for x in out.samples]) / args.sample_hz
+
+        # 3. novel views inside the explored strip
+        rng = np.random.default_rng(seed * 7919 + int(speed * 100))
+        key_centers = _keyframe_centers(world)
+        views = []
+        world_rgb, truth_rgb = [], []
+        attempts = 0
+        while len(views) < args.novel and attempts < args.novel * 6:
+            attempts += 1
+            s = rng.uniform(0.0, path.length)
+            x, z, heading = path.at(s)
+            off = rng.uniform(-args.offset, args.offset)
+            x, z = x + off * math.cos(heading), z - off * math.sin(heading)
+            pose = eye_pose(x, z, rng.uniform(-math.pi, math.pi), math.radians(rng.uniform(-args.pitch_deg, args.pitch_deg)), seed)
+            cam = pose.camera(W, H, VIEW_FOV)
+            t_rgb, t_depth = truth.render(cam)
+            if (t_depth[0] < 0.5).mean() > 0.02:
+                continue  # the camera starts inside an object
+            w_out = world.render(cam)
+            nearest = key_centers[np.argmin(np.linalg.norm(key_centers - pose.position, axis=1))] if len(key_centers) else pose.position
+            c_rgb, _ = truth.render(cam, shade_from=nearest[None].astype(np.float64))
+            view = {
+                "s": round(s, 2),
+                "yaw_from_path_deg": round(math.degrees((pose.yaw - heading + math.pi) % (2 * math.pi) - math.pi)),
+                "pitch_deg": round(math.degrees(pose.pitch), 1),
+                "distance": round(math.hypot(x, z), 2),
+                "psnr": _finite(psnr(w_out.rgb[0], t_rgb[0])),
+                "ssim": ssim(w_out.rgb[0], t_rgb[0]),
+                "sharpness": sharpness(w_out.rgb[0]) / max(sharpness(t_rgb[0]), 1e-6),
+                "holes": holes(w_out.alpha[0], t_depth[0]),
+                "ceiling": _finite(psnr(c_rgb[0], t_rgb[0])),
+            }
+            views.append(view)
+            world_rgb.append(w_out.rgb[0])
+            truth_rgb.append(t_rgb[0])
+        if args.encoder and views:
+            for view, value in zip(views, encoded_psnr(world_rgb, truth_rgb)):
+                view["psnr_encoded"] = value
+        out.views = views
+
+        p = np.array([v["psnr"] for v in views]) if views else np.zeros(1)
+        enc = np.array([v.get("psnr_encoded", np.nan) for v in views]) if views else np.full(1, np.nan)
+        out.row = {
+            "biome": biome,
+            "seed": seed,
+            "path": path_kind,
+            "speed": speed,
+            "bootstrap_s": round(bootstrap_s, 1),
+            "walk_jobs": walk_jobs,
+            "pending_at_end": pending_at_end,
+            "render_ms": round(float(np.median(render_ms)), 1) if render_ms else None,
+            "views": len(views),
+            "psnr_med": float(np.median(p)),
+            "psnr_p5": float(np.percentile(p, 5)),
+            "ssim_med": float(np.median([v["ssim"] for v in views])) if views else None,
+            "sharp_med": float(np.median([v["sharpness"] for v in views])) if views else None,
+            "holes_novel": float(np.mean([v["holes"] for v in views])) if views else None,
+            "holes_walk_mean": float(np.mean(walk_holes)),
+            "holes_walk_max": float(np.max(walk_holes)),
+            "hole_longest_s": round(longest, 2),
+            "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
+            "ceiling_med": float(np.median([v["ceiling"] for v in views])) if views else None,
+        }
+        log(f"  {biome} seed {seed} {path_kind} {speed} m/s: PSNR {out.row['psnr_med']:.1f} (p5 {out.row['psnr_p5']:.1f}), "
+            f"sharp {out.row['sharp_med'] or 0:.2f}, walk holes {out.row['holes_walk_mean']:.3f}, {walk_jobs} jobs")
+    finally:
+        world.close()
+    return out
+
+
+def _keyframe_centers(world: World) -> np.ndarray:
+    """``[F, 3]`` camera centres of the world's keyframes."""
+    centers = [f.center for f in world.memory.frames()]
+    return np.asarray(centers, np.float32).reshape(-1, 3)
+
+
+def _finite(x: float) -> float:
+    return 99.0 if math.isinf(x) else x
+
+
+def _longest_run(flags: list[bool]) -> int:
+    best = run = 0
+    for f in flags:
+        run = run + 1 if f else 0
+        best = max(best, run)
+    return best
+
+
+def encoded_psnr(world_rgb: list[np.ndarray], truth_rgb: list[np.ndarray]) -> list[float]:
+    """PSNR against the truth of the world's pictures after the server's encoder (one H.264
+    stream of the pictures in order, CRF 18 as the server's default) and a decoder."""
+    import av
+
+    from runtime.stream.encoder import EncoderSettings, VideoEncoder
+
+    H, W = world_rgb[0].shape[:2]
+    encoder = VideoEncoder(EncoderSettings(codec="h264", width=W, height=H, fps=30, hardware=False))
+    decoder = av.CodecContext.create("h264", "r")
+    decoded = []
+    for k, rgb in enumerate(world_rgb):
+        for packet in encoder.encode(rgb, k * 3000):
+            decoded += [f.to_ndarray(format="rgb24") for f in decoder.decode(packet)]
+    for f in decoder.decode(None):
+        decoded.append(f.to_ndarray(format="rgb24"))
+    return [_finite(psnr(d, t)) for d, t in zip(decoded, truth_rgb)]
+
+
+# --------------------------------------------------------------------------- representation limit
+def oracle(args, log=print) -> list[dict]:
+    """The best one keyframe can do: reconstruct from a keyframe taken at the very camera that is
+    then rendered (no walk, no planning, no distance), per keyframe setting ``WxH@FOV/stride``.
+
+    Separates what the splat representation loses (resolution, splat blur) from what planning
+    and coverage lose on a walk.
+    """
+    from runtime.world.keyframes.reconstruct import reconstruct
+    from runtime.world.scene import ChunkSource, Scene
+
+    seed = int(args.seeds.split(",")[0])
+    caption = CAPTIONS.get(args.biomes.split(",")[0], args.biomes.split(",")[0])
+    truth = Truth(caption, seed)
+    sky = truth.generator.sky(caption, seed)
+    renderer = create_renderer(args.renderer)
+    rng = np.random.default_rng(seed)
+    settings = []
+    for item in args.oracle.split(","):
+        size, _, rest = item.partition("@")
+        fov, _, stride = rest.partition("/")
+        w, h = (int(v) for v in size.split("x"))
+        settings.append((item, w, h, math.radians(float(fov)), int(stride or 2)))
+    rows = {name: [] for name, *_ in settings}
+    for _ in range(args.novel):
+        pose = eye_pose(rng.uniform(-2, 2), rng.uniform(0, args.distance), rng.uniform(-math.pi, math.pi), 0.0, seed)
+        cam = pose.camera(args.width, args.height, VIEW_FOV)
+        t_rgb, _ = truth.render(cam)
+        for name, w, h, fov, stride in settings:
+            key = pose.camera(w, h, fov)
+            k_rgb, k_depth = truth.render(key)
+            t0 = time.perf_counter()
+            gaussians = reconstruct(k_rgb, k_depth, key, None, stride=stride)
+            ms = (time.perf_counter() - t0) * 1e3
+            scene = Scene()
+            scene.append(gaussians, ChunkSource())
+            out = renderer.render(scene.snapshot(), cam, sky)
+            rows[name].append((psnr(out.rgb[0], t_rgb[0]), sharpness(out.rgb[0]) / sharpness(t_rgb[0]), len(gaussians), ms))
+    table = []
+    for name, values in rows.items():
+        v = np.array(values)
+        table.append({"keyframe": name, "psnr_med": float(np.median(v[:, 0])), "psnr_min": float(v[:, 0].min()),
+                      "sharp_med": float(np.median(v[:, 1])), "gaussians": int(v[:, 2].mean()), "reconstruct_ms": float(v[:, 3].mean())})
+    return table
+
+
+# --------------------------------------------------------------------------- report
+def distance_table(results: list[WalkResult]) -> list[dict]:
+    """Per speed and distance-from-spawn bin: median PSNR, sharpness and view count."""
+    rows = []
+    for speed in sorted({r.speed for r in results}):
+        views = [v for r in results if r.speed == speed for v in r.views]
+        for lo, hi in zip(DISTANCE_BINS[:-1], DISTANCE_BINS[1:]):
+            sel = [v for v in views if lo <= v["distance"] < hi]
+            if sel:
+                rows.append({
+                    "speed": speed,
+                    "bin": f"{lo:.0f}-{hi:.0f} m" if hi < 1e8 else f">= {lo:.0f} m",
+                    "n": len(sel),
+                    "psnr": float(np.median([v["psnr"] for v in sel])),
+                    "sharp": float(np.median([v["sharpness"] for v in sel])),
+                    "ceiling": float(np.median([v["ceiling"] for v in sel])),
+                })
+    return rows
+
+
+def summary(results: list[WalkResult]) -> dict:
+    """All novel views of all walks together (the issue's targets are over these)."""
+    views = [v for r in results for v in r.views]
+    if not views:
+        return {}
+    p = np.array([v["psnr"] for v in views])
+    enc = np.array([v.get("psnr_encoded", np.nan) for v in views])
+    return {
+        "views": len(views),
+        "psnr_med": float(np.median(p)),
+        "psnr_p5": float(np.percentile(p, 5)),
+        "ssim_med": float(np.median([v["ssim"] for v in views])),
+        "sharp_med": float(np.median([v["sharpness"] for v in views])),
+        "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
+        "ceiling_med": float(np.median([v["ceiling"] for v in views])),
+        "ceiling_p5": float(np.percentile([v["ceiling"] for v in views], 5)),
+    }
+
+
+WALK_COLUMNS = [
+    ("biome", "biome"), ("seed", "seed"), ("path", "path"), ("speed", "m/s"), ("walk_jobs", "jobs"),
+    ("pending_at_end", "pending"), ("render_ms", "render ms"), ("views", "views"), ("psnr_med", "PSNR med"),
+    ("psnr_p5", "PSNR p5"), ("ssim_med", "SSIM"), ("sharp_med", "sharp"), ("psnr_enc_med", "enc PSNR"),
+    ("ceiling_med", "ceiling"), ("holes_novel", "holes novel"), ("holes_walk_mean", "holes walk"),
+    ("holes_walk_max", "holes max"), ("hole_longest_s", "hole s"),
+]
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--biomes", default="forest", help=f"comma-separated, of {', '.join(CAPTIONS)} (or any caption)")
+    ap.add_argument("--seeds", default="7")
+    ap.add_argument("--paths", default="straight", help="comma-separated: straight, loop, turns")
+    ap.add_argument("--speeds", default="1.5,3,6", help="walking speeds, m/s")
+    ap.add_argument("--distance", type=float, default=30.0, help="metres walked")
+    ap.add_argument("--novel", type=int, default=12, help="novel views per walk")
+    ap.add_argument("--offset", type=float, default=1.0, help="novel views up to this far off the path (m)")
+    ap.add_argument("--pitch-deg", type=float, default=20.0)
+    ap.add_argument("--resolution", default="640x360")
+    ap.add_argument("--stream-fps", type=float, default=30.0, help="render the player's view this often during the walk (0: only samples)")
+    ap.add_argument("--update-hz", type=float, default=5.0)
+    ap.add_argument("--sample-hz", type=float, default=2.0)
+    ap.add_argument("--settle-s", type=float, default=2.0, help="the player stands this long after the walk")
+    ap.add_argument("--bootstrap-timeout-s", type=float, default=60.0)
+    ap.add_argument("--hole-threshold", type=float, default=0.01, help="a sample shows a visible hole above this fraction")
+    ap.add_argument("--renderer", default="auto")
+    ap.add_argument("--no-encoder", dest="encoder", action="store_false")
+    ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value)")
+    ap.add_argument("--quick", action="store_true", help="one 8 m walk at 3 m/s, 4 views at 320x180 (a smoke test)")
+    ap.add_argument("--oracle", default="", help="instead of walks: the one-keyframe limit per setting, e.g. 320x180@75/2,640x360@60/1")
+    ap.add_argument("--json", dest="json_path")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.speeds, args.distance, args.novel, args.resolution, args.stream_fps = "3", 8.0, 4, "320x180", 10.0
+        args.settle_s = 1.0
+    args.width, args.height = (int(v) for v in args.resolution.lower().split("x"))
+    args.config_overrides = {}
+    for item in args.config:
+        key, _, value = item.partition("=")
+        try:
+            args.config_overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.config_overrides[key] = value
+    return args
+
+
+def run(args, log=print) -> dict:
+    results = []
+    for biome in args.biomes.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for path_kind in args.paths.split(","):
+                for speed in (float(s) for s in args.speeds.split(",")):
+                    results.append(run_walk(args, biome, seed, path_kind, speed, log))
+    return {
+        "rows": [r.row for r in results],
+        "distance": distance_table(results),
+        "summary": summary(results),
+        "walks": [{"row": r.row, "views": r.views, "samples": r.samples} for r in results],
+    }
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    info = machine()
+    print(describe_machine(info))
+    if args.oracle:
+        table = oracle(args)
+        print(format_table(table, [("keyframe", "keyframe WxH@FOV/stride"), ("psnr_med", "PSNR med"), ("psnr_min", "PSNR min"),
+                                   ("sharp_med", "sharp"), ("gaussians", "Gaussians"), ("reconstruct_ms", "reconstruct ms")]))
+        write_json(args.json_path, {"settings": {k: v for k, v in vars(args).items() if k != "config"}, "oracle": table})
+        return
+    report = run(args)
+    print(format_table(report["rows"], WALK_COLUMNS))
+    print()
+    print(format_table(report["distance"], [("speed", "m/s"), ("bin", "from spawn"), ("n", "views"), ("psnr", "PSNR med"), ("sharp", "sharp"), ("ceiling", "ceiling")]))
+    s = report["summary"]
+    if s:
+        print(
+            f"\nall views: {s['views']}, PSNR median {s['psnr_med']:.1f} dB, p5 {s['psnr_p5']:.1f} dB, SSIM {s['ssim_med']:.3f}, "
+            f"sharpness {s['sharp_med']:.2f}, encoded PSNR median {s['psnr_enc_med'] or float('nan'):.1f} dB; "
+            f"ceiling median {s['ceiling_med']:.1f} dB (p5 {s['ceiling_p5']:.1f})"
+        )
+    settings = {k: v for k, v in vars(args).items() if k not in ("config",)}
+    write_json(args.json_path, {"settings": settings, **report})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The fidelity benchmark (bench/fidelity.py) and the comparisons it rests on."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench import fidelity
+from bench.compare import psnr, sharpness, ssim
+
+
+def test_ssim_and_sharpness_on_known_pictures():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    assert ssim(img, img) == pytest.approx(1.0)
+    flat = np.full_like(img, 128)
+    assert ssim(img, flat) < 0.2
+    assert sharpness(flat) == 0.0
+    blurred = ((img.astype(np.float32) + np.roll(img, 1, 0) + np.roll(img, 1, 1) + np.roll(img, 1, (0, 1))) / 4).astype(np.uint8)
+    assert sharpness(blurred) < 0.7 * sharpness(img)
+
+
+def test_shade_from_the_camera_itself_changes_nothing():
+    """The ceiling's generator option: view-dependent terms from the camera's own centre
+    give the plain picture; from elsewhere, fog shifts only slightly."""
+    truth = fidelity.Truth("a pine forest", 7)
+    pose = fidelity.eye_pose(0.0, 3.0, 0.4, -0.1, 7)
+    cam = pose.camera(96, 54, math.radians(60))
+    plain, depth = truth.render(cam)
+    same, same_depth = truth.render(cam, shade_from=pose.position[None].astype(np.float64))
+    assert np.array_equal(plain, same) and np.array_equal(depth, same_depth)
+    moved, _ = truth.render(cam, shade_from=(pose.position + np.float32([3, 0, 0]))[None].astype(np.float64))
+    assert 35.0 < psnr(plain, moved) < math.inf
+
+
+def test_paths_have_their_length_and_start_at_the_spawn():
+    for kind in ("straight", "loop", "turns"):
+        path = fidelity.make_path(kind, 20.0, 7)
+        assert path.length == pytest.approx(20.0, abs=0.06)
+        assert path.at(0.0)[:2] == (0.0, 0.0)
+        steps = np.linalg.norm(np.diff(path.xz, axis=0), axis=1)
+        assert np.allclose(steps, path.step, atol=1e-6)
+
+
+def test_quick_run_reports_every_measure(tmp_path):
+    args = fidelity.parse_args(["--quick"])
+    args.novel, args.distance = 2, 4.0
+    report = fidelity.run(args, log=lambda *a: None)
+    (row,) = report["rows"]
+    assert row["views"] == 2
+    for key in ("psnr_med", "ssim_med", "sharp_med", "psnr_enc_med", "ceiling_med", "holes_novel", "holes_walk_mean"):
+        assert row[key] is not None and np.isfinite(row[key]), key
+    assert 8.0 < row["psnr_med"] < 60.0
+    assert abs(row["psnr_enc_med"] - row["psnr_med"]) < 3.0
+    assert report["walks"][0]["samples"], "the walk kept hole samples"
