@@ -209,6 +209,18 @@ def test_create_refuses_to_overwrite(tmp_path):
         library.create(small_config("once"), renderer=cpu_renderer())
 
 
+def test_delete_removes_a_closed_world_and_refuses_an_open_one(tmp_path):
+    library = WorldLibrary(tmp_path)
+    world = library.create(small_config("gone"), renderer=cpu_renderer())
+    with pytest.raises(WorldBusy):
+        library.delete("gone")
+    world.close()
+    library.delete("gone")
+    assert not library.path("gone").exists() and library.list() == []
+    with pytest.raises(WorldNotFound):
+        library.delete("gone")
+
+
 def test_imported_scene_is_saved_and_marks_its_region_explored(tmp_path):
     rng = np.random.default_rng(3)
     n = 4000
