@@ -89,6 +89,8 @@ def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
     cmd = [
         sys.executable, "-m", "runtime.app", "--port", "0", "--renderer", args.renderer, "--generator", args.generator,
         "--worlds", str(workdir / "worlds"), "--codec", args.codec, "--log-level", "info",
+        # every bench player connects from this host: per-address quotas would cap a round at 8
+        "--max-connections-per-client", "100000", "--max-new-worlds-per-client", "100000",
     ]
     for flag, value in (("--resolution", args.resolution), ("--fps", args.fps), ("--bitrate", args.bitrate), ("--crf", args.crf)):
         if value:

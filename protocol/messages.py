@@ -103,6 +103,7 @@ ERROR_CODES = {
     "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
     "rtc_failed": "the WebRTC offer could not be answered",
     "server_busy": "the server cannot take more players",
+    "limit_reached": "a server quota was reached ('limit' names it; docs/server.md lists them); what it refused did not happen",
     "internal": "the server failed to handle the message (it carries on)",
 }
 """Every ``error.code`` with its meaning."""
@@ -515,6 +516,7 @@ class ErrorMessage(Message):
     message: str = spec("", max_len=MAX_ERROR_CHARS)
     field: str | None = spec(None, max_len=128, doc="the offending field, dotted (e.g. 'view.fov_y')")
     ref_type: str | None = spec(None, max_len=64, doc="type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known")
+    limit: str | None = spec(None, max_len=64, doc="with code limit_reached: the limit, named as its server flag (e.g. 'max_new_worlds_per_client')")
 
 
 CLIENT_MESSAGES = tuple(t for t, c in MESSAGES.items() if c.SENDER in ("client", "both"))

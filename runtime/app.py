@@ -15,7 +15,9 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -25,13 +27,14 @@ from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
 from runtime.lobby import Lobby
 from runtime.metrics import ServerMetrics
+from runtime.quotas import Limits, LimitReached, Quotas, client_key
 from runtime.sessions import SessionRegistry
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
 from runtime.stream.rate_limit import TokenBucket
-from runtime.stream.websocket import Connection
+from runtime.stream.websocket import Connection, refuse_connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer, cuda_available
@@ -71,8 +74,9 @@ class StreamServer:
         # A GPU renderer page-locks the media workers' picture rings and copies into them.
         self.executors = Executors(pin_memory=getattr(self.renderer, "pin_host_memory", None))
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
-        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer)
-        self.lobby = Lobby(config, self.registry, self.executors, self.version, self.renderer_name)
+        self.quotas = Quotas(config.limits, refused=lambda limit: self.metrics.limit_refusals.labels(limit).inc())
+        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer, self.quotas)
+        self.lobby = Lobby(config, self.registry, self.quotas, self.executors, self.version, self.renderer_name)
         self._refusal_log = TokenBucket(0.2, 5)
         self.started_at = time.time()
         self._server = None
@@ -92,6 +96,7 @@ class StreamServer:
             "fps": self.config.fps,
             "codec": self.config.codec,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "threads": threading.active_count(),  # worlds own generation threads: unloaded worlds give theirs back
         }
 
     def world_listing(self, limit: int = 50) -> list[dict]:
@@ -136,7 +141,20 @@ class StreamServer:
         return reason
 
     async def _handler(self, ws) -> None:
-        await Connection(ws, self.lobby.link, self.config.hello_timeout_s, self.metrics, self.config.trusted_proxies).run()
+        cfg = self.config
+        connection = Connection(
+            ws, self.lobby.link, cfg.hello_timeout_s, self.metrics, cfg.trusted_proxies, cfg.limits.idle_timeout
+        )
+        client = client_key(connection.client_address)  # what per-client quotas count by
+        try:
+            self.quotas.open_connection(client)
+        except LimitReached as exc:
+            await refuse_connection(ws, exc.limit, exc.message, self.metrics)
+            return
+        try:
+            await connection.run()
+        finally:
+            self.quotas.close_connection(client)
 
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
@@ -356,6 +374,13 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default scales with pixels and fps: 1.5M at 640x360@30, 6M at 1280x720@30, 8.5M at 1280x720@60)")
     p.add_argument("--crf", type=crf_arg, default=ServerConfig.crf, help=f"H.264 constant quality, 0-51, lower is better, capped at --bitrate; 'off' encodes at --bitrate (default {ServerConfig.crf})")
     p.add_argument("--max-players", type=_whole_number("max-players", 1), default=64, help="players accepted at once (default 64)")
+    p.add_argument("--world-linger", type=_seconds("world-linger"), default=ServerConfig.session_linger_s, metavar="S",
+                   help=f"seconds an empty world stays loaded before it is saved and closed (default {ServerConfig.session_linger_s:g})")
+    for f in fields(Limits):  # quotas: one flag per Limits field, named as it
+        flag = f.name.replace("_", "-")
+        seconds = isinstance(f.default, float)
+        p.add_argument("--" + flag, type=_seconds(flag) if seconds else _whole_number(flag, 1), default=f.default,
+                       metavar="S" if seconds else "N", help=f"{f.metadata['help']} (default {f.default:g})")
     p.add_argument("--allow-origin", dest="allow_origins", type=allowed_origin_arg, action="append", default=[], metavar="ORIGIN",
                    help="let pages from ORIGIN (e.g. https://play.example.com, or * for any) open the WebSocket besides the server's own; repeatable (default: same origin only)")
     p.add_argument("--trust-proxy", type=proxy_networks, default=(), metavar="ADDRS",
@@ -375,10 +400,30 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
+        session_linger_s=args.world_linger, limits=limits_from_args(args),
     )
     if args.static is not None:
         config.static_dir = args.static
     return config
+
+
+def _seconds(name: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, at least 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}") from None
+        if not 0 <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number of seconds >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    return Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
 
 
 def _gpu_renderer(kind: str) -> bool:

@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.quotas import Limits
+
 from runtime.stream.encoder import EncoderSettings
 from runtime.stream.media_pool import MediaPool, PinMemory
 
@@ -39,6 +41,7 @@ class ServerConfig:
         session_linger_s: how long an empty world stays loaded before it is saved and closed.
         hello_timeout_s: a connection that sends no valid hello in time is closed.
         update_hz: how often each world plans generation.
+        limits: quotas per client address and server-wide (``runtime.quotas.Limits``).
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +65,7 @@ class ServerConfig:
     session_linger_s: float = 30.0
     hello_timeout_s: float = 10.0
     update_hz: float = 5.0
+    limits: Limits = field(default_factory=Limits)
 
     def encoder_settings(self, width: int, height: int) -> EncoderSettings:
         """A player's video encoding at ``width`` x ``height`` pixels (a stereo view is both eyes)."""

@@ -22,6 +22,7 @@ import secrets
 from protocol import messages as m
 from runtime.config import Executors, ServerConfig
 from runtime.player import Player
+from runtime.quotas import LimitReached, Quotas, client_key
 from runtime.seats import Seats
 from runtime.session import Session
 from runtime.sessions import JoinError, SessionRegistry
@@ -40,13 +41,17 @@ class Lobby:
     Args:
         config: the server's settings (``max_players``, video size and encoding).
         registry: live sessions and resume tokens of players who left.
+        quotas: per-client and server-wide allowances (worlds, captions).
         executors: the media pool opens players' videos.
         version, renderer_name: what ``welcome`` says of this server.
     """
 
-    def __init__(self, config: ServerConfig, registry: SessionRegistry, executors: Executors, version: str, renderer_name: str) -> None:
+    def __init__(
+        self, config: ServerConfig, registry: SessionRegistry, quotas: Quotas, executors: Executors, version: str, renderer_name: str
+    ) -> None:
         self.config = config
         self.registry = registry
+        self.quotas = quotas
         self.executors = executors
         self.version = version
         self.renderer_name = renderer_name
@@ -71,6 +76,7 @@ class PlayerLink:
     def __init__(self, lobby: Lobby, channel: ClientChannel) -> None:
         self.lobby = lobby
         self.channel = channel
+        self.client = client_key(channel.client_address)  # what per-client quotas count by
         self.player: Player | None = None
         self.session: Session | None = None
         self.token: str | None = None
@@ -94,7 +100,11 @@ class PlayerLink:
             return False
         self.seated = True
         try:
-            session = await lobby.registry.session_for(hello)
+            session = await lobby.registry.session_for(hello, self.client)
+        except LimitReached as exc:
+            self._give_seat_back()
+            self._limit_error(exc, "hello")
+            return True
         except JoinError as exc:
             self._give_seat_back()  # the connection stays open for a corrected hello
             channel.error(exc.code, exc.message, exc.field, "hello")
@@ -131,7 +141,15 @@ class PlayerLink:
                 except RtcError as exc:
                     self.channel.error("bad_field", str(exc), "candidate", msg.TYPE)
         elif isinstance(msg, m.Caption):
-            self.session.set_caption(msg.text, player)
+            try:
+                self.lobby.quotas.caption(self.client, self.session.name)
+            except LimitReached as exc:
+                self._limit_error(exc, msg.TYPE)
+            else:
+                self.session.set_caption(msg.text, player)
+
+    def _limit_error(self, exc: LimitReached, ref_type: str | None = None) -> None:
+        self.channel.error("limit_reached", exc.message, None, ref_type, exc.limit)
 
     async def _offer(self, msg: m.RtcOffer) -> None:
         player, lobby, channel = self.player, self.lobby, self.channel

@@ -62,6 +62,13 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.limit_refusals = Counter(
+            "worldstream_limit_refusals",
+            "Requests refused by a quota, by limit (named as its flag: max_new_worlds_per_client, idle_timeout, ...)",
+            ["limit"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """The text exposition format served at ``/metrics``."""
         return generate_latest(self.registry)

@@ -23,10 +23,12 @@ from runtime.frame_loop import FrameLoop
 from runtime.metrics import ServerMetrics
 from runtime.player import Player
 from runtime.reporter import Reporter, forget_finished
-from runtime.world.frontier.jobs import GenerationJob
+from runtime.world.frontier.jobs import GenerationJob, JobLimits
 from runtime.world.world import PlayerState
 
 log = logging.getLogger("worldstream.session")
+
+JOB_LIMIT_NOTICE_S = 10.0  # a player over a job limit hears so at most this often
 
 
 class Session:
@@ -55,6 +57,9 @@ class Session:
         self.frames = FrameLoop(name, world, self.players, config.fps, executors.render, metrics)
         self.reporter = Reporter(name, world, self.players, self.jobs, metrics)
         self._unsubscribe: Callable[[], None] = world.subscribe(self.reporter.on_world_event_threadsafe)
+        limits = config.limits
+        world.job_limits = JobLimits(per_world=limits.max_jobs_per_world, per_player=limits.max_jobs_per_player)
+        self._job_limit_noticed: dict[str, float] = {}  # player id -> when it was last told
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -121,6 +126,7 @@ class Session:
     async def remove(self, player: Player) -> None:
         if self.players.pop(player.id, None) is None:
             return
+        self._job_limit_noticed.pop(player.id, None)
         self.metrics.players.dec()
         video, player.video = player.video, None  # first: closing it is not "video ended"
         if video is not None:
@@ -159,6 +165,24 @@ class Session:
             for job in jobs or ():
                 self.jobs.setdefault(job.id, job)
             forget_finished(self.jobs)
+            self._tell_job_limits(self.world.take_refused_jobs())
+
+    def _tell_job_limits(self, refused: dict[str, str]) -> None:
+        """Tell players whose views waited for a generation job limit (rarely: it is no fault of theirs)."""
+        now = time.monotonic()
+        for player_id, which in refused.items():
+            player = self.players.get(player_id)
+            if player is None or now - self._job_limit_noticed.get(player_id, -1e9) < JOB_LIMIT_NOTICE_S:
+                continue
+            self._job_limit_noticed[player_id] = now
+            limits = self.config.limits
+            if which == "world":
+                limit, text = "max_jobs_per_world", f"this world already generates {limits.max_jobs_per_world} regions; yours waits its turn"
+            else:
+                limit, text = "max_jobs_per_player", f"{limits.max_jobs_per_player} regions you asked for are still generating; more wait their turn"
+            self.metrics.limit_refusals.labels(limit).inc()
+            self.metrics.protocol_errors.labels("limit_reached").inc()
+            player.send(m.ErrorMessage(code="limit_reached", message=text, limit=limit))
 
     @property
     def queue_depth(self) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 from protocol import messages as m
 from runtime.config import Executors, ServerConfig
 from runtime.metrics import ServerMetrics
+from runtime.quotas import Quotas
 from runtime.session import Session
 from runtime.world.camera import Pose
 from runtime.world.formats.media import image_header_size
@@ -38,6 +39,8 @@ from runtime.world.store import WorldLibrary, errors
 
 log = logging.getLogger("worldstream.sessions")
 
+MAX_RESUME_RECORDS = 10_000
+"""Resume tokens kept at most (the oldest go first): players who left within the resume window."""
 _NAME = re.compile(m.WORLD_NAME_PATTERN)
 
 
@@ -115,11 +118,13 @@ def decode_start_depth(data: bytes) -> np.ndarray:
 @dataclass(frozen=True)
 class StartImage:
     """A new world's start image as a hello sent it: ``rgb [H,W,3]`` uint8, optional depth
-    ``[h,w]`` metres, and the vertical field of view (radians) it was taken with."""
+    ``[h,w]`` metres, the vertical field of view (radians) it was taken with, and the PNG/JPEG
+    bytes ``rgb`` was decoded from (saved as they came: never as pixels)."""
 
     rgb: np.ndarray
     depth: np.ndarray | None
     fov_y: float
+    encoded: bytes | None = None
 
 
 class WorldSource:
@@ -148,7 +153,12 @@ class WorldSource:
         """A new world; its start image becomes keyframe 0 at the spawn camera, seen at the
         server's video size (without a depth source the world gets a ``start_notice``)."""
         with _store_errors("new_world.name"):
-            world = self.library.create(config, start_image=None if start is None else start.rgb, **self._world_kwargs(config.generator))
+            world = self.library.create(
+                config,
+                start_image=None if start is None else start.rgb,
+                start_image_bytes=None if start is None else start.encoded,
+                **self._world_kwargs(config.generator),
+            )
         if start is not None:
             world.start_notice = seed_world(world, start.rgb, self.config.width, self.config.height, fov_y=start.fov_y, depth=start.depth) or ""
         return world
@@ -181,8 +191,9 @@ def _store_errors(field: str):
 class SessionRegistry:
     """Live sessions by world name, plus resume tokens of players who left."""
 
-    def __init__(self, config: ServerConfig, executors: Executors, metrics: ServerMetrics, renderer) -> None:
+    def __init__(self, config: ServerConfig, executors: Executors, metrics: ServerMetrics, renderer, quotas: Quotas | None = None) -> None:
         self.config = config
+        self.quotas = quotas or Quotas(config.limits)
         self.executors = executors
         self.metrics = metrics
         self.renderer = renderer
@@ -199,8 +210,12 @@ class SessionRegistry:
     def player_count(self) -> int:
         return sum(len(s.players) for s in self.sessions.values())
 
-    async def session_for(self, hello: m.Hello) -> Session:
-        """The session a hello joins or creates (raises :class:`JoinError`)."""
+    async def session_for(self, hello: m.Hello, client: str = "unknown") -> Session:
+        """The session a hello joins or creates.
+
+        Raises :class:`JoinError`, or :class:`runtime.quotas.LimitReached` when ``client``
+        (a quota key) or the server may not create or load one more world.
+        """
         loop = asyncio.get_running_loop()
         async with self._lock:
             if hello.world is not None:
@@ -212,6 +227,7 @@ class SessionRegistry:
                     return session
                 if not self.source.exists(name):
                     raise JoinError("world_not_found", f"no world named {name!r}; create it with new_world", "world")
+                self.quotas.open_world(len(self.sessions))
                 world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
                 log.info("world %r opened", name)
             else:
@@ -219,19 +235,22 @@ class SessionRegistry:
                 name = req.name or f"world-{secrets.token_hex(3)}"
                 if name in self.sessions or self.source.exists(name):
                     raise JoinError("world_exists", f"a world named {name!r} exists; join it with 'world'", "new_world.name")
+                self.quotas.open_world(len(self.sessions))
+                self.quotas.may_create_world(client)
                 start = None
                 if req.start_image is not None:
                     image = await loop.run_in_executor(self.executors.plan, decode_start_image, req.start_image)
                     depth = None
                     if req.start_depth is not None:
                         depth = await loop.run_in_executor(self.executors.plan, decode_start_depth, req.start_depth)
-                    start = StartImage(image, depth, req.start_fov_y if req.start_fov_y is not None else hello.view.fov_y)
+                    start = StartImage(image, depth, req.start_fov_y if req.start_fov_y is not None else hello.view.fov_y, req.start_image)
                 seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
                 wconfig = WorldConfig(
                     name=name, seed=seed, caption=req.caption, generator=self.config.generator,
                     generator_options=dict(self.config.generator_options),
                 )
                 world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, start)
+                self.quotas.created_world(client)
                 log.info("world %r created (seed %d, generator %s, caption %r)", name, seed, self.config.generator, req.caption[:60])
             session = Session(name, world, self.config, self.executors, self.metrics)
             session.start()
@@ -254,12 +273,18 @@ class SessionRegistry:
         return record
 
     def remember(self, token: str, world: str, player_id: str, pose: Pose) -> None:
+        while len(self._resume) >= MAX_RESUME_RECORDS:  # dicts keep insertion order: oldest first
+            del self._resume[next(iter(self._resume))]
         self._resume[token] = ResumeRecord(world, player_id, pose.copy(), time.monotonic() + self.config.resume_window_s)
 
     # ---- upkeep ----
     async def _reap(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(1.0)
+            ticks += 1
+            if ticks % 60 == 0:
+                self.quotas.prune()
             now = time.monotonic()
             for token, record in list(self._resume.items()):
                 if record.expires_at < now:
@@ -271,6 +296,7 @@ class SessionRegistry:
                             continue
                         del self.sessions[name]
                         self.metrics.sessions.set(len(self.sessions))
+                        self.quotas.forget_world(name)
                     await session.close()
 
     async def close(self) -> None:

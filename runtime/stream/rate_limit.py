@@ -1,4 +1,4 @@
-"""Per-connection token buckets: a sustained rate with a burst allowance."""
+"""Token buckets: a sustained rate with a burst allowance (per connection, and per client in ``runtime.quotas``)."""
 
 from __future__ import annotations
 
@@ -22,19 +22,32 @@ class TokenBucket:
         self._last = clock()
         self._last_complaint = -1e9
 
-    def allow(self) -> bool:
+    def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
+
+    def allow(self) -> bool:
+        self._refill()
         if self._tokens >= 1.0:
             self._tokens -= 1.0
             return True
         return False
 
+    def ready(self) -> bool:
+        """Would :meth:`allow` succeed now? (takes nothing: check several buckets before taking from any)"""
+        self._refill()
+        return self._tokens >= 1.0
+
+    def full(self) -> bool:
+        """Is the burst allowance whole again (the bucket remembers nothing a fresh one would not)?"""
+        self._refill()
+        return self._tokens >= self.burst
+
     def seconds_to_token(self) -> float:
         """How long until ``allow()`` can succeed (0 if it can now)."""
-        tokens = min(self.burst, self._tokens + (self._clock() - self._last) * self.rate)
-        return max(0.0, (1.0 - tokens) / self.rate)
+        self._refill()
+        return max(0.0, (1.0 - self._tokens) / self.rate)
 
     def should_complain(self, interval: float = 1.0) -> bool:
         """True at most once per ``interval`` seconds: report drops without flooding back."""

@@ -39,6 +39,16 @@ except errors, which are small and rare)."""
 
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
+CLOSE_IDLE = 1000  # a normal close: clients should not reconnect by themselves
+
+
+async def refuse_connection(ws: ServerConnection, limit: str, message: str, metrics: ServerMetrics) -> None:
+    """Tell a connection over a connection quota why (a typed error naming ``limit``), then close it (1013)."""
+    metrics.protocol_errors.labels("limit_reached").inc()
+    error = m.ErrorMessage(code="limit_reached", message=message[: m.MAX_ERROR_CHARS], limit=limit)
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(encode(error))
+        await ws.close(CLOSE_TRY_AGAIN, limit)
 
 FRAME_RATE_HZ = m.INPUT_RATE_HZ + m.OTHER_RATE_HZ + m.CAPTION_RATE_HZ
 """Frames read per connection per second at most (every type's rate together): a client
@@ -60,8 +70,8 @@ class ClientChannel(Protocol):
         """Queue a message (or one already encoded) for the client; never blocks."""
         ...
 
-    def error(self, code: str, message: str, field: str | None = None, ref_type: str | None = None) -> None:
-        """Send an ``error`` naming the code, the field and the message type it answers."""
+    def error(self, code: str, message: str, field: str | None = None, ref_type: str | None = None, limit: str | None = None) -> None:
+        """Send an ``error`` naming the code, the field, the message type it answers and the limit reached."""
         ...
 
     async def close(self, code: int, reason: str, flush: bool = True) -> None:
@@ -99,6 +109,8 @@ class Connection:
         hello_timeout_s: a connection with no accepted ``hello`` by then is closed.
         metrics: ``protocol_errors`` counts every error sent.
         trusted_proxies: proxies whose ``X-Forwarded-For`` names the client (``--trust-proxy``).
+        idle_timeout_s: a joined client sending no input, head pose or caption for this long is
+            disconnected (0: never).
     """
 
     def __init__(
@@ -108,6 +120,7 @@ class Connection:
         hello_timeout_s: float,
         metrics: ServerMetrics,
         trusted_proxies: Iterable[Network] = (),
+        idle_timeout_s: float = 0.0,
     ) -> None:
         self.ws = ws
         peer = ws.remote_address[:2] if ws.remote_address else ("?", 0)
@@ -116,6 +129,8 @@ class Connection:
         """The client's IP address (from a trusted proxy's ``X-Forwarded-For`` when there is one)."""
         self.peer = source.address if source.forwarded else "%s:%s" % peer  # for logs
         self.hello_timeout_s = hello_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.last_active = time.monotonic()  # last input, head pose or caption (idle timeout)
         self.metrics = metrics
         self.link = open_link(self)
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_SIZE)
@@ -139,10 +154,10 @@ class Connection:
             if self._dropped in (1, 100, 10_000):
                 log.warning("%s: client is not reading; %d messages dropped", self.peer, self._dropped)
 
-    def error(self, code: str, message: str, field: str | None = None, ref_type: str | None = None) -> None:
+    def error(self, code: str, message: str, field: str | None = None, ref_type: str | None = None, limit: str | None = None) -> None:
         self.metrics.protocol_errors.labels(code).inc()
         log.debug("%s: error %s: %s (field %s)", self.peer, code, message, field)
-        self.send(m.ErrorMessage(code=code, message=message[: m.MAX_ERROR_CHARS], field=field, ref_type=ref_type))
+        self.send(m.ErrorMessage(code=code, message=message[: m.MAX_ERROR_CHARS], field=field, ref_type=ref_type, limit=limit))
 
     async def _sender(self) -> None:
         while True:
@@ -162,13 +177,22 @@ class Connection:
     async def run(self) -> None:
         sender = asyncio.create_task(self._sender(), name=f"send:{self.peer}")
         deadline = time.monotonic() + self.hello_timeout_s
+        idle_s = self.idle_timeout_s
         try:
             while True:
-                timeout = None if self.link.joined else deadline - time.monotonic()
-                if timeout is not None and timeout <= 0:
-                    self.error("not_joined", f"no valid hello within {self.hello_timeout_s:g} s")
-                    await self.close(CLOSE_POLICY, "no hello in time")
-                    return
+                if not self.link.joined:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        self.error("not_joined", f"no valid hello within {self.hello_timeout_s:g} s")
+                        await self.close(CLOSE_POLICY, "no hello in time")
+                        return
+                elif idle_s > 0:
+                    timeout = self.last_active + idle_s - time.monotonic()
+                    if timeout <= 0:
+                        await self._close_idle(idle_s)
+                        return
+                else:
+                    timeout = None
                 while not self._frames.allow():  # over the frame rate: stop reading for a while
                     await asyncio.sleep(self._frames.seconds_to_token())
                 try:
@@ -199,6 +223,8 @@ class Connection:
         bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
         if not self._allow(bucket, msg.TYPE):
             return True
+        if bucket != "other":
+            self.last_active = time.monotonic()
         try:
             return await self._dispatch(msg)
         except Exception:
@@ -235,6 +261,13 @@ class Connection:
             return True
         await self.link.handle(msg)
         return True
+
+    async def _close_idle(self, idle_s: float) -> None:
+        """Disconnect a client that stopped playing: its seat and its world's thread go to others."""
+        self.metrics.limit_refusals.labels("idle_timeout").inc()
+        log.info("%s: idle for %g s: disconnected", self.peer, idle_s)
+        self.error("limit_reached", f"no input for {idle_s:g} s; disconnected (join again to play on)", None, None, "idle_timeout")
+        await self.close(CLOSE_IDLE, f"idle for {idle_s:g} s")
 
     # ------------------------------------------------------------------ hello
     async def _refuse_version(self, version: int) -> bool:

@@ -34,7 +34,7 @@ from .config import MAX_CAPTION_CHARS, WorldConfig
 from .events import ChunkAdded, ChunkRequested, EventBus, JobFailed, JobProgress, WorldEvent
 from .frontier.chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
 from .frontier.coverage import ExploredMap, SkyDirections
-from .frontier.jobs import GenerationJob, JobQueue
+from .frontier.jobs import GenerationJob, JobLimits, JobQueue
 from .frontier.planner import FrontierPlanner, ViewRecord, lookahead_seconds
 from .frontier.runner import JobRunner
 from .gaussians import Gaussians
@@ -54,6 +54,9 @@ from .revisit.seen_views import NO_CHUNK, SeenViews
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .sky import Sky
 from .keyframes.start_frame import START_IMAGE_SOURCE, StartFrame, lift_start_frame
+
+MAX_CAPTION_HISTORY = 64
+"""Captions remembered (with their times) and saved; older ones are dropped: chunks keep their own."""
 
 # Re-exported: these names have always been importable from runtime.world.world.
 __all__ = [
@@ -198,6 +201,23 @@ class World:
         with self._lock:
             if caption != self._captions[-1][1]:
                 self._captions.append((time.time(), caption))
+                del self._captions[:-MAX_CAPTION_HISTORY]
+
+    @property
+    def job_limits(self) -> JobLimits:
+        """The most jobs queued or running at once, in this world and per player (none by default)."""
+        return self._planner.limits
+
+    @job_limits.setter
+    def job_limits(self, limits: JobLimits) -> None:
+        self._planner.limits = limits
+
+    def take_refused_jobs(self) -> dict[str, str]:
+        """Players whose views were left unplanned by :attr:`job_limits` since the last call:
+        player id -> ``"world"`` or ``"player"`` (the limit that refused)."""
+        with self._lock:
+            refused, self._planner.refused = self._planner.refused, {}
+        return refused
 
     def pending_jobs(self) -> list[GenerationJob]:
         """Queued and running jobs (a copy of the list)."""
@@ -362,7 +382,7 @@ class World:
             if "sky_directions" in state:
                 self.parts.sky_directions = SkyDirections.from_state(state["sky_directions"])
             if state.get("captions"):
-                self._captions = [(float(t), str(c)) for t, c in state["captions"]]
+                self._captions = [(float(t), str(c)) for t, c in state["captions"][-MAX_CAPTION_HISTORY:]]
             self._planner.restore(
                 ViewRecord.from_state(state.get("done_views", [])),
                 max(int(state.get("next_job_id", 0)), max((c.source.job_id + 1 for c in chunks), default=0)),

@@ -39,6 +39,14 @@ const WELCOME_TIMEOUT_MS = 15000;
 // come back the same (bad_resume_token is not a refusal: the player joins fresh).
 const RETRY_HELLO_CODES = new Set(["server_busy", "internal", "rate_limited"]);
 const NOT_A_REFUSAL = new Set(["bad_resume_token"]);
+// Server quotas (error code limit_reached) that free up by themselves; others (worlds created
+// per hour) would refuse again for a long while. The idle timeout ends a joined session for good.
+const RETRY_LIMITS = new Set(["max_connections", "max_connections_per_client", "max_open_worlds"]);
+
+function retryable(error: ErrorMessage): boolean {
+  if (error.code === "limit_reached") return RETRY_LIMITS.has(error.limit ?? "");
+  return RETRY_HELLO_CODES.has(error.code);
+}
 
 export class WorldConnection {
   private socket: WebSocket | null = null;
@@ -160,9 +168,10 @@ export class WorldConnection {
     if (message.type === "error") {
       if (message.code === "bad_resume_token" && this.world) rememberResumeToken(this.world, null);
       if (!this.joined && !NOT_A_REFUSAL.has(message.code)) {
-        if (!RETRY_HELLO_CODES.has(message.code)) this.fatal = message;
+        if (!retryable(message)) this.fatal = message;
         this.socket?.close(1000, message.code); // retried with backoff unless fatal
       }
+      if (message.code === "limit_reached" && message.limit === "idle_timeout") this.fatal = message; // the server closes
     }
     this.events.message(message);
   }

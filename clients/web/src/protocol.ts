@@ -57,6 +57,7 @@ export const ERROR_CODES = {
   "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
   "rtc_failed": "the WebRTC offer could not be answered",
   "server_busy": "the server cannot take more players",
+  "limit_reached": "a server quota was reached ('limit' names it; docs/server.md lists them); what it refused did not happen",
   "internal": "the server failed to handle the message (it carries on)"
 } as const;
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -436,6 +437,8 @@ export interface ErrorMessage {
   field: string | null;
   /** type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known (max length 64) default null */
   ref_type: string | null;
+  /** with code limit_reached: the limit, named as its server flag (e.g. 'max_new_worlds_per_client') (max length 64) default null */
+  limit: string | null;
 }
 
 /** Every message a client may send. */

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from fractions import Fraction
@@ -84,10 +85,11 @@ def resize_image(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return frame.reformat(width=width, height=height, interpolation="AREA").to_ndarray(format="rgb24")
 
 
-def write_image(path: str | Path, rgb: np.ndarray) -> None:
-    """Write ``[H, W, 3]`` uint8 RGB as a PNG."""
+def encode_png(rgb: np.ndarray) -> bytes:
+    """``[H, W, 3]`` uint8 RGB as lossless PNG bytes."""
     rgb = np.ascontiguousarray(rgb, np.uint8)
-    with av.open(str(path), mode="w", format="image2") as container:
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="image2pipe") as container:
         stream = container.add_stream("png")
         stream.height, stream.width = rgb.shape[:2]
         stream.pix_fmt = "rgb24"
@@ -95,6 +97,12 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
             container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+    return out.getvalue()
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    """Write ``[H, W, 3]`` uint8 RGB as a PNG."""
+    Path(path).write_bytes(encode_png(rgb))
 
 
 def read_video_frames(path: str | Path) -> np.ndarray:
