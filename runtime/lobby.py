@@ -100,7 +100,7 @@ class PlayerLink:
             return False
         self.seated = True
         try:
-            session = await lobby.registry.session_for(hello, self.client)
+            admission = await lobby.registry.session_for(hello, self.client)
         except LimitReached as exc:
             self._give_seat_back()
             self._limit_error(exc, "hello")
@@ -109,14 +109,16 @@ class PlayerLink:
             self._give_seat_back()  # the connection stays open for a corrected hello
             channel.error(exc.code, exc.message, exc.field, "hello")
             return True
+        session = admission.session
         record = lobby.registry.resume(hello.resume_token, session.name)
         player_id = record.player_id if record and record.player_id not in session.players else secrets.token_urlsafe(6)
         pose = record.pose if record else session.world.spawn_pose()
         self.token = lobby.registry.new_token()
         lobby.live_tokens[self.token] = self
         self.player = Player(player_id, hello.player_name, hello.view, lobby.video_size(hello.view), pose, channel.send)
+        self.player.owner = admission.owner
         self.session = session
-        session.welcome(self.player, self.token, record is not None, lobby.version, lobby.renderer_name)
+        session.welcome(self.player, self.token, record is not None, lobby.version, lobby.renderer_name, admission.access, admission.owner_key)
         if hello.resume_token is not None and record is None:  # after welcome: it is not fatal
             channel.error("bad_resume_token", "the resume token is unknown or expired; starting at the spawn point", "resume_token", "hello")
         session.add(self.player)
@@ -140,6 +142,8 @@ class PlayerLink:
                     await player.video.add_candidate(msg.candidate, msg.sdp_mid, msg.sdp_mline_index)
                 except RtcError as exc:
                     self.channel.error("bad_field", str(exc), "candidate", msg.TYPE)
+        elif isinstance(msg, m.RevokeInvite):
+            await self._revoke_invite()
         elif isinstance(msg, m.Caption):
             try:
                 self.lobby.quotas.caption(self.client, self.session.name)
@@ -150,6 +154,24 @@ class PlayerLink:
 
     def _limit_error(self, exc: LimitReached, ref_type: str | None = None) -> None:
         self.channel.error("limit_reached", exc.message, None, ref_type, exc.limit)
+
+    async def _revoke_invite(self) -> None:
+        """The creator draws a new invite; its connections in the world hear it."""
+        registry, session, channel = self.lobby.registry, self.session, self.channel
+        if not self.player.owner:
+            channel.error("not_allowed", "only the world's creator may revoke its invite", None, "revoke_invite")
+            return
+        if not registry.access.is_private(session.name):
+            channel.error("not_allowed", "this world is public: it has no invite to revoke", None, "revoke_invite")
+            return
+        try:
+            invite = await registry.revoke_invite(session.name)
+        except OSError:
+            channel.error("internal", "the new invite could not be saved; the old link still works", None, "revoke_invite")
+            return
+        for player in list(session.players.values()):
+            if player.owner:
+                player.send(m.Invite(invite=invite))
 
     async def _offer(self, msg: m.RtcOffer) -> None:
         player, lobby, channel = self.player, self.lobby, self.channel

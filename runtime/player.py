@@ -79,6 +79,7 @@ class Player:
         self._last_take = time.monotonic()
         # video (set by the stream layer)
         self.video: VideoSink | None = None
+        self.owner = False  # the world's creator (set on joining): may revoke its invite
         # The last picture drawn, as (video, what its slot returned), and the view_key
         # it was drawn for: offered again while neither changes.
         self.last_view_key: tuple | None = None

@@ -18,6 +18,7 @@ import time
 from typing import Callable
 
 from protocol import messages as m
+from runtime.access import WorldAccess
 from runtime.config import Executors, ServerConfig
 from runtime.frame_loop import FrameLoop
 from runtime.metrics import ServerMetrics
@@ -90,9 +91,12 @@ class Session:
         log.info("world %r closed", self.name)
 
     # ------------------------------------------------------------------ players
-    def welcome(self, player: Player, resume_token: str, resumed: bool, version: str, renderer: str) -> None:
+    def welcome(
+        self, player: Player, resume_token: str, resumed: bool, version: str, renderer: str, access: WorldAccess, owner_key: str | None
+    ) -> None:
         """Answer ``player``'s hello: who it is, where it stands, what this server streams
-        (``version`` and ``renderer`` are the server's)."""
+        (``version`` and ``renderer`` are the server's), who may join (``access``: the world's
+        visibility and invite) and, for its creator, the key that proves it."""
         w, h = player.video_size
         cfg, world = self.config, self.world
         player.send(
@@ -109,6 +113,9 @@ class Session:
                     generator=cfg.generator, renderer=renderer, explored_cell_size=float(world.explored.cell_size),
                 ),
                 notice=getattr(world, "start_notice", "")[: m.MAX_ERROR_CHARS],
+                visibility=access.visibility,
+                invite=access.invite,
+                owner_key=owner_key,
             )
         )
 

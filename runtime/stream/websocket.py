@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, encode, messages as m
 from runtime.metrics import ServerMetrics
 from runtime.stream.forwarded import Network, request_source
-from runtime.stream.rate_limit import TokenBucket
+from runtime.stream.rate_limit import BucketsByKey, TokenBucket
 
 log = logging.getLogger("worldstream.ws")
 
@@ -55,9 +55,14 @@ FRAME_RATE_HZ = m.INPUT_RATE_HZ + m.OTHER_RATE_HZ + m.CAPTION_RATE_HZ
 sending faster is not read, so its flood waits in its own TCP buffers, not in the server."""
 FRAME_BURST = m.INPUT_BURST + m.OTHER_BURST + m.CAPTION_BURST
 LARGE_RATE_HZ = 0.2
-"""Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per connection: a burst
-of ``LARGE_BURST``, then one per 5 s; the excess is refused unread."""
-LARGE_BURST = 3
+"""Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per client address (see
+``Connection``'s ``large_messages``): a burst of ``LARGE_BURST``, then one per 5 s. A large
+frame sent without a token left closes the connection (1009) before its payload is read;
+one already read is dropped undecoded."""
+LARGE_BURST = 4
+MAX_FRAME_BYTES = m.MAX_HELLO_BYTES + 4096
+"""Largest WebSocket message read at all (beyond it: close 1009); ``decode`` refuses more
+than ``MAX_HELLO_BYTES`` with ``too_large``."""
 
 
 class ClientChannel(Protocol):
@@ -108,6 +113,7 @@ class Connection:
         open_link: makes the connection's :class:`Link`, given its :class:`ClientChannel` side.
         hello_timeout_s: a connection with no accepted ``hello`` by then is closed.
         metrics: ``protocol_errors`` counts every error sent.
+        large_messages: the server's buckets for messages over ``MAX_MESSAGE_BYTES``, by client address.
         trusted_proxies: proxies whose ``X-Forwarded-For`` names the client (``--trust-proxy``).
         idle_timeout_s: a joined client sending no input, head pose or caption for this long is
             disconnected (0: never).
@@ -119,6 +125,7 @@ class Connection:
         open_link: Callable[[ClientChannel], Link],
         hello_timeout_s: float,
         metrics: ServerMetrics,
+        large_messages: BucketsByKey,
         trusted_proxies: Iterable[Network] = (),
         idle_timeout_s: float = 0.0,
     ) -> None:
@@ -139,7 +146,7 @@ class Connection:
             "input": TokenBucket(m.INPUT_RATE_HZ, m.INPUT_BURST),
             "caption": TokenBucket(m.CAPTION_RATE_HZ, m.CAPTION_BURST),
             "other": TokenBucket(m.OTHER_RATE_HZ, m.OTHER_BURST),
-            "large": TokenBucket(LARGE_RATE_HZ, LARGE_BURST),
+            "large": large_messages.get(self.client_address),  # per address: reconnecting does not refill it
         }
         self._frames = TokenBucket(FRAME_RATE_HZ, FRAME_BURST)
 
@@ -195,6 +202,7 @@ class Connection:
                     timeout = None
                 while not self._frames.allow():  # over the frame rate: stop reading for a while
                     await asyncio.sleep(self._frames.seconds_to_token())
+                self._limit_frame_size()
                 try:
                     data = await asyncio.wait_for(self.ws.recv(), timeout)
                 except asyncio.TimeoutError:
@@ -210,7 +218,7 @@ class Connection:
     async def _handle(self, data: bytes | str) -> bool:
         """Handle one incoming frame; False ends the connection."""
         if len(data) > m.MAX_MESSAGE_BYTES and not self._allow("large", None):
-            return True  # dropped unread
+            return True  # dropped undecoded
         try:
             msg = decode(data, sender="client")  # bounded: see the module docstring
         except ProtocolError as exc:
@@ -231,6 +239,13 @@ class Connection:
             log.exception("%s: handling %s failed", self.peer, msg.TYPE)
             self.error("internal", f"the server failed to handle {msg.TYPE!r}; it carries on", None, msg.TYPE)
             return True
+
+    def _limit_frame_size(self) -> None:
+        """Admit frames over ``MAX_MESSAGE_BYTES`` only while the large-message bucket has a
+        token. Reading one costs the loop tens of ms (copies of up to 8 MiB); a frame over
+        the limit is refused from its header, before its payload is read (close 1009)."""
+        large_ok = self._buckets["large"].seconds_to_token() == 0.0
+        self.ws.protocol.max_message_size = MAX_FRAME_BYTES if large_ok else m.MAX_MESSAGE_BYTES
 
     def _allow(self, bucket_name: str, ref_type: str | None) -> bool:
         """Take a token from the bucket; when empty, drop the message (``ref_type``, if
