@@ -406,6 +406,7 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--token", type=token_arg, default=os.environ.get("WORLDSTREAM_TOKEN") or None, metavar="TOKEN",
                    help="require this access token on every HTTP request and WebSocket (as ?token=, a cookie, or "
                    "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
+    p.add_argument("--no-avatars", dest="avatars", action="store_false", help="do not draw other players into the video")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     return p
@@ -422,6 +423,7 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
         session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token,
+        avatars=args.avatars,
     )
     if args.static is not None:
         config.static_dir = args.static

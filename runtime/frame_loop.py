@@ -24,6 +24,7 @@ from runtime.player import Player
 from runtime.stream.video_sink import PictureSlot, VideoSink
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
+from runtime.world.render.avatars import Avatar, avatar_color, draw_avatars
 from runtime.world.render.i420 import i420_size
 from runtime.world.render.video import PendingVideoFrames
 
@@ -42,15 +43,19 @@ class FrameLoop:
         fps: frames per second.
         render_executor: where moving and rendering run (never on the event loop).
         metrics: the server's metrics.
+        avatars: draw the other players into each player's picture (``--no-avatars``: False).
     """
 
-    def __init__(self, name: str, world, players: dict[str, Player], fps: float, render_executor: Executor, metrics: ServerMetrics) -> None:
+    def __init__(
+        self, name: str, world, players: dict[str, Player], fps: float, render_executor: Executor, metrics: ServerMetrics, avatars: bool = True
+    ) -> None:
         self.name = name
         self.world = world
         self.players = players
         self.fps = fps
         self.render_executor = render_executor
         self.metrics = metrics
+        self.avatars = avatars
         self._loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
@@ -99,18 +104,21 @@ class FrameLoop:
                     log.exception("world %r: moving player %s failed", self.name, player.id)
             # Read before rendering: if a chunk lands meanwhile, the next tick draws again.
             version = world.scene.version
+            avatars = self._avatars(players)
+            # Anyone moving changes what the others see: the key holds every avatar.
+            avatar_key = tuple((pid, a.position, a.yaw) for pid, a in avatars.items())
             groups: dict[tuple[int, int], list[Player]] = {}
             staged = {}  # player id -> what its video's offer() takes
             keys = {}
             for player in due:
-                keys[player.id] = player.view_key(version)
+                keys[player.id] = (player.view_key(version), avatar_key)
                 last_video, last_staged = player.last_picture
                 if keys[player.id] == player.last_view_key and last_video is videos[player.id] and last_staged is not None:
                     staged[player.id] = last_staged  # standing still: the same picture again
                 else:
                     groups.setdefault(player.eye_size, []).append(player)
             start = time.perf_counter()
-            for player in self._render_views(world, list(groups.values()), videos, staged):
+            for player in self._render_views(world, list(groups.values()), videos, staged, avatars):
                 player.last_picture = (videos[player.id], staged[player.id])
                 player.last_view_key = keys[player.id]
             return staged, (time.perf_counter() - start) if groups else None, job_started, time.monotonic()
@@ -137,7 +145,16 @@ class FrameLoop:
         tick.labels("resume").observe(resumed - job_done)
         tick.labels("offer").observe(time.monotonic() - resumed)
 
-    def _render_views(self, world, groups: list[list[Player]], videos: dict, staged: dict) -> list[Player]:
+    def _avatars(self, players: list[Player]) -> dict[str, Avatar]:
+        """Every player as the others see them, by player id (none with ``--no-avatars``)."""
+        if not self.avatars:
+            return {}
+        return {
+            p.id: Avatar(tuple(float(x) for x in p.pose.position), float(p.pose.yaw), p.name, avatar_color(p.id))
+            for p in players
+        }
+
+    def _render_views(self, world, groups: list[list[Player]], videos: dict, staged: dict, avatars: dict[str, Avatar]) -> list[Player]:
         """Render every group's views (one batch per image size) into ``staged``; returns the
         players that got a picture (a player missing from ``staged`` got none). Runs in the
         render thread.
@@ -165,12 +182,12 @@ class FrameLoop:
                 failed(members)
         for members, cams, slots, pending in batches:
             try:
-                done += self._collect(members, cams, slots, pending, staged)
+                done += self._collect(members, cams, slots, pending, staged, avatars)
             except Exception:
                 failed(members)
         for player in retry:  # alone, so one bad view fails only itself
             try:
-                done += self._collect([player], *self._submit(world, [player], videos), staged)
+                done += self._collect([player], *self._submit(world, [player], videos), staged, avatars)
             except Exception:
                 self._render_failed(player)
         return done
@@ -197,8 +214,11 @@ class FrameLoop:
             raise
 
     @staticmethod
-    def _collect(members, cams, slots: dict[str, PictureSlot], pending: PendingVideoFrames, staged: dict) -> list[Player]:
-        """Wait for one batch and fill each member's slot; on failure give the slots up."""
+    def _collect(
+        members, cams, slots: dict[str, PictureSlot], pending: PendingVideoFrames, staged: dict, avatars: dict[str, Avatar]
+    ) -> list[Player]:
+        """Wait for one batch, draw the other players into each member's picture and fill its
+        slot; on failure give the slots up."""
         try:
             frames = pending.wait()
         except Exception:
@@ -207,6 +227,9 @@ class FrameLoop:
             raise
         i = 0
         for p, c in zip(members, cams):
+            others = [a for pid, a in avatars.items() if pid != p.id]
+            for eye in range(len(c)) if others else ():
+                draw_avatars(frames.picture(i + eye), c.width, c.height, c.w2c[eye], c.K[eye], others)
             staged[p.id] = slots[p.id].fill(frames.side_by_side(i, len(c)))
             i += len(c)
         return members

@@ -55,7 +55,7 @@ class Session:
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
-        self.frames = FrameLoop(name, world, self.players, config.fps, executors.render, metrics)
+        self.frames = FrameLoop(name, world, self.players, config.fps, executors.render, metrics, config.avatars)
         self.reporter = Reporter(name, world, self.players, self.jobs, metrics)
         self._unsubscribe: Callable[[], None] = world.subscribe(self.reporter.on_world_event_threadsafe)
         limits = config.limits
