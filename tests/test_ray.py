@@ -6,11 +6,14 @@ replacement actor is slow to start on a loaded machine.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import threading
 import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from protocol import messages as m  # noqa: E402
+from runtime.client import WorldClient  # noqa: E402
 from runtime.scale.pool import ActorPool, PoolSettings, RayGenerator  # noqa: E402
 from runtime.world import PlayerState, Pose, World, WorldConfig  # noqa: E402
 from runtime.world.camera import Cameras, intrinsics_from_fov  # noqa: E402
@@ -38,7 +43,8 @@ def pool():
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + saved if saved else "")
     try:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        # 3 logical CPUs: the pool's two actors and one for the server test's own pool.
+        ray.init(num_cpus=3, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     finally:
         if saved is None:
             del os.environ["PYTHONPATH"]
@@ -140,7 +146,7 @@ def test_a_job_cancelled_on_its_actor_stops_there_and_frees_the_slot(pool):
     assert isinstance(outcome.get("error"), GenerationCancelled), outcome
     # The actor saw the flag: it runs nothing now, and the pool counts no job in flight.
     assert ray.get(actor.current.options(concurrency_group="control").remote())[1] == []
-    assert pool._in_flight == 0 and pool.stats.cancelled >= 1
+    assert pool.in_flight == 0 and pool.stats.cancelled >= 1
 
 
 def test_a_job_waits_for_a_slot_and_can_be_cancelled_while_waiting(pool):
@@ -151,16 +157,16 @@ def test_a_job_waits_for_a_slot_and_can_be_cancelled_while_waiting(pool):
     for t in threads:
         t.start()
     deadline = time.monotonic() + 120
-    while pool._in_flight < pool.max_in_flight and time.monotonic() < deadline:
+    while pool.in_flight < pool.max_in_flight and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.2)
-    assert pool._in_flight == pool.max_in_flight  # the extra job is not sent
+    assert pool.in_flight == pool.max_in_flight  # the extra job is not sent
     for token in tokens:
         token.cancel()
     for t in threads:
         t.join(60)
     assert len(errors) == len(tokens) and all(isinstance(e, GenerationCancelled) for e in errors)
-    assert pool._in_flight == 0
+    assert pool.in_flight == 0
 
 
 def _run_catching(pool, token, errors):
@@ -168,6 +174,26 @@ def _run_catching(pool, token, errors):
         pool.run(big_request(), token)
     except Exception as exc:  # noqa: BLE001
         errors.append(exc)
+
+
+def test_a_server_with_ray_generates_on_the_clusters_actors(pool, start_server):
+    address = ray.get_runtime_context().gcs_address
+    server = start_server(extra_args=("--ray", address, "--ray-actors", "1"), startup_timeout_s=300)
+    assert "ray: 1 procedural actors" in server.log_text()
+
+    async def scenario():
+        name = f"ray-{uuid.uuid4().hex[:8]}"
+        async with WorldClient(server.url, new_world=m.NewWorld(name=name, seed=2), video=False) as c:
+            done = await c.wait_for("generation_done", 120, since=0)
+            assert done.gaussians > 0
+
+    asyncio.run(scenario())
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert 'worldstream_ray_actors{generator="procedural"} 1.0' in metrics
+    completed = next(line for line in metrics.splitlines() if line.startswith('worldstream_ray_jobs{generator="procedural",outcome="completed"}'))
+    assert float(completed.split()[-1]) >= 1
+    assert server.stop() == 0  # stops its actors and leaves the cluster up
 
 
 def test_an_actor_killed_mid_job_loses_no_chunk_and_lands_none_twice(pool, renderer, reference):

@@ -113,6 +113,12 @@ class ActorPool:
         return self.settings.max_in_flight or self.settings.actors
 
     @property
+    def in_flight(self) -> int:
+        """Jobs sent to actors now."""
+        with self._cond:
+            return self._in_flight
+
+    @property
     def actors(self) -> list:
         """The actor handles now in the pool (a copy)."""
         with self._cond:
