@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
@@ -30,12 +31,13 @@ from runtime.quotas import Limits, LimitReached, Quotas
 from runtime.scale.cluster import RaySettings
 from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
+from runtime.stream.auth import token_arg
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
-from runtime.stream.rate_limit import TokenBucket
-from runtime.stream.websocket import Connection, refuse_connection
+from runtime.stream.rate_limit import BucketsByKey, TokenBucket
+from runtime.stream.websocket import LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, Connection, refuse_connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer, cuda_available
@@ -80,6 +82,8 @@ class StreamServer:
         self.seats = Seats(config.max_players)
         self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
         self._refusal_log = TokenBucket(0.2, 5)
+        # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
+        self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -100,7 +104,7 @@ class StreamServer:
             "renderer": self.renderer_name,
             "sessions": len(self.registry.sessions),
             "players": self.registry.player_count,
-            "worlds": sorted(self.registry.sessions),
+            "worlds": sorted(name for name in list(self.registry.sessions) if self.registry.listed(name)),
             "resolution": f"{self.config.width}x{self.config.height}",
             "fps": self.config.fps,
             "codec": self.config.codec,
@@ -109,11 +113,13 @@ class StreamServer:
         }
 
     def world_listing(self, limit: int = 50) -> list[dict]:
-        """Joinable worlds for ``/worlds``: worlds with players first, then the most recently played."""
-        online = {name: len(session.players) for name, session in list(self.registry.sessions.items())}
+        """Public worlds for ``/worlds``: worlds with players first, then the most recently played
+        (private worlds are never listed: they are found only through their invite links)."""
+        listed = self.registry.listed
+        online = {name: len(session.players) for name, session in list(self.registry.sessions.items()) if listed(name)}
         rows: dict[str, dict] = {}
         for info in self.registry.source.library.list():
-            if info.error:
+            if info.error or not listed(info.name):
                 continue
             rows[info.name] = {
                 "name": info.name,
@@ -155,6 +161,9 @@ class StreamServer:
                 log.warning("%s: WebSocket refused: %s", source.address, reason)
         return reason
 
+    def _came_over_https(self, connection, request) -> bool:
+        return request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies).scheme == "https"
+
     async def _handler(self, ws) -> None:
         connection = Connection(ws, self)
         try:
@@ -170,11 +179,13 @@ class StreamServer:
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
         cfg = self.config
-        log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, cfg.generator)
+        # Model generators were loaded by check_models (with --ray, by the actors); a throwaway
+        # job of theirs would take minutes, so the warm-up runs the kernels every world shares
+        # with the procedural one.
+        warm_generator = "procedural"
+        log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, warm_generator)
         loop = asyncio.get_running_loop()
-        # With --ray the generator runs on the actors (which warm it up); here only the
-        # reconstruction and rendering kernels need warming.
-        seconds = await loop.run_in_executor(None, warm_up, self.renderer, "procedural" if cfg.ray else cfg.generator)
+        seconds = await loop.run_in_executor(None, warm_up, self.renderer, warm_generator)
         log.info("warm-up done in %.1f s", seconds)
         if cfg.ray is not None:
             log.info("ray: connecting to %s and starting the %s actors", cfg.ray.address, cfg.generator)
@@ -205,9 +216,10 @@ class StreamServer:
             cfg.host,
             cfg.port,
             process_request=make_process_request(
-                cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket
+                cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
+                token=cfg.token, secure=self._came_over_https,
             ),
-            max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
+            max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
             ping_interval=WS_PING_INTERVAL_S,
             ping_timeout=WS_PING_TIMEOUT_S,
@@ -298,11 +310,16 @@ def check_models(config: ServerConfig) -> None:
             raise StartupError(str(e)) from None
     if config.generator != "procedural":
         try:
-            create_generator(config.generator, **config.generator_options)
+            generator = create_generator(config.generator, **config.generator_options)
         except GeneratorUnavailable as e:
             raise StartupError(str(e)) from None
         except TypeError as e:  # an option the generator does not take
             raise StartupError(f"--generator-option: {e}") from None
+        if getattr(generator, "makes_depth", True) is False and not config.depth_model:
+            raise StartupError(
+                f"generator {config.generator!r} makes RGB only: give --depth-model DIR "
+                "(or --generator-option depth_model=DIR); see docs/generators.md"
+            )
 
 
 def check_ray_installed() -> None:
@@ -429,6 +446,9 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
                    help="let pages from ORIGIN (e.g. https://play.example.com, or * for any) open the WebSocket besides the server's own; repeatable (default: same origin only)")
     p.add_argument("--trust-proxy", type=proxy_networks, default=(), metavar="ADDRS",
                    help="believe X-Forwarded-For/-Proto/-Host from these proxy addresses or networks, comma-separated (e.g. 127.0.0.1 for nginx on this host; default: none)")
+    p.add_argument("--token", type=token_arg, default=os.environ.get("WORLDSTREAM_TOKEN") or None, metavar="TOKEN",
+                   help="require this access token on every HTTP request and WebSocket (as ?token=, a cookie, or "
+                   "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run generation on a Ray cluster's actors (docs/scale.md): auto joins this machine's cluster (or starts one), ADDRESS is HOST:6379 or ray://HOST:10001 (default: off, generation in this process)")
     p.add_argument("--ray-actors", type=_whole_number("ray-actors", 1), default=None, metavar="N",
@@ -453,7 +473,7 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
-        session_linger_s=args.world_linger, limits=limits_from_args(args), jobs_per_world=args.jobs_per_world,
+        session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token, jobs_per_world=args.jobs_per_world,
         ray=None if args.ray is None else RaySettings(args.ray, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor),
     )
     if args.static is not None:

@@ -46,6 +46,8 @@ class ServerConfig:
         ray: generation on a Ray cluster (``--ray``, docs/scale.md); None: in this process.
         jobs_per_world: generation jobs one world runs at once; None: the world's own
             setting in-process (one), the pool's in-flight limit on Ray.
+        token: the access token every HTTP request and WebSocket handshake must carry
+            (``runtime.stream.auth``); None: the server is open to anyone who reaches it.
     """
 
     host: str = "127.0.0.1"
@@ -72,6 +74,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     ray: RaySettings | None = None
     jobs_per_world: int | None = None
+    token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
 
     def encoder_settings(self, width: int, height: int) -> EncoderSettings:
         """A player's video encoding at ``width`` x ``height`` pixels (a stereo view is both eyes)."""

@@ -57,6 +57,10 @@ class GeneratorActor:
         with self._lock:
             return os.getpid(), list(self._tokens)
 
+    def attribute(self, name: str, default=None):
+        """One of the generator's plain attributes (e.g. ``makes_depth``), for the server's checks."""
+        return getattr(self.generator, name, default)
+
     def sky(self, caption: str, seed: int, start_image) -> Sky:
         """The generator's sky for a new world (a plain :class:`Sky` if it has none)."""
         sky_fn = getattr(self.generator, "sky", None)

@@ -210,6 +210,10 @@ class ActorPool:
         """A new world's sky, from the generator (any actor: they are all alike)."""
         return self._ray.get(self._control(self.actors[0], "sky", caption, seed, start_image))
 
+    def generator_attribute(self, name: str, default=None):
+        """An attribute of the actors' generator (``makes_depth``, ...)."""
+        return self._ray.get(self._control(self.actors[0], "attribute", name, default))
+
     def close(self) -> None:
         """Stop every actor (jobs still running on them fail)."""
         with self._cond:

@@ -56,3 +56,22 @@ class TokenBucket:
             self._last_complaint = now
             return True
         return False
+
+
+class BucketsByKey:
+    """One :class:`TokenBucket` per key (a client address), at most ``max_keys`` of them:
+    beyond that the least recently used goes (a full bucket is what a new key gets anyway,
+    so forgetting costs an attacker's victims nothing and the table stays bounded)."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 10_000, clock=time.monotonic) -> None:
+        self.rate, self.burst, self.max_keys, self._clock = rate, burst, max_keys, clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def get(self, key: str) -> TokenBucket:
+        bucket = self._buckets.pop(key, None)  # re-inserted last: dicts keep insertion order
+        if bucket is None:
+            bucket = TokenBucket(self.rate, self.burst, self._clock)
+            if len(self._buckets) >= self.max_keys:
+                del self._buckets[next(iter(self._buckets))]
+        self._buckets[key] = bucket
+        return bucket

@@ -59,9 +59,14 @@ FRAME_RATE_HZ = m.INPUT_RATE_HZ + m.OTHER_RATE_HZ + m.CAPTION_RATE_HZ
 sending faster is not read, so its flood waits in its own TCP buffers, not in the server."""
 FRAME_BURST = m.INPUT_BURST + m.OTHER_BURST + m.CAPTION_BURST
 LARGE_RATE_HZ = 0.2
-"""Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per connection: a burst
-of ``LARGE_BURST``, then one per 5 s; the excess is refused unread."""
-LARGE_BURST = 3
+"""Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per client address (see
+``StreamServer.large_messages``): a burst of ``LARGE_BURST``, then one per 5 s. A large
+frame sent without a token left closes the connection (1009) before its payload is read;
+one already read is dropped undecoded."""
+LARGE_BURST = 4
+MAX_FRAME_BYTES = m.MAX_HELLO_BYTES + 4096
+"""Largest WebSocket message read at all (beyond it: close 1009); ``decode`` refuses more
+than ``MAX_HELLO_BYTES`` with ``too_large``."""
 
 
 class Connection:
@@ -88,7 +93,7 @@ class Connection:
             "input": TokenBucket(m.INPUT_RATE_HZ, m.INPUT_BURST),
             "caption": TokenBucket(m.CAPTION_RATE_HZ, m.CAPTION_BURST),
             "other": TokenBucket(m.OTHER_RATE_HZ, m.OTHER_BURST),
-            "large": TokenBucket(LARGE_RATE_HZ, LARGE_BURST),
+            "large": server.large_messages.get(self.client_address),  # per address: reconnecting does not refill it
         }
         self._frames = TokenBucket(FRAME_RATE_HZ, FRAME_BURST)
 
@@ -146,6 +151,7 @@ class Connection:
                     timeout = None
                 while not self._frames.allow():  # over the frame rate: stop reading for a while
                     await asyncio.sleep(self._frames.seconds_to_token())
+                self._limit_frame_size()
                 try:
                     data = await asyncio.wait_for(self.ws.recv(), timeout)
                 except asyncio.TimeoutError:
@@ -161,7 +167,7 @@ class Connection:
     async def _handle(self, data: bytes | str) -> bool:
         """Handle one incoming frame; False ends the connection."""
         if len(data) > m.MAX_MESSAGE_BYTES and not self._allow("large", None):
-            return True  # dropped unread
+            return True  # dropped undecoded
         try:
             msg = decode(data, sender="client")  # bounded: see the module docstring
         except ProtocolError as exc:
@@ -182,6 +188,13 @@ class Connection:
             log.exception("%s: handling %s failed", self.peer, msg.TYPE)
             self.error("internal", f"the server failed to handle {msg.TYPE!r}; it carries on", None, msg.TYPE)
             return True
+
+    def _limit_frame_size(self) -> None:
+        """Admit frames over ``MAX_MESSAGE_BYTES`` only while the large-message bucket has a
+        token. Reading one costs the loop tens of ms (copies of up to 8 MiB); a frame over
+        the limit is refused from its header, before its payload is read (close 1009)."""
+        large_ok = self._buckets["large"].seconds_to_token() == 0.0
+        self.ws.protocol.max_message_size = MAX_FRAME_BYTES if large_ok else m.MAX_MESSAGE_BYTES
 
     def _allow(self, bucket_name: str, ref_type: str | None) -> bool:
         """Take a token from the bucket; when empty, drop the message (``ref_type``, if
@@ -225,6 +238,8 @@ class Connection:
                     await player.video.add_candidate(msg.candidate, msg.sdp_mid, msg.sdp_mline_index)
                 except RtcError as exc:
                     self.error("bad_field", str(exc), "candidate", msg.TYPE)
+        elif isinstance(msg, m.RevokeInvite):
+            await self._revoke_invite()
         elif isinstance(msg, m.Caption):
             try:
                 self.server.quotas.caption(self.client, self.session.name)
@@ -254,7 +269,7 @@ class Connection:
             return False
         self.seated = True
         try:
-            session = await server.registry.session_for(hello, self.client)
+            admission = await server.registry.session_for(hello, self.client)
         except LimitReached as exc:
             self._give_seat_back()
             self.limit_error(exc, "hello")
@@ -263,12 +278,14 @@ class Connection:
             self._give_seat_back()  # the connection stays open for a corrected hello
             self.error(exc.code, exc.message, exc.field, "hello")
             return True
+        session, access = admission.session, admission.access
         record = server.registry.resume(hello.resume_token, session.name)
         player_id = record.player_id if record and record.player_id not in session.players else secrets.token_urlsafe(6)
         pose = record.pose if record else session.world.spawn_pose()
         self.token = server.registry.new_token()
         server.live_tokens[self.token] = self
         self.player = Player(player_id, hello.player_name, hello.view, server.video_size(hello.view), pose, self.send)
+        self.player.owner = admission.owner
         self.session = session
         w, h = self.player.video_size
         cfg = server.config
@@ -287,6 +304,9 @@ class Connection:
                     explored_cell_size=float(session.world.explored.cell_size),
                 ),
                 notice=getattr(session.world, "start_notice", "")[: m.MAX_ERROR_CHARS],
+                visibility=access.visibility,
+                invite=access.invite,
+                owner_key=admission.owner_key,
             )
         )
         if hello.resume_token is not None and record is None:  # after welcome: it is not fatal
@@ -294,6 +314,24 @@ class Connection:
         session.add(self.player)
         log.info("%s: joined world %r as player %s%s", self.peer, session.name, player_id, " (resumed)" if record else "")
         return True
+
+    async def _revoke_invite(self) -> None:
+        """The creator draws a new invite; its connections in the world hear it."""
+        registry, session = self.server.registry, self.session
+        if not self.player.owner:
+            self.error("not_allowed", "only the world's creator may revoke its invite", None, "revoke_invite")
+            return
+        if not registry.access.is_private(session.name):
+            self.error("not_allowed", "this world is public: it has no invite to revoke", None, "revoke_invite")
+            return
+        try:
+            invite = await registry.revoke_invite(session.name)
+        except OSError:
+            self.error("internal", "the new invite could not be saved; the old link still works", None, "revoke_invite")
+            return
+        for player in list(session.players.values()):
+            if player.owner:
+                player.send(m.Invite(invite=invite))
 
     # ------------------------------------------------------------------ WebRTC
     async def _offer(self, msg: m.RtcOffer) -> None:

@@ -268,12 +268,12 @@ class World:
         Idempotent by job id: a job that has landed before lands nothing again (returns []).
         Raises ValueError when the result's shapes do not match the job's cameras.
         """
-        rgb, depth = self._builder.checked_result(job, result)
+        cams, rgb, depth = self._builder.checked_result(job, result)
         with self._apply_lock:
             if job.id in self._landed_jobs:
                 return []
             self._landed_jobs.add(job.id)
-            chunks, frames, new_cells = self._builder.build(job, rgb, depth)
+            chunks, frames, new_cells = self._builder.build(job, cams, rgb, depth)
             self.seen_views.job_landed(job.id, [c.id for c in chunks])
             self._planner.record_done(job.cameras)
             self.collider.sync(self.scene.snapshot())
