@@ -213,3 +213,21 @@ def test_an_actor_killed_mid_job_loses_no_chunk_and_lands_none_twice(pool, rende
     assert killed and pool.stats.retried > retried and pool.stats.actors_replaced >= 1
     assert killed[0] not in pool.actors
     assert_same_world(got, reference)
+
+
+def test_a_scene_view_sent_to_another_process_draws_the_scene_as_it_was_sent(renderer):
+    """GenerationRequest.scene reaches a remote generator as the snapshot taken when the
+    request was sent; it draws there what the world drew at that moment."""
+    import pickle
+
+    from runtime.world.frontier.scene_view import SceneView
+
+    with World(WorldConfig("ray-view", **CONFIG), generator=ProceduralGenerator(threads=1), renderer=renderer) as world:
+        walk(world)
+        view = SceneView(world.scene, world.sky, renderer)
+        cams = Pose(np.zeros(3, np.float32), 0.0, 0.0).camera(64, 36)
+        sent = pickle.loads(pickle.dumps(view))
+        here, there = view(cams), sent(cams)
+    np.testing.assert_array_equal(here.rgb, there.rgb)
+    np.testing.assert_array_equal(here.depth, there.depth)
+    assert here.alpha.mean() > 0.5  # it drew the walk's chunks, not an empty scene

@@ -11,6 +11,7 @@ dies, so each job returns exactly one result (or one error) to the world's runne
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import uuid
@@ -228,14 +229,19 @@ class RayGenerator:
     """The generator a world uses when generation runs on an :class:`ActorPool`.
 
     ``generate`` blocks its caller (the world's job runner thread) until the pool answers;
-    ``progress`` is reported at start and end only (by the runner).
+    ``progress`` is reported at start and end only (by the runner). A request's ``scene``
+    travels as the scene's snapshot (see :mod:`runtime.world.frontier.scene_view`), and only
+    to generators that read it (those without ``reads_scene = False``).
     """
 
     def __init__(self, pool: ActorPool) -> None:
         self.pool = pool
         self.name = pool.settings.generator
+        self.reads_scene = bool(pool.generator_attribute("reads_scene", True))
 
     def generate(self, request: GenerationRequest, progress: ProgressCallback, cancel: CancelToken) -> GenerationResult:
+        if not self.reads_scene and request.scene is not None:
+            request = dataclasses.replace(request, scene=None)  # a snapshot costs bytes on the wire
         return self.pool.run(request, cancel)
 
     def sky(self, caption: str, seed: int, start_image) -> Sky:
