@@ -449,6 +449,7 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--token", type=token_arg, default=os.environ.get("WORLDSTREAM_TOKEN") or None, metavar="TOKEN",
                    help="require this access token on every HTTP request and WebSocket (as ?token=, a cookie, or "
                    "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
+    p.add_argument("--no-avatars", dest="avatars", action="store_false", help="do not draw other players into the video")
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run generation on a Ray cluster's actors (docs/scale.md): auto joins this machine's cluster (or starts one), ADDRESS is HOST:6379 or ray://HOST:10001 (default: off, generation in this process)")
     p.add_argument("--ray-actors", type=_whole_number("ray-actors", 1), default=None, metavar="N",
@@ -473,7 +474,8 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
-        session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token, jobs_per_world=args.jobs_per_world,
+        session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token,
+        avatars=args.avatars, jobs_per_world=args.jobs_per_world,
         ray=None if args.ray is None else RaySettings(args.ray, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor),
     )
     if args.static is not None:

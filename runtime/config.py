@@ -48,6 +48,7 @@ class ServerConfig:
             setting in-process (one), the pool's in-flight limit on Ray.
         token: the access token every HTTP request and WebSocket handshake must carry
             (``runtime.stream.auth``); None: the server is open to anyone who reaches it.
+        avatars: draw the other players into each player's video (``--no-avatars`` turns it off).
     """
 
     host: str = "127.0.0.1"
@@ -75,6 +76,7 @@ class ServerConfig:
     ray: RaySettings | None = None
     jobs_per_world: int | None = None
     token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
+    avatars: bool = True
 
     def encoder_settings(self, width: int, height: int) -> EncoderSettings:
         """A player's video encoding at ``width`` x ``height`` pixels (a stereo view is both eyes)."""
