@@ -27,7 +27,7 @@ from websockets.asyncio.server import serve
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
 from runtime.metrics import ServerMetrics
-from runtime.quotas import Limits, LimitReached, Quotas
+from runtime.quotas import Limits, LimitReached, Quotas, client_key
 from runtime.scale.cluster import RaySettings
 from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
@@ -161,6 +161,12 @@ class StreamServer:
                 log.warning("%s: WebSocket refused: %s", source.address, reason)
         return reason
 
+    def _flooding(self, connection, request) -> str | None:
+        """The connection quota this handshake's client keeps running into, or None."""
+        source = request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies)
+        refusal = self.quotas.flooding(client_key(source.address))
+        return None if refusal is None else refusal.limit
+
     def _came_over_https(self, connection, request) -> bool:
         return request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies).scheme == "https"
 
@@ -217,7 +223,7 @@ class StreamServer:
             cfg.port,
             process_request=make_process_request(
                 cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
-                token=cfg.token, secure=self._came_over_https,
+                token=cfg.token, secure=self._came_over_https, flooding=self._flooding,
             ),
             max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
