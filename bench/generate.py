@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--frames", default="17,33,81", help="full-size path lengths (4k + 1)")
     ap.add_argument("--step-m", type=float, default=STEP_M, help="metres between path frames, for the walking speed")
     ap.add_argument("--repeats", type=int, default=3, help="tiny/routing repeats (median)")
+    ap.add_argument("--parts", default="tiny,routing", help="CPU parts to run: tiny, routing (default both)")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
     print(describe_machine())
@@ -167,11 +168,13 @@ def main() -> None:
                                   ("walk_m_s", "walk m/s")]))
         payload["full"] = rows
     else:
-        tiny = tiny_rows(args.repeats)
-        print(format_table(tiny, [("what", "tiny Wan VACE"), ("step_ms", "ms/step"), ("job_s_4_steps", "s/job (4 steps)")]))
-        routing = routing_rows(args.repeats)
-        print(format_table(routing, [("what", "routing"), ("frame_ms", "ms/frame"), ("known", "known fraction")]))
-        payload.update(tiny=tiny, routing=routing)
+        parts = {p.strip() for p in args.parts.split(",")}
+        if "tiny" in parts:
+            payload["tiny"] = tiny_rows(args.repeats)
+            print(format_table(payload["tiny"], [("what", "tiny Wan VACE"), ("step_ms", "ms/step"), ("job_s_4_steps", "s/job (4 steps)")]))
+        if "routing" in parts:
+            payload["routing"] = routing_rows(args.repeats)
+            print(format_table(payload["routing"], [("what", "routing"), ("frame_ms", "ms/frame"), ("known", "known fraction")]))
     write_json(args.json, payload)
 
 
