@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
@@ -29,6 +30,7 @@ from runtime.metrics import ServerMetrics
 from runtime.quotas import Limits, LimitReached, Quotas
 from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
+from runtime.stream.auth import token_arg
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
@@ -101,7 +103,7 @@ class StreamServer:
             "renderer": self.renderer_name,
             "sessions": len(self.registry.sessions),
             "players": self.registry.player_count,
-            "worlds": sorted(self.registry.sessions),
+            "worlds": sorted(name for name in list(self.registry.sessions) if self.registry.listed(name)),
             "resolution": f"{self.config.width}x{self.config.height}",
             "fps": self.config.fps,
             "codec": self.config.codec,
@@ -110,11 +112,13 @@ class StreamServer:
         }
 
     def world_listing(self, limit: int = 50) -> list[dict]:
-        """Joinable worlds for ``/worlds``: worlds with players first, then the most recently played."""
-        online = {name: len(session.players) for name, session in list(self.registry.sessions.items())}
+        """Public worlds for ``/worlds``: worlds with players first, then the most recently played
+        (private worlds are never listed: they are found only through their invite links)."""
+        listed = self.registry.listed
+        online = {name: len(session.players) for name, session in list(self.registry.sessions.items()) if listed(name)}
         rows: dict[str, dict] = {}
         for info in self.registry.source.library.list():
-            if info.error:
+            if info.error or not listed(info.name):
                 continue
             rows[info.name] = {
                 "name": info.name,
@@ -149,6 +153,9 @@ class StreamServer:
             if self._refusal_log.allow():  # a page retrying in a loop must not flood the log
                 log.warning("%s: WebSocket refused: %s", source.address, reason)
         return reason
+
+    def _came_over_https(self, connection, request) -> bool:
+        return request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies).scheme == "https"
 
     async def _handler(self, ws) -> None:
         connection = Connection(ws, self)
@@ -194,7 +201,8 @@ class StreamServer:
             cfg.host,
             cfg.port,
             process_request=make_process_request(
-                cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket
+                cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
+                token=cfg.token, secure=self._came_over_https,
             ),
             max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
@@ -399,6 +407,9 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
                    help="let pages from ORIGIN (e.g. https://play.example.com, or * for any) open the WebSocket besides the server's own; repeatable (default: same origin only)")
     p.add_argument("--trust-proxy", type=proxy_networks, default=(), metavar="ADDRS",
                    help="believe X-Forwarded-For/-Proto/-Host from these proxy addresses or networks, comma-separated (e.g. 127.0.0.1 for nginx on this host; default: none)")
+    p.add_argument("--token", type=token_arg, default=os.environ.get("WORLDSTREAM_TOKEN") or None, metavar="TOKEN",
+                   help="require this access token on every HTTP request and WebSocket (as ?token=, a cookie, or "
+                   "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     return p
@@ -414,7 +425,7 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
-        session_linger_s=args.world_linger, limits=limits_from_args(args),
+        session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token,
     )
     if args.static is not None:
         config.static_dir = args.static

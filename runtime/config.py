@@ -42,6 +42,8 @@ class ServerConfig:
         hello_timeout_s: a connection that sends no valid hello in time is closed.
         update_hz: how often each world plans generation.
         limits: quotas per client address and server-wide (``runtime.quotas.Limits``).
+        token: the access token every HTTP request and WebSocket handshake must carry
+            (``runtime.stream.auth``); None: the server is open to anyone who reaches it.
     """
 
     host: str = "127.0.0.1"
@@ -66,6 +68,7 @@ class ServerConfig:
     hello_timeout_s: float = 10.0
     update_hz: float = 5.0
     limits: Limits = field(default_factory=Limits)
+    token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
 
     def encoder_settings(self, width: int, height: int) -> EncoderSettings:
         """A player's video encoding at ``width`` x ``height`` pixels (a stereo view is both eyes)."""

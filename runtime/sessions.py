@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from protocol import messages as m
+from runtime.access import AccessBook, WorldAccess
 from runtime.config import Executors, ServerConfig
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Quotas
@@ -50,6 +51,23 @@ class JoinError(Exception):
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.field = code, message, field
+
+
+@dataclass
+class Admission:
+    """A hello let into a world.
+
+    Attributes:
+        session: the world's session.
+        owner: the player is the world's creator (it created it now, or sent its owner key).
+        owner_key: the key that proves it, for the welcome (None when not the owner).
+        access: the world's access record (visibility, current invite).
+    """
+
+    session: Session
+    owner: bool
+    owner_key: str | None
+    access: WorldAccess
 
 
 @dataclass
@@ -198,6 +216,7 @@ class SessionRegistry:
         self.metrics = metrics
         self.renderer = renderer
         self.source = WorldSource(config, renderer, executors)
+        self.access = AccessBook(self.source.library)
         self.sessions: dict[str, Session] = {}
         self._resume: dict[str, ResumeRecord] = {}
         self._lock = asyncio.Lock()  # one world load/create at a time: no double opens
@@ -210,11 +229,12 @@ class SessionRegistry:
     def player_count(self) -> int:
         return sum(len(s.players) for s in self.sessions.values())
 
-    async def session_for(self, hello: m.Hello, client: str = "unknown") -> Session:
-        """The session a hello joins or creates.
+    async def session_for(self, hello: m.Hello, client: str = "unknown") -> Admission:
+        """Let a hello into the world it joins or creates.
 
-        Raises :class:`JoinError`, or :class:`runtime.quotas.LimitReached` when ``client``
-        (a quota key) or the server may not create or load one more world.
+        Raises :class:`JoinError` (``invite_required`` for a private world it may not
+        enter), or :class:`runtime.quotas.LimitReached` when ``client`` (a quota key) or the
+        server may not create or load one more world.
         """
         loop = asyncio.get_running_loop()
         async with self._lock:
@@ -223,10 +243,18 @@ class SessionRegistry:
                 if not _NAME.fullmatch(name):  # the codec checked already; never trust one check with paths
                     raise JoinError("bad_field", "bad world name", "world")
                 session = self.sessions.get(name)
-                if session is not None:
-                    return session
-                if not self.source.exists(name):
+                if session is None and not self.source.exists(name):
                     raise JoinError("world_not_found", f"no world named {name!r}; create it with new_world", "world")
+                access = await asyncio.to_thread(self.access.get, name)  # read once, then cached
+                owner = access.is_owner(hello.owner_key)
+                key = hello.owner_key if owner else None
+                if not (access.admits(hello.invite, hello.owner_key) or self._may_resume(hello.resume_token, name)):
+                    text = "this world is private: join it with its invite link" if hello.invite is None else (
+                        "this world is private and that invite does not open it (its creator may have revoked the link)"
+                    )
+                    raise JoinError("invite_required", text, "invite")
+                if session is not None:
+                    return Admission(session, owner, key, access)
                 self.quotas.open_world(len(self.sessions))
                 world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
                 log.info("world %r opened", name)
@@ -251,12 +279,42 @@ class SessionRegistry:
                 )
                 world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, start)
                 self.quotas.created_world(client)
-                log.info("world %r created (seed %d, generator %s, caption %r)", name, seed, self.config.generator, req.caption[:60])
+                access, key = WorldAccess.create(req.visibility)
+                owner = True
+                try:
+                    await asyncio.to_thread(self.access.put, name, access)
+                except OSError as exc:  # the world must not stay open to all when its record failed
+                    await loop.run_in_executor(self.executors.plan, world.close)
+                    log.error("world %r: its access record could not be saved: %s", name, exc)
+                    raise JoinError("internal", "the world could not be saved", "new_world") from None
+                log.info("world %r created (%s, seed %d, generator %s, caption %r)", name, req.visibility, seed, self.config.generator, req.caption[:60])
             session = Session(name, world, self.config, self.executors, self.metrics)
             session.start()
             self.sessions[name] = session
             self.metrics.sessions.set(len(self.sessions))
-            return session
+            return Admission(session, owner, key, access)
+
+    def _may_resume(self, token: str | None, world: str) -> bool:
+        """Does ``token`` resume a player who was in ``world`` (one let in before)?"""
+        record = self._resume.get(token) if token else None
+        return record is not None and record.world == world and record.expires_at >= time.monotonic()
+
+    async def revoke_invite(self, name: str) -> str:
+        """Draw a new invite for private world ``name`` and save it; returns it."""
+        access = await asyncio.to_thread(self.access.get, name)
+        old = access.invite
+        invite = access.revoke()
+        try:
+            await asyncio.to_thread(self.access.put, name, access)
+        except OSError:
+            access.invite = old  # not saved: the old link keeps working, as the creator will be told
+            raise
+        log.info("world %r: invite revoked", name)
+        return invite
+
+    def listed(self, name: str) -> bool:
+        """Is ``name`` shown in public listings (``/worlds``, ``/healthz``)?"""
+        return not self.access.is_private(name)
 
     # ---- resume tokens ----
     def new_token(self) -> str:

@@ -238,6 +238,8 @@ class Connection:
                     await player.video.add_candidate(msg.candidate, msg.sdp_mid, msg.sdp_mline_index)
                 except RtcError as exc:
                     self.error("bad_field", str(exc), "candidate", msg.TYPE)
+        elif isinstance(msg, m.RevokeInvite):
+            await self._revoke_invite()
         elif isinstance(msg, m.Caption):
             try:
                 self.server.quotas.caption(self.client, self.session.name)
@@ -267,7 +269,7 @@ class Connection:
             return False
         self.seated = True
         try:
-            session = await server.registry.session_for(hello, self.client)
+            admission = await server.registry.session_for(hello, self.client)
         except LimitReached as exc:
             self._give_seat_back()
             self.limit_error(exc, "hello")
@@ -276,12 +278,14 @@ class Connection:
             self._give_seat_back()  # the connection stays open for a corrected hello
             self.error(exc.code, exc.message, exc.field, "hello")
             return True
+        session, access = admission.session, admission.access
         record = server.registry.resume(hello.resume_token, session.name)
         player_id = record.player_id if record and record.player_id not in session.players else secrets.token_urlsafe(6)
         pose = record.pose if record else session.world.spawn_pose()
         self.token = server.registry.new_token()
         server.live_tokens[self.token] = self
         self.player = Player(player_id, hello.player_name, hello.view, server.video_size(hello.view), pose, self.send)
+        self.player.owner = admission.owner
         self.session = session
         w, h = self.player.video_size
         cfg = server.config
@@ -300,6 +304,9 @@ class Connection:
                     explored_cell_size=float(session.world.explored.cell_size),
                 ),
                 notice=getattr(session.world, "start_notice", "")[: m.MAX_ERROR_CHARS],
+                visibility=access.visibility,
+                invite=access.invite,
+                owner_key=admission.owner_key,
             )
         )
         if hello.resume_token is not None and record is None:  # after welcome: it is not fatal
@@ -307,6 +314,24 @@ class Connection:
         session.add(self.player)
         log.info("%s: joined world %r as player %s%s", self.peer, session.name, player_id, " (resumed)" if record else "")
         return True
+
+    async def _revoke_invite(self) -> None:
+        """The creator draws a new invite; its connections in the world hear it."""
+        registry, session = self.server.registry, self.session
+        if not self.player.owner:
+            self.error("not_allowed", "only the world's creator may revoke its invite", None, "revoke_invite")
+            return
+        if not registry.access.is_private(session.name):
+            self.error("not_allowed", "this world is public: it has no invite to revoke", None, "revoke_invite")
+            return
+        try:
+            invite = await registry.revoke_invite(session.name)
+        except OSError:
+            self.error("internal", "the new invite could not be saved; the old link still works", None, "revoke_invite")
+            return
+        for player in list(session.players.values()):
+            if player.owner:
+                player.send(m.Invite(invite=invite))
 
     # ------------------------------------------------------------------ WebRTC
     async def _offer(self, msg: m.RtcOffer) -> None:

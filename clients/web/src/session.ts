@@ -65,6 +65,10 @@ export class GameSession {
   lastError: { code: string; message: string } | null = null;
   /** Did the last welcome give back an earlier pose (resume token accepted)? */
   resumed = false;
+  /** A private world's current invite (null: a public world). */
+  invite: string | null = null;
+  /** Is this player the world's creator (it may revoke the invite)? */
+  owner = false;
 
   constructor(choice: StartChoice) {
     this.world.myName = choice.playerName;
@@ -74,7 +78,11 @@ export class GameSession {
       if (this.overlay.kind === "starting" && this.frames.presented > this.framesAtJoin) this.overlay.show({ kind: "hidden" });
     });
 
-    this.hud = new Hud(this.world, (text) => this.connection.send({ type: "caption", text }));
+    this.hud = new Hud(
+      this.world,
+      (text) => this.connection.send({ type: "caption", text }),
+      () => this.connection.send({ type: "revoke_invite" }),
+    );
     this.overlay = new Overlay(
       () => this.connection.retryNow(),
       () => window.location.assign(window.location.pathname),
@@ -196,8 +204,10 @@ export class GameSession {
     this.world.welcome(w);
     this.resumed = w.resumed;
     this.hud.show();
-    this.hud.joined();
-    showWorldInAddressBar(w.world);
+    this.invite = w.invite ?? null;
+    this.owner = Boolean(w.owner_key);
+    this.hud.joined(this.invite, this.owner);
+    showWorldInAddressBar(w.world, this.invite);
     document.title = `${w.world} · worldstream`;
     if (w.resumed && rejoin) toast("Reconnected — back where you were", "success");
     else if (w.resumed) toast("Welcome back — resumed where you were", "success");
@@ -290,6 +300,13 @@ export class GameSession {
         return;
       case "welcome":
         return; // handled by the connection
+      case "invite": // we revoked the old link: this one is the only one that works now
+        this.invite = m.invite;
+        this.connection.setInvite(m.invite);
+        this.hud.share.setWorld(this.world.world, m.invite);
+        showWorldInAddressBar(this.world.world, m.invite);
+        toast("New invite link made — the old one no longer lets anyone in", "success");
+        return;
       default:
         break;
     }
