@@ -27,7 +27,7 @@ from websockets.asyncio.server import serve
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
 from runtime.metrics import ServerMetrics
-from runtime.quotas import Limits, LimitReached, Quotas
+from runtime.quotas import Limits, LimitReached, Quotas, client_key
 from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
 from runtime.stream.auth import token_arg
@@ -154,6 +154,12 @@ class StreamServer:
                 log.warning("%s: WebSocket refused: %s", source.address, reason)
         return reason
 
+    def _flooding(self, connection, request) -> str | None:
+        """The connection quota this handshake's client keeps running into, or None."""
+        source = request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies)
+        refusal = self.quotas.flooding(client_key(source.address))
+        return None if refusal is None else refusal.limit
+
     def _came_over_https(self, connection, request) -> bool:
         return request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies).scheme == "https"
 
@@ -202,7 +208,7 @@ class StreamServer:
             cfg.port,
             process_request=make_process_request(
                 cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
-                token=cfg.token, secure=self._came_over_https,
+                token=cfg.token, secure=self._came_over_https, flooding=self._flooding,
             ),
             max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
@@ -410,6 +416,7 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--token", type=token_arg, default=os.environ.get("WORLDSTREAM_TOKEN") or None, metavar="TOKEN",
                    help="require this access token on every HTTP request and WebSocket (as ?token=, a cookie, or "
                    "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
+    p.add_argument("--no-avatars", dest="avatars", action="store_false", help="do not draw other players into the video")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     return p
@@ -426,6 +433,7 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
         session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token,
+        avatars=args.avatars,
     )
     if args.static is not None:
         config.static_dir = args.static

@@ -44,6 +44,7 @@ class ServerConfig:
         limits: quotas per client address and server-wide (``runtime.quotas.Limits``).
         token: the access token every HTTP request and WebSocket handshake must carry
             (``runtime.stream.auth``); None: the server is open to anyone who reaches it.
+        avatars: draw the other players into each player's video (``--no-avatars`` turns it off).
     """
 
     host: str = "127.0.0.1"
@@ -69,6 +70,7 @@ class ServerConfig:
     update_hz: float = 5.0
     limits: Limits = field(default_factory=Limits)
     token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
+    avatars: bool = True
 
     def encoder_settings(self, width: int, height: int) -> EncoderSettings:
         """A player's video encoding at ``width`` x ``height`` pixels (a stereo view is both eyes)."""

@@ -31,6 +31,7 @@ from runtime.metrics import ServerMetrics
 from runtime.player import Player, percentile
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
+from runtime.world.render.avatars import Avatar, avatar_color, draw_avatars
 from runtime.world.frontier.jobs import JobLimits
 from runtime.world.render.i420 import i420_size
 from runtime.world.render.video import PendingVideoFrames
@@ -187,18 +188,21 @@ class Session:
                     log.exception("world %r: moving player %s failed", self.name, player.id)
             # Read before rendering: if a chunk lands meanwhile, the next tick draws again.
             version = world.scene.version
+            avatars = self._avatars(players)
+            # Anyone moving changes what the others see: the key holds every avatar.
+            avatar_key = tuple((pid, a.position, a.yaw) for pid, a in avatars.items())
             groups: dict[tuple[int, int], list[Player]] = {}
             staged = {}  # player id -> what its video's offer() takes
             keys = {}
             for player in due:
-                keys[player.id] = player.view_key(version)
+                keys[player.id] = (player.view_key(version), avatar_key)
                 last_video, last_staged = player.last_picture
                 if keys[player.id] == player.last_view_key and last_video is videos[player.id] and last_staged is not None:
                     staged[player.id] = last_staged  # standing still: the same picture again
                 else:
                     groups.setdefault(player.eye_size, []).append(player)
             start = time.perf_counter()
-            for player in self._render_views(world, list(groups.values()), videos, staged):
+            for player in self._render_views(world, list(groups.values()), videos, staged, avatars):
                 player.last_picture = (videos[player.id], staged[player.id])
                 player.last_view_key = keys[player.id]
             return staged, (time.perf_counter() - start) if groups else None, job_started, time.monotonic()
@@ -225,7 +229,16 @@ class Session:
         tick.labels("resume").observe(resumed - job_done)
         tick.labels("offer").observe(time.monotonic() - resumed)
 
-    def _render_views(self, world, groups: list[list[Player]], videos: dict, staged: dict) -> list[Player]:
+    def _avatars(self, players: list[Player]) -> dict[str, Avatar]:
+        """Every player as the others see them, by player id (none with ``--no-avatars``)."""
+        if not self.config.avatars:
+            return {}
+        return {
+            p.id: Avatar(tuple(float(x) for x in p.pose.position), float(p.pose.yaw), p.name, avatar_color(p.id))
+            for p in players
+        }
+
+    def _render_views(self, world, groups: list[list[Player]], videos: dict, staged: dict, avatars: dict) -> list[Player]:
         """Render every group's views (one batch per image size) into ``staged``; returns the
         players that got a picture (a player missing from ``staged`` got none). Runs in the
         render thread.
@@ -253,12 +266,12 @@ class Session:
                 failed(members)
         for members, cams, reserved, pending in batches:
             try:
-                done += self._collect(members, cams, reserved, pending, videos, staged)
+                done += self._collect(members, cams, reserved, pending, videos, staged, avatars)
             except Exception:
                 failed(members)
         for player in retry:  # alone, so one bad view fails only itself
             try:
-                done += self._collect([player], *self._submit(world, [player], videos), videos, staged)
+                done += self._collect([player], *self._submit(world, [player], videos), videos, staged, avatars)
             except Exception:
                 self._render_failed(player)
         return done
@@ -287,8 +300,9 @@ class Session:
             raise
 
     @staticmethod
-    def _collect(members, cams, reserved: dict, pending: PendingVideoFrames, videos: dict, staged: dict) -> list[Player]:
-        """Wait for one batch and stage each member's picture; on failure give the ring buffers back."""
+    def _collect(members, cams, reserved: dict, pending: PendingVideoFrames, videos: dict, staged: dict, avatars: dict) -> list[Player]:
+        """Wait for one batch, draw the other players into each member's picture and stage it;
+        on failure give the ring buffers back."""
         try:
             frames = pending.wait()
         except Exception:
@@ -298,6 +312,9 @@ class Session:
         i = 0
         for p, c in zip(members, cams):
             video = videos[p.id]
+            others = [a for pid, a in avatars.items() if pid != p.id]
+            for eye in range(len(c)) if others else ():
+                draw_avatars(frames.picture(i + eye), c.width, c.height, c.w2c[eye], c.K[eye], others)
             if p.id in reserved:
                 staged[p.id] = video.commit(reserved[p.id])
             else:
