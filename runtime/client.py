@@ -99,6 +99,7 @@ class WorldClient:
         invite: a private world's invite (from its share link).
         owner_key: from the ``welcome`` that created the world: proves you made it.
         token: the server's access token (``--token``), sent as ``Authorization: Bearer``.
+        headers: more WebSocket handshake headers (e.g. ``X-Forwarded-For`` behind a test proxy).
         codecs: video codecs the offer accepts, e.g. ``("vp8",)``; None offers all aiortc has.
         protocol_version: override to test version checks.
         max_events: events kept in :attr:`events`.
@@ -117,6 +118,7 @@ class WorldClient:
         invite: str | None = None,
         owner_key: str | None = None,
         token: str | None = None,
+        headers: dict[str, str] | None = None,
         codecs: tuple[str, ...] | None = None,
         protocol_version: int = PROTOCOL_VERSION,
         max_events: int = 10_000,
@@ -126,7 +128,9 @@ class WorldClient:
             protocol_version=protocol_version, player_name=name, world=world, new_world=new_world,
             resume_token=resume_token, view=view or View(), invite=invite, owner_key=owner_key,
         )
-        self.token = token
+        self.headers = dict(headers or {})
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
         self.video = video
         self.codecs = codecs
         self.ws = None
@@ -169,9 +173,8 @@ class WorldClient:
         Raises :class:`StreamStalled` naming the stage that had nothing within ``timeout``
         (each stage gets the whole ``timeout``): the server not listening, no welcome, no answer.
         """
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
-            self.ws = await connect(self.url, max_size=None, compression=None, open_timeout=timeout, additional_headers=headers)
+            self.ws = await connect(self.url, max_size=None, compression=None, open_timeout=timeout, additional_headers=self.headers)
         except (OSError, asyncio.TimeoutError) as exc:
             raise StreamStalled("server not listening", f"{self.url}: {type(exc).__name__}: {exc}") from None
         self._tasks.append(asyncio.create_task(self._reader(), name="client-reader"))

@@ -77,6 +77,7 @@ def make_process_request(
     refuse_websocket: Callable[[object, Request], str | None] = lambda connection, request: None,
     token: str | None = None,
     secure: Callable[[object, Request], bool] = lambda connection, request: False,
+    flooding: Callable[[object, Request], str | None] = lambda connection, request: None,
 ):
     """The ``process_request`` hook: returns a Response for HTTP routes, None for the WebSocket.
 
@@ -85,6 +86,8 @@ def make_process_request(
     (answered 403 with that reason), or None to let it through. With ``token``, a request
     without it is answered 401 (the handshake too); ``secure(connection, request)`` says
     whether the client came over https (the token cookie is then marked Secure).
+    ``flooding(connection, request)`` names the connection quota a client keeps running
+    into (its handshake is answered 429 with the name, before a WebSocket is set up), or None.
     """
 
     async def process_request(connection, request: Request) -> Response | None:
@@ -105,6 +108,11 @@ def make_process_request(
             reason = refuse_websocket(connection, request)
             if reason is not None:
                 return _response(403, reason.encode() + b"\n", "text/plain; charset=utf-8")
+            limit = flooding(connection, request)
+            if limit is not None:
+                response = _response(429, f"limit_reached: {limit}\n".encode(), "text/plain; charset=utf-8")
+                response.headers["Retry-After"] = "5"
+                return response
             return None  # continue with the WebSocket handshake
         if path == "/healthz":
             return _response(200, json.dumps(health()).encode(), "application/json")
