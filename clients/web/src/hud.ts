@@ -89,6 +89,12 @@ export class Hud {
     });
   }
 
+  /** Chips next to the world's name (settings) and panels floating over the view. */
+  attach(chips: HTMLElement[], panels: HTMLElement[]): void {
+    this.root.querySelector(".status-row")?.append(...chips);
+    this.root.append(...panels);
+  }
+
   show(): void {
     this.root.hidden = false;
     byId("crosshair").hidden = false;
@@ -120,7 +126,7 @@ export class Hud {
       ? "WASD move · Q/E turn · Space/C up/down · Shift fast · F walk"
       : "WASD move · Q/E or ←/→ turn · Shift run · F fly";
     const look = pointerLocked ? "Esc frees the mouse" : "Click to look (or drag)";
-    this.hint.textContent = `${look} · ${keys} · H hides HUD`;
+    this.hint.textContent = `${look} · ${keys} · H hides HUD · ? help`;
   }
 
   /** Per animation frame: cheap updates only (text a few times a second, one canvas). */

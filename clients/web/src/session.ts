@@ -11,9 +11,12 @@ import { KeyboardMouse } from "./input/keyboard_mouse";
 import { InputSender } from "./input/sender";
 import { TouchControls } from "./input/touch";
 import { LatencyMeter } from "./latency";
+import { HelpOverlay } from "./help_overlay";
 import { Overlay } from "./overlay";
 import type { ServerMessage, View, Welcome } from "./protocol";
 import { VideoLink } from "./rtc";
+import { QUALITY_SCALE, SettingsStore } from "./settings";
+import { SettingsPanel } from "./settings_panel";
 import { showWorldInAddressBar } from "./share_link";
 import type { StartChoice } from "./start_screen";
 import { EMPTY_STATS, StreamStatsPoller, type StreamStats } from "./stream_stats";
@@ -31,9 +34,10 @@ function socketUrl(): string {
   return `${scheme}://${window.location.host}/ws`;
 }
 
-/** Ask for the window's size in device pixels (the server renders at most its own size). */
-function viewRequest(): View {
-  const ratio = window.devicePixelRatio || 1;
+/** Ask for the window's size in device pixels times the quality's share (the server renders
+ * at most its own size). */
+function viewRequest(scale: number): View {
+  const ratio = (window.devicePixelRatio || 1) * scale;
   const clamp = (v: number): number => Math.max(16, Math.min(4096, Math.round(v * ratio)));
   return { width: clamp(window.innerWidth), height: clamp(window.innerHeight), fov_y: FOV_Y };
 }
@@ -46,6 +50,11 @@ export class GameSession {
   readonly sender: InputSender;
   readonly hud: Hud;
   readonly overlay: Overlay;
+  readonly settings = new SettingsStore();
+  readonly settingsPanel: SettingsPanel;
+  readonly help = new HelpOverlay();
+  /** The video size asked for in the last hello. */
+  viewRequested: { width: number; height: number } | null = null;
   private readonly video = byId<HTMLVideoElement>("view");
   private readonly keyboardMouse: KeyboardMouse;
   private readonly touch: TouchControls;
@@ -90,10 +99,22 @@ export class GameSession {
 
     const surface = byId("look-surface");
     const toggleFly = (): void => this.toggleFly();
-    this.keyboardMouse = new KeyboardMouse(surface, toggleFly, (locked) => {
-      surface.classList.toggle("locked", locked);
-      if (!locked) this.hud.showHints();
-      this.refreshMode();
+    this.keyboardMouse = new KeyboardMouse(
+      surface,
+      toggleFly,
+      (locked) => {
+        surface.classList.toggle("locked", locked);
+        if (!locked) this.hud.showHints();
+        this.refreshMode();
+      },
+      this.settings,
+    );
+    // Local rendering (splats in this browser) is not built yet: "auto" means the video.
+    this.settingsPanel = new SettingsPanel(this.settings, false);
+    this.hud.attach([this.settingsPanel.chip], [this.settingsPanel.element, this.help.element]);
+    this.settings.onChange((now, before) => {
+      // A new size needs a new hello: reconnect (the resume token keeps the place).
+      if (now.quality !== before.quality && this.connection.state === "joined") this.connection.drop();
     });
     this.touch = new TouchControls(byId("touch-layer"), toggleFly);
     window.addEventListener("touchstart", () => this.refreshMode(), { once: true, passive: true }); // touch hints
@@ -103,7 +124,12 @@ export class GameSession {
       sent: (seq, at) => this.latency.inputSent(seq, at),
     });
 
-    this.connection = new WorldConnection(socketUrl(), choice.target, choice.playerName, viewRequest, {
+    const view = (): View => {
+      const v = viewRequest(QUALITY_SCALE[this.settings.values.quality]);
+      this.viewRequested = { width: v.width ?? 0, height: v.height ?? 0 };
+      return v;
+    };
+    this.connection = new WorldConnection(socketUrl(), choice.target, choice.playerName, view, {
       state: (state, detail) => this.linkState(state, detail),
       welcome: (w) => void this.welcome(w),
       message: (m) => this.receive(m),
