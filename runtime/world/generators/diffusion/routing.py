@@ -70,17 +70,22 @@ def forward_warp(frames: Sequence[Frame], cameras: Cameras) -> tuple[np.ndarray,
     F, H, W = len(cameras), cameras.height, cameras.width
     rgb = np.zeros((F, H, W, 3), np.uint8)
     zbuf = np.full((F, H, W), np.inf, np.float32)
+    Ks = np.ascontiguousarray(cameras.K, np.float64)
+    w2cs = np.ascontiguousarray(cameras.w2c, np.float64)
     for f in frames:
         depth = np.ascontiguousarray(f.depth, np.float32)
         src = np.ascontiguousarray(f.rgb, np.uint8)
-        for i in range(F):
-            _warp_kernel(
-                src, depth, np.asarray(f.K, np.float64), np.asarray(f.w2c, np.float64),
-                np.asarray(cameras.K[i], np.float64), np.asarray(cameras.w2c[i], np.float64), zbuf[i], rgb[i],
-            )
+        _warp_all(src, depth, np.asarray(f.K, np.float64), np.asarray(f.w2c, np.float64), Ks, w2cs, zbuf, rgb)
     hit = np.isfinite(zbuf)
     depth = np.where(zbuf < SKY_FAR, zbuf, np.float32(np.inf)).astype(np.float32)
     return rgb, depth, hit
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _warp_all(src, depth, K_src, w2c_src, Ks, w2cs, zbuf, out):  # pragma: no cover
+    """One memory frame into every target camera, the targets in parallel (each owns its buffers)."""
+    for i in numba.prange(Ks.shape[0]):
+        _warp_kernel(src, depth, K_src, w2c_src, Ks[i], w2cs[i], zbuf[i], out[i])
 
 
 @numba.njit(cache=True, nogil=True)
