@@ -40,6 +40,7 @@ except errors, which are small and rare)."""
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_IDLE = 1000  # a normal close: clients should not reconnect by themselves
+CLOSE_REDIRECT = 1000  # after a redirect message: the client connects to the server it names
 
 
 async def refuse_connection(ws: ServerConnection, limit: str, message: str, metrics: ServerMetrics) -> None:
