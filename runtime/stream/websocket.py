@@ -81,7 +81,7 @@ class Connection:
         """The client's IP address (from a trusted proxy's ``X-Forwarded-For`` when there is one)."""
         self.client = client_key(self.client_address)  # what per-client quotas count by
         self.peer = source.address if source.forwarded else "%s:%s" % peer  # for logs
-        self.last_active = time.monotonic()  # last input, head pose or caption (idle timeout)
+        self.last_active = time.monotonic()  # when the player last played (idle timeout; see _plays)
         self.player: Player | None = None
         self.session = None
         self.token: str | None = None
@@ -180,7 +180,7 @@ class Connection:
         bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
         if not self._allow(bucket, msg.TYPE):
             return True
-        if bucket != "other":
+        if _plays(msg):
             self.last_active = time.monotonic()
         try:
             return await self._dispatch(msg)
@@ -399,3 +399,10 @@ class Connection:
         await self._leave()
         self._closing = asyncio.create_task(self.ws.close(CLOSE_POLICY, "resumed on another connection"))
 
+
+def _plays(msg: m.Message) -> bool:
+    """Is ``msg`` someone playing (for the idle timeout)? Movement or turning, a VR head pose, a
+    caption; not pings, and not the web client's once-a-second keepalive input with nothing held."""
+    if isinstance(msg, m.Input):
+        return bool(msg.forward or msg.right or msg.up or msg.yaw_delta or msg.pitch_delta)
+    return isinstance(msg, (m.HeadPose, m.Caption))
