@@ -135,6 +135,20 @@ def test_world_imports_only_itself():
     assert outside == set()
 
 
+def test_world_parts_depend_one_way():
+    """runtime.world's subpackages (its parts) import each other one way only: no cycle between parts."""
+    parts: dict[str, set[str]] = {}
+    for a, targets in import_graph().items():
+        pa = a.split(".")
+        if a.startswith("runtime.world.") and len(pa) > 3:  # a module inside a part
+            for b in targets:
+                pb = b.split(".")
+                if b.startswith("runtime.world.") and len(pb) > 3 and pb[2] != pa[2]:
+                    parts.setdefault(pa[2], set()).add(pb[2])
+                    parts.setdefault(pb[2], set())
+    assert cycles(parts) == []
+
+
 def test_stream_is_transport_only():
     """runtime.stream knows the protocol and the metrics, nothing of players, sessions or worlds."""
     above = {(a, b) for a, b in imports_from(import_graph(), "runtime.stream") if not within(b, "runtime.stream", "runtime.metrics", "protocol")}
