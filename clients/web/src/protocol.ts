@@ -273,7 +273,7 @@ export interface Welcome {
   notice: string;
   /** public worlds are listed in /worlds; private ones need an invite default "public" */
   visibility: "public" | "private";
-  /** private worlds: the current invite, for share links (?world=NAME&invite=INVITE) (matches ^[A-Za-z0-9_-]{16,64}$) default null */
+  /** private worlds, for share links (?world=NAME&invite=INVITE): the current invite to the creator, to others the one they joined with (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   invite: string | null;
   /** to the world's creator only: keep it, and send it as hello.owner_key to be recognised again (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   owner_key: string | null;
