@@ -28,6 +28,7 @@ from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Limits, LimitReached, Quotas, client_key
+from runtime.scale.cluster import RaySettings
 from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
 from runtime.stream.auth import token_arg
@@ -142,6 +143,12 @@ class StreamServer:
             total_fps += sum(p.sent_fps() for p in list(session.players.values()))
         self.metrics.sent_fps.set(total_fps)
         self.metrics.generation_queue_depth.set(depth)
+        generation = self.registry.source.generation
+        for name, stats in (generation.stats() if generation is not None else {}).items():
+            self.metrics.ray_actors.labels(name).set(stats.pop("actors"))
+            self.metrics.ray_jobs_in_flight.labels(name).set(stats.pop("in_flight"))
+            for outcome, count in stats.items():
+                self.metrics.ray_jobs.labels(name, outcome).set(count)
         return self.metrics.exposition()
 
     def _refuse_websocket(self, connection, request) -> str | None:
@@ -178,12 +185,20 @@ class StreamServer:
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
         cfg = self.config
-        # Model generators were loaded by check_models; a throwaway job of theirs would take
-        # minutes, so the warm-up runs the kernels every world shares with the procedural one.
+        # Model generators were loaded by check_models (with --ray, by the actors); a throwaway
+        # job of theirs would take minutes, so the warm-up runs the kernels every world shares
+        # with the procedural one.
         warm_generator = "procedural"
         log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, warm_generator)
-        seconds = await asyncio.get_running_loop().run_in_executor(None, warm_up, self.renderer, warm_generator)
+        loop = asyncio.get_running_loop()
+        seconds = await loop.run_in_executor(None, warm_up, self.renderer, warm_generator)
         log.info("warm-up done in %.1f s", seconds)
+        if cfg.ray is not None:
+            log.info("ray: connecting to %s and starting the %s actors", cfg.ray.address, cfg.generator)
+            try:
+                await loop.run_in_executor(None, self.registry.source.start_generation)
+            except Exception as e:  # a cluster we cannot reach, or actors that cannot load the model
+                raise StartupError(f"--ray {cfg.ray.address}: {type(e).__name__}: {e}") from None
         await self.executors.media.start()
         self.registry.start()
         try:
@@ -228,6 +243,7 @@ class StreamServer:
             except asyncio.TimeoutError:
                 log.warning("some connections did not close in time")
         await self.registry.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.registry.source.stop_generation)
         await self.executors.close()
         log.info("stopped")
 
@@ -312,6 +328,13 @@ def check_models(config: ServerConfig) -> None:
             )
 
 
+def check_ray_installed() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise StartupError("--ray needs the ray package: pip install 'worldstream[ray]'") from None
+
+
 def check_worlds_folder(path: Path) -> None:
     """Raise :class:`StartupError` unless ``path`` is (or can be made) a folder we can write in."""
     try:
@@ -360,6 +383,22 @@ def _generator_option(text: str) -> tuple[str, str]:
         return parse_option(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _resource_amount(name: str, zero_ok: bool) -> Callable[[str], float]:
+    """An argparse type: an amount of a Ray resource (CPUs, GPUs), fractions allowed, at most 1024."""
+    limit = "in [0, 1024]" if zero_ok else "in (0, 1024]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number {limit}, got {text!r}") from None
+        if not (0 <= value <= 1024) or (value == 0 and not zero_ok):
+            raise argparse.ArgumentTypeError(f"{name} must be {limit}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _whole_number(name: str, low: int, high: int | None = None) -> Callable[[str], int]:
@@ -417,6 +456,15 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
                    help="require this access token on every HTTP request and WebSocket (as ?token=, a cookie, or "
                    "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
     p.add_argument("--no-avatars", dest="avatars", action="store_false", help="do not draw other players into the video")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="run generation on a Ray cluster's actors (docs/scale.md): auto joins this machine's cluster (or starts one), ADDRESS is HOST:6379 or ray://HOST:10001 (default: off, generation in this process)")
+    p.add_argument("--ray-actors", type=_whole_number("ray-actors", 1), default=None, metavar="N",
+                   help="generator actors (default: as many as the cluster's CPUs, or GPUs with --ray-gpus-per-actor, hold)")
+    p.add_argument("--ray-cpus-per-actor", type=_resource_amount("ray-cpus-per-actor", zero_ok=False), default=1.0, metavar="N", help="CPUs each actor holds (default 1)")
+    p.add_argument("--ray-gpus-per-actor", type=_resource_amount("ray-gpus-per-actor", zero_ok=True), default=0.0, metavar="N",
+                   help="GPUs each actor holds, e.g. 1 for a diffusion model (default 0: CPU actors)")
+    p.add_argument("--jobs-per-world", type=_whole_number("jobs-per-world", 1), default=None, metavar="N",
+                   help="generation jobs one world runs at once (default 1; with --ray, one per actor)")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     return p
@@ -433,7 +481,8 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
         session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token,
-        avatars=args.avatars,
+        avatars=args.avatars, jobs_per_world=args.jobs_per_world,
+        ray=None if args.ray is None else RaySettings(args.ray, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor),
     )
     if args.static is not None:
         config.static_dir = args.static
@@ -479,7 +528,10 @@ def main(argv: list[str] | None = None, prog: str = "python server.py") -> int:
             raise StartupError(f"unknown generator {config.generator!r} (--generator); available: {', '.join(available_generators())}")
         check_port(config.host, config.port)
         check_worlds_folder(config.worlds)
-        check_models(config)
+        if config.ray is None:  # with --ray the actors load the models (and say what is missing)
+            check_models(config)
+        else:
+            check_ray_installed()
         try:
             renderer = create_renderer(config.renderer)
         except RuntimeError as e:  # gsplat without CUDA or without the package

@@ -28,6 +28,7 @@ from runtime.access import AccessBook, WorldAccess
 from runtime.config import Executors, ServerConfig
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Quotas
+from runtime.scale.cluster import RayGeneration
 from runtime.session import Session
 from runtime.world.camera import Pose
 from runtime.world.formats.media import image_header_size
@@ -115,12 +116,15 @@ def decode_start_image(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def generator_options(name: str, config: ServerConfig | None = None) -> dict:
+def generator_options(name: str, config: ServerConfig | None = None, remote: bool = False) -> dict:
     """Options for a world's generator: ``--generator-option`` s when it is the server's
     generator. The procedural generator leaves one core to the render and encode threads,
-    so generating never starves the streams of CPU."""
+    so generating never starves the streams of CPU; on a Ray actor (``remote``) it uses the
+    CPUs the actor holds."""
     options = dict(config.generator_options) if config is not None and name == config.generator else {}
     if name == "procedural":
+        if remote and config is not None and config.ray is not None:
+            options.setdefault("threads", max(1, round(config.ray.cpus_per_actor)))
         options.setdefault("threads", max(1, (os.cpu_count() or 2) - 1))
     return options
 
@@ -155,14 +159,34 @@ class WorldSource:
         config.worlds.mkdir(parents=True, exist_ok=True)
         self.library = WorldLibrary(config.worlds)
         log.info("worlds: saved under %s", config.worlds.resolve())
+        # With --ray, generators run on the cluster's actors; connected by start_generation().
+        self.generation = RayGeneration(config.ray) if config.ray is not None else None
+
+    def start_generation(self) -> None:
+        """Connect to Ray and start the server generator's actors (blocks: off the event loop)."""
+        if self.generation is not None:
+            name = self.config.generator
+            self.generation.start(name, generator_options(name, self.config, remote=True))
+            # As check_models does in-process: an RGB-only generator needs a depth model here.
+            if self.generation.pool(name, {}).generator_attribute("makes_depth", True) is False and not self.config.depth_model:
+                raise RuntimeError(f"generator {name!r} makes RGB only: give --depth-model DIR (docs/generators.md)")
+
+    def stop_generation(self) -> None:
+        if self.generation is not None:
+            self.generation.close()
 
     def _world_kwargs(self, generator_name: str) -> dict:
         # No executor: each world owns a one-thread generation worker, so a world with a
         # backlog never holds up another world's first chunks. Models (generator, depth)
         # are loaded once per process and shared by every world.
-        generator = create_generator(generator_name, **generator_options(generator_name, self.config))
         estimator = load_depth_estimator(self.config.depth_model) if self.config.depth_model else None
-        return {"renderer": self.renderer, "generator": generator, "depth_estimator": estimator}
+        if self.generation is not None:
+            generator = self.generation.generator(generator_name, generator_options(generator_name, self.config, remote=True))
+            jobs = self.config.jobs_per_world or generator.pool.max_in_flight
+        else:
+            generator = create_generator(generator_name, **generator_options(generator_name, self.config))
+            jobs = self.config.jobs_per_world
+        return {"renderer": self.renderer, "generator": generator, "depth_estimator": estimator, "max_concurrent_jobs": jobs}
 
     def exists(self, name: str) -> bool:
         return bool(self.library.exists(name))

@@ -4,9 +4,11 @@ WebSocket handshake alike.
 A request carries it as ``Authorization: Bearer TOKEN`` (scripts, probes, the Python
 client), as ``?token=TOKEN`` in the URL (the first page load, or a WebSocket URL), or in
 the ``worldstream_token`` cookie. A page loaded with ``?token=`` gets the cookie (HttpOnly,
-SameSite=Strict), so the browser sends it with every later request of that page, the
-WebSocket's included, and the web client needs no code for it. Tokens are compared in
-constant time.
+SameSite=Lax), so the browser sends it with every later request of that page, the
+WebSocket's included, and the web client needs no code for it. Lax rather than Strict: a
+share link opened from a chat app (a cross-site navigation) must still carry it, while
+other sites' pages still cannot send it with their requests or WebSockets. Tokens are
+compared in constant time.
 """
 
 from __future__ import annotations
@@ -65,4 +67,4 @@ def authorized(request: Request, token: str) -> bool:
 
 def token_cookie(token: str, secure: bool) -> str:
     """The ``Set-Cookie`` value handing the token to a browser that came with ``?token=``."""
-    return f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict" + ("; Secure" if secure else "")
+    return f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")

@@ -13,13 +13,12 @@ import time
 from concurrent.futures import Executor
 from typing import Callable
 
-from ..camera import Cameras
 from ..events import ChunkAdded, JobFailed, JobProgress
 from ..generators.base import CancelToken, GenerationCancelled, GenerationRequest, GenerationResult
 from ..parts import WorldParts
-from ..render.base import RenderOutput
 from .jobs import GenerationJob
 from .planner import FrontierPlanner
+from .scene_view import SceneView
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,7 @@ class JobRunner:
         planner: asked whether a job is still needed; told which views are done or failed.
         executor: runs :meth:`_run` on worker threads.
         apply: lands a result (``World.apply``); finishes the job as done.
+        max_running: jobs running at once; None: ``config.max_concurrent_jobs``.
     """
 
     def __init__(
@@ -43,26 +43,23 @@ class JobRunner:
         planner: FrontierPlanner,
         executor: Executor,
         apply: Callable[[GenerationJob, GenerationResult], object],
+        max_running: int | None = None,
     ) -> None:
         self.config, self.queue, self.generator, self.memory = parts.config, parts.jobs, parts.generator, parts.memory
         self.stats, self.start_image = parts.stats, parts.start_image
-        self._parts = parts
+        # What generators that condition on known content draw (GenerationRequest.scene).
+        self._scene_view = SceneView(parts.scene, parts.sky, parts.renderer)
         self.planner = planner
         self.executor = executor
         self._apply = apply
+        self.max_running = max_running or parts.config.max_concurrent_jobs
         self._emit = parts.events.emit
         self.average_job_s: float | None = None  # running average of one job's generation time
 
-    def _draw_scene(self, cameras: Cameras) -> RenderOutput:
-        """The scene as it is now at ``cameras`` (``GenerationRequest.scene``): generators
-        that condition on known content call it from their worker thread."""
-        parts = self._parts
-        return parts.renderer.render(parts.scene.snapshot(), cameras, parts.sky)
-
     def pump(self) -> None:
-        """Submit the best queued jobs while fewer than ``max_concurrent_jobs`` run."""
+        """Submit the best queued jobs while fewer than ``max_running`` run."""
         while True:
-            started = self.queue.start_next(self.config.max_concurrent_jobs)
+            started = self.queue.start_next(self.max_running)
             if started is None:
                 return
             job, token = started
@@ -91,7 +88,7 @@ class JobRunner:
                 return
             first = job.cameras[0]
             memory = tuple(self.memory.retrieve(first, k=cfg.max_retrieved_frames)) if cfg.max_retrieved_frames and len(self.memory) else ()
-            request = GenerationRequest(job.cameras, job.caption, memory, cfg.seed, self.start_image, self._draw_scene)
+            request = GenerationRequest(job.cameras, job.caption, memory, cfg.seed, self.start_image, self._scene_view)
 
             def progress(fraction: float, message: str = "") -> None:
                 job.progress = float(fraction)
