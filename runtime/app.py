@@ -26,10 +26,10 @@ from websockets.asyncio.server import serve
 
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
+from runtime.lobby import Lobby
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Limits, LimitReached, Quotas, client_key
 from runtime.scale.cluster import RaySettings
-from runtime.seats import Seats
 from runtime.sessions import SessionRegistry
 from runtime.stream.auth import token_arg
 from runtime.stream.encoder import default_bitrate
@@ -79,21 +79,13 @@ class StreamServer:
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
         self.quotas = Quotas(config.limits, refused=lambda limit: self.metrics.limit_refusals.labels(limit).inc())
         self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer, self.quotas)
-        self.seats = Seats(config.max_players)
-        self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
+        self.lobby = Lobby(config, self.registry, self.quotas, self.executors, self.version, self.renderer_name)
         self._refusal_log = TokenBucket(0.2, 5)
         # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
         self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
-
-    def video_size(self, view: m.View) -> tuple[int, int]:
-        """The video size for a client's view: the server's, or less if the view is smaller."""
-        w, h = self.config.width, self.config.height
-        if view.width < w and view.height < h:
-            w, h = view.width, view.height
-        return max(16, w - w % (4 if view.stereo else 2)), max(16, h - h % 2)
 
     def health(self) -> dict:
         return {
@@ -171,16 +163,20 @@ class StreamServer:
         return request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies).scheme == "https"
 
     async def _handler(self, ws) -> None:
-        connection = Connection(ws, self)
+        cfg = self.config
+        connection = Connection(
+            ws, self.lobby.link, cfg.hello_timeout_s, self.metrics, self.large_messages, cfg.trusted_proxies, cfg.limits.idle_timeout
+        )
+        client = client_key(connection.client_address)  # what per-client quotas count by
         try:
-            self.quotas.open_connection(connection.client)
+            self.quotas.open_connection(client)
         except LimitReached as exc:
-            await refuse_connection(ws, exc, self.metrics)
+            await refuse_connection(ws, exc.limit, exc.message, self.metrics)
             return
         try:
             await connection.run()
         finally:
-            self.quotas.close_connection(connection.client)
+            self.quotas.close_connection(client)
 
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
