@@ -217,8 +217,8 @@ class NewWorld:
     )
     start_depth: bytes | None = spec(
         None, max_len=MAX_START_IMAGE_BYTES, unit="bytes",
-        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; "
-        "absent: the server's depth model estimates it",
+        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels "
+        "(the whole hello stays within MAX_HELLO_BYTES); absent: the server's depth model estimates it",
     )
     visibility: Literal["public", "private"] = spec(
         "public",
