@@ -16,6 +16,9 @@ client), and prints per phase:
 Attacks (``--attacks``, comma-separated, in this order by default):
 
 * ``none``: the baseline.
+* ``cpu_only``: a control, no attack: the attacker process only burns CPU (15 ms of every
+  100 ms, about what the ``bad_messages`` attacker uses), to tell what the attacks cost the
+  server from what any extra process costs the player on a machine with few cores.
 * ``bad_messages``: 8 connections sending, as fast as the server reads them, a rotation of
   expensive messages (8 MiB of empty msgpack arrays, a ping nesting 80,000 values) and
   malformed ones (garbage, unknown types, out-of-range fields, text frames).
@@ -23,6 +26,10 @@ Attacks (``--attacks``, comma-separated, in this order by default):
   ``hello``/``new_world`` and closing after the reply.
 * ``teleport``: one player in the well-behaved player's world sending ``head_pose`` to a
   new random place far away as often as the input rate allows (generation requests).
+
+The attackers' connections come from 127.0.0.2, the player's from 127.0.0.1, so the
+server's per-address quotas (at their defaults) tell them apart as on a network; the
+teleporter is a player like any other (127.0.0.1).
 * ``idle_connections``: 200 WebSocket connections that never say ``hello`` (each reopened
   when the server closes it).
 
@@ -51,9 +58,13 @@ from bench.common import describe_machine, format_table, write_json
 from bench.stream import ServerCpu, drive, max_gap, run_loop, start_server
 from protocol import messages as m
 from runtime.client import ServerError, WorldClient, ws_url
+from runtime.quotas import Limits
 
-ATTACKS = ("none", "bad_messages", "world_creation", "teleport", "idle_connections")
+ATTACKS = ("none", "cpu_only", "bad_messages", "world_creation", "teleport", "idle_connections")
 SETTLE_S = 1.0
+ATTACKER_ADDRESS = "127.0.0.2"
+"""The connection attackers come from: another loopback address than the player's
+(127.0.0.1), so per-address quotas see two clients, as they would on a network."""
 
 
 def _raw(obj) -> bytes:
@@ -85,7 +96,7 @@ async def _bad_messages(url: str, until: float, stats: dict) -> None:
     async def one(k: int) -> None:
         while time.monotonic() < until:
             try:
-                async with connect(url, max_size=None, compression=None) as ws:
+                async with connect(url, max_size=None, compression=None, local_addr=(ATTACKER_ADDRESS, 0)) as ws:
                     reader = asyncio.create_task(_count_replies(ws, stats))
                     i = k
                     while time.monotonic() < until:
@@ -119,7 +130,7 @@ async def _world_creation(url: str, until: float, stats: dict) -> None:
     async def one() -> None:
         while time.monotonic() < until:
             try:
-                async with connect(url, compression=None, open_timeout=10) as ws:
+                async with connect(url, compression=None, open_timeout=10, local_addr=(ATTACKER_ADDRESS, 0)) as ws:
                     name = f"flood-{uuid.uuid4().hex[:10]}"
                     await ws.send(_raw({"type": "hello", "protocol_version": m.PROTOCOL_VERSION, "new_world": {"name": name}}))
                     reply = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 30))
@@ -149,13 +160,22 @@ async def _teleport(url: str, world: str, until: float, stats: dict) -> None:
                 stats["replies"][key] = stats["replies"].get(key, 0) + 1
 
 
+async def _cpu_only(until: float, stats: dict, busy_s: float = 0.015, period_s: float = 0.1) -> None:
+    while time.monotonic() < until:
+        start = time.monotonic()
+        while time.monotonic() - start < busy_s:
+            pass
+        stats["sent"] += 1
+        await asyncio.sleep(period_s - busy_s)
+
+
 async def _idle_connections(url: str, until: float, stats: dict, count: int = 200) -> None:
     from websockets.asyncio.client import connect
 
     async def one() -> None:
         while time.monotonic() < until:
             try:
-                async with connect(url, compression=None, open_timeout=10) as ws:
+                async with connect(url, compression=None, open_timeout=10, local_addr=(ATTACKER_ADDRESS, 0)) as ws:
                     stats["sent"] += 1
                     await asyncio.wait_for(ws.wait_closed(), max(0.05, until - time.monotonic()))
                     stats["closed"] += 1
@@ -185,6 +205,8 @@ def _attack_process(kind: str, url: str, world: str, start_at: float, duration: 
             await _teleport(url, world, until, stats)
         elif kind == "idle_connections":
             await _idle_connections(wsu, until, stats)
+        elif kind == "cpu_only":
+            await _cpu_only(until, stats)
 
     cpu0 = time.process_time()
     try:
@@ -300,7 +322,11 @@ def main(argv: list[str] | None = None) -> None:
         if url is None:
             server_args = argparse.Namespace(renderer=args.renderer, generator=args.generator, codec="h264", resolution=args.resolution,
                                              fps=args.fps, bitrate=None, crf=None, server_cores=None)
-            proc, url = start_server(server_args, Path(tmp))
+            # The server's own quotas (bench.stream lifts the per-address ones for its many players).
+            defaults = Limits()
+            quotas = ["--max-connections-per-client", str(defaults.max_connections_per_client),
+                      "--max-new-worlds-per-client", str(defaults.max_new_worlds_per_client)]
+            proc, url = start_server(server_args, Path(tmp), quotas)
         print(f"server {url}: {args.renderer} renderer, {args.resolution}@{args.fps}; {args.duration:g} s per attack")
         try:
             rows = run_loop(run_phases(url, attacks, args.duration, args.fps, ServerCpu(proc.pid) if proc else None))

@@ -60,6 +60,7 @@ import traceback
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -84,7 +85,8 @@ def stage_timeout() -> float:
     return float(os.environ.get(STAGE_TIMEOUT_ENV) or CONNECT_TIMEOUT)
 
 
-def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(args, workdir: Path, extra_args: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
+    """Start ``runtime.app`` for a bench; ``extra_args`` come last, so they override these."""
     log_path = workdir / "server.log"
     cmd = [
         sys.executable, "-m", "runtime.app", "--port", "0", "--renderer", args.renderer, "--generator", args.generator,
@@ -95,6 +97,7 @@ def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
     for flag, value in (("--resolution", args.resolution), ("--fps", args.fps), ("--bitrate", args.bitrate), ("--crf", args.crf)):
         if value:
             cmd += [flag, str(value)]
+    cmd += list(extra_args)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     server_cores = split_cores(args.server_cores)[0]
     pin = (lambda: os.sched_setaffinity(0, server_cores)) if server_cores else None

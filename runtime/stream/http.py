@@ -66,21 +66,22 @@ def make_process_request(
     health: Callable[[], dict],
     metrics: Callable[[], bytes],
     worlds: Callable[[], list[dict]] = lambda: [],
-    refuse_websocket: Callable[[object, Request], str | None] = lambda connection, request: None,
+    refuse_websocket: Callable[[object, Request], tuple[int, str] | None] = lambda connection, request: None,
 ):
     """The ``process_request`` hook: returns a Response for HTTP routes, None for the WebSocket.
 
     ``worlds()`` lists joinable worlds for ``/worlds``; it may read files, so it runs in a thread.
-    ``refuse_websocket(connection, request)`` says why a WebSocket handshake is refused
-    (answered 403 with that reason), or None to let it through.
+    ``refuse_websocket(connection, request)`` says why a WebSocket handshake is refused, as
+    ``(HTTP status, reason)`` (answered with that status and reason), or None to let it through.
     """
 
     async def process_request(connection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == WS_PATH:
-            reason = refuse_websocket(connection, request)
-            if reason is not None:
-                return _response(403, reason.encode() + b"\n", "text/plain; charset=utf-8")
+            refusal = refuse_websocket(connection, request)
+            if refusal is not None:
+                status, reason = refusal
+                return _response(status, reason.encode() + b"\n", "text/plain; charset=utf-8")
             return None  # continue with the WebSocket handshake
         if path == "/healthz":
             return _response(200, json.dumps(health()).encode(), "application/json")

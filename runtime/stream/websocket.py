@@ -63,7 +63,13 @@ LARGE_RATE_HZ = 0.2
 ``StreamServer.large_messages``): a burst of ``LARGE_BURST``, then one per 5 s. A large
 frame sent without a token left closes the connection (1009) before its payload is read;
 one already read is dropped undecoded."""
-LARGE_BURST = 4
+LARGE_BURST = 2
+OVERSIZE_STRIKES = 4
+OVERSIZE_FORGIVE_S = 10.0
+"""A client address whose connections were closed for oversized frames (1009) more than
+``OVERSIZE_STRIKES`` times has further handshakes refused (HTTP 429) until one strike is
+forgiven, every ``OVERSIZE_FORGIVE_S``: reconnecting to send 8 MiB again and again costs the
+server a handshake and the start of each frame; this makes it cost a short HTTP reply."""
 MAX_FRAME_BYTES = m.MAX_HELLO_BYTES + 4096
 """Largest WebSocket message read at all (beyond it: close 1009); ``decode`` refuses more
 than ``MAX_HELLO_BYTES`` with ``too_large``."""
@@ -163,6 +169,9 @@ class Connection:
         finally:
             sender.cancel()
             await self._leave()
+            close = self.ws.protocol.close_sent
+            if close is not None and close.code == 1009:  # a frame over its limit: one strike
+                self.server.oversize_strikes.get(self.client_address).allow()
 
     async def _handle(self, data: bytes | str) -> bool:
         """Handle one incoming frame; False ends the connection."""
