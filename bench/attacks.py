@@ -26,12 +26,14 @@ Attacks (``--attacks``, comma-separated, in this order by default):
   ``hello``/``new_world`` and closing after the reply.
 * ``teleport``: one player in the well-behaved player's world sending ``head_pose`` to a
   new random place far away as often as the input rate allows (generation requests).
-
-The attackers' connections come from 127.0.0.2, the player's from 127.0.0.1, so the
-server's per-address quotas (at their defaults) tell them apart as on a network; the
-teleporter is a player like any other (127.0.0.1).
 * ``idle_connections``: 200 WebSocket connections that never say ``hello`` (each reopened
   when the server closes it).
+
+The server runs with its default quotas and ``--trust-proxy 127.0.0.1``; the attacker's
+connections say ``X-Forwarded-For: 198.51.100.7`` (a documentation address), so the server
+counts them as another client than the player, as it would two hosts on the internet.
+(With ``--url`` the server's own settings apply: without ``--trust-proxy`` the attacker and
+the player are one client address and share its quotas.)
 
 Example (CPU, 2 cores; a few seconds per phase)::
 
@@ -58,13 +60,11 @@ from bench.common import describe_machine, format_table, write_json
 from bench.stream import ServerCpu, drive, max_gap, run_loop, start_server
 from protocol import messages as m
 from runtime.client import ServerError, WorldClient, ws_url
-from runtime.quotas import Limits
 
 ATTACKS = ("none", "cpu_only", "bad_messages", "world_creation", "teleport", "idle_connections")
+ATTACKER = {"X-Forwarded-For": "198.51.100.7"}
+"""Handshake headers of every attacker connection: another client address, through the trusted proxy."""
 SETTLE_S = 1.0
-ATTACKER_ADDRESS = "127.0.0.2"
-"""The connection attackers come from: another loopback address than the player's
-(127.0.0.1), so per-address quotas see two clients, as they would on a network."""
 
 
 def _raw(obj) -> bytes:
@@ -96,7 +96,7 @@ async def _bad_messages(url: str, until: float, stats: dict) -> None:
     async def one(k: int) -> None:
         while time.monotonic() < until:
             try:
-                async with connect(url, max_size=None, compression=None, local_addr=(ATTACKER_ADDRESS, 0)) as ws:
+                async with connect(url, max_size=None, compression=None, additional_headers=ATTACKER) as ws:
                     reader = asyncio.create_task(_count_replies(ws, stats))
                     i = k
                     while time.monotonic() < until:
@@ -130,7 +130,7 @@ async def _world_creation(url: str, until: float, stats: dict) -> None:
     async def one() -> None:
         while time.monotonic() < until:
             try:
-                async with connect(url, compression=None, open_timeout=10, local_addr=(ATTACKER_ADDRESS, 0)) as ws:
+                async with connect(url, compression=None, open_timeout=10, additional_headers=ATTACKER) as ws:
                     name = f"flood-{uuid.uuid4().hex[:10]}"
                     await ws.send(_raw({"type": "hello", "protocol_version": m.PROTOCOL_VERSION, "new_world": {"name": name}}))
                     reply = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 30))
@@ -148,7 +148,7 @@ async def _world_creation(url: str, until: float, stats: dict) -> None:
 
 async def _teleport(url: str, world: str, until: float, stats: dict) -> None:
     rng = random.Random(5)
-    async with WorldClient(url, world=world, name="teleporter", video=False) as c:
+    async with WorldClient(url, world=world, name="teleporter", video=False, headers=ATTACKER) as c:
         while time.monotonic() < until:
             x, z = rng.uniform(-5000, 5000), rng.uniform(-5000, 5000)
             await c.send_head_pose((x, -1.6, z), (1.0, 0.0, 0.0, 0.0))
@@ -175,7 +175,7 @@ async def _idle_connections(url: str, until: float, stats: dict, count: int = 20
     async def one() -> None:
         while time.monotonic() < until:
             try:
-                async with connect(url, compression=None, open_timeout=10, local_addr=(ATTACKER_ADDRESS, 0)) as ws:
+                async with connect(url, compression=None, open_timeout=10, additional_headers=ATTACKER) as ws:
                     stats["sent"] += 1
                     await asyncio.wait_for(ws.wait_closed(), max(0.05, until - time.monotonic()))
                     stats["closed"] += 1
@@ -322,11 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         if url is None:
             server_args = argparse.Namespace(renderer=args.renderer, generator=args.generator, codec="h264", resolution=args.resolution,
                                              fps=args.fps, bitrate=None, crf=None, server_cores=None)
-            # The server's own quotas (bench.stream lifts the per-address ones for its many players).
-            defaults = Limits()
-            quotas = ["--max-connections-per-client", str(defaults.max_connections_per_client),
-                      "--max-new-worlds-per-client", str(defaults.max_new_worlds_per_client)]
-            proc, url = start_server(server_args, Path(tmp), quotas)
+            proc, url = start_server(server_args, Path(tmp), extra_args=("--trust-proxy", "127.0.0.1"))
         print(f"server {url}: {args.renderer} renderer, {args.resolution}@{args.fps}; {args.duration:g} s per attack")
         try:
             rows = run_loop(run_phases(url, attacks, args.duration, args.fps, ServerCpu(proc.pid) if proc else None))

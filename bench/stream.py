@@ -60,7 +60,6 @@ import traceback
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -85,19 +84,19 @@ def stage_timeout() -> float:
     return float(os.environ.get(STAGE_TIMEOUT_ENV) or CONNECT_TIMEOUT)
 
 
-def start_server(args, workdir: Path, extra_args: Sequence[str] = ()) -> tuple[subprocess.Popen, str]:
-    """Start ``runtime.app`` for a bench; ``extra_args`` come last, so they override these."""
+ONE_HOST_QUOTAS = ("--max-connections-per-client", "100000", "--max-new-worlds-per-client", "100000")
+"""Every bench player connects from this host: per-address quotas would cap a round at 8 players."""
+
+
+def start_server(args, workdir: Path, extra_args: tuple[str, ...] = ONE_HOST_QUOTAS) -> tuple[subprocess.Popen, str]:
     log_path = workdir / "server.log"
     cmd = [
         sys.executable, "-m", "runtime.app", "--port", "0", "--renderer", args.renderer, "--generator", args.generator,
-        "--worlds", str(workdir / "worlds"), "--codec", args.codec, "--log-level", "info",
-        # every bench player connects from this host: per-address quotas would cap a round at 8
-        "--max-connections-per-client", "100000", "--max-new-worlds-per-client", "100000",
+        "--worlds", str(workdir / "worlds"), "--codec", args.codec, "--log-level", "info", *extra_args,
     ]
     for flag, value in (("--resolution", args.resolution), ("--fps", args.fps), ("--bitrate", args.bitrate), ("--crf", args.crf)):
         if value:
             cmd += [flag, str(value)]
-    cmd += list(extra_args)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     server_cores = split_cores(args.server_cores)[0]
     pin = (lambda: os.sched_setaffinity(0, server_cores)) if server_cores else None

@@ -22,6 +22,9 @@ from runtime.stream.rate_limit import TokenBucket
 
 HOUR_S = 3600.0
 MINUTE_S = 60.0
+FLOOD_WINDOW_S = 1.0
+"""A client refused a connection this recently and still at its limit is flooding: further
+handshakes are refused at the door (HTTP 429), before any WebSocket is set up."""
 MAX_TRACKED_CLIENTS = 100_000
 """Client entries kept at most; beyond, the idle ones are forgotten first (see :meth:`Quotas.prune`)."""
 
@@ -81,10 +84,11 @@ def client_key(address: str | None) -> str:
 class _Client:
     """One client address: its open connections and its hourly/minutely allowances."""
 
-    __slots__ = ("connections", "worlds", "captions")
+    __slots__ = ("connections", "worlds", "captions", "refused_at")
 
     def __init__(self, limits: Limits, clock) -> None:
         self.connections = 0
+        self.refused_at = -1e9  # when a connection of its was last refused (monotonic s)
         self.worlds = TokenBucket(limits.max_new_worlds_per_client / HOUR_S, limits.max_new_worlds_per_client, clock)
         self.captions = TokenBucket(limits.max_captions_per_client / MINUTE_S, limits.max_captions_per_client, clock)
 
@@ -109,6 +113,7 @@ class Quotas:
         self._clients: dict[str, _Client] = {}
         self._world_captions: dict[str, TokenBucket] = {}
         self.connections = 0
+        self._all_refused_at = -1e9
         self._new_worlds = TokenBucket(limits.max_new_worlds / HOUR_S, limits.max_new_worlds, clock)
 
     def _refuse(self, limit: str, message: str) -> LimitReached:
@@ -129,14 +134,29 @@ class Quotas:
         lim = self.limits
         client = self._client(key)
         if client.connections >= lim.max_connections_per_client:
+            client.refused_at = self._clock()
             raise self._refuse(
                 "max_connections_per_client",
                 f"{lim.max_connections_per_client} connections from your address are open already; close one first",
             )
         if self.connections >= lim.max_connections:
+            self._all_refused_at = self._clock()
             raise self._refuse("max_connections", f"the server has {lim.max_connections} connections open; try again later")
         client.connections += 1
         self.connections += 1
+
+    def flooding(self, key: str) -> LimitReached | None:
+        """For a handshake: the limit ``key`` keeps running into (it was refused a connection
+        within :data:`FLOOD_WINDOW_S` and is still at the limit), else None. Refusing those at
+        the door costs far less than a WebSocket each; the first refusal still goes over the
+        WebSocket as a typed error a person can read."""
+        lim, now = self.limits, self._clock()
+        client = self._clients.get(key)
+        if client is not None and client.connections >= lim.max_connections_per_client and now - client.refused_at < FLOOD_WINDOW_S:
+            return self._refuse("max_connections_per_client", f"{lim.max_connections_per_client} connections from your address are open already")
+        if self.connections >= lim.max_connections and now - self._all_refused_at < FLOOD_WINDOW_S:
+            return self._refuse("max_connections", f"the server has {lim.max_connections} connections open; try again later")
+        return None
 
     def close_connection(self, key: str) -> None:
         client = self._clients.get(key)

@@ -24,9 +24,11 @@ import av
 import numpy as np
 
 from protocol import messages as m
+from runtime.access import AccessBook, WorldAccess
 from runtime.config import Executors, ServerConfig
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Quotas
+from runtime.scale.cluster import RayGeneration
 from runtime.session import Session
 from runtime.world.camera import Pose
 from runtime.world.formats.media import image_header_size
@@ -50,6 +52,23 @@ class JoinError(Exception):
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.field = code, message, field
+
+
+@dataclass
+class Admission:
+    """A hello let into a world.
+
+    Attributes:
+        session: the world's session.
+        owner: the player is the world's creator (it created it now, or sent its owner key).
+        owner_key: the key that proves it, for the welcome (None when not the owner).
+        access: the world's access record (visibility, current invite).
+    """
+
+    session: Session
+    owner: bool
+    owner_key: str | None
+    access: WorldAccess
 
 
 @dataclass
@@ -97,12 +116,15 @@ def decode_start_image(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def generator_options(name: str, config: ServerConfig | None = None) -> dict:
+def generator_options(name: str, config: ServerConfig | None = None, remote: bool = False) -> dict:
     """Options for a world's generator: ``--generator-option`` s when it is the server's
     generator. The procedural generator leaves one core to the render and encode threads,
-    so generating never starves the streams of CPU."""
+    so generating never starves the streams of CPU; on a Ray actor (``remote``) it uses the
+    CPUs the actor holds."""
     options = dict(config.generator_options) if config is not None and name == config.generator else {}
     if name == "procedural":
+        if remote and config is not None and config.ray is not None:
+            options.setdefault("threads", max(1, round(config.ray.cpus_per_actor)))
         options.setdefault("threads", max(1, (os.cpu_count() or 2) - 1))
     return options
 
@@ -137,14 +159,34 @@ class WorldSource:
         config.worlds.mkdir(parents=True, exist_ok=True)
         self.library = WorldLibrary(config.worlds)
         log.info("worlds: saved under %s", config.worlds.resolve())
+        # With --ray, generators run on the cluster's actors; connected by start_generation().
+        self.generation = RayGeneration(config.ray) if config.ray is not None else None
+
+    def start_generation(self) -> None:
+        """Connect to Ray and start the server generator's actors (blocks: off the event loop)."""
+        if self.generation is not None:
+            name = self.config.generator
+            self.generation.start(name, generator_options(name, self.config, remote=True))
+            # As check_models does in-process: an RGB-only generator needs a depth model here.
+            if self.generation.pool(name, {}).generator_attribute("makes_depth", True) is False and not self.config.depth_model:
+                raise RuntimeError(f"generator {name!r} makes RGB only: give --depth-model DIR (docs/generators.md)")
+
+    def stop_generation(self) -> None:
+        if self.generation is not None:
+            self.generation.close()
 
     def _world_kwargs(self, generator_name: str) -> dict:
         # No executor: each world owns a one-thread generation worker, so a world with a
         # backlog never holds up another world's first chunks. Models (generator, depth)
         # are loaded once per process and shared by every world.
-        generator = create_generator(generator_name, **generator_options(generator_name, self.config))
         estimator = load_depth_estimator(self.config.depth_model) if self.config.depth_model else None
-        return {"renderer": self.renderer, "generator": generator, "depth_estimator": estimator}
+        if self.generation is not None:
+            generator = self.generation.generator(generator_name, generator_options(generator_name, self.config, remote=True))
+            jobs = self.config.jobs_per_world or generator.pool.max_in_flight
+        else:
+            generator = create_generator(generator_name, **generator_options(generator_name, self.config))
+            jobs = self.config.jobs_per_world
+        return {"renderer": self.renderer, "generator": generator, "depth_estimator": estimator, "max_concurrent_jobs": jobs}
 
     def exists(self, name: str) -> bool:
         return bool(self.library.exists(name))
@@ -198,6 +240,7 @@ class SessionRegistry:
         self.metrics = metrics
         self.renderer = renderer
         self.source = WorldSource(config, renderer, executors)
+        self.access = AccessBook(self.source.library)
         self.sessions: dict[str, Session] = {}
         self._resume: dict[str, ResumeRecord] = {}
         self._lock = asyncio.Lock()  # one world load/create at a time: no double opens
@@ -210,11 +253,12 @@ class SessionRegistry:
     def player_count(self) -> int:
         return sum(len(s.players) for s in self.sessions.values())
 
-    async def session_for(self, hello: m.Hello, client: str = "unknown") -> Session:
-        """The session a hello joins or creates.
+    async def session_for(self, hello: m.Hello, client: str = "unknown") -> Admission:
+        """Let a hello into the world it joins or creates.
 
-        Raises :class:`JoinError`, or :class:`runtime.quotas.LimitReached` when ``client``
-        (a quota key) or the server may not create or load one more world.
+        Raises :class:`JoinError` (``invite_required`` for a private world it may not
+        enter), or :class:`runtime.quotas.LimitReached` when ``client`` (a quota key) or the
+        server may not create or load one more world.
         """
         loop = asyncio.get_running_loop()
         async with self._lock:
@@ -223,10 +267,18 @@ class SessionRegistry:
                 if not _NAME.fullmatch(name):  # the codec checked already; never trust one check with paths
                     raise JoinError("bad_field", "bad world name", "world")
                 session = self.sessions.get(name)
-                if session is not None:
-                    return session
-                if not self.source.exists(name):
+                if session is None and not self.source.exists(name):
                     raise JoinError("world_not_found", f"no world named {name!r}; create it with new_world", "world")
+                access = await asyncio.to_thread(self.access.get, name)  # read once, then cached
+                owner = access.is_owner(hello.owner_key)
+                key = hello.owner_key if owner else None
+                if not (access.admits(hello.invite, hello.owner_key) or self._may_resume(hello.resume_token, name)):
+                    text = "this world is private: join it with its invite link" if hello.invite is None else (
+                        "this world is private and that invite does not open it (its creator may have revoked the link)"
+                    )
+                    raise JoinError("invite_required", text, "invite")
+                if session is not None:
+                    return Admission(session, owner, key, access)
                 self.quotas.open_world(len(self.sessions))
                 world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
                 log.info("world %r opened", name)
@@ -251,12 +303,42 @@ class SessionRegistry:
                 )
                 world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, start)
                 self.quotas.created_world(client)
-                log.info("world %r created (seed %d, generator %s, caption %r)", name, seed, self.config.generator, req.caption[:60])
+                access, key = WorldAccess.create(req.visibility)
+                owner = True
+                try:
+                    await asyncio.to_thread(self.access.put, name, access)
+                except OSError as exc:  # the world must not stay open to all when its record failed
+                    await loop.run_in_executor(self.executors.plan, world.close)
+                    log.error("world %r: its access record could not be saved: %s", name, exc)
+                    raise JoinError("internal", "the world could not be saved", "new_world") from None
+                log.info("world %r created (%s, seed %d, generator %s, caption %r)", name, req.visibility, seed, self.config.generator, req.caption[:60])
             session = Session(name, world, self.config, self.executors, self.metrics)
             session.start()
             self.sessions[name] = session
             self.metrics.sessions.set(len(self.sessions))
-            return session
+            return Admission(session, owner, key, access)
+
+    def _may_resume(self, token: str | None, world: str) -> bool:
+        """Does ``token`` resume a player who was in ``world`` (one let in before)?"""
+        record = self._resume.get(token) if token else None
+        return record is not None and record.world == world and record.expires_at >= time.monotonic()
+
+    async def revoke_invite(self, name: str) -> str:
+        """Draw a new invite for private world ``name`` and save it; returns it."""
+        access = await asyncio.to_thread(self.access.get, name)
+        old = access.invite
+        invite = access.revoke()
+        try:
+            await asyncio.to_thread(self.access.put, name, access)
+        except OSError:
+            access.invite = old  # not saved: the old link keeps working, as the creator will be told
+            raise
+        log.info("world %r: invite revoked", name)
+        return invite
+
+    def listed(self, name: str) -> bool:
+        """Is ``name`` shown in public listings (``/worlds``, ``/healthz``)?"""
+        return not self.access.is_private(name)
 
     # ---- resume tokens ----
     def new_token(self) -> str:

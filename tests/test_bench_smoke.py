@@ -119,3 +119,14 @@ def test_attack_bench_runs(tmp_path, capsys):
     assert all(r["new_player"].startswith("ok") for r in rows), rows
     assert rows[1]["attacker_sent"] > 0 and rows[1]["replies"]
     assert "largest gap" in capsys.readouterr().out
+
+
+def test_start_image_bench_runs(tmp_path, capsys):
+    """bench/start_image.py: a world folder holds about the PNG sent, not the raw pixels."""
+    from bench import start_image
+
+    out = tmp_path / "start_image.json"
+    start_image.main(["--sizes", "512", "--json", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["world_folder_kb"] < row["png_kb"] + 10 < row["raw_npz_mb"] * 1e3
+    assert "world folder KB" in capsys.readouterr().out

@@ -293,3 +293,32 @@ def test_a_caption_longer_than_a_world_takes_is_refused(tmp_path):
     run = run_bounded("import", "four.ply", "--name", "four", "--caption", "x" * 5000, cwd=tmp_path)
     assert_refused(run, "caption must be a string of at most 4000 characters, got 5000")
     assert not (tmp_path / "worlds" / "four").exists()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width`` x ``height`` but whose data is a few bytes."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+
+
+def test_start_image_too_large_in_pixels_is_refused_before_decoding(tmp_path):
+    (tmp_path / "huge.png").write_bytes(png_claiming(20_000, 20_000))
+    run = run_bounded("render", "--preset", "zoom-in", "--image", "huge.png", "x.mp4", cwd=tmp_path)
+    assert_refused(run, "huge.png: image is 20000x20000 pixels; at most 67,108,864 pixels are read")
+
+
+def test_ply_headers_that_contradict_themselves_are_refused(tmp_path):
+    cases = {
+        "two_vertex_elements.ply": (ply_header("element vertex 1", "property float x", "element vertex 1", "property float x"), "element 'vertex' appears twice"),
+        "two_x.ply": (ply_header("element vertex 1", "property float x", "property float x"), "property 'x' appears twice"),
+        "odd_type.ply": (ply_header("element vertex 1", "property float128 x"), "unknown property type 'float128'"),
+        "no_format.ply": (b"ply\nelement vertex 1\nproperty float x\nend_header\n", "no 'format' line"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data + bytes(8))
+        with pytest.raises(SplatFormatError, match=message):
+            read_splats(tmp_path / name)

@@ -17,7 +17,7 @@ import msgpack
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocol import messages as m
 from runtime.client import ServerError, WorldClient
@@ -81,6 +81,10 @@ def test_connections_per_client_address(start_server):
         with pytest.raises(Exception):
             await asyncio.wait_for(third.recv(), 10)
         assert third.close_code == 1013 and third.close_reason == "max_connections_per_client"
+        # trying again at once is a flood: refused at the door, before any WebSocket exists
+        with pytest.raises(InvalidStatus) as door:
+            await connect(server.ws_url)
+        assert door.value.response.status_code == 429 and b"max_connections_per_client" in door.value.response.body
         # the two below the limit still work, and a slot freed is a slot to use
         await first.send(msgpack.packb({"type": "ping", "id": 1}))
         assert msgpack.unpackb(await asyncio.wait_for(first.recv(), 10))["type"] == "pong"
@@ -91,7 +95,7 @@ def test_connections_per_client_address(start_server):
         await first.close()
 
     run(scenario())
-    assert refusals(server.url, "max_connections_per_client") == 1
+    assert refusals(server.url, "max_connections_per_client") == 2
 
 
 def test_world_creation_per_client_address(start_server):

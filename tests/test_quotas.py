@@ -60,6 +60,20 @@ def create(q: Quotas, key: str) -> None:
     q.created_world(key)
 
 
+def test_a_client_that_keeps_knocking_is_flooding():
+    q, clock, refused = book(max_connections_per_client=1)
+    q.open_connection("a")
+    assert q.flooding("a") is None  # at its limit, but not refused yet: a person gets the typed error
+    refused_limit(q.open_connection, "a")
+    assert q.flooding("a").limit == "max_connections_per_client"
+    clock.t += 1.5
+    assert q.flooding("a") is None
+    refused_limit(q.open_connection, "a")
+    q.close_connection("a")
+    assert q.flooding("a") is None  # below its limit again
+    assert refused.count("max_connections_per_client") == 3
+
+
 def test_world_creation_refills_over_the_hour_and_a_refusal_takes_nothing():
     q, clock, _ = book(max_new_worlds_per_client=2, max_new_worlds=3)
     create(q, "a")

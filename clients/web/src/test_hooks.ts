@@ -26,6 +26,14 @@ export interface WorldstreamHooks {
   readonly overlay: string;
   readonly shareUrl: string;
   readonly lastError: { code: string; message: string } | null;
+  /** The player's settings (settings.ts) and whether the settings panel and the help are open. */
+  readonly settings: unknown;
+  readonly settingsOpen: boolean;
+  readonly helpOpen: boolean;
+  /** The video size asked of the server in the last hello. */
+  readonly viewRequested: { width: number; height: number } | null;
+  /** Look change sent to the server so far (radians). */
+  readonly lookSent: { yaw: number; pitch: number };
   dropConnection(): void;
   /** Renegotiate the video on the same connection (what the delay guard does). */
   refreshVideo(): void;
@@ -106,6 +114,21 @@ export function exposeHooks(session: GameSession): void {
     },
     get lastError() {
       return session.lastError;
+    },
+    get settings() {
+      return { ...session.settings.values };
+    },
+    get settingsOpen() {
+      return session.settingsPanel.open;
+    },
+    get helpOpen() {
+      return session.help.open;
+    },
+    get lookSent() {
+      return { ...session.sender.lookSent };
+    },
+    get viewRequested() {
+      return session.viewRequested;
     },
     dropConnection() {
       session.dropConnection();

@@ -60,11 +60,15 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
     path = Path(path)
     if not path.is_file():
         raise SplatFormatError(path, "no such file")
+    with open(path, "rb") as f:
+        size = image_header_size(f.read(1 << 18))  # PNG/JPEG: the size from the header, decoding nothing
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise SplatFormatError(path, f"image is {size[0]}x{size[1]} pixels; at most {max_pixels:,} pixels are read")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise SplatFormatError(path, "not an image (no picture in it)")
-            context = container.streams.video[0].codec_context
+            context = container.streams.video[0].codec_context  # other formats: as FFmpeg probed them
             if context.width * context.height > max_pixels:
                 raise SplatFormatError(path, f"image is {context.width}x{context.height} pixels; at most {max_pixels:,} pixels are read")
             for frame in container.decode(video=0):

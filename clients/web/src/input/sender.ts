@@ -27,6 +27,8 @@ export class InputSender {
   /** The axes most recently sent (for the HUD and tests). */
   lastSent: Input | null = null;
   sentCount = 0;
+  /** Look change sent so far, radians (tests: sensitivity and invert). */
+  readonly lookSent = { yaw: 0, pitch: 0 };
 
   constructor(
     private readonly sources: InputSource[],
@@ -115,6 +117,8 @@ export class InputSender {
     this.sink.sent(this.seq, sentAt);
     this.seq += 1;
     this.sentCount += 1;
+    this.lookSent.yaw += yaw;
+    this.lookSent.pitch += pitch;
     this.pendingYaw -= yaw;
     this.pendingPitch -= pitch;
     this.lastSentAt = now;
