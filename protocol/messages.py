@@ -217,8 +217,8 @@ class NewWorld:
     )
     start_depth: bytes | None = spec(
         None, max_len=MAX_START_IMAGE_BYTES, unit="bytes",
-        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; "
-        "absent: the server's depth model estimates it",
+        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels "
+        "(the whole hello stays within MAX_HELLO_BYTES); absent: the server's depth model estimates it",
     )
     visibility: Literal["public", "private"] = spec(
         "public",
@@ -387,7 +387,11 @@ class Welcome(Message):
     server: ServerInfo = spec()
     notice: str = spec("", max_len=MAX_ERROR_CHARS, doc="something to tell the player about this world, for people (empty: nothing)")
     visibility: Literal["public", "private"] = spec("public", doc="public worlds are listed in /worlds; private ones need an invite")
-    invite: str | None = spec(None, pattern=ACCESS_KEY_PATTERN, doc="private worlds: the current invite, for share links (?world=NAME&invite=INVITE)")
+    invite: str | None = spec(
+        None,
+        pattern=ACCESS_KEY_PATTERN,
+        doc="private worlds, for share links (?world=NAME&invite=INVITE): the current invite to the creator, to others the one they joined with",
+    )
     owner_key: str | None = spec(
         None, pattern=ACCESS_KEY_PATTERN, doc="to the world's creator only: keep it, and send it as hello.owner_key to be recognised again"
     )

@@ -118,7 +118,10 @@ class PlayerLink:
         self.player = Player(player_id, hello.player_name, hello.view, lobby.video_size(hello.view), pose, channel.send)
         self.player.owner = admission.owner
         self.session = session
-        session.welcome(self.player, self.token, record is not None, lobby.version, lobby.renderer_name, admission.access, admission.owner_key)
+        session.welcome(
+            self.player, self.token, record is not None, lobby.version, lobby.renderer_name,
+            admission.access.visibility, admission.invite, admission.owner_key,
+        )
         if hello.resume_token is not None and record is None:  # after welcome: it is not fatal
             channel.error("bad_resume_token", "the resume token is unknown or expired; starting at the spawn point", "resume_token", "hello")
         session.add(self.player)

@@ -63,12 +63,16 @@ class Admission:
         owner: the player is the world's creator (it created it now, or sent its owner key).
         owner_key: the key that proves it, for the welcome (None when not the owner).
         access: the world's access record (visibility, current invite).
+        invite: the invite the welcome tells: a private world's current one to its creator,
+            to anyone else only the one it came with (so a guest never learns an invite
+            drawn after the one it knew: revoking shuts out whoever leaked the old link).
     """
 
     session: Session
     owner: bool
     owner_key: str | None
     access: WorldAccess
+    invite: str | None = None
 
 
 @dataclass
@@ -278,7 +282,7 @@ class SessionRegistry:
                     )
                     raise JoinError("invite_required", text, "invite")
                 if session is not None:
-                    return Admission(session, owner, key, access)
+                    return Admission(session, owner, key, access, access.shown_invite(hello.invite, owner))
                 self.quotas.open_world(len(self.sessions))
                 world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
                 log.info("world %r opened", name)
@@ -316,7 +320,7 @@ class SessionRegistry:
             session.start()
             self.sessions[name] = session
             self.metrics.sessions.set(len(self.sessions))
-            return Admission(session, owner, key, access)
+            return Admission(session, owner, key, access, access.shown_invite(hello.invite, owner))
 
     def _may_resume(self, token: str | None, world: str) -> bool:
         """Does ``token`` resume a player who was in ``world`` (one let in before)?"""

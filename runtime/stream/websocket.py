@@ -147,7 +147,7 @@ class Connection:
         self.peer = source.address if source.forwarded else "%s:%s" % peer  # for logs
         self.hello_timeout_s = hello_timeout_s
         self.idle_timeout_s = idle_timeout_s
-        self.last_active = time.monotonic()  # last input, head pose or caption (idle timeout)
+        self.last_active = time.monotonic()  # when the client last played (idle timeout; see _plays)
         self.metrics = metrics
         self.link = open_link(self)
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(OUTBOX_SIZE)
@@ -244,7 +244,7 @@ class Connection:
         bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
         if not self._allow(bucket, msg.TYPE):
             return True
-        if bucket != "other":
+        if _plays(msg):
             self.last_active = time.monotonic()
         try:
             return await self._dispatch(msg)
@@ -304,3 +304,11 @@ class Connection:
         log.info("%s: refused: %s", self.peer, text)
         await self.close(CLOSE_POLICY, f"protocol version {version} unsupported, server speaks {PROTOCOL_VERSION}")
         return False
+
+
+def _plays(msg: m.Message) -> bool:
+    """Is ``msg`` someone playing (for the idle timeout)? Movement or turning, a VR head pose, a
+    caption; not pings, and not the web client's once-a-second keepalive input with nothing held."""
+    if isinstance(msg, m.Input):
+        return bool(msg.forward or msg.right or msg.up or msg.yaw_delta or msg.pitch_delta)
+    return isinstance(msg, (m.HeadPose, m.Caption))

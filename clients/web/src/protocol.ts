@@ -94,7 +94,7 @@ export interface NewWorld {
   start_image?: Uint8Array | null;
   /** vertical field of view of start_image; absent: this hello's view.fov_y [rad] (>= 0.1, <= 3) default null */
   start_fov_y?: number | null;
-  /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
+  /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels (the whole hello stays within MAX_HELLO_BYTES); absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
   start_depth?: Uint8Array | null;
   /** public: listed in /worlds, anyone may join; private: unlisted, joined only with its invite (welcome.invite) default "public" */
   visibility?: "public" | "private";
@@ -273,7 +273,7 @@ export interface Welcome {
   notice: string;
   /** public worlds are listed in /worlds; private ones need an invite default "public" */
   visibility: "public" | "private";
-  /** private worlds: the current invite, for share links (?world=NAME&invite=INVITE) (matches ^[A-Za-z0-9_-]{16,64}$) default null */
+  /** private worlds, for share links (?world=NAME&invite=INVITE): the current invite to the creator, to others the one they joined with (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   invite: string | null;
   /** to the world's creator only: keep it, and send it as hello.owner_key to be recognised again (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   owner_key: string | null;

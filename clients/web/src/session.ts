@@ -22,6 +22,7 @@ import type { StartChoice } from "./start_screen";
 import { EMPTY_STATS, StreamStatsPoller, type StreamStats } from "./stream_stats";
 import { describeError, toast } from "./toasts";
 import { WorldState } from "./world_state";
+import { VrMode } from "./xr/vr_mode";
 
 const PING_EVERY_MS = 2000;
 const STATS_EVERY_MS = 1000;
@@ -42,6 +43,12 @@ function viewRequest(scale: number): View {
   return { width: clamp(window.innerWidth), height: clamp(window.innerHeight), fov_y: FOV_Y };
 }
 
+/** Both eyes side by side, each at the headset's eye size and field of view. */
+function stereoViewRequest(eye: { width: number; height: number }, fovY: number): View {
+  const clamp = (v: number): number => Math.max(16, Math.min(4096, Math.round(v)));
+  return { width: clamp(2 * eye.width), height: clamp(eye.height), fov_y: Math.max(0.1, Math.min(3, fovY)), stereo: true };
+}
+
 export class GameSession {
   readonly world = new WorldState();
   readonly frames: FrameClock;
@@ -53,8 +60,9 @@ export class GameSession {
   readonly settings = new SettingsStore();
   readonly settingsPanel: SettingsPanel;
   readonly help = new HelpOverlay();
+  readonly vr: VrMode;
   /** The video size asked for in the last hello. */
-  viewRequested: { width: number; height: number } | null = null;
+  viewRequested: { width: number; height: number; stereo: boolean } | null = null;
   private readonly video = byId<HTMLVideoElement>("view");
   private readonly keyboardMouse: KeyboardMouse;
   private readonly touch: TouchControls;
@@ -111,7 +119,22 @@ export class GameSession {
     );
     // Local rendering (splats in this browser) is not built yet: "auto" means the video.
     this.settingsPanel = new SettingsPanel(this.settings, false);
-    this.hud.attach([this.settingsPanel.chip], [this.settingsPanel.element, this.help.element]);
+    this.vr = new VrMode(this.video, this.settings, {
+      pose: () => this.world.pose,
+      sendHeadPose: (position, orientation) => {
+        const seq = this.sender.takeSeq();
+        const at = performance.now();
+        const sent = this.connection.send({ type: "head_pose", seq, t_ms: performance.timeOrigin + at, position, orientation });
+        if (sent) this.latency.inputSent(seq, at);
+        return sent;
+      },
+      // Stereo video in VR, mono outside: a new hello, the resume token keeps the place.
+      changed: () => {
+        if (this.connection.state === "joined") this.connection.drop();
+      },
+    });
+    this.hud.attach([this.settingsPanel.chip, this.vr.button], [this.settingsPanel.element, this.help.element]);
+    void this.vr.probe();
     this.settings.onChange((now, before) => {
       // A new size needs a new hello: reconnect (the resume token keeps the place).
       if (now.quality !== before.quality && this.connection.state === "joined") this.connection.drop();
@@ -120,13 +143,13 @@ export class GameSession {
     window.addEventListener("touchstart", () => this.refreshMode(), { once: true, passive: true }); // touch hints
     const gamepad = new GamepadInput(toggleFly);
     this.sender = new InputSender([this.keyboardMouse, this.touch, gamepad], {
-      send: (input) => this.connection.send(input),
+      send: (input) => !this.vr.active && this.connection.send(input), // in VR the head pose moves the player
       sent: (seq, at) => this.latency.inputSent(seq, at),
     });
 
     const view = (): View => {
-      const v = viewRequest(QUALITY_SCALE[this.settings.values.quality]);
-      this.viewRequested = { width: v.width ?? 0, height: v.height ?? 0 };
+      const v = this.vr.active && this.vr.eyeSize ? stereoViewRequest(this.vr.eyeSize, this.vr.fovY ?? FOV_Y) : viewRequest(QUALITY_SCALE[this.settings.values.quality]);
+      this.viewRequested = { width: v.width ?? 0, height: v.height ?? 0, stereo: v.stereo ?? false };
       return v;
     };
     this.connection = new WorldConnection(socketUrl(), choice.target, choice.playerName, view, {
@@ -195,6 +218,7 @@ export class GameSession {
         this.overlay.show({
           kind: "failed",
           message: refusal ? describeError(refusal.code, refusal.message, refusal.field) : detail.reason,
+          title: refusal?.limit === "idle_timeout" ? "Disconnected while idle" : undefined,
           action: this.recoveryAction(refusal?.code ?? ""),
         });
         break;
@@ -210,6 +234,9 @@ export class GameSession {
     if (code === "world_not_found" && request.kind === "join") {
       next = { kind: "create", newWorld: { name: request.world } };
       label = `Create “${request.world}”`;
+    } else if (code === "limit_reached" && request.kind === "join" && this.connection.refusal?.limit === "idle_timeout") {
+      next = request; // disconnected for idling: the player decides when to come back
+      label = `Rejoin “${request.world}”`;
     } else if (code === "world_exists" && request.kind === "create" && request.newWorld.name) {
       next = { kind: "join", world: request.newWorld.name };
       label = `Join “${request.newWorld.name}”`;

@@ -3,6 +3,7 @@
 
 export type RenderMode = "video" | "local" | "auto";
 export type Quality = "low" | "medium" | "high";
+export type VrTurn = "snap" | "smooth";
 
 export interface Settings {
   /** Mouse look speed, a multiple of the default (0.0024 rad per pixel). */
@@ -13,12 +14,14 @@ export interface Settings {
   renderMode: RenderMode;
   /** Video resolution asked of the server, as a share of the window's device pixels. */
   quality: Quality;
+  /** VR right thumbstick: turn in 30° steps (comfortable for most) or continuously. */
+  vrTurn: VrTurn;
 }
 
 export const MIN_SENSITIVITY = 0.2;
 export const MAX_SENSITIVITY = 4;
 export const QUALITY_SCALE: Record<Quality, number> = { low: 0.5, medium: 0.75, high: 1 };
-export const DEFAULT_SETTINGS: Settings = { sensitivity: 1, invertY: false, renderMode: "auto", quality: "high" };
+export const DEFAULT_SETTINGS: Settings = { sensitivity: 1, invertY: false, renderMode: "auto", quality: "high", vrTurn: "snap" };
 
 const STORAGE_KEY = "worldstream.settings";
 const RENDER_MODES: readonly RenderMode[] = ["video", "local", "auto"];
@@ -33,6 +36,7 @@ export function sanitize(raw: unknown): Settings {
     invertY: s["invertY"] === true,
     renderMode: RENDER_MODES.includes(s["renderMode"] as RenderMode) ? (s["renderMode"] as RenderMode) : DEFAULT_SETTINGS.renderMode,
     quality: QUALITIES.includes(s["quality"] as Quality) ? (s["quality"] as Quality) : DEFAULT_SETTINGS.quality,
+    vrTurn: s["vrTurn"] === "smooth" ? "smooth" : "snap",
   };
 }
 

@@ -1,7 +1,7 @@
 // The settings panel (the ⚙ chip, or O): fullscreen, mouse sensitivity and invert, render
 // mode and quality. It edits the SettingsStore; whoever cares listens to the store.
 import { el, typingInField } from "./dom";
-import { MAX_SENSITIVITY, MIN_SENSITIVITY, type Quality, type RenderMode, type SettingsStore } from "./settings";
+import { MAX_SENSITIVITY, MIN_SENSITIVITY, type Quality, type RenderMode, type SettingsStore, type VrTurn } from "./settings";
 
 /** Fullscreen on and off for the whole page (the HUD stays over the view). */
 export function toggleFullscreen(): void {
@@ -55,6 +55,12 @@ export class SettingsPanel {
       s.quality,
       (v) => store.update({ quality: v }),
     );
+    const turn = select<VrTurn>(
+      "settings-vr-turn",
+      [["snap", "Snap (30° steps)"], ["smooth", "Smooth"]],
+      s.vrTurn,
+      (v) => store.update({ vrTurn: v }),
+    );
     const fullscreen = el("button", "chip", { id: "settings-fullscreen", type: "button" }, ["Fullscreen"]);
     fullscreen.addEventListener("click", () => toggleFullscreen());
     const close = el("button", "chip", { type: "button", id: "settings-close" }, ["Done"]);
@@ -66,6 +72,7 @@ export class SettingsPanel {
       row("Invert mouse Y", invert),
       row("Render mode", mode, localAvailable ? "" : "Local rendering is not available in this client yet: the video is used."),
       row("Quality", quality, "Changing it restarts the stream (you keep your place)."),
+      row("VR turning", turn),
       el("div", "settings-actions", {}, [fullscreen, close]),
     );
     this.chip.addEventListener("click", () => this.toggle());

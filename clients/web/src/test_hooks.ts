@@ -31,7 +31,9 @@ export interface WorldstreamHooks {
   readonly settingsOpen: boolean;
   readonly helpOpen: boolean;
   /** The video size asked of the server in the last hello. */
-  readonly viewRequested: { width: number; height: number } | null;
+  readonly viewRequested: { width: number; height: number; stereo: boolean } | null;
+  /** WebXR: in VR now, head poses sent, frames drawn in the headset, the last head pose sent. */
+  readonly vr: { active: boolean; buttonShown: boolean; xrFrames: number; headPosesSent: number; framesDrawn: number; lastHeadPose: unknown };
   /** Look change sent to the server so far (radians). */
   readonly lookSent: { yaw: number; pitch: number };
   dropConnection(): void;
@@ -123,6 +125,10 @@ export function exposeHooks(session: GameSession): void {
     },
     get helpOpen() {
       return session.help.open;
+    },
+    get vr() {
+      const vr = session.vr;
+      return { active: vr.active, buttonShown: !vr.button.hidden, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent, framesDrawn: vr.framesDrawn, lastHeadPose: vr.lastHeadPose };
     },
     get lookSent() {
       return { ...session.sender.lookSent };

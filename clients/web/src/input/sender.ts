@@ -30,6 +30,11 @@ export class InputSender {
   /** Look change sent so far, radians (tests: sensitivity and invert). */
   readonly lookSent = { yaw: 0, pitch: 0 };
 
+  /** A seq from the sequence input shares with head_pose (the server keeps the newest). */
+  takeSeq(): number {
+    return this.seq++;
+  }
+
   constructor(
     private readonly sources: InputSource[],
     private readonly sink: InputSink,
