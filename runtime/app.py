@@ -38,7 +38,9 @@ from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
 from runtime.stream.rate_limit import BucketsByKey, TokenBucket
-from runtime.stream.websocket import LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, Connection, refuse_connection
+from runtime.stream.websocket import (
+    LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES, Connection, refuse_connection,
+)
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer, cuda_available
@@ -84,6 +86,7 @@ class StreamServer:
         self._refusal_log = TokenBucket(0.2, 5)
         # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
         self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
+        self.oversize_strikes = BucketsByKey(1.0 / OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -144,15 +147,24 @@ class StreamServer:
                 self.metrics.ray_jobs.labels(name, outcome).set(count)
         return self.metrics.exposition()
 
-    def _refuse_websocket(self, connection, request) -> str | None:
-        """Why a WebSocket handshake must be refused (HTTP 403), or None: its page's origin."""
+    def _refuse_websocket(self, connection, request) -> tuple[int, str] | None:
+        """Why a WebSocket handshake must be refused, as (HTTP status, reason), or None: a
+        page of a foreign origin (403), or an address with too many oversized frames (429)."""
         source = request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies)
-        reason = origin_refusal(request.headers.get("Origin"), source, self.config.allowed_origins)
-        if reason is not None:
-            self.metrics.connections_refused.labels("origin").inc()
-            if self._refusal_log.allow():  # a page retrying in a loop must not flood the log
-                log.warning("%s: WebSocket refused: %s", source.address, reason)
-        return reason
+        strikes = self.oversize_strikes.find(source.address)
+        wait = strikes.seconds_to_token() if strikes is not None else 0.0
+        if wait > 0:
+            refusal = ("oversize", 429, f"too many frames over the size limit from your address; try again in {wait:.0f} s")
+        else:
+            reason = origin_refusal(request.headers.get("Origin"), source, self.config.allowed_origins)
+            refusal = ("origin", 403, reason) if reason is not None else None
+        if refusal is None:
+            return None
+        kind, status, reason = refusal
+        self.metrics.connections_refused.labels(kind).inc()
+        if self._refusal_log.allow():  # a client retrying in a loop must not flood the log
+            log.warning("%s: WebSocket refused: %s", source.address, reason)
+        return status, reason
 
     def _flooding(self, connection, request) -> str | None:
         """The connection quota this handshake's client keeps running into, or None."""
@@ -166,7 +178,8 @@ class StreamServer:
     async def _handler(self, ws) -> None:
         cfg = self.config
         connection = Connection(
-            ws, self.lobby.link, cfg.hello_timeout_s, self.metrics, self.large_messages, cfg.trusted_proxies, cfg.limits.idle_timeout
+            ws, self.lobby.link, cfg.hello_timeout_s, self.metrics, self.large_messages, cfg.trusted_proxies, cfg.limits.idle_timeout,
+            oversize_strikes=self.oversize_strikes,
         )
         client = client_key(connection.client_address)  # what per-client quotas count by
         try:
