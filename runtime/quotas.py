@@ -48,7 +48,9 @@ class Limits:
     max_captions_per_client: int = _limit(20, "caption changes per minute from one client address")
     max_captions_per_world: int = _limit(30, "caption changes per minute in one world")
     idle_timeout: float = _limit(
-        600.0, "seconds a player may send no input, head pose or caption before it is disconnected (ping is not activity; 0: never)"
+        600.0,
+        "seconds a player may neither move, turn, send a head pose nor a caption before it is disconnected "
+        "(pings and inputs with nothing held do not count; 0: never)",
     )
 
     def __post_init__(self) -> None:

@@ -562,3 +562,20 @@ def test_a_private_world_is_shared_by_invite_and_its_creator_revokes_the_link(op
     late.wait_for_function("() => window.__worldstream && window.__worldstream.overlay === 'failed'", timeout=20_000)
     assert "private" in late.locator("body").inner_text()
     assert state(guest)["connection"] == "joined"
+
+
+def test_an_idle_player_is_told_and_rejoins_when_it_wants(open_page, start_server):
+    """--idle-timeout: a page that sends no input is disconnected with words saying why, does
+    not reconnect by itself, and its Rejoin button brings it back to the same world."""
+    own = start_server(extra_args=("--idle-timeout", "3"))
+    page = open_page(own.url + "/")
+    name = f"idle-{uuid.uuid4().hex[:6]}"
+    create_world_from_start_screen(page, name)
+    page.wait_for_function("() => window.__worldstream && window.__worldstream.overlay === 'failed'", timeout=30_000)
+    text = page.locator("#overlay").inner_text()
+    assert "Disconnected while idle" in text and "no input for 3 s" in text, text
+    page.wait_for_timeout(1500)
+    assert state(page)["overlay"] == "failed", "an idle player must not reconnect by itself"
+    page.click("#overlay-action")
+    page.wait_for_function("() => window.__worldstream.connectionState === 'joined'", timeout=30_000)
+    assert state(page)["world"] == name

@@ -222,21 +222,29 @@ def test_world_grows_with_the_diffusion_generator(tiny_model, tiny_depth):
         assert world.stats["jobs_done"] >= 1 and world.stats["jobs_failed"] == 0
 
 
-def test_chunks_land_as_a_player_walks_through_the_real_server(start_server, tiny_model, tiny_depth):
-    """``--generator wan-vace`` with the tiny model: a player walks, generation_progress counts
-    denoising steps, and generated chunks land (generation_done with Gaussians)."""
+def test_chunks_land_as_a_player_walks_through_the_real_server(start_server, tiny_model, tiny_depth, tmp_path):
+    """``--generator wan-vace`` with the tiny model, a world made from a start image: a player
+    walks, generation_progress counts denoising steps, and generated chunks land
+    (generation_done with Gaussians) around the image's keyframe."""
     import asyncio
 
     from protocol import messages as m
     from runtime.client import WorldClient
+    from runtime.world.formats.media import write_image
+    from test_start_image import photo
+
+    image, _ = photo(160, 90)
+    write_image(tmp_path / "start.png", image)
+    new_world = m.NewWorld(name="vace-walk", caption="a stone castle", start_image=(tmp_path / "start.png").read_bytes())
 
     options = [f"model={tiny_model}"] + [f"{k}={v}" for k, v in TINY.items()]
     args = sum((["--generator-option", o] for o in options), []) + ["--depth-model", tiny_depth]
     server = start_server(generator="wan-vace", resolution="64x36", extra_args=tuple(args))
 
     async def walk():
-        async with WorldClient(server.url, new_world=m.NewWorld(name="vace-walk", caption="a stone castle"), video=False) as c:
+        async with WorldClient(server.url, new_world=new_world, video=False) as c:
             assert c.welcome.server.generator == "wan-vace"
+            assert c.welcome.notice == ""  # the depth model placed the image as keyframe 0
             deadline = asyncio.get_running_loop().time() + 240
             while asyncio.get_running_loop().time() < deadline:
                 await c.send_input(forward=1.0)

@@ -178,7 +178,8 @@ def test_idle_players_are_disconnected_but_active_ones_stay(start_server):
             while time.monotonic() - t0 < 3.5:
                 await active.send_input(yaw_delta=0.01)
                 with contextlib.suppress(ConnectionClosed):  # it is closed at about 2 s
-                    await idle.send(m.Ping(id=1))  # pings are not activity
+                    await idle.send(m.Ping(id=1))  # pings are not playing,
+                    await idle.send_input()  # nor is the web client's keepalive (nothing held)
                 await asyncio.sleep(0.25)
             err = await idle.wait_for("error", timeout=5, since=0)
             assert (err.code, err.limit) == ("limit_reached", "idle_timeout")

@@ -17,6 +17,7 @@ export const MAX_ERROR_CHARS = 1000;
 export const MAX_PLAYER_NAME_CHARS = 32;
 export const PLAYER_NAME_PATTERN = "^[A-Za-z0-9 _.\\-]{1,32}$";
 export const WORLD_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$";
+export const MAX_URL_CHARS = 2048;
 export const RESUME_TOKEN_PATTERN = "^[A-Za-z0-9_-]{16,64}$";
 export const ACCESS_KEY_PATTERN = "^[A-Za-z0-9_-]{16,64}$";
 export const PLAYER_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$";
@@ -98,7 +99,7 @@ export interface NewWorld {
   start_image?: Uint8Array | null;
   /** vertical field of view of start_image; absent: this hello's view.fov_y [rad] (>= 0.1, <= 3) default null */
   start_fov_y?: number | null;
-  /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
+  /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels (the whole hello stays within MAX_HELLO_BYTES); absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
   start_depth?: Uint8Array | null;
   /** public: listed in /worlds, anyone may join; private: unlisted, joined only with its invite (welcome.invite) default "public" */
   visibility?: "public" | "private";
@@ -297,10 +298,23 @@ export interface Welcome {
   notice: string;
   /** public worlds are listed in /worlds; private ones need an invite default "public" */
   visibility: "public" | "private";
-  /** private worlds: the current invite, for share links (?world=NAME&invite=INVITE) (matches ^[A-Za-z0-9_-]{16,64}$) default null */
+  /** private worlds, for share links (?world=NAME&invite=INVITE): the current invite to the creator, to others the one they joined with (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   invite: string | null;
   /** to the world's creator only: keep it, and send it as hello.owner_key to be recognised again (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   owner_key: string | null;
+}
+
+/**
+ * The answer to ``hello`` when another server process has the world open (servers run
+ * with ``--ray`` share worlds: docs/scale.md). Connect to ``url`` and send the same hello
+ * there; this server closes the connection after this message.
+ */
+export interface Redirect {
+  type: "redirect";
+  /** that server's base URL (http(s)://host:port); its WebSocket is url + /ws (max length 2048) */
+  url: string;
+  /** the world the hello asked for (matches ^[a-z0-9][a-z0-9_-]{0,63}$) */
+  world: string;
 }
 
 /** A private world's new invite after ``revoke_invite``, to its creator's connections only. */
@@ -531,8 +545,8 @@ export interface ErrorMessage {
 /** Every message a client may send. */
 export type ClientMessage = Hello | Input | HeadPose | RtcOffer | IceCandidate | Caption | RevokeInvite | Ping | Splats | SplatAck;
 /** Every message a server may send. */
-export type ServerMessage = IceCandidate | Welcome | Invite | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | SplatPiece | SplatForget | ErrorMessage;
+export type ServerMessage = IceCandidate | Welcome | Redirect | Invite | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | SplatPiece | SplatForget | ErrorMessage;
 export type Message = ClientMessage | ServerMessage;
 export type MessageType = Message["type"];
 export const CLIENT_MESSAGE_TYPES = ["hello", "input", "head_pose", "rtc_offer", "ice_candidate", "caption", "revoke_invite", "ping", "splats", "splat_ack"] as const;
-export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "invite", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "splat_piece", "splat_forget", "error"] as const;
+export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "redirect", "invite", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "splat_piece", "splat_forget", "error"] as const;

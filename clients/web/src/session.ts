@@ -218,6 +218,7 @@ export class GameSession {
         this.overlay.show({
           kind: "failed",
           message: refusal ? describeError(refusal.code, refusal.message, refusal.field) : detail.reason,
+          title: refusal?.limit === "idle_timeout" ? "Disconnected while idle" : undefined,
           action: this.recoveryAction(refusal?.code ?? ""),
         });
         break;
@@ -233,6 +234,9 @@ export class GameSession {
     if (code === "world_not_found" && request.kind === "join") {
       next = { kind: "create", newWorld: { name: request.world } };
       label = `Create “${request.world}”`;
+    } else if (code === "limit_reached" && request.kind === "join" && this.connection.refusal?.limit === "idle_timeout") {
+      next = request; // disconnected for idling: the player decides when to come back
+      label = `Rejoin “${request.world}”`;
     } else if (code === "world_exists" && request.kind === "create" && request.newWorld.name) {
       next = { kind: "join", world: request.newWorld.name };
       label = `Join “${request.newWorld.name}”`;

@@ -37,8 +37,15 @@ ROUTING_SHARE = 0.1
 """Share of a job's progress bar given to routing; decoding and depth get the same at the end."""
 
 
-def _flag(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+def _option(name: str, value, kind: type, default=None):
+    """A ``--generator-option`` value (a string from the command line, or a number) as
+    ``kind``; ``default`` when unset. Bad values are :class:`GeneratorUnavailable` naming it."""
+    if value is None or value == "":
+        return default
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise GeneratorUnavailable(f"--generator-option {name}={value!r}: expected {kind.__name__}") from None
 
 
 class VideoDiffusionGenerator:
@@ -88,17 +95,18 @@ class VideoDiffusionGenerator:
         negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
         pipeline=None,
     ) -> None:
-        self.width, self.height = int(width), int(height)
+        self.width, self.height = _option("width", width, int), _option("height", height, int)
         if self.width % 16 or self.height % 16 or self.width < 16 or self.height < 16:
             raise GeneratorUnavailable(f"--generator-option width/height must be multiples of 16, got {self.width}x{self.height}")
-        self.max_frames = int(frames)
+        self.max_frames = _option("frames", frames, int)
         if self.max_frames < 5 or (self.max_frames - 1) % 4:
             raise GeneratorUnavailable(f"--generator-option frames must be 4k + 1 >= 5 (5, 9, 17, 33, 81), got {frames}")
-        self.budget_s = float(budget_s) if budget_s not in (None, "") else None
-        self.steps = int(steps) if steps not in (None, "") else (4 if lora else 35)
-        self.guidance = float(guidance) if guidance not in (None, "") else (1.0 if lora else 5.0)
-        self.references = int(references)
-        self.keyframe_every = max(1, int(keyframe_every))
+        self.budget_s = _option("budget_s", budget_s, float)
+        self.steps = max(1, _option("steps", steps, int, 4 if lora else 35))
+        self.guidance = _option("guidance", guidance, float, 1.0 if lora else 5.0)
+        self.references = max(0, _option("references", references, int))
+        self.keyframe_every = max(1, _option("keyframe_every", keyframe_every, int))
+        lora_scale = _option("lora_scale", lora_scale, float)
         self.negative_prompt = negative_prompt
         if pipeline is not None:
             self._loaded = LoadedPipeline(pipeline, str(pipeline.device), str(pipeline.transformer.dtype), threading.Lock())
@@ -106,7 +114,7 @@ class VideoDiffusionGenerator:
         elif not model:
             raise GeneratorUnavailable(f"the wan-vace generator needs its weights: {WAN_DOWNLOAD_HINT}")
         else:
-            self._loaded = load_vace_pipeline(model, device=device, dtype=dtype, offload=offload, lora=lora, lora_scale=float(lora_scale))
+            self._loaded = load_vace_pipeline(model, device=device, dtype=dtype, offload=offload, lora=lora, lora_scale=lora_scale)
         self.depth_estimator = None
         if depth_model:
             from ...depth import DepthModelMissing, load_depth_estimator
@@ -203,8 +211,7 @@ class VideoDiffusionGenerator:
 
 def _shortest_path(targets: int) -> int:
     """The fewest ``4k + 1`` frames that give every target its own frame after the start."""
-    k = max(1, -(-targets // 4))
-    return 4 * k + 1 if 4 * k + 1 > targets else 4 * (k + 1) + 1
+    return 4 * max(1, -(-targets // 4)) + 1
 
 
 def _job_seed(request: GenerationRequest) -> int:
