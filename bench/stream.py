@@ -84,11 +84,15 @@ def stage_timeout() -> float:
     return float(os.environ.get(STAGE_TIMEOUT_ENV) or CONNECT_TIMEOUT)
 
 
-def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
+ONE_HOST_QUOTAS = ("--max-connections-per-client", "100000", "--max-new-worlds-per-client", "100000")
+"""Every bench player connects from this host: per-address quotas would cap a round at 8 players."""
+
+
+def start_server(args, workdir: Path, extra_args: tuple[str, ...] = ONE_HOST_QUOTAS) -> tuple[subprocess.Popen, str]:
     log_path = workdir / "server.log"
     cmd = [
         sys.executable, "-m", "runtime.app", "--port", "0", "--renderer", args.renderer, "--generator", args.generator,
-        "--worlds", str(workdir / "worlds"), "--codec", args.codec, "--log-level", "info",
+        "--worlds", str(workdir / "worlds"), "--codec", args.codec, "--log-level", "info", *extra_args,
     ]
     for flag, value in (("--resolution", args.resolution), ("--fps", args.fps), ("--bitrate", args.bitrate), ("--crf", args.crf)):
         if value:

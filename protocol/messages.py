@@ -55,7 +55,10 @@ MAX_ERROR_CHARS = 1_000
 MAX_PLAYER_NAME_CHARS = 32
 PLAYER_NAME_PATTERN = r"^[A-Za-z0-9 _.\-]{1,32}$"
 WORLD_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_URL_CHARS = 2048
 RESUME_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+ACCESS_KEY_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+"""Invites and owner keys: random URL-safe text (32 characters from the server)."""
 PLAYER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 # ---- numeric limits ----
@@ -73,6 +76,12 @@ MAX_FOV_Y = 3.0
 MAX_IPD = 0.2
 MAX_EXPLORED_CELLS = 65_536
 MAX_PLAYERS_LISTED = 256
+MAX_LOCAL_SPLATS = 16_000_000
+"""Most Gaussians a client may ask to hold locally (``splats.max_splats``)."""
+MAX_SPLAT_PIECE_BYTES = 56 * 1024
+"""Largest ``.spz`` payload of one ``splat_piece`` (the message stays under MAX_MESSAGE_BYTES)."""
+MAX_SPLATS_IN_FLIGHT = 4
+"""``splat_piece`` messages sent and not yet acknowledged, per player: the feed's flow control."""
 
 # ---- rate limits (per connection, token buckets: sustained rate per second, burst) ----
 INPUT_RATE_HZ = 120
@@ -83,6 +92,9 @@ OTHER_RATE_HZ = 20
 OTHER_BURST = 40
 CAPTION_RATE_HZ = 1
 CAPTION_BURST = 3
+SPLAT_RATE_HZ = 100
+"""``splat_piece`` messages the server sends a player per second at most, so ``splat_ack`` (one per
+piece) has a bucket of its own at this rate."""
 
 EXPLORED_STATES = {"unknown": 0, "generated": 1, "visited": 2}
 """Cell states in ``explored`` messages."""
@@ -103,6 +115,9 @@ ERROR_CODES = {
     "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
     "rtc_failed": "the WebRTC offer could not be answered",
     "server_busy": "the server cannot take more players",
+    "invite_required": "the world is private: the hello needs its current invite (a revoked link no longer works)",
+    "not_allowed": "only a world's creator may do that (revoke_invite, on a private world)",
+    "limit_reached": "a server quota was reached ('limit' names it; docs/server.md lists them); what it refused did not happen",
     "internal": "the server failed to handle the message (it carries on)",
 }
 """Every ``error.code`` with its meaning."""
@@ -212,8 +227,12 @@ class NewWorld:
     )
     start_depth: bytes | None = spec(
         None, max_len=MAX_START_IMAGE_BYTES, unit="bytes",
-        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; "
-        "absent: the server's depth model estimates it",
+        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels "
+        "(the whole hello stays within MAX_HELLO_BYTES); absent: the server's depth model estimates it",
+    )
+    visibility: Literal["public", "private"] = spec(
+        "public",
+        doc="public: listed in /worlds, anyone may join; private: unlisted, joined only with its invite (welcome.invite)",
     )
 
 
@@ -267,6 +286,10 @@ class Hello(Message):
     new_world: NewWorld | None = spec(None, doc="create a world instead of joining one")
     resume_token: str | None = spec(None, pattern=RESUME_TOKEN_PATTERN, doc="from an earlier welcome: get your pose back")
     view: View = spec(factory=View, doc="how the client displays the stream")
+    invite: str | None = spec(None, pattern=ACCESS_KEY_PATTERN, doc="joining a private world: its invite, from the share link")
+    owner_key: str | None = spec(
+        None, pattern=ACCESS_KEY_PATTERN, doc="from the welcome that created the world: proves you made it (join without invite, revoke it)"
+    )
 
     def check(self) -> None:
         if (self.world is None) == (self.new_world is None):
@@ -341,12 +364,35 @@ class Caption(Message):
     text: str = spec(max_len=MAX_CAPTION_CHARS, doc="what to generate next in this world, for every player in it")
 
 
+@message("revoke_invite", "client")
+class RevokeInvite(Message):
+    """The creator of a private world makes its invite (and every link carrying it) useless;
+    the server answers ``invite`` with the new one. Players already in the world stay."""
+
+
 @message("ping", "client")
 class Ping(Message):
     """Round-trip probe; answered by ``pong`` with the same id."""
 
     id: int = spec(min=0, max=MAX_SEQ, doc="echoed in the pong")
     t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock, echoed back")
+
+
+@message("splats", "client")
+class Splats(Message):
+    """Ask for the world's Gaussians to render locally (or stop): the server sends
+    ``splat_piece`` messages, nearest and in-view chunks first, new chunks as they land, never
+    holding more than ``max_splats`` at the client (it sends ``splat_forget`` to make room)."""
+
+    enabled: bool = spec(doc="true: send the splats near me; false: stop (what was sent is forgotten)")
+    max_splats: int = spec(2_000_000, min=0, max=MAX_LOCAL_SPLATS, doc="the client's memory budget, in Gaussians")
+
+
+@message("splat_ack", "client")
+class SplatAck(Message):
+    """A ``splat_piece`` arrived: the server sends at most MAX_SPLATS_IN_FLIGHT unacknowledged."""
+
+    id: int = spec(min=0, max=MAX_SEQ, doc="the piece's id")
 
 
 # =====================================================================================
@@ -367,6 +413,32 @@ class Welcome(Message):
     resumed: bool = spec(False)
     server: ServerInfo = spec()
     notice: str = spec("", max_len=MAX_ERROR_CHARS, doc="something to tell the player about this world, for people (empty: nothing)")
+    visibility: Literal["public", "private"] = spec("public", doc="public worlds are listed in /worlds; private ones need an invite")
+    invite: str | None = spec(
+        None,
+        pattern=ACCESS_KEY_PATTERN,
+        doc="private worlds, for share links (?world=NAME&invite=INVITE): the current invite to the creator, to others the one they joined with",
+    )
+    owner_key: str | None = spec(
+        None, pattern=ACCESS_KEY_PATTERN, doc="to the world's creator only: keep it, and send it as hello.owner_key to be recognised again"
+    )
+
+
+@message("redirect", "server")
+class Redirect(Message):
+    """The answer to ``hello`` when another server process has the world open (servers run
+    with ``--ray`` share worlds: docs/scale.md). Connect to ``url`` and send the same hello
+    there; this server closes the connection after this message."""
+
+    url: str = spec(max_len=MAX_URL_CHARS, doc="that server's base URL (http(s)://host:port); its WebSocket is url + /ws")
+    world: str = spec(pattern=WORLD_NAME_PATTERN, doc="the world the hello asked for")
+
+
+@message("invite", "server")
+class Invite(Message):
+    """A private world's new invite after ``revoke_invite``, to its creator's connections only."""
+
+    invite: str = spec(pattern=ACCESS_KEY_PATTERN, doc="the new invite; links with the old one no longer admit anyone")
 
 
 @message("rtc_answer", "server")
@@ -507,6 +579,30 @@ class FrameInfo(Message):
     mtp_ms: float = spec(-1.0, unit="ms", doc="input received -> frame encoded for input_seq, -1 if not new")
 
 
+@message("splat_piece", "server")
+class SplatPiece(Message):
+    """Part of one scene chunk's Gaussians for local rendering (after ``splats``). A chunk
+    comes in ``parts`` pieces; each is a complete ``.spz`` (version 3: gzip, 24-bit fixed-point
+    positions, 8-bit colour, opacity, log scale, smallest-three rotations; right-up-back axes
+    as the format has them, so y and z are flipped from the world's). Answer each with ``splat_ack``."""
+
+    id: int = spec(min=0, max=MAX_SEQ, doc="acknowledge with splat_ack")
+    chunk_id: int = spec(min=0, max=MAX_SEQ, doc="the scene chunk it belongs to (splat_forget names it)")
+    part: int = spec(min=0, doc="0-based")
+    parts: int = spec(min=1)
+    center: Vec3 = spec(unit="m", doc="the chunk's bounding-box centre, world coordinates")
+    radius: float = spec(min=0.0, unit="m", doc="half the chunk's bounding-box diagonal")
+    count: int = spec(min=0, doc="Gaussians in this piece")
+    spz: bytes = spec(max_len=MAX_SPLAT_PIECE_BYTES, unit="bytes", doc="the piece as .spz bytes")
+
+
+@message("splat_forget", "server")
+class SplatForget(Message):
+    """Drop these chunks: the budget needs room for nearer ones (the server may send them again later)."""
+
+    chunk_ids: list[int] = spec(factory=list, max_len=4096)
+
+
 @message("error", "server")
 class ErrorMessage(Message):
     """Something the client sent was refused. The connection stays open unless said otherwise."""
@@ -515,6 +611,7 @@ class ErrorMessage(Message):
     message: str = spec("", max_len=MAX_ERROR_CHARS)
     field: str | None = spec(None, max_len=128, doc="the offending field, dotted (e.g. 'view.fov_y')")
     ref_type: str | None = spec(None, max_len=64, doc="type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known")
+    limit: str | None = spec(None, max_len=64, doc="with code limit_reached: the limit, named as its server flag (e.g. 'max_new_worlds_per_client')")
 
 
 CLIENT_MESSAGES = tuple(t for t, c in MESSAGES.items() if c.SENDER in ("client", "both"))

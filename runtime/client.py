@@ -77,6 +77,10 @@ class VideoFrameRGB:
     index: int
 
 
+MAX_REDIRECTS = 3
+"""Redirects one connect follows (two servers pointing at each other must not loop)."""
+
+
 def ws_url(url: str) -> str:
     """``http://host:port`` (or ``ws://host:port[/ws]``) -> the WebSocket URL ``ws://host:port/ws``."""
     parts = urlsplit(url)
@@ -96,6 +100,10 @@ class WorldClient:
         view: display parameters (size, fov, stereo).
         video: negotiate WebRTC video (False for protocol-only clients).
         resume_token: from an earlier ``welcome``.
+        invite: a private world's invite (from its share link).
+        owner_key: from the ``welcome`` that created the world: proves you made it.
+        token: the server's access token (``--token``), sent as ``Authorization: Bearer``.
+        headers: more WebSocket handshake headers (e.g. ``X-Forwarded-For`` behind a test proxy).
         codecs: video codecs the offer accepts, e.g. ``("vp8",)``; None offers all aiortc has.
         protocol_version: override to test version checks.
         max_events: events kept in :attr:`events`.
@@ -111,6 +119,10 @@ class WorldClient:
         view: View | None = None,
         video: bool = True,
         resume_token: str | None = None,
+        invite: str | None = None,
+        owner_key: str | None = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
         codecs: tuple[str, ...] | None = None,
         protocol_version: int = PROTOCOL_VERSION,
         max_events: int = 10_000,
@@ -118,8 +130,11 @@ class WorldClient:
         self.url = ws_url(url)
         self.hello = m.Hello(
             protocol_version=protocol_version, player_name=name, world=world, new_world=new_world,
-            resume_token=resume_token, view=view or View(),
+            resume_token=resume_token, view=view or View(), invite=invite, owner_key=owner_key,
         )
+        self.headers = dict(headers or {})
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
         self.video = video
         self.codecs = codecs
         self.ws = None
@@ -147,6 +162,7 @@ class WorldClient:
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason: str = ""
+        self.redirects: list[str] = []  # servers' URLs this client was redirected to, in order
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "WorldClient":
@@ -159,19 +175,31 @@ class WorldClient:
     async def connect(self, timeout: float = 60.0) -> m.Welcome:
         """Connect, say hello, wait for welcome (raises :class:`ServerError`), start the video.
 
+        A ``redirect`` (the world is open on another server) is followed: the same hello goes
+        to the server it names, at most ``MAX_REDIRECTS`` times; :attr:`redirects` lists them.
         Raises :class:`StreamStalled` naming the stage that had nothing within ``timeout``
         (each stage gets the whole ``timeout``): the server not listening, no welcome, no answer.
         """
-        try:
-            self.ws = await connect(self.url, max_size=None, compression=None, open_timeout=timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise StreamStalled("server not listening", f"{self.url}: {type(exc).__name__}: {exc}") from None
-        self._tasks.append(asyncio.create_task(self._reader(), name="client-reader"))
-        await self.send(self.hello)
-        try:
-            reply = await self.wait_for(lambda e: isinstance(e, (m.Welcome, m.ErrorMessage)), timeout=timeout, since=0)
-        except TimeoutError:
-            raise StreamStalled("no welcome", f"the server took the connection but sent no welcome within {timeout:g} s") from None
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                self.ws = await connect(self.url, max_size=None, compression=None, open_timeout=timeout, additional_headers=self.headers)
+            except (OSError, asyncio.TimeoutError) as exc:
+                raise StreamStalled("server not listening", f"{self.url}: {type(exc).__name__}: {exc}") from None
+            self._tasks.append(asyncio.create_task(self._reader(), name="client-reader"))
+            since = self.event_count
+            await self.send(self.hello)
+            try:
+                reply = await self.wait_for(lambda e: isinstance(e, (m.Welcome, m.ErrorMessage, m.Redirect)), timeout=timeout, since=since)
+            except TimeoutError:
+                raise StreamStalled("no welcome", f"the server took the connection but sent no welcome within {timeout:g} s") from None
+            if not isinstance(reply, m.Redirect):
+                break
+            await self.close()  # this server closes the connection too
+            self.closed, self.close_code, self.close_reason = asyncio.Event(), None, ""
+            self.redirects.append(reply.url)
+            self.url = ws_url(reply.url)
+        else:
+            raise StreamStalled("no welcome", f"redirected more than {MAX_REDIRECTS} times: {' -> '.join(self.redirects)}")
         if isinstance(reply, m.ErrorMessage):
             raise ServerError(reply)
         self.welcome = reply

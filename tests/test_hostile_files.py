@@ -59,7 +59,7 @@ def lyra_trajectory_arrays(n: int = 5, width: int = 64, height: int = 36) -> dic
 # ---------------------------------------------------------------- .spz
 @pytest.mark.parametrize(
     "case",
-    ["zeros", "huge-count", "more-than-gzip-holds"],
+    ["zeros", "huge-count", "implausible-ratio"],
 )
 def test_spz_gzip_bombs_are_refused_in_bounded_memory(tmp_path, case):
     if case == "zeros":  # a plain bomb: 6.4 GB of zeros in ~6.3 MB (the size the issue reports)
@@ -68,9 +68,9 @@ def test_spz_gzip_bombs_are_refused_in_bounded_memory(tmp_path, case):
     elif case == "huge-count":  # a valid header claiming 300 M points, then the same bomb
         data = gzip_bomb(HEADER.pack(SPZ_MAGIC, 3, 300_000_000, 0, 12, 0, 0), 100)
         expected = "more than the limit of 10,000,000"
-    else:  # 5 M degree-3 points (325 MB) claimed by a 1 KB file: no stream that small holds that
-        data = gzip.compress(HEADER.pack(SPZ_MAGIC, 3, 5_000_000, 3, 12, 0, 0) + bytes(1000))
-        expected = "more than"
+    else:  # 5 M degree-3 points (325 MB of arrays) claimed by a 64 KB bomb: SPZ data never compresses so well
+        data = gzip_bomb(HEADER.pack(SPZ_MAGIC, 3, 5_000_000, 3, 12, 0, 0), 1)
+        expected = "(325,000,000 bytes of arrays), more than 64 times the"
     (tmp_path / "bomb.spz").write_bytes(data)
     assert_refused(run_bounded("import", "bomb.spz", "--name", "bomb", cwd=tmp_path), "bomb.spz: ", expected)
     assert not (tmp_path / "worlds" / "bomb").exists()
@@ -269,3 +269,56 @@ def test_import_refuses_more_gaussians_than_max_gaussians(tmp_path):
     run = run_bounded("import", "four.ply", "--name", "four", "--max-gaussians", "3", cwd=tmp_path)
     assert_refused(run, "four.ply: holds 4 Gaussians, more than the limit of 3")
     assert not (tmp_path / "worlds" / "four").exists()
+
+
+@pytest.mark.parametrize(
+    "manifest, expected",
+    [
+        ("[" * 100_000 + "]" * 100_000, "manifest.json is JSON nested too deeply to be a manifest"),
+        (json.dumps({"format_version": 1, "chunks": [], "frames": [], "config": {"seed": "abc"}}), "manifest field of the wrong type"),
+        (json.dumps({"format_version": 1, "chunks": [], "frames": [], "config": {}, "start_image": [1]}), "'start_image' must be a JSON object"),
+    ],
+)
+def test_hostile_manifests_are_listed_as_unreadable(tmp_path, manifest, expected):
+    (tmp_path / "worlds" / "evil").mkdir(parents=True)
+    (tmp_path / "worlds" / "evil" / "manifest.json").write_text(manifest)
+    listed = run_bounded("list", cwd=tmp_path)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr[-2000:]
+    assert "evil" in listed.stdout and "unreadable" in listed.stdout and expected in listed.stdout
+    assert_refused(run_bounded("info", "evil", cwd=tmp_path), expected)
+
+
+def test_a_caption_longer_than_a_world_takes_is_refused(tmp_path):
+    (tmp_path / "four.ply").write_bytes(small_vertex_ply(4))
+    run = run_bounded("import", "four.ply", "--name", "four", "--caption", "x" * 5000, cwd=tmp_path)
+    assert_refused(run, "caption must be a string of at most 4000 characters, got 5000")
+    assert not (tmp_path / "worlds" / "four").exists()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width`` x ``height`` but whose data is a few bytes."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+
+
+def test_start_image_too_large_in_pixels_is_refused_before_decoding(tmp_path):
+    (tmp_path / "huge.png").write_bytes(png_claiming(20_000, 20_000))
+    run = run_bounded("render", "--preset", "zoom-in", "--image", "huge.png", "x.mp4", cwd=tmp_path)
+    assert_refused(run, "huge.png: image is 20000x20000 pixels; at most 67,108,864 pixels are read")
+
+
+def test_ply_headers_that_contradict_themselves_are_refused(tmp_path):
+    cases = {
+        "two_vertex_elements.ply": (ply_header("element vertex 1", "property float x", "element vertex 1", "property float x"), "element 'vertex' appears twice"),
+        "two_x.ply": (ply_header("element vertex 1", "property float x", "property float x"), "property 'x' appears twice"),
+        "odd_type.ply": (ply_header("element vertex 1", "property float128 x"), "unknown property type 'float128'"),
+        "no_format.ply": (b"ply\nelement vertex 1\nproperty float x\nend_header\n", "no 'format' line"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data + bytes(8))
+        with pytest.raises(SplatFormatError, match=message):
+            read_splats(tmp_path / name)
