@@ -55,6 +55,7 @@ MAX_ERROR_CHARS = 1_000
 MAX_PLAYER_NAME_CHARS = 32
 PLAYER_NAME_PATTERN = r"^[A-Za-z0-9 _.\-]{1,32}$"
 WORLD_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_URL_CHARS = 2048
 RESUME_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
 ACCESS_KEY_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
 """Invites and owner keys: random URL-safe text (32 characters from the server)."""
@@ -387,10 +388,24 @@ class Welcome(Message):
     server: ServerInfo = spec()
     notice: str = spec("", max_len=MAX_ERROR_CHARS, doc="something to tell the player about this world, for people (empty: nothing)")
     visibility: Literal["public", "private"] = spec("public", doc="public worlds are listed in /worlds; private ones need an invite")
-    invite: str | None = spec(None, pattern=ACCESS_KEY_PATTERN, doc="private worlds: the current invite, for share links (?world=NAME&invite=INVITE)")
+    invite: str | None = spec(
+        None,
+        pattern=ACCESS_KEY_PATTERN,
+        doc="private worlds, for share links (?world=NAME&invite=INVITE): the current invite to the creator, to others the one they joined with",
+    )
     owner_key: str | None = spec(
         None, pattern=ACCESS_KEY_PATTERN, doc="to the world's creator only: keep it, and send it as hello.owner_key to be recognised again"
     )
+
+
+@message("redirect", "server")
+class Redirect(Message):
+    """The answer to ``hello`` when another server process has the world open (servers run
+    with ``--ray`` share worlds: docs/scale.md). Connect to ``url`` and send the same hello
+    there; this server closes the connection after this message."""
+
+    url: str = spec(max_len=MAX_URL_CHARS, doc="that server's base URL (http(s)://host:port); its WebSocket is url + /ws")
+    world: str = spec(pattern=WORLD_NAME_PATTERN, doc="the world the hello asked for")
 
 
 @message("invite", "server")

@@ -76,6 +76,13 @@ class WorldAccess:
         """May a hello with this invite and owner key join?"""
         return not self.private or _same(invite, self.invite) or self.is_owner(owner_key)
 
+    def shown_invite(self, invite: str | None, owner: bool) -> str | None:
+        """The invite a player is told: the current one if it is the creator, else the one it
+        came with if that is still current (a guest let in by its resume token learns none)."""
+        if not self.private:
+            return None
+        return self.invite if owner or _same(invite, self.invite) else None
+
     def revoke(self) -> str:
         """Draw a new invite (the old one stops working); returns it."""
         self.invite = new_key()

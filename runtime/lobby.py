@@ -25,11 +25,11 @@ from runtime.player import Player
 from runtime.quotas import LimitReached, Quotas, client_key
 from runtime.seats import Seats
 from runtime.session import Session
-from runtime.sessions import JoinError, SessionRegistry
+from runtime.sessions import JoinError, SessionRegistry, WorldElsewhere
 from runtime.stream.media_pool import MediaUnavailable
 from runtime.stream.video_sink import VideoSink
 from runtime.stream.webrtc import RtcError, choose_codec
-from runtime.stream.websocket import CLOSE_POLICY, CLOSE_TRY_AGAIN, ClientChannel
+from runtime.stream.websocket import CLOSE_POLICY, CLOSE_REDIRECT, CLOSE_TRY_AGAIN, ClientChannel
 
 log = logging.getLogger("worldstream.ws")
 
@@ -109,6 +109,12 @@ class PlayerLink:
             self._give_seat_back()  # the connection stays open for a corrected hello
             channel.error(exc.code, exc.message, exc.field, "hello")
             return True
+        except WorldElsewhere as exc:  # another server has it open: the client goes there
+            self._give_seat_back()
+            log.info("%s: world %r is open on %s: redirected", channel.peer, exc.world, exc.url)
+            channel.send(m.Redirect(url=exc.url, world=exc.world))
+            await channel.close(CLOSE_REDIRECT, "redirect")
+            return False
         session = admission.session
         record = lobby.registry.resume(hello.resume_token, session.name)
         player_id = record.player_id if record and record.player_id not in session.players else secrets.token_urlsafe(6)
@@ -118,7 +124,10 @@ class PlayerLink:
         self.player = Player(player_id, hello.player_name, hello.view, lobby.video_size(hello.view), pose, channel.send)
         self.player.owner = admission.owner
         self.session = session
-        session.welcome(self.player, self.token, record is not None, lobby.version, lobby.renderer_name, admission.access, admission.owner_key)
+        session.welcome(
+            self.player, self.token, record is not None, lobby.version, lobby.renderer_name,
+            admission.access.visibility, admission.invite, admission.owner_key,
+        )
         if hello.resume_token is not None and record is None:  # after welcome: it is not fatal
             channel.error("bad_resume_token", "the resume token is unknown or expired; starting at the spawn point", "resume_token", "hello")
         session.add(self.player)

@@ -18,7 +18,6 @@ import time
 from typing import Callable
 
 from protocol import messages as m
-from runtime.access import WorldAccess
 from runtime.config import Executors, ServerConfig
 from runtime.frame_loop import FrameLoop
 from runtime.metrics import ServerMetrics
@@ -92,11 +91,13 @@ class Session:
 
     # ------------------------------------------------------------------ players
     def welcome(
-        self, player: Player, resume_token: str, resumed: bool, version: str, renderer: str, access: WorldAccess, owner_key: str | None
+        self, player: Player, resume_token: str, resumed: bool, version: str, renderer: str,
+        visibility: str, invite: str | None, owner_key: str | None,
     ) -> None:
         """Answer ``player``'s hello: who it is, where it stands, what this server streams
-        (``version`` and ``renderer`` are the server's), who may join (``access``: the world's
-        visibility and invite) and, for its creator, the key that proves it."""
+        (``version`` and ``renderer`` are the server's), and what it may know of who may
+        join: the world's ``visibility``, an ``invite`` (``runtime.sessions.Admission``
+        says which), and for its creator the ``owner_key`` that proves it."""
         w, h = player.video_size
         cfg, world = self.config, self.world
         player.send(
@@ -113,8 +114,8 @@ class Session:
                     generator=cfg.generator, renderer=renderer, explored_cell_size=float(world.explored.cell_size),
                 ),
                 notice=getattr(world, "start_notice", "")[: m.MAX_ERROR_CHARS],
-                visibility=access.visibility,
-                invite=access.invite,
+                visibility=visibility,
+                invite=invite,
                 owner_key=owner_key,
             )
         )

@@ -110,7 +110,7 @@ def test_a_private_world_stays_private_after_it_unloads(start_server):
             assert c.welcome.invite == invite
         # a player who was in it comes back with its resume token even without the link
         async with WorldClient(server.url, world=name, resume_token=token, video=False) as c:
-            assert c.welcome.resumed
+            assert c.welcome.resumed and c.welcome.invite is None  # let in, but told no invite
         async with WorldClient(server.url, world=name, owner_key=key, video=False) as c:
             assert c.welcome.owner_key == key
 

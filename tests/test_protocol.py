@@ -60,6 +60,7 @@ SAMPLES = [
     m.ErrorMessage(code="bad_field", message="x", field="view.fov_y", ref_type="hello"),
     m.ErrorMessage(code="limit_reached", message="x", ref_type="hello", limit="max_new_worlds_per_client"),
     m.Invite(invite="J" * 32),
+    m.Redirect(url="https://stream-2.example.com:8443", world="castle-9"),
     m.RtcAnswer(sdp="v=0\r\n"),
     m.VideoEnded(reason="its media worker stopped (exit code -9)"),
     m.Pong(id=1, t_ms=3.0, server_ms=4.0),

@@ -17,6 +17,7 @@ export const MAX_ERROR_CHARS = 1000;
 export const MAX_PLAYER_NAME_CHARS = 32;
 export const PLAYER_NAME_PATTERN = "^[A-Za-z0-9 _.\\-]{1,32}$";
 export const WORLD_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$";
+export const MAX_URL_CHARS = 2048;
 export const RESUME_TOKEN_PATTERN = "^[A-Za-z0-9_-]{16,64}$";
 export const ACCESS_KEY_PATTERN = "^[A-Za-z0-9_-]{16,64}$";
 export const PLAYER_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$";
@@ -273,10 +274,23 @@ export interface Welcome {
   notice: string;
   /** public worlds are listed in /worlds; private ones need an invite default "public" */
   visibility: "public" | "private";
-  /** private worlds: the current invite, for share links (?world=NAME&invite=INVITE) (matches ^[A-Za-z0-9_-]{16,64}$) default null */
+  /** private worlds, for share links (?world=NAME&invite=INVITE): the current invite to the creator, to others the one they joined with (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   invite: string | null;
   /** to the world's creator only: keep it, and send it as hello.owner_key to be recognised again (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   owner_key: string | null;
+}
+
+/**
+ * The answer to ``hello`` when another server process has the world open (servers run
+ * with ``--ray`` share worlds: docs/scale.md). Connect to ``url`` and send the same hello
+ * there; this server closes the connection after this message.
+ */
+export interface Redirect {
+  type: "redirect";
+  /** that server's base URL (http(s)://host:port); its WebSocket is url + /ws (max length 2048) */
+  url: string;
+  /** the world the hello asked for (matches ^[a-z0-9][a-z0-9_-]{0,63}$) */
+  world: string;
 }
 
 /** A private world's new invite after ``revoke_invite``, to its creator's connections only. */
@@ -474,8 +488,8 @@ export interface ErrorMessage {
 /** Every message a client may send. */
 export type ClientMessage = Hello | Input | HeadPose | RtcOffer | IceCandidate | Caption | RevokeInvite | Ping;
 /** Every message a server may send. */
-export type ServerMessage = IceCandidate | Welcome | Invite | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | ErrorMessage;
+export type ServerMessage = IceCandidate | Welcome | Redirect | Invite | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | ErrorMessage;
 export type Message = ClientMessage | ServerMessage;
 export type MessageType = Message["type"];
 export const CLIENT_MESSAGE_TYPES = ["hello", "input", "head_pose", "rtc_offer", "ice_candidate", "caption", "revoke_invite", "ping"] as const;
-export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "invite", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "error"] as const;
+export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "redirect", "invite", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "error"] as const;
