@@ -235,6 +235,14 @@ def test_a_low_bush_is_stepped_over_and_grass_on_a_slope_still_walks():
     assert pose.position[1] == pytest.approx(-math.tan(math.radians(30.0)) * 3.0, abs=0.1)
 
 
+def test_flying_down_stops_at_grass_and_says_blocked():
+    """Foliage is no obstacle to walking, but a flying player still lands on grass."""
+    c = collider_for((ground(-5, 5, -5, 5), BUSH_GREEN))
+    pose = walk(Pose(), MoveInput(up=-1.0, fly=True), 1.0, c)
+    assert 1.0 < pose.position[1] < EYE_HEIGHT  # +y down: above the grass
+    assert advance(pose, MoveInput(up=-1.0, fly=True), 1 / 30, c).blocked
+
+
 def test_look_deltas_and_pitch_clamp():
     pose = step(Pose(), MoveInput(yaw_delta=math.pi / 2, pitch_delta=3.0), 0.1, None)
     assert pose.yaw == pytest.approx(math.pi / 2)

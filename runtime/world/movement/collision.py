@@ -68,6 +68,27 @@ def _cylinder_hits(voxels: np.ndarray, x: float, z: float, y_top: float, y_botto
 
 
 @numba.njit(cache=True, nogil=True)
+def _surface_hits(ground: np.ndarray, x: float, z: float, y_top: float, y_bottom: float, radius: float, cell: float, level: float) -> bool:
+    """Does any stored surface level (sorted packed ground keys) lie between ``y_top`` and
+    ``y_bottom`` in a ground column whose square comes within ``radius`` of ``(x, z)``?"""
+    lo = math.ceil(y_top / level)
+    hi = math.floor(y_bottom / level)
+    for ix in range(math.floor((x - radius) / cell), math.floor((x + radius) / cell) + 1):
+        cx = min(max(x, ix * cell), (ix + 1) * cell) - x
+        for iz in range(math.floor((z - radius) / cell), math.floor((z + radius) / cell) + 1):
+            cz = min(max(z, iz * cell), (iz + 1) * cell) - z
+            if cx * cx + cz * cz > radius * radius:
+                continue
+            a = min(max(ix + _BIAS, 0), _MASK)
+            b = min(max(iz + _BIAS, 0), _MASK)
+            column = (a << 42) | (b << 21)
+            i = np.searchsorted(ground, column | min(max(lo + _BIAS, 0), _MASK))
+            if i < ground.size and ground[i] <= (column | min(max(hi + _BIAS, 0), _MASK)):
+                return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
 def _column_first_floor(ground: np.ndarray, ix: int, iz: int, lo_level: int, hi_level: int, gap: int) -> int:
     """The smallest *floor* level in ``[lo_level, hi_level]`` of column ``(ix, iz)`` (sorted
     packed keys), or ``hi_level + 1`` when there is none.
@@ -335,6 +356,11 @@ class SceneCollider:
         )
 
     def blocked_sphere(self, position: np.ndarray, radius: float) -> bool:
-        """Does a sphere (fly mode's body) overlap an occupied voxel? (box-approximated in y)."""
+        """Does a sphere (fly mode's body) overlap an occupied voxel or any surface, foliage
+        included (one flies into a bush's top, not through the grass)? (box-approximated in y)."""
         x, y, z = (float(c) for c in position)
-        return self.blocked(x, z, y - radius, y + radius, radius)
+        if self.blocked(x, z, y - radius, y + radius, radius):
+            return True
+        cfg = self.config
+        ground = self._ground
+        return bool(ground.size) and _surface_hits(ground, x, z, y - radius, y + radius, radius, cfg.ground_cell, cfg.ground_level)
