@@ -10,7 +10,7 @@ import pytest
 from runtime.world.camera import Pose
 from runtime.world.gaussians import Gaussians
 from runtime.world.movement.collision import SceneCollider
-from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, RUN_SPEED, WALK_SPEED, MoveInput, head_step, step
+from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, MAX_STEP, RUN_SPEED, WALK_SPEED, MoveInput, advance, head_step, step
 from runtime.world.scene import ChunkSource, Scene
 
 
@@ -124,6 +124,80 @@ def test_fly_mode_moves_along_view_and_collides_with_voxels():
     c = collider_for(wall_z(3.0, -5, 5, -5.0, 5.0))
     pose = walk(Pose(), MoveInput(forward=1.0, fly=True), 2.0, c)
     assert 2.0 < pose.position[2] < 3.0
+
+
+def ramp(angle_deg: float, z0: float = 2.0, z1: float = 8.0, spacing: float = 0.1) -> np.ndarray:
+    """Ground rising along +z at ``angle_deg`` from ``z0`` (flat before it, flat after ``z1``)."""
+    xs, zs = np.meshgrid(np.arange(-5, 5, spacing), np.arange(-5, 12, spacing))
+    rise = math.tan(math.radians(angle_deg)) * np.clip(zs - z0, 0.0, z1 - z0)
+    return np.stack([xs.ravel(), (EYE_HEIGHT - rise).ravel(), zs.ravel()], 1)
+
+
+def test_blocked_move_slides_along_the_wall_instead_of_stopping():
+    """Walking into a wall at 30 degrees off its normal keeps the part of the move along it:
+    the player slides at about sin(30 deg) of walking speed and never crosses the wall."""
+    c = collider_for(ground(-10, 10, -5, 10), wall_z(3.0, -10, 10, -1.0, EYE_HEIGHT))
+    at_wall = walk(Pose(), MoveInput(forward=1.0), 2.0, c)
+    assert 2.5 < at_wall.position[2] < 3.0
+    yaw = math.radians(30.0)  # 30 degrees to the right of +z: mostly into the wall
+    moved = advance(Pose(at_wall.position, yaw), MoveInput(forward=1.0), 1 / 30, c)
+    slid = walk(Pose(at_wall.position, yaw), MoveInput(forward=1.0), 2.0, c)
+    along = slid.position[0] - at_wall.position[0]
+    assert along == pytest.approx(2.0 * WALK_SPEED * math.sin(yaw), rel=0.15)
+    assert slid.position[2] < 3.0
+    assert not moved.blocked  # sliding is moving
+    assert advance(at_wall, MoveInput(forward=1.0), 1 / 30, c).blocked  # head-on is blocked
+
+
+def test_a_body_touching_a_wall_with_gaps_still_slides_along_it():
+    """A wall of splats with holes between its voxel columns (a far wall's sparse samples):
+    a player pressed into a hole still walks on along the wall."""
+    wall = wall_z(3.0, -10, 10, -1.0, EYE_HEIGHT, spacing=0.1)
+    wall = wall[(np.floor(wall[:, 0] / 0.25) % 3) != 0]  # every third voxel column empty
+    c = collider_for(ground(-10, 10, -5, 10), wall)
+    pose = walk(Pose(yaw=math.radians(10.0)), MoveInput(forward=1.0), 3.0, c)
+    start_x = pose.position[0]
+    pose = walk(pose, MoveInput(forward=1.0, yaw_delta=0.0), 2.0, c)
+    assert pose.position[0] - start_x > 0.2
+    assert pose.position[2] < 3.0
+
+
+def test_walking_into_a_wall_never_climbs_it():
+    """A wall's face is one run of surfaces: its middle is no floor, so pressing into it
+    does not lift the player rung by rung."""
+    c = collider_for(ground(-10, 10, -5, 10), box(-10, 10, 3.0, 4.0, EYE_HEIGHT - 3.0))
+    pose = walk(Pose(yaw=math.radians(20.0)), MoveInput(forward=1.0, run=True), 4.0, c)
+    assert pose.position[1] == pytest.approx(0.0, abs=0.06)
+    assert pose.position[2] < 3.0
+
+
+@pytest.mark.parametrize("angle", [20.0, 30.0, 40.0])
+def test_slopes_up_to_40_degrees_are_walkable(angle):
+    c = collider_for(ramp(angle, z1=5.0))
+    pose = walk(Pose(), MoveInput(forward=1.0), 6.0, c)
+    assert pose.position[2] > 6.0  # over the top of the ramp
+    top = math.tan(math.radians(angle)) * 3.0
+    assert pose.position[1] == pytest.approx(-top, abs=0.1)
+
+
+@pytest.mark.parametrize("angle", [55.0, 70.0])
+def test_steeper_slopes_stop_the_walk(angle):
+    c = collider_for(ramp(angle, z1=5.0))
+    pose = walk(Pose(), MoveInput(forward=1.0), 6.0, c)
+    assert pose.position[2] < 2.6
+    assert pose.position[1] > -0.6  # climbed at most about a step
+
+
+@pytest.mark.parametrize("height, climbs", [(0.25, True), (MAX_STEP, True), (0.7, False)])
+def test_steps_up_to_half_a_metre_are_climbed(height, climbs):
+    c = collider_for(ground(-5, 5, -5, 2), box(-5, 5, 2.0, 8.0, EYE_HEIGHT - height))
+    pose = walk(Pose(), MoveInput(forward=1.0), 4.0, c)
+    if climbs:
+        assert pose.position[2] > 4.0
+        assert pose.position[1] == pytest.approx(-height, abs=0.06)
+    else:
+        assert pose.position[2] < 2.0
+        assert pose.position[1] == pytest.approx(0.0, abs=0.06)
 
 
 def test_look_deltas_and_pitch_clamp():
