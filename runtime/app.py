@@ -30,6 +30,7 @@ from runtime.lobby import Lobby
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Limits, LimitReached, Quotas, client_key
 from runtime.scale.cluster import RaySettings
+from runtime.scale.leases import Leases
 from runtime.sessions import SessionRegistry
 from runtime.stream.auth import token_arg
 from runtime.stream.encoder import default_bitrate
@@ -217,6 +218,12 @@ class StreamServer:
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        if cfg.ray is not None:  # world leases, now that players can be told where this server is
+            url = cfg.ray.advertise_url or self.url
+            self.registry.leases = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: Leases(url, cfg.ray.lease_ttl_s, cfg.ray.namespace)
+            )
+            log.info("ray: world leases shared with the cluster's servers (this one is %s, leases last %g s)", url, cfg.ray.lease_ttl_s)
         log.info(
             "listening on %s (WebSocket %s/ws) — generator %s, renderer %s, %dx%d@%d %s %s%.1f Mbit/s",
             self.url, self.url.replace("http", "ws", 1), cfg.generator, self.renderer_name,
@@ -472,6 +479,10 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--ray-cpus-per-actor", type=_resource_amount("ray-cpus-per-actor", zero_ok=False), default=1.0, metavar="N", help="CPUs each actor holds (default 1)")
     p.add_argument("--ray-gpus-per-actor", type=_resource_amount("ray-gpus-per-actor", zero_ok=True), default=0.0, metavar="N",
                    help="GPUs each actor holds, e.g. 1 for a diffusion model (default 0: CPU actors)")
+    p.add_argument("--advertise-url", default=None, metavar="URL",
+                   help="with --ray: this server's base URL as players reach it (e.g. https://stream-2.example.com), sent to players redirected here from another server (default: the address it listens on)")
+    p.add_argument("--lease-ttl", type=_seconds("lease-ttl"), default=10.0, metavar="S",
+                   help="with --ray: seconds a world stays owned by a server that stopped renewing its lease (it died) before another server may load it (default 10)")
     p.add_argument("--jobs-per-world", type=_whole_number("jobs-per-world", 1), default=None, metavar="N",
                    help="generation jobs one world runs at once (default 1; with --ray, one per actor)")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
@@ -491,7 +502,10 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
         session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token,
         avatars=args.avatars, jobs_per_world=args.jobs_per_world,
-        ray=None if args.ray is None else RaySettings(args.ray, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor),
+        ray=None if args.ray is None else RaySettings(
+            args.ray, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor,
+            advertise_url=args.advertise_url, lease_ttl_s=max(1.0, args.lease_ttl),
+        ),
     )
     if args.static is not None:
         config.static_dir = args.static

@@ -29,6 +29,7 @@ from runtime.config import Executors, ServerConfig
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Quotas
 from runtime.scale.cluster import RayGeneration
+from runtime.scale.leases import Leases
 from runtime.session import Session
 from runtime.world.camera import Pose
 from runtime.world.formats.media import image_header_size
@@ -44,6 +45,14 @@ log = logging.getLogger("worldstream.sessions")
 MAX_RESUME_RECORDS = 10_000
 """Resume tokens kept at most (the oldest go first): players who left within the resume window."""
 _NAME = re.compile(m.WORLD_NAME_PATTERN)
+
+
+class WorldElsewhere(Exception):
+    """The world a hello asks for is open on another server (``url``): redirect the player."""
+
+    def __init__(self, world: str, url: str) -> None:
+        super().__init__(f"world {world!r} is open on {url}")
+        self.world, self.url = world, url
 
 
 class JoinError(Exception):
@@ -249,6 +258,42 @@ class SessionRegistry:
         self._resume: dict[str, ResumeRecord] = {}
         self._lock = asyncio.Lock()  # one world load/create at a time: no double opens
         self._reaper: asyncio.Task | None = None
+        # With --ray: world leases shared with the cluster's other servers (set by the server
+        # once it knows its URL; runtime/scale/leases.py). None: this server owns every world.
+        self.leases: Leases | None = None
+        self._renewed_at = 0.0
+
+    async def _take_lease(self, name: str, created: bool) -> None:
+        """Take ``name`` 's lease before opening or creating it; raises :class:`WorldElsewhere`
+        (or ``world_exists`` for a new world) when another server holds it."""
+        if self.leases is None:
+            return
+        url = await asyncio.to_thread(self.leases.acquire, name)
+        if url is not None:
+            if created:
+                raise JoinError("world_exists", f"a world named {name!r} exists; join it with 'world'", "new_world.name")
+            raise WorldElsewhere(name, url)
+
+    async def _give_lease_back(self, name: str) -> None:
+        if self.leases is not None:
+            try:
+                await asyncio.to_thread(self.leases.release, name)
+            except Exception as exc:  # the cluster is unreachable: the lease expires by itself
+                log.warning("world %r: lease not released (%s); it expires in %g s", name, type(exc).__name__, self.leases.ttl_s)
+
+    async def _renew_leases(self) -> None:
+        """Every ttl/3 seconds: renew the leases of the worlds open here."""
+        now = time.monotonic()
+        if self.leases is None or now - self._renewed_at < self.leases.ttl_s / 3:
+            return
+        self._renewed_at = now
+        try:
+            lost = await asyncio.to_thread(self.leases.renew, list(self.sessions))
+        except Exception as exc:
+            log.warning("world leases not renewed (%s: %s)", type(exc).__name__, exc)
+            return
+        for name in lost:  # the store's lock keeps the other server from opening it meanwhile
+            log.error("world %r: its lease lapsed and another server holds it now", name)
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap(), name="session-reaper")
@@ -284,7 +329,12 @@ class SessionRegistry:
                 if session is not None:
                     return Admission(session, owner, key, access, access.shown_invite(hello.invite, owner))
                 self.quotas.open_world(len(self.sessions))
-                world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
+                await self._take_lease(name, created=False)
+                try:
+                    world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
+                except BaseException:
+                    await self._give_lease_back(name)
+                    raise
                 log.info("world %r opened", name)
             else:
                 req = hello.new_world
@@ -305,7 +355,12 @@ class SessionRegistry:
                     name=name, seed=seed, caption=req.caption, generator=self.config.generator,
                     generator_options=dict(self.config.generator_options),
                 )
-                world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, start)
+                await self._take_lease(name, created=True)
+                try:
+                    world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, start)
+                except BaseException:
+                    await self._give_lease_back(name)
+                    raise
                 self.quotas.created_world(client)
                 access, key = WorldAccess.create(req.visibility)
                 owner = True
@@ -371,6 +426,7 @@ class SessionRegistry:
             ticks += 1
             if ticks % 60 == 0:
                 self.quotas.prune()
+            await self._renew_leases()
             now = time.monotonic()
             for token, record in list(self._resume.items()):
                 if record.expires_at < now:
@@ -384,6 +440,7 @@ class SessionRegistry:
                         self.metrics.sessions.set(len(self.sessions))
                         self.quotas.forget_world(name)
                     await session.close()
+                    await self._give_lease_back(name)
 
     async def close(self) -> None:
         if self._reaper is not None:
@@ -391,4 +448,6 @@ class SessionRegistry:
             await asyncio.gather(self._reaper, return_exceptions=True)
         sessions, self.sessions = list(self.sessions.values()), {}
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        for session in sessions:  # saved and closed: another server may load them now
+            await self._give_lease_back(session.name)
         self.metrics.sessions.set(0)

@@ -22,7 +22,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from protocol import messages as m  # noqa: E402
-from runtime.client import WorldClient  # noqa: E402
+from runtime.client import StreamStalled, WorldClient  # noqa: E402
 from runtime.scale.pool import ActorPool, PoolSettings, RayGenerator  # noqa: E402
 from runtime.world import PlayerState, Pose, World, WorldConfig  # noqa: E402
 from runtime.world.camera import Cameras, intrinsics_from_fov  # noqa: E402
@@ -43,8 +43,8 @@ def pool():
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + saved if saved else "")
     try:
-        # 3 logical CPUs: the pool's two actors and one for the server test's own pool.
-        ray.init(num_cpus=3, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        # 4 logical CPUs: the pool's two actors and one for each test server's own pool.
+        ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     finally:
         if saved is None:
             del os.environ["PYTHONPATH"]
@@ -196,6 +196,53 @@ def test_a_server_with_ray_generates_on_the_clusters_actors(pool, start_server):
     assert server.stop() == 0  # stops its actors and leaves the cluster up
 
 
+async def settled_frame(client: WorldClient) -> np.ndarray:
+    await asyncio.sleep(1.0)  # let the encoder refine a still picture
+    return (await client.next_frame(timeout=30)).rgb
+
+
+def test_two_servers_share_a_world_folder_through_leases(pool, start_server, tmp_path):
+    """A join on the server that does not hold the world is redirected to the one that does and
+    streams there; when the holder dies, the other loads the world from the shared folder once
+    the lease expires, and shows the same place."""
+    from bench.compare import psnr
+
+    address = ray.get_runtime_context().gcs_address
+    ttl = 3.0
+    args = ("--ray", address, "--ray-actors", "1", "--lease-ttl", str(ttl), "--no-avatars")
+    worlds = tmp_path / "shared-worlds"
+    a = start_server(worlds=worlds, extra_args=args, startup_timeout_s=300)
+    b = start_server(worlds=worlds, extra_args=args, startup_timeout_s=300)
+    name = f"leased-{uuid.uuid4().hex[:8]}"
+
+    async def on_a():
+        async with WorldClient(a.url, new_world=m.NewWorld(name=name, seed=4), video=False) as creator:
+            await creator.wait_for("generation_done", 120, since=0)
+            async with WorldClient(b.url, world=name, name="visitor") as visitor:
+                assert visitor.redirects == [a.url] and visitor.welcome.world == name
+                return await settled_frame(visitor)
+
+    seen_on_a = asyncio.run(on_a())
+    time.sleep(1.0)  # chunks are written as they land; let the last one reach the disk
+    a.proc.kill()  # no clean shutdown: its leases are never given back
+    a.proc.wait(10)
+    killed_at = time.monotonic()
+
+    async def on_b():
+        while True:
+            try:
+                async with WorldClient(b.url, world=name, name="back") as c:
+                    return c, await settled_frame(c)
+            except StreamStalled:  # redirected to the dead server: its lease has not expired yet
+                assert time.monotonic() - killed_at < ttl + 30
+                await asyncio.sleep(0.5)
+
+    client, seen_on_b = asyncio.run(on_b())
+    assert client.redirects == [] and time.monotonic() - killed_at < ttl + 30
+    assert psnr(seen_on_a, seen_on_b) > 28  # the same world, loaded from the shared folder
+    assert f"world {name!r} opened" in b.log_text()
+
+
 def test_an_actor_killed_mid_job_loses_no_chunk_and_lands_none_twice(pool, renderer, reference):
     retried = pool.stats.retried
     with World(WorldConfig("ray", **CONFIG), generator=RayGenerator(pool), renderer=renderer) as world:
@@ -231,3 +278,20 @@ def test_a_scene_view_sent_to_another_process_draws_the_scene_as_it_was_sent(ren
     np.testing.assert_array_equal(here.rgb, there.rgb)
     np.testing.assert_array_equal(here.depth, there.depth)
     assert here.alpha.mean() > 0.5  # it drew the walk's chunks, not an empty scene
+
+
+def test_a_lease_is_one_servers_until_it_expires_or_is_given_back():
+    from runtime.scale.leases import LeaseBook
+
+    book = LeaseBook()
+    assert book.acquire("w", "a", "http://a", 0.3) is None
+    assert book.acquire("w", "b", "http://b", 0.3) == "http://a"  # held: b is told where
+    assert book.renew("a", "http://a", ["w"], 0.3) == []
+    time.sleep(0.4)  # a stopped renewing: the lease expired
+    assert book.owners() == {}
+    assert book.acquire("w", "b", "http://b", 0.3) is None
+    assert book.renew("a", "http://a", ["w"], 0.3) == ["w"]  # a hears b has it now
+    book.release("w", "a")  # not a's to give back
+    assert book.owners() == {"w": "http://b"}
+    book.release("w", "b")
+    assert book.acquire("w", "a", "http://a", 0.3) is None
