@@ -5,7 +5,8 @@ hands it to the connection's :class:`PlayerLink`, made by the server's :class:`L
 
 * ``hello`` takes a seat (``--max-players``), finds or creates the world's session
   (``runtime.sessions``), resumes or spawns the player, and the session welcomes it;
-* ``input``, ``head_pose`` and ``caption`` go to the player and its session;
+* ``input``, ``head_pose`` and ``caption`` go to the player and its session, ``splats`` and
+  ``splat_ack`` to its session's splat feed;
 * ``rtc_offer`` / ``ice_candidate`` open the player's video in the media pool;
 * when the connection ends, the player leaves and its pose is kept for its resume token.
 
@@ -141,6 +142,10 @@ class PlayerLink:
             player.on_input(msg)
         elif isinstance(msg, m.HeadPose):
             player.on_head_pose(msg)
+        elif isinstance(msg, m.SplatAck):
+            self.session.splats.ack(player, msg.id)
+        elif isinstance(msg, m.Splats):
+            self.session.splats.subscribe(player, msg)
         elif isinstance(msg, m.RtcOffer):
             await self._offer(msg)
         elif isinstance(msg, m.IceCandidate):

@@ -51,10 +51,10 @@ async def refuse_connection(ws: ServerConnection, limit: str, message: str, metr
         await ws.send(encode(error))
         await ws.close(CLOSE_TRY_AGAIN, limit)
 
-FRAME_RATE_HZ = m.INPUT_RATE_HZ + m.OTHER_RATE_HZ + m.CAPTION_RATE_HZ
+FRAME_RATE_HZ = m.INPUT_RATE_HZ + m.OTHER_RATE_HZ + m.CAPTION_RATE_HZ + m.SPLAT_RATE_HZ
 """Frames read per connection per second at most (every type's rate together): a client
 sending faster is not read, so its flood waits in its own TCP buffers, not in the server."""
-FRAME_BURST = m.INPUT_BURST + m.OTHER_BURST + m.CAPTION_BURST
+FRAME_BURST = m.INPUT_BURST + m.OTHER_BURST + m.CAPTION_BURST + m.SPLAT_RATE_HZ
 LARGE_RATE_HZ = 0.2
 """Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per client address (see
 ``Connection``'s ``large_messages``): a burst of ``LARGE_BURST``, then one per 5 s. A large
@@ -156,6 +156,8 @@ class Connection:
         self._buckets = {
             "input": TokenBucket(m.INPUT_RATE_HZ, m.INPUT_BURST),
             "caption": TokenBucket(m.CAPTION_RATE_HZ, m.CAPTION_BURST),
+            # Acks answer pieces the server sent at most SPLAT_RATE_HZ a second; they may arrive bunched.
+            "splat": TokenBucket(m.SPLAT_RATE_HZ, m.SPLAT_RATE_HZ),
             "other": TokenBucket(m.OTHER_RATE_HZ, m.OTHER_BURST),
             "large": large_messages.get(self.client_address),  # per address: reconnecting does not refill it
         }
@@ -242,7 +244,7 @@ class Connection:
                 return await self._refuse_version(exc.version)
             self.error(exc.code, exc.message, exc.field, exc.ref_type)
             return True
-        bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
+        bucket = {"input": "input", "head_pose": "input", "caption": "caption", "splat_ack": "splat"}.get(msg.TYPE, "other")
         if not self._allow(bucket, msg.TYPE):
             return True
         if _plays(msg):
@@ -271,7 +273,7 @@ class Connection:
             if bucket_name == "large":
                 text = f"more than {LARGE_BURST} messages over {m.MAX_MESSAGE_BYTES} bytes in {1 / LARGE_RATE_HZ:g} s; the excess is dropped"
             else:
-                rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
+                rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "splat": m.SPLAT_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
                 text = f"more than {rate} {bucket_name} messages per second; the excess is dropped"
             self.error("rate_limited", text, None, ref_type)
         return False

@@ -32,12 +32,16 @@ export const MAX_FOV_Y = 3.0;
 export const MAX_IPD = 0.2;
 export const MAX_EXPLORED_CELLS = 65536;
 export const MAX_PLAYERS_LISTED = 256;
+export const MAX_LOCAL_SPLATS = 16000000;
+export const MAX_SPLAT_PIECE_BYTES = 57344;
+export const MAX_SPLATS_IN_FLIGHT = 4;
 export const INPUT_RATE_HZ = 120;
 export const INPUT_BURST = 60;
 export const OTHER_RATE_HZ = 20;
 export const OTHER_BURST = 40;
 export const CAPTION_RATE_HZ = 1;
 export const CAPTION_BURST = 3;
+export const SPLAT_RATE_HZ = 100;
 export const EXPLORED_STATES = {
   "unknown": 0,
   "generated": 1,
@@ -194,7 +198,10 @@ export interface Input {
   fly?: boolean;
 }
 
-/** Absolute VR head pose; replaces the player's pose (no collision). */
+/**
+ * Absolute VR head pose; replaces the player's pose, with collision: walls stop the head
+ * (it slides along them, as in fly mode) and there is no gravity.
+ */
 export interface HeadPose {
   type: "head_pose";
   /** as for input (the two share one sequence) (>= 0, <= 9007199254740991) */
@@ -250,6 +257,26 @@ export interface Ping {
   id: number;
   /** client clock, echoed back [ms] (>= -1000000000000000, <= 1000000000000000) default 0.0 */
   t_ms?: number;
+}
+
+/**
+ * Ask for the world's Gaussians to render locally (or stop): the server sends
+ * ``splat_piece`` messages, nearest and in-view chunks first, new chunks as they land, never
+ * holding more than ``max_splats`` at the client (it sends ``splat_forget`` to make room).
+ */
+export interface Splats {
+  type: "splats";
+  /** true: send the splats near me; false: stop (what was sent is forgotten) */
+  enabled: boolean;
+  /** the client's memory budget, in Gaussians (>= 0, <= 16000000) default 2000000 */
+  max_splats?: number;
+}
+
+/** A ``splat_piece`` arrived: the server sends at most MAX_SPLATS_IN_FLIGHT unacknowledged. */
+export interface SplatAck {
+  type: "splat_ack";
+  /** the piece's id (>= 0, <= 9007199254740991) */
+  id: number;
 }
 
 /** The answer to ``hello``: who you are and what you see. */
@@ -470,6 +497,39 @@ export interface FrameInfo {
   mtp_ms: number;
 }
 
+/**
+ * Part of one scene chunk's Gaussians for local rendering (after ``splats``). A chunk
+ * comes in ``parts`` pieces; each is a complete ``.spz`` (version 3: gzip, 24-bit fixed-point
+ * positions, 8-bit colour, opacity, log scale, smallest-three rotations; right-up-back axes
+ * as the format has them, so y and z are flipped from the world's). Answer each with ``splat_ack``.
+ */
+export interface SplatPiece {
+  type: "splat_piece";
+  /** acknowledge with splat_ack (>= 0, <= 9007199254740991) */
+  id: number;
+  /** the scene chunk it belongs to (splat_forget names it) (>= 0, <= 9007199254740991) */
+  chunk_id: number;
+  /** 0-based (>= 0) */
+  part: number;
+  /** (>= 1) */
+  parts: number;
+  /** the chunk's bounding-box centre, world coordinates [m] */
+  center: [number, number, number];
+  /** half the chunk's bounding-box diagonal [m] (>= 0) */
+  radius: number;
+  /** Gaussians in this piece (>= 0) */
+  count: number;
+  /** the piece as .spz bytes [bytes] (max length 57344) */
+  spz: Uint8Array;
+}
+
+/** Drop these chunks: the budget needs room for nearer ones (the server may send them again later). */
+export interface SplatForget {
+  type: "splat_forget";
+  /** (max length 4096) default [] */
+  chunk_ids: number[];
+}
+
 /** Something the client sent was refused. The connection stays open unless said otherwise. */
 export interface ErrorMessage {
   type: "error";
@@ -486,10 +546,10 @@ export interface ErrorMessage {
 }
 
 /** Every message a client may send. */
-export type ClientMessage = Hello | Input | HeadPose | RtcOffer | IceCandidate | Caption | RevokeInvite | Ping;
+export type ClientMessage = Hello | Input | HeadPose | RtcOffer | IceCandidate | Caption | RevokeInvite | Ping | Splats | SplatAck;
 /** Every message a server may send. */
-export type ServerMessage = IceCandidate | Welcome | Redirect | Invite | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | ErrorMessage;
+export type ServerMessage = IceCandidate | Welcome | Redirect | Invite | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | SplatPiece | SplatForget | ErrorMessage;
 export type Message = ClientMessage | ServerMessage;
 export type MessageType = Message["type"];
-export const CLIENT_MESSAGE_TYPES = ["hello", "input", "head_pose", "rtc_offer", "ice_candidate", "caption", "revoke_invite", "ping"] as const;
-export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "redirect", "invite", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "error"] as const;
+export const CLIENT_MESSAGE_TYPES = ["hello", "input", "head_pose", "rtc_offer", "ice_candidate", "caption", "revoke_invite", "ping", "splats", "splat_ack"] as const;
+export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "redirect", "invite", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "splat_piece", "splat_forget", "error"] as const;
