@@ -327,7 +327,8 @@ class Input(Message):
 
 @message("head_pose", "client")
 class HeadPose(Message):
-    """Absolute VR head pose; replaces the player's pose (no collision)."""
+    """Absolute VR head pose; replaces the player's pose, with collision: walls stop the head
+    (it slides along them, as in fly mode) and there is no gravity."""
 
     seq: int = spec(min=0, max=MAX_SEQ, doc="as for input (the two share one sequence)")
     t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock")

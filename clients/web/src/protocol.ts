@@ -198,7 +198,10 @@ export interface Input {
   fly?: boolean;
 }
 
-/** Absolute VR head pose; replaces the player's pose (no collision). */
+/**
+ * Absolute VR head pose; replaces the player's pose, with collision: walls stop the head
+ * (it slides along them, as in fly mode) and there is no gravity.
+ */
 export interface HeadPose {
   type: "head_pose";
   /** as for input (the two share one sequence) (>= 0, <= 9007199254740991) */
