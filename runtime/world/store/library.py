@@ -27,7 +27,7 @@ import numpy as np
 from ..gaussians import Gaussians
 from ..keyframes.frames import Frame
 from ..scene import Chunk, ChunkSource
-from ..world import ChunkAdded, World, WorldConfig, WorldEvent
+from ..world import ChunkAdded, World, WorldConfig, WorldEvent, retired_mask
 from .chunk_io import decode_chunk, decode_frame, decode_image, encode_image
 from .durable import TMP_MARK, fsync_dir, sha256_hex, write_durably
 from .errors import WorldBusy, WorldExists, WorldFormatError, WorldNotFound, WorldStoreError
@@ -347,12 +347,14 @@ class WorldLibrary:
         if m.get("start_image"):
             size += int(m["start_image"].get("bytes", 0))
         cfg = m["config"]
+        # Chunk files hold what was generated; refinement may have retired some of it since.
+        retired = [retired_mask(packed) for packed in (m.get("state") or {}).get("retired", {}).values()]
         return WorldInfo(
             name=name,
             path=path,
             size_bytes=size,
-            chunks=len(m["chunks"]),
-            gaussians=sum(int(r.get("gaussians", 0)) for r in m["chunks"]),
+            chunks=len(m["chunks"]) - sum(bool(r.all()) for r in retired),
+            gaussians=sum(int(r.get("gaussians", 0)) for r in m["chunks"]) - sum(int(r.sum()) for r in retired),
             frames=len(m["frames"]),
             created_at=float(m.get("created_at", 0.0)),
             last_played=float(m.get("last_played", 0.0)),
