@@ -57,6 +57,7 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -64,7 +65,7 @@ import numpy as np
 
 from bench.common import Stopped, process_diagnosis, stall_line, stop_on_sigterm
 from protocol import messages as m
-from runtime.client import WorldClient
+from runtime.client import StreamStalled, WorldClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,11 +84,15 @@ def stage_timeout() -> float:
     return float(os.environ.get(STAGE_TIMEOUT_ENV) or CONNECT_TIMEOUT)
 
 
-def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
+ONE_HOST_QUOTAS = ("--max-connections-per-client", "100000", "--max-new-worlds-per-client", "100000")
+"""Every bench player connects from this host: per-address quotas would cap a round at 8 players."""
+
+
+def start_server(args, workdir: Path, extra_args: tuple[str, ...] = ONE_HOST_QUOTAS) -> tuple[subprocess.Popen, str]:
     log_path = workdir / "server.log"
     cmd = [
         sys.executable, "-m", "runtime.app", "--port", "0", "--renderer", args.renderer, "--generator", args.generator,
-        "--worlds", str(workdir / "worlds"), "--codec", args.codec, "--log-level", "info",
+        "--worlds", str(workdir / "worlds"), "--codec", args.codec, "--log-level", "info", *extra_args,
     ]
     for flag, value in (("--resolution", args.resolution), ("--fps", args.fps), ("--bitrate", args.bitrate), ("--crf", args.crf)):
         if value:
@@ -568,6 +573,7 @@ def client_procs_arg(text: str) -> str:
 # ---------------------------------------------------------------------------- output
 COLUMNS = [
     ("players", "players"), ("sent_fps", "sent fps"), ("recv_fps", "recv fps"), ("recv_fps_min", "min recv"),
+    ("short_pct", "frames short %"),
     ("server_mtp_p50_ms", "MTP p50"), ("server_mtp_p95_ms", "MTP p95"),
     ("client_input_to_frame_p50_ms", "in→frame p50"), ("client_input_to_frame_p95_ms", "in→frame p95"),
     ("render_ms", "render ms"), ("encode_ms", "encode ms"), ("max_gap_s", "max gap s"),
@@ -585,8 +591,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def server_fps(url: str) -> int:
+    """The frame rate the server streams at (its ``/healthz``)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/healthz", timeout=stage_timeout()) as reply:
+            return int(json.loads(reply.read())["fps"])
+    except OSError as exc:  # refused, timed out (URLError is an OSError)
+        raise StreamStalled("server not listening", f"{url}/healthz: {exc}") from None
+
+
 def run_rounds(args, cpu: ServerCpu | None) -> tuple[list[dict], dict[int, int]]:
     rows, used = [], {}
+    fps = server_fps(args.url)
     for i, n in enumerate(args.players):
         if i:
             time.sleep(2.0)  # let the server drop the last round's players
@@ -598,6 +614,10 @@ def run_rounds(args, cpu: ServerCpu | None) -> tuple[list[dict], dict[int, int]]
             rows.append(run_loop(round_(args.url, n, args.duration, cpu)))
         else:
             rows.append(round_procs(args.url, n, args.duration, k, cpu))
+        # Frames a player did not get, of those the frame rate promises: the "< 1% late" criterion
+        # seen from the clients (dropped before encoding, or never rendered in time).
+        rows[-1]["short_pct"] = round(100.0 * max(0.0, 1.0 - rows[-1]["recv_fps"] / fps), 2)
+        print("  " + " ".join(f"{k}={v}" for k, v in rows[-1].items()), file=sys.stderr, flush=True)
     return rows, used
 
 
@@ -647,7 +667,7 @@ def main() -> int:
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
                 try:
-                    proc.wait(15)
+                    proc.wait(8)  # a bench stopped by `timeout -k` has seconds left
                 except subprocess.TimeoutExpired:
                     proc.kill()
     keys = ("renderer", "generator", "resolution", "fps", "codec", "bitrate", "duration", "client_procs", "server_cores", "client_decode")

@@ -56,6 +56,8 @@ MAX_PLAYER_NAME_CHARS = 32
 PLAYER_NAME_PATTERN = r"^[A-Za-z0-9 _.\-]{1,32}$"
 WORLD_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 RESUME_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+ACCESS_KEY_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+"""Invites and owner keys: random URL-safe text (32 characters from the server)."""
 PLAYER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 # ---- numeric limits ----
@@ -103,6 +105,9 @@ ERROR_CODES = {
     "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
     "rtc_failed": "the WebRTC offer could not be answered",
     "server_busy": "the server cannot take more players",
+    "invite_required": "the world is private: the hello needs its current invite (a revoked link no longer works)",
+    "not_allowed": "only a world's creator may do that (revoke_invite, on a private world)",
+    "limit_reached": "a server quota was reached ('limit' names it; docs/server.md lists them); what it refused did not happen",
     "internal": "the server failed to handle the message (it carries on)",
 }
 """Every ``error.code`` with its meaning."""
@@ -212,8 +217,12 @@ class NewWorld:
     )
     start_depth: bytes | None = spec(
         None, max_len=MAX_START_IMAGE_BYTES, unit="bytes",
-        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; "
-        "absent: the server's depth model estimates it",
+        doc="depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels "
+        "(the whole hello stays within MAX_HELLO_BYTES); absent: the server's depth model estimates it",
+    )
+    visibility: Literal["public", "private"] = spec(
+        "public",
+        doc="public: listed in /worlds, anyone may join; private: unlisted, joined only with its invite (welcome.invite)",
     )
 
 
@@ -267,6 +276,10 @@ class Hello(Message):
     new_world: NewWorld | None = spec(None, doc="create a world instead of joining one")
     resume_token: str | None = spec(None, pattern=RESUME_TOKEN_PATTERN, doc="from an earlier welcome: get your pose back")
     view: View = spec(factory=View, doc="how the client displays the stream")
+    invite: str | None = spec(None, pattern=ACCESS_KEY_PATTERN, doc="joining a private world: its invite, from the share link")
+    owner_key: str | None = spec(
+        None, pattern=ACCESS_KEY_PATTERN, doc="from the welcome that created the world: proves you made it (join without invite, revoke it)"
+    )
 
     def check(self) -> None:
         if (self.world is None) == (self.new_world is None):
@@ -341,6 +354,12 @@ class Caption(Message):
     text: str = spec(max_len=MAX_CAPTION_CHARS, doc="what to generate next in this world, for every player in it")
 
 
+@message("revoke_invite", "client")
+class RevokeInvite(Message):
+    """The creator of a private world makes its invite (and every link carrying it) useless;
+    the server answers ``invite`` with the new one. Players already in the world stay."""
+
+
 @message("ping", "client")
 class Ping(Message):
     """Round-trip probe; answered by ``pong`` with the same id."""
@@ -367,6 +386,22 @@ class Welcome(Message):
     resumed: bool = spec(False)
     server: ServerInfo = spec()
     notice: str = spec("", max_len=MAX_ERROR_CHARS, doc="something to tell the player about this world, for people (empty: nothing)")
+    visibility: Literal["public", "private"] = spec("public", doc="public worlds are listed in /worlds; private ones need an invite")
+    invite: str | None = spec(
+        None,
+        pattern=ACCESS_KEY_PATTERN,
+        doc="private worlds, for share links (?world=NAME&invite=INVITE): the current invite to the creator, to others the one they joined with",
+    )
+    owner_key: str | None = spec(
+        None, pattern=ACCESS_KEY_PATTERN, doc="to the world's creator only: keep it, and send it as hello.owner_key to be recognised again"
+    )
+
+
+@message("invite", "server")
+class Invite(Message):
+    """A private world's new invite after ``revoke_invite``, to its creator's connections only."""
+
+    invite: str = spec(pattern=ACCESS_KEY_PATTERN, doc="the new invite; links with the old one no longer admit anyone")
 
 
 @message("rtc_answer", "server")
@@ -515,6 +550,7 @@ class ErrorMessage(Message):
     message: str = spec("", max_len=MAX_ERROR_CHARS)
     field: str | None = spec(None, max_len=128, doc="the offending field, dotted (e.g. 'view.fov_y')")
     ref_type: str | None = spec(None, max_len=64, doc="type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known")
+    limit: str | None = spec(None, max_len=64, doc="with code limit_reached: the limit, named as its server flag (e.g. 'max_new_worlds_per_client')")
 
 
 CLIENT_MESSAGES = tuple(t for t, c in MESSAGES.items() if c.SENDER in ("client", "both"))

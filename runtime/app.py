@@ -11,11 +11,14 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -23,15 +26,18 @@ from websockets.asyncio.server import serve
 
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
+from runtime.lobby import Lobby
 from runtime.metrics import ServerMetrics
-from runtime.seats import Seats
+from runtime.quotas import Limits, LimitReached, Quotas, client_key
+from runtime.scale.cluster import RaySettings
 from runtime.sessions import SessionRegistry
+from runtime.stream.auth import token_arg
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
-from runtime.stream.rate_limit import TokenBucket
-from runtime.stream.websocket import Connection
+from runtime.stream.rate_limit import BucketsByKey, TokenBucket
+from runtime.stream.websocket import LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, Connection, refuse_connection
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer, cuda_available
@@ -71,20 +77,15 @@ class StreamServer:
         # A GPU renderer page-locks the media workers' picture rings and copies into them.
         self.executors = Executors(pin_memory=getattr(self.renderer, "pin_host_memory", None))
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
-        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer)
-        self.seats = Seats(config.max_players)
-        self.live_tokens: dict[str, Connection] = {}  # resume token -> the connection holding its player
+        self.quotas = Quotas(config.limits, refused=lambda limit: self.metrics.limit_refusals.labels(limit).inc())
+        self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer, self.quotas)
+        self.lobby = Lobby(config, self.registry, self.quotas, self.executors, self.version, self.renderer_name)
         self._refusal_log = TokenBucket(0.2, 5)
+        # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
+        self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
-
-    def video_size(self, view: m.View) -> tuple[int, int]:
-        """The video size for a client's view: the server's, or less if the view is smaller."""
-        w, h = self.config.width, self.config.height
-        if view.width < w and view.height < h:
-            w, h = view.width, view.height
-        return max(16, w - w % (4 if view.stereo else 2)), max(16, h - h % 2)
 
     def health(self) -> dict:
         return {
@@ -95,19 +96,22 @@ class StreamServer:
             "renderer": self.renderer_name,
             "sessions": len(self.registry.sessions),
             "players": self.registry.player_count,
-            "worlds": sorted(self.registry.sessions),
+            "worlds": sorted(name for name in list(self.registry.sessions) if self.registry.listed(name)),
             "resolution": f"{self.config.width}x{self.config.height}",
             "fps": self.config.fps,
             "codec": self.config.codec,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "threads": threading.active_count(),  # worlds own generation threads: unloaded worlds give theirs back
         }
 
     def world_listing(self, limit: int = 50) -> list[dict]:
-        """Joinable worlds for ``/worlds``: worlds with players first, then the most recently played."""
-        online = {name: len(session.players) for name, session in list(self.registry.sessions.items())}
+        """Public worlds for ``/worlds``: worlds with players first, then the most recently played
+        (private worlds are never listed: they are found only through their invite links)."""
+        listed = self.registry.listed
+        online = {name: len(session.players) for name, session in list(self.registry.sessions.items()) if listed(name)}
         rows: dict[str, dict] = {}
         for info in self.registry.source.library.list():
-            if info.error:
+            if info.error or not listed(info.name):
                 continue
             rows[info.name] = {
                 "name": info.name,
@@ -131,6 +135,12 @@ class StreamServer:
             total_fps += sum(p.sent_fps() for p in list(session.players.values()))
         self.metrics.sent_fps.set(total_fps)
         self.metrics.generation_queue_depth.set(depth)
+        generation = self.registry.source.generation
+        for name, stats in (generation.stats() if generation is not None else {}).items():
+            self.metrics.ray_actors.labels(name).set(stats.pop("actors"))
+            self.metrics.ray_jobs_in_flight.labels(name).set(stats.pop("in_flight"))
+            for outcome, count in stats.items():
+                self.metrics.ray_jobs.labels(name, outcome).set(count)
         return self.metrics.exposition()
 
     def _refuse_websocket(self, connection, request) -> str | None:
@@ -143,15 +153,48 @@ class StreamServer:
                 log.warning("%s: WebSocket refused: %s", source.address, reason)
         return reason
 
+    def _flooding(self, connection, request) -> str | None:
+        """The connection quota this handshake's client keeps running into, or None."""
+        source = request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies)
+        refusal = self.quotas.flooding(client_key(source.address))
+        return None if refusal is None else refusal.limit
+
+    def _came_over_https(self, connection, request) -> bool:
+        return request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies).scheme == "https"
+
     async def _handler(self, ws) -> None:
-        await Connection(ws, self).run()
+        cfg = self.config
+        connection = Connection(
+            ws, self.lobby.link, cfg.hello_timeout_s, self.metrics, self.large_messages, cfg.trusted_proxies, cfg.limits.idle_timeout
+        )
+        client = client_key(connection.client_address)  # what per-client quotas count by
+        try:
+            self.quotas.open_connection(client)
+        except LimitReached as exc:
+            await refuse_connection(ws, exc.limit, exc.message, self.metrics)
+            return
+        try:
+            await connection.run()
+        finally:
+            self.quotas.close_connection(client)
 
     async def start(self) -> str:
         """Listen; returns the base URL (``http://host:port``)."""
         cfg = self.config
-        log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, cfg.generator)
-        seconds = await asyncio.get_running_loop().run_in_executor(None, warm_up, self.renderer, cfg.generator)
+        # Model generators were loaded by check_models (with --ray, by the actors); a throwaway
+        # job of theirs would take minutes, so the warm-up runs the kernels every world shares
+        # with the procedural one.
+        warm_generator = "procedural"
+        log.info("warming up the %s renderer and the %s generator (a fresh install compiles its kernels once)", self.renderer_name, warm_generator)
+        loop = asyncio.get_running_loop()
+        seconds = await loop.run_in_executor(None, warm_up, self.renderer, warm_generator)
         log.info("warm-up done in %.1f s", seconds)
+        if cfg.ray is not None:
+            log.info("ray: connecting to %s and starting the %s actors", cfg.ray.address, cfg.generator)
+            try:
+                await loop.run_in_executor(None, self.registry.source.start_generation)
+            except Exception as e:  # a cluster we cannot reach, or actors that cannot load the model
+                raise StartupError(f"--ray {cfg.ray.address}: {type(e).__name__}: {e}") from None
         await self.executors.media.start()
         self.registry.start()
         try:
@@ -175,9 +218,10 @@ class StreamServer:
             cfg.host,
             cfg.port,
             process_request=make_process_request(
-                cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket
+                cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
+                token=cfg.token, secure=self._came_over_https, flooding=self._flooding,
             ),
-            max_size=m.MAX_HELLO_BYTES + 4096,  # bigger frames close the connection (1009)
+            max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
             ping_interval=WS_PING_INTERVAL_S,
             ping_timeout=WS_PING_TIMEOUT_S,
@@ -195,6 +239,7 @@ class StreamServer:
             except asyncio.TimeoutError:
                 log.warning("some connections did not close in time")
         await self.registry.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.registry.source.stop_generation)
         await self.executors.close()
         log.info("stopped")
 
@@ -267,11 +312,23 @@ def check_models(config: ServerConfig) -> None:
             raise StartupError(str(e)) from None
     if config.generator != "procedural":
         try:
-            create_generator(config.generator, **config.generator_options)
+            generator = create_generator(config.generator, **config.generator_options)
         except GeneratorUnavailable as e:
             raise StartupError(str(e)) from None
         except TypeError as e:  # an option the generator does not take
             raise StartupError(f"--generator-option: {e}") from None
+        if getattr(generator, "makes_depth", True) is False and not config.depth_model:
+            raise StartupError(
+                f"generator {config.generator!r} makes RGB only: give --depth-model DIR "
+                "(or --generator-option depth_model=DIR); see docs/generators.md"
+            )
+
+
+def check_ray_installed() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise StartupError("--ray needs the ray package: pip install 'worldstream[ray]'") from None
 
 
 def check_worlds_folder(path: Path) -> None:
@@ -324,6 +381,22 @@ def _generator_option(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _resource_amount(name: str, zero_ok: bool) -> Callable[[str], float]:
+    """An argparse type: an amount of a Ray resource (CPUs, GPUs), fractions allowed, at most 1024."""
+    limit = "in [0, 1024]" if zero_ok else "in (0, 1024]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number {limit}, got {text!r}") from None
+        if not (0 <= value <= 1024) or (value == 0 and not zero_ok):
+            raise argparse.ArgumentTypeError(f"{name} must be {limit}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _whole_number(name: str, low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high] (no upper bound when ``high`` is None)."""
     limit = f"in [{low}, {high}]" if high is not None else f"at least {low}"
@@ -364,10 +437,30 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--bitrate", type=_bitrate, default=None, help="video bitrate per player, e.g. 4M (default scales with pixels and fps: 1.5M at 640x360@30, 6M at 1280x720@30, 8.5M at 1280x720@60)")
     p.add_argument("--crf", type=crf_arg, default=ServerConfig.crf, help=f"H.264 constant quality, 0-51, lower is better, capped at --bitrate; 'off' encodes at --bitrate (default {ServerConfig.crf})")
     p.add_argument("--max-players", type=_whole_number("max-players", 1), default=64, help="players accepted at once (default 64)")
+    p.add_argument("--world-linger", type=_seconds("world-linger"), default=ServerConfig.session_linger_s, metavar="S",
+                   help=f"seconds an empty world stays loaded before it is saved and closed (default {ServerConfig.session_linger_s:g})")
+    for f in fields(Limits):  # quotas: one flag per Limits field, named as it
+        flag = f.name.replace("_", "-")
+        seconds = isinstance(f.default, float)
+        p.add_argument("--" + flag, type=_seconds(flag) if seconds else _whole_number(flag, 1), default=f.default,
+                       metavar="S" if seconds else "N", help=f"{f.metadata['help']} (default {f.default:g})")
     p.add_argument("--allow-origin", dest="allow_origins", type=allowed_origin_arg, action="append", default=[], metavar="ORIGIN",
                    help="let pages from ORIGIN (e.g. https://play.example.com, or * for any) open the WebSocket besides the server's own; repeatable (default: same origin only)")
     p.add_argument("--trust-proxy", type=proxy_networks, default=(), metavar="ADDRS",
                    help="believe X-Forwarded-For/-Proto/-Host from these proxy addresses or networks, comma-separated (e.g. 127.0.0.1 for nginx on this host; default: none)")
+    p.add_argument("--token", type=token_arg, default=os.environ.get("WORLDSTREAM_TOKEN") or None, metavar="TOKEN",
+                   help="require this access token on every HTTP request and WebSocket (as ?token=, a cookie, or "
+                   "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
+    p.add_argument("--no-avatars", dest="avatars", action="store_false", help="do not draw other players into the video")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="run generation on a Ray cluster's actors (docs/scale.md): auto joins this machine's cluster (or starts one), ADDRESS is HOST:6379 or ray://HOST:10001 (default: off, generation in this process)")
+    p.add_argument("--ray-actors", type=_whole_number("ray-actors", 1), default=None, metavar="N",
+                   help="generator actors (default: as many as the cluster's CPUs, or GPUs with --ray-gpus-per-actor, hold)")
+    p.add_argument("--ray-cpus-per-actor", type=_resource_amount("ray-cpus-per-actor", zero_ok=False), default=1.0, metavar="N", help="CPUs each actor holds (default 1)")
+    p.add_argument("--ray-gpus-per-actor", type=_resource_amount("ray-gpus-per-actor", zero_ok=True), default=0.0, metavar="N",
+                   help="GPUs each actor holds, e.g. 1 for a diffusion model (default 0: CPU actors)")
+    p.add_argument("--jobs-per-world", type=_whole_number("jobs-per-world", 1), default=None, metavar="N",
+                   help="generation jobs one world runs at once (default 1; with --ray, one per actor)")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)")
     return p
@@ -383,10 +476,32 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         width=width, height=height, fps=fps, codec=args.codec, bitrate=bitrate, crf=args.crf,
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
+        session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token,
+        avatars=args.avatars, jobs_per_world=args.jobs_per_world,
+        ray=None if args.ray is None else RaySettings(args.ray, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor),
     )
     if args.static is not None:
         config.static_dir = args.static
     return config
+
+
+def _seconds(name: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, at least 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}") from None
+        if not 0 <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number of seconds >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    return Limits(**{f.name: getattr(args, f.name) for f in fields(Limits)})
 
 
 def _gpu_renderer(kind: str) -> bool:
@@ -409,7 +524,10 @@ def main(argv: list[str] | None = None, prog: str = "python server.py") -> int:
             raise StartupError(f"unknown generator {config.generator!r} (--generator); available: {', '.join(available_generators())}")
         check_port(config.host, config.port)
         check_worlds_folder(config.worlds)
-        check_models(config)
+        if config.ray is None:  # with --ray the actors load the models (and say what is missing)
+            check_models(config)
+        else:
+            check_ray_installed()
         try:
             renderer = create_renderer(config.renderer)
         except RuntimeError as e:  # gsplat without CUDA or without the package

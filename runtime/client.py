@@ -96,6 +96,10 @@ class WorldClient:
         view: display parameters (size, fov, stereo).
         video: negotiate WebRTC video (False for protocol-only clients).
         resume_token: from an earlier ``welcome``.
+        invite: a private world's invite (from its share link).
+        owner_key: from the ``welcome`` that created the world: proves you made it.
+        token: the server's access token (``--token``), sent as ``Authorization: Bearer``.
+        headers: more WebSocket handshake headers (e.g. ``X-Forwarded-For`` behind a test proxy).
         codecs: video codecs the offer accepts, e.g. ``("vp8",)``; None offers all aiortc has.
         protocol_version: override to test version checks.
         max_events: events kept in :attr:`events`.
@@ -111,6 +115,10 @@ class WorldClient:
         view: View | None = None,
         video: bool = True,
         resume_token: str | None = None,
+        invite: str | None = None,
+        owner_key: str | None = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
         codecs: tuple[str, ...] | None = None,
         protocol_version: int = PROTOCOL_VERSION,
         max_events: int = 10_000,
@@ -118,8 +126,11 @@ class WorldClient:
         self.url = ws_url(url)
         self.hello = m.Hello(
             protocol_version=protocol_version, player_name=name, world=world, new_world=new_world,
-            resume_token=resume_token, view=view or View(),
+            resume_token=resume_token, view=view or View(), invite=invite, owner_key=owner_key,
         )
+        self.headers = dict(headers or {})
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
         self.video = video
         self.codecs = codecs
         self.ws = None
@@ -163,7 +174,7 @@ class WorldClient:
         (each stage gets the whole ``timeout``): the server not listening, no welcome, no answer.
         """
         try:
-            self.ws = await connect(self.url, max_size=None, compression=None, open_timeout=timeout)
+            self.ws = await connect(self.url, max_size=None, compression=None, open_timeout=timeout, additional_headers=self.headers)
         except (OSError, asyncio.TimeoutError) as exc:
             raise StreamStalled("server not listening", f"{self.url}: {type(exc).__name__}: {exc}") from None
         self._tasks.append(asyncio.create_task(self._reader(), name="client-reader"))

@@ -7,6 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.quotas import Limits
+from runtime.scale.cluster import RaySettings
+
 from runtime.stream.encoder import EncoderSettings
 from runtime.stream.media_pool import MediaPool, PinMemory
 
@@ -39,6 +42,13 @@ class ServerConfig:
         session_linger_s: how long an empty world stays loaded before it is saved and closed.
         hello_timeout_s: a connection that sends no valid hello in time is closed.
         update_hz: how often each world plans generation.
+        limits: quotas per client address and server-wide (``runtime.quotas.Limits``).
+        ray: generation on a Ray cluster (``--ray``, docs/scale.md); None: in this process.
+        jobs_per_world: generation jobs one world runs at once; None: the world's own
+            setting in-process (one), the pool's in-flight limit on Ray.
+        token: the access token every HTTP request and WebSocket handshake must carry
+            (``runtime.stream.auth``); None: the server is open to anyone who reaches it.
+        avatars: draw the other players into each player's video (``--no-avatars`` turns it off).
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +72,11 @@ class ServerConfig:
     session_linger_s: float = 30.0
     hello_timeout_s: float = 10.0
     update_hz: float = 5.0
+    limits: Limits = field(default_factory=Limits)
+    ray: RaySettings | None = None
+    jobs_per_world: int | None = None
+    token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
+    avatars: bool = True
 
     def encoder_settings(self, width: int, height: int) -> EncoderSettings:
         """A player's video encoding at ``width`` x ``height`` pixels (a stereo view is both eyes)."""

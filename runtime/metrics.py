@@ -61,6 +61,25 @@ class ServerMetrics:
             ["reason"],
             registry=r,
         )
+        # --ray only: the generator actor pools (runtime/scale), by generator.
+        self.ray_actors = Gauge("worldstream_ray_actors", "Generator actors in the pool", ["generator"], registry=r)
+        self.ray_jobs_in_flight = Gauge(
+            "worldstream_ray_jobs_in_flight", "Generation jobs sent to actors and not yet answered", ["generator"], registry=r
+        )
+        self.ray_jobs = Gauge(
+            "worldstream_ray_jobs",
+            "Generation jobs on actors since start, by outcome: submitted (attempts), completed, cancelled, "
+            "retried (its actor died; sent to another) and actors_replaced",
+            ["generator", "outcome"],
+            registry=r,
+        )
+
+        self.limit_refusals = Counter(
+            "worldstream_limit_refusals",
+            "Requests refused by a quota, by limit (named as its flag: max_new_worlds_per_client, idle_timeout, ...)",
+            ["limit"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text exposition format served at ``/metrics``."""

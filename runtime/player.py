@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from protocol import messages as m
+from runtime.stream.video_sink import VideoSink
 from runtime.world.camera import Cameras, Pose, quat_wxyz_to_matrix
 from runtime.world.movement.motion import MoveInput
 
@@ -77,12 +78,13 @@ class Player:
         self._pending_since: float | None = None
         self._last_take = time.monotonic()
         # video (set by the stream layer)
-        self.video = None  # webrtc.PlayerVideo or media_pool.RemotePlayerVideo, or None
-        # The last picture drawn, as (video, what video.stage returned), and the view_key
+        self.video: VideoSink | None = None
+        self.owner = False  # the world's creator (set on joining): may revoke its invite
+        # The last picture drawn, as (video, what its slot returned), and the view_key
         # it was drawn for: offered again while neither changes.
         self.last_view_key: tuple | None = None
         self.last_picture: tuple[object, object] = (None, None)
-        self.render_failed_logged_at = -1e9  # monotonic s; Session logs a failing view at most every few seconds
+        self.render_failed_logged_at = -1e9  # monotonic s; the frame loop logs a failing view at most every few seconds
         # measurements
         self.mtp_ms: collections.deque[float] = collections.deque(maxlen=600)
         self.encode_ms: collections.deque[float] = collections.deque(maxlen=120)

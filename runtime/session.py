@@ -1,18 +1,13 @@
 """A session: one live world and the players in it.
 
-The session owns three loops on the event loop:
+The session keeps the players, plans generation and runs three loops on the event loop:
 
-* the **frame clock** (``fps``): takes every player's pending input, then — in the render
-  executor — moves every player and renders all due views as I420 video frames in one
-  ``render_video`` batch per image size (``runtime.world.render.video``; stereo eyes are
-  two cameras, stitched side by side), and offers each picture to its player's video track;
+* the **frame clock** (:class:`runtime.frame_loop.FrameLoop`, ``fps``): input moves the
+  players, their views are rendered and offered to their videos;
 * the **planner** (``update_hz``): ``world.update(players)`` in the plan executor, so a
   generation job wanted by several players is planned once;
-* the **reporter** (10 Hz): ``players`` to everyone, ``stats`` (1 Hz) and ``explored``
-  changes (2 Hz).
-
-World events arrive from worker threads and are moved to the loop with
-``call_soon_threadsafe`` before they become protocol messages.
+* the **reporter** (:class:`runtime.reporter.Reporter`, 10 Hz): world events become
+  messages; the player list, explored cells and stats go out.
 """
 
 from __future__ import annotations
@@ -22,25 +17,18 @@ import logging
 import time
 from typing import Callable
 
-import numpy as np
-
 from protocol import messages as m
-from protocol.codec import encode
 from runtime.config import Executors, ServerConfig
+from runtime.frame_loop import FrameLoop
 from runtime.metrics import ServerMetrics
-from runtime.player import Player, percentile
-from runtime.stream.video_track import EncodedFrame
-from runtime.world.camera import Cameras
-from runtime.world.render.i420 import i420_size
-from runtime.world.render.video import PendingVideoFrames
-from runtime.world.world import ChunkAdded, ChunkRequested, JobFailed, JobProgress, PlayerState
+from runtime.player import Player
+from runtime.reporter import Reporter, forget_finished
+from runtime.world.frontier.jobs import GenerationJob, JobLimits
+from runtime.world.world import PlayerState
 
 log = logging.getLogger("worldstream.session")
 
-REPORT_HZ = 10.0
-STATS_EVERY = 10  # reporter ticks (1 Hz)
-EXPLORED_EVERY = 5  # reporter ticks (2 Hz)
-RENDER_FAILURE_LOG_S = 10.0  # a view that keeps failing logs its traceback this often
+JOB_LIMIT_NOTICE_S = 10.0  # a player over a job limit hears so at most this often
 
 
 class Session:
@@ -61,21 +49,24 @@ class Session:
         self.executors = executors
         self.metrics = metrics
         self.players: dict[str, Player] = {}
-        self.jobs: dict[int, object] = {}  # job id -> GenerationJob, queued or running
+        self.jobs: dict[int, GenerationJob] = {}  # queued or running, by id
         self.empty_since: float | None = time.monotonic()
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
-        self._explored_sent: dict[tuple[int, int], int] = {}
-        self._explored_version = -1
-        self._unsubscribe: Callable[[], None] = world.subscribe(self._on_world_event_threadsafe)
+        self.frames = FrameLoop(name, world, self.players, config.fps, executors.render, metrics, config.avatars)
+        self.reporter = Reporter(name, world, self.players, self.jobs, metrics)
+        self._unsubscribe: Callable[[], None] = world.subscribe(self.reporter.on_world_event_threadsafe)
+        limits = config.limits
+        world.job_limits = JobLimits(per_world=limits.max_jobs_per_world, per_player=limits.max_jobs_per_player)
+        self._job_limit_noticed: dict[str, float] = {}  # player id -> when it was last told
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._frame_clock(), name=f"frames:{self.name}"),
+            asyncio.create_task(self.frames.run(), name=f"frames:{self.name}"),
             asyncio.create_task(self._planner(), name=f"plan:{self.name}"),
-            asyncio.create_task(self._reporter(), name=f"report:{self.name}"),
+            asyncio.create_task(self.reporter.run(), name=f"report:{self.name}"),
         ]
 
     async def close(self) -> None:
@@ -83,6 +74,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
+        self.reporter.closed = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -98,6 +90,36 @@ class Session:
         log.info("world %r closed", self.name)
 
     # ------------------------------------------------------------------ players
+    def welcome(
+        self, player: Player, resume_token: str, resumed: bool, version: str, renderer: str,
+        visibility: str, invite: str | None, owner_key: str | None,
+    ) -> None:
+        """Answer ``player``'s hello: who it is, where it stands, what this server streams
+        (``version`` and ``renderer`` are the server's), and what it may know of who may
+        join: the world's ``visibility``, an ``invite`` (``runtime.sessions.Admission``
+        says which), and for its creator the ``owner_key`` that proves it."""
+        w, h = player.video_size
+        cfg, world = self.config, self.world
+        player.send(
+            m.Welcome(
+                player_id=player.id,
+                resume_token=resume_token,
+                world=self.name,
+                seed=int(world.config.seed) % (m.MAX_SEED + 1),
+                caption=str(getattr(world, "caption", world.config.caption))[: m.MAX_CAPTION_CHARS],
+                pose=player.pose_info(),
+                resumed=resumed,
+                server=m.ServerInfo(
+                    version=version, fps=cfg.fps, width=w, height=h, codec=cfg.codec, bitrate=cfg.bitrate,
+                    generator=cfg.generator, renderer=renderer, explored_cell_size=float(world.explored.cell_size),
+                ),
+                notice=getattr(world, "start_notice", "")[: m.MAX_ERROR_CHARS],
+                visibility=visibility,
+                invite=invite,
+                owner_key=owner_key,
+            )
+        )
+
     def add(self, player: Player) -> None:
         others = list(self.players.values())
         self.players[player.id] = player
@@ -105,13 +127,14 @@ class Session:
         self.metrics.players.inc()
         for other in others:
             other.send(m.PlayerJoined(player=player.info()))
-        player.send(self.explored_full())
+        player.send(self.reporter.explored_full())
         player.send(m.Players(players=[p.info() for p in self.players.values()]))
         log.info("player %s (%r) joined world %r (%d players)", player.id, player.name, self.name, len(self.players))
 
     async def remove(self, player: Player) -> None:
         if self.players.pop(player.id, None) is None:
             return
+        self._job_limit_noticed.pop(player.id, None)
         self.metrics.players.dec()
         video, player.video = player.video, None  # first: closing it is not "video ended"
         if video is not None:
@@ -122,206 +145,12 @@ class Session:
             self.empty_since = time.monotonic()
         log.info("player %s (%r) left world %r (%d players)", player.id, player.name, self.name, len(self.players))
 
-    def broadcast(self, msg: m.Message) -> None:
-        # Encoded once for everyone: with 32 players the 10 Hz player list alone was a
-        # sixth of the event loop's time when each connection encoded its own copy.
-        data = encode(msg)
-        for player in list(self.players.values()):
-            player.send(data)
-
     def set_caption(self, text: str, by: Player) -> None:
         """Generate from ``text`` from now on, and tell every player in the world (the caption
         label is shared, like the world)."""
         self.world.set_caption(text)
-        self.broadcast(m.CaptionChanged(text=text, player_id=by.id, player_name=by.name))
+        self.reporter.broadcast(m.CaptionChanged(text=text, player_id=by.id, player_name=by.name))
         log.info("world %r: caption %r (by %s)", self.name, text[:80], by.id)
-
-    # ------------------------------------------------------------------ frame clock
-    async def _frame_clock(self) -> None:
-        period = 1.0 / self.config.fps
-        next_t = time.monotonic()
-        while True:
-            next_t += period
-            try:
-                await self._frame()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("world %r: frame failed", self.name)
-                await asyncio.sleep(0.5)
-            delay = next_t - time.monotonic()
-            if delay < -period:  # fell behind: start a fresh schedule instead of bursting
-                next_t = time.monotonic()
-                delay = 0.0
-            await asyncio.sleep(max(delay, 0.0))
-
-    async def _frame(self) -> None:
-        players = list(self.players.values())
-        if not players:
-            return
-        taken_at = time.monotonic()
-        takes = [(p, *p.take_input()) for p in players]
-        # Each player's video as of now: a new offer may replace it while this tick renders.
-        videos = {p.id: p.video for p in players if p.video is not None and p.video.ready}
-        due = [p for p in players if p.id in videos]
-        world = self.world
-
-        def move_and_render():
-            job_started = time.monotonic()
-            for player, snap, dt in takes:
-                try:
-                    if snap.head_pose is not None:
-                        player.pose = snap.head_pose
-                        player.velocity = np.zeros(3, np.float32)
-                    elif snap.move is not None:  # also when idle: walking settles onto the ground
-                        old = player.pose.position.copy()
-                        player.pose = world.move(player.pose, snap.move, dt)
-                        player.velocity = ((player.pose.position - old) / max(dt, 1e-3)).astype(np.float32)
-                except Exception:
-                    log.exception("world %r: moving player %s failed", self.name, player.id)
-            # Read before rendering: if a chunk lands meanwhile, the next tick draws again.
-            version = world.scene.version
-            groups: dict[tuple[int, int], list[Player]] = {}
-            staged = {}  # player id -> what its video's offer() takes
-            keys = {}
-            for player in due:
-                keys[player.id] = player.view_key(version)
-                last_video, last_staged = player.last_picture
-                if keys[player.id] == player.last_view_key and last_video is videos[player.id] and last_staged is not None:
-                    staged[player.id] = last_staged  # standing still: the same picture again
-                else:
-                    groups.setdefault(player.eye_size, []).append(player)
-            start = time.perf_counter()
-            for player in self._render_views(world, list(groups.values()), videos, staged):
-                player.last_picture = (videos[player.id], staged[player.id])
-                player.last_view_key = keys[player.id]
-            return staged, (time.perf_counter() - start) if groups else None, job_started, time.monotonic()
-
-        staged, render_s, job_started, job_done = await self._loop.run_in_executor(self.executors.render, move_and_render)
-        resumed = time.monotonic()
-        if render_s is not None:
-            self.metrics.render_seconds.observe(render_s)
-            for player in due:
-                player.render_ms.append(render_s * 1e3)
-        snaps = {p.id: snap for p, snap, _ in takes}
-        for player in due:
-            if player.id not in staged:  # its view failed to render (counted): it gets the next one
-                continue
-            picture = staged[player.id]
-            if picture is None:  # the media worker is a whole ring behind: it gets the next one
-                self.metrics.frames_dropped.labels("worker_behind").inc()
-                continue
-            snap = snaps[player.id]
-            videos[player.id].offer(picture, taken_at, snap.seq, snap.received_at, render_s or 0.0)
-        tick = self.metrics.tick_seconds
-        tick.labels("queued").observe(job_started - taken_at)
-        tick.labels("move_render").observe(job_done - job_started)
-        tick.labels("resume").observe(resumed - job_done)
-        tick.labels("offer").observe(time.monotonic() - resumed)
-
-    def _render_views(self, world, groups: list[list[Player]], videos: dict, staged: dict) -> list[Player]:
-        """Render every group's views (one batch per image size) into ``staged``; returns the
-        players that got a picture (a player missing from ``staged`` got none). Runs in the
-        render thread.
-
-        A batch that fails is rendered again one view at a time, so a view the renderer
-        cannot draw costs that player this tick's picture, never the other players' (nor the
-        session's: the frame clock carries on).
-        """
-        done: list[Player] = []
-        retry: list[Player] = []
-
-        def failed(members: list[Player]) -> None:
-            if len(members) > 1:
-                retry.extend(members)
-            else:
-                self._render_failed(members[0])
-
-        # Queue every image size's batch first (GPU renderers return at once), then
-        # collect: one batch's copy to the host overlaps the next one's rendering.
-        batches = []
-        for members in groups:
-            try:
-                batches.append((members, *self._submit(world, members, videos)))
-            except Exception:
-                failed(members)
-        for members, cams, reserved, pending in batches:
-            try:
-                done += self._collect(members, cams, reserved, pending, videos, staged)
-            except Exception:
-                failed(members)
-        for player in retry:  # alone, so one bad view fails only itself
-            try:
-                done += self._collect([player], *self._submit(world, [player], videos), videos, staged)
-            except Exception:
-                self._render_failed(player)
-        return done
-
-    @staticmethod
-    def _submit(world, members: list[Player], videos: dict):
-        """Queue one batch: ``(cameras per member, reserved ring buffers by player id, pending frames)``.
-
-        A video with a buffer of its own (a media worker's page-locked ring) gets its
-        picture copied there by the renderer (reserve before, commit after); the others
-        are staged from the renderer's buffer (stereo: eyes stitched).
-        """
-        cams = [p.cameras() for p in members]
-        into: list[np.ndarray | None] = []
-        reserved: dict[str, np.ndarray] = {}
-        for p, c in zip(members, cams):
-            buffer = videos[p.id].reserve(i420_size(c.width, c.height)) if len(c) == 1 else None
-            if buffer is not None:
-                reserved[p.id] = buffer
-            into.extend([buffer] * len(c))
-        try:
-            return cams, reserved, world.submit_video(Cameras.concat(cams), into)
-        except Exception:
-            for player_id, buffer in reserved.items():
-                videos[player_id].commit(buffer, written=False)
-            raise
-
-    @staticmethod
-    def _collect(members, cams, reserved: dict, pending: PendingVideoFrames, videos: dict, staged: dict) -> list[Player]:
-        """Wait for one batch and stage each member's picture; on failure give the ring buffers back."""
-        try:
-            frames = pending.wait()
-        except Exception:
-            for player_id, buffer in reserved.items():
-                videos[player_id].commit(buffer, written=False)
-            raise
-        i = 0
-        for p, c in zip(members, cams):
-            video = videos[p.id]
-            if p.id in reserved:
-                staged[p.id] = video.commit(reserved[p.id])
-            else:
-                staged[p.id] = video.stage(frames.side_by_side(i, len(c)))
-            i += len(c)
-        return members
-
-    def _render_failed(self, player: Player) -> None:
-        """Count a view that could not be rendered this tick; log it (at most once per player per 10 s)."""
-        self.metrics.frames_dropped.labels("render_failed").inc()
-        now = time.monotonic()
-        if now - player.render_failed_logged_at >= RENDER_FAILURE_LOG_S:
-            player.render_failed_logged_at = now
-            log.exception("world %r: rendering player %s's view failed; it misses this frame", self.name, player.id)
-
-    def on_encoded(self, player: Player, frame: EncodedFrame) -> None:
-        """A frame of ``player``'s video went to aiortc: report it and measure."""
-        now = time.monotonic()
-        player.sent_at.append(now)
-        player.encode_ms.append(frame.encode_s * 1e3)
-        self.metrics.frames_sent.inc()
-        if frame.replaced:
-            self.metrics.frames_dropped.labels("replaced").inc(frame.replaced)
-        self.metrics.encode_seconds.observe(frame.encode_s)
-        mtp_ms = -1.0
-        if frame.mtp_s is not None:
-            mtp_ms = frame.mtp_s * 1e3
-            player.mtp_ms.append(mtp_ms)
-            self.metrics.motion_to_photon_seconds.observe(frame.mtp_s)
-        player.send(m.FrameInfo(rtp_timestamp=frame.rtp_timestamp, input_seq=frame.input_seq, server_ms=time.time() * 1e3, mtp_ms=mtp_ms))
 
     # ------------------------------------------------------------------ planning
     async def _planner(self) -> None:
@@ -343,130 +172,28 @@ class Session:
                 continue
             for job in jobs or ():
                 self.jobs.setdefault(job.id, job)
-            self._prune_jobs()
+            forget_finished(self.jobs)
+            self._tell_job_limits(self.world.take_refused_jobs())
 
-    def _prune_jobs(self) -> None:
-        for job_id, job in list(self.jobs.items()):
-            if getattr(job, "state", "queued") in ("done", "failed", "cancelled"):
-                del self.jobs[job_id]
+    def _tell_job_limits(self, refused: dict[str, str]) -> None:
+        """Tell players whose views waited for a generation job limit (rarely: it is no fault of theirs)."""
+        now = time.monotonic()
+        for player_id, which in refused.items():
+            player = self.players.get(player_id)
+            if player is None or now - self._job_limit_noticed.get(player_id, -1e9) < JOB_LIMIT_NOTICE_S:
+                continue
+            self._job_limit_noticed[player_id] = now
+            limits = self.config.limits
+            if which == "world":
+                limit, text = "max_jobs_per_world", f"this world already generates {limits.max_jobs_per_world} regions; yours waits its turn"
+            else:
+                limit, text = "max_jobs_per_player", f"{limits.max_jobs_per_player} regions you asked for are still generating; more wait their turn"
+            self.metrics.limit_refusals.labels(limit).inc()
+            self.metrics.protocol_errors.labels("limit_reached").inc()
+            player.send(m.ErrorMessage(code="limit_reached", message=text, limit=limit))
 
     @property
     def queue_depth(self) -> int:
         return len(self.jobs)
 
-    # ------------------------------------------------------------------ world events
-    def _on_world_event_threadsafe(self, event) -> None:
-        # Called from the World's worker threads: hop to the loop before touching anything.
-        try:
-            self._loop.call_soon_threadsafe(self._on_world_event, event)
-        except RuntimeError:  # loop closed during shutdown
-            pass
 
-    def _on_world_event(self, event) -> None:
-        if self._closed:
-            return
-        if isinstance(event, ChunkRequested):
-            job = event.job
-            self.jobs[job.id] = job
-            center = _vec3(job.region_center)
-            log.info(
-                "world %r: generation job %d requested by %s at (%.1f, %.1f, %.1f) r=%.1f m",
-                self.name, job.id, ",".join(sorted(job.requested_by)) or "-", *center, job.region_radius,
-            )
-            self.metrics.generation_jobs.labels("requested").inc()
-            self.broadcast(
-                m.GenerationRequested(job_id=job.id, center=center, radius=float(job.region_radius), requested_by=sorted(job.requested_by))
-            )
-        elif isinstance(event, JobProgress):
-            fraction = min(max(float(event.fraction), 0.0), 1.0)
-            self.broadcast(m.GenerationProgress(job_id=event.job_id, fraction=fraction, message=event.message[: m.MAX_ERROR_CHARS]))
-        elif isinstance(event, ChunkAdded):
-            job = self.jobs.pop(event.job_id, None)
-            gaussians = sum(len(c.gaussians) for c in event.chunks)
-            if job is not None:
-                center, radius = _vec3(job.region_center), float(job.region_radius)
-            else:
-                center, radius = _chunks_sphere(event.chunks)
-            log.info("world %r: generation job %d done: %d Gaussians", self.name, event.job_id, gaussians)
-            self.metrics.generation_jobs.labels("done").inc()
-            self.broadcast(m.GenerationDone(job_id=event.job_id, center=center, radius=radius, gaussians=gaussians))
-            self._send_explored_changes()
-        elif isinstance(event, JobFailed):
-            self.jobs.pop(event.job_id, None)
-            if event.cancelled:
-                log.info("world %r: generation job %d cancelled: %s", self.name, event.job_id, event.error)
-            else:
-                log.warning("world %r: generation job %d failed: %s", self.name, event.job_id, event.error)
-            self.metrics.generation_jobs.labels("cancelled" if event.cancelled else "failed").inc()
-            self.broadcast(
-                m.GenerationFailed(job_id=event.job_id, error=str(event.error)[: m.MAX_ERROR_CHARS], cancelled=event.cancelled)
-            )
-
-    # ------------------------------------------------------------------ reporting
-    async def _reporter(self) -> None:
-        tick = 0
-        while True:
-            await asyncio.sleep(1.0 / REPORT_HZ)
-            tick += 1
-            if not self.players:
-                continue
-            self.broadcast(m.Players(players=[p.info() for p in list(self.players.values())[: m.MAX_PLAYERS_LISTED]]))
-            if tick % EXPLORED_EVERY == 0:
-                self._send_explored_changes()
-            if tick % STATS_EVERY == 0:
-                self._prune_jobs()
-                for player in list(self.players.values()):
-                    player.send(self.stats_for(player))
-
-    def stats_for(self, player: Player) -> m.Stats:
-        mtp = list(player.mtp_ms)[-300:]
-        return m.Stats(
-            fps=round(player.sent_fps(), 2),
-            frame_ms=round(float(np.mean(player.render_ms)) if player.render_ms else 0.0, 3),
-            encode_ms=round(float(np.mean(player.encode_ms)) if player.encode_ms else 0.0, 3),
-            queue_depth=self.queue_depth,
-            mtp_p50_ms=round(percentile(mtp, 50), 2),
-            mtp_p95_ms=round(percentile(mtp, 95), 2),
-            players=len(self.players),
-        )
-
-    def _explored_map(self):
-        return getattr(self.world, "explored", None)
-
-    def _explored_cells(self) -> dict[tuple[int, int], int]:
-        explored = self._explored_map()
-        if explored is None:
-            return {}
-        big = 1e9
-        return {(i, j): s for i, j, s in explored.cells_in((-big, -big, big, big))}
-
-    def explored_full(self) -> m.Explored:
-        explored = self._explored_map()
-        cell = float(getattr(explored, "cell_size", 0.0) or 0.0)
-        cells = self._explored_cells()
-        return m.Explored(cell_size=cell, cells=[(i, j, s) for (i, j), s in sorted(cells.items())][: m.MAX_EXPLORED_CELLS])
-
-    def _send_explored_changes(self) -> None:
-        explored = self._explored_map()
-        if explored is None or getattr(explored, "version", None) == self._explored_version:
-            return
-        self._explored_version = getattr(explored, "version", None)
-        cells = self._explored_cells()
-        changed = [(i, j, s) for (i, j), s in sorted(cells.items()) if self._explored_sent.get((i, j)) != s]
-        self._explored_sent = cells
-        for start in range(0, len(changed), m.MAX_EXPLORED_CELLS):
-            self.broadcast(m.Explored(cell_size=float(explored.cell_size), cells=changed[start : start + m.MAX_EXPLORED_CELLS]))
-
-
-def _vec3(v) -> tuple[float, float, float]:
-    a = np.asarray(v, np.float64).reshape(3)
-    a = np.where(np.isfinite(a), a, 0.0)
-    return (float(a[0]), float(a[1]), float(a[2]))
-
-
-def _chunks_sphere(chunks) -> tuple[tuple[float, float, float], float]:
-    if not chunks:
-        return (0.0, 0.0, 0.0), 0.0
-    lo = np.min([c.bounds_min for c in chunks], axis=0)
-    hi = np.max([c.bounds_max for c in chunks], axis=0)
-    return _vec3((lo + hi) / 2), float(np.linalg.norm(hi - lo) / 2)

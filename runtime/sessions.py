@@ -24,8 +24,11 @@ import av
 import numpy as np
 
 from protocol import messages as m
+from runtime.access import AccessBook, WorldAccess
 from runtime.config import Executors, ServerConfig
 from runtime.metrics import ServerMetrics
+from runtime.quotas import Quotas
+from runtime.scale.cluster import RayGeneration
 from runtime.session import Session
 from runtime.world.camera import Pose
 from runtime.world.formats.media import image_header_size
@@ -38,6 +41,8 @@ from runtime.world.store import WorldLibrary, errors
 
 log = logging.getLogger("worldstream.sessions")
 
+MAX_RESUME_RECORDS = 10_000
+"""Resume tokens kept at most (the oldest go first): players who left within the resume window."""
 _NAME = re.compile(m.WORLD_NAME_PATTERN)
 
 
@@ -47,6 +52,27 @@ class JoinError(Exception):
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.field = code, message, field
+
+
+@dataclass
+class Admission:
+    """A hello let into a world.
+
+    Attributes:
+        session: the world's session.
+        owner: the player is the world's creator (it created it now, or sent its owner key).
+        owner_key: the key that proves it, for the welcome (None when not the owner).
+        access: the world's access record (visibility, current invite).
+        invite: the invite the welcome tells: a private world's current one to its creator,
+            to anyone else only the one it came with (so a guest never learns an invite
+            drawn after the one it knew: revoking shuts out whoever leaked the old link).
+    """
+
+    session: Session
+    owner: bool
+    owner_key: str | None
+    access: WorldAccess
+    invite: str | None = None
 
 
 @dataclass
@@ -94,12 +120,15 @@ def decode_start_image(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def generator_options(name: str, config: ServerConfig | None = None) -> dict:
+def generator_options(name: str, config: ServerConfig | None = None, remote: bool = False) -> dict:
     """Options for a world's generator: ``--generator-option`` s when it is the server's
     generator. The procedural generator leaves one core to the render and encode threads,
-    so generating never starves the streams of CPU."""
+    so generating never starves the streams of CPU; on a Ray actor (``remote``) it uses the
+    CPUs the actor holds."""
     options = dict(config.generator_options) if config is not None and name == config.generator else {}
     if name == "procedural":
+        if remote and config is not None and config.ray is not None:
+            options.setdefault("threads", max(1, round(config.ray.cpus_per_actor)))
         options.setdefault("threads", max(1, (os.cpu_count() or 2) - 1))
     return options
 
@@ -115,11 +144,13 @@ def decode_start_depth(data: bytes) -> np.ndarray:
 @dataclass(frozen=True)
 class StartImage:
     """A new world's start image as a hello sent it: ``rgb [H,W,3]`` uint8, optional depth
-    ``[h,w]`` metres, and the vertical field of view (radians) it was taken with."""
+    ``[h,w]`` metres, the vertical field of view (radians) it was taken with, and the PNG/JPEG
+    bytes ``rgb`` was decoded from (saved as they came: never as pixels)."""
 
     rgb: np.ndarray
     depth: np.ndarray | None
     fov_y: float
+    encoded: bytes | None = None
 
 
 class WorldSource:
@@ -132,14 +163,34 @@ class WorldSource:
         config.worlds.mkdir(parents=True, exist_ok=True)
         self.library = WorldLibrary(config.worlds)
         log.info("worlds: saved under %s", config.worlds.resolve())
+        # With --ray, generators run on the cluster's actors; connected by start_generation().
+        self.generation = RayGeneration(config.ray) if config.ray is not None else None
+
+    def start_generation(self) -> None:
+        """Connect to Ray and start the server generator's actors (blocks: off the event loop)."""
+        if self.generation is not None:
+            name = self.config.generator
+            self.generation.start(name, generator_options(name, self.config, remote=True))
+            # As check_models does in-process: an RGB-only generator needs a depth model here.
+            if self.generation.pool(name, {}).generator_attribute("makes_depth", True) is False and not self.config.depth_model:
+                raise RuntimeError(f"generator {name!r} makes RGB only: give --depth-model DIR (docs/generators.md)")
+
+    def stop_generation(self) -> None:
+        if self.generation is not None:
+            self.generation.close()
 
     def _world_kwargs(self, generator_name: str) -> dict:
         # No executor: each world owns a one-thread generation worker, so a world with a
         # backlog never holds up another world's first chunks. Models (generator, depth)
         # are loaded once per process and shared by every world.
-        generator = create_generator(generator_name, **generator_options(generator_name, self.config))
         estimator = load_depth_estimator(self.config.depth_model) if self.config.depth_model else None
-        return {"renderer": self.renderer, "generator": generator, "depth_estimator": estimator}
+        if self.generation is not None:
+            generator = self.generation.generator(generator_name, generator_options(generator_name, self.config, remote=True))
+            jobs = self.config.jobs_per_world or generator.pool.max_in_flight
+        else:
+            generator = create_generator(generator_name, **generator_options(generator_name, self.config))
+            jobs = self.config.jobs_per_world
+        return {"renderer": self.renderer, "generator": generator, "depth_estimator": estimator, "max_concurrent_jobs": jobs}
 
     def exists(self, name: str) -> bool:
         return bool(self.library.exists(name))
@@ -148,7 +199,12 @@ class WorldSource:
         """A new world; its start image becomes keyframe 0 at the spawn camera, seen at the
         server's video size (without a depth source the world gets a ``start_notice``)."""
         with _store_errors("new_world.name"):
-            world = self.library.create(config, start_image=None if start is None else start.rgb, **self._world_kwargs(config.generator))
+            world = self.library.create(
+                config,
+                start_image=None if start is None else start.rgb,
+                start_image_bytes=None if start is None else start.encoded,
+                **self._world_kwargs(config.generator),
+            )
         if start is not None:
             world.start_notice = seed_world(world, start.rgb, self.config.width, self.config.height, fov_y=start.fov_y, depth=start.depth) or ""
         return world
@@ -181,12 +237,14 @@ def _store_errors(field: str):
 class SessionRegistry:
     """Live sessions by world name, plus resume tokens of players who left."""
 
-    def __init__(self, config: ServerConfig, executors: Executors, metrics: ServerMetrics, renderer) -> None:
+    def __init__(self, config: ServerConfig, executors: Executors, metrics: ServerMetrics, renderer, quotas: Quotas | None = None) -> None:
         self.config = config
+        self.quotas = quotas or Quotas(config.limits)
         self.executors = executors
         self.metrics = metrics
         self.renderer = renderer
         self.source = WorldSource(config, renderer, executors)
+        self.access = AccessBook(self.source.library)
         self.sessions: dict[str, Session] = {}
         self._resume: dict[str, ResumeRecord] = {}
         self._lock = asyncio.Lock()  # one world load/create at a time: no double opens
@@ -199,8 +257,13 @@ class SessionRegistry:
     def player_count(self) -> int:
         return sum(len(s.players) for s in self.sessions.values())
 
-    async def session_for(self, hello: m.Hello) -> Session:
-        """The session a hello joins or creates (raises :class:`JoinError`)."""
+    async def session_for(self, hello: m.Hello, client: str = "unknown") -> Admission:
+        """Let a hello into the world it joins or creates.
+
+        Raises :class:`JoinError` (``invite_required`` for a private world it may not
+        enter), or :class:`runtime.quotas.LimitReached` when ``client`` (a quota key) or the
+        server may not create or load one more world.
+        """
         loop = asyncio.get_running_loop()
         async with self._lock:
             if hello.world is not None:
@@ -208,10 +271,19 @@ class SessionRegistry:
                 if not _NAME.fullmatch(name):  # the codec checked already; never trust one check with paths
                     raise JoinError("bad_field", "bad world name", "world")
                 session = self.sessions.get(name)
-                if session is not None:
-                    return session
-                if not self.source.exists(name):
+                if session is None and not self.source.exists(name):
                     raise JoinError("world_not_found", f"no world named {name!r}; create it with new_world", "world")
+                access = await asyncio.to_thread(self.access.get, name)  # read once, then cached
+                owner = access.is_owner(hello.owner_key)
+                key = hello.owner_key if owner else None
+                if not (access.admits(hello.invite, hello.owner_key) or self._may_resume(hello.resume_token, name)):
+                    text = "this world is private: join it with its invite link" if hello.invite is None else (
+                        "this world is private and that invite does not open it (its creator may have revoked the link)"
+                    )
+                    raise JoinError("invite_required", text, "invite")
+                if session is not None:
+                    return Admission(session, owner, key, access, access.shown_invite(hello.invite, owner))
+                self.quotas.open_world(len(self.sessions))
                 world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
                 log.info("world %r opened", name)
             else:
@@ -219,25 +291,58 @@ class SessionRegistry:
                 name = req.name or f"world-{secrets.token_hex(3)}"
                 if name in self.sessions or self.source.exists(name):
                     raise JoinError("world_exists", f"a world named {name!r} exists; join it with 'world'", "new_world.name")
+                self.quotas.open_world(len(self.sessions))
+                self.quotas.may_create_world(client)
                 start = None
                 if req.start_image is not None:
                     image = await loop.run_in_executor(self.executors.plan, decode_start_image, req.start_image)
                     depth = None
                     if req.start_depth is not None:
                         depth = await loop.run_in_executor(self.executors.plan, decode_start_depth, req.start_depth)
-                    start = StartImage(image, depth, req.start_fov_y if req.start_fov_y is not None else hello.view.fov_y)
+                    start = StartImage(image, depth, req.start_fov_y if req.start_fov_y is not None else hello.view.fov_y, req.start_image)
                 seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
                 wconfig = WorldConfig(
                     name=name, seed=seed, caption=req.caption, generator=self.config.generator,
                     generator_options=dict(self.config.generator_options),
                 )
                 world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, start)
-                log.info("world %r created (seed %d, generator %s, caption %r)", name, seed, self.config.generator, req.caption[:60])
+                self.quotas.created_world(client)
+                access, key = WorldAccess.create(req.visibility)
+                owner = True
+                try:
+                    await asyncio.to_thread(self.access.put, name, access)
+                except OSError as exc:  # the world must not stay open to all when its record failed
+                    await loop.run_in_executor(self.executors.plan, world.close)
+                    log.error("world %r: its access record could not be saved: %s", name, exc)
+                    raise JoinError("internal", "the world could not be saved", "new_world") from None
+                log.info("world %r created (%s, seed %d, generator %s, caption %r)", name, req.visibility, seed, self.config.generator, req.caption[:60])
             session = Session(name, world, self.config, self.executors, self.metrics)
             session.start()
             self.sessions[name] = session
             self.metrics.sessions.set(len(self.sessions))
-            return session
+            return Admission(session, owner, key, access, access.shown_invite(hello.invite, owner))
+
+    def _may_resume(self, token: str | None, world: str) -> bool:
+        """Does ``token`` resume a player who was in ``world`` (one let in before)?"""
+        record = self._resume.get(token) if token else None
+        return record is not None and record.world == world and record.expires_at >= time.monotonic()
+
+    async def revoke_invite(self, name: str) -> str:
+        """Draw a new invite for private world ``name`` and save it; returns it."""
+        access = await asyncio.to_thread(self.access.get, name)
+        old = access.invite
+        invite = access.revoke()
+        try:
+            await asyncio.to_thread(self.access.put, name, access)
+        except OSError:
+            access.invite = old  # not saved: the old link keeps working, as the creator will be told
+            raise
+        log.info("world %r: invite revoked", name)
+        return invite
+
+    def listed(self, name: str) -> bool:
+        """Is ``name`` shown in public listings (``/worlds``, ``/healthz``)?"""
+        return not self.access.is_private(name)
 
     # ---- resume tokens ----
     def new_token(self) -> str:
@@ -254,12 +359,18 @@ class SessionRegistry:
         return record
 
     def remember(self, token: str, world: str, player_id: str, pose: Pose) -> None:
+        while len(self._resume) >= MAX_RESUME_RECORDS:  # dicts keep insertion order: oldest first
+            del self._resume[next(iter(self._resume))]
         self._resume[token] = ResumeRecord(world, player_id, pose.copy(), time.monotonic() + self.config.resume_window_s)
 
     # ---- upkeep ----
     async def _reap(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(1.0)
+            ticks += 1
+            if ticks % 60 == 0:
+                self.quotas.prune()
             now = time.monotonic()
             for token, record in list(self._resume.items()):
                 if record.expires_at < now:
@@ -271,6 +382,7 @@ class SessionRegistry:
                             continue
                         del self.sessions[name]
                         self.metrics.sessions.set(len(self.sessions))
+                        self.quotas.forget_world(name)
                     await session.close()
 
     async def close(self) -> None:

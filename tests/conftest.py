@@ -23,6 +23,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK_QUOTAS = (
+    "--max-connections-per-client", "1000", "--max-new-worlds-per-client", "1000", "--max-new-worlds", "1000",
+    "--max-open-worlds", "1000",
+)
+"""Every test client connects from 127.0.0.1, so a module's many clients count as one client
+address; quotas sized for the internet would refuse them. ``extra_args`` come after these and
+win (tests/test_limits.py sets each limit it tests)."""
 STARTUP_TIMEOUT_S = 90.0
 
 
@@ -100,7 +107,7 @@ def launch_server(
     args = [
         sys.executable, "-m", "runtime.app", "--host", "127.0.0.1", "--port", "0",
         "--generator", generator, "--renderer", renderer, "--resolution", resolution,
-        "--fps", str(fps), "--codec", codec, "--worlds", str(worlds), "--log-level", log_level, *extra_args,
+        "--fps", str(fps), "--codec", codec, "--worlds", str(worlds), "--log-level", log_level, *LOOPBACK_QUOTAS, *extra_args,
     ]
     if bitrate:
         args += ["--bitrate", bitrate]

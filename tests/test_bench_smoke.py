@@ -103,3 +103,30 @@ def test_media_bench_streams_to_real_peers(tmp_path, decode, threads):
     for row in rows:
         assert row["players"] == 2 and row["sent_fps"] > 5 and row["recv_fps"] > 5 and row["cpu_ms_per_frame"] > 0
     assert "CPU ms/frame" in run.stdout
+
+
+@pytest.mark.timeout(240)
+def test_attack_bench_runs(tmp_path, capsys):
+    """bench/attacks.py against its own server, one short phase each of the baseline and
+    the bad-message flood: the player is never disconnected and a newcomer still joins."""
+    from bench import attacks
+
+    out = tmp_path / "attacks.json"
+    attacks.main(["--attacks", "none,bad_messages", "--duration", "1.5", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["attack"] for r in rows] == ["none", "bad_messages"]
+    assert not any(r["disconnected"] for r in rows)
+    assert all(r["new_player"].startswith("ok") for r in rows), rows
+    assert rows[1]["attacker_sent"] > 0 and rows[1]["replies"]
+    assert "largest gap" in capsys.readouterr().out
+
+
+def test_start_image_bench_runs(tmp_path, capsys):
+    """bench/start_image.py: a world folder holds about the PNG sent, not the raw pixels."""
+    from bench import start_image
+
+    out = tmp_path / "start_image.json"
+    start_image.main(["--sizes", "512", "--json", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["world_folder_kb"] < row["png_kb"] + 10 < row["raw_npz_mb"] * 1e3
+    assert "world folder KB" in capsys.readouterr().out

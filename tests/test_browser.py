@@ -531,3 +531,51 @@ def test_a_caption_change_shows_for_every_player(open_page, base_url, world):
     )
     assert caption in first.locator("#caption-current").inner_text()
     assert "Steerer" in second.locator("#toasts").inner_text()
+
+
+def test_a_private_world_is_shared_by_invite_and_its_creator_revokes_the_link(open_page, base_url):
+    """Create a private world on the start screen: its link carries the invite, a guest
+    joins by it, the world is not listed, and the creator's "New link" makes the old link
+    useless while the guest stays."""
+    name = f"hidden-{uuid.uuid4().hex[:6]}"
+    joined = "() => window.__worldstream && window.__worldstream.connectionState === 'joined'"
+    owner = open_page(base_url + "/")
+    owner.check("#start-private")
+    create_world_from_start_screen(owner, name)
+    owner.wait_for_function(joined, timeout=60_000)
+    first_link = owner.url
+    assert f"world={name}" in first_link and "invite=" in first_link, first_link
+    assert state(owner)["shareUrl"] == first_link
+    assert owner.locator("#revoke-invite").is_visible()
+    assert "private" in owner.locator("#world-name").evaluate("e => getComputedStyle(e, '::after').content")
+
+    guest = open_page(first_link + "&name=Guest")
+    guest.wait_for_function(joined, timeout=60_000)
+    assert state(guest)["world"] == name and guest.locator("#revoke-invite").is_hidden()
+    assert name not in [w["name"] for w in guest.evaluate("() => fetch('/worlds').then(r => r.json())")["worlds"]]
+
+    owner.click("#revoke-invite")
+    owner.wait_for_function(f"() => window.location.href !== {json.dumps(first_link)}", timeout=10_000)
+    assert "invite=" in owner.url and state(owner)["shareUrl"] == owner.url
+
+    late = open_page(first_link + "&name=Late")
+    late.wait_for_function("() => window.__worldstream && window.__worldstream.overlay === 'failed'", timeout=20_000)
+    assert "private" in late.locator("body").inner_text()
+    assert state(guest)["connection"] == "joined"
+
+
+def test_an_idle_player_is_told_and_rejoins_when_it_wants(open_page, start_server):
+    """--idle-timeout: a page that sends no input is disconnected with words saying why, does
+    not reconnect by itself, and its Rejoin button brings it back to the same world."""
+    own = start_server(extra_args=("--idle-timeout", "3"))
+    page = open_page(own.url + "/")
+    name = f"idle-{uuid.uuid4().hex[:6]}"
+    create_world_from_start_screen(page, name)
+    page.wait_for_function("() => window.__worldstream && window.__worldstream.overlay === 'failed'", timeout=30_000)
+    text = page.locator("#overlay").inner_text()
+    assert "Disconnected while idle" in text and "no input for 3 s" in text, text
+    page.wait_for_timeout(1500)
+    assert state(page)["overlay"] == "failed", "an idle player must not reconnect by itself"
+    page.click("#overlay-action")
+    page.wait_for_function("() => window.__worldstream.connectionState === 'joined'", timeout=30_000)
+    assert state(page)["world"] == name

@@ -94,6 +94,10 @@ def test_spz_v4_that_does_not_match_its_header_is_refused(tmp_path):
         "degree": (spz_v4_bytes(n, 4, bits, arrays), "SPZ SH degree 4 is not supported (reads 0-3)"),
         "truncated": (spz_v4_bytes(n, degree, bits, arrays)[:-20], "truncated: the SPZ streams end past the end of the file"),
         "count": (spz_v4_bytes(50_000_000, degree, bits, arrays), "holds 50,000,000 Gaussians, more than the limit"),
+        "ratio": (
+            spz_v4_bytes(1_000_000, degree, bits, arrays, declared=[9_000_000, 1_000_000, 3_000_000, 3_000_000, 4_000_000]),
+            "more than 64 times the",
+        ),
     }
     for name, (data, message) in cases.items():
         (tmp_path / f"{name}.spz").write_bytes(data)

@@ -22,12 +22,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocol import messages as m
 from runtime.app import StreamServer
 from runtime.client import WorldClient
 from runtime.config import ServerConfig
+from runtime.seats import Seats
+from runtime.stream.rate_limit import BucketsByKey
 from runtime.stream.forwarded import RequestSource, proxy_networks, request_source
 from runtime.stream.origin import normalise_origin, origin_refusal
 from runtime.world.render.cpu import CpuRenderer
@@ -97,6 +99,20 @@ def test_a_view_that_fails_to_render_costs_only_that_view(tmp_path, monkeypatch)
     asyncio.run(scenario())
 
 
+def test_seats_and_address_buckets():
+    seats = Seats(2)
+    assert seats.take() and seats.take() and not seats.take()
+    seats.give_back()
+    assert seats.take()
+    now = [0.0]
+    buckets = BucketsByKey(rate=1.0, burst=2, max_keys=2, clock=lambda: now[0])
+    a = buckets.get("a")
+    assert a.allow() and a.allow() and not a.allow()
+    assert buckets.get("a") is a and a.seconds_to_token() == pytest.approx(1.0)
+    buckets.get("b"), buckets.get("c")  # "a" was used least recently: forgotten
+    assert buckets.get("a") is not a
+
+
 # ---------------------------------------------------------------------------------------
 # against a server process (procedural world, CPU renderer, 320x180), at most 4 players
 
@@ -133,10 +149,13 @@ async def worst_ping_while(c: WorldClient, attack) -> float:
 
 
 def test_expensive_messages_do_not_freeze_the_server(capped_server):
+    small_but_dear = raw({"type": "ping", "id": 1, "pad": [[0] * 1000] * 60})  # 60,000 values in 60 KiB
+
     async def attack():
         async with connect(capped_server.ws_url, max_size=None) as ws:
-            for data in [EMPTY_ARRAYS_8MIB] * 8 + [raw({"type": "ping", "id": 1, "pad": [[[0] * 1000] * 100] * 80})] * 20:
+            for data in [EMPTY_ARRAYS_8MIB] * 2 + [small_but_dear] * 100:
                 await ws.send(data)
+            await asyncio.sleep(2.5)  # the refusals emptied the 'other' bucket: a ping now would be dropped
             await ws.send(raw({"type": "ping", "id": 2}))
             replies = []
             while not replies or replies[-1]["type"] != "pong":
@@ -144,6 +163,14 @@ def test_expensive_messages_do_not_freeze_the_server(capped_server):
             errors = [r for r in replies if r["type"] == "error"]
             assert errors and {e["code"] for e in errors} <= {"too_large", "rate_limited"}, errors
             assert any("values" in e["message"] for e in errors)
+        # Past the address's budget for large messages (4, then 1 per 5 s), a large frame
+        # closes its connection from its header, before its 8 MiB are read.
+        async with connect(capped_server.ws_url, max_size=None) as ws:
+            with pytest.raises(ConnectionClosed):
+                for _ in range(8):
+                    await ws.send(EMPTY_ARRAYS_8MIB)
+                    await asyncio.sleep(0.2)
+            assert ws.close_code == 1009
 
     async def scenario():
         async with WorldClient(capped_server.url, new_world=m.NewWorld(name=unique("calm")), video=False) as calm:

@@ -1,63 +1,42 @@
 """Hostile files given to the ``worldstream`` command: each is refused (or read safely) in one
 line, with exit code 2, in bounded memory and time, and leaves no world behind.
 
-Every file is built here. The CLI runs in a subprocess whose address space and CPU time
-are capped (``RLIMIT_AS``, ``RLIMIT_CPU``), so a regression fails fast instead of eating
-the machine, and whose peak RSS (``wait4``) is checked.
+Every file is built here (builders shared with ``bench/hostile_files.py``). The CLI runs in
+a subprocess whose address space and CPU time are capped (``RLIMIT_AS``, ``RLIMIT_CPU``), so
+a regression fails fast instead of eating the machine, and whose peak RSS (``wait4``) is checked.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import math
-import os
-import resource
 import struct
-import subprocess
-import sys
 import textwrap
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.hostile_files import (
+    INRIA_DEGREE0,
+    ZEROS,
+    Run,
+    _zero_deflate_block,
+    deflated,
+    gzip_bomb,
+    npy_bytes,
+    npy_header,
+    ply_header,
+    run_bounded,
+    small_vertex_ply,
+    zip_archive,
+)
 from runtime.world.camera import Pose, intrinsics_from_fov
 from runtime.world.formats import SplatFormatError, read_splats
 from runtime.world.formats.spz import HEADER, SPZ_MAGIC
 
-REPO = Path(__file__).resolve().parents[1]
-ADDRESS_SPACE_LIMIT = 3 << 30  # the CLI needs ~0.1 GB; every hostile case tried 4-5 GB
-CPU_LIMIT_S = 120
 MAX_RSS_MB = 400
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    max_rss_mb: float
-
-
-def run_bounded(*args: str, cwd: Path, python_path: tuple[Path, ...] = ()) -> Run:
-    """``python -m runtime.cli ARGS`` with capped memory and CPU; its peak RSS from wait4."""
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
-        resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_S, CPU_LIMIT_S))
-
-    paths = [str(REPO), *map(str, python_path), os.environ.get("PYTHONPATH")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    out, err = cwd / ".cli-stdout", cwd / ".cli-stderr"
-    with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=cwd, env=env, stdout=o, stderr=e, preexec_fn=limit)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(proc.returncode, out.read_text(), err.read_text(), usage.ru_maxrss / 1024)
 
 
 def assert_refused(run: Run, *fragments: str) -> None:
@@ -71,81 +50,6 @@ def assert_refused(run: Run, *fragments: str) -> None:
     assert run.max_rss_mb < MAX_RSS_MB, run.max_rss_mb
 
 
-# ---------------------------------------------------------------- building hostile files
-ZEROS = bytes(64 << 20)
-
-
-def _zero_deflate_block() -> bytes:
-    """Raw deflate of 64 MiB of zeros ending on a byte boundary with a fresh dictionary
-    (a full flush), so copies of it concatenate into a valid stream."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    return compressor.compress(ZEROS) + compressor.flush(zlib.Z_FULL_FLUSH)
-
-
-def gzip_bomb(prefix: bytes, zero_blocks: int) -> bytes:
-    """A gzip stream of ``prefix`` then ``zero_blocks`` x 64 MiB of zeros (~64 KiB per block on disk)."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    head = compressor.compress(prefix) + compressor.flush(zlib.Z_FULL_FLUSH)
-    crc = zlib.crc32(prefix)
-    for _ in range(zero_blocks):
-        crc = zlib.crc32(ZEROS, crc)
-    size = (len(prefix) + zero_blocks * len(ZEROS)) & 0xFFFFFFFF
-    body = head + _zero_deflate_block() * zero_blocks + b"\x03\x00"  # \x03\x00: the empty final block
-    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + body + struct.pack("<II", crc, size)
-
-
-def zip_archive(entries: dict[str, tuple[bytes, int, int]]) -> bytes:
-    """A zip of already-deflated entries ``name -> (raw deflate, crc32, uncompressed size)``;
-    sizes go in zip64 extra fields, so an entry may inflate past 4 GiB."""
-    local, central = b"", b""
-    for name, (data, crc, size) in entries.items():
-        encoded = name.encode()
-        extra = struct.pack("<HHQQ", 1, 16, size, len(data))
-        offset = len(local)
-        local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 8, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(encoded), len(extra))
-        local += encoded + extra + data
-        central += struct.pack(
-            "<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 8, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(encoded), len(extra), 0, 0, 0, 0, offset
-        )
-        central += encoded + extra
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central), len(local), 0)
-    return local + central + end
-
-
-def deflated(data: bytes) -> tuple[bytes, int, int]:
-    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
-    return compressor.compress(data) + compressor.flush(), zlib.crc32(data), len(data)
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-def npy_header(shape: tuple[int, ...], descr: str) -> bytes:
-    """The header of a ``.npy`` file holding an array of ``shape`` (its data not included)."""
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
-    return buffer.getvalue()
-
-
-def ply_header(*lines: str, fmt: str = "binary_little_endian") -> bytes:
-    return ("\n".join(["ply", f"format {fmt} 1.0", *lines, "end_header"]) + "\n").encode()
-
-
-INRIA_DEGREE0 = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-
-
-def small_vertex_ply(n: int = 4, extra_lines: tuple[str, ...] = (), extra_data: bytes = b"", first_lines: tuple[str, ...] = (), first_data: bytes = b"") -> bytes:
-    rows = np.zeros((n, len(INRIA_DEGREE0)), "<f4")
-    rows[:, 0] = np.arange(n)
-    rows[:, 7:10] = -3.0
-    rows[:, 10] = 1.0
-    lines = [*first_lines, f"element vertex {n}", *(f"property float {p}" for p in INRIA_DEGREE0), *extra_lines]
-    return ply_header(*lines) + first_data + rows.tobytes() + extra_data
-
-
 def lyra_trajectory_arrays(n: int = 5, width: int = 64, height: int = 36) -> dict[str, np.ndarray]:
     w2c = np.stack([Pose(np.array([0.0, 0.0, 0.2 * i], np.float32)).w2c for i in range(n)]).astype(np.float32)
     K = np.broadcast_to(intrinsics_from_fov(width, height, math.radians(60.0)), (n, 3, 3)).astype(np.float32)
@@ -155,7 +59,7 @@ def lyra_trajectory_arrays(n: int = 5, width: int = 64, height: int = 36) -> dic
 # ---------------------------------------------------------------- .spz
 @pytest.mark.parametrize(
     "case",
-    ["zeros", "huge-count", "more-than-gzip-holds"],
+    ["zeros", "huge-count", "implausible-ratio"],
 )
 def test_spz_gzip_bombs_are_refused_in_bounded_memory(tmp_path, case):
     if case == "zeros":  # a plain bomb: 6.4 GB of zeros in ~6.3 MB (the size the issue reports)
@@ -164,9 +68,9 @@ def test_spz_gzip_bombs_are_refused_in_bounded_memory(tmp_path, case):
     elif case == "huge-count":  # a valid header claiming 300 M points, then the same bomb
         data = gzip_bomb(HEADER.pack(SPZ_MAGIC, 3, 300_000_000, 0, 12, 0, 0), 100)
         expected = "more than the limit of 10,000,000"
-    else:  # 5 M degree-3 points (325 MB) claimed by a 1 KB file: no stream that small holds that
-        data = gzip.compress(HEADER.pack(SPZ_MAGIC, 3, 5_000_000, 3, 12, 0, 0) + bytes(1000))
-        expected = "more than"
+    else:  # 5 M degree-3 points (325 MB of arrays) claimed by a 64 KB bomb: SPZ data never compresses so well
+        data = gzip_bomb(HEADER.pack(SPZ_MAGIC, 3, 5_000_000, 3, 12, 0, 0), 1)
+        expected = "(325,000,000 bytes of arrays), more than 64 times the"
     (tmp_path / "bomb.spz").write_bytes(data)
     assert_refused(run_bounded("import", "bomb.spz", "--name", "bomb", cwd=tmp_path), "bomb.spz: ", expected)
     assert not (tmp_path / "worlds" / "bomb").exists()
@@ -358,3 +262,63 @@ def test_depth_npy_claiming_more_than_it_holds_is_refused(tmp_path):
     (tmp_path / "depth.npy").write_bytes(npy_header((100_000, 100_000), "<f4") + bytes(100))
     run = run_bounded("render", "--preset", "zoom-in", "--image", "first.png", "--depth", "depth.npy", "x.mp4", cwd=tmp_path)
     assert_refused(run, "depth.npy: depth array has 10,000,000,000 elements")
+
+
+def test_import_refuses_more_gaussians_than_max_gaussians(tmp_path):
+    (tmp_path / "four.ply").write_bytes(small_vertex_ply(4))
+    run = run_bounded("import", "four.ply", "--name", "four", "--max-gaussians", "3", cwd=tmp_path)
+    assert_refused(run, "four.ply: holds 4 Gaussians, more than the limit of 3")
+    assert not (tmp_path / "worlds" / "four").exists()
+
+
+@pytest.mark.parametrize(
+    "manifest, expected",
+    [
+        ("[" * 100_000 + "]" * 100_000, "manifest.json is JSON nested too deeply to be a manifest"),
+        (json.dumps({"format_version": 1, "chunks": [], "frames": [], "config": {"seed": "abc"}}), "manifest field of the wrong type"),
+        (json.dumps({"format_version": 1, "chunks": [], "frames": [], "config": {}, "start_image": [1]}), "'start_image' must be a JSON object"),
+    ],
+)
+def test_hostile_manifests_are_listed_as_unreadable(tmp_path, manifest, expected):
+    (tmp_path / "worlds" / "evil").mkdir(parents=True)
+    (tmp_path / "worlds" / "evil" / "manifest.json").write_text(manifest)
+    listed = run_bounded("list", cwd=tmp_path)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr[-2000:]
+    assert "evil" in listed.stdout and "unreadable" in listed.stdout and expected in listed.stdout
+    assert_refused(run_bounded("info", "evil", cwd=tmp_path), expected)
+
+
+def test_a_caption_longer_than_a_world_takes_is_refused(tmp_path):
+    (tmp_path / "four.ply").write_bytes(small_vertex_ply(4))
+    run = run_bounded("import", "four.ply", "--name", "four", "--caption", "x" * 5000, cwd=tmp_path)
+    assert_refused(run, "caption must be a string of at most 4000 characters, got 5000")
+    assert not (tmp_path / "worlds" / "four").exists()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width`` x ``height`` but whose data is a few bytes."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+
+
+def test_start_image_too_large_in_pixels_is_refused_before_decoding(tmp_path):
+    (tmp_path / "huge.png").write_bytes(png_claiming(20_000, 20_000))
+    run = run_bounded("render", "--preset", "zoom-in", "--image", "huge.png", "x.mp4", cwd=tmp_path)
+    assert_refused(run, "huge.png: image is 20000x20000 pixels; at most 67,108,864 pixels are read")
+
+
+def test_ply_headers_that_contradict_themselves_are_refused(tmp_path):
+    cases = {
+        "two_vertex_elements.ply": (ply_header("element vertex 1", "property float x", "element vertex 1", "property float x"), "element 'vertex' appears twice"),
+        "two_x.ply": (ply_header("element vertex 1", "property float x", "property float x"), "property 'x' appears twice"),
+        "odd_type.ply": (ply_header("element vertex 1", "property float128 x"), "unknown property type 'float128'"),
+        "no_format.ply": (b"ply\nelement vertex 1\nproperty float x\nend_header\n", "no 'format' line"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data + bytes(8))
+        with pytest.raises(SplatFormatError, match=message):
+            read_splats(tmp_path / name)

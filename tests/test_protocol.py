@@ -29,9 +29,10 @@ def _error(data: bytes, sender="client") -> ProtocolError:
 
 SAMPLES = [
     m.Hello(protocol_version=PROTOCOL_VERSION, player_name="Ada 1", world="demo"),
+    m.Hello(protocol_version=PROTOCOL_VERSION, world="hidden", invite="I" * 32, owner_key="K" * 32),
     m.Hello(
         protocol_version=PROTOCOL_VERSION,
-        new_world=m.NewWorld(name="new-one", seed=7, caption="a forest", start_image=PNG),
+        new_world=m.NewWorld(name="new-one", seed=7, caption="a forest", start_image=PNG, visibility="private"),
         view=m.View(width=640, height=360, fov_y=1.2, stereo=True, ipd=0.06),
         resume_token="A" * 22,
     ),
@@ -40,6 +41,7 @@ SAMPLES = [
     m.RtcOffer(sdp="v=0\r\n"),
     m.IceCandidate(candidate="candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdp_mid="0", sdp_mline_index=0),
     m.Caption(text="a river"),
+    m.RevokeInvite(),
     m.Ping(id=1, t_ms=3.0),
     m.Welcome(
         player_id="p1",
@@ -56,6 +58,8 @@ SAMPLES = [
     m.Players(players=[m.PlayerInfo(id="p1", name="Ada", position=(0.0, 0.0, 1.0), yaw=0.2)]),
     m.FrameInfo(rtp_timestamp=90_000, input_seq=3, server_ms=1e12, mtp_ms=12.0),
     m.ErrorMessage(code="bad_field", message="x", field="view.fov_y", ref_type="hello"),
+    m.ErrorMessage(code="limit_reached", message="x", ref_type="hello", limit="max_new_worlds_per_client"),
+    m.Invite(invite="J" * 32),
     m.RtcAnswer(sdp="v=0\r\n"),
     m.VideoEnded(reason="its media worker stopped (exit code -9)"),
     m.Pong(id=1, t_ms=3.0, server_ms=4.0),

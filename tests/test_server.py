@@ -297,3 +297,31 @@ def test_caption_change_reaches_every_player(server):
                 assert late.welcome.caption == "a frozen lake"
 
     run(scenario())
+
+
+def test_standing_player_comes_down_after_fly_mode(server):
+    """The spawn point has no ground samples right under it (the first keyframe's ground
+    starts ahead): a player who flies up there and ends fly mode without moving comes down."""
+
+    async def scenario():
+        async with WorldClient(server.url, new_world=m.NewWorld(name=unique("land")), video=False) as c:
+            await wait_idle(c)
+
+            async def height() -> float:
+                since = c.event_count
+                players = await c.wait_for("players", timeout=5, since=since)
+                return next(p for p in players.players if p.id == c.welcome.player_id).position[1]
+
+            start = await height()
+            for _ in range(10):
+                await c.send_input(up=1.0, fly=True)
+                await asyncio.sleep(0.05)
+            await c.send_input(fly=True)
+            await asyncio.sleep(0.3)
+            flown = await height()
+            assert flown < start - 1.0, (start, flown)  # up is -y
+            await c.send_input(fly=False)  # fly mode ends; no key held
+            await asyncio.sleep(1.5)
+            assert abs(await height() - start) < 0.2
+
+    run(scenario())

@@ -209,6 +209,18 @@ def test_create_refuses_to_overwrite(tmp_path):
         library.create(small_config("once"), renderer=cpu_renderer())
 
 
+def test_delete_removes_a_closed_world_and_refuses_an_open_one(tmp_path):
+    library = WorldLibrary(tmp_path)
+    world = library.create(small_config("gone"), renderer=cpu_renderer())
+    with pytest.raises(WorldBusy):
+        library.delete("gone")
+    world.close()
+    library.delete("gone")
+    assert not library.path("gone").exists() and library.list() == []
+    with pytest.raises(WorldNotFound):
+        library.delete("gone")
+
+
 def test_imported_scene_is_saved_and_marks_its_region_explored(tmp_path):
     rng = np.random.default_rng(3)
     n = 4000
@@ -229,3 +241,49 @@ def test_imported_scene_is_saved_and_marks_its_region_explored(tmp_path):
         assert world.scene.snapshot().chunks[0].source.generator == "import"
     finally:
         world.close()
+
+
+def test_start_image_is_kept_as_its_png_or_jpeg_bytes(tmp_path):
+    from runtime.world.store.start_image import StartImageError, encode_png
+
+    library = WorldLibrary(tmp_path / "worlds")
+    y, x = np.mgrid[0:1024, 0:1024]
+    pixels = np.stack([x // 4, y // 4, np.full_like(x, 60)], axis=-1).astype(np.uint8)
+    png = encode_png(pixels)
+    world = library.create(small_config("pictured"), start_image_bytes=png, renderer=cpu_renderer())
+    assert np.array_equal(world.start_image, pixels)
+    world.close()
+    folder = tmp_path / "worlds" / "pictured"
+    assert (folder / "start.png").read_bytes() == png  # 3 MB of pixels, a few KB on disk
+    assert library.info("pictured").size_bytes < len(png) + 100_000
+    world = library.open("pictured", renderer=cpu_renderer())
+    assert np.array_equal(world.start_image, pixels)
+    world.close()
+    # pixels (the CLI's images) are saved as PNG too
+    small = library.create(small_config("small"), start_image=pixels[:12, :16], renderer=cpu_renderer())
+    small.close()
+    assert (tmp_path / "worlds" / "small" / "start.png").stat().st_size < 2000
+    # an unusable image is refused before anything is written
+    with pytest.raises(StartImageError):
+        library.create(small_config("broken"), start_image_bytes=b"\x89PNG\r\n\x1a\n" + b"\0" * 64, renderer=cpu_renderer())
+    assert not library.exists("broken")
+
+
+def test_worlds_saved_with_a_raw_start_image_still_open(tmp_path):
+    from runtime.world.store.chunk_io import encode_image
+    from runtime.world.store.durable import sha256_hex
+    from runtime.world.store.manifest import read_manifest, write_manifest
+
+    library = WorldLibrary(tmp_path / "worlds")
+    pixels = np.full((20, 30, 3), 77, np.uint8)
+    library.create(small_config("old"), start_image=pixels, renderer=cpu_renderer()).close()
+    folder = tmp_path / "worlds" / "old"
+    data = encode_image(pixels)  # as worlds were saved before: start.npz
+    (folder / "start.npz").write_bytes(data)
+    (folder / "start.png").unlink()
+    manifest = read_manifest(folder, "old")
+    manifest["start_image"] = {"file": "start.npz", "bytes": len(data), "sha256": sha256_hex(data)}
+    write_manifest(folder, manifest)
+    world = library.open("old", renderer=cpu_renderer())
+    assert np.array_equal(world.start_image, pixels)
+    world.close()

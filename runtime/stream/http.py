@@ -1,7 +1,8 @@
 """Plain HTTP on the WebSocket port: the web client's files, ``/healthz`` and ``/metrics``.
 
 websockets' ``process_request`` hook answers every request that is not the WebSocket
-handshake at ``/ws``, so no web framework is needed.
+handshake at ``/ws``, so no web framework is needed. With an access token (``--token``)
+every request, the handshake included, must carry it (:mod:`runtime.stream.auth`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from urllib.parse import unquote, urlsplit
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from runtime.stream.auth import authorized, query_token, token_cookie
+
 WS_PATH = "/ws"
 
 _TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".html": "text/html; charset=utf-8",
           ".wasm": "application/wasm", ".json": "application/json", ".svg": "image/svg+xml", ".map": "application/json"}
+
+_UNAUTHORIZED = (
+    b"This worldstream server needs its access token. Open it as /?token=TOKEN (the page keeps it in a cookie), "
+    b"or send 'Authorization: Bearer TOKEN'.\n"
+)
 
 _NOT_BUILT = """<!doctype html>
 <html><head><meta charset="utf-8"><title>worldstream</title></head>
@@ -67,20 +75,44 @@ def make_process_request(
     metrics: Callable[[], bytes],
     worlds: Callable[[], list[dict]] = lambda: [],
     refuse_websocket: Callable[[object, Request], str | None] = lambda connection, request: None,
+    token: str | None = None,
+    secure: Callable[[object, Request], bool] = lambda connection, request: False,
+    flooding: Callable[[object, Request], str | None] = lambda connection, request: None,
 ):
     """The ``process_request`` hook: returns a Response for HTTP routes, None for the WebSocket.
 
     ``worlds()`` lists joinable worlds for ``/worlds``; it may read files, so it runs in a thread.
     ``refuse_websocket(connection, request)`` says why a WebSocket handshake is refused
-    (answered 403 with that reason), or None to let it through.
+    (answered 403 with that reason), or None to let it through. With ``token``, a request
+    without it is answered 401 (the handshake too); ``secure(connection, request)`` says
+    whether the client came over https (the token cookie is then marked Secure).
+    ``flooding(connection, request)`` names the connection quota a client keeps running
+    into (its handshake is answered 429 with the name, before a WebSocket is set up), or None.
     """
 
     async def process_request(connection, request: Request) -> Response | None:
+        if token is not None:
+            if not authorized(request, token):
+                response = _response(401, _UNAUTHORIZED, "text/plain; charset=utf-8")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="worldstream"'
+                return response
+            response = await route(connection, request)
+            if response is not None and query_token(request) is not None:  # a browser's first visit: keep it
+                response.headers["Set-Cookie"] = token_cookie(token, secure(connection, request))
+            return response
+        return await route(connection, request)
+
+    async def route(connection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == WS_PATH:
             reason = refuse_websocket(connection, request)
             if reason is not None:
                 return _response(403, reason.encode() + b"\n", "text/plain; charset=utf-8")
+            limit = flooding(connection, request)
+            if limit is not None:
+                response = _response(429, f"limit_reached: {limit}\n".encode(), "text/plain; charset=utf-8")
+                response.headers["Retry-After"] = "5"
+                return response
             return None  # continue with the WebSocket handshake
         if path == "/healthz":
             return _response(200, json.dumps(health()).encode(), "application/json")

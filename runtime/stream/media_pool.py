@@ -2,14 +2,15 @@
 
 The server renders; a media worker (``media_worker``) does everything after that for a
 few players each, with its own interpreter and event loop. The server keeps, per player,
-a :class:`RemotePlayerVideo`: the same interface as ``webrtc.PlayerVideo`` (the session
-cannot tell them apart), backed by a picture ring in shared memory and messages over a
-socket (``media_link``).
+a :class:`RemotePlayerVideo`: a :class:`.video_sink.VideoSink` like ``webrtc.PlayerVideo``
+(the frame loop cannot tell them apart), backed by a picture ring in shared memory and
+messages over a socket (``media_link``).
 
 Per picture the server sends one small message, and the picture reaches the ring one of
 two ways: with a GPU renderer the ring is page-locked (``pin_memory``) and the GPU copies
-the picture straight into it (``reserve`` before rendering, ``commit`` after), costing no
-CPU; otherwise the render thread copies it there from the renderer's buffer (``stage``).
+the picture straight into the slot's ring buffer (``reserve`` before rendering, ``commit``
+after), costing no CPU; otherwise the render thread copies it there from the renderer's
+buffer.
 Per encoded frame the server receives one small message (for ``frame_info`` and the
 metrics). Everything per packet stays in the worker.
 
@@ -91,7 +92,7 @@ class MediaWorkerLost(MediaUnavailable):
 
 
 class RemotePlayerVideo:
-    """A player's ``PlayerVideo`` living in a media worker (same interface).
+    """A player's video living in a media worker (a :class:`.video_sink.VideoSink`, like ``PlayerVideo``).
 
     Attributes:
         state: the worker's last reported peer connection state.
@@ -161,6 +162,10 @@ class RemotePlayerVideo:
     @property
     def ready(self) -> bool:
         return not self._closed and self.state == "connected"
+
+    def slot(self, nbytes: int) -> "RingSlot":
+        """This frame's picture slot: a buffer of the ring, reserved (see :mod:`.video_sink`)."""
+        return RingSlot(self, nbytes)
 
     def reserve(self, nbytes: int) -> np.ndarray | None:
         """The ring buffer the next picture may be written into directly (render thread),
@@ -276,6 +281,25 @@ class RemotePlayerVideo:
             self._answer.set_result((False, "the media worker closed the connection"))
         if self._on_closed is not None:
             self._on_closed(self)
+
+
+class RingSlot:
+    """A :class:`RemotePlayerVideo`'s picture slot: a ring buffer reserved for one picture of
+    ``nbytes`` (None when the worker is a whole ring behind or the video closed)."""
+
+    def __init__(self, video: RemotePlayerVideo, nbytes: int) -> None:
+        self._video = video
+        self.buffer = video.reserve(nbytes)
+
+    def fill(self, picture: np.ndarray) -> int | None:
+        if self.buffer is None:
+            return None
+        if picture is not self.buffer:  # the renderer drew elsewhere (a stereo pair, say): copy it in
+            np.copyto(self.buffer, picture)
+        return self._video.commit(self.buffer)
+
+    def give_up(self) -> None:
+        self._video.commit(self.buffer, written=False)
 
 
 class MediaWorkerProcess:

@@ -162,12 +162,9 @@ class PlayerVideo:
         """Connected and still wanting pictures."""
         return not self._closed and self.track.wants_frames and self.pc.connectionState == "connected"
 
-    def reserve(self, nbytes: int) -> None:
+    def slot(self, nbytes: int) -> "EncoderFrameSlot":
         """No buffer of its own for the renderer to write into: pictures come through :meth:`stage`."""
-        return None
-
-    def commit(self, buffer: None, written: bool = True) -> None:
-        return None
+        return EncoderFrameSlot(self)
 
     def stage(self, picture: np.ndarray) -> av.VideoFrame:
         """Keep an I420 picture for :meth:`offer` (any thread): a copy, since the renderer's
@@ -200,3 +197,19 @@ class PlayerVideo:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class EncoderFrameSlot:
+    """A :class:`PlayerVideo`'s picture slot (see :mod:`.video_sink`): no buffer; the picture
+    is copied straight into the encoder's frame."""
+
+    buffer = None
+
+    def __init__(self, video: PlayerVideo) -> None:
+        self._video = video
+
+    def fill(self, picture: np.ndarray) -> av.VideoFrame:
+        return self._video.stage(picture)
+
+    def give_up(self) -> None:
+        pass

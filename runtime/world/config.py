@@ -92,6 +92,9 @@ class WorldConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError("WorldConfig.name must be a non-empty string")
+        if not isinstance(self.caption, str) or len(self.caption) > MAX_CAPTION_CHARS:
+            length = len(self.caption) if isinstance(self.caption, str) else type(self.caption).__name__
+            raise ValueError(f"caption must be a string of at most {MAX_CAPTION_CHARS} characters, got {length}")
         for name in ("keyframe_width", "keyframe_height", "probe_width", "probe_height"):
             value = getattr(self, name)
             if int(value) != value or not 8 <= value <= 8192:

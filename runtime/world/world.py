@@ -35,7 +35,7 @@ from .config import MAX_CAPTION_CHARS, WorldConfig
 from .events import ChunkAdded, ChunkRequested, EventBus, JobFailed, JobProgress, WorldEvent
 from .frontier.chunk_builder import SHOWN_DEPTH_CACHE_FRAMES, ChunkBuilder
 from .frontier.coverage import ExploredMap, SkyDirections
-from .frontier.jobs import GenerationJob, JobQueue
+from .frontier.jobs import GenerationJob, JobLimits, JobQueue
 from .frontier.planner import FrontierPlanner, ViewRecord, lookahead_seconds
 from .frontier.runner import JobRunner
 from .gaussians import Gaussians
@@ -55,6 +55,9 @@ from .revisit.seen_views import NO_CHUNK, SeenViews
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .sky import Sky
 from .keyframes.start_frame import START_IMAGE_SOURCE, StartFrame, lift_start_frame
+
+MAX_CAPTION_HISTORY = 64
+"""Captions remembered (with their times) and saved; older ones are dropped: chunks keep their own."""
 
 # Re-exported: these names have always been importable from runtime.world.world.
 __all__ = [
@@ -81,10 +84,13 @@ class World:
         config: identity and generation settings.
         generator: None builds ``create_generator(config.generator, **config.generator_options)``.
         renderer: None builds ``create_renderer("auto")``.
-        executor: runs generation jobs; None makes a 1-worker ``ThreadPoolExecutor``
-            the world owns (and shuts down in :meth:`close`).
+        executor: runs generation jobs; None makes a ``ThreadPoolExecutor`` with one worker
+            per job that may run at once, which the world owns (and shuts down in :meth:`close`).
         start_image: ``[H, W, 3]`` uint8 image the world started from, or None.
         depth_estimator: turns RGB-only generator output into depth.
+        max_concurrent_jobs: jobs generating at once, for this process only (not saved:
+            a server whose generator is a pool of remote workers runs more); None:
+            ``config.max_concurrent_jobs``.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class World:
         executor: Executor | None = None,
         start_image: np.ndarray | None = None,
         depth_estimator: DepthEstimator | None = None,
+        max_concurrent_jobs: int | None = None,
     ) -> None:
         if generator is None:
             from .generators import create_generator
@@ -109,7 +116,10 @@ class World:
             if start_image.ndim != 3 or start_image.shape[2] != 3 or start_image.dtype != np.uint8:
                 raise ValueError(f"start_image must be [H, W, 3] uint8, got {start_image.shape} {start_image.dtype}")
         self._own_executor = executor is None
-        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"world-{config.name}")
+        if max_concurrent_jobs is not None and (int(max_concurrent_jobs) != max_concurrent_jobs or max_concurrent_jobs < 1):
+            raise ValueError(f"max_concurrent_jobs must be an integer >= 1, got {max_concurrent_jobs}")
+        max_concurrent_jobs = max_concurrent_jobs or config.max_concurrent_jobs
+        self.executor = executor or ThreadPoolExecutor(max_workers=max_concurrent_jobs, thread_name_prefix=f"world-{config.name}")
         sky_fn = getattr(generator, "sky", None)
         sky = sky_fn(config.caption, config.seed, start_image) if callable(sky_fn) else Sky()
         # One planner lock (an RLock) for subscribers, jobs, view records, id counters and
@@ -142,11 +152,14 @@ class World:
         self.scene, self.memory, self.collider = self.parts.scene, self.parts.memory, self.parts.collider
         self._lock, self._queue, self._events = lock, self.parts.jobs, self.parts.events
         self._apply_lock = threading.Lock()  # one chunk lands at a time
+        # Jobs whose result has landed, so a job lands once even if a retried job answers
+        # twice (a generator on another process or machine: runtime/scale). Ints: small.
+        self._landed_jobs: set[int] = set()
         self._captions: list[tuple[float, str]] = [(time.time(), config.caption)]
 
         self._planner = FrontierPlanner(self.parts)
         self._builder = ChunkBuilder(self.parts)
-        self._runner = JobRunner(self.parts, self._planner, self.executor, self.apply)
+        self._runner = JobRunner(self.parts, self._planner, self.executor, self.apply, max_concurrent_jobs)
         self.seen_views = SeenViews(config.revisit_radius_m, math.radians(config.revisit_angle_deg), self.parts.stats)
         self._display = Display(self.parts, self.seen_views, HiddenSplats(self.parts))
 
@@ -201,6 +214,23 @@ class World:
         with self._lock:
             if caption != self._captions[-1][1]:
                 self._captions.append((time.time(), caption))
+                del self._captions[:-MAX_CAPTION_HISTORY]
+
+    @property
+    def job_limits(self) -> JobLimits:
+        """The most jobs queued or running at once, in this world and per player (none by default)."""
+        return self._planner.limits
+
+    @job_limits.setter
+    def job_limits(self, limits: JobLimits) -> None:
+        self._planner.limits = limits
+
+    def take_refused_jobs(self) -> dict[str, str]:
+        """Players whose views were left unplanned by :attr:`job_limits` since the last call:
+        player id -> ``"world"`` or ``"player"`` (the limit that refused)."""
+        with self._lock:
+            refused, self._planner.refused = self._planner.refused, {}
+        return refused
 
     def pending_jobs(self) -> list[GenerationJob]:
         """Queued and running jobs (a copy of the list)."""
@@ -238,11 +268,15 @@ class World:
     def apply(self, job: GenerationJob, result: GenerationResult) -> list[Chunk]:
         """Reconstruct a result into the scene and memory (the worker calls this).
 
+        Idempotent by job id: a job that has landed before lands nothing again (returns []).
         Raises ValueError when the result's shapes do not match the job's cameras.
         """
-        rgb, depth = self._builder.checked_result(job, result)
+        cams, rgb, depth = self._builder.checked_result(job, result)
         with self._apply_lock:
-            chunks, frames, new_cells = self._builder.build(job, rgb, depth)
+            if job.id in self._landed_jobs:
+                return []
+            self._landed_jobs.add(job.id)
+            chunks, frames, new_cells = self._builder.build(job, cams, rgb, depth)
             self.seen_views.job_landed(job.id, [c.id for c in chunks])
             self._planner.record_done(job.cameras)
             self.collider.sync(self.scene.snapshot())
@@ -368,7 +402,7 @@ class World:
             if "sky_directions" in state:
                 self.parts.sky_directions = SkyDirections.from_state(state["sky_directions"])
             if state.get("captions"):
-                self._captions = [(float(t), str(c)) for t, c in state["captions"]]
+                self._captions = [(float(t), str(c)) for t, c in state["captions"][-MAX_CAPTION_HISTORY:]]
             self._planner.restore(
                 ViewRecord.from_state(state.get("done_views", [])),
                 max(int(state.get("next_job_id", 0)), max((c.source.job_id + 1 for c in chunks), default=0)),

@@ -9,11 +9,11 @@ import {
   type View,
   type Welcome,
 } from "./protocol";
-import { rememberResumeToken, resumeToken } from "./identity";
+import { ownerKey, rememberOwnerKey, rememberResumeToken, resumeToken } from "./identity";
 import { decodeMessage, encodeMessage } from "./wire";
 
 /** What the player asked for on the start screen (or through a shared link). */
-export type JoinTarget = { kind: "join"; world: string } | { kind: "create"; newWorld: NewWorld };
+export type JoinTarget = { kind: "join"; world: string; invite?: string | null } | { kind: "create"; newWorld: NewWorld };
 
 /**
  * connecting: first attempt under way; joined: welcome received; reconnecting: lost, retrying;
@@ -39,6 +39,14 @@ const WELCOME_TIMEOUT_MS = 15000;
 // come back the same (bad_resume_token is not a refusal: the player joins fresh).
 const RETRY_HELLO_CODES = new Set(["server_busy", "internal", "rate_limited"]);
 const NOT_A_REFUSAL = new Set(["bad_resume_token"]);
+// Server quotas (error code limit_reached) that free up by themselves; others (worlds created
+// per hour) would refuse again for a long while. The idle timeout ends a joined session for good.
+const RETRY_LIMITS = new Set(["max_connections", "max_connections_per_client", "max_open_worlds"]);
+
+function retryable(error: ErrorMessage): boolean {
+  if (error.code === "limit_reached") return RETRY_LIMITS.has(error.limit ?? "");
+  return RETRY_HELLO_CODES.has(error.code);
+}
 
 export class WorldConnection {
   private socket: WebSocket | null = null;
@@ -104,6 +112,11 @@ export class WorldConnection {
     else this.open();
   }
 
+  /** A private world's invite changed (its creator revoked the old one): reconnects use the new one. */
+  setInvite(invite: string): void {
+    if (this.target.kind === "join") this.target = { ...this.target, invite };
+  }
+
   /** The refusal that stopped the retries (state "failed"), if any. */
   get refusal(): ErrorMessage | null {
     return this.fatal;
@@ -123,7 +136,8 @@ export class WorldConnection {
   private hello(): ClientMessage {
     const common = { type: "hello" as const, protocol_version: PROTOCOL_VERSION, player_name: this.playerName, view: this.view() };
     if (this.target.kind === "create") return { ...common, new_world: this.target.newWorld };
-    return { ...common, world: this.target.world, resume_token: resumeToken(this.target.world) };
+    const world = this.target.world;
+    return { ...common, world, resume_token: resumeToken(world), invite: this.target.invite ?? null, owner_key: ownerKey(world) };
   }
 
   private open(): void {
@@ -151,8 +165,9 @@ export class WorldConnection {
       this.attempt = 0;
       this.world = message.world;
       // From now on a reconnect joins this world (even one we created) and resumes our pose.
-      this.target = { kind: "join", world: message.world };
+      this.target = { kind: "join", world: message.world, invite: message.invite ?? null };
       rememberResumeToken(message.world, message.resume_token);
+      if (message.owner_key) rememberOwnerKey(message.world, message.owner_key);
       this.setState("joined");
       this.events.welcome(message);
       return;
@@ -160,9 +175,10 @@ export class WorldConnection {
     if (message.type === "error") {
       if (message.code === "bad_resume_token" && this.world) rememberResumeToken(this.world, null);
       if (!this.joined && !NOT_A_REFUSAL.has(message.code)) {
-        if (!RETRY_HELLO_CODES.has(message.code)) this.fatal = message;
+        if (!retryable(message)) this.fatal = message;
         this.socket?.close(1000, message.code); // retried with backoff unless fatal
       }
+      if (message.code === "limit_reached" && message.limit === "idle_timeout") this.fatal = message; // the server closes
     }
     this.events.message(message);
   }

@@ -7,7 +7,7 @@ import { GenerationPill } from "./generation_pill";
 import type { LatencySummary } from "./latency";
 import { Minimap } from "./minimap";
 import { PlayersList } from "./players_list";
-import { ShareButton } from "./share_link";
+import { RevokeButton, ShareButton } from "./share_link";
 import type { StreamStats } from "./stream_stats";
 import type { WorldState } from "./world_state";
 
@@ -40,6 +40,7 @@ export class Hud {
   readonly caption: CaptionBox;
   readonly generation: GenerationPill;
   readonly share = new ShareButton();
+  readonly revoke: RevokeButton;
   private readonly root = byId("hud");
   private readonly worldName = el("span", "world-name", { id: "world-name" });
   private readonly liveDot = el("span", "live-dot");
@@ -57,8 +58,10 @@ export class Hud {
   constructor(
     private readonly world: WorldState,
     onCaption: (text: string) => boolean,
+    onRevoke: () => boolean,
   ) {
     this.caption = new CaptionBox(onCaption);
+    this.revoke = new RevokeButton(onRevoke);
     this.generation = new GenerationPill(world);
     this.players = new PlayersList(world);
     const canvas = el("canvas", "minimap", { id: "minimap", width: 168, height: 168 });
@@ -75,7 +78,7 @@ export class Hud {
     this.rtt = rtt;
 
     const status = el("div", "panel status", {}, [
-      el("div", "status-row", {}, [this.liveDot, el("span", "brand", {}, ["worldstream"]), this.worldName, this.share.element]),
+      el("div", "status-row", {}, [this.liveDot, el("span", "brand", {}, ["worldstream"]), this.worldName, this.share.element, this.revoke.element]),
       el("div", "metrics", {}, [fpsBox, bitrateBox, latencyBox, rttBox]),
     ]);
     const side = el("div", "side", {}, [el("div", "panel map-panel", {}, [canvas, this.players.element])]);
@@ -86,14 +89,24 @@ export class Hud {
     });
   }
 
+  /** Chips next to the world's name (settings) and panels floating over the view. */
+  attach(chips: HTMLElement[], panels: HTMLElement[]): void {
+    this.root.querySelector(".status-row")?.append(...chips);
+    this.root.append(...panels);
+  }
+
   show(): void {
     this.root.hidden = false;
     byId("crosshair").hidden = false;
   }
 
-  joined(): void {
+  /** ``invite``: a private world's invite (its links carry it); ``owner``: this player made the world. */
+  joined(invite: string | null, owner: boolean): void {
     this.worldName.textContent = this.world.world;
-    this.share.setWorld(this.world.world);
+    this.worldName.classList.toggle("private", invite !== null);
+    this.worldName.title = invite !== null ? "Private world: only people with its invite link can join" : "";
+    this.share.setWorld(this.world.world, invite);
+    this.revoke.setOwner(owner, invite !== null);
     this.caption.setCurrent(this.world.caption);
     this.hintUntil = performance.now() + HINT_MS;
   }
@@ -113,7 +126,7 @@ export class Hud {
       ? "WASD move · Q/E turn · Space/C up/down · Shift fast · F walk"
       : "WASD move · Q/E or ←/→ turn · Shift run · F fly";
     const look = pointerLocked ? "Esc frees the mouse" : "Click to look (or drag)";
-    this.hint.textContent = `${look} · ${keys} · H hides HUD`;
+    this.hint.textContent = `${look} · ${keys} · H hides HUD · ? help`;
   }
 
   /** Per animation frame: cheap updates only (text a few times a second, one canvas). */

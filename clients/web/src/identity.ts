@@ -1,14 +1,16 @@
 // Who the player is across visits: a remembered display name, and per-tab resume tokens.
-import { PLAYER_NAME_PATTERN, WORLD_NAME_PATTERN } from "./protocol";
+import { ACCESS_KEY_PATTERN, PLAYER_NAME_PATTERN, WORLD_NAME_PATTERN } from "./protocol";
 
 const NAME_KEY = "worldstream.playerName";
 const RESUME_KEY_PREFIX = "worldstream.resume.";
+const OWNER_KEY_PREFIX = "worldstream.owner.";
 
 const ADJECTIVES = ["Quiet", "Amber", "Swift", "Misty", "Bold", "Lunar", "Mossy", "Sunny", "Stray", "Azure"];
 const NOUNS = ["Fox", "Heron", "Lynx", "Otter", "Wren", "Moth", "Finch", "Hare", "Owl", "Elk"];
 
 const playerNameRe = new RegExp(PLAYER_NAME_PATTERN);
 const worldNameRe = new RegExp(WORLD_NAME_PATTERN);
+const accessKeyRe = new RegExp(ACCESS_KEY_PATTERN);
 
 export function isValidPlayerName(name: string): boolean {
   return playerNameRe.test(name);
@@ -16,6 +18,10 @@ export function isValidPlayerName(name: string): boolean {
 
 export function isValidWorldName(name: string): boolean {
   return worldNameRe.test(name);
+}
+
+export function isValidInvite(invite: string): boolean {
+  return accessKeyRe.test(invite);
 }
 
 /** A friendly random name, so that following a shared link needs no typing. */
@@ -63,4 +69,15 @@ export function resumeToken(world: string): string | null {
 
 export function rememberResumeToken(world: string, token: string | null): void {
   safeSet(() => sessionStorage, RESUME_KEY_PREFIX + world, token);
+}
+
+// Owner keys live in localStorage: the creator of a world is recognised on every later
+// visit from this browser (it may then revoke the world's invite link). The server keeps
+// only a hash, so this is the one copy.
+export function ownerKey(world: string): string | null {
+  return safeGet(() => localStorage, OWNER_KEY_PREFIX + world);
+}
+
+export function rememberOwnerKey(world: string, key: string): void {
+  safeSet(() => localStorage, OWNER_KEY_PREFIX + world, key);
 }

@@ -1,7 +1,7 @@
-// Entry point: a shared link (/?world=NAME) goes straight into that world; otherwise the
-// start screen asks what to do.
+// Entry point: a shared link (/?world=NAME, &invite=INVITE for a private world) goes
+// straight into that world; otherwise the start screen asks what to do.
 import "./style.css";
-import { isValidPlayerName, isValidWorldName, playerName } from "./identity";
+import { isValidInvite, isValidPlayerName, isValidWorldName, playerName } from "./identity";
 import { GameSession } from "./session";
 import { showStartScreen, type StartChoice } from "./start_screen";
 import { exposeHooks } from "./test_hooks";
@@ -11,7 +11,11 @@ function choiceFromLink(): StartChoice | null {
   const world = params.get("world")?.trim().toLowerCase();
   if (!world || !isValidWorldName(world)) return null;
   const name = params.get("name");
-  return { target: { kind: "join", world }, playerName: name && isValidPlayerName(name) ? name : playerName() };
+  const invite = params.get("invite");
+  return {
+    target: { kind: "join", world, invite: invite && isValidInvite(invite) ? invite : null },
+    playerName: name && isValidPlayerName(name) ? name : playerName(),
+  };
 }
 
 async function main(): Promise<void> {

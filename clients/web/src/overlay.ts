@@ -8,7 +8,7 @@ export type OverlayState =
   | { kind: "starting" }
   | { kind: "reconnecting"; attempt: number; retryInMs: number; reason: string }
   | { kind: "offline"; retryInMs: number }
-  | { kind: "failed"; message: string; action?: { label: string; run: () => void } };
+  | { kind: "failed"; message: string; title?: string; action?: { label: string; run: () => void } };
 
 export class Overlay {
   private readonly root = byId("overlay");
@@ -63,7 +63,7 @@ export class Overlay {
           act.addEventListener("click", run);
           buttons.append(act);
         }
-        card.append(el("h2", "", {}, ["Could not enter the world"]), el("p", "muted", {}, [state.message]), buttons);
+        card.append(el("h2", "", {}, [state.title ?? "Could not enter the world"]), el("p", "muted", {}, [state.message]), buttons);
         break;
       }
     }

@@ -18,6 +18,7 @@ export const MAX_PLAYER_NAME_CHARS = 32;
 export const PLAYER_NAME_PATTERN = "^[A-Za-z0-9 _.\\-]{1,32}$";
 export const WORLD_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$";
 export const RESUME_TOKEN_PATTERN = "^[A-Za-z0-9_-]{16,64}$";
+export const ACCESS_KEY_PATTERN = "^[A-Za-z0-9_-]{16,64}$";
 export const PLAYER_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$";
 export const MAX_SEQ = 9007199254740991;
 export const MAX_COORD = 100000.0;
@@ -57,6 +58,9 @@ export const ERROR_CODES = {
   "bad_resume_token": "the resume token is unknown or expired: sent right after the welcome, which has resumed false (the player starts at the spawn pose)",
   "rtc_failed": "the WebRTC offer could not be answered",
   "server_busy": "the server cannot take more players",
+  "invite_required": "the world is private: the hello needs its current invite (a revoked link no longer works)",
+  "not_allowed": "only a world's creator may do that (revoke_invite, on a private world)",
+  "limit_reached": "a server quota was reached ('limit' names it; docs/server.md lists them); what it refused did not happen",
   "internal": "the server failed to handle the message (it carries on)"
 } as const;
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -90,8 +94,10 @@ export interface NewWorld {
   start_image?: Uint8Array | null;
   /** vertical field of view of start_image; absent: this hello's view.fov_y [rad] (>= 0.1, <= 3) default null */
   start_fov_y?: number | null;
-  /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels; absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
+  /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels (the whole hello stays within MAX_HELLO_BYTES); absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
   start_depth?: Uint8Array | null;
+  /** public: listed in /worlds, anyone may join; private: unlisted, joined only with its invite (welcome.invite) default "public" */
+  visibility?: "public" | "private";
 }
 
 /** A player's pose: eye position and head angles (see ``runtime.world.camera.Pose``). */
@@ -155,6 +161,10 @@ export interface Hello {
   resume_token?: string | null;
   /** how the client displays the stream */
   view?: View;
+  /** joining a private world: its invite, from the share link (matches ^[A-Za-z0-9_-]{16,64}$) default null */
+  invite?: string | null;
+  /** from the welcome that created the world: proves you made it (join without invite, revoke it) (matches ^[A-Za-z0-9_-]{16,64}$) default null */
+  owner_key?: string | null;
 }
 
 /**
@@ -224,6 +234,14 @@ export interface Caption {
   text: string;
 }
 
+/**
+ * The creator of a private world makes its invite (and every link carrying it) useless;
+ * the server answers ``invite`` with the new one. Players already in the world stay.
+ */
+export interface RevokeInvite {
+  type: "revoke_invite";
+}
+
 /** Round-trip probe; answered by ``pong`` with the same id. */
 export interface Ping {
   type: "ping";
@@ -253,6 +271,19 @@ export interface Welcome {
   server: ServerInfo;
   /** something to tell the player about this world, for people (empty: nothing) (max length 1000) default "" */
   notice: string;
+  /** public worlds are listed in /worlds; private ones need an invite default "public" */
+  visibility: "public" | "private";
+  /** private worlds, for share links (?world=NAME&invite=INVITE): the current invite to the creator, to others the one they joined with (matches ^[A-Za-z0-9_-]{16,64}$) default null */
+  invite: string | null;
+  /** to the world's creator only: keep it, and send it as hello.owner_key to be recognised again (matches ^[A-Za-z0-9_-]{16,64}$) default null */
+  owner_key: string | null;
+}
+
+/** A private world's new invite after ``revoke_invite``, to its creator's connections only. */
+export interface Invite {
+  type: "invite";
+  /** the new invite; links with the old one no longer admit anyone (matches ^[A-Za-z0-9_-]{16,64}$) */
+  invite: string;
 }
 
 /**
@@ -436,13 +467,15 @@ export interface ErrorMessage {
   field: string | null;
   /** type of the message that caused it (for rate_limited: of the dropped one that triggered the report), if known (max length 64) default null */
   ref_type: string | null;
+  /** with code limit_reached: the limit, named as its server flag (e.g. 'max_new_worlds_per_client') (max length 64) default null */
+  limit: string | null;
 }
 
 /** Every message a client may send. */
-export type ClientMessage = Hello | Input | HeadPose | RtcOffer | IceCandidate | Caption | Ping;
+export type ClientMessage = Hello | Input | HeadPose | RtcOffer | IceCandidate | Caption | RevokeInvite | Ping;
 /** Every message a server may send. */
-export type ServerMessage = IceCandidate | Welcome | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | ErrorMessage;
+export type ServerMessage = IceCandidate | Welcome | Invite | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | ErrorMessage;
 export type Message = ClientMessage | ServerMessage;
 export type MessageType = Message["type"];
-export const CLIENT_MESSAGE_TYPES = ["hello", "input", "head_pose", "rtc_offer", "ice_candidate", "caption", "ping"] as const;
-export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "error"] as const;
+export const CLIENT_MESSAGE_TYPES = ["hello", "input", "head_pose", "rtc_offer", "ice_candidate", "caption", "revoke_invite", "ping"] as const;
+export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "invite", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "error"] as const;

@@ -11,14 +11,18 @@ import { KeyboardMouse } from "./input/keyboard_mouse";
 import { InputSender } from "./input/sender";
 import { TouchControls } from "./input/touch";
 import { LatencyMeter } from "./latency";
+import { HelpOverlay } from "./help_overlay";
 import { Overlay } from "./overlay";
 import type { ServerMessage, View, Welcome } from "./protocol";
 import { VideoLink } from "./rtc";
+import { QUALITY_SCALE, SettingsStore } from "./settings";
+import { SettingsPanel } from "./settings_panel";
 import { showWorldInAddressBar } from "./share_link";
 import type { StartChoice } from "./start_screen";
 import { EMPTY_STATS, StreamStatsPoller, type StreamStats } from "./stream_stats";
 import { describeError, toast } from "./toasts";
 import { WorldState } from "./world_state";
+import { VrMode } from "./xr/vr_mode";
 
 const PING_EVERY_MS = 2000;
 const STATS_EVERY_MS = 1000;
@@ -31,11 +35,18 @@ function socketUrl(): string {
   return `${scheme}://${window.location.host}/ws`;
 }
 
-/** Ask for the window's size in device pixels (the server renders at most its own size). */
-function viewRequest(): View {
-  const ratio = window.devicePixelRatio || 1;
+/** Ask for the window's size in device pixels times the quality's share (the server renders
+ * at most its own size). */
+function viewRequest(scale: number): View {
+  const ratio = (window.devicePixelRatio || 1) * scale;
   const clamp = (v: number): number => Math.max(16, Math.min(4096, Math.round(v * ratio)));
   return { width: clamp(window.innerWidth), height: clamp(window.innerHeight), fov_y: FOV_Y };
+}
+
+/** Both eyes side by side, each at the headset's eye size and field of view. */
+function stereoViewRequest(eye: { width: number; height: number }, fovY: number): View {
+  const clamp = (v: number): number => Math.max(16, Math.min(4096, Math.round(v)));
+  return { width: clamp(2 * eye.width), height: clamp(eye.height), fov_y: Math.max(0.1, Math.min(3, fovY)), stereo: true };
 }
 
 export class GameSession {
@@ -46,6 +57,12 @@ export class GameSession {
   readonly sender: InputSender;
   readonly hud: Hud;
   readonly overlay: Overlay;
+  readonly settings = new SettingsStore();
+  readonly settingsPanel: SettingsPanel;
+  readonly help = new HelpOverlay();
+  readonly vr: VrMode;
+  /** The video size asked for in the last hello. */
+  viewRequested: { width: number; height: number; stereo: boolean } | null = null;
   private readonly video = byId<HTMLVideoElement>("view");
   private readonly keyboardMouse: KeyboardMouse;
   private readonly touch: TouchControls;
@@ -65,6 +82,10 @@ export class GameSession {
   lastError: { code: string; message: string } | null = null;
   /** Did the last welcome give back an earlier pose (resume token accepted)? */
   resumed = false;
+  /** A private world's current invite (null: a public world). */
+  invite: string | null = null;
+  /** Is this player the world's creator (it may revoke the invite)? */
+  owner = false;
 
   constructor(choice: StartChoice) {
     this.world.myName = choice.playerName;
@@ -74,7 +95,11 @@ export class GameSession {
       if (this.overlay.kind === "starting" && this.frames.presented > this.framesAtJoin) this.overlay.show({ kind: "hidden" });
     });
 
-    this.hud = new Hud(this.world, (text) => this.connection.send({ type: "caption", text }));
+    this.hud = new Hud(
+      this.world,
+      (text) => this.connection.send({ type: "caption", text }),
+      () => this.connection.send({ type: "revoke_invite" }),
+    );
     this.overlay = new Overlay(
       () => this.connection.retryNow(),
       () => window.location.assign(window.location.pathname),
@@ -82,20 +107,52 @@ export class GameSession {
 
     const surface = byId("look-surface");
     const toggleFly = (): void => this.toggleFly();
-    this.keyboardMouse = new KeyboardMouse(surface, toggleFly, (locked) => {
-      surface.classList.toggle("locked", locked);
-      if (!locked) this.hud.showHints();
-      this.refreshMode();
+    this.keyboardMouse = new KeyboardMouse(
+      surface,
+      toggleFly,
+      (locked) => {
+        surface.classList.toggle("locked", locked);
+        if (!locked) this.hud.showHints();
+        this.refreshMode();
+      },
+      this.settings,
+    );
+    // Local rendering (splats in this browser) is not built yet: "auto" means the video.
+    this.settingsPanel = new SettingsPanel(this.settings, false);
+    this.vr = new VrMode(this.video, this.settings, {
+      pose: () => this.world.pose,
+      sendHeadPose: (position, orientation) => {
+        const seq = this.sender.takeSeq();
+        const at = performance.now();
+        const sent = this.connection.send({ type: "head_pose", seq, t_ms: performance.timeOrigin + at, position, orientation });
+        if (sent) this.latency.inputSent(seq, at);
+        return sent;
+      },
+      // Stereo video in VR, mono outside: a new hello, the resume token keeps the place.
+      changed: () => {
+        if (this.connection.state === "joined") this.connection.drop();
+      },
+    });
+    this.hud.attach([this.settingsPanel.chip, this.vr.button], [this.settingsPanel.element, this.help.element]);
+    void this.vr.probe();
+    this.settings.onChange((now, before) => {
+      // A new size needs a new hello: reconnect (the resume token keeps the place).
+      if (now.quality !== before.quality && this.connection.state === "joined") this.connection.drop();
     });
     this.touch = new TouchControls(byId("touch-layer"), toggleFly);
     window.addEventListener("touchstart", () => this.refreshMode(), { once: true, passive: true }); // touch hints
     const gamepad = new GamepadInput(toggleFly);
     this.sender = new InputSender([this.keyboardMouse, this.touch, gamepad], {
-      send: (input) => this.connection.send(input),
+      send: (input) => !this.vr.active && this.connection.send(input), // in VR the head pose moves the player
       sent: (seq, at) => this.latency.inputSent(seq, at),
     });
 
-    this.connection = new WorldConnection(socketUrl(), choice.target, choice.playerName, viewRequest, {
+    const view = (): View => {
+      const v = this.vr.active && this.vr.eyeSize ? stereoViewRequest(this.vr.eyeSize, this.vr.fovY ?? FOV_Y) : viewRequest(QUALITY_SCALE[this.settings.values.quality]);
+      this.viewRequested = { width: v.width ?? 0, height: v.height ?? 0, stereo: v.stereo ?? false };
+      return v;
+    };
+    this.connection = new WorldConnection(socketUrl(), choice.target, choice.playerName, view, {
       state: (state, detail) => this.linkState(state, detail),
       welcome: (w) => void this.welcome(w),
       message: (m) => this.receive(m),
@@ -161,6 +218,7 @@ export class GameSession {
         this.overlay.show({
           kind: "failed",
           message: refusal ? describeError(refusal.code, refusal.message, refusal.field) : detail.reason,
+          title: refusal?.limit === "idle_timeout" ? "Disconnected while idle" : undefined,
           action: this.recoveryAction(refusal?.code ?? ""),
         });
         break;
@@ -176,6 +234,9 @@ export class GameSession {
     if (code === "world_not_found" && request.kind === "join") {
       next = { kind: "create", newWorld: { name: request.world } };
       label = `Create “${request.world}”`;
+    } else if (code === "limit_reached" && request.kind === "join" && this.connection.refusal?.limit === "idle_timeout") {
+      next = request; // disconnected for idling: the player decides when to come back
+      label = `Rejoin “${request.world}”`;
     } else if (code === "world_exists" && request.kind === "create" && request.newWorld.name) {
       next = { kind: "join", world: request.newWorld.name };
       label = `Join “${request.newWorld.name}”`;
@@ -196,8 +257,10 @@ export class GameSession {
     this.world.welcome(w);
     this.resumed = w.resumed;
     this.hud.show();
-    this.hud.joined();
-    showWorldInAddressBar(w.world);
+    this.invite = w.invite ?? null;
+    this.owner = Boolean(w.owner_key);
+    this.hud.joined(this.invite, this.owner);
+    showWorldInAddressBar(w.world, this.invite);
     document.title = `${w.world} · worldstream`;
     if (w.resumed && rejoin) toast("Reconnected — back where you were", "success");
     else if (w.resumed) toast("Welcome back — resumed where you were", "success");
@@ -290,6 +353,13 @@ export class GameSession {
         return;
       case "welcome":
         return; // handled by the connection
+      case "invite": // we revoked the old link: this one is the only one that works now
+        this.invite = m.invite;
+        this.connection.setInvite(m.invite);
+        this.hud.share.setWorld(this.world.world, m.invite);
+        showWorldInAddressBar(this.world.world, m.invite);
+        toast("New invite link made — the old one no longer lets anyone in", "success");
+        return;
       default:
         break;
     }

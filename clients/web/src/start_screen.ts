@@ -1,5 +1,5 @@
-// The start screen: pick a name, then create a world (seed, caption, optional start image)
-// or join one by name. A shared link (/?world=NAME) skips this screen entirely.
+// The start screen: pick a name, then create a world (seed, caption, optional start image,
+// public or private) or join one by name. A shared link (/?world=NAME) skips this screen entirely.
 import { MAX_CAPTION_CHARS, MAX_PLAYER_NAME_CHARS, MAX_SEED, type NewWorld } from "./protocol";
 import type { JoinTarget } from "./connection";
 import { byId, el } from "./dom";
@@ -45,11 +45,18 @@ export function showStartScreen(message = ""): Promise<StartChoice> {
     preview.hidden = !file;
     if (file) preview.src = URL.createObjectURL(file);
   });
+  const privateBox = el("input", "", { id: "start-private", type: "checkbox" });
+  const privacy = el("label", "field check", { for: "start-private" }, [
+    privateBox,
+    el("span", "", {}, ["Private"]),
+    el("span", "field-hint", {}, ["unlisted — only people with its invite link can join"]),
+  ]);
   const createButton = el("button", "button primary", { type: "submit", id: "start-create" }, ["Create world"]);
   const createForm = el("form", "start-form", { id: "create-form" }, [
     field("Caption", caption),
     el("div", "field-row", {}, [field("Seed", seed), field("World name", worldName)]),
     field("Start image", el("div", "image-pick", {}, [image, preview]), "optional — the world grows from this picture"),
+    privacy,
     createButton,
   ]);
 
@@ -102,7 +109,7 @@ export function showStartScreen(message = ""): Promise<StartChoice> {
       e.preventDefault();
       const player = chosenName();
       if (!player) return;
-      const newWorld: NewWorld = { caption: caption.value.trim() };
+      const newWorld: NewWorld = { caption: caption.value.trim(), visibility: privateBox.checked ? "private" : "public" };
       if (seed.value !== "") {
         const n = Number(seed.value);
         if (!Number.isInteger(n) || n < 0 || n > MAX_SEED) return fail(`The seed is a whole number from 0 to ${MAX_SEED}.`);

@@ -26,6 +26,16 @@ export interface WorldstreamHooks {
   readonly overlay: string;
   readonly shareUrl: string;
   readonly lastError: { code: string; message: string } | null;
+  /** The player's settings (settings.ts) and whether the settings panel and the help are open. */
+  readonly settings: unknown;
+  readonly settingsOpen: boolean;
+  readonly helpOpen: boolean;
+  /** The video size asked of the server in the last hello. */
+  readonly viewRequested: { width: number; height: number; stereo: boolean } | null;
+  /** WebXR: in VR now, head poses sent, frames drawn in the headset, the last head pose sent. */
+  readonly vr: { active: boolean; buttonShown: boolean; xrFrames: number; headPosesSent: number; framesDrawn: number; lastHeadPose: unknown };
+  /** Look change sent to the server so far (radians). */
+  readonly lookSent: { yaw: number; pitch: number };
   dropConnection(): void;
   /** Renegotiate the video on the same connection (what the delay guard does). */
   refreshVideo(): void;
@@ -106,6 +116,25 @@ export function exposeHooks(session: GameSession): void {
     },
     get lastError() {
       return session.lastError;
+    },
+    get settings() {
+      return { ...session.settings.values };
+    },
+    get settingsOpen() {
+      return session.settingsPanel.open;
+    },
+    get helpOpen() {
+      return session.help.open;
+    },
+    get vr() {
+      const vr = session.vr;
+      return { active: vr.active, buttonShown: !vr.button.hidden, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent, framesDrawn: vr.framesDrawn, lastHeadPose: vr.lastHeadPose };
+    },
+    get lookSent() {
+      return { ...session.sender.lookSent };
+    },
+    get viewRequested() {
+      return session.viewRequested;
     },
     dropConnection() {
       session.dropConnection();

@@ -54,6 +54,8 @@ const ERROR_WORDS: Record<string, string> = {
   bad_resume_token: "Could not restore your place; starting fresh.",
   rtc_failed: "The video stream could not be set up.",
   server_busy: "The server is full right now.",
+  invite_required: "This world is private: it needs a current invite link (ask its creator for a new one).",
+  not_allowed: "Only the world's creator can do that.",
   internal: "The server hit a problem (it carries on).",
 };
 

@@ -147,6 +147,9 @@ def load_depth_estimator(model: str, device: str | None = None, dtype: str | Non
             from transformers import AutoImageProcessor, AutoModelForDepthEstimation
         except ImportError:
             raise DepthModelMissing("the depth estimator needs transformers: pip install 'worldstream[diffusion]'") from None
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # no progress bars in server logs
         try:
             processor = AutoImageProcessor.from_pretrained(str(model), local_files_only=True)
             net = AutoModelForDepthEstimation.from_pretrained(str(model), local_files_only=True, dtype=getattr(torch, dtype))

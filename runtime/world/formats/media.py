@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from fractions import Fraction
@@ -59,11 +60,15 @@ def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
     path = Path(path)
     if not path.is_file():
         raise SplatFormatError(path, "no such file")
+    with open(path, "rb") as f:
+        size = image_header_size(f.read(1 << 18))  # PNG/JPEG: the size from the header, decoding nothing
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise SplatFormatError(path, f"image is {size[0]}x{size[1]} pixels; at most {max_pixels:,} pixels are read")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise SplatFormatError(path, "not an image (no picture in it)")
-            context = container.streams.video[0].codec_context
+            context = container.streams.video[0].codec_context  # other formats: as FFmpeg probed them
             if context.width * context.height > max_pixels:
                 raise SplatFormatError(path, f"image is {context.width}x{context.height} pixels; at most {max_pixels:,} pixels are read")
             for frame in container.decode(video=0):
@@ -84,10 +89,11 @@ def resize_image(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return frame.reformat(width=width, height=height, interpolation="AREA").to_ndarray(format="rgb24")
 
 
-def write_image(path: str | Path, rgb: np.ndarray) -> None:
-    """Write ``[H, W, 3]`` uint8 RGB as a PNG."""
+def encode_png(rgb: np.ndarray) -> bytes:
+    """``[H, W, 3]`` uint8 RGB as lossless PNG bytes."""
     rgb = np.ascontiguousarray(rgb, np.uint8)
-    with av.open(str(path), mode="w", format="image2") as container:
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="image2pipe") as container:
         stream = container.add_stream("png")
         stream.height, stream.width = rgb.shape[:2]
         stream.pix_fmt = "rgb24"
@@ -95,6 +101,12 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
             container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+    return out.getvalue()
+
+
+def write_image(path: str | Path, rgb: np.ndarray) -> None:
+    """Write ``[H, W, 3]`` uint8 RGB as a PNG."""
+    Path(path).write_bytes(encode_png(rgb))
 
 
 def read_video_frames(path: str | Path) -> np.ndarray:

@@ -130,6 +130,8 @@ def read_header(path: Path) -> PlyHeader:
         elif keyword == "element":
             if len(parts) != 3 or not parts[2].isdigit() or len(parts[2]) > _MAX_COUNT_DIGITS:
                 raise SplatFormatError(path, f"bad PLY header: element line {line[:80]!r} (expected 'element NAME COUNT')")
+            if any(e[0] == parts[1] for e in elements):
+                raise SplatFormatError(path, f"bad PLY header: element {parts[1][:40]!r} appears twice")
             elements.append((parts[1], int(parts[2]), []))
         elif keyword == "property":
             if not elements:

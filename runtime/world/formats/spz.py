@@ -37,7 +37,7 @@ from ..gaussians import SH_C0, Gaussians
 from .errors import SplatFormatError
 from .limits import check_gaussian_count
 from .ply import colors_from_dc
-from .spz_layout import SH_COEFFS, SPZ_MAGIC, SUPPORTED_VERSIONS, attribute_sizes
+from .spz_layout import SH_COEFFS, SPZ_MAGIC, SUPPORTED_VERSIONS, attribute_sizes, check_plausible_size, plausible_bytes
 from .spz_v4 import is_v4, unpack_v4
 
 SPZ_WRITE_VERSION = 3
@@ -145,8 +145,6 @@ def encode_spz(gaussians: Gaussians) -> bytes:
     return gzip.compress(b"".join(parts), compresslevel=6)
 
 
-MAX_DEFLATE_RATIO = 1032
-"""Deflate never expands input more than ~1032:1, so a stream of ``B`` bytes cannot hold more."""
 _INFLATE_STEP = 16 << 20
 
 
@@ -194,8 +192,9 @@ def decode_spz(data: bytes, path: str | Path = "<bytes>", max_gaussians: int | N
     """Decode ``.spz`` bytes (versions 1-4) into Gaussians in OpenCV axes.
 
     Memory is bounded before inflating: the header's point count must be within
-    ``max_gaussians`` (default :data:`~.limits.MAX_GAUSSIANS`) and fit what the file can
-    hold, and only the bytes that count needs are ever inflated. Extension records
+    ``max_gaussians`` (default :data:`~.limits.MAX_GAUSSIANS`) and its arrays at most
+    :data:`~.spz_layout.MAX_RATIO` times the file's size, and only the bytes that count
+    needs are ever inflated. Extension records
     (vendor metadata such as camera limits) are skipped.
     """
     if is_v4(data):
@@ -218,13 +217,13 @@ def decode_spz(data: bytes, path: str | Path = "<bytes>", max_gaussians: int | N
         raise SplatFormatError(path, f"SPZ SH degree {degree} is not supported (reads 0-3)")
     sizes = attribute_sizes(version, n, degree)
     check_gaussian_count(path, n, max_gaussians)
-    if HEADER.size + sum(sizes) > MAX_DEFLATE_RATIO * len(data):
-        raise SplatFormatError(
-            path, f"header declares {n:,} points ({HEADER.size + sum(sizes):,} bytes), more than {len(data):,} bytes of gzip can hold"
-        )
-    raw = _inflate_exactly(data, HEADER.size + sum(sizes), path)  # extension records after the arrays: never inflated
-    if len(raw) - HEADER.size < sum(sizes):
+    # Inflate what the header asks for, but never more than the file could plausibly hold:
+    # a stream that ends first is truncated, one that does not is refused as implausible.
+    budget = min(HEADER.size + sum(sizes), HEADER.size + plausible_bytes(len(data)))
+    raw = _inflate_exactly(data, budget, path)  # extension records after the arrays: never inflated
+    if len(raw) < budget:
         raise SplatFormatError(path, f"truncated: {n} points need {sum(sizes)} bytes of data, found {len(raw) - HEADER.size}")
+    check_plausible_size(path, n, sum(sizes), len(data))
     offsets = np.cumsum([HEADER.size] + sizes)
     return _decode_arrays(version, n, degree, bits, [raw[int(off) : int(off) + size] for size, off in zip(sizes, offsets)])
 

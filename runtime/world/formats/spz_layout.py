@@ -7,6 +7,10 @@ The arrays themselves are the same in versions 3 and 4.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from .errors import SplatFormatError
+
 SPZ_MAGIC = 0x5053474E
 """``NGSP`` read as a little-endian u32."""
 SUPPORTED_VERSIONS = (1, 2, 3, 4)
@@ -15,6 +19,26 @@ SH_COEFFS = {0: 0, 1: 3, 2: 8, 3: 15}
 FLAG_ANTIALIASED = 0x1
 FLAG_HAS_EXTENSIONS = 0x2
 ATTRIBUTES = ("positions", "alphas", "colors", "scales", "rotations", "sh")
+MAX_RATIO = 64
+"""Most a file's arrays may inflate to, as a multiple of the file's size. Quantised splat
+arrays are close to incompressible (worlds we export inflate ~2:1, trained scenes 2-4:1);
+a header claiming more is corrupt or a decompression bomb. This is what bounds the memory
+a read may cost by the file's real size (deflate alone would allow 1032:1, zstd more)."""
+
+
+def plausible_bytes(file_bytes: int) -> int:
+    """Most bytes of arrays a file of ``file_bytes`` may inflate to."""
+    return MAX_RATIO * max(file_bytes, 1024)
+
+
+def check_plausible_size(path: str | Path, count: int, data_bytes: int, file_bytes: int) -> None:
+    """Raise unless ``data_bytes`` of arrays for ``count`` points could come from ``file_bytes``."""
+    if data_bytes > plausible_bytes(file_bytes):
+        raise SplatFormatError(
+            path,
+            f"header declares {count:,} points ({data_bytes:,} bytes of arrays), more than {MAX_RATIO} times the "
+            f"{file_bytes:,}-byte file: SPZ data does not compress that well (corrupt, or a decompression bomb)",
+        )
 
 
 def attribute_sizes(version: int, count: int, sh_degree: int) -> list[int]:

@@ -12,9 +12,10 @@ Layout, all little-endian, written from the published description::
                        positions, alphas, colors, scales, rotations, then sh (absent at degree 0)
 
 Each stream inflates to the same array version 3 stores (see ``spz.py``). Memory is bounded
-before anything is inflated: the point count is checked against the limit, every declared
-size against the one the point count implies, and each stream is inflated through a reader
-that stops at its expected size (a zstd bomb costs nothing beyond it).
+before anything is inflated: the point count is checked against the limit and against the
+file's size (``spz_layout.MAX_RATIO``), every declared size against the one the point count
+implies, and each stream is inflated through a reader that stops at its expected size (a
+zstd bomb costs nothing beyond it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from .errors import SplatFormatError
 from .limits import check_gaussian_count
-from .spz_layout import SH_COEFFS, SPZ_MAGIC, attribute_sizes
+from .spz_layout import SH_COEFFS, SPZ_MAGIC, attribute_sizes, check_plausible_size
 
 HEADER_V4 = struct.Struct("<IIIBBBBI12x")
 TOC_ENTRY = struct.Struct("<QQ")
@@ -65,6 +66,7 @@ def unpack_v4(data: bytes, path: str | Path, max_gaussians: int | None) -> tuple
     for i, ((_, declared), expected) in enumerate(zip(entries, sizes)):
         if declared != expected:
             raise SplatFormatError(path, f"SPZ stream {i} declares {declared:,} bytes; {count:,} points need {expected:,}")
+    check_plausible_size(path, count, sum(sizes), len(data))
     if toc_end + sum(compressed for compressed, _ in entries) > len(data):
         raise SplatFormatError(path, "truncated: the SPZ streams end past the end of the file")
     decompressor = _zstd(path).ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)

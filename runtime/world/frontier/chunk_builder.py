@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..camera import Cameras
+from ..depth.align import align_to_known
 from ..gaussians import Gaussians
 from ..generators.base import GenerationResult
 from ..keyframes.frames import Frame
@@ -55,13 +56,19 @@ class ChunkBuilder:
         # Per keyframe id, what its reconstruction shows (reconstruct.shown_depth); LRU.
         self._shown_depth_cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
-    def checked_result(self, job: GenerationJob, result: GenerationResult) -> tuple[np.ndarray, np.ndarray]:
-        """``(rgb [N,H,W,3] uint8, depth [N,H,W] float32)`` of ``result``, depth estimated if missing.
+    def checked_result(self, job: GenerationJob, result: GenerationResult) -> tuple[Cameras, np.ndarray, np.ndarray]:
+        """``(cameras, rgb [N,H,W,3] uint8, depth [N,H,W] float32)`` of ``result``: the job's
+        cameras unless the result names its own; depth estimated if missing, and aligned (in
+        inverse depth) to what the scene already shows at those cameras.
 
-        Raises ValueError when the result's shapes do not match the job's cameras, and
+        Raises ValueError when the result's shapes do not match its cameras, and
         RuntimeError for an RGB-only result without a depth estimator.
         """
-        cams = job.cameras
+        cams = job.cameras if result.cameras is None else result.cameras
+        if (cams.width, cams.height) != (job.cameras.width, job.cameras.height):
+            raise ValueError(
+                f"GenerationResult.cameras must be {job.cameras.width}x{job.cameras.height} like the request's, got {cams.width}x{cams.height}"
+            )
         N, H, W = len(cams), cams.height, cams.width
         rgb = np.asarray(result.rgb)
         if rgb.shape != (N, H, W, 3) or rgb.dtype != np.uint8:
@@ -72,17 +79,29 @@ class ChunkBuilder:
                 raise RuntimeError(
                     f"generator {getattr(self.generator, 'name', '?')!r} returned no depth and the world has no depth_estimator"
                 )
-            depth = self.depth_estimator.estimate(rgb, cams, ())
+            depth = self._estimated_depth(rgb, cams)
         depth = np.asarray(depth, np.float32)
         if depth.shape != (N, H, W):
             raise ValueError(f"GenerationResult.depth must be [{N},{H},{W}] float32, got {depth.shape}")
         depth = np.where(np.isnan(depth), np.inf, depth)  # NaN would poison reconstruction; treat as sky
-        return rgb, depth
+        return cams, rgb, depth
 
-    def build(self, job: GenerationJob, rgb: np.ndarray, depth: np.ndarray) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
-        """Land checked keyframes (call under the apply lock): ``(chunks, frames, newly explored cells)``."""
+    def _estimated_depth(self, rgb: np.ndarray, cams: Cameras) -> np.ndarray:
+        """The depth estimator's ``[N,H,W]`` metres, aligned to the scene's rendered depth where
+        it is opaque (a monocular model's scale and shift are otherwise unknown)."""
+        depth = self.depth_estimator.estimate(rgb, cams, ())
+        snapshot = self.scene.snapshot()
+        if not snapshot.chunks:
+            return depth
+        known = self.renderer.render(snapshot, cams, self.parts.sky)
+        return align_to_known(depth, known.depth, known.alpha)
+
+    def build(
+        self, job: GenerationJob, cams: Cameras, rgb: np.ndarray, depth: np.ndarray
+    ) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
+        """Land checked keyframes made at ``cams`` (call under the apply lock): ``(chunks,
+        frames, newly explored cells)``."""
         cfg = self.config
-        cams = job.cameras
         snapshot = self.scene.snapshot()
         # Refinement: Gaussians far coarser than these keyframes make count as empty here,
         # so the keyframes remake those surfaces finely; the coarse ones they remade retire.

@@ -38,6 +38,24 @@ class GenerationJob:
     finished_at: float | None = None
 
 
+@dataclass(frozen=True)
+class JobLimits:
+    """The most jobs queued or running at once: in one world, and that one player asked for
+    (a job several players asked for counts for each). None: no limit. A view over a
+    limit is not scheduled now; it is planned again on a later update, once jobs finish."""
+
+    per_world: int | None = None
+    per_player: int | None = None
+
+    def refusal(self, pending: list[GenerationJob], player_id: str) -> str | None:
+        """``"world"`` or ``"player"`` if one more job for ``player_id`` would pass a limit, else None."""
+        if self.per_world is not None and len(pending) >= self.per_world:
+            return "world"
+        if self.per_player is not None and sum(player_id in j.requested_by for j in pending) >= self.per_player:
+            return "player"
+        return None
+
+
 class JobQueue:
     """A world's queued and running jobs, their cancel tokens and the count of running ones.
 

@@ -20,7 +20,7 @@ from ..movement.motion import walk_target_eye_y
 from ..parts import WorldParts
 from ..players import PlayerState
 from .coverage import ProbeView, probe_cameras, probe_views, uncovered_fractions
-from .jobs import GenerationJob
+from .jobs import GenerationJob, JobLimits
 
 PROBE_CACHE_MAX = 4096
 """Cached probe answers before the cache is dropped (a long walk would grow it without bound)."""
@@ -42,6 +42,12 @@ class ViewRecord:
         self.positions = np.zeros((0, 3), np.float32)
         self.forwards = np.zeros((0, 3), np.float32)
         self.times = np.zeros(0, np.float64)
+
+    def drop_before(self, when: float) -> None:
+        """Forget views recorded before ``when`` (a record of recent failures stays small)."""
+        keep = self.times >= when
+        if not keep.all():
+            self.positions, self.forwards, self.times = self.positions[keep], self.forwards[keep], self.times[keep]
 
     def add(self, positions: np.ndarray, forwards: np.ndarray, when: float = 0.0) -> None:
         self.positions = np.concatenate([self.positions, np.asarray(positions, np.float32).reshape(-1, 3)])
@@ -99,6 +105,8 @@ class FrontierPlanner:
         self.done_views = ViewRecord()  # keyframes generated (or found covered): never again
         self.failed_views = ViewRecord()  # keyframes that failed: not again for retry_after_s
         self.next_job_id = 0
+        self.limits = JobLimits()
+        self.refused: dict[str, str] = {}  # player id -> "world" | "player": views left unplanned by a limit
         self._probe_cache: dict[tuple, float] = {}  # probe key -> uncovered fraction
         self._probe_versions: tuple = (-1, -1)  # (scene, sky) versions the cache is valid for
 
@@ -273,6 +281,10 @@ class FrontierPlanner:
                 if job.state == "queued":
                     job.priority = min(job.priority, self.priority(cand))
                 return
+        refusal = self.limits.refusal(self.queue.pending(), cand.probe.player_id)
+        if refusal is not None:
+            self.refused[cand.probe.player_id] = refusal
+            return
         job = self._make_job(cand, now, caption)
         job.refines = cand.detail
         self.queue.add(job)
@@ -321,6 +333,7 @@ class FrontierPlanner:
     def record_failed(self, cameras: Cameras, when: float) -> None:
         """These keyframes failed at ``when``: not again for ``retry_after_s``."""
         with self._lock:
+            self.failed_views.drop_before(when - self.config.retry_after_s)
             self.failed_views.add(cameras.centers, cameras.forwards, when)
 
     def already_covered(self, job: GenerationJob) -> bool:

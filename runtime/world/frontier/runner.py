@@ -18,6 +18,7 @@ from ..generators.base import CancelToken, GenerationCancelled, GenerationReques
 from ..parts import WorldParts
 from .jobs import GenerationJob
 from .planner import FrontierPlanner
+from .scene_view import SceneView
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class JobRunner:
         planner: asked whether a job is still needed; told which views are done or failed.
         executor: runs :meth:`_run` on worker threads.
         apply: lands a result (``World.apply``); finishes the job as done.
+        max_running: jobs running at once; None: ``config.max_concurrent_jobs``.
     """
 
     def __init__(
@@ -41,19 +43,23 @@ class JobRunner:
         planner: FrontierPlanner,
         executor: Executor,
         apply: Callable[[GenerationJob, GenerationResult], object],
+        max_running: int | None = None,
     ) -> None:
         self.config, self.queue, self.generator, self.memory = parts.config, parts.jobs, parts.generator, parts.memory
         self.stats, self.start_image = parts.stats, parts.start_image
+        # What generators that condition on known content draw (GenerationRequest.scene).
+        self._scene_view = SceneView(parts.scene, parts.sky, parts.renderer)
         self.planner = planner
         self.executor = executor
         self._apply = apply
+        self.max_running = max_running or parts.config.max_concurrent_jobs
         self._emit = parts.events.emit
         self.average_job_s: float | None = None  # running average of one job's generation time
 
     def pump(self) -> None:
-        """Submit the best queued jobs while fewer than ``max_concurrent_jobs`` run."""
+        """Submit the best queued jobs while fewer than ``max_running`` run."""
         while True:
-            started = self.queue.start_next(self.config.max_concurrent_jobs)
+            started = self.queue.start_next(self.max_running)
             if started is None:
                 return
             job, token = started
@@ -82,7 +88,7 @@ class JobRunner:
                 return
             first = job.cameras[0]
             memory = tuple(self.memory.retrieve(first, k=cfg.max_retrieved_frames)) if cfg.max_retrieved_frames and len(self.memory) else ()
-            request = GenerationRequest(job.cameras, job.caption, memory, cfg.seed, self.start_image)
+            request = GenerationRequest(job.cameras, job.caption, memory, cfg.seed, self.start_image, self._scene_view)
 
             def progress(fraction: float, message: str = "") -> None:
                 job.progress = float(fraction)

@@ -10,6 +10,7 @@ the ``worldstream.generators`` group whose value is a factory
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import entry_points
 
 from .base import (
@@ -38,17 +39,28 @@ def parse_option(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+BUILT_IN = {
+    "procedural": "runtime.world.generators.procedural:ProceduralGenerator",
+    "wan-vace": "runtime.world.generators.diffusion:VideoDiffusionGenerator",
+}
+"""Generators shipped here, also declared as entry points (pyproject.toml); found even when
+the package's metadata is not installed (a source checkout on ``PYTHONPATH``)."""
+
+
 def available_generators() -> list[str]:
     """Names of every registered generator, sorted."""
-    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} | {"procedural"})
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)} | set(BUILT_IN))
 
 
 def create_generator(name: str, **options) -> Generator:
-    """Build the generator registered as ``name`` with ``options``."""
-    if name == "procedural":  # built in, so it works even without an installed package
-        from .procedural import ProceduralGenerator
+    """Build the generator registered as ``name`` with ``options``.
 
-        return ProceduralGenerator(**options)
+    Raises :class:`UnknownGeneratorError` for a name nobody registered, and whatever the
+    factory raises (:class:`GeneratorUnavailable` when its weights are missing).
+    """
+    if name in BUILT_IN:
+        module, _, attr = BUILT_IN[name].partition(":")
+        return getattr(import_module(module), attr)(**options)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return ep.load()(**options)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
 from ..camera import Cameras
 from ..keyframes.frames import Frame
+
+if TYPE_CHECKING:
+    from ..render.base import RenderOutput
 
 ProgressCallback = Callable[[float, str], None]
 """``progress(fraction in [0, 1], message)``; called from the generating thread."""
@@ -58,6 +61,9 @@ class GenerationRequest:
         seed: the world's seed; a deterministic generator must give the same pixels for
             the same (seed, caption, cameras).
         start_image: ``[H, W, 3]`` uint8 image the world started from, or None.
+        scene: draws the world's current scene at any cameras, ``scene(cameras) ->
+            RenderOutput`` (``rgb``, ``depth``, ``alpha``), for generators that condition on
+            what the world already shows; None outside a world.
     """
 
     cameras: Cameras
@@ -65,22 +71,28 @@ class GenerationRequest:
     memory: tuple[Frame, ...] = ()
     seed: int = 0
     start_image: np.ndarray | None = None
+    scene: Callable[[Cameras], "RenderOutput"] | None = None
 
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """Generated frames for a request's ``N`` cameras.
+    """Generated frames for a request's ``N`` cameras (or for ``cameras`` of its own).
 
     Attributes:
         rgb: ``[N, H, W, 3]`` uint8.
         depth: ``[N, H, W]`` float32 metres along camera +z, ``inf`` for sky; None when the
-            generator makes RGB only (the world then runs its depth estimator).
+            generator makes RGB only (the world then runs its depth estimator, aligned to
+            the depth its scene shows there).
         info: free-form facts for logs (timings, model name).
+        cameras: where the frames were made when that is not the request's cameras (a
+            video generator returns keyframes along the path it generated); the same
+            width and height as the request's. None: the request's ``N`` cameras.
     """
 
     rgb: np.ndarray
     depth: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    cameras: Cameras | None = None
 
 
 class Generator(Protocol):

@@ -3,7 +3,8 @@
 Layout (one directory per world under the library root)::
 
     <root>/<name>/manifest.json        what the world is (see manifest.py)
-    <root>/<name>/start.npz            the start image, if any
+    <root>/<name>/start.png            the start image, if any: the PNG/JPEG bytes it came as
+                                       (start.jpg; worlds saved before kept start.npz)
     <root>/<name>/chunks/00000012.npz  one file per scene chunk
     <root>/<name>/frames/00000040.npz  one file per memory frame (RGB + depth + pose)
     <root>/<name>/.lock                held (flock) while a process has the world open to write
@@ -28,16 +29,17 @@ from ..gaussians import Gaussians
 from ..keyframes.frames import Frame
 from ..scene import Chunk, ChunkSource
 from ..world import ChunkAdded, World, WorldConfig, WorldEvent, retired_mask
-from .chunk_io import decode_chunk, decode_frame, decode_image, encode_image
+from .chunk_io import decode_chunk, decode_frame, decode_image
 from .durable import TMP_MARK, fsync_dir, sha256_hex, write_durably
 from .errors import WorldBusy, WorldExists, WorldFormatError, WorldNotFound, WorldStoreError
 from .manifest import FORMAT_VERSION, MANIFEST_NAME, new_manifest, read_manifest, write_manifest
+from . import start_image as start_image_file
 from .names import check_world_name, is_world_name
 from .writer import CHUNK_DIR, FRAME_DIR, WorldWriter
 
 log = logging.getLogger(__name__)
 
-START_IMAGE_FILE = "start.npz"
+LEGACY_START_IMAGE_FILE = "start.npz"
 LOCK_FILE = ".lock"
 
 
@@ -136,20 +138,33 @@ class WorldLibrary:
         return path
 
     # ------------------------------------------------------------------ create / open
-    def create(self, config: WorldConfig, start_image: np.ndarray | None = None, **world_kwargs) -> StoredWorld:
+    def create(
+        self, config: WorldConfig, start_image: np.ndarray | None = None, *, start_image_bytes: bytes | None = None, **world_kwargs
+    ) -> StoredWorld:
         """Make a new, empty world named ``config.name`` and return it open for writing.
 
-        ``world_kwargs`` (generator, renderer, executor, depth_estimator) go to :class:`World`.
-        Raises :class:`WorldExists` if the name is taken.
+        ``start_image`` is ``[H, W, 3]`` uint8 pixels; ``start_image_bytes`` the PNG/JPEG they
+        were decoded from, saved exactly as given (alone, they are decoded here). Pixels
+        without bytes are saved as PNG. ``world_kwargs`` (generator, renderer, executor,
+        depth_estimator) go to :class:`World`. Raises :class:`WorldExists` if the name is
+        taken, :class:`.start_image.StartImageError` (a ValueError) for unusable bytes.
         """
         name = check_world_name(config.name)
         path = self.path(name)
         if (path / MANIFEST_NAME).exists():
             raise WorldExists(f"a world named {name!r} already exists in {self.root}")
+        if start_image_bytes is not None:
+            fmt = start_image_file.image_format(start_image_bytes)
+            if fmt is None:
+                raise start_image_file.StartImageError("start_image must be PNG or JPEG bytes")
+            if start_image is None:
+                start_image = start_image_file.decode(start_image_bytes)  # before anything is written
         if start_image is not None:
             start_image = np.asarray(start_image)
             if start_image.ndim != 3 or start_image.shape[2] != 3 or start_image.dtype != np.uint8:
                 raise ValueError(f"start_image must be [H, W, 3] uint8, got {start_image.shape} {start_image.dtype}")
+            if start_image_bytes is None:
+                start_image_bytes, fmt = start_image_file.encode_png(start_image), "png"
         for sub in ("", CHUNK_DIR, FRAME_DIR):
             (path / sub).mkdir(parents=True, exist_ok=True)
         fsync_dir(self.root)
@@ -160,10 +175,10 @@ class WorldLibrary:
             # A directory without a manifest is an interrupted create: start it afresh.
             self._remove_leftovers(path, {"chunks": [], "frames": []})
             start_record = None
-            if start_image is not None:
-                data = encode_image(start_image)
-                write_durably(path / START_IMAGE_FILE, data)
-                start_record = {"file": START_IMAGE_FILE, "bytes": len(data), "sha256": sha256_hex(data)}
+            if start_image_bytes is not None:
+                file_name = start_image_file.FILE_NAMES[fmt]
+                write_durably(path / file_name, start_image_bytes)
+                start_record = {"file": file_name, "bytes": len(start_image_bytes), "sha256": sha256_hex(start_image_bytes)}
             manifest = new_manifest(name, config.to_dict(), start_record)
             world = StoredWorld(config, start_image=start_image, **world_kwargs)
             try:
@@ -197,9 +212,7 @@ class WorldLibrary:
                 config = WorldConfig.from_dict({**manifest["config"], "name": name})
             except (ValueError, TypeError) as e:
                 raise WorldFormatError(f"world {name!r}: the manifest's config is invalid ({e})") from None
-            start_image = None
-            if manifest.get("start_image"):
-                start_image = decode_image(self._read_file(path, name, manifest["start_image"], verify), f"{path / START_IMAGE_FILE}")
+            start_image = self._load_start_image(path, name, manifest.get("start_image"), verify)
             chunks = [self._load_chunk(path, name, rec, verify) for rec in manifest["chunks"]]
             frames = [self._load_frame(path, name, rec, verify) for rec in manifest["frames"]]
             world = StoredWorld(config, start_image=start_image, **world_kwargs)
@@ -282,6 +295,17 @@ class WorldLibrary:
             raise WorldFormatError(f"world {name!r}: {file} is corrupt: sha256 does not match the manifest")
         return data
 
+    def _load_start_image(self, path: Path, name: str, rec: dict | None, verify: bool) -> np.ndarray | None:
+        if not rec:
+            return None
+        data = self._read_file(path, name, rec, verify)
+        if rec["file"] == LEGACY_START_IMAGE_FILE:
+            return decode_image(data, f"{path / rec['file']}")
+        try:
+            return start_image_file.decode(data, max_pixels=start_image_file.MAX_IMAGE_PIXELS, min_side=1)
+        except start_image_file.StartImageError as e:
+            raise WorldFormatError(f"world {name!r}: {path / rec['file']}: {e}") from None
+
     def _load_chunk(self, path: Path, name: str, rec: dict, verify: bool) -> Chunk:
         return decode_chunk(self._read_file(path, name, rec, verify), rec, f"world {name!r}: {path / rec['file']}")
 
@@ -343,26 +367,35 @@ class WorldLibrary:
             m = read_manifest(path, name)
         except WorldFormatError as e:
             return WorldInfo(name, path, 0, 0, 0, 0, 0.0, 0.0, 0, error=str(e))
-        size = (path / MANIFEST_NAME).stat().st_size + sum(int(r["bytes"]) for k in ("chunks", "frames") for r in m[k])
-        if m.get("start_image"):
-            size += int(m["start_image"].get("bytes", 0))
-        cfg = m["config"]
-        # Chunk files hold what was generated; refinement may have retired some of it since.
-        retired = [retired_mask(packed) for packed in (m.get("state") or {}).get("retired", {}).values()]
-        return WorldInfo(
-            name=name,
-            path=path,
-            size_bytes=size,
-            chunks=len(m["chunks"]) - sum(bool(r.all()) for r in retired),
-            gaussians=sum(int(r.get("gaussians", 0)) for r in m["chunks"]) - sum(int(r.sum()) for r in retired),
-            frames=len(m["frames"]),
-            created_at=float(m.get("created_at", 0.0)),
-            last_played=float(m.get("last_played", 0.0)),
-            format_version=int(m["format_version"]),
-            generator=str(cfg.get("generator", "")),
-            seed=int(cfg.get("seed", 0)),
-            caption=str(cfg.get("caption", "")),
-        )
+        try:
+            size = (path / MANIFEST_NAME).stat().st_size + sum(int(r["bytes"]) for k in ("chunks", "frames") for r in m[k])
+            if m.get("start_image"):
+                size += int(m["start_image"].get("bytes", 0))
+            cfg = m["config"]
+            # Chunk files hold what was generated; refinement may have retired some of it since.
+            retired = [retired_mask(packed) for packed in (m.get("state") or {}).get("retired", {}).values()]
+            return WorldInfo(
+                name=name,
+                path=path,
+                size_bytes=size,
+                chunks=len(m["chunks"]) - sum(bool(r.all()) for r in retired),
+                gaussians=sum(int(r.get("gaussians", 0)) for r in m["chunks"]) - sum(int(r.sum()) for r in retired),
+                frames=len(m["frames"]),
+                created_at=_timestamp(m.get("created_at", 0.0)),
+                last_played=_timestamp(m.get("last_played", 0.0)),
+                format_version=int(m["format_version"]),
+                generator=str(cfg.get("generator", "")),
+                seed=int(cfg.get("seed", 0)),
+                caption=str(cfg.get("caption", "")),
+            )
+        except (ValueError, TypeError, OverflowError, IndexError, KeyError, AttributeError) as e:  # a hand-edited or hostile manifest
+            return WorldInfo(name, path, 0, 0, 0, 0, 0.0, 0.0, 0, error=f"world {name!r}: manifest field of the wrong type ({e})")
+
+
+def _timestamp(value) -> float:
+    """Seconds since the epoch from a manifest; 0 (unknown) unless a plausible time (years 1970-9999)."""
+    seconds = float(value)
+    return seconds if 0.0 <= seconds < 253402300800.0 else 0.0
 
 
 __all__ = ["FORMAT_VERSION", "StoredWorld", "WorldInfo", "WorldLibrary"]

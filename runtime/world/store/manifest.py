@@ -101,6 +101,8 @@ def read_manifest(world_dir: Path, name: str) -> dict:
         manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WorldFormatError(f"world {name!r}: {path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise WorldFormatError(f"world {name!r}: {path} is JSON nested too deeply to be a manifest") from None
     if not isinstance(manifest, dict):
         raise WorldFormatError(f"world {name!r}: {path} is not a JSON object")
     version = manifest.get("format_version")
@@ -119,6 +121,8 @@ def read_manifest(world_dir: Path, name: str) -> dict:
                 raise WorldFormatError(f"world {name!r}: {path}: {key}[{i}] needs id, file, bytes and sha256")
             _check_relative(rec["file"], world_dir, name)
     if manifest.get("start_image") is not None:
+        if not isinstance(manifest["start_image"], dict):
+            raise WorldFormatError(f"world {name!r}: {path}: field 'start_image' must be a JSON object")
         _check_relative(manifest["start_image"].get("file", ""), world_dir, name)
     return manifest
 

@@ -2,6 +2,7 @@
 // and mouse look: with pointer lock after a click, or by dragging with the button held
 // when the pointer is free.
 import { typingInField } from "../dom";
+import type { SettingsStore } from "../settings";
 import { LookAccumulator, type InputSource, type LookDelta, type MoveAxes } from "./source";
 
 const MOUSE_RADIANS_PER_PIXEL = 0.0024;
@@ -24,6 +25,7 @@ export class KeyboardMouse implements InputSource {
     private readonly surface: HTMLElement,
     private readonly onToggleFly: () => void,
     private readonly onPointerLockChange: (locked: boolean) => void,
+    private readonly settings: SettingsStore,
   ) {
     window.addEventListener("keydown", (e) => this.keyDown(e));
     window.addEventListener("keyup", (e) => this.held.delete(e.code));
@@ -101,6 +103,8 @@ export class KeyboardMouse implements InputSource {
   }
 
   private look(dx: number, dy: number): void {
-    this.lookSum.add(dx * MOUSE_RADIANS_PER_PIXEL, -dy * MOUSE_RADIANS_PER_PIXEL); // mouse up (negative dy) looks up
+    const { sensitivity, invertY } = this.settings.values;
+    const k = MOUSE_RADIANS_PER_PIXEL * sensitivity;
+    this.lookSum.add(dx * k, (invertY ? dy : -dy) * k); // mouse up (negative dy) looks up, unless inverted
   }
 }

@@ -27,6 +27,13 @@ export class InputSender {
   /** The axes most recently sent (for the HUD and tests). */
   lastSent: Input | null = null;
   sentCount = 0;
+  /** Look change sent so far, radians (tests: sensitivity and invert). */
+  readonly lookSent = { yaw: 0, pitch: 0 };
+
+  /** A seq from the sequence input shares with head_pose (the server keeps the newest). */
+  takeSeq(): number {
+    return this.seq++;
+  }
 
   constructor(
     private readonly sources: InputSource[],
@@ -115,6 +122,8 @@ export class InputSender {
     this.sink.sent(this.seq, sentAt);
     this.seq += 1;
     this.sentCount += 1;
+    this.lookSent.yaw += yaw;
+    this.lookSent.pitch += pitch;
     this.pendingYaw -= yaw;
     this.pendingPitch -= pitch;
     this.lastSentAt = now;

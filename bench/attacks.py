@@ -1,0 +1,329 @@
+"""Attack benchmark: what a well-behaved player's stream looks like while someone attacks the server.
+
+Starts a server (or uses ``--url``), connects one well-behaved player that walks and turns
+at 30 Hz input and decodes its video, then runs each attack in turn for ``--duration``
+seconds, from a separate process (so the attacker's own work does not slow the player's
+client), and prints per phase:
+
+* the player's received (decoded) fps and its largest gap between decoded frames, in ms
+  and in frame intervals (the target: no gap over 2 intervals),
+* its slowest ping (WebSocket round trip, ms) and whether it was disconnected,
+* whether a new player could join at the end of the phase, and how long that took,
+* the server's CPU (its main process, % of one core; media workers apart) and the
+  attacker's: on a machine with few cores the attacker's own CPU takes from the server's,
+* what the attacker did (messages or connections, and the replies it got).
+
+Attacks (``--attacks``, comma-separated, in this order by default):
+
+* ``none``: the baseline.
+* ``bad_messages``: 8 connections sending, as fast as the server reads them, a rotation of
+  expensive messages (8 MiB of empty msgpack arrays, a ping nesting 80,000 values) and
+  malformed ones (garbage, unknown types, out-of-range fields, text frames).
+* ``world_creation``: connections opened 8 at a time, each creating a world with
+  ``hello``/``new_world`` and closing after the reply.
+* ``teleport``: one player in the well-behaved player's world sending ``head_pose`` to a
+  new random place far away as often as the input rate allows (generation requests).
+* ``idle_connections``: 200 WebSocket connections that never say ``hello`` (each reopened
+  when the server closes it).
+
+The server runs with its default quotas and ``--trust-proxy 127.0.0.1``; the attacker's
+connections say ``X-Forwarded-For: 198.51.100.7`` (a documentation address), so the server
+counts them as another client than the player, as it would two hosts on the internet.
+(With ``--url`` the server's own settings apply: without ``--trust-proxy`` the attacker and
+the player are one client address and share its quotas.)
+
+Example (CPU, 2 cores; a few seconds per phase)::
+
+    .venv/bin/python -m bench.attacks --duration 5
+    .venv/bin/python -m bench.attacks --attacks none,bad_messages --duration 3 --json out/attacks.json
+
+Numbers from a machine whose cores other work shares are noisy; compare phases of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import random
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import msgpack
+
+from bench.common import describe_machine, format_table, write_json
+from bench.stream import ServerCpu, drive, max_gap, run_loop, start_server
+from protocol import messages as m
+from runtime.client import ServerError, WorldClient, ws_url
+
+ATTACKS = ("none", "bad_messages", "world_creation", "teleport", "idle_connections")
+ATTACKER = {"X-Forwarded-For": "198.51.100.7"}
+"""Handshake headers of every attacker connection: another client address, through the trusted proxy."""
+SETTLE_S = 1.0
+
+
+def _raw(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def bad_messages() -> list:
+    """The rotation the ``bad_messages`` attacker sends: dear ones first, then cheap garbage."""
+    return [
+        b"\xdc\x00\x7f" + (b"\xdc\xff\xff" + b"\x90" * 65535) * 127,  # 8.3 M empty arrays in 8 MiB
+        _raw({"type": "ping", "id": 1, "pad": [[[0] * 1000] * 100] * 80}),
+        b"\xc1garbage",
+        "a text frame",
+        _raw({"type": "fly_to_moon"}),
+        _raw({"type": "input", "seq": "seven"}),
+        _raw({"type": "input", "seq": 1, "forward": float("nan")}),
+        _raw({"type": "head_pose", "seq": 1, "position": [1e9, 0, 0], "orientation": [1, 0, 0, 0]}),
+        _raw({"type": "hello", "protocol_version": m.PROTOCOL_VERSION, "world": "../../etc"}),
+        _raw({"type": "caption", "text": "x" * 80_000}),
+    ]
+
+
+# ---------------------------------------------------------------------------- attackers
+async def _bad_messages(url: str, until: float, stats: dict) -> None:
+    from websockets.asyncio.client import connect
+
+    messages = bad_messages()
+
+    async def one(k: int) -> None:
+        while time.monotonic() < until:
+            try:
+                async with connect(url, max_size=None, compression=None, additional_headers=ATTACKER) as ws:
+                    reader = asyncio.create_task(_count_replies(ws, stats))
+                    i = k
+                    while time.monotonic() < until:
+                        await asyncio.wait_for(ws.send(messages[i % len(messages)]), max(0.05, until - time.monotonic()))
+                        stats["sent"] += 1
+                        i += 1
+                    reader.cancel()
+            except (asyncio.TimeoutError, OSError, Exception) as exc:  # closed by the server: count and reconnect
+                if time.monotonic() < until:
+                    stats["closed"] += 1
+                    stats.setdefault("close_reasons", {}).setdefault(type(exc).__name__, 0)
+                    stats["close_reasons"][type(exc).__name__] += 1
+                    await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(one(k) for k in range(8)))
+
+
+async def _count_replies(ws, stats: dict) -> None:
+    try:
+        async for data in ws:
+            reply = msgpack.unpackb(data)
+            key = reply.get("code") or reply.get("type")
+            stats["replies"][key] = stats["replies"].get(key, 0) + 1
+    except Exception:  # closed: the sender notices and reconnects
+        pass
+
+
+async def _world_creation(url: str, until: float, stats: dict) -> None:
+    from websockets.asyncio.client import connect
+
+    async def one() -> None:
+        while time.monotonic() < until:
+            try:
+                async with connect(url, compression=None, open_timeout=10, additional_headers=ATTACKER) as ws:
+                    name = f"flood-{uuid.uuid4().hex[:10]}"
+                    await ws.send(_raw({"type": "hello", "protocol_version": m.PROTOCOL_VERSION, "new_world": {"name": name}}))
+                    reply = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 30))
+                    key = reply.get("code") or reply.get("type")
+                    stats["replies"][key] = stats["replies"].get(key, 0) + 1
+                    stats["sent"] += 1
+            except Exception as exc:
+                stats["closed"] += 1
+                stats.setdefault("close_reasons", {}).setdefault(type(exc).__name__, 0)
+                stats["close_reasons"][type(exc).__name__] += 1
+                await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(one() for _ in range(8)))
+
+
+async def _teleport(url: str, world: str, until: float, stats: dict) -> None:
+    rng = random.Random(5)
+    async with WorldClient(url, world=world, name="teleporter", video=False, headers=ATTACKER) as c:
+        while time.monotonic() < until:
+            x, z = rng.uniform(-5000, 5000), rng.uniform(-5000, 5000)
+            await c.send_head_pose((x, -1.6, z), (1.0, 0.0, 0.0, 0.0))
+            stats["sent"] += 1
+            await asyncio.sleep(1 / m.INPUT_RATE_HZ)
+        for e in list(c.events):
+            if e.TYPE in ("error", "generation_requested"):
+                key = getattr(e, "code", None) or e.TYPE
+                stats["replies"][key] = stats["replies"].get(key, 0) + 1
+
+
+async def _idle_connections(url: str, until: float, stats: dict, count: int = 200) -> None:
+    from websockets.asyncio.client import connect
+
+    async def one() -> None:
+        while time.monotonic() < until:
+            try:
+                async with connect(url, compression=None, open_timeout=10, additional_headers=ATTACKER) as ws:
+                    stats["sent"] += 1
+                    await asyncio.wait_for(ws.wait_closed(), max(0.05, until - time.monotonic()))
+                    stats["closed"] += 1
+            except asyncio.TimeoutError:
+                return
+            except Exception as exc:
+                stats.setdefault("close_reasons", {}).setdefault(type(exc).__name__, 0)
+                stats["close_reasons"][type(exc).__name__] += 1
+                await asyncio.sleep(0.1)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
+def _attack_process(kind: str, url: str, world: str, start_at: float, duration: float, out) -> None:
+    """Child process: wait for ``start_at`` (wall clock), attack for ``duration`` s, report stats."""
+    stats = {"sent": 0, "closed": 0, "replies": {}}
+
+    async def main() -> None:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        until = time.monotonic() + duration
+        wsu = ws_url(url)
+        if kind == "bad_messages":
+            await _bad_messages(wsu, until, stats)
+        elif kind == "world_creation":
+            await _world_creation(wsu, until, stats)
+        elif kind == "teleport":
+            await _teleport(url, world, until, stats)
+        elif kind == "idle_connections":
+            await _idle_connections(wsu, until, stats)
+
+    cpu0 = time.process_time()
+    try:
+        run_loop(asyncio.wait_for(main(), duration + 30))
+    except Exception as exc:
+        stats["error"] = f"{type(exc).__name__}: {exc}"[:200]
+    stats["cpu_pct"] = round(100 * (time.process_time() - cpu0) / duration, 1)
+    out.put(stats)
+
+
+# ---------------------------------------------------------------------------- the player
+async def _ping_loop(c: WorldClient, until: float, worst: list[float]) -> None:
+    while time.monotonic() < until:
+        try:
+            worst[0] = max(worst[0], await c.ping(timeout=30))
+        except Exception:
+            worst[0] = float("inf")
+            return
+        await asyncio.sleep(0.2)
+
+
+async def _join_time(url: str, world: str) -> str:
+    """Can a new player join now? ``ok N ms`` or the error code."""
+    t0 = time.monotonic()
+    try:
+        async with WorldClient(url, world=world, name="latecomer", video=False) as c:
+            assert c.welcome is not None
+            return f"ok {1e3 * (time.monotonic() - t0):.0f} ms"
+    except ServerError as exc:
+        return exc.error.code
+    except Exception as exc:
+        return type(exc).__name__
+
+
+async def run_phases(url: str, attacks: list[str], duration: float, fps: int, server_cpu: ServerCpu | None = None) -> list[dict]:
+    world = f"victim-{uuid.uuid4().hex[:6]}"
+    rows = []
+    ctx = mp.get_context("spawn")
+    async with WorldClient(url, new_world=m.NewWorld(name=world, seed=11), name="player") as player:
+        await player.next_frame(timeout=60)
+        await asyncio.sleep(SETTLE_S)
+        for kind in attacks:
+            out = ctx.Queue()
+            proc = None
+            start_at = time.time() + 1.0  # the child needs a moment to start
+            if kind != "none":
+                proc = ctx.Process(target=_attack_process, args=(kind, url, world, start_at, duration, out), daemon=True)
+                proc.start()
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            closed_before = player.closed.is_set()
+            cpu0 = server_cpu.sample() if server_cpu else None
+            t0 = time.monotonic()
+            worst = [0.0]
+            await asyncio.gather(drive(player, duration, 0.0), _ping_loop(player, t0 + duration, worst))
+            t1 = time.monotonic()
+            main_cpu, children_cpu = server_cpu.usage(cpu0, server_cpu.sample()) if server_cpu else (float("nan"),) * 2
+            joined = await _join_time(url, world)
+            stats = await asyncio.to_thread(out.get, True, 60) if proc else {}
+            if proc:
+                proc.join(10)
+            times = [t for t in player.frame_times if t0 <= t <= t1]
+            gap = max_gap(times)
+            rows.append({
+                "attack": kind,
+                "recv_fps": round((len(times) - 1) / (times[-1] - times[0]), 2) if len(times) > 1 else 0.0,
+                "max_gap_ms": round(gap * 1e3, 1),
+                "gap_intervals": round(gap * fps, 2),
+                "worst_ping_ms": round(worst[0], 1),
+                "disconnected": player.closed.is_set() and not closed_before,
+                "new_player": joined,
+                "server_cpu_pct": round(main_cpu, 1),
+                "server_children_cpu_pct": round(children_cpu, 1),
+                "attacker_cpu_pct": stats.get("cpu_pct"),
+                "attacker_sent": stats.get("sent"),
+                "attacker_closed": stats.get("closed"),
+                "replies": stats.get("replies"),
+                "attacker_error": stats.get("error"),
+            })
+            print(_row_text(rows[-1]), flush=True)
+            if player.closed.is_set():
+                break
+            await asyncio.sleep(SETTLE_S)
+    return rows
+
+
+def _row_text(row: dict) -> str:
+    replies = ", ".join(f"{k} {v}" for k, v in sorted((row.get("replies") or {}).items()))
+    return (f"  {row['attack']}: {row['recv_fps']} fps, largest gap {row['max_gap_ms']} ms ({row['gap_intervals']} frames), "
+            f"worst ping {row['worst_ping_ms']} ms, disconnected {row['disconnected']}, new player {row['new_player']}, "
+            f"server CPU {row['server_cpu_pct']}% (+{row['server_children_cpu_pct']}% media workers), attacker CPU {row['attacker_cpu_pct']}%, "
+            f"attacker sent {row['attacker_sent']} closed {row['attacker_closed']} [{replies}]")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", help="attack a running server instead of starting one")
+    p.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma-separated, of {', '.join(ATTACKS)}")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per phase (default 5)")
+    p.add_argument("--resolution", default="320x180")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--renderer", default="cpu")
+    p.add_argument("--generator", default="procedural")
+    p.add_argument("--json", help="also write the rows here")
+    args = p.parse_args(argv)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    unknown = set(attacks) - set(ATTACKS)
+    if unknown:
+        raise SystemExit(f"unknown attacks {sorted(unknown)}; choose from {', '.join(ATTACKS)}")
+    print(describe_machine())
+    proc = None
+    with tempfile.TemporaryDirectory(prefix="attacks-") as tmp:
+        url = args.url
+        if url is None:
+            server_args = argparse.Namespace(renderer=args.renderer, generator=args.generator, codec="h264", resolution=args.resolution,
+                                             fps=args.fps, bitrate=None, crf=None, server_cores=None)
+            proc, url = start_server(server_args, Path(tmp), extra_args=("--trust-proxy", "127.0.0.1"))
+        print(f"server {url}: {args.renderer} renderer, {args.resolution}@{args.fps}; {args.duration:g} s per attack")
+        try:
+            rows = run_loop(run_phases(url, attacks, args.duration, args.fps, ServerCpu(proc.pid) if proc else None))
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(20)
+    print()
+    print(format_table(rows, [("attack", "attack"), ("recv_fps", "fps"), ("max_gap_ms", "max gap ms"),
+                              ("gap_intervals", "gap / frame"), ("worst_ping_ms", "worst ping ms"),
+                              ("disconnected", "disconnected"), ("new_player", "new player"),
+                              ("server_cpu_pct", "server CPU %"), ("attacker_cpu_pct", "attacker CPU %"),
+                              ("attacker_sent", "attacker sent")]))
+    write_json(args.json, {"args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""How much disk a world's start image takes: the PNG a client sends against the world folder.
+
+    .venv/bin/python -m bench.start_image                  # 1024, 2048 and 4096 pixels square
+    .venv/bin/python -m bench.start_image --sizes 4096 --json out.json
+
+Each image is a smooth gradient (PNG compresses it to a few KB per megapixel, as a
+photo's sky or a drawing would). A world is created from it through ``WorldLibrary``
+(the server's path), and the table shows the PNG's size, the world folder's size, and
+what the same pixels took as the raw ``start.npz`` worlds kept before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import describe_machine, format_table, write_json
+from runtime.world.formats.media import encode_png
+from runtime.world.render.cpu import CpuRenderer
+from runtime.world.store import WorldLibrary
+from runtime.world.store.chunk_io import encode_image
+from runtime.world.world import WorldConfig
+
+
+def gradient(side: int) -> np.ndarray:
+    """``[side, side, 3]`` uint8: red along x, green along y."""
+    y, x = np.mgrid[0:side, 0:side]
+    return np.stack([x * 256 // side, y * 256 // side, np.full_like(x, 90)], -1).astype(np.uint8)
+
+
+def measure(side: int, renderer) -> dict:
+    pixels = gradient(side)
+    png = encode_png(pixels)
+    with tempfile.TemporaryDirectory(prefix="start-image-") as tmp:
+        WorldLibrary(tmp).create(WorldConfig(name="w"), start_image_bytes=png, renderer=renderer).close()
+        folder = sum(p.stat().st_size for p in (Path(tmp) / "w").rglob("*") if p.is_file())
+    return {
+        "pixels": f"{side}x{side}",
+        "png_kb": round(len(png) / 1e3, 1),
+        "world_folder_kb": round(folder / 1e3, 1),
+        "raw_npz_mb": round(len(encode_image(pixels)) / 1e6, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1024,2048,4096", help="square image sides in pixels, comma-separated")
+    p.add_argument("--json", help="also write the rows here")
+    args = p.parse_args(argv)
+    print(describe_machine())
+    renderer = CpuRenderer()
+    rows = [measure(int(s), renderer) for s in args.sizes.split(",")]
+    print(format_table(rows, [("pixels", "start image"), ("png_kb", "PNG sent KB"), ("world_folder_kb", "world folder KB"),
+                              ("raw_npz_mb", "as start.npz before MB")]))
+    write_json(args.json, {"args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The frame clock: every frame, every player's input moves them and every due view is
+rendered and offered to the player's video.
+
+Once per ``1 / fps`` seconds :meth:`FrameLoop.tick` takes every player's pending input,
+then, in the render executor, moves every player and renders all due views as I420
+pictures in one ``submit_video`` batch per image size (``runtime.world.render.video``;
+stereo eyes are two cameras, stitched side by side), and offers each picture to its
+player's :class:`~runtime.stream.video_sink.VideoSink`. A player standing still is offered
+its last picture again. Encoded frames come back through :meth:`FrameLoop.on_encoded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+
+import numpy as np
+
+from protocol import messages as m
+from runtime.metrics import ServerMetrics
+from runtime.player import Player
+from runtime.stream.video_sink import PictureSlot, VideoSink
+from runtime.stream.video_track import EncodedFrame
+from runtime.world.camera import Cameras
+from runtime.world.render.avatars import Avatar, avatar_color, draw_avatars
+from runtime.world.render.i420 import i420_size
+from runtime.world.render.video import PendingVideoFrames
+
+log = logging.getLogger("worldstream.session")
+
+RENDER_FAILURE_LOG_S = 10.0  # a view that keeps failing logs its traceback this often
+
+
+class FrameLoop:
+    """Moves a session's players and streams their views, one frame at a time.
+
+    Args:
+        name: the world's name (for logs).
+        world: the session's :class:`runtime.world.world.World`.
+        players: the session's players by id (the live dict: who is due is read each tick).
+        fps: frames per second.
+        render_executor: where moving and rendering run (never on the event loop).
+        metrics: the server's metrics.
+        avatars: draw the other players into each player's picture (``--no-avatars``: False).
+    """
+
+    def __init__(
+        self, name: str, world, players: dict[str, Player], fps: float, render_executor: Executor, metrics: ServerMetrics, avatars: bool = True
+    ) -> None:
+        self.name = name
+        self.world = world
+        self.players = players
+        self.fps = fps
+        self.render_executor = render_executor
+        self.metrics = metrics
+        self.avatars = avatars
+        self._loop = asyncio.get_running_loop()
+
+    async def run(self) -> None:
+        """Tick at ``fps`` until cancelled; a failing tick is logged and the clock carries on."""
+        period = 1.0 / self.fps
+        next_t = time.monotonic()
+        while True:
+            next_t += period
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("world %r: frame failed", self.name)
+                await asyncio.sleep(0.5)
+            delay = next_t - time.monotonic()
+            if delay < -period:  # fell behind: start a fresh schedule instead of bursting
+                next_t = time.monotonic()
+                delay = 0.0
+            await asyncio.sleep(max(delay, 0.0))
+
+    async def tick(self) -> None:
+        """One frame: take input, move and render in the render executor, offer the pictures."""
+        players = list(self.players.values())
+        if not players:
+            return
+        taken_at = time.monotonic()
+        takes = [(p, *p.take_input()) for p in players]
+        # Each player's video as of now: a new offer may replace it while this tick renders.
+        videos = {p.id: p.video for p in players if p.video is not None and p.video.ready}
+        due = [p for p in players if p.id in videos]
+        world = self.world
+
+        def move_and_render():
+            job_started = time.monotonic()
+            for player, snap, dt in takes:
+                try:
+                    if snap.head_pose is not None:
+                        player.pose = snap.head_pose
+                        player.velocity = np.zeros(3, np.float32)
+                    elif snap.move is not None:  # also when idle: walking settles onto the ground
+                        old = player.pose.position.copy()
+                        player.pose = world.move(player.pose, snap.move, dt)
+                        player.velocity = ((player.pose.position - old) / max(dt, 1e-3)).astype(np.float32)
+                except Exception:
+                    log.exception("world %r: moving player %s failed", self.name, player.id)
+            # Read before rendering: if a chunk lands meanwhile, the next tick draws again.
+            version = world.scene.version
+            avatars = self._avatars(players)
+            # Anyone moving changes what the others see: the key holds every avatar.
+            avatar_key = tuple((pid, a.position, a.yaw) for pid, a in avatars.items())
+            groups: dict[tuple[int, int], list[Player]] = {}
+            staged = {}  # player id -> what its video's offer() takes
+            keys = {}
+            for player in due:
+                keys[player.id] = (player.view_key(version), avatar_key)
+                last_video, last_staged = player.last_picture
+                if keys[player.id] == player.last_view_key and last_video is videos[player.id] and last_staged is not None:
+                    staged[player.id] = last_staged  # standing still: the same picture again
+                else:
+                    groups.setdefault(player.eye_size, []).append(player)
+            start = time.perf_counter()
+            for player in self._render_views(world, list(groups.values()), videos, staged, avatars):
+                player.last_picture = (videos[player.id], staged[player.id])
+                player.last_view_key = keys[player.id]
+            return staged, (time.perf_counter() - start) if groups else None, job_started, time.monotonic()
+
+        staged, render_s, job_started, job_done = await self._loop.run_in_executor(self.render_executor, move_and_render)
+        resumed = time.monotonic()
+        if render_s is not None:
+            self.metrics.render_seconds.observe(render_s)
+            for player in due:
+                player.render_ms.append(render_s * 1e3)
+        snaps = {p.id: snap for p, snap, _ in takes}
+        for player in due:
+            if player.id not in staged:  # its view failed to render (counted): it gets the next one
+                continue
+            picture = staged[player.id]
+            if picture is None:  # the media worker is a whole ring behind: it gets the next one
+                self.metrics.frames_dropped.labels("worker_behind").inc()
+                continue
+            snap = snaps[player.id]
+            videos[player.id].offer(picture, taken_at, snap.seq, snap.received_at, render_s or 0.0)
+        tick = self.metrics.tick_seconds
+        tick.labels("queued").observe(job_started - taken_at)
+        tick.labels("move_render").observe(job_done - job_started)
+        tick.labels("resume").observe(resumed - job_done)
+        tick.labels("offer").observe(time.monotonic() - resumed)
+
+    def _avatars(self, players: list[Player]) -> dict[str, Avatar]:
+        """Every player as the others see them, by player id (none with ``--no-avatars``)."""
+        if not self.avatars:
+            return {}
+        return {
+            p.id: Avatar(tuple(float(x) for x in p.pose.position), float(p.pose.yaw), p.name, avatar_color(p.id))
+            for p in players
+        }
+
+    def _render_views(self, world, groups: list[list[Player]], videos: dict, staged: dict, avatars: dict[str, Avatar]) -> list[Player]:
+        """Render every group's views (one batch per image size) into ``staged``; returns the
+        players that got a picture (a player missing from ``staged`` got none). Runs in the
+        render thread.
+
+        A batch that fails is rendered again one view at a time, so a view the renderer
+        cannot draw costs that player this tick's picture, never the other players' (nor the
+        session's: the frame clock carries on).
+        """
+        done: list[Player] = []
+        retry: list[Player] = []
+
+        def failed(members: list[Player]) -> None:
+            if len(members) > 1:
+                retry.extend(members)
+            else:
+                self._render_failed(members[0])
+
+        # Queue every image size's batch first (GPU renderers return at once), then
+        # collect: one batch's copy to the host overlaps the next one's rendering.
+        batches = []
+        for members in groups:
+            try:
+                batches.append((members, *self._submit(world, members, videos)))
+            except Exception:
+                failed(members)
+        for members, cams, slots, pending in batches:
+            try:
+                done += self._collect(members, cams, slots, pending, staged, avatars)
+            except Exception:
+                failed(members)
+        for player in retry:  # alone, so one bad view fails only itself
+            try:
+                done += self._collect([player], *self._submit(world, [player], videos), staged, avatars)
+            except Exception:
+                self._render_failed(player)
+        return done
+
+    @staticmethod
+    def _submit(world, members: list[Player], videos: dict[str, VideoSink]):
+        """Queue one batch: ``(cameras per member, picture slots by player id, pending frames)``.
+
+        A slot with a buffer (a media worker's page-locked ring) gets a one-camera view's
+        picture written there by the renderer; the others are copied in from the
+        renderer's buffer when the slot is filled (stereo: eyes stitched first).
+        """
+        cams = [p.cameras() for p in members]
+        into: list[np.ndarray | None] = []
+        slots: dict[str, PictureSlot] = {}
+        try:
+            for p, c in zip(members, cams):
+                slot = slots[p.id] = videos[p.id].slot(i420_size(c.width * len(c), c.height))
+                into.extend([slot.buffer] if len(c) == 1 else [None] * len(c))
+            return cams, slots, world.submit_video(Cameras.concat(cams), into)
+        except Exception:
+            for slot in slots.values():
+                slot.give_up()
+            raise
+
+    @staticmethod
+    def _collect(
+        members, cams, slots: dict[str, PictureSlot], pending: PendingVideoFrames, staged: dict, avatars: dict[str, Avatar]
+    ) -> list[Player]:
+        """Wait for one batch, draw the other players into each member's picture and fill its
+        slot; on failure give the slots up."""
+        try:
+            frames = pending.wait()
+        except Exception:
+            for slot in slots.values():
+                slot.give_up()
+            raise
+        i = 0
+        for p, c in zip(members, cams):
+            others = [a for pid, a in avatars.items() if pid != p.id]
+            for eye in range(len(c)) if others else ():
+                draw_avatars(frames.picture(i + eye), c.width, c.height, c.w2c[eye], c.K[eye], others)
+            staged[p.id] = slots[p.id].fill(frames.side_by_side(i, len(c)))
+            i += len(c)
+        return members
+
+    def _render_failed(self, player: Player) -> None:
+        """Count a view that could not be rendered this tick; log it (at most once per player per 10 s)."""
+        self.metrics.frames_dropped.labels("render_failed").inc()
+        now = time.monotonic()
+        if now - player.render_failed_logged_at >= RENDER_FAILURE_LOG_S:
+            player.render_failed_logged_at = now
+            log.exception("world %r: rendering player %s's view failed; it misses this frame", self.name, player.id)
+
+    def on_encoded(self, player: Player, frame: EncodedFrame) -> None:
+        """A frame of ``player``'s video went to aiortc: report it and measure."""
+        now = time.monotonic()
+        player.sent_at.append(now)
+        player.encode_ms.append(frame.encode_s * 1e3)
+        self.metrics.frames_sent.inc()
+        if frame.replaced:
+            self.metrics.frames_dropped.labels("replaced").inc(frame.replaced)
+        self.metrics.encode_seconds.observe(frame.encode_s)
+        mtp_ms = -1.0
+        if frame.mtp_s is not None:
+            mtp_ms = frame.mtp_s * 1e3
+            player.mtp_ms.append(mtp_ms)
+            self.metrics.motion_to_photon_seconds.observe(frame.mtp_s)
+        player.send(m.FrameInfo(rtp_timestamp=frame.rtp_timestamp, input_seq=frame.input_seq, server_ms=time.time() * 1e3, mtp_ms=mtp_ms))

@@ -1,0 +1,262 @@
+"""Quotas against the real server: every limit refuses with a typed error naming it, counts
+in /metrics, and leaves the connection, the other players and the world working."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import random
+import time
+import urllib.request
+import uuid
+
+import msgpack
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from protocol import messages as m
+from runtime.client import ServerError, WorldClient
+from runtime.world.formats.media import encode_png
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read()
+
+
+def health(url: str) -> dict:
+    return json.loads(get(url + "/healthz"))
+
+
+def refusals(url: str, limit: str) -> float:
+    """``worldstream_limit_refusals_total{limit=...}`` from /metrics (0 when never counted)."""
+    for line in get(url + "/metrics").decode().splitlines():
+        if line.startswith(f'worldstream_limit_refusals_total{{limit="{limit}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def hello(**fields) -> bytes:
+    return msgpack.packb({"type": "hello", "protocol_version": m.PROTOCOL_VERSION, **fields}, use_bin_type=True)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+def limit_error(exc_info) -> m.ErrorMessage:
+    err = exc_info.value.error
+    assert err.code == "limit_reached", err
+    return err
+
+
+def test_connections_per_client_address(start_server):
+    server = start_server(extra_args=("--max-connections-per-client", "2"))
+
+    async def scenario():
+        first = await connect(server.ws_url)
+        second = await connect(server.ws_url)
+        third = await connect(server.ws_url)
+        err = msgpack.unpackb(await asyncio.wait_for(third.recv(), 10))
+        assert (err["type"], err["code"], err["limit"]) == ("error", "limit_reached", "max_connections_per_client"), err
+        with pytest.raises(Exception):
+            await asyncio.wait_for(third.recv(), 10)
+        assert third.close_code == 1013 and third.close_reason == "max_connections_per_client"
+        # trying again at once is a flood: refused at the door, before any WebSocket exists
+        with pytest.raises(InvalidStatus) as door:
+            await connect(server.ws_url)
+        assert door.value.response.status_code == 429 and b"max_connections_per_client" in door.value.response.body
+        # the two below the limit still work, and a slot freed is a slot to use
+        await first.send(msgpack.packb({"type": "ping", "id": 1}))
+        assert msgpack.unpackb(await asyncio.wait_for(first.recv(), 10))["type"] == "pong"
+        await second.close()
+        await asyncio.sleep(0.3)
+        async with WorldClient(server.url, new_world=m.NewWorld(name=unique("conn")), video=False) as c:
+            assert await c.ping() > 0
+        await first.close()
+
+    run(scenario())
+    assert refusals(server.url, "max_connections_per_client") == 2
+
+
+def test_world_creation_per_client_address(start_server):
+    server = start_server(extra_args=("--max-new-worlds-per-client", "2"))
+
+    async def scenario():
+        names = [unique("made"), unique("made")]
+        for name in names:
+            async with WorldClient(server.url, new_world=m.NewWorld(name=name), video=False) as c:
+                assert c.welcome.world == name
+        with pytest.raises(ServerError) as refused:
+            await WorldClient(server.url, new_world=m.NewWorld(name=unique("third")), video=False).connect()
+        err = limit_error(refused)
+        assert err.limit == "max_new_worlds_per_client" and err.ref_type == "hello" and "2 worlds per hour" in err.message
+        # joining what exists is not creating
+        async with WorldClient(server.url, world=names[0], video=False) as c:
+            assert c.welcome.world == names[0]
+
+    run(scenario())
+    assert refusals(server.url, "max_new_worlds_per_client") == 1
+    assert len([p for p in server.worlds.iterdir() if p.is_dir()]) == 2
+
+
+def test_open_worlds_are_capped_and_idle_worlds_unload_with_their_threads(start_server):
+    server = start_server(extra_args=("--max-open-worlds", "2", "--world-linger", "0.5"))
+
+    async def scenario():
+        baseline = health(server.url)["threads"]
+        a = WorldClient(server.url, new_world=m.NewWorld(name=unique("open-a")), video=False)
+        b = WorldClient(server.url, new_world=m.NewWorld(name=unique("open-b")), video=False)
+        await a.connect()
+        await b.connect()
+        for c in (a, b):  # each world generates in a thread of its own
+            await c.wait_for("generation_requested", timeout=30, since=0)
+        loaded = health(server.url)["threads"]
+        assert loaded >= baseline + 2
+        with pytest.raises(ServerError) as refused:
+            await WorldClient(server.url, new_world=m.NewWorld(name=unique("open-c")), video=False).connect()
+        assert limit_error(refused).limit == "max_open_worlds"
+        await a.close()
+        await b.close()
+        await until(lambda: health(server.url)["sessions"] == 0, 20, "both worlds to unload")
+        await until(lambda: health(server.url)["threads"] <= loaded - 2, 20, "the worlds' threads to stop")
+        async with WorldClient(server.url, new_world=m.NewWorld(name=unique("open-c")), video=False) as c:
+            assert await c.ping() > 0
+
+    run(scenario())
+    assert refusals(server.url, "max_open_worlds") == 1
+
+
+def test_captions_are_limited_per_client_address_across_connections(start_server):
+    server = start_server(extra_args=("--max-captions-per-client", "3"))
+
+    async def scenario():
+        name = unique("captions")
+        async with WorldClient(server.url, new_world=m.NewWorld(name=name), video=False) as one, \
+                WorldClient(server.url, world=name, video=False) as two:
+            for c, text in ((one, "a"), (two, "b"), (one, "c")):
+                await c.send(m.Caption(text=text))
+            since = two.event_count
+            await two.send(m.Caption(text="refused"))
+            err = await two.wait_for("error", timeout=10, since=since)
+            assert (err.code, err.limit, err.ref_type) == ("limit_reached", "max_captions_per_client", "caption")
+            async with WorldClient(server.url, world=name, video=False) as three:
+                assert three.welcome.caption == "c"  # the refused caption never reached the world
+            assert await one.ping() > 0 and await two.ping() > 0
+
+    run(scenario())
+    assert refusals(server.url, "max_captions_per_client") == 1
+
+
+def test_idle_players_are_disconnected_but_active_ones_stay(start_server):
+    server = start_server(extra_args=("--idle-timeout", "2"))
+
+    async def scenario():
+        name = unique("idle")
+        async with WorldClient(server.url, new_world=m.NewWorld(name=name), name="active", video=False) as active, \
+                WorldClient(server.url, world=name, name="idle", video=False) as idle:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 3.5:
+                await active.send_input(yaw_delta=0.01)
+                with contextlib.suppress(ConnectionClosed):  # it is closed at about 2 s
+                    await idle.send(m.Ping(id=1))  # pings are not playing,
+                    await idle.send_input()  # nor is the web client's keepalive (nothing held)
+                await asyncio.sleep(0.25)
+            err = await idle.wait_for("error", timeout=5, since=0)
+            assert (err.code, err.limit) == ("limit_reached", "idle_timeout")
+            await until(lambda: idle.ws.close_code is not None, 5, "the idle connection to close")
+            assert idle.ws.close_code == 1000
+            assert await active.ping() > 0
+            assert health(server.url)["players"] == 1
+
+    run(scenario())
+    assert refusals(server.url, "idle_timeout") == 1
+
+
+def _outstanding_jobs(events, player_id: str | None = None) -> int:
+    """Most generation jobs open at once (that ``player_id`` asked for), from one client's event stream."""
+    open_jobs: set[int] = set()
+    most = 0
+    for e in events:
+        if e.TYPE == "generation_requested":
+            if player_id is None or player_id in e.requested_by:
+                open_jobs.add(e.job_id)
+        elif e.TYPE in ("generation_done", "generation_failed"):
+            open_jobs.discard(e.job_id)
+        most = max(most, len(open_jobs))
+    return most
+
+
+def test_teleporting_cannot_queue_unbounded_generation(start_server):
+    server = start_server(extra_args=("--max-jobs-per-player", "2", "--max-jobs-per-world", "5"))
+
+    async def scenario():
+        name = unique("teleport")
+        rng = random.Random(5)
+        async with WorldClient(server.url, new_world=m.NewWorld(name=name), name="jumper", video=False) as jumper, \
+                WorldClient(server.url, world=name, name="walker", video=False) as walker:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 6.0:  # a new far place every 50 ms, as in the attack
+                x, z = rng.uniform(-5000, 5000), rng.uniform(-5000, 5000)
+                yaw = rng.uniform(-math.pi, math.pi)
+                await jumper.send_head_pose((x, -1.6, z), (math.cos(yaw / 2), 0.0, math.sin(yaw / 2), 0.0))
+                await walker.send_input(forward=1.0, yaw_delta=0.05)
+                await asyncio.sleep(0.05)
+            err = await jumper.wait_for(lambda e: e.TYPE == "error" and e.code == "limit_reached", timeout=10, since=0)
+            assert err.limit == "max_jobs_per_player"
+            events = list(walker.events)  # every job is announced to everyone
+            assert _outstanding_jobs(events) <= 5
+            assert _outstanding_jobs(events, jumper.welcome.player_id) <= 2
+            assert await walker.ping() > 0
+
+    run(scenario())
+    assert refusals(server.url, "max_jobs_per_player") >= 1
+
+
+def _png(width: int, height: int) -> bytes:
+    """A smooth gradient as PNG: a few KB for millions of pixels."""
+    y, x = np.mgrid[0:height, 0:width]
+    return encode_png(np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 90)], axis=-1).astype(np.uint8))
+
+
+def test_start_image_is_stored_as_sent(start_server):
+    server = start_server(extra_args=("--world-linger", "0.5"))
+    image = _png(2048, 2048)
+    assert len(image) < 200_000  # 12 MB of pixels
+
+    async def scenario():
+        name = unique("image")
+        async with WorldClient(server.url, new_world=m.NewWorld(name=name, start_image=image), video=False) as c:
+            assert c.welcome.world == name
+        folder = server.worlds / name
+        stored = folder / "start.png"
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(image).hexdigest()
+        assert not (folder / "start.npz").exists()
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["start_image"]["file"] == "start.png" and manifest["start_image"]["bytes"] == len(image)
+        # it loads again from the stored bytes
+        await until(lambda: health(server.url)["sessions"] == 0, 20, "the world to unload")
+        async with WorldClient(server.url, world=name, video=False) as c:
+            assert c.welcome.world == name
+
+    run(scenario())
+    assert "Traceback" not in server.log_text()
