@@ -16,6 +16,9 @@ client), and prints per phase:
 Attacks (``--attacks``, comma-separated, in this order by default):
 
 * ``none``: the baseline.
+* ``cpu_only``: a control, no attack: the attacker process only burns CPU (15 ms of every
+  100 ms, about what the ``bad_messages`` attacker uses), to tell what the attacks cost the
+  server from what any extra process costs the player on a machine with few cores.
 * ``bad_messages``: 8 connections sending, as fast as the server reads them, a rotation of
   expensive messages (8 MiB of empty msgpack arrays, a ping nesting 80,000 values) and
   malformed ones (garbage, unknown types, out-of-range fields, text frames).
@@ -58,7 +61,7 @@ from bench.stream import ServerCpu, drive, max_gap, run_loop, start_server
 from protocol import messages as m
 from runtime.client import ServerError, WorldClient, ws_url
 
-ATTACKS = ("none", "bad_messages", "world_creation", "teleport", "idle_connections")
+ATTACKS = ("none", "cpu_only", "bad_messages", "world_creation", "teleport", "idle_connections")
 ATTACKER = {"X-Forwarded-For": "198.51.100.7"}
 """Handshake headers of every attacker connection: another client address, through the trusted proxy."""
 SETTLE_S = 1.0
@@ -157,6 +160,15 @@ async def _teleport(url: str, world: str, until: float, stats: dict) -> None:
                 stats["replies"][key] = stats["replies"].get(key, 0) + 1
 
 
+async def _cpu_only(until: float, stats: dict, busy_s: float = 0.015, period_s: float = 0.1) -> None:
+    while time.monotonic() < until:
+        start = time.monotonic()
+        while time.monotonic() - start < busy_s:
+            pass
+        stats["sent"] += 1
+        await asyncio.sleep(period_s - busy_s)
+
+
 async def _idle_connections(url: str, until: float, stats: dict, count: int = 200) -> None:
     from websockets.asyncio.client import connect
 
@@ -193,6 +205,8 @@ def _attack_process(kind: str, url: str, world: str, start_at: float, duration: 
             await _teleport(url, world, until, stats)
         elif kind == "idle_connections":
             await _idle_connections(wsu, until, stats)
+        elif kind == "cpu_only":
+            await _cpu_only(until, stats)
 
     cpu0 = time.process_time()
     try:

@@ -171,6 +171,7 @@ def rates_block() -> list[str]:
         "|---|---|---|",
         f"| `input` + `head_pose` | {m.INPUT_RATE_HZ} /s | {m.INPUT_BURST} |",
         f"| `caption` | {m.CAPTION_RATE_HZ} /s | {m.CAPTION_BURST} |",
+        f"| `splat_ack` | {m.SPLAT_RATE_HZ} /s | {m.SPLAT_RATE_HZ} |",
         f"| everything else | {m.OTHER_RATE_HZ} /s | {m.OTHER_BURST} |",
     ]
 

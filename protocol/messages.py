@@ -55,6 +55,7 @@ MAX_ERROR_CHARS = 1_000
 MAX_PLAYER_NAME_CHARS = 32
 PLAYER_NAME_PATTERN = r"^[A-Za-z0-9 _.\-]{1,32}$"
 WORLD_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_URL_CHARS = 2048
 RESUME_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
 ACCESS_KEY_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
 """Invites and owner keys: random URL-safe text (32 characters from the server)."""
@@ -75,6 +76,12 @@ MAX_FOV_Y = 3.0
 MAX_IPD = 0.2
 MAX_EXPLORED_CELLS = 65_536
 MAX_PLAYERS_LISTED = 256
+MAX_LOCAL_SPLATS = 16_000_000
+"""Most Gaussians a client may ask to hold locally (``splats.max_splats``)."""
+MAX_SPLAT_PIECE_BYTES = 56 * 1024
+"""Largest ``.spz`` payload of one ``splat_piece`` (the message stays under MAX_MESSAGE_BYTES)."""
+MAX_SPLATS_IN_FLIGHT = 4
+"""``splat_piece`` messages sent and not yet acknowledged, per player: the feed's flow control."""
 
 # ---- rate limits (per connection, token buckets: sustained rate per second, burst) ----
 INPUT_RATE_HZ = 120
@@ -85,6 +92,9 @@ OTHER_RATE_HZ = 20
 OTHER_BURST = 40
 CAPTION_RATE_HZ = 1
 CAPTION_BURST = 3
+SPLAT_RATE_HZ = 100
+"""``splat_piece`` messages the server sends a player per second at most, so ``splat_ack`` (one per
+piece) has a bucket of its own at this rate."""
 
 EXPLORED_STATES = {"unknown": 0, "generated": 1, "visited": 2}
 """Cell states in ``explored`` messages."""
@@ -213,7 +223,7 @@ class NewWorld:
         "MIN_START_IMAGE_SIDE on each side",
     )
     start_fov_y: float | None = spec(
-        None, min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view of start_image; absent: this hello's view.fov_y"
+        None, min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view of start_image; absent: from its EXIF focal length, else this hello's view.fov_y"
     )
     start_depth: bytes | None = spec(
         None, max_len=MAX_START_IMAGE_BYTES, unit="bytes",
@@ -317,7 +327,8 @@ class Input(Message):
 
 @message("head_pose", "client")
 class HeadPose(Message):
-    """Absolute VR head pose; replaces the player's pose (no collision)."""
+    """Absolute VR head pose; replaces the player's pose, with collision: walls stop the head
+    (it slides along them, as in fly mode) and there is no gravity."""
 
     seq: int = spec(min=0, max=MAX_SEQ, doc="as for input (the two share one sequence)")
     t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock")
@@ -368,6 +379,23 @@ class Ping(Message):
     t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock, echoed back")
 
 
+@message("splats", "client")
+class Splats(Message):
+    """Ask for the world's Gaussians to render locally (or stop): the server sends
+    ``splat_piece`` messages, nearest and in-view chunks first, new chunks as they land, never
+    holding more than ``max_splats`` at the client (it sends ``splat_forget`` to make room)."""
+
+    enabled: bool = spec(doc="true: send the splats near me; false: stop (what was sent is forgotten)")
+    max_splats: int = spec(2_000_000, min=0, max=MAX_LOCAL_SPLATS, doc="the client's memory budget, in Gaussians")
+
+
+@message("splat_ack", "client")
+class SplatAck(Message):
+    """A ``splat_piece`` arrived: the server sends at most MAX_SPLATS_IN_FLIGHT unacknowledged."""
+
+    id: int = spec(min=0, max=MAX_SEQ, doc="the piece's id")
+
+
 # =====================================================================================
 # Server -> client
 # =====================================================================================
@@ -395,6 +423,16 @@ class Welcome(Message):
     owner_key: str | None = spec(
         None, pattern=ACCESS_KEY_PATTERN, doc="to the world's creator only: keep it, and send it as hello.owner_key to be recognised again"
     )
+
+
+@message("redirect", "server")
+class Redirect(Message):
+    """The answer to ``hello`` when another server process has the world open (servers run
+    with ``--ray`` share worlds: docs/scale.md). Connect to ``url`` and send the same hello
+    there; this server closes the connection after this message."""
+
+    url: str = spec(max_len=MAX_URL_CHARS, doc="that server's base URL (http(s)://host:port); its WebSocket is url + /ws")
+    world: str = spec(pattern=WORLD_NAME_PATTERN, doc="the world the hello asked for")
 
 
 @message("invite", "server")
@@ -540,6 +578,30 @@ class FrameInfo(Message):
     input_seq: int = spec(-1, min=-1, max=MAX_SEQ, doc="latest input/head_pose seq applied, -1 before any")
     server_ms: float = spec(0.0, unit="ms", doc="server wall clock (Unix epoch) when encoded")
     mtp_ms: float = spec(-1.0, unit="ms", doc="input received -> frame encoded for input_seq, -1 if not new")
+
+
+@message("splat_piece", "server")
+class SplatPiece(Message):
+    """Part of one scene chunk's Gaussians for local rendering (after ``splats``). A chunk
+    comes in ``parts`` pieces; each is a complete ``.spz`` (version 3: gzip, 24-bit fixed-point
+    positions, 8-bit colour, opacity, log scale, smallest-three rotations; right-up-back axes
+    as the format has them, so y and z are flipped from the world's). Answer each with ``splat_ack``."""
+
+    id: int = spec(min=0, max=MAX_SEQ, doc="acknowledge with splat_ack")
+    chunk_id: int = spec(min=0, max=MAX_SEQ, doc="the scene chunk it belongs to (splat_forget names it)")
+    part: int = spec(min=0, doc="0-based")
+    parts: int = spec(min=1)
+    center: Vec3 = spec(unit="m", doc="the chunk's bounding-box centre, world coordinates")
+    radius: float = spec(min=0.0, unit="m", doc="half the chunk's bounding-box diagonal")
+    count: int = spec(min=0, doc="Gaussians in this piece")
+    spz: bytes = spec(max_len=MAX_SPLAT_PIECE_BYTES, unit="bytes", doc="the piece as .spz bytes")
+
+
+@message("splat_forget", "server")
+class SplatForget(Message):
+    """Drop these chunks: the budget needs room for nearer ones (the server may send them again later)."""
+
+    chunk_ids: list[int] = spec(factory=list, max_len=4096)
 
 
 @message("error", "server")

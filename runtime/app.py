@@ -30,6 +30,7 @@ from runtime.lobby import Lobby
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Limits, LimitReached, Quotas, client_key
 from runtime.scale.cluster import RaySettings
+from runtime.scale.leases import Leases
 from runtime.sessions import SessionRegistry
 from runtime.stream.auth import token_arg
 from runtime.stream.encoder import default_bitrate
@@ -37,7 +38,9 @@ from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
 from runtime.stream.rate_limit import BucketsByKey, TokenBucket
-from runtime.stream.websocket import LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, Connection, refuse_connection
+from runtime.stream.websocket import (
+    LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES, Connection, refuse_connection,
+)
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.render import create_renderer, cuda_available
@@ -83,6 +86,7 @@ class StreamServer:
         self._refusal_log = TokenBucket(0.2, 5)
         # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
         self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
+        self.oversize_strikes = BucketsByKey(1.0 / OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES)
         self.started_at = time.time()
         self._server = None
         self.url: str | None = None
@@ -143,15 +147,24 @@ class StreamServer:
                 self.metrics.ray_jobs.labels(name, outcome).set(count)
         return self.metrics.exposition()
 
-    def _refuse_websocket(self, connection, request) -> str | None:
-        """Why a WebSocket handshake must be refused (HTTP 403), or None: its page's origin."""
+    def _refuse_websocket(self, connection, request) -> tuple[int, str] | None:
+        """Why a WebSocket handshake must be refused, as (HTTP status, reason), or None: a
+        page of a foreign origin (403), or an address with too many oversized frames (429)."""
         source = request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies)
-        reason = origin_refusal(request.headers.get("Origin"), source, self.config.allowed_origins)
-        if reason is not None:
-            self.metrics.connections_refused.labels("origin").inc()
-            if self._refusal_log.allow():  # a page retrying in a loop must not flood the log
-                log.warning("%s: WebSocket refused: %s", source.address, reason)
-        return reason
+        strikes = self.oversize_strikes.find(source.address)
+        wait = strikes.seconds_to_token() if strikes is not None else 0.0
+        if wait > 0:
+            refusal = ("oversize", 429, f"too many frames over the size limit from your address; try again in {wait:.0f} s")
+        else:
+            reason = origin_refusal(request.headers.get("Origin"), source, self.config.allowed_origins)
+            refusal = ("origin", 403, reason) if reason is not None else None
+        if refusal is None:
+            return None
+        kind, status, reason = refusal
+        self.metrics.connections_refused.labels(kind).inc()
+        if self._refusal_log.allow():  # a client retrying in a loop must not flood the log
+            log.warning("%s: WebSocket refused: %s", source.address, reason)
+        return status, reason
 
     def _flooding(self, connection, request) -> str | None:
         """The connection quota this handshake's client keeps running into, or None."""
@@ -165,7 +178,8 @@ class StreamServer:
     async def _handler(self, ws) -> None:
         cfg = self.config
         connection = Connection(
-            ws, self.lobby.link, cfg.hello_timeout_s, self.metrics, self.large_messages, cfg.trusted_proxies, cfg.limits.idle_timeout
+            ws, self.lobby.link, cfg.hello_timeout_s, self.metrics, self.large_messages, cfg.trusted_proxies, cfg.limits.idle_timeout,
+            oversize_strikes=self.oversize_strikes,
         )
         client = client_key(connection.client_address)  # what per-client quotas count by
         try:
@@ -204,6 +218,12 @@ class StreamServer:
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        if cfg.ray is not None:  # world leases, now that players can be told where this server is
+            url = cfg.ray.advertise_url or self.url
+            self.registry.leases = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: Leases(url, cfg.ray.lease_ttl_s, cfg.ray.namespace)
+            )
+            log.info("ray: world leases shared with the cluster's servers (this one is %s, leases last %g s)", url, cfg.ray.lease_ttl_s)
         log.info(
             "listening on %s (WebSocket %s/ws) — generator %s, renderer %s, %dx%d@%d %s %s%.1f Mbit/s",
             self.url, self.url.replace("http", "ws", 1), cfg.generator, self.renderer_name,
@@ -459,6 +479,10 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--ray-cpus-per-actor", type=_resource_amount("ray-cpus-per-actor", zero_ok=False), default=1.0, metavar="N", help="CPUs each actor holds (default 1)")
     p.add_argument("--ray-gpus-per-actor", type=_resource_amount("ray-gpus-per-actor", zero_ok=True), default=0.0, metavar="N",
                    help="GPUs each actor holds, e.g. 1 for a diffusion model (default 0: CPU actors)")
+    p.add_argument("--advertise-url", default=None, metavar="URL",
+                   help="with --ray: this server's base URL as players reach it (e.g. https://stream-2.example.com), sent to players redirected here from another server (default: the address it listens on)")
+    p.add_argument("--lease-ttl", type=_seconds("lease-ttl"), default=10.0, metavar="S",
+                   help="with --ray: seconds a world stays owned by a server that stopped renewing its lease (it died) before another server may load it (default 10)")
     p.add_argument("--jobs-per-world", type=_whole_number("jobs-per-world", 1), default=None, metavar="N",
                    help="generation jobs one world runs at once (default 1; with --ray, one per actor)")
     p.add_argument("--static", type=Path, default=None, help="web client files (default clients/web/dist)")
@@ -478,7 +502,10 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
         session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token,
         avatars=args.avatars, jobs_per_world=args.jobs_per_world,
-        ray=None if args.ray is None else RaySettings(args.ray, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor),
+        ray=None if args.ray is None else RaySettings(
+            args.ray, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor,
+            advertise_url=args.advertise_url, lease_ttl_s=max(1.0, args.lease_ttl),
+        ),
     )
     if args.static is not None:
         config.static_dir = args.static

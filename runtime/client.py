@@ -77,6 +77,10 @@ class VideoFrameRGB:
     index: int
 
 
+MAX_REDIRECTS = 3
+"""Redirects one connect follows (two servers pointing at each other must not loop)."""
+
+
 def ws_url(url: str) -> str:
     """``http://host:port`` (or ``ws://host:port[/ws]``) -> the WebSocket URL ``ws://host:port/ws``."""
     parts = urlsplit(url)
@@ -158,6 +162,7 @@ class WorldClient:
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason: str = ""
+        self.redirects: list[str] = []  # servers' URLs this client was redirected to, in order
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "WorldClient":
@@ -170,19 +175,31 @@ class WorldClient:
     async def connect(self, timeout: float = 60.0) -> m.Welcome:
         """Connect, say hello, wait for welcome (raises :class:`ServerError`), start the video.
 
+        A ``redirect`` (the world is open on another server) is followed: the same hello goes
+        to the server it names, at most ``MAX_REDIRECTS`` times; :attr:`redirects` lists them.
         Raises :class:`StreamStalled` naming the stage that had nothing within ``timeout``
         (each stage gets the whole ``timeout``): the server not listening, no welcome, no answer.
         """
-        try:
-            self.ws = await connect(self.url, max_size=None, compression=None, open_timeout=timeout, additional_headers=self.headers)
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise StreamStalled("server not listening", f"{self.url}: {type(exc).__name__}: {exc}") from None
-        self._tasks.append(asyncio.create_task(self._reader(), name="client-reader"))
-        await self.send(self.hello)
-        try:
-            reply = await self.wait_for(lambda e: isinstance(e, (m.Welcome, m.ErrorMessage)), timeout=timeout, since=0)
-        except TimeoutError:
-            raise StreamStalled("no welcome", f"the server took the connection but sent no welcome within {timeout:g} s") from None
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                self.ws = await connect(self.url, max_size=None, compression=None, open_timeout=timeout, additional_headers=self.headers)
+            except (OSError, asyncio.TimeoutError) as exc:
+                raise StreamStalled("server not listening", f"{self.url}: {type(exc).__name__}: {exc}") from None
+            self._tasks.append(asyncio.create_task(self._reader(), name="client-reader"))
+            since = self.event_count
+            await self.send(self.hello)
+            try:
+                reply = await self.wait_for(lambda e: isinstance(e, (m.Welcome, m.ErrorMessage, m.Redirect)), timeout=timeout, since=since)
+            except TimeoutError:
+                raise StreamStalled("no welcome", f"the server took the connection but sent no welcome within {timeout:g} s") from None
+            if not isinstance(reply, m.Redirect):
+                break
+            await self.close()  # this server closes the connection too
+            self.closed, self.close_code, self.close_reason = asyncio.Event(), None, ""
+            self.redirects.append(reply.url)
+            self.url = ws_url(reply.url)
+        else:
+            raise StreamStalled("no welcome", f"redirected more than {MAX_REDIRECTS} times: {' -> '.join(self.redirects)}")
         if isinstance(reply, m.ErrorMessage):
             raise ServerError(reply)
         self.welcome = reply

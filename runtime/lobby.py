@@ -5,7 +5,8 @@ hands it to the connection's :class:`PlayerLink`, made by the server's :class:`L
 
 * ``hello`` takes a seat (``--max-players``), finds or creates the world's session
   (``runtime.sessions``), resumes or spawns the player, and the session welcomes it;
-* ``input``, ``head_pose`` and ``caption`` go to the player and its session;
+* ``input``, ``head_pose`` and ``caption`` go to the player and its session, ``splats`` and
+  ``splat_ack`` to its session's splat feed;
 * ``rtc_offer`` / ``ice_candidate`` open the player's video in the media pool;
 * when the connection ends, the player leaves and its pose is kept for its resume token.
 
@@ -25,11 +26,11 @@ from runtime.player import Player
 from runtime.quotas import LimitReached, Quotas, client_key
 from runtime.seats import Seats
 from runtime.session import Session
-from runtime.sessions import JoinError, SessionRegistry
+from runtime.sessions import JoinError, SessionRegistry, WorldElsewhere
 from runtime.stream.media_pool import MediaUnavailable
 from runtime.stream.video_sink import VideoSink
 from runtime.stream.webrtc import RtcError, choose_codec
-from runtime.stream.websocket import CLOSE_POLICY, CLOSE_TRY_AGAIN, ClientChannel
+from runtime.stream.websocket import CLOSE_POLICY, CLOSE_REDIRECT, CLOSE_TRY_AGAIN, ClientChannel
 
 log = logging.getLogger("worldstream.ws")
 
@@ -109,6 +110,12 @@ class PlayerLink:
             self._give_seat_back()  # the connection stays open for a corrected hello
             channel.error(exc.code, exc.message, exc.field, "hello")
             return True
+        except WorldElsewhere as exc:  # another server has it open: the client goes there
+            self._give_seat_back()
+            log.info("%s: world %r is open on %s: redirected", channel.peer, exc.world, exc.url)
+            channel.send(m.Redirect(url=exc.url, world=exc.world))
+            await channel.close(CLOSE_REDIRECT, "redirect")
+            return False
         session = admission.session
         record = lobby.registry.resume(hello.resume_token, session.name)
         player_id = record.player_id if record and record.player_id not in session.players else secrets.token_urlsafe(6)
@@ -135,6 +142,10 @@ class PlayerLink:
             player.on_input(msg)
         elif isinstance(msg, m.HeadPose):
             player.on_head_pose(msg)
+        elif isinstance(msg, m.SplatAck):
+            self.session.splats.ack(player, msg.id)
+        elif isinstance(msg, m.Splats):
+            self.session.splats.subscribe(player, msg)
         elif isinstance(msg, m.RtcOffer):
             await self._offer(msg)
         elif isinstance(msg, m.IceCandidate):

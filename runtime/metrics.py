@@ -57,7 +57,8 @@ class ServerMetrics:
         )
         self.connections_refused = Counter(
             "worldstream_connections_refused",
-            "WebSocket handshakes refused with HTTP 403, by reason (origin: a page from an origin not allowed)",
+            "WebSocket handshakes refused, by reason (origin: a page from an origin not allowed, HTTP 403; "
+            "oversize: an address with too many connections closed for oversized frames, HTTP 429)",
             ["reason"],
             registry=r,
         )

@@ -7,7 +7,9 @@ The session keeps the players, plans generation and runs three loops on the even
 * the **planner** (``update_hz``): ``world.update(players)`` in the plan executor, so a
   generation job wanted by several players is planned once;
 * the **reporter** (:class:`runtime.reporter.Reporter`, 10 Hz): world events become
-  messages; the player list, explored cells and stats go out.
+  messages; the player list, explored cells and stats go out;
+* the **splat feed** (:class:`runtime.splat_feed.SplatFeed`): the scene's Gaussians to the
+  players that render locally (``splats``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from runtime.frame_loop import FrameLoop
 from runtime.metrics import ServerMetrics
 from runtime.player import Player
 from runtime.reporter import Reporter, forget_finished
+from runtime.splat_feed import SplatFeed
 from runtime.world.frontier.jobs import GenerationJob, JobLimits
 from runtime.world.world import PlayerState
 
@@ -56,6 +59,7 @@ class Session:
         self._closed = False
         self.frames = FrameLoop(name, world, self.players, config.fps, executors.render, metrics, config.avatars)
         self.reporter = Reporter(name, world, self.players, self.jobs, metrics)
+        self.splats = SplatFeed(world, self.players)
         self._unsubscribe: Callable[[], None] = world.subscribe(self.reporter.on_world_event_threadsafe)
         limits = config.limits
         world.job_limits = JobLimits(per_world=limits.max_jobs_per_world, per_player=limits.max_jobs_per_player)
@@ -67,6 +71,7 @@ class Session:
             asyncio.create_task(self.frames.run(), name=f"frames:{self.name}"),
             asyncio.create_task(self._planner(), name=f"plan:{self.name}"),
             asyncio.create_task(self.reporter.run(), name=f"report:{self.name}"),
+            asyncio.create_task(self.splats.run(), name=f"splats:{self.name}"),
         ]
 
     async def close(self) -> None:
@@ -78,6 +83,7 @@ class Session:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.splats.close()
         for player in list(self.players.values()):
             video, player.video = player.video, None  # first: closing it is not "video ended"
             if video is not None:
@@ -135,6 +141,7 @@ class Session:
         if self.players.pop(player.id, None) is None:
             return
         self._job_limit_noticed.pop(player.id, None)
+        self.splats.remove(player)
         self.metrics.players.dec()
         video, player.video = player.video, None  # first: closing it is not "video ended"
         if video is not None:

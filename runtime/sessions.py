@@ -29,12 +29,14 @@ from runtime.config import Executors, ServerConfig
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Quotas
 from runtime.scale.cluster import RayGeneration
+from runtime.scale.leases import Leases
 from runtime.session import Session
 from runtime.world.camera import Pose
 from runtime.world.formats.media import image_header_size
 from runtime.world.world import World, WorldConfig
 
 from runtime.world.depth import DepthMapError, decode_depth_png, load_depth_estimator
+from runtime.world.formats.exif import fov_y_from_exif
 from runtime.world.generators import create_generator
 from runtime.world.keyframes.start_frame import seed_world
 from runtime.world.store import WorldLibrary, errors
@@ -44,6 +46,14 @@ log = logging.getLogger("worldstream.sessions")
 MAX_RESUME_RECORDS = 10_000
 """Resume tokens kept at most (the oldest go first): players who left within the resume window."""
 _NAME = re.compile(m.WORLD_NAME_PATTERN)
+
+
+class WorldElsewhere(Exception):
+    """The world a hello asks for is open on another server (``url``): redirect the player."""
+
+    def __init__(self, world: str, url: str) -> None:
+        super().__init__(f"world {world!r} is open on {url}")
+        self.world, self.url = world, url
 
 
 class JoinError(Exception):
@@ -139,6 +149,14 @@ def decode_start_depth(data: bytes) -> np.ndarray:
         return decode_depth_png(data, "start_depth")
     except DepthMapError as exc:
         raise JoinError("bad_field", str(exc), "new_world.start_depth") from None
+
+
+def start_fov_y(req: m.NewWorld, image: np.ndarray, view_fov_y: float) -> float:
+    """The start image's vertical field of view (radians): as sent, else from its EXIF focal
+    length, else the creating player's view (so their first picture is the image as sent)."""
+    if req.start_fov_y is not None:
+        return req.start_fov_y
+    return fov_y_from_exif(req.start_image, image.shape[1], image.shape[0]) or view_fov_y
 
 
 @dataclass(frozen=True)
@@ -249,6 +267,42 @@ class SessionRegistry:
         self._resume: dict[str, ResumeRecord] = {}
         self._lock = asyncio.Lock()  # one world load/create at a time: no double opens
         self._reaper: asyncio.Task | None = None
+        # With --ray: world leases shared with the cluster's other servers (set by the server
+        # once it knows its URL; runtime/scale/leases.py). None: this server owns every world.
+        self.leases: Leases | None = None
+        self._renewed_at = 0.0
+
+    async def _take_lease(self, name: str, created: bool) -> None:
+        """Take ``name`` 's lease before opening or creating it; raises :class:`WorldElsewhere`
+        (or ``world_exists`` for a new world) when another server holds it."""
+        if self.leases is None:
+            return
+        url = await asyncio.to_thread(self.leases.acquire, name)
+        if url is not None:
+            if created:
+                raise JoinError("world_exists", f"a world named {name!r} exists; join it with 'world'", "new_world.name")
+            raise WorldElsewhere(name, url)
+
+    async def _give_lease_back(self, name: str) -> None:
+        if self.leases is not None:
+            try:
+                await asyncio.to_thread(self.leases.release, name)
+            except Exception as exc:  # the cluster is unreachable: the lease expires by itself
+                log.warning("world %r: lease not released (%s); it expires in %g s", name, type(exc).__name__, self.leases.ttl_s)
+
+    async def _renew_leases(self) -> None:
+        """Every ttl/3 seconds: renew the leases of the worlds open here."""
+        now = time.monotonic()
+        if self.leases is None or now - self._renewed_at < self.leases.ttl_s / 3:
+            return
+        self._renewed_at = now
+        try:
+            lost = await asyncio.to_thread(self.leases.renew, list(self.sessions))
+        except Exception as exc:
+            log.warning("world leases not renewed (%s: %s)", type(exc).__name__, exc)
+            return
+        for name in lost:  # the store's lock keeps the other server from opening it meanwhile
+            log.error("world %r: its lease lapsed and another server holds it now", name)
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap(), name="session-reaper")
@@ -284,7 +338,12 @@ class SessionRegistry:
                 if session is not None:
                     return Admission(session, owner, key, access, access.shown_invite(hello.invite, owner))
                 self.quotas.open_world(len(self.sessions))
-                world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
+                await self._take_lease(name, created=False)
+                try:
+                    world = await loop.run_in_executor(self.executors.plan, self.source.open, name)
+                except BaseException:
+                    await self._give_lease_back(name)
+                    raise
                 log.info("world %r opened", name)
             else:
                 req = hello.new_world
@@ -299,13 +358,18 @@ class SessionRegistry:
                     depth = None
                     if req.start_depth is not None:
                         depth = await loop.run_in_executor(self.executors.plan, decode_start_depth, req.start_depth)
-                    start = StartImage(image, depth, req.start_fov_y if req.start_fov_y is not None else hello.view.fov_y, req.start_image)
+                    start = StartImage(image, depth, start_fov_y(req, image, hello.view.fov_y), req.start_image)
                 seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
                 wconfig = WorldConfig(
                     name=name, seed=seed, caption=req.caption, generator=self.config.generator,
                     generator_options=dict(self.config.generator_options),
                 )
-                world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, start)
+                await self._take_lease(name, created=True)
+                try:
+                    world = await loop.run_in_executor(self.executors.plan, self.source.create, wconfig, start)
+                except BaseException:
+                    await self._give_lease_back(name)
+                    raise
                 self.quotas.created_world(client)
                 access, key = WorldAccess.create(req.visibility)
                 owner = True
@@ -371,6 +435,7 @@ class SessionRegistry:
             ticks += 1
             if ticks % 60 == 0:
                 self.quotas.prune()
+            await self._renew_leases()
             now = time.monotonic()
             for token, record in list(self._resume.items()):
                 if record.expires_at < now:
@@ -384,6 +449,7 @@ class SessionRegistry:
                         self.metrics.sessions.set(len(self.sessions))
                         self.quotas.forget_world(name)
                     await session.close()
+                    await self._give_lease_back(name)
 
     async def close(self) -> None:
         if self._reaper is not None:
@@ -391,4 +457,6 @@ class SessionRegistry:
             await asyncio.gather(self._reaper, return_exceptions=True)
         sessions, self.sessions = list(self.sessions.values()), {}
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+        for session in sessions:  # saved and closed: another server may load them now
+            await self._give_lease_back(session.name)
         self.metrics.sessions.set(0)

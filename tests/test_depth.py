@@ -18,6 +18,7 @@ from runtime.world.depth import (
     load_depth_estimator,
     read_depth_map,
 )
+from runtime.world.generators.base import GenerationRequest
 
 
 def png16(mm: np.ndarray) -> bytes:
@@ -119,3 +120,46 @@ def test_depth_maps_from_files(tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"junk")
     with pytest.raises(DepthMapError, match="junk.npy"):
         read_depth_map(tmp_path / "junk.npy")
+
+
+class GreyFrames:
+    """A generator that paints RGB only (the plug-in from docs/generators.md): the world must
+    estimate depth for its frames."""
+
+    name = "grey"
+
+    def generate(self, request, progress, cancel):
+        from runtime.world.generators import GenerationResult
+
+        cams = request.cameras
+        progress(1.0, "done")
+        return GenerationResult(np.full((len(cams), cams.height, cams.width, 3), 120, np.uint8))
+
+
+def test_world_aligns_estimated_depth_to_what_its_scene_shows():
+    """An RGB-only result in a world whose scene already shows a wall 5 m ahead: the
+    estimator's guess (4 m everywhere, a relative model's unknown scale) lands aligned to 5 m."""
+    import math
+
+    from bench.models import tiny_depth_model
+    from runtime.world.camera import Pose
+    from runtime.world.depth import TransformersDepthEstimator
+    from runtime.world.frontier.jobs import GenerationJob
+    from runtime.world.keyframes.start_frame import seed_world
+    from runtime.world.render import create_renderer
+    from runtime.world.world import World, WorldConfig
+
+    model, processor = tiny_depth_model("relative")
+    with torch.no_grad():
+        model.head.conv3.weight.zero_()
+        model.head.conv3.bias.fill_(2.0)  # constant disparity: 4 m everywhere before alignment
+    estimator = TransformersDepthEstimator(model, processor, relative_median_m=4.0)
+    config = WorldConfig("aligned", keyframe_width=48, keyframe_height=27)
+    with World(config, generator=GreyFrames(), renderer=create_renderer("cpu"), depth_estimator=estimator) as world:
+        wall = np.full((90, 160), 5.0, np.float32)
+        seed_world(world, np.full((90, 160, 3), 90, np.uint8), 160, 90, fov_y=math.radians(60), depth=wall)
+        cams = Pose(np.zeros(3, np.float32), 0.0, 0.0).camera(48, 27, math.radians(40))  # inside the wall's view
+        job = GenerationJob(99, cams, "", np.zeros(3, np.float32), 1.0)
+        world.apply(job, GreyFrames().generate(GenerationRequest(cams), lambda *a: None, None))
+        frame = max(world.memory.frames(), key=lambda f: f.id)
+        np.testing.assert_allclose(frame.depth, 5.0, rtol=0.02)

@@ -10,7 +10,7 @@ import pytest
 from runtime.world.camera import Pose
 from runtime.world.gaussians import Gaussians
 from runtime.world.movement.collision import SceneCollider
-from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, RUN_SPEED, WALK_SPEED, MoveInput, step
+from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, MAX_STEP, RUN_SPEED, WALK_SPEED, MoveInput, advance, head_step, step
 from runtime.world.scene import ChunkSource, Scene
 
 
@@ -126,6 +126,80 @@ def test_fly_mode_moves_along_view_and_collides_with_voxels():
     assert 2.0 < pose.position[2] < 3.0
 
 
+def ramp(angle_deg: float, z0: float = 2.0, z1: float = 8.0, spacing: float = 0.1) -> np.ndarray:
+    """Ground rising along +z at ``angle_deg`` from ``z0`` (flat before it, flat after ``z1``)."""
+    xs, zs = np.meshgrid(np.arange(-5, 5, spacing), np.arange(-5, 12, spacing))
+    rise = math.tan(math.radians(angle_deg)) * np.clip(zs - z0, 0.0, z1 - z0)
+    return np.stack([xs.ravel(), (EYE_HEIGHT - rise).ravel(), zs.ravel()], 1)
+
+
+def test_blocked_move_slides_along_the_wall_instead_of_stopping():
+    """Walking into a wall at 30 degrees off its normal keeps the part of the move along it:
+    the player slides at about sin(30 deg) of walking speed and never crosses the wall."""
+    c = collider_for(ground(-10, 10, -5, 10), wall_z(3.0, -10, 10, -1.0, EYE_HEIGHT))
+    at_wall = walk(Pose(), MoveInput(forward=1.0), 2.0, c)
+    assert 2.5 < at_wall.position[2] < 3.0
+    yaw = math.radians(30.0)  # 30 degrees to the right of +z: mostly into the wall
+    moved = advance(Pose(at_wall.position, yaw), MoveInput(forward=1.0), 1 / 30, c)
+    slid = walk(Pose(at_wall.position, yaw), MoveInput(forward=1.0), 2.0, c)
+    along = slid.position[0] - at_wall.position[0]
+    assert along == pytest.approx(2.0 * WALK_SPEED * math.sin(yaw), rel=0.15)
+    assert slid.position[2] < 3.0
+    assert not moved.blocked  # sliding is moving
+    assert advance(at_wall, MoveInput(forward=1.0), 1 / 30, c).blocked  # head-on is blocked
+
+
+def test_a_body_touching_a_wall_with_gaps_still_slides_along_it():
+    """A wall of splats with holes between its voxel columns (a far wall's sparse samples):
+    a player pressed into a hole still walks on along the wall."""
+    wall = wall_z(3.0, -10, 10, -1.0, EYE_HEIGHT, spacing=0.1)
+    wall = wall[(np.floor(wall[:, 0] / 0.25) % 3) != 0]  # every third voxel column empty
+    c = collider_for(ground(-10, 10, -5, 10), wall)
+    pose = walk(Pose(yaw=math.radians(10.0)), MoveInput(forward=1.0), 3.0, c)
+    start_x = pose.position[0]
+    pose = walk(pose, MoveInput(forward=1.0, yaw_delta=0.0), 2.0, c)
+    assert pose.position[0] - start_x > 0.2
+    assert pose.position[2] < 3.0
+
+
+def test_walking_into_a_wall_never_climbs_it():
+    """A wall's face is one run of surfaces: its middle is no floor, so pressing into it
+    does not lift the player rung by rung."""
+    c = collider_for(ground(-10, 10, -5, 10), box(-10, 10, 3.0, 4.0, EYE_HEIGHT - 3.0))
+    pose = walk(Pose(yaw=math.radians(20.0)), MoveInput(forward=1.0, run=True), 4.0, c)
+    assert pose.position[1] == pytest.approx(0.0, abs=0.06)
+    assert pose.position[2] < 3.0
+
+
+@pytest.mark.parametrize("angle", [20.0, 30.0, 40.0])
+def test_slopes_up_to_40_degrees_are_walkable(angle):
+    c = collider_for(ramp(angle, z1=5.0))
+    pose = walk(Pose(), MoveInput(forward=1.0), 6.0, c)
+    assert pose.position[2] > 6.0  # over the top of the ramp
+    top = math.tan(math.radians(angle)) * 3.0
+    assert pose.position[1] == pytest.approx(-top, abs=0.1)
+
+
+@pytest.mark.parametrize("angle", [55.0, 70.0])
+def test_steeper_slopes_stop_the_walk(angle):
+    c = collider_for(ramp(angle, z1=5.0))
+    pose = walk(Pose(), MoveInput(forward=1.0), 6.0, c)
+    assert pose.position[2] < 2.6
+    assert pose.position[1] > -0.6  # climbed at most about a step
+
+
+@pytest.mark.parametrize("height, climbs", [(0.25, True), (MAX_STEP, True), (0.7, False)])
+def test_steps_up_to_half_a_metre_are_climbed(height, climbs):
+    c = collider_for(ground(-5, 5, -5, 2), box(-5, 5, 2.0, 8.0, EYE_HEIGHT - height))
+    pose = walk(Pose(), MoveInput(forward=1.0), 4.0, c)
+    if climbs:
+        assert pose.position[2] > 4.0
+        assert pose.position[1] == pytest.approx(-height, abs=0.06)
+    else:
+        assert pose.position[2] < 2.0
+        assert pose.position[1] == pytest.approx(0.0, abs=0.06)
+
+
 def test_look_deltas_and_pitch_clamp():
     pose = step(Pose(), MoveInput(yaw_delta=math.pi / 2, pitch_delta=3.0), 0.1, None)
     assert pose.yaw == pytest.approx(math.pi / 2)
@@ -159,3 +233,16 @@ def test_collider_caches_per_chunk_and_grows_incrementally():
     c.sync(scene.snapshot())
     assert c.num_voxels > first
     assert set(c._per_chunk) == {0, 1}
+
+
+def test_vr_head_pose_is_stopped_by_walls_and_keeps_its_orientation():
+    c = collider_for(ground(-5, 5, -5, 10), wall_z(3.0, -5, 5, -1.0, EYE_HEIGHT))
+    start = Pose(np.array([0.0, 0.0, 1.0]))
+    # A headset 4 m ahead, through the wall: the head stops in front of it, turned as asked.
+    moved = head_step(start, Pose(np.array([0.5, 0.0, 5.0]), yaw=0.7, pitch=-0.2), c)
+    assert moved.position[2] < 3.0 and moved.position[0] > 0.05  # slid along the wall
+    assert (moved.yaw, moved.pitch) == (pytest.approx(0.7), pytest.approx(-0.2))
+    # In free space it goes where the headset is, up and down too (no gravity).
+    free = head_step(start, Pose(np.array([1.0, -0.5, 0.5])), c)
+    assert np.allclose(free.position, (1.0, -0.5, 0.5), atol=1e-5)
+    assert np.allclose(head_step(start, Pose(np.array([0.0, 0.0, 9.0])), None).position, (0, 0, 9))

@@ -14,6 +14,8 @@ from protocol.codec import fields_of
 from protocol.markdown import SPEC_PATH, render
 from protocol.typescript import DEFAULT_OUT, generate
 
+from fuzz import mutated_client_messages
+
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 
 
@@ -38,6 +40,10 @@ SAMPLES = [
     ),
     m.Input(seq=3, t_ms=12.5, forward=1.0, right=-0.5, yaw_delta=0.1, run=True),
     m.HeadPose(seq=4, position=(1.0, -1.7, 2.0), orientation=(1.0, 0.0, 0.0, 0.0)),
+    m.Splats(enabled=True, max_splats=500_000),
+    m.SplatAck(id=3),
+    m.SplatPiece(id=3, chunk_id=1, part=0, parts=2, center=(1.0, 2.0, 3.0), radius=4.0, count=2, spz=b"\x1f\x8b"),
+    m.SplatForget(chunk_ids=[1, 2]),
     m.RtcOffer(sdp="v=0\r\n"),
     m.IceCandidate(candidate="candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdp_mid="0", sdp_mline_index=0),
     m.Caption(text="a river"),
@@ -60,6 +66,7 @@ SAMPLES = [
     m.ErrorMessage(code="bad_field", message="x", field="view.fov_y", ref_type="hello"),
     m.ErrorMessage(code="limit_reached", message="x", ref_type="hello", limit="max_new_worlds_per_client"),
     m.Invite(invite="J" * 32),
+    m.Redirect(url="https://stream-2.example.com:8443", world="castle-9"),
     m.RtcAnswer(sdp="v=0\r\n"),
     m.VideoEnded(reason="its media worker stopped (exit code -9)"),
     m.Pong(id=1, t_ms=3.0, server_ms=4.0),
@@ -297,3 +304,17 @@ def test_protocol_md_drift_is_caught():
     text = SPEC_PATH.read_text()
     edited = text.replace("| `caption` | 1 /s |", "| `caption` | 5 /s |")
     assert edited != text and render(edited) == text
+
+
+def test_fuzzed_client_messages_decode_or_raise_protocol_error():
+    start = time.perf_counter()
+    outcomes = {}
+    for data in mutated_client_messages(seed=15, count=3000):
+        try:
+            decode(data, sender="client")
+            outcomes["ok"] = outcomes.get("ok", 0) + 1
+        except ProtocolError as exc:  # anything else is a bug
+            assert exc.code in m.ERROR_CODES, exc
+            outcomes[exc.code] = outcomes.get(exc.code, 0) + 1
+    assert len(outcomes) >= 4, outcomes  # the mutations reach several kinds of refusal
+    assert time.perf_counter() - start < 10.0  # 3,000 messages: bounded work each

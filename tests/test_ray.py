@@ -1,5 +1,8 @@
-"""Generation on a real local Ray cluster (runtime/scale): two CPU actors on this machine.
+"""Scaling out on a real local Ray cluster (runtime/scale), started by this module.
 
+Generation on a pool of two CPU actors (the same world as in-process, cancellation,
+backpressure, an actor killed mid-job), a server with --ray, and worlds shared by two servers
+(leases, redirects followed by the Python and the web client, failover after a SIGKILL).
 One Ray per module (starting it costs seconds); the actor-killing test goes last, since a
 replacement actor is slow to start on a loaded machine.
 """
@@ -22,7 +25,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from protocol import messages as m  # noqa: E402
-from runtime.client import WorldClient  # noqa: E402
+from runtime.client import StreamStalled, WorldClient  # noqa: E402
 from runtime.scale.pool import ActorPool, PoolSettings, RayGenerator  # noqa: E402
 from runtime.world import PlayerState, Pose, World, WorldConfig  # noqa: E402
 from runtime.world.camera import Cameras, intrinsics_from_fov  # noqa: E402
@@ -43,8 +46,8 @@ def pool():
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + saved if saved else "")
     try:
-        # 3 logical CPUs: the pool's two actors and one for the server test's own pool.
-        ray.init(num_cpus=3, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        # 4 logical CPUs: the pool's two actors and one for each test server's own pool.
+        ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     finally:
         if saved is None:
             del os.environ["PYTHONPATH"]
@@ -196,23 +199,51 @@ def test_a_server_with_ray_generates_on_the_clusters_actors(pool, start_server):
     assert server.stop() == 0  # stops its actors and leaves the cluster up
 
 
-def test_an_actor_killed_mid_job_loses_no_chunk_and_lands_none_twice(pool, renderer, reference):
-    retried = pool.stats.retried
-    with World(WorldConfig("ray", **CONFIG), generator=RayGenerator(pool), renderer=renderer) as world:
-        killed = []
+async def settled_frame(client: WorldClient) -> np.ndarray:
+    await asyncio.sleep(1.0)  # let the encoder refine a still picture
+    return (await client.next_frame(timeout=30)).rgb
 
-        def kill_the_first_busy_actor():
-            actor = wait_until_running(pool)
-            ray.kill(actor)  # no restart: the pool must put a new actor in its place
-            killed.append(actor)
 
-        killer = threading.Thread(target=kill_the_first_busy_actor)
-        killer.start()
-        got = world_content(world, walk(world))
-        killer.join(60)
-    assert killed and pool.stats.retried > retried and pool.stats.actors_replaced >= 1
-    assert killed[0] not in pool.actors
-    assert_same_world(got, reference)
+def test_two_servers_share_a_world_folder_through_leases(pool, start_server, tmp_path):
+    """A join on the server that does not hold the world is redirected to the one that does and
+    streams there; when the holder dies, the other loads the world from the shared folder once
+    the lease expires, and shows the same place."""
+    from bench.compare import psnr
+
+    address = ray.get_runtime_context().gcs_address
+    ttl = 3.0
+    args = ("--ray", address, "--ray-actors", "1", "--lease-ttl", str(ttl), "--no-avatars")
+    worlds = tmp_path / "shared-worlds"
+    a = start_server(worlds=worlds, extra_args=args, startup_timeout_s=300)
+    b = start_server(worlds=worlds, extra_args=args, startup_timeout_s=300)
+    name = f"leased-{uuid.uuid4().hex[:8]}"
+
+    async def on_a():
+        async with WorldClient(a.url, new_world=m.NewWorld(name=name, seed=4), video=False) as creator:
+            await creator.wait_for("generation_done", 120, since=0)
+            async with WorldClient(b.url, world=name, name="visitor") as visitor:
+                assert visitor.redirects == [a.url] and visitor.welcome.world == name
+                return await settled_frame(visitor)
+
+    seen_on_a = asyncio.run(on_a())
+    time.sleep(1.0)  # chunks are written as they land; let the last one reach the disk
+    a.proc.kill()  # no clean shutdown: its leases are never given back
+    a.proc.wait(10)
+    killed_at = time.monotonic()
+
+    async def on_b():
+        while True:
+            try:
+                async with WorldClient(b.url, world=name, name="back") as c:
+                    return c, await settled_frame(c)
+            except StreamStalled:  # redirected to the dead server: its lease has not expired yet
+                assert time.monotonic() - killed_at < ttl + 30
+                await asyncio.sleep(0.5)
+
+    client, seen_on_b = asyncio.run(on_b())
+    assert client.redirects == [] and time.monotonic() - killed_at < ttl + 30
+    assert psnr(seen_on_a, seen_on_b) > 28  # the same world, loaded from the shared folder
+    assert f"world {name!r} opened" in b.log_text()
 
 
 def test_a_scene_view_sent_to_another_process_draws_the_scene_as_it_was_sent(renderer):
@@ -231,3 +262,84 @@ def test_a_scene_view_sent_to_another_process_draws_the_scene_as_it_was_sent(ren
     np.testing.assert_array_equal(here.rgb, there.rgb)
     np.testing.assert_array_equal(here.depth, there.depth)
     assert here.alpha.mean() > 0.5  # it drew the walk's chunks, not an empty scene
+
+
+def test_a_lease_is_one_servers_until_it_expires_or_is_given_back():
+    from runtime.scale.leases import LeaseBook
+
+    book = LeaseBook()
+    assert book.acquire("w", "a", "http://a", 0.3) is None
+    assert book.acquire("w", "b", "http://b", 0.3) == "http://a"  # held: b is told where
+    assert book.renew("a", "http://a", ["w"], 0.3) == []
+    time.sleep(0.4)  # a stopped renewing: the lease expired
+    assert book.owners() == {}
+    assert book.acquire("w", "b", "http://b", 0.3) is None
+    assert book.renew("a", "http://a", ["w"], 0.3) == ["w"]  # a hears b has it now
+    book.release("w", "a")  # not a's to give back
+    assert book.owners() == {"w": "http://b"}
+    book.release("w", "b")
+    assert book.acquire("w", "a", "http://a", 0.3) is None
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)")
+@pytest.mark.skipif(not (ROOT / "clients/web/dist/index.html").exists(), reason="web client not built")
+def test_the_web_client_follows_a_redirect_to_the_server_holding_the_world(pool, start_server, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    address = ray.get_runtime_context().gcs_address
+    args = ("--ray", address, "--ray-actors", "1")
+    worlds = tmp_path / "shared-worlds"
+    a = start_server(worlds=worlds, extra_args=args, startup_timeout_s=300)
+    b = start_server(worlds=worlds, extra_args=args, startup_timeout_s=300)
+    name = f"web-{uuid.uuid4().hex[:8]}"
+    holder_ready, release = threading.Event(), threading.Event()
+
+    async def hold_world_on_a():
+        async with WorldClient(a.url, new_world=m.NewWorld(name=name, seed=6), video=False) as creator:
+            await creator.wait_for("generation_done", 120, since=0)
+            holder_ready.set()
+            while not release.is_set():
+                await asyncio.sleep(0.1)
+
+    holder = threading.Thread(target=lambda: asyncio.run(hold_world_on_a()))
+    holder.start()
+    try:
+        assert holder_ready.wait(180)
+        with playwright.sync_playwright() as p:
+            chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"], headless=True)
+            try:
+                page = chromium.new_page()
+                page.goto(f"{b.url}/?world={name}&name=Web")
+                page.wait_for_function(
+                    "() => window.__worldstream && window.__worldstream.connectionState === 'joined'", timeout=60_000
+                )
+                page.wait_for_function("() => window.__worldstream.framesPresented > 3", timeout=30_000)
+                assert page.url.startswith(a.url) and page.evaluate("() => window.__worldstream.world") == name
+            finally:
+                chromium.close()
+    finally:
+        release.set()
+        holder.join(30)
+    assert "redirected" in b.log_text()
+
+
+def test_an_actor_killed_mid_job_loses_no_chunk_and_lands_none_twice(pool, renderer, reference):
+    retried = pool.stats.retried
+    with World(WorldConfig("ray", **CONFIG), generator=RayGenerator(pool), renderer=renderer) as world:
+        killed = []
+
+        def kill_the_first_busy_actor():
+            actor = wait_until_running(pool)
+            ray.kill(actor)  # no restart: the pool must put a new actor in its place
+            killed.append(actor)
+
+        killer = threading.Thread(target=kill_the_first_busy_actor)
+        killer.start()
+        got = world_content(world, walk(world))
+        killer.join(60)
+    assert killed and pool.stats.retried > retried and pool.stats.actors_replaced >= 1
+    assert killed[0] not in pool.actors
+    assert_same_world(got, reference)

@@ -33,7 +33,10 @@ class RaySettings:
         actors: generator actors per pool; None: as many as the cluster's CPUs (or GPUs,
             with ``gpus_per_actor``) hold.
         cpus_per_actor, gpus_per_actor: Ray resources each actor holds.
-        namespace: the Ray namespace the server's actors live in.
+        namespace: the Ray namespace the server's actors and the world leases live in.
+        advertise_url: where players reach this server (``--advertise-url``), for redirects;
+            None: the URL it listens on.
+        lease_ttl_s: how long a world's lease outlives its server's last renewal (``--lease-ttl``).
     """
 
     address: str = "auto"
@@ -41,6 +44,8 @@ class RaySettings:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     namespace: str = "worldstream"
+    advertise_url: str | None = None
+    lease_ttl_s: float = 10.0
     init_kwargs: dict = field(default_factory=dict)  # extra ray.init arguments (tests)
 
     def actor_count(self, resources: dict) -> int:

@@ -74,7 +74,7 @@ def make_process_request(
     health: Callable[[], dict],
     metrics: Callable[[], bytes],
     worlds: Callable[[], list[dict]] = lambda: [],
-    refuse_websocket: Callable[[object, Request], str | None] = lambda connection, request: None,
+    refuse_websocket: Callable[[object, Request], tuple[int, str] | None] = lambda connection, request: None,
     token: str | None = None,
     secure: Callable[[object, Request], bool] = lambda connection, request: False,
     flooding: Callable[[object, Request], str | None] = lambda connection, request: None,
@@ -82,8 +82,8 @@ def make_process_request(
     """The ``process_request`` hook: returns a Response for HTTP routes, None for the WebSocket.
 
     ``worlds()`` lists joinable worlds for ``/worlds``; it may read files, so it runs in a thread.
-    ``refuse_websocket(connection, request)`` says why a WebSocket handshake is refused
-    (answered 403 with that reason), or None to let it through. With ``token``, a request
+    ``refuse_websocket(connection, request)`` says why a WebSocket handshake is refused, as
+    ``(HTTP status, reason)`` (answered with that status and reason), or None to let it through. With ``token``, a request
     without it is answered 401 (the handshake too); ``secure(connection, request)`` says
     whether the client came over https (the token cookie is then marked Secure).
     ``flooding(connection, request)`` names the connection quota a client keeps running
@@ -105,9 +105,10 @@ def make_process_request(
     async def route(connection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == WS_PATH:
-            reason = refuse_websocket(connection, request)
-            if reason is not None:
-                return _response(403, reason.encode() + b"\n", "text/plain; charset=utf-8")
+            refusal = refuse_websocket(connection, request)
+            if refusal is not None:
+                status, reason = refusal
+                return _response(status, reason.encode() + b"\n", "text/plain; charset=utf-8")
             limit = flooding(connection, request)
             if limit is not None:
                 response = _response(429, f"limit_reached: {limit}\n".encode(), "text/plain; charset=utf-8")

@@ -75,3 +75,7 @@ class BucketsByKey:
                 del self._buckets[next(iter(self._buckets))]
         self._buckets[key] = bucket
         return bucket
+
+    def find(self, key: str) -> TokenBucket | None:
+        """The key's bucket if it has one (nothing is created)."""
+        return self._buckets.get(key)

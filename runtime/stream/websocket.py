@@ -40,6 +40,7 @@ except errors, which are small and rare)."""
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_IDLE = 1000  # a normal close: clients should not reconnect by themselves
+CLOSE_REDIRECT = 1000  # after a redirect message: the client connects to the server it names
 
 
 async def refuse_connection(ws: ServerConnection, limit: str, message: str, metrics: ServerMetrics) -> None:
@@ -50,16 +51,22 @@ async def refuse_connection(ws: ServerConnection, limit: str, message: str, metr
         await ws.send(encode(error))
         await ws.close(CLOSE_TRY_AGAIN, limit)
 
-FRAME_RATE_HZ = m.INPUT_RATE_HZ + m.OTHER_RATE_HZ + m.CAPTION_RATE_HZ
+FRAME_RATE_HZ = m.INPUT_RATE_HZ + m.OTHER_RATE_HZ + m.CAPTION_RATE_HZ + m.SPLAT_RATE_HZ
 """Frames read per connection per second at most (every type's rate together): a client
 sending faster is not read, so its flood waits in its own TCP buffers, not in the server."""
-FRAME_BURST = m.INPUT_BURST + m.OTHER_BURST + m.CAPTION_BURST
+FRAME_BURST = m.INPUT_BURST + m.OTHER_BURST + m.CAPTION_BURST + m.SPLAT_RATE_HZ
 LARGE_RATE_HZ = 0.2
 """Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per client address (see
 ``Connection``'s ``large_messages``): a burst of ``LARGE_BURST``, then one per 5 s. A large
 frame sent without a token left closes the connection (1009) before its payload is read;
 one already read is dropped undecoded."""
-LARGE_BURST = 4
+LARGE_BURST = 2
+OVERSIZE_STRIKES = 4
+OVERSIZE_FORGIVE_S = 10.0
+"""A client address whose connections were closed for oversized frames (1009) more than
+``OVERSIZE_STRIKES`` times has further handshakes refused (HTTP 429) until one strike is
+forgiven, every ``OVERSIZE_FORGIVE_S``: reconnecting to send 8 MiB again and again costs the
+server a handshake and the start of each frame; this makes it cost a short HTTP reply."""
 MAX_FRAME_BYTES = m.MAX_HELLO_BYTES + 4096
 """Largest WebSocket message read at all (beyond it: close 1009); ``decode`` refuses more
 than ``MAX_HELLO_BYTES`` with ``too_large``."""
@@ -114,6 +121,8 @@ class Connection:
         hello_timeout_s: a connection with no accepted ``hello`` by then is closed.
         metrics: ``protocol_errors`` counts every error sent.
         large_messages: the server's buckets for messages over ``MAX_MESSAGE_BYTES``, by client address.
+        oversize_strikes: the server's buckets of closes for oversized frames (1009), by client
+            address (see ``OVERSIZE_STRIKES``); None counts nothing.
         trusted_proxies: proxies whose ``X-Forwarded-For`` names the client (``--trust-proxy``).
         idle_timeout_s: a joined client sending no input, head pose or caption for this long is
             disconnected (0: never).
@@ -128,8 +137,10 @@ class Connection:
         large_messages: BucketsByKey,
         trusted_proxies: Iterable[Network] = (),
         idle_timeout_s: float = 0.0,
+        oversize_strikes: BucketsByKey | None = None,
     ) -> None:
         self.ws = ws
+        self._oversize_strikes = oversize_strikes
         peer = ws.remote_address[:2] if ws.remote_address else ("?", 0)
         source = request_source(peer[0], ws.request.headers, trusted_proxies)
         self.client_address = source.address
@@ -145,6 +156,8 @@ class Connection:
         self._buckets = {
             "input": TokenBucket(m.INPUT_RATE_HZ, m.INPUT_BURST),
             "caption": TokenBucket(m.CAPTION_RATE_HZ, m.CAPTION_BURST),
+            # Acks answer pieces the server sent at most SPLAT_RATE_HZ a second; they may arrive bunched.
+            "splat": TokenBucket(m.SPLAT_RATE_HZ, m.SPLAT_RATE_HZ),
             "other": TokenBucket(m.OTHER_RATE_HZ, m.OTHER_BURST),
             "large": large_messages.get(self.client_address),  # per address: reconnecting does not refill it
         }
@@ -214,6 +227,9 @@ class Connection:
         finally:
             sender.cancel()
             await self.link.closed()
+            close = self.ws.protocol.close_sent
+            if close is not None and close.code == 1009 and self._oversize_strikes is not None:  # one strike
+                self._oversize_strikes.get(self.client_address).allow()
 
     async def _handle(self, data: bytes | str) -> bool:
         """Handle one incoming frame; False ends the connection."""
@@ -228,7 +244,7 @@ class Connection:
                 return await self._refuse_version(exc.version)
             self.error(exc.code, exc.message, exc.field, exc.ref_type)
             return True
-        bucket = "input" if msg.TYPE in ("input", "head_pose") else "caption" if msg.TYPE == "caption" else "other"
+        bucket = {"input": "input", "head_pose": "input", "caption": "caption", "splat_ack": "splat"}.get(msg.TYPE, "other")
         if not self._allow(bucket, msg.TYPE):
             return True
         if _plays(msg):
@@ -257,7 +273,7 @@ class Connection:
             if bucket_name == "large":
                 text = f"more than {LARGE_BURST} messages over {m.MAX_MESSAGE_BYTES} bytes in {1 / LARGE_RATE_HZ:g} s; the excess is dropped"
             else:
-                rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
+                rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "splat": m.SPLAT_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
                 text = f"more than {rate} {bucket_name} messages per second; the excess is dropped"
             self.error("rate_limited", text, None, ref_type)
         return False

@@ -44,7 +44,7 @@ from .keyframes.frames import Frame
 from .keyframes.memory import FrameMemory
 from .movement.collision import SceneCollider
 from .movement.motion import MoveInput
-from .movement.motion import step as motion_step
+from .movement.motion import head_step, step as motion_step
 from .parts import WorldParts, WorldStats
 from .players import PlayerState
 from .render.base import Renderer, RenderOutput
@@ -199,6 +199,11 @@ class World:
         on_start = self._start_position is not None and np.array_equal(pose.position, self._start_position)
         walking = move.forward != 0 or move.right != 0 or move.up != 0
         return motion_step(pose, move, dt, None if on_start and not walking else self.collider)
+
+    def move_head(self, pose: Pose, head: Pose) -> Pose:
+        """Move ``pose`` to a VR ``head`` pose, with collision (walls stop the head; no gravity)."""
+        self.collider.sync(self.scene.snapshot())
+        return head_step(pose, head, self.collider)
 
     # ------------------------------------------------------------------ planning
     @property

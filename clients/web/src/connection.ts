@@ -10,6 +10,7 @@ import {
   type Welcome,
 } from "./protocol";
 import { ownerKey, rememberOwnerKey, rememberResumeToken, resumeToken } from "./identity";
+import { shareUrl } from "./share_link";
 import { decodeMessage, encodeMessage } from "./wire";
 
 /** What the player asked for on the start screen (or through a shared link). */
@@ -170,6 +171,15 @@ export class WorldConnection {
       if (message.owner_key) rememberOwnerKey(message.world, message.owner_key);
       this.setState("joined");
       this.events.welcome(message);
+      return;
+    }
+    if (message.type === "redirect") {
+      // The world is open on another server (servers sharing worlds over Ray): load this page
+      // from that server with the world's link, so the page and its WebSocket share an origin.
+      window.clearTimeout(this.welcomeTimer);
+      this.stopped = true;
+      const invite = this.target.kind === "join" ? (this.target.invite ?? null) : null;
+      window.location.assign(shareUrl(message.world, invite, message.url));
       return;
     }
     if (message.type === "error") {

@@ -17,6 +17,7 @@ export const MAX_ERROR_CHARS = 1000;
 export const MAX_PLAYER_NAME_CHARS = 32;
 export const PLAYER_NAME_PATTERN = "^[A-Za-z0-9 _.\\-]{1,32}$";
 export const WORLD_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$";
+export const MAX_URL_CHARS = 2048;
 export const RESUME_TOKEN_PATTERN = "^[A-Za-z0-9_-]{16,64}$";
 export const ACCESS_KEY_PATTERN = "^[A-Za-z0-9_-]{16,64}$";
 export const PLAYER_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$";
@@ -31,12 +32,16 @@ export const MAX_FOV_Y = 3.0;
 export const MAX_IPD = 0.2;
 export const MAX_EXPLORED_CELLS = 65536;
 export const MAX_PLAYERS_LISTED = 256;
+export const MAX_LOCAL_SPLATS = 16000000;
+export const MAX_SPLAT_PIECE_BYTES = 57344;
+export const MAX_SPLATS_IN_FLIGHT = 4;
 export const INPUT_RATE_HZ = 120;
 export const INPUT_BURST = 60;
 export const OTHER_RATE_HZ = 20;
 export const OTHER_BURST = 40;
 export const CAPTION_RATE_HZ = 1;
 export const CAPTION_BURST = 3;
+export const SPLAT_RATE_HZ = 100;
 export const EXPLORED_STATES = {
   "unknown": 0,
   "generated": 1,
@@ -92,7 +97,7 @@ export interface NewWorld {
   caption?: string;
   /** PNG or JPEG image the world starts from (its first frame); at most MAX_START_IMAGE_PIXELS pixels, at least MIN_START_IMAGE_SIDE on each side [bytes] (max length 6291456) default null */
   start_image?: Uint8Array | null;
-  /** vertical field of view of start_image; absent: this hello's view.fov_y [rad] (>= 0.1, <= 3) default null */
+  /** vertical field of view of start_image; absent: from its EXIF focal length, else this hello's view.fov_y [rad] (>= 0.1, <= 3) default null */
   start_fov_y?: number | null;
   /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels (the whole hello stays within MAX_HELLO_BYTES); absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
   start_depth?: Uint8Array | null;
@@ -193,7 +198,10 @@ export interface Input {
   fly?: boolean;
 }
 
-/** Absolute VR head pose; replaces the player's pose (no collision). */
+/**
+ * Absolute VR head pose; replaces the player's pose, with collision: walls stop the head
+ * (it slides along them, as in fly mode) and there is no gravity.
+ */
 export interface HeadPose {
   type: "head_pose";
   /** as for input (the two share one sequence) (>= 0, <= 9007199254740991) */
@@ -251,6 +259,26 @@ export interface Ping {
   t_ms?: number;
 }
 
+/**
+ * Ask for the world's Gaussians to render locally (or stop): the server sends
+ * ``splat_piece`` messages, nearest and in-view chunks first, new chunks as they land, never
+ * holding more than ``max_splats`` at the client (it sends ``splat_forget`` to make room).
+ */
+export interface Splats {
+  type: "splats";
+  /** true: send the splats near me; false: stop (what was sent is forgotten) */
+  enabled: boolean;
+  /** the client's memory budget, in Gaussians (>= 0, <= 16000000) default 2000000 */
+  max_splats?: number;
+}
+
+/** A ``splat_piece`` arrived: the server sends at most MAX_SPLATS_IN_FLIGHT unacknowledged. */
+export interface SplatAck {
+  type: "splat_ack";
+  /** the piece's id (>= 0, <= 9007199254740991) */
+  id: number;
+}
+
 /** The answer to ``hello``: who you are and what you see. */
 export interface Welcome {
   type: "welcome";
@@ -277,6 +305,19 @@ export interface Welcome {
   invite: string | null;
   /** to the world's creator only: keep it, and send it as hello.owner_key to be recognised again (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   owner_key: string | null;
+}
+
+/**
+ * The answer to ``hello`` when another server process has the world open (servers run
+ * with ``--ray`` share worlds: docs/scale.md). Connect to ``url`` and send the same hello
+ * there; this server closes the connection after this message.
+ */
+export interface Redirect {
+  type: "redirect";
+  /** that server's base URL (http(s)://host:port); its WebSocket is url + /ws (max length 2048) */
+  url: string;
+  /** the world the hello asked for (matches ^[a-z0-9][a-z0-9_-]{0,63}$) */
+  world: string;
 }
 
 /** A private world's new invite after ``revoke_invite``, to its creator's connections only. */
@@ -456,6 +497,39 @@ export interface FrameInfo {
   mtp_ms: number;
 }
 
+/**
+ * Part of one scene chunk's Gaussians for local rendering (after ``splats``). A chunk
+ * comes in ``parts`` pieces; each is a complete ``.spz`` (version 3: gzip, 24-bit fixed-point
+ * positions, 8-bit colour, opacity, log scale, smallest-three rotations; right-up-back axes
+ * as the format has them, so y and z are flipped from the world's). Answer each with ``splat_ack``.
+ */
+export interface SplatPiece {
+  type: "splat_piece";
+  /** acknowledge with splat_ack (>= 0, <= 9007199254740991) */
+  id: number;
+  /** the scene chunk it belongs to (splat_forget names it) (>= 0, <= 9007199254740991) */
+  chunk_id: number;
+  /** 0-based (>= 0) */
+  part: number;
+  /** (>= 1) */
+  parts: number;
+  /** the chunk's bounding-box centre, world coordinates [m] */
+  center: [number, number, number];
+  /** half the chunk's bounding-box diagonal [m] (>= 0) */
+  radius: number;
+  /** Gaussians in this piece (>= 0) */
+  count: number;
+  /** the piece as .spz bytes [bytes] (max length 57344) */
+  spz: Uint8Array;
+}
+
+/** Drop these chunks: the budget needs room for nearer ones (the server may send them again later). */
+export interface SplatForget {
+  type: "splat_forget";
+  /** (max length 4096) default [] */
+  chunk_ids: number[];
+}
+
 /** Something the client sent was refused. The connection stays open unless said otherwise. */
 export interface ErrorMessage {
   type: "error";
@@ -472,10 +546,10 @@ export interface ErrorMessage {
 }
 
 /** Every message a client may send. */
-export type ClientMessage = Hello | Input | HeadPose | RtcOffer | IceCandidate | Caption | RevokeInvite | Ping;
+export type ClientMessage = Hello | Input | HeadPose | RtcOffer | IceCandidate | Caption | RevokeInvite | Ping | Splats | SplatAck;
 /** Every message a server may send. */
-export type ServerMessage = IceCandidate | Welcome | Invite | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | ErrorMessage;
+export type ServerMessage = IceCandidate | Welcome | Redirect | Invite | RtcAnswer | VideoEnded | CaptionChanged | Pong | GenerationRequested | GenerationProgress | GenerationDone | GenerationFailed | PlayerJoined | PlayerLeft | Players | Explored | Stats | FrameInfo | SplatPiece | SplatForget | ErrorMessage;
 export type Message = ClientMessage | ServerMessage;
 export type MessageType = Message["type"];
-export const CLIENT_MESSAGE_TYPES = ["hello", "input", "head_pose", "rtc_offer", "ice_candidate", "caption", "revoke_invite", "ping"] as const;
-export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "invite", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "error"] as const;
+export const CLIENT_MESSAGE_TYPES = ["hello", "input", "head_pose", "rtc_offer", "ice_candidate", "caption", "revoke_invite", "ping", "splats", "splat_ack"] as const;
+export const SERVER_MESSAGE_TYPES = ["ice_candidate", "welcome", "redirect", "invite", "rtc_answer", "video_ended", "caption_changed", "pong", "generation_requested", "generation_progress", "generation_done", "generation_failed", "player_joined", "player_left", "players", "explored", "stats", "frame_info", "splat_piece", "splat_forget", "error"] as const;

@@ -3,8 +3,8 @@
 import { el } from "./dom";
 import { toast } from "./toasts";
 
-export function shareUrl(world: string, invite: string | null = null): string {
-  const url = new URL(window.location.href);
+export function shareUrl(world: string, invite: string | null = null, base: string = window.location.href): string {
+  const url = new URL(base);
   url.search = "";
   url.hash = "";
   url.searchParams.set("world", world);

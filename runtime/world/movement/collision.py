@@ -29,6 +29,7 @@ from ..scene import Chunk, SceneSnapshot
 
 _BIAS = 1 << 20  # indices in [-2^20, 2^20) -> 21 bits each
 _MASK = (1 << 21) - 1
+_EPS_LEVELS = 1e-6  # a surface exactly at a query's bound is inside it (1.7 - 0.5 is not 1.2 in floats)
 
 
 def pack_keys(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -67,16 +68,89 @@ def _cylinder_hits(voxels: np.ndarray, x: float, z: float, y_top: float, y_botto
 
 
 @numba.njit(cache=True, nogil=True)
-def _column_first_level(ground: np.ndarray, ix: int, iz: int, lo_level: int, hi_level: int) -> int:
-    """The smallest stored level in ``[lo_level, hi_level]`` of column ``(ix, iz)`` (sorted
-    packed keys), or ``hi_level + 1`` when there is none."""
+def _column_first_floor(ground: np.ndarray, ix: int, iz: int, lo_level: int, hi_level: int, gap: int) -> int:
+    """The smallest *floor* level in ``[lo_level, hi_level]`` of column ``(ix, iz)`` (sorted
+    packed keys), or ``hi_level + 1`` when there is none.
+
+    A floor is the top of a run of stored levels: no stored level lies within ``gap`` levels
+    above it (+y down: at a level in ``[level - gap, level)``). The face of a wall or a step
+    is one long run, so only its top is a floor and a player never climbs it rung by rung.
+    """
     a = min(max(ix + _BIAS, 0), _MASK)
     b = min(max(iz + _BIAS, 0), _MASK)
     column = (a << 42) | (b << 21)
+    last = column | min(max(hi_level + _BIAS, 0), _MASK)
     i = np.searchsorted(ground, column | min(max(lo_level + _BIAS, 0), _MASK))
-    if i >= ground.size or ground[i] > (column | min(max(hi_level + _BIAS, 0), _MASK)):
-        return hi_level + 1
-    return int(ground[i] & _MASK) - _BIAS
+    while i < ground.size and ground[i] <= last:
+        level = int(ground[i] & _MASK) - _BIAS
+        above = column | min(max(level - gap + _BIAS, 0), _MASK)
+        # The run reaching down to this level starts above lo_level: look for the previous
+        # stored level in the column (it may lie above lo_level, outside the search window).
+        if i == 0 or ground[i - 1] < above:
+            return level
+        i += 1
+    return hi_level + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _body_contacts(
+    voxels: np.ndarray, ground: np.ndarray, x: float, z: float, y_top: float, y_bottom: float,
+    floor_lo: int, floor_hi: int, radius: float, v: float, cell: float, level: float, gap: int, first_only: bool,
+) -> tuple[float, float, int]:
+    """Occupied voxel columns a walking body's cylinder overlaps, and how to get out of them.
+
+    A column counts when it holds an occupied voxel between ``y_top`` and ``y_bottom``
+    (head and knee, +y down) *above its own floor*: where the ground column it stands in has
+    a floor at a level in ``[floor_lo, floor_hi]`` (one the body could step onto), the voxel
+    holding that floor and those below it are ground, not obstacle -- the rising ground of
+    a slope, a step's face, or grass on a floor never stop the walk.
+
+    Returns ``(px, pz, n)``: the sum over the ``n`` columns of each one's penetration vector
+    (from the column towards the axis, as long as the overlap), whose direction is the
+    obstacle's outward normal. ``first_only`` stops at the first column (a yes/no test).
+    """
+    px = 0.0
+    pz = 0.0
+    n = 0
+    for ix in range(math.floor((x - radius) / v), math.floor((x + radius) / v) + 1):
+        cx = min(max(x, ix * v), (ix + 1) * v) - x
+        for iz in range(math.floor((z - radius) / v), math.floor((z + radius) / v) + 1):
+            cz = min(max(z, iz * v), (iz + 1) * v) - z
+            d2 = cx * cx + cz * cz
+            if d2 > radius * radius:
+                continue
+            last = math.floor(y_bottom / v)
+            if ground.size:
+                f = _column_first_floor(
+                    ground, math.floor((ix + 0.5) * v / cell), math.floor((iz + 0.5) * v / cell), floor_lo, floor_hi, gap
+                )
+                if f <= floor_hi:
+                    last = min(last, math.floor(f * level / v + 1e-6) - 1)
+            a = min(max(ix + _BIAS, 0), _MASK)
+            b = min(max(iz + _BIAS, 0), _MASK)
+            hit = False
+            for iy in range(math.floor(y_top / v), last + 1):
+                key = (a << 42) | (b << 21) | min(max(iy + _BIAS, 0), _MASK)
+                i = np.searchsorted(voxels, key)
+                if i < voxels.size and voxels[i] == key:
+                    hit = True
+                    break
+            if not hit:
+                continue
+            n += 1
+            if first_only:
+                return px, pz, n
+            d = math.sqrt(d2)
+            if d > 1e-9:  # nearest point of the column's square -> axis, scaled to the overlap
+                px -= cx / d * (radius - d)
+                pz -= cz / d * (radius - d)
+            else:  # the axis is inside the column: away from its centre
+                ox = x - (ix + 0.5) * v
+                oz = z - (iz + 0.5) * v
+                o = math.sqrt(ox * ox + oz * oz) + 1e-9
+                px += ox / o * radius
+                pz += oz / o * radius
+    return px, pz, n
 
 
 @dataclass(frozen=True)
@@ -91,6 +165,10 @@ class ColliderConfig:
         max_scale: Gaussians whose largest sigma exceeds this are ignored (huge
             background blobs from imported scenes would fill whole voxels).
         min_obstacle_count: Gaussians a voxel needs to count as occupied; 1 means any.
+        floor_gap: a surface is a floor only if the column holds nothing within this many
+            metres above it (see :meth:`SceneCollider.ground_y`). It spans the vertical
+            spacing of a far wall's samples (pixel stride x distance), so walls and steps
+            read as one face with a floor on top, never as a ladder.
     """
 
     voxel: float = 0.25
@@ -99,6 +177,7 @@ class ColliderConfig:
     min_opacity: float = 0.3
     max_scale: float = 1.0
     min_obstacle_count: int = 1
+    floor_gap: float = 0.35
 
 
 @dataclass(frozen=True)
@@ -179,21 +258,24 @@ class SceneCollider:
 
     # ---- queries ----
     def ground_y(self, x: float, z: float, from_y: float, max_drop: float = 50.0) -> float | None:
-        """The highest surface at or below height ``from_y`` in the column at ``(x, z)``.
+        """The highest floor at or below height ``from_y`` in the column at ``(x, z)``.
 
-        With +y down that is the smallest stored ``y >= from_y``. Returns None when
-        no surface lies within ``max_drop`` metres below ``from_y`` (unexplored).
+        With +y down that is the smallest floor ``y >= from_y``; a floor is a surface with
+        nothing stored within ``floor_gap`` above it in the column (the top of a wall or a
+        step is one, the middle of its face is not). Returns None when no floor lies within
+        ``max_drop`` metres below ``from_y`` (unexplored, or only a wall's face there).
         """
         cfg = self.config
         ground = self._ground
         if ground.size == 0:
             return None
         ix, iz = math.floor(x / cfg.ground_cell), math.floor(z / cfg.ground_cell)
-        lo_level = math.ceil(from_y / cfg.ground_level)
+        lo_level = math.ceil(from_y / cfg.ground_level - _EPS_LEVELS)
         hi_level = math.floor((from_y + max_drop) / cfg.ground_level)
         # numba: a walking player asks this up to six times per move step; through
         # np.searchsorted on one key each call cost ~6 us of Python overhead.
-        level = _column_first_level(ground, ix, iz, lo_level, hi_level)
+        gap = max(1, round(cfg.floor_gap / cfg.ground_level))
+        level = _column_first_floor(ground, ix, iz, lo_level, hi_level, gap)
         return None if level > hi_level else level * cfg.ground_level
 
     def blocked(self, x: float, z: float, y_top: float, y_bottom: float, radius: float) -> bool:
@@ -210,6 +292,27 @@ class SceneCollider:
         # numba: every player's every move step asks this a few times; as numpy ops on
         # arrays of a dozen cells it cost ~60 us, a third of a 32-player tick's host time.
         return _cylinder_hits(voxels, x, z, y_top, y_bottom, radius, self.config.voxel)
+
+    def body_contacts(
+        self, x: float, z: float, y_top: float, y_bottom: float, feet_y: float, step: float, radius: float, first_only: bool = False
+    ) -> tuple[float, float, int]:
+        """What a walking body's cylinder runs into: ``(dx, dz, columns)``.
+
+        Like :meth:`blocked`, but a voxel column's own floor, if it lies within ``step``
+        metres of ``feet_y`` (above or below), and what is under it do not count: that is
+        ground the body would step onto. ``(dx, dz)`` is the summed penetration (metres,
+        pointing away from the obstacle), ``columns`` the voxel columns touched (0: free).
+        """
+        voxels = self._voxels
+        if voxels.size == 0:
+            return 0.0, 0.0, 0
+        cfg = self.config
+        lo = math.ceil((feet_y - step) / cfg.ground_level - _EPS_LEVELS)
+        hi = math.floor((feet_y + step) / cfg.ground_level)
+        gap = max(1, round(cfg.floor_gap / cfg.ground_level))
+        return _body_contacts(
+            voxels, self._ground, x, z, y_top, y_bottom, lo, hi, radius, cfg.voxel, cfg.ground_cell, cfg.ground_level, gap, first_only
+        )
 
     def blocked_sphere(self, position: np.ndarray, radius: float) -> bool:
         """Does a sphere (fly mode's body) overlap an occupied voxel? (box-approximated in y)."""

@@ -1,10 +1,12 @@
 """Player movement: the :class:`MoveInput` contract and :func:`step`, which moves a pose with collision.
 
 Walk mode keeps the eye :data:`EYE_HEIGHT` above the ground the scene provides,
-climbs steps up to :data:`MAX_STEP` smoothly, and stops at anything taller
-(sliding along it). Fly mode ignores the ground and collides with occupied
-voxels only. Where the scene knows no ground yet (unexplored space), walking
-keeps the current height. World ``+y`` points down, so "up" is ``-y``.
+climbs steps up to :data:`MAX_STEP` smoothly and slopes up to about
+:data:`MAX_SLOPE_DEG`, and stops at anything taller or steeper -- sliding along it:
+a blocked move keeps its part along the obstacle's surface. Fly mode ignores the
+ground and collides with occupied voxels only. Where the scene knows no ground yet
+(unexplored space), walking keeps the current height. World ``+y`` points down, so
+"up" is ``-y``. :func:`advance` also says whether a move was blocked (the client's cue).
 """
 
 from __future__ import annotations
@@ -58,8 +60,16 @@ MAX_PITCH = math.radians(89.0)
 MAX_DT = 1.0  # s; longer steps are rejected (the caller lost track of time)
 SUBSTEP_DT = 0.04  # s; at <= 6 m/s a substep moves < BODY_RADIUS, so walls cannot be skipped
 NEAR_GROUND_RADIUS = 3.0  # m; walk mode settles onto known ground this far away when none is under the player
+_PLANE_POINTS = 5  # floors around a player without ground under them that are fitted with a plane
 _RING = tuple((math.cos(a * math.pi / 4), math.sin(a * math.pi / 4)) for a in range(8))
 HEIGHT_RATE = 12.0  # 1/s; eye height follows the ground with this exponential rate (smooth steps)
+MAX_HEIGHT_LAG = 0.2  # m; ...but never trails it by more (running up a slope must not sink into it)
+MAX_SLOPE_DEG = 40.0  # steepest walkable ground, give or take the probe's slack below
+SLOPE_PROBE = 1.0  # m ahead of a move where the ground's rise is compared with the slope limit
+SLOPE_SLACK = 0.1  # m of rise forgiven over the probe (ground heights are quantised); 40 deg passes, 45 deg does not
+NORMAL_REACH = 0.25  # m beyond the body over which an obstacle's normal is averaged (a wall, not its sample gaps)
+PUSH_SKIN = 1e-3  # m a push-out goes beyond touching, so float32 rounding of the pose cannot put the body back inside
+BLOCKED_FRACTION = 0.25  # a walk step covering less than this share of the asked distance was blocked (stopped, or all but)
 
 
 def validate_move(move: MoveInput) -> None:
@@ -86,8 +96,28 @@ def _axis(value: float) -> float:
     return max(-1.0, min(1.0, float(value)))
 
 
+@dataclass(frozen=True)
+class Moved:
+    """What one move step did.
+
+    Attributes:
+        pose: the new head pose.
+        blocked: the player asked to walk or fly but collision kept them from covering
+            at least :data:`BLOCKED_FRACTION` of the distance (sliding along a wall at a
+            shallow angle is not blocked; walking into it head-on is).
+    """
+
+    pose: Pose
+    blocked: bool = False
+
+
 def step(pose: Pose, move: MoveInput, dt: float, collider: "SceneCollider | None" = None) -> Pose:
-    """Advance ``pose`` by ``move`` over ``dt`` seconds; returns a new :class:`Pose`.
+    """Advance ``pose`` by ``move`` over ``dt`` seconds; returns a new :class:`Pose` (see :func:`advance`)."""
+    return advance(pose, move, dt, collider).pose
+
+
+def advance(pose: Pose, move: MoveInput, dt: float, collider: "SceneCollider | None" = None) -> Moved:
+    """Advance ``pose`` by ``move`` over ``dt`` seconds, with collision.
 
     Args:
         pose: current head pose (unchanged).
@@ -95,6 +125,9 @@ def step(pose: Pose, move: MoveInput, dt: float, collider: "SceneCollider | None
         dt: seconds since the last step, in ``[0, MAX_DT]``.
         collider: the world's :class:`SceneCollider`; None moves freely (walk mode
             then keeps the current height).
+
+    Returns:
+        The new pose and whether the move was blocked.
 
     Raises:
         ValueError: a NaN/inf field in ``move`` or ``pose``, or ``dt`` out of range.
@@ -106,6 +139,7 @@ def step(pose: Pose, move: MoveInput, dt: float, collider: "SceneCollider | None
     yaw = math.remainder(pose.yaw + float(move.yaw_delta), math.tau)
     pitch = max(-MAX_PITCH, min(MAX_PITCH, pose.pitch + float(move.pitch_delta)))
     position = pose.position.astype(np.float64)
+    start = position.copy()
 
     fwd, right, up = _axis(move.forward), _axis(move.right), _axis(move.up)
     planar = math.hypot(fwd, right)
@@ -119,6 +153,7 @@ def step(pose: Pose, move: MoveInput, dt: float, collider: "SceneCollider | None
         velocity = FLY_SPEED * (fwd * forward_dir + right * right_dir + up * UP.astype(np.float64))
         for _ in range(n):
             position = _fly_substep(position, velocity * h, collider)
+        asked, covered = np.linalg.norm(velocity) * dt, float(np.linalg.norm(position - start))
     else:
         speed = RUN_SPEED if move.run else WALK_SPEED
         forward_dir = np.array([math.sin(yaw), 0.0, math.cos(yaw)])
@@ -126,7 +161,25 @@ def step(pose: Pose, move: MoveInput, dt: float, collider: "SceneCollider | None
         velocity = speed * (fwd * forward_dir + right * right_dir)
         for _ in range(n):
             position = _walk_substep(position, velocity * h, h, collider)
-    return Pose(position.astype(np.float32), yaw, pitch, pose.roll)
+        asked, covered = np.linalg.norm(velocity) * dt, math.hypot(position[0] - start[0], position[2] - start[2])
+    blocked = bool(asked > 1e-9 and covered < BLOCKED_FRACTION * asked)
+    return Moved(Pose(position.astype(np.float32), yaw, pitch, pose.roll), blocked)
+
+
+HEAD_SUBSTEP = 0.1  # m: a head pose's move is checked for collision in steps this long
+MAX_HEAD_SUBSTEPS = 200  # so one head pose costs at most this many checks (a 20 m jump)
+
+
+def head_step(pose: Pose, head: Pose, collider: "SceneCollider | None" = None) -> Pose:
+    """A VR head pose, with collision: the head goes from ``pose`` toward ``head`` as the fly
+    mode's sphere would (stopped by walls, sliding along them) and takes ``head``'s
+    orientation. No gravity: a headset says how high the head is."""
+    position = pose.position.astype(np.float64)
+    delta = head.position.astype(np.float64) - position
+    n = min(max(1, math.ceil(float(np.linalg.norm(delta)) / HEAD_SUBSTEP)), MAX_HEAD_SUBSTEPS)
+    for _ in range(n):
+        position = _fly_substep(position, delta / n, collider)
+    return Pose(position.astype(np.float32), head.yaw, head.pitch, head.roll)
 
 
 def _fly_substep(position: np.ndarray, delta: np.ndarray, collider: "SceneCollider | None") -> np.ndarray:
@@ -149,11 +202,12 @@ def _fly_substep(position: np.ndarray, delta: np.ndarray, collider: "SceneCollid
 def walk_target_eye_y(x: float, z: float, eye_y: float, collider: "SceneCollider") -> float | None:
     """Eye height the ground at ``(x, z)`` asks for, or None where no ground is known.
 
-    The ground is the highest surface not more than :data:`MAX_STEP` above the
-    feet (+y down: the smallest surface ``y >= feet - MAX_STEP``). If the column
-    right under the player has no samples (sparse splats), the median of the four
-    neighbouring columns is used; where those have none either, the ground on the nearest
-    ring around the player within :data:`NEAR_GROUND_RADIUS` (see :func:`_ground_around`).
+    The ground is the highest floor not more than :data:`MAX_STEP` above the
+    feet (+y down: the smallest floor ``y >= feet - MAX_STEP``; see
+    :meth:`SceneCollider.ground_y`). If the column right under the player has none
+    (sparse splats), the median of the four neighbouring columns is used; where those
+    have none either, the ground around the player within :data:`NEAR_GROUND_RADIUS`
+    (see :func:`_ground_around`).
     """
     feet = eye_y + EYE_HEIGHT
     g = collider.ground_y(x, z, feet - MAX_STEP)
@@ -161,61 +215,186 @@ def walk_target_eye_y(x: float, z: float, eye_y: float, collider: "SceneCollider
         c = collider.config.ground_cell
         near = [collider.ground_y(x + dx, z + dz, feet - MAX_STEP) for dx, dz in ((c, 0), (-c, 0), (0, c), (0, -c))]
         near = [v for v in near if v is not None]
-        if not near:
-            near = _ground_around(x, z, feet - MAX_STEP, collider)
-        if not near:
-            return None
-        g = float(np.median(near))
+        if near:
+            g = float(np.median(near))
+        else:
+            g = _ground_around(x, z, feet, collider)
+            if g is None:
+                return None
     return g - EYE_HEIGHT
 
 
-def _ground_around(x: float, z: float, from_y: float, collider: "SceneCollider") -> list[float]:
-    """Ground heights on the nearest ring (8 directions, every ``2 * ground_cell`` out to
-    :data:`NEAR_GROUND_RADIUS`) that has any: where the scene holds no ground right under a
-    player (the spawn point, or wherever fly mode ended), a standing player settles onto
-    the ground around them instead of hanging in the air until they walk."""
+def _ground_around(x: float, z: float, feet: float, collider: "SceneCollider") -> float | None:
+    """The ground under ``(x, z)`` guessed from floors around it (every ``2 * ground_cell``
+    in 8 directions out to :data:`NEAR_GROUND_RADIUS`), or None if there are none.
+
+    Where the scene holds no ground right under a player (the spawn point, wherever fly
+    mode ended, a stretch whose ground splats are sparse), a standing player settles onto
+    the ground around them instead of hanging in the air, and a walking one follows it. With
+    :data:`_PLANE_POINTS` floors found, a plane through them gives the height (a slope goes
+    on rising under the player, so they do not sink into it); with fewer, their median.
+    A ring ``r`` metres out is searched from as high as a :data:`MAX_SLOPE_DEG` slope would
+    rise there; the result rises at most :data:`MAX_STEP` above ``feet``.
+    """
     step = 2.0 * collider.config.ground_cell
     rings = max(1, int(NEAR_GROUND_RADIUS / step))
+    rise = math.tan(math.radians(MAX_SLOPE_DEG))
+    points = []
     for k in range(1, rings + 1):
         r = k * step
-        found = [collider.ground_y(x + r * dx, z + r * dz, from_y) for dx, dz in _RING]
-        found = [v for v in found if v is not None]
-        if found:
-            return found
-    return []
+        for dx, dz in _RING:
+            g = collider.ground_y(x + r * dx, z + r * dz, feet - MAX_STEP - rise * r)
+            if g is not None:
+                points.append((r * dx, r * dz, g))
+        if len(points) >= _PLANE_POINTS:
+            break
+    if not points:
+        return None
+    p = np.asarray(points)
+    g = float(np.median(p[:, 2]))
+    if len(p) >= _PLANE_POINTS:
+        A = np.column_stack([np.ones(len(p)), p[:, 0], p[:, 1]])
+        coef, _, rank, _ = np.linalg.lstsq(A, p[:, 2], rcond=None)
+        if rank == 3:
+            g = float(coef[0])  # the plane at the player (offsets are relative to it)
+    return max(g, feet - MAX_STEP)
 
 
 def _walk_blocked(x: float, z: float, eye_y: float, collider: "SceneCollider") -> bool:
     """Is the body (knee to head) at ``(x, z)`` with eye height ``eye_y`` inside an obstacle?"""
-    knee = eye_y + EYE_HEIGHT - MAX_STEP
-    head = eye_y - HEAD_CLEARANCE
-    return collider.blocked(x, z, head, knee - 1e-3, BODY_RADIUS)
+    return collider.body_contacts(x, z, *_body_span(eye_y), eye_y + EYE_HEIGHT, MAX_STEP, BODY_RADIUS, True)[2] > 0
+
+
+def _overlap(x: float, z: float, eye_y: float, collider: "SceneCollider") -> float:
+    """How deep (metres, summed over the voxel columns touched) the body at ``(x, z)`` with
+    eye height ``eye_y`` is inside obstacles; 0 when free."""
+    px, pz, n = collider.body_contacts(x, z, *_body_span(eye_y), eye_y + EYE_HEIGHT, MAX_STEP, BODY_RADIUS)
+    return math.hypot(px, pz) + 1e-6 * n  # + n: pushes from both sides may cancel out
+
+
+def _body_span(eye_y: float) -> tuple[float, float]:
+    """``(y_top, y_bottom)`` of the part of the body obstacles stop: head to knee (+y down).
+    Below the knee is what a step climbs."""
+    return eye_y - HEAD_CLEARANCE, eye_y + EYE_HEIGHT - MAX_STEP - 1e-3
+
+
+def _too_steep(x: float, z: float, ux: float, uz: float, eye_y: float, collider: "SceneCollider") -> bool:
+    """Does the ground :data:`SLOPE_PROBE` metres on from ``(x, z)`` along the unit direction
+    ``(ux, uz)`` rise more steeply than :data:`MAX_SLOPE_DEG` above the feet at ``eye_y``
+    (which stand on the floor of the ground cell at ``(x, z)``)?
+
+    Floors are the tops of their ground cells, so the rise is measured between the two
+    cells' centres (on an even slope both tops sit on the same side of their cells). A rise
+    of up to :data:`MAX_STEP` is a step and always passes; unknown ground ahead passes.
+    """
+    feet = eye_y + EYE_HEIGHT
+    cell = collider.config.ground_cell
+    px, pz = x + ux * SLOPE_PROBE, z + uz * SLOPE_PROBE
+    run = cell * math.hypot(math.floor(px / cell) - math.floor(x / cell), math.floor(pz / cell) - math.floor(z / cell))
+    limit = max(MAX_STEP, math.tan(math.radians(MAX_SLOPE_DEG)) * run + SLOPE_SLACK)
+    ahead = collider.ground_y(px, pz, feet - limit - MAX_STEP)
+    return ahead is not None and feet - ahead > limit + 1e-6
 
 
 def _walk_substep(position: np.ndarray, delta: np.ndarray, h: float, collider: "SceneCollider | None") -> np.ndarray:
-    """Move horizontally by ``delta`` (walls stop it, slide along them), then follow the ground."""
+    """Move horizontally by ``delta`` (sliding along what blocks it), then follow the ground."""
     if collider is None:
         return position + delta
     x, y, z = position
+    # Collide from the ground stood on, not from the smoothed eye (which trails it on slopes).
+    here = walk_target_eye_y(x, z, y, collider)
+    ref = y if here is None else here
+    length = math.hypot(delta[0], delta[2])
 
-    def try_at(nx: float, nz: float) -> float | None:
-        """Eye y to use at (nx, nz), or None if the body would be inside an obstacle there."""
-        target = walk_target_eye_y(nx, nz, y, collider)
-        eye = y if target is None else target
+    def try_at(nx: float, nz: float) -> bool:
+        """Can the body get to (nx, nz)? Free of obstacles at the higher of the ground here
+        and there (it steps up first, or moves over and then drops), and the ground on in the
+        direction walked no steeper than the limit."""
+        target = walk_target_eye_y(nx, nz, ref, collider)
+        eye = ref if target is None else min(target, ref)
         if _walk_blocked(nx, nz, eye, collider):
-            return None
-        return eye
+            return False
+        mx, mz = nx - x, nz - z
+        m = math.hypot(mx, mz)
+        return m < 1e-9 or not _too_steep(nx, nz, mx / m, mz / m, eye, collider)
 
-    if delta[0] or delta[2]:
-        stuck = _walk_blocked(x, z, y, collider)  # never trap a player inside geometry
-        # Full move first; against a wall, its x and z components alone (sliding).
-        for dx, dz in ((delta[0], delta[2]), (delta[0], 0.0), (0.0, delta[2])):
-            if dx == 0.0 and dz == 0.0:
-                continue
-            if stuck or try_at(x + dx, z + dz) is not None:
-                x, z = x + dx, z + dz
-                break
-    target = walk_target_eye_y(x, z, y, collider)
+    depth = _overlap(x, z, ref, collider)
+    if depth > 0.0:
+        # Sunk into the ground (it rose where the scene had no samples yet)? Stand on the
+        # floor within a step above the one the body is caught at, if the body is free there.
+        up = walk_target_eye_y(x, z, ref - MAX_STEP, collider)
+        if up is not None and up < ref and _overlap(x, z, up, collider) == 0.0:
+            ref, depth = up, 0.0
+    if length > 0.0:
+        if depth > 0.0:  # inside geometry (a chunk landed on the player): never trap them, but
+            # let no move go deeper -- walking out, or along, is fine; walking through is not
+            if _overlap(x + delta[0], z + delta[2], ref, collider) <= depth + 1e-9:
+                x, z = x + delta[0], z + delta[2]
+        elif try_at(x + delta[0], z + delta[2]):
+            x, z = x + delta[0], z + delta[2]
+        else:
+            x, z = _slide(x, z, delta[0], delta[2], ref, collider, try_at)
+    target = walk_target_eye_y(x, z, min(y, ref), collider)
     if target is not None:
         y = y + (target - y) * (1.0 - math.exp(-HEIGHT_RATE * h))
+        y = min(max(y, target - MAX_HEIGHT_LAG), target + MAX_HEIGHT_LAG)
     return np.array([x, y, z])
+
+
+def _slide(x: float, z: float, dx: float, dz: float, eye_y: float, collider: "SceneCollider", free) -> tuple[float, float]:
+    """Where a body at ``(x, z)`` whose move by ``(dx, dz)`` is blocked goes instead.
+
+    The obstacle's outward normal ``n`` is the direction of the push that gets the body out
+    of it at the blocked target, averaged over :data:`NORMAL_REACH` beyond the body.
+    Candidates: the move projected onto the obstacle's tangent (``d - (d.n) n``), and it
+    pushed out of what it overlaps; the full move pushed out (it slides around corners and
+    out of notches in a wall of sparse samples); each axis alone; half the move. Of those
+    ``free(x, z)`` accepts, the one that gets furthest along the tangent wins (along the
+    move when it runs head-on); none: stay.
+    """
+    top, bottom = _body_span(eye_y)
+    feet = eye_y + EYE_HEIGHT
+
+    def push(px: float, pz: float) -> tuple[float, float, int]:
+        return collider.body_contacts(px, pz, top, bottom, feet, MAX_STEP, BODY_RADIUS)
+
+    length = math.hypot(dx, dz)
+    ux, uz = dx / length, dz / length  # progress is measured along the move, or the slide
+    candidates = []
+    # The normal from a wider ring than the body: the wall's mean direction, not one corner's.
+    wx, wz, near = collider.body_contacts(x + dx, z + dz, top, bottom, feet, MAX_STEP, BODY_RADIUS + NORMAL_REACH)
+    w = math.hypot(wx, wz)
+    if near and w > 1e-9:
+        nx, nz = wx / w, wz / w
+        into = dx * nx + dz * nz
+        if into < 0.0:  # moving into the obstacle: keep only the tangential part
+            tx, tz = dx - into * nx, dz - into * nz
+            t = math.hypot(tx, tz)
+            if t > 1e-3 * length:  # else head-on: progress stays measured along the move
+                ux, uz = tx / t, tz / t
+                candidates.append((x + tx, z + tz))
+                candidates += _pushed_out(x + tx, z + tz, push)
+    candidates += _pushed_out(x + dx, z + dz, push)
+    candidates += [(x + dx, z), (x, z + dz), (x + 0.5 * dx, z + 0.5 * dz)]
+    best, best_gain = (x, z), 1e-6 * length
+    for cx, cz in candidates:
+        gain = (cx - x) * ux + (cz - z) * uz
+        if gain > best_gain and free(cx, cz):
+            best, best_gain = (cx, cz), gain
+    return best
+
+
+def _pushed_out(x: float, z: float, push) -> list[tuple[float, float]]:
+    """``(x, z)`` moved out of what the body overlaps there, up to three times (each push
+    may touch something new); every stage is a candidate."""
+    out = []
+    for _ in range(3):
+        qx, qz, touched = push(x, z)
+        if not touched:
+            break
+        q = math.hypot(qx, qz)
+        if q < 1e-12:
+            break
+        x, z = x + qx + qx / q * PUSH_SKIN, z + qz + qz / q * PUSH_SKIN
+        out.append((x, z))
+    return out

@@ -1,0 +1,279 @@
+"""Walk benchmark: does a player holding W ever get stuck where the world is walkable?
+
+The procedural generator knows its own terrain (a heightfield, water level, and one
+object per grid cell), so it is the ground truth here -- and only here: the runtime
+collides against the Gaussian scene alone (see docs/world.md#walking), as it must for
+imported scenes and for generators that know nothing of their geometry.
+
+Each walk (biome x seed) is a fresh world with the procedural generator. A scripted
+player holds forward for ``--seconds`` of **simulated** time, stepped through
+``World.move`` at the server's 30 Hz; it turns by a random 20-120 degrees every 2-6 s
+and runs some of the time. Generation is fast-forwarded: every 0.2 s of simulated time
+the world plans for the player and we wait until its jobs are done, so the scene the
+player collides with is what a player who never outran the generator would meet.
+
+**Stuck** (issue 16): for 2 s forward was held, the player moved less than
+:data:`PROGRESS_M`, and the generator's terrain ahead is walkable
+(:meth:`GeneratorTruth.walkable_ahead`: no slope over :data:`MAX_SLOPE_DEG`, no step over
+``MAX_STEP``, no solid object but a bush in the body's way). A walk counts as stuck if that
+happens once.
+
+Usage::
+
+    .venv/bin/python -m bench.walk                              # 50 walks x 60 s (several minutes)
+    .venv/bin/python -m bench.walk --walks 10 --seconds 20      # quicker
+    .venv/bin/python -m bench.walk --biomes forest --seeds 7 --walks 1 --trace   # one walk, step by step
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.common import describe_machine, format_table, machine, write_json
+from runtime.world import PlayerState, Pose, World, WorldConfig
+from runtime.world.generators.procedural import ProceduralGenerator
+from runtime.world.generators.procedural import kernels as K
+from runtime.world.generators.procedural.generator import ground_height_y
+from runtime.world.movement.motion import BODY_RADIUS, EYE_HEIGHT, HEAD_CLEARANCE, MAX_STEP, WALK_SPEED, MoveInput
+
+CAPTIONS = {
+    "forest": "a pine forest",
+    "meadow": "a meadow with hills",
+    "city": "a small town with streets and houses",
+    "desert": "a desert with dunes",
+    "snow": "a snowy winter valley",
+    "beach": "a tropical beach",
+}
+MAX_SLOPE_DEG = 40.0
+"""Steepest ground the truth calls walkable (the runtime's limit, issue 16)."""
+STUCK_S = 2.0
+"""Seconds without progress (forward held, truth walkable) that make a player stuck."""
+PROGRESS_M = 0.3
+"""Least distance (metres) a player must cover in :data:`STUCK_S` to count as progressing."""
+AHEAD_M = 0.8
+"""How far ahead (metres) the truth must be walkable for a stop to count as stuck."""
+TICK_S = 1.0 / 30.0
+"""Simulated seconds per move step (the server's frame clock)."""
+PLAN_S = 0.2
+"""Simulated seconds between two generation plans (the server plans at 5 Hz)."""
+_TABLE_TILE = 48.0
+"""Object tables are built per square of this many metres (cached)."""
+
+
+class GeneratorTruth:
+    """What the procedural generator's own world says about walking at a place.
+
+    Ground: the heightfield or, where it lies under water, the water surface (the world
+    shows the water's surface, and a player walks on it). Objects: the generator's trees,
+    buildings and rocks, as signed-distance bounds; bushes are not obstacles.
+    """
+
+    def __init__(self, caption: str, seed: int) -> None:
+        self.seed = seed
+        self.biome = ProceduralGenerator.biome(caption)
+        self._bp = self.biome.pack()
+        self._seed32 = int(seed) % (2**31)
+        self._e0 = float(K.lattice_height(0, 0, self._seed32))
+        self._hg = np.zeros((0, 0))
+        self._hm = np.zeros(3)
+        self._tables: dict[tuple[int, int, bool], tuple[np.ndarray, np.ndarray]] = {}
+
+    def ground_y(self, x: float, z: float) -> float:
+        """World y (+y down, metres) of the walkable surface at ``(x, z)``."""
+        terrain = float(ground_height_y(x, z, self.seed))
+        water = EYE_HEIGHT - self.biome.water_level
+        return min(terrain, water)
+
+    def _objects(self, x: float, z: float, rocks: bool) -> list[np.ndarray]:
+        """Object records (``OBJ_FIELDS`` each) of the 3x3 cells around ``(x, z)``, bushes left out."""
+        cell = self.biome.rock_cell if rocks else self.biome.tree_cell
+        tx, tz = math.floor(x / _TABLE_TILE), math.floor(z / _TABLE_TILE)
+        key = (tx, tz, rocks)
+        if key not in self._tables:
+            ix0 = math.floor(tx * _TABLE_TILE / cell) - 1
+            iz0 = math.floor(tz * _TABLE_TILE / cell) - 1
+            n = math.ceil(_TABLE_TILE / cell) + 3
+            table = np.empty((n, n, K.OBJ_FIELDS), np.float64)
+            meta = np.empty(4, np.float64)
+            K.build_object_table(ix0, iz0, n, n, float(cell), self._seed32, self._e0, self._hg, self._hm, self._bp, rocks, table, meta)
+            self._tables[key] = (table, meta)
+        table, meta = self._tables[key]
+        ci, cj = math.floor(x / cell) - int(meta[K.M_IX0]), math.floor(z / cell) - int(meta[K.M_IZ0])
+        found = []
+        for i in range(max(ci - 1, 0), min(ci + 2, table.shape[0])):
+            for j in range(max(cj - 1, 0), min(cj + 2, table.shape[1])):
+                rec = table[i, j]
+                if rec[K.O_KIND] not in (K.KIND_NONE, K.KIND_BUSH):
+                    found.append(rec)
+        return found
+
+    def body_blocked(self, x: float, z: float, radius: float = BODY_RADIUS) -> bool:
+        """Does a solid object (not a bush) come within ``radius`` of the body standing at
+        ``(x, z)``, between a step's height and the top of the head?"""
+        feet = self.ground_y(x, z)
+        heights = np.arange(feet - MAX_STEP, feet - EYE_HEIGHT - HEAD_CLEARANCE - 1e-6, -0.1)
+        for rec in self._objects(x, z, False) + self._objects(x, z, True):
+            if math.hypot(x - rec[K.O_X], z - rec[K.O_Z]) > rec[K.O_FOOT] + radius:
+                continue
+            for y in heights:
+                if K.object_sdf(x, float(y), z, rec)[0] < radius:
+                    return True
+        return False
+
+    def walkable_ahead(self, x: float, z: float, yaw: float, distance: float = AHEAD_M, step: float = 0.1) -> bool:
+        """Can a body walk ``distance`` metres from ``(x, z)`` along ``yaw`` (0 faces +z)?
+
+        Every ``step`` metres: the ground rises no steeper than :data:`MAX_SLOPE_DEG` and
+        no solid object is in the body's way.
+        """
+        dx, dz = math.sin(yaw), math.cos(yaw)
+        max_rise = math.tan(math.radians(MAX_SLOPE_DEG)) * step
+        prev = self.ground_y(x, z)
+        for k in range(1, int(round(distance / step)) + 1):
+            px, pz = x + dx * k * step, z + dz * k * step
+            g = self.ground_y(px, pz)
+            if prev - g > max_rise:  # +y down: a rise makes y smaller
+                return False
+            if self.body_blocked(px, pz):
+                return False
+            prev = g
+        return True
+
+
+@dataclass
+class WalkResult:
+    biome: str
+    seed: int
+    walk: int
+    seconds: float
+    distance_m: float = 0.0
+    stuck_events: list = field(default_factory=list)  # [(t, x, z, yaw)]
+    blocked_s: float = 0.0  # seconds the runtime reported the move blocked
+    truth_blocked_s: float = 0.0  # seconds the generator's truth said the way ahead is not walkable
+    jobs: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def stuck(self) -> bool:
+        return bool(self.stuck_events)
+
+
+def scripted_walk(
+    biome: str, seed: int, walk: int, seconds: float, rng: np.random.Generator, log=None
+) -> WalkResult:
+    """One fast-forwarded random walk in a fresh procedural world (see the module docstring)."""
+    caption = CAPTIONS.get(biome, biome)
+    result = WalkResult(biome, seed, walk, seconds)
+    truth = GeneratorTruth(caption, seed)
+    t0 = time.perf_counter()
+    world = World(WorldConfig(f"walk-{biome}-{seed}-{walk}", seed=seed, caption=caption), generator=ProceduralGenerator())
+    try:
+        pose = Pose(np.zeros(3, np.float32), float(rng.uniform(-math.pi, math.pi)), 0.0)
+        history: list[tuple[float, np.ndarray]] = []
+        next_turn, next_plan, run_until = rng.uniform(2.0, 6.0), 0.0, -1.0
+        truth_bad_at, last_event = -1e9, 0.0
+        steps = int(round(seconds / TICK_S))
+        for i in range(steps):
+            t = i * TICK_S
+            turn = 0.0
+            if t >= next_turn:
+                turn = float(rng.choice([-1.0, 1.0]) * math.radians(rng.uniform(20.0, 120.0)))
+                next_turn = t + rng.uniform(2.0, 6.0)
+                if rng.uniform() < 0.3:
+                    run_until = t + rng.uniform(1.0, 4.0)
+            if t >= next_plan:
+                velocity = np.array([math.sin(pose.yaw), 0.0, math.cos(pose.yaw)], np.float32) * WALK_SPEED
+                world.update([PlayerState("walker", pose, velocity)])
+                world.wait_idle(120.0)
+                next_plan = t + PLAN_S
+            old = pose.position.copy()
+            pose = world.move(pose, MoveInput(forward=1.0, yaw_delta=turn, run=t < run_until), TICK_S)
+            moved = float(np.hypot(*(pose.position - old)[[0, 2]]))
+            result.distance_m += moved
+            history.append((t + TICK_S, pose.position.copy()))
+            while history and history[0][0] < t + TICK_S - STUCK_S - 1e-6:
+                history.pop(0)
+            x, z = float(pose.position[0]), float(pose.position[2])
+            if moved < 0.5 * WALK_SPEED * TICK_S:  # slowed down: would the generator's world have let it walk?
+                result.blocked_s += TICK_S
+                if not truth.walkable_ahead(x, z, pose.yaw):
+                    truth_bad_at = t
+                    result.truth_blocked_s += TICK_S
+            span = float(np.hypot(*(history[-1][1] - history[0][1])[[0, 2]]))
+            held = t + TICK_S - max(truth_bad_at + TICK_S, last_event, 0.0)
+            if span < PROGRESS_M and held >= STUCK_S - 1e-6:
+                result.stuck_events.append((round(t, 2), round(x, 2), round(z, 2), round(pose.yaw, 3)))
+                last_event = t + TICK_S
+                if log:
+                    log(f"    stuck at t={t:.1f}s ({x:.2f}, {z:.2f}) yaw {pose.yaw:.2f}")
+        result.jobs = int(world.stats["jobs_done"])
+    finally:
+        world.close()
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--biomes", default="forest,meadow,city,desert,snow", help="comma-separated (CAPTIONS keys)")
+    p.add_argument("--seeds", default="1,2,3,4,5,6,7,8,9,10", help="comma-separated world seeds")
+    p.add_argument("--walks", type=int, default=50, help="walks in all, spread over biomes x seeds")
+    p.add_argument("--seconds", type=float, default=60.0, help="simulated seconds per walk")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--trace", action="store_true", help="log every stuck event")
+    return p.parse_args(argv)
+
+
+def run(args, log=print) -> dict:
+    biomes = [b.strip() for b in args.biomes.split(",") if b.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    combos = [(b, s) for s in seeds for b in biomes]
+    results = []
+    for k in range(args.walks):
+        biome, seed = combos[k % len(combos)]
+        rng = np.random.default_rng(1000 * seed + k)
+        r = scripted_walk(biome, seed, k, args.seconds, rng, log if args.trace else None)
+        results.append(r)
+        log(f"  walk {k}: {biome} seed {seed}: {r.distance_m:.0f} m, stuck {len(r.stuck_events)}, "
+            f"blocked {r.blocked_s:.1f} s (truth {r.truth_blocked_s:.1f} s), {r.jobs} jobs, {r.wall_s:.0f} s wall")
+    rows = [
+        {
+            "biome": r.biome, "seed": r.seed, "walk": r.walk, "distance_m": round(r.distance_m, 1),
+            "stuck_events": len(r.stuck_events), "blocked_s": round(r.blocked_s, 1),
+            "truth_blocked_s": round(r.truth_blocked_s, 1), "jobs": r.jobs, "wall_s": round(r.wall_s, 1),
+            "events": r.stuck_events,
+        }
+        for r in results
+    ]
+    summary = {
+        "walks": len(results),
+        "stuck_walks": sum(r.stuck for r in results),
+        "stuck_rate": sum(r.stuck for r in results) / max(len(results), 1),
+        "stuck_events": sum(len(r.stuck_events) for r in results),
+        "mean_distance_m": float(np.mean([r.distance_m for r in results])) if results else 0.0,
+        "seconds_per_walk": args.seconds,
+    }
+    return {"machine": machine(), "args": vars(args), "summary": summary, "walks": rows}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    print(describe_machine())
+    out = run(args)
+    print(format_table(out["walks"], [
+        ("biome", "biome"), ("seed", "seed"), ("distance_m", "m walked"), ("stuck_events", "stuck"),
+        ("blocked_s", "blocked s"), ("truth_blocked_s", "truth blocked s"), ("jobs", "jobs"), ("wall_s", "wall s"),
+    ]))
+    s = out["summary"]
+    print(f"\nstuck walks: {s['stuck_walks']} / {s['walks']} (rate {s['stuck_rate']:.2f}), "
+          f"{s['stuck_events']} stuck events, mean {s['mean_distance_m']:.0f} m per {s['seconds_per_walk']:.0f} s walk")
+    write_json(args.json, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""The world's Gaussians for players who render locally (``splats``): hybrid rendering.
+
+A player that sends ``splats`` (enabled, with a budget in Gaussians) gets the scene's
+chunks as ``splat_piece`` messages: each piece a complete ``.spz`` of at most
+``MAX_SPLAT_PIECE_BYTES`` (so every message stays under the protocol's size limit), the
+nearest chunk first, a chunk in view counting as half as far. New chunks join the choice
+as they land. When the next chunk would not fit the budget and a held one is much farther
+(1.5x), the farther one is dropped (``splat_forget``) to make room; otherwise the feed waits
+for the player to move.
+
+Flow control: at most ``MAX_SPLATS_IN_FLIGHT`` pieces unacknowledged per player (each
+``splat_ack`` frees one; an ack that never comes frees its slot after ``ACK_TIMEOUT_S``,
+since the WebSocket delivered it anyway), and at most ``SPLAT_RATE_HZ`` pieces a second. So
+a slow client costs the server nothing but waiting, and the connection's bounded outbox
+never fills with splats. Chunks are encoded once, in the feed's own thread, and kept
+(``CACHE_BYTES``) for every player.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocol import messages as m
+from runtime.player import Player
+from runtime.world.formats.spz import encode_spz
+from runtime.world.formats.spz_layout import SH_COEFFS
+from runtime.world.gaussians import Gaussians
+from runtime.world.scene import Chunk, frustum_cull_boxes
+
+log = logging.getLogger("worldstream.splats")
+
+TICK_S = 0.02
+ACK_TIMEOUT_S = 5.0
+CACHE_BYTES = 256 << 20
+IN_VIEW_FACTOR = 0.5  # a chunk in view counts as this much as far
+EVICT_MARGIN = 1.5  # a held chunk is dropped for a new one only if this much farther
+SPZ_OVERHEAD_BYTES = 256  # header and gzip framing, on top of the raw attribute bytes
+
+
+def gaussians_per_piece(gaussians: Gaussians) -> int:
+    """How many Gaussians fit one piece: raw ``.spz`` attribute bytes (gzip never grows them
+    by more than its framing) within ``MAX_SPLAT_PIECE_BYTES``."""
+    per = 9 + 1 + 3 + 3 + 4  # position, alpha, colour, scale, rotation
+    if gaussians.sh_degree:
+        per += SH_COEFFS[gaussians.sh_degree] * 3
+    return max(1, (m.MAX_SPLAT_PIECE_BYTES - SPZ_OVERHEAD_BYTES) // per)
+
+
+def encode_pieces(gaussians: Gaussians) -> list[tuple[int, bytes]]:
+    """``gaussians`` as ``.spz`` pieces: ``(count, bytes)`` each, in order."""
+    n, step = len(gaussians), gaussians_per_piece(gaussians)
+    return [(min(step, n - i), encode_spz(gaussians.subset(np.arange(i, min(i + step, n))))) for i in range(0, n, step)]
+
+
+@dataclass
+class _Subscription:
+    budget: int
+    held: dict[int, int] = field(default_factory=dict)  # chunk id -> Gaussians (sent or being sent)
+    queue: collections.deque = field(default_factory=collections.deque)  # SplatPiece messages still to send
+    in_flight: dict[int, float] = field(default_factory=dict)  # piece id -> monotonic send time
+    sent_at: collections.deque = field(default_factory=lambda: collections.deque(maxlen=m.SPLAT_RATE_HZ))
+    busy: bool = False  # a chunk is being encoded for it
+
+
+def _sphere(chunk: Chunk) -> tuple[np.ndarray, float]:
+    lo, hi = chunk.bounds_min.astype(np.float64), chunk.bounds_max.astype(np.float64)
+    return (lo + hi) / 2, float(np.linalg.norm(hi - lo) / 2)
+
+
+class SplatFeed:
+    """Sends one session's scene to the players that asked for it (see the module doc).
+
+    Args:
+        world: the session's world (its ``scene`` is read).
+        players: the session's players by id (the live dict).
+    """
+
+    def __init__(self, world, players: dict[str, Player]) -> None:
+        self.world = world
+        self.players = players
+        self._subs: dict[str, _Subscription] = {}
+        self._next_id = 0
+        self._cache: collections.OrderedDict[int, list[tuple[int, bytes]]] = collections.OrderedDict()
+        self._cache_bytes = 0
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="splats")
+        self._loop = asyncio.get_running_loop()
+        self.pieces_sent = 0
+
+    # ------------------------------------------------------------------ player messages
+    def subscribe(self, player: Player, msg: m.Splats) -> None:
+        """``splats``: start (or change the budget), or stop and forget everything sent."""
+        if not msg.enabled:
+            self._subs.pop(player.id, None)
+            return
+        sub = self._subs.setdefault(player.id, _Subscription(msg.max_splats))
+        sub.budget = msg.max_splats
+
+    def ack(self, player: Player, piece_id: int) -> None:
+        sub = self._subs.get(player.id)
+        if sub is not None:
+            sub.in_flight.pop(piece_id, None)
+
+    def remove(self, player: Player) -> None:
+        self._subs.pop(player.id, None)
+
+    def close(self) -> None:
+        self._encoder.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            for player_id, sub in list(self._subs.items()):
+                player = self.players.get(player_id)
+                if player is None:
+                    self._subs.pop(player_id, None)
+                    continue
+                try:
+                    await self._feed(player, sub)
+                except Exception:
+                    log.exception("splats for player %s failed; stopping them", player_id)
+                    self._subs.pop(player_id, None)
+
+    async def _feed(self, player: Player, sub: _Subscription) -> None:
+        now = time.monotonic()
+        for piece_id, at in list(sub.in_flight.items()):
+            if now - at > ACK_TIMEOUT_S:
+                del sub.in_flight[piece_id]
+        while len(sub.in_flight) < m.MAX_SPLATS_IN_FLIGHT and not self._rate_spent(sub, now):
+            if not sub.queue:
+                if sub.busy or not await self._queue_next_chunk(player, sub):
+                    return
+                if self._subs.get(player.id) is not sub:  # stopped while encoding
+                    return
+                continue
+            piece = sub.queue.popleft()
+            sub.in_flight[piece.id] = now
+            sub.sent_at.append(now)
+            player.send(piece)
+            self.pieces_sent += 1
+
+    @staticmethod
+    def _rate_spent(sub: _Subscription, now: float) -> bool:
+        return len(sub.sent_at) == sub.sent_at.maxlen and now - sub.sent_at[0] < 1.0
+
+    async def _queue_next_chunk(self, player: Player, sub: _Subscription) -> bool:
+        """Choose the next chunk for ``player`` (making room if a held one is much farther),
+        encode it (cached) and queue its pieces; False when there is nothing to send now."""
+        chunks = [c for c in self.world.scene.snapshot().chunks if len(c.gaussians)]
+        if not chunks:
+            return False
+        scores = self._scores(player, chunks)
+        by_id = {c.id: (c, s) for c, s in zip(chunks, scores)}
+        wanted = sorted((s, c.id) for c, s in zip(chunks, scores) if c.id not in sub.held and len(c.gaussians) <= sub.budget)
+        if not wanted:
+            return False
+        score, chunk_id = wanted[0]
+        chunk = by_id[chunk_id][0]
+        forget = []
+        held_total = sum(sub.held.values())
+        while held_total + len(chunk.gaussians) > sub.budget:
+            worst = max(sub.held, key=lambda cid: by_id[cid][1] if cid in by_id else np.inf)
+            if by_id.get(worst, (None, np.inf))[1] < EVICT_MARGIN * score:
+                if forget:
+                    player.send(m.SplatForget(chunk_ids=forget))
+                return False  # full of nearer chunks: wait for the player to move
+            held_total -= sub.held.pop(worst)
+            forget.append(worst)
+        if forget:
+            player.send(m.SplatForget(chunk_ids=forget))
+        sub.held[chunk.id] = len(chunk.gaussians)
+        sub.busy = True
+        try:
+            pieces = await self._pieces(chunk)
+        finally:
+            sub.busy = False
+        center, radius = _sphere(chunk)
+        for part, (count, data) in enumerate(pieces):
+            sub.queue.append(
+                m.SplatPiece(
+                    id=self._next_id, chunk_id=chunk.id, part=part, parts=len(pieces),
+                    center=(float(center[0]), float(center[1]), float(center[2])), radius=radius, count=count, spz=data,
+                )
+            )
+            self._next_id += 1
+        return True
+
+    def _scores(self, player: Player, chunks: list[Chunk]) -> list[float]:
+        """Per chunk: distance from the player's eye to its bounding sphere (metres, 0 inside),
+        times IN_VIEW_FACTOR where it is in the player's view."""
+        lo = np.stack([c.bounds_min for c in chunks])
+        hi = np.stack([c.bounds_max for c in chunks])
+        centers, radii = (lo + hi) / 2, np.linalg.norm(hi - lo, axis=1) / 2
+        dist = np.maximum(np.linalg.norm(centers - player.pose.position[None], axis=1) - radii, 0.0)
+        in_view = frustum_cull_boxes(lo, hi, player.cameras()[:1])[0]
+        return list(np.where(in_view, dist * IN_VIEW_FACTOR, dist).astype(float))
+
+    async def _pieces(self, chunk: Chunk) -> list[tuple[int, bytes]]:
+        cached = self._cache.get(chunk.id)
+        if cached is not None:
+            self._cache.move_to_end(chunk.id)
+            return cached
+        pieces = await self._loop.run_in_executor(self._encoder, encode_pieces, chunk.gaussians)
+        self._cache[chunk.id] = pieces
+        self._cache_bytes += sum(len(d) for _, d in pieces)
+        while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= sum(len(d) for _, d in old)
+        return pieces
