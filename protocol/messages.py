@@ -223,7 +223,7 @@ class NewWorld:
         "MIN_START_IMAGE_SIDE on each side",
     )
     start_fov_y: float | None = spec(
-        None, min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view of start_image; absent: this hello's view.fov_y"
+        None, min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view of start_image; absent: from its EXIF focal length, else this hello's view.fov_y"
     )
     start_depth: bytes | None = spec(
         None, max_len=MAX_START_IMAGE_BYTES, unit="bytes",
@@ -327,7 +327,8 @@ class Input(Message):
 
 @message("head_pose", "client")
 class HeadPose(Message):
-    """Absolute VR head pose; replaces the player's pose (no collision)."""
+    """Absolute VR head pose; replaces the player's pose, with collision: walls stop the head
+    (it slides along them, as in fly mode) and there is no gravity."""
 
     seq: int = spec(min=0, max=MAX_SEQ, doc="as for input (the two share one sequence)")
     t_ms: float = spec(0.0, min=-1e15, max=1e15, unit="ms", doc="client clock")

@@ -94,7 +94,7 @@ class FrameLoop:
             for player, snap, dt in takes:
                 try:
                     if snap.head_pose is not None:
-                        player.pose = snap.head_pose
+                        player.pose = world.move_head(player.pose, snap.head_pose)
                         player.velocity = np.zeros(3, np.float32)
                         player.blocked = False
                     elif snap.move is not None:  # also when idle: walking settles onto the ground

@@ -10,7 +10,7 @@ import pytest
 from runtime.world.camera import Pose
 from runtime.world.gaussians import Gaussians
 from runtime.world.movement.collision import SceneCollider
-from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, MAX_STEP, RUN_SPEED, WALK_SPEED, MoveInput, advance, step
+from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, MAX_STEP, RUN_SPEED, WALK_SPEED, MoveInput, advance, head_step, step
 from runtime.world.scene import ChunkSource, Scene
 
 
@@ -276,3 +276,16 @@ def test_collider_caches_per_chunk_and_grows_incrementally():
     c.sync(scene.snapshot())
     assert c.num_voxels > first
     assert set(c._per_chunk) == {0, 1}
+
+
+def test_vr_head_pose_is_stopped_by_walls_and_keeps_its_orientation():
+    c = collider_for(ground(-5, 5, -5, 10), wall_z(3.0, -5, 5, -1.0, EYE_HEIGHT))
+    start = Pose(np.array([0.0, 0.0, 1.0]))
+    # A headset 4 m ahead, through the wall: the head stops in front of it, turned as asked.
+    moved = head_step(start, Pose(np.array([0.5, 0.0, 5.0]), yaw=0.7, pitch=-0.2), c)
+    assert moved.position[2] < 3.0 and moved.position[0] > 0.05  # slid along the wall
+    assert (moved.yaw, moved.pitch) == (pytest.approx(0.7), pytest.approx(-0.2))
+    # In free space it goes where the headset is, up and down too (no gravity).
+    free = head_step(start, Pose(np.array([1.0, -0.5, 0.5])), c)
+    assert np.allclose(free.position, (1.0, -0.5, 0.5), atol=1e-5)
+    assert np.allclose(head_step(start, Pose(np.array([0.0, 0.0, 9.0])), None).position, (0, 0, 9))

@@ -21,6 +21,7 @@ Events (:data:`.events.WorldEvent`) go to subscribers from whichever thread made
 
 from __future__ import annotations
 
+import base64
 import math
 import threading
 import time
@@ -42,7 +43,7 @@ from .generators.base import DepthEstimator, GenerationResult, Generator
 from .keyframes.frames import Frame
 from .keyframes.memory import FrameMemory
 from .movement.collision import SceneCollider
-from .movement.motion import MoveInput, Moved
+from .movement.motion import MoveInput, Moved, head_step
 from .movement.motion import advance as motion_advance
 from .parts import WorldParts, WorldStats
 from .players import PlayerState
@@ -71,6 +72,8 @@ __all__ = [
     "World",
     "WorldConfig",
     "WorldEvent",
+    "pack_retired",
+    "retired_mask",
 ]
 
 
@@ -200,6 +203,11 @@ class World:
         on_start = self._start_position is not None and np.array_equal(pose.position, self._start_position)
         walking = move.forward != 0 or move.right != 0 or move.up != 0
         return motion_advance(pose, move, dt, None if on_start and not walking else self.collider)
+
+    def move_head(self, pose: Pose, head: Pose) -> Pose:
+        """Move ``pose`` to a VR ``head`` pose, with collision (walls stop the head; no gravity)."""
+        self.collider.sync(self.scene.snapshot())
+        return head_step(pose, head, self.collider)
 
     # ------------------------------------------------------------------ planning
     @property
@@ -371,7 +379,7 @@ class World:
     # ---- persistence hooks (used by runtime/world/store) ----
     def state_dict(self) -> dict:
         """Small JSON-able state beyond chunks and frames: config, explored cells, captions, id
-        counters, seen views."""
+        counters, seen views, and which chunks' Gaussians refinement retired."""
         with self._lock:
             return {
                 "version": 1,
@@ -383,6 +391,7 @@ class World:
                 "next_job_id": self._planner.next_job_id,
                 "next_frame_id": self._builder.next_frame_id,
                 "seen_views": self.seen_views.to_state(_newest_chunk_id(self.scene.snapshot())),
+                "retired": {str(cid): pack_retired(mask) for cid, mask in self.scene.retired_masks().items()},
             }
 
     def restore(self, chunks: Sequence[Chunk], frames: Sequence[Frame], state: dict) -> None:
@@ -392,6 +401,8 @@ class World:
         if int(state.get("version", 1)) != 1:
             raise ValueError(f"state_dict version {state.get('version')} is not supported (expected 1)")
         self.scene.restore(list(chunks))
+        # Chunk files hold the original Gaussians; take out what refinement had retired.
+        self.scene.retire_original({int(cid): retired_mask(packed) for cid, packed in state.get("retired", {}).items()})
         for f in sorted(frames, key=lambda f: f.id):
             self.memory.add(f)
         with self._lock:
@@ -418,3 +429,15 @@ class World:
 def _newest_chunk_id(snapshot: SceneSnapshot) -> int:
     """The largest chunk id in ``snapshot`` (ids grow in landing order), or ``NO_CHUNK``."""
     return max((c.id for c in snapshot.chunks), default=NO_CHUNK)
+
+
+def pack_retired(mask: np.ndarray) -> list:
+    """A chunk's retired Gaussians, ``[G]`` bool -> ``[G, base64 of the packed bits]`` (JSON-able,
+    as ``state_dict()["retired"]`` holds them)."""
+    return [int(len(mask)), base64.b64encode(np.packbits(np.asarray(mask, bool)).tobytes()).decode("ascii")]
+
+
+def retired_mask(packed: list) -> np.ndarray:
+    """Inverse of :func:`pack_retired`: ``[G]`` bool, True = retired."""
+    count, data = int(packed[0]), base64.b64decode(packed[1])
+    return np.unpackbits(np.frombuffer(data, np.uint8))[:count].astype(bool)

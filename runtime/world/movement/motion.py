@@ -166,6 +166,22 @@ def advance(pose: Pose, move: MoveInput, dt: float, collider: "SceneCollider | N
     return Moved(Pose(position.astype(np.float32), yaw, pitch, pose.roll), blocked)
 
 
+HEAD_SUBSTEP = 0.1  # m: a head pose's move is checked for collision in steps this long
+MAX_HEAD_SUBSTEPS = 200  # so one head pose costs at most this many checks (a 20 m jump)
+
+
+def head_step(pose: Pose, head: Pose, collider: "SceneCollider | None" = None) -> Pose:
+    """A VR head pose, with collision: the head goes from ``pose`` toward ``head`` as the fly
+    mode's sphere would (stopped by walls, sliding along them) and takes ``head``'s
+    orientation. No gravity: a headset says how high the head is."""
+    position = pose.position.astype(np.float64)
+    delta = head.position.astype(np.float64) - position
+    n = min(max(1, math.ceil(float(np.linalg.norm(delta)) / HEAD_SUBSTEP)), MAX_HEAD_SUBSTEPS)
+    for _ in range(n):
+        position = _fly_substep(position, delta / n, collider)
+    return Pose(position.astype(np.float32), head.yaw, head.pitch, head.roll)
+
+
 def _fly_substep(position: np.ndarray, delta: np.ndarray, collider: "SceneCollider | None") -> np.ndarray:
     """Move a sphere by ``delta``; on contact, try each axis alone (slides along surfaces)."""
     if collider is None or not delta.any():

@@ -2,9 +2,9 @@
 // eye, with the head pose sent to the server on every headset frame (`head_pose`) and
 // thumbstick locomotion (left stick walks where you look, right stick turns: snap or smooth).
 //
-// Not here yet (issue 19): rendering the splats locally in the headset, reprojection of the
-// last frame to the newest head pose, a comfort vignette, and collision for head poses (the
-// server applies them as they come).
+// The server moves the head with collision (walls stop it). Not here yet (issue 19):
+// rendering the splats locally in the headset, reprojection of the last frame to the newest
+// head pose, and a comfort vignette.
 import { el } from "../dom";
 import type { SettingsStore } from "../settings";
 import { Rig, type Quat, type Vec3 } from "./xr_math";
