@@ -14,6 +14,8 @@ from protocol.codec import fields_of
 from protocol.markdown import SPEC_PATH, render
 from protocol.typescript import DEFAULT_OUT, generate
 
+from fuzz import mutated_client_messages
+
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 
 
@@ -302,3 +304,17 @@ def test_protocol_md_drift_is_caught():
     text = SPEC_PATH.read_text()
     edited = text.replace("| `caption` | 1 /s |", "| `caption` | 5 /s |")
     assert edited != text and render(edited) == text
+
+
+def test_fuzzed_client_messages_decode_or_raise_protocol_error():
+    start = time.perf_counter()
+    outcomes = {}
+    for data in mutated_client_messages(seed=15, count=3000):
+        try:
+            decode(data, sender="client")
+            outcomes["ok"] = outcomes.get("ok", 0) + 1
+        except ProtocolError as exc:  # anything else is a bug
+            assert exc.code in m.ERROR_CODES, exc
+            outcomes[exc.code] = outcomes.get(exc.code, 0) + 1
+    assert len(outcomes) >= 4, outcomes  # the mutations reach several kinds of refusal
+    assert time.perf_counter() - start < 10.0  # 3,000 messages: bounded work each
