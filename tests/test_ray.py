@@ -172,6 +172,23 @@ def test_a_job_waits_for_a_slot_and_can_be_cancelled_while_waiting(pool):
     assert pool.in_flight == 0
 
 
+def test_the_pool_grows_and_shrinks_without_cutting_a_job_short(pool):
+    token, outcome = CancelToken(), {}
+    thread = threading.Thread(target=lambda: outcome.update(result=pool.run(big_request(), token)))
+    thread.start()
+    busy = wait_until_running(pool)
+    pool.resize(3)
+    assert len(pool.actors) == 3 and pool.max_in_flight == 3
+    pool.wait_ready(240)
+    pool.resize(1)  # the two idle actors stop now; the busy one keeps its job
+    assert pool.actors == [busy]
+    thread.join(120)
+    assert outcome["result"].rgb.shape == (4, 360, 640, 3)
+    pool.resize(2)
+    pool.wait_ready(240)
+    assert len(pool.actors) == 2 and busy in pool.actors and pool.in_flight == 0
+
+
 def _run_catching(pool, token, errors):
     try:
         pool.run(big_request(), token)
