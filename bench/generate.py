@@ -62,7 +62,7 @@ def tiny_rows(repeats: int) -> list[dict]:
 
 
 def routing_rows(repeats: int) -> list[dict]:
-    from runtime.world.camera import Cameras, Pose, intrinsics_from_fov
+    from runtime.world.camera import Pose, intrinsics_from_fov
     from runtime.world.generators.diffusion import camera_path, route, start_pose
     from runtime.world.keyframes.frames import Frame
     from runtime.world.keyframes.start_frame import lift_start_frame, make_start_frame

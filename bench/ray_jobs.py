@@ -2,10 +2,13 @@
 
     .venv/bin/python -m bench.ray_jobs                         # 1 and 2 CPU actors, 160x90 keyframes
     .venv/bin/python -m bench.ray_jobs --actors 1,2,4 --jobs 24 --size 320x180 --json out/ray.json
+    .venv/bin/python -m bench.ray_jobs --generator wan-vace --generator-option model=/models/Wan2.1-VACE-1.3B-diffusers \
+        --gpus-per-actor 1 --actors 1,2,4,8 --jobs 16 --size 832x480      # GPU actors (one GPU each)
 
-Starts a private local Ray (``ray.init(num_cpus=max actors)``, no dashboard) and, for each
-actor count, an :class:`runtime.scale.pool.ActorPool` of procedural actors (one numba
-thread each). Rows:
+Starts a private local Ray (``ray.init(num_cpus=max actors)``, no dashboard; it sees the
+machine's GPUs) and, for each actor count, an :class:`runtime.scale.pool.ActorPool` of
+``--generator`` actors (procedural: one numba thread each; ``--gpus-per-actor`` for a
+model). Rows:
 
 * ``overhead``: round trip of a 8x8 one-view job (next to nothing to compute) through the
   pool, against the same call in-process, alternating: the median paired difference is
@@ -33,8 +36,7 @@ import numpy as np
 from bench.common import describe_machine, format_table, write_json
 from runtime.world import PlayerState, World, WorldConfig
 from runtime.world.camera import Cameras, Pose, intrinsics_from_fov
-from runtime.world.generators import CancelToken, GenerationRequest
-from runtime.world.generators.procedural import ProceduralGenerator
+from runtime.world.generators import CancelToken, GenerationRequest, create_generator, parse_option
 from runtime.world.render.cpu import CpuRenderer
 
 
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=16, help="jobs per throughput run (default 16)")
     ap.add_argument("--size", default="160x90", help="keyframe WxH (default 160x90)")
     ap.add_argument("--repeats", type=int, default=30, help="round trips for the overhead median (default 30)")
+    ap.add_argument("--generator", default="procedural", help="registered generator the actors build (default procedural)")
+    ap.add_argument("--generator-option", type=parse_option, action="append", default=[], metavar="KEY=VALUE", help="its options, repeatable")
+    ap.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs each actor holds (default 0)")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     counts = [int(a) for a in args.actors.split(",")]
@@ -87,8 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     tiny = _request(8, 8, 1, 0)
     renderer = CpuRenderer()
 
-    local = ProceduralGenerator(threads=1)
-    local.warmup()
+    options = dict(args.generator_option)
+    if args.generator == "procedural":
+        options.setdefault("threads", 1)
+    local = create_generator(args.generator, **options)
+    if callable(getattr(local, "warmup", None)):
+        local.warmup()
 
     def run_local(request):
         return local.generate(request, lambda f, m="": None, CancelToken())
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     ray_start_s = time.perf_counter() - t0
     try:
         for n in counts:
-            pool = ActorPool(PoolSettings("procedural", {"threads": 1}, actors=n))
+            pool = ActorPool(PoolSettings(args.generator, options, actors=n, num_gpus=args.gpus_per_actor))
             t0 = time.perf_counter()
             pool.wait_ready(600)
             ready_s = time.perf_counter() - t0

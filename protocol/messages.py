@@ -223,7 +223,7 @@ class NewWorld:
         "MIN_START_IMAGE_SIDE on each side",
     )
     start_fov_y: float | None = spec(
-        None, min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view of start_image; absent: this hello's view.fov_y"
+        None, min=MIN_FOV_Y, max=MAX_FOV_Y, unit="rad", doc="vertical field of view of start_image; absent: from its EXIF focal length, else this hello's view.fov_y"
     )
     start_depth: bytes | None = spec(
         None, max_len=MAX_START_IMAGE_BYTES, unit="bytes",

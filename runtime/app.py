@@ -475,7 +475,7 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run generation on a Ray cluster's actors (docs/scale.md): auto joins this machine's cluster (or starts one), ADDRESS is HOST:6379 or ray://HOST:10001 (default: off, generation in this process)")
     p.add_argument("--ray-actors", type=_whole_number("ray-actors", 1), default=None, metavar="N",
-                   help="generator actors (default: as many as the cluster's CPUs, or GPUs with --ray-gpus-per-actor, hold)")
+                   help="generator actors (default: as many as the cluster's CPUs, or GPUs with --ray-gpus-per-actor, hold, followed as nodes join and leave)")
     p.add_argument("--ray-cpus-per-actor", type=_resource_amount("ray-cpus-per-actor", zero_ok=False), default=1.0, metavar="N", help="CPUs each actor holds (default 1)")
     p.add_argument("--ray-gpus-per-actor", type=_resource_amount("ray-gpus-per-actor", zero_ok=True), default=0.0, metavar="N",
                    help="GPUs each actor holds, e.g. 1 for a diffusion model (default 0: CPU actors)")

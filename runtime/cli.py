@@ -256,6 +256,10 @@ def cmd_render(args) -> int:
         raise CliError("give exactly one of --trajectory FILE or --preset zoom-in|zoom-out")
     _output_file(args.out, video=True)
     start_image = read_image(args.image) if args.image else None
+    if start_image is not None:  # a photo's own field of view, when its EXIF records the focal length
+        from runtime.world.formats.exif import fov_y_from_exif
+
+        args.image_fov_y = fov_y_from_exif(Path(args.image).read_bytes()[: 1 << 20], start_image.shape[1], start_image.shape[0])
     captions = load_captions(args.captions) if args.captions else Captions(((0, args.caption),))
     trajectory = load_trajectory(args.trajectory, args.pose_scale) if args.trajectory else None
     if trajectory is not None:
@@ -351,10 +355,13 @@ def _depth_estimator(model: str):
 
 
 def _preset_fov_y(args) -> float:
-    """Vertical field of view (radians) of a preset's cameras and of a start image without a trajectory."""
+    """Vertical field of view (radians) of a preset's cameras and of a start image without a
+    trajectory: ``--fov``, else the start image's EXIF focal length, else 60 degrees."""
     from runtime.world.movement.trajectory import PRESET_FOV_Y
 
-    return math.radians(args.fov) if args.fov else PRESET_FOV_Y
+    if args.fov:
+        return math.radians(args.fov)
+    return getattr(args, "image_fov_y", None) or PRESET_FOV_Y
 
 
 def _preset_trajectory(world, preset: str, frames: int, width: int, height: int, captions, args):
@@ -488,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=_positive(float), default=None, help="zoom distance in first-frame 25th-percentile depths (default 0.5 in, 1.5 out)")
     p.add_argument("--depth", type=Path, default=None, help="depth map of the start image: 16-bit PNG in millimetres (0 = sky) or .npy in metres")
     p.add_argument("--depth-model", default=None, metavar="PATH", help="Depth Anything-class model folder (transformers format): depth for the start image and for generators that make RGB only")
-    p.add_argument("--fov", type=_positive(float), default=None, help="vertical field of view of the start image in degrees (default: the trajectory's first camera's, else 60)")
+    p.add_argument("--fov", type=_positive(float), default=None, help="vertical field of view of the start image in degrees (default: the trajectory's first camera's, else the image's EXIF focal length, else 60)")
     p.add_argument("--captions", type=Path, default=None, help='Lyra captions.json ({"0": "...", "81": "..."})')
     p.add_argument("--caption", default="", help="one caption for the whole walk (when no --captions)")
     p.add_argument("--frames", type=_positive(int), default=None, help="frames to render (default: all poses; Lyra uses 1 + 80k)")

@@ -36,6 +36,7 @@ from runtime.world.formats.media import image_header_size
 from runtime.world.world import World, WorldConfig
 
 from runtime.world.depth import DepthMapError, decode_depth_png, load_depth_estimator
+from runtime.world.formats.exif import fov_y_from_exif
 from runtime.world.generators import create_generator
 from runtime.world.keyframes.start_frame import seed_world
 from runtime.world.store import WorldLibrary, errors
@@ -148,6 +149,14 @@ def decode_start_depth(data: bytes) -> np.ndarray:
         return decode_depth_png(data, "start_depth")
     except DepthMapError as exc:
         raise JoinError("bad_field", str(exc), "new_world.start_depth") from None
+
+
+def start_fov_y(req: m.NewWorld, image: np.ndarray, view_fov_y: float) -> float:
+    """The start image's vertical field of view (radians): as sent, else from its EXIF focal
+    length, else the creating player's view (so their first picture is the image as sent)."""
+    if req.start_fov_y is not None:
+        return req.start_fov_y
+    return fov_y_from_exif(req.start_image, image.shape[1], image.shape[0]) or view_fov_y
 
 
 @dataclass(frozen=True)
@@ -349,7 +358,7 @@ class SessionRegistry:
                     depth = None
                     if req.start_depth is not None:
                         depth = await loop.run_in_executor(self.executors.plan, decode_start_depth, req.start_depth)
-                    start = StartImage(image, depth, req.start_fov_y if req.start_fov_y is not None else hello.view.fov_y, req.start_image)
+                    start = StartImage(image, depth, start_fov_y(req, image, hello.view.fov_y), req.start_image)
                 seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
                 wconfig = WorldConfig(
                     name=name, seed=seed, caption=req.caption, generator=self.config.generator,

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.world.generators.base import GenerationRequest
 from runtime.world.depth import (
     DepthMapError,
     DepthModelMissing,
@@ -19,6 +18,7 @@ from runtime.world.depth import (
     load_depth_estimator,
     read_depth_map,
 )
+from runtime.world.generators.base import GenerationRequest
 
 
 def png16(mm: np.ndarray) -> bytes:

@@ -102,13 +102,14 @@ def test_routing_takes_the_scene_where_it_is_opaque():
         rgb[..., 1] = 90
         return RenderOutput(rgb, np.where(alpha > 0, 5.0, np.inf).astype(np.float32), alpha, 0)
 
-    post = wall_frame(0, 2.0, (255, 255, 255), size=(16, 48), fov_deg=60.0)  # a narrow post 2 m ahead
-    post = Frame(0, post.rgb, post.depth, post.w2c, intrinsics_from_fov(16, 48, math.radians(60.0)) * [[0.25], [1], [1]] + [[0, 0, 0], [0, 0, 0], [0, 0, 0]])
+    post = wall_frame(0, np.inf, (255, 255, 255))  # seen from the same camera: sky, and ...
+    post.depth[:, 28:36] = 2.0  # ... a post 2 m ahead straddling the middle
     cond = route(cams, [post], scene)
-    assert cond.known[0, :, : W // 2].all()
-    centre = cond.rgb[0, H // 2]
-    assert (centre[W // 2 - 2 : W // 2 + 2] == 255).all()  # the post, in front of the scene's wall
-    assert (cond.rgb[0, :, :4] == (0, 90, 0)).all()  # the scene's wall where nothing is in front
+    assert cond.known[0].all()  # the scene's wall on the left, the memory's sky and post on the right
+    assert (cond.rgb[0, :, 28:36] == 255).all()  # the post: in front of the scene's wall on the left
+    np.testing.assert_allclose(cond.depth[0, :, 28:36], 2.0, rtol=1e-3)
+    assert (cond.rgb[0, :, :26] == (0, 90, 0)).all()  # the scene's wall where only sky is behind it
+    assert np.isinf(cond.depth[0, :, 38:]).all()  # sky from memory where the scene knows nothing
 
 
 # ---------------------------------------------------------------- the camera path

@@ -1,5 +1,8 @@
-"""Generation on a real local Ray cluster (runtime/scale): two CPU actors on this machine.
+"""Scaling out on a real local Ray cluster (runtime/scale), started by this module.
 
+Generation on a pool of two CPU actors (the same world as in-process, cancellation,
+backpressure, an actor killed mid-job), a server with --ray, and worlds shared by two servers
+(leases, redirects followed by the Python and the web client, failover after a SIGKILL).
 One Ray per module (starting it costs seconds); the actor-killing test goes last, since a
 replacement actor is slow to start on a loaded machine.
 """
@@ -169,6 +172,23 @@ def test_a_job_waits_for_a_slot_and_can_be_cancelled_while_waiting(pool):
     assert pool.in_flight == 0
 
 
+def test_the_pool_grows_and_shrinks_without_cutting_a_job_short(pool):
+    token, outcome = CancelToken(), {}
+    thread = threading.Thread(target=lambda: outcome.update(result=pool.run(big_request(), token)))
+    thread.start()
+    busy = wait_until_running(pool)
+    pool.resize(3)
+    assert len(pool.actors) == 3 and pool.max_in_flight == 3
+    pool.wait_ready(240)
+    pool.resize(1)  # the two idle actors stop now; the busy one keeps its job
+    assert pool.actors == [busy]
+    thread.join(120)
+    assert outcome["result"].rgb.shape == (4, 360, 640, 3)
+    pool.resize(2)
+    pool.wait_ready(240)
+    assert len(pool.actors) == 2 and busy in pool.actors and pool.in_flight == 0
+
+
 def _run_catching(pool, token, errors):
     try:
         pool.run(big_request(), token)
@@ -243,25 +263,6 @@ def test_two_servers_share_a_world_folder_through_leases(pool, start_server, tmp
     assert f"world {name!r} opened" in b.log_text()
 
 
-def test_an_actor_killed_mid_job_loses_no_chunk_and_lands_none_twice(pool, renderer, reference):
-    retried = pool.stats.retried
-    with World(WorldConfig("ray", **CONFIG), generator=RayGenerator(pool), renderer=renderer) as world:
-        killed = []
-
-        def kill_the_first_busy_actor():
-            actor = wait_until_running(pool)
-            ray.kill(actor)  # no restart: the pool must put a new actor in its place
-            killed.append(actor)
-
-        killer = threading.Thread(target=kill_the_first_busy_actor)
-        killer.start()
-        got = world_content(world, walk(world))
-        killer.join(60)
-    assert killed and pool.stats.retried > retried and pool.stats.actors_replaced >= 1
-    assert killed[0] not in pool.actors
-    assert_same_world(got, reference)
-
-
 def test_a_scene_view_sent_to_another_process_draws_the_scene_as_it_was_sent(renderer):
     """GenerationRequest.scene reaches a remote generator as the snapshot taken when the
     request was sent; it draws there what the world drew at that moment."""
@@ -295,3 +296,67 @@ def test_a_lease_is_one_servers_until_it_expires_or_is_given_back():
     assert book.owners() == {"w": "http://b"}
     book.release("w", "b")
     assert book.acquire("w", "a", "http://a", 0.3) is None
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)")
+@pytest.mark.skipif(not (ROOT / "clients/web/dist/index.html").exists(), reason="web client not built")
+def test_the_web_client_follows_a_redirect_to_the_server_holding_the_world(pool, start_server, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    address = ray.get_runtime_context().gcs_address
+    args = ("--ray", address, "--ray-actors", "1")
+    worlds = tmp_path / "shared-worlds"
+    a = start_server(worlds=worlds, extra_args=args, startup_timeout_s=300)
+    b = start_server(worlds=worlds, extra_args=args, startup_timeout_s=300)
+    name = f"web-{uuid.uuid4().hex[:8]}"
+    holder_ready, release = threading.Event(), threading.Event()
+
+    async def hold_world_on_a():
+        async with WorldClient(a.url, new_world=m.NewWorld(name=name, seed=6), video=False) as creator:
+            await creator.wait_for("generation_done", 120, since=0)
+            holder_ready.set()
+            while not release.is_set():
+                await asyncio.sleep(0.1)
+
+    holder = threading.Thread(target=lambda: asyncio.run(hold_world_on_a()))
+    holder.start()
+    try:
+        assert holder_ready.wait(180)
+        with playwright.sync_playwright() as p:
+            chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"], headless=True)
+            try:
+                page = chromium.new_page()
+                page.goto(f"{b.url}/?world={name}&name=Web")
+                page.wait_for_function(
+                    "() => window.__worldstream && window.__worldstream.connectionState === 'joined'", timeout=60_000
+                )
+                page.wait_for_function("() => window.__worldstream.framesPresented > 3", timeout=30_000)
+                assert page.url.startswith(a.url) and page.evaluate("() => window.__worldstream.world") == name
+            finally:
+                chromium.close()
+    finally:
+        release.set()
+        holder.join(30)
+    assert "redirected" in b.log_text()
+
+
+def test_an_actor_killed_mid_job_loses_no_chunk_and_lands_none_twice(pool, renderer, reference):
+    retried = pool.stats.retried
+    with World(WorldConfig("ray", **CONFIG), generator=RayGenerator(pool), renderer=renderer) as world:
+        killed = []
+
+        def kill_the_first_busy_actor():
+            actor = wait_until_running(pool)
+            ray.kill(actor)  # no restart: the pool must put a new actor in its place
+            killed.append(actor)
+
+        killer = threading.Thread(target=kill_the_first_busy_actor)
+        killer.start()
+        got = world_content(world, walk(world))
+        killer.join(60)
+    assert killed and pool.stats.retried > retried and pool.stats.actors_replaced >= 1
+    assert killed[0] not in pool.actors
+    assert_same_world(got, reference)

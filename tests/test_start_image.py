@@ -192,3 +192,83 @@ def test_server_refuses_a_missing_depth_model(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--depth-model" in lines[0] and "no such folder" in lines[0], result.stderr
+
+
+def jpeg_with_focal(focal_35mm: int, big_endian: bool = False, size=(64, 48)) -> bytes:
+    """A JPEG whose EXIF records a 35 mm-equivalent focal length (as phone cameras write it)."""
+    import io
+    import struct
+
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="image2pipe") as container:
+        stream = container.add_stream("mjpeg")
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuvj420p"
+        frame = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), 100, np.uint8), format="rgb24").reformat(format="yuvj420p")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    jpeg = out.getvalue()
+    o = ">" if big_endian else "<"
+    tiff = (b"MM" if big_endian else b"II") + struct.pack(o + "HI", 42, 8)
+    tiff += struct.pack(o + "H", 1) + struct.pack(o + "HHII", 0x8769, 4, 1, 26) + struct.pack(o + "I", 0)  # IFD0 -> Exif IFD
+    tiff += struct.pack(o + "H", 1) + struct.pack(o + "HHIHH", 0xA405, 3, 1, focal_35mm, 0) + struct.pack(o + "I", 0)
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\0\0" + tiff
+    return jpeg[:2] + app1 + jpeg[2:]
+
+
+def test_field_of_view_from_exif():
+    from protocol import messages as m
+    from runtime.sessions import start_fov_y
+    from runtime.world.formats.exif import fov_y_from_exif
+
+    # 26 mm equivalent (a phone's main camera) on a 4:3 photo: 53 degrees vertically.
+    for big_endian in (False, True):
+        data = jpeg_with_focal(26, big_endian)
+        assert math.degrees(fov_y_from_exif(data, 640, 480)) == pytest.approx(53.0, abs=0.2)
+    assert fov_y_from_exif(jpeg_with_focal(0), 640, 480) is None  # 0 = unknown
+    assert fov_y_from_exif(b"\xff\xd8\xff\xe1\x00\x02", 640, 480) is None  # cut short
+    assert fov_y_from_exif(b"\x89PNG\r\n\x1a\n", 640, 480) is None
+    # The server's choice: as sent, else EXIF, else the creating player's view.
+    image = np.zeros((48, 64, 3), np.uint8)
+    sent = m.NewWorld(start_image=jpeg_with_focal(26), start_fov_y=0.5)
+    assert start_fov_y(sent, image, 1.0) == 0.5
+    assert start_fov_y(m.NewWorld(start_image=jpeg_with_focal(26)), image, 1.0) == pytest.approx(fov_y_from_exif(jpeg_with_focal(26), 64, 48))
+    assert start_fov_y(m.NewWorld(start_image=jpeg_with_focal(0)), image, 1.0) == 1.0
+
+
+def test_relative_depth_is_scaled_to_eye_height(cpu_renderer):
+    """A relative model's metres are a guess: the start image's ground is put at eye height."""
+    import torch
+
+    from bench.models import tiny_depth_model
+    from runtime.world.depth import TransformersDepthEstimator
+    from runtime.world.keyframes.start_frame import EYE_HEIGHT_M, make_start_frame
+    from runtime.world.movement.motion import EYE_HEIGHT
+
+    assert EYE_HEIGHT_M == EYE_HEIGHT
+    image, depth = photo(seed=5)
+    K = intrinsics_from_fov(W, H, FOV_Y)
+
+    def ground_below(frame) -> float:
+        band = frame.depth[int(0.75 * H) :]
+        rows = np.arange(H - len(band), H) + 0.5
+        below = ((rows - K[1, 2]) / K[1, 1])[:, None] * band
+        return float(np.percentile(below[np.isfinite(below) & (below > 0)], 75))
+
+    # Given metres are kept as they are.
+    from runtime.world.depth import resize_depth
+
+    kept = make_start_frame(image, W, H, fov_y=FOV_Y, depth=depth).depth
+    given = resize_depth(depth, W, H)
+    finite = np.isfinite(kept) & np.isfinite(given)
+    assert np.median(kept[finite] / given[finite]) == pytest.approx(1.0)
+    model, processor = tiny_depth_model("relative")
+    with torch.no_grad():
+        model.head.conv3.weight.zero_()
+        model.head.conv3.bias.fill_(2.0)  # 4 m everywhere before scaling
+    frame = make_start_frame(image, W, H, fov_y=FOV_Y, estimator=TransformersDepthEstimator(model, processor))
+    assert ground_below(frame) == pytest.approx(EYE_HEIGHT, rel=0.02)

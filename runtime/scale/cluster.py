@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 600.0
 """How long the server waits at start for its actors to load their generator (seconds)."""
+FOLLOW_S = 15.0
+"""How often pools without ``--ray-actors`` are resized to the cluster's resources (seconds)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class RaySettings:
             ``ray start``; a private one-machine cluster if there is none) or a cluster
             address (``HOST:6379``, ``ray://HOST:10001``).
         actors: generator actors per pool; None: as many as the cluster's CPUs (or GPUs,
-            with ``gpus_per_actor``) hold.
+            with ``gpus_per_actor``) hold, followed as nodes join and leave.
         cpus_per_actor, gpus_per_actor: Ray resources each actor holds.
         namespace: the Ray namespace the server's actors and the world leases live in.
         advertise_url: where players reach this server (``--advertise-url``), for redirects;
@@ -64,6 +66,8 @@ class RayGeneration:
         self.settings = settings
         self._pools: dict[str, ActorPool] = {}
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
 
     def start(self, generator: str, options: dict) -> None:
         """Connect and make ``generator`` 's pool; raises the actors' error if they cannot load it."""
@@ -75,6 +79,25 @@ class RayGeneration:
         resources = ray.cluster_resources()
         log.info("ray: connected (%s CPUs, %s GPUs in the cluster)", resources.get("CPU", 0), resources.get("GPU", 0))
         self.pool(generator, options).wait_ready(READY_TIMEOUT_S)
+        if self.settings.actors is None:  # the pools follow the cluster as it grows and shrinks
+            self._follower = threading.Thread(target=self._follow_cluster, name="ray-pool-size", daemon=True)
+            self._follower.start()
+
+    def _follow_cluster(self) -> None:
+        import ray
+
+        while not self._stop.wait(FOLLOW_S):
+            try:
+                wanted = self.settings.actor_count(ray.cluster_resources())
+            except Exception as exc:  # the cluster is unreachable for now: try again later
+                log.warning("ray: cluster resources unavailable (%s)", type(exc).__name__)
+                continue
+            with self._lock:
+                pools = dict(self._pools)
+            for name, pool in pools.items():
+                if len(pool.actors) != wanted:
+                    log.info("ray: %s pool %d -> %d actors (the cluster changed)", name, len(pool.actors), wanted)
+                    pool.resize(wanted)
 
     def pool(self, generator: str, options: dict) -> ActorPool:
         """``generator`` 's pool, started on first use (``options`` apply then)."""
@@ -102,6 +125,7 @@ class RayGeneration:
 
     def close(self) -> None:
         """Stop the actors this server started (the cluster stays up)."""
+        self._stop.set()
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:

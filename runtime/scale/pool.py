@@ -40,7 +40,7 @@ class PoolSettings:
         num_cpus, num_gpus: Ray resources each actor holds (``num_gpus=1`` for a diffusion
             model that needs a whole GPU; fractions share one).
         max_in_flight: jobs sent to actors at once, all worlds together; None: one per
-            actor. More would wait in an actor's queue, where a closer job can no longer
+            actor (as many as the pool has now). More would wait in an actor's queue, where a closer job can no longer
             overtake them, so the default keeps the waiting on our side, in priority order.
         max_attempts: actors a job is tried on before it fails (an actor dying mid-job
             costs one attempt).
@@ -80,6 +80,7 @@ class _Slot:
 
     def __init__(self, index: int, handle) -> None:
         self.index, self.handle, self.busy = index, handle, 0
+        self.retiring = False  # the pool shrank: stop it once its jobs are done
 
 
 class ActorPool:
@@ -111,7 +112,7 @@ class ActorPool:
 
     @property
     def max_in_flight(self) -> int:
-        return self.settings.max_in_flight or self.settings.actors
+        return self.settings.max_in_flight or max(1, sum(not s.retiring for s in self._slots))
 
     @property
     def in_flight(self) -> int:
@@ -121,9 +122,9 @@ class ActorPool:
 
     @property
     def actors(self) -> list:
-        """The actor handles now in the pool (a copy)."""
+        """The actor handles now in the pool, retiring ones aside (a copy)."""
         with self._cond:
-            return [s.handle for s in self._slots]
+            return [s.handle for s in self._slots if not s.retiring]
 
     def _new_actor(self):
         return self._actor_class.remote(self.settings.generator, dict(self.settings.options))
@@ -188,7 +189,7 @@ class ActorPool:
                 if cancel.cancelled:
                     raise GenerationCancelled()
                 self._cond.wait(POLL_S)
-            slot = min(self._slots, key=lambda s: s.busy)
+            slot = min((s for s in self._slots if not s.retiring), key=lambda s: s.busy)
             slot.busy += 1
             self._in_flight += 1
             return slot, slot.handle
@@ -197,14 +198,36 @@ class ActorPool:
         with self._cond:
             slot.busy -= 1
             self._in_flight -= 1
+            if slot.retiring and slot.busy == 0:
+                self._retire(slot)
             self._cond.notify_all()
 
     def _replace(self, slot: _Slot, dead) -> None:
         """Put a new actor in ``slot`` unless another job already replaced ``dead``."""
         with self._cond:
-            if slot.handle is dead and not self._closed:
+            if slot.handle is dead and not self._closed and not slot.retiring:
                 slot.handle = self._new_actor()
                 self.stats.actors_replaced += 1
+
+    def resize(self, actors: int) -> None:
+        """Grow to ``actors`` actors at once, or shrink: idle actors stop now, busy ones when
+        their job ends (a job is never cut short by a shrink)."""
+        if actors < 1:
+            raise ValueError(f"a pool needs at least one actor, got {actors}")
+        with self._cond:
+            active = [s for s in self._slots if not s.retiring]
+            for _ in range(actors - len(active)):
+                self._slots.append(_Slot(max((s.index for s in self._slots), default=-1) + 1, self._new_actor()))
+            for slot in sorted(active, key=lambda s: s.busy)[: max(0, len(active) - actors)]:
+                slot.retiring = True
+                if slot.busy == 0:
+                    self._retire(slot)
+            self._cond.notify_all()
+
+    def _retire(self, slot: _Slot) -> None:
+        # Under self._cond. ray.kill only sends a message: it does not block.
+        self._slots.remove(slot)
+        self._ray.kill(slot.handle)
 
     # ------------------------------------------------------------------ the rest
     def sky(self, caption: str, seed: int, start_image) -> Sky:

@@ -37,6 +37,18 @@ class WorldConfig:
         max_concurrent_jobs: jobs submitted to the executor at once.
         stale_job_s: a queued job no player has asked for in this long is cancelled.
         retry_after_s: a failed view is not requested again for this long.
+        refine_ratio: existing Gaussians wider than this many times what a new keyframe
+            makes at their depth are coarse for it: it remakes their surface and they retire
+            (see :mod:`.keyframes.refine`); 0 turns refinement off.
+        detail_max_px, detail_reference_m, detail_pixel_deg: detail-aware planning. A
+            probe view is too coarse when the splats it would show, for a surface
+            ``detail_reference_m`` metres away, span more than ``detail_max_px`` pixels of a
+            ``detail_pixel_deg``-per-pixel stream (640x360 at 60 degrees: 1/6 degree):
+            estimated from the nearest keyframe facing that way (``merge_angle``), which
+            saw that surface from its distance plus the reference. Such a view gets a
+            keyframe even where alpha covers it (view and ring probes: where the player
+            stands), pitched down to ``detail_pitch_deg`` at most so it remakes the near
+            ground too. 0 turns it off.
         revisit_radius_m, revisit_angle_deg: a player's view within this distance
             (metres) and angle (degrees) of a view a player was shown earlier is that
             view again: it is displayed as it was then (see :mod:`.seen_views`).
@@ -71,6 +83,11 @@ class WorldConfig:
     retry_after_s: float = 10.0
     revisit_radius_m: float = 0.5
     revisit_angle_deg: float = 20.0
+    refine_ratio: float = 2.0
+    detail_max_px: float = 10.0
+    detail_reference_m: float = 5.0
+    detail_pixel_deg: float = 60.0 / 360.0
+    detail_pitch_deg: float = -15.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -96,6 +113,14 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.max_concurrent_jobs must be an integer >= 1, got {self.max_concurrent_jobs}")
         if not 0.0 < self.revisit_radius_m <= 10.0:
             raise ValueError(f"WorldConfig.revisit_radius_m must be in (0, 10] metres, got {self.revisit_radius_m}")
+        for name in ("refine_ratio", "detail_max_px"):
+            if not 0.0 <= getattr(self, name) <= 1000.0:
+                raise ValueError(f"WorldConfig.{name} must be in [0, 1000] (0 = off), got {getattr(self, name)!r}")
+        if not 0.1 <= self.detail_reference_m <= 1000.0 or not 0.001 <= self.detail_pixel_deg <= 10.0:
+            raise ValueError(
+                f"WorldConfig.detail_reference_m must be in [0.1, 1000] m and detail_pixel_deg in [0.001, 10] degrees, "
+                f"got {self.detail_reference_m!r} and {self.detail_pixel_deg!r}"
+            )
         if not 0.0 < self.revisit_angle_deg < 180.0:
             raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")
         # JSON round trips turn tuples into lists; keep tuples so configs compare equal.

@@ -44,6 +44,10 @@ class WorldStats:
     # saw something else there, and the time the check took.
     gaussians_dropped: int = 0
     revisit_check_ms: float = 0.0
+    # Refinement: coarse Gaussians retired because a closer keyframe remade their surface,
+    # and jobs a player's view asked for because what it shows was made too coarse.
+    gaussians_refined: int = 0
+    detail_jobs: int = 0
     # Revisit consistency at display: views players were shown (all / frozen / found
     # unfinished, so shown plain), Gaussians of later chunks hidden from frozen views
     # (summed over masks), render calls for frozen-view groups, masks computed and their

@@ -133,12 +133,26 @@ def frustum_cull_boxes(lo: np.ndarray, hi: np.ndarray, cameras: Cameras, far: fl
 
 
 class Scene:
-    """A growing set of chunks. Thread-safe: appends may come from generation workers."""
+    """A growing set of chunks. Thread-safe: appends may come from generation workers.
+
+    Refinement retires Gaussians: a closer keyframe remakes a surface that far keyframes
+    made coarsely, and the coarse Gaussians it replaces leave the scene in the same
+    version that adds the fine ones (:meth:`append` with ``retire``). A chunk that loses
+    Gaussians keeps its id and source; its :class:`Chunk` is rebuilt from the rest (a new
+    ``gaussians`` object, so renderers' caches, keyed by identity, rebuild theirs). Which
+    of a chunk's *original* Gaussians are gone is kept (:meth:`retired_masks`) so a saved
+    world, whose chunk files hold the originals, comes back the same.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshot = SceneSnapshot(0, ())
         self._next_id = 0
+        # chunk id -> (the chunk's original Gaussians, [G_original] bool kept)
+        self._originals: dict[int, tuple[Gaussians, np.ndarray]] = {}
+        # chunk id -> [(id of the chunk whose landing made this version, the chunk then or
+        # None once empty)], oldest first: views frozen earlier keep drawing older versions.
+        self._versions: dict[int, list[tuple[int, Chunk | None]]] = {}
 
     def snapshot(self) -> SceneSnapshot:
         return self._snapshot  # a single reference read: atomic
@@ -147,16 +161,82 @@ class Scene:
     def version(self) -> int:
         return self._snapshot.version
 
-    def append(self, gaussians: Gaussians, source: ChunkSource) -> list[Chunk]:
-        """Add Gaussians as one or more new chunks (split into tiles if large); one new version."""
+    def append(self, gaussians: Gaussians, source: ChunkSource, retire: dict[int, np.ndarray] | None = None) -> list[Chunk]:
+        """Add Gaussians as one or more new chunks (split into tiles if large); one new version.
+
+        ``retire`` maps chunk ids to ``[G]`` bool masks over those chunks' *current*
+        Gaussians: the ones to take out of the scene in the same version (refinement).
+        Unknown ids are ignored (a chunk may have been restored without them).
+        """
         parts = split_into_tiles(gaussians) if len(gaussians) > MAX_CHUNK_GAUSSIANS else [gaussians]
         with self._lock:
             chunks = []
             for part in parts:
                 chunks.append(Chunk.build(self._next_id, part, source))
                 self._next_id += 1
-            self._snapshot = SceneSnapshot(self._snapshot.version + 1, self._snapshot.chunks + tuple(chunks))
+            kept = self._retired(self._snapshot.chunks, retire or {}, chunks[0].id if chunks else self._next_id)
+            self._snapshot = SceneSnapshot(self._snapshot.version + 1, kept + tuple(chunks))
         return chunks
+
+    def _retired(self, chunks: tuple[Chunk, ...], retire: dict[int, np.ndarray], by: int) -> tuple[Chunk, ...]:
+        """``chunks`` with the masked Gaussians taken out by chunk ``by`` (call under the lock);
+        empty chunks leave."""
+        out = []
+        for chunk in chunks:
+            mask = retire.get(chunk.id)
+            if mask is None or not np.any(mask):
+                out.append(chunk)
+                continue
+            mask = np.asarray(mask, bool)
+            if mask.shape != (len(chunk.gaussians),):
+                raise ValueError(f"retire[{chunk.id}] must be [{len(chunk.gaussians)}] bool, got {mask.shape}")
+            original, kept = self._originals.get(chunk.id, (chunk.gaussians, np.ones(len(chunk.gaussians), bool)))
+            kept = kept.copy()
+            kept[np.flatnonzero(kept)[mask]] = False
+            self._originals[chunk.id] = (original, kept)
+            rebuilt = Chunk.build(chunk.id, original.subset(np.flatnonzero(kept)), chunk.source) if kept.any() else None
+            self._versions.setdefault(chunk.id, [(-1, chunk)]).append((by, rebuilt))
+            if rebuilt is not None:
+                out.append(rebuilt)
+        return tuple(out)
+
+    def as_of(self, snapshot: SceneSnapshot, cap_chunk_id: int) -> SceneSnapshot:
+        """The chunks of ``snapshot`` up to ``cap_chunk_id`` as they were when that chunk was the
+        newest: refinements by later chunks undone (same version number).
+
+        A view frozen with that cap keeps drawing what it showed (see :mod:`..revisit`)."""
+        with self._lock:
+            versions = {cid: list(v) for cid, v in self._versions.items() if cid <= cap_chunk_id}
+        chunks = {c.id: c for c in snapshot.chunks if c.id <= cap_chunk_id}
+        for cid, history in versions.items():
+            then = [chunk for by, chunk in history if by <= cap_chunk_id]
+            if then and then[-1] is not None:
+                chunks[cid] = then[-1]
+            else:
+                chunks.pop(cid, None)
+        return SceneSnapshot(snapshot.version, tuple(chunks[k] for k in sorted(chunks)))
+
+    def retired_masks(self) -> dict[int, np.ndarray]:
+        """Per chunk that lost Gaussians to refinement: ``[G_original]`` bool, True = retired."""
+        with self._lock:
+            return {cid: ~kept for cid, (_, kept) in self._originals.items()}
+
+    def retire_original(self, masks: dict[int, np.ndarray]) -> None:
+        """Take out, per chunk id, the Gaussians a saved :meth:`retired_masks` names (one new version).
+
+        For loading: ``masks`` index the chunks' original Gaussians, as restored."""
+        with self._lock:
+            current = {c.id: c for c in self._snapshot.chunks}
+            retire = {}
+            for cid, mask in masks.items():
+                chunk = current.get(int(cid))
+                if chunk is None or int(cid) in self._originals or len(mask) != len(chunk.gaussians):
+                    continue  # unknown, already applied, or not the original it was saved for
+                retire[chunk.id] = np.asarray(mask, bool)
+            if retire:  # loaded: which chunk retired them is not kept, so frozen views see them gone too
+                self._snapshot = SceneSnapshot(self._snapshot.version + 1, self._retired(self._snapshot.chunks, retire, -1))
+                for cid in retire:
+                    self._versions[cid] = self._versions[cid][1:]
 
     def restore(self, chunks: list[Chunk]) -> None:
         """Add chunks loaded from storage, keeping their ids."""

@@ -21,6 +21,7 @@ Events (:data:`.events.WorldEvent`) go to subscribers from whichever thread made
 
 from __future__ import annotations
 
+import base64
 import math
 import threading
 import time
@@ -71,6 +72,8 @@ __all__ = [
     "World",
     "WorldConfig",
     "WorldEvent",
+    "pack_retired",
+    "retired_mask",
 ]
 
 
@@ -372,7 +375,7 @@ class World:
     # ---- persistence hooks (used by runtime/world/store) ----
     def state_dict(self) -> dict:
         """Small JSON-able state beyond chunks and frames: config, explored cells, captions, id
-        counters, seen views."""
+        counters, seen views, and which chunks' Gaussians refinement retired."""
         with self._lock:
             return {
                 "version": 1,
@@ -384,6 +387,7 @@ class World:
                 "next_job_id": self._planner.next_job_id,
                 "next_frame_id": self._builder.next_frame_id,
                 "seen_views": self.seen_views.to_state(_newest_chunk_id(self.scene.snapshot())),
+                "retired": {str(cid): pack_retired(mask) for cid, mask in self.scene.retired_masks().items()},
             }
 
     def restore(self, chunks: Sequence[Chunk], frames: Sequence[Frame], state: dict) -> None:
@@ -393,6 +397,8 @@ class World:
         if int(state.get("version", 1)) != 1:
             raise ValueError(f"state_dict version {state.get('version')} is not supported (expected 1)")
         self.scene.restore(list(chunks))
+        # Chunk files hold the original Gaussians; take out what refinement had retired.
+        self.scene.retire_original({int(cid): retired_mask(packed) for cid, packed in state.get("retired", {}).items()})
         for f in sorted(frames, key=lambda f: f.id):
             self.memory.add(f)
         with self._lock:
@@ -419,3 +425,15 @@ class World:
 def _newest_chunk_id(snapshot: SceneSnapshot) -> int:
     """The largest chunk id in ``snapshot`` (ids grow in landing order), or ``NO_CHUNK``."""
     return max((c.id for c in snapshot.chunks), default=NO_CHUNK)
+
+
+def pack_retired(mask: np.ndarray) -> list:
+    """A chunk's retired Gaussians, ``[G]`` bool -> ``[G, base64 of the packed bits]`` (JSON-able,
+    as ``state_dict()["retired"]`` holds them)."""
+    return [int(len(mask)), base64.b64encode(np.packbits(np.asarray(mask, bool)).tobytes()).decode("ascii")]
+
+
+def retired_mask(packed: list) -> np.ndarray:
+    """Inverse of :func:`pack_retired`: ``[G]`` bool, True = retired."""
+    count, data = int(packed[0]), base64.b64decode(packed[1])
+    return np.unpackbits(np.frombuffer(data, np.uint8))[:count].astype(bool)

@@ -97,7 +97,7 @@ export interface NewWorld {
   caption?: string;
   /** PNG or JPEG image the world starts from (its first frame); at most MAX_START_IMAGE_PIXELS pixels, at least MIN_START_IMAGE_SIDE on each side [bytes] (max length 6291456) default null */
   start_image?: Uint8Array | null;
-  /** vertical field of view of start_image; absent: this hello's view.fov_y [rad] (>= 0.1, <= 3) default null */
+  /** vertical field of view of start_image; absent: from its EXIF focal length, else this hello's view.fov_y [rad] (>= 0.1, <= 3) default null */
   start_fov_y?: number | null;
   /** depth of start_image: 16-bit greyscale PNG in millimetres, 0 = sky, at most MAX_START_IMAGE_PIXELS pixels (the whole hello stays within MAX_HELLO_BYTES); absent: the server's depth model estimates it [bytes] (max length 6291456) default null */
   start_depth?: Uint8Array | null;

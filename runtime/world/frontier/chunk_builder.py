@@ -21,7 +21,8 @@ from ..generators.base import GenerationResult
 from ..keyframes.frames import Frame
 from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
 from ..parts import WorldParts
-from ..scene import Chunk, ChunkSource
+from ..keyframes.refine import coarse_mask, retire_mask
+from ..scene import Chunk, ChunkSource, SceneSnapshot
 from ..sky import pixel_directions
 from .jobs import GenerationJob
 
@@ -102,18 +103,50 @@ class ChunkBuilder:
         frames, newly explored cells)``."""
         cfg = self.config
         snapshot = self.scene.snapshot()
-        existing = self.renderer.render_alpha(snapshot, cams) if snapshot.chunks else None
+        # Refinement: Gaussians far coarser than these keyframes make count as empty here,
+        # so the keyframes remake those surfaces finely; the coarse ones they remade retire.
+        coarse = self._coarse(snapshot, cams)
+        if snapshot.chunks:
+            existing = self.renderer.render_alpha(_without(snapshot, coarse), cams)
+        else:
+            existing = None
         gaussians = reconstruct(rgb, depth, cams, existing, stride=cfg.reconstruct_stride)
         gaussians = self._keep_earlier_views(gaussians, cams)
+        retire = {}
+        for chunk in snapshot.chunks:
+            if chunk.id in coarse:
+                mask = retire_mask(chunk.gaussians, coarse[chunk.id], gaussians, depth, cams, cfg.reconstruct_stride)
+                if mask.any():
+                    retire[chunk.id] = mask
+                    self.stats.gaussians_refined += int(mask.sum())
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
-        return self.land(source, gaussians, rgb, depth, cams)
+        return self.land(source, gaussians, rgb, depth, cams, retire)
+
+    def _coarse(self, snapshot: SceneSnapshot, cams: Cameras) -> dict[int, np.ndarray]:
+        """Per visible chunk with any, ``[G]`` bool: Gaussians coarse for these keyframes."""
+        ratio = self.config.refine_ratio
+        if ratio <= 0 or not snapshot.chunks:
+            return {}
+        out = {}
+        for chunk in snapshot.visible_chunks(cams):
+            mask = coarse_mask(chunk.gaussians, cams, self.config.reconstruct_stride, ratio)
+            if mask.any():
+                out[chunk.id] = mask
+        return out
 
     def land(
-        self, source: ChunkSource, gaussians: Gaussians, rgb: np.ndarray, depth: np.ndarray, cams: Cameras
+        self,
+        source: ChunkSource,
+        gaussians: Gaussians,
+        rgb: np.ndarray,
+        depth: np.ndarray,
+        cams: Cameras,
+        retire: dict[int, np.ndarray] | None = None,
     ) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
-        """Append ``gaussians`` as a chunk and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
+        """Append ``gaussians`` as a chunk (retiring ``retire``'s Gaussians, see
+        :meth:`.scene.Scene.append`) and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
         memory frames at ``cams``; mark sky directions and explored cells (under the apply lock)."""
-        chunks = self.scene.append(gaussians, source) if len(gaussians) else []
+        chunks = self.scene.append(gaussians, source, retire) if len(gaussians) else []
         chunk_id = chunks[0].id if chunks else -1
         frames = []
         with self._lock:
@@ -190,3 +223,18 @@ class ChunkBuilder:
     def restore(self, next_frame_id: int) -> None:
         """Take a loaded world's frame counter (call under the planner lock)."""
         self.next_frame_id = next_frame_id
+
+
+def _without(snapshot: SceneSnapshot, masks: dict[int, np.ndarray]) -> SceneSnapshot:
+    """``snapshot`` less the masked Gaussians (temporary chunks: same ids, new Gaussians, so
+    renderers' caches, keyed by identity, never mistake one for the scene's)."""
+    if not masks:
+        return snapshot
+    chunks = []
+    for chunk in snapshot.chunks:
+        mask = masks.get(chunk.id)
+        if mask is None:
+            chunks.append(chunk)
+        elif not mask.all():
+            chunks.append(Chunk.build(chunk.id, chunk.gaussians.subset(np.flatnonzero(~mask)), chunk.source))
+    return SceneSnapshot(snapshot.version, tuple(chunks))

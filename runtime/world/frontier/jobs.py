@@ -31,6 +31,7 @@ class GenerationJob:
     progress: float = 0.0
     # ---- additions ----
     priority: float = 0.0  # lower runs first
+    refines: bool = False  # asked for because what the view shows is too coarse, not empty
     created_at: float = field(default_factory=time.monotonic)
     last_requested: float = field(default_factory=time.monotonic)
     started_at: float | None = None

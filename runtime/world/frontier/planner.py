@@ -82,6 +82,7 @@ class UncoveredView:
     probe: ProbeView
     pitch: float  # keyframe pitch (the probe's, clamped)
     forward: np.ndarray  # [3] unit forward of the keyframe
+    detail: bool = False  # asked for only because what the view shows is too coarse
 
 
 class FrontierPlanner:
@@ -164,6 +165,7 @@ class FrontierPlanner:
             self._probe_cache.clear()
             self._probe_versions = versions
         tested: list[tuple[ProbeView, tuple]] = []
+        coarse: list[ProbeView] = []  # inside explored space, but only seen from too far
         for p in players:
             if not (np.isfinite(p.pose.position).all() and np.isfinite(p.velocity).all()):
                 continue  # a bad client pose must not poison planning
@@ -181,6 +183,8 @@ class FrontierPlanner:
                     pr = self._ahead_on_ground(p.pose, pr)
                 if self.parts.explored.reaches_unknown(pr.position, pr.yaw, cfg.frontier_distances):
                     tested.append((pr, self._probe_key(pr)))
+                elif pr.kind != "ahead" and self._too_coarse(pr):
+                    coarse.append(pr)
         missing = list({key: pr for pr, key in tested if key not in self._probe_cache}.items())
         if missing:
             cams = probe_cameras([pr for _, pr in missing], cfg.probe_width, cfg.probe_height)
@@ -194,7 +198,6 @@ class FrontierPlanner:
             for (key, _), frac in zip(missing, fractions):
                 self._probe_cache[key] = float(frac)
         out: list[UncoveredView] = []
-        lo, hi = cfg.keyframe_pitch_range
         for probe, key in tested:
             # Splats seen from far away cover a view in alpha long before they have the
             # detail to stand among: a player heading into a cell no keyframe was made
@@ -205,11 +208,59 @@ class FrontierPlanner:
                 and not self.parts.explored.is_generated(float(probe.position[0]), float(probe.position[2]))
             )
             if unexplored or self._probe_cache[key] > cfg.uncovered_fraction:
-                pitch = min(hi, max(lo, probe.pitch))
-                cp = math.cos(pitch)
-                fwd = np.array([math.sin(probe.yaw) * cp, -math.sin(pitch), math.cos(probe.yaw) * cp], np.float32)
-                out.append(UncoveredView(probe, pitch, fwd))
+                out.append(self._keyframe_view(probe))
+            elif probe.kind != "ahead" and self._too_coarse(probe):
+                coarse.append(probe)
+        for probe in coarse:
+            # Tilted down: a refining keyframe also remakes the ground just ahead, which
+            # far keyframes covered with long grazing splats (a level one starts 2 m out).
+            pitch = min(probe.pitch, math.radians(cfg.detail_pitch_deg))
+            out.append(dataclasses.replace(self._keyframe_view(dataclasses.replace(probe, pitch=pitch)), detail=True))
         return out
+
+    def _keyframe_view(self, probe: ProbeView) -> UncoveredView:
+        """The keyframe a probe asks for: its pose with the pitch clamped to the keyframe range."""
+        lo, hi = self.config.keyframe_pitch_range
+        pitch = min(hi, max(lo, probe.pitch))
+        return UncoveredView(probe, pitch, _forward(probe.yaw, pitch))
+
+    def footprint_px(self, position: np.ndarray, forward: np.ndarray) -> float:
+        """Estimated width (stream pixels) of the splats a view at ``position`` looking along
+        unit ``forward`` shows of a surface ``detail_reference_m`` metres away.
+
+        A keyframe's Gaussians are ``reconstruct_stride`` keyframe pixels wide where it saw
+        them; the nearest keyframe facing this way (finished, queued or running, within
+        ``merge_angle``), ``D`` metres off, saw that surface from about ``D + reference``
+        metres, so on the stream its splats span ``base x (D + reference) / reference`` pixels,
+        ``base`` being the stride in keyframe pixels over the stream's pixel angle. ``inf``
+        when no keyframe faces this way (then the view is not judged coarse).
+        """
+        cfg = self.config
+        base = cfg.reconstruct_stride * math.degrees(cfg.keyframe_fov_y) / cfg.keyframe_height / cfg.detail_pixel_deg
+        positions, forwards = [self.done_views.positions], [self.done_views.forwards]
+        for job in self.queue.pending():
+            positions.append(job.cameras.centers.astype(np.float32))
+            forwards.append(job.cameras.forwards.astype(np.float32))
+        pos, fwd = np.concatenate(positions), np.concatenate(forwards)
+        facing = fwd @ np.asarray(forward, np.float32) >= math.cos(cfg.merge_angle)
+        if not facing.any():
+            return math.inf
+        distance = float(np.linalg.norm(pos[facing] - np.asarray(position, np.float32), axis=1).min())
+        return base * (distance + cfg.detail_reference_m) / cfg.detail_reference_m
+
+    def _too_coarse(self, probe: ProbeView) -> bool:
+        """Would ``probe``'s view show splats wider than ``detail_max_px``? (see :meth:`footprint_px`)
+
+        The limit is at least 1.5 x what a keyframe at the probe itself gives, so the
+        keyframe this asks for always satisfies it (planning never loops)."""
+        cfg = self.config
+        if cfg.detail_max_px <= 0:
+            return False
+        base = cfg.reconstruct_stride * math.degrees(cfg.keyframe_fov_y) / cfg.keyframe_height / cfg.detail_pixel_deg
+        with self._lock:
+            footprint = self.footprint_px(probe.position, self._keyframe_view(probe).forward)
+        # No keyframe facing this way (an imported scene, say): nothing says it is coarse.
+        return math.isfinite(footprint) and footprint > max(cfg.detail_max_px, 1.5 * base)
 
     # ------------------------------------------------------------------ jobs from views
     def _schedule(self, cand: UncoveredView, now: float, caption: str, new_jobs: list[GenerationJob]) -> None:
@@ -235,9 +286,11 @@ class FrontierPlanner:
             self.refused[cand.probe.player_id] = refusal
             return
         job = self._make_job(cand, now, caption)
+        job.refines = cand.detail
         self.queue.add(job)
         new_jobs.append(job)
         self.stats.jobs_created += 1
+        self.stats.detail_jobs += int(cand.detail)
 
     def priority(self, cand: UncoveredView) -> float:
         """Lower first: the probe's rank (the queue breaks ties by job id, i.e. request order)."""
@@ -290,7 +343,7 @@ class FrontierPlanner:
         in alpha (the same two rules that made the job).
         """
         snapshot = self.scene.snapshot()
-        if not snapshot.chunks:
+        if not snapshot.chunks or job.refines:  # a refining job's views are covered: coarsely
             return False
         if self.config.generate_unexplored_ahead:
             c = job.cameras.centers[0]
@@ -306,3 +359,9 @@ class FrontierPlanner:
         self.done_views = done_views
         self.next_job_id = next_job_id
         self._probe_cache.clear()
+
+
+def _forward(yaw: float, pitch: float) -> np.ndarray:
+    """``[3]`` unit view direction for ``yaw`` / ``pitch`` (radians; +y is down)."""
+    cp = math.cos(pitch)
+    return np.array([math.sin(yaw) * cp, -math.sin(pitch), math.cos(yaw) * cp], np.float32)

@@ -121,7 +121,7 @@ class HiddenSplats:
         self.cache_bytes = cache_bytes
         self._lock = threading.Lock()
         self._pictures: OrderedDict[tuple[int, int], ViewPicture] = OrderedDict()  # (record, cap)
-        # (record, cap, chunk id) -> (masked chunk, or the chunk itself, or None when all is hidden; bytes)
+        # (record, cap, chunk id, chunk size) -> (masked chunk, or the chunk itself, or None when all is hidden; bytes)
         self._chunks: OrderedDict[tuple[int, int, int], tuple[Chunk | None, int]] = OrderedDict()
         self._bytes = 0
         self._snapshots: OrderedDict[tuple[int, int, int], SceneSnapshot] = OrderedDict()  # (record, cap, version)
@@ -143,11 +143,13 @@ class HiddenSplats:
         if not self._finished(view, snapshot):
             masked = snapshot
         else:
-            chunks = []
+            # Up to the cap, chunks as the view showed them (refinements after it undone).
+            chunks = list(self.parts.scene.as_of(snapshot, view.cap_chunk_id).chunks)
             for chunk in snapshot.chunks:
-                shown = chunk if chunk.id <= view.cap_chunk_id else self._masked_chunk(view, chunk, snapshot)
-                if shown is not None:
-                    chunks.append(shown)
+                if chunk.id > view.cap_chunk_id:
+                    shown = self._masked_chunk(view, chunk, snapshot)
+                    if shown is not None:
+                        chunks.append(shown)
             # Nothing hidden (no chunk landed in view since the freeze: the common case): the
             # plain snapshot itself, so the display draws this camera in the plain batch.
             unchanged = len(chunks) == len(snapshot.chunks) and all(a is b for a, b in zip(chunks, snapshot.chunks))
@@ -191,7 +193,7 @@ class HiddenSplats:
                 return hit
         started = time.perf_counter()
         cam = view.camera(PICTURE_WIDTH, PICTURE_HEIGHT)
-        shown_chunks = capped(snapshot, view.cap_chunk_id)
+        shown_chunks = self.parts.scene.as_of(snapshot, view.cap_chunk_id)
         if shown_chunks.chunks:
             out = self.renderer.render(shown_chunks, cam, self.sky)
             alpha, depth = out.alpha, out.depth[0]
@@ -230,7 +232,8 @@ class HiddenSplats:
     # ------------------------------------------------------------------ masked chunks
     def _masked_chunk(self, view: FrozenView, chunk: Chunk, snapshot: SceneSnapshot) -> Chunk | None:
         """``chunk`` without what ``view`` hides: itself when nothing is, None when everything is."""
-        key = (view.record_id, view.cap_chunk_id, chunk.id)
+        # The size too: refinement rebuilds a chunk smaller under the same id.
+        key = (view.record_id, view.cap_chunk_id, chunk.id, len(chunk.gaussians))
         with self._lock:
             hit = self._chunks.get(key)
             if hit is not None:

@@ -28,7 +28,7 @@ import numpy as np
 from ..gaussians import Gaussians
 from ..keyframes.frames import Frame
 from ..scene import Chunk, ChunkSource
-from ..world import ChunkAdded, World, WorldConfig, WorldEvent
+from ..world import ChunkAdded, World, WorldConfig, WorldEvent, retired_mask
 from .chunk_io import decode_chunk, decode_frame, decode_image
 from .durable import TMP_MARK, fsync_dir, sha256_hex, write_durably
 from .errors import WorldBusy, WorldExists, WorldFormatError, WorldNotFound, WorldStoreError
@@ -372,12 +372,14 @@ class WorldLibrary:
             if m.get("start_image"):
                 size += int(m["start_image"].get("bytes", 0))
             cfg = m["config"]
+            # Chunk files hold what was generated; refinement may have retired some of it since.
+            retired = [retired_mask(packed) for packed in (m.get("state") or {}).get("retired", {}).values()]
             return WorldInfo(
                 name=name,
                 path=path,
                 size_bytes=size,
-                chunks=len(m["chunks"]),
-                gaussians=sum(int(r.get("gaussians", 0)) for r in m["chunks"]),
+                chunks=len(m["chunks"]) - sum(bool(r.all()) for r in retired),
+                gaussians=sum(int(r.get("gaussians", 0)) for r in m["chunks"]) - sum(int(r.sum()) for r in retired),
                 frames=len(m["frames"]),
                 created_at=_timestamp(m.get("created_at", 0.0)),
                 last_played=_timestamp(m.get("last_played", 0.0)),
@@ -386,7 +388,7 @@ class WorldLibrary:
                 seed=int(cfg.get("seed", 0)),
                 caption=str(cfg.get("caption", "")),
             )
-        except (ValueError, TypeError, OverflowError) as e:  # a hand-edited or hostile manifest
+        except (ValueError, TypeError, OverflowError, IndexError, KeyError, AttributeError) as e:  # a hand-edited or hostile manifest
             return WorldInfo(name, path, 0, 0, 0, 0, 0.0, 0.0, 0, error=f"world {name!r}: manifest field of the wrong type ({e})")
 
 

