@@ -52,6 +52,23 @@ def test_quick_run_reports_every_measure(tmp_path):
     assert row["views"] == 2
     for key in ("psnr_med", "ssim_med", "sharp_med", "psnr_enc_med", "ceiling_med", "holes_novel", "holes_walk_mean"):
         assert row[key] is not None and np.isfinite(row[key]), key
-    assert 8.0 < row["psnr_med"] < 60.0
     assert abs(row["psnr_enc_med"] - row["psnr_med"]) < 3.0
     assert report["walks"][0]["samples"], "the walk kept hole samples"
+    # Floors with margins (measured on CPU-2, 2026-12-07: PSNR 18-20 dB, sharpness 0.6-0.7,
+    # novel-view holes 0-9 %). Issue 16 asks for 24 dB / 0.75 here: not met yet.
+    assert row["psnr_med"] >= 15.0
+    assert row["sharp_med"] >= 0.45
+    assert row["holes_novel"] <= 0.2
+    assert row["ceiling_med"] >= 35.0  # view-dependent terms are not what limits fidelity
+
+
+def test_fast_walk_hole_bound():
+    """A 6 m/s walk: the player's own view never shows more than a fifth of its pixels as
+    holes, nor a visible hole (> 1 %) for more than 5 s (measured: 2-4.5 s, mean 4-11 %
+    on the loaded CPU-2; issue 16 asks for <= 5 % and about 1 s: not met yet)."""
+    args = fidelity.parse_args(["--quick"])
+    args.speeds, args.novel, args.distance, args.encoder = "6", 1, 12.0, False
+    report = fidelity.run(args, log=lambda *a: None)
+    (row,) = report["rows"]
+    assert row["holes_walk_mean"] <= 0.2
+    assert row["hole_longest_s"] <= 5.0

@@ -238,3 +238,37 @@ def test_field_of_view_from_exif():
     assert start_fov_y(sent, image, 1.0) == 0.5
     assert start_fov_y(m.NewWorld(start_image=jpeg_with_focal(26)), image, 1.0) == pytest.approx(fov_y_from_exif(jpeg_with_focal(26), 64, 48))
     assert start_fov_y(m.NewWorld(start_image=jpeg_with_focal(0)), image, 1.0) == 1.0
+
+
+def test_relative_depth_is_scaled_to_eye_height(cpu_renderer):
+    """A relative model's metres are a guess: the start image's ground is put at eye height."""
+    import torch
+
+    from bench.models import tiny_depth_model
+    from runtime.world.depth import TransformersDepthEstimator
+    from runtime.world.keyframes.start_frame import EYE_HEIGHT_M, make_start_frame
+    from runtime.world.movement.motion import EYE_HEIGHT
+
+    assert EYE_HEIGHT_M == EYE_HEIGHT
+    image, depth = photo(seed=5)
+    K = intrinsics_from_fov(W, H, FOV_Y)
+
+    def ground_below(frame) -> float:
+        band = frame.depth[int(0.75 * H) :]
+        rows = np.arange(H - len(band), H) + 0.5
+        below = ((rows - K[1, 2]) / K[1, 1])[:, None] * band
+        return float(np.percentile(below[np.isfinite(below) & (below > 0)], 75))
+
+    # Given metres are kept as they are.
+    from runtime.world.depth import resize_depth
+
+    kept = make_start_frame(image, W, H, fov_y=FOV_Y, depth=depth).depth
+    given = resize_depth(depth, W, H)
+    finite = np.isfinite(kept) & np.isfinite(given)
+    assert np.median(kept[finite] / given[finite]) == pytest.approx(1.0)
+    model, processor = tiny_depth_model("relative")
+    with torch.no_grad():
+        model.head.conv3.weight.zero_()
+        model.head.conv3.bias.fill_(2.0)  # 4 m everywhere before scaling
+    frame = make_start_frame(image, W, H, fov_y=FOV_Y, estimator=TransformersDepthEstimator(model, processor))
+    assert ground_below(frame) == pytest.approx(EYE_HEIGHT, rel=0.02)

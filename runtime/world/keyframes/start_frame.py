@@ -40,6 +40,13 @@ SKY_DOME_DEPTH = 150.0
 START_SCALE_FACTOR = 0.25
 """Splat standard deviation as a fraction of a pixel's footprint (keyframes use 0.7)."""
 
+EYE_HEIGHT_M = 1.7
+"""Metres from a walking player's eye to the ground (``movement.motion.EYE_HEIGHT``): a photo is
+taken from about there, which fixes the scale a relative depth model leaves open."""
+
+GROUND_ROWS = 0.25
+"""The bottom fraction of the image whose surfaces are taken as the ground for that scale."""
+
 EDGE_PASSES = 2
 """Rounds of moving flying pixels onto the farther surface next to them."""
 
@@ -88,7 +95,8 @@ def make_start_frame(
         w2c: ``[4, 4]`` spawn camera (world-to-camera); None: the origin facing +z.
         K: ``[3, 3]`` intrinsics for ``width`` x ``height`` (e.g. a trajectory's first).
         depth: ``[h', w']`` metres given with the image (``inf`` = sky), any size.
-        estimator: a :class:`..generators.base.DepthEstimator`, used when ``depth`` is None.
+        estimator: a :class:`..generators.base.DepthEstimator`, used when ``depth`` is None;
+            a relative one (``metric`` False) is rescaled by :func:`eye_height_scale`.
     """
     from ..depth.files import resize_depth
     from ..formats.media import resize_image
@@ -108,7 +116,32 @@ def make_start_frame(
     else:
         z = np.asarray(estimator.estimate(rgb[None], camera, ()), np.float32)[0]
     z = np.where(np.isfinite(z) & (z > 0), z, np.inf).astype(np.float32)
+    if depth is None and getattr(estimator, "metric", True) is False:
+        z *= np.float32(eye_height_scale(z, camera.K[0]))
     return StartFrame(rgb, _edges_to_background(z), camera)
+
+
+def eye_height_scale(depth: np.ndarray, K: np.ndarray, eye_height: float = EYE_HEIGHT_M) -> float:
+    """The factor that puts the ground at ``eye_height`` below a level camera.
+
+    A relative depth model's metres are a guess; a photo is taken from about eye height, so
+    the surfaces in the bottom ``GROUND_ROWS`` of the image (the 75th percentile of their
+    height below the camera: obstacles there stand above the ground) are scaled to lie
+    ``eye_height`` down, and a player's first step does not jump. 1 when too little of that
+    band has depth.
+
+    Args:
+        depth: ``[H, W]`` z-depth (any scale), ``inf`` for sky.
+        K: ``[3, 3]`` intrinsics of a camera looking level (the start camera).
+    """
+    H = depth.shape[0]
+    band = depth[int((1.0 - GROUND_ROWS) * H) :]
+    rows = np.arange(H - len(band), H, dtype=np.float64) + 0.5
+    below = ((rows - float(K[1, 2])) / float(K[1, 1]))[:, None] * band  # metres below the camera
+    below = below[np.isfinite(below) & (below > 0)]
+    if below.size < 0.05 * band.size:
+        return 1.0
+    return float(np.clip(eye_height / np.percentile(below, 75), 0.05, 20.0))
 
 
 def lift_start_frame(frame: StartFrame) -> Gaussians:
