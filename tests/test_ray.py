@@ -217,7 +217,11 @@ def test_a_server_with_ray_generates_on_the_clusters_actors(pool, start_server):
 
 
 async def settled_frame(client: WorldClient) -> np.ndarray:
-    await asyncio.sleep(1.0)  # let the encoder refine a still picture
+    """A frame once the world has nothing queued or running and the encoder refined the picture."""
+    deadline = time.monotonic() + 120
+    while (await client.wait_for("stats", timeout=10)).queue_depth != 0:
+        assert time.monotonic() < deadline, "the world kept generating"
+    await asyncio.sleep(1.0)
     return (await client.next_frame(timeout=30)).rgb
 
 
