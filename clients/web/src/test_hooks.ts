@@ -35,7 +35,7 @@ export interface WorldstreamHooks {
   /** The video size asked of the server in the last hello. */
   readonly viewRequested: { width: number; height: number; stereo: boolean } | null;
   /** WebXR: in VR now, head poses sent, frames drawn in the headset, the last head pose sent. */
-  readonly vr: { active: boolean; buttonShown: boolean; xrFrames: number; headPosesSent: number; framesDrawn: number; lastHeadPose: unknown };
+  readonly vr: { active: boolean; buttonShown: boolean; vignette: number; xrFrames: number; headPosesSent: number; framesDrawn: number; lastHeadPose: unknown };
   /** Look change sent to the server so far (radians). */
   readonly lookSent: { yaw: number; pitch: number };
   dropConnection(): void;
@@ -133,7 +133,7 @@ export function exposeHooks(session: GameSession): void {
     },
     get vr() {
       const vr = session.vr;
-      return { active: vr.active, buttonShown: !vr.button.hidden, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent, framesDrawn: vr.framesDrawn, lastHeadPose: vr.lastHeadPose };
+      return { active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent, framesDrawn: vr.framesDrawn, lastHeadPose: vr.lastHeadPose };
     },
     get lookSent() {
       return { ...session.sender.lookSent };
