@@ -132,6 +132,15 @@ def wait_until_running(pool: ActorPool, timeout: float = 120.0):
     raise AssertionError("no job started on the pool")
 
 
+def test_a_running_jobs_progress_comes_back_from_its_actor(pool):
+    reports: list[tuple[float, str]] = []
+    result = pool.run(big_request(), CancelToken(), lambda fraction, message="": reports.append((fraction, message)))
+    assert result.rgb.shape == (4, 360, 640, 3)
+    fractions = [f for f, _ in reports]
+    assert fractions and fractions == sorted(fractions) and all(0.0 <= f <= 1.0 for f in fractions)
+    assert any(0.0 < f < 1.0 for f in fractions), reports  # reported while it ran, not only at the ends
+
+
 def test_a_job_cancelled_on_its_actor_stops_there_and_frees_the_slot(pool):
     token, outcome = CancelToken(), {}
 

@@ -22,6 +22,8 @@ export interface WorldstreamHooks {
   readonly generation: { active: number; requested: number; done: number; failed: number; indicatorShown: number; indicatorVisible: boolean };
   readonly exploredCells: number;
   readonly inputsSent: number;
+  /** The "blocked" cue: times it appeared, and whether it shows now. */
+  readonly blockedCue: { shown: number; visible: boolean };
   readonly flying: boolean;
   readonly overlay: string;
   readonly shareUrl: string;
@@ -101,6 +103,9 @@ export function exposeHooks(session: GameSession): void {
     },
     get exploredCells() {
       return session.world.explored.size;
+    },
+    get blockedCue() {
+      return { shown: session.hud.blockedShown, visible: session.hud.blockedVisible };
     },
     get inputsSent() {
       return session.sender.sentCount;
