@@ -297,6 +297,26 @@ def test_walking_and_turning_change_the_view(open_page, base_url, world):
     save_metrics({"walk_latency_ms": {"p50": latency["p50"], "p95": latency["p95"], "samples": latency["samples"]}})
 
 
+def test_a_blocked_move_shows_the_blocked_cue(open_page, base_url, world):
+    """Walking on open ground shows no cue; flying down into the ground (F, then C held) is
+    blocked by it, and the client shows its "Blocked" cue from the server's frame_info."""
+    page = open_page(link(base_url, world, "Bumper"))
+    wait_frames(page, 5)
+    wait_for_scenery(page)
+    hold(page, "w", 1.5)  # onto ground the first keyframes show well
+    settle(page, 0.5)
+    assert page.evaluate("() => window.__worldstream.blockedCue.shown") == 0
+    page.keyboard.press("f")
+    page.keyboard.down("c")
+    try:
+        page.wait_for_function("() => window.__worldstream.blockedCue.shown > 0", timeout=15_000)
+        page.wait_for_timeout(300)  # still held against the ground: the cue stays up
+        assert page.evaluate("() => window.__worldstream.blockedCue.visible"), failure_notes(page)
+    finally:
+        page.keyboard.up("c")
+    page.wait_for_function("() => !window.__worldstream.blockedCue.visible", timeout=5_000)
+
+
 def test_walking_into_new_space_shows_generation(open_page, base_url, world):
     page = open_page(link(base_url, world, "Explorer"))
     wait_frames(page, 5)
