@@ -12,8 +12,8 @@ and runs some of the time. Generation is fast-forwarded: every 0.2 s of simulate
 the world plans for the player and we wait until its jobs are done, so the scene the
 player collides with is what a player who never outran the generator would meet.
 
-**Stuck** (issue 16): for 2 s forward was held, the player moved less than
-:data:`PROGRESS_M`, and the generator's terrain ahead is walkable
+**Stuck** (issue 16): for 2 s forward was held, the player never got :data:`PROGRESS_M`
+away from where it was at the start of those 2 s, and the generator's terrain ahead is walkable
 (:meth:`GeneratorTruth.walkable_ahead`: no slope over :data:`MAX_SLOPE_DEG`, no step over
 ``MAX_STEP``, no solid object but a bush in the body's way). A walk counts as stuck if that
 happens once.
@@ -204,7 +204,10 @@ def scripted_walk(
                 if not truth.walkable_ahead(x, z, pose.yaw):
                     truth_bad_at = t
                     result.truth_blocked_s += TICK_S
-            span = float(np.hypot(*(history[-1][1] - history[0][1])[[0, 2]]))
+            # Progress: how far the player got from where it was 2 s ago at any moment since
+            # (a U-turn within the window is progress; shuffling on the spot is not).
+            first = history[0][1]
+            span = max(float(np.hypot(p[0] - first[0], p[2] - first[2])) for _, p in history)
             held = t + TICK_S - max(truth_bad_at + TICK_S, last_event, 0.0)
             if span < PROGRESS_M and held >= STUCK_S - 1e-6:
                 result.stuck_events.append((round(t, 2), round(x, 2), round(z, 2), round(pose.yaw, 3)))

@@ -578,6 +578,7 @@ class FrameInfo(Message):
     input_seq: int = spec(-1, min=-1, max=MAX_SEQ, doc="latest input/head_pose seq applied, -1 before any")
     server_ms: float = spec(0.0, unit="ms", doc="server wall clock (Unix epoch) when encoded")
     mtp_ms: float = spec(-1.0, unit="ms", doc="input received -> frame encoded for input_seq, -1 if not new")
+    blocked: bool = spec(False, doc="the player's latest move was blocked by the scene (walked into a wall): the client shows a small cue")
 
 
 @message("splat_piece", "server")

@@ -96,9 +96,11 @@ class FrameLoop:
                     if snap.head_pose is not None:
                         player.pose = world.move_head(player.pose, snap.head_pose)
                         player.velocity = np.zeros(3, np.float32)
+                        player.blocked = False
                     elif snap.move is not None:  # also when idle: walking settles onto the ground
                         old = player.pose.position.copy()
-                        player.pose = world.move(player.pose, snap.move, dt)
+                        moved = world.advance(player.pose, snap.move, dt)
+                        player.pose, player.blocked = moved.pose, moved.blocked
                         player.velocity = ((player.pose.position - old) / max(dt, 1e-3)).astype(np.float32)
                 except Exception:
                     log.exception("world %r: moving player %s failed", self.name, player.id)
@@ -256,4 +258,4 @@ class FrameLoop:
             mtp_ms = frame.mtp_s * 1e3
             player.mtp_ms.append(mtp_ms)
             self.metrics.motion_to_photon_seconds.observe(frame.mtp_s)
-        player.send(m.FrameInfo(rtp_timestamp=frame.rtp_timestamp, input_seq=frame.input_seq, server_ms=time.time() * 1e3, mtp_ms=mtp_ms))
+        player.send(m.FrameInfo(rtp_timestamp=frame.rtp_timestamp, input_seq=frame.input_seq, server_ms=time.time() * 1e3, mtp_ms=mtp_ms, blocked=player.blocked))

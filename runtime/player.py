@@ -69,6 +69,7 @@ class Player:
         self.pose = pose
         self.send = send
         self.velocity = np.zeros(3, np.float32)
+        self.blocked = False  # the latest move step was blocked (told to the client in frame_info)
         # pending input (event loop side)
         self._axes = MoveInput()
         self._yaw_acc = 0.0

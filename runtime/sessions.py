@@ -276,6 +276,8 @@ class SessionRegistry:
         """Take ``name`` 's lease before opening or creating it; raises :class:`WorldElsewhere`
         (or ``world_exists`` for a new world) when another server holds it."""
         if self.leases is None:
+            if self.config.ray is not None:  # listening, but not yet in the registry (needs its URL)
+                raise JoinError("server_busy", "the server is still joining its cluster; try again in a moment", "world")
             return
         url = await asyncio.to_thread(self.leases.acquire, name)
         if url is not None:

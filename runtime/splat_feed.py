@@ -6,7 +6,8 @@ chunks as ``splat_piece`` messages: each piece a complete ``.spz`` of at most
 nearest chunk first, a chunk in view counting as half as far. New chunks join the choice
 as they land. When the next chunk would not fit the budget and a held one is much farther
 (1.5x), the farther one is dropped (``splat_forget``) to make room; otherwise the feed waits
-for the player to move.
+for the player to move. Refinement may take Gaussians out of a chunk (same id, new contents)
+or empty it: a held chunk that changed is forgotten and sent again, one that left is forgotten.
 
 Flow control: at most ``MAX_SPLATS_IN_FLIGHT`` pieces unacknowledged per player (each
 ``splat_ack`` frees one; an ack that never comes frees its slot after ``ACK_TIMEOUT_S``,
@@ -62,7 +63,7 @@ def encode_pieces(gaussians: Gaussians) -> list[tuple[int, bytes]]:
 @dataclass
 class _Subscription:
     budget: int
-    held: dict[int, int] = field(default_factory=dict)  # chunk id -> Gaussians (sent or being sent)
+    held: dict[int, Gaussians] = field(default_factory=dict)  # chunk id -> its contents sent (or being sent)
     queue: collections.deque = field(default_factory=collections.deque)  # SplatPiece messages still to send
     in_flight: dict[int, float] = field(default_factory=dict)  # piece id -> monotonic send time
     sent_at: collections.deque = field(default_factory=lambda: collections.deque(maxlen=m.SPLAT_RATE_HZ))
@@ -87,7 +88,8 @@ class SplatFeed:
         self.players = players
         self._subs: dict[str, _Subscription] = {}
         self._next_id = 0
-        self._cache: collections.OrderedDict[int, list[tuple[int, bytes]]] = collections.OrderedDict()
+        # chunk id -> (the contents encoded, their pieces): refinement changes a chunk's contents
+        self._cache: collections.OrderedDict[int, tuple[Gaussians, list[tuple[int, bytes]]]] = collections.OrderedDict()
         self._cache_bytes = 0
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="splats")
         self._loop = asyncio.get_running_loop()
@@ -154,6 +156,12 @@ class SplatFeed:
         """Choose the next chunk for ``player`` (making room if a held one is much farther),
         encode it (cached) and queue its pieces; False when there is nothing to send now."""
         chunks = [c for c in self.world.scene.snapshot().chunks if len(c.gaussians)]
+        current = {c.id: c.gaussians for c in chunks}
+        stale = [cid for cid, g in sub.held.items() if current.get(cid) is not g]  # refined or gone
+        if stale:
+            for cid in stale:
+                del sub.held[cid]
+            player.send(m.SplatForget(chunk_ids=stale))
         if not chunks:
             return False
         scores = self._scores(player, chunks)
@@ -164,18 +172,18 @@ class SplatFeed:
         score, chunk_id = wanted[0]
         chunk = by_id[chunk_id][0]
         forget = []
-        held_total = sum(sub.held.values())
+        held_total = sum(len(g) for g in sub.held.values())
         while held_total + len(chunk.gaussians) > sub.budget:
             worst = max(sub.held, key=lambda cid: by_id[cid][1] if cid in by_id else np.inf)
             if by_id.get(worst, (None, np.inf))[1] < EVICT_MARGIN * score:
                 if forget:
                     player.send(m.SplatForget(chunk_ids=forget))
                 return False  # full of nearer chunks: wait for the player to move
-            held_total -= sub.held.pop(worst)
+            held_total -= len(sub.held.pop(worst))
             forget.append(worst)
         if forget:
             player.send(m.SplatForget(chunk_ids=forget))
-        sub.held[chunk.id] = len(chunk.gaussians)
+        sub.held[chunk.id] = chunk.gaussians
         sub.busy = True
         try:
             pieces = await self._pieces(chunk)
@@ -204,13 +212,16 @@ class SplatFeed:
 
     async def _pieces(self, chunk: Chunk) -> list[tuple[int, bytes]]:
         cached = self._cache.get(chunk.id)
-        if cached is not None:
+        if cached is not None and cached[0] is chunk.gaussians:
             self._cache.move_to_end(chunk.id)
-            return cached
+            return cached[1]
         pieces = await self._loop.run_in_executor(self._encoder, encode_pieces, chunk.gaussians)
-        self._cache[chunk.id] = pieces
+        old = self._cache.pop(chunk.id, None)
+        if old is not None:
+            self._cache_bytes -= sum(len(d) for _, d in old[1])
+        self._cache[chunk.id] = (chunk.gaussians, pieces)
         self._cache_bytes += sum(len(d) for _, d in pieces)
         while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._cache_bytes -= sum(len(d) for _, d in old)
+            _, (_, evicted) = self._cache.popitem(last=False)
+            self._cache_bytes -= sum(len(d) for _, d in evicted)
         return pieces

@@ -50,7 +50,7 @@ def test_help_lists_the_controls(open_page, base_url, world):
 def test_settings_change_look_quality_and_survive_a_reload(open_page, base_url, world):
     page = open_page(link(base_url, world, "Tweaker"), width=800, height=450)
     wait_frames(page, 2)
-    assert hooks(page, "settings") == {"sensitivity": 1, "invertY": False, "renderMode": "auto", "quality": "high", "vrTurn": "snap"}
+    assert hooks(page, "settings") == {"sensitivity": 1, "invertY": False, "renderMode": "auto", "quality": "high", "vrTurn": "snap", "vrVignette": True}
 
     yaw, pitch = look_after_drag(page, 100, 0)
     assert yaw == pytest.approx(100 * MOUSE_RADIANS_PER_PIXEL, rel=0.05) and abs(pitch) < 1e-6
@@ -63,7 +63,7 @@ def test_settings_change_look_quality_and_survive_a_reload(open_page, base_url, 
     page.select_option("#settings-render-mode", "video")
     page.keyboard.press("Escape")
     assert not page.locator("#settings").is_visible()
-    assert hooks(page, "settings") == {"sensitivity": 2, "invertY": True, "renderMode": "video", "quality": "high", "vrTurn": "snap"}
+    assert hooks(page, "settings") == {"sensitivity": 2, "invertY": True, "renderMode": "video", "quality": "high", "vrTurn": "snap", "vrVignette": True}
 
     yaw, pitch = look_after_drag(page, 100, 50)  # mouse down and right
     assert yaw == pytest.approx(2 * 100 * MOUSE_RADIANS_PER_PIXEL, rel=0.05)
@@ -88,5 +88,5 @@ def test_settings_change_look_quality_and_survive_a_reload(open_page, base_url, 
 
     page.reload()
     wait_frames(page, 1, timeout_s=30)
-    assert hooks(page, "settings") == {"sensitivity": 2, "invertY": True, "renderMode": "video", "quality": "low", "vrTurn": "snap"}
+    assert hooks(page, "settings") == {"sensitivity": 2, "invertY": True, "renderMode": "video", "quality": "low", "vrTurn": "snap", "vrVignette": True}
     assert page.locator("#settings-sensitivity").input_value() == "2"

@@ -106,7 +106,9 @@ def test_enter_vr_head_pose_locomotion_and_back(browser, base_url, world):
         p0 = me(page)["position"]
         page.evaluate("() => window.__xrDevice.controllers.left.updateAxes('thumbstick', 0, -1)")
         page.wait_for_timeout(1000)
+        assert vr(page)["vignette"] > 0.5, "the comfort vignette darkens the edges while the stick moves you"
         page.evaluate("() => window.__xrDevice.controllers.left.updateAxes('thumbstick', 0, 0)")
+        page.wait_for_function("() => window.__worldstream.vr.vignette === 0", timeout=5_000)
         page.wait_for_timeout(400)
         walked = math.dist([p0[0], p0[2]], [me(page)["position"][0], me(page)["position"][2]])
         assert 0.5 < walked < 3.0, walked

@@ -14,13 +14,14 @@ from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, MAX_STEP, RUN_S
 from runtime.world.scene import ChunkSource, Scene
 
 
-def splats(points: np.ndarray, opacity: float = 0.95, sigma: float = 0.05) -> Gaussians:
-    """Small opaque Gaussians at ``points`` ``[P, 3]``."""
+def splats(points: np.ndarray, opacity: float = 0.95, sigma: float = 0.05, color=(0.5, 0.5, 0.5)) -> Gaussians:
+    """Small opaque Gaussians at ``points`` ``[P, 3]`` (grey unless ``color`` says otherwise)."""
     n = len(points)
     quats = np.zeros((n, 4), np.float32)
     quats[:, 0] = 1.0
     logit = math.log(opacity / (1 - opacity))
-    return Gaussians(points, quats, np.full((n, 3), math.log(sigma)), np.full(n, logit), np.full((n, 3), 0.5))
+    colors = np.broadcast_to(np.asarray(color, np.float32), (n, 3))
+    return Gaussians(points, quats, np.full((n, 3), math.log(sigma)), np.full(n, logit), colors)
 
 
 def ground(x0, x1, z0, z1, y=EYE_HEIGHT, spacing=0.1) -> np.ndarray:
@@ -48,9 +49,11 @@ def box(x0, x1, z0, z1, top_y, bottom_y=EYE_HEIGHT, spacing=0.1) -> np.ndarray:
 
 
 def collider_for(*point_sets) -> SceneCollider:
+    """A collider over grey splats at each ``[P, 3]`` point set, or ``(points, rgb)`` pairs."""
     scene = Scene()
     for pts in point_sets:
-        scene.append(splats(pts), ChunkSource())
+        pts, color = pts if isinstance(pts, tuple) else (pts, (0.5, 0.5, 0.5))
+        scene.append(splats(pts, color=color), ChunkSource())
     c = SceneCollider()
     c.sync(scene.snapshot())
     return c
@@ -198,6 +201,46 @@ def test_steps_up_to_half_a_metre_are_climbed(height, climbs):
     else:
         assert pose.position[2] < 2.0
         assert pose.position[1] == pytest.approx(0.0, abs=0.06)
+
+
+def dome(cx: float, cz: float, radius: float, height: float, spacing: float = 0.08) -> np.ndarray:
+    """The surface of a half-ellipsoid standing on the ground at ``(cx, cz)`` (a bush, a boulder)."""
+    th, ph = np.meshgrid(np.arange(0, 2 * math.pi, spacing / radius), np.arange(0, math.pi / 2, spacing / height))
+    x = cx + radius * np.cos(ph) * np.cos(th)
+    z = cz + radius * np.cos(ph) * np.sin(th)
+    y = EYE_HEIGHT - height * np.sin(ph)
+    return np.stack([x.ravel(), y.ravel(), z.ravel()], 1)
+
+
+BUSH_GREEN = (0.22, 0.42, 0.12)  # the procedural meadow's leaves
+ROCK_GREY = (0.5, 0.48, 0.45)
+
+
+def test_a_bush_does_not_block_but_a_boulder_of_its_shape_does():
+    """Walking head-on into a 1.6 m tall, 2.4 m wide bush goes through it (foliage is not an
+    obstacle, and its top is no hill); the same shape in rock's grey stops the walk."""
+    bush = collider_for(ground(-5, 5, -5, 10), (dome(0.0, 3.0, 1.2, 1.6), BUSH_GREEN))
+    pose = walk(Pose(), MoveInput(forward=1.0), 5.0, bush)
+    assert pose.position[2] > 5.0  # out the far side
+    assert pose.position[1] == pytest.approx(0.0, abs=0.1)  # walked through, not over
+    rock = collider_for(ground(-5, 5, -5, 10), (dome(0.0, 3.0, 1.2, 1.6), ROCK_GREY))
+    pose = walk(Pose(), MoveInput(forward=1.0), 5.0, rock)
+    assert pose.position[2] < 2.0
+
+
+def test_a_low_bush_is_stepped_over_and_grass_on_a_slope_still_walks():
+    c = collider_for((ramp(30.0, z1=5.0), BUSH_GREEN), (dome(0.0, 1.0, 0.5, 0.3), BUSH_GREEN))
+    pose = walk(Pose(), MoveInput(forward=1.0), 6.0, c)
+    assert pose.position[2] > 6.0
+    assert pose.position[1] == pytest.approx(-math.tan(math.radians(30.0)) * 3.0, abs=0.1)
+
+
+def test_flying_down_stops_at_grass_and_says_blocked():
+    """Foliage is no obstacle to walking, but a flying player still lands on grass."""
+    c = collider_for((ground(-5, 5, -5, 5), BUSH_GREEN))
+    pose = walk(Pose(), MoveInput(up=-1.0, fly=True), 1.0, c)
+    assert 1.0 < pose.position[1] < EYE_HEIGHT  # +y down: above the grass
+    assert advance(pose, MoveInput(up=-1.0, fly=True), 1 / 30, c).blocked
 
 
 def test_look_deltas_and_pitch_clamp():

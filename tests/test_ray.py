@@ -132,6 +132,15 @@ def wait_until_running(pool: ActorPool, timeout: float = 120.0):
     raise AssertionError("no job started on the pool")
 
 
+def test_a_running_jobs_progress_comes_back_from_its_actor(pool):
+    reports: list[tuple[float, str]] = []
+    result = pool.run(big_request(), CancelToken(), lambda fraction, message="": reports.append((fraction, message)))
+    assert result.rgb.shape == (4, 360, 640, 3)
+    fractions = [f for f, _ in reports]
+    assert fractions and fractions == sorted(fractions) and all(0.0 <= f <= 1.0 for f in fractions)
+    assert any(0.0 < f < 1.0 for f in fractions), reports  # reported while it ran, not only at the ends
+
+
 def test_a_job_cancelled_on_its_actor_stops_there_and_frees_the_slot(pool):
     token, outcome = CancelToken(), {}
 
@@ -217,7 +226,11 @@ def test_a_server_with_ray_generates_on_the_clusters_actors(pool, start_server):
 
 
 async def settled_frame(client: WorldClient) -> np.ndarray:
-    await asyncio.sleep(1.0)  # let the encoder refine a still picture
+    """A frame once the world has nothing queued or running and the encoder refined the picture."""
+    deadline = time.monotonic() + 120
+    while (await client.wait_for("stats", timeout=10)).queue_depth != 0:
+        assert time.monotonic() < deadline, "the world kept generating"
+    await asyncio.sleep(1.0)
     return (await client.next_frame(timeout=30)).rgb
 
 

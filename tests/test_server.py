@@ -325,3 +325,22 @@ def test_standing_player_comes_down_after_fly_mode(server):
             assert abs(await height() - start) < 0.2
 
     run(scenario())
+
+
+def test_frame_info_tells_the_client_when_its_move_is_blocked(server):
+    """A player flying down into the ground is stopped by it: the frames' frame_info say
+    ``blocked`` while the key is held against the ground, and stop saying it once released."""
+
+    async def scenario():
+        async with WorldClient(server.url, new_world=m.NewWorld(name=unique("blocked"))) as c:
+            await wait_idle(c)
+            await c.send_input(forward=1.0)  # walk onto ground the first keyframes show well
+            await asyncio.sleep(1.5)
+            await c.send_input()
+            assert not any(f.blocked for f in c.of_type("frame_info"))  # open ground: never blocked
+            await c.send_input(up=-1.0, fly=True)  # down, into the ground
+            await c.wait_for(lambda e: isinstance(e, m.FrameInfo) and e.blocked, timeout=10)
+            seq = await c.send_input(fly=True)  # let go
+            await c.wait_for(lambda e: isinstance(e, m.FrameInfo) and e.input_seq >= seq and not e.blocked, timeout=10)
+
+    run(scenario())

@@ -1,14 +1,18 @@
 """Hybrid rendering's server side: the world's Gaussians to a player that renders locally.
 
-Pieces are real ``.spz`` that decode back to the chunk; then end to end with the real server
-(procedural world, real WebSocket, the Python client acknowledging each piece): after
-``splats`` every Gaussian of the world arrives, nearest first; with a small budget the client
-never holds more than it, and walking away makes the server forget far chunks for near ones.
+Pieces are real ``.spz`` that decode back to the chunk; a chunk that refinement changes is
+forgotten and sent again (a real Scene and Player, the feed's own loop); then end to end with
+the real server (procedural world, real WebSocket, the Python client acknowledging each
+piece): after ``splats`` every chunk arrives whole, nearest first; with a small budget the
+client never holds more than it, and walking away makes the server forget far chunks for
+near ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +20,10 @@ import pytest
 from protocol import messages as m
 from protocol.codec import encode
 from runtime.client import WorldClient
-from runtime.splat_feed import encode_pieces, gaussians_per_piece
+from runtime.player import Player
+from runtime.splat_feed import SplatFeed, encode_pieces, gaussians_per_piece
+from runtime.world.camera import Pose
+from runtime.world.scene import ChunkSource, Scene
 from runtime.world.formats.spz import decode_spz
 from runtime.world.gaussians import Gaussians
 from tests.test_server import unique, wait_idle
@@ -49,6 +56,44 @@ def test_pieces_fit_a_message_and_decode_back():
     assert np.abs(back.colors - g.colors).max() < 0.02
 
 
+def test_refined_chunks_are_forgotten_and_sent_again():
+    async def scenario():
+        scene = Scene()
+        scene.append(random_gaussians(500), ChunkSource(job_id=0))
+        sent: list[m.Message] = []
+        player = Player("p", "p", m.View(), (320, 180), Pose(), sent.append)
+        feed = SplatFeed(SimpleNamespace(scene=scene), {"p": player})
+        feed.subscribe(player, m.Splats(enabled=True, max_splats=10_000))
+        task = asyncio.create_task(feed.run())
+
+        async def settle() -> None:  # acknowledge everything until nothing more comes
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                for msg in sent:
+                    if msg.TYPE == "splat_piece":
+                        feed.ack(player, msg.id)
+            await asyncio.sleep(0.1)
+
+        try:
+            await settle()
+            assert sum(x.count for x in sent if x.TYPE == "splat_piece") == 500
+            sent.clear()
+            retire = np.zeros(500, bool)
+            retire[:200] = True  # a closer keyframe remade 200 of chunk 0's Gaussians
+            scene.append(random_gaussians(100, seed=1), ChunkSource(job_id=1), retire={0: retire})
+            await settle()
+            assert sent[0] == m.SplatForget(chunk_ids=[0])
+            counts = {}
+            for msg in sent[1:]:
+                counts[msg.chunk_id] = counts.get(msg.chunk_id, 0) + msg.count
+            assert counts == {0: 300, 1: 100}
+        finally:
+            task.cancel()
+            feed.close()
+
+    asyncio.run(scenario())
+
+
 class Receiver:
     """Acknowledges every splat_piece as it arrives and keeps what the client holds."""
 
@@ -58,6 +103,8 @@ class Receiver:
         self.order: list[m.SplatPiece] = []
         self.forgotten: list[int] = []
         self.most_held = 0
+        self.pieces: dict[int, tuple[int, int]] = {}  # chunk id -> (pieces received, parts) of its latest sending
+        self.last_piece_at = time.monotonic()
         self._seen = 0
 
     async def run(self) -> None:
@@ -69,11 +116,15 @@ class Receiver:
                 if e.TYPE == "splat_piece":
                     assert decode_spz(e.spz).means.shape == (e.count, 3)
                     self.held[e.chunk_id] = self.held.get(e.chunk_id, 0) + e.count
+                    got = 0 if e.part == 0 else self.pieces.get(e.chunk_id, (0, 0))[0]
+                    self.pieces[e.chunk_id] = (got + 1, e.parts)
+                    self.last_piece_at = time.monotonic()
                     self.order.append(e)
                     await self.client.send(m.SplatAck(id=e.id))
                 elif e.TYPE == "splat_forget":
                     for chunk_id in e.chunk_ids:
                         self.held.pop(chunk_id, None)
+                        self.pieces.pop(chunk_id, None)
                         self.forgotten.append(chunk_id)
             self.most_held = max(self.most_held, sum(self.held.values()))
 
@@ -96,9 +147,12 @@ def test_splats_arrive_nearest_first_within_the_budget(server):
             task = asyncio.create_task(receiver.run())
             try:
                 await c.send(m.Splats(enabled=True, max_splats=m.MAX_LOCAL_SPLATS))
-                # The whole world arrives (nothing more is generated while nobody moves).
-                await receiver.until(lambda: sum(receiver.held.values()) >= total)
-                assert sum(receiver.held.values()) == total
+                # The whole world arrives, every chunk whole (nothing more is generated while
+                # nobody moves; refinement may have taken some Gaussians out again).
+                await receiver.until(lambda: receiver.held and time.monotonic() - receiver.last_piece_at > 2.0)
+                assert all(got == parts for got, parts in receiver.pieces.values())
+                assert set(receiver.pieces) == set(receiver.held)
+                assert 0 < sum(receiver.held.values()) <= total
                 spawn = np.asarray(c.welcome.pose.position)
                 first = receiver.order[0]
                 dists = [max(np.linalg.norm(np.asarray(p.center) - spawn) - p.radius, 0) for p in receiver.order]

@@ -1,9 +1,10 @@
 """What runs inside one Ray actor: a generator from the registry, loaded once.
 
 :class:`GeneratorActor` is a plain class; :mod:`.pool` makes it a Ray actor (so importing
-this module needs no Ray). Its ``generate`` runs one job at a time; ``cancel`` and
-``current`` run in a separate control concurrency group, so a cancel reaches a job while it
-runs: the generator polls the job's :class:`CancelToken` as it does in-process.
+this module needs no Ray). Its ``generate`` runs one job at a time; ``cancel``, ``progress``
+and ``current`` run in a separate control concurrency group, so a cancel reaches a job while
+it runs (the generator polls the job's :class:`CancelToken` as it does in-process) and the
+server can ask how far a job is.
 """
 
 from __future__ import annotations
@@ -30,19 +31,25 @@ class GeneratorActor:
             warmup()
         self._lock = threading.Lock()
         self._tokens: dict[str, CancelToken] = {}  # job key -> token, for jobs running here
+        self._progress: dict[str, tuple[float, str]] = {}  # job key -> the generator's latest report
 
     def generate(self, key: str, request: GenerationRequest) -> GenerationResult:
         """Generate ``request`` as job ``key``; raises GenerationCancelled if :meth:`cancel` ed."""
         token = CancelToken()
         with self._lock:
             self._tokens[key] = token
+
+        def progress(fraction: float, message: str = "") -> None:
+            self._progress[key] = (float(fraction), str(message))
+
         try:
-            result = self.generator.generate(request, _no_progress, token)
+            result = self.generator.generate(request, progress, token)
             token.raise_if_cancelled()
             return result
         finally:
             with self._lock:
                 self._tokens.pop(key, None)
+                self._progress.pop(key, None)
 
     def cancel(self, key: str) -> bool:
         """Set job ``key`` 's cancel flag; False if it is not running here."""
@@ -51,6 +58,10 @@ class GeneratorActor:
         if token is not None:
             token.cancel()
         return token is not None
+
+    def progress(self, key: str) -> tuple[float, str] | None:
+        """Job ``key`` 's latest ``(fraction, message)``, or None (not started, or done)."""
+        return self._progress.get(key)
 
     def current(self) -> tuple[int, list[str]]:
         """(process id, keys of the jobs running now): for tests and health checks."""
@@ -66,7 +77,3 @@ class GeneratorActor:
         sky_fn = getattr(self.generator, "sky", None)
         return sky_fn(caption, seed, start_image) if callable(sky_fn) else Sky()
 
-
-def _no_progress(fraction: float, message: str = "") -> None:
-    # Progress stays in the actor: per-row updates over the network would cost more than they tell.
-    pass

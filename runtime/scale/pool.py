@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.05
 """How often a waiting job looks at its cancel token (seconds)."""
+PROGRESS_S = 0.5
+"""How often a running job's progress is fetched from its actor (seconds)."""
 CANCEL_GRACE_S = 10.0
 """How long a cancelled job's slot stays taken while its actor notices the flag (seconds)."""
 
@@ -138,8 +141,10 @@ class ActorPool:
         self._ray.get([self._control(h, "current") for h in self.actors], timeout=timeout)
 
     # ------------------------------------------------------------------ one job
-    def run(self, request: GenerationRequest, cancel: CancelToken) -> GenerationResult:
+    def run(self, request: GenerationRequest, cancel: CancelToken, progress: ProgressCallback | None = None) -> GenerationResult:
         """Generate ``request`` on some actor; retried on another when its actor dies.
+
+        ``progress(fraction, message)`` gets the generator's reports, fetched every ``PROGRESS_S``.
 
         Blocks the calling thread (a world's generation worker, never an event loop).
         Raises GenerationCancelled when ``cancel`` fires, the generator's own error when it
@@ -152,7 +157,7 @@ class ActorPool:
                 ref = handle.generate.remote(key, request)
                 with self._cond:
                     self.stats.submitted += 1
-                return self._await(ref, handle, key, cancel)
+                return self._await(ref, handle, key, cancel, progress)
             except self._retryable as exc:
                 log.warning("generator actor %d died during a job (attempt %d): %s", slot.index, attempt, type(exc).__name__)
                 self._replace(slot, handle)
@@ -162,9 +167,18 @@ class ActorPool:
                 self._release(slot)
         raise RuntimeError(f"the job's actor died {self.settings.max_attempts} times")
 
-    def _await(self, ref, handle, key: str, cancel: CancelToken) -> GenerationResult:
+    def _await(self, ref, handle, key: str, cancel: CancelToken, progress: ProgressCallback | None) -> GenerationResult:
         ray = self._ray
+        asked, last, next_ask = None, None, time.monotonic() + PROGRESS_S  # a progress question in flight
         while True:
+            if progress is not None:
+                if asked is not None and ray.wait([asked], timeout=0)[0]:
+                    report, asked = ray.get(asked), None
+                    if report is not None and report != last:
+                        last = report
+                        progress(*report)
+                if asked is None and time.monotonic() >= next_ask:
+                    asked, next_ask = self._control(handle, "progress", key), time.monotonic() + PROGRESS_S
             ready, _ = ray.wait([ref], timeout=POLL_S)
             if ready:
                 result = ray.get(ref)  # the generator's exception, or the actor's death, raises here
@@ -251,8 +265,8 @@ class ActorPool:
 class RayGenerator:
     """The generator a world uses when generation runs on an :class:`ActorPool`.
 
-    ``generate`` blocks its caller (the world's job runner thread) until the pool answers;
-    ``progress`` is reported at start and end only (by the runner). A request's ``scene``
+    ``generate`` blocks its caller (the world's job runner thread) until the pool answers,
+    passing on the actor's progress reports twice a second. A request's ``scene``
     travels as the scene's snapshot (see :mod:`runtime.world.frontier.scene_view`), and only
     to generators that read it (those without ``reads_scene = False``).
     """
@@ -265,7 +279,7 @@ class RayGenerator:
     def generate(self, request: GenerationRequest, progress: ProgressCallback, cancel: CancelToken) -> GenerationResult:
         if not self.reads_scene and request.scene is not None:
             request = dataclasses.replace(request, scene=None)  # a snapshot costs bytes on the wire
-        return self.pool.run(request, cancel)
+        return self.pool.run(request, cancel, progress)
 
     def sky(self, caption: str, seed: int, start_image) -> Sky:
         return self.pool.sky(caption, seed, start_image)

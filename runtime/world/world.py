@@ -43,8 +43,8 @@ from .generators.base import DepthEstimator, GenerationResult, Generator
 from .keyframes.frames import Frame
 from .keyframes.memory import FrameMemory
 from .movement.collision import SceneCollider
-from .movement.motion import MoveInput
-from .movement.motion import head_step, step as motion_step
+from .movement.motion import MoveInput, Moved, head_step
+from .movement.motion import advance as motion_advance
 from .parts import WorldParts, WorldStats
 from .players import PlayerState
 from .render.base import Renderer, RenderOutput
@@ -193,12 +193,16 @@ class World:
 
     def move(self, pose: Pose, move: MoveInput, dt: float) -> Pose:
         """Advance ``pose`` by a :class:`runtime.world.movement.motion.MoveInput` over ``dt`` seconds, with collision."""
+        return self.advance(pose, move, dt).pose
+
+    def advance(self, pose: Pose, move: MoveInput, dt: float) -> Moved:
+        """:meth:`move`, also saying whether the move was blocked (see :class:`.movement.motion.Moved`)."""
         self.collider.sync(self.scene.snapshot())
         # A player standing on the start image's camera stays there until they walk, so the
         # first picture is the image; their first step settles them onto the ground.
         on_start = self._start_position is not None and np.array_equal(pose.position, self._start_position)
         walking = move.forward != 0 or move.right != 0 or move.up != 0
-        return motion_step(pose, move, dt, None if on_start and not walking else self.collider)
+        return motion_advance(pose, move, dt, None if on_start and not walking else self.collider)
 
     def move_head(self, pose: Pose, head: Pose) -> Pose:
         """Move ``pose`` to a VR ``head`` pose, with collision (walls stop the head; no gravity)."""

@@ -20,6 +20,7 @@ export interface HudReadings {
 }
 
 const HINT_MS = 9000;
+const BLOCKED_CUE_MS = 400; // the cue stays this long after the last frame that said "blocked"
 const READOUT_EVERY_MS = 250; // numbers that change every frame are unreadable
 
 function metric(label: string, id: string): [HTMLElement, HTMLElement] {
@@ -50,6 +51,11 @@ export class Hud {
   private readonly rtt: HTMLElement;
   private readonly mode = el("span", "mode-badge", { id: "mode" });
   private readonly hint = el("span", "hint", { id: "hint" });
+  // Shown while the server says the walk is blocked, so a player who stops knows why.
+  private readonly blockedCue = el("span", "blocked-cue", { id: "blocked-cue", role: "status" }, ["Blocked"]);
+  private blockedUntil = 0;
+  /** Times the blocked cue appeared (it was hidden before); read by the browser tests. */
+  blockedShown = 0;
   private readonly minimap: Minimap;
   private readonly players: PlayersList;
   private hintUntil = 0;
@@ -82,7 +88,7 @@ export class Hud {
       el("div", "metrics", {}, [fpsBox, bitrateBox, latencyBox, rttBox]),
     ]);
     const side = el("div", "side", {}, [el("div", "panel map-panel", {}, [canvas, this.players.element])]);
-    const bottom = el("div", "bottom-bar", {}, [this.mode, this.hint]);
+    const bottom = el("div", "bottom-bar", {}, [this.blockedCue, this.mode, this.hint]);
     this.root.append(status, this.generation.element, side, this.caption.element, bottom);
     window.addEventListener("keydown", (e) => {
       if (e.code === "KeyH" && !(e.target instanceof HTMLInputElement)) this.root.classList.toggle("minimal");
@@ -129,6 +135,16 @@ export class Hud {
     this.hint.textContent = `${look} · ${keys} · H hides HUD · ? help`;
   }
 
+  /** A frame_info said the player's move was blocked (by a wall, a tree, a cliff). */
+  blocked(now: number): void {
+    if (now >= this.blockedUntil) this.blockedShown += 1;
+    this.blockedUntil = now + BLOCKED_CUE_MS;
+  }
+
+  get blockedVisible(): boolean {
+    return this.blockedCue.classList.contains("on");
+  }
+
   /** Per animation frame: cheap updates only (text a few times a second, one canvas). */
   frame(now: number, read: () => HudReadings): void {
     if (now - this.readoutAt >= READOUT_EVERY_MS) {
@@ -141,6 +157,7 @@ export class Hud {
       this.rtt.textContent = r.rttMs === null ? "–" : `${r.rttMs.toFixed(0)} ms`;
     }
     this.hint.classList.toggle("faded", now > this.hintUntil);
+    this.blockedCue.classList.toggle("on", now < this.blockedUntil);
     this.generation.update(now);
     this.players.update();
     this.minimap.draw(now);

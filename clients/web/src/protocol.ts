@@ -495,6 +495,8 @@ export interface FrameInfo {
   server_ms: number;
   /** input received -> frame encoded for input_seq, -1 if not new [ms] default -1.0 */
   mtp_ms: number;
+  /** the player's latest move was blocked by the scene (walked into a wall): the client shows a small cue default false */
+  blocked: boolean;
 }
 
 /**

@@ -324,6 +324,7 @@ export class GameSession {
         return;
       case "frame_info":
         this.latency.frameInfo(m.rtp_timestamp, m.input_seq);
+        if (m.blocked) this.hud.blocked(performance.now());
         return;
       case "pong":
         if (m.t_ms) this.rttMs = performance.timeOrigin + performance.now() - m.t_ms;

@@ -16,12 +16,14 @@ export interface Settings {
   quality: Quality;
   /** VR right thumbstick: turn in 30° steps (comfortable for most) or continuously. */
   vrTurn: VrTurn;
+  /** VR: darken the edges of the view while the thumbsticks move or turn you (less motion sickness). */
+  vrVignette: boolean;
 }
 
 export const MIN_SENSITIVITY = 0.2;
 export const MAX_SENSITIVITY = 4;
 export const QUALITY_SCALE: Record<Quality, number> = { low: 0.5, medium: 0.75, high: 1 };
-export const DEFAULT_SETTINGS: Settings = { sensitivity: 1, invertY: false, renderMode: "auto", quality: "high", vrTurn: "snap" };
+export const DEFAULT_SETTINGS: Settings = { sensitivity: 1, invertY: false, renderMode: "auto", quality: "high", vrTurn: "snap", vrVignette: true };
 
 const STORAGE_KEY = "worldstream.settings";
 const RENDER_MODES: readonly RenderMode[] = ["video", "local", "auto"];
@@ -37,6 +39,7 @@ export function sanitize(raw: unknown): Settings {
     renderMode: RENDER_MODES.includes(s["renderMode"] as RenderMode) ? (s["renderMode"] as RenderMode) : DEFAULT_SETTINGS.renderMode,
     quality: QUALITIES.includes(s["quality"] as Quality) ? (s["quality"] as Quality) : DEFAULT_SETTINGS.quality,
     vrTurn: s["vrTurn"] === "smooth" ? "smooth" : "snap",
+    vrVignette: s["vrVignette"] !== false,
   };
 }
 

@@ -61,6 +61,8 @@ export class SettingsPanel {
       s.vrTurn,
       (v) => store.update({ vrTurn: v }),
     );
+    const vignette = el("input", "", { id: "settings-vr-vignette", type: "checkbox", checked: s.vrVignette });
+    vignette.addEventListener("change", () => store.update({ vrVignette: vignette.checked }));
     const fullscreen = el("button", "chip", { id: "settings-fullscreen", type: "button" }, ["Fullscreen"]);
     fullscreen.addEventListener("click", () => toggleFullscreen());
     const close = el("button", "chip", { type: "button", id: "settings-close" }, ["Done"]);
@@ -73,6 +75,7 @@ export class SettingsPanel {
       row("Render mode", mode, localAvailable ? "" : "Local rendering is not available in this client yet: the video is used."),
       row("Quality", quality, "Changing it restarts the stream (you keep your place)."),
       row("VR turning", turn),
+      row("VR comfort vignette", vignette),
       el("div", "settings-actions", {}, [fullscreen, close]),
     );
     this.chip.addEventListener("click", () => this.toggle());

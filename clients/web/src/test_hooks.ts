@@ -22,6 +22,8 @@ export interface WorldstreamHooks {
   readonly generation: { active: number; requested: number; done: number; failed: number; indicatorShown: number; indicatorVisible: boolean };
   readonly exploredCells: number;
   readonly inputsSent: number;
+  /** The "blocked" cue: times it appeared, and whether it shows now. */
+  readonly blockedCue: { shown: number; visible: boolean };
   readonly flying: boolean;
   readonly overlay: string;
   readonly shareUrl: string;
@@ -33,7 +35,7 @@ export interface WorldstreamHooks {
   /** The video size asked of the server in the last hello. */
   readonly viewRequested: { width: number; height: number; stereo: boolean } | null;
   /** WebXR: in VR now, head poses sent, frames drawn in the headset, the last head pose sent. */
-  readonly vr: { active: boolean; buttonShown: boolean; xrFrames: number; headPosesSent: number; framesDrawn: number; lastHeadPose: unknown };
+  readonly vr: { active: boolean; buttonShown: boolean; vignette: number; xrFrames: number; headPosesSent: number; framesDrawn: number; lastHeadPose: unknown };
   /** Look change sent to the server so far (radians). */
   readonly lookSent: { yaw: number; pitch: number };
   dropConnection(): void;
@@ -102,6 +104,9 @@ export function exposeHooks(session: GameSession): void {
     get exploredCells() {
       return session.world.explored.size;
     },
+    get blockedCue() {
+      return { shown: session.hud.blockedShown, visible: session.hud.blockedVisible };
+    },
     get inputsSent() {
       return session.sender.sentCount;
     },
@@ -128,7 +133,7 @@ export function exposeHooks(session: GameSession): void {
     },
     get vr() {
       const vr = session.vr;
-      return { active: vr.active, buttonShown: !vr.button.hidden, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent, framesDrawn: vr.framesDrawn, lastHeadPose: vr.lastHeadPose };
+      return { active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent, framesDrawn: vr.framesDrawn, lastHeadPose: vr.lastHeadPose };
     },
     get lookSent() {
       return { ...session.sender.lookSent };

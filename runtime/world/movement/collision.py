@@ -68,6 +68,27 @@ def _cylinder_hits(voxels: np.ndarray, x: float, z: float, y_top: float, y_botto
 
 
 @numba.njit(cache=True, nogil=True)
+def _surface_hits(ground: np.ndarray, x: float, z: float, y_top: float, y_bottom: float, radius: float, cell: float, level: float) -> bool:
+    """Does any stored surface level (sorted packed ground keys) lie between ``y_top`` and
+    ``y_bottom`` in a ground column whose square comes within ``radius`` of ``(x, z)``?"""
+    lo = math.ceil(y_top / level)
+    hi = math.floor(y_bottom / level)
+    for ix in range(math.floor((x - radius) / cell), math.floor((x + radius) / cell) + 1):
+        cx = min(max(x, ix * cell), (ix + 1) * cell) - x
+        for iz in range(math.floor((z - radius) / cell), math.floor((z + radius) / cell) + 1):
+            cz = min(max(z, iz * cell), (iz + 1) * cell) - z
+            if cx * cx + cz * cz > radius * radius:
+                continue
+            a = min(max(ix + _BIAS, 0), _MASK)
+            b = min(max(iz + _BIAS, 0), _MASK)
+            column = (a << 42) | (b << 21)
+            i = np.searchsorted(ground, column | min(max(lo + _BIAS, 0), _MASK))
+            if i < ground.size and ground[i] <= (column | min(max(hi + _BIAS, 0), _MASK)):
+                return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
 def _column_first_floor(ground: np.ndarray, ix: int, iz: int, lo_level: int, hi_level: int, gap: int) -> int:
     """The smallest *floor* level in ``[lo_level, hi_level]`` of column ``(ix, iz)`` (sorted
     packed keys), or ``hi_level + 1`` when there is none.
@@ -153,6 +174,15 @@ def _body_contacts(
     return px, pz, n
 
 
+def foliage(colors: np.ndarray, ratio: float) -> np.ndarray:
+    """``[G]`` bool: which of ``colors`` ``[G, 3]`` (RGB in [0, 1]) are foliage green -- green
+    above ``ratio`` times red and blue, and by a margin, so dark or grey splats never are."""
+    if ratio <= 0 or len(colors) == 0:
+        return np.zeros(len(colors), bool)
+    r, g, b = colors[:, 0], colors[:, 1], colors[:, 2]
+    return (g > ratio * r) & (g > ratio * b) & (g - np.maximum(r, b) > 0.03)
+
+
 @dataclass(frozen=True)
 class ColliderConfig:
     """Sizes and thresholds of the collision grids (metres unless noted).
@@ -165,6 +195,9 @@ class ColliderConfig:
         max_scale: Gaussians whose largest sigma exceeds this are ignored (huge
             background blobs from imported scenes would fill whole voxels).
         min_obstacle_count: Gaussians a voxel needs to count as occupied; 1 means any.
+        foliage_ratio: Gaussians whose green exceeds both red and blue this many times over
+            are foliage (bushes, grass, leaves): ground to stand on, never an obstacle, so
+            a player walks through a bush as through tall grass. 0 turns this off.
         floor_gap: a surface is a floor only if the column holds nothing within this many
             metres above it (see :meth:`SceneCollider.ground_y`). It spans the vertical
             spacing of a far wall's samples (pixel stride x distance), so walls and steps
@@ -178,6 +211,7 @@ class ColliderConfig:
     max_scale: float = 1.0
     min_obstacle_count: int = 1
     floor_gap: float = 0.35
+    foliage_ratio: float = 1.15
 
 
 @dataclass(frozen=True)
@@ -185,7 +219,8 @@ class ChunkCollision:
     """One chunk's collision data: sorted unique keys (``int64``)."""
 
     ground_keys: np.ndarray  # packed (ix, iz, iy_level) of ground columns
-    voxel_keys: np.ndarray  # packed (ix, iz, iy) of occupied voxels
+    voxel_keys: np.ndarray  # packed (ix, iz, iy) of occupied voxels (foliage left out)
+    hard_ground_keys: np.ndarray  # ground_keys without foliage
 
 
 class SceneCollider:
@@ -204,6 +239,7 @@ class SceneCollider:
         self._chunk_ids: tuple[int, ...] = ()
         self._ground = np.zeros(0, np.int64)
         self._voxels = np.zeros(0, np.int64)
+        self._hard_ground = np.zeros(0, np.int64)
 
     # ---- building ----
     def chunk_data(self, chunk: Chunk) -> ChunkCollision:
@@ -215,14 +251,16 @@ class SceneCollider:
         g = chunk.gaussians
         if len(g):
             keep = (g.opacities >= cfg.min_opacity) & (g.log_scales.max(axis=1) <= math.log(cfg.max_scale))
-            means = g.means[keep]
-            means = means[np.isfinite(means).all(axis=1)]
+            keep &= np.isfinite(g.means).all(axis=1)
+            means, soft = g.means[keep], foliage(g.colors[keep], cfg.foliage_ratio)
         else:
-            means = np.zeros((0, 3), np.float32)
+            means, soft = np.zeros((0, 3), np.float32), np.zeros(0, bool)
         gx = np.floor(means[:, 0] / cfg.ground_cell)
         gz = np.floor(means[:, 2] / cfg.ground_cell)
         gy = np.round(means[:, 1] / cfg.ground_level)
-        ground = np.unique(pack_keys(gx, gz, gy))
+        keys = pack_keys(gx, gz, gy)
+        ground, hard_ground = np.unique(keys), np.unique(keys[~soft])
+        means = means[~soft]  # foliage is ground to stand on, never an obstacle
         vx, vy, vz = (np.floor(means[:, i] / cfg.voxel) for i in range(3))
         vkeys = pack_keys(vx, vz, vy)
         if cfg.min_obstacle_count > 1:
@@ -230,7 +268,7 @@ class SceneCollider:
             vkeys = vkeys[counts >= cfg.min_obstacle_count]
         else:
             vkeys = np.unique(vkeys)
-        data = ChunkCollision(ground, vkeys)
+        data = ChunkCollision(ground, vkeys, hard_ground)
         self._per_chunk[chunk.id] = data
         return data
 
@@ -243,13 +281,15 @@ class SceneCollider:
             self._version = snapshot.version
             return
         parts = [self.chunk_data(c) for c in snapshot.chunks]
-        ground = np.unique(np.concatenate([p.ground_keys for p in parts])) if parts else np.zeros(0, np.int64)
-        voxels = np.unique(np.concatenate([p.voxel_keys for p in parts])) if parts else np.zeros(0, np.int64)
+        def merged(name: str) -> np.ndarray:
+            return np.unique(np.concatenate([getattr(p, name) for p in parts])) if parts else np.zeros(0, np.int64)
+
+        ground, voxels, hard_ground = merged("ground_keys"), merged("voxel_keys"), merged("hard_ground_keys")
         live = set(ids)
         for stale in [k for k in self._per_chunk if k not in live]:
             del self._per_chunk[stale]
         with self._lock:
-            self._ground, self._voxels = ground, voxels
+            self._ground, self._voxels, self._hard_ground = ground, voxels, hard_ground
             self._version, self._chunk_ids = snapshot.version, ids
 
     @property
@@ -257,16 +297,17 @@ class SceneCollider:
         return int(self._voxels.size)
 
     # ---- queries ----
-    def ground_y(self, x: float, z: float, from_y: float, max_drop: float = 50.0) -> float | None:
+    def ground_y(self, x: float, z: float, from_y: float, max_drop: float = 50.0, hard: bool = False) -> float | None:
         """The highest floor at or below height ``from_y`` in the column at ``(x, z)``.
 
         With +y down that is the smallest floor ``y >= from_y``; a floor is a surface with
         nothing stored within ``floor_gap`` above it in the column (the top of a wall or a
         step is one, the middle of its face is not). Returns None when no floor lies within
         ``max_drop`` metres below ``from_y`` (unexplored, or only a wall's face there).
+        ``hard`` leaves foliage out (the slope limit: a bush is not a hill).
         """
         cfg = self.config
-        ground = self._ground
+        ground = self._hard_ground if hard else self._ground
         if ground.size == 0:
             return None
         ix, iz = math.floor(x / cfg.ground_cell), math.floor(z / cfg.ground_cell)
@@ -315,6 +356,11 @@ class SceneCollider:
         )
 
     def blocked_sphere(self, position: np.ndarray, radius: float) -> bool:
-        """Does a sphere (fly mode's body) overlap an occupied voxel? (box-approximated in y)."""
+        """Does a sphere (fly mode's body) overlap an occupied voxel or any surface, foliage
+        included (one flies into a bush's top, not through the grass)? (box-approximated in y)."""
         x, y, z = (float(c) for c in position)
-        return self.blocked(x, z, y - radius, y + radius, radius)
+        if self.blocked(x, z, y - radius, y + radius, radius):
+            return True
+        cfg = self.config
+        ground = self._ground
+        return bool(ground.size) and _surface_hits(ground, x, z, y - radius, y + radius, radius, cfg.ground_cell, cfg.ground_level)

@@ -285,14 +285,15 @@ def _too_steep(x: float, z: float, ux: float, uz: float, eye_y: float, collider:
 
     Floors are the tops of their ground cells, so the rise is measured between the two
     cells' centres (on an even slope both tops sit on the same side of their cells). A rise
-    of up to :data:`MAX_STEP` is a step and always passes; unknown ground ahead passes.
+    of up to :data:`MAX_STEP` is a step and always passes; unknown ground ahead passes, and so
+    does foliage (a bush is no hill: the player walks through it).
     """
     feet = eye_y + EYE_HEIGHT
     cell = collider.config.ground_cell
     px, pz = x + ux * SLOPE_PROBE, z + uz * SLOPE_PROBE
     run = cell * math.hypot(math.floor(px / cell) - math.floor(x / cell), math.floor(pz / cell) - math.floor(z / cell))
     limit = max(MAX_STEP, math.tan(math.radians(MAX_SLOPE_DEG)) * run + SLOPE_SLACK)
-    ahead = collider.ground_y(px, pz, feet - limit - MAX_STEP)
+    ahead = collider.ground_y(px, pz, feet - limit - MAX_STEP, hard=True)
     return ahead is not None and feet - ahead > limit + 1e-6
 
 

@@ -16,10 +16,13 @@ This module knows nothing of players or networking: callers pass plain
 
 from __future__ import annotations
 
+import functools
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
+import numba
 import numpy as np
 
 from .i420 import RGB_TO_YUV, YUV_OFFSET
@@ -91,9 +94,23 @@ def label_text(name: str) -> str:
     return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 1] + "."
 
 
-def _yuv(rgb: Sequence[float]) -> np.ndarray:
-    yuv = RGB_TO_YUV @ np.asarray(rgb, np.float32) + YUV_OFFSET
-    return np.clip(np.round(yuv), 0, 255).astype(np.uint8)
+def _yuv(rgb: Sequence[float]) -> tuple[int, int, int]:
+    return _yuv_of(tuple(int(round(float(c))) for c in rgb))
+
+
+@functools.lru_cache(maxsize=1024)
+def _yuv_of(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    yuv = np.clip(np.round(RGB_TO_YUV @ np.asarray(rgb, np.float32) + YUV_OFFSET), 0, 255)
+    return (int(yuv[0]), int(yuv[1]), int(yuv[2]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_bitmap(text: str, scale: int) -> np.ndarray:
+    """``text`` in the 5x7 font, one pixel between letters, scaled: ``[7*scale, ...]`` bool."""
+    glyphs = np.zeros((GLYPH_H, len(text) * (GLYPH_W + 1)), bool)
+    for i, ch in enumerate(text):
+        glyphs[:, i * (GLYPH_W + 1) : i * (GLYPH_W + 1) + GLYPH_W] = _GLYPHS[ch]
+    return glyphs.repeat(scale, 0).repeat(scale, 1)
 
 
 class _Canvas:
@@ -116,7 +133,7 @@ class _Canvas:
             return None
         return ix0, iy0, ix1 + (ix1 & 1), iy1 + (iy1 & 1)
 
-    def fill(self, box: tuple[int, int, int, int], mask: np.ndarray, yuv: np.ndarray) -> None:
+    def fill(self, box: tuple[int, int, int, int], mask: np.ndarray, yuv: tuple[int, int, int]) -> None:
         """Paint ``yuv`` where ``mask`` (``[y1-y0, x1-x0]`` bool over ``box``) is set; a chroma
         sample takes the colour when the top-left pixel of its 2x2 block is covered."""
         x0, y0, x1, y1 = box
@@ -125,32 +142,58 @@ class _Canvas:
         self.u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2][half] = yuv[1]
         self.v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2][half] = yuv[2]
 
-    def grid(self, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel-centre coordinates ``(xs [1, w], ys [h, 1])`` over ``box``."""
-        x0, y0, x1, y1 = box
-        return np.arange(x0, x1, dtype=np.float32)[None] + 0.5, np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5
 
 
-def _disc(canvas: _Canvas, cx: float, cy: float, r: float, yuv: np.ndarray) -> None:
-    box = canvas.box(cx - r, cy - r, cx + r + 1, cy + r + 1)
-    if box is None:
-        return
-    xs, ys = canvas.grid(box)
-    canvas.fill(box, (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r, yuv)
+# Shapes are filled a row span at a time in numba: a near avatar covers a large part of the
+# picture, and boolean masks over its box cost ~20x more in numpy. A pixel is covered when
+# its centre is; a chroma sample takes the colour when the top-left pixel of its 2x2 is.
 
 
-def _trapezoid(canvas: _Canvas, top: tuple[float, float, float], bottom: tuple[float, float, float], yuv: np.ndarray) -> None:
+@numba.njit(cache=True, nogil=True)
+def _span(yp, up, vp, row, x0, x1, Y, U, V):
+    """Pixels of ``row`` whose centres lie in ``[x0, x1]``."""
+    w = yp.shape[1]
+    c0 = max(int(math.ceil(x0 - 0.5)), 0)
+    c1 = min(int(math.floor(x1 - 0.5)), w - 1)
+    for c in range(c0, c1 + 1):
+        yp[row, c] = Y
+    if row % 2 == 0:
+        for c in range(c0 + (c0 & 1), c1 + 1, 2):
+            up[row // 2, c // 2] = U
+            vp[row // 2, c // 2] = V
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_disc(yp, up, vp, cx, cy, r, Y, U, V):
+    h = yp.shape[0]
+    for row in range(max(int(math.floor(cy - r)), 0), min(int(math.ceil(cy + r)), h - 1) + 1):
+        dy = row + 0.5 - cy
+        if dy * dy <= r * r:
+            half = math.sqrt(r * r - dy * dy)
+            _span(yp, up, vp, row, cx - half, cx + half, Y, U, V)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_trapezoid(yp, up, vp, tx, ty, tw, bx, by, bw, Y, U, V):
+    h = yp.shape[0]
+    for row in range(max(int(math.floor(ty)), 0), min(int(math.ceil(by)), h - 1) + 1):
+        yc = row + 0.5
+        if yc < ty or yc > by:
+            continue
+        t = (yc - ty) / (by - ty)
+        cx, hw = tx + t * (bx - tx), tw + t * (bw - tw)
+        _span(yp, up, vp, row, cx - hw, cx + hw, Y, U, V)
+
+
+def _disc(canvas: _Canvas, cx: float, cy: float, r: float, yuv: tuple[int, int, int]) -> None:
+    _fill_disc(canvas.y, canvas.u, canvas.v, float(cx), float(cy), float(r), *yuv)
+
+
+def _trapezoid(canvas: _Canvas, top: tuple[float, float, float], bottom: tuple[float, float, float], yuv: tuple[int, int, int]) -> None:
     """A horizontal-edged trapezoid from ``top = (cx, y, half_width)`` to ``bottom`` (pixels)."""
     (tx, ty, tw), (bx, by, bw) = top, bottom
-    if by <= ty:
-        return
-    box = canvas.box(min(tx - tw, bx - bw), ty, max(tx + tw, bx + bw) + 1, by + 1)
-    if box is None:
-        return
-    xs, ys = canvas.grid(box)
-    t = np.clip((ys - ty) / (by - ty), 0.0, 1.0)
-    cx, hw = tx + t * (bx - tx), tw + t * (bw - tw)
-    canvas.fill(box, (np.abs(xs - cx) <= hw) & (ys >= ty) & (ys <= by), yuv)
+    if by > ty:
+        _fill_trapezoid(canvas.y, canvas.u, canvas.v, *(float(v) for v in (tx, ty, tw, bx, by, bw)), *yuv)
 
 
 def _label(canvas: _Canvas, text: str, cx: float, bottom: float, scale: int) -> None:
@@ -163,10 +206,7 @@ def _label(canvas: _Canvas, text: str, cx: float, bottom: float, scale: int) -> 
     if box is None:
         return
     canvas.fill(box, np.ones((box[3] - box[1], box[2] - box[0]), bool), _yuv((20, 20, 24)))
-    glyphs = np.zeros((GLYPH_H, len(text) * (GLYPH_W + 1)), bool)
-    for i, ch in enumerate(text):
-        glyphs[:, i * (GLYPH_W + 1) : i * (GLYPH_W + 1) + GLYPH_W] = _GLYPHS[ch]
-    glyphs = glyphs.repeat(scale, 0).repeat(scale, 1)
+    glyphs = _text_bitmap(text, scale)
     # Text pixels only (luma): chroma of white on the dark tag is neutral already.
     gx0, gy0 = x0 + pad, y0 + pad
     sx0, sy0 = max(gx0, 0), max(gy0, 0)

@@ -2,9 +2,10 @@
 // eye, with the head pose sent to the server on every headset frame (`head_pose`) and
 // thumbstick locomotion (left stick walks where you look, right stick turns: snap or smooth).
 //
-// The server moves the head with collision (walls stop it). Not here yet (issue 19):
-// rendering the splats locally in the headset, reprojection of the last frame to the newest
-// head pose, and a comfort vignette.
+// While the sticks move or turn the player, a comfort vignette darkens the edges of the view
+// (Settings: VR comfort vignette). The server moves the head with collision (walls stop it).
+// Not here yet (issue 19): rendering the splats locally in the headset, and reprojection of
+// the last frame to the newest head pose.
 import { el } from "../dom";
 import type { SettingsStore } from "../settings";
 import { Rig, type Quat, type Vec3 } from "./xr_math";
@@ -15,6 +16,9 @@ const SNAP_TURN_RAD = Math.PI / 6;
 const STICK_DEAD_ZONE = 0.15;
 const SNAP_ARM_BELOW = 0.3; // the stick must come back to the middle before the next snap
 const SNAP_FIRE_ABOVE = 0.7;
+const VIGNETTE_RISE_PER_S = 6; // to full in about 0.15 s
+const VIGNETTE_FALL_PER_S = 3;
+const SNAP_VIGNETTE = 1; // a snap turn flashes it, then it fades
 
 const VERTEX_SHADER = `#version 300 es
 in vec2 corner;
@@ -29,8 +33,14 @@ const FRAGMENT_SHADER = `#version 300 es
 precision mediump float;
 in vec2 uv;
 uniform sampler2D video;
+uniform float vignette; // 0 none .. 1 full: the edges go dark while the sticks move the player
+uniform highp vec4 uvRect;
 out vec4 color;
-void main() { color = texture(video, uv); }`;
+void main() {
+  vec2 p = (uv - uvRect.xy) / uvRect.zw * 2.0 - 1.0; // -1..1 across this eye's picture
+  float edge = smoothstep(0.35, 0.95, length(p));
+  color = vec4(texture(video, uv).rgb * (1.0 - vignette * edge), 1.0);
+}`;
 
 export interface VrHooks {
   /** The player's pose in the world when VR starts (where the rig is put). */
@@ -50,6 +60,8 @@ export class VrMode {
   headPosesSent = 0;
   framesDrawn = 0;
   lastHeadPose: { position: Vec3; orientation: Quat } | null = null;
+  /** Comfort vignette now, 0..1 (0 when the setting is off). */
+  vignette = 0;
   /** Vertical field of view of the headset's eyes (radians), once known. */
   fovY: number | null = null;
   /** The size of one eye's framebuffer viewport (pixels), once known. */
@@ -126,6 +138,7 @@ export class VrMode {
     gl.attachShader(program, compile(gl.VERTEX_SHADER, VERTEX_SHADER));
     gl.attachShader(program, compile(gl.FRAGMENT_SHADER, FRAGMENT_SHADER));
     gl.linkProgram(program);
+    if (!gl.getProgramParameter(program, gl.LINK_STATUS)) throw new Error(`VR shader: ${gl.getProgramInfoLog(program) ?? "link failed"}`);
     const buffer = gl.createBuffer();
     gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
     gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 1, -1, -1, 1, 1, 1]), gl.STATIC_DRAW);
@@ -172,24 +185,34 @@ export class VrMode {
   /** Left stick walks where the head looks; right stick turns the room about the head. */
   private locomotion(session: XRSession, headXr: Vec3, orientation: [number, number, number, number], dt: number): void {
     const rig = this.rig!;
+    let moving = false;
     for (const source of session.inputSources) {
       const axes = source.gamepad?.axes;
       if (!axes || axes.length < 4) continue; // xr-standard: thumbstick is axes 2, 3
       const x = Math.abs(axes[2]!) > STICK_DEAD_ZONE ? axes[2]! : 0;
       const y = Math.abs(axes[3]!) > STICK_DEAD_ZONE ? axes[3]! : 0;
       if (source.handedness === "left" && (x || y)) {
+        moving = true;
         rig.move(rig.headInWorld(headXr, orientation).orientation, -y * WALK_M_PER_S * dt, x * WALK_M_PER_S * dt);
       } else if (source.handedness === "right") {
         if (this.settings.values.vrTurn === "smooth") {
-          if (x) rig.turn(headXr, x * SMOOTH_TURN_RAD_PER_S * dt, orientation);
+          if (x) {
+            moving = true;
+            rig.turn(headXr, x * SMOOTH_TURN_RAD_PER_S * dt, orientation);
+          }
         } else if (this.snapArmed && Math.abs(x) > SNAP_FIRE_ABOVE) {
           rig.turn(headXr, Math.sign(x) * SNAP_TURN_RAD, orientation);
           this.snapArmed = false;
+          this.vignette = Math.max(this.vignette, SNAP_VIGNETTE);
         } else if (Math.abs(x) < SNAP_ARM_BELOW) {
           this.snapArmed = true;
         }
       }
     }
+    const target = moving && this.settings.values.vrVignette ? 1 : 0;
+    const rate = target > this.vignette ? VIGNETTE_RISE_PER_S : VIGNETTE_FALL_PER_S;
+    this.vignette += Math.sign(target - this.vignette) * Math.min(Math.abs(target - this.vignette), rate * dt);
+    if (!this.settings.values.vrVignette) this.vignette = 0;
   }
 
   /** Each eye: its half of the side-by-side stereo video, filling its viewport. */
@@ -206,6 +229,7 @@ export class VrMode {
     if (hasPicture) gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, gl.RGBA, gl.UNSIGNED_BYTE, this.video);
     const stereo = viewer.views.length > 1;
     const uvRect = gl.getUniformLocation(this.program, "uvRect");
+    gl.uniform1f(gl.getUniformLocation(this.program, "vignette"), this.vignette);
     viewer.views.forEach((view, i) => {
       const vp = layer.getViewport(view);
       if (!vp) return;
