@@ -41,22 +41,47 @@ class Run:
     max_rss_mb: float
 
 
+# Runs the CLI and, at its exit, writes its own peak RSS (VmHWM, kB) to the file named by
+# the environment. wait4's ru_maxrss cannot be used: the child is forked from the test
+# process, and Linux carries the forked image's high-water mark across exec, so a test
+# process that had loaded torch or Ray made every CLI run look ~600 MB large.
+_PEAK_REPORTER = """
+import atexit, os, runpy, sys
+
+def report_peak():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["WORLDSTREAM_PEAK_RSS_FILE"], "w") as out:
+        out.write(kib)
+
+atexit.register(report_peak)
+runpy.run_module("runtime.cli", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_bounded(*args: str, cwd: Path, python_path: tuple[Path, ...] = (), repo: Path = REPO) -> Run:
     """``python -m runtime.cli ARGS`` (the CLI of checkout ``repo``) with capped memory and CPU;
-    its peak RSS from wait4."""
+    its peak RSS as the process itself saw it (VmHWM at exit; wait4's figure where it died
+    before it could say)."""
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
         resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_S, CPU_LIMIT_S))
 
     paths = [str(repo), *map(str, python_path), os.environ.get("PYTHONPATH")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    peak_file = cwd / ".cli-peak-rss"
+    peak_file.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "WORLDSTREAM_PEAK_RSS_FILE": str(peak_file)}
     out, err = cwd / ".cli-stdout", cwd / ".cli-stderr"
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], cwd=cwd, env=env, stdout=o, stderr=e, preexec_fn=limit)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _PEAK_REPORTER, *args], cwd=cwd, env=env, stdout=o, stderr=e, preexec_fn=limit
+        )
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(proc.returncode, out.read_text(), err.read_text(), usage.ru_maxrss / 1024)
+    reported = peak_file.read_text().strip() if peak_file.exists() else ""
+    peak_kib = int(reported) if reported.isdigit() else usage.ru_maxrss
+    return Run(proc.returncode, out.read_text(), err.read_text(), peak_kib / 1024)
 
 
 # ---------------------------------------------------------------- building hostile files

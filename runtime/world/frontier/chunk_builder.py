@@ -115,7 +115,7 @@ class ChunkBuilder:
         retire = {}
         for chunk in snapshot.chunks:
             if chunk.id in coarse:
-                mask = retire_mask(chunk.gaussians, coarse[chunk.id], gaussians, depth, cams, cfg.reconstruct_stride)
+                mask = retire_mask(chunk.gaussians, coarse[chunk.id], gaussians, depth, cams, cfg.reconstruct_stride, fine_alpha=existing)
                 if mask.any():
                     retire[chunk.id] = mask
                     self.stats.gaussians_refined += int(mask.sum())

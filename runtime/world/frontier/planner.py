@@ -22,6 +22,9 @@ from ..players import PlayerState
 from .coverage import ProbeView, probe_cameras, probe_views, uncovered_fractions
 from .jobs import GenerationJob, JobLimits
 
+REFINE_PRIORITY = 10.0
+"""Added to a refining job's priority: it runs after every job that fills empty space."""
+
 PROBE_CACHE_MAX = 4096
 """Cached probe answers before the cache is dropped (a long walk would grow it without bound)."""
 
@@ -166,6 +169,7 @@ class FrontierPlanner:
             self._probe_versions = versions
         tested: list[tuple[ProbeView, tuple]] = []
         coarse: list[ProbeView] = []  # inside explored space, but only seen from too far
+        detail = not self._frontier_busy()
         for p in players:
             if not (np.isfinite(p.pose.position).all() and np.isfinite(p.velocity).all()):
                 continue  # a bad client pose must not poison planning
@@ -183,7 +187,7 @@ class FrontierPlanner:
                     pr = self._ahead_on_ground(p.pose, pr)
                 if self.parts.explored.reaches_unknown(pr.position, pr.yaw, cfg.frontier_distances):
                     tested.append((pr, self._probe_key(pr)))
-                elif pr.kind != "ahead" and self._too_coarse(pr):
+                elif detail and pr.kind != "ahead" and self._too_coarse(pr):
                     coarse.append(pr)
         missing = list({key: pr for pr, key in tested if key not in self._probe_cache}.items())
         if missing:
@@ -209,7 +213,7 @@ class FrontierPlanner:
             )
             if unexplored or self._probe_cache[key] > cfg.uncovered_fraction:
                 out.append(self._keyframe_view(probe))
-            elif probe.kind != "ahead" and self._too_coarse(probe):
+            elif detail and probe.kind != "ahead" and self._too_coarse(probe):
                 coarse.append(probe)
         for probe in coarse:
             # Tilted down: a refining keyframe also remakes the ground just ahead, which
@@ -293,8 +297,15 @@ class FrontierPlanner:
         self.stats.detail_jobs += int(cand.detail)
 
     def priority(self, cand: UncoveredView) -> float:
-        """Lower first: the probe's rank (the queue breaks ties by job id, i.e. request order)."""
-        return cand.probe.rank
+        """Lower first: the probe's rank (the queue breaks ties by job id, i.e. request order);
+        refining after every job that fills empty space (fill first, detail after)."""
+        return cand.probe.rank + (REFINE_PRIORITY if cand.detail else 0.0)
+
+    def _frontier_busy(self) -> bool:
+        """Is a job that fills empty space queued or running? Then detail waits: a player
+        outrunning generation needs holes filled before anything is sharpened."""
+        with self._lock:
+            return any(not job.refines for job in self.queue.pending())
 
     def _make_job(self, cand: UncoveredView, now: float, caption: str) -> GenerationJob:
         cfg = self.config

@@ -79,13 +79,16 @@ def retire_mask(
     cameras: Cameras,
     stride: int,
     max_depth: float = 200.0,
+    fine_alpha: np.ndarray | None = None,
 ) -> np.ndarray:
     """``[G]`` bool: the ``coarse`` Gaussians the new keyframes replace.
 
-    A coarse Gaussian is retired when its centre lands (in some keyframe) on a block where
-    the new Gaussians ``added`` remade the surface and it lies on or in front of that
-    surface (behind it, the keyframe did not see it: it stays for the views that do), or
-    on a block the keyframe shows as sky (a coarse splat spilling past a silhouette).
+    A coarse Gaussian is retired when (in some keyframe) its centre's block was remade by
+    the new Gaussians ``added``, every block its footprint covers is remade or still covered
+    without the coarse ones (``fine_alpha``), and it lies on or in front of that surface
+    (behind it, the keyframe did not see it; partly outside the keyframe or over blocks
+    nothing new replaced, retiring it would open a hole: it stays), or when its centre
+    lands on a block the keyframe shows as sky (a coarse splat spilling past a silhouette).
 
     Args:
         gaussians: ``G`` existing Gaussians of one chunk; ``coarse`` ``[G]`` bool from
@@ -94,6 +97,8 @@ def retire_mask(
         depth: ``[N, H, W]`` the keyframes' depth (metres; ``inf`` = sky).
         cameras: the ``N`` keyframe cameras.
         stride, max_depth: reconstruction's block size and sky cut.
+        fine_alpha: ``[N, H, W]`` opacity of the scene less the coarse Gaussians at the
+            keyframes: blocks it covers (>= 0.5) stay covered when the coarse ones go.
     """
     out = np.zeros(len(gaussians), bool)
     candidates = np.flatnonzero(coarse)
@@ -101,6 +106,9 @@ def retire_mask(
         return out
     means = gaussians.means[candidates]
     width = _largest_scale(gaussians)[candidates]
+    # Footprints on screen: a long grazing splat is foreshortened along its length, so its
+    # reach is judged by its width across (the middle axis).
+    across = np.exp(np.sort(gaussians.log_scales[candidates], axis=1)[:, 1])
     for n in range(len(cameras)):
         blocks = reduce_blocks(depth[n], stride, max_depth).depth  # [Hb, Wb], inf = sky
         Hb, Wb = blocks.shape
@@ -112,11 +120,34 @@ def retire_mask(
             r, c, z = r[ok], c[ok], z[ok]
             on_surface = np.abs(z - blocks[r, c]) <= 0.05 * blocks[r, c]
             remade[r[on_surface], c[on_surface]] = True
+        covered = remade | ~np.isfinite(blocks)  # sky needs nothing
+        if fine_alpha is not None:
+            a = fine_alpha[n]
+            pad = np.pad(a, ((0, Hb * stride - a.shape[0]), (0, Wb * stride - a.shape[1])), mode="edge")
+            covered |= pad.reshape(Hb, stride, Wb, stride).mean(axis=(1, 3)) >= 0.5
         u, v, z = _project(means, cameras.w2c[n], cameras.K[n])
         r, c = np.floor(v / stride).astype(np.int64), np.floor(u / stride).astype(np.int64)
         ok = (z > 0.05) & (r >= 0) & (r < Hb) & (c >= 0) & (c < Wb)
         rr, cc = np.where(ok, r, 0), np.where(ok, c, 0)
         surface = blocks[rr, cc]
         front = z <= surface * (1.0 + SURFACE_MARGIN) + 2.0 * width
-        out[candidates[ok & ((remade[rr, cc] & front) | ~np.isfinite(surface))]] = True
+        # Only where it leaves no hole: every block its footprint (two standard deviations)
+        # covers is remade or still covered by fine Gaussians, none outside the keyframe.
+        focal = math.sqrt(abs(float(cameras.K[n][0, 0]) * float(cameras.K[n][1, 1])))
+        radius = np.ceil(2.0 * across * focal / np.maximum(z, 0.05) / stride).astype(np.int64)
+        whole = _all_set(covered, rr, cc, radius)
+        out[candidates[ok & ((remade[rr, cc] & front & whole) | ~np.isfinite(surface))]] = True
     return out
+
+
+def _all_set(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """``[P]`` bool: is ``mask`` ``[H, W]`` set in the whole square of ``radius`` around each
+    ``(row, col)``? False where the square leaves the image."""
+    H, W = mask.shape
+    table = np.zeros((H + 1, W + 1), np.int64)  # summed-area table
+    table[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+    r0, r1, c0, c1 = rows - radius, rows + radius + 1, cols - radius, cols + radius + 1
+    inside = (r0 >= 0) & (c0 >= 0) & (r1 <= H) & (c1 <= W)
+    r0, r1, c0, c1 = (np.clip(a, 0, lim) for a, lim in ((r0, H), (r1, H), (c0, W), (c1, W)))
+    count = table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]
+    return inside & (count == (r1 - r0) * (c1 - c0))
