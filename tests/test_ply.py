@@ -276,3 +276,14 @@ def test_suffix_dispatch(tmp_path):
         path = tmp_path / f"scene{suffix.upper()}"
         write_splats(path, g)
         assert len(read_splats(path)) == 100
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".splat", ".spz"])
+def test_writing_into_a_missing_folder_names_the_folder(tmp_path, suffix):
+    from runtime.world.formats import write_splats
+
+    four = random_gaussians(4)
+    with pytest.raises(FileNotFoundError) as raised:
+        write_splats(tmp_path / "nowhere" / f"out{suffix}", four)
+    assert raised.value.filename == str(tmp_path / "nowhere") and ".tmp" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == []

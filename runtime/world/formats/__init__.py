@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from ..gaussians import Gaussians
@@ -44,6 +45,8 @@ def write_splats(path: str | Path, gaussians: Gaussians, lossless: bool = False)
     """
     path = Path(path)
     suffix = _suffix(path)
+    if not path.parent.is_dir():  # checked here: the writers' temp file would otherwise be the name in the error
+        raise FileNotFoundError(errno.ENOENT, "no such folder to write into", str(path.parent))
     if suffix == ".ply":
         return write_ply(path, gaussians, lossless=lossless)
     return {".splat": write_splat, ".spz": write_spz}[suffix](path, gaussians)

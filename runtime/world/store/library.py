@@ -313,10 +313,24 @@ class WorldLibrary:
         return decode_frame(self._read_file(path, name, rec, verify), rec, f"world {name!r}: {path / rec['file']}")
 
     def load_chunks(self, name: str, verify: bool = True) -> list[Chunk]:
-        """The saved chunks of ``name`` without building a World (for export)."""
+        """The chunks of ``name`` as its scene holds them, without building a World (for export).
+
+        Chunk files keep the Gaussians as generated; those that refinement retired since
+        (``state.retired`` in the manifest) are left out here as they are on loading, so an
+        export holds what a player sees and as many Gaussians as :meth:`info` counts."""
         path = self._require(name)
         manifest = read_manifest(path, name)
-        return [self._load_chunk(path, name, rec, verify) for rec in manifest["chunks"]]
+        retired = {int(cid): retired_mask(packed) for cid, packed in (manifest.get("state") or {}).get("retired", {}).items()}
+        chunks = []
+        for rec in manifest["chunks"]:
+            chunk = self._load_chunk(path, name, rec, verify)
+            mask = retired.get(chunk.id)
+            if mask is not None and len(mask) == len(chunk.gaussians) and mask.any():
+                if mask.all():
+                    continue
+                chunk = Chunk.build(chunk.id, chunk.gaussians.subset(np.flatnonzero(~mask)), chunk.source)
+            chunks.append(chunk)
+        return chunks
 
     def load_gaussians(self, name: str, verify: bool = True) -> Gaussians:
         """Every saved Gaussian of ``name`` in one set (SH kept only if all chunks share a degree)."""
