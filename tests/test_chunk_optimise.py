@@ -254,9 +254,11 @@ def test_gsplat_fit_gains_psnr():
 @pytest.mark.gpu
 @needs_gsplat
 def test_gsplat_world_fits_its_chunks():
+    from runtime.world.render import create_renderer
+
     optimiser = ChunkOptimiser.for_cuda(100)
     cfg = WorldConfig("optimise-gpu", seed=SEED, caption="a pine forest", generate_unexplored_ahead=False, detail_max_px=0)
-    world = World(cfg, generator=ProceduralGenerator(), renderer=CpuRenderer(), chunk_optimiser=optimiser)
+    world = World(cfg, generator=ProceduralGenerator(), renderer=create_renderer("gsplat"), chunk_optimiser=optimiser)
     try:
         world.update([PlayerState("p", eye(0.0))])
         assert world.wait_idle(300)
