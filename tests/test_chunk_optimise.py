@@ -171,22 +171,10 @@ def test_settings_are_checked_by_name():
 
 
 @pytest.mark.skipif(cuda_available(), reason="checks the error where CUDA is missing")
-def test_without_cuda_optimisation_says_what_is_missing(tmp_path):
-    with pytest.raises(RuntimeError, match="CUDA"):
+def test_without_cuda_optimisation_says_what_is_missing():
+    """(The server's and the CLI's one-line refusals: tests/test_cli.py.)"""
+    with pytest.raises(RuntimeError, match="chunk optimisation needs a CUDA GPU"):
         ChunkOptimiser.for_cuda(100)
-    from runtime.app import main
-
-    with pytest.raises(SystemExit):  # argparse: out of range
-        main(["--optimise-chunks", "-1", "--worlds", str(tmp_path)])
-
-
-@pytest.mark.skipif(cuda_available(), reason="checks the error where CUDA is missing")
-def test_server_refuses_optimise_chunks_without_cuda(tmp_path, capsys):
-    from runtime.app import main
-
-    assert main(["--optimise-chunks", "300", "--port", "0", "--worlds", str(tmp_path / "w")]) == 2
-    err = capsys.readouterr().err
-    assert "--optimise-chunks 300" in err and "CUDA" in err and "Traceback" not in err
 
 
 def test_world_fits_new_chunks_before_they_land():
