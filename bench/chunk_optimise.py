@@ -99,7 +99,7 @@ def walk(args, optimiser: ChunkOptimiser | None, log=print) -> World:
     return world
 
 
-def held_out(args, worlds: dict[str, World]) -> list[dict]:
+def held_out(args, worlds: dict[str, World], log=print) -> list[dict]:
     """Novel views (fidelity's), each rendered by every world and the generator."""
     truth = Truth(CAPTIONS.get(args.biome, args.biome), args.seed)
     path = make_path("straight", args.distance, args.seed)
@@ -118,6 +118,7 @@ def held_out(args, worlds: dict[str, World]) -> list[dict]:
             row[f"ssim_{name}"] = ssim(rgb, t_rgb[0])
             row[f"sharp_{name}"] = sharpness(rgb) / max(sharpness(t_rgb[0]), 1e-6)
         rows.append(row)
+        log("  view " + ", ".join(f"PSNR {name} {row[f'psnr_{name}']:.2f}" for name in worlds))
     return rows
 
 
@@ -137,7 +138,7 @@ def run(args, log=print) -> dict:
                      "gain_db": r.psnr_after - r.psnr_before, "kept": r.kept}
                     for k, r in enumerate(optimiser.reports) if r.gaussians
                 ]
-                views = held_out(args, {"plain": plain, "optimised": fitted})
+                views = held_out(args, {"plain": plain, "optimised": fitted}, log)
                 report["runs"].append({"steps": steps, "warm_up_s": warm_s, "chunks": chunks, "views": views,
                                        "summary": summarise(chunks, views), "stats": fitted.stats})
             finally:

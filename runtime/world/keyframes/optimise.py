@@ -51,7 +51,7 @@ from ..render.cuda import require_cuda_and_gsplat
 DEFAULT_STEPS = 300
 MAX_STEPS = 10_000
 REPORTS_KEPT = 1024
-"""Per-chunk reports an optimiser keeps (newest first out: a bounded deque)."""
+"""Per-chunk reports an optimiser keeps (the latest; older ones are dropped)."""
 
 Rasterise = Callable[..., tuple]
 """``(means [G,3], quats [G,4] unit w-first, scales [G,3] metres, opacities [G], colors [G,3],
