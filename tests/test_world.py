@@ -97,10 +97,10 @@ def test_bootstrap_ring_covers_all_round_view_direction_first(booted):
     assert world.update([PlayerState("a", world.spawn_pose())]) == []
 
 
-def test_walking_inside_explored_space_only_fills_holes_once(generator, renderer):
+def test_walking_inside_explored_space_fills_near_holes_and_settles(generator, renderer):
     """Back and forth over 3 m, turning round at each end, looking around on the way: the
-    first pass may fill holes the bootstrap ring left in the player's view (few jobs, none
-    refining); the same walk again schedules nothing (no loops)."""
+    first passes may fill holes the bootstrap ring left near the player (few jobs, none
+    refining); walking it again soon schedules nothing (no loops)."""
     world = make_world(generator, renderer)
     world.update([PlayerState("a", world.spawn_pose())])
     assert world.wait_idle(120)
@@ -118,9 +118,12 @@ def test_walking_inside_explored_space_only_fills_holes_once(generator, renderer
         assert world.wait_idle(120)
         return made
 
-    first = walk()
-    assert len(first) <= 4 and not any(j.refines for j in first)
-    assert walk() == []
+    # Each hole job's keyframe serves views within 1 m and 40 degrees for good, so the walks
+    # settle: 3 m walked both ways has room for a few, never a loop.
+    made = [walk() for _ in range(3)]
+    assert made[-1] == [] and sum(len(m) for m in made) <= 8
+    assert not any(j.refines for m in made for j in m)
+    assert all(j.fills_holes for m in made[1:] for j in m)
     world.close()
 
 
