@@ -17,20 +17,29 @@ import threading
 log = logging.getLogger("worldstream.world")
 
 BACKGROUND_NICE = 10
-"""How much background threads lower their priority (nice steps; 19 is the lowest).
-At +10 a busy background thread gets about a tenth of a core that a streaming thread
-also wants, not starved: generation still moves on while players stream."""
+"""How much background threads lower their priority (nice steps; 19 is the lowest), unless
+``WORLDSTREAM_BACKGROUND_NICE`` says otherwise (0: not at all). At +10 a busy background
+thread gets about a tenth of a core that a streaming thread also wants, not starved:
+generation still moves on while players stream. The media workers run at +10 too
+(``runtime.stream.media_pool``): encoders and generation share what rendering leaves."""
 
 
-def lower_thread_priority(increment: int = BACKGROUND_NICE) -> bool:
+def background_niceness() -> int:
+    """``WORLDSTREAM_BACKGROUND_NICE`` if set, else :data:`BACKGROUND_NICE`."""
+    value = os.environ.get("WORLDSTREAM_BACKGROUND_NICE")
+    return int(value) if value else BACKGROUND_NICE
+
+
+def lower_thread_priority(increment: int | None = None) -> bool:
     """Run the calling thread ``increment`` nice steps below the process's main thread (at
     most at 19). Counted from the main thread, not from the thread's own value: a thread
     started by a background thread inherits its lowered value, and must not go lower still.
 
-    Returns True if it was set. Elsewhere than Linux the nice value belongs to the whole
-    process, so nothing is changed there.
+    ``increment`` defaults to :func:`background_niceness`. Returns True if it was set.
+    Elsewhere than Linux the nice value belongs to the whole process, so nothing is changed there.
     """
-    if not sys.platform.startswith("linux"):
+    increment = background_niceness() if increment is None else increment
+    if increment <= 0 or not sys.platform.startswith("linux"):
         return False
     try:
         main = os.getpriority(os.PRIO_PROCESS, os.getpid())  # the main thread's id is the process id
