@@ -337,7 +337,7 @@ def test_background_threads_run_below_the_streaming_threads(start_server):
 
     async def scenario():
         async with WorldClient(server.url, new_world=m.NewWorld(name=unique("busy")), video=False) as c:
-            await c.wait_for("generation_requested", timeout=30, since=0)
+            await c.wait_for("generation_requested", timeout=90, since=0)
             nice = nice_by_thread()
         base = nice[server.proc.pid]  # the main thread (the event loop): as the server was started
         background = min(19, base + BACKGROUND_NICE)

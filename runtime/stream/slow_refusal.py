@@ -15,12 +15,17 @@ unbounded number of sockets open.
 from __future__ import annotations
 
 import asyncio
+import random
 
 REFUSAL_DELAY_S = 1.0
 """Seconds a refusal waits before it is sent (a person hardly notices; a retry loop slows
 to one attempt a second per connection)."""
 MAX_HELD_REFUSALS = 512
 """Refusals waiting at once, all clients together (each holds one socket open)."""
+JITTER = 0.25
+"""Each pause is up to this fraction longer, at random: refusals that began together (a
+flood's connections, opened at once) then end spread out, not in one burst of work on the
+event loop."""
 
 
 class SlowRefusals:
@@ -46,6 +51,6 @@ class SlowRefusals:
             return
         self.held += 1
         try:
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(seconds * (1.0 + JITTER * random.random()))
         finally:
             self.held -= 1
