@@ -25,8 +25,8 @@ What is optimised and what is held, so the place keeps its content:
 
 The maths is separate from the rasteriser: :class:`ChunkOptimiser` takes any function
 with the :data:`Rasterise` signature. :func:`gsplat_rasteriser` is the CUDA one;
-:func:`dense_rasteriser` is the same forward model in plain torch (every pixel against
-every Gaussian: small scenes only), which lets the loop run on a CPU in tests.
+:mod:`.torch_raster` has the same forward model in plain torch (slow, but on any
+machine), which lets the loop run on a CPU in tests and in ``bench.chunk_optimise``.
 
 ``torch`` and ``gsplat`` are imported only when an optimiser is built or run: the
 default install (no torch) imports this module.
@@ -45,13 +45,13 @@ import numpy as np
 
 from ..camera import Cameras
 from ..gaussians import Gaussians
-from ..render.conventions import ALPHA_MAX, ALPHA_MIN, EPS2D, JACOBIAN_CLAMP, NEAR_PLANE
+from ..render.conventions import EPS2D, NEAR_PLANE
 from ..render.cuda import require_cuda_and_gsplat
 
 DEFAULT_STEPS = 300
 MAX_STEPS = 10_000
 REPORTS_KEPT = 1024
-"""Per-chunk reports an optimiser keeps (newest first out: a bounded deque)."""
+"""Per-chunk reports an optimiser keeps (the latest; older ones are dropped)."""
 
 Rasterise = Callable[..., tuple]
 """``(means [G,3], quats [G,4] unit w-first, scales [G,3] metres, opacities [G], colors [G,3],
@@ -65,6 +65,8 @@ class OptimiseSettings:
 
     Attributes:
         steps: Adam steps per chunk (1 .. ``MAX_STEPS``).
+        max_seconds: stop early once a fit has taken this long (the chunk lands under the
+            world's apply lock: a slow fit holds up the frontier); 0: no limit.
         ssim_weight: loss = ``(1 - w) * L1 + w * (1 - SSIM)`` (3DGS uses 0.2); 0 = L1 only.
         max_shift: a centre moves at most this many of its own largest standard deviations.
         max_grow, max_shrink: a scale's log may rise by at most ``max_grow`` and fall by
@@ -75,6 +77,7 @@ class OptimiseSettings:
     """
 
     steps: int = DEFAULT_STEPS
+    max_seconds: float = 10.0
     ssim_weight: float = 0.2
     max_shift: float = 1.0
     max_grow: float = math.log(1.5)
@@ -88,6 +91,8 @@ class OptimiseSettings:
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"OptimiseSettings.steps must be an integer in [1, {MAX_STEPS}], got {self.steps!r}")
+        if not 0.0 <= self.max_seconds <= 3600.0:
+            raise ValueError(f"OptimiseSettings.max_seconds must be in [0, 3600] (0 = no limit), got {self.max_seconds!r}")
         if not 0.0 <= self.ssim_weight <= 1.0:
             raise ValueError(f"OptimiseSettings.ssim_weight must be in [0, 1], got {self.ssim_weight!r}")
         for name in ("max_shift", "max_grow", "max_shrink", "lr_shift", "lr_log_scale", "lr_quat", "lr_opacity", "lr_color"):
@@ -104,7 +109,8 @@ class OptimiseReport:
     Attributes:
         gaussians: the chunk's Gaussians optimised; ``fixed``: the scene's drawn with them.
         keyframes: keyframes (pictures) it was fitted to, ``width`` x ``height`` each.
-        steps: Adam steps taken; ``ms``: wall time of the whole call (milliseconds).
+        steps: Adam steps taken (fewer than asked when ``max_seconds`` ran out); ``ms``: wall
+            time of the whole call (milliseconds).
         psnr_before, psnr_after: PSNR (dB) of the keyframes as rendered before and after.
         kept: the optimised Gaussians were returned (they reproduce the keyframes better).
     """
@@ -138,71 +144,6 @@ def gsplat_rasteriser(gsplat) -> Rasterise:
         return rgb, alpha[..., 0]
 
     return rasterise
-
-
-def dense_rasteriser(means, quats, scales, opacities, colors, viewmats, Ks, width: int, height: int):
-    """The renderers' forward model in plain torch, differentiable (a :data:`Rasterise`).
-
-    EWA projection with the Jacobian clamp, ``EPS2D`` low-pass, per-splat alpha
-    ``min(ALPHA_MAX, o * exp(power))`` dropped below ``ALPHA_MIN``, global depth order.
-    Builds ``[N, G, H*W]`` tensors: for tests and small scenes (a few hundred Gaussians
-    at a few thousand pixels), not for real chunks.
-    """
-    import torch
-
-    q = torch.nn.functional.normalize(quats, dim=1)
-    w, x, y, z = q.unbind(1)
-    R = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=1).reshape(-1, 3, 3)
-    M = R * scales[:, None, :]
-    cov3 = M @ M.transpose(1, 2)  # [G,3,3]
-    u_px, v_px = torch.meshgrid(
-        torch.arange(width, dtype=means.dtype, device=means.device) + 0.5,
-        torch.arange(height, dtype=means.dtype, device=means.device) + 0.5,
-        indexing="xy",
-    )
-    u_px, v_px = u_px.reshape(-1), v_px.reshape(-1)  # [P]
-    rgbs, alphas = [], []
-    for n in range(viewmats.shape[0]):
-        Rw, tw, K = viewmats[n, :3, :3], viewmats[n, :3, 3], Ks[n]
-        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-        p = means @ Rw.T + tw
-        px, py, pz = p.unbind(1)
-        valid = pz > NEAR_PLANE
-        zs = torch.where(valid, pz, torch.ones_like(pz))
-        lim_x_pos = (width - cx) / fx + JACOBIAN_CLAMP * 0.5 * width / fx
-        lim_x_neg = cx / fx + JACOBIAN_CLAMP * 0.5 * width / fx
-        lim_y_pos = (height - cy) / fy + JACOBIAN_CLAMP * 0.5 * height / fy
-        lim_y_neg = cy / fy + JACOBIAN_CLAMP * 0.5 * height / fy
-        tx = zs * torch.clamp(px / zs, -lim_x_neg, lim_x_pos)
-        ty = zs * torch.clamp(py / zs, -lim_y_neg, lim_y_pos)
-        zero = torch.zeros_like(zs)
-        J = torch.stack([fx / zs, zero, -fx * tx / zs**2, zero, fy / zs, -fy * ty / zs**2], dim=1).reshape(-1, 2, 3)
-        cov_cam = Rw @ cov3 @ Rw.T
-        cov2 = J @ cov_cam @ J.transpose(1, 2)
-        a = cov2[:, 0, 0] + EPS2D
-        b = cov2[:, 0, 1]
-        c = cov2[:, 1, 1] + EPS2D
-        det = torch.clamp(a * c - b * b, min=1e-12)
-        ca, cb, cc = c / det, -b / det, a / det  # the conic (inverse 2D covariance)
-        u = fx * px / zs + cx
-        v = fy * py / zs + cy
-        dx = u[:, None] - u_px[None, :]
-        dy = v[:, None] - v_px[None, :]
-        power = -0.5 * (ca[:, None] * dx * dx + cc[:, None] * dy * dy) - cb[:, None] * dx * dy  # [G,P]
-        alpha = torch.clamp(opacities[:, None] * torch.exp(torch.clamp(power, max=0.0)), max=ALPHA_MAX)
-        keep = valid[:, None] & (power <= 0) & (alpha >= ALPHA_MIN)
-        alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
-        order = torch.argsort(torch.where(valid, pz, torch.full_like(pz, float("inf"))))
-        alpha = alpha[order]
-        before = torch.cumprod(torch.cat([torch.ones_like(alpha[:1]), 1.0 - alpha[:-1]], dim=0), dim=0)  # transmittance
-        weights = alpha * before  # [G,P]
-        rgbs.append((weights.T @ colors[order]).reshape(height, width, -1))
-        alphas.append(weights.sum(0).reshape(height, width))
-    return torch.stack(rgbs), torch.stack(alphas)
 
 
 # --------------------------------------------------------------------------- loss
@@ -255,8 +196,8 @@ class ChunkOptimiser:
 
     Args:
         settings: steps, loss and limits.
-        rasterise: a :data:`Rasterise` (:func:`gsplat_rasteriser` on CUDA, :func:`dense_rasteriser`
-            for small scenes anywhere).
+        rasterise: a :data:`Rasterise` (:func:`gsplat_rasteriser` on CUDA, or one of
+            :mod:`.torch_raster`'s on any machine).
         device: torch device the tensors live on.
 
     Thread-safe: one chunk at a time (a lock), on the caller's thread -- the world's
@@ -363,7 +304,10 @@ class ChunkOptimiser:
             return composite(rgb_p, alpha, sky_t)
 
         before = None
-        for _ in range(s.steps):
+        deadline = time.perf_counter() + s.max_seconds if s.max_seconds > 0 else math.inf
+        steps = 0
+        while steps < s.steps and (steps == 0 or time.perf_counter() < deadline):
+            steps += 1
             adam.zero_grad(set_to_none=True)
             current = picture()
             if before is None:
@@ -387,4 +331,4 @@ class ChunkOptimiser:
                 colors.cpu().numpy(),
                 new.sh_rest,
             )
-        return fitted, float(before), float(after), s.steps
+        return fitted, float(before), float(after), steps
