@@ -167,7 +167,8 @@ export class LocalMode {
   }
 
   private frame(now: number): void {
-    const dt = this.lastFrameAt ? Math.min(0.1, (now - this.lastFrameAt) / 1000) : 0;
+    // Real time, even at a few frames a second (software GL); a stall (hidden tab) does not jump.
+    const dt = this.lastFrameAt ? Math.min(0.5, (now - this.lastFrameAt) / 1000) : 0;
     this.lastFrameAt = now;
     this.predictor.advance(dt, now); // in every mode, so that switching keeps the pose
     if (this.mode !== "local" || this.hooks.paused()) {
