@@ -119,8 +119,27 @@ class ChunkBuilder:
                 if mask.any():
                     retire[chunk.id] = mask
                     self.stats.gaussians_refined += int(mask.sum())
+        if self.parts.optimiser is not None and len(gaussians):
+            gaussians = self._optimised(gaussians, snapshot, retire, cams, rgb)
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
         return self.land(source, gaussians, rgb, depth, cams, retire)
+
+    def _optimised(
+        self, gaussians: Gaussians, snapshot: SceneSnapshot, retire: dict[int, np.ndarray], cams: Cameras, rgb: np.ndarray
+    ) -> Gaussians:
+        """``gaussians`` fitted to the keyframes ``rgb`` at ``cams`` (see :mod:`.keyframes.optimise`),
+        drawn with what the scene keeps that the keyframes see, over the world's sky; then
+        the revisit check again, so the fit changes no earlier keyframe's view."""
+        kept = _without(snapshot, retire)
+        fixed = kept.gaussians(kept.visible_chunks(cams))
+        fitted, report = self.parts.optimiser.optimise(gaussians, fixed, cams, rgb, self.parts.sky.colors(cams))
+        self.stats.optimise_ms += report.ms
+        if not report.kept:
+            self.stats.chunks_optimise_rejected += 1
+            return gaussians
+        self.stats.chunks_optimised += 1
+        self.stats.optimise_gain_db += report.gain_db
+        return self._keep_earlier_views(fitted, cams)
 
     def _coarse(self, snapshot: SceneSnapshot, cams: Cameras) -> dict[int, np.ndarray]:
         """Per visible chunk with any, ``[G]`` bool: Gaussians coarse for these keyframes."""
