@@ -20,19 +20,18 @@ import pytest
 
 from tests.test_browser import (  # noqa: F401  (fixtures used by name)
     ARTIFACTS,
-    CHROMIUM,
-    LAUNCH_ARGS,
     base_url,
     drag_look,
     hold,
     link,
+    open_page,
     pytestmark,
     save_metrics,
     state,
-    sync_playwright,
     wait_frames,
     world,
 )
+from tests.test_browser_vr import browser  # noqa: F401  (Chromium with software WebGL)
 
 from runtime.world.camera import Pose
 from runtime.world.generators.procedural.generator import ProceduralGenerator
@@ -45,36 +44,19 @@ WORLD_CAPTION, WORLD_SEED = "a quiet valley with a river", 7  # tests/test_brows
 MIN_PSNR_DB = 30.0
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """Chromium with software WebGL (the shared fixture disables the GPU process's GL)."""
-    with sync_playwright() as p:
-        args = [a for a in LAUNCH_ARGS if a != "--disable-gpu"] + ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
-def open_local(browser):
+def open_local(open_page):
     """Open pages whose stored settings say render mode ``mode`` (each its own context: its own player)."""
-    contexts = []
 
     def opener(url: str, mode: str = "local", width: int = 640, height: int = 360):
-        context = browser.new_context(viewport={"width": width, "height": height})
-        contexts.append(context)
-        context.add_init_script(
+        # Only the first load: a reload keeps what the page's settings panel stored since.
+        settings = (
             f"if (!sessionStorage.getItem('set')) {{ sessionStorage.setItem('set', '1');"
             f" localStorage.setItem('worldstream.settings', JSON.stringify({{ renderMode: '{mode}' }})); }}"
         )
-        page = context.new_page()
-        page.on("pageerror", lambda error: print(f"page error: {error}"))
-        page.goto(url)
-        return page
+        return open_page(url, width, height, init_script=settings)
 
-    yield opener
-    for context in contexts:
-        context.close()
+    return opener
 
 
 def local(page) -> dict:
@@ -212,10 +194,18 @@ def test_two_players_see_each_other_in_local_mode(open_local, base_url, world):
         wait_local_frames(page)
         page.wait_for_function("() => window.__worldstream.local.avatars === 1", timeout=20_000)
     b.bring_to_front()  # keys go to the focused page
-    start = state(b)["pose"]["position"]
     b.keyboard.press("f")  # fly a few metres ahead (walking may meet a slope)
-    hold(b, "w", 0.6)
-    b.wait_for_timeout(1000)
+
+    def apart() -> float:
+        me, players = state(a)["pose"]["position"], state(a)["players"]
+        bob = next((p for p in players if p["id"] == state(b)["myId"]), None)
+        return math.dist(me, bob["position"]) if bob else 0.0
+
+    for _ in range(5):  # a key press can get lost while two pages share the browser
+        hold(b, "w", 0.5)
+        b.wait_for_timeout(700)
+        if apart() > 1.5:
+            break
     for viewer, other in ((a, b), (b, a)):
         me = state(viewer)["pose"]["position"]
         them_state = state(other)
