@@ -111,7 +111,7 @@ def test_fit_gains_psnr_within_its_limits():
     truth, cams = random_gaussians(80, seed=2), camera()
     target = cpu_picture(truth, cams).rgb
     start = perturbed(truth, seed=3)
-    settings = OptimiseSettings(steps=25, ssim_weight=0.2)
+    settings = OptimiseSettings(steps=25, ssim_weight=0.2, max_seconds=0)
     optimiser = ChunkOptimiser(settings, dense_rasteriser)
     fitted, report = optimiser.optimise(start, Gaussians.empty(), cams, target, SKY.colors(cams))
     assert report.kept and report.psnr_after > report.psnr_before + 3.0, report
@@ -151,6 +151,14 @@ def test_fixed_gaussians_are_drawn_but_never_changed():
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
+def test_a_fit_stops_at_its_time_limit():
+    truth, cams = random_gaussians(40, seed=7), camera()
+    target = cpu_picture(truth, cams).rgb
+    settings = OptimiseSettings(steps=MAX_STEPS, max_seconds=0.05)
+    _, report = ChunkOptimiser(settings, dense_rasteriser).optimise(perturbed(truth, 8), Gaussians.empty(), cams, target, SKY.colors(cams))
+    assert 1 <= report.steps < MAX_STEPS and report.ms < 5000
+
+
 def test_a_fit_that_does_not_help_is_not_kept():
     truth, cams = random_gaussians(60, seed=6), camera()
     target = cpu_picture(truth, cams).rgb
@@ -161,7 +169,8 @@ def test_a_fit_that_does_not_help_is_not_kept():
 
 def test_settings_are_checked_by_name():
     for bad, field in ((dict(steps=0), "steps"), (dict(steps=MAX_STEPS + 1), "steps"), (dict(steps=2.5), "steps"),
-                       (dict(steps=True), "steps"), (dict(ssim_weight=1.5), "ssim_weight"), (dict(max_shift=-1), "max_shift")):
+                       (dict(steps=True), "steps"), (dict(ssim_weight=1.5), "ssim_weight"), (dict(max_shift=-1), "max_shift"),
+                       (dict(max_seconds=-1), "max_seconds")):
         with pytest.raises(ValueError, match=field):
             OptimiseSettings(**bad)
     with pytest.raises(ValueError, match=r"\[1,4,5,3\]"):

@@ -2,6 +2,7 @@
 // for anyone curious in the devtools console), plus dropConnection() to test recovery.
 import { probeCapability } from "./local/render_mode";
 import type { GameSession } from "./session";
+import type { EyeCapture } from "./xr/vr_mode";
 
 export interface WorldstreamHooks {
   readonly ready: boolean;
@@ -36,7 +37,14 @@ export interface WorldstreamHooks {
   /** The video size asked of the server in the last hello. */
   readonly viewRequested: { width: number; height: number; stereo: boolean } | null;
   /** WebXR: in VR now, head poses sent, frames drawn in the headset, the last head pose sent. */
-  readonly vr: { active: boolean; buttonShown: boolean; vignette: number; xrFrames: number; headPosesSent: number; framesDrawn: number; lastHeadPose: unknown };
+  readonly vr: {
+    active: boolean; buttonShown: boolean; vignette: number; xrFrames: number; headPosesSent: number; framesDrawn: number;
+    /** Headset frames showing the video turned to the head pose (the frame's own pose known). */
+    framesReprojected: number; lastHeadPose: unknown; fovY: number | null;
+  };
+  /** Tests, VR: keep showing the current video frame (as if the network stalled), and read back the first eye's next picture. */
+  holdVrVideo(hold: boolean): void;
+  captureVrEye(): Promise<EyeCapture>;
   /** Local rendering: mode in effect, whether it covers the video, frames, what the feed sent. */
   readonly local: {
     mode: string; showing: boolean; framesDrawn: number; fps: number; firstFrameMs: number | null;
@@ -145,7 +153,10 @@ export function exposeHooks(session: GameSession): void {
     },
     get vr() {
       const vr = session.vr;
-      return { active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent, framesDrawn: vr.framesDrawn, lastHeadPose: vr.lastHeadPose };
+      return {
+        active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent,
+        framesDrawn: vr.framesDrawn, framesReprojected: vr.framesReprojected, lastHeadPose: vr.lastHeadPose, fovY: vr.fovY,
+      };
     },
     get lookSent() {
       return { ...session.sender.lookSent };
@@ -175,6 +186,12 @@ export function exposeHooks(session: GameSession): void {
     },
     dropConnection() {
       session.dropConnection();
+    },
+    holdVrVideo(hold) {
+      session.vr.holdVideo = hold;
+    },
+    captureVrEye() {
+      return session.vr.capture();
     },
     refreshVideo() {
       session.refreshVideo();

@@ -2,8 +2,9 @@
 
 :class:`ChunkBuilder` checks a :class:`.generators.base.GenerationResult`, reconstructs
 its keyframes into Gaussians where the scene is thin, drops the Gaussians that would
-change what earlier keyframes show (revisits render the same), appends the chunk and
-keeps the keyframes in frame memory, marking the sky-direction and explored maps.
+change what earlier keyframes show (revisits render the same), optionally fits the new
+Gaussians to the keyframes (:mod:`.keyframes.optimise`), appends the chunk and keeps the
+keyframes in frame memory, marking the sky-direction and explored maps.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ class ChunkBuilder:
         parts: the world's shared state. The builder reads its reconstruction settings,
             generator (named in chunk sources) and depth estimator; the chunk, frames and
             map marks go to its scene, memory and coverage maps; its lock guards the frame
-            id counter ``state_dict`` reads; it counts ``gaussians_dropped`` and
-            ``revisit_check_ms``.
+            id counter ``state_dict`` reads; its optimiser, if any, fits each new chunk to
+            its keyframes; it counts ``gaussians_dropped``, ``revisit_check_ms`` and the
+            ``chunks_optimised`` / ``optimise_*`` counters.
     """
 
     def __init__(self, parts: WorldParts) -> None:

@@ -51,7 +51,7 @@ from ..render.cuda import require_cuda_and_gsplat
 DEFAULT_STEPS = 300
 MAX_STEPS = 10_000
 REPORTS_KEPT = 1024
-"""Per-chunk reports an optimiser keeps (newest first out: a bounded deque)."""
+"""Per-chunk reports an optimiser keeps (the latest; older ones are dropped)."""
 
 Rasterise = Callable[..., tuple]
 """``(means [G,3], quats [G,4] unit w-first, scales [G,3] metres, opacities [G], colors [G,3],
@@ -65,6 +65,8 @@ class OptimiseSettings:
 
     Attributes:
         steps: Adam steps per chunk (1 .. ``MAX_STEPS``).
+        max_seconds: stop early once a fit has taken this long (the chunk lands under the
+            world's apply lock: a slow fit holds up the frontier); 0: no limit.
         ssim_weight: loss = ``(1 - w) * L1 + w * (1 - SSIM)`` (3DGS uses 0.2); 0 = L1 only.
         max_shift: a centre moves at most this many of its own largest standard deviations.
         max_grow, max_shrink: a scale's log may rise by at most ``max_grow`` and fall by
@@ -75,6 +77,7 @@ class OptimiseSettings:
     """
 
     steps: int = DEFAULT_STEPS
+    max_seconds: float = 10.0
     ssim_weight: float = 0.2
     max_shift: float = 1.0
     max_grow: float = math.log(1.5)
@@ -88,6 +91,8 @@ class OptimiseSettings:
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"OptimiseSettings.steps must be an integer in [1, {MAX_STEPS}], got {self.steps!r}")
+        if not 0.0 <= self.max_seconds <= 3600.0:
+            raise ValueError(f"OptimiseSettings.max_seconds must be in [0, 3600] (0 = no limit), got {self.max_seconds!r}")
         if not 0.0 <= self.ssim_weight <= 1.0:
             raise ValueError(f"OptimiseSettings.ssim_weight must be in [0, 1], got {self.ssim_weight!r}")
         for name in ("max_shift", "max_grow", "max_shrink", "lr_shift", "lr_log_scale", "lr_quat", "lr_opacity", "lr_color"):
@@ -104,7 +109,8 @@ class OptimiseReport:
     Attributes:
         gaussians: the chunk's Gaussians optimised; ``fixed``: the scene's drawn with them.
         keyframes: keyframes (pictures) it was fitted to, ``width`` x ``height`` each.
-        steps: Adam steps taken; ``ms``: wall time of the whole call (milliseconds).
+        steps: Adam steps taken (fewer than asked when ``max_seconds`` ran out); ``ms``: wall
+            time of the whole call (milliseconds).
         psnr_before, psnr_after: PSNR (dB) of the keyframes as rendered before and after.
         kept: the optimised Gaussians were returned (they reproduce the keyframes better).
     """
@@ -363,7 +369,10 @@ class ChunkOptimiser:
             return composite(rgb_p, alpha, sky_t)
 
         before = None
-        for _ in range(s.steps):
+        deadline = time.perf_counter() + s.max_seconds if s.max_seconds > 0 else math.inf
+        steps = 0
+        while steps < s.steps and (steps == 0 or time.perf_counter() < deadline):
+            steps += 1
             adam.zero_grad(set_to_none=True)
             current = picture()
             if before is None:
@@ -387,4 +396,4 @@ class ChunkOptimiser:
                 colors.cpu().numpy(),
                 new.sh_rest,
             )
-        return fitted, float(before), float(after), s.steps
+        return fitted, float(before), float(after), steps
