@@ -207,13 +207,14 @@ def test_two_players_see_each_other_in_local_mode(open_local, base_url, world):
         if apart() > 1.5:
             break
     for viewer, other in ((a, b), (b, a)):
+        them_id = state(other)["myId"]
+        viewer.wait_for_function(f"() => window.__worldstream.players.some(p => p.id === {them_id!r})", timeout=10_000)
         me = state(viewer)["pose"]["position"]
-        them_state = state(other)
-        them = next(p for p in state(viewer)["players"] if p["id"] == them_state["myId"])
+        them = next(p for p in state(viewer)["players"] if p["id"] == them_id)
         d = np.subtract(them["position"], me)
         assert np.hypot(d[0], d[2]) > 1.0, "the two players stand apart"
         look = Pose(np.array(me, np.float32), math.atan2(d[0], d[2]), 0.0)
         picture = capture(viewer, look.camera(320, 180))
-        color = np.array(avatar_color(them_state["myId"]))
+        color = np.array(avatar_color(them_id))
         close = np.abs(picture.astype(int) - color).max(axis=2) <= 12
         assert close.sum() > 50, f"the other player's avatar (colour {color.tolist()}) is not in the local view"
