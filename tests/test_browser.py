@@ -178,9 +178,11 @@ def open_page(browser):
     """Open pages in fresh browser contexts (each its own storage: its own player)."""
     contexts = []
 
-    def opener(url: str, width: int = 800, height: int = 450) -> "Page":
+    def opener(url: str, width: int = 800, height: int = 450, init_script: str | None = None) -> "Page":
         context = browser.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
+        if init_script:  # runs before the page's own scripts, on every load
+            context.add_init_script(init_script)
         page = context.new_page()
         page.on("pageerror", lambda error: print(f"page error: {error}"))
         page.goto(url)

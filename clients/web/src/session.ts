@@ -11,6 +11,8 @@ import { KeyboardMouse } from "./input/keyboard_mouse";
 import { InputSender } from "./input/sender";
 import { TouchControls } from "./input/touch";
 import { LatencyMeter } from "./latency";
+import { LocalMode } from "./local/local_mode";
+import { localPossible } from "./local/render_mode";
 import { HelpOverlay } from "./help_overlay";
 import { Overlay } from "./overlay";
 import type { ServerMessage, View, Welcome } from "./protocol";
@@ -61,6 +63,8 @@ export class GameSession {
   readonly settingsPanel: SettingsPanel;
   readonly help = new HelpOverlay();
   readonly vr: VrMode;
+  /** Local rendering: the splats drawn in this browser (settings: render mode). */
+  readonly local: LocalMode;
   /** The video size asked for in the last hello. */
   viewRequested: { width: number; height: number; stereo: boolean; fovY: number } | null = null;
   private readonly video = byId<HTMLVideoElement>("view");
@@ -118,8 +122,16 @@ export class GameSession {
       },
       this.settings,
     );
-    // Local rendering (splats in this browser) is not built yet: "auto" means the video.
-    this.settingsPanel = new SettingsPanel(this.settings, false);
+    this.settingsPanel = new SettingsPanel(this.settings, localPossible());
+    this.local = new LocalMode(this.settings, this.world, {
+      send: (message) => this.connection.send(message),
+      viewSize: () => {
+        const v = viewRequest(QUALITY_SCALE[this.settings.values.quality]);
+        return { width: v.width ?? 640, height: v.height ?? 360 };
+      },
+      fovY: () => FOV_Y,
+      paused: () => this.vr.active,
+    });
     this.vr = new VrMode(this.video, this.settings, {
       pose: () => this.world.pose,
       sendHeadPose: (position, orientation) => {
@@ -147,7 +159,12 @@ export class GameSession {
     window.addEventListener("touchstart", () => this.refreshMode(), { once: true, passive: true }); // touch hints
     const gamepad = new GamepadInput(toggleFly);
     this.sender = new InputSender([this.keyboardMouse, this.touch, gamepad], {
-      send: (input) => !this.vr.active && this.connection.send(input), // in VR the head pose moves the player
+      send: (input) => {
+        if (this.vr.active) return false; // in VR the head pose moves the player
+        const sent = this.connection.send(input);
+        if (sent) this.local.inputSent(input);
+        return sent;
+      },
       sent: (seq, at) => this.latency.inputSent(seq, at),
     });
 
@@ -212,6 +229,7 @@ export class GameSession {
         break;
       case "reconnecting":
         this.sender.releaseAll();
+        this.local.predictor.release();
         this.overlay.show({ kind: "reconnecting", attempt: detail.attempt, retryInMs: detail.retryInMs, reason: detail.reason });
         break;
       case "offline":
@@ -287,6 +305,7 @@ export class GameSession {
     this.sender.restart();
     this.vr.restarted();
     this.framesAtJoin = this.frames.presented;
+    this.local.welcome(w);
 
     await this.startVideo();
   }
@@ -331,7 +350,11 @@ export class GameSession {
   }
 
   private receive(m: ServerMessage): void {
+    this.local.message(m);
     switch (m.type) {
+      case "splat_piece":
+      case "splat_forget":
+        return;
       case "rtc_answer":
         this.link?.answer(m.sdp).catch((err) => toast("The video answer was refused", "error", String(err)));
         return;
@@ -347,6 +370,7 @@ export class GameSession {
         return;
       case "pong":
         if (m.t_ms) this.rttMs = performance.timeOrigin + performance.now() - m.t_ms;
+        if (this.rttMs !== null) this.local.setRttMs(this.rttMs);
         return;
       case "stats":
         this.serverMtpP50 = m.mtp_p50_ms;
