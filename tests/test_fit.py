@@ -48,6 +48,9 @@ def test_fitted_colours_draw_the_keyframe_closer_and_sharper(keyframe):
     assert psnr(after, rgb[0]) >= psnr(before, rgb[0]) + 1.5
     assert sharpness(after) >= 1.1 * sharpness(before)
     assert fit_colors(plain, rgb, depth, cams, draw, stride=2, iterations=0) is plain
+    # Where earlier splats already cover the keyframe, the new ones only blend with them: not fitted.
+    covered = fit_colors(plain, rgb, depth, cams, draw, stride=2, base_alpha=np.full(depth.shape, 0.5, np.float32))
+    assert np.array_equal(covered.colors, plain.colors)
 
 
 def test_content_target_keeps_the_old_picture_at_the_coarse_scale_only_where_it_showed_that_surface():

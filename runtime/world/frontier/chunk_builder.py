@@ -150,7 +150,10 @@ class ChunkBuilder:
             return out.rgb, out.depth
 
         started = time.perf_counter()
-        fitted = fit_colors(gaussians, rgb, depth, cams, draw, stride=self.config.reconstruct_stride, iterations=iterations)
+        base_alpha = self.renderer.render_alpha(base, cams) if base.chunks else None
+        fitted = fit_colors(
+            gaussians, rgb, depth, cams, draw, stride=self.config.reconstruct_stride, iterations=iterations, base_alpha=base_alpha
+        )
         self.stats.fit_ms += (time.perf_counter() - started) * 1e3
         return fitted
 
