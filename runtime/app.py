@@ -38,12 +38,14 @@ from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
 from runtime.stream.rate_limit import BucketsByKey, TokenBucket
+from runtime.stream.slow_refusal import SlowRefusals
 from runtime.stream.websocket import (
     LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES, Connection, refuse_connection,
 )
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
-from runtime.world.render import create_renderer, cuda_available
+from runtime.world.keyframes.optimise import MAX_STEPS
+from runtime.world.render import create_renderer, cuda_available, require_cuda_and_gsplat
 
 log = logging.getLogger("worldstream")
 
@@ -82,7 +84,8 @@ class StreamServer:
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
         self.quotas = Quotas(config.limits, refused=lambda limit: self.metrics.limit_refusals.labels(limit).inc())
         self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer, self.quotas)
-        self.lobby = Lobby(config, self.registry, self.quotas, self.executors, self.version, self.renderer_name)
+        self.refusals = SlowRefusals()  # quota and capacity refusals are answered after a pause
+        self.lobby = Lobby(config, self.registry, self.quotas, self.executors, self.version, self.renderer_name, self.refusals)
         self._refusal_log = TokenBucket(0.2, 5)
         # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
         self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
@@ -185,7 +188,7 @@ class StreamServer:
         try:
             self.quotas.open_connection(client)
         except LimitReached as exc:
-            await refuse_connection(ws, exc.limit, exc.message, self.metrics)
+            await refuse_connection(ws, exc.limit, exc.message, self.metrics, self.refusals)
             return
         try:
             await connection.run()
@@ -239,7 +242,7 @@ class StreamServer:
             cfg.port,
             process_request=make_process_request(
                 cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
-                token=cfg.token, secure=self._came_over_https, flooding=self._flooding,
+                token=cfg.token, secure=self._came_over_https, flooding=self._flooding, refusals=self.refusals,
             ),
             max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
@@ -472,6 +475,9 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
                    help="require this access token on every HTTP request and WebSocket (as ?token=, a cookie, or "
                    "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
     p.add_argument("--no-avatars", dest="avatars", action="store_false", help="do not draw other players into the video")
+    p.add_argument("--optimise-chunks", type=_whole_number("optimise-chunks", 0, MAX_STEPS), default=0, metavar="STEPS",
+                   help="fit every new chunk to its keyframes with STEPS gsplat optimisation steps (a few hundred) before it is "
+                   "shown; needs CUDA and gsplat (default 0: off)")
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run generation on a Ray cluster's actors (docs/scale.md): auto joins this machine's cluster (or starts one), ADDRESS is HOST:6379 or ray://HOST:10001 (default: off, generation in this process)")
     p.add_argument("--ray-actors", type=_whole_number("ray-actors", 1), default=None, metavar="N",
@@ -501,7 +507,7 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
         session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token,
-        avatars=args.avatars, jobs_per_world=args.jobs_per_world,
+        avatars=args.avatars, jobs_per_world=args.jobs_per_world, optimise_chunk_steps=args.optimise_chunks,
         ray=None if args.ray is None else RaySettings(
             args.ray, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor,
             advertise_url=args.advertise_url, lease_ttl_s=max(1.0, args.lease_ttl),
@@ -559,6 +565,11 @@ def main(argv: list[str] | None = None, prog: str = "python server.py") -> int:
             renderer = create_renderer(config.renderer)
         except RuntimeError as e:  # gsplat without CUDA or without the package
             raise StartupError(f"--renderer {config.renderer}: {e}") from None
+        if config.optimise_chunk_steps:
+            try:
+                require_cuda_and_gsplat("chunk optimisation")
+            except RuntimeError as e:
+                raise StartupError(f"--optimise-chunks {config.optimise_chunk_steps}: {e}") from None
         return _serve(config, renderer)
     except StartupError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

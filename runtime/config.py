@@ -9,6 +9,7 @@ from pathlib import Path
 
 from runtime.quotas import Limits
 from runtime.scale.cluster import RaySettings
+from runtime.world.thread_priority import lower_thread_priority
 
 from runtime.stream.encoder import EncoderSettings
 from runtime.stream.media_pool import MediaPool, PinMemory
@@ -49,6 +50,8 @@ class ServerConfig:
         token: the access token every HTTP request and WebSocket handshake must carry
             (``runtime.stream.auth``); None: the server is open to anyone who reaches it.
         avatars: draw the other players into each player's video (``--no-avatars`` turns it off).
+        optimise_chunk_steps: fit every new chunk to its keyframes with this many gsplat
+            steps before it lands (``--optimise-chunks``; needs CUDA and gsplat); 0: off.
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +80,7 @@ class ServerConfig:
     jobs_per_world: int | None = None
     token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
     avatars: bool = True
+    optimise_chunk_steps: int = 0
 
     def encoder_settings(self, width: int, height: int) -> EncoderSettings:
         """A player's video encoding at ``width`` x ``height`` pixels (a stereo view is both eyes)."""
@@ -93,12 +97,16 @@ class Executors:
       holds the thread pool that encodes when there are no worker processes.
     * ``plan``: world.update (coverage probes), world loading and closing.
     * generation runs in each World's own worker thread (one per world), never here.
+
+    Planning, generation and saving run at a lower CPU priority than rendering, the event
+    loop and the encoders (``runtime.world.thread_priority``).
     """
 
     def __init__(self, media_processes: int | None = None, pin_memory: PinMemory | None = None) -> None:
         self.render = ThreadPoolExecutor(1, thread_name_prefix="render")
         self.media = MediaPool(media_processes, pin_memory=pin_memory)
-        self.plan = ThreadPoolExecutor(1, thread_name_prefix="plan")
+        # Planning and world loading are background work: they yield the CPU to rendering.
+        self.plan = ThreadPoolExecutor(1, thread_name_prefix="plan", initializer=lower_thread_priority)
 
     async def close(self) -> None:
         await self.media.stop()

@@ -42,6 +42,7 @@ from .gaussians import Gaussians
 from .generators.base import DepthEstimator, GenerationResult, Generator
 from .keyframes.frames import Frame
 from .keyframes.memory import FrameMemory
+from .keyframes.optimise import ChunkOptimiser
 from .movement.collision import SceneCollider
 from .movement.motion import MoveInput, Moved, head_step
 from .movement.motion import advance as motion_advance
@@ -52,6 +53,7 @@ from .render.video import PendingVideoFrames
 from .revisit.display import Display
 from .revisit.seen_masks import HiddenSplats
 from .revisit.seen_views import NO_CHUNK, SeenViews
+from .thread_priority import lower_thread_priority
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .sky import Sky
 from .keyframes.start_frame import START_IMAGE_SOURCE, StartFrame, kept_start_image, lift_start_frame
@@ -92,6 +94,9 @@ class World:
         max_concurrent_jobs: jobs generating at once, for this process only (not saved:
             a server whose generator is a pool of remote workers runs more); None:
             ``config.max_concurrent_jobs``.
+        chunk_optimiser: fits each new chunk to its keyframes before it lands (on the
+            generation worker, :mod:`.keyframes.optimise`); None: off. A process setting
+            like the renderer, not saved with the world.
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class World:
         start_image: np.ndarray | None = None,
         depth_estimator: DepthEstimator | None = None,
         max_concurrent_jobs: int | None = None,
+        chunk_optimiser: ChunkOptimiser | None = None,
     ) -> None:
         if generator is None:
             from .generators import create_generator
@@ -123,7 +129,10 @@ class World:
         if max_concurrent_jobs is not None and (int(max_concurrent_jobs) != max_concurrent_jobs or max_concurrent_jobs < 1):
             raise ValueError(f"max_concurrent_jobs must be an integer >= 1, got {max_concurrent_jobs}")
         max_concurrent_jobs = max_concurrent_jobs or config.max_concurrent_jobs
-        self.executor = executor or ThreadPoolExecutor(max_workers=max_concurrent_jobs, thread_name_prefix=f"world-{config.name}")
+        # Generation yields the CPU to the server's frame clock (thread_priority says why).
+        self.executor = executor or ThreadPoolExecutor(
+            max_workers=max_concurrent_jobs, thread_name_prefix=f"world-{config.name}", initializer=lower_thread_priority
+        )
         sky_fn = getattr(generator, "sky", None)
         sky = sky_fn(config.caption, config.seed, start_image) if callable(sky_fn) else Sky()
         # One planner lock (an RLock) for subscribers, jobs, view records, id counters and
@@ -146,6 +155,7 @@ class World:
             jobs=JobQueue(lock),
             events=EventBus(config.name, lock),
             stats=WorldStats(),
+            optimiser=chunk_optimiser,
         )
         # The parts that never change, by their names (the server and the store read them).
         self.config, self.generator, self.renderer, self.sky = config, generator, renderer, sky
@@ -273,9 +283,9 @@ class World:
     @property
     def lookahead_s(self) -> float:
         """How far ahead (seconds) views are predicted: ``config.lookahead_s``, or longer
-        when generating a job takes longer, so chunks land before the player arrives
-        (1.5 x the average job time + 0.5 s, at most 8 s)."""
-        return lookahead_seconds(self.config.lookahead_s, self._runner.average_job_s)
+        when a job takes longer to land, so chunks land before the player arrives
+        (see :func:`.frontier.planner.lookahead_seconds`)."""
+        return lookahead_seconds(self.config.lookahead_s, self._runner.average_job_s, self._runner.average_wait_s)
 
     # ------------------------------------------------------------------ applying results
     def apply(self, job: GenerationJob, result: GenerationResult) -> list[Chunk]:

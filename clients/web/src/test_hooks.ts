@@ -1,6 +1,8 @@
 // window.__worldstream: a read-only view of the client's state for the browser tests (and
 // for anyone curious in the devtools console), plus dropConnection() to test recovery.
+import { probeCapability } from "./local/render_mode";
 import type { GameSession } from "./session";
+import type { EyeCapture } from "./xr/vr_mode";
 
 export interface WorldstreamHooks {
   readonly ready: boolean;
@@ -35,7 +37,25 @@ export interface WorldstreamHooks {
   /** The video size asked of the server in the last hello. */
   readonly viewRequested: { width: number; height: number; stereo: boolean } | null;
   /** WebXR: in VR now, head poses sent, frames drawn in the headset, the last head pose sent. */
-  readonly vr: { active: boolean; buttonShown: boolean; vignette: number; xrFrames: number; headPosesSent: number; framesDrawn: number; lastHeadPose: unknown };
+  readonly vr: {
+    active: boolean; buttonShown: boolean; vignette: number; xrFrames: number; headPosesSent: number; framesDrawn: number;
+    /** Headset frames showing the video turned to the head pose (the frame's own pose known). */
+    framesReprojected: number; lastHeadPose: unknown; fovY: number | null;
+  };
+  /** Tests, VR: keep showing the current video frame (as if the network stalled), and read back the first eye's next picture. */
+  holdVrVideo(hold: boolean): void;
+  captureVrEye(): Promise<EyeCapture>;
+  /** Local rendering: mode in effect, whether it covers the video, frames, what the feed sent. */
+  readonly local: {
+    mode: string; showing: boolean; framesDrawn: number; fps: number; firstFrameMs: number | null;
+    chunks: number; chunksHeld: number; splats: number; pieces: number; bytes: number; badPieces: number;
+    avatars: number; pose: { position: number[]; yaw: number; pitch: number }; capability: unknown;
+    /** Ids of the chunks drawn, and the sky the welcome gave (null: the default). */
+    chunkIds: number[]; sky: unknown;
+  };
+  /** Draw a chosen view locally (OpenCV w2c and K, row-major) and return its RGBA pixels,
+   * top row first, base64. Makes the renderer if local mode never has. */
+  captureLocal(view: { w2c: number[]; K: number[]; width: number; height: number }): Promise<string>;
   /** Look change sent to the server so far (radians). */
   readonly lookSent: { yaw: number; pitch: number };
   dropConnection(): void;
@@ -133,7 +153,10 @@ export function exposeHooks(session: GameSession): void {
     },
     get vr() {
       const vr = session.vr;
-      return { active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent, framesDrawn: vr.framesDrawn, lastHeadPose: vr.lastHeadPose };
+      return {
+        active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent,
+        framesDrawn: vr.framesDrawn, framesReprojected: vr.framesReprojected, lastHeadPose: vr.lastHeadPose, fovY: vr.fovY,
+      };
     },
     get lookSent() {
       return { ...session.sender.lookSent };
@@ -141,8 +164,34 @@ export function exposeHooks(session: GameSession): void {
     get viewRequested() {
       return session.viewRequested;
     },
+    get local() {
+      const local = session.local;
+      const s = local.store.stats;
+      const p = local.predictor;
+      return {
+        mode: local.mode, showing: local.showing, framesDrawn: local.framesDrawn, fps: local.fps(),
+        firstFrameMs: local.firstFrameAt >= 0 && local.subscribedAt >= 0 ? local.firstFrameAt - local.subscribedAt : null,
+        chunks: s.chunksShown, chunksHeld: s.chunksHeld, splats: s.splats, pieces: s.pieces, bytes: s.bytes, badPieces: s.badPieces,
+        avatars: local.avatars.count, pose: { position: [...p.position], yaw: p.yaw, pitch: p.pitch }, capability: probeCapability(),
+        chunkIds: local.store.held().filter((c) => c.mesh).map((c) => c.id), sky: local.sky,
+      };
+    },
+    async captureLocal(view) {
+      const renderer = session.local.ensureRenderer();
+      session.local.avatars.update(session.world.players.values(), session.world.myId, view.height);
+      const rgba = await renderer.capture(view);
+      let text = "";
+      for (let i = 0; i < rgba.length; i += 0x8000) text += String.fromCharCode(...rgba.subarray(i, i + 0x8000));
+      return btoa(text);
+    },
     dropConnection() {
       session.dropConnection();
+    },
+    holdVrVideo(hold) {
+      session.vr.holdVideo = hold;
+    },
+    captureVrEye() {
+      return session.vr.capture();
     },
     refreshVideo() {
       session.refreshVideo();
