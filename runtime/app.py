@@ -476,7 +476,7 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
                    "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
     p.add_argument("--no-avatars", dest="avatars", action="store_false", help="do not draw other players into the video")
     p.add_argument("--optimise-chunks", type=_whole_number("optimise-chunks", 0, MAX_STEPS), default=0, metavar="STEPS",
-                   help="fit every new chunk to its keyframes with STEPS gsplat optimisation steps (a few hundred) before it is "
+                   help="fit every new chunk to its keyframes with STEPS gsplat optimisation steps (about 100) before it is "
                    "shown; needs CUDA and gsplat (default 0: off)")
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run generation on a Ray cluster's actors (docs/scale.md): auto joins this machine's cluster (or starts one), ADDRESS is HOST:6379 or ray://HOST:10001 (default: off, generation in this process)")
