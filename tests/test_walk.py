@@ -21,11 +21,9 @@ pytestmark = pytest.mark.timeout(900)
 # changes the scene (job order, lookahead), so they come and go with the machine's load.
 KNOWN_STUCK = {
     ("forest", 3): "stuck now and then at about (-8.3, -22.7), under a tree whose ground the scene lacks "
-    "(1 of 8 runs on a loaded machine, 2026-12-07); the climb into the canopy and the keyframes from under "
-    "the terrain that stuck it before (2 of 4 runs here) are fixed; what remains is not yet found",
-    ("snow", 3): "stuck now and then at about (1.7, -21.7) going up a ~30 degree slope: the floor of the ground "
-    "cell under the body's front edge lies 0.5-0.7 m above the feet (0.5 m cells, floors at their tops, the "
-    "feet 0.1 m low), so it reads as a wall; not yet fixed",
+    "(1 of 11 runs on a loaded machine, 2026-12-07, with a planner rule since dropped; 0 of 2 since); the "
+    "climb into the canopy and the keyframes from under the terrain that stuck it before (2 of 4 runs here) "
+    "are fixed; kept marked until it runs clean more often",
 }
 WALKS = [
     pytest.param(biome, seed, marks=[pytest.mark.xfail(reason=KNOWN_STUCK[biome, seed], strict=False)])

@@ -170,12 +170,6 @@ class FrontierPlanner:
         there = walk_target_eye_y(ax, az, ay, self.collider)
         if there is None:
             return probe
-        # Never lower: the first floor below a hole in the scene's ground may be a stray splat
-        # under the terrain, and a camera put under the terrain sees its inside (issue 16).
-        # Downhill, a keyframe from the current height looks from above the ground, which is
-        # safe. (Up, ``walk_target_eye_y`` itself goes at most a step.)
-        if there > ay:
-            return probe
         return dataclasses.replace(probe, position=np.array([ax, there, az], np.float32))
 
     def uncovered_views(self, players: Sequence[PlayerState], lookahead_s: float) -> list[UncoveredView]:
