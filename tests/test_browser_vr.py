@@ -2,12 +2,16 @@
 installed over the browser's own WebXR): Enter VR starts an immersive-vr session, the video
 turns stereo, the head pose reaches the server as ``head_pose`` at the headset's frame rate,
 moving and turning the emulated head moves the player and changes the picture, the thumbsticks
-walk and snap-turn, and leaving VR returns to the page and to mono video.
+walk and snap-turn, and leaving VR returns to the page and to mono video. A wall stops the
+head and the rig follows the server. And And the video frame shown is turned to the newest head
+pose (reprojection), checked on pixels read back from the headset's framebuffer.
 
 WebGL here is Chromium's software GL (SwiftShader); no GPU is involved."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import math
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime.client import WorldClient
 from tests.test_browser import (  # noqa: F401  (fixtures used by name)
     CHROMIUM,
     LAUNCH_ARGS,
@@ -28,6 +33,7 @@ from tests.test_browser import (  # noqa: F401  (fixtures used by name)
     wait_frames,
     world,
 )
+from tests.test_head_collision import WALL_M, wall_world
 
 ROOT = Path(__file__).resolve().parents[1]
 IWER = ROOT / "clients" / "web" / "node_modules" / "iwer" / "build" / "iwer.min.js"
@@ -207,3 +213,33 @@ def test_reprojection_turns_the_last_frame_to_the_newest_head_pose(browser, base
         page.wait_for_timeout(1500)
         flowing = eye_grey(page.evaluate("() => window.__worldstream.captureVrEye()"))
         assert flowing[:, width - band :].mean() > 8, "new frames for the new pose fill the eye"
+
+
+def test_a_wall_stops_the_head_and_the_rig_follows_the_server(browser, base_url):
+    """In a world that starts as a wall 1.5 m ahead, the head pushed 3 m forward stops in front
+    of it (server-side collision); the rig moves to where the server put the head
+    (frame_info.head_position), so stepping back 1 m moves the player back at once instead of
+    first undoing the 1.5 m proposed beyond the wall."""
+
+    async def create() -> str:
+        new = wall_world()
+        async with WorldClient(base_url, new_world=new, name="Builder", video=False):
+            return new.name
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+        name = pool.submit(asyncio.run, create()).result()
+    with headset_page(browser, link(base_url, name, "Walled"), 800, 450) as page:
+        page.click("#enter-vr")
+        page.wait_for_function(
+            "() => { const w = window.__worldstream; return w.viewRequested.stereo && w.connectionState === 'joined' && w.vr.framesDrawn > 5; }",
+            timeout=30_000,
+        )
+        assert vr(page)["collisionCorrections"] == 0
+        page.evaluate("() => { window.__xrDevice.position.z -= 3; }")  # 3 m forward (WebXR looks down -z)
+        page.wait_for_function("() => window.__worldstream.vr.collisionCorrections > 0", timeout=10_000)
+        wait_server_pose(page, "p.position[2] > 0.5")
+        page.wait_for_timeout(500)
+        stopped = me(page)["position"][2]
+        assert 0.5 < stopped < WALL_M - 0.1, ("the wall stops the head", stopped)
+        page.evaluate("() => { window.__xrDevice.position.z += 1; }")
+        wait_server_pose(page, f"p.position[2] < {stopped - 0.7}")

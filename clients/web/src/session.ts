@@ -329,6 +329,7 @@ export class GameSession {
         return;
       case "frame_info":
         this.latency.frameInfo(m.rtp_timestamp, m.input_seq);
+        this.vr.serverHead(m.input_seq, m.head_position);
         if (m.blocked) this.hud.blocked(performance.now());
         return;
       case "pong":

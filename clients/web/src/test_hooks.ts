@@ -39,7 +39,10 @@ export interface WorldstreamHooks {
   readonly vr: {
     active: boolean; buttonShown: boolean; vignette: number; xrFrames: number; headPosesSent: number; framesDrawn: number;
     /** Headset frames showing the video turned to the head pose (the frame's own pose known). */
-    framesReprojected: number; lastHeadPose: unknown; fovY: number | null;
+    framesReprojected: number;
+    /** Times the rig moved to where the server's collision put the head. */
+    collisionCorrections: number;
+    lastHeadPose: unknown; fovY: number | null;
   };
   /** Tests, VR: keep showing the current video frame (as if the network stalled), and read back the first eye's next picture. */
   holdVrVideo(hold: boolean): void;
@@ -143,7 +146,8 @@ export function exposeHooks(session: GameSession): void {
       const vr = session.vr;
       return {
         active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent,
-        framesDrawn: vr.framesDrawn, framesReprojected: vr.framesReprojected, lastHeadPose: vr.lastHeadPose, fovY: vr.fovY,
+        framesDrawn: vr.framesDrawn, framesReprojected: vr.framesReprojected, collisionCorrections: vr.collisionCorrections,
+        lastHeadPose: vr.lastHeadPose, fovY: vr.fovY,
       };
     },
     get lookSent() {

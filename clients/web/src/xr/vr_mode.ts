@@ -4,7 +4,8 @@
 //
 // The video is reprojected (reprojection.ts): each headset frame shows the last video frame
 // turned to the newest head orientation, so looking around responds at the headset's rate
-// whatever the network does. The server moves the head with collision (walls stop it).
+// whatever the network does. The server moves the head with collision (walls stop it) and
+// says where it put it (`frame_info.head_position`): the rig follows (`serverHead`).
 // Not here yet (issue 19): rendering the splats locally in the headset.
 import { el } from "../dom";
 import { INPUT_BURST, INPUT_RATE_HZ } from "../protocol";
@@ -12,7 +13,8 @@ import type { SettingsStore } from "../settings";
 import { EyeVideo } from "./eye_video";
 import { Locomotion } from "./locomotion";
 import { RateBudget } from "./rate_budget";
-import { SentOrientations, warpMatrix } from "./reprojection";
+import { warpMatrix } from "./reprojection";
+import { SentPoses } from "./sent_poses";
 import { Rig, type Quat, type Vec3 } from "./xr_math";
 
 // Head poses: at most 90% of the server's input rate (a 120 Hz headset sends ~108 a second).
@@ -22,6 +24,9 @@ const HEAD_POSE_BURST = INPUT_BURST / 2;
 // texture and the pose it was rendered for match. Where the page's frame callbacks stop in
 // an immersive session (some headset browsers), the headset frame copies the video itself.
 const PRESENTED_STALE_MS = 250;
+// Differences smaller than this between the head sent and where the server put it are
+// rounding (the server keeps float32 positions), not collision.
+const COLLISION_SLACK_M = 0.01;
 
 export interface VrHooks {
   /** The player's pose in the world when VR starts (where the rig is put). */
@@ -55,6 +60,8 @@ export class VrMode {
   headPosesSent = 0;
   framesDrawn = 0;
   framesReprojected = 0;
+  /** Times the rig was moved to where the server's collision put the head. */
+  collisionCorrections = 0;
   lastHeadPose: { position: Vec3; orientation: Quat } | null = null;
   /** Vertical field of view of the headset's eyes (radians), once known. */
   fovY: number | null = null;
@@ -63,7 +70,9 @@ export class VrMode {
   /** Tests: keep showing the video frame in the texture (as if the network stalled). */
   holdVideo = false;
   private readonly locomotion: Locomotion;
-  private readonly sent = new SentOrientations();
+  private readonly sent = new SentPoses();
+  /** Frames showing head poses up to this seq were rendered before the rig's last collision correction. */
+  private correctedThrough = -1;
   private readonly budget = new RateBudget(HEAD_POSE_RATE_HZ, HEAD_POSE_BURST);
   private session: XRSession | null = null;
   private space: XRReferenceSpace | null = null;
@@ -131,6 +140,7 @@ export class VrMode {
   /** A new connection: input seqs start again, so the poses sent so far name other frames. */
   restarted(): void {
     this.sent.clear();
+    this.correctedThrough = -1;
     this.shown = null;
   }
 
@@ -140,6 +150,24 @@ export class VrMode {
     this.eyes.upload(this.video);
     this.shown = { rtp, seq: null };
     this.presentedAt = performance.now();
+  }
+
+  /**
+   * A frame_info: where the server put the head for head pose `seq`. Collision stopped it
+   * short of where the rig sent it, so the rig moves by the difference (the server decides
+   * where the player is; otherwise walking into a wall would pile up an offset that walking
+   * back must first undo). Poses sent before a correction are not corrected for twice.
+   */
+  serverHead(seq: number, position: Vec3 | null): void {
+    const rig = this.rig;
+    if (!this.active || !rig || !position || seq <= this.correctedThrough) return;
+    const sent = this.sent.get(seq);
+    if (!sent) return;
+    const d: Vec3 = [position[0] - sent.position[0], position[1] - sent.position[1], position[2] - sent.position[2]];
+    if (Math.hypot(...d) < COLLISION_SLACK_M) return;
+    rig.position = [rig.position[0] + d[0], rig.position[1] + d[1], rig.position[2] + d[2]];
+    this.correctedThrough = this.sent.newest;
+    this.collisionCorrections += 1;
   }
 
   /** Tests: the first eye's picture as drawn in the next headset frame. */
@@ -181,7 +209,7 @@ export class VrMode {
       const seq = this.hooks.sendHeadPose(head.position, head.orientation);
       if (seq !== null) {
         this.headPosesSent += 1;
-        this.sent.add(seq, head.orientation);
+        this.sent.add(seq, head);
       }
     }
     this.draw(session, viewer);
@@ -196,7 +224,7 @@ export class VrMode {
     const shown = this.shown;
     if (!shown) return undefined;
     if (shown.seq === null && shown.rtp !== null) shown.seq = this.hooks.frameSeq(shown.rtp);
-    if (shown.seq !== null) shown.rendered ??= this.sent.get(shown.seq);
+    if (shown.seq !== null) shown.rendered ??= this.sent.get(shown.seq)?.orientation;
     return shown.rendered;
   }
 
