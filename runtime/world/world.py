@@ -275,9 +275,9 @@ class World:
     @property
     def lookahead_s(self) -> float:
         """How far ahead (seconds) views are predicted: ``config.lookahead_s``, or longer
-        when generating a job takes longer, so chunks land before the player arrives
-        (1.5 x the average job time + 0.5 s, at most 8 s)."""
-        return lookahead_seconds(self.config.lookahead_s, self._runner.average_job_s)
+        when a job takes longer to land, so chunks land before the player arrives
+        (see :func:`.frontier.planner.lookahead_seconds`)."""
+        return lookahead_seconds(self.config.lookahead_s, self._runner.average_job_s, self._runner.average_wait_s)
 
     # ------------------------------------------------------------------ applying results
     def apply(self, job: GenerationJob, result: GenerationResult) -> list[Chunk]:
