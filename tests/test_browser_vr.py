@@ -34,6 +34,7 @@ from tests.test_browser import (  # noqa: F401  (fixtures used by name)
     world,
 )
 from tests.test_head_collision import WALL_M, wall_world
+from tests.test_server import wait_idle
 
 ROOT = Path(__file__).resolve().parents[1]
 IWER = ROOT / "clients" / "web" / "node_modules" / "iwer" / "build" / "iwer.min.js"
@@ -100,7 +101,7 @@ def test_enter_vr_head_pose_locomotion_and_back(browser, base_url, world):
         # One head pose per headset frame (display rate; headless Chromium's frames are slow).
         page.wait_for_function(f"() => window.__worldstream.vr.headPosesSent > {vr(page)['headPosesSent'] + 10}", timeout=20_000)
         before = vr(page)
-        page.wait_for_timeout(2000)
+        page.wait_for_function(f"() => window.__worldstream.vr.xrFrames > {before['xrFrames'] + 20}", timeout=30_000)
         after = vr(page)
         frames, poses = after["xrFrames"] - before["xrFrames"], after["headPosesSent"] - before["headPosesSent"]
         assert frames > 10 and poses >= 0.9 * frames, (frames, poses)
@@ -223,7 +224,8 @@ def test_a_wall_stops_the_head_and_the_rig_follows_the_server(browser, base_url)
 
     async def create() -> str:
         new = wall_world()
-        async with WorldClient(base_url, new_world=new, name="Builder", video=False):
+        async with WorldClient(base_url, new_world=new, name="Builder", video=False) as builder:
+            await wait_idle(builder)  # chunks landing by the head could leave it inside geometry, where nothing stops it
             return new.name
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
