@@ -53,6 +53,7 @@ from .render.video import PendingVideoFrames
 from .revisit.display import Display
 from .revisit.seen_masks import HiddenSplats
 from .revisit.seen_views import NO_CHUNK, SeenViews
+from .thread_priority import lower_thread_priority
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .sky import Sky
 from .keyframes.start_frame import START_IMAGE_SOURCE, StartFrame, lift_start_frame
@@ -124,7 +125,10 @@ class World:
         if max_concurrent_jobs is not None and (int(max_concurrent_jobs) != max_concurrent_jobs or max_concurrent_jobs < 1):
             raise ValueError(f"max_concurrent_jobs must be an integer >= 1, got {max_concurrent_jobs}")
         max_concurrent_jobs = max_concurrent_jobs or config.max_concurrent_jobs
-        self.executor = executor or ThreadPoolExecutor(max_workers=max_concurrent_jobs, thread_name_prefix=f"world-{config.name}")
+        # Generation yields the CPU to the server's frame clock (thread_priority says why).
+        self.executor = executor or ThreadPoolExecutor(
+            max_workers=max_concurrent_jobs, thread_name_prefix=f"world-{config.name}", initializer=lower_thread_priority
+        )
         sky_fn = getattr(generator, "sky", None)
         sky = sky_fn(config.caption, config.seed, start_image) if callable(sky_fn) else Sky()
         # One planner lock (an RLock) for subscribers, jobs, view records, id counters and
