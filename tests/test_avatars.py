@@ -137,11 +137,11 @@ def test_a_player_moving_out_of_view_costs_the_others_no_render(server):
                     """B steps 2 cm right every 50 ms for 1.5 s; the pictures made meanwhile."""
                     await settled_frame(b, await b.send_head_pose((start_x, 0.0, z), yaw_quaternion(yaw)))
                     await wait_idle(a)  # chunks landing re-render everyone: not what is measured
-                    before = pictures_made(server.url)
+                    before = await asyncio.to_thread(pictures_made, server.url)  # off the clients' event loop
                     for i in range(30):
                         await b.send_head_pose((start_x + 0.02 * i, 0.0, z), yaw_quaternion(yaw))
                         await asyncio.sleep(0.05)
-                    after = pictures_made(server.url)
+                    after = await asyncio.to_thread(pictures_made, server.url)
                     return {how: after[how] - before[how] for how in after}
 
                 return await walk(-0.3, -3.0, math.pi), await walk(-0.3, 3.0, math.pi)

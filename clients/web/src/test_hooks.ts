@@ -2,7 +2,7 @@
 // for anyone curious in the devtools console), plus dropConnection() to test recovery.
 import { probeCapability } from "./local/render_mode";
 import type { GameSession } from "./session";
-import type { EyeCapture } from "./xr/vr_mode";
+import type { EyeCapture } from "./xr/eye_capture";
 
 export interface WorldstreamHooks {
   readonly ready: boolean;
@@ -43,6 +43,8 @@ export interface WorldstreamHooks {
     framesReprojected: number;
     /** Times the rig moved to where the server's collision put the head. */
     collisionCorrections: number;
+    /** Headset frames drawn from the splats in this browser (render mode local). */
+    localFramesDrawn: number;
     lastHeadPose: unknown; fovY: number | null;
   };
   /** Tests, VR: keep showing the current video frame (as if the network stalled), and read back the first eye's next picture. */
@@ -159,6 +161,7 @@ export function exposeHooks(session: GameSession): void {
       return {
         active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent,
         framesDrawn: vr.framesDrawn, framesReprojected: vr.framesReprojected, collisionCorrections: vr.collisionCorrections,
+        localFramesDrawn: vr.localFramesDrawn,
         lastHeadPose: vr.lastHeadPose, fovY: vr.fovY,
       };
     },

@@ -6,11 +6,13 @@
 // turned to the newest head orientation, so looking around responds at the headset's rate
 // whatever the network does. The server moves the head with collision (walls stop it) and
 // says where it put it (`frame_info.head_position`): the rig follows (`serverHead`).
-// Not here yet (issue 19): rendering the splats locally in the headset.
+// In render mode local, three.js draws the splats for each eye instead (local_xr.ts).
 import { el } from "../dom";
 import { INPUT_BURST, INPUT_RATE_HZ } from "../protocol";
 import type { SettingsStore } from "../settings";
+import { readEye, type EyeCapture } from "./eye_capture";
 import { EyeVideo } from "./eye_video";
+import type { LocalXr } from "./local_xr";
 import { Locomotion } from "./locomotion";
 import { RateBudget } from "./rate_budget";
 import { warpMatrix } from "./reprojection";
@@ -41,14 +43,10 @@ export interface VrHooks {
   frameSeq(rtp: number): number | null;
   /** The input seq of the newest frame_info received (null before any). */
   newestFrameSeq(): number | null;
+  /** Where the render mode is local: what draws the splats in the headset (else null: the video). */
+  localXr(): LocalXr | null;
 }
 
-/** One eye's picture read back (tests): grey levels (mean of R, G, B), rows bottom up as `readPixels` gives them. */
-export interface EyeCapture {
-  width: number;
-  height: number;
-  grey: number[];
-}
 
 export class VrMode {
   readonly button = el("button", "chip vr-button", { id: "enter-vr", type: "button", hidden: true, title: "Enter VR (WebXR headset)" }, ["Enter VR"]);
@@ -71,6 +69,7 @@ export class VrMode {
   holdVideo = false;
   private readonly locomotion: Locomotion;
   private readonly sent = new SentPoses();
+  private localXr: LocalXr | null = null;
   /** Frames showing head poses up to this seq were rendered before the rig's last collision correction. */
   private correctedThrough = -1;
   private readonly budget = new RateBudget(HEAD_POSE_RATE_HZ, HEAD_POSE_BURST);
@@ -112,6 +111,8 @@ export class VrMode {
   async enter(): Promise<void> {
     if (this.active || !navigator.xr) return;
     const session = await navigator.xr.requestSession("immersive-vr", { optionalFeatures: ["local-floor"] });
+    const local = this.hooks.localXr();
+    if (local) return this.enterLocal(session, local);
     const canvas = document.createElement("canvas");
     const gl = canvas.getContext("webgl2", { xrCompatible: true, antialias: false });
     if (!gl) {
@@ -122,6 +123,23 @@ export class VrMode {
     this.eyes = new EyeVideo(gl);
     session.updateRenderState({ baseLayer: new XRWebGLLayer(session, gl) });
     this.space = await session.requestReferenceSpace("local-floor").catch(() => session.requestReferenceSpace("local"));
+    this.started(session);
+    session.requestAnimationFrame((t, f) => this.frame(t, f));
+  }
+
+  /** Render mode local: three.js draws the splats for each eye (local_xr.ts); this class
+   * still moves the rig and sends the head pose, from three.js's headset frame. */
+  private async enterLocal(session: XRSession, local: LocalXr): Promise<void> {
+    this.localXr = local;
+    this.started(session);
+    this.announced = true; // no stereo video to ask for: the page draws the world itself
+    await local.start(session, (time, frame, space) => {
+      this.space = space;
+      return this.step(time, frame) ? this.rig : null;
+    });
+  }
+
+  private started(session: XRSession): void {
     this.session = session;
     this.active = true;
     this.rig = null; // placed on the first pose
@@ -130,7 +148,6 @@ export class VrMode {
     this.shown = null;
     this.button.textContent = "Exit VR";
     session.addEventListener("end", () => this.ended());
-    session.requestAnimationFrame((t, f) => this.frame(t, f));
   }
 
   async exit(): Promise<void> {
@@ -172,10 +189,18 @@ export class VrMode {
 
   /** Tests: the first eye's picture as drawn in the next headset frame. */
   capture(): Promise<EyeCapture> {
+    if (this.localXr) return this.localXr.capture();
     return new Promise((resolve) => this.captures.push(resolve));
   }
 
+  /** Headset frames drawn locally from the splats (render mode local). */
+  get localFramesDrawn(): number {
+    return this.localXr?.framesDrawn ?? 0;
+  }
+
   private ended(): void {
+    this.localXr?.stop();
+    this.localXr = null;
     this.session = null;
     this.space = null;
     this.active = false;
@@ -185,15 +210,31 @@ export class VrMode {
     this.hooks.changed(false);
   }
 
+  /** A headset frame of the video path: step, then draw the video for each eye. */
   private frame(time: number, frame: XRFrame): void {
     const session = this.session;
-    if (!session || !this.space) return;
+    if (!session) return;
     session.requestAnimationFrame((t, f) => this.frame(t, f));
+    const viewer = this.step(time, frame);
+    if (!viewer) return;
+    this.draw(session, viewer);
+    if (!this.announced && this.eyeSize) {
+      this.announced = true; // the eyes' size and field of view are known now
+      this.hooks.changed(true);
+    }
+  }
+
+  /** Every headset frame: the head pose, the sticks moving the rig, the pose to the server. */
+  private step(time: number, frame: XRFrame): XRViewerPose | null {
+    const session = this.session;
+    if (!session || !this.space) return null;
     const dt = this.lastTime === null ? 0 : Math.min((time - this.lastTime) / 1000, 0.1);
     this.lastTime = time;
     const viewer = frame.getViewerPose(this.space);
-    if (!viewer) return;
+    if (!viewer) return null;
     this.xrFrames += 1;
+    const first = viewer.views[0];
+    if (first) this.fovY = 2 * Math.atan(1 / first.projectionMatrix[5]!);
     const p = viewer.transform.position;
     const o = viewer.transform.orientation;
     const headXr: Vec3 = [p.x, p.y, p.z];
@@ -212,11 +253,7 @@ export class VrMode {
         this.sent.add(seq, head);
       }
     }
-    this.draw(session, viewer);
-    if (!this.announced && this.eyeSize) {
-      this.announced = true; // the eyes' size and field of view are known now
-      this.hooks.changed(true);
-    }
+    return viewer;
   }
 
   /** The orientation the frame in the texture was rendered with, when known. */
@@ -249,10 +286,7 @@ export class VrMode {
     viewer.views.forEach((view, i) => {
       const vp = layer.getViewport(view);
       if (!vp) return;
-      if (i === 0) {
-        this.eyeSize = { width: vp.width, height: vp.height };
-        this.fovY = 2 * Math.atan(1 / view.projectionMatrix[5]!);
-      }
+      if (i === 0) this.eyeSize = { width: vp.width, height: vp.height };
       gl.viewport(vp.x, vp.y, vp.width, vp.height);
       if (!eyes.hasPicture) return;
       const t = view.transform;
@@ -274,11 +308,7 @@ export class VrMode {
   }
 
   private readBack(gl: WebGL2RenderingContext, vp: XRViewport): void {
-    const rgba = new Uint8Array(vp.width * vp.height * 4);
-    gl.readPixels(vp.x, vp.y, vp.width, vp.height, gl.RGBA, gl.UNSIGNED_BYTE, rgba);
-    const grey = new Array<number>(vp.width * vp.height);
-    for (let i = 0; i < grey.length; i++) grey[i] = Math.round((rgba[4 * i]! + rgba[4 * i + 1]! + rgba[4 * i + 2]!) / 3);
-    const capture = { width: vp.width, height: vp.height, grey };
+    const capture = readEye(gl, vp);
     for (const resolve of this.captures.splice(0)) resolve(capture);
   }
 }
