@@ -206,8 +206,12 @@ class World:
         return self.advance(pose, move, dt).pose
 
     def advance(self, pose: Pose, move: MoveInput, dt: float) -> Moved:
-        """:meth:`move`, also saying whether the move was blocked (see :class:`.movement.motion.Moved`)."""
-        self.collider.sync(self.scene.snapshot())
+        """:meth:`move`, also saying whether the move was blocked (see :class:`.movement.motion.Moved`).
+
+        Collides with the collider's grids as they are: every change to the scene brings them
+        up to date in the thread that made it (a chunk landing is collidable once merged, tens
+        of ms later). Merging here would put that work in the frame clock's render thread.
+        """
         # A player standing on the start image's camera stays there until they walk, so the
         # first picture is the image; their first step settles them onto the ground.
         on_start = self._start_position is not None and np.array_equal(pose.position, self._start_position)
@@ -215,8 +219,8 @@ class World:
         return motion_advance(pose, move, dt, None if on_start and not walking else self.collider)
 
     def move_head(self, pose: Pose, head: Pose) -> Pose:
-        """Move ``pose`` to a VR ``head`` pose, with collision (walls stop the head; no gravity)."""
-        self.collider.sync(self.scene.snapshot())
+        """Move ``pose`` to a VR ``head`` pose, with collision (walls stop the head; no gravity);
+        against the collider as it is, like :meth:`advance`."""
         return head_step(pose, head, self.collider)
 
     # ------------------------------------------------------------------ planning
