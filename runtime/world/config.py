@@ -49,6 +49,10 @@ class WorldConfig:
             keyframe even where alpha covers it (view and ring probes: where the player
             stands), pitched down to ``detail_pitch_deg`` at most so it remakes the near
             ground too. 0 turns it off.
+        far_field_near_m, far_field_stride: the far field (see :mod:`.keyframes.far_field`):
+            every keyframe's surfaces at least ``far_field_near_m`` metres away, one splat
+            per ``far_field_stride`` keyframe pixels, drawn behind the scene in place of
+            the bare sky; 0 turns it off.
         revisit_radius_m, revisit_angle_deg: a player's view within this distance
             (metres) and angle (degrees) of a view a player was shown earlier is that
             view again: it is displayed as it was then (see :mod:`.seen_views`).
@@ -88,6 +92,8 @@ class WorldConfig:
     detail_reference_m: float = 5.0
     detail_pixel_deg: float = 60.0 / 360.0
     detail_pitch_deg: float = -15.0
+    far_field_near_m: float = 40.0
+    far_field_stride: int = 2
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -121,6 +127,10 @@ class WorldConfig:
                 f"WorldConfig.detail_reference_m must be in [0.1, 1000] m and detail_pixel_deg in [0.001, 10] degrees, "
                 f"got {self.detail_reference_m!r} and {self.detail_pixel_deg!r}"
             )
+        if not (self.far_field_near_m == 0.0 or 1.0 <= self.far_field_near_m <= 1000.0):
+            raise ValueError(f"WorldConfig.far_field_near_m must be 0 (off) or in [1, 1000] metres, got {self.far_field_near_m!r}")
+        if int(self.far_field_stride) != self.far_field_stride or not 1 <= self.far_field_stride <= 64:
+            raise ValueError(f"WorldConfig.far_field_stride must be an integer in [1, 64], got {self.far_field_stride!r}")
         if not 0.0 < self.revisit_angle_deg < 180.0:
             raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")
         # JSON round trips turn tuples into lists; keep tuples so configs compare equal.

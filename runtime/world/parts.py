@@ -48,6 +48,9 @@ class WorldStats:
     # and jobs a player's view asked for because what it shows was made too coarse.
     gaussians_refined: int = 0
     detail_jobs: int = 0
+    # The far field: splats it holds (summed over landings) and the time building them took.
+    far_gaussians: int = 0
+    far_field_ms: float = 0.0
     # Revisit consistency at display: views players were shown (all / frozen / found
     # unfinished, so shown plain), Gaussians of later chunks hidden from frozen views
     # (summed over masks), render calls for frozen-view groups, masks computed and their

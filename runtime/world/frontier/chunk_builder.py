@@ -18,6 +18,7 @@ from ..camera import Cameras
 from ..depth.align import align_to_known
 from ..gaussians import Gaussians
 from ..generators.base import GenerationResult
+from ..keyframes.far_field import far_gaussians
 from ..keyframes.frames import Frame
 from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
 from ..parts import WorldParts
@@ -145,7 +146,11 @@ class ChunkBuilder:
     ) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
         """Append ``gaussians`` as a chunk (retiring ``retire``'s Gaussians, see
         :meth:`.scene.Scene.append`) and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
-        memory frames at ``cams``; mark sky directions and explored cells (under the apply lock)."""
+        memory frames at ``cams``; mark sky directions and explored cells (under the apply lock).
+
+        The keyframes' far surfaces go to the far field first (:meth:`_land_far`), so its
+        chunk's id is below the scene chunk's: a view frozen with that chunk shows both."""
+        self._land_far(source, rgb, depth, cams)
         chunks = self.scene.append(gaussians, source, retire) if len(gaussians) else []
         chunk_id = chunks[0].id if chunks else -1
         frames = []
@@ -160,6 +165,21 @@ class ChunkBuilder:
             self.parts.sky_directions.mark(pixel_directions(cams)[sky])
         new_cells = self._mark_explored(frames)
         return chunks, frames, new_cells
+
+    def _land_far(self, source: ChunkSource, rgb: np.ndarray, depth: np.ndarray, cams: Cameras) -> None:
+        """Add the keyframes' far surfaces where the far field is thin (see
+        :mod:`.keyframes.far_field`) as one far chunk; nothing when it is off."""
+        near = self.config.far_field_near_m
+        if near <= 0:
+            return
+        started = time.perf_counter()
+        far = self.scene.snapshot().far
+        existing = self.renderer.render_alpha(SceneSnapshot(0, far), cams) if far else None
+        gaussians = far_gaussians(rgb, depth, cams, existing, near_m=near, stride=self.config.far_field_stride)
+        if len(gaussians):
+            self.scene.append_far(gaussians, source)
+            self.stats.far_gaussians += len(gaussians)
+        self.stats.far_field_ms += (time.perf_counter() - started) * 1e3
 
     def _keep_earlier_views(self, gaussians: Gaussians, cams: Cameras) -> Gaussians:
         """Drop the new Gaussians that would change what earlier keyframes show.
