@@ -11,11 +11,22 @@ standing 2-12 m ahead, all in view with their name tags. Timed per frame, interl
 
     .venv/bin/python -m bench.avatars                    # 640x360, 8 avatars, 60 frames
     .venv/bin/python -m bench.avatars --size 1280x720 --avatars 32 --json out.json
+
+``--loop`` measures what one player moving costs the others, through the session's real
+frame clock (:class:`runtime.frame_loop.FrameLoop`) over a generated world (CPU renderer;
+pictures go to a sink that drops them: encoding is not measured). Four sessions tick in
+turn, so a busy machine slows them alike: a still player watching the mover walk (in
+view), one the mover walks behind (out of view), and the mover alone at each place. Each
+tick (moving players, rendering and drawing every due view) is timed; the still player's
+cost is a session's time less that of the mover alone at the same place.
+
+    .venv/bin/python -m bench.avatars --loop --frames 30  # 640x360, 30 ticks
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
@@ -37,14 +48,128 @@ def crowd(count: int, seed: int = 0) -> list[Avatar]:
     return [Avatar((float(x[i]), 0.0, float(z[i])), float(rng.uniform(-3, 3)), f"player {i}", avatar_color(str(i))) for i in range(count)]
 
 
+class _DroppingVideo:
+    """A player's video that takes every picture and drops it (the encoder is not measured)."""
+
+    ready, closed, end_reason = True, False, ""
+
+    def __init__(self) -> None:
+        self.buffer: np.ndarray | None = None
+
+    def slot(self, nbytes: int) -> "_DroppingVideo":
+        if self.buffer is None or self.buffer.size != nbytes:
+            self.buffer = np.empty(nbytes, np.uint8)
+        return self
+
+    def fill(self, picture: np.ndarray) -> object:
+        return picture
+
+    def give_up(self) -> None:
+        pass
+
+    def offer(self, *args) -> None:
+        pass
+
+
+def _quat_wxyz(R: np.ndarray) -> tuple[float, float, float, float]:
+    """A rotation matrix ``[3, 3]`` as a unit quaternion (w, x, y, z)."""
+    r = np.asarray(R, np.float64)
+    w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
+    x = math.copysign(math.sqrt(max(0.0, 1 + r[0, 0] - r[1, 1] - r[2, 2])) / 2, r[2, 1] - r[1, 2])
+    y = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] + r[1, 1] - r[2, 2])) / 2, r[0, 2] - r[2, 0])
+    z = math.copysign(math.sqrt(max(0.0, 1 - r[0, 0] - r[1, 1] + r[2, 2])) / 2, r[1, 0] - r[0, 1])
+    return (w, x, y, z)
+
+
+def _head_pose(player, seq: int, pose: Pose) -> None:
+    """Give ``player`` an absolute head pose, as a VR client sends every frame."""
+    from protocol import messages as m
+
+    player.on_head_pose(m.HeadPose(seq=seq, position=tuple(map(float, pose.position)), orientation=_quat_wxyz(pose.c2w[:3, :3])))
+
+
+def loop_main(args, width: int, height: int) -> None:
+    """``--loop``: the still player's cost per tick through FrameLoop (see the module doc)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protocol import messages as m
+    from runtime.frame_loop import FrameLoop
+    from runtime.metrics import ServerMetrics
+    from runtime.player import Player
+    from runtime.world import PlayerState, World, WorldConfig
+    from runtime.world.render import create_renderer
+
+    world = World(WorldConfig(name="bench-avatars", seed=3), renderer=create_renderer("cpu"))
+    executor = ThreadPoolExecutor(1)
+    try:
+        spawn = world.spawn_pose()
+        world.update([PlayerState("bench", spawn)])
+        world.wait_idle(600)
+        view = m.View(width=width, height=height)
+
+        def player(pid: str) -> Player:
+            p = Player(pid, pid, view, (width, height), spawn, lambda msg: None)
+            p.video = _DroppingVideo()
+            return p
+
+        def ahead(pose: Pose, metres: float, right: float = 0.0) -> Pose:
+            out = Pose(pose.position.copy(), pose.yaw, 0.0)
+            out.position[0] += metres * np.sin(pose.yaw) + right * np.cos(pose.yaw)
+            out.position[2] += metres * np.cos(pose.yaw) - right * np.sin(pose.yaw)
+            return out
+
+        # The mover walks sideways 3 m ahead of the still player (in view), or 3 m behind it
+        # (out of view); each alone too, so the still player's cost compares like with like.
+        scenes = {"in_view": ("still", 3.0), "in_view_alone": (None, 3.0), "out_of_view": ("still", -3.0), "out_of_view_alone": (None, -3.0)}
+
+        async def run() -> dict[str, list[float]]:
+            metrics = ServerMetrics()
+            loops, times = {}, {name: [] for name in scenes}
+            for name, (still, _) in scenes.items():
+                players = {"mover": player("mover")} | ({still: player(still)} if still else {})
+                loops[name] = FrameLoop(name, world, players, 30.0, executor, metrics)
+            for tick in range(args.frames + 3):
+                for name, (still, distance) in scenes.items():
+                    players = loops[name].players
+                    _head_pose(players["mover"], tick, ahead(spawn, distance, right=-1.0 + 0.05 * tick))
+                    if still:
+                        _head_pose(players[still], tick, spawn)
+                    t0 = time.perf_counter()
+                    await loops[name].tick()
+                    if tick >= 3:  # the first ticks render everything (and compile)
+                        times[name].append((time.perf_counter() - t0) * 1e3)
+            return times
+
+        times = asyncio.run(run())
+    finally:
+        executor.shutdown()
+        world.close()
+    p50 = {name: percentile(t, 50) for name, t in times.items()}
+    row = {"size": f"{width}x{height}", "ticks": args.frames, **{f"{name}_tick_p50_ms": v for name, v in p50.items()}}
+    print(describe_machine())
+    print(f"{row['size']}, {args.frames} ticks, FrameLoop.tick p50:")
+    for name in ("out_of_view", "in_view"):
+        alone = p50[f"{name}_alone"]
+        row[f"still_{name}_ms"] = p50[name] - alone
+        print(
+            f"  mover {name.replace('_', ' ')} of a still player: {p50[name]:.2f} ms, mover alone there {alone:.2f} ms "
+            f"(still player's cost {p50[name] - alone:+.2f} ms)"
+        )
+    write_json(args.json, {"machine": machine(), "rows": [row]})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="640x360", help="picture WxH (default 640x360)")
     parser.add_argument("--avatars", type=int, default=8, help="other players in view (default 8)")
     parser.add_argument("--frames", type=int, default=60, help="frames timed (default 60)")
     parser.add_argument("--json", default=None, help="also write the numbers here")
+    parser.add_argument("--loop", action="store_true", help="a still player's cost through the frame clock while another moves")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
+    if args.loop:
+        return loop_main(args, width, height)
 
     scene = scene_from_chunks(typical_world(num_views=3, width=320, height=180, seed=0))
     renderer, sky, others = CpuRenderer(), Sky(), crowd(args.avatars)

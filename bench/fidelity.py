@@ -256,15 +256,11 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         attempts = 0
         while len(views) < args.novel and attempts < args.novel * 6:
             attempts += 1
-            s = rng.uniform(0.0, path.length)
-            x, z, heading = path.at(s)
-            off = rng.uniform(-args.offset, args.offset)
-            x, z = x + off * math.cos(heading), z - off * math.sin(heading)
-            pose = eye_pose(x, z, rng.uniform(-math.pi, math.pi), math.radians(rng.uniform(-args.pitch_deg, args.pitch_deg)), seed)
-            cam = pose.camera(W, H, VIEW_FOV)
-            t_rgb, t_depth = truth.render(cam)
-            if (t_depth[0] < 0.5).mean() > 0.02:
-                continue  # the camera starts inside an object
+            novel = draw_novel_view(truth, path, rng, args.offset, args.pitch_deg, seed, W, H)
+            if novel is None:
+                continue
+            pose, s, heading, cam, t_rgb, t_depth = novel
+            x, z = float(pose.position[0]), float(pose.position[2])
             w_out = world.render(cam)
             nearest = key_centers[np.argmin(np.linalg.norm(key_centers - pose.position, axis=1))] if len(key_centers) else pose.position
             c_rgb, _ = truth.render(cam, shade_from=nearest[None].astype(np.float64))
@@ -315,6 +311,26 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     finally:
         world.close()
     return out
+
+
+def draw_novel_view(truth: Truth, path: Path2D, rng: np.random.Generator, offset: float, pitch_deg: float, seed: int,
+                    width: int, height: int):
+    """One novel camera inside the explored strip: a point on ``path``, up to +-``offset`` m to
+    the side, any yaw, pitch within +-``pitch_deg``, at eye height over the generator's ground.
+
+    Returns ``(pose, s metres along the path, path heading, camera, truth rgb [1,H,W,3], truth
+    depth [1,H,W])``, or None when the camera starts inside an object (draw again).
+    """
+    s = rng.uniform(0.0, path.length)
+    x, z, heading = path.at(s)
+    off = rng.uniform(-offset, offset)
+    x, z = x + off * math.cos(heading), z - off * math.sin(heading)
+    pose = eye_pose(x, z, rng.uniform(-math.pi, math.pi), math.radians(rng.uniform(-pitch_deg, pitch_deg)), seed)
+    cam = pose.camera(width, height, VIEW_FOV)
+    t_rgb, t_depth = truth.render(cam)
+    if (t_depth[0] < 0.5).mean() > 0.02:
+        return None
+    return pose, s, heading, cam, t_rgb, t_depth
 
 
 def _keyframe_centers(world: World) -> np.ndarray:
@@ -476,14 +492,20 @@ def parse_args(argv=None):
         args.speeds, args.distance, args.novel, args.resolution, args.stream_fps = "3", 8.0, 4, "320x180", 10.0
         args.settle_s = 1.0
     args.width, args.height = (int(v) for v in args.resolution.lower().split("x"))
-    args.config_overrides = {}
-    for item in args.config:
+    args.config_overrides = config_overrides(args.config)
+    return args
+
+
+def config_overrides(items: list[str]) -> dict:
+    """``--config key=value`` items as ``WorldConfig`` overrides (JSON values; other text as strings)."""
+    out = {}
+    for item in items:
         key, _, value = item.partition("=")
         try:
-            args.config_overrides[key] = json.loads(value)
+            out[key] = json.loads(value)
         except json.JSONDecodeError:
-            args.config_overrides[key] = value
-    return args
+            out[key] = value
+    return out
 
 
 def run(args, log=print) -> dict:

@@ -575,7 +575,11 @@ class FrameInfo(Message):
     (aiortc's tracks count ``pts`` from 0) must add its first packet's timestamp back."""
 
     rtp_timestamp: int = spec(min=0, max=2**32 - 1, doc="the frame's RTP timestamp as in its packets (90 kHz clock)")
-    input_seq: int = spec(-1, min=-1, max=MAX_SEQ, doc="latest input/head_pose seq applied, -1 before any")
+    input_seq: int = spec(
+        -1, min=-1, max=MAX_SEQ,
+        doc="latest input/head_pose seq applied, -1 before any. When it is a head_pose's, the frame is rendered with "
+        "exactly that orientation (collision may stop the position, never the rotation): clients reproject by it",
+    )
     server_ms: float = spec(0.0, unit="ms", doc="server wall clock (Unix epoch) when encoded")
     mtp_ms: float = spec(-1.0, unit="ms", doc="input received -> frame encoded for input_seq, -1 if not new")
     blocked: bool = spec(False, doc="the player's latest move was blocked by the scene (walked into a wall): the client shows a small cue")

@@ -43,7 +43,8 @@ from runtime.stream.websocket import (
 )
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
-from runtime.world.render import create_renderer, cuda_available
+from runtime.world.keyframes.optimise import MAX_STEPS
+from runtime.world.render import create_renderer, cuda_available, require_cuda_and_gsplat
 
 log = logging.getLogger("worldstream")
 
@@ -472,6 +473,9 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
                    help="require this access token on every HTTP request and WebSocket (as ?token=, a cookie, or "
                    "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
     p.add_argument("--no-avatars", dest="avatars", action="store_false", help="do not draw other players into the video")
+    p.add_argument("--optimise-chunks", type=_whole_number("optimise-chunks", 0, MAX_STEPS), default=0, metavar="STEPS",
+                   help="fit every new chunk to its keyframes with STEPS gsplat optimisation steps (a few hundred) before it is "
+                   "shown; needs CUDA and gsplat (default 0: off)")
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run generation on a Ray cluster's actors (docs/scale.md): auto joins this machine's cluster (or starts one), ADDRESS is HOST:6379 or ray://HOST:10001 (default: off, generation in this process)")
     p.add_argument("--ray-actors", type=_whole_number("ray-actors", 1), default=None, metavar="N",
@@ -501,7 +505,7 @@ def config_from_args(args: argparse.Namespace, gpu: bool) -> ServerConfig:
         max_players=args.max_players, allowed_origins=frozenset(args.allow_origins), trusted_proxies=args.trust_proxy,
         generator_options=dict(args.generator_option), depth_model=args.depth_model,
         session_linger_s=args.world_linger, limits=limits_from_args(args), token=args.token,
-        avatars=args.avatars, jobs_per_world=args.jobs_per_world,
+        avatars=args.avatars, jobs_per_world=args.jobs_per_world, optimise_chunk_steps=args.optimise_chunks,
         ray=None if args.ray is None else RaySettings(
             args.ray, args.ray_actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor,
             advertise_url=args.advertise_url, lease_ttl_s=max(1.0, args.lease_ttl),
@@ -559,6 +563,11 @@ def main(argv: list[str] | None = None, prog: str = "python server.py") -> int:
             renderer = create_renderer(config.renderer)
         except RuntimeError as e:  # gsplat without CUDA or without the package
             raise StartupError(f"--renderer {config.renderer}: {e}") from None
+        if config.optimise_chunk_steps:
+            try:
+                require_cuda_and_gsplat("chunk optimisation")
+            except RuntimeError as e:
+                raise StartupError(f"--optimise-chunks {config.optimise_chunk_steps}: {e}") from None
         return _serve(config, renderer)
     except StartupError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -240,8 +240,21 @@ def cmd_import(args) -> int:
     return 0
 
 
+def _chunk_optimiser(steps: int | None):
+    """The gsplat chunk optimiser for ``--optimise-chunks STEPS``, or None when not asked for."""
+    if not steps:
+        return None
+    from runtime.world.keyframes.optimise import ChunkOptimiser
+
+    try:
+        return ChunkOptimiser.for_cuda(steps)
+    except (RuntimeError, ValueError) as e:  # no CUDA / gsplat, or steps out of range
+        raise CliError(f"--optimise-chunks {steps}: {e}") from None
+
+
 def _open_or_create_world(library, name: str, args, caption: str, start_image, depth_estimator=None):
-    kwargs = {"renderer": _renderer(args.renderer), "depth_estimator": depth_estimator}
+    kwargs = {"renderer": _renderer(args.renderer), "depth_estimator": depth_estimator,
+              "chunk_optimiser": _chunk_optimiser(getattr(args, "optimise_chunks", None))}
     if library.exists(name):
         return library.open(name, **kwargs), False
     return library.create(_world_config(name, args, caption), start_image=start_image, **kwargs), True
@@ -503,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=_size, default=None, metavar="WxH", help="video size (default: the trajectory's image size)")
     p.add_argument("--fps", type=_positive(float), default=16.0, help="video frame rate (default 16, as Lyra)")
     p.add_argument("--world", default=None, help="world to create or extend (default: named after the output file)")
+    p.add_argument("--optimise-chunks", type=_positive(int), default=None, metavar="STEPS",
+                   help="fit every new chunk to its keyframes with STEPS gsplat steps (a few hundred; needs CUDA and gsplat; default off)")
     generation_options(p)
     p.set_defaults(func=cmd_render)
 

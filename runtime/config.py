@@ -49,6 +49,8 @@ class ServerConfig:
         token: the access token every HTTP request and WebSocket handshake must carry
             (``runtime.stream.auth``); None: the server is open to anyone who reaches it.
         avatars: draw the other players into each player's video (``--no-avatars`` turns it off).
+        optimise_chunk_steps: fit every new chunk to its keyframes with this many gsplat
+            steps before it lands (``--optimise-chunks``; needs CUDA and gsplat); 0: off.
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +79,7 @@ class ServerConfig:
     jobs_per_world: int | None = None
     token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
     avatars: bool = True
+    optimise_chunk_steps: int = 0
 
     def encoder_settings(self, width: int, height: int) -> EncoderSettings:
         """A player's video encoding at ``width`` x ``height`` pixels (a stereo view is both eyes)."""

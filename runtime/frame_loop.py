@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,13 +25,32 @@ from runtime.player import Player
 from runtime.stream.video_sink import PictureSlot, VideoSink
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
-from runtime.world.render.avatars import Avatar, avatar_color, draw_avatars
+from runtime.world.render.avatars import Avatar, avatar_color, draw_avatars, visible_avatars
 from runtime.world.render.i420 import i420_size
-from runtime.world.render.video import PendingVideoFrames
+from runtime.world.render.video import PendingVideoFrames, stitch_i420
 
 log = logging.getLogger("worldstream.session")
 
 RENDER_FAILURE_LOG_S = 10.0  # a view that keeps failing logs its traceback this often
+
+
+@dataclass(frozen=True)
+class _ViewPlan:
+    """What one player's picture depends on this tick.
+
+    Attributes:
+        scene_key: its view of the scene (``Player.view_key``): the scene is rendered again when it changes.
+        seen: per eye, the other players in view (their poses and names): drawn on the scene.
+        keep_scene: others are in the world: keep a copy of the scene alone, for drawing them again.
+    """
+
+    scene_key: tuple
+    seen: tuple[tuple[Avatar, ...], ...]
+    keep_scene: bool
+
+    @property
+    def key(self) -> tuple:
+        return (self.scene_key, self.seen)
 
 
 class FrameLoop:
@@ -107,23 +127,30 @@ class FrameLoop:
             # Read before rendering: if a chunk lands meanwhile, the next tick draws again.
             version = world.scene.version
             avatars = self._avatars(players)
-            # Anyone moving changes what the others see: the key holds every avatar.
-            avatar_key = tuple((pid, a.position, a.yaw) for pid, a in avatars.items())
             groups: dict[tuple[int, int], list[Player]] = {}
+            overlays: list[Player] = []
             staged = {}  # player id -> what its video's offer() takes
-            keys = {}
+            plans = {p.id: self._plan(p, version, avatars) for p in due}
             for player in due:
-                keys[player.id] = (player.view_key(version), avatar_key)
+                plan = plans[player.id]
                 last_video, last_staged = player.last_picture
-                if keys[player.id] == player.last_view_key and last_video is videos[player.id] and last_staged is not None:
-                    staged[player.id] = last_staged  # standing still: the same picture again
+                if plan.key == player.last_view_key and last_video is videos[player.id] and last_staged is not None:
+                    staged[player.id] = last_staged  # nothing in view changed: the same picture again
+                elif player.scene_picture is not None and player.scene_picture[0] == plan.scene_key:
+                    overlays.append(player)  # only the players in view moved: draw them on the scene again
                 else:
                     groups.setdefault(player.eye_size, []).append(player)
             start = time.perf_counter()
-            for player in self._render_views(world, list(groups.values()), videos, staged, avatars):
+            done = self._render_views(world, list(groups.values()), videos, staged, plans)
+            done += self._overlay_views(overlays, videos, staged, plans)
+            for player in done:
                 player.last_picture = (videos[player.id], staged[player.id])
-                player.last_view_key = keys[player.id]
-            return staged, (time.perf_counter() - start) if groups else None, job_started, time.monotonic()
+                player.last_view_key = plans[player.id].key
+            pictures = self.metrics.pictures
+            pictures.labels("repeated").inc(len(due) - len(overlays) - sum(map(len, groups.values())))
+            pictures.labels("avatars").inc(len(overlays))
+            pictures.labels("rendered").inc(sum(map(len, groups.values())))
+            return staged, (time.perf_counter() - start) if groups or overlays else None, job_started, time.monotonic()
 
         staged, render_s, job_started, job_done = await self._loop.run_in_executor(self.render_executor, move_and_render)
         resumed = time.monotonic()
@@ -156,7 +183,40 @@ class FrameLoop:
             for p in players
         }
 
-    def _render_views(self, world, groups: list[list[Player]], videos: dict, staged: dict, avatars: dict[str, Avatar]) -> list[Player]:
+    def _plan(self, player: Player, version: int, avatars: dict[str, Avatar]) -> "_ViewPlan":
+        """What ``player``'s picture depends on this tick: its view of the scene, and the
+        other players in view of each eye (one moving elsewhere changes nothing here)."""
+        others = [a for pid, a in avatars.items() if pid != player.id]
+        seen: tuple[tuple[Avatar, ...], ...] = ()
+        if others:
+            c = player.cameras()
+            seen = tuple(tuple(visible_avatars(c.width, c.height, c.w2c[e], c.K[e], others)) for e in range(len(c)))
+        return _ViewPlan(player.view_key(version), seen, keep_scene=bool(others))
+
+    def _overlay_views(self, members: list[Player], videos: dict, staged: dict, plans: dict[str, "_ViewPlan"]) -> list[Player]:
+        """Pictures for players whose scene is unchanged since their last render: the other
+        players in view drawn on a copy of it (no render). Runs in the render thread."""
+        done = []
+        for p in members:
+            eyes = p.scene_picture[1]
+            c = p.cameras()
+            slot = videos[p.id].slot(i420_size(c.width * len(c), c.height))
+            try:
+                if len(eyes) == 1 and slot.buffer is not None:  # straight into the video's buffer
+                    np.copyto(slot.buffer, eyes[0])
+                    pictures = [slot.buffer]
+                else:
+                    pictures = [e.copy() for e in eyes]
+                for eye, picture in enumerate(pictures):
+                    draw_avatars(picture, c.width, c.height, c.w2c[eye], c.K[eye], plans[p.id].seen[eye])
+                staged[p.id] = slot.fill(pictures[0] if len(pictures) == 1 else stitch_i420(pictures, c.width, c.height))
+                done.append(p)
+            except Exception:
+                slot.give_up()
+                self._render_failed(p)
+        return done
+
+    def _render_views(self, world, groups: list[list[Player]], videos: dict, staged: dict, plans: dict[str, "_ViewPlan"]) -> list[Player]:
         """Render every group's views (one batch per image size) into ``staged``; returns the
         players that got a picture (a player missing from ``staged`` got none). Runs in the
         render thread.
@@ -184,12 +244,12 @@ class FrameLoop:
                 failed(members)
         for members, cams, slots, pending in batches:
             try:
-                done += self._collect(members, cams, slots, pending, staged, avatars)
+                done += self._collect(members, cams, slots, pending, staged, plans)
             except Exception:
                 failed(members)
         for player in retry:  # alone, so one bad view fails only itself
             try:
-                done += self._collect([player], *self._submit(world, [player], videos), staged, avatars)
+                done += self._collect([player], *self._submit(world, [player], videos), staged, plans)
             except Exception:
                 self._render_failed(player)
         return done
@@ -217,10 +277,11 @@ class FrameLoop:
 
     @staticmethod
     def _collect(
-        members, cams, slots: dict[str, PictureSlot], pending: PendingVideoFrames, staged: dict, avatars: dict[str, Avatar]
+        members, cams, slots: dict[str, PictureSlot], pending: PendingVideoFrames, staged: dict, plans: dict[str, "_ViewPlan"]
     ) -> list[Player]:
-        """Wait for one batch, draw the other players into each member's picture and fill its
-        slot; on failure give the slots up."""
+        """Wait for one batch; keep each member's scene alone (when others are in the world),
+        draw the other players in view into its picture and fill its slot; on failure give
+        the slots up."""
         try:
             frames = pending.wait()
         except Exception:
@@ -229,9 +290,12 @@ class FrameLoop:
             raise
         i = 0
         for p, c in zip(members, cams):
-            others = [a for pid, a in avatars.items() if pid != p.id]
-            for eye in range(len(c)) if others else ():
-                draw_avatars(frames.picture(i + eye), c.width, c.height, c.w2c[eye], c.K[eye], others)
+            plan = plans[p.id]
+            eyes = [frames.picture(i + eye) for eye in range(len(c))]
+            p.scene_picture = (plan.scene_key, [e.copy() for e in eyes]) if plan.keep_scene else None
+            for eye, seen in enumerate(plan.seen):
+                if seen:
+                    draw_avatars(eyes[eye], c.width, c.height, c.w2c[eye], c.K[eye], seen)
             staged[p.id] = slots[p.id].fill(frames.side_by_side(i, len(c)))
             i += len(c)
         return members

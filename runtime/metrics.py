@@ -24,6 +24,13 @@ class ServerMetrics:
             ["reason"],
             registry=r,
         )
+        self.pictures = Counter(
+            "worldstream_pictures",
+            "Player pictures made per tick, by how: rendered (the scene drawn), avatars (only the other players in "
+            "view moved: drawn again on a copy of the scene) or repeated (nothing in view changed)",
+            ["how"],
+            registry=r,
+        )
         self.sent_fps = Gauge("worldstream_sent_fps", "Frames sent per second, summed over players", registry=r)
         self.render_seconds = Histogram(
             "worldstream_frame_render_seconds", "Time to render one batch of player views", buckets=_MS_BUCKETS, registry=r

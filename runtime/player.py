@@ -85,6 +85,10 @@ class Player:
         # it was drawn for: offered again while neither changes.
         self.last_view_key: tuple | None = None
         self.last_picture: tuple[object, object] = (None, None)
+        # The scene alone (no avatars) as last drawn, per eye (I420 copies), and the view_key
+        # it was drawn for: when only the avatars in view change, they are drawn on a copy of
+        # it instead of rendering the scene again. None while alone in the world.
+        self.scene_picture: tuple[tuple, list[np.ndarray]] | None = None
         self.render_failed_logged_at = -1e9  # monotonic s; the frame loop logs a failing view at most every few seconds
         # measurements
         self.mtp_ms: collections.deque[float] = collections.deque(maxlen=600)

@@ -38,6 +38,7 @@ from runtime.world.world import World, WorldConfig
 from runtime.world.depth import DepthMapError, decode_depth_png, load_depth_estimator
 from runtime.world.formats.exif import fov_y_from_exif
 from runtime.world.generators import create_generator
+from runtime.world.keyframes.optimise import ChunkOptimiser
 from runtime.world.keyframes.start_frame import seed_world
 from runtime.world.store import WorldLibrary, errors
 
@@ -181,6 +182,8 @@ class WorldSource:
         config.worlds.mkdir(parents=True, exist_ok=True)
         self.library = WorldLibrary(config.worlds)
         log.info("worlds: saved under %s", config.worlds.resolve())
+        # --optimise-chunks: one optimiser (one CUDA stream) shared by every world's generation worker.
+        self.optimiser = ChunkOptimiser.for_cuda(config.optimise_chunk_steps) if config.optimise_chunk_steps else None
         # With --ray, generators run on the cluster's actors; connected by start_generation().
         self.generation = RayGeneration(config.ray) if config.ray is not None else None
 
@@ -208,7 +211,10 @@ class WorldSource:
         else:
             generator = create_generator(generator_name, **generator_options(generator_name, self.config))
             jobs = self.config.jobs_per_world
-        return {"renderer": self.renderer, "generator": generator, "depth_estimator": estimator, "max_concurrent_jobs": jobs}
+        return {
+            "renderer": self.renderer, "generator": generator, "depth_estimator": estimator, "max_concurrent_jobs": jobs,
+            "chunk_optimiser": self.optimiser,
+        }
 
     def exists(self, name: str) -> bool:
         return bool(self.library.exists(name))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import urllib.request
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from protocol import messages as m
 from runtime.client import WorldClient
 from runtime.world.camera import Pose
-from runtime.world.render.avatars import EYE_HEIGHT, Avatar, avatar_color, draw_avatars, label_text
+from runtime.world.render.avatars import EYE_HEIGHT, Avatar, avatar_color, draw_avatars, label_text, visible_avatars
 from runtime.world.render.video import split_planes
 from tests.test_server import settled_frame, unique, wait_idle
 
@@ -107,8 +108,71 @@ def test_two_players_see_each_other(server):
     asyncio.run(scenario())
 
 
+def pictures_made(url: str) -> dict[str, float]:
+    """``worldstream_pictures_total`` by ``how`` from the server's /metrics."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    counts = {"rendered": 0.0, "avatars": 0.0, "repeated": 0.0}
+    for line in text.splitlines():
+        if line.startswith("worldstream_pictures_total{"):
+            counts[line.split('how="')[1].split('"')[0]] = float(line.split()[-1])
+    return counts
+
+
+def test_a_player_moving_costs_the_others_no_render(server):
+    """B walks (head poses every 50 ms) while A stands still: with B out of A's view, A's
+    picture is repeated, not rendered again; with B in view, only B is drawn again on A's
+    kept scene. Before, any move re-rendered every other player's whole scene."""
+
+    async def scenario():
+        name = unique("avatar-cost")
+        async with WorldClient(server.url, new_world=m.NewWorld(name=name, seed=5), name="Ada") as a:
+            async with WorldClient(server.url, world=name, name="Bob") as b:
+                await wait_idle(a)
+                await a.next_frame()
+                await settled_frame(a, await a.send_head_pose((0.0, 0.0, 0.0), yaw_quaternion(0.0)))
+
+                async def walk(start_x: float, z: float, yaw: float) -> dict[str, float]:
+                    """B steps 2 cm right every 50 ms for 1.5 s; the pictures made meanwhile."""
+                    await settled_frame(b, await b.send_head_pose((start_x, 0.0, z), yaw_quaternion(yaw)))
+                    before = pictures_made(server.url)
+                    for i in range(30):
+                        await b.send_head_pose((start_x + 0.02 * i, 0.0, z), yaw_quaternion(yaw))
+                        await asyncio.sleep(0.05)
+                    after = pictures_made(server.url)
+                    return {how: after[how] - before[how] for how in after}
+
+                return await walk(-0.3, -3.0, math.pi), await walk(-0.3, 3.0, math.pi)
+
+    behind, ahead = asyncio.run(scenario())
+    # Each tick: B's own picture is rendered (it moved); A's is repeated, or has B drawn again.
+    assert behind["rendered"] > 5 and behind["repeated"] >= 0.6 * behind["rendered"], behind
+    assert ahead["rendered"] > 5 and ahead["avatars"] >= 0.6 * ahead["rendered"], ahead
+    assert ahead["repeated"] < 0.3 * ahead["avatars"], "B moves in A's view: A's picture must change"
+
+
+def test_visible_avatars_are_those_drawn():
+    """The cache key's avatars (visible_avatars) include every one that changes a pixel, for
+    players all around the camera, near and far, many at the picture's edges; and few more."""
+    rng = np.random.default_rng(3)
+    cam = Pose(np.zeros(3)).camera(W, H)
+    drawn_count = extra = 0
+    for i in range(400):
+        distance, bearing = rng.uniform(0.3, 60.0), rng.uniform(-1.2, 1.2)
+        avatar = Avatar((distance * math.sin(bearing), rng.uniform(-2.0, 2.0), distance * math.cos(bearing)), 0.0, f"p{i}", (200, 40, 40))
+        picture = grey_picture()
+        draw_avatars(picture, W, H, cam.w2c[0], cam.K[0], [avatar])
+        drawn = bool((picture != 128).any())
+        visible = visible_avatars(W, H, cam.w2c[0], cam.K[0], [avatar]) == [avatar]
+        assert visible or not drawn, f"{avatar} changes pixels but is not in the key"
+        drawn_count += drawn
+        extra += visible and not drawn
+    assert drawn_count > 100 and extra < 0.1 * drawn_count, (drawn_count, extra)
+
+
 def test_avatar_bench_runs(tmp_path, capsys):
     from bench.avatars import main
 
     main(["--frames", "2", "--size", "160x90", "--avatars", "3", "--json", str(tmp_path / "avatars.json")])
     assert "avatars drawn" in capsys.readouterr().out and (tmp_path / "avatars.json").exists()
+    main(["--loop", "--frames", "2", "--size", "160x90"])
+    assert "still player's cost" in capsys.readouterr().out

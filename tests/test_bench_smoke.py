@@ -130,3 +130,11 @@ def test_start_image_bench_runs(tmp_path, capsys):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["world_folder_kb"] < row["png_kb"] + 10 < row["raw_npz_mb"] * 1e3
     assert "world folder KB" in capsys.readouterr().out
+
+
+def test_webrtc_check_connects_two_local_peers(capsys):
+    from bench import webrtc_check
+
+    assert webrtc_check.main(["--timeout", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "cryptography" in out and "connected" in out

@@ -8,9 +8,11 @@ WebGL here is Chromium's software GL (SwiftShader); no GPU is involved."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.test_browser import (  # noqa: F401  (fixtures used by name)
@@ -61,16 +63,25 @@ def wait_server_pose(page, condition: str, timeout_ms: int = 10_000) -> None:
     )
 
 
-def test_enter_vr_head_pose_locomotion_and_back(browser, base_url, world):
-    context = browser.new_context(viewport={"width": 800, "height": 450})
+@contextlib.contextmanager
+def headset_page(browser, url: str, width: int, height: int):
+    """A page at ``url`` with an emulated Quest 3, its video playing and Enter VR shown."""
+    context = browser.new_context(viewport={"width": width, "height": height})
     try:
         context.add_init_script(path=str(IWER))
         context.add_init_script(INSTALL_QUEST)
         page = context.new_page()
         page.on("pageerror", lambda error: print(f"page error: {error}"))
-        page.goto(link(base_url, world, "Headset"))
+        page.goto(url)
         wait_frames(page, 2, timeout_s=30)
         page.wait_for_function("() => window.__worldstream.vr.buttonShown", timeout=10_000)
+        yield page
+    finally:
+        context.close()
+
+
+def test_enter_vr_head_pose_locomotion_and_back(browser, base_url, world):
+    with headset_page(browser, link(base_url, world, "Headset"), 800, 450) as page:
         start = me(page)
 
         # ---- enter: stereo video, head poses at the headset's rate, frames drawn per eye ----
@@ -129,5 +140,70 @@ def test_enter_vr_head_pose_locomotion_and_back(browser, base_url, world):
         frames = state(page)["frames"]
         wait_frames(page, frames + 3, timeout_s=20)
         assert page.locator("#hud").is_visible()
-    finally:
-        context.close()
+
+
+def eye_grey(capture: dict) -> np.ndarray:
+    """A captured eye picture as a grey ``[H, W]`` array, top row first (``readPixels`` gives bottom up)."""
+    return np.asarray(capture["grey"], np.float32).reshape(capture["height"], capture["width"])[::-1]
+
+
+def turned(before: np.ndarray, angle: float, fov_y: float) -> tuple[np.ndarray, np.ndarray]:
+    """What an eye picture ``before`` (``[H, W]`` grey, square pixels, vertical field of view
+    ``fov_y``) looks like after the head turns ``angle`` radians right, each pixel taken from
+    the one its ray came from (nearest); and the mask of pixels whose ray ``before`` covers."""
+    h, w = before.shape
+    f = (h / 2) / math.tan(fov_y / 2)
+    x = (np.arange(w) + 0.5 - w / 2) / f  # the ray (x, y, 1) of each pixel, y down
+    y = (np.arange(h) + 0.5 - h / 2) / f
+    x, y = np.meshgrid(x, y)
+    # The turned head's ray in the unturned head: a turn right about the vertical.
+    c, s = math.cos(angle), math.sin(angle)
+    xr, zr = c * x + s, -s * x + c
+    u = np.floor(f * xr / zr + w / 2).astype(int)
+    v = np.floor(f * y / zr + h / 2).astype(int)
+    inside = (zr > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    out = np.zeros_like(before)
+    out[inside] = before[v[inside], u[inside]]
+    return out, inside
+
+
+def test_reprojection_turns_the_last_frame_to_the_newest_head_pose(browser, base_url, world):
+    """The video frame shown in the headset is turned to the newest head orientation: with the
+    video held (as if the network stalled), turning the head 6 degrees right moves the picture
+    left by the eye's focal length times tan(6 degrees), and the part the frame never covered is
+    black; once the video flows again, frames rendered for the new pose fill the view."""
+    # An eye as wide for its height as the server's (320x180 stereo: 160x180 per eye), so the
+    # rendered picture covers the eye's view exactly when nothing has turned.
+    with headset_page(browser, link(base_url, world, "Timewarp"), 320, 360) as page:
+        page.click("#enter-vr")
+        page.wait_for_function(
+            "() => { const w = window.__worldstream; return w.viewRequested.stereo && w.connectionState === 'joined' && w.vr.framesReprojected > 20; }",
+            timeout=40_000,
+        )
+        page.wait_for_timeout(1000)  # the frames shown are rendered for this (still) head pose
+
+        page.evaluate("() => window.__worldstream.holdVrVideo(true)")
+        # The held frame's pose is known once its frame_info is matched (it may trail the frame).
+        held = vr(page)["framesReprojected"]
+        page.wait_for_function(f"() => window.__worldstream.vr.framesReprojected > {held + 3}", timeout=10_000)
+        before = eye_grey(page.evaluate("() => window.__worldstream.captureVrEye()"))
+        angle = math.radians(6)
+        page.evaluate(f"() => window.__xrDevice.quaternion.set(0, Math.sin({-angle / 2}), 0, Math.cos({-angle / 2}))")
+        page.wait_for_timeout(300)  # a few headset frames with the new pose
+        after = eye_grey(page.evaluate("() => window.__worldstream.captureVrEye()"))
+        fov_y = vr(page)["fovY"]
+        expected, inside = turned(before, angle, fov_y)
+        assert before.std() > 5, "the eye should show the world, not a flat colour"
+        error = float(np.abs(after - expected)[inside].mean())
+        unturned = float(np.abs(after - before)[inside].mean())
+        assert error < 6 and error < 0.5 * unturned, f"the held frame, turned: off by {error:.1f} grey levels (unturned: {unturned:.1f})"
+        assert after[~inside].max() < 8, "turning right shows black where the held frame has nothing"
+        width = before.shape[1]
+        band = width - int(np.argmax(~inside[before.shape[0] // 2]))  # the black band on the right
+        assert band > 10 and before[:, width - band :].mean() > 8
+
+        # The video flows again: frames rendered for the turned head cover the whole eye.
+        page.evaluate("() => window.__worldstream.holdVrVideo(false)")
+        page.wait_for_timeout(1500)
+        flowing = eye_grey(page.evaluate("() => window.__worldstream.captureVrEye()"))
+        assert flowing[:, width - band :].mean() > 8, "new frames for the new pose fill the eye"

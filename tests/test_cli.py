@@ -205,6 +205,18 @@ def test_serve_refuses_in_one_line(tmp_path):
     assert help_text.returncode == 0 and help_text.stdout.startswith("usage: worldstream serve"), help_text.stdout[:200]
 
 
+def test_optimise_chunks_without_a_gpu_is_one_line(tmp_path):
+    from runtime.world.render import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has a CUDA GPU")
+    served = run_cli("serve", "--port", "0", "--optimise-chunks", "300", "--worlds", str(tmp_path / "w"), cwd=tmp_path)
+    assert_one_line_error(served, "--optimise-chunks 300:", "CUDA")
+    rendered = run_cli("--worlds", str(tmp_path / "w"), "render", "o.mp4", "--preset", "zoom-in", "--optimise-chunks", "300", cwd=tmp_path)
+    assert_one_line_error(rendered, "--optimise-chunks 300:", "CUDA")
+    assert_user_error(run_cli("serve", "--optimise-chunks", "-1", cwd=tmp_path), "--optimise-chunks")
+
+
 def test_gsplat_without_a_gpu_is_one_line(tmp_path, workdir):
     from runtime.world.render import cuda_available
 

@@ -19,6 +19,7 @@ from .frontier.coverage import ExploredMap, SkyDirections
 from .frontier.jobs import JobQueue
 from .generators.base import DepthEstimator, Generator
 from .keyframes.memory import FrameMemory
+from .keyframes.optimise import ChunkOptimiser
 from .movement.collision import SceneCollider
 from .render.base import Renderer
 from .scene import Scene
@@ -62,6 +63,13 @@ class WorldStats:
     masked_renders: int = 0
     masks_computed: int = 0
     mask_ms: float = 0.0
+    # Chunk optimisation (opt-in, CUDA): chunks fitted to their keyframes, those whose fit
+    # was not kept (it did not reproduce the keyframes better), the time it took and the
+    # keyframe PSNR gained (dB, summed over kept chunks).
+    chunks_optimised: int = 0
+    chunks_optimise_rejected: int = 0
+    optimise_ms: float = 0.0
+    optimise_gain_db: float = 0.0
 
     def as_dict(self) -> dict[str, int | float]:
         return dataclasses.asdict(self)
@@ -85,6 +93,8 @@ class WorldParts:
         jobs: queued and running jobs (under ``lock``).
         events: delivers what the world tells its subscribers.
         stats: the counters.
+        optimiser: fits each new chunk to its keyframes before it lands, or None (off;
+            :mod:`.keyframes.optimise`).
     """
 
     config: WorldConfig
@@ -102,3 +112,4 @@ class WorldParts:
     jobs: JobQueue
     events: EventBus
     stats: WorldStats
+    optimiser: ChunkOptimiser | None = None

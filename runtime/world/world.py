@@ -42,6 +42,7 @@ from .gaussians import Gaussians
 from .generators.base import DepthEstimator, GenerationResult, Generator
 from .keyframes.frames import Frame
 from .keyframes.memory import FrameMemory
+from .keyframes.optimise import ChunkOptimiser
 from .movement.collision import SceneCollider
 from .movement.motion import MoveInput, Moved, head_step
 from .movement.motion import advance as motion_advance
@@ -91,6 +92,9 @@ class World:
         max_concurrent_jobs: jobs generating at once, for this process only (not saved:
             a server whose generator is a pool of remote workers runs more); None:
             ``config.max_concurrent_jobs``.
+        chunk_optimiser: fits each new chunk to its keyframes before it lands (on the
+            generation worker, :mod:`.keyframes.optimise`); None: off. A process setting
+            like the renderer, not saved with the world.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class World:
         start_image: np.ndarray | None = None,
         depth_estimator: DepthEstimator | None = None,
         max_concurrent_jobs: int | None = None,
+        chunk_optimiser: ChunkOptimiser | None = None,
     ) -> None:
         if generator is None:
             from .generators import create_generator
@@ -142,6 +147,7 @@ class World:
             jobs=JobQueue(lock),
             events=EventBus(config.name, lock),
             stats=WorldStats(),
+            optimiser=chunk_optimiser,
         )
         # The parts that never change, by their names (the server and the store read them).
         self.config, self.generator, self.renderer, self.sky = config, generator, renderer, sky

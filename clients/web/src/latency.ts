@@ -184,6 +184,18 @@ export class LatencyMeter {
     this.samples.push({ at: presentationTime, ms: presentationTime - sent });
   }
 
+  /** The input seq a presented frame shows (its RTP timestamp as received), once matched to its frame_info. */
+  inputSeqOf(wireRtp: number): number | null {
+    const offset = this.offsets.offset;
+    if (offset === null) return null;
+    return this.infoByRtp.get((wireRtp - offset) >>> 0)?.inputSeq ?? null;
+  }
+
+  /** The input seq of the newest frame_info (null before any on this connection). */
+  get newestInputSeq(): number | null {
+    return this.infos.length ? this.infos[this.infos.length - 1]!.inputSeq : null;
+  }
+
   summary(now = performance.now()): LatencySummary {
     while (this.samples.length > WINDOW_MAX_SAMPLES || (this.samples.length && this.samples[0]!.at < now - WINDOW_MS)) {
       this.samples.shift();

@@ -489,7 +489,7 @@ export interface FrameInfo {
   type: "frame_info";
   /** the frame's RTP timestamp as in its packets (90 kHz clock) (>= 0, <= 4294967295) */
   rtp_timestamp: number;
-  /** latest input/head_pose seq applied, -1 before any (>= -1, <= 9007199254740991) default -1 */
+  /** latest input/head_pose seq applied, -1 before any. When it is a head_pose's, the frame is rendered with exactly that orientation (collision may stop the position, never the rotation): clients reproject by it (>= -1, <= 9007199254740991) default -1 */
   input_seq: number;
   /** server wall clock (Unix epoch) when encoded [ms] default 0.0 */
   server_ms: number;

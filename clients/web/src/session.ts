@@ -62,7 +62,7 @@ export class GameSession {
   readonly help = new HelpOverlay();
   readonly vr: VrMode;
   /** The video size asked for in the last hello. */
-  viewRequested: { width: number; height: number; stereo: boolean } | null = null;
+  viewRequested: { width: number; height: number; stereo: boolean; fovY: number } | null = null;
   private readonly video = byId<HTMLVideoElement>("view");
   private readonly keyboardMouse: KeyboardMouse;
   private readonly touch: TouchControls;
@@ -92,6 +92,7 @@ export class GameSession {
     this.frames = new FrameClock(this.video);
     this.frames.onFrame((frame) => {
       this.latency.framePresented(frame);
+      this.vr.videoPresented(frame.rtpTimestamp === null ? null : frame.rtpTimestamp >>> 0);
       if (this.overlay.kind === "starting" && this.frames.presented > this.framesAtJoin) this.overlay.show({ kind: "hidden" });
     });
 
@@ -124,10 +125,13 @@ export class GameSession {
       sendHeadPose: (position, orientation) => {
         const seq = this.sender.takeSeq();
         const at = performance.now();
-        const sent = this.connection.send({ type: "head_pose", seq, t_ms: performance.timeOrigin + at, position, orientation });
-        if (sent) this.latency.inputSent(seq, at);
-        return sent;
+        if (!this.connection.send({ type: "head_pose", seq, t_ms: performance.timeOrigin + at, position, orientation })) return null;
+        this.latency.inputSent(seq, at);
+        return seq;
       },
+      videoView: () => ({ stereo: this.viewRequested?.stereo ?? false, fovY: this.viewRequested?.fovY ?? FOV_Y }),
+      frameSeq: (rtp) => this.latency.inputSeqOf(rtp),
+      newestFrameSeq: () => this.latency.newestInputSeq,
       // Stereo video in VR, mono outside: a new hello, the resume token keeps the place.
       changed: () => {
         if (this.connection.state === "joined") this.connection.drop();
@@ -149,7 +153,7 @@ export class GameSession {
 
     const view = (): View => {
       const v = this.vr.active && this.vr.eyeSize ? stereoViewRequest(this.vr.eyeSize, this.vr.fovY ?? FOV_Y) : viewRequest(QUALITY_SCALE[this.settings.values.quality]);
-      this.viewRequested = { width: v.width ?? 0, height: v.height ?? 0, stereo: v.stereo ?? false };
+      this.viewRequested = { width: v.width ?? 0, height: v.height ?? 0, stereo: v.stereo ?? false, fovY: v.fov_y ?? FOV_Y };
       return v;
     };
     this.connection = new WorldConnection(socketUrl(), choice.target, choice.playerName, view, {
@@ -267,6 +271,7 @@ export class GameSession {
     if (w.notice) toast(w.notice, "info");  // e.g. why the start image is not the first frame
     this.latency.reset();
     this.sender.restart();
+    this.vr.restarted();
     this.framesAtJoin = this.frames.presented;
 
     await this.startVideo();

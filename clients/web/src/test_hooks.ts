@@ -1,6 +1,7 @@
 // window.__worldstream: a read-only view of the client's state for the browser tests (and
 // for anyone curious in the devtools console), plus dropConnection() to test recovery.
 import type { GameSession } from "./session";
+import type { EyeCapture } from "./xr/vr_mode";
 
 export interface WorldstreamHooks {
   readonly ready: boolean;
@@ -35,7 +36,14 @@ export interface WorldstreamHooks {
   /** The video size asked of the server in the last hello. */
   readonly viewRequested: { width: number; height: number; stereo: boolean } | null;
   /** WebXR: in VR now, head poses sent, frames drawn in the headset, the last head pose sent. */
-  readonly vr: { active: boolean; buttonShown: boolean; vignette: number; xrFrames: number; headPosesSent: number; framesDrawn: number; lastHeadPose: unknown };
+  readonly vr: {
+    active: boolean; buttonShown: boolean; vignette: number; xrFrames: number; headPosesSent: number; framesDrawn: number;
+    /** Headset frames showing the video turned to the head pose (the frame's own pose known). */
+    framesReprojected: number; lastHeadPose: unknown; fovY: number | null;
+  };
+  /** Tests, VR: keep showing the current video frame (as if the network stalled), and read back the first eye's next picture. */
+  holdVrVideo(hold: boolean): void;
+  captureVrEye(): Promise<EyeCapture>;
   /** Look change sent to the server so far (radians). */
   readonly lookSent: { yaw: number; pitch: number };
   dropConnection(): void;
@@ -133,7 +141,10 @@ export function exposeHooks(session: GameSession): void {
     },
     get vr() {
       const vr = session.vr;
-      return { active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent, framesDrawn: vr.framesDrawn, lastHeadPose: vr.lastHeadPose };
+      return {
+        active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent,
+        framesDrawn: vr.framesDrawn, framesReprojected: vr.framesReprojected, lastHeadPose: vr.lastHeadPose, fovY: vr.fovY,
+      };
     },
     get lookSent() {
       return { ...session.sender.lookSent };
@@ -143,6 +154,12 @@ export function exposeHooks(session: GameSession): void {
     },
     dropConnection() {
       session.dropConnection();
+    },
+    holdVrVideo(hold) {
+      session.vr.holdVideo = hold;
+    },
+    captureVrEye() {
+      return session.vr.capture();
     },
     refreshVideo() {
       session.refreshVideo();

@@ -2,8 +2,9 @@
 
 :class:`ChunkBuilder` checks a :class:`.generators.base.GenerationResult`, reconstructs
 its keyframes into Gaussians where the scene is thin, drops the Gaussians that would
-change what earlier keyframes show (revisits render the same), appends the chunk and
-keeps the keyframes in frame memory, marking the sky-direction and explored maps.
+change what earlier keyframes show (revisits render the same), optionally fits the new
+Gaussians to the keyframes (:mod:`.keyframes.optimise`), appends the chunk and keeps the
+keyframes in frame memory, marking the sky-direction and explored maps.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class ChunkBuilder:
         parts: the world's shared state. The builder reads its reconstruction settings,
             generator (named in chunk sources) and depth estimator; the chunk, frames and
             map marks go to its scene, memory and coverage maps; its lock guards the frame
-            id counter ``state_dict`` reads; it counts ``gaussians_dropped`` and
-            ``revisit_check_ms``.
+            id counter ``state_dict`` reads; its optimiser, if any, fits each new chunk to
+            its keyframes; it counts ``gaussians_dropped``, ``revisit_check_ms`` and the
+            ``chunks_optimised`` / ``optimise_*`` counters.
     """
 
     def __init__(self, parts: WorldParts) -> None:
@@ -120,8 +122,27 @@ class ChunkBuilder:
                 if mask.any():
                     retire[chunk.id] = mask
                     self.stats.gaussians_refined += int(mask.sum())
+        if self.parts.optimiser is not None and len(gaussians):
+            gaussians = self._optimised(gaussians, snapshot, retire, cams, rgb)
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
         return self.land(source, gaussians, rgb, depth, cams, retire)
+
+    def _optimised(
+        self, gaussians: Gaussians, snapshot: SceneSnapshot, retire: dict[int, np.ndarray], cams: Cameras, rgb: np.ndarray
+    ) -> Gaussians:
+        """``gaussians`` fitted to the keyframes ``rgb`` at ``cams`` (see :mod:`.keyframes.optimise`),
+        drawn with what the scene keeps that the keyframes see, over the world's sky; then
+        the revisit check again, so the fit changes no earlier keyframe's view."""
+        kept = _without(snapshot, retire)
+        fixed = kept.gaussians(kept.visible_chunks(cams))
+        fitted, report = self.parts.optimiser.optimise(gaussians, fixed, cams, rgb, self.parts.sky.colors(cams))
+        self.stats.optimise_ms += report.ms
+        if not report.kept:
+            self.stats.chunks_optimise_rejected += 1
+            return gaussians
+        self.stats.chunks_optimised += 1
+        self.stats.optimise_gain_db += report.gain_db
+        return self._keep_earlier_views(fitted, cams)
 
     def _coarse(self, snapshot: SceneSnapshot, cams: Cameras) -> dict[int, np.ndarray]:
         """Per visible chunk with any, ``[G]`` bool: Gaussians coarse for these keyframes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Renderer, RenderOutput
+from .cuda import require_cuda_and_gsplat
 
 RENDERER_NAMES = ("auto", "cpu", "gsplat")
 
@@ -49,4 +50,4 @@ def create_renderer(name: str = "auto", **options) -> Renderer:
     return GsplatRenderer(**options)
 
 
-__all__ = ["Renderer", "RenderOutput", "create_renderer", "cuda_available", "gsplat_importable", "RENDERER_NAMES"]
+__all__ = ["Renderer", "RenderOutput", "create_renderer", "cuda_available", "gsplat_importable", "require_cuda_and_gsplat", "RENDERER_NAMES"]

@@ -199,8 +199,7 @@ def _trapezoid(canvas: _Canvas, top: tuple[float, float, float], bottom: tuple[f
 def _label(canvas: _Canvas, text: str, cx: float, bottom: float, scale: int) -> None:
     """``text`` in white on a dark tag, centred on ``cx`` with its lower edge at ``bottom``."""
     pad = scale
-    w = len(text) * (GLYPH_W + 1) * scale - scale + 2 * pad
-    h = GLYPH_H * scale + 2 * pad
+    w, h = _label_size(text, scale)
     x0, y0 = int(round(cx - w / 2)) & ~1, int(round(bottom - h)) & ~1
     box = canvas.box(x0, y0, x0 + w, y0 + h)
     if box is None:
@@ -214,6 +213,72 @@ def _label(canvas: _Canvas, text: str, cx: float, bottom: float, scale: int) -> 
     if sx1 > sx0 and sy1 > sy0:
         region = canvas.y[sy0:sy1, sx0:sx1]
         region[glyphs[sy0 - gy0 : sy1 - gy0, sx0 - gx0 : sx1 - gx0]] = 235
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """One avatar projected into a camera: pixel positions of its head centre ``(hu, hv)``,
+    shoulders and feet, head radius ``r``, half widths at the shoulders and feet, outline
+    width, and its depth (metres along the view)."""
+
+    avatar: Avatar
+    eye: np.ndarray
+    depth: float
+    hu: float
+    hv: float
+    su: float
+    sv: float
+    fu: float
+    fv: float
+    r: float
+    sw: float
+    fw: float
+    edge: float
+
+
+def _place(avatar: Avatar, w2c: np.ndarray, K: np.ndarray) -> _Placed | None:
+    """``avatar`` in the camera ``(w2c [4, 4], K [3, 3])``; None when not in front of it."""
+    fx, fy, cx0, cy0 = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+    eye = np.asarray(avatar.position, np.float64)
+    head = w2c[:3, :3] @ eye + w2c[:3, 3]
+    feet = w2c[:3, :3] @ (eye + (0.0, EYE_HEIGHT, 0.0)) + w2c[:3, 3]
+    if head[2] < NEAR or feet[2] < NEAR:
+        return None
+    shoulder = w2c[:3, :3] @ (eye + (0.0, SHOULDER_DROP, 0.0)) + w2c[:3, 3]
+    r = fx * HEAD_RADIUS / head[2]
+    return _Placed(
+        avatar, eye, float(head[2]),
+        fx * head[0] / head[2] + cx0, fy * head[1] / head[2] + cy0,
+        fx * shoulder[0] / shoulder[2] + cx0, fy * shoulder[1] / shoulder[2] + cy0,
+        fx * feet[0] / feet[2] + cx0, fy * feet[1] / feet[2] + cy0,
+        r, fx * BODY_HALF_WIDTH / shoulder[2], fx * 0.6 * BODY_HALF_WIDTH / feet[2], max(1.0, r * 0.15),
+    )
+
+
+def _label_size(text: str, scale: int) -> tuple[int, int]:
+    """Width and height (pixels) of a name tag showing ``text``."""
+    return len(text) * (GLYPH_W + 1) * scale + scale, GLYPH_H * scale + 2 * scale
+
+
+def _touches(p: _Placed, width: int, height: int, scale: int) -> bool:
+    """Whether anything of avatar ``p`` (body, head, name tag) can fall inside the picture:
+    a box around all of it, a few pixels generous."""
+    label_w, label_h = _label_size(label_text(p.avatar.name), scale) if p.depth <= LABEL_MAX_DISTANCE else (0, 0)
+    half = max(p.sw, p.fw, p.r, label_w / 2) + p.edge + 2
+    x0, x1 = min(p.hu, p.su, p.fu) - half, max(p.hu, p.su, p.fu) + half
+    y0 = p.hv - p.r - p.edge - 2 * scale - label_h - 2
+    y1 = p.fv + p.edge + 2
+    return x1 >= 0 and x0 <= width and y1 >= 0 and y0 <= height
+
+
+def visible_avatars(width: int, height: int, w2c: np.ndarray, K: np.ndarray, avatars: Sequence[Avatar]) -> list[Avatar]:
+    """The ``avatars`` :func:`draw_avatars` would draw any pixel of in this camera's picture
+    (same arguments): what a cached picture of the scene needs drawn on it, and so what it
+    changes with."""
+    w2c = np.asarray(w2c, np.float64)
+    scale = max(1, height // 240)
+    placed = (_place(a, w2c, K) for a in avatars)
+    return [p.avatar for p in placed if p is not None and _touches(p, width, height, scale)]
 
 
 def draw_avatars(i420: np.ndarray, width: int, height: int, w2c: np.ndarray, K: np.ndarray, avatars: Sequence[Avatar]) -> int:
@@ -234,33 +299,20 @@ def draw_avatars(i420: np.ndarray, width: int, height: int, w2c: np.ndarray, K: 
     w2c = np.asarray(w2c, np.float64)
     fx, fy, cx0, cy0 = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
     scale = max(1, height // 240)
-    placed = []
-    for avatar in avatars:
-        eye = np.asarray(avatar.position, np.float64)
-        head = w2c[:3, :3] @ eye + w2c[:3, 3]
-        feet = w2c[:3, :3] @ (eye + (0.0, EYE_HEIGHT, 0.0)) + w2c[:3, 3]
-        if head[2] < NEAR or feet[2] < NEAR:
-            continue
-        placed.append((head[2], avatar, eye, head, feet))
-    placed.sort(key=lambda p: -p[0])  # far to near
-    for depth, avatar, eye, head, feet in placed:
-        hu, hv = fx * head[0] / head[2] + cx0, fy * head[1] / head[2] + cy0
-        fu, fv = fx * feet[0] / feet[2] + cx0, fy * feet[1] / feet[2] + cy0
-        shoulder = w2c[:3, :3] @ (eye + (0.0, SHOULDER_DROP, 0.0)) + w2c[:3, 3]
-        su, sv = fx * shoulder[0] / shoulder[2] + cx0, fy * shoulder[1] / shoulder[2] + cy0
-        r = fx * HEAD_RADIUS / head[2]
-        sw, fw = fx * BODY_HALF_WIDTH / shoulder[2], fx * 0.6 * BODY_HALF_WIDTH / feet[2]
+    placed = [p for p in (_place(a, w2c, K) for a in avatars) if p is not None]
+    placed.sort(key=lambda p: -p.depth)  # far to near
+    for p in placed:
+        avatar, edge, r = p.avatar, p.edge, p.r
         body, rim = _yuv(avatar.color), _yuv(np.asarray(avatar.color) * OUTLINE)
-        edge = max(1.0, r * 0.15)
-        _trapezoid(canvas, (su, sv - edge, sw + edge), (fu, fv + edge, fw + edge), rim)
-        _trapezoid(canvas, (su, sv, sw), (fu, fv, fw), body)
-        _disc(canvas, hu, hv, r + edge, rim)
-        _disc(canvas, hu, hv, r, _yuv((235, 205, 180)))
+        _trapezoid(canvas, (p.su, p.sv - edge, p.sw + edge), (p.fu, p.fv + edge, p.fw + edge), rim)
+        _trapezoid(canvas, (p.su, p.sv, p.sw), (p.fu, p.fv, p.fw), body)
+        _disc(canvas, p.hu, p.hv, r + edge, rim)
+        _disc(canvas, p.hu, p.hv, r, _yuv((235, 205, 180)))
         # A dark "visor" on the side the player faces (world +z at yaw 0, +x at yaw pi/2).
-        ahead = eye + HEAD_RADIUS * 0.8 * np.array([np.sin(avatar.yaw), 0.0, np.cos(avatar.yaw)])
+        ahead = p.eye + HEAD_RADIUS * 0.8 * np.array([np.sin(avatar.yaw), 0.0, np.cos(avatar.yaw)])
         front = w2c[:3, :3] @ ahead + w2c[:3, 3]
-        if front[2] < head[2] and front[2] > NEAR:
+        if front[2] < p.depth and front[2] > NEAR:
             _disc(canvas, fx * front[0] / front[2] + cx0, fy * front[1] / front[2] + cy0, r * 0.45, _yuv((30, 30, 40)))
-        if depth <= LABEL_MAX_DISTANCE:
-            _label(canvas, label_text(avatar.name), hu, hv - r - edge - 2 * scale, scale)
+        if p.depth <= LABEL_MAX_DISTANCE:
+            _label(canvas, label_text(avatar.name), p.hu, p.hv - r - edge - 2 * scale, scale)
     return len(placed)

@@ -29,6 +29,7 @@ from ..sky import Sky
 from .base import RenderOutput
 from .chunk_cache import ChunkCache
 from .conventions import ALPHA_MIN, EPS2D, NEAR_PLANE
+from .cuda import require_cuda_and_gsplat
 from .gpu_video import SkyConstants, coarse_sky_geometry, pick_video_kernels, sky_is_portable
 from .i420 import i420_size
 from .sky_grid import SkyGridCache
@@ -88,26 +89,6 @@ class _GpuGaussians:
         return int(self.means.shape[0])
 
 
-def _require_cuda_and_gsplat():
-    """Import torch and gsplat, or say precisely what is missing."""
-    try:
-        import torch
-    except ImportError as exc:  # torch is in the gpu extra, not a dependency
-        raise RuntimeError(f"gsplat renderer needs torch with CUDA (pip install 'worldstream[gpu]'): {exc}") from exc
-    if not torch.cuda.is_available():
-        raise RuntimeError(
-            "gsplat renderer needs a CUDA GPU, but torch sees none "
-            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use the cpu renderer"
-        )
-    try:
-        import gsplat
-    except Exception as exc:
-        raise RuntimeError(
-            f"gsplat renderer needs the gsplat package (pip install 'worldstream[gpu]'): import failed: {exc}"
-        ) from exc
-    return torch, gsplat
-
-
 class GsplatRenderer:
     """3DGS on CUDA through gsplat.
 
@@ -122,7 +103,7 @@ class GsplatRenderer:
     name = "gsplat"
 
     def __init__(self, device: str = "cuda", cache_bytes: int = DEFAULT_GPU_CACHE_BYTES, packed: bool = False) -> None:
-        self._torch, self._gsplat = _require_cuda_and_gsplat()
+        self._torch, self._gsplat = require_cuda_and_gsplat("gsplat renderer", "; use the cpu renderer")
         self.device = self._torch.device(device)
         self.packed = packed
         self._chunks: ChunkCache[_GpuGaussians] = ChunkCache(self._upload, lambda g: g.nbytes, cache_bytes)
