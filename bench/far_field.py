@@ -38,9 +38,9 @@ FAR_PIXEL_M = 60.0
 """Generator surfaces from this distance on count as far pixels."""
 
 
-def build_world(args) -> tuple[World, float]:
-    """The walked world and the seconds it took (generation included)."""
-    world = World(WorldConfig("far-bench", seed=args.seed, caption=args.caption), generator=ProceduralGenerator(), renderer=CpuRenderer())
+def build_world(args, **config) -> tuple[World, float]:
+    """The walked world (``config``: ``WorldConfig`` overrides) and the seconds it took (generation included)."""
+    world = World(WorldConfig("far-bench", seed=args.seed, caption=args.caption, **config), generator=ProceduralGenerator(), renderer=CpuRenderer())
     t0 = time.monotonic()
     for z in np.arange(0.0, args.distance + 0.01, 2.0):
         pose = eye_pose(0.0, float(z), 0.0, 0.0, args.seed)

@@ -254,3 +254,57 @@ def test_gsplat_draws_the_far_field_as_the_cpu_renderer_does(renderer):
     reference = render_video(renderer, scene.snapshot(), cams, SKY)
     for i in range(len(cams)):
         assert psnr(video.picture(i), reference.picture(i)) >= 30.0
+
+
+# ---------------------------------------------------------------- seams
+def _ground(cams: Cameras, colour) -> tuple[np.ndarray, np.ndarray]:
+    """A flat ground 1.7 m below level cameras at the origin's height: ``(depth [N,H,W], rgb [N,H,W,3])``."""
+    n, h, w = len(cams), cams.height, cams.width
+    v = np.arange(h, dtype=np.float32) + 0.5
+    slope = (v - cams.K[0, 1, 2]) / cams.K[0, 1, 1]  # y / z of each row's ray (level camera)
+    row_depth = np.where(slope > 0.02, 1.7 / np.maximum(slope, 1e-6), np.inf).astype(np.float32)
+    depth = np.broadcast_to(row_depth[None, :, None], (n, h, w)).copy()
+    rgb = np.zeros((n, h, w, 3), np.uint8)
+    rgb[np.isfinite(depth)] = colour
+    return depth, rgb
+
+
+def test_a_keyframe_drifting_in_colour_meets_the_scene_without_a_step(renderer):
+    """Two keyframes of one flat ground, the second turned 40 degrees and 30 codes brighter (a
+    generator drifting between calls). Without blending, the picture jumps by the whole drift
+    where the second's new splats meet the first's; blended, the change is spread out."""
+    steepest = {}
+    for blend in (0.0, 24.0):
+        world = World(WorldConfig("seam", seed=1, seam_blend_px=blend, far_field_near_m=0.0, refine_ratio=0.0), generator=_NoGenerator(), renderer=renderer)
+        try:
+            for job_id, yaw, colour in ((1000, 0.0, (90, 120, 60)), (1001, math.radians(40.0), (120, 150, 90))):
+                cams = camera(320, 180, yaw=yaw)
+                depth, rgb = _ground(cams, colour)
+                world.apply(GenerationJob(job_id, cams, "", np.zeros(3, np.float32), 10.0), GenerationResult(rgb=rgb, depth=depth))
+            assert len(world.scene.snapshot().chunks) == 2
+            out = world.render(camera(320, 180, yaw=math.radians(25.0)))
+            luma = out.rgb[0, 110:170].astype(float).mean(axis=2)  # near ground, across both chunks
+            assert luma[:, :40].mean() < 110 < luma[:, -40:].mean()  # the drift is there either way
+            steepest[blend] = float(np.percentile(np.abs(luma[:, 2:] - luma[:, :-2]), 99))  # codes over 2 pixels
+        finally:
+            world.close()
+    print(f"steepest change across the seam (99th percentile, codes per 2 px): {steepest[0.0]:.1f} -> {steepest[24.0]:.1f}")
+    assert steepest[24.0] <= 0.5 * steepest[0.0]
+
+
+def test_the_seam_metric_counts_steps_the_world_adds_where_chunks_meet():
+    from bench.seams import step_errors
+
+    truth = np.full((8, 8, 3), 100, np.uint8)
+    truth[:, 6:] = 160  # an edge of the picture itself, inside one chunk
+    world = truth.copy()
+    world[:, 4:6] += 20  # the right chunk's colour is off by 20 up to the picture's edge
+    owner = np.zeros((8, 8), np.int64)
+    owner[:, 4:] = 1
+    depth = np.full((8, 8), 10.0, np.float32)
+    seam, interior = step_errors(world, truth, depth, owner, np.ones((8, 8), np.float32))
+    assert len(seam) == 8 and np.allclose(seam, 20.0)  # the step at the chunk boundary
+    assert interior.max() == 20.0 and np.median(interior) == 0.0  # the picture's own edge: only the offset ending there
+    depth[:, 4:] = 30.0  # a silhouette between the chunks: no longer a seam pair
+    seam, _ = step_errors(world, truth, depth, owner, np.ones((8, 8), np.float32))
+    assert len(seam) == 0

@@ -53,6 +53,9 @@ class WorldConfig:
             every keyframe's surfaces at least ``far_field_near_m`` metres away, one splat
             per ``far_field_stride`` keyframe pixels, drawn behind the scene in place of
             the bare sky; 0 turns it off.
+        seam_blend_px: where a keyframe's new splats meet the scene's, their colours are
+            matched to the scene's over about this many keyframe pixels (see
+            :mod:`.keyframes.seams`); 0 turns it off.
         revisit_radius_m, revisit_angle_deg: a player's view within this distance
             (metres) and angle (degrees) of a view a player was shown earlier is that
             view again: it is displayed as it was then (see :mod:`.seen_views`).
@@ -94,6 +97,7 @@ class WorldConfig:
     detail_pitch_deg: float = -15.0
     far_field_near_m: float = 40.0
     far_field_stride: int = 2
+    seam_blend_px: float = 24.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -131,6 +135,8 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.far_field_near_m must be 0 (off) or in [1, 1000] metres, got {self.far_field_near_m!r}")
         if int(self.far_field_stride) != self.far_field_stride or not 1 <= self.far_field_stride <= 64:
             raise ValueError(f"WorldConfig.far_field_stride must be an integer in [1, 64], got {self.far_field_stride!r}")
+        if not 0.0 <= self.seam_blend_px <= 256.0:
+            raise ValueError(f"WorldConfig.seam_blend_px must be in [0, 256] keyframe pixels (0 = off), got {self.seam_blend_px!r}")
         if not 0.0 < self.revisit_angle_deg < 180.0:
             raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")
         # JSON round trips turn tuples into lists; keep tuples so configs compare equal.

@@ -21,6 +21,7 @@ from ..gaussians import Gaussians
 from ..generators.base import GenerationResult
 from ..keyframes.far_field import far_gaussians
 from ..keyframes.frames import Frame
+from ..keyframes.seams import blend_seams
 from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
 from ..parts import WorldParts
 from ..keyframes.refine import coarse_mask, retire_mask
@@ -109,12 +110,18 @@ class ChunkBuilder:
         # Refinement: Gaussians far coarser than these keyframes make count as empty here,
         # so the keyframes remake those surfaces finely; the coarse ones they remade retire.
         coarse = self._coarse(snapshot, cams)
-        if snapshot.chunks:
+        shown = None  # the scene drawn at the keyframes (colour too when seams are blended)
+        if snapshot.chunks and cfg.seam_blend_px > 0:
+            shown = self.renderer.render(_without(snapshot, coarse), cams, self.parts.sky)
+            existing = shown.alpha
+        elif snapshot.chunks:
             existing = self.renderer.render_alpha(_without(snapshot, coarse), cams)
         else:
             existing = None
         gaussians = reconstruct(rgb, depth, cams, existing, stride=cfg.reconstruct_stride)
         gaussians = self._keep_earlier_views(gaussians, cams)
+        if shown is not None:
+            gaussians = blend_seams(gaussians, cams, rgb, depth, shown.rgb, shown.alpha, shown.depth, cfg.seam_blend_px)
         retire = {}
         for chunk in snapshot.chunks:
             if chunk.id in coarse:
