@@ -1,6 +1,6 @@
 """Far-field benchmark: what the far field costs a frame, and what it shows at the horizon.
 
-A world (procedural generator, CPU renderer) is walked ``--distance`` m along +z, fast-forwarded
+A world (procedural generator, ``--renderer``: CPU by default) is walked ``--distance`` m along +z, fast-forwarded
 (generation finishes between steps, so both variants see the same, complete world). Then:
 
 * **cost**: a player walks the strip again; each frame is drawn as ``World.render`` draws it
@@ -32,7 +32,7 @@ from bench.compare import psnr
 from bench.fidelity import VIEW_FOV, Truth, eye_pose
 from runtime.world import PlayerState, World, WorldConfig
 from runtime.world.generators.procedural import ProceduralGenerator
-from runtime.world.render.cpu import CpuRenderer
+from runtime.world.render import create_renderer
 
 FAR_PIXEL_M = 60.0
 """Generator surfaces from this distance on count as far pixels."""
@@ -40,7 +40,8 @@ FAR_PIXEL_M = 60.0
 
 def build_world(args, **config) -> tuple[World, float]:
     """The walked world (``config``: ``WorldConfig`` overrides) and the seconds it took (generation included)."""
-    world = World(WorldConfig("far-bench", seed=args.seed, caption=args.caption, **config), generator=ProceduralGenerator(), renderer=CpuRenderer())
+    renderer = create_renderer(getattr(args, "renderer", "cpu"))
+    world = World(WorldConfig("far-bench", seed=args.seed, caption=args.caption, **config), generator=ProceduralGenerator(), renderer=renderer)
     t0 = time.monotonic()
     for z in np.arange(0.0, args.distance + 0.01, 2.0):
         pose = eye_pose(0.0, float(z), 0.0, 0.0, args.seed)
@@ -113,6 +114,7 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", type=int, default=40, help="frames per size and variant")
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--resolution", default="320x180", help="novel views' size")
+    ap.add_argument("--renderer", default="cpu", help="cpu or gsplat")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
     args.width, args.height = (int(v) for v in args.resolution.split("x"))
