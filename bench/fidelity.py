@@ -28,8 +28,14 @@ surfaces with its view-dependent terms (distance fog, water reflection) evaluate
 the nearest keyframe instead of the camera -- what a reconstruction that stored exactly
 what its keyframes saw would show; and what the far field adds (the PSNR of the same
 snapshot drawn without its far chunks, subtracted). During the walk: the hole fraction of the player's
-own view over time, and the longest run of samples with a visible hole (> ``--hole-
-threshold`` of the view).
+own view over time (sampled at ``--sample-hz``), and how long each visible hole lasted: a
+hole opens at the first sample above ``--hole-threshold`` of the view (1 %) and closes at
+the next sample at or below it (or at the last sample, still open); reported as the share
+of the walk's time with a visible hole and the p50 / p95 / max seconds of these holes.
+``--timeline`` prints every job of each walk: when it was planned, started, finished
+generating, landed in the scene and was first drawn (seconds since the walk started), its
+trace resolution (coarse fill jobs are traced at a fraction of the keyframe size) and how
+far ahead of the player it was asked for, beside the hole fraction over time.
 
 Usage::
 
@@ -37,6 +43,7 @@ Usage::
     .venv/bin/python -m bench.fidelity --quick                          # seconds: 1 short walk, 4 views at 320x180
     .venv/bin/python -m bench.fidelity --biomes forest,city,desert,snow --paths straight,loop,turns --seeds 7,8
     .venv/bin/python -m bench.fidelity --config keyframe_width=640 --config keyframe_height=360
+    .venv/bin/python -m bench.fidelity --speeds 6 --novel 0 --no-encoder --timeline     # why holes last
 
 ``--config key=value`` overrides a ``WorldConfig`` field (JSON values) to compare settings.
 On the shared 2-core machine generation competes with everything else running: compare
@@ -164,6 +171,66 @@ def reduce_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return alpha.reshape(h, H // h, w, W // w).mean(axis=(1, 3))
 
 
+# --------------------------------------------------------------------------- job timeline
+class JobTimeline:
+    """When each generation job of a walk was planned, started, generated, landed and first
+    drawn (seconds since the walk started), from the world's events and the bench's renders."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.start = time.monotonic()
+        self.jobs: dict[int, dict] = {}
+        self._draws: list[tuple[int, float]] = []  # (scene version drawn, when)
+        world.subscribe(self._on_event)
+
+    def _on_event(self, event) -> None:
+        from runtime.world.events import ChunkAdded, ChunkRequested, JobFailed, JobProgress
+
+        now = time.monotonic()
+        if isinstance(event, ChunkRequested):
+            job = event.job
+            c = job.cameras.centers[0]
+            f = job.cameras.forwards[0]
+            self.jobs[job.id] = {
+                "id": job.id, "planned": job.created_at, "x": float(c[0]), "z": float(c[2]),
+                "yaw_deg": round(math.degrees(math.atan2(f[0], f[2]))), "refines": job.refines,
+                "size": f"{round(job.cameras.width * job.scale)}x{round(job.cameras.height * job.scale)}",
+            }
+            return
+        row = self.jobs.get(event.job_id)
+        if row is None:
+            return
+        if isinstance(event, JobProgress):
+            row.setdefault("started", now)
+            if event.fraction >= 1.0:
+                row["generated"] = now
+        elif isinstance(event, ChunkAdded):
+            row["landed"] = now
+            row["landed_version"] = self.world.scene.version
+            row["gaussians"] = sum(len(c.gaussians) for c in event.chunks)
+        elif isinstance(event, JobFailed):
+            row["failed"] = now
+            row["error"] = event.error
+
+    def rendered(self, version: int, when: float) -> None:
+        """The bench drew scene ``version`` at ``when`` (monotonic seconds)."""
+        self._draws.append((version, when))
+
+    def rows(self) -> list[dict]:
+        """One row per job, times relative to the walk's start (None: never happened)."""
+        out = []
+        for row in sorted(self.jobs.values(), key=lambda r: r["id"]):
+            r = dict(row)
+            if "landed_version" in r:
+                drawn = [w for v, w in self._draws if v >= r["landed_version"] and w >= r["landed"]]
+                r["drawn"] = min(drawn) if drawn else None
+            for k in ("planned", "started", "generated", "landed", "drawn", "failed"):
+                if r.get(k) is not None:
+                    r[k] = round(r[k] - self.start, 2)
+            out.append(r)
+        return out
+
+
 # --------------------------------------------------------------------------- one walk
 @dataclass
 class WalkResult:
@@ -174,6 +241,7 @@ class WalkResult:
     row: dict = field(default_factory=dict)
     views: list = field(default_factory=list)
     samples: list = field(default_factory=list)
+    jobs: list = field(default_factory=list)
 
 
 def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=print) -> WalkResult:
@@ -186,6 +254,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     generator = ProceduralGenerator(**generator_options("procedural"))
     world = World(config, generator=generator, renderer=create_renderer(args.renderer))
     path = make_path(path_kind, args.distance, seed)
+    timeline = JobTimeline(world)
     try:
         # 1. bootstrap at the spawn
         t0 = time.monotonic()
@@ -199,6 +268,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         render_ms: list[float] = []
         samples = []  # (time s, metres walked, pose, alpha at SAMPLE_SIZE)
         start = time.monotonic()
+        timeline.start = start
         next_update = next_frame = next_sample = start
         walk_s = path.length / speed
         while True:
@@ -217,8 +287,10 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             sample = now >= next_sample
             if args.stream_fps > 0 and now >= next_frame:
                 r0 = time.perf_counter()
+                version = world.scene.version
                 frame = world.render(pose.camera(W, H, VIEW_FOV))
                 render_ms.append((time.perf_counter() - r0) * 1e3)
+                timeline.rendered(version, now)
                 next_frame += 1.0 / args.stream_fps
                 if sample:
                     samples.append((t, s, pose, reduce_alpha(frame.alpha[0], SAMPLE_SIZE)))
@@ -247,8 +319,14 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             _, tdepth = truth.render(cams)
             for k, (t, s, _, alpha) in enumerate(samples):
                 out.samples.append({"t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k])})
+        walk_s_total = walk_s
+        for job in timeline.rows():
+            t_plan = job["planned"]
+            px, pz, _ = path.at(min(speed * max(t_plan, 0.0), path.length)) if t_plan <= walk_s_total else path.at(path.length)
+            job["ahead_m"] = round(math.hypot(job["x"] - px, job["z"] - pz), 1)
+            out.jobs.append(job)
         walk_holes = [x["holes"] for x in out.samples if x["moving"]] or [0.0]
-        longest = _longest_run([x["holes"] > args.hole_threshold for x in out.samples]) / args.sample_hz
+        episodes = hole_episodes(out.samples, args.hole_threshold)
 
         # 3. novel views inside the explored strip
         rng = np.random.default_rng(seed * 7919 + int(speed * 100))
@@ -305,7 +383,10 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             "holes_novel": float(np.mean([v["holes"] for v in views])) if views else None,
             "holes_walk_mean": float(np.mean(walk_holes)),
             "holes_walk_max": float(np.max(walk_holes)),
-            "hole_longest_s": round(longest, 2),
+            "hole_p50_s": round(float(np.median(episodes)), 2) if episodes else 0.0,
+            "hole_p95_s": round(float(np.percentile(episodes, 95)), 2) if episodes else 0.0,
+            "hole_longest_s": round(max(episodes), 2) if episodes else 0.0,
+            "hole_time": round(sum(episodes) / max(out.samples[-1]["t"], 1e-6), 3) if out.samples else 0.0,
             "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
             "ceiling_med": float(np.median([v["ceiling"] for v in views])) if views else None,
         }
@@ -356,12 +437,20 @@ def _finite(x: float) -> float:
     return 99.0 if math.isinf(x) else x
 
 
-def _longest_run(flags: list[bool]) -> int:
-    best = run = 0
-    for f in flags:
-        run = run + 1 if f else 0
-        best = max(best, run)
-    return best
+def hole_episodes(samples: list[dict], threshold: float) -> list[float]:
+    """Seconds each visible hole lasted: runs of samples whose hole fraction is above
+    ``threshold``, from the first such sample to the first sample without (or to the last
+    sample, for a hole still open when the walk ended)."""
+    out, opened = [], None
+    for x in samples:
+        if x["holes"] > threshold and opened is None:
+            opened = x["t"]
+        elif x["holes"] <= threshold and opened is not None:
+            out.append(x["t"] - opened)
+            opened = None
+    if opened is not None:
+        out.append(max(samples[-1]["t"] - opened, 0.0))
+    return out
 
 
 def encoded_psnr(world_rgb: list[np.ndarray], truth_rgb: list[np.ndarray]) -> list[float]:
@@ -474,7 +563,14 @@ WALK_COLUMNS = [
     ("pending_at_end", "pending"), ("render_ms", "render ms"), ("views", "views"), ("psnr_med", "PSNR med"),
     ("psnr_p5", "PSNR p5"), ("ssim_med", "SSIM"), ("sharp_med", "sharp"), ("psnr_enc_med", "enc PSNR"),
     ("ceiling_med", "ceiling"), ("holes_novel", "holes novel"), ("holes_walk_mean", "holes walk"),
-    ("holes_walk_max", "holes max"), ("hole_longest_s", "hole s"),
+    ("holes_walk_max", "holes max"), ("hole_time", "time holed"), ("hole_p50_s", "hole p50 s"),
+    ("hole_p95_s", "hole p95 s"), ("hole_longest_s", "hole max s"),
+]
+
+JOB_COLUMNS = [
+    ("id", "job"), ("refines", "detail"), ("size", "keyframe"), ("ahead_m", "ahead m"), ("yaw_deg", "yaw"),
+    ("planned", "planned"), ("started", "started"), ("generated", "generated"), ("landed", "landed"),
+    ("drawn", "drawn"), ("failed", "ended"), ("gaussians", "Gaussians"),
 ]
 
 
@@ -491,7 +587,7 @@ def parse_args(argv=None):
     ap.add_argument("--resolution", default="640x360")
     ap.add_argument("--stream-fps", type=float, default=30.0, help="render the player's view this often during the walk (0: only samples)")
     ap.add_argument("--update-hz", type=float, default=5.0)
-    ap.add_argument("--sample-hz", type=float, default=2.0)
+    ap.add_argument("--sample-hz", type=float, default=4.0)
     ap.add_argument("--settle-s", type=float, default=2.0, help="the player stands this long after the walk")
     ap.add_argument("--bootstrap-timeout-s", type=float, default=60.0)
     ap.add_argument("--hole-threshold", type=float, default=0.01, help="a sample shows a visible hole above this fraction")
@@ -500,6 +596,7 @@ def parse_args(argv=None):
     ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value)")
     ap.add_argument("--quick", action="store_true", help="one 8 m walk at 3 m/s, 4 views at 320x180 (a smoke test)")
     ap.add_argument("--oracle", default="", help="instead of walks: the one-keyframe limit per setting, e.g. 320x180@75/2,640x360@60/1")
+    ap.add_argument("--timeline", action="store_true", help="print every job's plan/start/generate/land/draw times")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
     if args.quick:
@@ -533,7 +630,7 @@ def run(args, log=print) -> dict:
         "rows": [r.row for r in results],
         "distance": distance_table(results),
         "summary": summary(results),
-        "walks": [{"row": r.row, "views": r.views, "samples": r.samples} for r in results],
+        "walks": [{"row": r.row, "views": r.views, "samples": r.samples, "jobs": r.jobs} for r in results],
     }
 
 
@@ -548,6 +645,12 @@ def main(argv=None) -> None:
         write_json(args.json_path, {"settings": {k: v for k, v in vars(args).items() if k != "config"}, "oracle": table})
         return
     report = run(args)
+    if args.timeline:
+        for walk in report["walks"]:
+            r = walk["row"]
+            print(f"\n{r['biome']} seed {r['seed']} {r['path']} {r['speed']} m/s: jobs (seconds since the walk started)")
+            print(format_table(walk["jobs"], JOB_COLUMNS))
+            print("hole fraction of the player's view: " + " ".join(f"{x['t']:.1f}:{x['holes']:.2f}" for x in walk["samples"]))
     print(format_table(report["rows"], WALK_COLUMNS))
     print()
     print(format_table(report["distance"], [("speed", "m/s"), ("bin", "from spawn"), ("n", "views"), ("psnr", "PSNR med"), ("sharp", "sharp"), ("ceiling", "ceiling")]))

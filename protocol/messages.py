@@ -262,6 +262,18 @@ class ServerInfo:
 
 
 @struct
+class SkyInfo:
+    """The world's sky (``runtime.world.sky.Sky``): a client that renders locally draws the
+    same background as the server's frames. Colours are RGB in [0, 1]."""
+
+    zenith: Vec3 = spec(min=0.0, max=1.0, doc="colour straight up")
+    horizon: Vec3 = spec(min=0.0, max=1.0, doc="colour at the horizon")
+    ground: Vec3 = spec(min=0.0, max=1.0, doc="colour below the horizon")
+    sun_direction: Vec3 = spec(min=-1.0, max=1.0, doc="towards the sun, world coordinates (normalised by the reader)")
+    sun_color: Vec3 = spec(min=0.0, max=1.0, doc="glow added around the sun")
+
+
+@struct
 class PlayerInfo:
     """A player as others see it (avatars, minimap)."""
 
@@ -423,6 +435,7 @@ class Welcome(Message):
     owner_key: str | None = spec(
         None, pattern=ACCESS_KEY_PATTERN, doc="to the world's creator only: keep it, and send it as hello.owner_key to be recognised again"
     )
+    sky: SkyInfo | None = spec(None, doc="the world's sky, for clients that render the splats themselves (null: the default sky)")
 
 
 @message("redirect", "server")

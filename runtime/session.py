@@ -19,6 +19,8 @@ import logging
 import time
 from typing import Callable
 
+import numpy as np
+
 from protocol import messages as m
 from runtime.config import Executors, ServerConfig
 from runtime.frame_loop import FrameLoop
@@ -27,11 +29,25 @@ from runtime.player import Player
 from runtime.reporter import Reporter, forget_finished
 from runtime.splat_feed import SplatFeed
 from runtime.world.frontier.jobs import GenerationJob, JobLimits
+from runtime.world.sky import Sky
 from runtime.world.world import PlayerState
 
 log = logging.getLogger("worldstream.session")
 
 JOB_LIMIT_NOTICE_S = 10.0  # a player over a job limit hears so at most this often
+
+
+def sky_info(sky) -> m.SkyInfo | None:
+    """The world's sky for the welcome (None when the world has none to tell)."""
+    if not isinstance(sky, Sky):
+        return None
+    vec = lambda v, lo: tuple(min(1.0, max(lo, float(x))) for x in v)  # noqa: E731 - clamp to the wire's range
+    sun = np.asarray(sky.sun_direction, np.float64)
+    sun = sun / max(float(np.linalg.norm(sun)), 1e-9)
+    return m.SkyInfo(
+        zenith=vec(sky.zenith, 0.0), horizon=vec(sky.horizon, 0.0), ground=vec(sky.ground, 0.0),
+        sun_direction=vec(sun, -1.0), sun_color=vec(sky.sun_color, 0.0),
+    )
 
 
 class Session:
@@ -123,6 +139,7 @@ class Session:
                 visibility=visibility,
                 invite=invite,
                 owner_key=owner_key,
+                sky=sky_info(getattr(world, "sky", None)),
             )
         )
 

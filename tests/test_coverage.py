@@ -132,8 +132,11 @@ def test_probe_views_cover_view_ahead_and_ring():
     ahead = probes[1]
     np.testing.assert_allclose(ahead.position, [3.0, 0.0, 0.0], atol=1e-6)
     assert ahead.yaw == pytest.approx(math.pi / 2)
-    assert sorted(p.rank for p in probes) == [p.rank for p in probes]
+    # Moving: the view ahead first (a job lands about when the player gets there), then its view.
+    assert probes[1].rank < probes[0].rank < min(p.rank for p in probes[2:])
+    assert sorted(p.rank for p in probes[2:]) == [p.rank for p in probes[2:]]
     cams = probe_cameras(probes, 64, 36)
     assert len(cams) == 6 and cams.width == 64
     still = probe_views("p", Pose(), np.zeros(3), 1.0, lookahead_s=1.5, keyframe_fov_y=FOV, ring_yaws=(0.0,))
     assert [p.kind for p in still] == ["view", "ring"]
+    assert still[0].rank < still[1].rank

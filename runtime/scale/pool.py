@@ -275,6 +275,7 @@ class RayGenerator:
         self.pool = pool
         self.name = pool.settings.generator
         self.reads_scene = bool(pool.generator_attribute("reads_scene", True))
+        self.traces_any_size = bool(pool.generator_attribute("traces_any_size", False))
 
     def generate(self, request: GenerationRequest, progress: ProgressCallback, cancel: CancelToken) -> GenerationResult:
         if not self.reads_scene and request.scene is not None:

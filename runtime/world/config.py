@@ -56,6 +56,18 @@ class WorldConfig:
         seam_blend_px: where a keyframe's new splats meet the scene's, their colours are
             matched to the scene's over about this many keyframe pixels (see
             :mod:`.keyframes.seams`); 0 turns it off.
+        hole_fraction, hole_reach_m: the player's own view and the view ahead are tested
+            for holes even inside explored space, and get a keyframe when more than
+            ``hole_fraction`` of their pixels show neither splats nor known sky where their
+            ray meets level ground within ``hole_reach_m`` metres (near the player; the far
+            field is left to the frontier); a hole a player saw is filled instead of kept
+            until the frontier moves on. ``uncovered_fraction`` still applies to every
+            probe. 0 turns the test off.
+        coarse_scale, coarse_speed: fill coarse first. A job that fills empty space while
+            generation is behind -- another such job is queued or running, or the player
+            asking moves at ``coarse_speed`` m/s or faster -- is traced at ``coarse_scale``
+            x the keyframe resolution (about ``coarse_scale**2`` of the cost) and upsampled
+            before reconstruction. 1 turns it off.
         revisit_radius_m, revisit_angle_deg: a player's view within this distance
             (metres) and angle (degrees) of a view a player was shown earlier is that
             view again: it is displayed as it was then (see :mod:`.seen_views`).
@@ -98,6 +110,10 @@ class WorldConfig:
     far_field_near_m: float = 40.0
     far_field_stride: int = 2
     seam_blend_px: float = 24.0
+    hole_fraction: float = 0.02
+    hole_reach_m: float = 15.0
+    coarse_scale: float = 0.5
+    coarse_speed: float = 3.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -137,6 +153,16 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.far_field_stride must be an integer in [1, 64], got {self.far_field_stride!r}")
         if not 0.0 <= self.seam_blend_px <= 256.0:
             raise ValueError(f"WorldConfig.seam_blend_px must be in [0, 256] keyframe pixels (0 = off), got {self.seam_blend_px!r}")
+        if not 0.0 <= self.hole_fraction < 1.0 or not 1.0 <= self.hole_reach_m <= 1000.0:
+            raise ValueError(
+                f"WorldConfig.hole_fraction must be in [0, 1) (0 = off) and hole_reach_m in [1, 1000] m, "
+                f"got {self.hole_fraction!r} and {self.hole_reach_m!r}"
+            )
+        if not 0.1 <= self.coarse_scale <= 1.0 or not 0.0 <= self.coarse_speed <= 100.0:
+            raise ValueError(
+                f"WorldConfig.coarse_scale must be in [0.1, 1] (1 = off) and coarse_speed in [0, 100] m/s, "
+                f"got {self.coarse_scale!r} and {self.coarse_speed!r}"
+            )
         if not 0.0 < self.revisit_angle_deg < 180.0:
             raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")
         # JSON round trips turn tuples into lists; keep tuples so configs compare equal.

@@ -139,6 +139,23 @@ export interface ServerInfo {
   explored_cell_size: number;
 }
 
+/**
+ * The world's sky (``runtime.world.sky.Sky``): a client that renders locally draws the
+ * same background as the server's frames. Colours are RGB in [0, 1].
+ */
+export interface SkyInfo {
+  /** colour straight up (>= 0, <= 1) */
+  zenith: [number, number, number];
+  /** colour at the horizon (>= 0, <= 1) */
+  horizon: [number, number, number];
+  /** colour below the horizon (>= 0, <= 1) */
+  ground: [number, number, number];
+  /** towards the sun, world coordinates (normalised by the reader) (>= -1, <= 1) */
+  sun_direction: [number, number, number];
+  /** glow added around the sun (>= 0, <= 1) */
+  sun_color: [number, number, number];
+}
+
 /** A player as others see it (avatars, minimap). */
 export interface PlayerInfo {
   /** (matches ^[A-Za-z0-9_-]{1,64}$) */
@@ -305,6 +322,8 @@ export interface Welcome {
   invite: string | null;
   /** to the world's creator only: keep it, and send it as hello.owner_key to be recognised again (matches ^[A-Za-z0-9_-]{16,64}$) default null */
   owner_key: string | null;
+  /** the world's sky, for clients that render the splats themselves (null: the default sky) default null */
+  sky: SkyInfo | null;
 }
 
 /**

@@ -11,6 +11,8 @@ import { KeyboardMouse } from "./input/keyboard_mouse";
 import { InputSender } from "./input/sender";
 import { TouchControls } from "./input/touch";
 import { LatencyMeter } from "./latency";
+import { LocalMode } from "./local/local_mode";
+import { localPossible } from "./local/render_mode";
 import { HelpOverlay } from "./help_overlay";
 import { Overlay } from "./overlay";
 import type { ServerMessage, View, Welcome } from "./protocol";
@@ -61,6 +63,8 @@ export class GameSession {
   readonly settingsPanel: SettingsPanel;
   readonly help = new HelpOverlay();
   readonly vr: VrMode;
+  /** Local rendering: the splats drawn in this browser (settings: render mode). */
+  readonly local: LocalMode;
   /** The video size asked for in the last hello. */
   viewRequested: { width: number; height: number; stereo: boolean; fovY: number } | null = null;
   private readonly video = byId<HTMLVideoElement>("view");
@@ -118,8 +122,16 @@ export class GameSession {
       },
       this.settings,
     );
-    // Local rendering (splats in this browser) is not built yet: "auto" means the video.
-    this.settingsPanel = new SettingsPanel(this.settings, false);
+    this.settingsPanel = new SettingsPanel(this.settings, localPossible());
+    this.local = new LocalMode(this.settings, this.world, {
+      send: (message) => this.connection.send(message),
+      viewSize: () => {
+        const v = viewRequest(QUALITY_SCALE[this.settings.values.quality]);
+        return { width: v.width ?? 640, height: v.height ?? 360 };
+      },
+      fovY: () => FOV_Y,
+      paused: () => this.vr.active,
+    });
     this.vr = new VrMode(this.video, this.settings, {
       pose: () => this.world.pose,
       sendHeadPose: (position, orientation) => {
@@ -147,7 +159,12 @@ export class GameSession {
     window.addEventListener("touchstart", () => this.refreshMode(), { once: true, passive: true }); // touch hints
     const gamepad = new GamepadInput(toggleFly);
     this.sender = new InputSender([this.keyboardMouse, this.touch, gamepad], {
-      send: (input) => !this.vr.active && this.connection.send(input), // in VR the head pose moves the player
+      send: (input) => {
+        if (this.vr.active) return false; // in VR the head pose moves the player
+        const sent = this.connection.send(input);
+        if (sent) this.local.inputSent(input);
+        return sent;
+      },
       sent: (seq, at) => this.latency.inputSent(seq, at),
     });
 
@@ -212,12 +229,24 @@ export class GameSession {
         break;
       case "reconnecting":
         this.sender.releaseAll();
+        this.local.predictor.release();
         this.overlay.show({ kind: "reconnecting", attempt: detail.attempt, retryInMs: detail.retryInMs, reason: detail.reason });
         break;
       case "offline":
         this.overlay.show({ kind: "offline", retryInMs: detail.retryInMs });
         break;
       case "failed": {
+        if (this.connection.displaced) {
+          this.overlay.show({
+            kind: "failed",
+            title: "Playing in another tab",
+            message:
+              "Your player was picked up by another tab or window of this browser (a duplicated tab, say), " +
+              "so it stopped here. Carry on there, or join again here as another player.",
+            action: this.recoveryAction("displaced"),
+          });
+          break;
+        }
         const refusal = this.connection.refusal;
         this.overlay.show({
           kind: "failed",
@@ -230,7 +259,7 @@ export class GameSession {
     }
   }
 
-  /** A way out of a refusal: create the world a link named, or join the one that exists. */
+  /** A way out of a refusal (create the world a link named, or join the one that exists), or of a takeover by another tab. */
   private recoveryAction(code: string): { label: string; run: () => void } | undefined {
     const request = this.connection.request;
     let next: JoinTarget | null = null;
@@ -241,6 +270,9 @@ export class GameSession {
     } else if (code === "limit_reached" && request.kind === "join" && this.connection.refusal?.limit === "idle_timeout") {
       next = request; // disconnected for idling: the player decides when to come back
       label = `Rejoin “${request.world}”`;
+    } else if (code === "displaced" && request.kind === "join") {
+      next = request; // its resume token went with the player: this joins as another one
+      label = `Join “${request.world}” here`;
     } else if (code === "world_exists" && request.kind === "create" && request.newWorld.name) {
       next = { kind: "join", world: request.newWorld.name };
       label = `Join “${request.newWorld.name}”`;
@@ -273,6 +305,7 @@ export class GameSession {
     this.sender.restart();
     this.vr.restarted();
     this.framesAtJoin = this.frames.presented;
+    this.local.welcome(w);
 
     await this.startVideo();
   }
@@ -317,7 +350,11 @@ export class GameSession {
   }
 
   private receive(m: ServerMessage): void {
+    this.local.message(m);
     switch (m.type) {
+      case "splat_piece":
+      case "splat_forget":
+        return;
       case "rtc_answer":
         this.link?.answer(m.sdp).catch((err) => toast("The video answer was refused", "error", String(err)));
         return;
@@ -333,6 +370,7 @@ export class GameSession {
         return;
       case "pong":
         if (m.t_ms) this.rttMs = performance.timeOrigin + performance.now() - m.t_ms;
+        if (this.rttMs !== null) this.local.setRttMs(this.rttMs);
         return;
       case "stats":
         this.serverMtpP50 = m.mtp_p50_ms;

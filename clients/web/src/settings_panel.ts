@@ -72,7 +72,7 @@ export class SettingsPanel {
       el("div", "settings-title", {}, ["Settings"]),
       row("Mouse sensitivity", el("span", "settings-inline", {}, [sensitivity, readout])),
       row("Invert mouse Y", invert),
-      row("Render mode", mode, localAvailable ? "" : "Local rendering is not available in this client yet: the video is used."),
+      row("Render mode", mode, localAvailable ? "Auto draws locally on a GPU with enough memory, else shows the video." : "This browser has no WebGL2: the video is used."),
       row("Quality", quality, "Changing it restarts the stream (you keep your place)."),
       row("VR turning", turn),
       row("VR comfort vignette", vignette),

@@ -1,5 +1,6 @@
 // window.__worldstream: a read-only view of the client's state for the browser tests (and
 // for anyone curious in the devtools console), plus dropConnection() to test recovery.
+import { probeCapability } from "./local/render_mode";
 import type { GameSession } from "./session";
 import type { EyeCapture } from "./xr/vr_mode";
 
@@ -44,6 +45,17 @@ export interface WorldstreamHooks {
   /** Tests, VR: keep showing the current video frame (as if the network stalled), and read back the first eye's next picture. */
   holdVrVideo(hold: boolean): void;
   captureVrEye(): Promise<EyeCapture>;
+  /** Local rendering: mode in effect, whether it covers the video, frames, what the feed sent. */
+  readonly local: {
+    mode: string; showing: boolean; framesDrawn: number; fps: number; firstFrameMs: number | null;
+    chunks: number; chunksHeld: number; splats: number; pieces: number; bytes: number; badPieces: number;
+    avatars: number; pose: { position: number[]; yaw: number; pitch: number }; capability: unknown;
+    /** Ids of the chunks drawn, and the sky the welcome gave (null: the default). */
+    chunkIds: number[]; sky: unknown;
+  };
+  /** Draw a chosen view locally (OpenCV w2c and K, row-major) and return its RGBA pixels,
+   * top row first, base64. Makes the renderer if local mode never has. */
+  captureLocal(view: { w2c: number[]; K: number[]; width: number; height: number }): Promise<string>;
   /** Look change sent to the server so far (radians). */
   readonly lookSent: { yaw: number; pitch: number };
   dropConnection(): void;
@@ -151,6 +163,26 @@ export function exposeHooks(session: GameSession): void {
     },
     get viewRequested() {
       return session.viewRequested;
+    },
+    get local() {
+      const local = session.local;
+      const s = local.store.stats;
+      const p = local.predictor;
+      return {
+        mode: local.mode, showing: local.showing, framesDrawn: local.framesDrawn, fps: local.fps(),
+        firstFrameMs: local.firstFrameAt >= 0 && local.subscribedAt >= 0 ? local.firstFrameAt - local.subscribedAt : null,
+        chunks: s.chunksShown, chunksHeld: s.chunksHeld, splats: s.splats, pieces: s.pieces, bytes: s.bytes, badPieces: s.badPieces,
+        avatars: local.avatars.count, pose: { position: [...p.position], yaw: p.yaw, pitch: p.pitch }, capability: probeCapability(),
+        chunkIds: local.store.held().filter((c) => c.mesh).map((c) => c.id), sky: local.sky,
+      };
+    },
+    async captureLocal(view) {
+      const renderer = session.local.ensureRenderer();
+      session.local.avatars.update(session.world.players.values(), session.world.myId, view.height);
+      const rgba = await renderer.capture(view);
+      let text = "";
+      for (let i = 0; i < rgba.length; i += 0x8000) text += String.fromCharCode(...rgba.subarray(i, i + 0x8000));
+      return btoa(text);
     },
     dropConnection() {
       session.dropConnection();

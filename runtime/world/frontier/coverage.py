@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..camera import Cameras, Pose, intrinsics_from_fov
+from ..movement.motion import EYE_HEIGHT
 from ..sky import pixel_directions
 
 UNKNOWN, GENERATED, VISITED = 0, 1, 2
@@ -275,7 +276,8 @@ def probe_views(
 ) -> list[ProbeView]:
     """The views to test for one player.
 
-    * ``view``: the player's current view (own FOV and pitch).
+    * ``view``: the player's current view (own FOV and pitch); ranked first while the
+      player stands, after ``ahead`` while it moves.
     * ``ahead``: at ``position + velocity * lookahead_s``, facing the horizontal
       direction of motion, at keyframe FOV -- so space is generated before arrival.
       Left out when the player moves slower than ``min_speed`` m/s.
@@ -285,10 +287,13 @@ def probe_views(
       apart see all around.
     """
     position = np.asarray(pose.position, np.float32)
-    probes = [ProbeView(player_id, "view", position, pose.yaw, pose.pitch, fov_y, 0.0)]
     v = np.asarray(velocity, np.float32).reshape(3)
     speed = float(math.hypot(v[0], v[2]))
-    if math.isfinite(speed) and speed >= min_speed:
+    moving = math.isfinite(speed) and speed >= min_speed
+    # Ranked by when a job's chunk would be seen: a job takes about the lookahead to land,
+    # so a moving player is by then where the ahead probe stands, not in today's view.
+    probes = [ProbeView(player_id, "view", position, pose.yaw, pose.pitch, fov_y, 1.5 if moving else 0.0)]
+    if moving:
         ahead = position + v * lookahead_s  # vertical speed too: walking uphill rises
         probes.append(ProbeView(player_id, "ahead", ahead, math.atan2(v[0], v[2]), 0.0, keyframe_fov_y, 1.0))
     for offset in ring_yaws:
@@ -305,7 +310,12 @@ def probe_cameras(probes: list[ProbeView], width: int, height: int) -> Cameras:
 
 
 def uncovered_fractions(
-    alpha: np.ndarray, cameras: Cameras, sky: SkyDirections, empty_below: float = 0.5
+    alpha: np.ndarray,
+    cameras: Cameras,
+    sky: SkyDirections,
+    empty_below: float = 0.5,
+    near_m: float | None = None,
+    eye_height: float = EYE_HEIGHT,
 ) -> np.ndarray:
     """``[N]`` fraction of each view's pixels that show neither splats nor known sky.
 
@@ -315,9 +325,16 @@ def uncovered_fractions(
         sky: directions already generated as sky.
         empty_below: a pixel with alpha below this is empty (matches reconstruction's
             fill threshold, so what reconstruction fills counts as covered).
+        near_m: count only pixels whose ray would meet level ground ``eye_height`` metres
+            below the camera within ``near_m`` metres (horizontally): the holes near a
+            player, not the far field at the horizon. None counts every pixel. The
+            fraction is of all pixels either way.
     """
     empty = np.asarray(alpha) < empty_below
     if empty.any():
-        known_sky = sky.contains(pixel_directions(cameras))
-        empty &= ~known_sky
+        directions = pixel_directions(cameras)
+        empty &= ~sky.contains(directions)
+        if near_m is not None:
+            down, across = directions[..., 1], np.hypot(directions[..., 0], directions[..., 2])
+            empty &= down * near_m >= eye_height * across  # +y is down
     return empty.reshape(len(cameras), -1).mean(axis=1)

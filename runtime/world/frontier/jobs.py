@@ -32,6 +32,8 @@ class GenerationJob:
     # ---- additions ----
     priority: float = 0.0  # lower runs first
     refines: bool = False  # asked for because what the view shows is too coarse, not empty
+    scale: float = 1.0  # traced at this x the cameras' resolution, then upsampled (coarse fill)
+    fills_holes: bool = False  # asked for only by the hole test (WorldConfig.hole_fraction)
     created_at: float = field(default_factory=time.monotonic)
     last_requested: float = field(default_factory=time.monotonic)
     started_at: float | None = None
@@ -106,6 +108,23 @@ class JobQueue:
             token = CancelToken()
             self._cancel[job.id] = token
             return job, token
+
+    def preempt_refining(self, max_running: int) -> GenerationJob | None:
+        """Cancel a running refining job when every slot is taken and a job that fills empty
+        space waits: detail never holds the generator while a player looks at a hole. The
+        cancelled job ends as usual (its worker sees the token); planning asks for it again
+        once nothing fills. Returns the job cancelled, or None."""
+        with self._lock:
+            if self._closed or self._running < max_running:
+                return None
+            if not any(j.state == "queued" and not j.refines for j in self._jobs.values()):
+                return None
+            for job in self._jobs.values():
+                token = self._cancel.get(job.id)
+                if job.state == "running" and job.refines and token is not None and not token.cancelled:
+                    token.cancel()
+                    return job
+            return None
 
     def finish(self, job: GenerationJob, state: str) -> bool:
         """Take ``job`` off the queue as ``state``; False if it was no longer on it."""

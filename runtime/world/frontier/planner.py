@@ -25,17 +25,27 @@ from .jobs import GenerationJob, JobLimits
 REFINE_PRIORITY = 10.0
 """Added to a refining job's priority: it runs after every job that fills empty space."""
 
+HOLE_PROBES = ("view", "ahead")
+"""Probe kinds tested for holes (``WorldConfig.hole_fraction``) even inside explored space:
+what the player sees now and is about to see."""
+
+HOLE_MERGE_DISTANCE = 1.0
+"""Metres within which a finished keyframe serves a view asked for only by the hole test: a
+keyframe a few metres ahead does not see the near ground and the sides a player's view
+shows, so a view with holes gets its own keyframe unless one stood nearly where it stands."""
+
 PROBE_CACHE_MAX = 4096
 """Cached probe answers before the cache is dropped (a long walk would grow it without bound)."""
 
 
-def lookahead_seconds(configured_s: float, average_job_s: float | None) -> float:
-    """How far ahead (seconds) views are predicted: ``configured_s``, or longer when
-    generating a job takes longer, so chunks land before the player arrives
-    (1.5 x the average job time + 0.5 s, at most 8 s)."""
+def lookahead_seconds(configured_s: float, average_job_s: float | None, average_wait_s: float | None = None) -> float:
+    """How far ahead (seconds) views are predicted: ``configured_s``, or longer when a job
+    takes longer to land, so chunks land before the player arrives: 1.5 x (the average job
+    time + the average time a job that fills empty space waited in the queue) + 0.5 s, at
+    most 8 s. A player outrunning generation is thus asked for farther ahead."""
     if average_job_s is None:
         return configured_s
-    return max(configured_s, min(8.0, 1.5 * average_job_s + 0.5))
+    return max(configured_s, min(8.0, 1.5 * (average_job_s + (average_wait_s or 0.0)) + 0.5))
 
 
 class ViewRecord:
@@ -86,6 +96,8 @@ class UncoveredView:
     pitch: float  # keyframe pitch (the probe's, clamped)
     forward: np.ndarray  # [3] unit forward of the keyframe
     detail: bool = False  # asked for only because what the view shows is too coarse
+    speed: float = 0.0  # horizontal speed (m/s) of the player it is for
+    hole: bool = False  # asked for only by the hole test (see WorldConfig.hole_fraction)
 
 
 class FrontierPlanner:
@@ -110,7 +122,7 @@ class FrontierPlanner:
         self.next_job_id = 0
         self.limits = JobLimits()
         self.refused: dict[str, str] = {}  # player id -> "world" | "player": views left unplanned by a limit
-        self._probe_cache: dict[tuple, float] = {}  # probe key -> uncovered fraction
+        self._probe_cache: dict[tuple, tuple[float, float]] = {}  # probe key -> uncovered fractions (all, near)
         self._probe_versions: tuple = (-1, -1)  # (scene, sky) versions the cache is valid for
 
     # ------------------------------------------------------------------ one update
@@ -170,9 +182,11 @@ class FrontierPlanner:
         tested: list[tuple[ProbeView, tuple]] = []
         coarse: list[ProbeView] = []  # inside explored space, but only seen from too far
         detail = not self._frontier_busy()
+        speeds: dict[str, float] = {}
         for p in players:
             if not (np.isfinite(p.pose.position).all() and np.isfinite(p.velocity).all()):
                 continue  # a bad client pose must not poison planning
+            speeds[p.player_id] = float(math.hypot(p.velocity[0], p.velocity[2]))
             probes = probe_views(
                 p.player_id,
                 p.pose,
@@ -187,6 +201,8 @@ class FrontierPlanner:
                     pr = self._ahead_on_ground(p.pose, pr)
                 if self.parts.explored.reaches_unknown(pr.position, pr.yaw, cfg.frontier_distances):
                     tested.append((pr, self._probe_key(pr)))
+                elif cfg.hole_fraction > 0 and pr.kind in HOLE_PROBES:
+                    tested.append((pr, self._probe_key(pr)))  # explored, but is it whole?
                 elif detail and pr.kind != "ahead" and self._too_coarse(pr):
                     coarse.append(pr)
         missing = list({key: pr for pr, key in tested if key not in self._probe_cache}.items())
@@ -199,8 +215,9 @@ class FrontierPlanner:
                 alpha = np.zeros((len(cams), cams.height, cams.width), np.float32)
             self.stats.probes_rendered += len(cams)
             fractions = uncovered_fractions(alpha, cams, self.parts.sky_directions)
-            for (key, _), frac in zip(missing, fractions):
-                self._probe_cache[key] = float(frac)
+            near = uncovered_fractions(alpha, cams, self.parts.sky_directions, near_m=cfg.hole_reach_m)
+            for (key, _), frac, frac_near in zip(missing, fractions, near):
+                self._probe_cache[key] = (float(frac), float(frac_near))
         out: list[UncoveredView] = []
         for probe, key in tested:
             # Splats seen from far away cover a view in alpha long before they have the
@@ -211,8 +228,13 @@ class FrontierPlanner:
                 and probe.kind != "ring"
                 and not self.parts.explored.is_generated(float(probe.position[0]), float(probe.position[2]))
             )
-            if unexplored or self._probe_cache[key] > cfg.uncovered_fraction:
-                out.append(self._keyframe_view(probe))
+            fraction, near = self._probe_cache[key]
+            uncovered = unexplored or fraction > cfg.uncovered_fraction
+            # Holes near the player in what it sees or is about to see (the far field is
+            # the frontier's: keyframes ahead fill it as the player approaches).
+            holed = cfg.hole_fraction > 0 and probe.kind in HOLE_PROBES and near > cfg.hole_fraction
+            if uncovered or holed:
+                out.append(dataclasses.replace(self._keyframe_view(probe), hole=not uncovered))
             elif detail and probe.kind != "ahead" and self._too_coarse(probe):
                 coarse.append(probe)
         for probe in coarse:
@@ -220,6 +242,8 @@ class FrontierPlanner:
             # far keyframes covered with long grazing splats (a level one starts 2 m out).
             pitch = min(probe.pitch, math.radians(cfg.detail_pitch_deg))
             out.append(dataclasses.replace(self._keyframe_view(dataclasses.replace(probe, pitch=pitch)), detail=True))
+        for view in out:
+            view.speed = speeds.get(view.probe.player_id, 0.0)
         return out
 
     def _keyframe_view(self, probe: ProbeView) -> UncoveredView:
@@ -271,7 +295,8 @@ class FrontierPlanner:
         """Merge ``cand`` into a job that serves it, or make a new one (called under the lock)."""
         cfg = self.config
         pos = cand.probe.position
-        if self.done_views.matches(pos, cand.forward, cfg.merge_distance, cfg.merge_angle):
+        near = HOLE_MERGE_DISTANCE if cand.hole else cfg.merge_distance
+        if self.done_views.matches(pos, cand.forward, near, cfg.merge_angle):
             return  # generated there already: what is still empty stays empty, no loops
         if self.failed_views.matches(pos, cand.forward, cfg.merge_distance, cfg.merge_angle, since=now - cfg.retry_after_s):
             return
@@ -291,6 +316,9 @@ class FrontierPlanner:
             return
         job = self._make_job(cand, now, caption)
         job.refines = cand.detail
+        job.scale = self.trace_scale(cand)
+        job.fills_holes = cand.hole
+        self.stats.coarse_jobs += int(job.scale < 1.0)
         self.queue.add(job)
         new_jobs.append(job)
         self.stats.jobs_created += 1
@@ -300,6 +328,19 @@ class FrontierPlanner:
         """Lower first: the probe's rank (the queue breaks ties by job id, i.e. request order);
         refining after every job that fills empty space (fill first, detail after)."""
         return cand.probe.rank + (REFINE_PRIORITY if cand.detail else 0.0)
+
+    def trace_scale(self, cand: UncoveredView) -> float:
+        """The resolution scale a new job for ``cand`` is traced at (call under the lock):
+        ``coarse_scale`` for a job filling empty space while generation is behind -- a fill
+        job is already queued or running, or the player moves at ``coarse_speed`` or faster
+        -- so holes close in about a quarter of the time (fill coarse first); else 1.
+        Only for generators that trace any image size (``traces_any_size``): a model may
+        need its own sizes."""
+        cfg = self.config
+        if cand.detail or cfg.coarse_scale >= 1.0 or not getattr(self.parts.generator, "traces_any_size", False):
+            return 1.0
+        behind = cand.speed >= cfg.coarse_speed or self._frontier_busy()
+        return cfg.coarse_scale if behind else 1.0
 
     def _frontier_busy(self) -> bool:
         """Is a job that fills empty space queued or running? Then detail waits: a player
@@ -351,7 +392,8 @@ class FrontierPlanner:
         """Did other jobs cover this job's views while it waited? (cheap low-resolution test)
 
         Covered means: the camera stands in a generated cell and every view is covered
-        in alpha (the same two rules that made the job).
+        in alpha (the same two rules that made the job; for a job the hole test asked
+        for, its near holes are at most a quarter of ``hole_fraction``).
         """
         snapshot = self.scene.snapshot()
         if not snapshot.chunks or job.refines:  # a refining job's views are covered: coarsely
@@ -360,9 +402,15 @@ class FrontierPlanner:
             c = job.cameras.centers[0]
             if not self.parts.explored.is_generated(float(c[0]), float(c[2])):
                 return False
-        cams = job.cameras.resized(self.config.probe_width, self.config.probe_height)
+        cfg = self.config
+        cams = job.cameras.resized(cfg.probe_width, cfg.probe_height)
         alpha = self.renderer.render_alpha(snapshot, cams)
-        return bool((uncovered_fractions(alpha, cams, self.parts.sky_directions) <= self.config.uncovered_fraction).all())
+        if job.fills_holes:
+            # The keyframe's wider view dilutes the hole the player's view showed: skip
+            # only when next to none is left.
+            near = uncovered_fractions(alpha, cams, self.parts.sky_directions, near_m=cfg.hole_reach_m)
+            return bool((near <= cfg.hole_fraction / 4).all())
+        return bool((uncovered_fractions(alpha, cams, self.parts.sky_directions) <= cfg.uncovered_fraction).all())
 
     # ------------------------------------------------------------------ persistence
     def restore(self, done_views: ViewRecord, next_job_id: int) -> None:

@@ -8,10 +8,13 @@ result to ``apply``. Failures and cancellations become events; the world keeps g
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from concurrent.futures import Executor
 from typing import Callable
+
+import numpy as np
 
 from ..events import ChunkAdded, JobFailed, JobProgress
 from ..generators.base import CancelToken, GenerationCancelled, GenerationRequest, GenerationResult
@@ -55,9 +58,13 @@ class JobRunner:
         self.max_running = max_running or parts.config.max_concurrent_jobs
         self._emit = parts.events.emit
         self.average_job_s: float | None = None  # running average of one job's generation time
+        self.average_wait_s: float | None = None  # running average of a fill job's time queued
 
     def pump(self) -> None:
-        """Submit the best queued jobs while fewer than ``max_running`` run."""
+        """Submit the best queued jobs while fewer than ``max_running`` run (after cancelling
+        a running refining job if a job that fills empty space waits for its slot)."""
+        if self.queue.preempt_refining(self.max_running) is not None:
+            self.stats.jobs_preempted += 1
         while True:
             started = self.queue.start_next(self.max_running)
             if started is None:
@@ -79,6 +86,9 @@ class JobRunner:
     def _run(self, job: GenerationJob, token: CancelToken) -> None:
         cfg = self.config
         job.started_at = time.monotonic()
+        if not job.refines:  # detail waits for fill by design: its queueing says nothing of lag
+            waited = max(0.0, job.started_at - job.created_at)
+            self.average_wait_s = waited if self.average_wait_s is None else 0.7 * self.average_wait_s + 0.3 * waited
         try:
             if self.planner.already_covered(job):
                 self.stats.jobs_skipped += 1
@@ -95,7 +105,10 @@ class JobRunner:
                 self._emit(JobProgress(job.id, float(fraction), message))
 
             progress(0.0, "started")
-            result = self.generator.generate(request, progress, token)
+            if job.scale < 1.0:
+                result = self._generate_coarse(job, request, progress, token)
+            else:
+                result = self.generator.generate(request, progress, token)
             token.raise_if_cancelled()
             self._apply(job, result)
             self.stats.jobs_done += 1
@@ -114,3 +127,19 @@ class JobRunner:
             if job in self.queue:  # apply() normally finishes it
                 self.finish(job, job.state if job.state != "running" else "failed")
             self.pump()
+
+
+    def _generate_coarse(self, job: GenerationJob, request: GenerationRequest, progress, token: CancelToken) -> GenerationResult:
+        """Generate ``job`` at ``job.scale`` x its cameras' resolution and upsample the pictures
+        back (nearest pixel), so the chunk builder, frame memory and revisit checks see keyframes
+        of the usual size; their Gaussians are laid out as usual, with the colour and depth of
+        the coarser trace (fill coarse first)."""
+        cams = job.cameras
+        w, h = max(8, round(cams.width * job.scale)), max(8, round(cams.height * job.scale))
+        small = self.generator.generate(dataclasses.replace(request, cameras=cams.resized(w, h)), progress, token)
+        rows = np.minimum((np.arange(cams.height) * h) // cams.height, h - 1)
+        cols = np.minimum((np.arange(cams.width) * w) // cams.width, w - 1)
+        rgb = np.asarray(small.rgb)[:, rows][:, :, cols]
+        depth = None if small.depth is None else np.asarray(small.depth)[:, rows][:, :, cols]
+        own = None if small.cameras is None else small.cameras.resized(cams.width, cams.height)
+        return dataclasses.replace(small, rgb=rgb, depth=depth, cameras=own)

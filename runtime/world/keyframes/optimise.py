@@ -1,7 +1,7 @@
 """Optimising a new chunk against the keyframes it was made from (optional; CUDA + gsplat).
 
 Reconstruction places one Gaussian per pixel block from the keyframe's colour and depth
-in a single pass (:mod:`.reconstruct`). A few hundred steps of gradient descent on the
+in a single pass (:mod:`.reconstruct`). About a hundred steps of gradient descent on the
 photometric error of the keyframes re-rendered through a differentiable rasteriser
 (gsplat's ``rasterization`` on CUDA) tighten colours, sizes, orientations and opacities
 so the chunk reproduces its keyframes more closely.
@@ -25,8 +25,8 @@ What is optimised and what is held, so the place keeps its content:
 
 The maths is separate from the rasteriser: :class:`ChunkOptimiser` takes any function
 with the :data:`Rasterise` signature. :func:`gsplat_rasteriser` is the CUDA one;
-:func:`dense_rasteriser` is the same forward model in plain torch (every pixel against
-every Gaussian: small scenes only), which lets the loop run on a CPU in tests.
+:mod:`.torch_raster` has the same forward model in plain torch (slow, but on any
+machine), which lets the loop run on a CPU in tests and in ``bench.chunk_optimise``.
 
 ``torch`` and ``gsplat`` are imported only when an optimiser is built or run: the
 default install (no torch) imports this module.
@@ -45,10 +45,12 @@ import numpy as np
 
 from ..camera import Cameras
 from ..gaussians import Gaussians
-from ..render.conventions import ALPHA_MAX, ALPHA_MIN, EPS2D, JACOBIAN_CLAMP, NEAR_PLANE
+from ..render.conventions import EPS2D, NEAR_PLANE
 from ..render.cuda import require_cuda_and_gsplat
 
-DEFAULT_STEPS = 300
+DEFAULT_STEPS = 100
+"""Steps per chunk by default: on the H100 (docs/benchmarks.md) 100 steps gained more on
+held-out views than 300, which overfit the single keyframe, at a third of the time."""
 MAX_STEPS = 10_000
 REPORTS_KEPT = 1024
 """Per-chunk reports an optimiser keeps (the latest; older ones are dropped)."""
@@ -146,71 +148,6 @@ def gsplat_rasteriser(gsplat) -> Rasterise:
     return rasterise
 
 
-def dense_rasteriser(means, quats, scales, opacities, colors, viewmats, Ks, width: int, height: int):
-    """The renderers' forward model in plain torch, differentiable (a :data:`Rasterise`).
-
-    EWA projection with the Jacobian clamp, ``EPS2D`` low-pass, per-splat alpha
-    ``min(ALPHA_MAX, o * exp(power))`` dropped below ``ALPHA_MIN``, global depth order.
-    Builds ``[N, G, H*W]`` tensors: for tests and small scenes (a few hundred Gaussians
-    at a few thousand pixels), not for real chunks.
-    """
-    import torch
-
-    q = torch.nn.functional.normalize(quats, dim=1)
-    w, x, y, z = q.unbind(1)
-    R = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=1).reshape(-1, 3, 3)
-    M = R * scales[:, None, :]
-    cov3 = M @ M.transpose(1, 2)  # [G,3,3]
-    u_px, v_px = torch.meshgrid(
-        torch.arange(width, dtype=means.dtype, device=means.device) + 0.5,
-        torch.arange(height, dtype=means.dtype, device=means.device) + 0.5,
-        indexing="xy",
-    )
-    u_px, v_px = u_px.reshape(-1), v_px.reshape(-1)  # [P]
-    rgbs, alphas = [], []
-    for n in range(viewmats.shape[0]):
-        Rw, tw, K = viewmats[n, :3, :3], viewmats[n, :3, 3], Ks[n]
-        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-        p = means @ Rw.T + tw
-        px, py, pz = p.unbind(1)
-        valid = pz > NEAR_PLANE
-        zs = torch.where(valid, pz, torch.ones_like(pz))
-        lim_x_pos = (width - cx) / fx + JACOBIAN_CLAMP * 0.5 * width / fx
-        lim_x_neg = cx / fx + JACOBIAN_CLAMP * 0.5 * width / fx
-        lim_y_pos = (height - cy) / fy + JACOBIAN_CLAMP * 0.5 * height / fy
-        lim_y_neg = cy / fy + JACOBIAN_CLAMP * 0.5 * height / fy
-        tx = zs * torch.clamp(px / zs, -lim_x_neg, lim_x_pos)
-        ty = zs * torch.clamp(py / zs, -lim_y_neg, lim_y_pos)
-        zero = torch.zeros_like(zs)
-        J = torch.stack([fx / zs, zero, -fx * tx / zs**2, zero, fy / zs, -fy * ty / zs**2], dim=1).reshape(-1, 2, 3)
-        cov_cam = Rw @ cov3 @ Rw.T
-        cov2 = J @ cov_cam @ J.transpose(1, 2)
-        a = cov2[:, 0, 0] + EPS2D
-        b = cov2[:, 0, 1]
-        c = cov2[:, 1, 1] + EPS2D
-        det = torch.clamp(a * c - b * b, min=1e-12)
-        ca, cb, cc = c / det, -b / det, a / det  # the conic (inverse 2D covariance)
-        u = fx * px / zs + cx
-        v = fy * py / zs + cy
-        dx = u[:, None] - u_px[None, :]
-        dy = v[:, None] - v_px[None, :]
-        power = -0.5 * (ca[:, None] * dx * dx + cc[:, None] * dy * dy) - cb[:, None] * dx * dy  # [G,P]
-        alpha = torch.clamp(opacities[:, None] * torch.exp(torch.clamp(power, max=0.0)), max=ALPHA_MAX)
-        keep = valid[:, None] & (power <= 0) & (alpha >= ALPHA_MIN)
-        alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
-        order = torch.argsort(torch.where(valid, pz, torch.full_like(pz, float("inf"))))
-        alpha = alpha[order]
-        before = torch.cumprod(torch.cat([torch.ones_like(alpha[:1]), 1.0 - alpha[:-1]], dim=0), dim=0)  # transmittance
-        weights = alpha * before  # [G,P]
-        rgbs.append((weights.T @ colors[order]).reshape(height, width, -1))
-        alphas.append(weights.sum(0).reshape(height, width))
-    return torch.stack(rgbs), torch.stack(alphas)
-
-
 # --------------------------------------------------------------------------- loss
 def composite(rgb, alpha, sky):
     """``[N,H,W,3]`` picture: premultiplied ``rgb`` over ``sky`` (as the renderers composite)."""
@@ -261,8 +198,8 @@ class ChunkOptimiser:
 
     Args:
         settings: steps, loss and limits.
-        rasterise: a :data:`Rasterise` (:func:`gsplat_rasteriser` on CUDA, :func:`dense_rasteriser`
-            for small scenes anywhere).
+        rasterise: a :data:`Rasterise` (:func:`gsplat_rasteriser` on CUDA, or one of
+            :mod:`.torch_raster`'s on any machine).
         device: torch device the tensors live on.
 
     Thread-safe: one chunk at a time (a lock), on the caller's thread -- the world's

@@ -1,0 +1,220 @@
+"""Local rendering in real Chromium (software WebGL: SwiftShader), against the real server:
+the browser draws the world's splats itself (clients/web/src/local/, Spark on three.js).
+
+* local mode loads the splats near spawn and draws frames, and its picture of a pose agrees
+  with the server's CPU render of the same camera at the same resolution (PSNR >= 30 dB;
+  the number goes to test-artifacts/browser_metrics.json, the pictures next to it);
+* switching render modes keeps the pose;
+* chunks generated after joining appear in the local view;
+* two players in local mode see each other's avatar (in the 3D view, in the avatar's colour).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+
+import numpy as np
+import pytest
+
+from tests.test_browser import (  # noqa: F401  (fixtures used by name)
+    ARTIFACTS,
+    base_url,
+    drag_look,
+    hold,
+    link,
+    open_page,
+    pytestmark,
+    save_metrics,
+    state,
+    wait_frames,
+    world,
+)
+from tests.test_browser_vr import browser  # noqa: F401  (Chromium with software WebGL)
+
+from runtime.world.camera import Pose
+from runtime.world.generators.procedural.generator import ProceduralGenerator
+from runtime.world.render.avatars import avatar_color
+from runtime.world.render.cpu import CpuRenderer
+from runtime.world.scene import SceneSnapshot
+from runtime.world.store.library import WorldLibrary
+
+WORLD_CAPTION, WORLD_SEED = "a quiet valley with a river", 7  # tests/test_browser.py's world fixture
+MIN_PSNR_DB = 30.0
+
+
+@pytest.fixture
+def open_local(open_page):
+    """Open pages whose stored settings say render mode ``mode`` (each its own context: its own player)."""
+
+    def opener(url: str, mode: str = "local", width: int = 640, height: int = 360):
+        # Only the first load: a reload keeps what the page's settings panel stored since.
+        settings = (
+            f"if (!sessionStorage.getItem('set')) {{ sessionStorage.setItem('set', '1');"
+            f" localStorage.setItem('worldstream.settings', JSON.stringify({{ renderMode: '{mode}' }})); }}"
+        )
+        return open_page(url, width, height, init_script=settings)
+
+    return opener
+
+
+def local(page) -> dict:
+    return page.evaluate("() => window.__worldstream.local")
+
+
+def wait_local_frames(page, more_than: int = 5, timeout_s: float = 90.0) -> None:
+    page.wait_for_function(
+        f"() => window.__worldstream && window.__worldstream.local.showing && window.__worldstream.local.framesDrawn > {more_than}",
+        timeout=timeout_s * 1000,
+    )
+
+
+def wait_feed_quiet(page, timeout_s: float = 90.0) -> dict:
+    """Until no generation runs and no splat piece came for 2 s; the local state then."""
+    deadline = time.monotonic() + timeout_s
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        s = local(page)
+        busy = state(page)["generation"]["active"]
+        if s["pieces"] != last or busy:
+            last, since = s["pieces"], time.monotonic()
+        elif time.monotonic() - since > 2.0:
+            return s
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the splat feed never went quiet: {local(page)}")
+
+
+def capture(page, cameras) -> np.ndarray:
+    """The page's local picture of ``cameras[0]`` (``[H, W, 3]`` uint8)."""
+    view = {"w2c": cameras.w2c[0].reshape(-1).tolist(), "K": cameras.K[0].reshape(-1).tolist(), "width": cameras.width, "height": cameras.height}
+    rgba = base64.b64decode(page.evaluate("(v) => window.__worldstream.captureLocal(v)", view))
+    return np.frombuffer(rgba, np.uint8).reshape(cameras.height, cameras.width, 4)[:, :, :3]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(255.0**2 / max(mse, 1e-12))
+
+
+def stored_chunks(server, world: str, held: set[int], timeout_s: float = 30.0):
+    """The world's chunks as saved on disk, once every chunk the client holds is saved."""
+    library = WorldLibrary(server.worlds)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        chunks = library.load_chunks(world, verify=False)
+        if held <= {c.id for c in chunks} or time.monotonic() > deadline:
+            return chunks
+        time.sleep(0.5)
+
+
+def test_local_mode_loads_splats_near_spawn_and_matches_the_server(open_local, server, base_url, world):
+    page = open_local(link(base_url, world, "Local"))
+    wait_local_frames(page)
+    s = wait_feed_quiet(page)
+    assert s["mode"] == "local" and s["showing"]
+    assert s["chunks"] > 0 and s["splats"] > 0 and s["badPieces"] == 0
+    assert s["sky"] is not None, "the welcome carries the world's sky"
+
+    pose = Pose(np.array(s["pose"]["position"], np.float32), s["pose"]["yaw"], s["pose"]["pitch"])
+    chunks = stored_chunks(server, world, set(s["chunkIds"]))
+    # Chunks whose bounds come within 10 m of the eye (terrain chunks are large boxes).
+    near = {c.id for c in chunks if np.linalg.norm(np.maximum(np.maximum(c.bounds_min - pose.position, pose.position - c.bounds_max), 0)) < 10.0}
+    assert near and near <= set(s["chunkIds"]), f"chunks near spawn not held locally: {near - set(s['chunkIds'])}"
+
+    # The same camera at the server's own resolution (the module's server streams 320x180).
+    cameras = pose.camera(320, 180)
+    mine = capture(page, cameras)
+    sky = ProceduralGenerator().sky(WORLD_CAPTION, WORLD_SEED)
+    theirs = CpuRenderer().render(SceneSnapshot(1, tuple(chunks)), cameras, sky).rgb[0]
+    db = psnr(mine, theirs)
+    ARTIFACTS.mkdir(exist_ok=True)
+    from PIL import Image
+
+    diff = np.clip(np.abs(mine.astype(int) - theirs.astype(int)) * 4, 0, 255).astype(np.uint8)
+    Image.fromarray(np.concatenate([mine, theirs, diff], axis=0)).save(ARTIFACTS / "local_vs_server.png")
+    save_metrics({"local_vs_server_psnr_db": round(db, 2), "local_chunks": s["chunks"], "local_splats": s["splats"], "local_bytes": s["bytes"]})
+    assert db >= MIN_PSNR_DB, f"local picture vs the server's: {db:.1f} dB (test-artifacts/local_vs_server.png)"
+
+
+def test_switching_render_modes_keeps_the_pose(open_local, base_url, world):
+    page = open_local(link(base_url, world, "Switcher"))
+    wait_local_frames(page)
+    drag_look(page, 120, -30)
+    hold(page, "w", 0.8)
+    page.wait_for_timeout(1500)  # the server's reports settle the prediction
+    before, server_before = local(page)["pose"], state(page)["pose"]
+    assert math.dist(before["position"], server_before["position"]) < 0.15
+    assert abs(math.remainder(before["yaw"] - server_before["yaw"], math.tau)) < 0.02
+
+    def switch(mode: str) -> None:
+        page.keyboard.press("o")
+        page.select_option("#settings-render-mode", mode)
+        page.keyboard.press("Escape")
+
+    switch("video")
+    page.wait_for_timeout(800)
+    s = local(page)
+    assert s["mode"] == "video" and not s["showing"] and s["chunksHeld"] == 0
+    frames = state(page)["frames"]
+    wait_frames(page, frames + 3)  # the video keeps playing
+    for now in (s["pose"], state(page)["pose"]):
+        assert math.dist(now["position"], before["position"]) < 0.05
+        assert abs(math.remainder(now["yaw"] - before["yaw"], math.tau)) < 0.01
+    assert abs(s["pose"]["pitch"] - before["pitch"]) < 1e-6
+
+    switch("local")
+    wait_local_frames(page, local(page)["framesDrawn"] + 3)
+    after = local(page)["pose"]
+    assert math.dist(after["position"], before["position"]) < 0.05
+    assert abs(math.remainder(after["yaw"] - before["yaw"], math.tau)) < 0.01
+    assert abs(after["pitch"] - before["pitch"]) < 1e-6
+
+
+def test_new_chunks_appear_locally_after_generation(open_local, base_url, world):
+    page = open_local(link(base_url, world, "Explorer"))
+    wait_local_frames(page)
+    first = set(wait_feed_quiet(page)["chunkIds"])
+    done = state(page)["generation"]["done"]
+    page.keyboard.press("f")  # fly: straight ahead, over whatever is there
+    start = local(page)["pose"]["position"]
+    hold(page, "w", 3.0)
+    assert math.dist(local(page)["pose"]["position"], start) > 5.0, "the local view follows the walk"
+    page.wait_for_function(f"() => window.__worldstream.generation.done > {done}", timeout=120_000)
+    s = wait_feed_quiet(page, timeout_s=120)
+    assert set(s["chunkIds"]) - first, "chunks generated after joining never reached the local view"
+    drawn = s["framesDrawn"]
+    wait_local_frames(page, drawn + 3)
+
+
+def test_two_players_see_each_other_in_local_mode(open_local, base_url, world):
+    a = open_local(link(base_url, world, "Ann"))
+    b = open_local(link(base_url, world, "Bob"))
+    for page in (a, b):
+        wait_local_frames(page)
+        page.wait_for_function("() => window.__worldstream.local.avatars === 1", timeout=20_000)
+    b.bring_to_front()  # keys go to the focused page
+    b.keyboard.press("f")  # fly a few metres ahead (walking may meet a slope)
+
+    def apart() -> float:
+        me, players = state(a)["pose"]["position"], state(a)["players"]
+        bob = next((p for p in players if p["id"] == state(b)["myId"]), None)
+        return math.dist(me, bob["position"]) if bob else 0.0
+
+    for _ in range(5):  # a key press can get lost while two pages share the browser
+        hold(b, "w", 0.5)
+        b.wait_for_timeout(700)
+        if apart() > 1.5:
+            break
+    for viewer, other in ((a, b), (b, a)):
+        them_id = state(other)["myId"]
+        viewer.wait_for_function(f"() => window.__worldstream.players.some(p => p.id === {them_id!r})", timeout=10_000)
+        me = state(viewer)["pose"]["position"]
+        them = next(p for p in state(viewer)["players"] if p["id"] == them_id)
+        d = np.subtract(them["position"], me)
+        assert np.hypot(d[0], d[2]) > 1.0, "the two players stand apart"
+        look = Pose(np.array(me, np.float32), math.atan2(d[0], d[2]), 0.0)
+        picture = capture(viewer, look.camera(320, 180))
+        color = np.array(avatar_color(them_id))
+        close = np.abs(picture.astype(int) - color).max(axis=2) <= 12
+        assert close.sum() > 50, f"the other player's avatar (colour {color.tolist()}) is not in the local view"
