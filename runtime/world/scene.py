@@ -99,16 +99,14 @@ class SceneSnapshot:
         """Far-field chunks whose bounds intersect any camera's frustum (conservative)."""
         if not self.far:
             return ()
-        lo = np.stack([c.bounds_min for c in self.far])
-        hi = np.stack([c.bounds_max for c in self.far])
+        lo, hi = self._far_bounds
         visible = frustum_cull_boxes(lo, hi, cameras).any(axis=0)
         return tuple(c for c, v in zip(self.far, visible) if v)
 
-    def far_until(self, cap_chunk_id: int) -> "SceneSnapshot":
-        """This snapshot with only the far chunks that landed by ``cap_chunk_id`` (same version):
-        what a view frozen with that cap showed behind its chunks."""
-        far = tuple(c for c in self.far if c.id <= cap_chunk_id)
-        return self if len(far) == len(self.far) else SceneSnapshot(self.version, self.chunks, far)
+    @cached_property
+    def _far_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``([F, 3], [F, 3])`` far-chunk bounds, stacked once per snapshot."""
+        return np.stack([c.bounds_min for c in self.far]), np.stack([c.bounds_max for c in self.far])
 
     def gaussians(self, chunks: tuple[Chunk, ...] | None = None) -> Gaussians:
         """All (or the given) chunks' Gaussians in one set (copies)."""
