@@ -15,7 +15,13 @@ Printed:
 * held-out views (``bench.fidelity``'s novel cameras: on the walked line up to
   ``--offset`` m to the side, any yaw, pitch within +-20 degrees, 60 degree FOV at
   ``--resolution``): PSNR, SSIM and sharpness against the generator for the world without
-  and with optimisation, and the per-view PSNR difference.
+  and with optimisation, and the per-view PSNR difference. The two worlds diverge after the
+  first fitted chunk (later reconstruction sees the fitted scene), and a world whose stop
+  timed out holds fewer chunks: on a slow machine give ``--stop-timeout-s`` room.
+
+``--single`` instead fits one chunk alone (the spawn keyframe's, nothing else in the scene)
+with each ``--steps`` and compares views inside what that keyframe saw before and after:
+the fit's effect with nothing else changing.
 
 Usage::
 

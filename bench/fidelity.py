@@ -43,6 +43,7 @@ Usage::
     .venv/bin/python -m bench.fidelity --quick                          # seconds: 1 short walk, 4 views at 320x180
     .venv/bin/python -m bench.fidelity --biomes forest,city,desert,snow --paths straight,loop,turns --seeds 7,8
     .venv/bin/python -m bench.fidelity --config keyframe_width=640 --config keyframe_height=360
+    .venv/bin/python -m bench.fidelity --fast-forward --speeds 3          # generation waited for: load-independent
     .venv/bin/python -m bench.fidelity --speeds 6 --novel 0 --no-encoder --timeline     # why holes last
 
 ``--config key=value`` overrides a ``WorldConfig`` field (JSON values) to compare settings.
@@ -68,6 +69,7 @@ from runtime.world.camera import Cameras, intrinsics_from_fov
 from runtime.world.generators.base import CancelToken, GenerationRequest
 from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural.generator import ground_height_y
+from runtime.world.keyframes.fit import FIT_ITERATIONS
 from runtime.world.render import create_renderer
 
 VIEW_FOV = math.radians(60.0)
@@ -263,7 +265,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         world.wait_idle(args.bootstrap_timeout_s)
         bootstrap_s = time.monotonic() - t0
 
-        # 2. the real-time walk
+        # 2. the walk: in real time, or fast-forwarded (generation waited for at every update)
         jobs_before = world.stats["jobs_done"]
         render_ms: list[float] = []
         samples = []  # (time s, metres walked, pose, alpha at SAMPLE_SIZE)
@@ -271,7 +273,9 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         timeline.start = start
         next_update = next_frame = next_sample = start
         walk_s = path.length / speed
-        while True:
+        if args.fast_forward:
+            samples, walk_s = _fast_forward_walk(args, world, path, speed, seed)
+        while not args.fast_forward:
             now = time.monotonic()
             t = now - start
             if t > walk_s + args.settle_s:
@@ -397,6 +401,26 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     return out
 
 
+def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
+    """The walk with generation fast-forwarded: the pose advances ``speed / update_hz`` metres
+    per update and every update waits for the jobs it caused (as if generation were free),
+    so the result does not depend on how busy the CPU is. Returns the hole samples (one per
+    update, at :data:`SAMPLE_SIZE`) and the walk's simulated seconds."""
+    samples = []
+    step_s = 1.0 / args.update_hz
+    n = int(math.ceil(path.length / (speed * step_s)))
+    for k in range(n + 1):
+        s = min(k * speed * step_s, path.length)
+        x, z, yaw = path.at(s)
+        pose = eye_pose(x, z, yaw, 0.0, seed)
+        velocity = np.array([math.sin(yaw), 0.0, math.cos(yaw)], np.float32) * speed
+        world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
+        world.wait_idle(args.bootstrap_timeout_s)
+        frame = world.render(pose.camera(*SAMPLE_SIZE, VIEW_FOV))
+        samples.append((k * step_s, s, pose, frame.alpha[0]))
+    return samples, n * step_s
+
+
 def draw_novel_view(truth: Truth, path: Path2D, rng: np.random.Generator, offset: float, pitch_deg: float, seed: int,
                     width: int, height: int):
     """One novel camera inside the explored strip: a point on ``path``, up to +-``offset`` m to
@@ -475,13 +499,15 @@ def encoded_psnr(world_rgb: list[np.ndarray], truth_rgb: list[np.ndarray]) -> li
 # --------------------------------------------------------------------------- representation limit
 def oracle(args, log=print) -> list[dict]:
     """The best one keyframe can do: reconstruct from a keyframe taken at the very camera that is
-    then rendered (no walk, no planning, no distance), per keyframe setting ``WxH@FOV/stride``.
+    then rendered (no walk, no planning, no distance), per keyframe setting ``WxH@FOV/stride``,
+    with ``--oracle-fit`` colour-fitting steps (:mod:`runtime.world.keyframes.fit`).
 
     Separates what the splat representation loses (resolution, splat blur) from what planning
     and coverage lose on a walk.
     """
+    from runtime.world.keyframes.fit import fit_colors
     from runtime.world.keyframes.reconstruct import reconstruct
-    from runtime.world.scene import ChunkSource, Scene
+    from runtime.world.scene import Chunk, ChunkSource, SceneSnapshot
 
     seed = int(args.seeds.split(",")[0])
     caption = CAPTIONS.get(args.biomes.split(",")[0], args.biomes.split(",")[0])
@@ -506,15 +532,22 @@ def oracle(args, log=print) -> list[dict]:
             t0 = time.perf_counter()
             gaussians = reconstruct(k_rgb, k_depth, key, None, stride=stride)
             ms = (time.perf_counter() - t0) * 1e3
-            scene = Scene()
-            scene.append(gaussians, ChunkSource())
-            out = renderer.render(scene.snapshot(), cam, sky)
-            rows[name].append((psnr(out.rgb[0], t_rgb[0]), sharpness(out.rgb[0]) / sharpness(t_rgb[0]), len(gaussians), ms))
+
+            def draw(g, key=key):
+                out = renderer.render(SceneSnapshot(0, (Chunk.build(0, g, ChunkSource()),)), key, sky)
+                return out.rgb, out.depth
+
+            t0 = time.perf_counter()
+            gaussians = fit_colors(gaussians, k_rgb, k_depth, key, draw, stride=stride, iterations=args.oracle_fit)
+            fit_ms = (time.perf_counter() - t0) * 1e3
+            out = renderer.render(SceneSnapshot(0, (Chunk.build(0, gaussians, ChunkSource()),)), cam, sky)
+            rows[name].append((psnr(out.rgb[0], t_rgb[0]), sharpness(out.rgb[0]) / sharpness(t_rgb[0]), len(gaussians), ms, fit_ms))
     table = []
     for name, values in rows.items():
         v = np.array(values)
         table.append({"keyframe": name, "psnr_med": float(np.median(v[:, 0])), "psnr_min": float(v[:, 0].min()),
-                      "sharp_med": float(np.median(v[:, 1])), "gaussians": int(v[:, 2].mean()), "reconstruct_ms": float(v[:, 3].mean())})
+                      "sharp_med": float(np.median(v[:, 1])), "gaussians": int(v[:, 2].mean()), "reconstruct_ms": float(v[:, 3].mean()),
+                      "fit_ms": float(v[:, 4].mean())})
     return table
 
 
@@ -594,8 +627,11 @@ def parse_args(argv=None):
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--no-encoder", dest="encoder", action="store_false")
     ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value)")
+    ap.add_argument("--fast-forward", action="store_true", help="generation waited for at every update (simulated time): "
+                    "measures reconstruction, not how busy the CPU is")
     ap.add_argument("--quick", action="store_true", help="one 8 m walk at 3 m/s, 4 views at 320x180 (a smoke test)")
     ap.add_argument("--oracle", default="", help="instead of walks: the one-keyframe limit per setting, e.g. 320x180@75/2,640x360@60/1")
+    ap.add_argument("--oracle-fit", type=int, default=FIT_ITERATIONS, help="--oracle: colour-fitting steps per keyframe (0: none)")
     ap.add_argument("--timeline", action="store_true", help="print every job's plan/start/generate/land/draw times")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
@@ -641,7 +677,7 @@ def main(argv=None) -> None:
     if args.oracle:
         table = oracle(args)
         print(format_table(table, [("keyframe", "keyframe WxH@FOV/stride"), ("psnr_med", "PSNR med"), ("psnr_min", "PSNR min"),
-                                   ("sharp_med", "sharp"), ("gaussians", "Gaussians"), ("reconstruct_ms", "reconstruct ms")]))
+                                   ("sharp_med", "sharp"), ("gaussians", "Gaussians"), ("reconstruct_ms", "reconstruct ms"), ("fit_ms", "fit ms")]))
         write_json(args.json_path, {"settings": {k: v for k, v in vars(args).items() if k != "config"}, "oracle": table})
         return
     report = run(args)

@@ -56,6 +56,8 @@ class WorldConfig:
         seam_blend_px: where a keyframe's new splats meet the scene's, their colours are
             matched to the scene's over about this many keyframe pixels (see
             :mod:`.keyframes.seams`); 0 turns it off.
+        fit_iterations: Jacobi steps fitting a new chunk's colours to its keyframes (one
+            render of the keyframes each; see :mod:`.keyframes.fit`); 0 turns it off.
         hole_fraction, hole_reach_m: the player's own view and the view ahead are tested
             for holes even inside explored space, and get a keyframe when more than
             ``hole_fraction`` of their pixels show neither splats nor known sky where their
@@ -110,6 +112,7 @@ class WorldConfig:
     far_field_near_m: float = 40.0
     far_field_stride: int = 2
     seam_blend_px: float = 24.0
+    fit_iterations: int = 3
     hole_fraction: float = 0.02
     hole_reach_m: float = 15.0
     coarse_scale: float = 0.5
@@ -137,6 +140,8 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.job_yaw_offsets must hold 1 to 8 offsets, got {len(self.job_yaw_offsets)}")
         if int(self.max_concurrent_jobs) != self.max_concurrent_jobs or self.max_concurrent_jobs < 1:
             raise ValueError(f"WorldConfig.max_concurrent_jobs must be an integer >= 1, got {self.max_concurrent_jobs}")
+        if int(self.fit_iterations) != self.fit_iterations or not 0 <= self.fit_iterations <= 16:
+            raise ValueError(f"WorldConfig.fit_iterations must be an integer in [0, 16], got {self.fit_iterations!r}")
         if not 0.0 < self.revisit_radius_m <= 10.0:
             raise ValueError(f"WorldConfig.revisit_radius_m must be in (0, 10] metres, got {self.revisit_radius_m}")
         for name in ("refine_ratio", "detail_max_px"):

@@ -20,8 +20,9 @@ from ..depth.align import align_to_known
 from ..gaussians import Gaussians
 from ..generators.base import GenerationResult
 from ..keyframes.far_field import far_gaussians
+from ..keyframes.fit import content_target, fit_colors
 from ..keyframes.frames import Frame
-from ..keyframes.seams import blend_seams
+from ..keyframes.seams import blend_keyframes
 from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
 from ..parts import WorldParts
 from ..keyframes.refine import coarse_mask, retire_mask
@@ -118,14 +119,15 @@ class ChunkBuilder:
             existing = self.renderer.render_alpha(_without(snapshot, coarse), cams)
         else:
             existing = None
-        gaussians = reconstruct(rgb, depth, cams, existing, stride=cfg.reconstruct_stride)
+        # Splat colours come from the keyframes matched to the scene along the seam (memory
+        # keeps them as generated; see keyframes.seams).
+        colours = rgb if shown is None else blend_keyframes(rgb, depth, shown.rgb, shown.alpha, shown.depth, cfg.seam_blend_px)
+        gaussians = reconstruct(colours, depth, cams, existing, stride=cfg.reconstruct_stride)
         # A job the hole test asked for fills what a player is looking at now: its near
         # Gaussians stay even where an earlier keyframe saw the spot otherwise (what the
         # player itself was shown is kept by its frozen seen views; see Revisits).
         spare = cfg.hole_reach_m if job.fills_holes else 0.0
         gaussians = self._keep_earlier_views(gaussians, cams, spare)
-        if shown is not None:
-            gaussians = blend_seams(gaussians, cams, rgb, depth, shown.rgb, shown.alpha, shown.depth, cfg.seam_blend_px)
         retire = {}
         for chunk in snapshot.chunks:
             if chunk.id in coarse:
@@ -133,10 +135,40 @@ class ChunkBuilder:
                 if mask.any():
                     retire[chunk.id] = mask
                     self.stats.gaussians_refined += int(mask.sum())
+        made = gaussians
         if self.parts.optimiser is not None and len(gaussians):
-            gaussians = self._optimised(gaussians, snapshot, retire, cams, rgb, spare)
+            gaussians = self._optimised(gaussians, snapshot, retire, cams, colours, spare)
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
+        if gaussians is made:  # not optimised (no CUDA, or the optimiser kept nothing): fit the colours
+            target = colours
+            if coarse and self.config.fit_iterations > 0:  # refining: keep what the scene showed there
+                drawn = self.renderer.render(snapshot, cams, self.parts.sky)
+                target = content_target(colours, depth, drawn.rgb, drawn.depth, drawn.alpha)
+            gaussians = self._fit(gaussians, _without(snapshot, retire), target, depth, cams, source)
         return self.land(source, gaussians, rgb, depth, cams, retire)
+
+    def _fit(
+        self, gaussians: Gaussians, base: SceneSnapshot, rgb: np.ndarray, depth: np.ndarray, cams: Cameras, source: ChunkSource
+    ) -> Gaussians:
+        """The new Gaussians' colours fitted so that the scene they join (``base``, the
+        snapshot less what they retire) shows ``rgb`` (the keyframes, or their content
+        target when refining) sharply (:mod:`.keyframes.fit`)."""
+        iterations = self.config.fit_iterations
+        if iterations <= 0 or len(gaussians) == 0:
+            return gaussians
+
+        def draw(candidate: Gaussians) -> tuple[np.ndarray, np.ndarray]:
+            # A temporary chunk: its own Gaussians object, so no renderer cache mistakes it.
+            out = self.renderer.render(SceneSnapshot(base.version, base.chunks + (Chunk.build(-1, candidate, source),)), cams, self.parts.sky)
+            return out.rgb, out.depth
+
+        started = time.perf_counter()
+        base_alpha = self.renderer.render_alpha(base, cams) if base.chunks else None
+        fitted = fit_colors(
+            gaussians, rgb, depth, cams, draw, stride=self.config.reconstruct_stride, iterations=iterations, base_alpha=base_alpha
+        )
+        self.stats.fit_ms += (time.perf_counter() - started) * 1e3
+        return fitted
 
     def _optimised(
         self,

@@ -8,9 +8,10 @@ as a colour step. Where the keyframe overlaps what the scene already shows (the 
 opaque there and its depth agrees with the keyframe's), the difference between the
 keyframe and the scene's picture is known. Smoothed and carried a short way into the area
 the keyframe fills (``reach_px``, fading with the share of overlap nearby), it is taken off
-the new splats' colours: at the seam they match the scene, a little further in they are the
-keyframe's own. Earlier splats never change (a place once seen looks the same); only the new
-chunk's colours move, and never by more than ``MAX_SHIFT``.
+the keyframe's colours before reconstruction and colour fitting read them: at the seam the
+new splats match the scene, a little further in they are the keyframe's own. Earlier splats
+never change (a place once seen looks the same); only the new chunk's colours move, never by
+more than ``MAX_SHIFT``; frame memory keeps the keyframes as generated.
 
 Tried and left out (``bench/seams.py`` on forest walks showed no gain, within run-to-run
 noise): filling earlier chunks' soft edges (alpha 0.5-0.99) with splats made just
@@ -25,8 +26,6 @@ import math
 
 import numpy as np
 
-from ..camera import Cameras
-from ..gaussians import Gaussians
 
 CELL_PX = 4
 """The colour difference is smoothed on a grid of cells this many keyframe pixels wide."""
@@ -81,47 +80,21 @@ def colour_shift(
     return np.clip(mean * weight[..., None], -MAX_SHIFT, MAX_SHIFT).astype(np.float32)
 
 
-def _landing(gaussians: Gaussians, cams: Cameras, cell: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per Gaussian, the first keyframe it lands in (in front, inside the image) and its
-    ``(row, col)`` there in cells of ``cell`` pixels: ``(view [G] int, -1 = none; row [G]; col [G])``."""
-    count = len(gaussians)
-    view = np.full(count, -1, np.int64)
-    rows = np.zeros(count, np.int64)
-    cols = np.zeros(count, np.int64)
-    for n in range(len(cams)):
-        p = gaussians.means @ cams.w2c[n, :3, :3].T + cams.w2c[n, :3, 3]
-        z = p[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            col = np.floor((cams.K[n, 0, 0] * p[:, 0] / z + cams.K[n, 0, 2]) / cell)
-            row = np.floor((cams.K[n, 1, 1] * p[:, 1] / z + cams.K[n, 1, 2]) / cell)
-        inside = (view < 0) & (z > 0) & (col >= 0) & (row >= 0) & (col < shape[1]) & (row < shape[0])
-        view[inside], rows[inside], cols[inside] = n, row[inside].astype(np.int64), col[inside].astype(np.int64)
-    return view, rows, cols
-
-
-def blend_seams(
-    gaussians: Gaussians,
-    cams: Cameras,
-    rgb: np.ndarray,
-    depth: np.ndarray,
-    scene_rgb: np.ndarray,
-    scene_alpha: np.ndarray,
-    scene_depth: np.ndarray,
-    reach_px: float,
-) -> Gaussians:
-    """``gaussians`` (new splats made from the keyframes ``rgb [N,H,W,3]``, ``depth [N,H,W]`` at
-    ``cams``) with colours matched to the scene along the seam; ``scene_*`` ``[N, H, W(, 3)]``
-    are the scene drawn at the keyframes before they landed. Each splat takes the shift of
-    the first keyframe it lands in (in front of it, inside its image)."""
-    if len(gaussians) == 0 or reach_px <= 0 or not (scene_alpha >= SOLID_ALPHA).any():
-        return gaussians
-    fields = [colour_shift(rgb[n], depth[n], scene_rgb[n], scene_alpha[n], scene_depth[n], reach_px) for n in range(len(cams))]
-    view, row, col = _landing(gaussians, cams, CELL_PX, fields[0].shape[:2])
-    shift = np.zeros((len(gaussians), 3), np.float32)
-    for n, field in enumerate(fields):
-        here = view == n
-        shift[here] = field[row[here], col[here]]
-    if not shift.any():
-        return gaussians
-    colors = np.clip(gaussians.colors - shift, 0.0, 1.0)
-    return Gaussians(gaussians.means, gaussians.quats, gaussians.log_scales, gaussians.opacity_logits, colors, gaussians.sh_rest)
+def blend_keyframes(
+    rgb: np.ndarray, depth: np.ndarray, scene_rgb: np.ndarray, scene_alpha: np.ndarray, scene_depth: np.ndarray, reach_px: float
+) -> np.ndarray:
+    """``rgb`` ``[N, H, W, 3]`` uint8 keyframes with :func:`colour_shift` taken off, for the
+    splats they make: ``scene_*`` ``[N, H, W(, 3)]`` are the scene drawn at the keyframes
+    before they land. Reconstruction (and colour fitting) read this; memory keeps the
+    keyframes as generated. Pixels past the last whole cell take the last cell's shift."""
+    if reach_px <= 0 or not (scene_alpha >= SOLID_ALPHA).any():
+        return rgb
+    out = np.empty_like(rgb)
+    n, h, w = depth.shape
+    for k in range(n):
+        field = colour_shift(rgb[k], depth[k], scene_rgb[k], scene_alpha[k], scene_depth[k], reach_px)
+        rows = np.minimum(np.arange(h) // CELL_PX, field.shape[0] - 1)
+        cols = np.minimum(np.arange(w) // CELL_PX, field.shape[1] - 1)
+        shift = field[rows][:, cols]  # [H, W, 3], nearest cell: the field is smooth over cells
+        out[k] = np.clip(np.rint(rgb[k].astype(np.float32) - 255.0 * shift), 0, 255).astype(np.uint8)
+    return out
