@@ -80,21 +80,35 @@ def colour_shift(
     return np.clip(mean * weight[..., None], -MAX_SHIFT, MAX_SHIFT).astype(np.float32)
 
 
+def _upsample(field: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``[hc, wc, 3]`` cell values -> ``[h, w, 3]`` per pixel, bilinear between cell centres
+    (clamped at the edges, so pixels past the last whole cell take its value)."""
+    def axis(n: int, cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t = np.clip((np.arange(n) + 0.5) / CELL_PX - 0.5, 0.0, cells - 1.0)
+        i0 = np.floor(t).astype(np.int64)
+        return i0, np.minimum(i0 + 1, cells - 1), (t - i0).astype(np.float32)
+
+    y0, y1, fy = axis(h, field.shape[0])
+    x0, x1, fx = axis(w, field.shape[1])
+    fx = fx[None, :, None]
+    top = field[y0][:, x0] * (1 - fx) + field[y0][:, x1] * fx
+    bottom = field[y1][:, x0] * (1 - fx) + field[y1][:, x1] * fx
+    return top * (1 - fy[:, None, None]) + bottom * fy[:, None, None]
+
+
 def blend_keyframes(
     rgb: np.ndarray, depth: np.ndarray, scene_rgb: np.ndarray, scene_alpha: np.ndarray, scene_depth: np.ndarray, reach_px: float
 ) -> np.ndarray:
     """``rgb`` ``[N, H, W, 3]`` uint8 keyframes with :func:`colour_shift` taken off, for the
     splats they make: ``scene_*`` ``[N, H, W(, 3)]`` are the scene drawn at the keyframes
     before they land. Reconstruction (and colour fitting) read this; memory keeps the
-    keyframes as generated. Pixels past the last whole cell take the last cell's shift."""
+    keyframes as generated."""
     if reach_px <= 0 or not (scene_alpha >= SOLID_ALPHA).any():
         return rgb
     out = np.empty_like(rgb)
     n, h, w = depth.shape
     for k in range(n):
         field = colour_shift(rgb[k], depth[k], scene_rgb[k], scene_alpha[k], scene_depth[k], reach_px)
-        rows = np.minimum(np.arange(h) // CELL_PX, field.shape[0] - 1)
-        cols = np.minimum(np.arange(w) // CELL_PX, field.shape[1] - 1)
-        shift = field[rows][:, cols]  # [H, W, 3], nearest cell: the field is smooth over cells
+        shift = _upsample(field, h, w)
         out[k] = np.clip(np.rint(rgb[k].astype(np.float32) - 255.0 * shift), 0, 255).astype(np.uint8)
     return out
