@@ -26,7 +26,8 @@ the same PSNR after the server's H.264 encoder (libx264, CRF 18, one stream of t
 views in order, decoded), and the **ceiling**: the generator's picture of the same
 surfaces with its view-dependent terms (distance fog, water reflection) evaluated from
 the nearest keyframe instead of the camera -- what a reconstruction that stored exactly
-what its keyframes saw would show. During the walk: the hole fraction of the player's
+what its keyframes saw would show; and what the far field adds (the PSNR of the same
+snapshot drawn without its far chunks, subtracted). During the walk: the hole fraction of the player's
 own view over time (sampled at ``--sample-hz``), and how long each visible hole lasted: a
 hole opens at the first sample above ``--hole-threshold`` of the view (1 %) and closes at
 the next sample at or below it (or at the last sample, still open); reported as the share
@@ -55,6 +56,7 @@ settings within one run or back to back.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -367,6 +369,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
                 "sharpness": sharpness(w_out.rgb[0]) / max(sharpness(t_rgb[0]), 1e-6),
                 "holes": holes(w_out.alpha[0], t_depth[0]),
                 "ceiling": _finite(psnr(c_rgb[0], t_rgb[0])),
+                "far_gain": _far_gain(world, cam, w_out.rgb[0], t_rgb[0]),
             }
             views.append(view)
             world_rgb.append(w_out.rgb[0])
@@ -450,6 +453,16 @@ def draw_novel_view(truth: Truth, path: Path2D, rng: np.random.Generator, offset
     if (t_depth[0] < 0.5).mean() > 0.02:
         return None
     return pose, s, heading, cam, t_rgb, t_depth
+
+
+def _far_gain(world: World, cam: Cameras, world_rgb: np.ndarray, truth_rgb: np.ndarray) -> float:
+    """PSNR (dB) the far field adds to this picture: the world's, minus the same snapshot's
+    drawn without its far chunks (0 when the world has none)."""
+    snapshot = world.scene.snapshot()
+    if not snapshot.far:
+        return 0.0
+    bare = world.renderer.render(dataclasses.replace(snapshot, far=()), cam, world.sky).rgb[0]
+    return _finite(psnr(world_rgb, truth_rgb)) - _finite(psnr(bare, truth_rgb))
 
 
 def _keyframe_centers(world: World) -> np.ndarray:
@@ -588,6 +601,7 @@ def summary(results: list[WalkResult]) -> dict:
         "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
         "ceiling_med": float(np.median([v["ceiling"] for v in views])),
         "ceiling_p5": float(np.percentile([v["ceiling"] for v in views], 5)),
+        "far_gain_mean": float(np.mean([v.get("far_gain", 0.0) for v in views])),
     }
 
 
@@ -696,7 +710,7 @@ def main(argv=None) -> None:
         print(
             f"\nall views: {s['views']}, PSNR median {s['psnr_med']:.1f} dB, p5 {s['psnr_p5']:.1f} dB, SSIM {s['ssim_med']:.3f}, "
             f"sharpness {s['sharp_med']:.2f}, encoded PSNR median {s['psnr_enc_med'] or float('nan'):.1f} dB; "
-            f"ceiling median {s['ceiling_med']:.1f} dB (p5 {s['ceiling_p5']:.1f})"
+            f"ceiling median {s['ceiling_med']:.1f} dB (p5 {s['ceiling_p5']:.1f}); the far field adds {s['far_gain_mean']:+.2f} dB (mean)"
         )
     settings = {k: v for k, v in vars(args).items() if k not in ("config",)}
     write_json(args.json_path, {"settings": settings, **report})
