@@ -31,7 +31,9 @@ snapshot drawn without its far chunks, subtracted). During the walk: the hole fr
 own view over time (sampled at ``--sample-hz``), and how long each visible hole lasted: a
 hole opens at the first sample above ``--hole-threshold`` of the view (1 %) and closes at
 the next sample at or below it (or at the last sample, still open); reported as the share
-of the walk's time with a visible hole and the p50 / p95 / max seconds of these holes.
+of the walk's time with a visible hole and the p50 / p95 / max seconds of these holes; the
+same for holes nearer than 15 m (``NEAR_M``: what the world fills from the player's own
+view), apart from the far field at the horizon.
 ``--timeline`` prints every job of each walk: when it was planned, started, finished
 generating, landed in the scene and was first drawn (seconds since the walk started), its
 trace resolution (coarse fill jobs are traced at a fraction of the keyframe size) and how
@@ -86,6 +88,10 @@ CAPTIONS = {
     "meadow": "a meadow with hills",
     "beach": "a tropical beach",
 }
+NEAR_M = 15.0
+"""Holes nearer than this (generator depth, metres) are also reported apart: the ground and
+objects around the player, which the world fills from the player's own view (its
+``hole_reach_m``), rather than the far field at the horizon."""
 DISTANCE_BINS = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 60.0, 1e9)
 
 
@@ -160,9 +166,10 @@ class Truth:
         return result.rgb, result.depth
 
 
-def holes(world_alpha: np.ndarray, truth_depth: np.ndarray) -> float:
-    """Fraction of pixels where the world shows nothing (alpha < 0.5) but the generator a surface."""
-    surface = np.isfinite(truth_depth) & (truth_depth < SKY_DEPTH)
+def holes(world_alpha: np.ndarray, truth_depth: np.ndarray, within: float = SKY_DEPTH) -> float:
+    """Fraction of pixels where the world shows nothing (alpha < 0.5) but the generator a
+    surface (nearer than ``within`` metres along the view axis)."""
+    surface = np.isfinite(truth_depth) & (truth_depth < min(within, SKY_DEPTH))
     return float(((world_alpha < 0.5) & surface).mean())
 
 
@@ -322,7 +329,10 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             )
             _, tdepth = truth.render(cams)
             for k, (t, s, _, alpha) in enumerate(samples):
-                out.samples.append({"t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k])})
+                out.samples.append({
+                    "t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k]),
+                    "holes_near": holes(alpha, tdepth[k], NEAR_M),
+                })
         walk_s_total = walk_s
         for job in timeline.rows():
             t_plan = job["planned"]
@@ -331,6 +341,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             out.jobs.append(job)
         walk_holes = [x["holes"] for x in out.samples if x["moving"]] or [0.0]
         episodes = hole_episodes(out.samples, args.hole_threshold)
+        near_episodes = hole_episodes(out.samples, args.hole_threshold, key="holes_near")
 
         # 3. novel views inside the explored strip
         rng = np.random.default_rng(seed * 7919 + int(speed * 100))
@@ -391,6 +402,9 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             "hole_p95_s": round(float(np.percentile(episodes, 95)), 2) if episodes else 0.0,
             "hole_longest_s": round(max(episodes), 2) if episodes else 0.0,
             "hole_time": round(sum(episodes) / max(out.samples[-1]["t"], 1e-6), 3) if out.samples else 0.0,
+            "holes_near_mean": float(np.mean([x["holes_near"] for x in out.samples if x["moving"]] or [0.0])),
+            "near_hole_p95_s": round(float(np.percentile(near_episodes, 95)), 2) if near_episodes else 0.0,
+            "near_hole_longest_s": round(max(near_episodes), 2) if near_episodes else 0.0,
             "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
             "ceiling_med": float(np.median([v["ceiling"] for v in views])) if views else None,
         }
@@ -461,15 +475,15 @@ def _finite(x: float) -> float:
     return 99.0 if math.isinf(x) else x
 
 
-def hole_episodes(samples: list[dict], threshold: float) -> list[float]:
-    """Seconds each visible hole lasted: runs of samples whose hole fraction is above
-    ``threshold``, from the first such sample to the first sample without (or to the last
-    sample, for a hole still open when the walk ended)."""
+def hole_episodes(samples: list[dict], threshold: float, key: str = "holes") -> list[float]:
+    """Seconds each visible hole lasted: runs of samples whose hole fraction (``key``) is
+    above ``threshold``, from the first such sample to the first sample without (or to the
+    last sample, for a hole still open when the walk ended)."""
     out, opened = [], None
     for x in samples:
-        if x["holes"] > threshold and opened is None:
+        if x[key] > threshold and opened is None:
             opened = x["t"]
-        elif x["holes"] <= threshold and opened is not None:
+        elif x[key] <= threshold and opened is not None:
             out.append(x["t"] - opened)
             opened = None
     if opened is not None:
@@ -597,7 +611,8 @@ WALK_COLUMNS = [
     ("psnr_p5", "PSNR p5"), ("ssim_med", "SSIM"), ("sharp_med", "sharp"), ("psnr_enc_med", "enc PSNR"),
     ("ceiling_med", "ceiling"), ("holes_novel", "holes novel"), ("holes_walk_mean", "holes walk"),
     ("holes_walk_max", "holes max"), ("hole_time", "time holed"), ("hole_p50_s", "hole p50 s"),
-    ("hole_p95_s", "hole p95 s"), ("hole_longest_s", "hole max s"),
+    ("hole_p95_s", "hole p95 s"), ("hole_longest_s", "hole max s"), ("holes_near_mean", f"holes < {NEAR_M:.0f} m"),
+    ("near_hole_p95_s", "near hole p95 s"), ("near_hole_longest_s", "near hole max s"),
 ]
 
 JOB_COLUMNS = [

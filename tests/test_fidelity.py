@@ -50,7 +50,7 @@ def test_quick_run_reports_every_measure(tmp_path):
     report = fidelity.run(args, log=lambda *a: None)
     (row,) = report["rows"]
     assert row["views"] == 2
-    for key in ("psnr_med", "ssim_med", "sharp_med", "psnr_enc_med", "ceiling_med", "holes_novel", "holes_walk_mean"):
+    for key in ("psnr_med", "ssim_med", "sharp_med", "psnr_enc_med", "ceiling_med", "holes_novel", "holes_walk_mean", "holes_near_mean"):
         assert row[key] is not None and np.isfinite(row[key]), key
     assert abs(row["psnr_enc_med"] - row["psnr_med"]) < 3.0
     assert report["walks"][0]["samples"], "the walk kept hole samples"
