@@ -45,10 +45,16 @@ class WorldStats:
     # saw something else there, and the time the check took.
     gaussians_dropped: int = 0
     revisit_check_ms: float = 0.0
+    # Keyframes made from inside geometry (nearly all depth under ChunkBuilder's
+    # INSIDE_DEPTH): dropped, they land no splats and no memory frame.
+    keyframes_inside: int = 0
     # Refinement: coarse Gaussians retired because a closer keyframe remade their surface,
     # and jobs a player's view asked for because what it shows was made too coarse.
     gaussians_refined: int = 0
     detail_jobs: int = 0
+    # The far field: splats it holds (summed over landings) and the time building them took.
+    far_gaussians: int = 0
+    far_field_ms: float = 0.0
     # Colour fitting of new chunks against their keyframes (keyframes/fit.py): its time.
     fit_ms: float = 0.0
     # Outrunning generation: jobs traced coarse (fill coarse first), refining jobs

@@ -19,8 +19,10 @@ from ..camera import Cameras
 from ..depth.align import align_to_known
 from ..gaussians import Gaussians
 from ..generators.base import GenerationResult
+from ..keyframes.far_field import far_gaussians
 from ..keyframes.fit import fit_colors
 from ..keyframes.frames import Frame
+from ..keyframes.seams import blend_keyframes
 from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
 from ..parts import WorldParts
 from ..keyframes.refine import coarse_mask, retire_mask
@@ -33,6 +35,11 @@ SHOWN_DEPTH_CACHE_FRAMES = 512
 
 SKY_DEPTH = 200.0
 """Depth (metres) from which a keyframe pixel counts as sky: reconstruction's sky cut."""
+
+INSIDE_DEPTH = 0.05
+"""A keyframe whose median depth (metres) is nearer than this was made from inside geometry
+(a camera under the terrain or in a trunk sees its inside at ~1 cm everywhere): it shows
+nothing of the world and lands nothing (see :meth:`ChunkBuilder.build`)."""
 
 
 class ChunkBuilder:
@@ -105,15 +112,31 @@ class ChunkBuilder:
         """Land checked keyframes made at ``cams`` (call under the apply lock): ``(chunks,
         frames, newly explored cells)``."""
         cfg = self.config
+        # A camera inside geometry: lifted, its ~1 cm depths became one dense blob of splats
+        # under the ground, which walkers took for the floor and sank onto (issue 16).
+        inside = np.median(depth.reshape(len(depth), -1), axis=1) < INSIDE_DEPTH
+        if inside.any():
+            self.stats.keyframes_inside += int(inside.sum())
+            keep = np.flatnonzero(~inside)
+            if not keep.size:
+                return [], [], []
+            cams, rgb, depth = cams[keep], rgb[keep], depth[keep]
         snapshot = self.scene.snapshot()
         # Refinement: Gaussians far coarser than these keyframes make count as empty here,
         # so the keyframes remake those surfaces finely; the coarse ones they remade retire.
         coarse = self._coarse(snapshot, cams)
-        if snapshot.chunks:
+        shown = None  # the scene drawn at the keyframes (colour too when seams are blended)
+        if snapshot.chunks and cfg.seam_blend_px > 0:
+            shown = self.renderer.render(_without(snapshot, coarse), cams, self.parts.sky)
+            existing = shown.alpha
+        elif snapshot.chunks:
             existing = self.renderer.render_alpha(_without(snapshot, coarse), cams)
         else:
             existing = None
-        gaussians = reconstruct(rgb, depth, cams, existing, stride=cfg.reconstruct_stride)
+        # Splat colours come from the keyframes matched to the scene along the seam (memory
+        # keeps them as generated; see keyframes.seams).
+        colours = rgb if shown is None else blend_keyframes(rgb, depth, shown.rgb, shown.alpha, shown.depth, cfg.seam_blend_px)
+        gaussians = reconstruct(colours, depth, cams, existing, stride=cfg.reconstruct_stride)
         # A job the hole test asked for fills what a player is looking at now: its near
         # Gaussians stay even where an earlier keyframe saw the spot otherwise (what the
         # player itself was shown is kept by its frozen seen views; see Revisits).
@@ -128,10 +151,10 @@ class ChunkBuilder:
                     self.stats.gaussians_refined += int(mask.sum())
         made = gaussians
         if self.parts.optimiser is not None and len(gaussians):
-            gaussians = self._optimised(gaussians, snapshot, retire, cams, rgb, spare)
+            gaussians = self._optimised(gaussians, snapshot, retire, cams, colours, spare)
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
         if gaussians is made:  # not optimised (no CUDA, or the optimiser kept nothing): fit the colours
-            gaussians = self._fit(gaussians, _without(snapshot, retire), rgb, depth, cams, source)
+            gaussians = self._fit(gaussians, _without(snapshot, retire), colours, depth, cams, source)
         return self.land(source, gaussians, rgb, depth, cams, retire)
 
     def _fit(
@@ -202,7 +225,11 @@ class ChunkBuilder:
     ) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
         """Append ``gaussians`` as a chunk (retiring ``retire``'s Gaussians, see
         :meth:`.scene.Scene.append`) and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
-        memory frames at ``cams``; mark sky directions and explored cells (under the apply lock)."""
+        memory frames at ``cams``; mark sky directions and explored cells (under the apply lock).
+
+        The keyframes' far surfaces go to the far field first (:meth:`_land_far`), so its
+        chunk's id is below the scene chunk's: a view frozen with that chunk shows both."""
+        self._land_far(source, rgb, depth, cams)
         chunks = self.scene.append(gaussians, source, retire) if len(gaussians) else []
         chunk_id = chunks[0].id if chunks else -1
         frames = []
@@ -217,6 +244,21 @@ class ChunkBuilder:
             self.parts.sky_directions.mark(pixel_directions(cams)[sky])
         new_cells = self._mark_explored(frames)
         return chunks, frames, new_cells
+
+    def _land_far(self, source: ChunkSource, rgb: np.ndarray, depth: np.ndarray, cams: Cameras) -> None:
+        """Add the keyframes' far surfaces where the far field is thin (see
+        :mod:`.keyframes.far_field`) as one far chunk; nothing when it is off."""
+        near = self.config.far_field_near_m
+        if near <= 0:
+            return
+        started = time.perf_counter()
+        far = self.scene.snapshot().far
+        existing = self.renderer.render_alpha(SceneSnapshot(0, far), cams) if far else None
+        gaussians = far_gaussians(rgb, depth, cams, existing, near_m=near, stride=self.config.far_field_stride)
+        if len(gaussians):
+            self.scene.append_far(gaussians, source)
+            self.stats.far_gaussians += len(gaussians)
+        self.stats.far_field_ms += (time.perf_counter() - started) * 1e3
 
     def _keep_earlier_views(self, gaussians: Gaussians, cams: Cameras, spare_within: float = 0.0) -> Gaussians:
         """Drop the new Gaussians that would change what earlier keyframes show.
