@@ -153,7 +153,10 @@ class ChunkBuilder:
         if self.parts.optimiser is not None and len(gaussians):
             gaussians = self._optimised(gaussians, snapshot, retire, cams, colours, spare)
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
-        if gaussians is made:  # not optimised (no CUDA, or the optimiser kept nothing): fit the colours
+        # Not optimised (no CUDA, or the optimiser kept nothing): fit the colours -- unless the
+        # job was traced coarse (generation is behind: land it fast; its upsampled keyframe
+        # has no detail to fit, and detail comes after).
+        if gaussians is made and job.scale >= 1.0:
             gaussians = self._fit(gaussians, _without(snapshot, retire), colours, depth, cams, source)
         return self.land(source, gaussians, rgb, depth, cams, retire)
 
