@@ -16,7 +16,8 @@
 import * as THREE from "three";
 import { SparkRenderer } from "@sparkjsdev/spark";
 import type { SkyInfo } from "../protocol";
-import { applyOpenCvCamera, type Mat3, type Mat4 } from "./camera";
+import type { Mat3, Mat4 } from "./camera";
+import { applyOpenCvCamera } from "./three_camera";
 import { DEFAULT_SKY, SkyBackground } from "./sky";
 import type { SplatStore } from "./splat_store";
 
