@@ -13,7 +13,9 @@ CPU renderer (its video keeps playing under the local view, as in the product).
   seconds, then waits for generation and the feed to finish; the `.spz` bytes received over
   the ground the server explored around it (explored cells × cell area).
 * ``fps``: local frames drawn per second by the page (its animation-frame loop, video
-  playing underneath) at each ``--sizes`` window, standing still and turning (Q held).
+  playing underneath) at each ``--sizes`` window while turning (Q held) and walking (W held);
+  standing still the page redraws only when something changed (a chunk, an avatar, a sort
+  finishing), so that column counts redraws, not capacity.
 
     .venv/bin/python -m bench.local_render                      # 640x360 and 1280x720
     .venv/bin/python -m bench.local_render --sizes 640x360 --explore-s 5 --json out/local.json
@@ -148,6 +150,7 @@ def main() -> None:
                     results["fps"].append({
                         "window": f"{width}x{height}", "splats": settled["splats"],
                         "still_fps": round(fps_over(page, args.fps_s), 1), "turning_fps": round(fps_over(page, args.fps_s, "KeyQ"), 1),
+                        "walking_fps": round(fps_over(page, args.fps_s, "KeyW"), 1),
                     })
                     ctx.close()
                 browser.close()
@@ -163,7 +166,7 @@ def main() -> None:
     print(format_table([e], [("bytes", "bytes received"), ("m2", "m² explored"), ("bytes_per_m2", "bytes / m²"),
                              ("bytes_per_m2_exploring", "bytes / m² (flying part)"), ("splats_held", "Gaussians held"), ("chunks_held", "chunks")]))
     print()
-    print(format_table(results["fps"], [("window", "window"), ("splats", "Gaussians drawn"), ("still_fps", "fps standing"), ("turning_fps", "fps turning")]))
+    print(format_table(results["fps"], [("window", "window"), ("splats", "Gaussians drawn"), ("turning_fps", "fps turning"), ("walking_fps", "fps walking"), ("still_fps", "redraws/s standing")]))
     write_json(args.json, {"webgl_renderer": renderer, **results})
 
 

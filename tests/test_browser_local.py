@@ -206,6 +206,8 @@ def test_two_players_see_each_other_in_local_mode(open_local, base_url, world):
         b.wait_for_timeout(700)
         if apart() > 1.5:
             break
+    hold(b, "Space", 0.2)  # and a little up, clear of bushes and rocks between the two
+    b.wait_for_timeout(700)
     for viewer, other in ((a, b), (b, a)):
         them_id = state(other)["myId"]
         viewer.wait_for_function(f"() => window.__worldstream.players.some(p => p.id === {them_id!r})", timeout=10_000)
@@ -213,8 +215,13 @@ def test_two_players_see_each_other_in_local_mode(open_local, base_url, world):
         them = next(p for p in state(viewer)["players"] if p["id"] == them_id)
         d = np.subtract(them["position"], me)
         assert np.hypot(d[0], d[2]) > 1.0, "the two players stand apart"
-        look = Pose(np.array(me, np.float32), math.atan2(d[0], d[2]), 0.0)
+        look = Pose(np.array(me, np.float32), math.atan2(d[0], d[2]), math.atan2(-d[1], np.hypot(d[0], d[2])))
         picture = capture(viewer, look.camera(320, 180))
         color = np.array(avatar_color(them_id))
         close = np.abs(picture.astype(int) - color).max(axis=2) <= 12
-        assert close.sum() > 50, f"the other player's avatar (colour {color.tolist()}) is not in the local view"
+        if close.sum() <= 50:
+            from PIL import Image
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            Image.fromarray(picture).save(ARTIFACTS / "local_avatar_missing.png")
+        assert close.sum() > 50, f"the other player's avatar (colour {color.tolist()}, {np.linalg.norm(d):.1f} m away) is not in the local view (test-artifacts/local_avatar_missing.png)"

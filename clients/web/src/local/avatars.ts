@@ -80,14 +80,21 @@ export class AvatarLayer {
     this.body.translate(0, -length / 2, 0); // from the shoulders down (three.js +y is up here: flipped below)
   }
 
-  /** Show `players` except `myId` at their poses; `pixelHeight` sizes the name tags. */
-  update(players: Iterable<PlayerInfo>, myId: string, pixelHeight: number): void {
+  /** Show `players` except `myId` at their poses; `pixelHeight` sizes the name tags.
+   * Returns whether anything drawn changed. */
+  update(players: Iterable<PlayerInfo>, myId: string, pixelHeight: number): boolean {
     const seen = new Set<string>();
+    let changed = false;
     for (const p of players) {
       if (p.id === myId) continue;
       seen.add(p.id);
-      const figure = this.figures.get(p.id) ?? this.add(p);
+      let figure = this.figures.get(p.id);
+      if (!figure) {
+        figure = this.add(p);
+        changed = true;
+      }
       if (figure.name !== p.name) {
+        changed = true;
         figure.group.remove(figure.label);
         figure.label.material.map?.dispose();
         figure.label.material.dispose();
@@ -95,7 +102,9 @@ export class AvatarLayer {
         figure.name = p.name;
         figure.group.add(figure.label);
       }
-      figure.group.position.set(p.position[0], p.position[1], p.position[2]);
+      const pos = figure.group.position;
+      if (pos.x !== p.position[0] || pos.y !== p.position[1] || pos.z !== p.position[2]) changed = true;
+      pos.set(p.position[0], p.position[1], p.position[2]);
       const h = LABEL_HEIGHT_PX / Math.max(1, pixelHeight);
       figure.label.scale.set(h * 2 * (figure.label.userData["aspect"] as number), h * 2, 1);
     }
@@ -105,8 +114,10 @@ export class AvatarLayer {
         figure.label.material.map?.dispose();
         figure.label.material.dispose();
         this.figures.delete(id);
+        changed = true;
       }
     }
+    return changed;
   }
 
   /** Players drawn now (tests). */

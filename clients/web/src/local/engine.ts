@@ -12,8 +12,9 @@ export interface Engine {
 }
 
 export function makeEngine(canvas: HTMLCanvasElement, events: StoreEvents): Engine {
-  const store = new SplatStore(events);
-  const renderer = new LocalRenderer(canvas, store);
+  let renderer: LocalRenderer | null = null;
+  const store = new SplatStore({ ack: events.ack, changed: () => (renderer?.invalidate(), events.changed()) });
+  renderer = new LocalRenderer(canvas, store);
   const avatars = new AvatarLayer();
   renderer.scene.add(avatars.root);
   return { store, renderer, avatars };

@@ -177,6 +177,7 @@ export class LocalMode {
     if (this.showing === on) return;
     this.showing = on;
     this.canvas.hidden = !on;
+    if (!on) this.engine?.renderer.invalidate(); // shown again: draw afresh, not the old frame
   }
 
   private frame(now: number): void {
@@ -200,8 +201,9 @@ export class LocalMode {
       return;
     }
     const view = this.currentView();
-    engine.avatars.update(this.world.players.values(), this.world.myId, view.height);
-    engine.renderer.render(view);
+    if (engine.avatars.update(this.world.players.values(), this.world.myId, view.height)) engine.renderer.invalidate();
+    // Same view, nothing new: the canvas keeps the last frame (standing still costs nothing).
+    if (!engine.renderer.renderIfChanged(view) && this.showing) return;
     this.show(true);
     this.framesDrawn += 1;
     if (this.firstFrameAt < 0) this.firstFrameAt = now;

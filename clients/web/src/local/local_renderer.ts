@@ -41,9 +41,15 @@ export class LocalRenderer {
   readonly camera = new THREE.PerspectiveCamera();
   readonly spark: SparkRenderer;
   readonly sky = new SkyBackground();
-  /** Frames drawn so far. */
+  /** Frames drawn so far, and those skipped by renderIfChanged (nothing had changed). */
   frames = 0;
+  skipped = 0;
   private size = { width: 0, height: 0 };
+  private dirty = true;
+  private lastViewKey = "";
+  private readonly frustum = new THREE.Frustum();
+  private readonly sphere = new THREE.Sphere();
+  private readonly viewProjection = new THREE.Matrix4();
 
   constructor(readonly canvas: HTMLCanvasElement, readonly store: SplatStore) {
     this.renderer = new THREE.WebGLRenderer({ canvas, antialias: false, alpha: false, powerPreference: "high-performance" });
@@ -57,6 +63,7 @@ export class LocalRenderer {
       minAlpha: ALPHA_MIN,
       sortRadial: false,
       accumExtSplats: true,
+      onDirty: () => this.invalidate(), // a sort finished: the next frame must show it
     });
     this.scene.add(this.sky.mesh, this.spark, store.root);
   }
@@ -64,6 +71,12 @@ export class LocalRenderer {
   /** The world's sky (welcome.sky; null: the default). */
   setSky(sky: SkyInfo | null): void {
     this.sky.setSky(sky ?? DEFAULT_SKY);
+    this.invalidate();
+  }
+
+  /** Something drawn changed (chunks, avatars, sky): renderIfChanged draws the next frame. */
+  invalidate(): void {
+    this.dirty = true;
   }
 
   /** Point the camera as the server would for this view (no drawing). */
@@ -74,13 +87,43 @@ export class LocalRenderer {
       this.size = { width, height };
     }
     applyOpenCvCamera(this.camera, view.w2c, view.K, width, height);
+    this.cullChunks();
+  }
+
+  /** Chunks whose bounding sphere is outside the view are left out of Spark's work: each
+   * drawn splat costs vertex work even when it lands off screen. */
+  private cullChunks(): void {
+    this.viewProjection.multiplyMatrices(this.camera.projectionMatrix, this.camera.matrixWorldInverse);
+    this.frustum.setFromProjectionMatrix(this.viewProjection);
+    for (const mesh of this.store.root.children) {
+      const bounds = mesh.userData["bounds"] as { center: [number, number, number]; radius: number } | undefined;
+      if (!bounds) continue;
+      this.sphere.center.fromArray(bounds.center);
+      this.sphere.radius = bounds.radius;
+      mesh.visible = this.frustum.intersectsSphere(this.sphere);
+    }
   }
 
   /** Draw one frame of `view` into the canvas. */
   render(view: LocalView): void {
+    this.lastViewKey = ""; // renderIfChanged must not trust a frame drawn for another view
     this.setView(view);
     this.renderer.render(this.scene, this.camera);
     this.frames += 1;
+  }
+
+  /** Draw `view` unless the last frame already shows it (same camera, nothing invalidated):
+   * a player standing still costs nothing. Returns whether it drew. */
+  renderIfChanged(view: LocalView): boolean {
+    const key = `${view.width}x${view.height}:${Array.from(view.w2c).join(",")}:${Array.from(view.K).join(",")}`;
+    if (!this.dirty && key === this.lastViewKey) {
+      this.skipped += 1;
+      return false;
+    }
+    this.dirty = false;
+    this.lastViewKey = key;
+    this.render(view);
+    return true;
   }
 
   /**

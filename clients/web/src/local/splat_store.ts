@@ -137,6 +137,7 @@ export class SplatStore {
     }
     const mesh = new SplatMesh({ extSplats: new ExtSplats({ extArrays: arrays, numSplats: n }) });
     mesh.name = `chunk-${chunk.id}`;
+    mesh.userData["bounds"] = { center: chunk.center, radius: chunk.radius }; // LocalRenderer culls by it
     chunk.mesh = mesh;
     chunk.splats = n;
     chunk.shownAt = performance.now();
