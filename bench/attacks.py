@@ -11,7 +11,8 @@ client), and prints per phase:
 * whether a new player could join at the end of the phase, and how long that took,
 * the server's CPU (its main process, % of one core; media workers apart) and the
   attacker's: on a machine with few cores the attacker's own CPU takes from the server's,
-* what the attacker did (messages or connections, and the replies it got).
+* what the attacker did (messages or connections), the replies it got, and how its attempts
+  failed (exception names: ``InvalidStatus`` is a handshake refused with an HTTP status).
 
 Attacks (``--attacks``, comma-separated, in this order by default):
 
@@ -283,6 +284,7 @@ async def run_phases(url: str, attacks: list[str], duration: float, fps: int, se
                 "attacker_sent": stats.get("sent"),
                 "attacker_closed": stats.get("closed"),
                 "replies": stats.get("replies"),
+                "attacker_failures": stats.get("close_reasons"),
                 "attacker_error": stats.get("error"),
             })
             print(_row_text(rows[-1]), flush=True)
@@ -294,10 +296,11 @@ async def run_phases(url: str, attacks: list[str], duration: float, fps: int, se
 
 def _row_text(row: dict) -> str:
     replies = ", ".join(f"{k} {v}" for k, v in sorted((row.get("replies") or {}).items()))
+    failures = ", ".join(f"{k} {v}" for k, v in sorted((row.get("attacker_failures") or {}).items()))
     return (f"  {row['attack']}: {row['recv_fps']} fps, largest gap {row['max_gap_ms']} ms ({row['gap_intervals']} frames), "
             f"worst ping {row['worst_ping_ms']} ms, disconnected {row['disconnected']}, new player {row['new_player']}, "
             f"server CPU {row['server_cpu_pct']}% (+{row['server_children_cpu_pct']}% media workers), attacker CPU {row['attacker_cpu_pct']}%, "
-            f"attacker sent {row['attacker_sent']} closed {row['attacker_closed']} [{replies}]")
+            f"attacker sent {row['attacker_sent']} closed {row['attacker_closed']} [{replies}] failed [{failures}]")
 
 
 def main(argv: list[str] | None = None) -> None:

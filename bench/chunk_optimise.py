@@ -15,12 +15,19 @@ Printed:
 * held-out views (``bench.fidelity``'s novel cameras: on the walked line up to
   ``--offset`` m to the side, any yaw, pitch within +-20 degrees, 60 degree FOV at
   ``--resolution``): PSNR, SSIM and sharpness against the generator for the world without
-  and with optimisation, and the per-view PSNR difference.
+  and with optimisation, and the per-view PSNR difference. The two worlds diverge after the
+  first fitted chunk (later reconstruction sees the fitted scene), and a world whose stop
+  timed out holds fewer chunks: on a slow machine give ``--stop-timeout-s`` room.
+
+``--single`` instead fits one chunk alone (the spawn keyframe's, nothing else in the scene)
+with each ``--steps`` and compares views inside what that keyframe saw before and after:
+the fit's effect with nothing else changing.
 
 Usage::
 
-    python -m bench.chunk_optimise                          # CUDA: forest seed 7, 300 steps, stops at 0/4/8 m
+    python -m bench.chunk_optimise                          # CUDA: forest seed 7, 100 steps, stops at 0/4/8 m
     python -m bench.chunk_optimise --steps 100,300 --json out/chunk_optimise.json
+    python -m bench.chunk_optimise --single --steps 50,100,300 --optimise max_shrink=0.7   # one chunk alone
     python -m bench.chunk_optimise --rasteriser dense --quick   # any machine: tiny keyframes, a smoke test
     python -m bench.chunk_optimise --rasteriser windowed --renderer cpu --config keyframe_width=160 --config keyframe_height=90 --steps 50
 
@@ -37,6 +44,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -52,12 +60,13 @@ from runtime.world.sky import Sky
 
 
 def build_optimiser(args, steps: int) -> ChunkOptimiser:
+    settings = {"max_seconds": 0, **args.optimise_overrides}  # every step, however long: that is what is measured
     if args.rasteriser != "gsplat":
         import torch
 
         torch.set_num_threads(1)  # small tensors: more threads only spin-wait on a busy machine
-        return ChunkOptimiser(OptimiseSettings(steps=steps, max_seconds=0), rasteriser(args.rasteriser))
-    return ChunkOptimiser.for_cuda(steps, max_seconds=0)  # every step, however long: that is what is measured
+        return ChunkOptimiser(OptimiseSettings(steps=steps, **settings), rasteriser(args.rasteriser))
+    return ChunkOptimiser.for_cuda(steps, **settings)
 
 
 def warm_up(optimiser: ChunkOptimiser) -> float:
@@ -103,21 +112,29 @@ def walk(args, optimiser: ChunkOptimiser | None, log=print) -> World:
     return world
 
 
-def held_out(args, worlds: dict[str, World], log=print) -> list[dict]:
-    """Novel views (fidelity's), each rendered by every world and the generator."""
+def held_out(args, worlds: dict[str, Callable], log=print) -> list[dict]:
+    """Novel views (fidelity's), each drawn by every ``worlds`` function (camera -> ``[H,W,3]``
+    uint8) and by the generator."""
     truth = Truth(CAPTIONS.get(args.biome, args.biome), args.seed)
     path = make_path("straight", args.distance, args.seed)
     rng = np.random.default_rng(args.seed * 7919)
-    rows, attempts = [], 0
-    while len(rows) < args.novel and attempts < args.novel * 6:
-        attempts += 1
-        novel = draw_novel_view(truth, path, rng, args.offset, 20.0, args.seed, args.width, args.height)
+    return compare_views(truth, worlds, (draw_novel_view(truth, path, rng, args.offset, 20.0, args.seed, args.width, args.height)
+                                         for _ in range(args.novel * 6)), args.novel, log)
+
+
+def compare_views(truth: Truth, worlds: dict[str, Callable], drawn, count: int, log=print) -> list[dict]:
+    """PSNR, SSIM and sharpness against the generator of the first ``count`` views ``drawn``
+    yields (``draw_novel_view``'s tuples; None: drawn again)."""
+    rows = []
+    for novel in drawn:
+        if len(rows) >= count:
+            break
         if novel is None:
             continue
         pose, s, _, cam, t_rgb, _ = novel
         row = {"s": round(float(s), 1), "yaw_deg": round(math.degrees(pose.yaw)), "pitch_deg": round(math.degrees(pose.pitch))}
-        for name, world in worlds.items():
-            rgb = world.render(cam).rgb[0]
+        for name, draw in worlds.items():
+            rgb = draw(cam)
             row[f"psnr_{name}"] = psnr(rgb, t_rgb[0])
             row[f"ssim_{name}"] = ssim(rgb, t_rgb[0])
             row[f"sharp_{name}"] = sharpness(rgb) / max(sharpness(t_rgb[0]), 1e-6)
@@ -142,7 +159,7 @@ def run(args, log=print) -> dict:
                      "gain_db": r.psnr_after - r.psnr_before, "kept": r.kept}
                     for k, r in enumerate(optimiser.reports) if r.gaussians
                 ]
-                views = held_out(args, {"plain": plain, "optimised": fitted}, log)
+                views = held_out(args, {"plain": _drawn_by(plain), "optimised": _drawn_by(fitted)}, log)
                 report["runs"].append({"steps": steps, "warm_up_s": warm_s, "chunks": chunks, "views": views,
                                        "summary": summarise(chunks, views), "stats": fitted.stats})
             finally:
@@ -150,6 +167,56 @@ def run(args, log=print) -> dict:
         return report
     finally:
         plain.close()
+
+
+def _drawn_by(world: World) -> Callable:
+    return lambda cam: world.render(cam).rgb[0]
+
+
+def single(args, log=print) -> list[dict]:
+    """One keyframe, no walk: the first keyframe's chunk (the spawn, facing +z, pitched down
+    10 degrees, the config's keyframe size and FOV) fitted with each ``--steps``, and views
+    within 2 m and 0.4 rad of it (inside what it saw) drawn before and after. Nothing else
+    changes between the two, so the difference is the fit's alone."""
+    from runtime.world.camera import Cameras
+    from runtime.world.keyframes.reconstruct import reconstruct
+    from runtime.world.scene import ChunkSource, Scene
+
+    config = WorldConfig("chunk-optimise", seed=args.seed, caption=CAPTIONS.get(args.biome, args.biome), **args.config_overrides)
+    truth = Truth(config.caption, args.seed)
+    sky = truth.generator.sky(config.caption, args.seed)
+    renderer = create_renderer(args.renderer)
+    key = eye_pose(0.0, 0.0, 0.0, math.radians(-10.0), args.seed).camera(config.keyframe_width, config.keyframe_height, config.keyframe_fov_y)
+    k_rgb, k_depth = truth.render(key)
+    start = reconstruct(k_rgb, k_depth, key, None, stride=config.reconstruct_stride)
+
+    def drawn_by(gaussians: Gaussians) -> Callable:
+        scene = Scene()
+        scene.append(gaussians, ChunkSource())
+        snapshot = scene.snapshot()
+        return lambda cam: renderer.render(snapshot, cam, sky).rgb[0]
+
+    def near_views():
+        rng = np.random.default_rng(args.seed * 7919 + 1)
+        while True:
+            pose = eye_pose(rng.uniform(-0.7, 0.7), rng.uniform(0.0, 2.0), rng.uniform(-0.4, 0.4), math.radians(rng.uniform(-15, 10)), args.seed)
+            cam: Cameras = pose.camera(args.width, args.height, math.radians(60.0))
+            t_rgb, t_depth = truth.render(cam)
+            yield None if (t_depth[0] < 0.5).mean() > 0.02 else (pose, float(pose.position[2]), 0.0, cam, t_rgb, t_depth)
+
+    rows = []
+    for steps in args.steps:
+        optimiser = build_optimiser(args, steps)
+        warm_up(optimiser)
+        fitted, r = optimiser.optimise(start, Gaussians.empty(), key, k_rgb, sky.colors(key))
+        views = compare_views(truth, {"plain": drawn_by(start), "optimised": drawn_by(fitted)}, near_views(), args.novel, log)
+        row = {"steps": steps, "gaussians": r.gaussians, "ms": r.ms, "key_before": r.psnr_before, "key_after": r.psnr_after}
+        row |= {k: v for k, v in summarise([], views).items() if k != "chunks"}
+        log(f"  single keyframe, {steps} steps: {r.ms:.0f} ms, keyframe PSNR {r.psnr_before:.2f} -> {r.psnr_after:.2f} dB, "
+            f"held-out PSNR median {row['novel_psnr_plain_med']:.2f} -> {row['novel_psnr_optimised_med']:.2f} dB, "
+            f"sharpness {row['sharp_plain_med']:.2f} -> {row['sharp_optimised_med']:.2f}")
+        rows.append(row)
+    return rows
 
 
 def summarise(chunks: list[dict], views: list[dict]) -> dict:
@@ -180,7 +247,7 @@ def summarise(chunks: list[dict], views: list[dict]) -> dict:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", default="300", help="comma-separated step counts, one optimised walk each")
+    ap.add_argument("--steps", default="100", help="comma-separated step counts, one optimised walk each")
     ap.add_argument("--biome", default="forest")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--distance", type=float, default=8.0, help="metres walked along +z")
@@ -193,11 +260,15 @@ def parse_args(argv=None):
     ap.add_argument("--rasteriser", choices=["gsplat", "dense", "windowed"], default="gsplat",
                     help="the optimiser's: gsplat (CUDA), or plain torch on any machine: dense (tiny keyframes only) or windowed")
     ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value)")
+    ap.add_argument("--optimise", action="append", default=[], metavar="KEY=VALUE",
+                    help="OptimiseSettings override, e.g. max_shrink=0.7 or ssim_weight=0 (repeatable)")
     ap.add_argument("--quick", action="store_true", help="32x18 keyframes, 20 steps, one stop, 2 views at 160x90 (a smoke test)")
+    ap.add_argument("--single", action="store_true", help="one keyframe's chunk fitted alone, views inside what it saw (no walk)")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
     args.steps = [int(s) for s in str(args.steps).split(",")]
     args.config_overrides = config_overrides(args.config)
+    args.optimise_overrides = config_overrides(args.optimise)
     if args.quick:
         args.config_overrides |= {"keyframe_width": 32, "keyframe_height": 18}
         args.steps, args.distance, args.novel, args.resolution = [20], 0.0, 2, "160x90"
@@ -213,10 +284,21 @@ VIEW_COLUMNS = [("s", "s m"), ("yaw_deg", "yaw"), ("pitch_deg", "pitch"), ("psnr
                 ("sharp_plain", "sharp plain"), ("sharp_optimised", "sharp optimised")]
 
 
+SINGLE_COLUMNS = [("steps", "steps"), ("gaussians", "Gaussians"), ("ms", "ms"), ("key_before", "keyframe PSNR before"),
+                  ("key_after", "after"), ("novel_psnr_plain_med", "held-out PSNR before"), ("novel_psnr_optimised_med", "after"),
+                  ("novel_psnr_delta_min", "worst view gain"), ("ssim_plain_med", "SSIM before"), ("ssim_optimised_med", "after"),
+                  ("sharp_plain_med", "sharpness before"), ("sharp_optimised_med", "after")]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     info = machine()
     print(describe_machine(info))
+    if args.single:
+        rows = single(args)
+        print(format_table(rows, SINGLE_COLUMNS))
+        write_json(args.json_path, {"machine": info, "settings": {k: v for k, v in vars(args).items() if k != "config"}, "single": rows})
+        return
     report = run(args)
     for r in report["runs"]:
         s = r["summary"]

@@ -38,6 +38,7 @@ from runtime.stream.forwarded import proxy_networks, request_source
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
 from runtime.stream.rate_limit import BucketsByKey, TokenBucket
+from runtime.stream.slow_refusal import SlowRefusals
 from runtime.stream.websocket import (
     LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES, Connection, refuse_connection,
 )
@@ -83,7 +84,8 @@ class StreamServer:
         self.renderer_name = str(getattr(self.renderer, "name", type(self.renderer).__name__))
         self.quotas = Quotas(config.limits, refused=lambda limit: self.metrics.limit_refusals.labels(limit).inc())
         self.registry = SessionRegistry(config, self.executors, self.metrics, self.renderer, self.quotas)
-        self.lobby = Lobby(config, self.registry, self.quotas, self.executors, self.version, self.renderer_name)
+        self.refusals = SlowRefusals()  # quota and capacity refusals are answered after a pause
+        self.lobby = Lobby(config, self.registry, self.quotas, self.executors, self.version, self.renderer_name, self.refusals)
         self._refusal_log = TokenBucket(0.2, 5)
         # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
         self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
@@ -186,7 +188,7 @@ class StreamServer:
         try:
             self.quotas.open_connection(client)
         except LimitReached as exc:
-            await refuse_connection(ws, exc.limit, exc.message, self.metrics)
+            await refuse_connection(ws, exc.limit, exc.message, self.metrics, self.refusals)
             return
         try:
             await connection.run()
@@ -240,7 +242,7 @@ class StreamServer:
             cfg.port,
             process_request=make_process_request(
                 cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
-                token=cfg.token, secure=self._came_over_https, flooding=self._flooding,
+                token=cfg.token, secure=self._came_over_https, flooding=self._flooding, refusals=self.refusals,
             ),
             max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
@@ -474,7 +476,7 @@ def build_parser(prog: str = "python server.py") -> argparse.ArgumentParser:
                    "'Authorization: Bearer'); default $WORLDSTREAM_TOKEN, else none: open to anyone who reaches the server")
     p.add_argument("--no-avatars", dest="avatars", action="store_false", help="do not draw other players into the video")
     p.add_argument("--optimise-chunks", type=_whole_number("optimise-chunks", 0, MAX_STEPS), default=0, metavar="STEPS",
-                   help="fit every new chunk to its keyframes with STEPS gsplat optimisation steps (a few hundred) before it is "
+                   help="fit every new chunk to its keyframes with STEPS gsplat optimisation steps (about 100) before it is "
                    "shown; needs CUDA and gsplat (default 0: off)")
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run generation on a Ray cluster's actors (docs/scale.md): auto joins this machine's cluster (or starts one), ADDRESS is HOST:6379 or ray://HOST:10001 (default: off, generation in this process)")

@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=_positive(float), default=16.0, help="video frame rate (default 16, as Lyra)")
     p.add_argument("--world", default=None, help="world to create or extend (default: named after the output file)")
     p.add_argument("--optimise-chunks", type=_positive(int), default=None, metavar="STEPS",
-                   help="fit every new chunk to its keyframes with STEPS gsplat steps (a few hundred; needs CUDA and gsplat; default off)")
+                   help="fit every new chunk to its keyframes with STEPS gsplat steps (about 100; needs CUDA and gsplat; default off)")
     generation_options(p)
     p.set_defaults(func=cmd_render)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from runtime.quotas import Limits
 from runtime.scale.cluster import RaySettings
+from runtime.world.thread_priority import lower_thread_priority
 
 from runtime.stream.encoder import EncoderSettings
 from runtime.stream.media_pool import MediaPool, PinMemory
@@ -96,12 +97,16 @@ class Executors:
       holds the thread pool that encodes when there are no worker processes.
     * ``plan``: world.update (coverage probes), world loading and closing.
     * generation runs in each World's own worker thread (one per world), never here.
+
+    Planning, generation and saving run at a lower CPU priority than rendering, the event
+    loop and the encoders (``runtime.world.thread_priority``).
     """
 
     def __init__(self, media_processes: int | None = None, pin_memory: PinMemory | None = None) -> None:
         self.render = ThreadPoolExecutor(1, thread_name_prefix="render")
         self.media = MediaPool(media_processes, pin_memory=pin_memory)
-        self.plan = ThreadPoolExecutor(1, thread_name_prefix="plan")
+        # Planning and world loading are background work: they yield the CPU to rendering.
+        self.plan = ThreadPoolExecutor(1, thread_name_prefix="plan", initializer=lower_thread_priority)
 
     async def close(self) -> None:
         await self.media.stop()

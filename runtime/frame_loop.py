@@ -12,6 +12,7 @@ its last picture again. Encoded frames come back through :meth:`FrameLoop.on_enc
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import Executor
@@ -21,7 +22,7 @@ import numpy as np
 
 from protocol import messages as m
 from runtime.metrics import ServerMetrics
-from runtime.player import Player
+from runtime.player import InputSnapshot, Player
 from runtime.stream.video_sink import PictureSlot, VideoSink
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
@@ -32,6 +33,23 @@ from runtime.world.render.video import PendingVideoFrames, stitch_i420
 log = logging.getLogger("worldstream.session")
 
 RENDER_FAILURE_LOG_S = 10.0  # a view that keeps failing logs its traceback this often
+
+
+@dataclass
+class RenderedTick:
+    """What a tick's job in the render thread hands back to the event loop.
+
+    Attributes:
+        staged: player id -> the picture its video's ``offer()`` takes (None: its media
+            worker is a whole ring behind); a player missing here got no picture.
+        render_s: seconds spent drawing views, or None when every picture was repeated.
+        started, done: ``time.monotonic()`` when the job started and finished.
+    """
+
+    staged: dict
+    render_s: float | None
+    started: float
+    done: float
 
 
 @dataclass(frozen=True)
@@ -107,72 +125,104 @@ class FrameLoop:
         # Each player's video as of now: a new offer may replace it while this tick renders.
         videos = {p.id: p.video for p in players if p.video is not None and p.video.ready}
         due = [p for p in players if p.id in videos]
-        world = self.world
-
-        def move_and_render():
-            job_started = time.monotonic()
-            for player, snap, dt in takes:
-                try:
-                    if snap.head_pose is not None:
-                        player.pose = world.move_head(player.pose, snap.head_pose)
-                        player.velocity = np.zeros(3, np.float32)
-                        player.blocked = False
-                    elif snap.move is not None:  # also when idle: walking settles onto the ground
-                        old = player.pose.position.copy()
-                        moved = world.advance(player.pose, snap.move, dt)
-                        player.pose, player.blocked = moved.pose, moved.blocked
-                        player.velocity = ((player.pose.position - old) / max(dt, 1e-3)).astype(np.float32)
-                except Exception:
-                    log.exception("world %r: moving player %s failed", self.name, player.id)
-            # Read before rendering: if a chunk lands meanwhile, the next tick draws again.
-            version = world.scene.version
-            avatars = self._avatars(players)
-            groups: dict[tuple[int, int], list[Player]] = {}
-            overlays: list[Player] = []
-            staged = {}  # player id -> what its video's offer() takes
-            plans = {p.id: self._plan(p, version, avatars) for p in due}
-            for player in due:
-                plan = plans[player.id]
-                last_video, last_staged = player.last_picture
-                if plan.key == player.last_view_key and last_video is videos[player.id] and last_staged is not None:
-                    staged[player.id] = last_staged  # nothing in view changed: the same picture again
-                elif player.scene_picture is not None and player.scene_picture[0] == plan.scene_key:
-                    overlays.append(player)  # only the players in view moved: draw them on the scene again
-                else:
-                    groups.setdefault(player.eye_size, []).append(player)
-            start = time.perf_counter()
-            done = self._render_views(world, list(groups.values()), videos, staged, plans)
-            done += self._overlay_views(overlays, videos, staged, plans)
-            for player in done:
-                player.last_picture = (videos[player.id], staged[player.id])
-                player.last_view_key = plans[player.id].key
-            pictures = self.metrics.pictures
-            pictures.labels("repeated").inc(len(due) - len(overlays) - sum(map(len, groups.values())))
-            pictures.labels("avatars").inc(len(overlays))
-            pictures.labels("rendered").inc(sum(map(len, groups.values())))
-            return staged, (time.perf_counter() - start) if groups or overlays else None, job_started, time.monotonic()
-
-        staged, render_s, job_started, job_done = await self._loop.run_in_executor(self.render_executor, move_and_render)
+        job = functools.partial(self._move_and_render, takes, players, due, videos)
+        rendered = await self._loop.run_in_executor(self.render_executor, job)
         resumed = time.monotonic()
-        if render_s is not None:
-            self.metrics.render_seconds.observe(render_s)
-            for player in due:
-                player.render_ms.append(render_s * 1e3)
-        snaps = {p.id: snap for p, snap, _ in takes}
+        self._observe_render(rendered.render_s, due)
+        self._offer(due, videos, rendered, {p.id: snap for p, snap, _ in takes}, taken_at)
+        tick = self.metrics.tick_seconds
+        tick.labels("queued").observe(rendered.started - taken_at)
+        tick.labels("move_render").observe(rendered.done - rendered.started)
+        tick.labels("resume").observe(resumed - rendered.done)
+        tick.labels("offer").observe(time.monotonic() - resumed)
+
+    # ------------------------------------------------------------------ in the render thread
+    def _move_and_render(self, takes: list[tuple[Player, InputSnapshot, float]], players: list[Player], due: list[Player],
+                         videos: dict[str, VideoSink]) -> RenderedTick:
+        """The render executor's job for one tick: move every player, then draw the due views."""
+        started = time.monotonic()
+        for player, snap, dt in takes:
+            self._move(player, snap, dt)
+        # Read before rendering: if a chunk lands meanwhile, the next tick draws again.
+        version = self.world.scene.version
+        avatars = self._avatars(players)
+        plans = {p.id: self._plan(p, version, avatars) for p in due}
+        staged, overlays, groups = self._views_to_draw(due, videos, plans)
+        start = time.perf_counter()
+        done = self._render_views(self.world, groups, videos, staged, plans)
+        done += self._overlay_views(overlays, videos, staged, plans)
+        for player in done:
+            player.last_picture = (videos[player.id], staged[player.id])
+            player.last_view_key = plans[player.id].key
+        rendered = sum(map(len, groups))
+        pictures = self.metrics.pictures
+        pictures.labels("repeated").inc(len(due) - len(overlays) - rendered)
+        pictures.labels("avatars").inc(len(overlays))
+        pictures.labels("rendered").inc(rendered)
+        render_s = (time.perf_counter() - start) if groups or overlays else None
+        return RenderedTick(staged, render_s, started, time.monotonic())
+
+    def _move(self, player: Player, snap: InputSnapshot, dt: float) -> None:
+        """Apply one frame's input (``dt`` seconds of it) to ``player``: a VR head pose replaces
+        the pose; otherwise the movement is stepped (also when idle: walking settles onto the
+        ground). A failure is logged and leaves the player where it was."""
+        try:
+            if snap.head_pose is not None:
+                player.pose = self.world.move_head(player.pose, snap.head_pose)
+                player.velocity = np.zeros(3, np.float32)
+                player.blocked = False
+            elif snap.move is not None:
+                old = player.pose.position.copy()
+                moved = self.world.advance(player.pose, snap.move, dt)
+                player.pose, player.blocked = moved.pose, moved.blocked
+                player.velocity = ((player.pose.position - old) / max(dt, 1e-3)).astype(np.float32)
+        except Exception:
+            log.exception("world %r: moving player %s failed", self.name, player.id)
+
+    @staticmethod
+    def _views_to_draw(
+        due: list[Player], videos: dict[str, VideoSink], plans: dict[str, "_ViewPlan"]
+    ) -> tuple[dict, list[Player], list[list[Player]]]:
+        """How each due view gets its picture: ``(staged, overlays, groups)``. A player with
+        nothing changed in view (and the same video) gets its last picture again, in
+        ``staged`` (player id -> what its video's ``offer()`` takes); one whose scene view is
+        unchanged but whose players in view moved is in ``overlays`` (they are drawn on its
+        last scene); the rest are in ``groups``, one list per eye size, to render."""
+        staged = {}
+        overlays: list[Player] = []
+        groups: dict[tuple[int, int], list[Player]] = {}
         for player in due:
-            if player.id not in staged:  # its view failed to render (counted): it gets the next one
+            plan = plans[player.id]
+            last_video, last_staged = player.last_picture
+            if plan.key == player.last_view_key and last_video is videos[player.id] and last_staged is not None:
+                staged[player.id] = last_staged  # nothing in view changed: the same picture again
+            elif player.scene_picture is not None and player.scene_picture[0] == plan.scene_key:
+                overlays.append(player)  # only the players in view moved: draw them on the scene again
+            else:
+                groups.setdefault(player.eye_size, []).append(player)
+        return staged, overlays, list(groups.values())
+
+    # ------------------------------------------------------------------ back on the event loop
+    def _observe_render(self, render_s: float | None, due: list[Player]) -> None:
+        """Record how long this tick's drawing took (None: nothing was drawn)."""
+        if render_s is None:
+            return
+        self.metrics.render_seconds.observe(render_s)
+        for player in due:
+            player.render_ms.append(render_s * 1e3)
+
+    def _offer(self, due: list[Player], videos: dict[str, VideoSink], rendered: RenderedTick,
+               snaps: dict[str, InputSnapshot], taken_at: float) -> None:
+        """Offer each due player's picture to its video, stamped with the input it shows."""
+        for player in due:
+            if player.id not in rendered.staged:  # its view failed to render (counted): it gets the next one
                 continue
-            picture = staged[player.id]
+            picture = rendered.staged[player.id]
             if picture is None:  # the media worker is a whole ring behind: it gets the next one
                 self.metrics.frames_dropped.labels("worker_behind").inc()
                 continue
             snap = snaps[player.id]
-            videos[player.id].offer(picture, taken_at, snap.seq, snap.received_at, render_s or 0.0)
-        tick = self.metrics.tick_seconds
-        tick.labels("queued").observe(job_started - taken_at)
-        tick.labels("move_render").observe(job_done - job_started)
-        tick.labels("resume").observe(resumed - job_done)
-        tick.labels("offer").observe(time.monotonic() - resumed)
+            videos[player.id].offer(picture, taken_at, snap.seq, snap.received_at, rendered.render_s or 0.0)
 
     def _avatars(self, players: list[Player]) -> dict[str, Avatar]:
         """Every player as the others see them, by player id (none with ``--no-avatars``)."""

@@ -28,6 +28,7 @@ from runtime.seats import Seats
 from runtime.session import Session
 from runtime.sessions import JoinError, SessionRegistry, WorldElsewhere
 from runtime.stream.media_pool import MediaUnavailable
+from runtime.stream.slow_refusal import SlowRefusals
 from runtime.stream.video_sink import VideoSink
 from runtime.stream.webrtc import RtcError, choose_codec
 from runtime.stream.websocket import CLOSE_POLICY, CLOSE_REDIRECT, CLOSE_TRY_AGAIN, ClientChannel
@@ -45,10 +46,12 @@ class Lobby:
         quotas: per-client and server-wide allowances (worlds, captions).
         executors: the media pool opens players' videos.
         version, renderer_name: what ``welcome`` says of this server.
+        refusals: pauses a hello's refusal for a quota or a full server (``runtime.stream.slow_refusal``).
     """
 
     def __init__(
-        self, config: ServerConfig, registry: SessionRegistry, quotas: Quotas, executors: Executors, version: str, renderer_name: str
+        self, config: ServerConfig, registry: SessionRegistry, quotas: Quotas, executors: Executors, version: str, renderer_name: str,
+        refusals: SlowRefusals | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -56,6 +59,7 @@ class Lobby:
         self.executors = executors
         self.version = version
         self.renderer_name = renderer_name
+        self.refusals = refusals or SlowRefusals()
         self.seats = Seats(config.max_players)
         self.live_tokens: dict[str, PlayerLink] = {}  # resume token -> the link holding its player
 
@@ -96,6 +100,7 @@ class PlayerLink:
             await stale.displace()  # its owner is back on this connection: the old one goes now
         # The seat is taken before anything is awaited: joins at the same moment cannot overshoot.
         if not self.seated and not lobby.seats.take():
+            await lobby.refusals.wait()
             channel.error("server_busy", f"the server is full ({lobby.config.max_players} players)", None, "hello")
             await channel.close(CLOSE_TRY_AGAIN, "server full")
             return False
@@ -104,6 +109,7 @@ class PlayerLink:
             admission = await lobby.registry.session_for(hello, self.client)
         except LimitReached as exc:
             self._give_seat_back()
+            await lobby.refusals.wait()  # a client creating worlds in a loop is slowed, not served faster
             self._limit_error(exc, "hello")
             return True
         except JoinError as exc:

@@ -22,9 +22,12 @@ from runtime.stream.rate_limit import TokenBucket
 
 HOUR_S = 3600.0
 MINUTE_S = 60.0
-FLOOD_WINDOW_S = 1.0
+FLOOD_WINDOW_S = 5.0
 """A client refused a connection this recently and still at its limit is flooding: further
-handshakes are refused at the door (HTTP 429), before any WebSocket is set up."""
+handshakes are refused at the door (HTTP 429, ``Retry-After: 5``), before any WebSocket is
+set up. As long as the ``Retry-After`` it is told: refusals are answered after a pause
+(``runtime.stream.slow_refusal``), so a shorter window would have passed by the time a
+client in a retry loop knocks again, and it would get a whole WebSocket each time."""
 MAX_TRACKED_CLIENTS = 100_000
 """Client entries kept at most; beyond, the idle ones are forgotten first (see :meth:`Quotas.prune`)."""
 

@@ -327,6 +327,9 @@ class SessionRegistry:
         server may not create or load one more world.
         """
         loop = asyncio.get_running_loop()
+        if hello.new_world is not None:  # refused before waiting for the lock or touching the disk (checked again under it)
+            self.quotas.open_world(len(self.sessions))
+            self.quotas.may_create_world(client)
         async with self._lock:
             if hello.world is not None:
                 name = hello.world

@@ -601,3 +601,31 @@ def test_an_idle_player_is_told_and_rejoins_when_it_wants(open_page, start_serve
     page.click("#overlay-action")
     page.wait_for_function("() => window.__worldstream.connectionState === 'joined'", timeout=30_000)
     assert state(page)["world"] == name
+
+
+def test_a_tab_whose_player_another_tab_resumed_says_so_and_does_not_fight_for_it(open_page, base_url, world):
+    """A duplicated tab carries the first tab's resume token and takes its player over; the
+    server closes the first tab's connection 1008 "resumed on another connection". That tab
+    says so in words and stays put (retrying would take the player back and forth, or
+    start a second one); its button joins again, as another player, when the user wants."""
+    first = open_page(link(base_url, world, "Twin"))
+    first.wait_for_function("() => window.__worldstream && window.__worldstream.connectionState === 'joined'", timeout=30_000)
+    key = f"worldstream.resume.{world}"
+    token = first.evaluate(f"() => sessionStorage.getItem({json.dumps(key)})")
+    assert token, "the first tab keeps its resume token"
+    duplicate = first.context.new_page()  # what "Duplicate tab" does: same storage, a copy of sessionStorage
+    duplicate.add_init_script(f"sessionStorage.setItem({json.dumps(key)}, {json.dumps(token)})")
+    duplicate.goto(link(base_url, world, "Twin"))
+    duplicate.wait_for_function("() => window.__worldstream && window.__worldstream.connectionState === 'joined'", timeout=30_000)
+    assert state(duplicate)["resumed"], "the duplicate resumed the first tab's player"
+    first.wait_for_function("() => window.__worldstream.overlay === 'failed'", timeout=15_000)
+    text = first.locator("#overlay").inner_text()
+    assert "Playing in another tab" in text and "another tab or window" in text, text
+    first.wait_for_timeout(2500)
+    assert state(first)["connection"] == "failed" and state(first)["reconnects"] == 0, "the displaced tab must not reconnect by itself"
+    assert state(duplicate)["connection"] == "joined" and state(duplicate)["overlay"] == "hidden"
+    first.click("#overlay-action")
+    first.wait_for_function("() => window.__worldstream.connectionState === 'joined'", timeout=30_000)
+    assert not state(first)["resumed"], "it joined as another player, leaving the duplicate its own"
+    first.wait_for_timeout(1000)
+    assert state(duplicate)["connection"] == "joined"

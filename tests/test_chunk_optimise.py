@@ -241,6 +241,11 @@ def test_bench_quick_run_reports_chunks_and_views(tmp_path, capsys):
     assert run["summary"]["kept"] >= 1 and all(c["ms"] > 0 for c in run["chunks"])
     text = capsys.readouterr().out
     assert "ms per chunk: median" in text and "held-out views: PSNR median" in text
+    single = tmp_path / "single.json"
+    chunk_optimise.main(["--single", "--rasteriser", "dense", "--renderer", "cpu", "--config", "keyframe_width=32",
+                         "--config", "keyframe_height=18", "--steps", "5", "--novel", "2", "--resolution", "64x36", "--json", str(single)])
+    (row,) = json.loads(single.read_text())["single"]
+    assert row["steps"] == 5 and row["views"] == 2 and row["key_after"] > row["key_before"]
 
 
 # ---------------------------------------------------------------- CUDA + gsplat

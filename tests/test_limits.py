@@ -12,6 +12,7 @@ import random
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -21,6 +22,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocol import messages as m
 from runtime.client import ServerError, WorldClient
+from runtime.stream.http import FLOOD_RETRY_AFTER_S
+from runtime.stream.slow_refusal import REFUSAL_DELAY_S, SlowRefusals
+from runtime.world.thread_priority import BACKGROUND_NICE
 from runtime.world.formats.media import encode_png
 
 pytestmark = pytest.mark.timeout(180)
@@ -260,3 +264,84 @@ def test_start_image_is_stored_as_sent(start_server):
 
     run(scenario())
     assert "Traceback" not in server.log_text()
+
+
+def test_a_client_refused_in_a_loop_hears_each_refusal_after_a_pause(start_server):
+    """A client creating worlds past its quota in a loop hears each refusal, typed as before,
+    only after a pause (runtime.stream.slow_refusal): its retry loop costs the server one
+    refusal a second per connection instead of hundreds. Another address joins meanwhile."""
+    server = start_server(extra_args=("--max-new-worlds-per-client", "1", "--trust-proxy", "127.0.0.1"))
+    looping = {"X-Forwarded-For": "198.51.100.7"}
+
+    async def refused() -> float:
+        t0 = time.monotonic()
+        with pytest.raises(ServerError) as exc:
+            await WorldClient(server.url, new_world=m.NewWorld(name=unique("more")), video=False, headers=looping).connect()
+        assert limit_error(exc).limit == "max_new_worlds_per_client"
+        return time.monotonic() - t0
+
+    async def scenario():
+        async with WorldClient(server.url, new_world=m.NewWorld(name=unique("kept")), video=False, headers=looping) as c:
+            kept = c.welcome.world
+        waits = asyncio.gather(*(refused() for _ in range(3)))
+        async with WorldClient(server.url, world=kept, video=False) as c:  # from 127.0.0.1: another client
+            assert await c.ping() > 0
+        for _ in range(2):  # and again, as a loop would
+            assert await refused() >= REFUSAL_DELAY_S * 0.95
+        assert min(await waits) >= REFUSAL_DELAY_S * 0.95
+
+    run(scenario())
+    assert refusals(server.url, "max_new_worlds_per_client") == 5
+
+
+def test_waiting_refusals_are_bounded():
+    """Refusals wait at most ``max_held`` at a time: beyond, they are answered at once (no
+    unbounded pile of held sockets), and a flooding client's wait is as long as it is told."""
+
+    async def scenario():
+        refusals = SlowRefusals(delay_s=5.0, max_held=2)
+        held = [asyncio.create_task(refusals.wait()) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert refusals.held == 2
+        t0 = time.monotonic()
+        await refusals.wait()  # a third: answered at once
+        assert time.monotonic() - t0 < 1.0
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+        assert refusals.held == 0
+        t0 = time.monotonic()
+        await SlowRefusals(delay_s=0.0).wait(FLOOD_RETRY_AFTER_S)  # no pause configured: none at all
+        assert time.monotonic() - t0 < 1.0
+
+    run(scenario())
+
+
+def test_background_threads_run_below_the_streaming_threads(start_server):
+    """A world's generation thread (and planning, saving) run at a lower CPU priority than
+    the server's event loop and render thread, so on a busy machine the frame clock goes
+    first (runtime.world.thread_priority). Read from /proc: Linux only."""
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("per-thread priorities are read from /proc (Linux)")
+    server = start_server()
+
+    def nice_by_thread() -> dict[int, int]:
+        out = {}
+        for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            out[int(task.name)] = int(fields[16])  # stat field 19: nice
+        return out
+
+    async def scenario():
+        async with WorldClient(server.url, new_world=m.NewWorld(name=unique("busy")), video=False) as c:
+            await c.wait_for("generation_requested", timeout=90, since=0)
+            nice = nice_by_thread()
+        base = nice[server.proc.pid]  # the main thread (the event loop): as the server was started
+        background = min(19, base + BACKGROUND_NICE)
+        assert sorted(set(nice.values())) == [base, background], nice
+        assert sum(1 for v in nice.values() if v == background) >= 3  # plan, the world's generation, its store writer
+
+    run(scenario())

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from runtime.quotas import Limits, LimitReached, Quotas, client_key
+from runtime.quotas import FLOOD_WINDOW_S, Limits, LimitReached, Quotas, client_key
 from runtime.world import PlayerState, Pose, World, WorldConfig
 from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.frontier.jobs import JobLimits
@@ -66,7 +66,7 @@ def test_a_client_that_keeps_knocking_is_flooding():
     assert q.flooding("a") is None  # at its limit, but not refused yet: a person gets the typed error
     refused_limit(q.open_connection, "a")
     assert q.flooding("a").limit == "max_connections_per_client"
-    clock.t += 1.5
+    clock.t += FLOOD_WINDOW_S + 0.5
     assert q.flooding("a") is None
     refused_limit(q.open_connection, "a")
     q.close_connection("a")

@@ -19,8 +19,11 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from runtime.stream.auth import authorized, query_token, token_cookie
+from runtime.stream.slow_refusal import SlowRefusals
 
 WS_PATH = "/ws"
+FLOOD_RETRY_AFTER_S = 5
+"""A flooding client's handshake refusal (429) says try again after this many seconds, and is answered after as long."""
 
 _TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".html": "text/html; charset=utf-8",
           ".wasm": "application/wasm", ".json": "application/json", ".svg": "image/svg+xml", ".map": "application/json"}
@@ -78,6 +81,7 @@ def make_process_request(
     token: str | None = None,
     secure: Callable[[object, Request], bool] = lambda connection, request: False,
     flooding: Callable[[object, Request], str | None] = lambda connection, request: None,
+    refusals: SlowRefusals | None = None,
 ):
     """The ``process_request`` hook: returns a Response for HTTP routes, None for the WebSocket.
 
@@ -88,7 +92,9 @@ def make_process_request(
     whether the client came over https (the token cookie is then marked Secure).
     ``flooding(connection, request)`` names the connection quota a client keeps running
     into (its handshake is answered 429 with the name, before a WebSocket is set up), or None.
+    A refused handshake is answered after ``refusals``' pause (``runtime.stream.slow_refusal``).
     """
+    refusals = refusals or SlowRefusals(0.0)
 
     async def process_request(connection, request: Request) -> Response | None:
         if token is not None:
@@ -108,11 +114,13 @@ def make_process_request(
             refusal = refuse_websocket(connection, request)
             if refusal is not None:
                 status, reason = refusal
+                await refusals.wait()
                 return _response(status, reason.encode() + b"\n", "text/plain; charset=utf-8")
             limit = flooding(connection, request)
             if limit is not None:
+                await refusals.wait(FLOOD_RETRY_AFTER_S)  # it knocks again at once anyway: make it wait here
                 response = _response(429, f"limit_reached: {limit}\n".encode(), "text/plain; charset=utf-8")
-                response.headers["Retry-After"] = "5"
+                response.headers["Retry-After"] = str(FLOOD_RETRY_AFTER_S)
                 return response
             return None  # continue with the WebSocket handshake
         if path == "/healthz":

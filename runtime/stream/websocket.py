@@ -30,6 +30,7 @@ from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, e
 from runtime.metrics import ServerMetrics
 from runtime.stream.forwarded import Network, request_source
 from runtime.stream.rate_limit import BucketsByKey, TokenBucket
+from runtime.stream.slow_refusal import SlowRefusals
 
 log = logging.getLogger("worldstream.ws")
 
@@ -43,9 +44,11 @@ CLOSE_IDLE = 1000  # a normal close: clients should not reconnect by themselves
 CLOSE_REDIRECT = 1000  # after a redirect message: the client connects to the server it names
 
 
-async def refuse_connection(ws: ServerConnection, limit: str, message: str, metrics: ServerMetrics) -> None:
-    """Tell a connection over a connection quota why (a typed error naming ``limit``), then close it (1013)."""
+async def refuse_connection(ws: ServerConnection, limit: str, message: str, metrics: ServerMetrics, refusals: SlowRefusals) -> None:
+    """Tell a connection over a connection quota why (a typed error naming ``limit``), then
+    close it (1013); after ``refusals``' pause, so a client reconnecting in a loop is slowed."""
     metrics.protocol_errors.labels("limit_reached").inc()
+    await refusals.wait()
     error = m.ErrorMessage(code="limit_reached", message=message[: m.MAX_ERROR_CHARS], limit=limit)
     with contextlib.suppress(ConnectionClosed):
         await ws.send(encode(error))

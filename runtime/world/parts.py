@@ -49,10 +49,13 @@ class WorldStats:
     # and jobs a player's view asked for because what it shows was made too coarse.
     gaussians_refined: int = 0
     detail_jobs: int = 0
-    # Outrunning generation: jobs traced coarse (fill coarse first) and refining jobs
+    # Outrunning generation: jobs traced coarse (fill coarse first), refining jobs
     # cancelled so a job filling empty space could run.
     coarse_jobs: int = 0
     jobs_preempted: int = 0
+    # Gaussians of jobs filling the holes a player looks at that the revisit check would
+    # have dropped and that were kept (near the player; see ChunkBuilder.build).
+    gaussians_spared: int = 0
     # Revisit consistency at display: views players were shown (all / frozen / found
     # unfinished, so shown plain), Gaussians of later chunks hidden from frozen views
     # (summed over masks), render calls for frozen-view groups, masks computed and their

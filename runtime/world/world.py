@@ -53,6 +53,7 @@ from .render.video import PendingVideoFrames
 from .revisit.display import Display
 from .revisit.seen_masks import HiddenSplats
 from .revisit.seen_views import NO_CHUNK, SeenViews
+from .thread_priority import lower_thread_priority
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .sky import Sky
 from .keyframes.start_frame import START_IMAGE_SOURCE, StartFrame, lift_start_frame
@@ -124,7 +125,10 @@ class World:
         if max_concurrent_jobs is not None and (int(max_concurrent_jobs) != max_concurrent_jobs or max_concurrent_jobs < 1):
             raise ValueError(f"max_concurrent_jobs must be an integer >= 1, got {max_concurrent_jobs}")
         max_concurrent_jobs = max_concurrent_jobs or config.max_concurrent_jobs
-        self.executor = executor or ThreadPoolExecutor(max_workers=max_concurrent_jobs, thread_name_prefix=f"world-{config.name}")
+        # Generation yields the CPU to the server's frame clock (thread_priority says why).
+        self.executor = executor or ThreadPoolExecutor(
+            max_workers=max_concurrent_jobs, thread_name_prefix=f"world-{config.name}", initializer=lower_thread_priority
+        )
         sky_fn = getattr(generator, "sky", None)
         sky = sky_fn(config.caption, config.seed, start_image) if callable(sky_fn) else Sky()
         # One planner lock (an RLock) for subscribers, jobs, view records, id counters and
@@ -202,8 +206,12 @@ class World:
         return self.advance(pose, move, dt).pose
 
     def advance(self, pose: Pose, move: MoveInput, dt: float) -> Moved:
-        """:meth:`move`, also saying whether the move was blocked (see :class:`.movement.motion.Moved`)."""
-        self.collider.sync(self.scene.snapshot())
+        """:meth:`move`, also saying whether the move was blocked (see :class:`.movement.motion.Moved`).
+
+        Collides with the collider's grids as they are: every change to the scene brings them
+        up to date in the thread that made it (a chunk landing is collidable once merged, tens
+        of ms later). Merging here would put that work in the frame clock's render thread.
+        """
         # A player standing on the start image's camera stays there until they walk, so the
         # first picture is the image; their first step settles them onto the ground.
         on_start = self._start_position is not None and np.array_equal(pose.position, self._start_position)
@@ -211,8 +219,8 @@ class World:
         return motion_advance(pose, move, dt, None if on_start and not walking else self.collider)
 
     def move_head(self, pose: Pose, head: Pose) -> Pose:
-        """Move ``pose`` to a VR ``head`` pose, with collision (walls stop the head; no gravity)."""
-        self.collider.sync(self.scene.snapshot())
+        """Move ``pose`` to a VR ``head`` pose, with collision (walls stop the head; no gravity);
+        against the collider as it is, like :meth:`advance`."""
         return head_step(pose, head, self.collider)
 
     # ------------------------------------------------------------------ planning

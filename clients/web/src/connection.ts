@@ -43,6 +43,10 @@ const NOT_A_REFUSAL = new Set(["bad_resume_token"]);
 // Server quotas (error code limit_reached) that free up by themselves; others (worlds created
 // per hour) would refuse again for a long while. The idle timeout ends a joined session for good.
 const RETRY_LIMITS = new Set(["max_connections", "max_connections_per_client", "max_open_worlds"]);
+// The server closes a connection (1008) with this reason when another connection resumed its
+// player with its resume token (protocol/PROTOCOL.md): a duplicated tab, another window.
+const CLOSE_POLICY = 1008;
+const DISPLACED_REASON = "resumed on another connection";
 
 function retryable(error: ErrorMessage): boolean {
   if (error.code === "limit_reached") return RETRY_LIMITS.has(error.limit ?? "");
@@ -58,6 +62,8 @@ export class WorldConnection {
   private stopped = false;
   private fatal: ErrorMessage | null = null;
   private joined = false;
+  /** Another connection took this player over (state "failed"); no retries until restart(). */
+  displaced = false;
   /** Name of the world once welcomed (a created world is joined by name on reconnect). */
   world: string | null = null;
   /** What the latest hello asked for. */
@@ -106,6 +112,7 @@ export class WorldConnection {
   /** Start over with another request (e.g. create the world a link named but nobody made yet). */
   restart(target: JoinTarget): void {
     this.fatal = null;
+    this.displaced = false;
     this.target = target;
     this.attempt = 0;
     window.clearTimeout(this.retryTimer);
@@ -201,6 +208,14 @@ export class WorldConnection {
     this.joined = false;
     this.events.closed();
     if (this.stopped) return;
+    if (event.code === CLOSE_POLICY && event.reason === DISPLACED_REASON) {
+      // Retrying would start a second player, or take this one back from the other
+      // connection and so on in turn: stop, say so, and let the player choose.
+      this.displaced = true;
+      if (this.world) rememberResumeToken(this.world, null); // spent: the other connection holds the player
+      this.setState("failed", 0, event.reason);
+      return;
+    }
     if (this.fatal) {
       this.setState("failed", 0, this.fatal.message || this.fatal.code);
       return;

@@ -236,6 +236,17 @@ export class GameSession {
         this.overlay.show({ kind: "offline", retryInMs: detail.retryInMs });
         break;
       case "failed": {
+        if (this.connection.displaced) {
+          this.overlay.show({
+            kind: "failed",
+            title: "Playing in another tab",
+            message:
+              "Your player was picked up by another tab or window of this browser (a duplicated tab, say), " +
+              "so it stopped here. Carry on there, or join again here as another player.",
+            action: this.recoveryAction("displaced"),
+          });
+          break;
+        }
         const refusal = this.connection.refusal;
         this.overlay.show({
           kind: "failed",
@@ -248,7 +259,7 @@ export class GameSession {
     }
   }
 
-  /** A way out of a refusal: create the world a link named, or join the one that exists. */
+  /** A way out of a refusal (create the world a link named, or join the one that exists), or of a takeover by another tab. */
   private recoveryAction(code: string): { label: string; run: () => void } | undefined {
     const request = this.connection.request;
     let next: JoinTarget | null = null;
@@ -259,6 +270,9 @@ export class GameSession {
     } else if (code === "limit_reached" && request.kind === "join" && this.connection.refusal?.limit === "idle_timeout") {
       next = request; // disconnected for idling: the player decides when to come back
       label = `Rejoin “${request.world}”`;
+    } else if (code === "displaced" && request.kind === "join") {
+      next = request; // its resume token went with the player: this joins as another one
+      label = `Join “${request.world}” here`;
     } else if (code === "world_exists" && request.kind === "create" && request.newWorld.name) {
       next = { kind: "join", world: request.newWorld.name };
       label = `Join “${request.newWorld.name}”`;

@@ -113,7 +113,11 @@ class ChunkBuilder:
         else:
             existing = None
         gaussians = reconstruct(rgb, depth, cams, existing, stride=cfg.reconstruct_stride)
-        gaussians = self._keep_earlier_views(gaussians, cams)
+        # A job the hole test asked for fills what a player is looking at now: its near
+        # Gaussians stay even where an earlier keyframe saw the spot otherwise (what the
+        # player itself was shown is kept by its frozen seen views; see Revisits).
+        spare = cfg.hole_reach_m if job.fills_holes else 0.0
+        gaussians = self._keep_earlier_views(gaussians, cams, spare)
         retire = {}
         for chunk in snapshot.chunks:
             if chunk.id in coarse:
@@ -122,12 +126,18 @@ class ChunkBuilder:
                     retire[chunk.id] = mask
                     self.stats.gaussians_refined += int(mask.sum())
         if self.parts.optimiser is not None and len(gaussians):
-            gaussians = self._optimised(gaussians, snapshot, retire, cams, rgb)
+            gaussians = self._optimised(gaussians, snapshot, retire, cams, rgb, spare)
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
         return self.land(source, gaussians, rgb, depth, cams, retire)
 
     def _optimised(
-        self, gaussians: Gaussians, snapshot: SceneSnapshot, retire: dict[int, np.ndarray], cams: Cameras, rgb: np.ndarray
+        self,
+        gaussians: Gaussians,
+        snapshot: SceneSnapshot,
+        retire: dict[int, np.ndarray],
+        cams: Cameras,
+        rgb: np.ndarray,
+        spare_within: float = 0.0,
     ) -> Gaussians:
         """``gaussians`` fitted to the keyframes ``rgb`` at ``cams`` (see :mod:`.keyframes.optimise`),
         drawn with what the scene keeps that the keyframes see, over the world's sky; then
@@ -141,7 +151,7 @@ class ChunkBuilder:
             return gaussians
         self.stats.chunks_optimised += 1
         self.stats.optimise_gain_db += report.gain_db
-        return self._keep_earlier_views(fitted, cams)
+        return self._keep_earlier_views(fitted, cams, spare_within)
 
     def _coarse(self, snapshot: SceneSnapshot, cams: Cameras) -> dict[int, np.ndarray]:
         """Per visible chunk with any, ``[G]`` bool: Gaussians coarse for these keyframes."""
@@ -182,7 +192,7 @@ class ChunkBuilder:
         new_cells = self._mark_explored(frames)
         return chunks, frames, new_cells
 
-    def _keep_earlier_views(self, gaussians: Gaussians, cams: Cameras) -> Gaussians:
+    def _keep_earlier_views(self, gaussians: Gaussians, cams: Cameras, spare_within: float = 0.0) -> Gaussians:
         """Drop the new Gaussians that would change what earlier keyframes show.
 
         A place once seen must render the same when revisited, so a new chunk may not put
@@ -194,6 +204,9 @@ class ChunkBuilder:
         The dropped Gaussians' directions from the job's cameras are marked as sky: those
         pixels of the job's views stay empty for good, and planning must count them as
         covered rather than ask for them again.
+
+        Gaussians within ``spare_within`` metres of a new camera are never dropped (a job
+        filling the holes a player looks at; see :meth:`build`).
         """
         if len(gaussians) == 0 or len(self.memory) == 0:
             return gaussians
@@ -206,6 +219,10 @@ class ChunkBuilder:
         if frames:
             shown = [self._shown_depth(f) for f in frames]
             occluder = occluder_mask(gaussians, frames, new_centers=centers, shown=shown, stride=self.config.reconstruct_stride)
+            if spare_within > 0:
+                spared = occluder & (distances.min(axis=1) <= spare_within)
+                self.stats.gaussians_spared += int(spared.sum())
+                occluder &= ~spared
             if occluder.any():
                 rows = np.flatnonzero(occluder)
                 nearest = distances[rows].argmin(axis=1)

@@ -235,6 +235,7 @@ class SceneCollider:
         self.config = config or ColliderConfig()
         self._per_chunk: dict[int, ChunkCollision] = {}
         self._lock = threading.Lock()
+        self._merging = threading.Lock()  # one merge at a time: a second caller waits for it, then has nothing to do
         self._version = -1
         self._chunk_ids: tuple[int, ...] = ()
         self._ground = np.zeros(0, np.int64)
@@ -273,9 +274,14 @@ class SceneCollider:
         return data
 
     def sync(self, snapshot: SceneSnapshot) -> None:
-        """Bring the merged grids up to ``snapshot`` (no-op if already there)."""
-        if snapshot.version == self._version:
+        """Bring the merged grids up to ``snapshot`` (no-op if already there, or newer)."""
+        if snapshot.version <= self._version:
             return
+        with self._merging:
+            if snapshot.version > self._version:
+                self._merge(snapshot)
+
+    def _merge(self, snapshot: SceneSnapshot) -> None:
         ids = tuple(c.id for c in snapshot.chunks)
         if ids == self._chunk_ids:
             self._version = snapshot.version

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from ..keyframes.frames import Frame
 from ..scene import Chunk
+from ..thread_priority import lower_thread_priority
 from .chunk_io import encode_chunk, encode_frame, source_to_dict
 from .durable import fsync_dir, sha256_hex, write_durably
 from .errors import StoreWriteError
@@ -118,6 +119,7 @@ class WorldWriter:
 
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
+        lower_thread_priority()  # compressing and writing chunks must not take the frame clock's CPU
         stop = False
         while not stop:
             batch = [self._queue.get()]
