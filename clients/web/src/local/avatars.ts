@@ -56,6 +56,7 @@ function labelSprite(name: string): THREE.Sprite {
   const texture = new THREE.CanvasTexture(canvas);
   texture.colorSpace = THREE.SRGBColorSpace;
   const sprite = new THREE.Sprite(new THREE.SpriteMaterial({ map: texture, sizeAttenuation: false, depthTest: false }));
+  sprite.center.set(0.5, 0); // anchored at its lower edge: the tag sits above the head, never over it
   sprite.userData["aspect"] = canvas.width / canvas.height;
   sprite.renderOrder = 10;
   return sprite;
@@ -137,7 +138,7 @@ export class AvatarLayer {
     body.position.y = -SHOULDER_DROP;
     figure.add(head, body);
     const label = labelSprite(p.name);
-    label.position.set(0, -(HEAD_RADIUS + 0.25), 0); // above the head (world -y is up)
+    label.position.set(0, -(HEAD_RADIUS + 0.1), 0); // just above the head (world -y is up)
     group.add(figure, label);
     this.root.add(group);
     const made = { group, label, name: p.name };
