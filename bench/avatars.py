@@ -18,7 +18,8 @@ pictures go to a sink that drops them: encoding is not measured). Four sessions 
 turn, so a busy machine slows them alike: a still player watching the mover walk (in
 view), one the mover walks behind (out of view), and the mover alone at each place. Each
 tick (moving players, rendering and drawing every due view) is timed; the still player's
-cost is a session's time less that of the mover alone at the same place.
+cost is a session's time less that of the mover alone at the same place. The pictures each
+session made are counted by how (``worldstream_pictures_total``: rendered, avatars, repeated).
 
     .venv/bin/python -m bench.avatars --loop --frames 30  # 640x360, 30 ticks
 """
@@ -123,25 +124,29 @@ def loop_main(args, width: int, height: int) -> None:
         # (out of view); each alone too, so the still player's cost compares like with like.
         scenes = {"in_view": ("still", 3.0), "in_view_alone": (None, 3.0), "out_of_view": ("still", -3.0), "out_of_view_alone": (None, -3.0)}
 
-        async def run() -> dict[str, list[float]]:
-            metrics = ServerMetrics()
-            loops, times = {}, {name: [] for name in scenes}
+        def made(metrics: ServerMetrics) -> dict[str, float]:
+            return {how: metrics.registry.get_sample_value("worldstream_pictures_total", {"how": how}) or 0.0 for how in ("rendered", "avatars", "repeated")}
+
+        async def run() -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
+            loops, times, counted = {}, {name: [] for name in scenes}, {}
             for name, (still, _) in scenes.items():
                 players = {"mover": player("mover")} | ({still: player(still)} if still else {})
-                loops[name] = FrameLoop(name, world, players, 30.0, executor, metrics)
+                loops[name] = FrameLoop(name, world, players, 30.0, executor, ServerMetrics())
             for tick in range(args.frames + 3):
                 for name, (still, distance) in scenes.items():
                     players = loops[name].players
                     _head_pose(players["mover"], tick, ahead(spawn, distance, right=-1.0 + 0.05 * tick))
                     if still:
                         _head_pose(players[still], tick, spawn)
+                    if tick == 3:  # the first ticks render everything (and compile)
+                        counted[name] = made(loops[name].metrics)
                     t0 = time.perf_counter()
                     await loops[name].tick()
-                    if tick >= 3:  # the first ticks render everything (and compile)
+                    if tick >= 3:
                         times[name].append((time.perf_counter() - t0) * 1e3)
-            return times
+            return times, {name: {how: n - counted[name][how] for how, n in made(loop.metrics).items()} for name, loop in loops.items()}
 
-        times = asyncio.run(run())
+        times, pictures = asyncio.run(run())
     finally:
         executor.shutdown()
         world.close()
@@ -156,6 +161,9 @@ def loop_main(args, width: int, height: int) -> None:
             f"  mover {name.replace('_', ' ')} of a still player: {p50[name]:.2f} ms, mover alone there {alone:.2f} ms "
             f"(still player's cost {p50[name] - alone:+.2f} ms)"
         )
+    row["pictures"] = pictures
+    for name in ("out_of_view", "in_view"):
+        print(f"  pictures made with the mover {name.replace('_', ' ')}: " + ", ".join(f"{how} {n:.0f}" for how, n in pictures[name].items()))
     write_json(args.json, {"machine": machine(), "rows": [row]})
 
 

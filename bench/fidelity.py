@@ -26,11 +26,14 @@ the same PSNR after the server's H.264 encoder (libx264, CRF 18, one stream of t
 views in order, decoded), and the **ceiling**: the generator's picture of the same
 surfaces with its view-dependent terms (distance fog, water reflection) evaluated from
 the nearest keyframe instead of the camera -- what a reconstruction that stored exactly
-what its keyframes saw would show. During the walk: the hole fraction of the player's
+what its keyframes saw would show; and what the far field adds (the PSNR of the same
+snapshot drawn without its far chunks, subtracted). During the walk: the hole fraction of the player's
 own view over time (sampled at ``--sample-hz``), and how long each visible hole lasted: a
 hole opens at the first sample above ``--hole-threshold`` of the view (1 %) and closes at
 the next sample at or below it (or at the last sample, still open); reported as the share
-of the walk's time with a visible hole and the p50 / p95 / max seconds of these holes.
+of the walk's time with a visible hole and the p50 / p95 / max seconds of these holes; the
+same for holes nearer than 15 m (``NEAR_M``: what the world fills from the player's own
+view), apart from the far field at the horizon.
 ``--timeline`` prints every job of each walk: when it was planned, started, finished
 generating, landed in the scene and was first drawn (seconds since the walk started), its
 trace resolution (coarse fill jobs are traced at a fraction of the keyframe size) and how
@@ -42,6 +45,7 @@ Usage::
     .venv/bin/python -m bench.fidelity --quick                          # seconds: 1 short walk, 4 views at 320x180
     .venv/bin/python -m bench.fidelity --biomes forest,city,desert,snow --paths straight,loop,turns --seeds 7,8
     .venv/bin/python -m bench.fidelity --config keyframe_width=640 --config keyframe_height=360
+    .venv/bin/python -m bench.fidelity --fast-forward --speeds 3          # generation waited for: load-independent
     .venv/bin/python -m bench.fidelity --speeds 6 --novel 0 --no-encoder --timeline     # why holes last
 
 ``--config key=value`` overrides a ``WorldConfig`` field (JSON values) to compare settings.
@@ -52,6 +56,7 @@ settings within one run or back to back.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -66,6 +71,7 @@ from runtime.world.camera import Cameras, intrinsics_from_fov
 from runtime.world.generators.base import CancelToken, GenerationRequest
 from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural.generator import ground_height_y
+from runtime.world.keyframes.fit import FIT_ITERATIONS
 from runtime.world.render import create_renderer
 
 VIEW_FOV = math.radians(60.0)
@@ -82,6 +88,10 @@ CAPTIONS = {
     "meadow": "a meadow with hills",
     "beach": "a tropical beach",
 }
+NEAR_M = 15.0
+"""Holes nearer than this (generator depth, metres) are also reported apart: the ground and
+objects around the player, which the world fills from the player's own view (its
+``hole_reach_m``), rather than the far field at the horizon."""
 DISTANCE_BINS = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 60.0, 1e9)
 
 
@@ -156,9 +166,10 @@ class Truth:
         return result.rgb, result.depth
 
 
-def holes(world_alpha: np.ndarray, truth_depth: np.ndarray) -> float:
-    """Fraction of pixels where the world shows nothing (alpha < 0.5) but the generator a surface."""
-    surface = np.isfinite(truth_depth) & (truth_depth < SKY_DEPTH)
+def holes(world_alpha: np.ndarray, truth_depth: np.ndarray, within: float = SKY_DEPTH) -> float:
+    """Fraction of pixels where the world shows nothing (alpha < 0.5) but the generator a
+    surface (nearer than ``within`` metres along the view axis)."""
+    surface = np.isfinite(truth_depth) & (truth_depth < min(within, SKY_DEPTH))
     return float(((world_alpha < 0.5) & surface).mean())
 
 
@@ -261,7 +272,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         world.wait_idle(args.bootstrap_timeout_s)
         bootstrap_s = time.monotonic() - t0
 
-        # 2. the real-time walk
+        # 2. the walk: in real time, or fast-forwarded (generation waited for at every update)
         jobs_before = world.stats["jobs_done"]
         render_ms: list[float] = []
         samples = []  # (time s, metres walked, pose, alpha at SAMPLE_SIZE)
@@ -269,7 +280,9 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         timeline.start = start
         next_update = next_frame = next_sample = start
         walk_s = path.length / speed
-        while True:
+        if args.fast_forward:
+            samples, walk_s = _fast_forward_walk(args, world, path, speed, seed)
+        while not args.fast_forward:
             now = time.monotonic()
             t = now - start
             if t > walk_s + args.settle_s:
@@ -316,7 +329,10 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             )
             _, tdepth = truth.render(cams)
             for k, (t, s, _, alpha) in enumerate(samples):
-                out.samples.append({"t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k])})
+                out.samples.append({
+                    "t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k]),
+                    "holes_near": holes(alpha, tdepth[k], NEAR_M),
+                })
         walk_s_total = walk_s
         for job in timeline.rows():
             t_plan = job["planned"]
@@ -325,6 +341,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             out.jobs.append(job)
         walk_holes = [x["holes"] for x in out.samples if x["moving"]] or [0.0]
         episodes = hole_episodes(out.samples, args.hole_threshold)
+        near_episodes = hole_episodes(out.samples, args.hole_threshold, key="holes_near")
 
         # 3. novel views inside the explored strip
         rng = np.random.default_rng(seed * 7919 + int(speed * 100))
@@ -352,6 +369,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
                 "sharpness": sharpness(w_out.rgb[0]) / max(sharpness(t_rgb[0]), 1e-6),
                 "holes": holes(w_out.alpha[0], t_depth[0]),
                 "ceiling": _finite(psnr(c_rgb[0], t_rgb[0])),
+                "far_gain": _far_gain(world, cam, w_out.rgb[0], t_rgb[0]),
             }
             views.append(view)
             world_rgb.append(w_out.rgb[0])
@@ -384,6 +402,9 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             "hole_p95_s": round(float(np.percentile(episodes, 95)), 2) if episodes else 0.0,
             "hole_longest_s": round(max(episodes), 2) if episodes else 0.0,
             "hole_time": round(sum(episodes) / max(out.samples[-1]["t"], 1e-6), 3) if out.samples else 0.0,
+            "holes_near_mean": float(np.mean([x["holes_near"] for x in out.samples if x["moving"]] or [0.0])),
+            "near_hole_p95_s": round(float(np.percentile(near_episodes, 95)), 2) if near_episodes else 0.0,
+            "near_hole_longest_s": round(max(near_episodes), 2) if near_episodes else 0.0,
             "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
             "ceiling_med": float(np.median([v["ceiling"] for v in views])) if views else None,
         }
@@ -392,6 +413,26 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     finally:
         world.close()
     return out
+
+
+def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
+    """The walk with generation fast-forwarded: the pose advances ``speed / update_hz`` metres
+    per update and every update waits for the jobs it caused (as if generation were free),
+    so the result does not depend on how busy the CPU is. Returns the hole samples (one per
+    update, at :data:`SAMPLE_SIZE`) and the walk's simulated seconds."""
+    samples = []
+    step_s = 1.0 / args.update_hz
+    n = int(math.ceil(path.length / (speed * step_s)))
+    for k in range(n + 1):
+        s = min(k * speed * step_s, path.length)
+        x, z, yaw = path.at(s)
+        pose = eye_pose(x, z, yaw, 0.0, seed)
+        velocity = np.array([math.sin(yaw), 0.0, math.cos(yaw)], np.float32) * speed
+        world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
+        world.wait_idle(args.bootstrap_timeout_s)
+        frame = world.render(pose.camera(*SAMPLE_SIZE, VIEW_FOV))
+        samples.append((k * step_s, s, pose, frame.alpha[0]))
+    return samples, n * step_s
 
 
 def draw_novel_view(truth: Truth, path: Path2D, rng: np.random.Generator, offset: float, pitch_deg: float, seed: int,
@@ -414,6 +455,16 @@ def draw_novel_view(truth: Truth, path: Path2D, rng: np.random.Generator, offset
     return pose, s, heading, cam, t_rgb, t_depth
 
 
+def _far_gain(world: World, cam: Cameras, world_rgb: np.ndarray, truth_rgb: np.ndarray) -> float:
+    """PSNR (dB) the far field adds to this picture: the world's, minus the same snapshot's
+    drawn without its far chunks (0 when the world has none)."""
+    snapshot = world.scene.snapshot()
+    if not snapshot.far:
+        return 0.0
+    bare = world.renderer.render(dataclasses.replace(snapshot, far=()), cam, world.sky).rgb[0]
+    return _finite(psnr(world_rgb, truth_rgb)) - _finite(psnr(bare, truth_rgb))
+
+
 def _keyframe_centers(world: World) -> np.ndarray:
     """``[F, 3]`` camera centres of the world's keyframes."""
     centers = [f.center for f in world.memory.frames()]
@@ -424,15 +475,15 @@ def _finite(x: float) -> float:
     return 99.0 if math.isinf(x) else x
 
 
-def hole_episodes(samples: list[dict], threshold: float) -> list[float]:
-    """Seconds each visible hole lasted: runs of samples whose hole fraction is above
-    ``threshold``, from the first such sample to the first sample without (or to the last
-    sample, for a hole still open when the walk ended)."""
+def hole_episodes(samples: list[dict], threshold: float, key: str = "holes") -> list[float]:
+    """Seconds each visible hole lasted: runs of samples whose hole fraction (``key``) is
+    above ``threshold``, from the first such sample to the first sample without (or to the
+    last sample, for a hole still open when the walk ended)."""
     out, opened = [], None
     for x in samples:
-        if x["holes"] > threshold and opened is None:
+        if x[key] > threshold and opened is None:
             opened = x["t"]
-        elif x["holes"] <= threshold and opened is not None:
+        elif x[key] <= threshold and opened is not None:
             out.append(x["t"] - opened)
             opened = None
     if opened is not None:
@@ -462,13 +513,15 @@ def encoded_psnr(world_rgb: list[np.ndarray], truth_rgb: list[np.ndarray]) -> li
 # --------------------------------------------------------------------------- representation limit
 def oracle(args, log=print) -> list[dict]:
     """The best one keyframe can do: reconstruct from a keyframe taken at the very camera that is
-    then rendered (no walk, no planning, no distance), per keyframe setting ``WxH@FOV/stride``.
+    then rendered (no walk, no planning, no distance), per keyframe setting ``WxH@FOV/stride``,
+    with ``--oracle-fit`` colour-fitting steps (:mod:`runtime.world.keyframes.fit`).
 
     Separates what the splat representation loses (resolution, splat blur) from what planning
     and coverage lose on a walk.
     """
+    from runtime.world.keyframes.fit import fit_colors
     from runtime.world.keyframes.reconstruct import reconstruct
-    from runtime.world.scene import ChunkSource, Scene
+    from runtime.world.scene import Chunk, ChunkSource, SceneSnapshot
 
     seed = int(args.seeds.split(",")[0])
     caption = CAPTIONS.get(args.biomes.split(",")[0], args.biomes.split(",")[0])
@@ -493,15 +546,22 @@ def oracle(args, log=print) -> list[dict]:
             t0 = time.perf_counter()
             gaussians = reconstruct(k_rgb, k_depth, key, None, stride=stride)
             ms = (time.perf_counter() - t0) * 1e3
-            scene = Scene()
-            scene.append(gaussians, ChunkSource())
-            out = renderer.render(scene.snapshot(), cam, sky)
-            rows[name].append((psnr(out.rgb[0], t_rgb[0]), sharpness(out.rgb[0]) / sharpness(t_rgb[0]), len(gaussians), ms))
+
+            def draw(g, key=key):
+                out = renderer.render(SceneSnapshot(0, (Chunk.build(0, g, ChunkSource()),)), key, sky)
+                return out.rgb, out.depth
+
+            t0 = time.perf_counter()
+            gaussians = fit_colors(gaussians, k_rgb, k_depth, key, draw, stride=stride, iterations=args.oracle_fit)
+            fit_ms = (time.perf_counter() - t0) * 1e3
+            out = renderer.render(SceneSnapshot(0, (Chunk.build(0, gaussians, ChunkSource()),)), cam, sky)
+            rows[name].append((psnr(out.rgb[0], t_rgb[0]), sharpness(out.rgb[0]) / sharpness(t_rgb[0]), len(gaussians), ms, fit_ms))
     table = []
     for name, values in rows.items():
         v = np.array(values)
         table.append({"keyframe": name, "psnr_med": float(np.median(v[:, 0])), "psnr_min": float(v[:, 0].min()),
-                      "sharp_med": float(np.median(v[:, 1])), "gaussians": int(v[:, 2].mean()), "reconstruct_ms": float(v[:, 3].mean())})
+                      "sharp_med": float(np.median(v[:, 1])), "gaussians": int(v[:, 2].mean()), "reconstruct_ms": float(v[:, 3].mean()),
+                      "fit_ms": float(v[:, 4].mean())})
     return table
 
 
@@ -541,6 +601,7 @@ def summary(results: list[WalkResult]) -> dict:
         "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
         "ceiling_med": float(np.median([v["ceiling"] for v in views])),
         "ceiling_p5": float(np.percentile([v["ceiling"] for v in views], 5)),
+        "far_gain_mean": float(np.mean([v.get("far_gain", 0.0) for v in views])),
     }
 
 
@@ -550,7 +611,8 @@ WALK_COLUMNS = [
     ("psnr_p5", "PSNR p5"), ("ssim_med", "SSIM"), ("sharp_med", "sharp"), ("psnr_enc_med", "enc PSNR"),
     ("ceiling_med", "ceiling"), ("holes_novel", "holes novel"), ("holes_walk_mean", "holes walk"),
     ("holes_walk_max", "holes max"), ("hole_time", "time holed"), ("hole_p50_s", "hole p50 s"),
-    ("hole_p95_s", "hole p95 s"), ("hole_longest_s", "hole max s"),
+    ("hole_p95_s", "hole p95 s"), ("hole_longest_s", "hole max s"), ("holes_near_mean", f"holes < {NEAR_M:.0f} m"),
+    ("near_hole_p95_s", "near hole p95 s"), ("near_hole_longest_s", "near hole max s"),
 ]
 
 JOB_COLUMNS = [
@@ -580,8 +642,11 @@ def parse_args(argv=None):
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--no-encoder", dest="encoder", action="store_false")
     ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value)")
+    ap.add_argument("--fast-forward", action="store_true", help="generation waited for at every update (simulated time): "
+                    "measures reconstruction, not how busy the CPU is")
     ap.add_argument("--quick", action="store_true", help="one 8 m walk at 3 m/s, 4 views at 320x180 (a smoke test)")
     ap.add_argument("--oracle", default="", help="instead of walks: the one-keyframe limit per setting, e.g. 320x180@75/2,640x360@60/1")
+    ap.add_argument("--oracle-fit", type=int, default=FIT_ITERATIONS, help="--oracle: colour-fitting steps per keyframe (0: none)")
     ap.add_argument("--timeline", action="store_true", help="print every job's plan/start/generate/land/draw times")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
@@ -627,7 +692,7 @@ def main(argv=None) -> None:
     if args.oracle:
         table = oracle(args)
         print(format_table(table, [("keyframe", "keyframe WxH@FOV/stride"), ("psnr_med", "PSNR med"), ("psnr_min", "PSNR min"),
-                                   ("sharp_med", "sharp"), ("gaussians", "Gaussians"), ("reconstruct_ms", "reconstruct ms")]))
+                                   ("sharp_med", "sharp"), ("gaussians", "Gaussians"), ("reconstruct_ms", "reconstruct ms"), ("fit_ms", "fit ms")]))
         write_json(args.json_path, {"settings": {k: v for k, v in vars(args).items() if k != "config"}, "oracle": table})
         return
     report = run(args)
@@ -645,7 +710,7 @@ def main(argv=None) -> None:
         print(
             f"\nall views: {s['views']}, PSNR median {s['psnr_med']:.1f} dB, p5 {s['psnr_p5']:.1f} dB, SSIM {s['ssim_med']:.3f}, "
             f"sharpness {s['sharp_med']:.2f}, encoded PSNR median {s['psnr_enc_med'] or float('nan'):.1f} dB; "
-            f"ceiling median {s['ceiling_med']:.1f} dB (p5 {s['ceiling_p5']:.1f})"
+            f"ceiling median {s['ceiling_med']:.1f} dB (p5 {s['ceiling_p5']:.1f}); the far field adds {s['far_gain_mean']:+.2f} dB (mean)"
         )
     settings = {k: v for k, v in vars(args).items() if k not in ("config",)}
     write_json(args.json_path, {"settings": settings, **report})

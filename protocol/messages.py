@@ -596,6 +596,11 @@ class FrameInfo(Message):
     server_ms: float = spec(0.0, unit="ms", doc="server wall clock (Unix epoch) when encoded")
     mtp_ms: float = spec(-1.0, unit="ms", doc="input received -> frame encoded for input_seq, -1 if not new")
     blocked: bool = spec(False, doc="the player's latest move was blocked by the scene (walked into a wall): the client shows a small cue")
+    head_position: Vec3 | None = spec(
+        None, min=-MAX_COORD, max=MAX_COORD, unit="m",
+        doc="when input_seq is a head_pose's: where the head is in that frame (world). It differs from the pose "
+        "sent when collision stopped the head; a VR client moves its rig by the difference (the server decides)",
+    )
 
 
 @message("splat_piece", "server")

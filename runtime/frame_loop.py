@@ -169,6 +169,7 @@ class FrameLoop:
         try:
             if snap.head_pose is not None:
                 player.pose = self.world.move_head(player.pose, snap.head_pose)
+                player.head_moved(snap.seq)
                 player.velocity = np.zeros(3, np.float32)
                 player.blocked = False
             elif snap.move is not None:
@@ -372,4 +373,9 @@ class FrameLoop:
             mtp_ms = frame.mtp_s * 1e3
             player.mtp_ms.append(mtp_ms)
             self.metrics.motion_to_photon_seconds.observe(frame.mtp_s)
-        player.send(m.FrameInfo(rtp_timestamp=frame.rtp_timestamp, input_seq=frame.input_seq, server_ms=time.time() * 1e3, mtp_ms=mtp_ms, blocked=player.blocked))
+        player.send(
+            m.FrameInfo(
+                rtp_timestamp=frame.rtp_timestamp, input_seq=frame.input_seq, server_ms=time.time() * 1e3, mtp_ms=mtp_ms,
+                blocked=player.blocked, head_position=player.head_positions.get(frame.input_seq),
+            )
+        )

@@ -21,6 +21,8 @@ from runtime.stream.video_sink import VideoSink
 from runtime.world.camera import Cameras, Pose, quat_wxyz_to_matrix
 from runtime.world.movement.motion import MoveInput
 
+HEAD_POSITIONS_KEPT = 64  # head poses in flight between the frame clock and the encoder, and more
+
 
 @dataclass(frozen=True)
 class InputSnapshot:
@@ -70,6 +72,9 @@ class Player:
         self.send = send
         self.velocity = np.zeros(3, np.float32)
         self.blocked = False  # the latest move step was blocked (told to the client in frame_info)
+        # Where recent head poses put the head, by their seq (collision may have stopped it
+        # short): frame_info tells the client, which moves its VR rig to match.
+        self.head_positions: collections.OrderedDict[int, tuple[float, float, float]] = collections.OrderedDict()
         # pending input (event loop side)
         self._axes = MoveInput()
         self._yaw_acc = 0.0
@@ -139,6 +144,12 @@ class Player:
         self._head = None
         self._pending_since = None
         return snap, dt
+
+    def head_moved(self, seq: int) -> None:
+        """The head pose ``seq`` was applied: remember where the head ended up (render thread)."""
+        self.head_positions[seq] = tuple(float(x) for x in self.pose.position)
+        while len(self.head_positions) > HEAD_POSITIONS_KEPT:
+            self.head_positions.popitem(last=False)
 
     # ---- cameras ----
     @property

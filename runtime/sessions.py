@@ -330,6 +330,10 @@ class SessionRegistry:
         if hello.new_world is not None:  # refused before waiting for the lock or touching the disk (checked again under it)
             self.quotas.open_world(len(self.sessions))
             self.quotas.may_create_world(client)
+        elif hello.world in self.sessions:  # loaded: no waiting behind another world's load or creation
+            admission = await self._join_loaded(hello)
+            if admission is not None:
+                return admission
         async with self._lock:
             if hello.world is not None:
                 name = hello.world
@@ -338,14 +342,7 @@ class SessionRegistry:
                 session = self.sessions.get(name)
                 if session is None and not self.source.exists(name):
                     raise JoinError("world_not_found", f"no world named {name!r}; create it with new_world", "world")
-                access = await asyncio.to_thread(self.access.get, name)  # read once, then cached
-                owner = access.is_owner(hello.owner_key)
-                key = hello.owner_key if owner else None
-                if not (access.admits(hello.invite, hello.owner_key) or self._may_resume(hello.resume_token, name)):
-                    text = "this world is private: join it with its invite link" if hello.invite is None else (
-                        "this world is private and that invite does not open it (its creator may have revoked the link)"
-                    )
-                    raise JoinError("invite_required", text, "invite")
+                access, owner, key = await self._admitted(hello, name)
                 if session is not None:
                     return Admission(session, owner, key, access, access.shown_invite(hello.invite, owner))
                 self.quotas.open_world(len(self.sessions))
@@ -396,6 +393,30 @@ class SessionRegistry:
             self.sessions[name] = session
             self.metrics.sessions.set(len(self.sessions))
             return Admission(session, owner, key, access, access.shown_invite(hello.invite, owner))
+
+    async def _admitted(self, hello: m.Hello, name: str) -> tuple[WorldAccess, bool, str | None]:
+        """May ``hello`` enter world ``name``? ``(its access record, is it the owner, the
+        owner key to tell it)``; raises :class:`JoinError` ``invite_required`` if not."""
+        access = await asyncio.to_thread(self.access.get, name)  # read once, then cached
+        owner = access.is_owner(hello.owner_key)
+        if not (access.admits(hello.invite, hello.owner_key) or self._may_resume(hello.resume_token, name)):
+            text = "this world is private: join it with its invite link" if hello.invite is None else (
+                "this world is private and that invite does not open it (its creator may have revoked the link)"
+            )
+            raise JoinError("invite_required", text, "invite")
+        return access, owner, hello.owner_key if owner else None
+
+    async def _join_loaded(self, hello: m.Hello) -> Admission | None:
+        """Let a hello into a world that is loaded, without the registry's lock (which a
+        world being loaded or created holds, maybe for seconds); None when the world was
+        unloaded meanwhile (the caller then loads it again under the lock)."""
+        access, owner, key = await self._admitted(hello, hello.world)
+        # No await from here to the player's joining (the lobby adds it at once): the reaper
+        # unloads a world only while it has no players, under the lock, without awaiting.
+        session = self.sessions.get(hello.world)
+        if session is None:
+            return None
+        return Admission(session, owner, key, access, access.shown_invite(hello.invite, owner))
 
     def _may_resume(self, token: str | None, world: str) -> bool:
         """Does ``token`` resume a player who was in ``world`` (one let in before)?"""

@@ -2,12 +2,16 @@
 installed over the browser's own WebXR): Enter VR starts an immersive-vr session, the video
 turns stereo, the head pose reaches the server as ``head_pose`` at the headset's frame rate,
 moving and turning the emulated head moves the player and changes the picture, the thumbsticks
-walk and snap-turn, and leaving VR returns to the page and to mono video.
+walk and snap-turn, and leaving VR returns to the page and to mono video. A wall stops the
+head and the rig follows the server. And And the video frame shown is turned to the newest head
+pose (reprojection), checked on pixels read back from the headset's framebuffer.
 
 WebGL here is Chromium's software GL (SwiftShader); no GPU is involved."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import math
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime.client import WorldClient
 from tests.test_browser import (  # noqa: F401  (fixtures used by name)
     CHROMIUM,
     LAUNCH_ARGS,
@@ -28,6 +33,8 @@ from tests.test_browser import (  # noqa: F401  (fixtures used by name)
     wait_frames,
     world,
 )
+from tests.test_head_collision import WALL_M, wall_world
+from tests.test_server import wait_idle
 
 ROOT = Path(__file__).resolve().parents[1]
 IWER = ROOT / "clients" / "web" / "node_modules" / "iwer" / "build" / "iwer.min.js"
@@ -64,12 +71,15 @@ def wait_server_pose(page, condition: str, timeout_ms: int = 10_000) -> None:
 
 
 @contextlib.contextmanager
-def headset_page(browser, url: str, width: int, height: int):
-    """A page at ``url`` with an emulated Quest 3, its video playing and Enter VR shown."""
+def headset_page(browser, url: str, width: int, height: int, render_mode: str | None = None):
+    """A page at ``url`` with an emulated Quest 3, its video playing and Enter VR shown (and
+    the settings' render mode set to ``render_mode`` where given)."""
     context = browser.new_context(viewport={"width": width, "height": height})
     try:
         context.add_init_script(path=str(IWER))
         context.add_init_script(INSTALL_QUEST)
+        if render_mode:
+            context.add_init_script(f"localStorage.setItem('worldstream.settings', JSON.stringify({{ renderMode: '{render_mode}' }}));")
         page = context.new_page()
         page.on("pageerror", lambda error: print(f"page error: {error}"))
         page.goto(url)
@@ -94,7 +104,7 @@ def test_enter_vr_head_pose_locomotion_and_back(browser, base_url, world):
         # One head pose per headset frame (display rate; headless Chromium's frames are slow).
         page.wait_for_function(f"() => window.__worldstream.vr.headPosesSent > {vr(page)['headPosesSent'] + 10}", timeout=20_000)
         before = vr(page)
-        page.wait_for_timeout(2000)
+        page.wait_for_function(f"() => window.__worldstream.vr.xrFrames > {before['xrFrames'] + 20}", timeout=30_000)
         after = vr(page)
         frames, poses = after["xrFrames"] - before["xrFrames"], after["headPosesSent"] - before["headPosesSent"]
         assert frames > 10 and poses >= 0.9 * frames, (frames, poses)
@@ -118,6 +128,9 @@ def test_enter_vr_head_pose_locomotion_and_back(browser, base_url, world):
         page.evaluate("() => window.__xrDevice.controllers.left.updateAxes('thumbstick', 0, -1)")
         page.wait_for_timeout(1000)
         assert vr(page)["vignette"] > 0.5, "the comfort vignette darkens the edges while the stick moves you"
+        # 1.5 m/s of headset time: at the few frames a second of software GL on a busy machine
+        # (each frame's step capped at 0.1 s) that can take longer in wall time.
+        wait_server_pose(page, f"Math.hypot(p.position[0] - {p0[0]}, p.position[2] - {p0[2]}) > 0.6", timeout_ms=10_000)
         page.evaluate("() => window.__xrDevice.controllers.left.updateAxes('thumbstick', 0, 0)")
         page.wait_for_function("() => window.__worldstream.vr.vignette === 0", timeout=5_000)
         page.wait_for_timeout(400)
@@ -207,3 +220,67 @@ def test_reprojection_turns_the_last_frame_to_the_newest_head_pose(browser, base
         page.wait_for_timeout(1500)
         flowing = eye_grey(page.evaluate("() => window.__worldstream.captureVrEye()"))
         assert flowing[:, width - band :].mean() > 8, "new frames for the new pose fill the eye"
+
+
+def test_a_wall_stops_the_head_and_the_rig_follows_the_server(browser, base_url):
+    """In a world that starts as a wall 1.5 m ahead, the head pushed 3 m forward stops in front
+    of it (server-side collision); the rig moves to where the server put the head
+    (frame_info.head_position), so stepping back 1 m moves the player back at once instead of
+    first undoing the 1.5 m proposed beyond the wall."""
+
+    async def create() -> str:
+        new = wall_world()
+        async with WorldClient(base_url, new_world=new, name="Builder", video=False) as builder:
+            await wait_idle(builder)  # chunks landing by the head could leave it inside geometry, where nothing stops it
+            return new.name
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+        name = pool.submit(asyncio.run, create()).result()
+    with headset_page(browser, link(base_url, name, "Walled"), 800, 450) as page:
+        page.click("#enter-vr")
+        page.wait_for_function(
+            "() => { const w = window.__worldstream; return w.viewRequested.stereo && w.connectionState === 'joined' && w.vr.framesDrawn > 5; }",
+            timeout=30_000,
+        )
+        assert vr(page)["collisionCorrections"] == 0
+        page.evaluate("() => { window.__xrDevice.position.z -= 3; }")  # 3 m forward (WebXR looks down -z)
+        page.wait_for_function("() => window.__worldstream.vr.collisionCorrections > 0", timeout=10_000)
+        wait_server_pose(page, "p.position[2] > 0.5")
+        page.wait_for_timeout(500)
+        stopped = me(page)["position"][2]
+        assert 0.5 < stopped < WALL_M - 0.1, ("the wall stops the head", stopped)
+        page.evaluate("() => { window.__xrDevice.position.z += 1; }")
+        wait_server_pose(page, f"p.position[2] < {stopped - 0.7}")
+
+
+def test_local_mode_renders_both_eyes_in_the_headset(browser, base_url, world):
+    """Render mode local: in VR three.js draws the splats for the eye from the headset's own
+    pose (no stereo video is asked for), the head pose still reaches the server, and turning
+    the head 6 degrees turns the drawn view by exactly that (the new picture is the old one
+    turned, where both see the same world), drawn anew rather than reprojected."""
+    with headset_page(browser, link(base_url, world, "LocalHead"), 320, 360, render_mode="local") as page:
+        page.wait_for_function("() => window.__worldstream.local.showing && window.__worldstream.local.framesDrawn > 3", timeout=90_000)
+        page.click("#enter-vr")
+        page.wait_for_function("() => window.__worldstream.vr.active && window.__worldstream.vr.localFramesDrawn > 5", timeout=30_000)
+        sent = vr(page)["headPosesSent"]
+        page.wait_for_function(f"() => window.__worldstream.vr.headPosesSent > {sent + 5}", timeout=20_000)
+        assert not page.evaluate("() => window.__worldstream.viewRequested.stereo"), "local: no stereo video is asked for"
+        page.wait_for_timeout(1500)  # Spark sorts for the view a frame or two after it changes
+        before = eye_grey(page.evaluate("() => window.__worldstream.captureVrEye()"))
+        angle = math.radians(6)
+        yaw0 = me(page)["yaw"]
+        page.evaluate(f"() => window.__xrDevice.quaternion.set(0, Math.sin({-angle / 2}), 0, Math.cos({-angle / 2}))")
+        page.wait_for_timeout(1500)
+        after = eye_grey(page.evaluate("() => window.__worldstream.captureVrEye()"))
+        expected, inside = turned(before, angle, vr(page)["fovY"])
+        assert before.std() > 5, "the eye should show the world, not a flat colour"
+        error = float(np.abs(after - expected)[inside].mean())
+        unturned = float(np.abs(after - before)[inside].mean())
+        print(f"local VR, 6 degree turn: {error=:.2f} grey levels from the turned picture, {unturned=:.2f}")
+        assert error < 0.5 * unturned, f"the view drawn after the turn: off by {error:.1f} grey levels from the turned one (unturned: {unturned:.1f})"
+        assert after[~inside].std() > 5, "drawn anew, the part the old view did not cover shows the world too"
+        wait_server_pose(page, f"Math.abs(Math.abs(Math.atan2(Math.sin(p.yaw - {yaw0}), Math.cos(p.yaw - {yaw0}))) - {angle}) < 0.02")
+        page.evaluate("() => window.__xrDevice.activeSession.end()")
+        page.wait_for_function("() => !window.__worldstream.vr.active", timeout=10_000)
+        frames = page.evaluate("() => window.__worldstream.local.framesDrawn")
+        page.wait_for_function(f"() => window.__worldstream.local.framesDrawn > {frames + 3}", timeout=30_000)

@@ -127,7 +127,7 @@ def verify_against_manifest(root: Path) -> dict:
     """The saved world matches its manifest exactly: every referenced file is whole; loading reads just those."""
     world_dir = root / WORLD
     manifest = json.loads((world_dir / "manifest.json").read_bytes())
-    for rec in manifest["chunks"] + manifest["frames"]:
+    for rec in manifest["chunks"] + manifest["frames"] + manifest.get("far", []):
         data = (world_dir / rec["file"]).read_bytes()
         assert len(data) == rec["bytes"] and hashlib.sha256(data).hexdigest() == rec["sha256"], rec["file"]
     world = WorldLibrary(root).open(WORLD, read_only=True, renderer=cpu_renderer())
@@ -139,6 +139,8 @@ def verify_against_manifest(root: Path) -> dict:
         expected = [(r["id"], r["gaussians"] - retired.get(r["id"], 0)) for r in manifest["chunks"]]
         assert [(c.id, len(c.gaussians)) for c in chunks] == [(cid, n) for cid, n in expected if n > 0]
         assert [f.id for f in world.memory.frames()] == sorted(r["id"] for r in manifest["frames"])
+        far = world.scene.snapshot().far  # the far field comes back with the world
+        assert [(c.id, len(c.gaussians)) for c in far] == sorted((r["id"], r["gaussians"]) for r in manifest.get("far", []))
         state = world.state_dict()
         assert state["next_frame_id"] >= max([r["id"] + 1 for r in manifest["frames"]], default=0)
     finally:
@@ -148,8 +150,8 @@ def verify_against_manifest(root: Path) -> dict:
 
 def referenced_and_present(root: Path, manifest: dict) -> tuple[set[str], set[str]]:
     world_dir = root / WORLD
-    referenced = {r["file"] for r in manifest["chunks"] + manifest["frames"]}
-    present = {p.relative_to(world_dir).as_posix() for sub in ("chunks", "frames") for p in (world_dir / sub).iterdir()}
+    referenced = {r["file"] for r in manifest["chunks"] + manifest["frames"] + manifest.get("far", [])}
+    present = {p.relative_to(world_dir).as_posix() for sub in ("chunks", "frames", "far") if (world_dir / sub).is_dir() for p in (world_dir / sub).iterdir()}
     return referenced, present
 
 

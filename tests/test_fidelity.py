@@ -50,7 +50,7 @@ def test_quick_run_reports_every_measure(tmp_path):
     report = fidelity.run(args, log=lambda *a: None)
     (row,) = report["rows"]
     assert row["views"] == 2
-    for key in ("psnr_med", "ssim_med", "sharp_med", "psnr_enc_med", "ceiling_med", "holes_novel", "holes_walk_mean"):
+    for key in ("psnr_med", "ssim_med", "sharp_med", "psnr_enc_med", "ceiling_med", "holes_novel", "holes_walk_mean", "holes_near_mean"):
         assert row[key] is not None and np.isfinite(row[key]), key
     assert abs(row["psnr_enc_med"] - row["psnr_med"]) < 3.0
     assert report["walks"][0]["samples"], "the walk kept hole samples"
@@ -63,12 +63,16 @@ def test_quick_run_reports_every_measure(tmp_path):
 
 
 def test_fast_walk_hole_bound():
-    """A 6 m/s walk: the player's own view never shows more than a fifth of its pixels as
-    holes, nor a visible hole (> 1 %) for more than 5 s (measured: 2-4.5 s, mean 4-11 %
-    on the loaded CPU-2; issue 16 asks for <= 5 % and about 1 s: not met yet)."""
+    """A real-time 6 m/s walk of 24 m (past the spawn ring's reach, so generation is
+    outrun): the player's own view stays mostly whole. Measured on CPU-2 at load 19-25
+    (docs/benchmarks.md), 7 runs: mean 0.9-8.6 %, worst sample 1.8-12 %, a visible hole
+    (> 1 % of the view) open for 0.5-4 s at most; generation's share of the loaded cores
+    decides where in those ranges a run falls, so the bounds are wide. Issue 16 asks for
+    <= 5 % and about 1 s."""
     args = fidelity.parse_args(["--quick"])
-    args.speeds, args.novel, args.distance, args.encoder = "6", 1, 12.0, False
+    args.speeds, args.novel, args.distance, args.encoder, args.settle_s = "6", 1, 24.0, False, 2.0
     report = fidelity.run(args, log=lambda *a: None)
     (row,) = report["rows"]
-    assert row["holes_walk_mean"] <= 0.2
-    assert row["hole_longest_s"] <= 5.0
+    assert row["holes_walk_mean"] <= 0.12
+    assert row["holes_walk_max"] <= 0.3
+    assert row["hole_longest_s"] <= 6.0

@@ -276,7 +276,8 @@ def test_state_dict_round_trip(booted, generator, renderer):
     state = json.loads(json.dumps(world.state_dict()))  # JSON-able
     restored = make_world(generator, renderer)
     snap = world.scene.snapshot()
-    restored.restore(list(snap.chunks), world.memory.frames(), state)
+    restored.restore(list(snap.chunks), world.memory.frames(), state, list(snap.far))
+    assert snap.far, "the bootstrap's keyframes saw far terrain: the world has a far field"
     assert restored.config == world.config
     assert restored.explored.cells_in((-50, -50, 50, 50)) == world.explored.cells_in((-50, -50, 50, 50))
     assert len(restored.memory) == len(world.memory)
@@ -489,9 +490,9 @@ def test_seen_views_survive_state_dict_and_restore(renderer):
     at_view = view.camera(96, 54, VIEW_FOV)
     shown = world.render(at_view)
     state = json.loads(json.dumps(world.state_dict()))
-    chunks, frames = list(world.scene.snapshot().chunks), world.memory.frames()
+    chunks, frames, far = list(world.scene.snapshot().chunks), world.memory.frames(), list(world.scene.snapshot().far)
     restored = World(WorldConfig("hide", seed=3), generator=_Stalled(), renderer=renderer)
-    restored.restore(chunks, frames, state)
+    restored.restore(chunks, frames, state, far)
     saved, loaded = world.seen_views.records(), restored.seen_views.records()
     assert len(loaded) == len(saved) == 2
     for a, b in zip(saved, loaded):

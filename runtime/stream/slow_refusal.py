@@ -20,8 +20,10 @@ import random
 REFUSAL_DELAY_S = 1.0
 """Seconds a refusal waits before it is sent (a person hardly notices; a retry loop slows
 to one attempt a second per connection)."""
-MAX_HELD_REFUSALS = 512
-"""Refusals waiting at once, all clients together (each holds one socket open)."""
+MAX_HELD_REFUSALS = 256
+"""Refusals waiting at once, all clients together. Each holds a socket open: with the
+default ``--max-connections`` (256) the server stays far below the common limit of 1024
+open files per process."""
 JITTER = 0.25
 """Each pause is up to this fraction longer, at random: refusals that began together (a
 flood's connections, opened at once) then end spread out, not in one burst of work on the

@@ -49,6 +49,15 @@ class WorldConfig:
             keyframe even where alpha covers it (view and ring probes: where the player
             stands), pitched down to ``detail_pitch_deg`` at most so it remakes the near
             ground too. 0 turns it off.
+        far_field_near_m, far_field_stride: the far field (see :mod:`.keyframes.far_field`):
+            every keyframe's surfaces at least ``far_field_near_m`` metres away, one splat
+            per ``far_field_stride`` keyframe pixels, drawn behind the scene in place of
+            the bare sky; 0 turns it off.
+        seam_blend_px: where a keyframe's new splats meet the scene's, their colours are
+            matched to the scene's over about this many keyframe pixels (see
+            :mod:`.keyframes.seams`); 0 turns it off.
+        fit_iterations: Jacobi steps fitting a new chunk's colours to its keyframes (one
+            render of the keyframes each; see :mod:`.keyframes.fit`); 0 turns it off.
         hole_fraction, hole_reach_m: the player's own view and the view ahead are tested
             for holes even inside explored space, and get a keyframe when more than
             ``hole_fraction`` of their pixels show neither splats nor known sky where their
@@ -100,6 +109,10 @@ class WorldConfig:
     detail_reference_m: float = 5.0
     detail_pixel_deg: float = 60.0 / 360.0
     detail_pitch_deg: float = -15.0
+    far_field_near_m: float = 40.0
+    far_field_stride: int = 2
+    seam_blend_px: float = 24.0
+    fit_iterations: int = 3
     hole_fraction: float = 0.02
     hole_reach_m: float = 15.0
     coarse_scale: float = 0.5
@@ -127,6 +140,8 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.job_yaw_offsets must hold 1 to 8 offsets, got {len(self.job_yaw_offsets)}")
         if int(self.max_concurrent_jobs) != self.max_concurrent_jobs or self.max_concurrent_jobs < 1:
             raise ValueError(f"WorldConfig.max_concurrent_jobs must be an integer >= 1, got {self.max_concurrent_jobs}")
+        if int(self.fit_iterations) != self.fit_iterations or not 0 <= self.fit_iterations <= 16:
+            raise ValueError(f"WorldConfig.fit_iterations must be an integer in [0, 16], got {self.fit_iterations!r}")
         if not 0.0 < self.revisit_radius_m <= 10.0:
             raise ValueError(f"WorldConfig.revisit_radius_m must be in (0, 10] metres, got {self.revisit_radius_m}")
         for name in ("refine_ratio", "detail_max_px"):
@@ -137,6 +152,12 @@ class WorldConfig:
                 f"WorldConfig.detail_reference_m must be in [0.1, 1000] m and detail_pixel_deg in [0.001, 10] degrees, "
                 f"got {self.detail_reference_m!r} and {self.detail_pixel_deg!r}"
             )
+        if not (self.far_field_near_m == 0.0 or 1.0 <= self.far_field_near_m <= 1000.0):
+            raise ValueError(f"WorldConfig.far_field_near_m must be 0 (off) or in [1, 1000] metres, got {self.far_field_near_m!r}")
+        if int(self.far_field_stride) != self.far_field_stride or not 1 <= self.far_field_stride <= 64:
+            raise ValueError(f"WorldConfig.far_field_stride must be an integer in [1, 64], got {self.far_field_stride!r}")
+        if not 0.0 <= self.seam_blend_px <= 256.0:
+            raise ValueError(f"WorldConfig.seam_blend_px must be in [0, 256] keyframe pixels (0 = off), got {self.seam_blend_px!r}")
         if not 0.0 <= self.hole_fraction < 1.0 or not 1.0 <= self.hole_reach_m <= 1000.0:
             raise ValueError(
                 f"WorldConfig.hole_fraction must be in [0, 1) (0 = off) and hole_reach_m in [1, 1000] m, "

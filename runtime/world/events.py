@@ -36,6 +36,7 @@ class ChunkAdded:
     chunks: tuple[Chunk, ...]
     frames: tuple[Frame, ...]
     explored_cells: tuple[tuple[int, int], ...]  # newly explored (i, j) grid cells
+    far: tuple[Chunk, ...] = ()  # far-field chunks the job added (see SceneSnapshot.far)
 
 
 @dataclass(frozen=True)

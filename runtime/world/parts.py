@@ -49,6 +49,11 @@ class WorldStats:
     # and jobs a player's view asked for because what it shows was made too coarse.
     gaussians_refined: int = 0
     detail_jobs: int = 0
+    # The far field: splats it holds (summed over landings) and the time building them took.
+    far_gaussians: int = 0
+    far_field_ms: float = 0.0
+    # Colour fitting of new chunks against their keyframes (keyframes/fit.py): its time.
+    fit_ms: float = 0.0
     # Outrunning generation: jobs traced coarse (fill coarse first), refining jobs
     # cancelled so a job filling empty space could run.
     coarse_jobs: int = 0

@@ -64,10 +64,19 @@ class Chunk:
 
 @dataclass(frozen=True)
 class SceneSnapshot:
-    """A complete, immutable view of the scene at one version."""
+    """A complete, immutable view of the scene at one version.
+
+    ``far`` holds the far field's chunks (see :mod:`.keyframes.far_field`): coarse splats of
+    what keyframes saw beyond where scene splats pay off. Renderers draw them *behind*
+    ``chunks``, as the background the scene is composited over (in place of the bare sky);
+    they are not part of the scene's geometry: coverage, collision, refinement and alpha
+    read ``chunks`` only. Far chunks take their ids from the same counter as scene chunks,
+    so an id says which landed first.
+    """
 
     version: int
     chunks: tuple[Chunk, ...]
+    far: tuple[Chunk, ...] = ()
 
     @property
     def num_gaussians(self) -> int:
@@ -85,6 +94,19 @@ class SceneSnapshot:
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """``([B, 3], [B, 3])`` chunk bounds, stacked once per snapshot (every frame culls)."""
         return np.stack([c.bounds_min for c in self.chunks]), np.stack([c.bounds_max for c in self.chunks])
+
+    def visible_far(self, cameras: Cameras) -> tuple[Chunk, ...]:
+        """Far-field chunks whose bounds intersect any camera's frustum (conservative)."""
+        if not self.far:
+            return ()
+        lo, hi = self._far_bounds
+        visible = frustum_cull_boxes(lo, hi, cameras).any(axis=0)
+        return tuple(c for c, v in zip(self.far, visible) if v)
+
+    @cached_property
+    def _far_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``([F, 3], [F, 3])`` far-chunk bounds, stacked once per snapshot."""
+        return np.stack([c.bounds_min for c in self.far]), np.stack([c.bounds_max for c in self.far])
 
     def gaussians(self, chunks: tuple[Chunk, ...] | None = None) -> Gaussians:
         """All (or the given) chunks' Gaussians in one set (copies)."""
@@ -175,8 +197,17 @@ class Scene:
                 chunks.append(Chunk.build(self._next_id, part, source))
                 self._next_id += 1
             kept = self._retired(self._snapshot.chunks, retire or {}, chunks[0].id if chunks else self._next_id)
-            self._snapshot = SceneSnapshot(self._snapshot.version + 1, kept + tuple(chunks))
+            self._snapshot = SceneSnapshot(self._snapshot.version + 1, kept + tuple(chunks), self._snapshot.far)
         return chunks
+
+    def append_far(self, gaussians: Gaussians, source: ChunkSource) -> Chunk:
+        """Add far-field Gaussians as one far chunk (an id from the scene's counter); one new version."""
+        with self._lock:
+            chunk = Chunk.build(self._next_id, gaussians, source)
+            self._next_id += 1
+            s = self._snapshot
+            self._snapshot = SceneSnapshot(s.version + 1, s.chunks, s.far + (chunk,))
+        return chunk
 
     def _retired(self, chunks: tuple[Chunk, ...], retire: dict[int, np.ndarray], by: int) -> tuple[Chunk, ...]:
         """``chunks`` with the masked Gaussians taken out by chunk ``by`` (call under the lock);
@@ -214,7 +245,8 @@ class Scene:
                 chunks[cid] = then[-1]
             else:
                 chunks.pop(cid, None)
-        return SceneSnapshot(snapshot.version, tuple(chunks[k] for k in sorted(chunks)))
+        far = tuple(c for c in snapshot.far if c.id <= cap_chunk_id)
+        return SceneSnapshot(snapshot.version, tuple(chunks[k] for k in sorted(chunks)), far)
 
     def retired_masks(self) -> dict[int, np.ndarray]:
         """Per chunk that lost Gaussians to refinement: ``[G_original]`` bool, True = retired."""
@@ -234,16 +266,18 @@ class Scene:
                     continue  # unknown, already applied, or not the original it was saved for
                 retire[chunk.id] = np.asarray(mask, bool)
             if retire:  # loaded: which chunk retired them is not kept, so frozen views see them gone too
-                self._snapshot = SceneSnapshot(self._snapshot.version + 1, self._retired(self._snapshot.chunks, retire, -1))
+                s = self._snapshot
+                self._snapshot = SceneSnapshot(s.version + 1, self._retired(s.chunks, retire, -1), s.far)
                 for cid in retire:
                     self._versions[cid] = self._versions[cid][1:]
 
-    def restore(self, chunks: list[Chunk]) -> None:
-        """Add chunks loaded from storage, keeping their ids."""
+    def restore(self, chunks: list[Chunk], far: list[Chunk] = ()) -> None:
+        """Add chunks (and far-field chunks) loaded from storage, keeping their ids."""
         with self._lock:
             merged = self._snapshot.chunks + tuple(chunks)
-            self._next_id = max([self._next_id] + [c.id + 1 for c in chunks])
-            self._snapshot = SceneSnapshot(self._snapshot.version + 1, merged)
+            merged_far = self._snapshot.far + tuple(sorted(far, key=lambda c: c.id))
+            self._next_id = max([self._next_id] + [c.id + 1 for c in (*chunks, *far)])
+            self._snapshot = SceneSnapshot(self._snapshot.version + 1, merged, merged_far)
 
 
 def split_into_tiles(gaussians: Gaussians, max_per_tile: int = MAX_CHUNK_GAUSSIANS) -> list[Gaussians]:

@@ -306,9 +306,13 @@ class World:
             # Emitted under the apply lock and before the job counts as finished, so that
             # subscribers (the store) see chunks in scene order, with a state_dict() that
             # matches them, and wait_idle() cannot return before they have seen the chunk.
-            self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells)))
+            self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells), self._far_of(job.id)))
         self._runner.finish(job, "done")
         return chunks
+
+    def _far_of(self, job_id: int) -> tuple[Chunk, ...]:
+        """The far-field chunks job ``job_id`` added (call under the apply lock, right after it landed)."""
+        return tuple(c for c in self.scene.snapshot().far if c.source.job_id == job_id)
 
     # ------------------------------------------------------------------ start image
     def place_start_frame(self, frame: StartFrame) -> list[Chunk]:
@@ -326,7 +330,7 @@ class World:
             self._planner.record_done(frame.camera)
             self.collider.sync(self.scene.snapshot())
             self._start_position = frame.camera.centers[0].astype(np.float32)
-            self._emit(ChunkAdded(source.job_id, tuple(chunks), tuple(frames), tuple(new_cells)))
+            self._emit(ChunkAdded(source.job_id, tuple(chunks), tuple(frames), tuple(new_cells), self._far_of(source.job_id)))
         return chunks
 
     # ------------------------------------------------------------------ rendering
@@ -408,13 +412,14 @@ class World:
                 "retired": {str(cid): pack_retired(mask) for cid, mask in self.scene.retired_masks().items()},
             }
 
-    def restore(self, chunks: Sequence[Chunk], frames: Sequence[Frame], state: dict) -> None:
-        """Load saved chunks, memory frames and :meth:`state_dict` output into an empty world."""
+    def restore(self, chunks: Sequence[Chunk], frames: Sequence[Frame], state: dict, far: Sequence[Chunk] = ()) -> None:
+        """Load saved chunks, memory frames, :meth:`state_dict` output and far-field chunks
+        into an empty world (worlds saved before the far field existed have none)."""
         if self.scene.snapshot().chunks or len(self.memory):
             raise RuntimeError("World.restore needs an empty world (it already has chunks or frames)")
         if int(state.get("version", 1)) != 1:
             raise ValueError(f"state_dict version {state.get('version')} is not supported (expected 1)")
-        self.scene.restore(list(chunks))
+        self.scene.restore(list(chunks), list(far))
         # Chunk files hold the original Gaussians; take out what refinement had retired.
         self.scene.retire_original({int(cid): retired_mask(packed) for cid, packed in state.get("retired", {}).items()})
         for f in sorted(frames, key=lambda f: f.id):
@@ -441,8 +446,9 @@ class World:
 
 
 def _newest_chunk_id(snapshot: SceneSnapshot) -> int:
-    """The largest chunk id in ``snapshot`` (ids grow in landing order), or ``NO_CHUNK``."""
-    return max((c.id for c in snapshot.chunks), default=NO_CHUNK)
+    """The largest chunk id in ``snapshot``, far-field chunks included (ids grow in landing
+    order), or ``NO_CHUNK``."""
+    return max((c.id for c in (*snapshot.chunks, *snapshot.far)), default=NO_CHUNK)
 
 
 def pack_retired(mask: np.ndarray) -> list:

@@ -516,6 +516,8 @@ export interface FrameInfo {
   mtp_ms: number;
   /** the player's latest move was blocked by the scene (walked into a wall): the client shows a small cue default false */
   blocked: boolean;
+  /** when input_seq is a head_pose's: where the head is in that frame (world). It differs from the pose sent when collision stopped the head; a VR client moves its rig by the difference (the server decides) [m] (>= -100000, <= 100000) default null */
+  head_position: [number, number, number] | null;
 }
 
 /**

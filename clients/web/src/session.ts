@@ -24,6 +24,7 @@ import type { StartChoice } from "./start_screen";
 import { EMPTY_STATS, StreamStatsPoller, type StreamStats } from "./stream_stats";
 import { describeError, toast } from "./toasts";
 import { WorldState } from "./world_state";
+import { LocalXr } from "./xr/local_xr";
 import { VrMode } from "./xr/vr_mode";
 
 const PING_EVERY_MS = 2000;
@@ -63,6 +64,7 @@ export class GameSession {
   readonly settingsPanel: SettingsPanel;
   readonly help = new HelpOverlay();
   readonly vr: VrMode;
+  private localXr: LocalXr | null = null;
   /** Local rendering: the splats drawn in this browser (settings: render mode). */
   readonly local: LocalMode;
   /** The video size asked for in the last hello. */
@@ -144,6 +146,7 @@ export class GameSession {
       videoView: () => ({ stereo: this.viewRequested?.stereo ?? false, fovY: this.viewRequested?.fovY ?? FOV_Y }),
       frameSeq: (rtp) => this.latency.inputSeqOf(rtp),
       newestFrameSeq: () => this.latency.newestInputSeq,
+      localXr: () => (this.local.mode === "local" ? (this.localXr ??= new LocalXr(this.local, this.world)) : null),
       // Stereo video in VR, mono outside: a new hello, the resume token keeps the place.
       changed: () => {
         if (this.connection.state === "joined") this.connection.drop();
@@ -366,6 +369,7 @@ export class GameSession {
         return;
       case "frame_info":
         this.latency.frameInfo(m.rtp_timestamp, m.input_seq);
+        this.vr.serverHead(m.input_seq, m.head_position);
         if (m.blocked) this.hud.blocked(performance.now());
         return;
       case "pong":

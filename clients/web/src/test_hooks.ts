@@ -2,7 +2,7 @@
 // for anyone curious in the devtools console), plus dropConnection() to test recovery.
 import { probeCapability } from "./local/render_mode";
 import type { GameSession } from "./session";
-import type { EyeCapture } from "./xr/vr_mode";
+import type { EyeCapture } from "./xr/eye_capture";
 
 export interface WorldstreamHooks {
   readonly ready: boolean;
@@ -40,7 +40,12 @@ export interface WorldstreamHooks {
   readonly vr: {
     active: boolean; buttonShown: boolean; vignette: number; xrFrames: number; headPosesSent: number; framesDrawn: number;
     /** Headset frames showing the video turned to the head pose (the frame's own pose known). */
-    framesReprojected: number; lastHeadPose: unknown; fovY: number | null;
+    framesReprojected: number;
+    /** Times the rig moved to where the server's collision put the head. */
+    collisionCorrections: number;
+    /** Headset frames drawn from the splats in this browser (render mode local). */
+    localFramesDrawn: number;
+    lastHeadPose: unknown; fovY: number | null;
   };
   /** Tests, VR: keep showing the current video frame (as if the network stalled), and read back the first eye's next picture. */
   holdVrVideo(hold: boolean): void;
@@ -158,7 +163,9 @@ export function exposeHooks(session: GameSession): void {
       const vr = session.vr;
       return {
         active: vr.active, buttonShown: !vr.button.hidden, vignette: vr.vignette, xrFrames: vr.xrFrames, headPosesSent: vr.headPosesSent,
-        framesDrawn: vr.framesDrawn, framesReprojected: vr.framesReprojected, lastHeadPose: vr.lastHeadPose, fovY: vr.fovY,
+        framesDrawn: vr.framesDrawn, framesReprojected: vr.framesReprojected, collisionCorrections: vr.collisionCorrections,
+        localFramesDrawn: vr.localFramesDrawn,
+        lastHeadPose: vr.lastHeadPose, fovY: vr.fovY,
       };
     },
     get lookSent() {

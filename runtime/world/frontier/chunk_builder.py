@@ -19,7 +19,10 @@ from ..camera import Cameras
 from ..depth.align import align_to_known
 from ..gaussians import Gaussians
 from ..generators.base import GenerationResult
+from ..keyframes.far_field import far_gaussians
+from ..keyframes.fit import content_target, fit_colors
 from ..keyframes.frames import Frame
+from ..keyframes.seams import blend_keyframes
 from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
 from ..parts import WorldParts
 from ..keyframes.refine import coarse_mask, retire_mask
@@ -108,11 +111,18 @@ class ChunkBuilder:
         # Refinement: Gaussians far coarser than these keyframes make count as empty here,
         # so the keyframes remake those surfaces finely; the coarse ones they remade retire.
         coarse = self._coarse(snapshot, cams)
-        if snapshot.chunks:
+        shown = None  # the scene drawn at the keyframes (colour too when seams are blended)
+        if snapshot.chunks and cfg.seam_blend_px > 0:
+            shown = self.renderer.render(_without(snapshot, coarse), cams, self.parts.sky)
+            existing = shown.alpha
+        elif snapshot.chunks:
             existing = self.renderer.render_alpha(_without(snapshot, coarse), cams)
         else:
             existing = None
-        gaussians = reconstruct(rgb, depth, cams, existing, stride=cfg.reconstruct_stride)
+        # Splat colours come from the keyframes matched to the scene along the seam (memory
+        # keeps them as generated; see keyframes.seams).
+        colours = rgb if shown is None else blend_keyframes(rgb, depth, shown.rgb, shown.alpha, shown.depth, cfg.seam_blend_px)
+        gaussians = reconstruct(colours, depth, cams, existing, stride=cfg.reconstruct_stride)
         # A job the hole test asked for fills what a player is looking at now: its near
         # Gaussians stay even where an earlier keyframe saw the spot otherwise (what the
         # player itself was shown is kept by its frozen seen views; see Revisits).
@@ -125,10 +135,40 @@ class ChunkBuilder:
                 if mask.any():
                     retire[chunk.id] = mask
                     self.stats.gaussians_refined += int(mask.sum())
+        made = gaussians
         if self.parts.optimiser is not None and len(gaussians):
-            gaussians = self._optimised(gaussians, snapshot, retire, cams, rgb, spare)
+            gaussians = self._optimised(gaussians, snapshot, retire, cams, colours, spare)
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
+        if gaussians is made:  # not optimised (no CUDA, or the optimiser kept nothing): fit the colours
+            target = colours
+            if coarse and self.config.fit_iterations > 0:  # refining: keep what the scene showed there
+                drawn = self.renderer.render(snapshot, cams, self.parts.sky)
+                target = content_target(colours, depth, drawn.rgb, drawn.depth, drawn.alpha)
+            gaussians = self._fit(gaussians, _without(snapshot, retire), target, depth, cams, source)
         return self.land(source, gaussians, rgb, depth, cams, retire)
+
+    def _fit(
+        self, gaussians: Gaussians, base: SceneSnapshot, rgb: np.ndarray, depth: np.ndarray, cams: Cameras, source: ChunkSource
+    ) -> Gaussians:
+        """The new Gaussians' colours fitted so that the scene they join (``base``, the
+        snapshot less what they retire) shows ``rgb`` (the keyframes, or their content
+        target when refining) sharply (:mod:`.keyframes.fit`)."""
+        iterations = self.config.fit_iterations
+        if iterations <= 0 or len(gaussians) == 0:
+            return gaussians
+
+        def draw(candidate: Gaussians) -> tuple[np.ndarray, np.ndarray]:
+            # A temporary chunk: its own Gaussians object, so no renderer cache mistakes it.
+            out = self.renderer.render(SceneSnapshot(base.version, base.chunks + (Chunk.build(-1, candidate, source),)), cams, self.parts.sky)
+            return out.rgb, out.depth
+
+        started = time.perf_counter()
+        base_alpha = self.renderer.render_alpha(base, cams) if base.chunks else None
+        fitted = fit_colors(
+            gaussians, rgb, depth, cams, draw, stride=self.config.reconstruct_stride, iterations=iterations, base_alpha=base_alpha
+        )
+        self.stats.fit_ms += (time.perf_counter() - started) * 1e3
+        return fitted
 
     def _optimised(
         self,
@@ -176,7 +216,11 @@ class ChunkBuilder:
     ) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
         """Append ``gaussians`` as a chunk (retiring ``retire``'s Gaussians, see
         :meth:`.scene.Scene.append`) and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
-        memory frames at ``cams``; mark sky directions and explored cells (under the apply lock)."""
+        memory frames at ``cams``; mark sky directions and explored cells (under the apply lock).
+
+        The keyframes' far surfaces go to the far field first (:meth:`_land_far`), so its
+        chunk's id is below the scene chunk's: a view frozen with that chunk shows both."""
+        self._land_far(source, rgb, depth, cams)
         chunks = self.scene.append(gaussians, source, retire) if len(gaussians) else []
         chunk_id = chunks[0].id if chunks else -1
         frames = []
@@ -191,6 +235,21 @@ class ChunkBuilder:
             self.parts.sky_directions.mark(pixel_directions(cams)[sky])
         new_cells = self._mark_explored(frames)
         return chunks, frames, new_cells
+
+    def _land_far(self, source: ChunkSource, rgb: np.ndarray, depth: np.ndarray, cams: Cameras) -> None:
+        """Add the keyframes' far surfaces where the far field is thin (see
+        :mod:`.keyframes.far_field`) as one far chunk; nothing when it is off."""
+        near = self.config.far_field_near_m
+        if near <= 0:
+            return
+        started = time.perf_counter()
+        far = self.scene.snapshot().far
+        existing = self.renderer.render_alpha(SceneSnapshot(0, far), cams) if far else None
+        gaussians = far_gaussians(rgb, depth, cams, existing, near_m=near, stride=self.config.far_field_stride)
+        if len(gaussians):
+            self.scene.append_far(gaussians, source)
+            self.stats.far_gaussians += len(gaussians)
+        self.stats.far_field_ms += (time.perf_counter() - started) * 1e3
 
     def _keep_earlier_views(self, gaussians: Gaussians, cams: Cameras, spare_within: float = 0.0) -> Gaussians:
         """Drop the new Gaussians that would change what earlier keyframes show.

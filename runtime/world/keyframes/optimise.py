@@ -50,7 +50,8 @@ from ..render.cuda import require_cuda_and_gsplat
 
 DEFAULT_STEPS = 100
 """Steps per chunk by default: on the H100 (docs/benchmarks.md) 100 steps gained more on
-held-out views than 300, which overfit the single keyframe, at a third of the time."""
+held-out views than 300 at a third of the time; with rotations turning slowly (``lr_quat``)
+more steps no longer overfit, but gain nothing either."""
 MAX_STEPS = 10_000
 REPORTS_KEPT = 1024
 """Per-chunk reports an optimiser keeps (the latest; older ones are dropped)."""
@@ -75,7 +76,9 @@ class OptimiseSettings:
             at most ``max_shrink`` (natural log units).
         lr_shift: Adam step for centres, in standard deviations per step.
         lr_log_scale, lr_quat, lr_opacity, lr_color: Adam steps for log scales, raw
-            quaternions, opacity logits and RGB colours (3DGS's values where they exist).
+            quaternions, opacity logits and RGB colours (3DGS's values, but rotations turn
+            at a fifth of 3DGS's 1e-3: turning splats to face the one keyframe is what
+            overfits it, see docs/benchmarks.md).
     """
 
     steps: int = DEFAULT_STEPS
@@ -86,7 +89,7 @@ class OptimiseSettings:
     max_shrink: float = math.log(4.0)
     lr_shift: float = 0.02
     lr_log_scale: float = 5e-3
-    lr_quat: float = 1e-3
+    lr_quat: float = 2e-4
     lr_opacity: float = 0.05
     lr_color: float = 5e-3
 

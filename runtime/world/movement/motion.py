@@ -167,6 +167,7 @@ def advance(pose: Pose, move: MoveInput, dt: float, collider: "SceneCollider | N
 
 
 HEAD_SUBSTEP = 0.1  # m: a head pose's move is checked for collision in steps this long
+STUCK_RADIUS = 0.9 * BODY_RADIUS  # m: a body overlapping geometry this deep is inside it (moves freely out)
 MAX_HEAD_SUBSTEPS = 200  # so one head pose costs at most this many checks (a 20 m jump)
 
 
@@ -187,8 +188,11 @@ def _fly_substep(position: np.ndarray, delta: np.ndarray, collider: "SceneCollid
     if collider is None or not delta.any():
         return position + delta
     target = position + delta
-    if not collider.blocked_sphere(target, BODY_RADIUS) or collider.blocked_sphere(position, BODY_RADIUS):
-        return target  # free, or already stuck inside geometry: never trap a player
+    # Free, or already stuck inside geometry: never trap a player. "Stuck" is tested a little
+    # inside the body: a sphere stopped against a wall touches it, and storing the position
+    # as float32 can round it into the wall, which must not make the next push go through.
+    if not collider.blocked_sphere(target, BODY_RADIUS) or collider.blocked_sphere(position, STUCK_RADIUS):
+        return target
     for axis in range(3):
         if delta[axis] == 0.0:
             continue

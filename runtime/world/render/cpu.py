@@ -7,7 +7,9 @@ Per camera and frame:
    visible blocks from the cached, activated copies (:mod:`.projection`);
 3. sort the kept splats by depth, bin them into 16x16 tiles, blend each tile front to
    back with early termination (:mod:`.raster`);
-4. composite over the sky and quantise.
+4. composite over the background and quantise: the sky, sampled on a coarse grid, with
+   the snapshot's far field (``snapshot.far``) drawn over it at that grid's resolution
+   (:meth:`CpuRenderer._far_background`; nothing when the snapshot has none).
 
 The maths matches 3DGS / gsplat "classic" mode (EWA projection, 0.3 px low-pass,
 alpha clamped to 0.99, splats under 1/255 skipped, stop at T < 1e-4), so CPU and
@@ -32,7 +34,7 @@ from ..scene import Chunk, SceneSnapshot
 from ..sky import Sky
 from .base import RenderOutput
 from .chunk_cache import ChunkCache
-from .sky_grid import SkyGridCache
+from .sky_grid import SkyGridCache, coarse_camera
 from .conventions import ALPHA_MIN
 from .projection import S_DEPTH, SPLAT_WIDTH, PackedChunk, activate_chunk, project, visible_blocks
 from .conventions import T_MIN
@@ -111,6 +113,9 @@ class CpuRenderer:
         for i in range(n):
             cam = cameras[i]
             coarse, stride = self._skies.get(sky, cam)
+            far = snapshot.visible_far(cam)
+            if far:
+                coarse = self._far_background(far, cam, coarse, stride)
             self._draw(snapshot, cam, True, coarse, stride, rgb[i], depth[i], alpha[i])
         return RenderOutput(rgb=rgb, depth=depth, alpha=alpha, scene_version=snapshot.version)
 
@@ -127,6 +132,28 @@ class CpuRenderer:
         return self._chunks.chunk_ids()
 
     # ---- one camera ----
+    def _far_background(self, far: tuple[Chunk, ...], camera: Cameras, sky: np.ndarray, stride: int) -> np.ndarray:
+        """``[hc, wc, 3]`` float32: the far-field chunks drawn over the coarse sky grid ``sky``
+        at the grid's own resolution (its samples are pixel centres of a coarse camera), so
+        the scene is composited over it exactly as over the sky. Where no far splat reaches
+        a sample, the sky's exact value is kept."""
+        cam = coarse_camera(camera, stride)
+        hc, wc = sky.shape[:2]
+        rgb = np.empty((hc, wc, 3), np.uint8)
+        depth = np.empty((hc, wc), np.float32)
+        alpha = np.empty((hc, wc), np.float32)
+        # One thread: the far pass is small (a coarse grid, a few thousand splats), and a
+        # parallel launch waits for every worker; on a loaded machine that wait cost 5-30x the
+        # pass itself (measured; docs/benchmarks.md).
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            self._draw(SceneSnapshot(0, far), cam, True, sky, 1, rgb, depth, alpha)
+        finally:
+            numba.set_num_threads(threads)
+        drawn = alpha[..., None] > 0.0
+        return np.where(drawn, rgb.astype(np.float32) * np.float32(1 / 255), sky).astype(np.float32)
+
     def _draw(
         self,
         snapshot: SceneSnapshot,

@@ -5,7 +5,9 @@ w-first) and kept on the GPU by chunk; the concatenation of the visible chunks i
 kept per (snapshot version, visible set), so a player who keeps looking at the same
 chunks costs no copies. gsplat draws premultiplied colour and expected depth
 ("RGB+ED"); the sky is composited here, from the same coarse sky grid as the CPU
-renderer, interpolated on the GPU.
+renderer, interpolated on the GPU. The far field (``snapshot.far``) is drawn over that
+coarse grid at the grid's resolution, as the CPU renderer does, before the scene is
+composited over it.
 
 ``gsplat`` and ``torch`` are imported when a renderer is built, never at module import,
 so machines without CUDA can import this module.
@@ -121,12 +123,12 @@ class GsplatRenderer:
 
     # ---- public API ----
     def render(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> RenderOutput:
-        """Draw ``snapshot`` from all cameras in one rasterisation call."""
+        """Draw ``snapshot`` from all cameras in one rasterisation call (and one more for its far field)."""
         torch = self._torch
         n, h, w = len(cameras), cameras.height, cameras.width
-        sky_rgb = self._sky_batch(sky, cameras)  # [N,H,W,3] float32 on the GPU
         g = self._visible(snapshot, cameras)
         with torch.no_grad():
+            sky_rgb = self._sky_batch(sky, cameras, snapshot)  # [N,H,W,3] float32 on the GPU
             if len(g) == 0:
                 rgb_f = sky_rgb
                 alpha = torch.zeros((n, h, w), dtype=torch.float32, device=self.device)
@@ -171,6 +173,7 @@ class GsplatRenderer:
         with torch.no_grad():
             viewmats, Ks, rays, stride, hc, wc = self._video_camera_tensors(cameras)
             grid, stride = self._sky_grids(sky, cameras, rays, stride, hc, wc)
+            grid = self._far_over(snapshot, cameras, viewmats, Ks, grid, stride)
             if len(g) == 0:
                 colors = torch.zeros((n, h, w, 3), dtype=torch.float32, device=self.device)
                 alphas = torch.zeros((n, h, w, 1), dtype=torch.float32, device=self.device)
@@ -299,8 +302,11 @@ class GsplatRenderer:
 
     def _visible(self, snapshot: SceneSnapshot, cameras: Cameras) -> _GpuGaussians:
         """The visible chunks (union over cameras) as one set of GPU tensors; cached."""
+        return self._merged(snapshot.visible_chunks(cameras))
+
+    def _merged(self, chunks: tuple[Chunk, ...]) -> _GpuGaussians:
+        """``chunks`` as one set of GPU tensors; cached per (ids, Gaussians) set."""
         torch = self._torch
-        chunks = snapshot.visible_chunks(cameras)
         key = tuple((c.id, id(c.gaussians)) for c in chunks)
         with self._concat_lock:
             hit = self._concat.get(key)
@@ -373,8 +379,33 @@ class GsplatRenderer:
         grids = [self._skies.get(sky, cameras[i]) for i in range(len(cameras))]
         return torch.from_numpy(np.stack([g for g, _ in grids])).to(self.device), grids[0][1]
 
-    def _sky_batch(self, sky: Sky, cameras: Cameras):
-        """``[N, H, W, 3]`` float32 sky on the GPU, bilinear from the coarse grids (as the CPU renderer).
+    def _far_over(self, snapshot: SceneSnapshot, cameras: Cameras, viewmats, Ks, grid, stride: int):
+        """``grid`` ``[N, hc, wc, 3]`` (coarse sky samples on the GPU) with the snapshot's visible
+        far-field chunks drawn over it at the grid's own resolution: the background the scene
+        is composited over (see :class:`..scene.SceneSnapshot`). ``grid`` itself when there are none.
+
+        ``viewmats``, ``Ks``: the cameras' ``[N, 4, 4]`` and ``[N, 3, 3]`` device tensors; the
+        coarse cameras' intrinsics are derived on the device (no host copy).
+        """
+        far = snapshot.visible_far(cameras)
+        if not far:
+            return grid
+        g = self._merged(far)
+        if len(g) == 0:
+            return grid
+        hc, wc = int(grid.shape[1]), int(grid.shape[2])
+        Kc = Ks.clone()
+        if stride > 1:  # pixel (i, j) of the coarse camera is the image's pixel (i*stride, j*stride): sky_grid.coarse_camera
+            Kc[:, 0, 0] = Ks[:, 0, 0] / stride
+            Kc[:, 1, 1] = Ks[:, 1, 1] / stride
+            Kc[:, 0, 2] = (Ks[:, 0, 2] - 0.5) / stride + 0.5
+            Kc[:, 1, 2] = (Ks[:, 1, 2] - 0.5) / stride + 0.5
+        colors, alphas = self._rasterize(g, g.colors, viewmats, Kc, wc, hc, "RGB")
+        return (colors[..., :3] + (1.0 - alphas) * grid).contiguous()
+
+    def _sky_batch(self, sky: Sky, cameras: Cameras, snapshot: SceneSnapshot | None = None):
+        """``[N, H, W, 3]`` float32 sky on the GPU, bilinear from the coarse grids (as the CPU renderer),
+        with ``snapshot``'s far field drawn over the grids (:meth:`_far_over`).
 
         The coarse grids are computed on the CPU (cached by rotation) and interpolated
         for all cameras in one call.
@@ -382,7 +413,10 @@ class GsplatRenderer:
         torch = self._torch
         grids = [self._skies.get(sky, cameras[i]) for i in range(len(cameras))]
         stride = grids[0][1]
-        coarse = torch.from_numpy(np.stack([g for g, _ in grids])).to(self.device).permute(0, 3, 1, 2)  # [N,3,hc,wc]
+        coarse = torch.from_numpy(np.stack([g for g, _ in grids])).to(self.device)  # [N,hc,wc,3]
+        if snapshot is not None and snapshot.far:
+            coarse = self._far_over(snapshot, cameras, *self._camera_tensors(cameras), coarse, stride)
+        coarse = coarse.permute(0, 3, 1, 2)  # [N,3,hc,wc]
         if stride == 1:
             return coarse.permute(0, 2, 3, 1).contiguous()
         # align_corners=True maps output pixel j to coarse position j / stride exactly.

@@ -33,21 +33,28 @@ def coarse_sky(sky: Sky, camera: Cameras, coarse_columns: int = SKY_COARSE_COLUM
     grid reaches the last row and column (``(wc-1)*stride >= width-1``). With
     ``stride == 1`` this is exactly ``sky.colors(camera)[0]``.
     """
-    h, w = camera.height, camera.width
-    stride = sky_stride(w, h, coarse_columns)
+    stride = sky_stride(camera.width, camera.height, coarse_columns)
     if stride == 1:
         return np.ascontiguousarray(sky.colors(camera[0])[0], dtype=np.float32), 1
-    wc = -(-(w - 1) // stride) + 1
-    hc = -(-(h - 1) // stride) + 1
-    # Intrinsics for a camera whose pixel centre i + 0.5 is the fine pixel centre i*stride + 0.5.
-    K = camera.K[0].copy()
-    K[0, 0] /= stride
-    K[1, 1] /= stride
-    K[0, 2] = (K[0, 2] - 0.5) / stride + 0.5
-    K[1, 2] = (K[1, 2] - 0.5) / stride + 0.5
-    coarse_cam = Cameras(camera.w2c[:1], K[None], wc, hc)
-    colors = sky.colors_for_directions(pixel_directions(coarse_cam))[0]
+    colors = sky.colors_for_directions(pixel_directions(coarse_camera(camera[0], stride)))[0]
     return np.ascontiguousarray(colors, dtype=np.float32), stride
+
+
+def coarse_camera(cameras: Cameras, stride: int) -> Cameras:
+    """The cameras whose pixel ``(i, j)`` centre is ``cameras``' pixel ``(i*stride, j*stride)``
+    centre, covering the image up to its last row and column: what a coarse grid samples
+    (``[hc, wc]`` with ``wc = ceil((W-1)/stride) + 1``). ``stride == 1`` returns ``cameras``."""
+    if stride == 1:
+        return cameras
+    wc = -(-(cameras.width - 1) // stride) + 1
+    hc = -(-(cameras.height - 1) // stride) + 1
+    # Intrinsics for a camera whose pixel centre i + 0.5 is the fine pixel centre i*stride + 0.5.
+    K = cameras.K.copy()
+    K[:, 0, 0] /= stride
+    K[:, 1, 1] /= stride
+    K[:, 0, 2] = (K[:, 0, 2] - 0.5) / stride + 0.5
+    K[:, 1, 2] = (K[:, 1, 2] - 0.5) / stride + 0.5
+    return Cameras(cameras.w2c, K, wc, hc)
 
 
 class SkyGridCache:

@@ -90,8 +90,10 @@ class ViewPicture:
 
 
 def capped(snapshot: SceneSnapshot, cap_chunk_id: int) -> SceneSnapshot:
-    """``snapshot`` with only the chunks whose ids are at most ``cap_chunk_id`` (same version)."""
-    return SceneSnapshot(snapshot.version, tuple(c for c in snapshot.chunks if c.id <= cap_chunk_id))
+    """``snapshot`` with only the chunks (and far-field chunks) whose ids are at most ``cap_chunk_id`` (same version)."""
+    return SceneSnapshot(
+        snapshot.version, tuple(c for c in snapshot.chunks if c.id <= cap_chunk_id), tuple(c for c in snapshot.far if c.id <= cap_chunk_id)
+    )
 
 
 class HiddenSplats:
@@ -150,10 +152,13 @@ class HiddenSplats:
                     shown = self._masked_chunk(view, chunk, snapshot)
                     if shown is not None:
                         chunks.append(shown)
+            # The far field (the background) as it was: far chunks that landed since stay out.
+            far = tuple(c for c in snapshot.far if c.id <= view.cap_chunk_id)
             # Nothing hidden (no chunk landed in view since the freeze: the common case): the
             # plain snapshot itself, so the display draws this camera in the plain batch.
             unchanged = len(chunks) == len(snapshot.chunks) and all(a is b for a, b in zip(chunks, snapshot.chunks))
-            masked = snapshot if unchanged else SceneSnapshot(snapshot.version, tuple(chunks))
+            unchanged = unchanged and len(far) == len(snapshot.far)
+            masked = snapshot if unchanged else SceneSnapshot(snapshot.version, tuple(chunks), far)
         with self._lock:
             masked = self._snapshots.setdefault(key, masked)
             while len(self._snapshots) > SNAPSHOTS_KEPT:

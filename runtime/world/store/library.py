@@ -7,6 +7,7 @@ Layout (one directory per world under the library root)::
                                        (start.jpg; worlds saved before kept start.npz)
     <root>/<name>/chunks/00000012.npz  one file per scene chunk
     <root>/<name>/frames/00000040.npz  one file per memory frame (RGB + depth + pose)
+    <root>/<name>/far/00000011.npz     one file per far-field chunk (worlds saved before it have none)
     <root>/<name>/.lock                held (flock) while a process has the world open to write
 
 Worlds handed out by :meth:`WorldLibrary.create` and :meth:`WorldLibrary.open` are
@@ -35,7 +36,7 @@ from .errors import WorldBusy, WorldExists, WorldFormatError, WorldNotFound, Wor
 from .manifest import FORMAT_VERSION, MANIFEST_NAME, new_manifest, read_manifest, write_manifest
 from . import start_image as start_image_file
 from .names import check_world_name, is_world_name
-from .writer import CHUNK_DIR, FRAME_DIR, WorldWriter
+from .writer import CHUNK_DIR, FAR_DIR, FRAME_DIR, WorldWriter
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class StoredWorld(World):
         # Called on the generation worker right after the chunk landed, so state_dict()
         # describes the world with this chunk in it.
         if isinstance(event, ChunkAdded) and self.store is not None:
-            self.store.submit(event.chunks, event.frames, self.state_dict())
+            self.store.submit(event.chunks, event.frames, self.state_dict(), event.far)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything landed so far is durable (False on timeout); raises StoreWriteError on failure."""
@@ -165,7 +166,7 @@ class WorldLibrary:
                 raise ValueError(f"start_image must be [H, W, 3] uint8, got {start_image.shape} {start_image.dtype}")
             if start_image_bytes is None:
                 start_image_bytes, fmt = start_image_file.encode_png(start_image), "png"
-        for sub in ("", CHUNK_DIR, FRAME_DIR):
+        for sub in ("", CHUNK_DIR, FRAME_DIR, FAR_DIR):
             (path / sub).mkdir(parents=True, exist_ok=True)
         fsync_dir(self.root)
         lock_fd = self._lock(path, name)
@@ -173,7 +174,7 @@ class WorldLibrary:
             if (path / MANIFEST_NAME).exists():  # created by someone else since we looked
                 raise WorldExists(f"a world named {name!r} already exists in {self.root}")
             # A directory without a manifest is an interrupted create: start it afresh.
-            self._remove_leftovers(path, {"chunks": [], "frames": []})
+            self._remove_leftovers(path, {"chunks": [], "frames": [], "far": []})
             start_record = None
             if start_image_bytes is not None:
                 file_name = start_image_file.FILE_NAMES[fmt]
@@ -215,9 +216,10 @@ class WorldLibrary:
             start_image = self._load_start_image(path, name, manifest.get("start_image"), verify)
             chunks = [self._load_chunk(path, name, rec, verify) for rec in manifest["chunks"]]
             frames = [self._load_frame(path, name, rec, verify) for rec in manifest["frames"]]
+            far = [self._load_chunk(path, name, rec, verify) for rec in manifest.get("far", [])]
             world = StoredWorld(config, start_image=start_image, **world_kwargs)
             try:
-                world.restore(chunks, frames, manifest.get("state") or {})
+                world.restore(chunks, frames, manifest.get("state") or {}, far)
             except BaseException as e:
                 world.close()
                 if isinstance(e, (ValueError, KeyError, TypeError)):
@@ -251,11 +253,11 @@ class WorldLibrary:
     @staticmethod
     def _remove_leftovers(path: Path, manifest: dict) -> list[Path]:
         """Delete data files the manifest does not reference, and temp files (interrupted writes)."""
-        referenced = {rec["file"] for key in ("chunks", "frames") for rec in manifest[key]}
+        referenced = {rec["file"] for key in ("chunks", "frames", "far") for rec in manifest.get(key, [])}
         if manifest.get("start_image"):
             referenced.add(manifest["start_image"]["file"])
         removed = []
-        candidates = [p for sub in (CHUNK_DIR, FRAME_DIR) if (path / sub).is_dir() for p in (path / sub).iterdir()]
+        candidates = [p for sub in (CHUNK_DIR, FRAME_DIR, FAR_DIR) if (path / sub).is_dir() for p in (path / sub).iterdir()]
         candidates += [p for p in path.iterdir() if TMP_MARK in p.name]
         for p in candidates:
             rel = p.relative_to(path).as_posix()
@@ -382,7 +384,7 @@ class WorldLibrary:
         except WorldFormatError as e:
             return WorldInfo(name, path, 0, 0, 0, 0, 0.0, 0.0, 0, error=str(e))
         try:
-            size = (path / MANIFEST_NAME).stat().st_size + sum(int(r["bytes"]) for k in ("chunks", "frames") for r in m[k])
+            size = (path / MANIFEST_NAME).stat().st_size + sum(int(r["bytes"]) for k in ("chunks", "frames", "far") for r in m.get(k, []))
             if m.get("start_image"):
                 size += int(m["start_image"].get("bytes", 0))
             cfg = m["config"]

@@ -1,6 +1,6 @@
 """The manifest: the one file that says what a saved world is.
 
-``<world>/manifest.json`` lists every chunk, frame and start-image file with its
+``<world>/manifest.json`` lists every chunk, frame, far-field chunk and start-image file with its
 size and sha256, the world's config and :meth:`World.state_dict`. It is replaced
 atomically (temp file, fsync, rename, fsync directory) and only after the files it
 references are durable, so whatever a crash leaves behind, the manifest on disk
@@ -44,6 +44,7 @@ def new_manifest(name: str, config: dict, start_image: dict | None) -> dict:
         "start_image": start_image,
         "chunks": [],
         "frames": [],
+        "far": [],
     }
 
 
@@ -115,8 +116,10 @@ def read_manifest(world_dir: Path, name: str) -> dict:
     for key, kind in (("chunks", list), ("frames", list), ("config", dict)):
         if not isinstance(manifest.get(key), kind):
             raise WorldFormatError(f"world {name!r}: {path}: field {key!r} must be a JSON {kind.__name__}")
-    for key in ("chunks", "frames"):
-        for i, rec in enumerate(manifest[key]):
+    if not isinstance(manifest.get("far", []), list):
+        raise WorldFormatError(f"world {name!r}: {path}: field 'far' must be a JSON list")
+    for key in ("chunks", "frames", "far"):
+        for i, rec in enumerate(manifest.get(key, [])):
             if not isinstance(rec, dict) or not {"id", "file", "bytes", "sha256"} <= rec.keys():
                 raise WorldFormatError(f"world {name!r}: {path}: {key}[{i}] needs id, file, bytes and sha256")
             _check_relative(rec["file"], world_dir, name)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 CHUNK_DIR = "chunks"
 FRAME_DIR = "frames"
+FAR_DIR = "far"
+"""Far-field chunks (see runtime.world.keyframes.far_field): chunk files like the scene's."""
 
 
 def chunk_file(chunk_id: int) -> str:
@@ -38,6 +40,10 @@ def chunk_file(chunk_id: int) -> str:
 
 def frame_file(frame_id: int) -> str:
     return f"{FRAME_DIR}/{frame_id:08d}.npz"
+
+
+def far_file(chunk_id: int) -> str:
+    return f"{FAR_DIR}/{chunk_id:08d}.npz"
 
 
 class WorldWriter:
@@ -53,8 +59,10 @@ class WorldWriter:
         self.world_dir = Path(world_dir)
         self.name = str(manifest.get("name", self.world_dir.name))
         self._manifest = manifest
+        manifest.setdefault("far", [])  # worlds saved before the far field have no list
+        (self.world_dir / FAR_DIR).mkdir(exist_ok=True)
         self._index = {
-            key: {int(rec["id"]): i for i, rec in enumerate(manifest[key])} for key in ("chunks", "frames")
+            key: {int(rec["id"]): i for i, rec in enumerate(manifest[key])} for key in ("chunks", "frames", "far")
         }
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._error: StoreWriteError | None = None
@@ -71,12 +79,13 @@ class WorldWriter:
         self._thread.start()
 
     # ------------------------------------------------------------------ producers
-    def submit(self, chunks: Sequence[Chunk], frames: Sequence[Frame], state: dict | None) -> None:
-        """Save these chunks and frames, then a manifest with ``state`` (any thread; may block when far behind)."""
+    def submit(self, chunks: Sequence[Chunk], frames: Sequence[Frame], state: dict | None, far: Sequence[Chunk] = ()) -> None:
+        """Save these chunks, frames and far-field chunks, then a manifest with ``state`` (any
+        thread; may block when far behind)."""
         if self._closed:
             log.warning("world %s: %d chunk(s) landed after the store closed; not saved", self.name, len(chunks))
             return
-        self._queue.put(("landed", tuple(chunks), tuple(frames), state))
+        self._queue.put(("landed", tuple(chunks), tuple(frames), state, tuple(far)))
 
     def update_state(self, state: dict | None = None, touch: bool = False) -> None:
         """Write a manifest with a new ``state`` (and/or a new ``last_played`` time when ``touch``)."""
@@ -134,8 +143,8 @@ class WorldWriter:
             for item in batch:
                 kind = item[0]
                 if kind == "landed":
-                    _, chunks, frames, state = item
-                    wrote_files |= self._write_landed(chunks, frames)
+                    _, chunks, frames, state, far = item
+                    wrote_files |= self._write_landed(chunks, frames, far)
                     if state is not None:
                         self._manifest["state"] = state
                     dirty = True
@@ -160,19 +169,19 @@ class WorldWriter:
         write_durably(self.world_dir / name, data, sync_dir=False)
         return {"file": name, "bytes": len(data), "sha256": sha256_hex(data)}
 
-    def _write_landed(self, chunks: Sequence[Chunk], frames: Sequence[Frame]) -> bool:
+    def _write_landed(self, chunks: Sequence[Chunk], frames: Sequence[Frame], far: Sequence[Chunk] = ()) -> bool:
         """Write the data files of one landed job; records join the manifest only if all of them made it."""
         t0 = time.perf_counter()
-        new_chunks, new_frames = [], []
+        new_chunks, new_frames, new_far = [], [], []
         current = "?"
         try:
-            for chunk in chunks:
-                current = chunk_file(chunk.id)
+            for chunk, name, records in [(c, chunk_file, new_chunks) for c in chunks] + [(c, far_file, new_far) for c in far]:
+                current = name(chunk.id)
                 record = self._write_file(current, encode_chunk(chunk))
                 record.update(
                     id=int(chunk.id), gaussians=len(chunk.gaussians), source=source_to_dict(chunk.source)
                 )
-                new_chunks.append(record)
+                records.append(record)
             for frame in frames:
                 current = frame_file(frame.id)
                 record = self._write_file(current, encode_frame(frame))
@@ -186,15 +195,15 @@ class WorldWriter:
                 new_frames.append(record)
         except OSError as e:
             self._fail(f"writing {current} failed: {e}")
-            return bool(new_chunks or new_frames)
-        for key, records in (("chunks", new_chunks), ("frames", new_frames)):
+            return bool(new_chunks or new_frames or new_far)
+        for key, records in (("chunks", new_chunks), ("frames", new_frames), ("far", new_far)):
             for rec in records:
                 self._add_record(key, rec)
         self.stats["chunks_written"] += len(new_chunks)
         self.stats["frames_written"] += len(new_frames)
-        self.stats["bytes_written"] += sum(r["bytes"] for r in new_chunks + new_frames)
+        self.stats["bytes_written"] += sum(r["bytes"] for r in new_chunks + new_frames + new_far)
         self.stats["write_seconds"] += time.perf_counter() - t0
-        return bool(new_chunks or new_frames)
+        return bool(new_chunks or new_frames or new_far)
 
     def _add_record(self, key: str, rec: dict) -> None:
         index = self._index[key]
@@ -210,6 +219,7 @@ class WorldWriter:
             if wrote_files:  # data files' directory entries must be durable before the manifest names them
                 fsync_dir(self.world_dir / CHUNK_DIR)
                 fsync_dir(self.world_dir / FRAME_DIR)
+                fsync_dir(self.world_dir / FAR_DIR)
             self.stats["bytes_written"] += write_manifest(self.world_dir, self._manifest)
             self.stats["manifests_written"] += 1
         except (OSError, TypeError, ValueError) as e:

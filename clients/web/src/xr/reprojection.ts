@@ -5,28 +5,8 @@
 // Which pose a frame was rendered for: every frame's `frame_info.input_seq` names the newest
 // `head_pose` the server applied, and the server renders exactly that orientation (collision
 // may stop the head's position, never its rotation). So the client keeps the orientations it
-// sent, by seq. Translation since then is not corrected (the video carries no depth).
+// sent, by seq (sent_poses.ts). Translation since then is not corrected (the video carries no depth).
 import { quatMultiply, rotate, type Quat } from "./xr_math";
-
-const POSES_KEPT = 512; // a few seconds of head poses at headset rates
-
-/** The head orientations sent, by `head_pose` seq (bounded: the oldest go first). */
-export class SentOrientations {
-  private bySeq = new Map<number, Quat>();
-
-  add(seq: number, orientation: Quat): void {
-    this.bySeq.set(seq, orientation);
-    if (this.bySeq.size > POSES_KEPT) this.bySeq.delete(this.bySeq.keys().next().value!);
-  }
-
-  get(seq: number): Quat | undefined {
-    return this.bySeq.get(seq);
-  }
-
-  clear(): void {
-    this.bySeq.clear();
-  }
-}
 
 function conjugate(q: Quat): Quat {
   return [q[0], -q[1], -q[2], -q[3]];

@@ -4,15 +4,19 @@
 //
 // The video is reprojected (reprojection.ts): each headset frame shows the last video frame
 // turned to the newest head orientation, so looking around responds at the headset's rate
-// whatever the network does. The server moves the head with collision (walls stop it).
-// Not here yet (issue 19): rendering the splats locally in the headset.
+// whatever the network does. The server moves the head with collision (walls stop it) and
+// says where it put it (`frame_info.head_position`): the rig follows (`serverHead`).
+// In render mode local, three.js draws the splats for each eye instead (local_xr.ts).
 import { el } from "../dom";
 import { INPUT_BURST, INPUT_RATE_HZ } from "../protocol";
 import type { SettingsStore } from "../settings";
+import { readEye, type EyeCapture } from "./eye_capture";
 import { EyeVideo } from "./eye_video";
+import type { LocalXr } from "./local_xr";
 import { Locomotion } from "./locomotion";
 import { RateBudget } from "./rate_budget";
-import { SentOrientations, warpMatrix } from "./reprojection";
+import { warpMatrix } from "./reprojection";
+import { SentPoses } from "./sent_poses";
 import { Rig, type Quat, type Vec3 } from "./xr_math";
 
 // Head poses: at most 90% of the server's input rate (a 120 Hz headset sends ~108 a second).
@@ -22,6 +26,9 @@ const HEAD_POSE_BURST = INPUT_BURST / 2;
 // texture and the pose it was rendered for match. Where the page's frame callbacks stop in
 // an immersive session (some headset browsers), the headset frame copies the video itself.
 const PRESENTED_STALE_MS = 250;
+// Differences smaller than this between the head sent and where the server put it are
+// rounding (the server keeps float32 positions), not collision.
+const COLLISION_SLACK_M = 0.01;
 
 export interface VrHooks {
   /** The player's pose in the world when VR starts (where the rig is put). */
@@ -36,14 +43,10 @@ export interface VrHooks {
   frameSeq(rtp: number): number | null;
   /** The input seq of the newest frame_info received (null before any). */
   newestFrameSeq(): number | null;
+  /** Where the render mode is local: what draws the splats in the headset (else null: the video). */
+  localXr(): LocalXr | null;
 }
 
-/** One eye's picture read back (tests): grey levels (mean of R, G, B), rows bottom up as `readPixels` gives them. */
-export interface EyeCapture {
-  width: number;
-  height: number;
-  grey: number[];
-}
 
 export class VrMode {
   readonly button = el("button", "chip vr-button", { id: "enter-vr", type: "button", hidden: true, title: "Enter VR (WebXR headset)" }, ["Enter VR"]);
@@ -55,6 +58,8 @@ export class VrMode {
   headPosesSent = 0;
   framesDrawn = 0;
   framesReprojected = 0;
+  /** Times the rig was moved to where the server's collision put the head. */
+  collisionCorrections = 0;
   lastHeadPose: { position: Vec3; orientation: Quat } | null = null;
   /** Vertical field of view of the headset's eyes (radians), once known. */
   fovY: number | null = null;
@@ -63,7 +68,10 @@ export class VrMode {
   /** Tests: keep showing the video frame in the texture (as if the network stalled). */
   holdVideo = false;
   private readonly locomotion: Locomotion;
-  private readonly sent = new SentOrientations();
+  private readonly sent = new SentPoses();
+  private localXr: LocalXr | null = null;
+  /** Frames showing head poses up to this seq were rendered before the rig's last collision correction. */
+  private correctedThrough = -1;
   private readonly budget = new RateBudget(HEAD_POSE_RATE_HZ, HEAD_POSE_BURST);
   private session: XRSession | null = null;
   private space: XRReferenceSpace | null = null;
@@ -103,6 +111,8 @@ export class VrMode {
   async enter(): Promise<void> {
     if (this.active || !navigator.xr) return;
     const session = await navigator.xr.requestSession("immersive-vr", { optionalFeatures: ["local-floor"] });
+    const local = this.hooks.localXr();
+    if (local) return this.enterLocal(session, local);
     const canvas = document.createElement("canvas");
     const gl = canvas.getContext("webgl2", { xrCompatible: true, antialias: false });
     if (!gl) {
@@ -113,6 +123,23 @@ export class VrMode {
     this.eyes = new EyeVideo(gl);
     session.updateRenderState({ baseLayer: new XRWebGLLayer(session, gl) });
     this.space = await session.requestReferenceSpace("local-floor").catch(() => session.requestReferenceSpace("local"));
+    this.started(session);
+    session.requestAnimationFrame((t, f) => this.frame(t, f));
+  }
+
+  /** Render mode local: three.js draws the splats for each eye (local_xr.ts); this class
+   * still moves the rig and sends the head pose, from three.js's headset frame. */
+  private async enterLocal(session: XRSession, local: LocalXr): Promise<void> {
+    this.localXr = local;
+    this.started(session);
+    this.announced = true; // no stereo video to ask for: the page draws the world itself
+    await local.start(session, (time, frame, space) => {
+      this.space = space;
+      return this.step(time, frame) ? this.rig : null;
+    });
+  }
+
+  private started(session: XRSession): void {
     this.session = session;
     this.active = true;
     this.rig = null; // placed on the first pose
@@ -121,7 +148,6 @@ export class VrMode {
     this.shown = null;
     this.button.textContent = "Exit VR";
     session.addEventListener("end", () => this.ended());
-    session.requestAnimationFrame((t, f) => this.frame(t, f));
   }
 
   async exit(): Promise<void> {
@@ -131,6 +157,7 @@ export class VrMode {
   /** A new connection: input seqs start again, so the poses sent so far name other frames. */
   restarted(): void {
     this.sent.clear();
+    this.correctedThrough = -1;
     this.shown = null;
   }
 
@@ -142,12 +169,38 @@ export class VrMode {
     this.presentedAt = performance.now();
   }
 
+  /**
+   * A frame_info: where the server put the head for head pose `seq`. Collision stopped it
+   * short of where the rig sent it, so the rig moves by the difference (the server decides
+   * where the player is; otherwise walking into a wall would pile up an offset that walking
+   * back must first undo). Poses sent before a correction are not corrected for twice.
+   */
+  serverHead(seq: number, position: Vec3 | null): void {
+    const rig = this.rig;
+    if (!this.active || !rig || !position || seq <= this.correctedThrough) return;
+    const sent = this.sent.get(seq);
+    if (!sent) return;
+    const d: Vec3 = [position[0] - sent.position[0], position[1] - sent.position[1], position[2] - sent.position[2]];
+    if (Math.hypot(...d) < COLLISION_SLACK_M) return;
+    rig.position = [rig.position[0] + d[0], rig.position[1] + d[1], rig.position[2] + d[2]];
+    this.correctedThrough = this.sent.newest;
+    this.collisionCorrections += 1;
+  }
+
   /** Tests: the first eye's picture as drawn in the next headset frame. */
   capture(): Promise<EyeCapture> {
+    if (this.localXr) return this.localXr.capture();
     return new Promise((resolve) => this.captures.push(resolve));
   }
 
+  /** Headset frames drawn locally from the splats (render mode local). */
+  get localFramesDrawn(): number {
+    return this.localXr?.framesDrawn ?? 0;
+  }
+
   private ended(): void {
+    this.localXr?.stop();
+    this.localXr = null;
     this.session = null;
     this.space = null;
     this.active = false;
@@ -157,15 +210,31 @@ export class VrMode {
     this.hooks.changed(false);
   }
 
+  /** A headset frame of the video path: step, then draw the video for each eye. */
   private frame(time: number, frame: XRFrame): void {
     const session = this.session;
-    if (!session || !this.space) return;
+    if (!session) return;
     session.requestAnimationFrame((t, f) => this.frame(t, f));
+    const viewer = this.step(time, frame);
+    if (!viewer) return;
+    this.draw(session, viewer);
+    if (!this.announced && this.eyeSize) {
+      this.announced = true; // the eyes' size and field of view are known now
+      this.hooks.changed(true);
+    }
+  }
+
+  /** Every headset frame: the head pose, the sticks moving the rig, the pose to the server. */
+  private step(time: number, frame: XRFrame): XRViewerPose | null {
+    const session = this.session;
+    if (!session || !this.space) return null;
     const dt = this.lastTime === null ? 0 : Math.min((time - this.lastTime) / 1000, 0.1);
     this.lastTime = time;
     const viewer = frame.getViewerPose(this.space);
-    if (!viewer) return;
+    if (!viewer) return null;
     this.xrFrames += 1;
+    const first = viewer.views[0];
+    if (first) this.fovY = 2 * Math.atan(1 / first.projectionMatrix[5]!);
     const p = viewer.transform.position;
     const o = viewer.transform.orientation;
     const headXr: Vec3 = [p.x, p.y, p.z];
@@ -181,14 +250,10 @@ export class VrMode {
       const seq = this.hooks.sendHeadPose(head.position, head.orientation);
       if (seq !== null) {
         this.headPosesSent += 1;
-        this.sent.add(seq, head.orientation);
+        this.sent.add(seq, head);
       }
     }
-    this.draw(session, viewer);
-    if (!this.announced && this.eyeSize) {
-      this.announced = true; // the eyes' size and field of view are known now
-      this.hooks.changed(true);
-    }
+    return viewer;
   }
 
   /** The orientation the frame in the texture was rendered with, when known. */
@@ -196,7 +261,7 @@ export class VrMode {
     const shown = this.shown;
     if (!shown) return undefined;
     if (shown.seq === null && shown.rtp !== null) shown.seq = this.hooks.frameSeq(shown.rtp);
-    if (shown.seq !== null) shown.rendered ??= this.sent.get(shown.seq);
+    if (shown.seq !== null) shown.rendered ??= this.sent.get(shown.seq)?.orientation;
     return shown.rendered;
   }
 
@@ -221,10 +286,7 @@ export class VrMode {
     viewer.views.forEach((view, i) => {
       const vp = layer.getViewport(view);
       if (!vp) return;
-      if (i === 0) {
-        this.eyeSize = { width: vp.width, height: vp.height };
-        this.fovY = 2 * Math.atan(1 / view.projectionMatrix[5]!);
-      }
+      if (i === 0) this.eyeSize = { width: vp.width, height: vp.height };
       gl.viewport(vp.x, vp.y, vp.width, vp.height);
       if (!eyes.hasPicture) return;
       const t = view.transform;
@@ -246,11 +308,7 @@ export class VrMode {
   }
 
   private readBack(gl: WebGL2RenderingContext, vp: XRViewport): void {
-    const rgba = new Uint8Array(vp.width * vp.height * 4);
-    gl.readPixels(vp.x, vp.y, vp.width, vp.height, gl.RGBA, gl.UNSIGNED_BYTE, rgba);
-    const grey = new Array<number>(vp.width * vp.height);
-    for (let i = 0; i < grey.length; i++) grey[i] = Math.round((rgba[4 * i]! + rgba[4 * i + 1]! + rgba[4 * i + 2]!) / 3);
-    const capture = { width: vp.width, height: vp.height, grey };
+    const capture = readEye(gl, vp);
     for (const resolve of this.captures.splice(0)) resolve(capture);
   }
 }

@@ -1,0 +1,310 @@
+"""The far field: distant terrain and skyline drawn behind the scene, persistent with the world."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench.compare import psnr
+from runtime.world import PlayerState, Pose, World, WorldConfig
+from runtime.world.camera import Cameras, intrinsics_from_fov
+from runtime.world.frontier.jobs import GenerationJob
+from runtime.world.gaussians import Gaussians
+from runtime.world.generators.base import GenerationResult
+from runtime.world.generators.procedural import ProceduralGenerator
+from runtime.world.generators.procedural.generator import ground_height_y
+from runtime.world.keyframes.far_field import far_gaussians
+from runtime.world.render.cpu import CpuRenderer
+from runtime.world.scene import ChunkSource, Scene, SceneSnapshot
+from runtime.world.sky import Sky
+from runtime.world.store import WorldLibrary
+
+VIEW_FOV = math.radians(60.0)
+SKY = Sky()
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return CpuRenderer()
+
+
+def camera(width: int, height: int, yaw: float = 0.0, position=(0.0, 0.0, 0.0)) -> Cameras:
+    return Pose(np.asarray(position, np.float32), yaw, 0.0).camera(width, height, VIEW_FOV)
+
+
+def ball(center, sigma: float, color, count: int = 1) -> Gaussians:
+    """``count`` isotropic, nearly opaque Gaussians at ``center``."""
+    return Gaussians(
+        means=np.tile(np.asarray(center, np.float32), (count, 1)),
+        quats=np.tile(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (count, 1)),
+        log_scales=np.full((count, 3), math.log(sigma), np.float32),
+        opacity_logits=np.full(count, 6.0, np.float32),
+        colors=np.tile(np.asarray(color, np.float32), (count, 1)),
+    )
+
+
+# ---------------------------------------------------------------- building it
+def test_far_gaussians_keep_only_far_surfaces_and_only_where_the_field_is_thin():
+    cam = camera(64, 36)
+    depth = np.full((1, 36, 64), np.inf, np.float32)
+    depth[0, 18:, :32] = 10.0  # near ground on the left: the scene's job
+    depth[0, 18:, 32:] = 120.0  # far terrain on the right
+    rgb = np.full((1, 36, 64, 3), 90, np.uint8)
+    g = far_gaussians(rgb, depth, cam, None, near_m=40.0, stride=2)
+    assert len(g) == 18 // 2 * 32 // 2
+    distance = np.linalg.norm(g.means - cam.centers[0], axis=1)
+    assert (distance >= 119.0).all()
+    np.testing.assert_allclose(g.colors, 90 / 255, atol=1e-6)
+    assert np.ptp(g.log_scales, axis=1).max() == 0.0  # isotropic: the same from every side
+    # Where the far field already covers a keyframe, it adds nothing there.
+    covered = np.zeros((1, 36, 64), np.float32)
+    covered[0, :, 48:] = 1.0
+    assert len(far_gaussians(rgb, depth, cam, covered, near_m=40.0, stride=2)) == 9 * 8
+    with pytest.raises(ValueError, match="near_m"):
+        far_gaussians(rgb, depth, cam, None, near_m=0.0, stride=2)
+
+
+# ---------------------------------------------------------------- drawing it
+def test_far_field_is_drawn_behind_the_scene_and_leaves_alpha_and_depth_alone(renderer):
+    cam = camera(96, 54)
+    scene = Scene()
+    scene.append(ball((0.0, 0.0, 10.0), 0.6, (1.0, 0.0, 0.0)), ChunkSource())  # red, near, centre
+    plain = renderer.render(scene.snapshot(), cam, SKY)
+    # A far green wall *in front of* the red ball along the ray would hide it if it were a
+    # scene chunk; as far field it is the background, drawn only where the scene is see-through.
+    xs = np.linspace(-6.0, 6.0, 25)
+    wall = Gaussians.concat([ball((x, y, 8.0), 0.35, (0.0, 1.0, 0.0)) for x in xs for y in np.linspace(-3.0, 3.0, 13)])
+    scene.append_far(wall, ChunkSource())
+    out = renderer.render(scene.snapshot(), cam, SKY)
+    np.testing.assert_array_equal(out.alpha, plain.alpha)
+    np.testing.assert_array_equal(out.depth, plain.depth)
+    centre = out.rgb[0, 27, 48]
+    assert centre[0] > 200 and centre[1] < 40  # the scene's red ball in front
+    corner = out.rgb[0, 20, 20]
+    assert corner[1] > 200 and corner[0] < 40  # the far field where the scene shows nothing
+    assert plain.rgb[0, 20, 20, 2] > 150  # which was sky before
+    # Coverage reads alpha only: the far field never makes a view covered.
+    np.testing.assert_array_equal(renderer.render_alpha(scene.snapshot(), cam), renderer.render_alpha(SceneSnapshot(0, scene.snapshot().chunks), cam))
+
+
+def test_where_no_far_splat_reaches_the_sky_is_exactly_as_before(renderer):
+    cam = camera(320, 180)
+    scene = Scene()
+    scene.append(ball((0.0, 0.0, 10.0), 0.6, (1.0, 0.0, 0.0)), ChunkSource())
+    plain = renderer.render(scene.snapshot(), cam, SKY)
+    scene.append_far(ball((30.0, -5.0, 60.0), 0.5, (0.0, 1.0, 0.0)), ChunkSource())  # upper right
+    out = renderer.render(scene.snapshot(), cam, SKY)
+    changed = np.abs(out.rgb[0].astype(int) - plain.rgb[0]).max(axis=2) > 0
+    rows, cols = np.nonzero(changed)
+    assert changed.any() and rows.max() < 90 and cols.min() > 160  # only around the far ball
+    behind = renderer.render(scene.snapshot(), camera(320, 180, yaw=math.pi), SKY)
+    np.testing.assert_array_equal(behind.rgb, renderer.render(SceneSnapshot(0, scene.snapshot().chunks), camera(320, 180, yaw=math.pi), SKY).rgb)
+
+
+# ---------------------------------------------------------------- in a world
+def _far_pixel_errors(world: World, caption: str, seed: int, poses) -> tuple[float, float, float, float]:
+    """Over the generator's far pixels (surfaces 60-250 m away, not fogged into the sky) at these poses: mean absolute
+    error of the world's picture with and without its far field, and the fraction of those
+    pixels showing bare sky (within 4 codes of the sky's own colour) with and without."""
+    generator = ProceduralGenerator()
+    snap = world.scene.snapshot()
+    bare = dataclasses.replace(snap, far=())
+    err, haze = np.zeros(2), np.zeros(2)
+    count = 0
+    for x, z, yaw in poses:
+        y = float(ground_height_y(x, z, seed)) - 1.7
+        cam = Pose(np.array([x, y, z], np.float32), yaw, 0.0).camera(160, 90, VIEW_FOV)
+        from runtime.world.generators.base import CancelToken, GenerationRequest
+
+        truth = generator.generate(GenerationRequest(cam, caption, (), seed), lambda f, m: None, CancelToken())
+        sky = (world.sky.colors(cam)[0] * 255).round()
+        # Far surfaces that the generator does not draw as (fogged into) the sky itself.
+        far = np.isfinite(truth.depth[0]) & (truth.depth[0] >= 60.0) & (np.abs(truth.rgb[0] - sky).max(axis=2) > 12)
+        for k, s in enumerate((snap, bare)):
+            rgb = world.renderer.render(s, cam, world.sky).rgb[0].astype(float)
+            err[k] += np.abs(rgb - truth.rgb[0])[far].sum() / 3
+            haze[k] += (np.abs(rgb - sky).max(axis=2) <= 4)[far].sum()
+        count += far.sum()
+    assert count > 0
+    return err[0] / count, err[1] / count, haze[0] / count, haze[1] / count
+
+
+def test_the_horizon_is_not_an_empty_haze(renderer):
+    """A forest's spawn ring lands; a player 8-10 m off it looks at the horizon. Without the far
+    field, distant terrain the keyframes saw shows as bare sky where the scene's far splats
+    are disoccluded or were vetoed; with it, far pixels come closer to the generator's."""
+    seed, caption = 3, "a pine forest"
+    world = World(WorldConfig("far", seed=seed, caption=caption), generator=ProceduralGenerator(), renderer=renderer)
+    try:
+        world.update([PlayerState("a", world.spawn_pose())])
+        assert world.wait_idle(120)
+        assert world.scene.snapshot().far and world.stats["far_gaussians"] > 0
+        with_far, without, haze_with, haze_without = _far_pixel_errors(world, caption, seed, [(6.0, 8.0, 1.2), (0.0, 10.0, 0.0), (-6.0, 8.0, -1.0)])
+        print(f"far pixels: error {without:.1f} -> {with_far:.1f}, bare sky {haze_without:.3f} -> {haze_with:.3f}")
+        assert with_far <= 0.9 * without
+        assert haze_with <= 0.75 * haze_without
+    finally:
+        world.close()
+
+
+# ---------------------------------------------------------------- revisits and storage
+class _NoGenerator:
+    name = "none"
+
+    def generate(self, request, progress, cancel):  # pragma: no cover - never scheduled here
+        raise RuntimeError("not used")
+
+
+def _land(world: World, job_id: int, depth: np.ndarray, rgb: np.ndarray) -> None:
+    cams = camera(depth.shape[1], depth.shape[0])
+    job = GenerationJob(job_id, cams, "", np.zeros(3, np.float32), 10.0)
+    world.apply(job, GenerationResult(rgb=rgb[None], depth=depth[None]))
+
+
+def _keyframe(width: int = 96, height: int = 54) -> tuple[np.ndarray, np.ndarray]:
+    """Near ground in the lower half, a far ridge at 150 m on the left of the horizon, sky above."""
+    depth = np.full((height, width), np.inf, np.float32)
+    rgb = np.full((height, width, 3), 200, np.uint8)
+    depth[height // 2 :, :] = 5.0
+    rgb[height // 2 :, :] = (60, 120, 40)
+    depth[height // 2 - 6 : height // 2, : width // 2] = 150.0
+    rgb[height // 2 - 6 : height // 2, : width // 2] = (80, 90, 110)
+    return depth, rgb
+
+
+def test_a_frozen_view_keeps_the_far_field_it_was_shown(renderer):
+    world = World(WorldConfig("far-frozen", seed=1), generator=_NoGenerator(), renderer=renderer)
+    try:
+        depth, rgb = _keyframe()
+        _land(world, 1000, depth, rgb)
+        assert len(world.scene.snapshot().far) == 1
+        view = Pose(np.zeros(3, np.float32), 0.0, 0.0)
+        world.update([PlayerState("a", view, fov_y=VIEW_FOV)])
+        world.update([])  # the player left: its view freezes
+        at_view = view.camera(96, 54, VIEW_FOV)
+        shown = world.render(at_view)
+        # A later keyframe sees a far tower where the first saw sky: a new far chunk.
+        depth2, rgb2 = _keyframe()
+        depth2[10:21, 60:70] = 180.0
+        rgb2[10:21, 60:70] = (20, 20, 20)
+        _land(world, 1001, depth2, rgb2)
+        assert len(world.scene.snapshot().far) == 2
+        np.testing.assert_array_equal(world.render(at_view).rgb, shown.rgb)  # as it was shown
+        aside = Pose(np.array([0.0, 0.0, 0.6], np.float32), 0.0, 0.0).camera(96, 54, VIEW_FOV)
+        assert world.render(aside).rgb[0, 10:21, 60:70].mean() < 100  # everyone else sees the tower
+    finally:
+        world.close()
+
+
+def test_the_far_field_is_saved_and_comes_back(tmp_path, renderer):
+    library = WorldLibrary(tmp_path / "worlds")
+    world = library.create(WorldConfig("far-saved", seed=1), generator=_NoGenerator(), renderer=renderer)
+    depth, rgb = _keyframe()
+    _land(world, 1000, depth, rgb)
+    cam = camera(96, 54, yaw=-0.2)
+    before = world.render(cam)
+    far = [(c.id, len(c.gaussians)) for c in world.scene.snapshot().far]
+    world.close()
+    assert far and (tmp_path / "worlds" / "far-saved" / "far").is_dir()
+    loaded = library.open("far-saved", generator=_NoGenerator(), renderer=renderer)
+    try:
+        assert [(c.id, len(c.gaussians)) for c in loaded.scene.snapshot().far] == far
+        np.testing.assert_array_equal(loaded.render(cam).rgb, before.rgb)
+        assert library.info("far-saved").size_bytes > 0
+    finally:
+        loaded.close()
+
+
+def test_the_far_field_can_be_turned_off(renderer):
+    world = World(WorldConfig("far-off", seed=1, far_field_near_m=0.0), generator=_NoGenerator(), renderer=renderer)
+    try:
+        depth, rgb = _keyframe()
+        _land(world, 1000, depth, rgb)
+        assert world.scene.snapshot().far == () and world.stats["far_gaussians"] == 0
+    finally:
+        world.close()
+    with pytest.raises(ValueError, match="far_field_near_m"):
+        WorldConfig("bad", far_field_near_m=0.5)
+
+
+# ---------------------------------------------------------------- gsplat
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gsplat_draws_the_far_field_as_the_cpu_renderer_does(renderer):
+    pytest.importorskip("gsplat")
+    from runtime.world.render import create_renderer
+    from runtime.world.render.video import render_video
+
+    scene = Scene()
+    scene.append(ball((0.0, 0.0, 10.0), 0.6, (1.0, 0.0, 0.0)), ChunkSource())
+    xs = np.linspace(-40.0, 40.0, 41)
+    scene.append_far(Gaussians.concat([ball((x, -2.0, 80.0), 1.2, (0.2, 0.6, 0.3)) for x in xs]), ChunkSource())
+    cams = Cameras.concat([camera(320, 180, yaw=y) for y in (0.0, 0.3)])
+    gpu = create_renderer("gsplat")
+    cpu = renderer.render(scene.snapshot(), cams, SKY)
+    out = gpu.render(scene.snapshot(), cams, SKY)
+    for i in range(len(cams)):
+        assert psnr(out.rgb[i], cpu.rgb[i]) >= 30.0
+    np.testing.assert_allclose(out.alpha, cpu.alpha, atol=0.02)
+    video = gpu.render_video(scene.snapshot(), cams, SKY)
+    reference = render_video(renderer, scene.snapshot(), cams, SKY)
+    for i in range(len(cams)):
+        assert psnr(video.picture(i), reference.picture(i)) >= 30.0
+
+
+# ---------------------------------------------------------------- seams
+def _ground(cams: Cameras, colour) -> tuple[np.ndarray, np.ndarray]:
+    """A flat ground 1.7 m below level cameras at the origin's height: ``(depth [N,H,W], rgb [N,H,W,3])``."""
+    n, h, w = len(cams), cams.height, cams.width
+    v = np.arange(h, dtype=np.float32) + 0.5
+    slope = (v - cams.K[0, 1, 2]) / cams.K[0, 1, 1]  # y / z of each row's ray (level camera)
+    row_depth = np.where(slope > 0.02, 1.7 / np.maximum(slope, 1e-6), np.inf).astype(np.float32)
+    depth = np.broadcast_to(row_depth[None, :, None], (n, h, w)).copy()
+    rgb = np.zeros((n, h, w, 3), np.uint8)
+    rgb[np.isfinite(depth)] = colour
+    return depth, rgb
+
+
+def test_a_keyframe_drifting_in_colour_meets_the_scene_without_a_step(renderer):
+    """Two keyframes of one flat ground, the second turned 40 degrees and 30 codes brighter (a
+    generator drifting between calls). Without blending, the picture jumps by the whole drift
+    where the second's new splats meet the first's; blended, the change is spread out."""
+    steepest = {}
+    for blend in (0.0, 24.0):
+        world = World(WorldConfig("seam", seed=1, seam_blend_px=blend, far_field_near_m=0.0, refine_ratio=0.0), generator=_NoGenerator(), renderer=renderer)
+        try:
+            for job_id, yaw, colour in ((1000, 0.0, (90, 120, 60)), (1001, math.radians(40.0), (120, 150, 90))):
+                cams = camera(320, 180, yaw=yaw)
+                depth, rgb = _ground(cams, colour)
+                world.apply(GenerationJob(job_id, cams, "", np.zeros(3, np.float32), 10.0), GenerationResult(rgb=rgb, depth=depth))
+            assert len(world.scene.snapshot().chunks) == 2
+            out = world.render(camera(320, 180, yaw=math.radians(25.0)))
+            luma = out.rgb[0, 110:170].astype(float).mean(axis=2)  # near ground, across both chunks
+            assert luma[:, :40].mean() < 110 < luma[:, -40:].mean()  # the drift is there either way
+            steepest[blend] = float(np.percentile(np.abs(luma[:, 2:] - luma[:, :-2]), 99))  # codes over 2 pixels
+        finally:
+            world.close()
+    print(f"steepest change across the seam (99th percentile, codes per 2 px): {steepest[0.0]:.1f} -> {steepest[24.0]:.1f}")
+    assert steepest[24.0] <= 0.5 * steepest[0.0]
+
+
+def test_the_seam_metric_counts_steps_the_world_adds_where_chunks_meet():
+    from bench.seams import step_errors
+
+    truth = np.full((8, 8, 3), 100, np.uint8)
+    truth[:, 6:] = 160  # an edge of the picture itself, inside one chunk
+    world = truth.copy()
+    world[:, 4:6] += 20  # the right chunk's colour is off by 20 up to the picture's edge
+    owner = np.zeros((8, 8), np.int64)
+    owner[:, 4:] = 1
+    depth = np.full((8, 8), 10.0, np.float32)
+    seam, interior = step_errors(world, truth, depth, owner, np.ones((8, 8), np.float32))
+    assert len(seam) == 8 and np.allclose(seam, 20.0)  # the step at the chunk boundary
+    assert interior.max() == 20.0 and np.median(interior) == 0.0  # the picture's own edge: only the offset ending there
+    depth[:, 4:] = 30.0  # a silhouette between the chunks: no longer a seam pair
+    seam, _ = step_errors(world, truth, depth, owner, np.ones((8, 8), np.float32))
+    assert len(seam) == 0
