@@ -18,6 +18,11 @@ away from where it was at the start of those 2 s, and the generator's terrain ah
 ``MAX_STEP``, no solid object but a bush in the body's way). A walk counts as stuck if that
 happens once.
 
+**Off the ground**: seconds the feet were more than ``MAX_STEP`` above or below the
+generator's ground (walking on a canopy, sunk into the terrain). Not stuck, but not walking
+on the generator's world either; the stuck case of forest seed 3 began as a climb into a
+tree's canopy.
+
 Usage::
 
     .venv/bin/python -m bench.walk                              # 50 walks x 60 s (several minutes)
@@ -155,6 +160,8 @@ class WalkResult:
     stuck_events: list = field(default_factory=list)  # [(t, x, z, yaw)]
     blocked_s: float = 0.0  # seconds the runtime reported the move blocked
     truth_blocked_s: float = 0.0  # seconds the generator's truth said the way ahead is not walkable
+    off_ground_s: float = 0.0  # seconds the feet were more than a step off the generator's ground
+    max_off_ground_m: float = 0.0  # farthest the feet got from it (metres, either way)
     jobs: int = 0
     wall_s: float = 0.0
 
@@ -199,6 +206,10 @@ def scripted_walk(
             while history and history[0][0] < t + TICK_S - STUCK_S - 1e-6:
                 history.pop(0)
             x, z = float(pose.position[0]), float(pose.position[2])
+            off = abs(float(pose.position[1]) + EYE_HEIGHT - truth.ground_y(x, z))
+            result.max_off_ground_m = max(result.max_off_ground_m, off)
+            if off > MAX_STEP:
+                result.off_ground_s += TICK_S
             if moved < 0.5 * WALK_SPEED * TICK_S:  # slowed down: would the generator's world have let it walk?
                 result.blocked_s += TICK_S
                 if not truth.walkable_ahead(x, z, pose.yaw):
@@ -243,12 +254,14 @@ def run(args, log=print) -> dict:
         r = scripted_walk(biome, seed, k, args.seconds, rng, log if args.trace else None)
         results.append(r)
         log(f"  walk {k}: {biome} seed {seed}: {r.distance_m:.0f} m, stuck {len(r.stuck_events)}, "
-            f"blocked {r.blocked_s:.1f} s (truth {r.truth_blocked_s:.1f} s), {r.jobs} jobs, {r.wall_s:.0f} s wall")
+            f"blocked {r.blocked_s:.1f} s (truth {r.truth_blocked_s:.1f} s), off the ground {r.off_ground_s:.1f} s "
+            f"(at most {r.max_off_ground_m:.1f} m), {r.jobs} jobs, {r.wall_s:.0f} s wall")
     rows = [
         {
             "biome": r.biome, "seed": r.seed, "walk": r.walk, "distance_m": round(r.distance_m, 1),
             "stuck_events": len(r.stuck_events), "blocked_s": round(r.blocked_s, 1),
-            "truth_blocked_s": round(r.truth_blocked_s, 1), "jobs": r.jobs, "wall_s": round(r.wall_s, 1),
+            "truth_blocked_s": round(r.truth_blocked_s, 1), "off_ground_s": round(r.off_ground_s, 1),
+            "max_off_ground_m": round(r.max_off_ground_m, 2), "jobs": r.jobs, "wall_s": round(r.wall_s, 1),
             "events": r.stuck_events,
         }
         for r in results
@@ -259,6 +272,7 @@ def run(args, log=print) -> dict:
         "stuck_rate": sum(r.stuck for r in results) / max(len(results), 1),
         "stuck_events": sum(len(r.stuck_events) for r in results),
         "mean_distance_m": float(np.mean([r.distance_m for r in results])) if results else 0.0,
+        "off_ground_walks": sum(r.off_ground_s > 0 for r in results),
         "seconds_per_walk": args.seconds,
     }
     return {"machine": machine(), "args": vars(args), "summary": summary, "walks": rows}
@@ -270,11 +284,13 @@ def main(argv=None) -> None:
     out = run(args)
     print(format_table(out["walks"], [
         ("biome", "biome"), ("seed", "seed"), ("distance_m", "m walked"), ("stuck_events", "stuck"),
-        ("blocked_s", "blocked s"), ("truth_blocked_s", "truth blocked s"), ("jobs", "jobs"), ("wall_s", "wall s"),
+        ("blocked_s", "blocked s"), ("truth_blocked_s", "truth blocked s"), ("off_ground_s", "off ground s"),
+        ("max_off_ground_m", "max off m"), ("jobs", "jobs"), ("wall_s", "wall s"),
     ]))
     s = out["summary"]
     print(f"\nstuck walks: {s['stuck_walks']} / {s['walks']} (rate {s['stuck_rate']:.2f}), "
-          f"{s['stuck_events']} stuck events, mean {s['mean_distance_m']:.0f} m per {s['seconds_per_walk']:.0f} s walk")
+          f"{s['stuck_events']} stuck events, mean {s['mean_distance_m']:.0f} m per {s['seconds_per_walk']:.0f} s walk; "
+          f"{s['off_ground_walks']} walks left the generator's ground by more than a step")
     write_json(args.json, out)
 
 

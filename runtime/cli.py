@@ -298,6 +298,7 @@ def cmd_render(args) -> int:
     try:
         if created and start_image is not None:
             _seed_start_image(world, start_image, args, trajectory, width, height, start_depth)
+        start_image = None  # the world keeps a shrunk copy; the whole picture is not needed while rendering
         if trajectory is None:  # a preset: scale it by the first frame's depth, as Lyra does
             trajectory = _preset_trajectory(world, args.preset, frames, width, height, captions, args)
             failures.check()

@@ -243,6 +243,29 @@ def test_flying_down_stops_at_grass_and_says_blocked():
     assert advance(pose, MoveInput(up=-1.0, fly=True), 1 / 30, c).blocked
 
 
+CANOPY_GREEN = (0.08, 0.19, 0.09)  # the procedural forest's needles
+CANOPY_DARK = (0.06, 0.12, 0.10)  # coarse splats of a canopy's shadowed underside: not foliage
+
+
+def test_a_hole_in_the_ground_under_a_canopy_is_walked_through_level():
+    """Under a tree the scene often has no ground (the canopy hid it from the keyframes) but
+    has the canopy's underside 2.7-3.7 m up. Walking through such a 5 m hole keeps the eye at
+    eye height over the ground around it: the canopy's floors are not taken for the ground
+    (they lifted the player step by step into the canopy, where its dark splats stuck them;
+    issue 16, forest seed 3)."""
+    g = ground(-8, 8, -5, 14)
+    hole = (np.abs(g[:, 0]) < 2.6) & (np.abs(g[:, 2] - 5.0) < 2.6)
+    canopy = np.concatenate([ground(-5, 0.5, 1.0, 9.0, y=EYE_HEIGHT - h) for h in (2.7, 3.2, 3.7)])
+    underside = ground(-5, 0.5, 1.0, 9.0, y=EYE_HEIGHT - 2.65, spacing=0.3)
+    c = collider_for(g[~hole], (canopy, CANOPY_GREEN), (underside, CANOPY_DARK))
+    pose, heights = Pose(), []
+    for _ in range(round(8.0 * 30)):
+        pose = step(pose, MoveInput(forward=1.0), 1 / 30, c)
+        heights.append(float(pose.position[1]))
+    assert pose.position[2] > 8.0 * WALK_SPEED - 0.1  # never slowed down
+    assert max(abs(h) for h in heights) < 0.1  # level all the way (+y down; 0 is eye height)
+
+
 def test_look_deltas_and_pitch_clamp():
     pose = step(Pose(), MoveInput(yaw_delta=math.pi / 2, pitch_delta=3.0), 0.1, None)
     assert pose.yaw == pytest.approx(math.pi / 2)

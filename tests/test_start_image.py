@@ -114,6 +114,38 @@ def test_start_frame_is_saved_with_the_world(tmp_path, cpu_renderer):
         again.close()
 
 
+def test_a_world_keeps_its_start_image_shrunk_and_looks_the_same(tmp_path, cpu_renderer):
+    """A 2048 x 1152 picture (7 MB of pixels; 4096 x 4096 is 50 MB) is not held whole while
+    the world is open: the world keeps it at 1024 pixels wide, the folder keeps the PNG as
+    sent, keyframe 0 is made from the whole picture, and the biome's tint is the same."""
+    from runtime.world.formats.media import encode_png
+    from runtime.world.generators.procedural import ProceduralGenerator
+    from runtime.world.keyframes.start_frame import KEPT_START_IMAGE_SIDE
+
+    image, depth = photo(2048, 1152)
+    png = encode_png(image)
+    library = WorldLibrary(tmp_path / "worlds")
+    world = library.create(WorldConfig("big", caption="a meadow"), start_image_bytes=png, renderer=cpu_renderer)
+    try:
+        assert world.start_image.shape == (576, KEPT_START_IMAGE_SIDE, 3)
+        assert world.parts.start_image is world.start_image  # what generation requests carry
+        assert seed_world(world, image, W, H, fov_y=FOV_Y, depth=depth) is None
+        (frame,) = world.memory.frames()  # keyframe 0 is made from the whole picture
+        assert np.array_equal(frame.rgb, resize_image(image, W, H))
+        whole, kept = ProceduralGenerator.biome("a meadow", image), ProceduralGenerator.biome("a meadow", world.start_image)
+        for name in ("grass_a", "dirt", "leaf_a", "conifer"):
+            np.testing.assert_allclose(getattr(kept, name), getattr(whole, name), atol=2 / 255)
+        np.testing.assert_allclose(kept.sky.zenith, whole.sky.zenith, atol=2 / 255)
+    finally:
+        world.close()
+    assert (tmp_path / "worlds" / "big" / "start.png").read_bytes() == png
+    again = library.open("big", renderer=cpu_renderer)
+    try:
+        assert again.start_image.shape == (576, KEPT_START_IMAGE_SIDE, 3)
+    finally:
+        again.close()
+
+
 def test_render_command_starts_on_the_image(tmp_path):
     """``worldstream render --image --depth --trajectory --captions``: frame 0 of the video is the image."""
     from runtime.world.movement.trajectory import Trajectory, save_trajectory

@@ -242,6 +242,34 @@ def test_new_chunks_never_cover_what_earlier_keyframes_saw_as_sky(generator, ren
     world.close()
 
 
+def test_a_keyframe_made_from_inside_the_terrain_lands_nothing(generator, renderer):
+    """A keyframe camera under the procedural terrain sees its inside at ~1 cm everywhere;
+    lifted, that was ~14k black splats at one point a metre underground, which walkers took
+    for the floor (issue 16). Such a view lands neither splats nor a memory frame; the job's
+    other view, above the ground, lands as before."""
+    from runtime.world.camera import Cameras, intrinsics_from_fov
+    from runtime.world.generators.base import CancelToken, GenerationRequest
+    from runtime.world.generators.procedural.generator import ground_height_y
+    from runtime.world.world import GenerationJob
+
+    world = make_world(generator, renderer)
+    x, z = 0.0, 6.0
+    ground = float(ground_height_y(x, z, world.config.seed))  # +y down
+    under = Pose(np.array([x, ground + 1.0, z], np.float32), 0.0)  # a metre under the ground
+    above = Pose(np.array([x, ground - EYE_HEIGHT, z], np.float32), 0.0)
+    W, H = 64, 36
+    cams = Cameras(np.stack([under.w2c, above.w2c]), np.broadcast_to(intrinsics_from_fov(W, H, math.radians(60)), (2, 3, 3)), W, H)
+    result = generator.generate(GenerationRequest(cams, "", (), world.config.seed), lambda *a: None, CancelToken())
+    assert np.median(result.depth[0]) < 0.05 and np.median(result.depth[1]) > 1.0  # what the generator drew
+    chunks = world.apply(GenerationJob(0, cams, "", np.zeros(3, np.float32), 1.0), result)
+    (frame,) = world.memory.frames()
+    np.testing.assert_allclose(frame.w2c, above.w2c, atol=1e-6)
+    assert world.stats["keyframes_inside"] == 1
+    means = Gaussians.concat([c.gaussians for c in chunks]).means
+    assert len(means) > 0 and (np.linalg.norm(means - under.position, axis=1) > 0.5).all()
+    world.close()
+
+
 def test_generation_failure_is_reported_and_the_world_survives(generator, renderer):
     class Flaky:
         name = "flaky"

@@ -45,6 +45,9 @@ class WorldStats:
     # saw something else there, and the time the check took.
     gaussians_dropped: int = 0
     revisit_check_ms: float = 0.0
+    # Keyframes made from inside geometry (nearly all depth under ChunkBuilder's
+    # INSIDE_DEPTH): dropped, they land no splats and no memory frame.
+    keyframes_inside: int = 0
     # Refinement: coarse Gaussians retired because a closer keyframe remade their surface,
     # and jobs a player's view asked for because what it shows was made too coarse.
     gaussians_refined: int = 0

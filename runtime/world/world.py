@@ -56,7 +56,7 @@ from .revisit.seen_views import NO_CHUNK, SeenViews
 from .thread_priority import lower_thread_priority
 from .scene import Chunk, ChunkSource, Scene, SceneSnapshot
 from .sky import Sky
-from .keyframes.start_frame import START_IMAGE_SOURCE, StartFrame, lift_start_frame
+from .keyframes.start_frame import START_IMAGE_SOURCE, StartFrame, kept_start_image, lift_start_frame
 
 MAX_CAPTION_HISTORY = 64
 """Captions remembered (with their times) and saved; older ones are dropped: chunks keep their own."""
@@ -88,7 +88,8 @@ class World:
         renderer: None builds ``create_renderer("auto")``.
         executor: runs generation jobs; None makes a ``ThreadPoolExecutor`` with one worker
             per job that may run at once, which the world owns (and shuts down in :meth:`close`).
-        start_image: ``[H, W, 3]`` uint8 image the world started from, or None.
+        start_image: ``[H, W, 3]`` uint8 image the world started from, or None; the world keeps
+            it shrunk to :data:`.keyframes.start_frame.KEPT_START_IMAGE_SIDE` pixels at most.
         depth_estimator: turns RGB-only generator output into depth.
         max_concurrent_jobs: jobs generating at once, for this process only (not saved:
             a server whose generator is a pool of remote workers runs more); None:
@@ -121,6 +122,9 @@ class World:
             start_image = np.asarray(start_image)
             if start_image.ndim != 3 or start_image.shape[2] != 3 or start_image.dtype != np.uint8:
                 raise ValueError(f"start_image must be [H, W, 3] uint8, got {start_image.shape} {start_image.dtype}")
+            # Not the whole picture: keyframe 0 is made from the caller's copy (seed_world),
+            # and generators only read its colours.
+            start_image = kept_start_image(start_image)
         self._own_executor = executor is None
         if max_concurrent_jobs is not None and (int(max_concurrent_jobs) != max_concurrent_jobs or max_concurrent_jobs < 1):
             raise ValueError(f"max_concurrent_jobs must be an integer >= 1, got {max_concurrent_jobs}")

@@ -36,6 +36,11 @@ SHOWN_DEPTH_CACHE_FRAMES = 512
 SKY_DEPTH = 200.0
 """Depth (metres) from which a keyframe pixel counts as sky: reconstruction's sky cut."""
 
+INSIDE_DEPTH = 0.05
+"""A keyframe whose median depth (metres) is nearer than this was made from inside geometry
+(a camera under the terrain or in a trunk sees its inside at ~1 cm everywhere): it shows
+nothing of the world and lands nothing (see :meth:`ChunkBuilder.build`)."""
+
 
 class ChunkBuilder:
     """Turns jobs' generation results into scene chunks and memory frames.
@@ -107,6 +112,15 @@ class ChunkBuilder:
         """Land checked keyframes made at ``cams`` (call under the apply lock): ``(chunks,
         frames, newly explored cells)``."""
         cfg = self.config
+        # A camera inside geometry: lifted, its ~1 cm depths became one dense blob of splats
+        # under the ground, which walkers took for the floor and sank onto (issue 16).
+        inside = np.median(depth.reshape(len(depth), -1), axis=1) < INSIDE_DEPTH
+        if inside.any():
+            self.stats.keyframes_inside += int(inside.sum())
+            keep = np.flatnonzero(~inside)
+            if not keep.size:
+                return [], [], []
+            cams, rgb, depth = cams[keep], rgb[keep], depth[keep]
         snapshot = self.scene.snapshot()
         # Refinement: Gaussians far coarser than these keyframes make count as empty here,
         # so the keyframes remake those surfaces finely; the coarse ones they remade retire.

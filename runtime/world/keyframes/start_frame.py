@@ -50,6 +50,12 @@ GROUND_ROWS = 0.25
 EDGE_PASSES = 2
 """Rounds of moving flying pixels onto the farther surface next to them."""
 
+KEPT_START_IMAGE_SIDE = 1024
+"""Longest side (pixels) of the start image a world keeps while it is open. Generators read
+it for its colours (the procedural one takes medians of about 10k pixels); the spawn view
+is keyframe 0, made at the view size when the world is created. Kept whole, a 4096 x 4096
+image held 50 MB per open world; at this size it is 3 MB at most."""
+
 START_IMAGE_SOURCE = "start-image"
 """The generator name in the start frame's chunk source (how a reopened world finds it)."""
 
@@ -119,6 +125,18 @@ def make_start_frame(
     if depth is None and getattr(estimator, "metric", True) is False:
         z *= np.float32(eye_height_scale(z, camera.K[0]))
     return StartFrame(rgb, _edges_to_background(z), camera)
+
+
+def kept_start_image(image: np.ndarray) -> np.ndarray:
+    """What of ``image`` ``[H, W, 3]`` uint8 a world keeps: itself when its longest side is at
+    most :data:`KEPT_START_IMAGE_SIDE`, else a copy shrunk to that (area averaging, aspect kept)."""
+    from ..formats.media import resize_image
+
+    h, w = image.shape[:2]
+    if max(h, w) <= KEPT_START_IMAGE_SIDE:
+        return image
+    scale = KEPT_START_IMAGE_SIDE / max(h, w)
+    return resize_image(image, max(1, round(w * scale)), max(1, round(h * scale)))
 
 
 def eye_height_scale(depth: np.ndarray, K: np.ndarray, eye_height: float = EYE_HEIGHT_M) -> float:

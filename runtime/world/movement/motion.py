@@ -11,6 +11,8 @@ ground and collides with occupied voxels only. Where the scene knows no ground y
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
@@ -237,8 +239,16 @@ def _ground_around(x: float, z: float, feet: float, collider: "SceneCollider") -
     the ground around them instead of hanging in the air, and a walking one follows it. With
     :data:`_PLANE_POINTS` floors found, a plane through them gives the height (a slope goes
     on rising under the player, so they do not sink into it); with fewer, their median.
-    A ring ``r`` metres out is searched from as high as a :data:`MAX_SLOPE_DEG` slope would
-    rise there; the result rises at most :data:`MAX_STEP` above ``feet``.
+    The result rises at most :data:`MAX_STEP` above ``feet``.
+
+    Which floors: a ring ``r`` metres out is searched from as high as a
+    :data:`MAX_SLOPE_DEG` slope would rise there, but of a column's floors the one nearest
+    the feet is taken, and the plane is the one most floors agree with
+    (:func:`_ground_plane`). Under a tree the ground is often missing from the scene
+    (the canopy hid it from the keyframes) while the canopy's underside is there, 2-4 m up:
+    taking those floors lifted the guess by a step, and as each guess starts from the feet
+    the last one raised, the player climbed into the canopy step by step and got stuck in
+    it (issue 16, forest seed 3).
     """
     step = 2.0 * collider.config.ground_cell
     rings = max(1, int(NEAR_GROUND_RADIUS / step))
@@ -247,21 +257,57 @@ def _ground_around(x: float, z: float, feet: float, collider: "SceneCollider") -
     for k in range(1, rings + 1):
         r = k * step
         for dx, dz in _RING:
-            g = collider.ground_y(x + r * dx, z + r * dz, feet - MAX_STEP - rise * r)
+            px, pz = x + r * dx, z + r * dz
+            g = collider.ground_y(px, pz, feet - MAX_STEP - rise * r)  # the highest a slope reaches
+            if g is not None and g < feet - MAX_STEP:  # above a step: is a floor at the feet nearer?
+                level = collider.ground_y(px, pz, feet - MAX_STEP)
+                if level is not None and abs(level - feet) < abs(g - feet):
+                    g = level
             if g is not None:
                 points.append((r * dx, r * dz, g))
         if len(points) >= _PLANE_POINTS:
             break
     if not points:
         return None
-    p = np.asarray(points)
-    g = float(np.median(p[:, 2]))
-    if len(p) >= _PLANE_POINTS:
-        A = np.column_stack([np.ones(len(p)), p[:, 0], p[:, 1]])
-        coef, _, rank, _ = np.linalg.lstsq(A, p[:, 2], rcond=None)
-        if rank == 3:
-            g = float(coef[0])  # the plane at the player (offsets are relative to it)
-    return max(g, feet - MAX_STEP)
+    return max(_ground_plane(np.asarray(points), feet), feet - MAX_STEP)
+
+
+def _ground_plane(points: np.ndarray, feet: float) -> float:
+    """Height (+y down) at the origin of the ground through ``points`` ``[P, 3]`` of
+    ``(dx, dz, y)`` floors around it.
+
+    The plane most floors agree with: of the planes through every three of them, the one
+    with the most floors within :data:`MAX_STEP` of it (ties: the one nearest ``feet`` at
+    the origin), refitted by least squares through those. A plain least-squares fit through
+    all of them tilts towards a few floors of another surface on one side (a canopy over the
+    ground, a roof beside a street) and reads them as a slope. With fewer than
+    :data:`_PLANE_POINTS` floors, or no plane, their median.
+    """
+    if len(points) < _PLANE_POINTS:
+        return float(np.median(points[:, 2]))
+    i, j, k = _triples(len(points)).T
+    # The plane through three points: its normal is the cross product of two edges.
+    n = np.cross(points[j] - points[i], points[k] - points[i])  # [T, 3] over (dx, dz, y)
+    ok = np.abs(n[:, 2]) > 1e-6  # three floors on one line (seen from above) span no plane
+    if not ok.any():
+        return float(np.median(points[:, 2]))
+    n, p0 = n[ok], points[i[ok]]
+    # y = y0 - (nx (dx - dx0) + nz (dz - dz0)) / ny, as height at the origin + slopes
+    slope = -n[:, :2] / n[:, 2:3]  # [T, 2]
+    height = p0[:, 2] - (slope * p0[:, :2]).sum(axis=1)  # [T]: at the origin
+    agree = np.abs(height[:, None] + slope @ points[:, :2].T - points[:, 2]) <= MAX_STEP  # [T, P]
+    count = agree.sum(axis=1)
+    best = np.flatnonzero(count == count.max())
+    inliers = agree[best[np.argmin(np.abs(height[best] - feet))]]
+    A = np.column_stack([np.ones(int(inliers.sum())), points[inliers, 0], points[inliers, 1]])
+    fit, _, rank, _ = np.linalg.lstsq(A, points[inliers, 2], rcond=None)
+    return float(fit[0]) if rank == 3 else float(np.median(points[inliers, 2]))
+
+
+@functools.lru_cache(maxsize=None)
+def _triples(n: int) -> np.ndarray:
+    """``[C(n, 3), 3]`` indices of every three of ``n`` points (at most 12: rings stop once 5 floors are found)."""
+    return np.array(list(itertools.combinations(range(n), 3)), np.intp).reshape(-1, 3)
 
 
 def _walk_blocked(x: float, z: float, eye_y: float, collider: "SceneCollider") -> bool:
