@@ -63,7 +63,7 @@ def view_uncovered(world: World, pose: Pose) -> float:
 
 def walk(args, speed: float) -> dict:
     renderer = create_renderer(args.renderer)
-    world = World(WorldConfig("bench", seed=args.seed, generator=args.generator), renderer=renderer)
+    world = World(WorldConfig("bench", seed=args.seed, generator=args.generator, **args.config_overrides), renderer=renderer)
     clock = FillClock()
     world.subscribe(clock)
     pose = world.spawn_pose()
@@ -124,7 +124,15 @@ def main() -> None:
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", dest="json_path", default=None, help="also write the results here")
+    ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value), e.g. fit_iterations=0")
     args = ap.parse_args()
+    args.config_overrides = {}
+    for item in args.config:
+        key, _, value = item.partition("=")
+        try:
+            args.config_overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.config_overrides[key] = value
     rows = [walk(args, float(s)) for s in args.speeds.split(",")]
     cols = [
         ("speed_mps", "speed m/s"), ("walk_jobs", "jobs"), ("update_ms_median", "upd med ms"),

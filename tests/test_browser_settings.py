@@ -5,6 +5,8 @@ render mode and settings survive a reload; fullscreen goes on and off."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tests.test_browser import (  # noqa: F401  (fixtures used by name)
@@ -72,13 +74,13 @@ def test_settings_change_look_quality_and_survive_a_reload(open_page, base_url, 
     assert pitch == pytest.approx(2 * 50 * MOUSE_RADIANS_PER_PIXEL, rel=0.05)  # inverted: down looks up
 
     # Quality: a new hello asks for half the pixels; the place is kept (resume token).
-    assert hooks(page, "viewRequested") == {"width": 800, "height": 450, "stereo": False}
+    assert hooks(page, "viewRequested") == {"width": 800, "height": 450, "stereo": False, "fovY": pytest.approx(math.radians(60))}
     position = state(page)["pose"]["position"]
     reconnects = state(page)["reconnects"]
     page.click("#settings-button")
     page.select_option("#settings-quality", "low")
     page.wait_for_function(f"() => window.__worldstream.reconnects > {reconnects} && window.__worldstream.connectionState === 'joined'", timeout=30_000)
-    assert hooks(page, "viewRequested") == {"width": 400, "height": 225, "stereo": False}
+    assert hooks(page, "viewRequested") == {"width": 400, "height": 225, "stereo": False, "fovY": pytest.approx(math.radians(60))}
     assert state(page)["resumed"]
     assert max(abs(a - b) for a, b in zip(position, state(page)["pose"]["position"])) < 0.05
 

@@ -1,5 +1,4 @@
-"""Colour fitting (keyframes/fit.py): new Gaussians drawn show their keyframe sharply, and
-refinement keeps what the scene showed at the coarse scale."""
+"""Colour fitting (keyframes/fit.py): new Gaussians drawn show their keyframe sharply."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from runtime.world.camera import Pose
 from runtime.world.generators.base import CancelToken, GenerationRequest
 from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural.generator import ground_height_y
-from runtime.world.keyframes.fit import content_target, fit_colors
+from runtime.world.keyframes.fit import fit_colors
 from runtime.world.keyframes.reconstruct import reconstruct
 from runtime.world.render.cpu import CpuRenderer
 from runtime.world.scene import Chunk, ChunkSource, SceneSnapshot
@@ -51,21 +50,3 @@ def test_fitted_colours_draw_the_keyframe_closer_and_sharper(keyframe):
     # Where earlier splats already cover the keyframe, the new ones only blend with them: not fitted.
     covered = fit_colors(plain, rgb, depth, cams, draw, stride=2, base_alpha=np.full(depth.shape, 0.5, np.float32))
     assert np.array_equal(covered.colors, plain.colors)
-
-
-def test_content_target_keeps_the_old_picture_at_the_coarse_scale_only_where_it_showed_that_surface():
-    rng = np.random.default_rng(0)
-    N, H, W = 1, 48, 64
-    rgb = rng.integers(60, 200, (N, H, W, 3)).astype(np.uint8)
-    depth = np.full((N, H, W), 10.0, np.float32)
-    before = np.clip(rgb.astype(np.int16) + 10, 0, 255).astype(np.uint8)  # same place, a brighter shade
-    before_depth = depth.copy()
-    before_depth[:, :, W // 2 :] = 4.0  # the right half showed something else (nearer)
-    alpha = np.ones((N, H, W), np.float32)
-    alpha[:, : H // 4] = 0.3  # the top showed through to the sky
-    target = content_target(rgb, depth, before, before_depth, alpha)
-    left = (slice(None), slice(H // 4 + 6, None), slice(0, W // 2 - 6))
-    np.testing.assert_allclose(target[left] - rgb[left], 10.0, atol=0.5)  # the old shade, the new detail
-    right, top = (slice(None), slice(None), slice(W // 2, None)), (slice(None), slice(0, H // 4), slice(None))
-    assert np.array_equal(target[right], rgb[right].astype(np.float32))
-    assert np.array_equal(target[top], rgb[top].astype(np.float32))

@@ -65,6 +65,33 @@ def test_retiring_keeps_ids_and_comes_back_from_saved_masks():
     assert np.array_equal(kept.means, expect.means)
 
 
+def test_frozen_views_keep_older_versions_as_bits_and_one_object(monkeypatch):
+    """``as_of`` gives a chunk as it was when the cap chunk landed; older versions cost a bit
+    per Gaussian, are drawn from one object while in use, and at most MAX_VERSIONS stay."""
+    import runtime.world.scene as scene_module
+
+    monkeypatch.setattr(scene_module, "MAX_VERSIONS", 6)
+    scene = Scene()
+    (a,) = scene.append(random_gaussians(4000, 0.1), ChunkSource())
+    caps = [a.id]
+    refinements = 9
+    for k in range(refinements):
+        live = {c.id: c for c in scene.snapshot().chunks}[a.id]
+        retire = np.zeros(len(live.gaussians), bool)
+        retire[:100] = True
+        (b,) = scene.append(random_gaussians(10, 0.01, k + 1), ChunkSource(), {a.id: retire})
+        caps.append(b.id)
+    snap = scene.snapshot()
+    chunk_as_of = lambda cap: {c.id: c for c in scene.as_of(snap, cap).chunks}[a.id]  # noqa: E731
+    for back in range(6):  # the newest versions come back exactly, one object each
+        old = chunk_as_of(caps[-1 - back])
+        assert len(old.gaussians) == 4000 - 100 * (refinements - back)
+        assert chunk_as_of(caps[-1 - back]) is old
+    # A view frozen before the oldest kept version draws that one (refined a few times more).
+    assert len(chunk_as_of(caps[0]).gaussians) == 4000 - 100 * (refinements - 5)
+    assert scene.history_bytes() <= 6 * 4000 // 8
+
+
 def test_coarse_means_wider_than_the_keyframe_would_make():
     cams = eye(0.0).camera(320, 180, math.radians(75))
     focal = float(cams.K[0, 0, 0])
@@ -93,8 +120,10 @@ def test_detail_planning_asks_where_only_far_keyframes_looked(generator):
 def test_refinement_keeps_content_and_sharpens(generator):
     """Seen first from 14 m back, then from where the camera stands: the picture gets sharper
     and, at the coarse scale (16 x 12 pixel blocks, where it was covered), stays the same
-    place. Measured 29.8 dB on 2026-12-07; issue 16 asks for 35 (not met: where the far view
-    was wrong -- a rock smeared into the grass -- the close one differs by design)."""
+    place. Measured 31.7 dB on 2026-12-07 (32.4 without colour fitting); issue 16 asks for 35
+    (not met: the generator's own fog, seen from the far and the near keyframe, differs by
+    30 dB at this scale; and where the far view was wrong -- a rock smeared into the grass --
+    the close one differs by design)."""
     cfg = WorldConfig("refine", seed=SEED, caption="a pine forest", generate_unexplored_ahead=False, detail_max_px=0)
     world = World(cfg, generator=generator, renderer=CpuRenderer())
     try:
@@ -115,7 +144,7 @@ def test_refinement_keeps_content_and_sharpens(generator):
         assert covered.mean() > 0.3
         coarse = lambda rgb: rgb.reshape(180 // 12, 12, 320 // 16, 16, 3).astype(np.float32).mean(axis=(1, 3))  # noqa: E731
         keep = covered.reshape(15, 12, 20, 16).all(axis=(1, 3))
-        assert psnr(coarse(old.rgb[0])[keep].astype(np.uint8), coarse(new.rgb[0])[keep].astype(np.uint8)) >= 27.0
+        assert psnr(coarse(old.rgb[0])[keep].astype(np.uint8), coarse(new.rgb[0])[keep].astype(np.uint8)) >= 29.0
         # Saved, the retired Gaussians are named per chunk (the store reloads them that way).
         saved = world.state_dict()["retired"]
         assert saved and sum(int(retired_mask(p).sum()) for p in saved.values()) == world.stats["gaussians_refined"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -20,6 +21,16 @@ from .gaussians import Gaussians
 
 MAX_CHUNK_GAUSSIANS = 262_144
 """Larger inputs (imported scenes) are split into spatial tiles so culling stays useful."""
+
+MAX_VERSIONS = 1024
+"""Versions kept per refined chunk for frozen views (:meth:`Scene.as_of`), at a bit per
+Gaussian each: 1.25 KB per version of a 10k-Gaussian chunk, so at most ~1.3 MB per chunk
+however often it is refined. Past this the oldest goes and views frozen before it draw the
+next. (A count of 4 or 16 was too few: spawn chunks are refined by most detail jobs that
+look back at them, and the revisit test's view, shown before a 43 m walk, changed.)"""
+
+BUILT_VERSIONS = 64
+"""Older chunk versions kept built (as chunks) for the frozen views drawing them."""
 
 
 @dataclass(frozen=True)
@@ -170,11 +181,15 @@ class Scene:
         self._lock = threading.Lock()
         self._snapshot = SceneSnapshot(0, ())
         self._next_id = 0
-        # chunk id -> (the chunk's original Gaussians, [G_original] bool kept)
-        self._originals: dict[int, tuple[Gaussians, np.ndarray]] = {}
-        # chunk id -> [(id of the chunk whose landing made this version, the chunk then or
-        # None once empty)], oldest first: views frozen earlier keep drawing older versions.
-        self._versions: dict[int, list[tuple[int, Chunk | None]]] = {}
+        # chunk id -> (the chunk as it landed, [G_original] bool kept now)
+        self._originals: dict[int, tuple[Chunk, np.ndarray]] = {}
+        # chunk id -> [(id of the chunk whose landing made this version, its kept Gaussians
+        # of the original as packed bits)], oldest first: views frozen earlier keep drawing
+        # older versions. Bits, not copies: a version costs G / 8 bytes.
+        self._versions: dict[int, list[tuple[int, np.ndarray]]] = {}
+        # (chunk id, landing id) -> an older version built for as_of, so that it stays one
+        # object (renderers' caches are keyed by identity) while views draw it.
+        self._built: OrderedDict[tuple[int, int], Chunk | None] = OrderedDict()
 
     def snapshot(self) -> SceneSnapshot:
         return self._snapshot  # a single reference read: atomic
@@ -221,14 +236,18 @@ class Scene:
             mask = np.asarray(mask, bool)
             if mask.shape != (len(chunk.gaussians),):
                 raise ValueError(f"retire[{chunk.id}] must be [{len(chunk.gaussians)}] bool, got {mask.shape}")
-            original, kept = self._originals.get(chunk.id, (chunk.gaussians, np.ones(len(chunk.gaussians), bool)))
+            landed, kept = self._originals.get(chunk.id, (chunk, np.ones(len(chunk.gaussians), bool)))
+            history = self._versions.setdefault(chunk.id, [(-1, np.packbits(kept))])
             kept = kept.copy()
             kept[np.flatnonzero(kept)[mask]] = False
-            self._originals[chunk.id] = (original, kept)
-            rebuilt = Chunk.build(chunk.id, original.subset(np.flatnonzero(kept)), chunk.source) if kept.any() else None
-            self._versions.setdefault(chunk.id, [(-1, chunk)]).append((by, rebuilt))
-            if rebuilt is not None:
-                out.append(rebuilt)
+            self._originals[chunk.id] = (landed, kept)
+            history.append((by, np.packbits(kept)))
+            if len(history) > MAX_VERSIONS:
+                # The oldest goes: views frozen before it draw the next one -- the same place,
+                # refined once more (refinement keeps content).
+                del history[0]
+            if kept.any():
+                out.append(Chunk.build(chunk.id, landed.gaussians.subset(np.flatnonzero(kept)), chunk.source))
         return tuple(out)
 
     def as_of(self, snapshot: SceneSnapshot, cap_chunk_id: int) -> SceneSnapshot:
@@ -236,17 +255,44 @@ class Scene:
         newest: refinements by later chunks undone (same version number).
 
         A view frozen with that cap keeps drawing what it showed (see :mod:`..revisit`)."""
-        with self._lock:
-            versions = {cid: list(v) for cid, v in self._versions.items() if cid <= cap_chunk_id}
         chunks = {c.id: c for c in snapshot.chunks if c.id <= cap_chunk_id}
-        for cid, history in versions.items():
-            then = [chunk for by, chunk in history if by <= cap_chunk_id]
-            if then and then[-1] is not None:
-                chunks[cid] = then[-1]
-            else:
-                chunks.pop(cid, None)
+        with self._lock:
+            for cid, history in self._versions.items():
+                if cid > cap_chunk_id:
+                    continue
+                then = [k for k, (by, _) in enumerate(history) if by <= cap_chunk_id]
+                k = then[-1] if then else 0  # older than what is kept: the oldest kept
+                if k == len(history) - 1:
+                    continue  # the version live now: the snapshot's own chunk (or none)
+                chunk = self._version_chunk(cid, history[k])
+                if chunk is None:
+                    chunks.pop(cid, None)
+                else:
+                    chunks[cid] = chunk
         far = tuple(c for c in snapshot.far if c.id <= cap_chunk_id)
         return SceneSnapshot(snapshot.version, tuple(chunks[k] for k in sorted(chunks)), far)
+
+    def _version_chunk(self, cid: int, version: tuple[int, np.ndarray]) -> Chunk | None:
+        """Chunk ``cid`` as one of its versions made it (None: empty); call under the lock."""
+        key = (cid, version[0])
+        if key in self._built:
+            self._built.move_to_end(key)
+            return self._built[key]
+        landed, _ = self._originals[cid]
+        kept = np.unpackbits(version[1], count=len(landed.gaussians)).astype(bool)
+        if kept.all():
+            chunk = landed
+        else:
+            chunk = Chunk.build(cid, landed.gaussians.subset(np.flatnonzero(kept)), landed.source) if kept.any() else None
+        self._built[key] = chunk
+        if len(self._built) > BUILT_VERSIONS:
+            self._built.popitem(last=False)
+        return chunk
+
+    def history_bytes(self) -> int:
+        """Bytes the scene keeps for older versions of refined chunks (their bit masks)."""
+        with self._lock:
+            return sum(bits.nbytes for history in self._versions.values() for _, bits in history)
 
     def retired_masks(self) -> dict[int, np.ndarray]:
         """Per chunk that lost Gaussians to refinement: ``[G_original]`` bool, True = retired."""

@@ -52,7 +52,10 @@ export interface WorldstreamHooks {
   captureVrEye(): Promise<EyeCapture>;
   /** Local rendering: mode in effect, whether it covers the video, frames, what the feed sent. */
   readonly local: {
-    mode: string; showing: boolean; framesDrawn: number; fps: number; firstFrameMs: number | null;
+    /** firstFrameMs / firstChunkMs: from asking for the splats to the first local frame / the first chunk decoded. */
+    mode: string; showing: boolean; framesDrawn: number; fps: number; firstFrameMs: number | null; firstChunkMs: number | null;
+    /** Ground the server has explored around this player so far (m²: explored cells times their area). */
+    exploredM2: number;
     chunks: number; chunksHeld: number; splats: number; pieces: number; bytes: number; badPieces: number;
     avatars: number; pose: { position: number[]; yaw: number; pitch: number }; capability: unknown;
     /** Ids of the chunks drawn, and the sky the welcome gave (null: the default). */
@@ -173,20 +176,22 @@ export function exposeHooks(session: GameSession): void {
     },
     get local() {
       const local = session.local;
-      const s = local.store.stats;
+      const s = local.stats;
       const p = local.predictor;
       return {
         mode: local.mode, showing: local.showing, framesDrawn: local.framesDrawn, fps: local.fps(),
         firstFrameMs: local.firstFrameAt >= 0 && local.subscribedAt >= 0 ? local.firstFrameAt - local.subscribedAt : null,
+        firstChunkMs: s.firstChunkAt >= 0 && local.subscribedAt >= 0 ? s.firstChunkAt - local.subscribedAt : null,
+        exploredM2: session.world.explored.size * session.world.cellSize ** 2,
         chunks: s.chunksShown, chunksHeld: s.chunksHeld, splats: s.splats, pieces: s.pieces, bytes: s.bytes, badPieces: s.badPieces,
-        avatars: local.avatars.count, pose: { position: [...p.position], yaw: p.yaw, pitch: p.pitch }, capability: probeCapability(),
-        chunkIds: local.store.held().filter((c) => c.mesh).map((c) => c.id), sky: local.sky,
+        avatars: local.engine?.avatars.count ?? 0, pose: { position: [...p.position], yaw: p.yaw, pitch: p.pitch }, capability: probeCapability(),
+        chunkIds: local.engine ? local.engine.store.held().filter((c) => c.mesh).map((c) => c.id) : [], sky: local.sky,
       };
     },
     async captureLocal(view) {
-      const renderer = session.local.ensureRenderer();
-      session.local.avatars.update(session.world.players.values(), session.world.myId, view.height);
-      const rgba = await renderer.capture(view);
+      const engine = await session.local.loadEngine();
+      engine.avatars.update(session.world.players.values(), session.world.myId, view.height);
+      const rgba = await engine.renderer.capture(view);
       let text = "";
       for (let i = 0; i < rgba.length; i += 0x8000) text += String.fromCharCode(...rgba.subarray(i, i + 0x8000));
       return btoa(text);

@@ -20,7 +20,7 @@ from ..depth.align import align_to_known
 from ..gaussians import Gaussians
 from ..generators.base import GenerationResult
 from ..keyframes.far_field import far_gaussians
-from ..keyframes.fit import content_target, fit_colors
+from ..keyframes.fit import fit_colors
 from ..keyframes.frames import Frame
 from ..keyframes.seams import blend_keyframes
 from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
@@ -153,20 +153,18 @@ class ChunkBuilder:
         if self.parts.optimiser is not None and len(gaussians):
             gaussians = self._optimised(gaussians, snapshot, retire, cams, colours, spare)
         source = ChunkSource(job.id, getattr(self.generator, "name", "unknown"), cfg.seed, job.caption)
-        if gaussians is made:  # not optimised (no CUDA, or the optimiser kept nothing): fit the colours
-            target = colours
-            if coarse and self.config.fit_iterations > 0:  # refining: keep what the scene showed there
-                drawn = self.renderer.render(snapshot, cams, self.parts.sky)
-                target = content_target(colours, depth, drawn.rgb, drawn.depth, drawn.alpha)
-            gaussians = self._fit(gaussians, _without(snapshot, retire), target, depth, cams, source)
+        # Not optimised (no CUDA, or the optimiser kept nothing): fit the colours -- unless the
+        # job was traced coarse (generation is behind: land it fast; its upsampled keyframe
+        # has no detail to fit, and detail comes after).
+        if gaussians is made and job.scale >= 1.0:
+            gaussians = self._fit(gaussians, _without(snapshot, retire), colours, depth, cams, source)
         return self.land(source, gaussians, rgb, depth, cams, retire)
 
     def _fit(
         self, gaussians: Gaussians, base: SceneSnapshot, rgb: np.ndarray, depth: np.ndarray, cams: Cameras, source: ChunkSource
     ) -> Gaussians:
         """The new Gaussians' colours fitted so that the scene they join (``base``, the
-        snapshot less what they retire) shows ``rgb`` (the keyframes, or their content
-        target when refining) sharply (:mod:`.keyframes.fit`)."""
+        snapshot less what they retire) shows the keyframes ``rgb`` sharply (:mod:`.keyframes.fit`)."""
         iterations = self.config.fit_iterations
         if iterations <= 0 or len(gaussians) == 0:
             return gaussians

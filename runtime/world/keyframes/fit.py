@@ -14,14 +14,6 @@ the low ones fastest: two steps restore most of the texture the overlap blurred,
 moving a single Gaussian. Colours are clipped to [0, 1], which also bounds the ringing at
 sharp edges. It is the CPU's stand-in for an optimiser: no geometry, no gradients, one
 render of the keyframe per step.
-
-**Refinement keeps the content** (:func:`content_target`): a closer keyframe that remakes
-a surface first made from afar sees it with different view-dependent shading (a
-generator's distance fog, exposure): left alone, the refined place would look sharper
-*and* different. Where the scene before showed that same surface, the target the colours
-are fitted to is the new keyframe's detail on the old picture's low frequencies:
-``rgb + lowpass(before - rgb)``, so the refined place looks the same at the coarse scale,
-only sharper.
 """
 
 from __future__ import annotations
@@ -77,8 +69,7 @@ def fit_colors(
 
     Args:
         gaussians: ``G`` new Gaussians made from these keyframes (world coordinates).
-        rgb: ``[N, H, W, 3]`` the pictures to fit: uint8 keyframes, or float (0-255) from
-            :func:`content_target`; ``depth``: ``[N, H, W]`` the keyframes' metres (``inf`` = sky).
+        rgb: ``[N, H, W, 3]`` uint8 keyframes; ``depth``: ``[N, H, W]`` metres (``inf`` = sky).
         cameras: the ``N`` keyframe cameras (``W`` x ``H``).
         render: draws the scene with the given Gaussians added at ``cameras``: ``(rgb [N, H, W, 3]``
             uint8 or float in [0, 255], ``depth [N, H, W]`` metres, ``inf`` where empty``)``.
@@ -115,65 +106,6 @@ def fit_colors(
         seen = count > 0
         colors[seen] = np.clip(colors[seen] + step * total[seen] / count[seen, None], 0.0, 1.0)
     return _with_colors(gaussians, colors)
-
-
-CONTENT_SIGMA_PX = 4.0
-"""Low-pass of :func:`content_target`: the scale (keyframe pixels, about one standard
-deviation) below which the new keyframe's detail is kept and above which the picture
-before is."""
-
-SAME_SURFACE = 0.10
-"""The picture before shows the keyframe's surface where its depth is within this fraction."""
-
-COVERED_ALPHA = 0.99
-"""... and where it was opaque (elsewhere it showed sky or holes: nothing to keep)."""
-
-KEEP_MAX_LEVELS = 16.0
-"""... and where the two differ at the coarse scale by at most this (0-255, any channel): a
-shade (fog seen from elsewhere, exposure) is kept; a different thing -- the far view's
-smear where a rock stands -- is the new keyframe's to correct."""
-
-
-def content_target(
-    rgb: np.ndarray, depth: np.ndarray, before_rgb: np.ndarray, before_depth: np.ndarray, before_alpha: np.ndarray,
-    sigma_px: float = CONTENT_SIGMA_PX,
-) -> np.ndarray:
-    """``[N, H, W, 3]`` float32 (0-255): the keyframes with, where the scene before showed the
-    same surface opaquely, the low frequencies of that picture instead of their own.
-
-    Args:
-        rgb: ``[N, H, W, 3]`` uint8 keyframes; ``depth`` ``[N, H, W]`` metres (``inf`` = sky).
-        before_rgb, before_depth, before_alpha: the scene before the new chunk, drawn at the
-            keyframes (``[N, H, W, 3]`` uint8, ``[N, H, W]`` metres, ``[N, H, W]`` opacity).
-        sigma_px: low-pass scale in pixels (see :data:`CONTENT_SIGMA_PX`).
-    """
-    rgb = np.asarray(rgb, np.float32)
-    with np.errstate(invalid="ignore"):
-        same = (np.asarray(before_alpha) > COVERED_ALPHA) & (np.abs(before_depth - depth) <= SAME_SURFACE * depth)
-    if not same.any():
-        return rgb
-    weight = same.astype(np.float32)
-    radius = max(1, int(round(sigma_px * 0.87)))  # two box passes of radius r: sigma ~ 1.15 r
-    diff = (np.asarray(before_rgb, np.float32) - rgb) * weight[..., None]
-    low = _box_blur(_box_blur(diff, radius), radius)
-    norm = _box_blur(_box_blur(weight[..., None], radius), radius)
-    shift = np.where(norm > 1e-3, low / np.maximum(norm, 1e-3), 0.0)
-    keep = same & (np.abs(shift).max(axis=-1) <= KEEP_MAX_LEVELS)
-    return rgb + shift * keep[..., None]
-
-
-def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over ``(2 radius + 1)^2`` windows of ``image [N, H, W, C]``; zeros outside."""
-    out = image
-    for axis in (1, 2):
-        n = out.shape[axis]
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (radius + 1, radius)
-        c = np.cumsum(np.pad(out, pad), axis=axis, dtype=np.float64)
-        hi = np.take(c, np.arange(2 * radius + 1, 2 * radius + 1 + n), axis=axis)
-        lo = np.take(c, np.arange(0, n), axis=axis)
-        out = ((hi - lo) / (2 * radius + 1)).astype(np.float32)
-    return out
 
 
 def _shown_blocks(

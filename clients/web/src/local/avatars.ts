@@ -56,6 +56,7 @@ function labelSprite(name: string): THREE.Sprite {
   const texture = new THREE.CanvasTexture(canvas);
   texture.colorSpace = THREE.SRGBColorSpace;
   const sprite = new THREE.Sprite(new THREE.SpriteMaterial({ map: texture, sizeAttenuation: false, depthTest: false }));
+  sprite.center.set(0.5, 0); // anchored at its lower edge: the tag sits above the head, never over it
   sprite.userData["aspect"] = canvas.width / canvas.height;
   sprite.renderOrder = 10;
   return sprite;
@@ -80,14 +81,21 @@ export class AvatarLayer {
     this.body.translate(0, -length / 2, 0); // from the shoulders down (three.js +y is up here: flipped below)
   }
 
-  /** Show `players` except `myId` at their poses; `pixelHeight` sizes the name tags. */
-  update(players: Iterable<PlayerInfo>, myId: string, pixelHeight: number): void {
+  /** Show `players` except `myId` at their poses; `pixelHeight` sizes the name tags.
+   * Returns whether anything drawn changed. */
+  update(players: Iterable<PlayerInfo>, myId: string, pixelHeight: number): boolean {
     const seen = new Set<string>();
+    let changed = false;
     for (const p of players) {
       if (p.id === myId) continue;
       seen.add(p.id);
-      const figure = this.figures.get(p.id) ?? this.add(p);
+      let figure = this.figures.get(p.id);
+      if (!figure) {
+        figure = this.add(p);
+        changed = true;
+      }
       if (figure.name !== p.name) {
+        changed = true;
         figure.group.remove(figure.label);
         figure.label.material.map?.dispose();
         figure.label.material.dispose();
@@ -95,7 +103,9 @@ export class AvatarLayer {
         figure.name = p.name;
         figure.group.add(figure.label);
       }
-      figure.group.position.set(p.position[0], p.position[1], p.position[2]);
+      const pos = figure.group.position;
+      if (pos.x !== p.position[0] || pos.y !== p.position[1] || pos.z !== p.position[2]) changed = true;
+      pos.set(p.position[0], p.position[1], p.position[2]);
       const h = LABEL_HEIGHT_PX / Math.max(1, pixelHeight);
       figure.label.scale.set(h * 2 * (figure.label.userData["aspect"] as number), h * 2, 1);
     }
@@ -105,8 +115,10 @@ export class AvatarLayer {
         figure.label.material.map?.dispose();
         figure.label.material.dispose();
         this.figures.delete(id);
+        changed = true;
       }
     }
+    return changed;
   }
 
   /** Players drawn now (tests). */
@@ -126,7 +138,7 @@ export class AvatarLayer {
     body.position.y = -SHOULDER_DROP;
     figure.add(head, body);
     const label = labelSprite(p.name);
-    label.position.set(0, -(HEAD_RADIUS + 0.25), 0); // above the head (world -y is up)
+    label.position.set(0, -(HEAD_RADIUS + 0.1), 0); // just above the head (world -y is up)
     group.add(figure, label);
     this.root.add(group);
     const made = { group, label, name: p.name };

@@ -45,12 +45,12 @@ export interface StoreStats {
   chunksHeld: number;
   /** Gaussians drawn. */
   splats: number;
-  /** Pieces and `.spz` bytes received since the store was made (or cleared). */
+  /** Pieces and `.spz` bytes received since the page loaded. */
   pieces: number;
   bytes: number;
   /** Pieces that could not be decoded (acknowledged all the same). */
   badPieces: number;
-  /** performance.now() of the last piece, or of the first chunk shown (-1: none yet). */
+  /** performance.now() of the last piece, and of the first chunk shown since the last clear() (-1: none yet). */
   lastPieceAt: number;
   firstChunkAt: number;
 }
@@ -105,6 +105,7 @@ export class SplatStore {
   /** Drop everything (local rendering stopped, or a new connection: the server starts over). */
   clear(): void {
     this.generation += 1;
+    this.stats.firstChunkAt = -1;
     for (const chunk of [...this.chunks.values()]) this.drop(chunk);
     this.updateCounts();
     this.events.changed();
@@ -136,6 +137,7 @@ export class SplatStore {
     }
     const mesh = new SplatMesh({ extSplats: new ExtSplats({ extArrays: arrays, numSplats: n }) });
     mesh.name = `chunk-${chunk.id}`;
+    mesh.userData["bounds"] = { center: chunk.center, radius: chunk.radius }; // LocalRenderer culls by it
     chunk.mesh = mesh;
     chunk.splats = n;
     chunk.shownAt = performance.now();

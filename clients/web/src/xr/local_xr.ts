@@ -40,7 +40,7 @@ export class LocalXr {
 
   /** Hand `session` to three.js and draw every headset frame after `step` (head pose, locomotion). */
   async start(session: XRSession, step: HeadsetStep): Promise<void> {
-    const r = this.local.ensureRenderer();
+    const r = (await this.local.loadEngine()).renderer;
     const three = r.renderer;
     three.xr.enabled = true;
     three.xr.setReferenceSpaceType("local-floor");
@@ -54,7 +54,7 @@ export class LocalXr {
       roomMatrix(rig, this.room.matrix);
       this.room.updateMatrixWorld(true);
       const eyeHeight = three.xr.getCamera().cameras[0]?.viewport.w ?? 1000;
-      this.local.avatars.update(this.world.players.values(), this.world.myId, eyeHeight);
+      this.local.engine?.avatars.update(this.world.players.values(), this.world.myId, eyeHeight);
       three.render(r.scene, r.camera);
       this.framesDrawn += 1;
       const eye = three.xr.getCamera().cameras[0]?.viewport;
@@ -72,7 +72,7 @@ export class LocalXr {
 
   /** The session ended: the page draws as before. */
   stop(): void {
-    const r = this.local.renderer;
+    const r = this.local.engine?.renderer;
     if (!r) return;
     r.renderer.setAnimationLoop(null);
     r.renderer.xr.enabled = false;
