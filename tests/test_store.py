@@ -10,6 +10,7 @@ import pytest
 
 from runtime.world.camera import Pose
 from runtime.world.gaussians import Gaussians
+from runtime.world.generators.procedural.generator import ground_height_y
 from runtime.world.store import (
     FORMAT_VERSION,
     InvalidWorldName,
@@ -37,9 +38,13 @@ def small_config(name: str, seed: int = 7) -> WorldConfig:
 
 
 def walk(world, steps: int, start: float = 0.0) -> None:
-    """A player walking forward and turning, waiting for generation after each step."""
+    """A player walking forward and turning, eyes 1.7 m above the generator's ground (+y is
+    down), waiting for generation after each step. (A camera under the ground sees only
+    the terrain's inside, and such keyframes land nothing.)"""
     for k in range(steps):
-        pose = Pose(np.array([0.0, 0.0, start + 3.0 * k], np.float32), yaw=0.6 * k)
+        z = start + 3.0 * k
+        eye_y = float(ground_height_y(0.0, z, world.config.seed)) - 1.7
+        pose = Pose(np.array([0.0, eye_y, z], np.float32), yaw=0.6 * k)
         world.update([PlayerState("p", pose, np.array([0.0, 0.0, 2.0], np.float32))])
         assert world.wait_idle(60)
 
