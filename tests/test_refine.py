@@ -139,7 +139,11 @@ def test_refinement_keeps_content_and_sharpens(generator):
         after = world.scene.snapshot()
         new = world.renderer.render(after, cam, world.sky)
         assert world.stats["gaussians_refined"] > 0
-        assert sharpness(new.rgb[0]) > 1.2 * sharpness(old.rgb[0])
+        # Refined, the view is sharper than the coarse splats showed it, and at least as sharp as
+        # refinement made it before reconstruction's supported extents (3.28 then; the coarse
+        # view itself went 2.66 -> 2.94 with them, so the ratio went 1.23 -> 1.19).
+        assert sharpness(new.rgb[0]) > 1.15 * sharpness(old.rgb[0])
+        assert sharpness(new.rgb[0]) > 3.28
         covered = old.alpha[0] > 0.99
         assert covered.mean() > 0.3
         coarse = lambda rgb: rgb.reshape(180 // 12, 12, 320 // 16, 16, 3).astype(np.float32).mean(axis=(1, 3))  # noqa: E731
