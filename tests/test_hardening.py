@@ -27,7 +27,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from protocol import messages as m
-from runtime.app import StreamServer
+from runtime.app import WS_CLOSE_TIMEOUT_S, WS_PING_INTERVAL_S, WS_PING_TIMEOUT_S, StreamServer
 from runtime.client import WorldClient
 from runtime.config import ServerConfig
 from runtime.seats import Seats
@@ -153,9 +153,9 @@ def hello(**fields) -> bytes:
 
 
 async def worst_ping_while(c: WorldClient, attack) -> float:
-    """The slowest of ``c``'s pings (ms) while ``attack`` runs, pinging every 50 ms; every
-    ping must be answered (within 30 s)."""
-    task = asyncio.create_task(attack)
+    """The slowest of ``c``'s pings (ms) while ``attack`` (a coroutine or task) runs, pinging
+    every 50 ms; every ping must be answered (within 30 s)."""
+    task = asyncio.ensure_future(attack)
     worst = 0.0
     while not task.done():
         worst = max(worst, await c.ping(timeout=30))
@@ -315,6 +315,18 @@ def test_simultaneous_joins_respect_max_players(capped_server):
 
 
 def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped_server):
+    """A client that stops reading is dropped by the WebSocket keepalive within the
+    documented 6 s (it was 15 s), and its owner's token resumes the player from a new
+    connection while the frozen one still holds it (it was refused until the drop).
+
+    The drop's bound is the documented time plus 2 s plus the worst lag the server showed
+    meanwhile (another player's pings, every 50 ms): a loaded machine runs the server's
+    timers late by about that much. "At once" is shown by order, not by a clock: the server
+    displaced the frozen connection for the new one (its log says so), which it can only do
+    while the frozen one still held the player."""
+    drop_s = WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S + WS_CLOSE_TIMEOUT_S
+    assert drop_s <= 6.0  # what docs/server.md promises
+
     async def scenario():
         name = unique("frozen")
         async with WorldClient(capped_server.url, new_world=m.NewWorld(name=name), name="stays", video=False) as stays:
@@ -328,9 +340,15 @@ def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped
                 task.cancel()
             since = stays.event_count
             t0 = time.monotonic()
-            left = await stays.wait_for(lambda e: e.TYPE == "player_left" and e.id == frozen_id, timeout=30, since=since)
-            assert left.name == "frozen"
-            assert time.monotonic() - t0 < 6.0 + 2.0  # 6 s documented, 2 s for a busy machine
+
+            async def dropped() -> float:
+                left = await stays.wait_for(lambda e: e.TYPE == "player_left" and e.id == frozen_id, timeout=60, since=since)
+                assert left.name == "frozen"
+                return time.monotonic() - t0
+
+            drop = asyncio.create_task(dropped())
+            lag_ms = await worst_ping_while(stays, drop)
+            assert await drop < drop_s + 2.0 + lag_ms / 1e3, (await drop, lag_ms)
 
             # frozen again; this time its owner comes back on a new connection before the drop
             again = WorldClient(capped_server.url, world=name, name="frozen", video=False, resume_token=None)
@@ -339,13 +357,12 @@ def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped
             again.ws.transport.pause_reading()
             for task in again._tasks:
                 task.cancel()
-            t0 = time.monotonic()
             async with WorldClient(capped_server.url, world=name, name="frozen", video=False, resume_token=token) as back:
-                assert time.monotonic() - t0 < 3.0
                 assert back.welcome.resumed and back.welcome.player_id == again_id
                 assert not [e for e in back.of_type("error") if e.code == "bad_resume_token"]
-                players = await back.wait_for("players", timeout=5)
+                players = await back.wait_for("players", timeout=30)
                 assert [p.id for p in players.players].count(again_id) == 1
+            assert f"player {again_id} resumed on another connection" in capped_server.log_text(), capped_server.log_text()[-3000:]
             again.ws.transport.abort()
             frozen.ws.transport.abort()
 
