@@ -81,6 +81,7 @@ from runtime.world.generators.base import CancelToken, GenerationRequest
 from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural.generator import ground_height_y
 from runtime.world.keyframes.fit import FIT_ITERATIONS
+from runtime.world.keyframes.optimise import ChunkOptimiser
 from runtime.world.render import create_renderer
 
 VIEW_FOV = math.radians(60.0)
@@ -286,7 +287,8 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     from runtime.sessions import generator_options
 
     generator = ProceduralGenerator(**generator_options("procedural"))
-    world = World(config, generator=generator, renderer=create_renderer(args.renderer))
+    optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
+    world = World(config, generator=generator, renderer=create_renderer(args.renderer), chunk_optimiser=optimiser)
     path = make_path(path_kind, args.distance, seed)
     timeline = JobTimeline(world)
     try:
@@ -438,6 +440,11 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
             "ceiling_med": float(np.median([v["ceiling"] for v in views])) if views else None,
         }
+        if optimiser is not None:  # what chunk optimisation did during this walk (all chunks, spawn included)
+            kept, rejected = world.stats["chunks_optimised"], world.stats["chunks_optimise_rejected"]
+            out.row.update(chunks_optimised=kept, chunks_optimise_rejected=rejected,
+                           optimise_ms_per_chunk=round(world.stats["optimise_ms"] / max(kept + rejected, 1), 1),
+                           optimise_gain_db_per_kept=round(world.stats["optimise_gain_db"] / max(kept, 1), 2))
         log(f"  {biome} seed {seed} {path_kind} {speed} m/s: PSNR {out.row['psnr_med']:.1f} (p5 {out.row['psnr_p5']:.1f}), "
             f"sharp {out.row['sharp_med'] or 0:.2f}, walk holes {out.row['holes_walk_mean']:.3f}, {walk_jobs} jobs")
     finally:
@@ -691,6 +698,8 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="one 8 m walk at 3 m/s, 4 views at 320x180 (a smoke test)")
     ap.add_argument("--oracle", default="", help="instead of walks: the one-keyframe limit per setting, e.g. 320x180@75/2,640x360@60/1")
     ap.add_argument("--oracle-fit", type=int, default=FIT_ITERATIONS, help="--oracle: colour-fitting steps per keyframe (0: none)")
+    ap.add_argument("--optimise-chunks", type=int, default=0, metavar="STEPS",
+                    help="fit each new chunk to its keyframes with gsplat for STEPS steps (CUDA only; 0: off)")
     ap.add_argument("--timeline", action="store_true", help="print every job's plan/start/generate/land/draw times")
     ap.add_argument("--causes", action="store_true", help="break every hole sample down by depth band, far-field "
                     "cover and cause (bench/hole_causes.py)")
@@ -701,6 +710,11 @@ def parse_args(argv=None):
         args.settle_s = 1.0
     args.width, args.height = (int(v) for v in args.resolution.lower().split("x"))
     args.config_overrides = config_overrides(args.config)
+    if args.optimise_chunks:
+        try:
+            ChunkOptimiser.for_cuda(args.optimise_chunks)
+        except RuntimeError as e:  # no CUDA or no gsplat: say so in one line, before any walk
+            ap.error(f"--optimise-chunks {args.optimise_chunks}: {e}")
     return args
 
 
