@@ -289,12 +289,15 @@ def stalls_in(reports: list[dict], t0: float, t1: float) -> dict:
     ended = [r["ended"]["ms"] for r in reports if "ended" in r]
     longest = max([*ended, *(late["ms"] for r in stalls for late in r["late"])], default=0.0)
     full_gc = [r["gc"]["ms"] for r in reports if "gc" in r and r["gc"]["generation"] == 2]
-    return {"count": len(stalls), "longest_ms": longest, "full_gc": len(full_gc), "full_gc_ms": max(full_gc, default=0.0), "reports": reports}
+    compiles = [r["compile"] for r in reports if "compile" in r]
+    return {"count": len(stalls), "longest_ms": longest, "full_gc": len(full_gc), "full_gc_ms": max(full_gc, default=0.0),
+            "compiles": compiles, "reports": reports}
 
 
 def stall_text(who: str, stalls: dict) -> str:
     """The phase's stalls for printing: a count line, and the worst report in full."""
     gc_line = f"    {who}: {stalls['full_gc']} full gc, longest {stalls['full_gc_ms']:.0f} ms\n" if stalls["full_gc"] else ""
+    gc_line += "".join(f"    {who}: numba compiled {c['function']}({c['args']}) in {c['ms']:.0f} ms ({c['thread']})\n" for c in stalls["compiles"])
     if not stalls["count"]:
         return gc_line
     worst = max((r for r in stalls["reports"] if "late" in r), key=lambda r: max(late["ms"] for late in r["late"]))
@@ -368,6 +371,7 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
                 "client_stall_ms": client_stalls["longest_ms"],
                 "server_full_gc": server_stalls["full_gc"],
                 "server_full_gc_ms": server_stalls["full_gc_ms"],
+                "server_compile_ms": round(sum(c["ms"] for c in server_stalls["compiles"]), 1),
                 "stall_reports": {"server": server_stalls["reports"], "player": client_stalls["reports"]},
                 "worst_ping_ms": round(worst[0], 1),
                 "disconnected": lost or (player.closed.is_set() and not closed_before),
@@ -450,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
                               ("gap_intervals", "gap / frame"), ("gap_p50", "p50"), ("gap_p90", "p90"), ("gap_p99", "p99"),
                               ("gaps_over_2", "gaps > 2"), ("server_sent_gap_intervals", "server's largest"),
                               ("server_stall_ms", "server stall ms"), ("client_stall_ms", "player stall ms"),
-                              ("server_full_gc_ms", "server full gc ms"),
+                              ("server_full_gc_ms", "server full gc ms"), ("server_compile_ms", "server compile ms"),
                               ("worst_ping_ms", "worst ping ms"),
                               ("disconnected", "disconnected"), ("new_player", "new player"),
                               ("server_cpu_pct", "server CPU %"), ("attacker_cpu_pct", "attacker CPU %"),
