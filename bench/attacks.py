@@ -12,8 +12,10 @@ client), and prints per phase:
   the way or in the player's own process),
 * its slowest ping (WebSocket round trip, ms) and whether it was disconnected,
 * whether a new player could join at the end of the phase, and how long that took,
-* the server's CPU (its main process, % of one core; media workers apart) and the
-  attacker's: on a machine with few cores the attacker's own CPU takes from the server's,
+* the server's CPU (its main process, % of one core; media workers apart), of that its
+  event loop's thread alone (the CPU an attack costs the loop every tick waits on: unlike
+  the gaps, it hardly changes when other work shares the machine), and the attacker's: on
+  a machine with few cores the attacker's own CPU takes from the server's,
 * what the attacker did (messages or connections), the replies it got, and how its attempts
   failed (exception names: ``InvalidStatus`` is a handshake refused with an HTTP status).
 
@@ -257,6 +259,19 @@ async def _join_time(url: str, world: str) -> str:
         return type(exc).__name__
 
 
+def loop_cpu_ns(pid: int | None) -> int | None:
+    """ns the server's main thread (its event loop) has run on a CPU (``/proc``; None: unknown).
+    Unlike wall-clock gaps, this does not grow when other work shares the machine: it is
+    what an attack costs the loop that every frame's tick waits on."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def gap_stats(times: list[float], fps: float) -> dict:
     """Gaps between consecutive frame times, in frame intervals: percentiles and how many exceed 2."""
     gaps = [(b - a) * fps for a, b in zip(times, times[1:])]
@@ -338,6 +353,7 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
             await asyncio.sleep(max(0.0, start_at - time.time()))
             closed_before = player.closed.is_set()
             cpu0 = server_cpu.sample() if server_cpu else None
+            loop0 = loop_cpu_ns(server_cpu.pid if server_cpu else None)
             wall0 = time.time()
             t0 = time.monotonic()
             worst = [0.0]
@@ -348,6 +364,8 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
                 lost = True
             t1 = time.monotonic()
             main_cpu, children_cpu = server_cpu.usage(cpu0, server_cpu.sample()) if server_cpu else (float("nan"),) * 2
+            loop1 = loop_cpu_ns(server_cpu.pid if server_cpu else None)
+            loop_cpu = 100 * (loop1 - loop0) / 1e9 / (t1 - t0) if loop0 is not None and loop1 is not None else float("nan")
             joined = await _join_time(url, world)
             stats = await asyncio.to_thread(out.get, True, 60) if proc else {}
             if proc:
@@ -377,6 +395,7 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
                 "disconnected": lost or (player.closed.is_set() and not closed_before),
                 "new_player": joined,
                 "server_cpu_pct": round(main_cpu, 1),
+                "server_loop_cpu_pct": round(loop_cpu, 1),
                 "server_children_cpu_pct": round(children_cpu, 1),
                 "attacker_cpu_pct": stats.get("cpu_pct"),
                 "attacker_sent": stats.get("sent"),
@@ -402,7 +421,7 @@ def _row_text(row: dict) -> str:
             f"stalls: server {row['server_stalls']} (longest {row['server_stall_ms']:.0f} ms), "
             f"player process {row['client_stalls']} (longest {row['client_stall_ms']:.0f} ms), "
             f"worst ping {row['worst_ping_ms']} ms, disconnected {row['disconnected']}, new player {row['new_player']}, "
-            f"server CPU {row['server_cpu_pct']}% (+{row['server_children_cpu_pct']}% media workers), attacker CPU {row['attacker_cpu_pct']}%, "
+            f"server CPU {row['server_cpu_pct']}% (event loop {row['server_loop_cpu_pct']}%; +{row['server_children_cpu_pct']}% media workers), attacker CPU {row['attacker_cpu_pct']}%, "
             f"attacker sent {row['attacker_sent']} closed {row['attacker_closed']} [{replies}] failed [{failures}]")
 
 
@@ -445,6 +464,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             rows = run_loop(run_phases(url, attacks, args.duration, args.fps, ServerCpu(proc.pid) if proc else None,
                                        stall_file, args.stall_watch))
+            if proc is not None and (proc.poll() is not None or any(r["disconnected"] for r in rows)):
+                print(f"the server {'exited' if proc.poll() is not None else 'dropped the player'}; its log ends:\n"
+                      + (Path(tmp) / "server.log").read_text(errors="replace")[-4000:])
         finally:
             if proc is not None:
                 proc.terminate()
@@ -457,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
                               ("server_full_gc_ms", "server full gc ms"), ("server_compile_ms", "server compile ms"),
                               ("worst_ping_ms", "worst ping ms"),
                               ("disconnected", "disconnected"), ("new_player", "new player"),
-                              ("server_cpu_pct", "server CPU %"), ("attacker_cpu_pct", "attacker CPU %"),
+                              ("server_cpu_pct", "server CPU %"), ("server_loop_cpu_pct", "loop CPU %"), ("attacker_cpu_pct", "attacker CPU %"),
                               ("attacker_sent", "attacker sent")]))
     write_json(args.json, {"args": vars(args), "rows": rows})
 
