@@ -207,9 +207,12 @@ async def _idle_connections(url: str, until: float, stats: dict, count: int = 20
     await asyncio.gather(*(one() for _ in range(count)))
 
 
-def _attack_process(kind: str, url: str, world: str, start_at: float, duration: float, out) -> None:
-    """Child process: wait for ``start_at`` (wall clock), attack for ``duration`` s, report stats."""
+def _attack_process(kind: str, url: str, world: str, go, duration: float, out) -> None:
+    """Child process: say it is ready (its imports are done), wait for the start time (wall
+    clock) from ``go``, attack for ``duration`` s, report stats on ``out``."""
     stats = {"sent": 0, "closed": 0, "replies": {}}
+    out.put("ready")
+    start_at = go.get(True, 120)
 
     async def main() -> None:
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -344,12 +347,16 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
         settle_heap()
         await asyncio.sleep(SETTLE_S)
         for kind in attacks:
-            out = ctx.Queue()
+            out, go = ctx.Queue(), ctx.Queue()
             proc = None
-            start_at = time.time() + 1.0  # the child needs a moment to start
             if kind != "none":
-                proc = ctx.Process(target=_attack_process, args=(kind, url, world, start_at, duration, out), daemon=True)
+                # Its start-up (an interpreter and the client's imports: a second of CPU) must
+                # be over before the phase, or it weighs on the first frames measured.
+                proc = ctx.Process(target=_attack_process, args=(kind, url, world, go, duration, out), daemon=True)
                 proc.start()
+                await asyncio.to_thread(out.get, True, 120)
+            start_at = time.time() + 0.5
+            go.put(start_at)
             await asyncio.sleep(max(0.0, start_at - time.time()))
             closed_before = player.closed.is_set()
             cpu0 = server_cpu.sample() if server_cpu else None
