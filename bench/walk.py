@@ -28,13 +28,21 @@ Usage::
     .venv/bin/python -m bench.walk                              # 50 walks x 60 s (several minutes)
     .venv/bin/python -m bench.walk --walks 10 --seconds 20      # quicker
     .venv/bin/python -m bench.walk --biomes forest --seeds 7 --walks 1 --trace   # one walk, step by step
+    .venv/bin/python -m bench.walk --processes 4                # the 50 walks, 4 at a time
+
+``--processes N`` runs N walks at once, each in its own process (every walk is a fresh
+world; nothing is shared). A walk's scene depends on how long its jobs took (the planner
+looks further ahead when they are slow), so walks run side by side on a busy CPU meet the
+scenes of a loaded server; the walks, their seeds and the judge are the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -240,22 +248,53 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=60.0, help="simulated seconds per walk")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--trace", action="store_true", help="log every stuck event")
+    p.add_argument("--processes", type=int, default=1, help="walks run at once, each in its own process")
     return p.parse_args(argv)
+
+
+def _one_walk(biome: str, seed: int, k: int, seconds: float, trace: bool) -> WalkResult:
+    """Walk ``k`` of a run (its rng seeded from the world seed and ``k``); picklable for a process pool."""
+    return scripted_walk(biome, seed, k, seconds, np.random.default_rng(1000 * seed + k), print if trace else None)
+
+
+def by_biome(rows: list[dict]) -> list[dict]:
+    """Per-biome totals of :func:`run`'s walk rows."""
+    out = []
+    for biome in dict.fromkeys(r["biome"] for r in rows):
+        mine = [r for r in rows if r["biome"] == biome]
+        out.append({
+            "biome": biome, "walks": len(mine), "stuck_walks": sum(r["stuck_events"] > 0 for r in mine),
+            "stuck_events": sum(r["stuck_events"] for r in mine),
+            "mean_distance_m": round(float(np.mean([r["distance_m"] for r in mine])), 1),
+            "blocked_s": round(sum(r["blocked_s"] for r in mine), 1),
+            "truth_blocked_s": round(sum(r["truth_blocked_s"] for r in mine), 1),
+            "off_ground_walks": sum(r["off_ground_s"] > 0 for r in mine),
+            "off_ground_s": round(sum(r["off_ground_s"] for r in mine), 1),
+            "max_off_ground_m": max(r["max_off_ground_m"] for r in mine),
+        })
+    return out
 
 
 def run(args, log=print) -> dict:
     biomes = [b.strip() for b in args.biomes.split(",") if b.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     combos = [(b, s) for s in seeds for b in biomes]
-    results = []
-    for k in range(args.walks):
-        biome, seed = combos[k % len(combos)]
-        rng = np.random.default_rng(1000 * seed + k)
-        r = scripted_walk(biome, seed, k, args.seconds, rng, log if args.trace else None)
-        results.append(r)
-        log(f"  walk {k}: {biome} seed {seed}: {r.distance_m:.0f} m, stuck {len(r.stuck_events)}, "
+    walks = [(*combos[k % len(combos)], k, args.seconds, args.trace) for k in range(args.walks)]
+    t0 = time.perf_counter()
+
+    def report(r: WalkResult) -> WalkResult:
+        log(f"  walk {r.walk}: {r.biome} seed {r.seed}: {r.distance_m:.0f} m, stuck {len(r.stuck_events)}, "
             f"blocked {r.blocked_s:.1f} s (truth {r.truth_blocked_s:.1f} s), off the ground {r.off_ground_s:.1f} s "
             f"(at most {r.max_off_ground_m:.1f} m), {r.jobs} jobs, {r.wall_s:.0f} s wall")
+        return r
+
+    if args.processes > 1:
+        # spawn: a fresh interpreter per worker (numba's and the world's threads do not fork safely)
+        with ProcessPoolExecutor(args.processes, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_one_walk, *w) for w in walks]
+            results = [report(f.result()) for f in futures]
+    else:
+        results = [report(_one_walk(*w)) for w in walks]
     rows = [
         {
             "biome": r.biome, "seed": r.seed, "walk": r.walk, "distance_m": round(r.distance_m, 1),
@@ -274,8 +313,9 @@ def run(args, log=print) -> dict:
         "mean_distance_m": float(np.mean([r.distance_m for r in results])) if results else 0.0,
         "off_ground_walks": sum(r.off_ground_s > 0 for r in results),
         "seconds_per_walk": args.seconds,
+        "wall_s": round(time.perf_counter() - t0, 1),
     }
-    return {"machine": machine(), "args": vars(args), "summary": summary, "walks": rows}
+    return {"machine": machine(), "args": vars(args), "summary": summary, "biomes": by_biome(rows), "walks": rows}
 
 
 def main(argv=None) -> None:
@@ -287,10 +327,17 @@ def main(argv=None) -> None:
         ("blocked_s", "blocked s"), ("truth_blocked_s", "truth blocked s"), ("off_ground_s", "off ground s"),
         ("max_off_ground_m", "max off m"), ("jobs", "jobs"), ("wall_s", "wall s"),
     ]))
+    print()
+    print(format_table(out["biomes"], [
+        ("biome", "biome"), ("walks", "walks"), ("stuck_walks", "stuck walks"), ("stuck_events", "stuck events"),
+        ("mean_distance_m", "mean m walked"), ("blocked_s", "blocked s"), ("truth_blocked_s", "truth blocked s"),
+        ("off_ground_walks", "walks off ground"), ("off_ground_s", "off ground s"), ("max_off_ground_m", "max off m"),
+    ]))
     s = out["summary"]
     print(f"\nstuck walks: {s['stuck_walks']} / {s['walks']} (rate {s['stuck_rate']:.2f}), "
           f"{s['stuck_events']} stuck events, mean {s['mean_distance_m']:.0f} m per {s['seconds_per_walk']:.0f} s walk; "
-          f"{s['off_ground_walks']} walks left the generator's ground by more than a step")
+          f"{s['off_ground_walks']} walks left the generator's ground by more than a step; "
+          f"{s['wall_s']:.0f} s wall with {args.processes} process(es)")
     write_json(args.json, out)
 
 
