@@ -125,6 +125,22 @@ class GeneratorTruth:
                     found.append(rec)
         return found
 
+    def bushes_near(self, x: float, z: float, radius: float) -> list[tuple[float, float, float, float]]:
+        """``(x, z, crown radius, height)`` (metres) of the generator's bushes within ``radius``
+        of ``(x, z)``, nearest first."""
+        cell = self.biome.tree_cell
+        n = math.ceil(2.0 * radius / cell) + 3
+        ix0, iz0 = math.floor((x - radius) / cell) - 1, math.floor((z - radius) / cell) - 1
+        table = np.empty((n, n, K.OBJ_FIELDS), np.float64)
+        K.build_object_table(ix0, iz0, n, n, float(cell), self._seed32, self._e0, self._hg, self._hm, self._bp, False, table, np.empty(4))
+        recs = table.reshape(-1, K.OBJ_FIELDS)
+        recs = recs[recs[:, K.O_KIND] == K.KIND_BUSH]
+        d = np.hypot(recs[:, K.O_X] - x, recs[:, K.O_Z] - z)
+        return [
+            (float(r[K.O_X]), float(r[K.O_Z]), float(r[K.O_CROWN]), float(r[K.O_HEIGHT]))
+            for r, dist in sorted(zip(recs, d), key=lambda p: p[1]) if dist <= radius
+        ]
+
     def body_blocked(self, x: float, z: float, radius: float = BODY_RADIUS) -> bool:
         """Does a solid object (not a bush) come within ``radius`` of the body standing at
         ``(x, z)``, between a step's height and the top of the head?"""
@@ -178,6 +194,25 @@ class WalkResult:
         return bool(self.stuck_events)
 
 
+def plan_and_wait(world: World, pose: Pose) -> None:
+    """Plan generation for a player walking along ``pose``'s yaw, and wait until its jobs have landed."""
+    velocity = np.array([math.sin(pose.yaw), 0.0, math.cos(pose.yaw)], np.float32) * WALK_SPEED
+    world.update([PlayerState("walker", pose, velocity)])
+    world.wait_idle(120.0)
+
+
+def walk_straight(world: World, pose: Pose, seconds: float) -> list[np.ndarray]:
+    """Hold forward for ``seconds`` of simulated time from ``pose``, generation fast-forwarded
+    as in :func:`scripted_walk`; returns the positions ``[3]`` after each move step."""
+    path = []
+    for i in range(int(round(seconds / TICK_S))):
+        if i % round(PLAN_S / TICK_S) == 0:
+            plan_and_wait(world, pose)
+        pose = world.move(pose, MoveInput(forward=1.0), TICK_S)
+        path.append(pose.position.copy())
+    return path
+
+
 def scripted_walk(
     biome: str, seed: int, walk: int, seconds: float, rng: np.random.Generator, log=None
 ) -> WalkResult:
@@ -202,9 +237,7 @@ def scripted_walk(
                 if rng.uniform() < 0.3:
                     run_until = t + rng.uniform(1.0, 4.0)
             if t >= next_plan:
-                velocity = np.array([math.sin(pose.yaw), 0.0, math.cos(pose.yaw)], np.float32) * WALK_SPEED
-                world.update([PlayerState("walker", pose, velocity)])
-                world.wait_idle(120.0)
+                plan_and_wait(world, pose)
                 next_plan = t + PLAN_S
             old = pose.position.copy()
             pose = world.move(pose, MoveInput(forward=1.0, yaw_delta=turn, run=t < run_until), TICK_S)
