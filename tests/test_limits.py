@@ -164,6 +164,50 @@ def test_captions_are_limited_per_client_address_across_connections(start_server
     assert refusals(server.url, "max_captions_per_client") == 1
 
 
+def test_server_wide_limits_hold_across_client_addresses(start_server):
+    """The server-wide quotas (worlds created, caption changes per world, connections) refuse
+    a second client address that is well within its own per-address allowance: typed errors
+    naming the flag, counted, and the first client plays on. Two addresses through a trusted
+    proxy's X-Forwarded-For (every test client is 127.0.0.1)."""
+    server = start_server(extra_args=(
+        "--trust-proxy", "127.0.0.1", "--max-new-worlds", "1", "--max-captions-per-world", "2", "--max-connections", "3",
+    ))
+    x, y = {"X-Forwarded-For": "198.51.100.10"}, {"X-Forwarded-For": "198.51.100.20"}
+
+    async def scenario():
+        name = unique("shared")
+        async with WorldClient(server.url, new_world=m.NewWorld(name=name), video=False, headers=x) as a:
+            creator = WorldClient(server.url, new_world=m.NewWorld(name=unique("second")), video=False, headers=y)
+            with pytest.raises(ServerError) as refused:
+                await creator.connect()
+            err = limit_error(refused)
+            assert err.limit == "max_new_worlds" and err.ref_type == "hello", err
+            await creator.close()
+            async with WorldClient(server.url, world=name, video=False, headers=y) as b:
+                await a.send(m.Caption(text="one"))
+                await b.send(m.Caption(text="two"))
+                since = a.event_count
+                await a.send(m.Caption(text="three"))
+                err = await a.wait_for("error", timeout=30, since=since)
+                assert (err.code, err.limit, err.ref_type) == ("limit_reached", "max_captions_per_world", "caption")
+                # a and b hold two connections of three: one more opens, the next is refused
+                third = await connect(server.ws_url, additional_headers=x)
+                fourth = await connect(server.ws_url, additional_headers=y)
+                err = msgpack.unpackb(await asyncio.wait_for(fourth.recv(), 30))
+                assert (err["code"], err["limit"]) == ("limit_reached", "max_connections"), err
+                await fourth.wait_closed()
+                assert fourth.close_code == 1013 and fourth.close_reason == "max_connections"
+                await third.close()
+                # b heard both captions and not the refused one (any change is sent to b
+                # before a hears of its refusal, so before b's pong below)
+                assert await a.ping() > 0 and await b.ping() > 0
+                assert [e.text for e in b.of_type("caption_changed")] == ["one", "two"]
+
+    run(scenario())
+    for limit in ("max_new_worlds", "max_captions_per_world", "max_connections"):
+        assert refusals(server.url, limit) == 1, limit
+
+
 IDLE_TIMEOUT_S = 3.0
 PLAY_EVERY_S = 0.2
 """The active player moves every 0.2 s: it stays unless the machine stalls it for 2.8 s."""
