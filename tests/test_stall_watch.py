@@ -38,7 +38,7 @@ def _hold_the_loop() -> None:
 
 @pytest.fixture
 def watch(tmp_path):
-    w = StallWatch(THRESHOLD_S, path=str(tmp_path / "stalls.jsonl"), log_reports=False)
+    w = StallWatch(THRESHOLD_S, path=str(tmp_path / "stalls.jsonl"), log_reports=False, dump_stuck=False)
     yield w
     w.stop()
 
