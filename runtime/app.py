@@ -247,6 +247,7 @@ class StreamServer:
             process_request=make_process_request(
                 cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
                 token=cfg.token, secure=self._came_over_https, flooding=self._flooding, refusals=self.refusals,
+                unauthorized=self.metrics.connections_refused.labels("token").inc,
             ),
             max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most

@@ -52,6 +52,8 @@ THRESHOLD_ENV = "WORLDSTREAM_STALL_WATCH_MS"
 FILE_ENV = "WORLDSTREAM_STALL_WATCH_FILE"
 """Where reports are appended as JSON lines (optional)."""
 STACK_DEPTH = 10  # innermost frames per thread in a report
+OWN_FRAMES = 4  # and this project's innermost frames above those
+OWN_PACKAGES = ("runtime", "protocol", "bench")
 SLOW_GC_S = 0.010  # collections this slow, and every full one, are recorded
 BEAT_FORGET_S = 30.0  # a heartbeat not beaten for this long belongs to someone gone
 SAMPLES_S = 5.0  # per-thread CPU samples kept (a stall's CPU is counted from the one before it started)
@@ -138,6 +140,8 @@ class StallWatch(NoWatch):
         self._samples: deque[tuple[float, dict]] = deque(maxlen=int(SAMPLES_S / self.period_s) + 1)
         self._thread = threading.Thread(target=self._run, name="stall-watch", daemon=True)
         gc.callbacks.append(self._on_gc)
+        self._compiles: deque[tuple[str, str, float, str]] = deque(maxlen=256)  # (function, argument types, ms, thread)
+        self._numba_listener = _watch_numba_compiles(self._compiles)
         self._thread.start()
 
     # ------------------------------------------------------------------ what the watched code calls
@@ -191,6 +195,10 @@ class StallWatch(NoWatch):
         except ValueError:
             pass
         self._thread.join(2)
+        if self._numba_listener is not None:
+            from numba.core import event
+
+            event.unregister("numba:compile", self._numba_listener)
         if self.dump_stuck:
             faulthandler.cancel_dump_traceback_later()
 
@@ -224,6 +232,11 @@ class StallWatch(NoWatch):
         sample = _schedstat()
         if stalled:
             self._report(stalled, now, sample)
+        while self._compiles:
+            name, args, ms, thread = self._compiles.popleft()
+            self._keep({"time": time.time(), "pid": os.getpid(), "compile": {"function": name, "args": args, "ms": ms, "thread": thread}})
+            if self.log_reports:
+                log.warning("numba compiled %s(%s) in %.0f ms in thread %s, holding its compiler lock", name, args, ms, thread)
         while self._gc.new:
             gen, ms, collected, thread = self._gc.new.popleft()
             self._keep({"time": time.time(), "pid": os.getpid(), "gc": {"generation": gen, "ms": ms, "collected": collected, "thread": thread}})
@@ -317,6 +330,37 @@ class StallWatch(NoWatch):
         return {gen: {"count": g.count[gen], "ms": round(1e3 * g.seconds[gen], 1), "worst_ms": round(1e3 * g.worst[gen], 1)} for gen in range(3)}
 
 
+def _watch_numba_compiles(out: deque):
+    """Record every numba compilation (a kernel met with argument types it has no machine
+    code for, in memory or in its cache) into ``out``: it holds numba's compiler lock, and
+    the interpreter lock for much of it, for up to seconds. Only when numba is loaded
+    already (the server loads it at start); returns the listener (None: not watched)."""
+    if "numba" not in sys.modules:
+        return None
+    from numba.core import event
+
+    class CompileListener(event.Listener):
+        def __init__(self) -> None:
+            self.started: dict[int, float] = {}
+
+        def on_start(self, ev) -> None:
+            self.started[threading.get_ident()] = time.monotonic()
+
+        def on_end(self, ev) -> None:
+            t0 = self.started.pop(threading.get_ident(), None)
+            if t0 is None:
+                return
+            data = ev.data or {}
+            dispatcher = data.get("dispatcher")
+            name = getattr(getattr(dispatcher, "py_func", None), "__qualname__", str(dispatcher))
+            args = ", ".join(str(a) for a in data.get("args") or ())
+            out.append((name, args[:300], round(1e3 * (time.monotonic() - t0), 1), threading.current_thread().name))
+
+    listener = CompileListener()
+    event.register("numba:compile", listener)
+    return listener
+
+
 def _child_pids() -> list[int]:
     """This process's child processes (media workers, generation workers), from ``/proc``."""
     pids = []
@@ -376,12 +420,25 @@ def _threads(before: dict, after: dict, stacks: bool) -> list[dict]:
         comm, state, nice = _thread_state(pid, tid)
         thread = by_native.get(tid) if pid == me else None
         frame = frames.get(thread.ident) if thread is not None else None
-        stack = [f"{_short(f.filename)}:{f.lineno} {f.name}" for f in traceback.extract_stack(frame)[-STACK_DEPTH:]] if frame is not None else []
+        stack = _stack(frame) if frame is not None else []
         out.append({
             "pid": pid, "tid": tid, "name": thread.name if thread is not None else comm, "state": state, "nice": nice,
             "ran_ms": round((run - run0) / 1e6, 1), "waited_ms": round((wait - wait0) / 1e6, 1), "stack": stack,
         })
     return out
+
+
+def _stack(frame) -> list[str]:
+    """A thread's stack, outermost first: its innermost frames, and above them the innermost
+    few of this project's own (a thread deep inside a library, say numba compiling, then
+    still shows which of our calls got it there)."""
+    frames = traceback.extract_stack(frame)
+    inner = frames[-STACK_DEPTH:]
+    ours = [f for f in frames[:-STACK_DEPTH] if any(f"/{p}/" in f.filename for p in OWN_PACKAGES)][-OWN_FRAMES:]
+    lines = [f"{_short(f.filename)}:{f.lineno} {f.name}" for f in ours]
+    if ours and len(frames) > STACK_DEPTH + len(ours):
+        lines.append("...")
+    return lines + [f"{_short(f.filename)}:{f.lineno} {f.name}" for f in inner]
 
 
 def _short(path: str) -> str:

@@ -163,3 +163,7 @@ def test_server_token_guards_http_and_websocket(start_server):
             assert await ws.recv()
 
     run(scenario())
+    # every refusal above is counted: 4 paths, a wrong token, the WebSocket
+    with urllib.request.urlopen(urllib.request.Request(server.url + "/metrics", headers={"Authorization": f"Bearer {token}"}), timeout=10) as r:
+        metrics = r.read().decode()
+    assert 'worldstream_connections_refused_total{reason="token"} 6.0' in metrics

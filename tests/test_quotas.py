@@ -171,3 +171,50 @@ def test_every_limit_is_documented_with_its_flag_and_default():
     for f in fields(Limits):
         flag = "--" + f.name.replace("_", "-")
         assert f"`{flag}`" in text and f"{flag} {f.default:g}" in text, flag
+
+
+def _limits_table() -> list[list[str]]:
+    """The rows of docs/server.md's "Limits and security" table, as lists of cells."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "server.md").read_text()
+    section = text[text.index("## Limits and security"):]
+    section = section[: section.index("\n### ")]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| limit | default | flag | what the client sees | counted in `/metrics` |"), lines[0]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[1:]]
+
+
+def test_the_limits_table_names_real_flags_defaults_and_counters():
+    """Every row says its default, its flag (one the server has, or none), what the client
+    sees and where it is counted (a metric the server exports, with that label, or "—");
+    every quota and every security flag has its row, with the flag's real default."""
+    import re
+    from dataclasses import fields
+
+    from runtime.app import build_parser
+    from runtime.metrics import ServerMetrics
+
+    parser = build_parser()
+    defaults = {option: action.default for action in parser._actions for option in action.option_strings}
+    server_metrics = ServerMetrics()
+    metrics = {m._name: m for m in vars(server_metrics).values() if hasattr(m, "_name")}  # by name, less _total
+    flagged = {}
+    for row in _limits_table():
+        assert len(row) == 5 and all(row), row
+        _, default, flag, sees, counted = row
+        for named in re.findall(r"`(--[a-z-]+)", flag):
+            assert named in defaults, (named, row)
+            flagged[named] = default
+        for name, label, value in re.findall(r"`(worldstream_[a-z_]+?)(?:_total)?(?:\{(\w+)=\"(\w+)\"\})?`", counted):
+            assert name in metrics, (name, row)
+            if label:
+                metrics[name].labels(**{label: value})  # raises unless the metric has that label
+        assert counted.startswith("`worldstream_") or counted.startswith("—"), row
+    for f in fields(Limits):  # every quota: its own row, the default the flag really has
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in flagged and flagged[flag].startswith(f"{defaults[flag]:g}"), (flag, flagged.get(flag))
+    for flag in ("--max-players", "--world-linger", "--allow-origin", "--trust-proxy", "--token", "--worlds"):
+        assert flag in flagged, flag
+    assert flagged["--max-players"].startswith(f"{defaults['--max-players']:g}")
+    assert flagged["--world-linger"].startswith(f"{defaults['--world-linger']:g}")

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 
+import numba  # loaded before any watch starts, as in the server: compiles are watched only then
 import pytest
 
 from runtime import stall_watch
@@ -139,3 +140,14 @@ def test_settle_heap_freezes_what_lives_now():
         assert not any(o is keep for o in gc.get_objects(2))  # the frozen ones are out of the collector's walks
     finally:
         gc.unfreeze()
+
+
+def test_numba_compiles_are_recorded_with_the_kernel_and_its_argument_types(watch):
+    @numba.njit(nogil=True)
+    def doubled(x):
+        return 2 * x
+
+    doubled(3.5)
+    _wait_for(lambda: any("compile" in r for r in list(watch.reports)))
+    record = next(r["compile"] for r in watch.reports if "compile" in r)
+    assert record["function"].endswith("doubled") and record["args"] == "float64" and record["thread"] == "MainThread"

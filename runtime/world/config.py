@@ -53,6 +53,11 @@ class WorldConfig:
             every keyframe's surfaces at least ``far_field_near_m`` metres away, one splat
             per ``far_field_stride`` keyframe pixels, drawn behind the scene in place of
             the bare sky; 0 turns it off.
+        far_field_cell_m, far_field_max_gaussians: far chunks merge per far cell, a
+            ``far_field_cell_m`` square of the ground holding the keyframes' cameras (0: every
+            job's far splats stay a chunk of their own); past ``far_field_max_gaussians`` far
+            Gaussians the cells farthest from the newest landing are dropped (0: no cap). See
+            :meth:`.scene.Scene.land_far`.
         seam_blend_px: where a keyframe's new splats meet the scene's, their colours are
             matched to the scene's over about this many keyframe pixels (see
             :mod:`.keyframes.seams`); 0 turns it off.
@@ -118,6 +123,8 @@ class WorldConfig:
     detail_pitch_deg: float = -15.0
     far_field_near_m: float = 40.0
     far_field_stride: int = 2
+    far_field_cell_m: float = 64.0
+    far_field_max_gaussians: int = 1_000_000
     seam_blend_px: float = 24.0
     fit_iterations: int = 3
     hole_fraction: float = 0.02
@@ -164,6 +171,12 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.far_field_near_m must be 0 (off) or in [1, 1000] metres, got {self.far_field_near_m!r}")
         if int(self.far_field_stride) != self.far_field_stride or not 1 <= self.far_field_stride <= 64:
             raise ValueError(f"WorldConfig.far_field_stride must be an integer in [1, 64], got {self.far_field_stride!r}")
+        if not (self.far_field_cell_m == 0.0 or 1.0 <= self.far_field_cell_m <= 10_000.0):
+            raise ValueError(f"WorldConfig.far_field_cell_m must be 0 (no merging) or in [1, 10000] metres, got {self.far_field_cell_m!r}")
+        if int(self.far_field_max_gaussians) != self.far_field_max_gaussians or not 0 <= self.far_field_max_gaussians <= 100_000_000:
+            raise ValueError(
+                f"WorldConfig.far_field_max_gaussians must be an integer in [0, 100000000] (0 = no cap), got {self.far_field_max_gaussians!r}"
+            )
         if not 0.0 <= self.seam_blend_px <= 256.0:
             raise ValueError(f"WorldConfig.seam_blend_px must be in [0, 256] keyframe pixels (0 = off), got {self.seam_blend_px!r}")
         if not 0.0 <= self.hole_fraction < 1.0 or not 1.0 <= self.hole_reach_m <= 1000.0:
