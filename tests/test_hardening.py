@@ -361,8 +361,8 @@ def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped
     timers late by about that much. "At once" is shown by order, not by a clock: the server
     displaced the frozen connection for the new one (its log says so), which it can only do
     while the frozen one still held the player."""
-    drop_s = WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S + WS_CLOSE_TIMEOUT_S
-    assert drop_s <= 6.0  # what docs/server.md promises
+    documented_s = 6.0  # docs/server.md
+    assert WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S + WS_CLOSE_TIMEOUT_S <= documented_s
 
     async def scenario():
         name = unique("frozen")
@@ -385,7 +385,7 @@ def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped
 
             drop = asyncio.create_task(dropped())
             lag_ms = await worst_ping_while(stays, drop)
-            assert await drop < drop_s + 2.0 + lag_ms / 1e3, (await drop, lag_ms)
+            assert await drop < documented_s + 2.0 + lag_ms / 1e3, (await drop, lag_ms)
 
             # frozen again; this time its owner comes back on a new connection before the drop
             again = WorldClient(capped_server.url, world=name, name="frozen", video=False, resume_token=None)

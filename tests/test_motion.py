@@ -9,7 +9,8 @@ import pytest
 
 from runtime.world.camera import Pose
 from runtime.world.gaussians import Gaussians
-from runtime.world.movement.collision import SceneCollider
+from runtime.world.generators.procedural.biomes import BIOMES
+from runtime.world.movement.collision import ColliderConfig, SceneCollider, foliage
 from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, MAX_STEP, RUN_SPEED, WALK_SPEED, MoveInput, advance, head_step, step
 from runtime.world.scene import ChunkSource, Scene
 
@@ -213,19 +214,38 @@ def dome(cx: float, cz: float, radius: float, height: float, spacing: float = 0.
 
 
 BUSH_GREEN = (0.22, 0.42, 0.12)  # the procedural meadow's leaves
+BUSH_OLIVE = (0.50, 0.51, 0.27)  # the procedural desert's dry bushes, as lit (green no more than red)
 ROCK_GREY = (0.5, 0.48, 0.45)
+ROCK_RED = (0.66, 0.40, 0.26)  # the desert's rock
+SAND = (0.86, 0.69, 0.45)
 
 
-def test_a_bush_does_not_block_but_a_boulder_of_its_shape_does():
+@pytest.mark.parametrize("leaves, rock", [(BUSH_GREEN, ROCK_GREY), (BUSH_OLIVE, ROCK_RED), (BUSH_OLIVE, SAND)])
+def test_a_bush_does_not_block_but_a_boulder_of_its_shape_does(leaves, rock):
     """Walking head-on into a 1.6 m tall, 2.4 m wide bush goes through it (foliage is not an
-    obstacle, and its top is no hill); the same shape in rock's grey stops the walk."""
-    bush = collider_for(ground(-5, 5, -5, 10), (dome(0.0, 3.0, 1.2, 1.6), BUSH_GREEN))
+    obstacle, and its top is no hill); the same shape in rock's colour stops the walk."""
+    bush = collider_for(ground(-5, 5, -5, 10), (dome(0.0, 3.0, 1.2, 1.6), leaves))
     pose = walk(Pose(), MoveInput(forward=1.0), 5.0, bush)
     assert pose.position[2] > 5.0  # out the far side
     assert pose.position[1] == pytest.approx(0.0, abs=0.1)  # walked through, not over
-    rock = collider_for(ground(-5, 5, -5, 10), (dome(0.0, 3.0, 1.2, 1.6), ROCK_GREY))
+    rock = collider_for(ground(-5, 5, -5, 10), (dome(0.0, 3.0, 1.2, 1.6), rock))
     pose = walk(Pose(), MoveInput(forward=1.0), 5.0, rock)
     assert pose.position[2] < 2.0
+
+
+def test_foliage_is_every_biome_s_bush_leaves_and_none_of_its_ground_rock_wood_or_walls():
+    """The colour rule against the procedural biomes' palettes, lit from dark to bright: the
+    leaves of every biome with bushes are foliage; ground, rock, trunks, walls, roofs, roads
+    and water never are (a player must not walk through them)."""
+    shades = np.linspace(0.6, 1.3, 8)[:, None]
+    for biome in BIOMES.values():
+        if biome.mix_bush > 0:
+            for name in ("leaf_a", "leaf_b"):
+                lit = np.clip(np.asarray(getattr(biome, name)) * shades, 0.0, 1.0)
+                assert foliage(lit, ColliderConfig().foliage_ratio).all(), (biome.name, name)
+        for name in ("dirt", "rock", "sand", "snow", "trunk", "wall_a", "wall_b", "roof", "street", "water_shallow", "water_deep"):
+            lit = np.clip(np.asarray(getattr(biome, name)) * shades, 0.0, 1.0)
+            assert not foliage(lit, ColliderConfig().foliage_ratio).any(), (biome.name, name)
 
 
 def test_a_low_bush_is_stepped_over_and_grass_on_a_slope_still_walks():

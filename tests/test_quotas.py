@@ -218,3 +218,37 @@ def test_the_limits_table_names_real_flags_defaults_and_counters():
         assert flag in flagged, flag
     assert flagged["--max-players"].startswith(f"{defaults['--max-players']:g}")
     assert flagged["--world-linger"].startswith(f"{defaults['--world-linger']:g}")
+
+
+def test_failed_views_are_remembered_only_for_their_retry_time(world):
+    """A world whose generation keeps failing (a player walking on, a broken model) records
+    each failed keyframe view for ``retry_after_s`` only: the record stays small."""
+    from runtime.world.camera import Cameras, intrinsics_from_fov
+
+    planner, retry_s = world._planner, world.config.retry_after_s
+    K = intrinsics_from_fov(64, 36, math.radians(60.0))
+    for second in range(int(10 * retry_s)):  # a failure a second, each at a new place
+        planner.record_failed(Cameras(Pose(np.array([second, 0.0, 0.0], np.float32)).w2c, K, 64, 36), float(second))
+    assert len(planner.failed_views.times) <= retry_s + 1
+    assert planner.failed_views.times.min() >= 10 * retry_s - 1 - retry_s
+
+
+def test_resume_records_are_bounded(tmp_path, monkeypatch):
+    """Tokens of players who left are kept at most ``MAX_RESUME_RECORDS``, the oldest going first."""
+    import asyncio
+
+    from runtime import sessions
+    from runtime.config import Executors, ServerConfig
+    from runtime.metrics import ServerMetrics
+
+    monkeypatch.setattr(sessions, "MAX_RESUME_RECORDS", 3)
+    executors = Executors(media_processes=0)
+    try:
+        registry = sessions.SessionRegistry(ServerConfig(worlds=tmp_path), executors, ServerMetrics(), CpuRenderer())
+        tokens = [registry.new_token() for _ in range(5)]
+        for i, token in enumerate(tokens):
+            registry.remember(token, "w", f"p{i}", Pose(np.zeros(3, np.float32)))
+        assert [registry.resume(t, "w") for t in tokens[:2]] == [None, None]  # the oldest two went
+        assert [registry.resume(t, "w").player_id for t in tokens[2:]] == ["p2", "p3", "p4"]
+    finally:
+        asyncio.run(executors.close())
