@@ -78,6 +78,13 @@ class WorldConfig:
         revisit_radius_m, revisit_angle_deg: a player's view within this distance
             (metres) and angle (degrees) of a view a player was shown earlier is that
             view again: it is displayed as it was then (see :mod:`.seen_views`).
+        keep_keyframe_views: new chunks may not change what earlier keyframes'
+            reconstructions show (their splats there are dropped; see
+            :meth:`.frontier.chunk_builder.ChunkBuilder._keep_earlier_views`). Off by default:
+            keyframes are made ahead of players, mostly of places no one was shown yet, and
+            what players were shown is kept by the frozen seen views; keeping every keyframe's
+            view kept a closer keyframe out of what a far one had made (see docs/world.md,
+            "Revisits").
     """
 
     name: str
@@ -124,6 +131,7 @@ class WorldConfig:
     hole_reach_m: float = 15.0
     coarse_scale: float = 0.5
     coarse_speed: float = 3.0
+    keep_keyframe_views: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -183,6 +191,8 @@ class WorldConfig:
             )
         if not 0.0 < self.revisit_angle_deg < 180.0:
             raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")
+        if not isinstance(self.keep_keyframe_views, bool):
+            raise ValueError(f"WorldConfig.keep_keyframe_views must be true or false, got {self.keep_keyframe_views!r}")
         # JSON round trips turn tuples into lists; keep tuples so configs compare equal.
         for name in ("ring_yaws", "frontier_distances", "keyframe_pitch_range", "job_yaw_offsets"):
             setattr(self, name, tuple(float(v) for v in getattr(self, name)))
