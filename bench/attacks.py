@@ -6,11 +6,18 @@ seconds, from a separate process (so the attacker's own work does not slow the p
 client), and prints per phase:
 
 * the player's received (decoded) fps and its largest gap between decoded frames, in ms
-  and in frame intervals (the target: no gap over 2 intervals),
+  and in frame intervals (the target: no gap over 2 intervals), the gaps' 50th, 90th and
+  99th percentiles and how many were over 2 intervals, and the largest gap in the server's
+  sending (its ``frame_info`` times: a decoded gap the server did not have came about on
+  the way or in the player's own process), and the frames the server sent and dropped in
+  the phase (``/metrics``, all players: ``replaced`` a picture not yet encoded when the next
+  came, ``worker_behind``, ``render_failed``),
 * its slowest ping (WebSocket round trip, ms) and whether it was disconnected,
 * whether a new player could join at the end of the phase, and how long that took,
-* the server's CPU (its main process, % of one core; media workers apart) and the
-  attacker's: on a machine with few cores the attacker's own CPU takes from the server's,
+* the server's CPU (its main process, % of one core; media workers apart), of that its
+  event loop's thread alone (the CPU an attack costs the loop every tick waits on: unlike
+  the gaps, it hardly changes when other work shares the machine), and the attacker's: on
+  a machine with few cores the attacker's own CPU takes from the server's,
 * what the attacker did (messages or connections), the replies it got, and how its attempts
   failed (exception names: ``InvalidStatus`` is a handshake refused with an HTTP status).
 
@@ -36,6 +43,14 @@ counts them as another client than the player, as it would two hosts on the inte
 (With ``--url`` the server's own settings apply: without ``--trust-proxy`` the attacker and
 the player are one client address and share its quotas.)
 
+With ``--stall-watch MS`` (default 60, under the 2 frame intervals of the target at 30 fps;
+0: off) the server runs with its stall watch
+(``runtime/stall_watch.py``, ``WORLDSTREAM_STALL_WATCH_MS``) and the player's process
+watches its own event loop the same way: each phase then lists the stalls (anything late by
+more than MS) of the server and of the player, and prints the worst one's report: which
+clock was late and in which stage, garbage collections, and per thread the CPU it ran and
+waited for and its stack. ``--json`` keeps every report.
+
 Example (CPU, 2 cores; a few seconds per phase)::
 
     .venv/bin/python -m bench.attacks --duration 5
@@ -48,7 +63,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing as mp
+import os
 import random
 import tempfile
 import time
@@ -56,11 +73,14 @@ import uuid
 from pathlib import Path
 
 import msgpack
+from websockets.exceptions import ConnectionClosed
 
-from bench.common import describe_machine, format_table, write_json
+from bench.common import describe_machine, format_table, percentile, write_json
 from bench.stream import ServerCpu, drive, max_gap, run_loop, start_server
 from protocol import messages as m
+from runtime import stall_watch
 from runtime.client import ServerError, WorldClient, ws_url
+from runtime.heap import settle_heap
 
 ATTACKS = ("none", "cpu_only", "bad_messages", "world_creation", "teleport", "idle_connections")
 ATTACKER = {"X-Forwarded-For": "198.51.100.7"}
@@ -190,9 +210,12 @@ async def _idle_connections(url: str, until: float, stats: dict, count: int = 20
     await asyncio.gather(*(one() for _ in range(count)))
 
 
-def _attack_process(kind: str, url: str, world: str, start_at: float, duration: float, out) -> None:
-    """Child process: wait for ``start_at`` (wall clock), attack for ``duration`` s, report stats."""
+def _attack_process(kind: str, url: str, world: str, go, duration: float, out) -> None:
+    """Child process: say it is ready (its imports are done), wait for the start time (wall
+    clock) from ``go``, attack for ``duration`` s, report stats on ``out``."""
     stats = {"sent": 0, "closed": 0, "replies": {}}
+    out.put("ready")
+    start_at = go.get(True, 120)
 
     async def main() -> None:
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -242,43 +265,171 @@ async def _join_time(url: str, world: str) -> str:
         return type(exc).__name__
 
 
-async def run_phases(url: str, attacks: list[str], duration: float, fps: int, server_cpu: ServerCpu | None = None) -> list[dict]:
+def loop_cpu_ns(pid: int | None) -> int | None:
+    """ns the server's main thread (its event loop) has run on a CPU (``/proc``; None: unknown).
+    Unlike wall-clock gaps, this does not grow when other work shares the machine: it is
+    what an attack costs the loop that every frame's tick waits on."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def frame_counters(url: str) -> dict[str, float]:
+    """The server's frame counters from ``/metrics``: ``sent`` and ``dropped <reason>``
+    (replaced, worker_behind, render_failed); empty when it cannot be read."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("worldstream_frames_sent_total "):
+            out["sent"] = float(line.split()[-1])
+        elif line.startswith('worldstream_frames_dropped_total{reason="'):
+            out["dropped " + line.split('"')[1]] = float(line.split()[-1])
+    return out
+
+
+def gap_stats(times: list[float], fps: float) -> dict:
+    """Gaps between consecutive frame times, in frame intervals: percentiles and how many exceed 2."""
+    gaps = [(b - a) * fps for a, b in zip(times, times[1:])]
+    if not gaps:
+        return {"gap_p50": None, "gap_p90": None, "gap_p99": None, "gaps_over_2": 0}
+    return {
+        "gap_p50": round(percentile(gaps, 50), 2), "gap_p90": round(percentile(gaps, 90), 2),
+        "gap_p99": round(percentile(gaps, 99), 2), "gaps_over_2": sum(g > 2 for g in gaps),
+    }
+
+
+def read_reports(path: Path | None) -> list[dict]:
+    """The server's stall reports so far (JSON lines; none when the watch is off)."""
+    if path is None or not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line being written
+            pass
+    return out
+
+
+def stalls_in(reports: list[dict], t0: float, t1: float) -> dict:
+    """The stall reports (wall clock ``t0``..``t1``): how many, the longest wait, full
+    garbage collections (how many, the longest ms), and the reports."""
+    reports = [r for r in reports if t0 <= r.get("time", 0) <= t1]
+    stalls = [r for r in reports if "late" in r]
+    ended = [r["ended"]["ms"] for r in reports if "ended" in r]
+    longest = max([*ended, *(late["ms"] for r in stalls for late in r["late"])], default=0.0)
+    full_gc = [r["gc"]["ms"] for r in reports if "gc" in r and r["gc"]["generation"] == 2]
+    compiles = [r["compile"] for r in reports if "compile" in r]
+    return {"count": len(stalls), "longest_ms": longest, "full_gc": len(full_gc), "full_gc_ms": max(full_gc, default=0.0),
+            "compiles": compiles, "reports": reports}
+
+
+def stall_text(who: str, stalls: dict) -> str:
+    """The phase's stalls for printing: a count line, and the worst report in full."""
+    gc_line = f"    {who}: {stalls['full_gc']} full gc, longest {stalls['full_gc_ms']:.0f} ms\n" if stalls["full_gc"] else ""
+    gc_line += "".join(f"    {who}: numba compiled {c['function']}({c['args']}) in {c['ms']:.0f} ms ({c['thread']})\n" for c in stalls["compiles"])
+    if not stalls["count"]:
+        return gc_line
+    worst = max((r for r in stalls["reports"] if "late" in r), key=lambda r: max(late["ms"] for late in r["late"]))
+    body = stall_watch.format_report(worst).replace("\n", "\n      ")
+    return gc_line + f"    {who} stalls: {stalls['count']}, longest wait {stalls['longest_ms']:.0f} ms; the worst:\n      {body}\n"
+
+
+async def run_phases(url: str, attacks: list[str], duration: float, fps: int, server_cpu: ServerCpu | None = None,
+                     stall_file: Path | None = None, stall_ms: float = 0.0) -> list[dict]:
+    # The player's own process is watched too: a stall there looks like the server's to the player.
+    client_watch = stall_watch.StallWatch(stall_ms / 1e3, dump_stuck=False, log_reports=False) if stall_ms > 0 else stall_watch.NoWatch()
+    unwatch = client_watch.watch_loop(asyncio.get_running_loop())
+    try:
+        return await _phases(url, attacks, duration, fps, server_cpu, stall_file, client_watch)
+    finally:
+        unwatch()
+        client_watch.stop()
+
+
+async def _phases(url: str, attacks: list[str], duration: float, fps: int, server_cpu: ServerCpu | None, stall_file: Path | None,
+                  client_watch: stall_watch.NoWatch) -> list[dict]:
     world = f"victim-{uuid.uuid4().hex[:6]}"
     rows = []
     ctx = mp.get_context("spawn")
     async with WorldClient(url, new_world=m.NewWorld(name=world, seed=11), name="player") as player:
         await player.next_frame(timeout=60)
+        # The player's process is the measuring instrument (a browser in real use): keep its
+        # own full collections short, as the server does, so they do not pass for the server's.
+        settle_heap()
         await asyncio.sleep(SETTLE_S)
         for kind in attacks:
-            out = ctx.Queue()
+            out, go = ctx.Queue(), ctx.Queue()
             proc = None
-            start_at = time.time() + 1.0  # the child needs a moment to start
             if kind != "none":
-                proc = ctx.Process(target=_attack_process, args=(kind, url, world, start_at, duration, out), daemon=True)
+                # Its start-up (an interpreter and the client's imports: a second of CPU) must
+                # be over before the phase, or it weighs on the first frames measured.
+                proc = ctx.Process(target=_attack_process, args=(kind, url, world, go, duration, out), daemon=True)
                 proc.start()
+                await asyncio.to_thread(out.get, True, 120)
+            start_at = time.time() + 0.5
+            go.put(start_at)
             await asyncio.sleep(max(0.0, start_at - time.time()))
             closed_before = player.closed.is_set()
             cpu0 = server_cpu.sample() if server_cpu else None
+            loop0 = loop_cpu_ns(server_cpu.pid if server_cpu else None)
+            counters0 = await asyncio.to_thread(frame_counters, url)
+            wall0 = time.time()
             t0 = time.monotonic()
             worst = [0.0]
-            await asyncio.gather(drive(player, duration, 0.0), _ping_loop(player, t0 + duration, worst))
+            lost = False
+            try:
+                await asyncio.gather(drive(player, duration, 0.0), _ping_loop(player, t0 + duration, worst))
+            except (ConnectionError, ConnectionClosed):  # the server dropped the player: the row says so
+                lost = True
             t1 = time.monotonic()
             main_cpu, children_cpu = server_cpu.usage(cpu0, server_cpu.sample()) if server_cpu else (float("nan"),) * 2
+            loop1 = loop_cpu_ns(server_cpu.pid if server_cpu else None)
+            counters1 = await asyncio.to_thread(frame_counters, url)
+            frames = {k: int(v - counters0.get(k, 0.0)) for k, v in counters1.items() if v - counters0.get(k, 0.0) > 0}
+            loop_cpu = 100 * (loop1 - loop0) / 1e9 / (t1 - t0) if loop0 is not None and loop1 is not None else float("nan")
             joined = await _join_time(url, world)
             stats = await asyncio.to_thread(out.get, True, 60) if proc else {}
             if proc:
-                proc.join(10)
+                await asyncio.to_thread(proc.join, 10)
+            wall1 = wall0 + (t1 - t0)
             times = [t for t in player.frame_times if t0 <= t <= t1]
             gap = max_gap(times)
+            sent = [server_ms / 1e3 for arrived, server_ms in player.info_times if t0 <= arrived <= t1]
+            server_stalls = stalls_in(read_reports(stall_file), wall0, wall1)
+            client_stalls = stalls_in(list(client_watch.reports), wall0, wall1)
             rows.append({
                 "attack": kind,
                 "recv_fps": round((len(times) - 1) / (times[-1] - times[0]), 2) if len(times) > 1 else 0.0,
                 "max_gap_ms": round(gap * 1e3, 1),
                 "gap_intervals": round(gap * fps, 2),
+                **gap_stats(times, fps),
+                "server_sent_gap_intervals": round(max_gap(sent) * fps, 2),
+                "server_stalls": server_stalls["count"],
+                "server_stall_ms": server_stalls["longest_ms"],
+                "client_stalls": client_stalls["count"],
+                "client_stall_ms": client_stalls["longest_ms"],
+                "server_full_gc": server_stalls["full_gc"],
+                "server_full_gc_ms": server_stalls["full_gc_ms"],
+                "server_compile_ms": round(sum(c["ms"] for c in server_stalls["compiles"]), 1),
+                "stall_reports": {"server": server_stalls["reports"], "player": client_stalls["reports"]},
                 "worst_ping_ms": round(worst[0], 1),
-                "disconnected": player.closed.is_set() and not closed_before,
+                "disconnected": lost or (player.closed.is_set() and not closed_before),
                 "new_player": joined,
                 "server_cpu_pct": round(main_cpu, 1),
+                "server_loop_cpu_pct": round(loop_cpu, 1),
+                "server_frames": frames,  # sent and dropped (by reason) in the phase, all players
+                "server_dropped": sum(v for k, v in frames.items() if k.startswith("dropped")),
                 "server_children_cpu_pct": round(children_cpu, 1),
                 "attacker_cpu_pct": stats.get("cpu_pct"),
                 "attacker_sent": stats.get("sent"),
@@ -288,7 +439,8 @@ async def run_phases(url: str, attacks: list[str], duration: float, fps: int, se
                 "attacker_error": stats.get("error"),
             })
             print(_row_text(rows[-1]), flush=True)
-            if player.closed.is_set():
+            print(stall_text("server", server_stalls) + stall_text("player process", client_stalls), end="", flush=True)
+            if lost or player.closed.is_set():
                 break
             await asyncio.sleep(SETTLE_S)
     return rows
@@ -297,9 +449,13 @@ async def run_phases(url: str, attacks: list[str], duration: float, fps: int, se
 def _row_text(row: dict) -> str:
     replies = ", ".join(f"{k} {v}" for k, v in sorted((row.get("replies") or {}).items()))
     failures = ", ".join(f"{k} {v}" for k, v in sorted((row.get("attacker_failures") or {}).items()))
-    return (f"  {row['attack']}: {row['recv_fps']} fps, largest gap {row['max_gap_ms']} ms ({row['gap_intervals']} frames), "
+    return (f"  {row['attack']}: {row['recv_fps']} fps, largest gap {row['max_gap_ms']} ms ({row['gap_intervals']} frames; "
+            f"p50 {row['gap_p50']}, p90 {row['gap_p90']}, p99 {row['gap_p99']}, {row['gaps_over_2']} over 2; "
+            f"server's sending: largest {row['server_sent_gap_intervals']}; frames {row['server_frames']}), "
+            f"stalls: server {row['server_stalls']} (longest {row['server_stall_ms']:.0f} ms), "
+            f"player process {row['client_stalls']} (longest {row['client_stall_ms']:.0f} ms), "
             f"worst ping {row['worst_ping_ms']} ms, disconnected {row['disconnected']}, new player {row['new_player']}, "
-            f"server CPU {row['server_cpu_pct']}% (+{row['server_children_cpu_pct']}% media workers), attacker CPU {row['attacker_cpu_pct']}%, "
+            f"server CPU {row['server_cpu_pct']}% (event loop {row['server_loop_cpu_pct']}%; +{row['server_children_cpu_pct']}% media workers), attacker CPU {row['attacker_cpu_pct']}%, "
             f"attacker sent {row['attacker_sent']} closed {row['attacker_closed']} [{replies}] failed [{failures}]")
 
 
@@ -312,6 +468,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--renderer", default="cpu")
     p.add_argument("--generator", default="procedural")
+    p.add_argument("--stall-watch", type=float, default=60.0, metavar="MS",
+                   help="report anything in the server or the player's process late by more than MS (default 60; 0: off)")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args(argv)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
@@ -322,22 +480,40 @@ def main(argv: list[str] | None = None) -> None:
     proc = None
     with tempfile.TemporaryDirectory(prefix="attacks-") as tmp:
         url = args.url
+        stall_file = None
         if url is None:
             server_args = argparse.Namespace(renderer=args.renderer, generator=args.generator, codec="h264", resolution=args.resolution,
                                              fps=args.fps, bitrate=None, crf=None, server_cores=None)
-            proc, url = start_server(server_args, Path(tmp), extra_args=("--trust-proxy", "127.0.0.1"))
-        print(f"server {url}: {args.renderer} renderer, {args.resolution}@{args.fps}; {args.duration:g} s per attack")
+            if args.stall_watch > 0:  # the server inherits these (start_server copies the environment)
+                stall_file = Path(tmp) / "stalls.jsonl"
+                os.environ[stall_watch.THRESHOLD_ENV] = f"{args.stall_watch:g}"
+                os.environ[stall_watch.FILE_ENV] = str(stall_file)
+            try:
+                proc, url = start_server(server_args, Path(tmp), extra_args=("--trust-proxy", "127.0.0.1"))
+            finally:
+                os.environ.pop(stall_watch.THRESHOLD_ENV, None)
+                os.environ.pop(stall_watch.FILE_ENV, None)
+        print(f"server {url}: {args.renderer} renderer, {args.resolution}@{args.fps}; {args.duration:g} s per attack; "
+              f"stall watch {f'{args.stall_watch:g} ms' if args.stall_watch > 0 else 'off'}")
         try:
-            rows = run_loop(run_phases(url, attacks, args.duration, args.fps, ServerCpu(proc.pid) if proc else None))
+            rows = run_loop(run_phases(url, attacks, args.duration, args.fps, ServerCpu(proc.pid) if proc else None,
+                                       stall_file, args.stall_watch))
+            if proc is not None and (proc.poll() is not None or any(r["disconnected"] for r in rows)):
+                print(f"the server {'exited' if proc.poll() is not None else 'dropped the player'}; its log ends:\n"
+                      + (Path(tmp) / "server.log").read_text(errors="replace")[-4000:])
         finally:
             if proc is not None:
                 proc.terminate()
                 proc.wait(20)
     print()
     print(format_table(rows, [("attack", "attack"), ("recv_fps", "fps"), ("max_gap_ms", "max gap ms"),
-                              ("gap_intervals", "gap / frame"), ("worst_ping_ms", "worst ping ms"),
+                              ("gap_intervals", "gap / frame"), ("gap_p50", "p50"), ("gap_p90", "p90"), ("gap_p99", "p99"),
+                              ("gaps_over_2", "gaps > 2"), ("server_sent_gap_intervals", "server's largest"), ("server_dropped", "server dropped"),
+                              ("server_stall_ms", "server stall ms"), ("client_stall_ms", "player stall ms"),
+                              ("server_full_gc_ms", "server full gc ms"), ("server_compile_ms", "server compile ms"),
+                              ("worst_ping_ms", "worst ping ms"),
                               ("disconnected", "disconnected"), ("new_player", "new player"),
-                              ("server_cpu_pct", "server CPU %"), ("attacker_cpu_pct", "attacker CPU %"),
+                              ("server_cpu_pct", "server CPU %"), ("server_loop_cpu_pct", "loop CPU %"), ("attacker_cpu_pct", "attacker CPU %"),
                               ("attacker_sent", "attacker sent")]))
     write_json(args.json, {"args": vars(args), "rows": rows})
 

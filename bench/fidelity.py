@@ -21,7 +21,9 @@ The procedural generator renders any camera exactly, so it is the ground truth. 
 
 Measured per novel view, against the generator's picture: PSNR (RGB), SSIM (luma),
 sharpness ratio (mean luma gradient, world / generator), hole fraction (pixels where the
-world shows nothing -- alpha < 0.5, the sky shows -- and the generator shows a surface),
+world shows nothing -- alpha < 0.5, the sky shows -- and the generator shows a surface; the
+world's alpha is the scene's composited over the far field drawn behind it, as the player
+is shown them: distant terrain the far field shows is no hole),
 the same PSNR after the server's H.264 encoder (libx264, CRF 18, one stream of the novel
 views in order, decoded), and the **ceiling**: the generator's picture of the same
 surfaces with its view-dependent terms (distance fog, water reflection) evaluated from
@@ -33,7 +35,12 @@ hole opens at the first sample above ``--hole-threshold`` of the view (1 %) and 
 the next sample at or below it (or at the last sample, still open); reported as the share
 of the walk's time with a visible hole and the p50 / p95 / max seconds of these holes; the
 same for holes nearer than 15 m (``NEAR_M``: what the world fills from the player's own
-view), apart from the far field at the horizon.
+view), apart from the far field at the horizon; ``scene holes`` is the walk's hole fraction
+of the scene's alpha alone (the far field left out: this bench's measure until 2026-12-07).
+``--causes`` breaks every walk sample's holes down by the generator's depth there, whether
+the far field covers them and whether any keyframe saw that surface (:mod:`bench.hole_causes`).
+The walker's velocity, given to planning, follows the ground (uphill it rises), as the
+server derives it from a player's moves.
 ``--timeline`` prints every job of each walk: when it was planned, started, finished
 generating, landed in the scene and was first drawn (seconds since the walk started), its
 trace resolution (coarse fill jobs are traced at a fraction of the keyframe size) and how
@@ -47,6 +54,7 @@ Usage::
     .venv/bin/python -m bench.fidelity --config keyframe_width=640 --config keyframe_height=360
     .venv/bin/python -m bench.fidelity --fast-forward --speeds 3          # generation waited for: load-independent
     .venv/bin/python -m bench.fidelity --speeds 6 --novel 0 --no-encoder --timeline     # why holes last
+    .venv/bin/python -m bench.fidelity --speeds 1.5 --novel 0 --no-encoder --causes     # what the holes are
 
 ``--config key=value`` overrides a ``WorldConfig`` field (JSON values) to compare settings.
 On the shared 2-core machine generation competes with everything else running: compare
@@ -64,6 +72,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench import hole_causes
 from bench.common import describe_machine, format_table, machine, write_json
 from bench.compare import psnr, sharpness, ssim
 from runtime.world import PlayerState, Pose, World, WorldConfig
@@ -72,6 +81,7 @@ from runtime.world.generators.base import CancelToken, GenerationRequest
 from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural.generator import ground_height_y
 from runtime.world.keyframes.fit import FIT_ITERATIONS
+from runtime.world.keyframes.optimise import ChunkOptimiser
 from runtime.world.render import create_renderer
 
 VIEW_FOV = math.radians(60.0)
@@ -149,6 +159,19 @@ def eye_pose(x: float, z: float, yaw: float, pitch: float, seed: int) -> Pose:
     return Pose(np.array([x, y, z], np.float32), yaw, pitch)
 
 
+def walk_velocity(path: Path2D, s: float, speed: float, seed: int, ds: float = 0.5) -> np.ndarray:
+    """``[3]`` m/s: the velocity of an eye walking ``path`` at ``speed`` after ``s`` metres,
+    vertical part included (the eye follows the ground), as the server derives a player's
+    velocity from its moves; planning's view ahead rises with an uphill walk."""
+    x0, z0, _ = path.at(s)
+    x1, z1, yaw = path.at(s + ds)
+    if math.hypot(x1 - x0, z1 - z0) < 1e-6:  # the end of the path: level, along the heading
+        return np.array([math.sin(yaw), 0.0, math.cos(yaw)], np.float32) * speed
+    d = eye_pose(x1, z1, 0.0, 0.0, seed).position - eye_pose(x0, z0, 0.0, 0.0, seed).position
+    horizontal = math.hypot(float(d[0]), float(d[2]))
+    return (d / horizontal * speed).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- truth
 class Truth:
     """The generator's pictures of any camera (its own instance: no shared state with the world)."""
@@ -166,11 +189,14 @@ class Truth:
         return result.rgb, result.depth
 
 
-def holes(world_alpha: np.ndarray, truth_depth: np.ndarray, within: float = SKY_DEPTH) -> float:
+def holes(world_alpha: np.ndarray, truth_depth: np.ndarray, within: float = SKY_DEPTH, far_alpha: np.ndarray | None = None) -> float:
     """Fraction of pixels where the world shows nothing (alpha < 0.5) but the generator a
-    surface (nearer than ``within`` metres along the view axis)."""
+    surface (nearer than ``within`` metres along the view axis). With ``far_alpha`` (the
+    far field's opacity there, drawn behind the scene) the world's alpha is the two
+    composited, as the player sees them: distant terrain the far field shows is no hole."""
     surface = np.isfinite(truth_depth) & (truth_depth < min(within, SKY_DEPTH))
-    return float(((world_alpha < 0.5) & surface).mean())
+    shown = world_alpha if far_alpha is None else world_alpha + (1.0 - world_alpha) * far_alpha
+    return float(((shown < 0.5) & surface).mean())
 
 
 def reduce_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -261,7 +287,8 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     from runtime.sessions import generator_options
 
     generator = ProceduralGenerator(**generator_options("procedural"))
-    world = World(config, generator=generator, renderer=create_renderer(args.renderer))
+    optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
+    world = World(config, generator=generator, renderer=create_renderer(args.renderer), chunk_optimiser=optimiser)
     path = make_path(path_kind, args.distance, seed)
     timeline = JobTimeline(world)
     try:
@@ -291,7 +318,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             moving = t <= walk_s
             x, z, yaw = path.at(s)
             pose = eye_pose(x, z, yaw, 0.0, seed)
-            velocity = np.array([math.sin(yaw), 0.0, math.cos(yaw)], np.float32) * (speed if moving else 0.0)
+            velocity = walk_velocity(path, s, speed, seed) if moving else np.zeros(3, np.float32)
             if now >= next_update:
                 world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
                 next_update += 1.0 / args.update_hz
@@ -304,10 +331,10 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
                 timeline.rendered(version, now)
                 next_frame += 1.0 / args.stream_fps
                 if sample:
-                    samples.append((t, s, pose, reduce_alpha(frame.alpha[0], SAMPLE_SIZE)))
+                    samples.append((t, s, pose, reduce_alpha(frame.alpha[0], SAMPLE_SIZE), _state(args, world, pose)))
             elif sample:
                 frame = world.render(pose.camera(*SAMPLE_SIZE, VIEW_FOV))
-                samples.append((t, s, pose, frame.alpha[0]))
+                samples.append((t, s, pose, frame.alpha[0], _state(args, world, pose)))
             if sample:
                 next_sample += 1.0 / args.sample_hz
             pending = [v for v in (next_update, next_sample, next_frame if args.stream_fps > 0 else math.inf)]
@@ -323,16 +350,20 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         truth = Truth(caption, seed)
         if samples:
             cams = Cameras(
-                np.stack([p.w2c for _, _, p, _ in samples]),
+                np.stack([x[2].w2c for x in samples]),
                 np.broadcast_to(intrinsics_from_fov(*SAMPLE_SIZE, VIEW_FOV), (len(samples), 3, 3)),
                 *SAMPLE_SIZE,
             )
             _, tdepth = truth.render(cams)
-            for k, (t, s, _, alpha) in enumerate(samples):
+            for k, (t, s, pose, alpha, (drawn, frames)) in enumerate(samples):
+                far = hole_causes.far_alpha(world.renderer, drawn, pose.camera(*SAMPLE_SIZE, VIEW_FOV))
                 out.samples.append({
-                    "t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k]),
-                    "holes_near": holes(alpha, tdepth[k], NEAR_M),
+                    "t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k], far_alpha=far),
+                    "holes_near": holes(alpha, tdepth[k], NEAR_M, far_alpha=far), "holes_scene": holes(alpha, tdepth[k]),
                 })
+                if frames is not None:
+                    out.samples[-1]["causes"] = hole_causes.classify(
+                        alpha, far, tdepth[k], pose.camera(*SAMPLE_SIZE, VIEW_FOV), world.memory.frames()[:frames], SKY_DEPTH, NEAR_M)
         walk_s_total = walk_s
         for job in timeline.rows():
             t_plan = job["planned"]
@@ -367,7 +398,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
                 "psnr": _finite(psnr(w_out.rgb[0], t_rgb[0])),
                 "ssim": ssim(w_out.rgb[0], t_rgb[0]),
                 "sharpness": sharpness(w_out.rgb[0]) / max(sharpness(t_rgb[0]), 1e-6),
-                "holes": holes(w_out.alpha[0], t_depth[0]),
+                "holes": holes(w_out.alpha[0], t_depth[0], far_alpha=hole_causes.far_alpha(world.renderer, _drawn(world, cam), cam)),
                 "ceiling": _finite(psnr(c_rgb[0], t_rgb[0])),
                 "far_gain": _far_gain(world, cam, w_out.rgb[0], t_rgb[0]),
             }
@@ -398,6 +429,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             "holes_novel": float(np.mean([v["holes"] for v in views])) if views else None,
             "holes_walk_mean": float(np.mean(walk_holes)),
             "holes_walk_max": float(np.max(walk_holes)),
+            "holes_scene_mean": float(np.mean([x["holes_scene"] for x in out.samples if x["moving"]] or [0.0])),
             "hole_p50_s": round(float(np.median(episodes)), 2) if episodes else 0.0,
             "hole_p95_s": round(float(np.percentile(episodes, 95)), 2) if episodes else 0.0,
             "hole_longest_s": round(max(episodes), 2) if episodes else 0.0,
@@ -408,6 +440,11 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
             "ceiling_med": float(np.median([v["ceiling"] for v in views])) if views else None,
         }
+        if optimiser is not None:  # what chunk optimisation did during this walk (all chunks, spawn included)
+            kept, rejected = world.stats["chunks_optimised"], world.stats["chunks_optimise_rejected"]
+            out.row.update(chunks_optimised=kept, chunks_optimise_rejected=rejected,
+                           optimise_ms_per_chunk=round(world.stats["optimise_ms"] / max(kept + rejected, 1), 1),
+                           optimise_gain_db_per_kept=round(world.stats["optimise_gain_db"] / max(kept, 1), 2))
         log(f"  {biome} seed {seed} {path_kind} {speed} m/s: PSNR {out.row['psnr_med']:.1f} (p5 {out.row['psnr_p5']:.1f}), "
             f"sharp {out.row['sharp_med'] or 0:.2f}, walk holes {out.row['holes_walk_mean']:.3f}, {walk_jobs} jobs")
     finally:
@@ -427,12 +464,26 @@ def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int
         s = min(k * speed * step_s, path.length)
         x, z, yaw = path.at(s)
         pose = eye_pose(x, z, yaw, 0.0, seed)
-        velocity = np.array([math.sin(yaw), 0.0, math.cos(yaw)], np.float32) * speed
+        velocity = walk_velocity(path, s, speed, seed)
         world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
         world.wait_idle(args.bootstrap_timeout_s)
         frame = world.render(pose.camera(*SAMPLE_SIZE, VIEW_FOV))
-        samples.append((k * step_s, s, pose, frame.alpha[0]))
+        samples.append((k * step_s, s, pose, frame.alpha[0], _state(args, world, pose)))
     return samples, n * step_s
+
+
+def _drawn(world: World, camera: Cameras):
+    """The snapshot ``world.render`` draws at ``camera`` (one camera): a frozen seen view's, or the scene's."""
+    snapshot = world.scene.snapshot()
+    groups = world._display.groups(snapshot, camera)
+    return snapshot if groups is None else groups[0][1]
+
+
+def _state(args, world: World, pose: Pose) -> tuple:
+    """What a hole sample needs of the world after the walk: ``(snapshot drawn at the sample
+    camera, keyframes landed so far or None without --causes)``. Snapshots are immutable
+    and share their chunks, so keeping one per sample is cheap."""
+    return _drawn(world, pose.camera(*SAMPLE_SIZE, VIEW_FOV)), (len(world.memory) if args.causes else None)
 
 
 def draw_novel_view(truth: Truth, path: Path2D, rng: np.random.Generator, offset: float, pitch_deg: float, seed: int,
@@ -610,7 +661,7 @@ WALK_COLUMNS = [
     ("pending_at_end", "pending"), ("render_ms", "render ms"), ("views", "views"), ("psnr_med", "PSNR med"),
     ("psnr_p5", "PSNR p5"), ("ssim_med", "SSIM"), ("sharp_med", "sharp"), ("psnr_enc_med", "enc PSNR"),
     ("ceiling_med", "ceiling"), ("holes_novel", "holes novel"), ("holes_walk_mean", "holes walk"),
-    ("holes_walk_max", "holes max"), ("hole_time", "time holed"), ("hole_p50_s", "hole p50 s"),
+    ("holes_walk_max", "holes max"), ("holes_scene_mean", "scene holes"), ("hole_time", "time holed"), ("hole_p50_s", "hole p50 s"),
     ("hole_p95_s", "hole p95 s"), ("hole_longest_s", "hole max s"), ("holes_near_mean", f"holes < {NEAR_M:.0f} m"),
     ("near_hole_p95_s", "near hole p95 s"), ("near_hole_longest_s", "near hole max s"),
 ]
@@ -647,7 +698,11 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="one 8 m walk at 3 m/s, 4 views at 320x180 (a smoke test)")
     ap.add_argument("--oracle", default="", help="instead of walks: the one-keyframe limit per setting, e.g. 320x180@75/2,640x360@60/1")
     ap.add_argument("--oracle-fit", type=int, default=FIT_ITERATIONS, help="--oracle: colour-fitting steps per keyframe (0: none)")
+    ap.add_argument("--optimise-chunks", type=int, default=0, metavar="STEPS",
+                    help="fit each new chunk to its keyframes with gsplat for STEPS steps (CUDA only; 0: off)")
     ap.add_argument("--timeline", action="store_true", help="print every job's plan/start/generate/land/draw times")
+    ap.add_argument("--causes", action="store_true", help="break every hole sample down by depth band, far-field "
+                    "cover and cause (bench/hole_causes.py)")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
     if args.quick:
@@ -655,7 +710,34 @@ def parse_args(argv=None):
         args.settle_s = 1.0
     args.width, args.height = (int(v) for v in args.resolution.lower().split("x"))
     args.config_overrides = config_overrides(args.config)
+    if args.optimise_chunks:
+        try:
+            ChunkOptimiser.for_cuda(args.optimise_chunks)
+        except RuntimeError as e:  # no CUDA or no gsplat: say so in one line, before any walk
+            ap.error(f"--optimise-chunks {args.optimise_chunks}: {e}")
     return args
+
+
+CAUSE_COLUMNS = [
+    ("t", "t s"), ("holes", "holes"), ("near", "< 15 m"), ("mid", "15-40 m"), ("far", ">= 40 m"),
+    ("far_covered", "far field covers"), ("visible", "visible"), ("lower", "lower half"), ("seen", "seen"),
+    ("occluded", "occluded"), ("unseen", "unseen"),
+]
+
+
+def _print_causes(walks: list[dict]) -> None:
+    """``--causes``: each walk's hole samples broken down, and their means while moving."""
+    for walk in walks:
+        r = walk["row"]
+        rows = [{"t": x["t"], **x["causes"]} for x in walk["samples"] if "causes" in x]
+        if not rows:
+            continue
+        print(f"\n{r['biome']} seed {r['seed']} {r['path']} {r['speed']} m/s: hole causes per sample (fractions of the view)")
+        print(format_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in x.items()} for x in rows if x["holes"] > 0.001],
+                           CAUSE_COLUMNS))
+        moving = [x["causes"] for x in walk["samples"] if "causes" in x and x["moving"]]
+        mean = hole_causes.summarise(moving)
+        print("mean while moving: " + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()))
 
 
 def config_overrides(items: list[str]) -> dict:
@@ -702,6 +784,8 @@ def main(argv=None) -> None:
             print(f"\n{r['biome']} seed {r['seed']} {r['path']} {r['speed']} m/s: jobs (seconds since the walk started)")
             print(format_table(walk["jobs"], JOB_COLUMNS))
             print("hole fraction of the player's view: " + " ".join(f"{x['t']:.1f}:{x['holes']:.2f}" for x in walk["samples"]))
+    if args.causes:
+        _print_causes(report["walks"])
     print(format_table(report["rows"], WALK_COLUMNS))
     print()
     print(format_table(report["distance"], [("speed", "m/s"), ("bin", "from spawn"), ("n", "views"), ("psnr", "PSNR med"), ("sharp", "sharp"), ("ceiling", "ceiling")]))

@@ -26,12 +26,14 @@ from websockets.asyncio.server import serve
 
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
+from runtime.heap import settle_heap
 from runtime.lobby import Lobby
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Limits, LimitReached, Quotas, client_key
 from runtime.scale.cluster import RaySettings
 from runtime.scale.leases import Leases
 from runtime.sessions import SessionRegistry
+from runtime.stall_watch import watch
 from runtime.stream.auth import token_arg
 from runtime.stream.encoder import default_bitrate
 from runtime.stream.forwarded import proxy_networks, request_source
@@ -92,6 +94,7 @@ class StreamServer:
         self.oversize_strikes = BucketsByKey(1.0 / OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES)
         self.started_at = time.time()
         self._server = None
+        self._unwatch: Callable[[], None] = lambda: None
         self.url: str | None = None
 
     def health(self) -> dict:
@@ -214,6 +217,7 @@ class StreamServer:
                 raise StartupError(f"--ray {cfg.ray.address}: {type(e).__name__}: {e}") from None
         await self.executors.media.start()
         self.registry.start()
+        self._unwatch = watch().watch_loop(loop)  # a diagnostic, off unless WORLDSTREAM_STALL_WATCH_MS is set
         try:
             self._server = await self._listen()
         except OSError as e:
@@ -243,6 +247,7 @@ class StreamServer:
             process_request=make_process_request(
                 cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
                 token=cfg.token, secure=self._came_over_https, flooding=self._flooding, refusals=self.refusals,
+                unauthorized=self.metrics.connections_refused.labels("token").inc,
             ),
             max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
@@ -255,6 +260,7 @@ class StreamServer:
     async def stop(self) -> None:
         """Close every connection (1001), every peer connection and every world (saved)."""
         log.info("shutting down")
+        self._unwatch()
         if self._server is not None:
             self._server.close(close_connections=True)
             try:
@@ -268,9 +274,14 @@ class StreamServer:
 
 
 async def run(
-    config: ServerConfig, ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None, renderer=None
+    config: ServerConfig, ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None, renderer=None,
+    freeze_heap: bool = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or ``stop`` is set), then shut down cleanly.
+
+    ``freeze_heap``: once listening, freeze the start-up heap (:func:`runtime.heap.settle_heap`),
+    for a process that runs one server (the command line); a test process that starts many
+    would keep each one's objects for good.
 
     Raises:
         StartupError: the port cannot be listened on.
@@ -279,6 +290,8 @@ async def run(
     stop = stop or asyncio.Event()
     try:
         url = await server.start()
+        if freeze_heap:
+            settle_heap()
         if ready is not None:
             ready(url)
         loop = asyncio.get_running_loop()
@@ -589,7 +602,7 @@ def _serve(config: ServerConfig, renderer) -> int:
     except ImportError:  # Windows
         runner = asyncio.run
     try:
-        runner(run(config, renderer=renderer))
+        runner(run(config, renderer=renderer, freeze_heap=True))
     except KeyboardInterrupt:
         pass
     return 0

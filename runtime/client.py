@@ -147,6 +147,9 @@ class WorldClient:
         """Client-side latency: input sent -> first decoded frame reflecting it (per input shown)."""
         self._shown_seq = 0
         self.frame_infos: dict[int, m.FrameInfo] = {}  # rtp_timestamp -> info (recent)
+        # (monotonic arrival, the server's wall-clock ms when it sent the frame) per frame_info:
+        # a gap in the server's sending tells a server stall from one on the way or in decoding.
+        self.info_times: collections.deque[tuple[float, float]] = collections.deque(maxlen=100_000)
         # rtp_timestamp -> when a frame arrived before its frame_info (the video and the
         # WebSocket race): its latency is measured once the info comes.
         self._frames_awaiting_info: dict[int, float] = {}
@@ -267,6 +270,7 @@ class WorldClient:
                     self._tasks.append(asyncio.create_task(self.restart_video(), name="client-video-restart"))
                 if isinstance(msg, m.FrameInfo):
                     self.frame_infos[msg.rtp_timestamp] = msg
+                    self.info_times.append((time.monotonic(), msg.server_ms))
                     if len(self.frame_infos) > 2000:
                         for key in list(self.frame_infos)[:1000]:
                             del self.frame_infos[key]

@@ -23,6 +23,7 @@ import numpy as np
 from protocol import messages as m
 from runtime.metrics import ServerMetrics
 from runtime.player import InputSnapshot, Player
+from runtime.stall_watch import watch
 from runtime.stream.video_sink import PictureSlot, VideoSink
 from runtime.stream.video_track import EncodedFrame
 from runtime.world.camera import Cameras
@@ -95,29 +96,42 @@ class FrameLoop:
         self.metrics = metrics
         self.avatars = avatars
         self._loop = asyncio.get_running_loop()
+        # The stall watch (off unless WORLDSTREAM_STALL_WATCH_MS): each stage of a tick is
+        # marked, and each player's encoded frames beat (a media worker that stops is a stall).
+        self._watch = watch()
+        self._key = f"frame {name}"
+        self._beating: set[str] = set()  # players whose encoded frames the watch expects
 
     async def run(self) -> None:
         """Tick at ``fps`` until cancelled; a failing tick is logged and the clock carries on."""
         period = 1.0 / self.fps
         next_t = time.monotonic()
-        while True:
-            next_t += period
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("world %r: frame failed", self.name)
-                await asyncio.sleep(0.5)
-            delay = next_t - time.monotonic()
-            if delay < -period:  # fell behind: start a fresh schedule instead of bursting
-                next_t = time.monotonic()
-                delay = 0.0
-            await asyncio.sleep(max(delay, 0.0))
+        try:
+            while True:
+                next_t += period
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("world %r: frame failed", self.name)
+                    await asyncio.sleep(0.5)
+                delay = next_t - time.monotonic()
+                if delay < -period:  # fell behind: start a fresh schedule instead of bursting
+                    next_t = time.monotonic()
+                    delay = 0.0
+                self._watch.mark(self._key, "sleep until the next tick")
+                await asyncio.sleep(max(delay, 0.0))
+        finally:
+            self._watch.forget(self._key)
+            for pid in self._beating:
+                self._watch.forget(f"video {pid}")
+                self._watch.forget(f"offer {pid}")
 
     async def tick(self) -> None:
         """One frame: take input, move and render in the render executor, offer the pictures."""
         players = list(self.players.values())
+        self._watch.mark(self._key, "take input")
         if not players:
             return
         taken_at = time.monotonic()
@@ -125,9 +139,12 @@ class FrameLoop:
         # Each player's video as of now: a new offer may replace it while this tick renders.
         videos = {p.id: p.video for p in players if p.video is not None and p.video.ready}
         due = [p for p in players if p.id in videos]
+        self._expect_frames(due)
         job = functools.partial(self._move_and_render, takes, players, due, videos)
+        self._watch.mark(self._key, "queued for the render thread")
         rendered = await self._loop.run_in_executor(self.render_executor, job)
         resumed = time.monotonic()
+        self._watch.mark(self._key, "offer")
         self._observe_render(rendered.render_s, due)
         self._offer(due, videos, rendered, {p.id: snap for p, snap, _ in takes}, taken_at)
         tick = self.metrics.tick_seconds
@@ -141,15 +158,20 @@ class FrameLoop:
                          videos: dict[str, VideoSink]) -> RenderedTick:
         """The render executor's job for one tick: move every player, then draw the due views."""
         started = time.monotonic()
+        mark = self._watch.mark
+        mark(self._key, "move")
         for player, snap, dt in takes:
             self._move(player, snap, dt)
         # Read before rendering: if a chunk lands meanwhile, the next tick draws again.
+        mark(self._key, "plan views")
         version = self.world.scene.version
         avatars = self._avatars(players)
         plans = {p.id: self._plan(p, version, avatars) for p in due}
         staged, overlays, groups = self._views_to_draw(due, videos, plans)
         start = time.perf_counter()
+        mark(self._key, "render")
         done = self._render_views(self.world, groups, videos, staged, plans)
+        mark(self._key, "draw avatars")
         done += self._overlay_views(overlays, videos, staged, plans)
         for player in done:
             player.last_picture = (videos[player.id], staged[player.id])
@@ -160,6 +182,7 @@ class FrameLoop:
         pictures.labels("avatars").inc(len(overlays))
         pictures.labels("rendered").inc(rendered)
         render_s = (time.perf_counter() - start) if groups or overlays else None
+        mark(self._key, "rendered, waiting for the event loop")
         return RenderedTick(staged, render_s, started, time.monotonic())
 
     def _move(self, player: Player, snap: InputSnapshot, dt: float) -> None:
@@ -203,6 +226,17 @@ class FrameLoop:
                 groups.setdefault(player.eye_size, []).append(player)
         return staged, overlays, list(groups.values())
 
+    def _expect_frames(self, due: list[Player]) -> None:
+        """The stall watch expects encoded frames from the due players' videos only: one
+        that left or whose video restarts is forgotten until its next encoded frame."""
+        if not self._watch.enabled:
+            return
+        ids = {p.id for p in due}
+        for pid in self._beating - ids:
+            self._watch.forget(f"video {pid}")
+            self._watch.forget(f"offer {pid}")
+        self._beating &= ids
+
     # ------------------------------------------------------------------ back on the event loop
     def _observe_render(self, render_s: float | None, due: list[Player]) -> None:
         """Record how long this tick's drawing took (None: nothing was drawn)."""
@@ -224,6 +258,8 @@ class FrameLoop:
                 continue
             snap = snaps[player.id]
             videos[player.id].offer(picture, taken_at, snap.seq, snap.received_at, rendered.render_s or 0.0)
+            if self._watch.enabled:
+                self._watch.beat(f"offer {player.id}")
 
     def _avatars(self, players: list[Player]) -> dict[str, Avatar]:
         """Every player as the others see them, by player id (none with ``--no-avatars``)."""
@@ -362,6 +398,9 @@ class FrameLoop:
     def on_encoded(self, player: Player, frame: EncodedFrame) -> None:
         """A frame of ``player``'s video went to aiortc: report it and measure."""
         now = time.monotonic()
+        if self._watch.enabled:
+            self._watch.beat(f"video {player.id}")
+            self._beating.add(player.id)
         player.sent_at.append(now)
         player.encode_ms.append(frame.encode_s * 1e3)
         self.metrics.frames_sent.inc()

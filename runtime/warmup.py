@@ -22,6 +22,7 @@ from runtime.world.camera import Pose
 from runtime.world.generators import create_generator
 from runtime.world.movement.motion import MoveInput
 from runtime.world.render import create_renderer
+from runtime.world.render.avatars import Avatar, avatar_color, draw_avatars
 from runtime.world.world import PlayerState, World, WorldConfig
 
 log = logging.getLogger("worldstream.warmup")
@@ -49,10 +50,25 @@ def warm_up(renderer=None, generator_name: str = "procedural", timeout_s: float 
         world.move(spawn, MoveInput(forward=1.0), 1 / 30)  # the collision kernels every player step uses
         cameras = spawn.camera(64, 36)
         world.render(cameras)
-        world.submit_video(cameras).wait()  # the stream's I420 path
+        frames = world.submit_video(cameras).wait()  # the stream's I420 path
+        warm_stream_extras(world, spawn, frames.picture(0), cameras)
     finally:
         world.close()
     return time.perf_counter() - started
+
+
+def warm_stream_extras(world: World, spawn: Pose, picture: np.ndarray, cameras) -> None:
+    """The kernels of the frame clock's render thread that a lone walking player does not
+    reach: flying and a VR head pose (the sphere collision checks) and other players drawn
+    into a view (the avatar kernels). Unwarmed, the first head pose or the first avatar in
+    view compiled them in the render thread, and every world's frames stopped meanwhile
+    (0.7 s on a quiet CPU-2, 13 s on a loaded one; ``docs/benchmarks.md``)."""
+    world.move(spawn, MoveInput(forward=1.0, up=1.0, fly=True), 1 / 30)
+    ahead = Pose(spawn.position + np.array([0.0, -0.5, 0.8], np.float32), spawn.yaw, spawn.pitch)
+    world.move_head(spawn, ahead)
+    # Near enough for every shape and the name tag, in front of the camera.
+    other = Avatar(tuple(float(v) for v in spawn.position + np.array([0.0, 0.0, 3.0], np.float32)), math.pi, "warm-up", avatar_color("warm-up"))
+    draw_avatars(picture, cameras.width, cameras.height, cameras.w2c[0], cameras.K[0], [other])
 
 
 def main(argv: list[str] | None = None) -> None:

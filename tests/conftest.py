@@ -12,6 +12,7 @@ never to a pipe nobody reads.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -126,6 +127,30 @@ def launch_server(
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"the server did not listen within {startup_timeout_s:g} s:\n{log_path.read_text(errors='replace')}")
+
+
+async def until(predicate, timeout: float, what: str, every: float = 0.2) -> None:
+    """Wait until ``predicate()`` holds, checking every ``every`` s; AssertionError naming
+    ``what`` after ``timeout`` s. For facts that come in their own time on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(every)
+
+
+def thread_stats(pid: int) -> dict[int, tuple[int, float]]:
+    """Each thread of process ``pid``: ``{thread id: (nice, CPU seconds used, user + system)}``,
+    read from /proc (Linux only; a thread ending meanwhile is left out)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()  # from stat field 3 on
+        except OSError:
+            continue
+        out[int(task.name)] = (int(fields[16]), (int(fields[11]) + int(fields[12])) / tick)  # fields 19; 14 + 15
+    return out
 
 
 @pytest.fixture

@@ -76,3 +76,29 @@ def test_fast_walk_hole_bound():
     assert row["holes_walk_mean"] <= 0.12
     assert row["holes_walk_max"] <= 0.3
     assert row["hole_longest_s"] <= 6.0
+
+
+def test_hole_causes_on_known_views():
+    """The far field the player is shown covers holes; a hole's surface is 'seen' by a keyframe
+    whose depth there matches, 'occluded' behind something nearer, 'unseen' outside all views."""
+    from bench import hole_causes
+    from runtime.world.camera import Pose
+    from runtime.world.keyframes.frames import Frame
+
+    cam = Pose(np.zeros(3, np.float32), 0.0, 0.0).camera(16, 10, math.radians(60))
+    depth = np.full((10, 16), 10.0, np.float32)
+    depth[:2] = np.inf  # sky: never a hole
+    alpha = np.zeros((10, 16), np.float32)
+    far = np.zeros((10, 16), np.float32)
+    far[:, :8] = 1.0
+    assert fidelity.holes(alpha, depth) == pytest.approx(0.8)
+    assert fidelity.holes(alpha, depth, far_alpha=far) == pytest.approx(0.4)
+
+    def frame(d: float) -> Frame:
+        return Frame(0, np.zeros((10, 16, 3), np.uint8), np.full((10, 16), d, np.float32), cam.w2c[0], cam.K[0])
+
+    for frames, cause in (([frame(10.0)], "seen"), ([frame(4.0)], "occluded"), ([], "unseen")):
+        out = hole_causes.classify(alpha, far, depth, cam, frames, fidelity.SKY_DEPTH, fidelity.NEAR_M)
+        assert out["holes"] == pytest.approx(0.8) and out["near"] == pytest.approx(0.8)
+        assert out["far_covered"] == pytest.approx(0.4) and out["visible"] == pytest.approx(0.4)
+        assert out[cause] == pytest.approx(0.8), (cause, out)

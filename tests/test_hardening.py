@@ -5,7 +5,9 @@ frozen clients, foreign origins and reverse proxies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import gc
 import json
 import ssl
 import time
@@ -24,16 +26,17 @@ from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from protocol import messages as m
-from runtime.app import StreamServer
+from protocol import ProtocolError, decode, messages as m
+from runtime.app import WS_CLOSE_TIMEOUT_S, WS_PING_INTERVAL_S, WS_PING_TIMEOUT_S, StreamServer
 from runtime.client import WorldClient
 from runtime.config import ServerConfig
 from runtime.seats import Seats
 from runtime.stream.rate_limit import BucketsByKey
 from runtime.stream.forwarded import RequestSource, proxy_networks, request_source
 from runtime.stream.origin import normalise_origin, origin_refusal
+from runtime.stream.websocket import OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES
 from runtime.world.render.cpu import CpuRenderer
-from conftest import launch_server
+from conftest import launch_server, thread_stats, until
 from fuzz import mutated_client_messages
 
 pytestmark = pytest.mark.timeout(180)
@@ -66,34 +69,37 @@ def in_process_server(tmp_path, renderer=None, **overrides) -> StreamServer:
     return StreamServer(config, renderer=renderer or CpuRenderer())
 
 
-async def frames_within(c: WorldClient, seconds: float) -> int:
-    before = c.frames_received
-    await asyncio.sleep(seconds)
-    return c.frames_received - before
-
-
 def test_a_view_that_fails_to_render_costs_only_that_view(tmp_path, monkeypatch):
+    """East's view fails in every tick while it stands east of x = 50 m. The session used to
+    fail the whole tick: no player got a frame. Asserted by what each frame shows
+    (``frame_info.input_seq``), not by frames per wall-clock second, which load stretches:
+    west gets frames showing inputs it sent while east's view was failing, east never gets
+    a frame showing the pose that fails, and gets frames again once it moves back."""
     monkeypatch.setenv("WORLDSTREAM_MEDIA_PROCESSES", "0")
 
     async def scenario():
         server = in_process_server(tmp_path, FailsFarEast())
         url = await server.start()
+        failed = server.metrics.frames_dropped.labels("render_failed")._value.get
         try:
             name = unique("fails")
             async with WorldClient(url, new_world=m.NewWorld(name=name), name="west") as west, \
                     WorldClient(url, world=name, name="east") as east:
                 await west.next_frame(timeout=60)
                 await east.next_frame(timeout=60)
-                await east.send_head_pose((100.0, -1.6, 0.0), (1.0, 0.0, 0.0, 0.0))
-                await asyncio.sleep(1.0)
-                # east's view fails every tick; west's stream, the session and the world carry on
-                assert await frames_within(west, 3.0) >= 5
-                assert await frames_within(east, 1.0) == 0
+                away = await east.send_head_pose((100.0, -1.6, 0.0), (1.0, 0.0, 0.0, 0.0))
+                await until(lambda: failed() >= 1, 60, "east's view to fail", every=0.05)
+                # East's view fails in every tick from now until it moves back: each frame
+                # west gets for an input sent now was rendered in a tick in which east's failed.
+                for _ in range(3):
+                    seq = await west.send_input(yaw_delta=0.02)
+                    await west.frame_after_input(seq, timeout=60)
+                assert failed() >= 3  # one per tick at least: the three ticks above
+                assert not [f for f in east.of_type("frame_info") if f.input_seq >= away]  # none of the failing view
                 assert await west.ping() > 0
-                await east.send_head_pose((0.0, -1.6, 0.0), (1.0, 0.0, 0.0, 0.0))
-                await east.next_frame(timeout=20)
-                dropped = server.metrics.frames_dropped.labels("render_failed")._value.get()
-                assert dropped > 0
+                back = await east.send_head_pose((0.0, -1.6, 0.0), (1.0, 0.0, 0.0, 0.0))
+                await east.frame_after_input(back, timeout=60)
+                assert not [f for f in east.of_type("frame_info") if away <= f.input_seq < back]
         finally:
             await server.stop()
 
@@ -118,9 +124,17 @@ def test_seats_and_address_buckets():
 # against a server process (procedural world, CPU renderer, 320x180), at most 4 players
 
 MAX_PLAYERS = 4
-EMPTY_ARRAYS_8MIB = b"\xdc\x00\x7f" + (b"\xdc\xff\xff" + b"\x90" * 65535) * 127
-"""8.3 M empty msgpack arrays in 8 MiB, every container under msgpack's own length limits:
-2 s to unpack on this machine, and it used to be unpacked three times on the event loop."""
+
+
+def empty_arrays(chunks: int) -> bytes:
+    """An array of ``chunks`` arrays of 65,535 empty arrays (64 KiB each): every container
+    under msgpack's own length limits, one value per byte."""
+    return b"\xdc" + chunks.to_bytes(2, "big") + (b"\xdc\xff\xff" + b"\x90" * 65535) * chunks
+
+
+EMPTY_ARRAYS_8MIB = empty_arrays(127)
+"""8.3 M empty msgpack arrays in 8 MiB: 2 s to unpack on the 2-core machine, and it used to
+be unpacked three times on the event loop."""
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +153,9 @@ def hello(**fields) -> bytes:
 
 
 async def worst_ping_while(c: WorldClient, attack) -> float:
-    """The slowest of ``c``'s pings (ms) while ``attack`` runs, pinging every 50 ms."""
-    task = asyncio.create_task(attack)
+    """The slowest of ``c``'s pings (ms) while ``attack`` (a coroutine or task) runs, pinging
+    every 50 ms; every ping must be answered (within 30 s)."""
+    task = asyncio.ensure_future(attack)
     worst = 0.0
     while not task.done():
         worst = max(worst, await c.ping(timeout=30))
@@ -149,48 +164,142 @@ async def worst_ping_while(c: WorldClient, attack) -> float:
     return max(worst, await c.ping(timeout=30))
 
 
+def streaming_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by process ``pid``'s threads at its main thread's priority:
+    the event loop, the render thread, the default executor. Not the background threads
+    below it (a world's generation, planning and saving: ``runtime.world.thread_priority``),
+    whose work is not a client's."""
+    threads = thread_stats(pid)
+    main_nice = threads[pid][0]
+    return sum(cpu for nice, cpu in threads.values() if nice == main_nice)
+
+
+async def streaming_cpu_for(pid: int, calm: WorldClient, attack) -> tuple[float, str]:
+    """The CPU seconds server ``pid``'s streaming threads spend while ``attack`` runs, beyond
+    their rate in 3 s just before with nothing but ``calm`` pinging every 50 ms (as it does
+    through the attack: every ping must be answered); and a line reporting it."""
+    cpu, t0 = streaming_cpu_s(pid), time.monotonic()
+    calm_worst = await worst_ping_while(calm, asyncio.sleep(3.0))
+    calm_rate = (streaming_cpu_s(pid) - cpu) / (time.monotonic() - t0)  # CPU s per s, no attack
+    cpu, t0 = streaming_cpu_s(pid), time.monotonic()
+    attack_worst = await worst_ping_while(calm, attack)
+    wall = time.monotonic() - t0
+    spent = streaming_cpu_s(pid) - cpu - calm_rate * wall
+    return spent, (f"the attack cost the server's streaming threads {spent:.3f} s of CPU beyond {calm_rate:.3f} s/s "
+                   f"in {wall:.1f} s; worst ping {attack_worst:.0f} ms (without the attack {calm_worst:.0f} ms)")
+
+
+def decode_cpu_s(messages) -> float:
+    """CPU seconds this thread takes to decode ``messages`` as the server does (each decodes
+    or raises ProtocolError), without the garbage collector."""
+    gc.disable()
+    try:
+        start = time.thread_time()
+        for data in messages:
+            with contextlib.suppress(ProtocolError):
+                decode(data, sender="client")
+        return time.thread_time() - start
+    finally:
+        gc.enable()
+
+
+async def answered(c: WorldClient, within_s: float = 60.0) -> None:
+    """``c``'s connection still works: one of its pings is answered. Pinged every 2 s: a ping
+    right behind a flood of refusals finds the 'other' bucket (20/s) empty and is dropped."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await c.ping(timeout=2.0)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def unpack_cpu_s(data: bytes) -> float:
+    """CPU seconds this thread takes to unpack ``data`` with msgpack's default limits (as
+    the server's error path once did), without the garbage collector: a lower bound of what
+    it costs in any process (a process holding more objects pays more for collections)."""
+    gc.disable()
+    try:
+        start = time.thread_time()
+        msgpack.unpackb(data)
+        return time.thread_time() - start
+    finally:
+        gc.enable()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread CPU time is read from /proc (Linux)")
 def test_expensive_messages_do_not_freeze_the_server(capped_server):
+    """Two 8 MiB messages of empty arrays and 100 small ones holding 60,000 values each, then
+    an address sending 8 MiB frames in a loop. The server used to unpack each large one up
+    to three times on its event loop (seconds each: every player froze, pings took 10 s).
+
+    What is asserted is what a loaded machine cannot blur: the CPU time the server's
+    streaming threads spent on the whole attack (beyond their rate with no attack, measured
+    just before) is less than unpacking *one* of the large messages once costs, measured
+    here. Wall-clock ping times stretch with the machine's load; they are reported only,
+    and every ping must be answered."""
     small_but_dear = raw({"type": "ping", "id": 1, "pad": [[0] * 1000] * 60})  # 60,000 values in 60 KiB
+    one_unpack_s = unpack_cpu_s(empty_arrays(8)) * 127 / 8  # a sixteenth, scaled: CPU time, not wall time
 
     async def attack():
         async with connect(capped_server.ws_url, max_size=None) as ws:
             for data in [EMPTY_ARRAYS_8MIB] * 2 + [small_but_dear] * 100:
                 await ws.send(data)
-            await asyncio.sleep(2.5)  # the refusals emptied the 'other' bucket: a ping now would be dropped
-            await ws.send(raw({"type": "ping", "id": 2}))
-            replies = []
-            while not replies or replies[-1]["type"] != "pong":
-                replies.append(msgpack.unpackb(await asyncio.wait_for(ws.recv(), 30)))
+            # The refusals emptied the 'other' bucket (20/s): ping until one gets through.
+            replies, deadline = [], time.monotonic() + 60
+            while not any(r["type"] == "pong" for r in replies):
+                assert time.monotonic() < deadline, replies[-5:]
+                await ws.send(raw({"type": "ping", "id": 2}))
+                with contextlib.suppress(asyncio.TimeoutError):  # none within 0.5 s: dropped, ping again
+                    while (reply := msgpack.unpackb(await asyncio.wait_for(ws.recv(), 0.5)))["type"] != "pong":
+                        replies.append(reply)
+                    replies.append(reply)
             errors = [r for r in replies if r["type"] == "error"]
             assert errors and {e["code"] for e in errors} <= {"too_large", "rate_limited"}, errors
             assert any("values" in e["message"] for e in errors)
         # From another address: past its budget for large messages (2, then 1 per 5 s) a large
-        # frame closes its connection from its header, before its 8 MiB are read; after 4
-        # such closes the address's handshakes are refused (429) for a while.
+        # frame closes its connection from its header, before its 8 MiB are read; after
+        # OVERSIZE_STRIKES such closes the address's handshakes are refused (429) until one
+        # is forgiven (1 per OVERSIZE_FORGIVE_S): on a slow machine a strike may be forgiven
+        # meanwhile, so knock until refused and count.
         other = {"max_size": None, "local_addr": ("127.0.0.3", 0)}
-        for attempt in range(4):
-            ws = await connect(capped_server.ws_url, **other)
-            for _ in range(8):
+        t0, closes = time.monotonic(), 0
+        while True:
+            try:
+                ws = await connect(capped_server.ws_url, **other)
+            except InvalidStatus as exc:
+                status, body = exc.response.status_code, exc.response.body.decode(errors="replace")
+                break
+            while ws.close_code is None and time.monotonic() - t0 < 120:
                 try:
                     await ws.send(EMPTY_ARRAYS_8MIB)
                 except Exception:  # closed mid-send (websockets may say so with an AttributeError)
                     break
                 await asyncio.sleep(0.2)
-            await asyncio.wait_for(ws.wait_closed(), 10)
-            assert ws.close_code == 1009, (attempt, ws.close_code, ws.close_reason)
-        status, body = await http_status(capped_server.ws_url, **other)
-        assert status == 429 and "try again" in body
+            await asyncio.wait_for(ws.wait_closed(), 30)
+            assert ws.close_code == 1009, (closes, ws.close_code, ws.close_reason)
+            closes += 1
+            assert closes <= OVERSIZE_STRIKES + (time.monotonic() - t0) / OVERSIZE_FORGIVE_S, closes
+        forgiven = int((time.monotonic() - t0) / OVERSIZE_FORGIVE_S)
+        assert status == 429 and "try again" in body, (status, body)
+        assert OVERSIZE_STRIKES <= closes <= OVERSIZE_STRIKES + forgiven, (closes, forgiven)
 
     async def scenario():
         async with WorldClient(capped_server.url, new_world=m.NewWorld(name=unique("calm")), video=False) as calm:
-            assert await worst_ping_while(calm, attack()) < 1000.0  # it was 10 s and more
+            spent, report = await streaming_cpu_for(capped_server.proc.pid, calm, attack())
+        report += f"; one unpack costs {one_unpack_s:.2f} s"
+        assert spent < one_unpack_s, report  # less than unpacking one of its messages once (it was 2 to 6 times)
+        print(report)
 
     asyncio.run(scenario())
 
 
 def test_fuzzed_messages_leave_connection_and_server_standing(capped_server):
     """600 damaged messages on one joined connection: typed errors (or the message applied),
-    the connection carries on, another player's pings stay quick, nothing crashes inside."""
+    the connection carries on, the server's streaming threads spend under a second of CPU on
+    all of them (another player's pings are answered throughout), nothing crashes inside."""
 
     async def fuzz():
         async with WorldClient(capped_server.url, new_world=m.NewWorld(name=unique("fuzzed")), video=False) as c:
@@ -202,13 +311,18 @@ def test_fuzzed_messages_leave_connection_and_server_standing(capped_server):
             while errors != len(c.of_type("error")):
                 errors = len(c.of_type("error"))
                 await asyncio.sleep(1.5)
-            assert await c.ping() > 0
+            await answered(c)
             codes = {e.code for e in c.of_type("error")}
             assert codes and "internal" not in codes, codes
 
     async def scenario():
         async with WorldClient(capped_server.url, new_world=m.NewWorld(name=unique("bystander")), video=False) as calm:
-            assert await worst_ping_while(calm, fuzz()) < 1000.0
+            spent, report = await streaming_cpu_for(capped_server.proc.pid, calm, fuzz())
+        report += f"; decoding them here costs {decode_cpu_s(mutated_client_messages(seed=7, count=600)):.3f} s"
+        # Under 1 s of CPU for all 600 together: no stall of a second could come from them
+        # (a machine's load stretches the wall-clock time a ping takes, not this).
+        assert spent < 1.0, report
+        print(report)
 
     asyncio.run(scenario())
     assert "Traceback" not in capped_server.log_text()
@@ -230,9 +344,7 @@ def test_simultaneous_joins_respect_max_players(capped_server):
         finally:
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         # the seats come back: a new player gets in
-        deadline = time.monotonic() + 10
-        while health(capped_server.url)["players"] and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await until(lambda: health(capped_server.url)["players"] == 0, 60, "the seats to come back")
         async with WorldClient(capped_server.url, world=welcomed[0]["world"], video=False) as late:
             assert late.welcome.world == welcomed[0]["world"]
 
@@ -240,6 +352,18 @@ def test_simultaneous_joins_respect_max_players(capped_server):
 
 
 def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped_server):
+    """A client that stops reading is dropped by the WebSocket keepalive within the
+    documented 6 s (it was 15 s), and its owner's token resumes the player from a new
+    connection while the frozen one still holds it (it was refused until the drop).
+
+    The drop's bound is the documented time plus 2 s plus the worst lag the server showed
+    meanwhile (another player's pings, every 50 ms): a loaded machine runs the server's
+    timers late by about that much. "At once" is shown by order, not by a clock: the server
+    displaced the frozen connection for the new one (its log says so), which it can only do
+    while the frozen one still held the player."""
+    documented_s = 6.0  # docs/server.md
+    assert WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S + WS_CLOSE_TIMEOUT_S <= documented_s
+
     async def scenario():
         name = unique("frozen")
         async with WorldClient(capped_server.url, new_world=m.NewWorld(name=name), name="stays", video=False) as stays:
@@ -253,9 +377,15 @@ def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped
                 task.cancel()
             since = stays.event_count
             t0 = time.monotonic()
-            left = await stays.wait_for(lambda e: e.TYPE == "player_left" and e.id == frozen_id, timeout=30, since=since)
-            assert left.name == "frozen"
-            assert time.monotonic() - t0 < 6.0 + 2.0  # 6 s documented, 2 s for a busy machine
+
+            async def dropped() -> float:
+                left = await stays.wait_for(lambda e: e.TYPE == "player_left" and e.id == frozen_id, timeout=60, since=since)
+                assert left.name == "frozen"
+                return time.monotonic() - t0
+
+            drop = asyncio.create_task(dropped())
+            lag_ms = await worst_ping_while(stays, drop)
+            assert await drop < documented_s + 2.0 + lag_ms / 1e3, (await drop, lag_ms)
 
             # frozen again; this time its owner comes back on a new connection before the drop
             again = WorldClient(capped_server.url, world=name, name="frozen", video=False, resume_token=None)
@@ -264,13 +394,12 @@ def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped
             again.ws.transport.pause_reading()
             for task in again._tasks:
                 task.cancel()
-            t0 = time.monotonic()
             async with WorldClient(capped_server.url, world=name, name="frozen", video=False, resume_token=token) as back:
-                assert time.monotonic() - t0 < 3.0
                 assert back.welcome.resumed and back.welcome.player_id == again_id
                 assert not [e for e in back.of_type("error") if e.code == "bad_resume_token"]
-                players = await back.wait_for("players", timeout=5)
+                players = await back.wait_for("players", timeout=30)
                 assert [p.id for p in players.players].count(again_id) == 1
+            assert f"player {again_id} resumed on another connection" in capped_server.log_text(), capped_server.log_text()[-3000:]
             again.ws.transport.abort()
             frozen.ws.transport.abort()
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import socket
@@ -182,6 +183,11 @@ def main(sock: socket.socket, log_level: int = logging.WARNING, niceness: int = 
         await MediaWorker(link).serve()
         await link.close()
 
+    # Everything imported by now lives as long as the worker: keep it out of the collector's
+    # full walks, which stop the worker's encoders while they last (as the server does,
+    # runtime/heap.py).
+    gc.collect()
+    gc.freeze()
     try:
         runner(run())
     except KeyboardInterrupt:  # the server's Ctrl-C reaches its children too
