@@ -43,7 +43,8 @@ counts them as another client than the player, as it would two hosts on the inte
 (With ``--url`` the server's own settings apply: without ``--trust-proxy`` the attacker and
 the player are one client address and share its quotas.)
 
-With ``--stall-watch MS`` (default 100; 0: off) the server runs with its stall watch
+With ``--stall-watch MS`` (default 60, under the 2 frame intervals of the target at 30 fps;
+0: off) the server runs with its stall watch
 (``runtime/stall_watch.py``, ``WORLDSTREAM_STALL_WATCH_MS``) and the player's process
 watches its own event loop the same way: each phase then lists the stalls (anything late by
 more than MS) of the server and of the player, and prints the worst one's report: which
@@ -467,8 +468,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--renderer", default="cpu")
     p.add_argument("--generator", default="procedural")
-    p.add_argument("--stall-watch", type=float, default=100.0, metavar="MS",
-                   help="report anything in the server or the player's process late by more than MS (default 100; 0: off)")
+    p.add_argument("--stall-watch", type=float, default=60.0, metavar="MS",
+                   help="report anything in the server or the player's process late by more than MS (default 60; 0: off)")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args(argv)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]

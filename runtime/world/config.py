@@ -70,6 +70,13 @@ class WorldConfig:
             field is left to the frontier); a hole a player saw is filled instead of kept
             until the frontier moves on. ``uncovered_fraction`` still applies to every
             probe. 0 turns the test off.
+        detail_scale: refining (detail) keyframes are made at this x ``keyframe_width`` x
+            ``keyframe_height`` (640x360 at the defaults: one splat per ~1.2 stream pixels at
+            the keyframe's distance, against ~2.5 at 320x180) while the player they are for moves
+            slower than ``coarse_speed``. Detail jobs run only when no job that fills empty space
+            is queued or running (the generator has slack), so the extra cost (about
+            ``detail_scale**2`` per keyframe) never delays the frontier; fill jobs stay at the
+            keyframe size. 1 turns it off.
         coarse_scale, coarse_speed: fill coarse first. A job that fills empty space while
             generation is behind -- another such job is queued or running, or the player
             asking moves at ``coarse_speed`` m/s or faster -- is traced at ``coarse_scale``
@@ -78,6 +85,13 @@ class WorldConfig:
         revisit_radius_m, revisit_angle_deg: a player's view within this distance
             (metres) and angle (degrees) of a view a player was shown earlier is that
             view again: it is displayed as it was then (see :mod:`.seen_views`).
+        keep_keyframe_views: new chunks may not change what earlier keyframes'
+            reconstructions show (their splats there are dropped; see
+            :meth:`.frontier.chunk_builder.ChunkBuilder._keep_earlier_views`). Off by default:
+            keyframes are made ahead of players, mostly of places no one was shown yet, and
+            what players were shown is kept by the frozen seen views; keeping every keyframe's
+            view kept a closer keyframe out of what a far one had made (see docs/world.md,
+            "Revisits").
     """
 
     name: str
@@ -124,6 +138,8 @@ class WorldConfig:
     hole_reach_m: float = 15.0
     coarse_scale: float = 0.5
     coarse_speed: float = 3.0
+    detail_scale: float = 2.0
+    keep_keyframe_views: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -181,8 +197,15 @@ class WorldConfig:
                 f"WorldConfig.coarse_scale must be in [0.1, 1] (1 = off) and coarse_speed in [0, 100] m/s, "
                 f"got {self.coarse_scale!r} and {self.coarse_speed!r}"
             )
+        if not 1.0 <= self.detail_scale <= 4.0 or max(self.keyframe_width, self.keyframe_height) * self.detail_scale > 8192:
+            raise ValueError(
+                f"WorldConfig.detail_scale must be in [1, 4] (1 = off) and keep the detail keyframe within 8192 pixels a side, "
+                f"got {self.detail_scale!r} for {self.keyframe_width}x{self.keyframe_height}"
+            )
         if not 0.0 < self.revisit_angle_deg < 180.0:
             raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")
+        if not isinstance(self.keep_keyframe_views, bool):
+            raise ValueError(f"WorldConfig.keep_keyframe_views must be true or false, got {self.keep_keyframe_views!r}")
         # JSON round trips turn tuples into lists; keep tuples so configs compare equal.
         for name in ("ring_yaws", "frontier_distances", "keyframe_pitch_range", "job_yaw_offsets"):
             setattr(self, name, tuple(float(v) for v in getattr(self, name)))

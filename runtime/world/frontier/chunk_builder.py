@@ -287,8 +287,12 @@ class ChunkBuilder:
 
         Gaussians within ``spare_within`` metres of a new camera are never dropped (a job
         filling the holes a player looks at; see :meth:`build`).
+
+        Only with ``WorldConfig.keep_keyframe_views`` (off by default): what players were
+        shown is kept by the frozen seen views (:mod:`.revisit`), and keyframes are mostly
+        of places no one was shown.
         """
-        if len(gaussians) == 0 or len(self.memory) == 0:
+        if not self.config.keep_keyframe_views or len(gaussians) == 0 or len(self.memory) == 0:
             return gaussians
         started = time.perf_counter()
         centers = cams.centers.astype(np.float32)  # [C, 3]
