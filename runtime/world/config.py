@@ -70,6 +70,10 @@ class WorldConfig:
             asking moves at ``coarse_speed`` m/s or faster -- is traced at ``coarse_scale``
             x the keyframe resolution (about ``coarse_scale**2`` of the cost) and upsampled
             before reconstruction. 1 turns it off.
+        ahead_step_m: a moving player's view ahead is tested at the lookahead point and at
+            points along the way about this many metres apart (at most four), nearest first,
+            so a keyframe asked for far ahead does not leave the path before it unmade
+            (see :func:`.frontier.coverage.probe_views`); 0: the lookahead point only.
         revisit_radius_m, revisit_angle_deg: a player's view within this distance
             (metres) and angle (degrees) of a view a player was shown earlier is that
             view again: it is displayed as it was then (see :mod:`.seen_views`).
@@ -117,6 +121,7 @@ class WorldConfig:
     hole_reach_m: float = 15.0
     coarse_scale: float = 0.5
     coarse_speed: float = 3.0
+    ahead_step_m: float = 8.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -168,6 +173,8 @@ class WorldConfig:
                 f"WorldConfig.coarse_scale must be in [0.1, 1] (1 = off) and coarse_speed in [0, 100] m/s, "
                 f"got {self.coarse_scale!r} and {self.coarse_speed!r}"
             )
+        if not 0.0 <= self.ahead_step_m <= 1000.0:
+            raise ValueError(f"WorldConfig.ahead_step_m must be in [0, 1000] metres (0 = one probe), got {self.ahead_step_m!r}")
         if not 0.0 < self.revisit_angle_deg < 180.0:
             raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")
         # JSON round trips turn tuples into lists; keep tuples so configs compare equal.
