@@ -9,11 +9,15 @@ client), and prints per phase:
   and in frame intervals (the target: no gap over 2 intervals), the gaps' 50th, 90th and
   99th percentiles and how many were over 2 intervals, and the largest gap in the server's
   sending (its ``frame_info`` times: a decoded gap the server did not have came about on
-  the way or in the player's own process),
+  the way or in the player's own process), and the frames the server sent and dropped in
+  the phase (``/metrics``, all players: ``replaced`` a picture not yet encoded when the next
+  came, ``worker_behind``, ``render_failed``),
 * its slowest ping (WebSocket round trip, ms) and whether it was disconnected,
 * whether a new player could join at the end of the phase, and how long that took,
-* the server's CPU (its main process, % of one core; media workers apart) and the
-  attacker's: on a machine with few cores the attacker's own CPU takes from the server's,
+* the server's CPU (its main process, % of one core; media workers apart), of that its
+  event loop's thread alone (the CPU an attack costs the loop every tick waits on: unlike
+  the gaps, it hardly changes when other work shares the machine), and the attacker's: on
+  a machine with few cores the attacker's own CPU takes from the server's,
 * what the attacker did (messages or connections), the replies it got, and how its attempts
   failed (exception names: ``InvalidStatus`` is a handshake refused with an HTTP status).
 
@@ -39,7 +43,8 @@ counts them as another client than the player, as it would two hosts on the inte
 (With ``--url`` the server's own settings apply: without ``--trust-proxy`` the attacker and
 the player are one client address and share its quotas.)
 
-With ``--stall-watch MS`` (default 100; 0: off) the server runs with its stall watch
+With ``--stall-watch MS`` (default 60, under the 2 frame intervals of the target at 30 fps;
+0: off) the server runs with its stall watch
 (``runtime/stall_watch.py``, ``WORLDSTREAM_STALL_WATCH_MS``) and the player's process
 watches its own event loop the same way: each phase then lists the stalls (anything late by
 more than MS) of the server and of the player, and prints the worst one's report: which
@@ -205,9 +210,12 @@ async def _idle_connections(url: str, until: float, stats: dict, count: int = 20
     await asyncio.gather(*(one() for _ in range(count)))
 
 
-def _attack_process(kind: str, url: str, world: str, start_at: float, duration: float, out) -> None:
-    """Child process: wait for ``start_at`` (wall clock), attack for ``duration`` s, report stats."""
+def _attack_process(kind: str, url: str, world: str, go, duration: float, out) -> None:
+    """Child process: say it is ready (its imports are done), wait for the start time (wall
+    clock) from ``go``, attack for ``duration`` s, report stats on ``out``."""
     stats = {"sent": 0, "closed": 0, "replies": {}}
+    out.put("ready")
+    start_at = go.get(True, 120)
 
     async def main() -> None:
         await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -255,6 +263,38 @@ async def _join_time(url: str, world: str) -> str:
         return exc.error.code
     except Exception as exc:
         return type(exc).__name__
+
+
+def loop_cpu_ns(pid: int | None) -> int | None:
+    """ns the server's main thread (its event loop) has run on a CPU (``/proc``; None: unknown).
+    Unlike wall-clock gaps, this does not grow when other work shares the machine: it is
+    what an attack costs the loop that every frame's tick waits on."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def frame_counters(url: str) -> dict[str, float]:
+    """The server's frame counters from ``/metrics``: ``sent`` and ``dropped <reason>``
+    (replaced, worker_behind, render_failed); empty when it cannot be read."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("worldstream_frames_sent_total "):
+            out["sent"] = float(line.split()[-1])
+        elif line.startswith('worldstream_frames_dropped_total{reason="'):
+            out["dropped " + line.split('"')[1]] = float(line.split()[-1])
+    return out
 
 
 def gap_stats(times: list[float], fps: float) -> dict:
@@ -329,15 +369,21 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
         settle_heap()
         await asyncio.sleep(SETTLE_S)
         for kind in attacks:
-            out = ctx.Queue()
+            out, go = ctx.Queue(), ctx.Queue()
             proc = None
-            start_at = time.time() + 1.0  # the child needs a moment to start
             if kind != "none":
-                proc = ctx.Process(target=_attack_process, args=(kind, url, world, start_at, duration, out), daemon=True)
+                # Its start-up (an interpreter and the client's imports: a second of CPU) must
+                # be over before the phase, or it weighs on the first frames measured.
+                proc = ctx.Process(target=_attack_process, args=(kind, url, world, go, duration, out), daemon=True)
                 proc.start()
+                await asyncio.to_thread(out.get, True, 120)
+            start_at = time.time() + 0.5
+            go.put(start_at)
             await asyncio.sleep(max(0.0, start_at - time.time()))
             closed_before = player.closed.is_set()
             cpu0 = server_cpu.sample() if server_cpu else None
+            loop0 = loop_cpu_ns(server_cpu.pid if server_cpu else None)
+            counters0 = await asyncio.to_thread(frame_counters, url)
             wall0 = time.time()
             t0 = time.monotonic()
             worst = [0.0]
@@ -348,6 +394,10 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
                 lost = True
             t1 = time.monotonic()
             main_cpu, children_cpu = server_cpu.usage(cpu0, server_cpu.sample()) if server_cpu else (float("nan"),) * 2
+            loop1 = loop_cpu_ns(server_cpu.pid if server_cpu else None)
+            counters1 = await asyncio.to_thread(frame_counters, url)
+            frames = {k: int(v - counters0.get(k, 0.0)) for k, v in counters1.items() if v - counters0.get(k, 0.0) > 0}
+            loop_cpu = 100 * (loop1 - loop0) / 1e9 / (t1 - t0) if loop0 is not None and loop1 is not None else float("nan")
             joined = await _join_time(url, world)
             stats = await asyncio.to_thread(out.get, True, 60) if proc else {}
             if proc:
@@ -377,6 +427,9 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
                 "disconnected": lost or (player.closed.is_set() and not closed_before),
                 "new_player": joined,
                 "server_cpu_pct": round(main_cpu, 1),
+                "server_loop_cpu_pct": round(loop_cpu, 1),
+                "server_frames": frames,  # sent and dropped (by reason) in the phase, all players
+                "server_dropped": sum(v for k, v in frames.items() if k.startswith("dropped")),
                 "server_children_cpu_pct": round(children_cpu, 1),
                 "attacker_cpu_pct": stats.get("cpu_pct"),
                 "attacker_sent": stats.get("sent"),
@@ -398,11 +451,11 @@ def _row_text(row: dict) -> str:
     failures = ", ".join(f"{k} {v}" for k, v in sorted((row.get("attacker_failures") or {}).items()))
     return (f"  {row['attack']}: {row['recv_fps']} fps, largest gap {row['max_gap_ms']} ms ({row['gap_intervals']} frames; "
             f"p50 {row['gap_p50']}, p90 {row['gap_p90']}, p99 {row['gap_p99']}, {row['gaps_over_2']} over 2; "
-            f"server's sending: largest {row['server_sent_gap_intervals']}), "
+            f"server's sending: largest {row['server_sent_gap_intervals']}; frames {row['server_frames']}), "
             f"stalls: server {row['server_stalls']} (longest {row['server_stall_ms']:.0f} ms), "
             f"player process {row['client_stalls']} (longest {row['client_stall_ms']:.0f} ms), "
             f"worst ping {row['worst_ping_ms']} ms, disconnected {row['disconnected']}, new player {row['new_player']}, "
-            f"server CPU {row['server_cpu_pct']}% (+{row['server_children_cpu_pct']}% media workers), attacker CPU {row['attacker_cpu_pct']}%, "
+            f"server CPU {row['server_cpu_pct']}% (event loop {row['server_loop_cpu_pct']}%; +{row['server_children_cpu_pct']}% media workers), attacker CPU {row['attacker_cpu_pct']}%, "
             f"attacker sent {row['attacker_sent']} closed {row['attacker_closed']} [{replies}] failed [{failures}]")
 
 
@@ -415,8 +468,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--renderer", default="cpu")
     p.add_argument("--generator", default="procedural")
-    p.add_argument("--stall-watch", type=float, default=100.0, metavar="MS",
-                   help="report anything in the server or the player's process late by more than MS (default 100; 0: off)")
+    p.add_argument("--stall-watch", type=float, default=60.0, metavar="MS",
+                   help="report anything in the server or the player's process late by more than MS (default 60; 0: off)")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args(argv)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
@@ -445,6 +498,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             rows = run_loop(run_phases(url, attacks, args.duration, args.fps, ServerCpu(proc.pid) if proc else None,
                                        stall_file, args.stall_watch))
+            if proc is not None and (proc.poll() is not None or any(r["disconnected"] for r in rows)):
+                print(f"the server {'exited' if proc.poll() is not None else 'dropped the player'}; its log ends:\n"
+                      + (Path(tmp) / "server.log").read_text(errors="replace")[-4000:])
         finally:
             if proc is not None:
                 proc.terminate()
@@ -452,12 +508,12 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(format_table(rows, [("attack", "attack"), ("recv_fps", "fps"), ("max_gap_ms", "max gap ms"),
                               ("gap_intervals", "gap / frame"), ("gap_p50", "p50"), ("gap_p90", "p90"), ("gap_p99", "p99"),
-                              ("gaps_over_2", "gaps > 2"), ("server_sent_gap_intervals", "server's largest"),
+                              ("gaps_over_2", "gaps > 2"), ("server_sent_gap_intervals", "server's largest"), ("server_dropped", "server dropped"),
                               ("server_stall_ms", "server stall ms"), ("client_stall_ms", "player stall ms"),
                               ("server_full_gc_ms", "server full gc ms"), ("server_compile_ms", "server compile ms"),
                               ("worst_ping_ms", "worst ping ms"),
                               ("disconnected", "disconnected"), ("new_player", "new player"),
-                              ("server_cpu_pct", "server CPU %"), ("attacker_cpu_pct", "attacker CPU %"),
+                              ("server_cpu_pct", "server CPU %"), ("server_loop_cpu_pct", "loop CPU %"), ("attacker_cpu_pct", "attacker CPU %"),
                               ("attacker_sent", "attacker sent")]))
     write_json(args.json, {"args": vars(args), "rows": rows})
 

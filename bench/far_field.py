@@ -16,6 +16,7 @@ Usage::
 
     .venv/bin/python -m bench.far_field                         # forest, seed 7, 20 m
     .venv/bin/python -m bench.far_field --caption "a snowy winter valley" --frames 60
+    .venv/bin/python -m bench.far_field --far-cell-m 0          # far chunks never merged (as before merging)
 """
 
 from __future__ import annotations
@@ -115,11 +116,12 @@ def main(argv=None) -> None:
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--resolution", default="320x180", help="novel views' size")
     ap.add_argument("--renderer", default="cpu", help="cpu or gsplat")
+    ap.add_argument("--far-cell-m", type=float, default=None, help="WorldConfig.far_field_cell_m (0: far chunks never merge)")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
     args.width, args.height = (int(v) for v in args.resolution.split("x"))
     print(describe_machine(machine()))
-    world, seconds = build_world(args)
+    world, seconds = build_world(args, **({} if args.far_cell_m is None else {"far_field_cell_m": args.far_cell_m}))
     try:
         stats = world.stats
         snap = world.scene.snapshot()

@@ -28,13 +28,21 @@ Usage::
     .venv/bin/python -m bench.walk                              # 50 walks x 60 s (several minutes)
     .venv/bin/python -m bench.walk --walks 10 --seconds 20      # quicker
     .venv/bin/python -m bench.walk --biomes forest --seeds 7 --walks 1 --trace   # one walk, step by step
+    .venv/bin/python -m bench.walk --processes 4                # the 50 walks, 4 at a time
+
+``--processes N`` runs N walks at once, each in its own process (every walk is a fresh
+world; nothing is shared). A walk's scene depends on how long its jobs took (the planner
+looks further ahead when they are slow), so walks run side by side on a busy CPU meet the
+scenes of a loaded server; the walks, their seeds and the judge are the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,6 +125,22 @@ class GeneratorTruth:
                     found.append(rec)
         return found
 
+    def bushes_near(self, x: float, z: float, radius: float) -> list[tuple[float, float, float, float]]:
+        """``(x, z, crown radius, height)`` (metres) of the generator's bushes within ``radius``
+        of ``(x, z)``, nearest first."""
+        cell = self.biome.tree_cell
+        n = math.ceil(2.0 * radius / cell) + 3
+        ix0, iz0 = math.floor((x - radius) / cell) - 1, math.floor((z - radius) / cell) - 1
+        table = np.empty((n, n, K.OBJ_FIELDS), np.float64)
+        K.build_object_table(ix0, iz0, n, n, float(cell), self._seed32, self._e0, self._hg, self._hm, self._bp, False, table, np.empty(4))
+        recs = table.reshape(-1, K.OBJ_FIELDS)
+        recs = recs[recs[:, K.O_KIND] == K.KIND_BUSH]
+        d = np.hypot(recs[:, K.O_X] - x, recs[:, K.O_Z] - z)
+        return [
+            (float(r[K.O_X]), float(r[K.O_Z]), float(r[K.O_CROWN]), float(r[K.O_HEIGHT]))
+            for r, dist in sorted(zip(recs, d), key=lambda p: p[1]) if dist <= radius
+        ]
+
     def body_blocked(self, x: float, z: float, radius: float = BODY_RADIUS) -> bool:
         """Does a solid object (not a bush) come within ``radius`` of the body standing at
         ``(x, z)``, between a step's height and the top of the head?"""
@@ -170,6 +194,25 @@ class WalkResult:
         return bool(self.stuck_events)
 
 
+def plan_and_wait(world: World, pose: Pose) -> None:
+    """Plan generation for a player walking along ``pose``'s yaw, and wait until its jobs have landed."""
+    velocity = np.array([math.sin(pose.yaw), 0.0, math.cos(pose.yaw)], np.float32) * WALK_SPEED
+    world.update([PlayerState("walker", pose, velocity)])
+    world.wait_idle(120.0)
+
+
+def walk_straight(world: World, pose: Pose, seconds: float) -> list[np.ndarray]:
+    """Hold forward for ``seconds`` of simulated time from ``pose``, generation fast-forwarded
+    as in :func:`scripted_walk`; returns the positions ``[3]`` after each move step."""
+    path = []
+    for i in range(int(round(seconds / TICK_S))):
+        if i % round(PLAN_S / TICK_S) == 0:
+            plan_and_wait(world, pose)
+        pose = world.move(pose, MoveInput(forward=1.0), TICK_S)
+        path.append(pose.position.copy())
+    return path
+
+
 def scripted_walk(
     biome: str, seed: int, walk: int, seconds: float, rng: np.random.Generator, log=None
 ) -> WalkResult:
@@ -194,9 +237,7 @@ def scripted_walk(
                 if rng.uniform() < 0.3:
                     run_until = t + rng.uniform(1.0, 4.0)
             if t >= next_plan:
-                velocity = np.array([math.sin(pose.yaw), 0.0, math.cos(pose.yaw)], np.float32) * WALK_SPEED
-                world.update([PlayerState("walker", pose, velocity)])
-                world.wait_idle(120.0)
+                plan_and_wait(world, pose)
                 next_plan = t + PLAN_S
             old = pose.position.copy()
             pose = world.move(pose, MoveInput(forward=1.0, yaw_delta=turn, run=t < run_until), TICK_S)
@@ -240,22 +281,53 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=60.0, help="simulated seconds per walk")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--trace", action="store_true", help="log every stuck event")
+    p.add_argument("--processes", type=int, default=1, help="walks run at once, each in its own process")
     return p.parse_args(argv)
+
+
+def _one_walk(biome: str, seed: int, k: int, seconds: float, trace: bool) -> WalkResult:
+    """Walk ``k`` of a run (its rng seeded from the world seed and ``k``); picklable for a process pool."""
+    return scripted_walk(biome, seed, k, seconds, np.random.default_rng(1000 * seed + k), print if trace else None)
+
+
+def by_biome(rows: list[dict]) -> list[dict]:
+    """Per-biome totals of :func:`run`'s walk rows."""
+    out = []
+    for biome in dict.fromkeys(r["biome"] for r in rows):
+        mine = [r for r in rows if r["biome"] == biome]
+        out.append({
+            "biome": biome, "walks": len(mine), "stuck_walks": sum(r["stuck_events"] > 0 for r in mine),
+            "stuck_events": sum(r["stuck_events"] for r in mine),
+            "mean_distance_m": round(float(np.mean([r["distance_m"] for r in mine])), 1),
+            "blocked_s": round(sum(r["blocked_s"] for r in mine), 1),
+            "truth_blocked_s": round(sum(r["truth_blocked_s"] for r in mine), 1),
+            "off_ground_walks": sum(r["off_ground_s"] > 0 for r in mine),
+            "off_ground_s": round(sum(r["off_ground_s"] for r in mine), 1),
+            "max_off_ground_m": max(r["max_off_ground_m"] for r in mine),
+        })
+    return out
 
 
 def run(args, log=print) -> dict:
     biomes = [b.strip() for b in args.biomes.split(",") if b.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     combos = [(b, s) for s in seeds for b in biomes]
-    results = []
-    for k in range(args.walks):
-        biome, seed = combos[k % len(combos)]
-        rng = np.random.default_rng(1000 * seed + k)
-        r = scripted_walk(biome, seed, k, args.seconds, rng, log if args.trace else None)
-        results.append(r)
-        log(f"  walk {k}: {biome} seed {seed}: {r.distance_m:.0f} m, stuck {len(r.stuck_events)}, "
+    walks = [(*combos[k % len(combos)], k, args.seconds, args.trace) for k in range(args.walks)]
+    t0 = time.perf_counter()
+
+    def report(r: WalkResult) -> WalkResult:
+        log(f"  walk {r.walk}: {r.biome} seed {r.seed}: {r.distance_m:.0f} m, stuck {len(r.stuck_events)}, "
             f"blocked {r.blocked_s:.1f} s (truth {r.truth_blocked_s:.1f} s), off the ground {r.off_ground_s:.1f} s "
             f"(at most {r.max_off_ground_m:.1f} m), {r.jobs} jobs, {r.wall_s:.0f} s wall")
+        return r
+
+    if args.processes > 1:
+        # spawn: a fresh interpreter per worker (numba's and the world's threads do not fork safely)
+        with ProcessPoolExecutor(args.processes, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_one_walk, *w) for w in walks]
+            results = [report(f.result()) for f in futures]
+    else:
+        results = [report(_one_walk(*w)) for w in walks]
     rows = [
         {
             "biome": r.biome, "seed": r.seed, "walk": r.walk, "distance_m": round(r.distance_m, 1),
@@ -274,8 +346,9 @@ def run(args, log=print) -> dict:
         "mean_distance_m": float(np.mean([r.distance_m for r in results])) if results else 0.0,
         "off_ground_walks": sum(r.off_ground_s > 0 for r in results),
         "seconds_per_walk": args.seconds,
+        "wall_s": round(time.perf_counter() - t0, 1),
     }
-    return {"machine": machine(), "args": vars(args), "summary": summary, "walks": rows}
+    return {"machine": machine(), "args": vars(args), "summary": summary, "biomes": by_biome(rows), "walks": rows}
 
 
 def main(argv=None) -> None:
@@ -287,10 +360,17 @@ def main(argv=None) -> None:
         ("blocked_s", "blocked s"), ("truth_blocked_s", "truth blocked s"), ("off_ground_s", "off ground s"),
         ("max_off_ground_m", "max off m"), ("jobs", "jobs"), ("wall_s", "wall s"),
     ]))
+    print()
+    print(format_table(out["biomes"], [
+        ("biome", "biome"), ("walks", "walks"), ("stuck_walks", "stuck walks"), ("stuck_events", "stuck events"),
+        ("mean_distance_m", "mean m walked"), ("blocked_s", "blocked s"), ("truth_blocked_s", "truth blocked s"),
+        ("off_ground_walks", "walks off ground"), ("off_ground_s", "off ground s"), ("max_off_ground_m", "max off m"),
+    ]))
     s = out["summary"]
     print(f"\nstuck walks: {s['stuck_walks']} / {s['walks']} (rate {s['stuck_rate']:.2f}), "
           f"{s['stuck_events']} stuck events, mean {s['mean_distance_m']:.0f} m per {s['seconds_per_walk']:.0f} s walk; "
-          f"{s['off_ground_walks']} walks left the generator's ground by more than a step")
+          f"{s['off_ground_walks']} walks left the generator's ground by more than a step; "
+          f"{s['wall_s']:.0f} s wall with {args.processes} process(es)")
     write_json(args.json, out)
 
 

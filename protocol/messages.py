@@ -78,6 +78,8 @@ MAX_EXPLORED_CELLS = 65_536
 MAX_PLAYERS_LISTED = 256
 MAX_LOCAL_SPLATS = 16_000_000
 """Most Gaussians a client may ask to hold locally (``splats.max_splats``)."""
+MAX_LOCAL_FAR_SPLATS = 2_000_000
+"""Most far-field Gaussians a client may ask to hold locally (``splats.max_far_splats``)."""
 MAX_SPLAT_PIECE_BYTES = 56 * 1024
 """Largest ``.spz`` payload of one ``splat_piece`` (the message stays under MAX_MESSAGE_BYTES)."""
 MAX_SPLATS_IN_FLIGHT = 4
@@ -399,6 +401,11 @@ class Splats(Message):
 
     enabled: bool = spec(doc="true: send the splats near me; false: stop (what was sent is forgotten)")
     max_splats: int = spec(2_000_000, min=0, max=MAX_LOCAL_SPLATS, doc="the client's memory budget, in Gaussians")
+    max_far_splats: int = spec(
+        0, min=0, max=MAX_LOCAL_FAR_SPLATS,
+        doc="budget for the far field (splat_piece with layer 'far', drawn behind the scene), in Gaussians; "
+        "0: none (clients that cannot draw it leave it out)",
+    )
 
 
 @message("splat_ack", "client")
@@ -605,24 +612,35 @@ class FrameInfo(Message):
 
 @message("splat_piece", "server")
 class SplatPiece(Message):
-    """Part of one scene chunk's Gaussians for local rendering (after ``splats``). A chunk
+    """Part of one chunk's Gaussians for local rendering (after ``splats``). A chunk
     comes in ``parts`` pieces; each is a complete ``.spz`` (version 3: gzip, 24-bit fixed-point
     positions, 8-bit colour, opacity, log scale, smallest-three rotations; right-up-back axes
-    as the format has them, so y and z are flipped from the world's). Answer each with ``splat_ack``."""
+    as the format has them, so y and z are flipped from the world's). Answer each with ``splat_ack``.
+
+    ``layer`` says what the chunk is: ``scene`` (drawn as usual) or ``far``, a far-field chunk
+    (sent only when ``splats.max_far_splats`` > 0): coarse splats of what keyframes saw beyond
+    ~40 m, drawn *behind* the scene in place of the bare sky (never in front of a scene splat),
+    on the coarse sky grid the server samples (every ``round(max(W, H) / 160)``-th pixel,
+    interpolated bilinearly). A far chunk on the wire is one landing's far splats and never
+    changes (the server merges landings of one far cell into one chunk, but sends each as its
+    own, under the landing's id); ``splat_forget`` drops it when the world drops its far cell
+    or the far budget needs room."""
 
     id: int = spec(min=0, max=MAX_SEQ, doc="acknowledge with splat_ack")
-    chunk_id: int = spec(min=0, max=MAX_SEQ, doc="the scene chunk it belongs to (splat_forget names it)")
+    chunk_id: int = spec(min=0, max=MAX_SEQ, doc="the chunk it belongs to (splat_forget names it)")
     part: int = spec(min=0, doc="0-based")
     parts: int = spec(min=1)
     center: Vec3 = spec(unit="m", doc="the chunk's bounding-box centre, world coordinates")
     radius: float = spec(min=0.0, unit="m", doc="half the chunk's bounding-box diagonal")
     count: int = spec(min=0, doc="Gaussians in this piece")
     spz: bytes = spec(max_len=MAX_SPLAT_PIECE_BYTES, unit="bytes", doc="the piece as .spz bytes")
+    layer: Literal["scene", "far"] = spec("scene", doc="scene chunk, or far-field chunk drawn behind the scene")
 
 
 @message("splat_forget", "server")
 class SplatForget(Message):
-    """Drop these chunks: the budget needs room for nearer ones (the server may send them again later)."""
+    """Drop these chunks (of either layer: ids are unique across both): the budget needs room for
+    nearer ones, or their contents changed (the server may send them again later)."""
 
     chunk_ids: list[int] = spec(factory=list, max_len=4096)
 

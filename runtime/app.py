@@ -106,6 +106,7 @@ class StreamServer:
             "renderer": self.renderer_name,
             "sessions": len(self.registry.sessions),
             "players": self.registry.player_count,
+            "connections": self.quotas.connections,  # WebSocket connections open (--max-connections counts them)
             "worlds": sorted(name for name in list(self.registry.sessions) if self.registry.listed(name)),
             "resolution": f"{self.config.width}x{self.config.height}",
             "fps": self.config.fps,
@@ -247,6 +248,7 @@ class StreamServer:
             process_request=make_process_request(
                 cfg.static_dir, self.health, self._metrics_text, self.world_listing, self._refuse_websocket,
                 token=cfg.token, secure=self._came_over_https, flooding=self._flooding, refusals=self.refusals,
+                unauthorized=self.metrics.connections_refused.labels("token").inc,
             ),
             max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most

@@ -169,6 +169,7 @@ def _info_dict(i) -> dict:
         "generator": i.generator,
         "seed": i.seed,
         "caption": i.caption,
+        "far_gaussians": i.far_gaussians,
         "error": i.error,
     }
 
@@ -186,6 +187,7 @@ def cmd_info(args) -> int:
         ("size", f"{_human_bytes(info.size_bytes)} ({info.size_bytes} bytes)"),
         ("chunks", info.chunks),
         ("gaussians", info.gaussians),
+        ("far field", f"{info.far_gaussians} Gaussians"),
         ("frames", info.frames),
         ("generator", info.generator),
         ("seed", info.seed),
@@ -204,7 +206,10 @@ def cmd_export(args) -> int:
 
     _output_file(args.out)
     t0 = time.perf_counter()
-    gaussians = _library(args).load_gaussians(args.world)
+    library = _library(args)
+    # The far field (distant surfaces the world draws behind the scene) goes after the scene's
+    # Gaussians as ordinary ones: viewers have no background layer (see docs/world.md).
+    gaussians = library.load_gaussians(args.world, far=not args.no_far_field)
     if len(gaussians) == 0:
         raise CliError(f"world {args.world!r} has no Gaussians yet; walk it first")
     try:
@@ -213,7 +218,8 @@ def cmd_export(args) -> int:
         raise  # names the file already
     except ValueError as e:
         raise CliError(f"{args.out}: {e}") from None
-    print(f"wrote {len(gaussians)} Gaussians ({_human_bytes(size)}) to {args.out} in {time.perf_counter() - t0:.2f} s")
+    far = "" if args.no_far_field else f", far field included: {library.info(args.world).far_gaussians}"
+    print(f"wrote {len(gaussians)} Gaussians{far} ({_human_bytes(size)}) to {args.out} in {time.perf_counter() - t0:.2f} s")
     return 0
 
 
@@ -484,6 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("world", help="world name")
     p.add_argument("out", type=Path, help="output file: out.ply | out.splat | out.spz")
     p.add_argument("--lossless", action="store_true", help="PLY only: also store exact colours (extra ws_rgb_* properties)")
+    p.add_argument(
+        "--no-far-field", action="store_true",
+        help="leave out the far field (coarse, nearly opaque splats of surfaces 40 m to 5 km away, written after the scene's "
+        "by default): for editing the scene alone, or re-importing it without a shell of distant blobs",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("import", help="make a new world from a 3DGS .ply (e.g. Lyra's reconstructed_scene.ply), .splat or .spz", parents=[common])

@@ -65,7 +65,8 @@ class ServerMetrics:
         self.connections_refused = Counter(
             "worldstream_connections_refused",
             "WebSocket handshakes refused, by reason (origin: a page from an origin not allowed, HTTP 403; "
-            "oversize: an address with too many connections closed for oversized frames, HTTP 429)",
+            "oversize: an address with too many connections closed for oversized frames, HTTP 429; "
+            "token: without the --token access token, HTTP 401, counted for every HTTP request so refused)",
             ["reason"],
             registry=r,
         )

@@ -15,6 +15,16 @@ since the WebSocket delivered it anyway), and at most ``SPLAT_RATE_HZ`` pieces a
 a slow client costs the server nothing but waiting, and the connection's bounded outbox
 never fills with splats. Chunks are encoded once, in the feed's own thread, and kept
 (``CACHE_BYTES``) for every player.
+
+The far field (``SceneSnapshot.far``: coarse splats of distant surfaces, drawn behind the
+scene) goes only to a player that gives it a budget (``splats.max_far_splats`` > 0): its
+chunks are pieces with ``layer="far"``, chosen, budgeted and forgotten exactly like scene
+chunks but against their own budget, so the far field never takes room from the scene. Far
+chunks merge as the world grows (a later landing in the same far cell appends to the cell's
+chunk: ``Chunk.far_parts``), so the feed sends them per landing (:meth:`SplatFeed._far_units`):
+each landing's Gaussians are a far chunk on the wire under that landing's id (the first under
+the chunk's own), which never changes. A merge sends only what it added and the page never
+loses the part of the horizon it holds; a far chunk the world drops is forgotten whole.
 """
 
 from __future__ import annotations
@@ -60,14 +70,23 @@ def encode_pieces(gaussians: Gaussians) -> list[tuple[int, bytes]]:
     return [(min(step, n - i), encode_spz(gaussians.subset(np.arange(i, min(i + step, n))))) for i in range(0, n, step)]
 
 
+LAYERS = ("scene", "far")
+
+
 @dataclass
 class _Subscription:
     budget: int
-    held: dict[int, Gaussians] = field(default_factory=dict)  # chunk id -> its contents sent (or being sent)
+    far_budget: int = 0
+    held: dict[int, Gaussians] = field(default_factory=dict)  # scene chunk id -> its contents sent (or being sent)
+    far_held: dict[int, Gaussians] = field(default_factory=dict)  # the same for far-field chunks
     queue: collections.deque = field(default_factory=collections.deque)  # SplatPiece messages still to send
     in_flight: dict[int, float] = field(default_factory=dict)  # piece id -> monotonic send time
     sent_at: collections.deque = field(default_factory=lambda: collections.deque(maxlen=m.SPLAT_RATE_HZ))
     busy: bool = False  # a chunk is being encoded for it
+
+    def layer(self, name: str) -> tuple[dict[int, Gaussians], int]:
+        """(held chunks, budget) of one layer."""
+        return (self.held, self.budget) if name == "scene" else (self.far_held, self.far_budget)
 
 
 def _sphere(chunk: Chunk) -> tuple[np.ndarray, float]:
@@ -91,6 +110,7 @@ class SplatFeed:
         # chunk id -> (the contents encoded, their pieces): refinement changes a chunk's contents
         self._cache: collections.OrderedDict[int, tuple[Gaussians, list[tuple[int, bytes]]]] = collections.OrderedDict()
         self._cache_bytes = 0
+        self._units: dict[int, Chunk] = {}  # far-field landings as sent (see _far_units)
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="splats")
         self._loop = asyncio.get_running_loop()
         self.pieces_sent = 0
@@ -103,6 +123,7 @@ class SplatFeed:
             return
         sub = self._subs.setdefault(player.id, _Subscription(msg.max_splats))
         sub.budget = msg.max_splats
+        sub.far_budget = msg.max_far_splats
 
     def ack(self, player: Player, piece_id: int) -> None:
         sub = self._subs.get(player.id)
@@ -153,37 +174,51 @@ class SplatFeed:
         return len(sub.sent_at) == sub.sent_at.maxlen and now - sub.sent_at[0] < 1.0
 
     async def _queue_next_chunk(self, player: Player, sub: _Subscription) -> bool:
-        """Choose the next chunk for ``player`` (making room if a held one is much farther),
-        encode it (cached) and queue its pieces; False when there is nothing to send now."""
-        chunks = [c for c in self.world.scene.snapshot().chunks if len(c.gaussians)]
-        current = {c.id: c.gaussians for c in chunks}
-        stale = [cid for cid, g in sub.held.items() if current.get(cid) is not g]  # refined or gone
+        """Choose the next chunk of either layer for ``player`` (making room in its layer if a
+        held one is much farther), encode it (cached) and queue its pieces; False when there
+        is nothing to send now."""
+        snapshot = self.world.scene.snapshot()
+        layers = {"scene": [c for c in snapshot.chunks if len(c.gaussians)]}
+        layers["far"] = [c for c in self._far_units(snapshot.far) if len(c.gaussians)] if sub.far_budget > 0 else []
+        stale = []
+        for name, chunks in layers.items():
+            held, _ = sub.layer(name)
+            current = {c.id: c.gaussians for c in chunks}
+            for cid in [cid for cid, g in held.items() if current.get(cid) is not g]:  # refined, merged or gone
+                del held[cid]
+                stale.append(cid)
         if stale:
-            for cid in stale:
-                del sub.held[cid]
             player.send(m.SplatForget(chunk_ids=stale))
-        if not chunks:
+        best: tuple[float, str, Chunk, dict[int, float]] | None = None
+        for name, chunks in layers.items():
+            held, budget = sub.layer(name)
+            if not chunks:
+                continue
+            scores = dict(zip((c.id for c in chunks), self._scores(player, chunks)))
+            wanted = [(scores[c.id], c.id, c) for c in chunks if c.id not in held and len(c.gaussians) <= budget]
+            if wanted:
+                score, _, chunk = min(wanted, key=lambda w: w[:2])
+                if best is None or score < best[0]:
+                    best = (score, name, chunk, scores)
+        if best is None:
             return False
-        scores = self._scores(player, chunks)
-        by_id = {c.id: (c, s) for c, s in zip(chunks, scores)}
-        wanted = sorted((s, c.id) for c, s in zip(chunks, scores) if c.id not in sub.held and len(c.gaussians) <= sub.budget)
-        if not wanted:
-            return False
-        score, chunk_id = wanted[0]
-        chunk = by_id[chunk_id][0]
+        score, layer, chunk, scores = best
+        held, budget = sub.layer(layer)
         forget = []
-        held_total = sum(len(g) for g in sub.held.values())
-        while held_total + len(chunk.gaussians) > sub.budget:
-            worst = max(sub.held, key=lambda cid: by_id[cid][1] if cid in by_id else np.inf)
-            if by_id.get(worst, (None, np.inf))[1] < EVICT_MARGIN * score:
+        held_total = sum(len(g) for g in held.values())
+        while held_total + len(chunk.gaussians) > budget:
+            worst = max(held, key=lambda cid: scores.get(cid, np.inf))
+            # Not strictly farther by the margin: wait. (Equal scores, e.g. two chunks whose
+            # bounds hold the player, would otherwise evict each other in turn forever.)
+            if scores.get(worst, np.inf) <= EVICT_MARGIN * score:
                 if forget:
                     player.send(m.SplatForget(chunk_ids=forget))
                 return False  # full of nearer chunks: wait for the player to move
-            held_total -= len(sub.held.pop(worst))
+            held_total -= len(held.pop(worst))
             forget.append(worst)
         if forget:
             player.send(m.SplatForget(chunk_ids=forget))
-        sub.held[chunk.id] = chunk.gaussians
+        held[chunk.id] = chunk.gaussians
         sub.busy = True
         try:
             pieces = await self._pieces(chunk)
@@ -195,10 +230,33 @@ class SplatFeed:
                 m.SplatPiece(
                     id=self._next_id, chunk_id=chunk.id, part=part, parts=len(pieces),
                     center=(float(center[0]), float(center[1]), float(center[2])), radius=radius, count=count, spz=data,
+                    layer=layer,
                 )
             )
             self._next_id += 1
         return True
+
+    def _far_units(self, far: tuple[Chunk, ...]) -> list[Chunk]:
+        """The far field as the feed sends it: one chunk per landing merged into each far chunk
+        (id: the chunk's own for its first landing, the landing's for later ones), each built
+        once and kept while its far chunk lives, so it stays the same object (held copies are
+        compared by identity) however often its cell merges again."""
+        units, alive = [], set()
+        for c in far:
+            start = 0
+            for k, (landing, end) in enumerate(c.far_parts or ((c.id, len(c.gaussians)),)):
+                unit_id = c.id if k == 0 else landing
+                unit = self._units.get(unit_id)
+                if unit is None or len(unit.gaussians) != end - start:
+                    whole = start == 0 and end == len(c.gaussians)
+                    unit = c if whole else Chunk.build(unit_id, c.gaussians.subset(np.arange(start, end)), c.source)
+                    self._units[unit_id] = unit
+                units.append(unit)
+                alive.add(unit_id)
+                start = end
+        for unit_id in set(self._units) - alive:  # dropped far chunks
+            del self._units[unit_id]
+        return units
 
     def _scores(self, player: Player, chunks: list[Chunk]) -> list[float]:
         """Per chunk: distance from the player's eye to its bounding sphere (metres, 0 inside),

@@ -456,7 +456,9 @@ def verdict(report: dict) -> str:
     streaming threads (the event loop's, the render thread) waiting for a CPU means the
     machine was short of CPU; a garbage collection as long as a good part of the window
     means the collector; otherwise they were blocked (a lock, the interpreter lock held by
-    a busy thread, or I/O), and the busiest thread is named."""
+    a busy thread, or I/O), and the busiest thread is named. When only encoded frames were
+    late (``video ...``: the pictures were offered on time) and a child process's thread (a
+    media worker's) waited for a CPU for much of it, that is said first."""
     window = report.get("cpu_window_ms") or 0.0
     if window <= 0:
         return ""
@@ -465,11 +467,15 @@ def verdict(report: dict) -> str:
     waited = max((t["waited_ms"] for t in streaming), default=0.0)
     ran = sum(t["ran_ms"] for t in mine)
     others = [t for t in report.get("threads", []) if t["pid"] != report.get("pid")]
+    child_waited = max((t["waited_ms"] for t in others), default=0.0)
     busiest = max(mine, key=lambda t: t["ran_ms"], default=None)
     gc_ms = max([g["ms"] for g in report.get("slow_gc", [])] + [(report.get("gc_running") or {}).get("ms", 0.0)], default=0.0)
     head = (f"over {window:.0f} ms this process ran {ran:.0f} ms of CPU (its children {sum(t['ran_ms'] for t in others):.0f}), "
-            f"its streaming threads waited up to {waited:.0f} ms for one")
-    if waited >= 0.4 * window:
+            f"its streaming threads waited up to {waited:.0f} ms for one (its children's up to {child_waited:.0f})")
+    late = [x["what"] for x in report.get("late", [])] or [report.get("ended", {}).get("what", "")]
+    if late and all(what.startswith("video ") for what in late) and child_waited >= 0.4 * window:
+        why = f"only encoded frames late, and a media worker's thread waited {child_waited:.0f} ms for a CPU"
+    elif waited >= 0.4 * window:
         why = "short of CPU (the machine)"
     elif gc_ms >= 0.3 * window:
         why = f"garbage collection ({gc_ms:.0f} ms)"

@@ -4,6 +4,8 @@ the browser draws the world's splats itself (clients/web/src/local/, Spark on th
 * local mode loads the splats near spawn and draws frames, and its picture of a pose agrees
   with the server's CPU render of the same camera at the same resolution (PSNR >= 30 dB;
   the number goes to test-artifacts/browser_metrics.json, the pictures next to it);
+* the far field reaches the page and is drawn behind the scene as the server draws it (a
+  level view of the horizon agrees with the server's where a far-less picture does not);
 * switching render modes keeps the pose;
 * chunks generated after joining appear in the local view;
 * two players in local mode see each other's avatar (in the 3D view, in the avatar's colour).
@@ -97,15 +99,29 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * math.log10(255.0**2 / max(mse, 1e-12))
 
 
-def stored_chunks(server, world: str, held: set[int], timeout_s: float = 30.0):
-    """The world's chunks as saved on disk, once every chunk the client holds is saved."""
+def wire_ids(chunk) -> set[int]:
+    """The ids a chunk goes by in the splat feed: a far chunk merged from several landings is
+    sent per landing (its own id, then each later landing's)."""
+    return {chunk.id} | {landing for landing, _ in chunk.far_parts[1:]}
+
+
+def stored_chunks(server, world: str, held: set[int], timeout_s: float = 30.0, far: bool = False):
+    """The world's chunks (``far``: its far-field chunks) as saved on disk, once every one the
+    client holds (by its ids on the wire) is saved."""
     library = WorldLibrary(server.worlds)
     deadline = time.monotonic() + timeout_s
     while True:
-        chunks = library.load_chunks(world, verify=False)
-        if held <= {c.id for c in chunks} or time.monotonic() > deadline:
+        chunks = library.load_far(world, verify=False) if far else library.load_chunks(world, verify=False)
+        if held <= set().union(*(wire_ids(c) for c in chunks)) or time.monotonic() > deadline:
             return chunks
         time.sleep(0.5)
+
+
+def held_far(server, world: str, held: set[int]):
+    """The saved far chunks the client holds (all of each: every landing)."""
+    far = [c for c in stored_chunks(server, world, held, far=True) if wire_ids(c) & held]
+    assert all(wire_ids(c) <= held for c in far), "the client holds only part of a far chunk"
+    return far
 
 
 def test_local_mode_loads_splats_near_spawn_and_matches_the_server(open_local, server, base_url, world):
@@ -126,7 +142,9 @@ def test_local_mode_loads_splats_near_spawn_and_matches_the_server(open_local, s
     cameras = pose.camera(320, 180)
     mine = capture(page, cameras)
     sky = ProceduralGenerator().sky(WORLD_CAPTION, WORLD_SEED)
-    theirs = CpuRenderer().render(SceneSnapshot(1, tuple(chunks)), cameras, sky).rgb[0]
+    # The page draws the far-field chunks it holds behind its splats, as the server does.
+    far = held_far(server, world, set(s["farChunkIds"]))
+    theirs = CpuRenderer().render(SceneSnapshot(1, tuple(chunks), tuple(far)), cameras, sky).rgb[0]
     db = psnr(mine, theirs)
     ARTIFACTS.mkdir(exist_ok=True)
     from PIL import Image
@@ -135,6 +153,52 @@ def test_local_mode_loads_splats_near_spawn_and_matches_the_server(open_local, s
     Image.fromarray(np.concatenate([mine, theirs, diff], axis=0)).save(ARTIFACTS / "local_vs_server.png")
     save_metrics({"local_vs_server_psnr_db": round(db, 2), "local_chunks": s["chunks"], "local_splats": s["splats"], "local_bytes": s["bytes"]})
     assert db >= MIN_PSNR_DB, f"local picture vs the server's: {db:.1f} dB (test-artifacts/local_vs_server.png)"
+
+
+def test_the_local_horizon_shows_the_far_field_as_the_server_does(open_local, server, base_url, world):
+    """The far field (distant surfaces drawn behind the scene) reaches the page (splat_piece
+    layer 'far') and is drawn there as the server draws it: at a level camera looking at the
+    horizon, the local picture matches the server's with its far field, where a picture
+    without it (what the page drew before the far field was fed) does not."""
+    page = open_local(link(base_url, world, "Horizon"))
+    wait_local_frames(page)
+    s = wait_feed_quiet(page)
+    assert s["farChunks"] > 0 and s["farSplats"] > 0, f"no far-field chunk reached the page: {s}"
+    held = {c.id: c for c in stored_chunks(server, world, set(s["chunkIds"])) if c.id in set(s["chunkIds"])}
+    far = held_far(server, world, set(s["farChunkIds"]))
+
+    position = np.array(s["pose"]["position"], np.float32)
+    sky = ProceduralGenerator().sky(WORLD_CAPTION, WORLD_SEED)
+    renderer = CpuRenderer()
+    rows, metrics = [], {}
+    for k, yaw in enumerate((s["pose"]["yaw"], s["pose"]["yaw"] + 2.0)):
+        cameras = Pose(position, yaw, 0.0).camera(320, 180)  # level: the horizon across the middle
+        mine = capture(page, cameras)
+        with_far = renderer.render(SceneSnapshot(1, tuple(held.values()), tuple(far)), cameras, sky).rgb[0]
+        bare = renderer.render(SceneSnapshot(1, tuple(held.values())), cameras, sky).rgb[0]
+        # Far pixels: where the far field changes the server's picture.
+        changed = np.abs(with_far.astype(int) - bare.astype(int)).max(axis=2) > 8
+        local_err = float(np.abs(mine.astype(int) - with_far.astype(int))[changed].mean()) if changed.any() else 0.0
+        bare_err = float(np.abs(bare.astype(int) - with_far.astype(int))[changed].mean()) if changed.any() else 0.0
+        metrics[f"horizon_{k}"] = {
+            "far_pixels": round(float(changed.mean()), 4),
+            "psnr_local_db": round(psnr(mine, with_far), 2),
+            "psnr_without_far_db": round(psnr(bare, with_far), 2),
+            "far_pixel_error_local": round(local_err, 1),
+            "far_pixel_error_without_far": round(bare_err, 1),
+        }
+        rows.append(np.concatenate([mine, with_far, bare], axis=1))
+    ARTIFACTS.mkdir(exist_ok=True)
+    from PIL import Image
+
+    Image.fromarray(np.concatenate(rows, axis=0)).save(ARTIFACTS / "local_far_field.png")
+    save_metrics({"local_far_field": metrics, "local_far_chunks": s["farChunks"], "local_far_splats": s["farSplats"]})
+    views = [v for v in metrics.values() if v["far_pixels"] > 0.002]
+    assert views, f"no test view shows the far field: {metrics}"
+    for v in views:
+        assert v["psnr_local_db"] >= MIN_PSNR_DB, metrics
+        assert v["psnr_local_db"] > v["psnr_without_far_db"] + 1.0, metrics
+        assert v["far_pixel_error_local"] <= 0.5 * v["far_pixel_error_without_far"], metrics
 
 
 def test_switching_render_modes_keeps_the_pose(open_local, base_url, world):

@@ -98,12 +98,16 @@ def test_list_and_info(workdir):
 
 
 def test_export_and_import(workdir):
-    gaussians = json.loads(run_cli("info", "walk", "--json", cwd=workdir).stdout)["gaussians"]
-    for name in ("walk.ply", "walk.splat", "walk.spz"):
+    info = json.loads(run_cli("info", "walk", "--json", cwd=workdir).stdout)
+    gaussians, far = info["gaussians"], info["far_gaussians"]
+    for name in ("walk.ply", "walk.splat", "walk.spz"):  # the far field follows the scene's Gaussians
         result = run_cli("export", "walk", name, cwd=workdir)
         assert result.returncode == 0, result.stderr
-        assert len(read_splats(workdir / name)) == gaussians
-    result = run_cli("import", "walk.ply", "--name", "walk-copy", "--caption", "snowy peaks", "--renderer", "cpu", cwd=workdir)
+        assert len(read_splats(workdir / name)) == gaussians + far
+    result = run_cli("export", "walk", "walk-scene.ply", "--no-far-field", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert len(read_splats(workdir / "walk-scene.ply")) == gaussians
+    result = run_cli("import", "walk-scene.ply", "--name", "walk-copy", "--caption", "snowy peaks", "--renderer", "cpu", cwd=workdir)
     assert result.returncode == 0, result.stderr
     info = json.loads(run_cli("info", "walk-copy", "--json", cwd=workdir).stdout)
     assert info["gaussians"] == gaussians and info["frames"] == 0 and info["caption"] == "snowy peaks"

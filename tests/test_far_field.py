@@ -19,7 +19,7 @@ from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural.generator import ground_height_y
 from runtime.world.keyframes.far_field import far_gaussians
 from runtime.world.render.cpu import CpuRenderer
-from runtime.world.scene import ChunkSource, Scene, SceneSnapshot
+from runtime.world.scene import ChunkSource, Scene, SceneSnapshot, far_as_of
 from runtime.world.sky import Sky
 from runtime.world.store import WorldLibrary
 
@@ -192,7 +192,8 @@ def test_a_frozen_view_keeps_the_far_field_it_was_shown(renderer):
         depth2[10:21, 60:70] = 180.0
         rgb2[10:21, 60:70] = (20, 20, 20)
         _land(world, 1001, depth2, rgb2)
-        assert len(world.scene.snapshot().far) == 2
+        far = world.scene.snapshot().far  # the same far cell: merged into the first far chunk
+        assert len(far) == 1 and len(far[0].far_parts) == 2
         np.testing.assert_array_equal(world.render(at_view).rgb, shown.rgb)  # as it was shown
         aside = Pose(np.array([0.0, 0.0, 0.6], np.float32), 0.0, 0.0).camera(96, 54, VIEW_FOV)
         assert world.render(aside).rgb[0, 10:21, 60:70].mean() < 100  # everyone else sees the tower
@@ -217,6 +218,139 @@ def test_the_far_field_is_saved_and_comes_back(tmp_path, renderer):
         assert library.info("far-saved").size_bytes > 0
     finally:
         loaded.close()
+
+
+# ---------------------------------------------------------------- merging
+def _far_landing(scene: Scene, x: float, z: float, count: int, job_id: int, **limits):
+    g = ball((x, -5.0, z + 100.0), 2.0, (0.3, 0.5, 0.3), count)
+    return scene.land_far(g, ChunkSource(job_id=job_id, origin=(x, -1.7, z)), **limits)
+
+
+def test_far_chunks_merge_per_far_cell_and_frozen_views_keep_their_prefix():
+    scene = Scene()
+    first, _ = _far_landing(scene, 1.0, 1.0, 10, 0, cell_m=64.0)
+    scene.append(ball((0.0, 0.0, 5.0), 0.5, (1.0, 0.0, 0.0)), ChunkSource(job_id=0))  # a scene chunk between
+    for job, (x, z) in enumerate([(20.0, 30.0), (63.0, 5.0)], start=1):  # the same 64 m cell
+        merged, dropped = _far_landing(scene, x, z, 5, job, cell_m=64.0)
+        assert merged.id == first.id and dropped == ()
+    other, _ = _far_landing(scene, 70.0, 1.0, 7, 3, cell_m=64.0)  # the next cell
+    far = scene.snapshot().far
+    assert [c.id for c in far] == [first.id, other.id] and [len(c.gaussians) for c in far] == [20, 7]
+    landings = [by for by, _ in far[0].far_parts]
+    assert landings == sorted(landings) and len(set(landings)) == 3 and landings[0] == first.id
+    assert far[0].source.job_id == 2 and far[0].source.origin == (1.0, -1.7, 1.0)  # the newest job saves it; the cell's origin stays
+    assert other.id > landings[-1]  # every landing still took an id: ids order landings
+    # A view frozen between the first and second landing draws the far chunk as it was then.
+    then = far_as_of(far, landings[1] - 1)
+    assert [(c.id, len(c.gaussians)) for c in then] == [(first.id, 10)]
+    assert far_as_of(far, landings[1] - 1)[0] is then[0]  # built once: renderers' caches hold
+    assert [len(c.gaussians) for c in far_as_of(far, other.id)] == [20, 7]
+
+
+def test_the_far_field_keeps_within_its_cap_by_dropping_the_farthest_cells():
+    scene = Scene()
+    dropped_ids = []
+    for job, x in enumerate([0.0, 100.0, 200.0, 300.0]):  # a walk along +x, one far cell each
+        landed, dropped = _far_landing(scene, x, 0.0, 10, job, cell_m=64.0, max_gaussians=25)
+        dropped_ids += dropped
+        assert sum(len(c.gaussians) for c in scene.snapshot().far) <= 25 and landed in scene.snapshot().far
+    # The cells farthest from each newest landing went first: the walk's start.
+    assert [c.source.origin[0] for c in scene.snapshot().far] == [200.0, 300.0]
+    assert len(dropped_ids) == 2
+    # A merge that overflows drops others, never the chunk just landed.
+    _, dropped = _far_landing(scene, 310.0, 0.0, 30, 9, cell_m=64.0, max_gaussians=25)
+    assert [len(c.gaussians) for c in scene.snapshot().far] == [40] and len(dropped) == 1
+
+
+def test_merged_far_chunks_are_saved_as_new_files_and_come_back(tmp_path, renderer):
+    library = WorldLibrary(tmp_path / "worlds")
+    world = library.create(WorldConfig("far-merged", seed=1), generator=_NoGenerator(), renderer=renderer)
+    depth, rgb = _keyframe()
+    _land(world, 1000, depth, rgb)
+    world.flush()
+    first_files = {p.name for p in (tmp_path / "worlds" / "far-merged" / "far").iterdir()}
+    depth2, rgb2 = _keyframe()
+    depth2[10:21, 60:70] = 180.0  # a far tower the first keyframe did not see: merged into the same chunk
+    _land(world, 1001, depth2, rgb2)
+    far = [(c.id, len(c.gaussians), c.far_parts) for c in world.scene.snapshot().far]
+    cam = camera(96, 54, yaw=0.1)
+    before = world.render(cam)
+    world.close()
+    assert len(far) == 1 and len(far[0][2]) == 2
+    files = {p.name for p in (tmp_path / "worlds" / "far-merged" / "far").iterdir()}
+    assert len(files) == 1 and not files & first_files, "the merged version is a new file; the old one is deleted once unreferenced"
+    loaded = library.open("far-merged", generator=_NoGenerator(), renderer=renderer)
+    try:
+        assert [(c.id, len(c.gaussians), c.far_parts) for c in loaded.scene.snapshot().far] == far
+        np.testing.assert_array_equal(loaded.render(cam).rgb, before.rgb)
+    finally:
+        loaded.close()
+
+
+MERGE_CRASH_SCRIPT = """
+import os, sys, numpy as np
+sys.path.insert(0, os.getcwd())
+from runtime.world import WorldConfig
+from runtime.world.render.cpu import CpuRenderer
+from runtime.world.store import WorldLibrary
+from runtime.world.store.manifest import TEST_PAUSE_ENV
+from tests.test_far_field import _NoGenerator, _keyframe, _land
+
+library = WorldLibrary(sys.argv[1])
+world = library.create(WorldConfig("far-crash", seed=1), generator=_NoGenerator(), renderer=CpuRenderer())
+depth, rgb = _keyframe()
+_land(world, 1000, depth, rgb)
+world.flush()
+os.environ[TEST_PAUSE_ENV] = "120"  # the next manifest write stops between its temp file and the rename
+depth[10:21, 60:70] = 180.0
+_land(world, 1001, depth, rgb)
+print("merged", flush=True)
+world.flush()
+"""
+
+
+def test_a_crash_while_a_merged_far_chunk_is_saved_keeps_the_last_whole_world(tmp_path, renderer):
+    """SIGKILL inside the manifest write of a merge: the merged chunk's new file is on disk, the
+    manifest still names the old one. Reopened, the world has the far chunk as it was before
+    the merge, and the orphaned new file is removed."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from runtime.world.store.manifest import TEST_PAUSE_ENV
+
+    root = tmp_path / "worlds"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != TEST_PAUSE_ENV}
+    proc = subprocess.Popen([sys.executable, "-c", MERGE_CRASH_SCRIPT, str(root)], cwd=repo, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "merged"
+        far_dir = root / "far-crash" / "far"
+        deadline = time.monotonic() + 60
+        while not any(p.name.endswith("-2.npz") for p in far_dir.iterdir()):  # the merged version is written ...
+            assert time.monotonic() < deadline, sorted(p.name for p in far_dir.iterdir())
+            time.sleep(0.05)
+        while not any(".tmp-" in p.name for p in (root / "far-crash").iterdir()):  # ... and the manifest is mid-write
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        proc.stdout.close()
+    manifest = json.loads((root / "far-crash" / "manifest.json").read_text())
+    [rec] = manifest["far"]
+    assert "parts" not in rec, "the manifest still names the far chunk from before the merge"
+    library = WorldLibrary(root)
+    world = library.open("far-crash", generator=_NoGenerator(), renderer=renderer)
+    try:
+        [chunk] = world.scene.snapshot().far
+        assert (chunk.id, len(chunk.gaussians), chunk.far_parts) == (rec["id"], rec["gaussians"], ())
+        assert {p.name for p in (root / "far-crash" / "far").iterdir()} == {rec["file"].split("/")[-1]}
+    finally:
+        world.close()
 
 
 def test_the_far_field_can_be_turned_off(renderer):
@@ -308,3 +442,33 @@ def test_the_seam_metric_counts_steps_the_world_adds_where_chunks_meet():
     depth[:, 4:] = 30.0  # a silhouette between the chunks: no longer a seam pair
     seam, _ = step_errors(world, truth, depth, owner, np.ones((8, 8), np.float32))
     assert len(seam) == 0
+
+
+# ---------------------------------------------------------------- export
+def test_the_ply_export_holds_the_far_field_and_reloads(tmp_path, renderer):
+    """``worldstream export`` writes the far field after the scene as ordinary Gaussians (a
+    viewer has no background layer); ``--no-far-field`` leaves it out. Both files read back."""
+    from runtime.world.formats import read_splats
+    from tests.test_cli import run_cli
+
+    library = WorldLibrary(tmp_path / "worlds")
+    world = library.create(WorldConfig("far-export", seed=1), generator=_NoGenerator(), renderer=renderer)
+    depth, rgb = _keyframe()
+    _land(world, 1000, depth, rgb)
+    world.close()
+    scene = library.load_gaussians("far-export")
+    far = Gaussians.concat([c.gaussians for c in library.load_far("far-export")])
+    assert len(scene) and len(far) and library.info("far-export").far_gaussians == len(far)
+
+    result = run_cli("export", "far-export", "all.ply", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"far field included: {len(far)}" in result.stdout
+    back = read_splats(tmp_path / "all.ply")
+    assert len(back) == len(scene) + len(far)
+    np.testing.assert_array_equal(back.means[len(scene):], far.means)  # PLY keeps float32 exactly
+    np.testing.assert_allclose(back.log_scales[len(scene):], far.log_scales, atol=1e-6)
+    np.testing.assert_allclose(back.colors[len(scene):], far.colors, atol=2e-3)
+
+    result = run_cli("export", "far-export", "scene.ply", "--no-far-field", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(read_splats(tmp_path / "scene.ply")) == len(scene)

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from protocol import messages as m
+from protocol import ProtocolError, decode, messages as m
 from runtime.app import WS_CLOSE_TIMEOUT_S, WS_PING_INTERVAL_S, WS_PING_TIMEOUT_S, StreamServer
 from runtime.client import WorldClient
 from runtime.config import ServerConfig
@@ -174,6 +174,48 @@ def streaming_cpu_s(pid: int) -> float:
     return sum(cpu for nice, cpu in threads.values() if nice == main_nice)
 
 
+async def streaming_cpu_for(pid: int, calm: WorldClient, attack) -> tuple[float, str]:
+    """The CPU seconds server ``pid``'s streaming threads spend while ``attack`` runs, beyond
+    their rate in 3 s just before with nothing but ``calm`` pinging every 50 ms (as it does
+    through the attack: every ping must be answered); and a line reporting it."""
+    cpu, t0 = streaming_cpu_s(pid), time.monotonic()
+    calm_worst = await worst_ping_while(calm, asyncio.sleep(3.0))
+    calm_rate = (streaming_cpu_s(pid) - cpu) / (time.monotonic() - t0)  # CPU s per s, no attack
+    cpu, t0 = streaming_cpu_s(pid), time.monotonic()
+    attack_worst = await worst_ping_while(calm, attack)
+    wall = time.monotonic() - t0
+    spent = streaming_cpu_s(pid) - cpu - calm_rate * wall
+    return spent, (f"the attack cost the server's streaming threads {spent:.3f} s of CPU beyond {calm_rate:.3f} s/s "
+                   f"in {wall:.1f} s; worst ping {attack_worst:.0f} ms (without the attack {calm_worst:.0f} ms)")
+
+
+def decode_cpu_s(messages) -> float:
+    """CPU seconds this thread takes to decode ``messages`` as the server does (each decodes
+    or raises ProtocolError), without the garbage collector."""
+    gc.disable()
+    try:
+        start = time.thread_time()
+        for data in messages:
+            with contextlib.suppress(ProtocolError):
+                decode(data, sender="client")
+        return time.thread_time() - start
+    finally:
+        gc.enable()
+
+
+async def answered(c: WorldClient, within_s: float = 60.0) -> None:
+    """``c``'s connection still works: one of its pings is answered. Pinged every 2 s: a ping
+    right behind a flood of refusals finds the 'other' bucket (20/s) empty and is dropped."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await c.ping(timeout=2.0)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def unpack_cpu_s(data: bytes) -> float:
     """CPU seconds this thread takes to unpack ``data`` with msgpack's default limits (as
     the server's error path once did), without the garbage collector: a lower bound of what
@@ -245,18 +287,9 @@ def test_expensive_messages_do_not_freeze_the_server(capped_server):
         assert OVERSIZE_STRIKES <= closes <= OVERSIZE_STRIKES + forgiven, (closes, forgiven)
 
     async def scenario():
-        pid = capped_server.proc.pid
         async with WorldClient(capped_server.url, new_world=m.NewWorld(name=unique("calm")), video=False) as calm:
-            cpu, t0 = streaming_cpu_s(pid), time.monotonic()
-            calm_worst = await worst_ping_while(calm, asyncio.sleep(3.0))
-            calm_rate = (streaming_cpu_s(pid) - cpu) / (time.monotonic() - t0)  # CPU s per s, no attack
-            cpu, t0 = streaming_cpu_s(pid), time.monotonic()
-            attack_worst = await worst_ping_while(calm, attack())
-            wall = time.monotonic() - t0
-            spent = streaming_cpu_s(pid) - cpu - calm_rate * wall
-        report = (f"the attack cost the server's streaming threads {spent:.3f} s of CPU beyond {calm_rate:.3f} s/s "
-                  f"in {wall:.1f} s; one unpack costs {one_unpack_s:.2f} s; worst ping {attack_worst:.0f} ms "
-                  f"(without the attack {calm_worst:.0f} ms)")
+            spent, report = await streaming_cpu_for(capped_server.proc.pid, calm, attack())
+        report += f"; one unpack costs {one_unpack_s:.2f} s"
         assert spent < one_unpack_s, report  # less than unpacking one of its messages once (it was 2 to 6 times)
         print(report)
 
@@ -265,7 +298,8 @@ def test_expensive_messages_do_not_freeze_the_server(capped_server):
 
 def test_fuzzed_messages_leave_connection_and_server_standing(capped_server):
     """600 damaged messages on one joined connection: typed errors (or the message applied),
-    the connection carries on, another player's pings stay quick, nothing crashes inside."""
+    the connection carries on, the server's streaming threads spend under a second of CPU on
+    all of them (another player's pings are answered throughout), nothing crashes inside."""
 
     async def fuzz():
         async with WorldClient(capped_server.url, new_world=m.NewWorld(name=unique("fuzzed")), video=False) as c:
@@ -277,13 +311,18 @@ def test_fuzzed_messages_leave_connection_and_server_standing(capped_server):
             while errors != len(c.of_type("error")):
                 errors = len(c.of_type("error"))
                 await asyncio.sleep(1.5)
-            assert await c.ping() > 0
+            await answered(c)
             codes = {e.code for e in c.of_type("error")}
             assert codes and "internal" not in codes, codes
 
     async def scenario():
         async with WorldClient(capped_server.url, new_world=m.NewWorld(name=unique("bystander")), video=False) as calm:
-            assert await worst_ping_while(calm, fuzz()) < 1000.0
+            spent, report = await streaming_cpu_for(capped_server.proc.pid, calm, fuzz())
+        report += f"; decoding them here costs {decode_cpu_s(mutated_client_messages(seed=7, count=600)):.3f} s"
+        # Under 1 s of CPU for all 600 together: no stall of a second could come from them
+        # (a machine's load stretches the wall-clock time a ping takes, not this).
+        assert spent < 1.0, report
+        print(report)
 
     asyncio.run(scenario())
     assert "Traceback" not in capped_server.log_text()
@@ -305,9 +344,7 @@ def test_simultaneous_joins_respect_max_players(capped_server):
         finally:
             await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         # the seats come back: a new player gets in
-        deadline = time.monotonic() + 10
-        while health(capped_server.url)["players"] and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await until(lambda: health(capped_server.url)["players"] == 0, 60, "the seats to come back")
         async with WorldClient(capped_server.url, world=welcomed[0]["world"], video=False) as late:
             assert late.welcome.world == welcomed[0]["world"]
 
@@ -324,8 +361,8 @@ def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped
     timers late by about that much. "At once" is shown by order, not by a clock: the server
     displaced the frozen connection for the new one (its log says so), which it can only do
     while the frozen one still held the player."""
-    drop_s = WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S + WS_CLOSE_TIMEOUT_S
-    assert drop_s <= 6.0  # what docs/server.md promises
+    documented_s = 6.0  # docs/server.md
+    assert WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S + WS_CLOSE_TIMEOUT_S <= documented_s
 
     async def scenario():
         name = unique("frozen")
@@ -348,7 +385,7 @@ def test_a_frozen_client_is_dropped_in_time_and_its_owner_resumes_at_once(capped
 
             drop = asyncio.create_task(dropped())
             lag_ms = await worst_ping_while(stays, drop)
-            assert await drop < drop_s + 2.0 + lag_ms / 1e3, (await drop, lag_ms)
+            assert await drop < documented_s + 2.0 + lag_ms / 1e3, (await drop, lag_ms)
 
             # frozen again; this time its owner comes back on a new connection before the drop
             again = WorldClient(capped_server.url, world=name, name="frozen", video=False, resume_token=None)

@@ -9,7 +9,8 @@ import pytest
 
 from runtime.world.camera import Pose
 from runtime.world.gaussians import Gaussians
-from runtime.world.movement.collision import SceneCollider
+from runtime.world.generators.procedural.biomes import BIOMES
+from runtime.world.movement.collision import ColliderConfig, SceneCollider, foliage
 from runtime.world.movement.motion import EYE_HEIGHT, FLY_SPEED, MAX_STEP, RUN_SPEED, WALK_SPEED, MoveInput, advance, head_step, step
 from runtime.world.scene import ChunkSource, Scene
 
@@ -183,6 +184,28 @@ def test_slopes_up_to_40_degrees_are_walkable(angle):
     assert pose.position[1] == pytest.approx(-top, abs=0.1)
 
 
+SPARSE_SLOPE = (
+    "known stuck case (issue 16), not fixed: on a 25-30 degree slope whose ground has an empty 0.5 m row "
+    "of cells every 1.5 m the player stops where a row ends: standing on a floor that lies low (a cell "
+    "holding only a few samples at its downhill edge: 0.2 m under the ramp at 25 degrees), the cell tops "
+    "of the row past the gap stand more than a step above the feet, so the body test reads them as a "
+    "wall. The forest seed-3 walk crosses 2 s of cells without a floor on its ~25 degree climb "
+    "(docs/benchmarks.md)"
+)
+
+
+@pytest.mark.xfail(reason=SPARSE_SLOPE, strict=False)
+@pytest.mark.parametrize("angle", [25.0, 30.0])
+def test_a_slope_whose_ground_has_empty_rows_is_still_walkable(angle):
+    """A 25-30 degree ramp whose ground splats leave one 0.5 m row of cells empty in every
+    1.5 m (sparse keyframe samples, a canopy's shadow): walkable all the way up."""
+    pts = ramp(angle, z0=2.0, z1=12.0)
+    c = collider_for(pts[(pts[:, 2] < 2.0) | ((pts[:, 2] - 2.0) % 1.5 >= 0.5)])
+    pose = walk(Pose(), MoveInput(forward=1.0), 10.0, c)
+    assert pose.position[2] > 12.0
+    assert pose.position[1] == pytest.approx(-math.tan(math.radians(angle)) * 10.0, abs=0.2)
+
+
 @pytest.mark.parametrize("angle", [55.0, 70.0])
 def test_steeper_slopes_stop_the_walk(angle):
     c = collider_for(ramp(angle, z1=5.0))
@@ -213,19 +236,38 @@ def dome(cx: float, cz: float, radius: float, height: float, spacing: float = 0.
 
 
 BUSH_GREEN = (0.22, 0.42, 0.12)  # the procedural meadow's leaves
+BUSH_OLIVE = (0.50, 0.51, 0.27)  # the procedural desert's dry bushes, as lit (green no more than red)
 ROCK_GREY = (0.5, 0.48, 0.45)
+ROCK_RED = (0.66, 0.40, 0.26)  # the desert's rock
+SAND = (0.86, 0.69, 0.45)
 
 
-def test_a_bush_does_not_block_but_a_boulder_of_its_shape_does():
+@pytest.mark.parametrize("leaves, rock", [(BUSH_GREEN, ROCK_GREY), (BUSH_OLIVE, ROCK_RED), (BUSH_OLIVE, SAND)])
+def test_a_bush_does_not_block_but_a_boulder_of_its_shape_does(leaves, rock):
     """Walking head-on into a 1.6 m tall, 2.4 m wide bush goes through it (foliage is not an
-    obstacle, and its top is no hill); the same shape in rock's grey stops the walk."""
-    bush = collider_for(ground(-5, 5, -5, 10), (dome(0.0, 3.0, 1.2, 1.6), BUSH_GREEN))
+    obstacle, and its top is no hill); the same shape in rock's colour stops the walk."""
+    bush = collider_for(ground(-5, 5, -5, 10), (dome(0.0, 3.0, 1.2, 1.6), leaves))
     pose = walk(Pose(), MoveInput(forward=1.0), 5.0, bush)
     assert pose.position[2] > 5.0  # out the far side
     assert pose.position[1] == pytest.approx(0.0, abs=0.1)  # walked through, not over
-    rock = collider_for(ground(-5, 5, -5, 10), (dome(0.0, 3.0, 1.2, 1.6), ROCK_GREY))
+    rock = collider_for(ground(-5, 5, -5, 10), (dome(0.0, 3.0, 1.2, 1.6), rock))
     pose = walk(Pose(), MoveInput(forward=1.0), 5.0, rock)
     assert pose.position[2] < 2.0
+
+
+def test_foliage_is_every_biome_s_bush_leaves_and_none_of_its_ground_rock_wood_or_walls():
+    """The colour rule against the procedural biomes' palettes, lit from dark to bright: the
+    leaves of every biome with bushes are foliage; ground, rock, trunks, walls, roofs, roads
+    and water never are (a player must not walk through them)."""
+    shades = np.linspace(0.6, 1.3, 8)[:, None]
+    for biome in BIOMES.values():
+        if biome.mix_bush > 0:
+            for name in ("leaf_a", "leaf_b"):
+                lit = np.clip(np.asarray(getattr(biome, name)) * shades, 0.0, 1.0)
+                assert foliage(lit, ColliderConfig().foliage_ratio).all(), (biome.name, name)
+        for name in ("dirt", "rock", "sand", "snow", "trunk", "wall_a", "wall_b", "roof", "street", "water_shallow", "water_deep"):
+            lit = np.clip(np.asarray(getattr(biome, name)) * shades, 0.0, 1.0)
+            assert not foliage(lit, ColliderConfig().foliage_ratio).any(), (biome.name, name)
 
 
 def test_a_low_bush_is_stepped_over_and_grass_on_a_slope_still_walks():

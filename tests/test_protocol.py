@@ -236,12 +236,13 @@ EXPENSIVE = {
 
 @pytest.mark.parametrize("data", list(EXPENSIVE.values()), ids=list(EXPENSIVE))
 def test_expensive_messages_are_refused_before_unpacking(data):
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time: a busy machine stretches wall-clock time, not this
     for _ in range(20):
         err = _error(data)
     assert err.code == "too_large" and ("values" in err.message or "deep" in err.message), err
-    # bounded work: 20 refusals of up to 8 MiB each in well under a second, even on a busy machine
-    assert time.perf_counter() - start < 1.0
+    # bounded work: 20 refusals of up to 8 MiB each in well under a second of CPU (unpacking
+    # the first of them once took seconds)
+    assert time.thread_time() - start < 1.0
 
 
 def test_cost_budget_admits_every_real_message_and_extra_fields():
@@ -307,7 +308,7 @@ def test_protocol_md_drift_is_caught():
 
 
 def test_fuzzed_client_messages_decode_or_raise_protocol_error():
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time: a busy machine stretches wall-clock time, not this
     outcomes = {}
     for data in mutated_client_messages(seed=15, count=3000):
         try:
@@ -317,4 +318,4 @@ def test_fuzzed_client_messages_decode_or_raise_protocol_error():
             assert exc.code in m.ERROR_CODES, exc
             outcomes[exc.code] = outcomes.get(exc.code, 0) + 1
     assert len(outcomes) >= 4, outcomes  # the mutations reach several kinds of refusal
-    assert time.perf_counter() - start < 10.0  # 3,000 messages: bounded work each
+    assert time.thread_time() - start < 10.0  # 3,000 messages: bounded work each

@@ -171,3 +171,84 @@ def test_every_limit_is_documented_with_its_flag_and_default():
     for f in fields(Limits):
         flag = "--" + f.name.replace("_", "-")
         assert f"`{flag}`" in text and f"{flag} {f.default:g}" in text, flag
+
+
+def _limits_table() -> list[list[str]]:
+    """The rows of docs/server.md's "Limits and security" table, as lists of cells."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "server.md").read_text()
+    section = text[text.index("## Limits and security"):]
+    section = section[: section.index("\n### ")]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| limit | default | flag | what the client sees | counted in `/metrics` |"), lines[0]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[1:]]
+
+
+def test_the_limits_table_names_real_flags_defaults_and_counters():
+    """Every row says its default, its flag (one the server has, or none), what the client
+    sees and where it is counted (a metric the server exports, with that label, or "—");
+    every quota and every security flag has its row, with the flag's real default."""
+    import re
+    from dataclasses import fields
+
+    from runtime.app import build_parser
+    from runtime.metrics import ServerMetrics
+
+    parser = build_parser()
+    defaults = {option: action.default for action in parser._actions for option in action.option_strings}
+    server_metrics = ServerMetrics()
+    metrics = {m._name: m for m in vars(server_metrics).values() if hasattr(m, "_name")}  # by name, less _total
+    flagged = {}
+    for row in _limits_table():
+        assert len(row) == 5 and all(row), row
+        _, default, flag, sees, counted = row
+        for named in re.findall(r"`(--[a-z-]+)", flag):
+            assert named in defaults, (named, row)
+            flagged[named] = default
+        for name, label, value in re.findall(r"`(worldstream_[a-z_]+?)(?:_total)?(?:\{(\w+)=\"(\w+)\"\})?`", counted):
+            assert name in metrics, (name, row)
+            if label:
+                metrics[name].labels(**{label: value})  # raises unless the metric has that label
+        assert counted.startswith("`worldstream_") or counted.startswith("—"), row
+    for f in fields(Limits):  # every quota: its own row, the default the flag really has
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in flagged and flagged[flag].startswith(f"{defaults[flag]:g}"), (flag, flagged.get(flag))
+    for flag in ("--max-players", "--world-linger", "--allow-origin", "--trust-proxy", "--token", "--worlds"):
+        assert flag in flagged, flag
+    assert flagged["--max-players"].startswith(f"{defaults['--max-players']:g}")
+    assert flagged["--world-linger"].startswith(f"{defaults['--world-linger']:g}")
+
+
+def test_failed_views_are_remembered_only_for_their_retry_time(world):
+    """A world whose generation keeps failing (a player walking on, a broken model) records
+    each failed keyframe view for ``retry_after_s`` only: the record stays small."""
+    from runtime.world.camera import Cameras, intrinsics_from_fov
+
+    planner, retry_s = world._planner, world.config.retry_after_s
+    K = intrinsics_from_fov(64, 36, math.radians(60.0))
+    for second in range(int(10 * retry_s)):  # a failure a second, each at a new place
+        planner.record_failed(Cameras(Pose(np.array([second, 0.0, 0.0], np.float32)).w2c, K, 64, 36), float(second))
+    assert len(planner.failed_views.times) <= retry_s + 1
+    assert planner.failed_views.times.min() >= 10 * retry_s - 1 - retry_s
+
+
+def test_resume_records_are_bounded(tmp_path, monkeypatch):
+    """Tokens of players who left are kept at most ``MAX_RESUME_RECORDS``, the oldest going first."""
+    import asyncio
+
+    from runtime import sessions
+    from runtime.config import Executors, ServerConfig
+    from runtime.metrics import ServerMetrics
+
+    monkeypatch.setattr(sessions, "MAX_RESUME_RECORDS", 3)
+    executors = Executors(media_processes=0)
+    try:
+        registry = sessions.SessionRegistry(ServerConfig(worlds=tmp_path), executors, ServerMetrics(), CpuRenderer())
+        tokens = [registry.new_token() for _ in range(5)]
+        for i, token in enumerate(tokens):
+            registry.remember(token, "w", f"p{i}", Pose(np.zeros(3, np.float32)))
+        assert [registry.resume(t, "w") for t in tokens[:2]] == [None, None]  # the oldest two went
+        assert [registry.resume(t, "w").player_id for t in tokens[2:]] == ["p2", "p3", "p4"]
+    finally:
+        asyncio.run(executors.close())

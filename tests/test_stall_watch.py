@@ -18,7 +18,7 @@ import pytest
 
 from runtime import stall_watch
 from runtime.heap import settle_heap
-from runtime.stall_watch import NoWatch, StallWatch, format_report
+from runtime.stall_watch import NoWatch, StallWatch, format_report, verdict
 
 THRESHOLD_S = 0.1
 HOLD_S = 0.8  # eight thresholds: reported however late the watchdog wakes on a busy machine
@@ -38,7 +38,7 @@ def _hold_the_loop() -> None:
 
 @pytest.fixture
 def watch(tmp_path):
-    w = StallWatch(THRESHOLD_S, path=str(tmp_path / "stalls.jsonl"), log_reports=False)
+    w = StallWatch(THRESHOLD_S, path=str(tmp_path / "stalls.jsonl"), log_reports=False, dump_stuck=False)
     yield w
     w.stop()
 
@@ -151,3 +151,22 @@ def test_numba_compiles_are_recorded_with_the_kernel_and_its_argument_types(watc
     _wait_for(lambda: any("compile" in r for r in list(watch.reports)))
     record = next(r["compile"] for r in watch.reports if "compile" in r)
     assert record["function"].endswith("doubled") and record["args"] == "float64" and record["thread"] == "MainThread"
+
+
+def _thread(name, ran, waited, pid=1):
+    return {"pid": pid, "tid": 1, "name": name, "state": "S", "nice": 0, "ran_ms": ran, "waited_ms": waited, "stack": []}
+
+
+def test_the_verdict_says_where_a_stall_went():
+    def report(late, threads, **extra):
+        return {"pid": 1, "cpu_window_ms": 200.0, "late": [{"what": late, "stage": "x", "thread": "MainThread", "ms": 200.0}],
+                "threads": threads, **extra}
+
+    starved = report("event loop", [_thread("MainThread", 5, 150), _thread("render_0", 5, 20)])
+    assert "short of CPU" in verdict(starved)
+    collected = report("event loop", [_thread("MainThread", 180, 5)], slow_gc=[{"generation": 2, "ms": 170.0, "collected": 9, "thread": "MainThread"}])
+    assert "garbage collection (170 ms)" in verdict(collected)
+    blocked = report("frame w", [_thread("MainThread", 1, 2), _thread("render_0", 1, 2), _thread("world-w_0", 190, 5)])
+    assert "blocked" in verdict(blocked) and "world-w_0 ran 190 ms" in verdict(blocked)
+    encoder = report("video p", [_thread("MainThread", 5, 10), _thread("python", 3, 120, pid=2)])
+    assert "media worker's thread waited 120 ms" in verdict(encoder)

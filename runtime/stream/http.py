@@ -82,6 +82,7 @@ def make_process_request(
     secure: Callable[[object, Request], bool] = lambda connection, request: False,
     flooding: Callable[[object, Request], str | None] = lambda connection, request: None,
     refusals: SlowRefusals | None = None,
+    unauthorized: Callable[[], None] = lambda: None,
 ):
     """The ``process_request`` hook: returns a Response for HTTP routes, None for the WebSocket.
 
@@ -93,12 +94,14 @@ def make_process_request(
     ``flooding(connection, request)`` names the connection quota a client keeps running
     into (its handshake is answered 429 with the name, before a WebSocket is set up), or None.
     A refused handshake is answered after ``refusals``' pause (``runtime.stream.slow_refusal``).
+    ``unauthorized()`` is called for every request answered 401 (the metrics counter).
     """
     refusals = refusals or SlowRefusals(0.0)
 
     async def process_request(connection, request: Request) -> Response | None:
         if token is not None:
             if not authorized(request, token):
+                unauthorized()
                 response = _response(401, _UNAUTHORIZED, "text/plain; charset=utf-8")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="worldstream"'
                 return response

@@ -53,6 +53,11 @@ class WorldConfig:
             every keyframe's surfaces at least ``far_field_near_m`` metres away, one splat
             per ``far_field_stride`` keyframe pixels, drawn behind the scene in place of
             the bare sky; 0 turns it off.
+        far_field_cell_m, far_field_max_gaussians: far chunks merge per far cell, a
+            ``far_field_cell_m`` square of the ground holding the keyframes' cameras (0: every
+            job's far splats stay a chunk of their own); past ``far_field_max_gaussians`` far
+            Gaussians the cells farthest from the newest landing are dropped (0: no cap). See
+            :meth:`.scene.Scene.land_far`.
         seam_blend_px: where a keyframe's new splats meet the scene's, their colours are
             matched to the scene's over about this many keyframe pixels (see
             :mod:`.keyframes.seams`); 0 turns it off.
@@ -65,6 +70,13 @@ class WorldConfig:
             field is left to the frontier); a hole a player saw is filled instead of kept
             until the frontier moves on. ``uncovered_fraction`` still applies to every
             probe. 0 turns the test off.
+        detail_scale: refining (detail) keyframes are made at this x ``keyframe_width`` x
+            ``keyframe_height`` (640x360 at the defaults: one splat per ~1.2 stream pixels at
+            the keyframe's distance, against ~2.5 at 320x180) while the player they are for moves
+            slower than ``coarse_speed``. Detail jobs run only when no job that fills empty space
+            is queued or running (the generator has slack), so the extra cost (about
+            ``detail_scale**2`` per keyframe) never delays the frontier; fill jobs stay at the
+            keyframe size. 1 turns it off.
         coarse_scale, coarse_speed: fill coarse first. A job that fills empty space while
             generation is behind -- another such job is queued or running, or the player
             asking moves at ``coarse_speed`` m/s or faster -- is traced at ``coarse_scale``
@@ -77,6 +89,13 @@ class WorldConfig:
         revisit_radius_m, revisit_angle_deg: a player's view within this distance
             (metres) and angle (degrees) of a view a player was shown earlier is that
             view again: it is displayed as it was then (see :mod:`.seen_views`).
+        keep_keyframe_views: new chunks may not change what earlier keyframes'
+            reconstructions show (their splats there are dropped; see
+            :meth:`.frontier.chunk_builder.ChunkBuilder._keep_earlier_views`). Off by default:
+            keyframes are made ahead of players, mostly of places no one was shown yet, and
+            what players were shown is kept by the frozen seen views; keeping every keyframe's
+            view kept a closer keyframe out of what a far one had made (see docs/world.md,
+            "Revisits").
     """
 
     name: str
@@ -115,6 +134,8 @@ class WorldConfig:
     detail_pitch_deg: float = -15.0
     far_field_near_m: float = 40.0
     far_field_stride: int = 2
+    far_field_cell_m: float = 64.0
+    far_field_max_gaussians: int = 1_000_000
     seam_blend_px: float = 24.0
     fit_iterations: int = 3
     hole_fraction: float = 0.02
@@ -122,6 +143,8 @@ class WorldConfig:
     coarse_scale: float = 0.5
     coarse_speed: float = 3.0
     ahead_step_m: float = 8.0
+    detail_scale: float = 2.0
+    keep_keyframe_views: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -161,6 +184,12 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.far_field_near_m must be 0 (off) or in [1, 1000] metres, got {self.far_field_near_m!r}")
         if int(self.far_field_stride) != self.far_field_stride or not 1 <= self.far_field_stride <= 64:
             raise ValueError(f"WorldConfig.far_field_stride must be an integer in [1, 64], got {self.far_field_stride!r}")
+        if not (self.far_field_cell_m == 0.0 or 1.0 <= self.far_field_cell_m <= 10_000.0):
+            raise ValueError(f"WorldConfig.far_field_cell_m must be 0 (no merging) or in [1, 10000] metres, got {self.far_field_cell_m!r}")
+        if int(self.far_field_max_gaussians) != self.far_field_max_gaussians or not 0 <= self.far_field_max_gaussians <= 100_000_000:
+            raise ValueError(
+                f"WorldConfig.far_field_max_gaussians must be an integer in [0, 100000000] (0 = no cap), got {self.far_field_max_gaussians!r}"
+            )
         if not 0.0 <= self.seam_blend_px <= 256.0:
             raise ValueError(f"WorldConfig.seam_blend_px must be in [0, 256] keyframe pixels (0 = off), got {self.seam_blend_px!r}")
         if not 0.0 <= self.hole_fraction < 1.0 or not 1.0 <= self.hole_reach_m <= 1000.0:
@@ -175,8 +204,15 @@ class WorldConfig:
             )
         if not 0.0 <= self.ahead_step_m <= 1000.0:
             raise ValueError(f"WorldConfig.ahead_step_m must be in [0, 1000] metres (0 = one probe), got {self.ahead_step_m!r}")
+        if not 1.0 <= self.detail_scale <= 4.0 or max(self.keyframe_width, self.keyframe_height) * self.detail_scale > 8192:
+            raise ValueError(
+                f"WorldConfig.detail_scale must be in [1, 4] (1 = off) and keep the detail keyframe within 8192 pixels a side, "
+                f"got {self.detail_scale!r} for {self.keyframe_width}x{self.keyframe_height}"
+            )
         if not 0.0 < self.revisit_angle_deg < 180.0:
             raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")
+        if not isinstance(self.keep_keyframe_views, bool):
+            raise ValueError(f"WorldConfig.keep_keyframe_views must be true or false, got {self.keep_keyframe_views!r}")
         # JSON round trips turn tuples into lists; keep tuples so configs compare equal.
         for name in ("ring_yaws", "frontier_distances", "keyframe_pitch_range", "job_yaw_offsets"):
             setattr(self, name, tuple(float(v) for v in getattr(self, name)))

@@ -36,7 +36,8 @@ class ChunkAdded:
     chunks: tuple[Chunk, ...]
     frames: tuple[Frame, ...]
     explored_cells: tuple[tuple[int, int], ...]  # newly explored (i, j) grid cells
-    far: tuple[Chunk, ...] = ()  # far-field chunks the job added (see SceneSnapshot.far)
+    far: tuple[Chunk, ...] = ()  # far-field chunks the job added or merged into (see SceneSnapshot.far)
+    far_dropped: tuple[int, ...] = ()  # ids of far-field chunks it dropped (the far field's cap)
 
 
 @dataclass(frozen=True)

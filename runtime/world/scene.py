@@ -8,6 +8,7 @@ new tuple of references.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +43,9 @@ class ChunkSource:
     seed: int = 0
     caption: str = ""
     created_at: float = field(default_factory=time.time)
+    origin: tuple[float, float, float] | None = None
+    """Where the job's keyframe cameras stood (their mean centre, world metres), for far-field
+    chunks: which far cell they belong to (:meth:`Scene.land_far`). None where not recorded."""
 
 
 @dataclass(frozen=True)
@@ -61,16 +65,20 @@ class Chunk:
     bounds_min: np.ndarray
     bounds_max: np.ndarray
     source: ChunkSource
+    far_parts: tuple[tuple[int, int], ...] = ()
+    """A far-field chunk merged from several landings (:meth:`Scene.land_far`): per landing,
+    ``(its landing id, Gaussians held once it had landed)``, oldest first; () for a chunk
+    that landed whole. Landings append, so the chunk as of any landing is a prefix."""
 
     @staticmethod
-    def build(chunk_id: int, gaussians: Gaussians, source: ChunkSource) -> "Chunk":
+    def build(chunk_id: int, gaussians: Gaussians, source: ChunkSource, far_parts: tuple[tuple[int, int], ...] = ()) -> "Chunk":
         if len(gaussians) == 0:
             lo = hi = np.zeros(3, np.float32)
         else:
             pad = 3.0 * np.exp(gaussians.log_scales.max(axis=1))[:, None]
             lo = (gaussians.means - pad).min(axis=0)
             hi = (gaussians.means + pad).max(axis=0)
-        return Chunk(chunk_id, gaussians, lo.astype(np.float32), hi.astype(np.float32), source)
+        return Chunk(chunk_id, gaussians, lo.astype(np.float32), hi.astype(np.float32), source, tuple(far_parts))
 
 
 @dataclass(frozen=True)
@@ -217,12 +225,63 @@ class Scene:
 
     def append_far(self, gaussians: Gaussians, source: ChunkSource) -> Chunk:
         """Add far-field Gaussians as one far chunk (an id from the scene's counter); one new version."""
+        chunk, _ = self.land_far(gaussians, source)
+        return chunk
+
+    def land_far(
+        self, gaussians: Gaussians, source: ChunkSource, cell_m: float = 0.0, max_gaussians: int = 0
+    ) -> tuple[Chunk, tuple[int, ...]]:
+        """Add far-field Gaussians (one new version), merged into the far chunk of their far
+        cell, and keep the far field within ``max_gaussians``.
+
+        Far cells are ``cell_m`` x ``cell_m`` squares of the ground plane (x, z) holding the
+        keyframes' ``source.origin``: keyframes taken near each other see the same distant land,
+        and one far chunk per cell bounds the count by the ground explored, not by the jobs.
+        A merged chunk keeps its id (the cell's first landing's; frozen views capped before a
+        later landing draw the prefix they were shown: :func:`far_as_of`) and takes this job's
+        ``source`` (with the cell's origin), so the job's save writes it. Each landing still
+        takes an id from the counter, so ids keep ordering landings. ``cell_m`` 0 or no origin:
+        a chunk of its own, as before merging existed.
+
+        Past ``max_gaussians`` (0: no cap), the far chunks whose origin is farthest from this
+        landing's are dropped (never the one just landed): a long walk's far field stays
+        bounded, keeping what the player near here sees.
+
+        Returns:
+            (the far chunk landed or merged into, ids of the far chunks dropped).
+        """
         with self._lock:
-            chunk = Chunk.build(self._next_id, gaussians, source)
+            landing = self._next_id
             self._next_id += 1
             s = self._snapshot
-            self._snapshot = SceneSnapshot(s.version + 1, s.chunks, s.far + (chunk,))
-        return chunk
+            far = list(s.far)
+            home = _far_cell(source.origin, cell_m)
+            at = next((k for k, c in enumerate(far) if home is not None and _far_cell(c.source.origin, cell_m) == home), None)
+            if at is None:
+                chunk = Chunk.build(landing, gaussians, source)
+                far.append(chunk)
+            else:
+                old = far[at]
+                parts = old.far_parts or ((old.id, len(old.gaussians)),)
+                merged = Gaussians.concat([old.gaussians, gaussians])
+                cell_source = dataclasses.replace(source, origin=old.source.origin)
+                chunk = far[at] = Chunk.build(old.id, merged, cell_source, parts + ((landing, len(merged)),))
+            dropped = []
+            if max_gaussians > 0 and source.origin is not None:
+                here = np.asarray(source.origin, np.float64)
+                total = sum(len(c.gaussians) for c in far)
+                by_distance = sorted(
+                    (c for c in far if c is not chunk),
+                    key=lambda c: -np.inf if c.source.origin is None else -float(np.linalg.norm(np.asarray(c.source.origin) - here)),
+                )
+                for victim in by_distance:
+                    if total <= max_gaussians:
+                        break
+                    total -= len(victim.gaussians)
+                    dropped.append(victim.id)
+                far = [c for c in far if c.id not in dropped]
+            self._snapshot = SceneSnapshot(s.version + 1, s.chunks, tuple(far))
+        return chunk, tuple(dropped)
 
     def _retired(self, chunks: tuple[Chunk, ...], retire: dict[int, np.ndarray], by: int) -> tuple[Chunk, ...]:
         """``chunks`` with the masked Gaussians taken out by chunk ``by`` (call under the lock);
@@ -269,8 +328,7 @@ class Scene:
                     chunks.pop(cid, None)
                 else:
                     chunks[cid] = chunk
-        far = tuple(c for c in snapshot.far if c.id <= cap_chunk_id)
-        return SceneSnapshot(snapshot.version, tuple(chunks[k] for k in sorted(chunks)), far)
+        return SceneSnapshot(snapshot.version, tuple(chunks[k] for k in sorted(chunks)), far_as_of(snapshot.far, cap_chunk_id))
 
     def _version_chunk(self, cid: int, version: tuple[int, np.ndarray]) -> Chunk | None:
         """Chunk ``cid`` as one of its versions made it (None: empty); call under the lock."""
@@ -322,8 +380,49 @@ class Scene:
         with self._lock:
             merged = self._snapshot.chunks + tuple(chunks)
             merged_far = self._snapshot.far + tuple(sorted(far, key=lambda c: c.id))
-            self._next_id = max([self._next_id] + [c.id + 1 for c in (*chunks, *far)])
+            landings = [by + 1 for c in far for by, _ in c.far_parts]  # merged far chunks' later landings
+            self._next_id = max([self._next_id] + [c.id + 1 for c in (*chunks, *far)] + landings)
             self._snapshot = SceneSnapshot(self._snapshot.version + 1, merged, merged_far)
+
+
+def _far_cell(origin: tuple[float, float, float] | None, cell_m: float) -> tuple[int, int] | None:
+    """The far cell (ground-plane square) of a keyframe origin; None: merges with nothing."""
+    if origin is None or cell_m <= 0.0:
+        return None
+    return int(np.floor(origin[0] / cell_m)), int(np.floor(origin[2] / cell_m))
+
+
+_FAR_PREFIXES: OrderedDict[tuple[int, int, int], tuple[Gaussians, Chunk]] = OrderedDict()
+_FAR_PREFIXES_LOCK = threading.Lock()
+
+
+def far_as_of(far: tuple[Chunk, ...], cap_chunk_id: int) -> tuple[Chunk, ...]:
+    """The far-field chunks as they were when ``cap_chunk_id`` was the newest landing: those
+    landed since left out, merged ones cut back to the prefix they held then. A prefix chunk
+    is built once and kept (renderers' caches are keyed by identity)."""
+    out = []
+    for c in far:
+        if c.id > cap_chunk_id:
+            continue
+        if not c.far_parts or c.far_parts[-1][0] <= cap_chunk_id:
+            out.append(c)
+            continue
+        count = max(n for by, n in c.far_parts if by <= cap_chunk_id)
+        key = (c.id, count, id(c.gaussians))
+        with _FAR_PREFIXES_LOCK:
+            hit = _FAR_PREFIXES.get(key)
+            if hit is not None and hit[0] is c.gaussians:
+                _FAR_PREFIXES.move_to_end(key)
+                out.append(hit[1])
+                continue
+        kept = tuple(p for p in c.far_parts if p[1] <= count)
+        prefix = Chunk.build(c.id, c.gaussians.subset(np.arange(count)), c.source, kept)
+        with _FAR_PREFIXES_LOCK:
+            _FAR_PREFIXES[key] = (c.gaussians, prefix)  # holding the Gaussians keeps id() unique
+            while len(_FAR_PREFIXES) > BUILT_VERSIONS:
+                _FAR_PREFIXES.popitem(last=False)
+        out.append(prefix)
+    return tuple(out)
 
 
 def split_into_tiles(gaussians: Gaussians, max_per_tile: int = MAX_CHUNK_GAUSSIANS) -> list[Gaussians]:

@@ -313,13 +313,15 @@ class World:
             # Emitted under the apply lock and before the job counts as finished, so that
             # subscribers (the store) see chunks in scene order, with a state_dict() that
             # matches them, and wait_idle() cannot return before they have seen the chunk.
-            self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells), self._far_of(job.id)))
+            self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells), *self._far_of(job.id)))
         self._runner.finish(job, "done")
         return chunks
 
-    def _far_of(self, job_id: int) -> tuple[Chunk, ...]:
-        """The far-field chunks job ``job_id`` added (call under the apply lock, right after it landed)."""
-        return tuple(c for c in self.scene.snapshot().far if c.source.job_id == job_id)
+    def _far_of(self, job_id: int) -> tuple[tuple[Chunk, ...], tuple[int, ...]]:
+        """The far-field chunks job ``job_id`` added or merged into, and the ids of those it
+        dropped (call under the apply lock, right after it landed)."""
+        landed = tuple(c for c in self.scene.snapshot().far if c.source.job_id == job_id)
+        return landed, self._builder.far_dropped.pop(job_id, ())
 
     # ------------------------------------------------------------------ start image
     def place_start_frame(self, frame: StartFrame) -> list[Chunk]:
@@ -337,7 +339,7 @@ class World:
             self._planner.record_done(frame.camera)
             self.collider.sync(self.scene.snapshot())
             self._start_position = frame.camera.centers[0].astype(np.float32)
-            self._emit(ChunkAdded(source.job_id, tuple(chunks), tuple(frames), tuple(new_cells), self._far_of(source.job_id)))
+            self._emit(ChunkAdded(source.job_id, tuple(chunks), tuple(frames), tuple(new_cells), *self._far_of(source.job_id)))
         return chunks
 
     # ------------------------------------------------------------------ rendering
@@ -453,9 +455,10 @@ class World:
 
 
 def _newest_chunk_id(snapshot: SceneSnapshot) -> int:
-    """The largest chunk id in ``snapshot``, far-field chunks included (ids grow in landing
-    order), or ``NO_CHUNK``."""
-    return max((c.id for c in (*snapshot.chunks, *snapshot.far)), default=NO_CHUNK)
+    """The largest chunk id in ``snapshot``, far-field chunks and the landings merged into them
+    included (ids grow in landing order), or ``NO_CHUNK``."""
+    ids = [c.id for c in (*snapshot.chunks, *snapshot.far)] + [by for c in snapshot.far for by, _ in c.far_parts]
+    return max(ids, default=NO_CHUNK)
 
 
 def pack_retired(mask: np.ndarray) -> list:

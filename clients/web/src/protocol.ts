@@ -33,6 +33,7 @@ export const MAX_IPD = 0.2;
 export const MAX_EXPLORED_CELLS = 65536;
 export const MAX_PLAYERS_LISTED = 256;
 export const MAX_LOCAL_SPLATS = 16000000;
+export const MAX_LOCAL_FAR_SPLATS = 2000000;
 export const MAX_SPLAT_PIECE_BYTES = 57344;
 export const MAX_SPLATS_IN_FLIGHT = 4;
 export const INPUT_RATE_HZ = 120;
@@ -287,6 +288,8 @@ export interface Splats {
   enabled: boolean;
   /** the client's memory budget, in Gaussians (>= 0, <= 16000000) default 2000000 */
   max_splats?: number;
+  /** budget for the far field (splat_piece with layer 'far', drawn behind the scene), in Gaussians; 0: none (clients that cannot draw it leave it out) (>= 0, <= 2000000) default 0 */
+  max_far_splats?: number;
 }
 
 /** A ``splat_piece`` arrived: the server sends at most MAX_SPLATS_IN_FLIGHT unacknowledged. */
@@ -521,16 +524,25 @@ export interface FrameInfo {
 }
 
 /**
- * Part of one scene chunk's Gaussians for local rendering (after ``splats``). A chunk
+ * Part of one chunk's Gaussians for local rendering (after ``splats``). A chunk
  * comes in ``parts`` pieces; each is a complete ``.spz`` (version 3: gzip, 24-bit fixed-point
  * positions, 8-bit colour, opacity, log scale, smallest-three rotations; right-up-back axes
  * as the format has them, so y and z are flipped from the world's). Answer each with ``splat_ack``.
+ *
+ * ``layer`` says what the chunk is: ``scene`` (drawn as usual) or ``far``, a far-field chunk
+ * (sent only when ``splats.max_far_splats`` > 0): coarse splats of what keyframes saw beyond
+ * ~40 m, drawn *behind* the scene in place of the bare sky (never in front of a scene splat),
+ * on the coarse sky grid the server samples (every ``round(max(W, H) / 160)``-th pixel,
+ * interpolated bilinearly). A far chunk on the wire is one landing's far splats and never
+ * changes (the server merges landings of one far cell into one chunk, but sends each as its
+ * own, under the landing's id); ``splat_forget`` drops it when the world drops its far cell
+ * or the far budget needs room.
  */
 export interface SplatPiece {
   type: "splat_piece";
   /** acknowledge with splat_ack (>= 0, <= 9007199254740991) */
   id: number;
-  /** the scene chunk it belongs to (splat_forget names it) (>= 0, <= 9007199254740991) */
+  /** the chunk it belongs to (splat_forget names it) (>= 0, <= 9007199254740991) */
   chunk_id: number;
   /** 0-based (>= 0) */
   part: number;
@@ -544,9 +556,14 @@ export interface SplatPiece {
   count: number;
   /** the piece as .spz bytes [bytes] (max length 57344) */
   spz: Uint8Array;
+  /** scene chunk, or far-field chunk drawn behind the scene default "scene" */
+  layer: "scene" | "far";
 }
 
-/** Drop these chunks: the budget needs room for nearer ones (the server may send them again later). */
+/**
+ * Drop these chunks (of either layer: ids are unique across both): the budget needs room for
+ * nearer ones, or their contents changed (the server may send them again later).
+ */
 export interface SplatForget {
   type: "splat_forget";
   /** (max length 4096) default [] */

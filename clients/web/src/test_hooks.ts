@@ -57,9 +57,11 @@ export interface WorldstreamHooks {
     /** Ground the server has explored around this player so far (m²: explored cells times their area). */
     exploredM2: number;
     chunks: number; chunksHeld: number; splats: number; pieces: number; bytes: number; badPieces: number;
+    /** Far-field chunks drawn (behind the scene) and their Gaussians. */
+    farChunks: number; farSplats: number;
     avatars: number; pose: { position: number[]; yaw: number; pitch: number }; capability: unknown;
-    /** Ids of the chunks drawn, and the sky the welcome gave (null: the default). */
-    chunkIds: number[]; sky: unknown;
+    /** Ids of the scene and far-field chunks drawn, and the sky the welcome gave (null: the default). */
+    chunkIds: number[]; farChunkIds: number[]; sky: unknown;
   };
   /** Draw a chosen view locally (OpenCV w2c and K, row-major) and return its RGBA pixels,
    * top row first, base64. Makes the renderer if local mode never has. */
@@ -183,9 +185,10 @@ export function exposeHooks(session: GameSession): void {
         firstFrameMs: local.firstFrameAt >= 0 && local.subscribedAt >= 0 ? local.firstFrameAt - local.subscribedAt : null,
         firstChunkMs: s.firstChunkAt >= 0 && local.subscribedAt >= 0 ? s.firstChunkAt - local.subscribedAt : null,
         exploredM2: session.world.explored.size * session.world.cellSize ** 2,
-        chunks: s.chunksShown, chunksHeld: s.chunksHeld, splats: s.splats, pieces: s.pieces, bytes: s.bytes, badPieces: s.badPieces,
+        chunks: s.chunksShown, chunksHeld: s.chunksHeld, splats: s.splats, farChunks: s.farChunksShown, farSplats: s.farSplats, pieces: s.pieces, bytes: s.bytes, badPieces: s.badPieces,
         avatars: local.engine?.avatars.count ?? 0, pose: { position: [...p.position], yaw: p.yaw, pitch: p.pitch }, capability: probeCapability(),
-        chunkIds: local.engine ? local.engine.store.held().filter((c) => c.mesh).map((c) => c.id) : [], sky: local.sky,
+        chunkIds: local.engine ? local.engine.store.held().filter((c) => c.mesh && c.layer === "scene").map((c) => c.id) : [],
+        farChunkIds: local.engine ? local.engine.store.held().filter((c) => c.mesh && c.layer === "far").map((c) => c.id) : [], sky: local.sky,
       };
     },
     async captureLocal(view) {

@@ -9,6 +9,7 @@ keyframes in frame memory, marking the sky-direction and explored maps.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from typing import Sequence
@@ -62,6 +63,8 @@ class ChunkBuilder:
         self.config, self.generator, self.depth_estimator = parts.config, parts.generator, parts.depth_estimator
         self.renderer, self.scene, self.memory = parts.renderer, parts.scene, parts.memory
         self.stats, self._lock = parts.stats, parts.lock
+        # job id -> far-field chunk ids its landing dropped (the far field's cap), until the world emits them
+        self.far_dropped: dict[int, tuple[int, ...]] = {}
         self.next_frame_id = 0
         # Per keyframe id, what its reconstruction shows (reconstruct.shown_depth); LRU.
         self._shown_depth_cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -250,7 +253,8 @@ class ChunkBuilder:
 
     def _land_far(self, source: ChunkSource, rgb: np.ndarray, depth: np.ndarray, cams: Cameras) -> None:
         """Add the keyframes' far surfaces where the far field is thin (see
-        :mod:`.keyframes.far_field`) as one far chunk; nothing when it is off."""
+        :mod:`.keyframes.far_field`), merged into their far cell's chunk (:meth:`.scene.Scene.land_far`;
+        the far chunks that dropped go to ``far_dropped[job id]``); nothing when it is off."""
         near = self.config.far_field_near_m
         if near <= 0:
             return
@@ -259,7 +263,12 @@ class ChunkBuilder:
         existing = self.renderer.render_alpha(SceneSnapshot(0, far), cams) if far else None
         gaussians = far_gaussians(rgb, depth, cams, existing, near_m=near, stride=self.config.far_field_stride)
         if len(gaussians):
-            self.scene.append_far(gaussians, source)
+            origin = tuple(float(x) for x in cams.centers.mean(axis=0))
+            _, dropped = self.scene.land_far(
+                gaussians, dataclasses.replace(source, origin=origin),
+                cell_m=self.config.far_field_cell_m, max_gaussians=self.config.far_field_max_gaussians,
+            )
+            self.far_dropped[source.job_id] = dropped
             self.stats.far_gaussians += len(gaussians)
         self.stats.far_field_ms += (time.perf_counter() - started) * 1e3
 
@@ -278,8 +287,12 @@ class ChunkBuilder:
 
         Gaussians within ``spare_within`` metres of a new camera are never dropped (a job
         filling the holes a player looks at; see :meth:`build`).
+
+        Only with ``WorldConfig.keep_keyframe_views`` (off by default): what players were
+        shown is kept by the frozen seen views (:mod:`.revisit`), and keyframes are mostly
+        of places no one was shown.
         """
-        if len(gaussians) == 0 or len(self.memory) == 0:
+        if not self.config.keep_keyframe_views or len(gaussians) == 0 or len(self.memory) == 0:
             return gaussians
         started = time.perf_counter()
         centers = cams.centers.astype(np.float32)  # [C, 3]

@@ -354,7 +354,7 @@ class FrontierPlanner:
         if refusal is not None:
             self.refused[cand.probe.player_id] = refusal
             return
-        job = self._make_job(cand, now, caption)
+        job = self._make_job(cand, now, caption, self.keyframe_size(cand))
         job.refines = cand.detail
         job.scale = self.trace_scale(cand)
         job.fills_holes = cand.hole
@@ -363,6 +363,7 @@ class FrontierPlanner:
         new_jobs.append(job)
         self.stats.jobs_created += 1
         self.stats.detail_jobs += int(cand.detail)
+        self.stats.fine_jobs += int(job.cameras.width > cfg.keyframe_width)
 
     def priority(self, cand: UncoveredView) -> float:
         """Lower first: the probe's rank (the queue breaks ties by job id, i.e. request order);
@@ -382,15 +383,30 @@ class FrontierPlanner:
         behind = cand.speed >= cfg.coarse_speed or self._frontier_busy()
         return cfg.coarse_scale if behind else 1.0
 
+    def keyframe_size(self, cand: UncoveredView) -> tuple[int, int]:
+        """``(width, height)`` pixels of the keyframes a new job for ``cand`` is made at: the
+        keyframe size, or ``detail_scale`` x it for a refining job while its player moves slower
+        than ``coarse_speed``. Refining jobs run only when no fill job is pending (the generator
+        has slack) and are cancelled for one, so their larger trace never delays the frontier;
+        a running player needs the frontier, and would pass the place before a larger trace
+        lands. Only for generators that trace any image size (``traces_any_size``)."""
+        cfg = self.config
+        size = (cfg.keyframe_width, cfg.keyframe_height)
+        if not cand.detail or cfg.detail_scale <= 1.0 or cand.speed >= cfg.coarse_speed:
+            return size
+        if not getattr(self.parts.generator, "traces_any_size", False):
+            return size
+        return round(cfg.keyframe_width * cfg.detail_scale), round(cfg.keyframe_height * cfg.detail_scale)
+
     def _frontier_busy(self) -> bool:
         """Is a job that fills empty space queued or running? Then detail waits: a player
         outrunning generation needs holes filled before anything is sharpened."""
         with self._lock:
             return any(not job.refines for job in self.queue.pending())
 
-    def _make_job(self, cand: UncoveredView, now: float, caption: str) -> GenerationJob:
+    def _make_job(self, cand: UncoveredView, now: float, caption: str, size: tuple[int, int]) -> GenerationJob:
         cfg = self.config
-        W, H = cfg.keyframe_width, cfg.keyframe_height
+        W, H = size
         K = intrinsics_from_fov(W, H, cfg.keyframe_fov_y)
         pos = np.asarray(cand.probe.position, np.float32)
         w2c = np.stack([Pose(pos, cand.probe.yaw + off, cand.pitch).w2c for off in cfg.job_yaw_offsets])

@@ -174,13 +174,28 @@ def _body_contacts(
     return px, pz, n
 
 
+DRY_LEAF_RED = 0.9
+"""Dry foliage's green is at least this share of its red (olive: red and green about equal)..."""
+DRY_LEAF_BLUE = 1.5
+"""...and at least this many times its blue (and by :data:`DRY_LEAF_MARGIN`): sand, dirt, rock
+and trunks are redder than that, walls and roads greyer."""
+DRY_LEAF_MARGIN = 0.08
+
+
 def foliage(colors: np.ndarray, ratio: float) -> np.ndarray:
-    """``[G]`` bool: which of ``colors`` ``[G, 3]`` (RGB in [0, 1]) are foliage green -- green
-    above ``ratio`` times red and blue, and by a margin, so dark or grey splats never are."""
+    """``[G]`` bool: which of ``colors`` ``[G, 3]`` (RGB in [0, 1]) are foliage.
+
+    Green foliage: green above ``ratio`` times red and blue, and by a margin, so dark or grey
+    splats never are. Dry foliage (a desert's olive bushes, whose green is no more than their
+    red, issue 16): green about equal to red or above it, and well above blue. ``ratio <= 0``
+    turns both off.
+    """
     if ratio <= 0 or len(colors) == 0:
         return np.zeros(len(colors), bool)
     r, g, b = colors[:, 0], colors[:, 1], colors[:, 2]
-    return (g > ratio * r) & (g > ratio * b) & (g - np.maximum(r, b) > 0.03)
+    green = (g > ratio * r) & (g > ratio * b) & (g - np.maximum(r, b) > 0.03)
+    dry = (g >= DRY_LEAF_RED * r) & (g >= DRY_LEAF_BLUE * b) & (g - b > DRY_LEAF_MARGIN)
+    return green | dry
 
 
 @dataclass(frozen=True)

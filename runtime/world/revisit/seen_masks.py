@@ -43,7 +43,7 @@ from ..frontier.coverage import uncovered_fractions
 from ..gaussians import Gaussians
 from ..keyframes.reconstruct import OCCLUSION_FOOTPRINT_SIGMAS, OCCLUSION_MARGIN, occluder_mask
 from ..parts import WorldParts
-from ..scene import Chunk, SceneSnapshot, frustum_cull_boxes
+from ..scene import Chunk, SceneSnapshot, far_as_of, frustum_cull_boxes
 from .seen_views import FrozenView
 
 PICTURE_WIDTH, PICTURE_HEIGHT = 128, 72
@@ -91,9 +91,7 @@ class ViewPicture:
 
 def capped(snapshot: SceneSnapshot, cap_chunk_id: int) -> SceneSnapshot:
     """``snapshot`` with only the chunks (and far-field chunks) whose ids are at most ``cap_chunk_id`` (same version)."""
-    return SceneSnapshot(
-        snapshot.version, tuple(c for c in snapshot.chunks if c.id <= cap_chunk_id), tuple(c for c in snapshot.far if c.id <= cap_chunk_id)
-    )
+    return SceneSnapshot(snapshot.version, tuple(c for c in snapshot.chunks if c.id <= cap_chunk_id), far_as_of(snapshot.far, cap_chunk_id))
 
 
 class HiddenSplats:
@@ -153,11 +151,11 @@ class HiddenSplats:
                     if shown is not None:
                         chunks.append(shown)
             # The far field (the background) as it was: far chunks that landed since stay out.
-            far = tuple(c for c in snapshot.far if c.id <= view.cap_chunk_id)
+            far = far_as_of(snapshot.far, view.cap_chunk_id)
             # Nothing hidden (no chunk landed in view since the freeze: the common case): the
             # plain snapshot itself, so the display draws this camera in the plain batch.
             unchanged = len(chunks) == len(snapshot.chunks) and all(a is b for a, b in zip(chunks, snapshot.chunks))
-            unchanged = unchanged and len(far) == len(snapshot.far)
+            unchanged = unchanged and len(far) == len(snapshot.far) and all(a is b for a, b in zip(far, snapshot.far))
             masked = snapshot if unchanged else SceneSnapshot(snapshot.version, tuple(chunks), far)
         with self._lock:
             masked = self._snapshots.setdefault(key, masked)

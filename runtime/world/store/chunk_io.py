@@ -52,13 +52,16 @@ def encode_chunk(chunk: Chunk) -> bytes:
 
 
 def source_to_dict(source: ChunkSource) -> dict:
-    return {
+    d = {
         "job_id": int(source.job_id),
         "generator": source.generator,
         "seed": int(source.seed),
         "caption": source.caption,
         "created_at": float(source.created_at),
     }
+    if source.origin is not None:
+        d["origin"] = [float(x) for x in source.origin]
+    return d
 
 
 def source_from_dict(d: dict) -> ChunkSource:
@@ -68,7 +71,18 @@ def source_from_dict(d: dict) -> ChunkSource:
         int(d.get("seed", 0)),
         str(d.get("caption", "")),
         float(d.get("created_at", 0.0)),
+        _origin(d.get("origin")),
     )
+
+
+def _origin(value) -> tuple[float, float, float] | None:
+    """A saved ``origin`` (three finite numbers), or None when absent or malformed (it only
+    decides which far chunks merge)."""
+    try:
+        origin = tuple(float(x) for x in value)
+    except (TypeError, ValueError):
+        return None
+    return origin if len(origin) == 3 and all(np.isfinite(origin)) else None
 
 
 def decode_chunk(data: bytes, record: dict, where: str) -> Chunk:
@@ -86,7 +100,20 @@ def decode_chunk(data: bytes, record: dict, where: str) -> Chunk:
         a["bounds_min"].astype(np.float32),
         a["bounds_max"].astype(np.float32),
         source_from_dict(record.get("source", {})),
+        _far_parts(record.get("parts", []), len(gaussians), where),
     )
+
+
+def _far_parts(value, count: int, where: str) -> tuple[tuple[int, int], ...]:
+    """A merged far chunk's landings, ``[[landing id, Gaussians then], ...]`` (increasing, ending at ``count``)."""
+    try:
+        parts = tuple((int(by), int(n)) for by, n in value)
+    except (TypeError, ValueError):
+        raise WorldFormatError(f"{where}: field 'parts' must be a list of [landing id, count] pairs") from None
+    ends = [n for _, n in parts]
+    if parts and (ends != sorted(ends) or ends[0] <= 0 or ends[-1] != count):
+        raise WorldFormatError(f"{where}: field 'parts' must grow to the chunk's {count} Gaussians, got {ends}")
+    return parts
 
 
 # ---------------------------------------------------------------- frames

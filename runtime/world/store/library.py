@@ -7,7 +7,8 @@ Layout (one directory per world under the library root)::
                                        (start.jpg; worlds saved before kept start.npz)
     <root>/<name>/chunks/00000012.npz  one file per scene chunk
     <root>/<name>/frames/00000040.npz  one file per memory frame (RGB + depth + pose)
-    <root>/<name>/far/00000011.npz     one file per far-field chunk (worlds saved before it have none)
+    <root>/<name>/far/00000011.npz     one file per far-field chunk (worlds saved before it have none;
+                                       a merged one is 00000011-<landings>.npz, a new file per version)
     <root>/<name>/.lock                held (flock) while a process has the world open to write
 
 Worlds handed out by :meth:`WorldLibrary.create` and :meth:`WorldLibrary.open` are
@@ -65,6 +66,8 @@ class WorldInfo:
     seed: int = 0
     caption: str = ""
     error: str | None = None
+    far_gaussians: int = 0
+    """Far-field Gaussians (drawn behind the scene; not counted in ``gaussians``)."""
 
 
 class StoredWorld(World):
@@ -90,7 +93,7 @@ class StoredWorld(World):
         # Called on the generation worker right after the chunk landed, so state_dict()
         # describes the world with this chunk in it.
         if isinstance(event, ChunkAdded) and self.store is not None:
-            self.store.submit(event.chunks, event.frames, self.state_dict(), event.far)
+            self.store.submit(event.chunks, event.frames, self.state_dict(), event.far, event.far_dropped)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything landed so far is durable (False on timeout); raises StoreWriteError on failure."""
@@ -334,9 +337,18 @@ class WorldLibrary:
             chunks.append(chunk)
         return chunks
 
-    def load_gaussians(self, name: str, verify: bool = True) -> Gaussians:
-        """Every saved Gaussian of ``name`` in one set (SH kept only if all chunks share a degree)."""
-        return Gaussians.concat([c.gaussians for c in self.load_chunks(name, verify)])
+    def load_far(self, name: str, verify: bool = True) -> list[Chunk]:
+        """The far-field chunks of ``name`` (see :mod:`..keyframes.far_field`; none for worlds
+        saved before it), without building a World."""
+        path = self._require(name)
+        manifest = read_manifest(path, name)
+        return [self._load_chunk(path, name, rec, verify) for rec in manifest.get("far", [])]
+
+    def load_gaussians(self, name: str, verify: bool = True, far: bool = False) -> Gaussians:
+        """Every saved Gaussian of ``name`` in one set (SH kept only if all chunks share a
+        degree); with ``far``, the far field's after the scene's."""
+        chunks = self.load_chunks(name, verify) + (self.load_far(name, verify) if far else [])
+        return Gaussians.concat([c.gaussians for c in chunks])
 
     # ------------------------------------------------------------------ import
     def import_gaussians(
@@ -403,6 +415,7 @@ class WorldLibrary:
                 generator=str(cfg.get("generator", "")),
                 seed=int(cfg.get("seed", 0)),
                 caption=str(cfg.get("caption", "")),
+                far_gaussians=sum(int(r.get("gaussians", 0)) for r in m.get("far", [])),
             )
         except (ValueError, TypeError, OverflowError, IndexError, KeyError, AttributeError) as e:  # a hand-edited or hostile manifest
             return WorldInfo(name, path, 0, 0, 0, 0, 0.0, 0.0, 0, error=f"world {name!r}: manifest field of the wrong type ({e})")

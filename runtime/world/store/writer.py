@@ -42,8 +42,12 @@ def frame_file(frame_id: int) -> str:
     return f"{FRAME_DIR}/{frame_id:08d}.npz"
 
 
-def far_file(chunk_id: int) -> str:
-    return f"{FAR_DIR}/{chunk_id:08d}.npz"
+def far_file(chunk: Chunk) -> str:
+    """A far chunk's file: merged chunks (``far_parts``) change under one id, so each version
+    gets a name of its own and the manifest switches from the old file to the new atomically."""
+    if chunk.far_parts:
+        return f"{FAR_DIR}/{chunk.id:08d}-{len(chunk.far_parts)}.npz"
+    return f"{FAR_DIR}/{chunk.id:08d}.npz"
 
 
 class WorldWriter:
@@ -79,13 +83,17 @@ class WorldWriter:
         self._thread.start()
 
     # ------------------------------------------------------------------ producers
-    def submit(self, chunks: Sequence[Chunk], frames: Sequence[Frame], state: dict | None, far: Sequence[Chunk] = ()) -> None:
-        """Save these chunks, frames and far-field chunks, then a manifest with ``state`` (any
-        thread; may block when far behind)."""
+    def submit(
+        self, chunks: Sequence[Chunk], frames: Sequence[Frame], state: dict | None, far: Sequence[Chunk] = (), far_dropped: Sequence[int] = ()
+    ) -> None:
+        """Save these chunks, frames and far-field chunks (new or merged), take the far chunks
+        ``far_dropped`` out, then write a manifest with ``state`` (any thread; may block when
+        far behind). Files a far chunk's new version or a drop leaves unreferenced are deleted
+        once the manifest without them is durable."""
         if self._closed:
             log.warning("world %s: %d chunk(s) landed after the store closed; not saved", self.name, len(chunks))
             return
-        self._queue.put(("landed", tuple(chunks), tuple(frames), state, tuple(far)))
+        self._queue.put(("landed", tuple(chunks), tuple(frames), state, tuple(far), tuple(far_dropped)))
 
     def update_state(self, state: dict | None = None, touch: bool = False) -> None:
         """Write a manifest with a new ``state`` (and/or a new ``last_played`` time when ``touch``)."""
@@ -140,11 +148,14 @@ class WorldWriter:
             waiters: list[threading.Event] = []
             dirty = False
             wrote_files = False
+            obsolete: list[str] = []  # files the new manifest no longer names
             for item in batch:
                 kind = item[0]
                 if kind == "landed":
-                    _, chunks, frames, state, far = item
-                    wrote_files |= self._write_landed(chunks, frames, far)
+                    _, chunks, frames, state, far, far_dropped = item
+                    wrote_files |= self._write_landed(chunks, frames, far, obsolete)
+                    for chunk_id in far_dropped:
+                        obsolete += self._remove_record("far", int(chunk_id))
                     if state is not None:
                         self._manifest["state"] = state
                     dirty = True
@@ -159,8 +170,8 @@ class WorldWriter:
                     waiters.append(item[1])
                 elif kind == "stop":
                     stop = True
-            if dirty:
-                self._commit(wrote_files)
+            if dirty and self._commit(wrote_files):
+                self._delete(obsolete)
             for w in waiters:
                 w.set()
 
@@ -169,18 +180,21 @@ class WorldWriter:
         write_durably(self.world_dir / name, data, sync_dir=False)
         return {"file": name, "bytes": len(data), "sha256": sha256_hex(data)}
 
-    def _write_landed(self, chunks: Sequence[Chunk], frames: Sequence[Frame], far: Sequence[Chunk] = ()) -> bool:
-        """Write the data files of one landed job; records join the manifest only if all of them made it."""
+    def _write_landed(self, chunks: Sequence[Chunk], frames: Sequence[Frame], far: Sequence[Chunk], obsolete: list[str]) -> bool:
+        """Write the data files of one landed job; records join the manifest only if all of them
+        made it (the files of the far records they replace go to ``obsolete``)."""
         t0 = time.perf_counter()
         new_chunks, new_frames, new_far = [], [], []
         current = "?"
         try:
-            for chunk, name, records in [(c, chunk_file, new_chunks) for c in chunks] + [(c, far_file, new_far) for c in far]:
-                current = name(chunk.id)
+            for chunk, name, records in [(c, chunk_file(c.id), new_chunks) for c in chunks] + [(c, far_file(c), new_far) for c in far]:
+                current = name
                 record = self._write_file(current, encode_chunk(chunk))
                 record.update(
                     id=int(chunk.id), gaussians=len(chunk.gaussians), source=source_to_dict(chunk.source)
                 )
+                if chunk.far_parts:
+                    record["parts"] = [[int(by), int(n)] for by, n in chunk.far_parts]
                 records.append(record)
             for frame in frames:
                 current = frame_file(frame.id)
@@ -198,22 +212,45 @@ class WorldWriter:
             return bool(new_chunks or new_frames or new_far)
         for key, records in (("chunks", new_chunks), ("frames", new_frames), ("far", new_far)):
             for rec in records:
-                self._add_record(key, rec)
+                replaced = self._add_record(key, rec)
+                if replaced is not None and replaced["file"] != rec["file"]:
+                    obsolete.append(replaced["file"])
         self.stats["chunks_written"] += len(new_chunks)
         self.stats["frames_written"] += len(new_frames)
         self.stats["bytes_written"] += sum(r["bytes"] for r in new_chunks + new_frames + new_far)
         self.stats["write_seconds"] += time.perf_counter() - t0
         return bool(new_chunks or new_frames or new_far)
 
-    def _add_record(self, key: str, rec: dict) -> None:
+    def _add_record(self, key: str, rec: dict) -> dict | None:
+        """Add ``rec`` to the manifest's ``key`` list; the record it replaced (same id), if any."""
         index = self._index[key]
         if rec["id"] in index:  # the same id written again replaces the old entry
+            old = self._manifest[key][index[rec["id"]]]
             self._manifest[key][index[rec["id"]]] = rec
-        else:
-            index[rec["id"]] = len(self._manifest[key])
-            self._manifest[key].append(rec)
+            return old
+        index[rec["id"]] = len(self._manifest[key])
+        self._manifest[key].append(rec)
+        return None
 
-    def _commit(self, wrote_files: bool) -> None:
+    def _remove_record(self, key: str, record_id: int) -> list[str]:
+        """Take record ``record_id`` out of the manifest's ``key`` list; its file (to delete once committed)."""
+        if record_id not in self._index[key]:
+            return []
+        old = self._manifest[key].pop(self._index[key][record_id])
+        self._index[key] = {int(rec["id"]): i for i, rec in enumerate(self._manifest[key])}
+        return [old["file"]]
+
+    def _delete(self, names: list[str]) -> None:
+        """Delete files the durable manifest no longer names (a crash first leaves them for
+        the next open's clean-up of unreferenced files)."""
+        for name in names:
+            try:
+                (self.world_dir / name).unlink(missing_ok=True)
+            except OSError as e:  # harmless: removed as a leftover on the next open
+                log.warning("world %s: could not delete %s: %s", self.name, name, e)
+
+    def _commit(self, wrote_files: bool) -> bool:
+        """Write the manifest; whether it is durable now."""
         t0 = time.perf_counter()
         try:
             if wrote_files:  # data files' directory entries must be durable before the manifest names them
@@ -224,7 +261,10 @@ class WorldWriter:
             self.stats["manifests_written"] += 1
         except (OSError, TypeError, ValueError) as e:
             self._fail(f"writing the manifest failed: {e}")
-        self.stats["write_seconds"] += time.perf_counter() - t0
+            return False
+        finally:
+            self.stats["write_seconds"] += time.perf_counter() - t0
+        return True
 
     def _fail(self, problem: str) -> None:
         log.error("world %s: %s", self.name, problem)

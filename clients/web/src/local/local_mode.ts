@@ -38,7 +38,7 @@ export interface ViewSpec {
   height: number;
 }
 
-const NO_STATS = { chunksShown: 0, chunksHeld: 0, splats: 0, pieces: 0, bytes: 0, badPieces: 0, lastPieceAt: -1, firstChunkAt: -1 };
+const NO_STATS = { chunksShown: 0, chunksHeld: 0, splats: 0, farChunksShown: 0, farSplats: 0, pieces: 0, bytes: 0, badPieces: 0, lastPieceAt: -1, firstChunkAt: -1 };
 
 export class LocalMode {
   readonly canvas: HTMLCanvasElement;
@@ -167,7 +167,8 @@ export class LocalMode {
   }
 
   private subscribe(): void {
-    this.subscribed = this.hooks.send({ type: "splats", enabled: true, max_splats: probeCapability().maxSplats });
+    const cap = probeCapability();
+    this.subscribed = this.hooks.send({ type: "splats", enabled: true, max_splats: cap.maxSplats, max_far_splats: cap.maxFarSplats });
     this.subscribedAt = performance.now();
     this.firstFrameAt = -1;
     this.caughtUp = false;

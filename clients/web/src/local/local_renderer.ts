@@ -1,5 +1,6 @@
 // Draws the world in this browser: the splats the feed sent (Spark on three.js) over the
-// server's sky, plus whatever else is put in `scene` (other players' avatars), from any
+// server's sky (or, once far-field chunks are held, over the far field drawn on the sky's
+// coarse grid: far_layer.ts), plus whatever else is put in `scene` (other players' avatars), from any
 // OpenCV camera. The public surface is small on purpose (others build on it, WebXR
 // included):
 //
@@ -19,6 +20,7 @@ import type { SkyInfo } from "../protocol";
 import type { Mat3, Mat4 } from "./camera";
 import { applyOpenCvCamera } from "./three_camera";
 import { DEFAULT_SKY, SkyBackground } from "./sky";
+import { FarLayer } from "./far_layer";
 import type { SplatStore } from "./splat_store";
 
 /** One picture to draw: the server's camera conventions. */
@@ -41,6 +43,8 @@ export class LocalRenderer {
   readonly camera = new THREE.PerspectiveCamera();
   readonly spark: SparkRenderer;
   readonly sky = new SkyBackground();
+  /** The far field behind the scene (its own Spark pass on the coarse sky grid). */
+  readonly far: FarLayer;
   /** Frames drawn so far, and those skipped by renderIfChanged (nothing had changed). */
   frames = 0;
   skipped = 0;
@@ -55,8 +59,7 @@ export class LocalRenderer {
     this.renderer = new THREE.WebGLRenderer({ canvas, antialias: false, alpha: false, powerPreference: "high-performance" });
     this.renderer.setPixelRatio(1); // the drawing buffer is sized in device pixels by render()
     this.renderer.autoClear = true;
-    this.spark = new SparkRenderer({
-      renderer: this.renderer,
+    const options = {
       preBlurAmount: EPS2D,
       blurAmount: 0,
       maxStdDev: CUTOFF_SIGMAS,
@@ -64,13 +67,16 @@ export class LocalRenderer {
       sortRadial: false,
       accumExtSplats: true,
       onDirty: () => this.invalidate(), // a sort finished: the next frame must show it
-    });
-    this.scene.add(this.sky.mesh, this.spark, store.root);
+    };
+    this.spark = new SparkRenderer({ renderer: this.renderer, ...options });
+    this.far = new FarLayer(this.renderer, store.farRoot, options);
+    this.scene.add(this.sky.mesh, this.far.background, this.spark, store.root);
   }
 
   /** The world's sky (welcome.sky; null: the default). */
   setSky(sky: SkyInfo | null): void {
     this.sky.setSky(sky ?? DEFAULT_SKY);
+    this.far.setSky(sky ?? DEFAULT_SKY);
     this.invalidate();
   }
 
@@ -87,6 +93,7 @@ export class LocalRenderer {
       this.size = { width, height };
     }
     applyOpenCvCamera(this.camera, view.w2c, view.K, width, height);
+    this.far.setView(view.w2c, view.K, width, height);
     this.cullChunks();
   }
 
@@ -108,7 +115,18 @@ export class LocalRenderer {
   render(view: LocalView): void {
     this.lastViewKey = ""; // renderIfChanged must not trust a frame drawn for another view
     this.setView(view);
-    this.renderer.render(this.scene, this.camera);
+    // The far field replaces the sky only in this path; any other drawing of `scene` (WebXR)
+    // keeps the per-pixel sky (see far_layer.ts).
+    const far = this.far.held();
+    if (far) this.far.drawGrid();
+    this.far.background.visible = far;
+    this.sky.mesh.visible = !far;
+    try {
+      this.renderer.render(this.scene, this.camera);
+    } finally {
+      this.far.background.visible = false;
+      this.sky.mesh.visible = true;
+    }
     this.frames += 1;
   }
 
@@ -135,9 +153,9 @@ export class LocalRenderer {
    */
   async capture(view: LocalView): Promise<Uint8Array> {
     this.setView(view);
-    await this.spark.update({ scene: this.scene, camera: this.camera });
+    await Promise.all([this.spark.update({ scene: this.scene, camera: this.camera }), this.far.sort()]);
     this.render(view);
-    await this.spark.update({ scene: this.scene, camera: this.camera });
+    await Promise.all([this.spark.update({ scene: this.scene, camera: this.camera }), this.far.sort()]);
     this.render(view);
     const { width, height } = view;
     const gl = this.renderer.getContext();
@@ -152,6 +170,7 @@ export class LocalRenderer {
   dispose(): void {
     this.store.clear();
     this.spark.dispose();
+    this.far.dispose();
     this.renderer.dispose();
   }
 }

@@ -11,8 +11,9 @@ export interface Capability {
   softwareGl: boolean;
   /** navigator.deviceMemory (GB), where the browser tells. */
   memoryGb: number | null;
-  /** Most Gaussians to hold (the `splats` budget). */
+  /** Most Gaussians to hold (the `splats` budget), and most far-field Gaussians besides. */
   maxSplats: number;
+  maxFarSplats: number;
   renderer: string;
 }
 
@@ -40,7 +41,10 @@ export function probeCapability(): Capability {
   const memoryGb = typeof memory === "number" ? memory : null;
   // 32 bytes a Gaussian on the GPU plus about as much in flight: a few hundred MB at most.
   const maxSplats = memoryGb === null ? 2_000_000 : memoryGb >= 8 ? 4_000_000 : memoryGb >= 4 ? 2_000_000 : 750_000;
-  probed = { webgl2, softwareGl: SOFTWARE_GL.test(renderer), memoryGb, maxSplats, renderer };
+  // The far field is a coarse background (a few hundred Gaussians a keyframe, merged by the
+  // server per far cell): an eighth of the scene's budget besides it is plenty.
+  const maxFarSplats = Math.round(maxSplats / 8);
+  probed = { webgl2, softwareGl: SOFTWARE_GL.test(renderer), memoryGb, maxSplats, maxFarSplats, renderer };
   return probed;
 }
 

@@ -43,6 +43,18 @@ void main() {
   outColor = vec4(clamp(rgb + glow * sunColor * 0.6, 0.0, 1.0), 1.0);
 }`;
 
+/** A triangle covering the screen, drawn first and behind everything (its vertex shader
+ * places the corners from gl_VertexID). */
+export function backgroundTriangle(vertexShader: string, fragmentShader: string, uniforms: Record<string, THREE.IUniform>): THREE.Mesh {
+  const geometry = new THREE.BufferGeometry();
+  geometry.setAttribute("position", new THREE.BufferAttribute(new Float32Array(9), 3)); // three vertices; positions come from gl_VertexID
+  const material = new THREE.ShaderMaterial({ vertexShader, fragmentShader, uniforms, glslVersion: THREE.GLSL3, depthTest: false, depthWrite: false });
+  const mesh = new THREE.Mesh(geometry, material);
+  mesh.frustumCulled = false;
+  mesh.renderOrder = -1000;
+  return mesh;
+}
+
 export class SkyBackground {
   readonly mesh: THREE.Mesh;
   private readonly uniforms = {
@@ -56,19 +68,7 @@ export class SkyBackground {
   };
 
   constructor(sky: SkyInfo = DEFAULT_SKY) {
-    const geometry = new THREE.BufferGeometry();
-    geometry.setAttribute("position", new THREE.BufferAttribute(new Float32Array(9), 3)); // three vertices; positions come from gl_VertexID
-    const material = new THREE.ShaderMaterial({
-      vertexShader: VERTEX,
-      fragmentShader: FRAGMENT,
-      uniforms: this.uniforms,
-      glslVersion: THREE.GLSL3,
-      depthTest: false,
-      depthWrite: false,
-    });
-    this.mesh = new THREE.Mesh(geometry, material);
-    this.mesh.frustumCulled = false;
-    this.mesh.renderOrder = -1000;
+    this.mesh = backgroundTriangle(VERTEX, FRAGMENT, this.uniforms);
     this.mesh.onBeforeRender = (_renderer, _scene, camera) => this.follow(camera);
     this.setSky(sky);
   }

@@ -1,7 +1,9 @@
 // The world's Gaussians held in this browser, as the server's splat feed sends them
 // (runtime/splat_feed.py): `splat_piece` messages, each a complete `.spz` of part of one
-// scene chunk, and `splat_forget` for chunks to drop. A chunk becomes one Spark SplatMesh
-// once all its pieces are in; until then its pieces wait decoded. Every piece is
+// chunk, and `splat_forget` for chunks to drop. A chunk becomes one Spark SplatMesh
+// once all its pieces are in; until then its pieces wait decoded. Scene chunks go under
+// `root`, far-field chunks (layer "far") under `farRoot`, which only the far pass draws
+// (far_layer.ts: behind the scene, on the coarse sky grid). Every piece is
 // acknowledged once decoded (or found broken), so the feed's flow control also bounds the
 // decoding work queued here.
 //
@@ -20,6 +22,7 @@ export const BYTES_PER_SPLAT = 32;
 /** A chunk held (or arriving), with what the feed said of it. */
 export interface HeldChunk {
   id: number;
+  layer: "scene" | "far";
   /** Bounding-sphere centre (world, metres) and radius. */
   center: [number, number, number];
   radius: number;
@@ -43,8 +46,11 @@ export interface StoreStats {
   /** Chunks complete and drawn, and all held (including incomplete ones). */
   chunksShown: number;
   chunksHeld: number;
-  /** Gaussians drawn. */
+  /** Gaussians drawn (scene chunks). */
   splats: number;
+  /** Far-field chunks complete and drawn, and their Gaussians. */
+  farChunksShown: number;
+  farSplats: number;
   /** Pieces and `.spz` bytes received since the page loaded. */
   pieces: number;
   bytes: number;
@@ -57,12 +63,14 @@ export interface StoreStats {
 
 export class SplatStore {
   readonly root = new THREE.Group();
+  readonly farRoot = new THREE.Group();
   private readonly chunks = new Map<number, HeldChunk>();
   private generation = 0; // bumped by clear(): decodes started before it are dropped
-  readonly stats: StoreStats = { chunksShown: 0, chunksHeld: 0, splats: 0, pieces: 0, bytes: 0, badPieces: 0, lastPieceAt: -1, firstChunkAt: -1 };
+  readonly stats: StoreStats = { chunksShown: 0, chunksHeld: 0, splats: 0, farChunksShown: 0, farSplats: 0, pieces: 0, bytes: 0, badPieces: 0, lastPieceAt: -1, firstChunkAt: -1 };
 
   constructor(private readonly events: StoreEvents) {
     this.root.name = "splats";
+    this.farRoot.name = "far-field";
   }
 
   /** Take one piece: decode it, acknowledge it, and show its chunk once complete. */
@@ -71,9 +79,10 @@ export class SplatStore {
     this.stats.bytes += piece.spz.byteLength;
     this.stats.lastPieceAt = performance.now();
     let chunk = this.chunks.get(piece.chunk_id);
-    if (!chunk || chunk.parts !== piece.parts) {
+    const layer = piece.layer === "far" ? "far" : "scene";
+    if (!chunk || chunk.parts !== piece.parts || chunk.layer !== layer) {
       if (chunk) this.drop(chunk); // a new version of the chunk (the old one should have been forgotten)
-      chunk = { id: piece.chunk_id, center: piece.center, radius: piece.radius, parts: piece.parts, pending: new Map(), mesh: null, splats: 0, shownAt: -1 };
+      chunk = { id: piece.chunk_id, layer, center: piece.center, radius: piece.radius, parts: piece.parts, pending: new Map(), mesh: null, splats: 0, shownAt: -1 };
       this.chunks.set(chunk.id, chunk);
     }
     const generation = this.generation;
@@ -141,8 +150,13 @@ export class SplatStore {
     chunk.mesh = mesh;
     chunk.splats = n;
     chunk.shownAt = performance.now();
-    if (this.stats.firstChunkAt < 0) this.stats.firstChunkAt = chunk.shownAt;
-    this.root.add(mesh);
+    if (chunk.layer === "far") {
+      mesh.name = `far-${chunk.id}`;
+      this.farRoot.add(mesh);
+    } else {
+      if (this.stats.firstChunkAt < 0) this.stats.firstChunkAt = chunk.shownAt;
+      this.root.add(mesh);
+    }
     this.updateCounts();
     this.events.changed();
   }
@@ -151,16 +165,20 @@ export class SplatStore {
     this.chunks.delete(chunk.id);
     chunk.pending.clear();
     if (chunk.mesh) {
-      this.root.remove(chunk.mesh);
+      chunk.mesh.removeFromParent();
       chunk.mesh.dispose();
       chunk.mesh = null;
     }
   }
 
   private updateCounts(): void {
-    let shown = 0, splats = 0;
+    let shown = 0, splats = 0, farShown = 0, farSplats = 0;
     for (const chunk of this.chunks.values()) {
-      if (chunk.mesh) {
+      if (!chunk.mesh) continue;
+      if (chunk.layer === "far") {
+        farShown += 1;
+        farSplats += chunk.splats;
+      } else {
         shown += 1;
         splats += chunk.splats;
       }
@@ -168,5 +186,7 @@ export class SplatStore {
     this.stats.chunksShown = shown;
     this.stats.chunksHeld = this.chunks.size;
     this.stats.splats = splats;
+    this.stats.farChunksShown = farShown;
+    this.stats.farSplats = farSplats;
   }
 }
