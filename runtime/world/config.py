@@ -82,6 +82,10 @@ class WorldConfig:
             asking moves at ``coarse_speed`` m/s or faster -- is traced at ``coarse_scale``
             x the keyframe resolution (about ``coarse_scale**2`` of the cost) and upsampled
             before reconstruction. 1 turns it off.
+        ahead_step_m: a moving player's view ahead is tested at the lookahead point and at
+            points along the way about this many metres apart (at most four), nearest first,
+            so a keyframe asked for far ahead does not leave the path before it unmade
+            (see :func:`.frontier.coverage.probe_views`); 0: the lookahead point only.
         revisit_radius_m, revisit_angle_deg: a player's view within this distance
             (metres) and angle (degrees) of a view a player was shown earlier is that
             view again: it is displayed as it was then (see :mod:`.seen_views`).
@@ -138,6 +142,7 @@ class WorldConfig:
     hole_reach_m: float = 15.0
     coarse_scale: float = 0.5
     coarse_speed: float = 3.0
+    ahead_step_m: float = 8.0
     detail_scale: float = 2.0
     keep_keyframe_views: bool = False
 
@@ -197,6 +202,8 @@ class WorldConfig:
                 f"WorldConfig.coarse_scale must be in [0.1, 1] (1 = off) and coarse_speed in [0, 100] m/s, "
                 f"got {self.coarse_scale!r} and {self.coarse_speed!r}"
             )
+        if not 0.0 <= self.ahead_step_m <= 1000.0:
+            raise ValueError(f"WorldConfig.ahead_step_m must be in [0, 1000] metres (0 = one probe), got {self.ahead_step_m!r}")
         if not 1.0 <= self.detail_scale <= 4.0 or max(self.keyframe_width, self.keyframe_height) * self.detail_scale > 8192:
             raise ValueError(
                 f"WorldConfig.detail_scale must be in [1, 4] (1 = off) and keep the detail keyframe within 8192 pixels a side, "
