@@ -107,13 +107,15 @@ def test_hole_causes_on_known_views():
 def test_fast_forward_walk_holes_are_few_and_brief():
     """Generation waited for at every update (load-independent): a 6 m/s walk of 24 m up the
     forest's slope shows the player few holes -- the scene composited over the far field, as
-    it is streamed -- and none for long. Measured on CPU-2 (docs/benchmarks.md, 30 m): 0.4 %
-    and 0.6 s at most (main at 11:56 with a walker that did not rise with the slope: 1.7 %, 1.4 s)."""
+    it is streamed -- and none for long. Measured on CPU-2 (docs/benchmarks.md) on main at
+    13:21: mean 0.09 %, worst sample 0.6 %, no sample over 1 % (over 30 m: 0.16 %, 1.7 %, a
+    hole open 0.2 s; 0.84 %, 5.1 % and 0.6 s without the views along the path)."""
     args = fidelity.parse_args(["--fast-forward", "--speeds", "6", "--distance", "24", "--novel", "0", "--no-encoder"])
     report = fidelity.run(args, log=lambda *a: None)
     (row,) = report["rows"]
-    assert row["holes_walk_mean"] <= 0.012
-    assert row["hole_longest_s"] <= 1.2
+    assert row["holes_walk_mean"] <= 0.006
+    assert row["holes_walk_max"] <= 0.03
+    assert row["hole_longest_s"] <= 1.0
 
 
 def test_splat_shapes_bench_classifies_against_the_generator():
