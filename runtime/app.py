@@ -106,6 +106,7 @@ class StreamServer:
             "renderer": self.renderer_name,
             "sessions": len(self.registry.sessions),
             "players": self.registry.player_count,
+            "connections": self.quotas.connections,  # WebSocket connections open (--max-connections counts them)
             "worlds": sorted(name for name in list(self.registry.sessions) if self.registry.listed(name)),
             "resolution": f"{self.config.width}x{self.config.height}",
             "fps": self.config.fps,

@@ -20,8 +20,11 @@ The far field (``SceneSnapshot.far``: coarse splats of distant surfaces, drawn b
 scene) goes only to a player that gives it a budget (``splats.max_far_splats`` > 0): its
 chunks are pieces with ``layer="far"``, chosen, budgeted and forgotten exactly like scene
 chunks but against their own budget, so the far field never takes room from the scene. Far
-chunks merge as the world grows (same id, more Gaussians): a held one that changed is
-forgotten and sent again, as a refined scene chunk is.
+chunks merge as the world grows (a later landing in the same far cell appends to the cell's
+chunk: ``Chunk.far_parts``), so the feed sends them per landing (:meth:`SplatFeed._far_units`):
+each landing's Gaussians are a far chunk on the wire under that landing's id (the first under
+the chunk's own), which never changes. A merge sends only what it added and the page never
+loses the part of the horizon it holds; a far chunk the world drops is forgotten whole.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class SplatFeed:
         # chunk id -> (the contents encoded, their pieces): refinement changes a chunk's contents
         self._cache: collections.OrderedDict[int, tuple[Gaussians, list[tuple[int, bytes]]]] = collections.OrderedDict()
         self._cache_bytes = 0
+        self._units: dict[int, Chunk] = {}  # far-field landings as sent (see _far_units)
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="splats")
         self._loop = asyncio.get_running_loop()
         self.pieces_sent = 0
@@ -175,7 +179,7 @@ class SplatFeed:
         is nothing to send now."""
         snapshot = self.world.scene.snapshot()
         layers = {"scene": [c for c in snapshot.chunks if len(c.gaussians)]}
-        layers["far"] = [c for c in snapshot.far if len(c.gaussians)] if sub.far_budget > 0 else []
+        layers["far"] = [c for c in self._far_units(snapshot.far) if len(c.gaussians)] if sub.far_budget > 0 else []
         stale = []
         for name, chunks in layers.items():
             held, _ = sub.layer(name)
@@ -204,7 +208,9 @@ class SplatFeed:
         held_total = sum(len(g) for g in held.values())
         while held_total + len(chunk.gaussians) > budget:
             worst = max(held, key=lambda cid: scores.get(cid, np.inf))
-            if scores.get(worst, np.inf) < EVICT_MARGIN * score:
+            # Not strictly farther by the margin: wait. (Equal scores, e.g. two chunks whose
+            # bounds hold the player, would otherwise evict each other in turn forever.)
+            if scores.get(worst, np.inf) <= EVICT_MARGIN * score:
                 if forget:
                     player.send(m.SplatForget(chunk_ids=forget))
                 return False  # full of nearer chunks: wait for the player to move
@@ -229,6 +235,28 @@ class SplatFeed:
             )
             self._next_id += 1
         return True
+
+    def _far_units(self, far: tuple[Chunk, ...]) -> list[Chunk]:
+        """The far field as the feed sends it: one chunk per landing merged into each far chunk
+        (id: the chunk's own for its first landing, the landing's for later ones), each built
+        once and kept while its far chunk lives, so it stays the same object (held copies are
+        compared by identity) however often its cell merges again."""
+        units, alive = [], set()
+        for c in far:
+            start = 0
+            for k, (landing, end) in enumerate(c.far_parts or ((c.id, len(c.gaussians)),)):
+                unit_id = c.id if k == 0 else landing
+                unit = self._units.get(unit_id)
+                if unit is None or len(unit.gaussians) != end - start:
+                    whole = start == 0 and end == len(c.gaussians)
+                    unit = c if whole else Chunk.build(unit_id, c.gaussians.subset(np.arange(start, end)), c.source)
+                    self._units[unit_id] = unit
+                units.append(unit)
+                alive.add(unit_id)
+                start = end
+        for unit_id in set(self._units) - alive:  # dropped far chunks
+            del self._units[unit_id]
+        return units
 
     def _scores(self, player: Player, chunks: list[Chunk]) -> list[float]:
         """Per chunk: distance from the player's eye to its bounding sphere (metres, 0 inside),

@@ -99,16 +99,29 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * math.log10(255.0**2 / max(mse, 1e-12))
 
 
+def wire_ids(chunk) -> set[int]:
+    """The ids a chunk goes by in the splat feed: a far chunk merged from several landings is
+    sent per landing (its own id, then each later landing's)."""
+    return {chunk.id} | {landing for landing, _ in chunk.far_parts[1:]}
+
+
 def stored_chunks(server, world: str, held: set[int], timeout_s: float = 30.0, far: bool = False):
     """The world's chunks (``far``: its far-field chunks) as saved on disk, once every one the
-    client holds is saved."""
+    client holds (by its ids on the wire) is saved."""
     library = WorldLibrary(server.worlds)
     deadline = time.monotonic() + timeout_s
     while True:
         chunks = library.load_far(world, verify=False) if far else library.load_chunks(world, verify=False)
-        if held <= {c.id for c in chunks} or time.monotonic() > deadline:
+        if held <= set().union(*(wire_ids(c) for c in chunks)) or time.monotonic() > deadline:
             return chunks
         time.sleep(0.5)
+
+
+def held_far(server, world: str, held: set[int]):
+    """The saved far chunks the client holds (all of each: every landing)."""
+    far = [c for c in stored_chunks(server, world, held, far=True) if wire_ids(c) & held]
+    assert all(wire_ids(c) <= held for c in far), "the client holds only part of a far chunk"
+    return far
 
 
 def test_local_mode_loads_splats_near_spawn_and_matches_the_server(open_local, server, base_url, world):
@@ -130,7 +143,7 @@ def test_local_mode_loads_splats_near_spawn_and_matches_the_server(open_local, s
     mine = capture(page, cameras)
     sky = ProceduralGenerator().sky(WORLD_CAPTION, WORLD_SEED)
     # The page draws the far-field chunks it holds behind its splats, as the server does.
-    far = [c for c in stored_chunks(server, world, set(s["farChunkIds"]), far=True) if c.id in set(s["farChunkIds"])]
+    far = held_far(server, world, set(s["farChunkIds"]))
     theirs = CpuRenderer().render(SceneSnapshot(1, tuple(chunks), tuple(far)), cameras, sky).rgb[0]
     db = psnr(mine, theirs)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -151,10 +164,8 @@ def test_the_local_horizon_shows_the_far_field_as_the_server_does(open_local, se
     wait_local_frames(page)
     s = wait_feed_quiet(page)
     assert s["farChunks"] > 0 and s["farSplats"] > 0, f"no far-field chunk reached the page: {s}"
-    chunks = stored_chunks(server, world, set(s["chunkIds"]))
-    held = {c.id: c for c in chunks if c.id in set(s["chunkIds"])}
-    far = [c for c in stored_chunks(server, world, set(s["farChunkIds"]), far=True) if c.id in set(s["farChunkIds"])]
-    assert len(far) == len(s["farChunkIds"])
+    held = {c.id: c for c in stored_chunks(server, world, set(s["chunkIds"])) if c.id in set(s["chunkIds"])}
+    far = held_far(server, world, set(s["farChunkIds"]))
 
     position = np.array(s["pose"]["position"], np.float32)
     sky = ProceduralGenerator().sky(WORLD_CAPTION, WORLD_SEED)

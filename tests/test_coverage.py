@@ -10,6 +10,7 @@ import pytest
 from runtime.world.camera import Cameras, Pose
 from runtime.world.frontier.coverage import (
     GENERATED,
+    MAX_AHEAD_PROBES,
     UNKNOWN,
     VISITED,
     ExploredMap,
@@ -140,3 +141,20 @@ def test_probe_views_cover_view_ahead_and_ring():
     still = probe_views("p", Pose(), np.zeros(3), 1.0, lookahead_s=1.5, keyframe_fov_y=FOV, ring_yaws=(0.0,))
     assert [p.kind for p in still] == ["view", "ring"]
     assert still[0].rank < still[1].rank
+
+
+def test_a_fast_player_is_probed_along_its_path_nearest_first():
+    """Far ahead (a long lookahead at 6 m/s), the view ahead is tested at points along the
+    way too: a keyframe 24 m ahead does not see the ground the player crosses to get there."""
+    velocity = np.array([0.0, -0.5, 6.0])  # uphill: the probes rise with the walk
+    probes = probe_views("p", Pose(), velocity, 1.0, lookahead_s=4.0, keyframe_fov_y=FOV, ring_yaws=(0.0,), ahead_step_m=8.0)
+    ahead = [p for p in probes if p.kind == "ahead"]
+    np.testing.assert_allclose([p.position for p in ahead], [[0, -2 * k / 3, 8 * k] for k in (1, 2, 3)], atol=1e-5)
+    assert [p.rank for p in ahead] == sorted(p.rank for p in ahead)  # nearest first ...
+    view = next(p for p in probes if p.kind == "view")
+    assert max(p.rank for p in ahead) < view.rank  # ... and all before the player's own view
+    many = probe_views("p", Pose(), velocity, 1.0, lookahead_s=8.0, keyframe_fov_y=FOV, ring_yaws=(), ahead_step_m=2.0)
+    assert sum(p.kind == "ahead" for p in many) == MAX_AHEAD_PROBES  # bounded, evenly spread
+    assert many[-1].position[2] == pytest.approx(48.0)
+    one = probe_views("p", Pose(), velocity, 1.0, lookahead_s=4.0, keyframe_fov_y=FOV, ring_yaws=(), ahead_step_m=0.0)
+    assert [p.position[2] for p in one if p.kind == "ahead"] == [pytest.approx(24.0)]

@@ -186,10 +186,11 @@ def test_slopes_up_to_40_degrees_are_walkable(angle):
 
 SPARSE_SLOPE = (
     "known stuck case (issue 16), not fixed: on a 25-30 degree slope whose ground has an empty 0.5 m row "
-    "of cells every 1.5 m the player stops (at 30 degrees: from a row whose floor lies low, "
-    "the next row's cell tops stand more than a step above the feet across the empty row, so the body test "
-    "reads them as a wall; 25 degrees not yet diagnosed). The forest seed-3 walk crosses 2 s of cells "
-    "without a floor on its ~25 degree climb (docs/benchmarks.md)"
+    "of cells every 1.5 m the player stops where a row ends: standing on a floor that lies low (a cell "
+    "holding only a few samples at its downhill edge: 0.2 m under the ramp at 25 degrees), the cell tops "
+    "of the row past the gap stand more than a step above the feet, so the body test reads them as a "
+    "wall. The forest seed-3 walk crosses 2 s of cells without a floor on its ~25 degree climb "
+    "(docs/benchmarks.md)"
 )
 
 

@@ -61,3 +61,52 @@ def test_a_fast_player_gets_coarse_fill_of_the_usual_size():
         assert frames and all(f.rgb.shape == (180, 320, 3) for f in frames)
         # As dense as a full keyframe's chunk (one Gaussian per 2x2 block of the upsampled picture).
         assert fast.scene.snapshot().num_gaussians / len(jobs) > 0.5 * full
+
+
+def test_views_ahead_follow_the_ground_up_a_slope():
+    """A fast player far ahead of generation (an 8 s lookahead at 6 m/s) heading uphill from
+    the spawn (forest seed 7 rises ~4 m over 40 m): the views ahead stand at eye height over
+    the ground along the way, never under the generator's terrain (a keyframe there sees
+    nothing and lands nothing), nearest first; past the known ground only the first is kept."""
+    from bench.fidelity import eye_pose, make_path, walk_velocity
+    from runtime.world.frontier.coverage import probe_views
+    from runtime.world.generators.procedural.generator import ground_height_y
+
+    with World(WorldConfig("slope", seed=7, caption="a pine forest"), generator=ProceduralGenerator(), renderer=CpuRenderer()) as world:
+        spawn = eye_pose(0.0, 0.0, 0.0, 0.0, 7)
+        world.update([PlayerState("a", spawn, fov_y=VIEW_FOV)])
+        assert world.wait_idle(300)
+        velocity = walk_velocity(make_path("straight", 60.0, 7), 0.0, 6.0, 7)
+        cfg = world.config
+        predicted = [p for p in probe_views("a", spawn, velocity, VIEW_FOV, lookahead_s=8.0, keyframe_fov_y=cfg.keyframe_fov_y,
+                                            ring_yaws=(), ahead_step_m=cfg.ahead_step_m) if p.kind == "ahead"]
+        ahead = world._planner._ahead_on_ground(spawn, predicted)
+
+    def above_ground(p) -> float:  # metres from the eye down to the generator's ground (+y down)
+        return ground_height_y(float(p.position[0]), float(p.position[2]), 7) - float(p.position[1])
+
+    assert len(predicted) == 4 and above_ground(predicted[-1]) < 0  # a straight line ends 48 m ahead underground
+    assert 1 <= len(ahead) < len(predicted)  # the known ground ends well before 48 m
+    assert [p.position[2] for p in ahead] == sorted(p.position[2] for p in ahead)
+    for p in ahead:
+        assert 1.0 < above_ground(p) < 2.5, f"view ahead at z={p.position[2]:.1f} m: eye {above_ground(p):.2f} m above the ground"
+
+
+def test_a_keyframe_inside_the_terrain_is_not_a_done_view():
+    """A keyframe whose camera ended up under the ground (a guess of the terrain ahead was
+    off) lands nothing; its view is recorded as failed -- asked again after retry_after_s --
+    not as done, which would keep every keyframe near it from being made for good."""
+    from runtime.world.generators.base import CancelToken, GenerationRequest
+
+    generator = ProceduralGenerator()
+    with World(WorldConfig("under", seed=7, caption="a pine forest"), generator=generator, renderer=CpuRenderer()) as world:
+        K = intrinsics_from_fov(64, 36, world.config.keyframe_fov_y)
+        w2c = np.eye(4, dtype=np.float32)
+        w2c[1, 3] = -6.0  # camera centre 6 m below the spawn's eye (+y down): under the ground
+        cams = Cameras(w2c[None], K[None], 64, 36)
+        job = GenerationJob(0, cams, world.caption, np.zeros(3, np.float32), 1.0)
+        result = generator.generate(GenerationRequest(cams, world.caption, (), 7), lambda f, m: None, CancelToken())
+        assert world.apply(job, result) == []
+        assert world.stats["keyframes_inside"] == 1
+        planner = world._planner
+        assert len(planner.done_views) == 0 and len(planner.failed_views) == 1

@@ -278,3 +278,33 @@ def test_same_pixels_with_one_thread_and_from_worker_threads(gen):
         t.join(timeout=120)
     assert np.array_equal(out["one"].rgb, ref.rgb) and np.array_equal(out["all"].rgb, ref.rgb)
     assert np.array_equal(out["one"].depth, ref.depth)
+
+
+def test_numpy_error_model_draws_the_same_pixels(gen, tmp_path, monkeypatch):
+    """The kernels compile with ``error_model="numpy"`` (no zero test per division, faster).
+    The generator is the world's ground truth, so its pictures must not change: a copy of
+    the kernels compiled with numba's default ("python") error model draws every biome,
+    near ground, objects, water and sky, bit for bit the same."""
+    import importlib.util
+    import sys
+
+    from runtime.world.generators.procedural import generator as generator_module
+    from runtime.world.generators.procedural import kernels
+
+    source = open(kernels.__file__).read()
+    assert 'error_model="numpy"' in source
+    copy = tmp_path / "kernels_python_errors.py"
+    copy.write_text(source.replace('error_model="numpy"', 'error_model="python"'))
+    spec = importlib.util.spec_from_file_location("kernels_python_errors", copy)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "kernels_python_errors", module)
+    spec.loader.exec_module(module)
+    poses = [Pose(yaw=0.3, pitch=-0.25), Pose(np.array([4.0, 0.0, 30.0]), yaw=2.5, pitch=-0.05), Pose(yaw=-1.2, pitch=0.2)]
+    cams = _cams(poses, 64, 36)
+    fast = {caption: _run(gen, cams, caption, seed=7) for caption in ("forest", "city", "desert", "snow", "beach", "")}
+    monkeypatch.setattr(generator_module, "kernels", module)
+    reference = ProceduralGenerator()
+    for caption, out in fast.items():
+        ref = _run(reference, cams, caption, seed=7)
+        assert np.array_equal(out.rgb, ref.rgb), caption
+        assert np.array_equal(out.depth, ref.depth), caption

@@ -11,6 +11,8 @@ from bench.compare import psnr, sharpness
 from bench.fidelity import Truth
 from runtime.world import PlayerState, Pose, World, WorldConfig
 from runtime.world.world import retired_mask
+from runtime.world.frontier.coverage import ProbeView
+from runtime.world.frontier.planner import UncoveredView
 from runtime.world.gaussians import Gaussians
 from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural.generator import ground_height_y
@@ -156,5 +158,36 @@ def test_refinement_keeps_content_and_sharpens(generator):
         # Saved, the retired Gaussians are named per chunk (the store reloads them that way).
         saved = world.state_dict()["retired"]
         assert saved and sum(int(retired_mask(p).sum()) for p in saved.values()) == world.stats["gaussians_refined"]
+    finally:
+        world.close()
+
+
+def test_detail_keyframes_are_made_finer_while_the_generator_has_slack(generator):
+    """Fill jobs keep the keyframe size (the frontier must keep up); a refining job for a
+    player walking slower than ``coarse_speed`` is made at ``detail_scale`` x it, lands like
+    any other (its frames keep their own size) and remakes the coarse splats it sees."""
+    cfg = WorldConfig("fine", seed=SEED, caption="a pine forest", generate_unexplored_ahead=False)
+    assert cfg.detail_scale == 2.0
+    world = World(cfg, generator=generator, renderer=CpuRenderer())
+    try:
+        fill = world.update([PlayerState("p", eye(0.0))])
+        assert fill and all((j.cameras.width, j.cameras.height) == (320, 180) for j in fill)
+        assert world.wait_idle(120)
+        jobs = world.update([PlayerState("p", eye(14.0))])
+        detail = [j for j in jobs if j.refines]
+        assert detail and all((j.cameras.width, j.cameras.height) == (640, 360) for j in detail)
+        assert all((j.cameras.width, j.cameras.height) == (320, 180) for j in jobs if not j.refines)
+        assert world.wait_idle(240)
+        assert world.stats["fine_jobs"] == len(detail) and world.stats["gaussians_refined"] > 0
+        assert {f.rgb.shape for f in world.memory.frames()} == {(180, 320, 3), (360, 640, 3)}
+        # A running player's detail, and detail_scale 1, keep the keyframe size.
+        planner = world._planner
+        probe = ProbeView("p", "view", eye(14.0).position, 0.0, 0.0, VIEW_FOV, 0.0)
+        cand = UncoveredView(probe, 0.0, np.float32([0, 0, 1]), detail=True)
+        assert planner.keyframe_size(cand) == (640, 360)
+        cand.speed = cfg.coarse_speed
+        assert planner.keyframe_size(cand) == (320, 180)
+        cand.speed, world.config.detail_scale = 0.0, 1.0
+        assert planner.keyframe_size(cand) == (320, 180)
     finally:
         world.close()

@@ -96,7 +96,7 @@ def test_refined_chunks_are_forgotten_and_sent_again():
 
 def test_far_field_chunks_go_only_to_a_player_that_budgets_them():
     """Far-field chunks come as pieces of layer 'far' against their own budget (never taking the
-    scene's room), only when ``max_far_splats`` > 0; a far chunk that changes is sent again."""
+    scene's room), only when ``max_far_splats`` > 0; a merge sends only the landing it added."""
 
     async def scenario():
         scene = Scene()
@@ -132,16 +132,20 @@ def test_far_field_chunks_go_only_to_a_player_that_budgets_them():
             assert counts("old") == {("scene", 0): 300}
             assert counts("new") == {("scene", 0): 300, ("far", far.id): 200}  # both budgets full, nothing evicted
             assert not any(msg.TYPE == "splat_forget" for msg in sent["new"])
-            # A later job in the same far cell merges into the far chunk (same id): the held
-            # copy is forgotten and the chunk sent whole again once it fits the budget.
+            # A later job in the same far cell merges into the far chunk (same id): the page keeps
+            # what it holds and gets only the landing's 50 Gaussians, under the landing's id,
+            # once they fit its far budget.
             sent["new"].clear()
             merged, _ = scene.land_far(random_gaussians(50, seed=3), ChunkSource(job_id=1, origin=(5.0, 0.0, 5.0)), cell_m=64.0)
             assert merged.id == far.id and len(merged.gaussians) == 250
+            landing = merged.far_parts[-1][0]
             await settle()
-            assert sent["new"][0] == m.SplatForget(chunk_ids=[far.id]) and counts("new") == {}  # 250 > its budget of 200
+            assert sent["new"] == []  # 200 + 50 > its budget of 200, and nothing held is farther
             feed.subscribe(players["new"], m.Splats(enabled=True, max_splats=300, max_far_splats=250))
             await settle()
-            assert counts("new") == {("far", far.id): 250}
+            assert counts("new") == {("far", landing): 50} and not any(msg.TYPE == "splat_forget" for msg in sent["new"])
+            pieces = [msg for msg in sent["new"] if msg.TYPE == "splat_piece"]
+            np.testing.assert_allclose(decode_spz(pieces[0].spz).means, merged.gaussians.means[200:], atol=1e-3)
         finally:
             task.cancel()
             feed.close()

@@ -70,11 +70,22 @@ class WorldConfig:
             field is left to the frontier); a hole a player saw is filled instead of kept
             until the frontier moves on. ``uncovered_fraction`` still applies to every
             probe. 0 turns the test off.
+        detail_scale: refining (detail) keyframes are made at this x ``keyframe_width`` x
+            ``keyframe_height`` (640x360 at the defaults: one splat per ~1.2 stream pixels at
+            the keyframe's distance, against ~2.5 at 320x180) while the player they are for moves
+            slower than ``coarse_speed``. Detail jobs run only when no job that fills empty space
+            is queued or running (the generator has slack), so the extra cost (about
+            ``detail_scale**2`` per keyframe) never delays the frontier; fill jobs stay at the
+            keyframe size. 1 turns it off.
         coarse_scale, coarse_speed: fill coarse first. A job that fills empty space while
             generation is behind -- another such job is queued or running, or the player
             asking moves at ``coarse_speed`` m/s or faster -- is traced at ``coarse_scale``
             x the keyframe resolution (about ``coarse_scale**2`` of the cost) and upsampled
             before reconstruction. 1 turns it off.
+        ahead_step_m: a moving player's view ahead is tested at the lookahead point and at
+            points along the way about this many metres apart (at most four), nearest first,
+            so a keyframe asked for far ahead does not leave the path before it unmade
+            (see :func:`.frontier.coverage.probe_views`); 0: the lookahead point only.
         revisit_radius_m, revisit_angle_deg: a player's view within this distance
             (metres) and angle (degrees) of a view a player was shown earlier is that
             view again: it is displayed as it was then (see :mod:`.seen_views`).
@@ -131,6 +142,8 @@ class WorldConfig:
     hole_reach_m: float = 15.0
     coarse_scale: float = 0.5
     coarse_speed: float = 3.0
+    ahead_step_m: float = 8.0
+    detail_scale: float = 2.0
     keep_keyframe_views: bool = False
 
     def __post_init__(self) -> None:
@@ -188,6 +201,13 @@ class WorldConfig:
             raise ValueError(
                 f"WorldConfig.coarse_scale must be in [0.1, 1] (1 = off) and coarse_speed in [0, 100] m/s, "
                 f"got {self.coarse_scale!r} and {self.coarse_speed!r}"
+            )
+        if not 0.0 <= self.ahead_step_m <= 1000.0:
+            raise ValueError(f"WorldConfig.ahead_step_m must be in [0, 1000] metres (0 = one probe), got {self.ahead_step_m!r}")
+        if not 1.0 <= self.detail_scale <= 4.0 or max(self.keyframe_width, self.keyframe_height) * self.detail_scale > 8192:
+            raise ValueError(
+                f"WorldConfig.detail_scale must be in [1, 4] (1 = off) and keep the detail keyframe within 8192 pixels a side, "
+                f"got {self.detail_scale!r} for {self.keyframe_width}x{self.keyframe_height}"
             )
         if not 0.0 < self.revisit_angle_deg < 180.0:
             raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")

@@ -52,6 +52,8 @@ class WorldStats:
     # and jobs a player's view asked for because what it shows was made too coarse.
     gaussians_refined: int = 0
     detail_jobs: int = 0
+    # Refining jobs made at detail_scale x the keyframe size (the generator had slack).
+    fine_jobs: int = 0
     # The far field: splats it holds (summed over landings) and the time building them took.
     far_gaussians: int = 0
     far_field_ms: float = 0.0

@@ -305,7 +305,10 @@ class World:
             self._landed_jobs.add(job.id)
             chunks, frames, new_cells = self._builder.build(job, cams, rgb, depth)
             self.seen_views.job_landed(job.id, [c.id for c in chunks])
-            self._planner.record_done(job.cameras)
+            if frames:
+                self._planner.record_done(job.cameras)
+            else:  # every keyframe was inside geometry (a guess of the ground ahead was off): not done there
+                self._planner.record_failed(job.cameras, time.monotonic())
             self.collider.sync(self.scene.snapshot())
             # Emitted under the apply lock and before the job counts as finished, so that
             # subscribers (the store) see chunks in scene order, with a state_dict() that

@@ -533,8 +533,10 @@ export interface FrameInfo {
  * (sent only when ``splats.max_far_splats`` > 0): coarse splats of what keyframes saw beyond
  * ~40 m, drawn *behind* the scene in place of the bare sky (never in front of a scene splat),
  * on the coarse sky grid the server samples (every ``round(max(W, H) / 160)``-th pixel,
- * interpolated bilinearly). Far chunks change as they merge: the server forgets the old
- * contents (``splat_forget``) and sends the chunk again under the same id.
+ * interpolated bilinearly). A far chunk on the wire is one landing's far splats and never
+ * changes (the server merges landings of one far cell into one chunk, but sends each as its
+ * own, under the landing's id); ``splat_forget`` drops it when the world drops its far cell
+ * or the far budget needs room.
  */
 export interface SplatPiece {
   type: "splat_piece";

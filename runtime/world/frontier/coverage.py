@@ -263,6 +263,10 @@ class ProbeView:
         return np.array([math.sin(self.yaw) * cp, -math.sin(self.pitch), math.cos(self.yaw) * cp])
 
 
+MAX_AHEAD_PROBES = 4
+"""At most this many ``ahead`` probes per player (each is rendered every update it moves)."""
+
+
 def probe_views(
     player_id: str,
     pose: Pose,
@@ -273,6 +277,7 @@ def probe_views(
     keyframe_fov_y: float,
     ring_yaws: tuple[float, ...],
     min_speed: float = 0.2,
+    ahead_step_m: float = 0.0,
 ) -> list[ProbeView]:
     """The views to test for one player.
 
@@ -280,6 +285,10 @@ def probe_views(
       player stands, after ``ahead`` while it moves.
     * ``ahead``: at ``position + velocity * lookahead_s``, facing the horizontal
       direction of motion, at keyframe FOV -- so space is generated before arrival.
+      With ``ahead_step_m`` > 0, also at points along the way, about that many metres
+      apart (at most :data:`MAX_AHEAD_PROBES` in all, evenly spaced), nearest ranked
+      first: a keyframe far ahead does not see the ground between the player and it, so
+      a fast player asked for far ahead gets the path filled in the order it walks it.
       Left out when the player moves slower than ``min_speed`` m/s.
     * ``ring``: at the current position, level, at the headings ``yaw + ring_yaws``
       and keyframe FOV -- so turning around is anticipated. With a 16:9 keyframe
@@ -294,8 +303,12 @@ def probe_views(
     # so a moving player is by then where the ahead probe stands, not in today's view.
     probes = [ProbeView(player_id, "view", position, pose.yaw, pose.pitch, fov_y, 1.5 if moving else 0.0)]
     if moving:
-        ahead = position + v * lookahead_s  # vertical speed too: walking uphill rises
-        probes.append(ProbeView(player_id, "ahead", ahead, math.atan2(v[0], v[2]), 0.0, keyframe_fov_y, 1.0))
+        reach = speed * lookahead_s
+        n = 1 if ahead_step_m <= 0 else max(1, min(MAX_AHEAD_PROBES, math.ceil(reach / ahead_step_m - 1e-6)))
+        heading = math.atan2(v[0], v[2])
+        for k in range(1, n + 1):
+            ahead = position + v * (lookahead_s * k / n)  # vertical speed too: walking uphill rises
+            probes.append(ProbeView(player_id, "ahead", ahead, heading, 0.0, keyframe_fov_y, 1.0 + 0.1 * (k - 1) / n))
     for offset in ring_yaws:
         yaw = math.remainder(pose.yaw + offset, math.tau)
         probes.append(ProbeView(player_id, "ring", position, yaw, 0.0, keyframe_fov_y, 2.0 + abs(math.remainder(offset, math.tau)) / math.pi))

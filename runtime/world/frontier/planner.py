@@ -34,6 +34,10 @@ HOLE_MERGE_DISTANCE = 1.0
 keyframe a few metres ahead does not see the near ground and the sides a player's view
 shows, so a view with holes gets its own keyframe unless one stood nearly where it stands."""
 
+PATH_STEP_M = 0.5
+"""Metres per step when following the ground to the views ahead (a walker's step rises at
+most ``MAX_STEP``, 0.5 m: a 40 degree slope rises 0.42 m in a step this long)."""
+
 PROBE_CACHE_MAX = 4096
 """Cached probe answers before the cache is dropped (a long walk would grow it without bound)."""
 
@@ -155,22 +159,55 @@ class FrontierPlanner:
         pos = np.round(np.asarray(probe.position, np.float64) / q).astype(int)
         return (q, *pos.tolist(), round(probe.yaw / step), round(probe.pitch / step), round(probe.fov_y / step))
 
-    def _ahead_on_ground(self, pose: Pose, probe: ProbeView) -> ProbeView:
-        """Put a walking player's predicted eye at eye height over the ground known there.
+    def _ahead_on_ground(self, pose: Pose, probes: list[ProbeView]) -> list[ProbeView]:
+        """Put a walking player's predicted eyes (``ahead`` probes, nearest first) at eye height
+        over the ground along the way.
 
-        A keyframe placed at the current height would sink into a rising slope. Players
-        not at eye height over known ground (flying, or on unknown ground) keep theirs.
+        The path is followed from the player in ``PATH_STEP_M`` steps as a walker would
+        (:func:`walk_target_eye_y`: each step rises at most a step's height) while the scene
+        knows the ground along it -- not a straight-line guess, which on a rising slope put
+        keyframes under the terrain, where they see nothing and land nothing. Past the known
+        ground the last known slope goes on, and only the first probe more than
+        ``ahead_step_m`` beyond it is kept (the rest wait for that keyframe to land and show
+        the ground there). Players not at eye height
+        over known ground (flying, or on unknown ground) keep the probes as predicted.
         """
+        if not probes:
+            return probes
         self.collider.sync(self.scene.snapshot())
-        x, y, z = (float(v) for v in pose.position)
-        here = walk_target_eye_y(x, z, y, self.collider)
-        if here is None or abs(here - y) > 0.5:
-            return probe
-        ax, ay, az = (float(v) for v in probe.position)
-        there = walk_target_eye_y(ax, az, ay, self.collider)
-        if there is None:
-            return probe
-        return dataclasses.replace(probe, position=np.array([ax, there, az], np.float32))
+        x0, y0, z0 = (float(v) for v in pose.position)
+        here = walk_target_eye_y(x0, z0, y0, self.collider)
+        if here is None or abs(here - y0) > 0.5:
+            return probes
+        far = probes[-1].position
+        dx, dz = float(far[0]) - x0, float(far[2]) - z0
+        reach = math.hypot(dx, dz)
+        if reach < 1e-3:
+            return probes
+        ux, uz = dx / reach, dz / reach
+        step_m = self.config.ahead_step_m
+        out: list[ProbeView] = []
+        y, slope, known_at = here, 0.0, 0.0  # eye height, its rise per metre, last known ground (m along)
+        d, k = 0.0, 0
+        while k < len(probes):
+            target = math.hypot(float(probes[k].position[0]) - x0, float(probes[k].position[2]) - z0)
+            while d + 1e-6 < target:
+                nd = min(d + PATH_STEP_M, target)
+                # Followed only while the ground is continuous: past a gap, the floors found
+                # from a guessed height are as often canopies as ground.
+                ground = walk_target_eye_y(x0 + nd * ux, z0 + nd * uz, y, self.collider) if known_at == d else None
+                if ground is not None:
+                    slope = 0.5 * slope + 0.5 * (ground - y) / (nd - d)  # smoothed: one odd column is no hill
+                    y, known_at = ground, nd
+                else:
+                    y += slope * (nd - d)
+                d = nd
+            if step_m > 0 and d - known_at > step_m and out:
+                break  # far past the known ground: the nearer keyframe shows it first
+            pr = probes[k]
+            out.append(dataclasses.replace(pr, position=np.array([pr.position[0], y, pr.position[2]], np.float32)))
+            k += 1
+        return out
 
     def uncovered_views(self, players: Sequence[PlayerState], lookahead_s: float) -> list[UncoveredView]:
         """Probe views of all players that reach unexplored cells and show too much empty space."""
@@ -195,13 +232,16 @@ class FrontierPlanner:
                 lookahead_s=lookahead_s,
                 keyframe_fov_y=cfg.keyframe_fov_y,
                 ring_yaws=cfg.ring_yaws,
+                ahead_step_m=cfg.ahead_step_m,
             )
+            ahead = self._ahead_on_ground(p.pose, [pr for pr in probes if pr.kind == "ahead"])
+            probes = [pr for pr in probes if pr.kind != "ahead"] + ahead
+            hole_tested = set()  # kinds tested for holes: the view and the nearest view ahead
             for pr in probes:
-                if pr.kind == "ahead":
-                    pr = self._ahead_on_ground(p.pose, pr)
                 if self.parts.explored.reaches_unknown(pr.position, pr.yaw, cfg.frontier_distances):
                     tested.append((pr, self._probe_key(pr)))
-                elif cfg.hole_fraction > 0 and pr.kind in HOLE_PROBES:
+                elif cfg.hole_fraction > 0 and pr.kind in HOLE_PROBES and pr.kind not in hole_tested:
+                    hole_tested.add(pr.kind)
                     tested.append((pr, self._probe_key(pr)))  # explored, but is it whole?
                 elif detail and pr.kind != "ahead" and self._too_coarse(pr):
                     coarse.append(pr)
@@ -314,7 +354,7 @@ class FrontierPlanner:
         if refusal is not None:
             self.refused[cand.probe.player_id] = refusal
             return
-        job = self._make_job(cand, now, caption)
+        job = self._make_job(cand, now, caption, self.keyframe_size(cand))
         job.refines = cand.detail
         job.scale = self.trace_scale(cand)
         job.fills_holes = cand.hole
@@ -323,6 +363,7 @@ class FrontierPlanner:
         new_jobs.append(job)
         self.stats.jobs_created += 1
         self.stats.detail_jobs += int(cand.detail)
+        self.stats.fine_jobs += int(job.cameras.width > cfg.keyframe_width)
 
     def priority(self, cand: UncoveredView) -> float:
         """Lower first: the probe's rank (the queue breaks ties by job id, i.e. request order);
@@ -342,15 +383,30 @@ class FrontierPlanner:
         behind = cand.speed >= cfg.coarse_speed or self._frontier_busy()
         return cfg.coarse_scale if behind else 1.0
 
+    def keyframe_size(self, cand: UncoveredView) -> tuple[int, int]:
+        """``(width, height)`` pixels of the keyframes a new job for ``cand`` is made at: the
+        keyframe size, or ``detail_scale`` x it for a refining job while its player moves slower
+        than ``coarse_speed``. Refining jobs run only when no fill job is pending (the generator
+        has slack) and are cancelled for one, so their larger trace never delays the frontier;
+        a running player needs the frontier, and would pass the place before a larger trace
+        lands. Only for generators that trace any image size (``traces_any_size``)."""
+        cfg = self.config
+        size = (cfg.keyframe_width, cfg.keyframe_height)
+        if not cand.detail or cfg.detail_scale <= 1.0 or cand.speed >= cfg.coarse_speed:
+            return size
+        if not getattr(self.parts.generator, "traces_any_size", False):
+            return size
+        return round(cfg.keyframe_width * cfg.detail_scale), round(cfg.keyframe_height * cfg.detail_scale)
+
     def _frontier_busy(self) -> bool:
         """Is a job that fills empty space queued or running? Then detail waits: a player
         outrunning generation needs holes filled before anything is sharpened."""
         with self._lock:
             return any(not job.refines for job in self.queue.pending())
 
-    def _make_job(self, cand: UncoveredView, now: float, caption: str) -> GenerationJob:
+    def _make_job(self, cand: UncoveredView, now: float, caption: str, size: tuple[int, int]) -> GenerationJob:
         cfg = self.config
-        W, H = cfg.keyframe_width, cfg.keyframe_height
+        W, H = size
         K = intrinsics_from_fov(W, H, cfg.keyframe_fov_y)
         pos = np.asarray(cand.probe.position, np.float32)
         w2c = np.stack([Pose(pos, cand.probe.yaw + off, cand.pitch).w2c for off in cfg.job_yaw_offsets])

@@ -42,6 +42,13 @@ NORMAL_SCALE_RATIO = 0.15
 MAX_STRETCH = 4.0
 """A tangent axis is at most this many pixel footprints long (grazing surfaces)."""
 
+SHARPEN = 0.5
+"""Default unsharp-mask amount on block colours (see :func:`_sharpened`)."""
+
+EDGE_REACH = 0.5
+"""A surfel with a neighbour on its surface on one side only reaches this fraction of the step
+to it (see :func:`_supported_extent`)."""
+
 DEDUPE_DEPTH_MARGIN = 0.05
 """An earlier view's Gaussian covers a later view's block when it is no more than 5 % behind it."""
 
@@ -207,47 +214,59 @@ def unproject_depth(
 # --------------------------------------------------------------------------- geometry checks
 
 
-def _smoothness(disp: np.ndarray, axis: int, rel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Along ``axis``: is the block on one smooth surface with its neighbours on some side?
+@dataclass(frozen=True)
+class AxisSupport:
+    """Along one image axis of the block grid: which neighbours lie on a block's own surface.
 
     A plane's disparity (1/depth) is an affine function of the pixel position, so three
     consecutive blocks of one smooth surface have a second difference near zero, however
-    grazing the view; a jump onto another surface breaks that on the side of the jump.
-    A block bridging two surfaces (a "flying pixel" of a blurred depth edge) breaks it on
-    both sides and has a nearer neighbour. A thin foreground structure (a pole one or two
-    blocks wide) breaks it on both sides too, but no neighbour is nearer than it, so it
-    is kept.
+    grazing the view; a jump onto another surface breaks it. A neighbour is on the block's
+    surface when a linear triple joins them -- ``(i-2, i-1, i)`` / ``(i, i+1, i+2)``, or the
+    centred ``(i-1, i, i+1)`` for a block on such a run -- or when its disparity is within the
+    tolerance (a crease, the other half of a structure two blocks wide).
 
-    Args:
-        disp: ``[Hb, Wb]`` float32 disparity, NaN where invalid.
-        axis: 0 (rows) or 1 (columns).
-        rel: tolerance, relative to the block's disparity.
-
-    Returns:
-        ``before``, ``after``: ``[Hb, Wb]`` bool, the triple (i-2, i-1, i) resp.
-        (i, i+1, i+2) is complete and linear (tangents are measured only on such sides);
-        ``smooth``: ``[Hb, Wb]`` bool, ``before | after | no neighbour is nearer by > rel``.
+    Attributes (all ``[Hb, Wb]`` bool):
+        prev, next: block ``i-1`` resp. ``i+1`` is on block ``i``'s surface.
+        solid: not a "flying pixel": on a smooth run, or not *between* its neighbours.
+            A block bridging two surfaces (a blurred depth edge) has a nearer neighbour on one
+            side and a farther one (or sky) on the other; a block seen through a slit (both
+            neighbours nearer) or a thin foreground structure (both farther) is a real surface.
     """
+
+    prev: np.ndarray
+    next: np.ndarray
+    solid: np.ndarray
+
+
+def _axis_support(disp: np.ndarray, axis: int, rel: float) -> AxisSupport:
+    """:class:`AxisSupport` of disparity ``disp`` ``[Hb, Wb]`` (NaN = sky) along ``axis`` (0 rows,
+    1 columns), with tolerance ``rel`` x the block's disparity."""
     d = np.moveaxis(disp, axis, 0)
     n = d.shape[0]
     pad = np.full((n + 4,) + d.shape[1:], np.nan, np.float32)
     pad[2:-2] = d
     m2, m1, c, p1, p2 = pad[:-4], pad[1:-3], pad[2:-2], pad[3:-1], pad[4:]
+    # For "between": sky is the farthest surface (disparity 0); beyond the image is unknown (NaN).
+    far = np.full_like(pad, np.nan)
+    far[2:-2] = np.nan_to_num(d, nan=0.0)
+    fm1, fp1 = far[1:-3], far[3:-1]
     tol = rel * c
-    with np.errstate(invalid="ignore"):
-        before = np.abs(m2 - 2 * m1 + c) <= tol  # NaN (invalid / outside) -> False
+    with np.errstate(invalid="ignore"):  # NaN (sky / outside) compares False
+        before = np.abs(m2 - 2 * m1 + c) <= tol
         after = np.abs(c - 2 * p1 + p2) <= tol
-        nearer = (m1 - c > tol) | (p1 - c > tol)  # a neighbour with larger disparity: nearer
-    smooth = before | after | ~nearer
-    return np.moveaxis(before, 0, axis), np.moveaxis(after, 0, axis), np.moveaxis(smooth, 0, axis)
+        centred = np.abs(m1 - 2 * c + p1) <= tol
+        run = before | after
+        # The centred triple only extends a block already on a smooth run: a flying pixel half-way
+        # between two surfaces is centred-linear too.
+        prev = before | (centred & run) | (np.abs(m1 - c) <= tol)
+        nxt = after | (centred & run) | (np.abs(p1 - c) <= tol)
+        between = ((fm1 - c > tol) & (c - fp1 > tol)) | ((fp1 - c > tol) & (c - fm1 > tol))
+    solid = run | ~between
+    return AxisSupport(*(np.moveaxis(x, 0, axis) for x in (prev, nxt, solid)))
 
 
-def _tangent(points: np.ndarray, before: np.ndarray, after: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-block step vector to the next block along ``axis`` on the same surface.
-
-    Uses the side whose disparity is linear (after preferred), so a tangent is never
-    measured across a discontinuity. Returns ``[Hb, Wb, 3]`` vectors and ``[Hb, Wb]`` bool (found).
-    """
+def _steps(points: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[Hb, Wb, 3]`` steps to the next and from the previous block along ``axis`` (NaN at the border)."""
     fwd = np.full_like(points, np.nan)
     bwd = np.full_like(points, np.nan)
     if axis == 0:
@@ -256,8 +275,36 @@ def _tangent(points: np.ndarray, before: np.ndarray, after: np.ndarray, axis: in
     else:
         fwd[:, :-1] = points[:, 1:] - points[:, :-1]
         bwd[:, 1:] = points[:, 1:] - points[:, :-1]
-    t = np.where(after[..., None], fwd, np.where(before[..., None], bwd, np.nan))
-    return t, ~np.isnan(t[..., 0])
+    return fwd, bwd
+
+
+def _tangent(fwd: np.ndarray, bwd: np.ndarray, support: AxisSupport) -> np.ndarray:
+    """``[..., 3]`` step along the surface: the central difference where both neighbours are on
+    the block's surface (robust to a neighbour's noise), else the one-sided step to the one that
+    is; NaN where neither is (a tangent is never measured across a discontinuity)."""
+    both = (support.prev & support.next)[..., None]
+    return np.where(both, 0.5 * (fwd + bwd), np.where(support.next[..., None], fwd, np.where(support.prev[..., None], bwd, np.nan)))
+
+
+def _supported_extent(
+    fwd: np.ndarray, bwd: np.ndarray, support: AxisSupport, axis: np.ndarray, footprint: np.ndarray, has_normal: np.ndarray
+) -> np.ndarray:
+    """``[M]`` metres a surfel may reach along its tangent ``axis`` ``[M, 3]`` (unit).
+
+    Where both neighbours along the grid axis are on its surface: the shorter of the two steps,
+    measured along ``axis`` (a Gaussian is symmetric: stretched to the farther neighbour it
+    overshoots the nearer one). Where only one is (a depth edge or a skyline on the other side):
+    :data:`EDGE_REACH` x that step -- it still closes the gap to that neighbour (a grazing
+    ground's last row before a brow), and sticks out past the edge only that far. Neither, or no
+    normal: one ``footprint``. Clamped to [1, :data:`MAX_STRETCH`] footprints.
+    """
+    f = np.abs((np.nan_to_num(fwd) * axis).sum(1))
+    b = np.abs((np.nan_to_num(bwd) * axis).sum(1))
+    reach = np.where(
+        support.prev & support.next, np.minimum(f, b),
+        EDGE_REACH * np.where(support.next, f, np.where(support.prev, b, 0.0)),
+    )
+    return np.clip(np.where(has_normal, reach, footprint), footprint, MAX_STRETCH * footprint)
 
 
 def _perpendicular(n: np.ndarray) -> np.ndarray:
@@ -267,14 +314,23 @@ def _perpendicular(n: np.ndarray) -> np.ndarray:
     return p / np.linalg.norm(p, axis=1, keepdims=True)
 
 
-def _neighbour_count(mask: np.ndarray) -> np.ndarray:
-    """``[Hb, Wb]`` int: how many of the 4 neighbours are set."""
-    m = mask.astype(np.int8)
-    count = np.zeros(mask.shape, np.int8)
-    count[1:] += m[:-1]
-    count[:-1] += m[1:]
-    count[:, 1:] += m[:, :-1]
-    count[:, :-1] += m[:, 1:]
+def _support_count(solid: np.ndarray, x: AxisSupport, y: AxisSupport) -> np.ndarray:
+    """``[Hb, Wb]`` int: how many of the 4 neighbours are solid and on the block's own surface.
+    A neighbour beyond the image counts (nothing is known against it there)."""
+    s = np.pad(solid, 1, constant_values=False)
+    count = _border_neighbours(solid.shape)
+    for same, neighbour in ((y.prev, s[:-2, 1:-1]), (y.next, s[2:, 1:-1]), (x.prev, s[1:-1, :-2]), (x.next, s[1:-1, 2:])):
+        count += same & neighbour
+    return count
+
+
+def _border_neighbours(shape: tuple[int, int]) -> np.ndarray:
+    """``[Hb, Wb]`` int8: how many of a block's 4 neighbours lie beyond the image."""
+    count = np.zeros(shape, np.int8)
+    count[0] += 1
+    count[-1] += 1
+    count[:, 0] += 1
+    count[:, -1] += 1
     return count
 
 
@@ -317,6 +373,7 @@ def reconstruct(
     scale_factor: float = 0.7,
     floater_min_neighbors: int = 2,
     max_depth: float = 200.0,
+    sharpen: float = SHARPEN,
 ) -> Gaussians:
     """Turn ``N`` views with depth into new pixel-aligned Gaussians where the scene is empty.
 
@@ -327,23 +384,29 @@ def reconstruct(
     * it is not sky: some pixel has finite depth below ``max_depth``;
     * the existing scene is thin there: the block's mean ``existing_alpha`` is below
       ``fill_below_alpha`` (so revisits never duplicate or overwrite content);
-    * it is not a "flying pixel" at a depth discontinuity: along each image axis, the
-      disparity of the block and its two neighbours on at least one side is linear within
-      10 %, or no neighbour is nearer than it (see :func:`_smoothness`: smooth surfaces
-      pass at any viewing angle, silhouettes and thin foreground structures are kept,
-      blocks bridging two surfaces are dropped);
-    * it is supported: at least ``floater_min_neighbors`` of its 4 neighbours are valid,
-      non-edge blocks;
+    * it is not a "flying pixel" at a depth discontinuity: along each image axis, it lies on a
+      smooth run (the disparity of the block and its two neighbours on one side is linear
+      within 10 %), or it is not *between* its neighbours (nearer than one, farther than the
+      other; see :class:`AxisSupport`): smooth surfaces pass at any viewing angle, silhouettes,
+      thin foreground structures and background seen through a slit are kept, blocks bridging
+      two surfaces are dropped;
+    * it is supported: at least ``floater_min_neighbors`` of its 4 neighbours are solid and on
+      its own surface (beyond the image counts): a lone block hovering in front of a wall is a
+      floater;
     * no Gaussian made from an earlier view of the same call already covers it (earlier
       views' new Gaussians are projected into later views with a depth test and splatted
       over their projected footprint).
 
-    Shape: each Gaussian is a flat surfel. Its tangent axes follow the depth grid's
-    neighbour steps (so a surface seen at a grazing angle gets elongated footprints and
-    stays closed), each ``scale_factor`` x the step length, clamped to
-    [1, ``MAX_STRETCH``] x the pixel footprint ``stride * depth / focal``; the normal axis
-    is ``NORMAL_SCALE_RATIO`` x the footprint. Blocks without a usable neighbour on an
-    axis fall back to a camera-facing surfel. Opacity is 0.95; colours RGB in [0, 1].
+    Shape: each Gaussian is a flat surfel. Its normal comes from the depth grid's tangents
+    (central differences where both neighbours are on its surface, else the one-sided step);
+    each tangent axis reaches ``scale_factor`` x as far as the neighbours support it: the
+    shorter of the two steps, half the step where only one side is on its surface (a depth
+    edge, a skyline), clamped to [1, ``MAX_STRETCH``] x the pixel footprint
+    ``stride * depth / focal`` (:func:`_supported_extent`: a surface seen at a grazing angle
+    stays closed, and no needle sticks out past an edge); the normal axis is
+    ``NORMAL_SCALE_RATIO`` x the footprint. Blocks without a usable neighbour on an axis fall
+    back to a camera-facing surfel. Colours are the block means pre-sharpened within the
+    surface (``sharpen``, :func:`_sharpened`); opacity is 0.95; colours RGB in [0, 1].
 
     Args:
         rgb: ``[N, H, W, 3]`` uint8.
@@ -356,6 +419,7 @@ def reconstruct(
         scale_factor: Gaussian standard deviation as a fraction of the block footprint.
         floater_min_neighbors: minimum number of valid 4-neighbours (0..4).
         max_depth: depths at or beyond this many metres are sky.
+        sharpen: unsharp-mask amount on the block colours (0: plain block means).
 
     Returns:
         The new Gaussians (world coordinates), possibly empty.
@@ -384,6 +448,8 @@ def reconstruct(
         raise ValueError(f"floater_min_neighbors must be in [0, 4], got {floater_min_neighbors}")
     if not max_depth > 0:
         raise ValueError(f"max_depth must be > 0, got {max_depth}")
+    if not 0.0 <= sharpen <= 4.0:
+        raise ValueError(f"sharpen must be in [0, 4], got {sharpen}")
 
     made: list[Gaussians] = []
     for n in range(N):
@@ -399,6 +465,7 @@ def reconstruct(
             scale_factor,
             floater_min_neighbors,
             max_depth,
+            sharpen,
         )
         made.append(g)
     return Gaussians.concat(made)
@@ -452,24 +519,24 @@ def _cover_kernel(means, sigma, w2c, K, stride, behind_factor, d, covered):  # p
                     covered[r, c] = True
 
 
-def _solid_blocks(d: np.ndarray, floater_min_neighbors: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+def _solid_blocks(d: np.ndarray, floater_min_neighbors: int) -> tuple[np.ndarray, tuple[AxisSupport, AxisSupport]]:
     """The geometric tests of :func:`reconstruct`: which blocks of one view may become Gaussians.
 
     Args:
         d: ``[Hb, Wb]`` float32 block depths (``inf`` = sky), from :func:`reduce_blocks`.
-        floater_min_neighbors: minimum number of valid, smooth 4-neighbours.
+        floater_min_neighbors: minimum number of solid 4-neighbours on the block's own surface.
 
     Returns:
-        ``keep`` ``[Hb, Wb]`` bool (valid, not a flying pixel, supported) and the per-axis
-        linearity masks ``(before_x, after_x, before_y, after_y)`` that tangents are measured on.
+        ``keep`` ``[Hb, Wb]`` bool (valid, not a flying pixel, supported) and the
+        :class:`AxisSupport` ``(x, y)`` along columns and rows that tangents are measured on.
     """
     valid = np.isfinite(d)
     disp = np.where(valid, 1.0 / d, np.nan).astype(np.float32)
-    before_y, after_y, smooth_y = _smoothness(disp, 0, EDGE_RELATIVE_THRESHOLD)
-    before_x, after_x, smooth_x = _smoothness(disp, 1, EDGE_RELATIVE_THRESHOLD)
-    solid = valid & smooth_y & smooth_x
-    keep = solid & (_neighbour_count(solid) >= floater_min_neighbors)
-    return keep, (before_x, after_x, before_y, after_y)
+    y = _axis_support(disp, 0, EDGE_RELATIVE_THRESHOLD)
+    x = _axis_support(disp, 1, EDGE_RELATIVE_THRESHOLD)
+    solid = valid & y.solid & x.solid
+    keep = solid & (_support_count(solid, x, y) >= floater_min_neighbors)
+    return keep, (x, y)
 
 
 def _reconstruct_view(
@@ -484,6 +551,7 @@ def _reconstruct_view(
     scale_factor: float,
     floater_min_neighbors: int,
     max_depth: float,
+    sharpen: float,
 ) -> Gaussians:
     blocks = reduce_blocks(depth, stride, max_depth, rgb)
     d, colour = blocks.depth, blocks.rgb
@@ -491,7 +559,7 @@ def _reconstruct_view(
     valid = np.isfinite(d)
     if not valid.any():
         return Gaussians.empty()
-    keep, (before_x, after_x, before_y, after_y) = _solid_blocks(d, floater_min_neighbors)
+    keep, (support_x, support_y) = _solid_blocks(d, floater_min_neighbors)
     if alpha is not None:
         keep &= _block_alpha(alpha, stride, Hb, Wb) < fill_below_alpha
     if earlier and keep.any():
@@ -501,18 +569,18 @@ def _reconstruct_view(
 
     rays = _block_rays(K, blocks.u, blocks.v)
     pcam = rays * np.where(valid, d, np.nan)[..., None]  # [Hb, Wb, 3] camera space
-    tu, has_u = _tangent(pcam, before_x, after_x, axis=1)
-    tv, has_v = _tangent(pcam, before_y, after_y, axis=0)
-
     rows, cols = np.nonzero(keep)
     p = pcam[rows, cols]
-    dk = d[rows, cols]
     focal = math.sqrt(abs(float(K[0, 0]) * float(K[1, 1])))
-    footprint = stride * dk / focal  # [M] metres: one block's width on a camera-facing surface
-    tu, tv = tu[rows, cols], tv[rows, cols]
-    has_both = has_u[rows, cols] & has_v[rows, cols]
+    footprint = stride * d[rows, cols] / focal  # [M] metres: one block's width on a camera-facing surface
+    steps_u = [x[rows, cols] for x in _steps(pcam, axis=1)]  # (fwd, bwd) [M, 3]
+    steps_v = [x[rows, cols] for x in _steps(pcam, axis=0)]
+    sup_u = AxisSupport(*(x[rows, cols] for x in (support_x.prev, support_x.next, support_x.solid)))
+    sup_v = AxisSupport(*(x[rows, cols] for x in (support_y.prev, support_y.next, support_y.solid)))
+    tu, tv = _tangent(*steps_u, sup_u), _tangent(*steps_v, sup_v)
+    has_both = ~np.isnan(tu[:, 0]) & ~np.isnan(tv[:, 0])
 
-    # Surface normal from the two grid steps, turned to face the camera; camera-facing
+    # Surface normal from the two grid tangents, turned to face the camera; camera-facing
     # where the grid gives no second direction (thin structures, silhouettes).
     view = -p / np.linalg.norm(p, axis=1, keepdims=True)
     normal = np.cross(np.nan_to_num(tu), np.nan_to_num(tv))
@@ -526,10 +594,9 @@ def _reconstruct_view(
     alen = np.linalg.norm(a, axis=1, keepdims=True)
     a = np.where(alen > 1e-9, a / np.maximum(alen, 1e-12), _perpendicular(normal))
     b = np.cross(normal, a)
-    len_a = np.where(has_normal, alen[:, 0], footprint)
-    len_b = np.where(has_normal, np.abs((np.nan_to_num(tv) * b).sum(1)), footprint)
-    s_a = scale_factor * np.clip(len_a, footprint, MAX_STRETCH * footprint)
-    s_b = scale_factor * np.clip(len_b, footprint, MAX_STRETCH * footprint)
+    # Extent along each tangent: only as far as the neighbours support it (no needles past an edge).
+    s_a = scale_factor * _supported_extent(*steps_u, sup_u, a, footprint, has_normal)
+    s_b = scale_factor * _supported_extent(*steps_v, sup_v, b, footprint, has_normal)
     s_n = scale_factor * NORMAL_SCALE_RATIO * footprint
     log_scales = np.log(np.stack([s_a, s_b, s_n], axis=1))
 
@@ -542,8 +609,31 @@ def _reconstruct_view(
         quats=quats,
         log_scales=log_scales,
         opacity_logits=np.full(len(means), OPACITY_LOGIT, np.float32),
-        colors=colour[rows, cols],
+        colors=_sharpened(colour, support_x, support_y, sharpen)[rows, cols],
     )
+
+
+def _sharpened(colour: np.ndarray, x: AxisSupport, y: AxisSupport, amount: float) -> np.ndarray:
+    """``[Hb, Wb, 3]`` block colours with an unsharp mask over each block's 4-neighbours on its
+    own surface: ``clip(c + amount x (c - their mean), 0, 1)``.
+
+    Drawn, neighbouring splats overlap, so every pixel mixes its neighbours' colours (the
+    keyframe convolved with the splat kernel); pre-sharpening undoes part of that where no
+    colour fitting runs (coarse jobs, blocks shared with older chunks) and gives fitting a
+    better start. Only same-surface neighbours take part: a silhouette does not ring against
+    the background. Blocks without any such neighbour keep their colour.
+    """
+    if amount == 0:
+        return colour
+    pad = np.pad(colour, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    total = np.zeros_like(colour)
+    count = np.zeros(colour.shape[:2] + (1,), np.float32)
+    for same, neighbour in ((y.prev, pad[:-2, 1:-1]), (y.next, pad[2:, 1:-1]), (x.prev, pad[1:-1, :-2]), (x.next, pad[1:-1, 2:])):
+        w = same[..., None].astype(np.float32)
+        total += w * neighbour
+        count += w
+    blurred = np.where(count > 0, total / np.maximum(count, 1.0), colour)
+    return np.clip(colour + np.float32(amount) * (colour - blurred), 0.0, 1.0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- revisit consistency

@@ -167,7 +167,7 @@ def lift_start_frame(frame: StartFrame) -> Gaussians:
     depth = np.where(np.isfinite(frame.depth), np.minimum(frame.depth, SKY_DOME_DEPTH), SKY_DOME_DEPTH)
     return reconstruct(
         frame.rgb[None], depth[None].astype(np.float32), frame.camera, None,
-        stride=1, scale_factor=START_SCALE_FACTOR, floater_min_neighbors=0,
+        stride=1, scale_factor=START_SCALE_FACTOR, floater_min_neighbors=0, sharpen=0.0,
     )
 
 

@@ -94,15 +94,16 @@ export class LocalRenderer {
     }
     applyOpenCvCamera(this.camera, view.w2c, view.K, width, height);
     this.far.setView(view.w2c, view.K, width, height);
-    this.cullChunks();
+    this.cullChunks(this.store.root, this.camera);
+    this.cullChunks(this.store.farRoot, this.far.camera); // its frustum reaches the far field's 10 km
   }
 
   /** Chunks whose bounding sphere is outside the view are left out of Spark's work: each
    * drawn splat costs vertex work even when it lands off screen. */
-  private cullChunks(): void {
-    this.viewProjection.multiplyMatrices(this.camera.projectionMatrix, this.camera.matrixWorldInverse);
+  private cullChunks(root: THREE.Object3D, camera: THREE.Camera): void {
+    this.viewProjection.multiplyMatrices(camera.projectionMatrix, camera.matrixWorldInverse);
     this.frustum.setFromProjectionMatrix(this.viewProjection);
-    for (const mesh of this.store.root.children) {
+    for (const mesh of root.children) {
       const bounds = mesh.userData["bounds"] as { center: [number, number, number]; radius: number } | undefined;
       if (!bounds) continue;
       this.sphere.center.fromArray(bounds.center);

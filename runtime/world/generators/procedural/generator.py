@@ -70,7 +70,7 @@ class ProceduralGenerator:
 
     name = "procedural"
     reads_scene = False  # never calls GenerationRequest.scene: a remote runner need not send the scene
-    traces_any_size = True  # any camera size works: coarse fill jobs trace at a fraction of it
+    traces_any_size = True  # any camera size works: coarse fill jobs trace at a fraction of it, detail jobs at a multiple
 
     def __init__(self, max_distance: float = 250.0, rows_per_block: int = 0, threads: int = 0) -> None:
         if not (10.0 <= float(max_distance) <= 5000.0):
