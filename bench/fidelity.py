@@ -52,6 +52,7 @@ Usage::
     .venv/bin/python -m bench.fidelity --quick                          # seconds: 1 short walk, 4 views at 320x180
     .venv/bin/python -m bench.fidelity --biomes forest,city,desert,snow --paths straight,loop,turns --seeds 7,8
     .venv/bin/python -m bench.fidelity --config keyframe_width=640 --config keyframe_height=360
+    .venv/bin/python -m bench.fidelity --fast-forward --speeds 1.5 --config detail_scale=1   # refining keyframes at 320x180
     .venv/bin/python -m bench.fidelity --fast-forward --speeds 3          # generation waited for: load-independent
     .venv/bin/python -m bench.fidelity --speeds 6 --novel 0 --no-encoder --timeline     # why holes last
     .venv/bin/python -m bench.fidelity --speeds 1.5 --novel 0 --no-encoder --causes     # what the holes are
