@@ -54,10 +54,13 @@ def test_quick_run_reports_every_measure(tmp_path):
         assert row[key] is not None and np.isfinite(row[key]), key
     assert abs(row["psnr_enc_med"] - row["psnr_med"]) < 3.0
     assert report["walks"][0]["samples"], "the walk kept hole samples"
-    # Floors with margins (measured on CPU-2, 2026-12-07: PSNR 18-20 dB, sharpness 0.6-0.7,
-    # novel-view holes 0-9 %). Issue 16 asks for 24 dB / 0.75 here: not met yet.
-    assert row["psnr_med"] >= 15.0
-    assert row["sharp_med"] >= 0.45
+    # Floors with margins. Measured on CPU-2, 2026-12-07 at load 24-27, the keyframe revisit
+    # check off: PSNR 19.9 dB, sharpness 0.64, novel-view holes 11.9 % in each of 3 real-time
+    # and 2 fast-forwarded runs (13:05-13:10 UTC; this short walk is the spawn's bootstrap,
+    # which the run waits for); 20.6 dB / 0.73 with the sharpened block colours (13:20, one
+    # run each). Issue 16 asks for 24 dB / 0.75 here: not met yet.
+    assert row["psnr_med"] >= 18.5
+    assert row["sharp_med"] >= 0.6
     assert row["holes_novel"] <= 0.2
     assert row["ceiling_med"] >= 35.0  # view-dependent terms are not what limits fidelity
 
