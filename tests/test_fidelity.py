@@ -54,10 +54,13 @@ def test_quick_run_reports_every_measure(tmp_path):
         assert row[key] is not None and np.isfinite(row[key]), key
     assert abs(row["psnr_enc_med"] - row["psnr_med"]) < 3.0
     assert report["walks"][0]["samples"], "the walk kept hole samples"
-    # Floors with margins (measured on CPU-2, 2026-12-07: PSNR 18-20 dB, sharpness 0.6-0.7,
-    # novel-view holes 0-9 %). Issue 16 asks for 24 dB / 0.75 here: not met yet.
-    assert row["psnr_med"] >= 15.0
-    assert row["sharp_med"] >= 0.45
+    # Floors with margins. Measured on CPU-2, 2026-12-07 at load 24-27, the keyframe revisit
+    # check off: PSNR 19.9 dB, sharpness 0.64, novel-view holes 11.9 % in each of 3 real-time
+    # and 2 fast-forwarded runs (13:05-13:10 UTC; this short walk is the spawn's bootstrap,
+    # which the run waits for); 20.6 dB / 0.73 with the sharpened block colours (13:20, one
+    # run each). Issue 16 asks for 24 dB / 0.75 here: not met yet.
+    assert row["psnr_med"] >= 18.5
+    assert row["sharp_med"] >= 0.6
     assert row["holes_novel"] <= 0.2
     assert row["ceiling_med"] >= 35.0  # view-dependent terms are not what limits fidelity
 
@@ -102,6 +105,20 @@ def test_hole_causes_on_known_views():
         assert out["holes"] == pytest.approx(0.8) and out["near"] == pytest.approx(0.8)
         assert out["far_covered"] == pytest.approx(0.4) and out["visible"] == pytest.approx(0.4)
         assert out[cause] == pytest.approx(0.8), (cause, out)
+
+
+def test_fast_forward_walk_holes_are_few_and_brief():
+    """Generation waited for at every update (load-independent): a 6 m/s walk of 24 m up the
+    forest's slope shows the player few holes -- the scene composited over the far field, as
+    it is streamed -- and none for long. Measured on CPU-2 (docs/benchmarks.md) on main at
+    13:21: mean 0.09 %, worst sample 0.6 %, no sample over 1 % (over 30 m: 0.16 %, 1.7 %, a
+    hole open 0.2 s; 0.84 %, 5.1 % and 0.6 s without the views along the path)."""
+    args = fidelity.parse_args(["--fast-forward", "--speeds", "6", "--distance", "24", "--novel", "0", "--no-encoder"])
+    report = fidelity.run(args, log=lambda *a: None)
+    (row,) = report["rows"]
+    assert row["holes_walk_mean"] <= 0.006
+    assert row["holes_walk_max"] <= 0.03
+    assert row["hole_longest_s"] <= 1.0
 
 
 def test_splat_shapes_bench_classifies_against_the_generator():

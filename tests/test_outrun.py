@@ -67,7 +67,7 @@ def test_views_ahead_follow_the_ground_up_a_slope():
     """A fast player far ahead of generation (an 8 s lookahead at 6 m/s) heading uphill from
     the spawn (forest seed 7 rises ~4 m over 40 m): the views ahead stand at eye height over
     the ground along the way, never under the generator's terrain (a keyframe there sees
-    nothing and lands nothing), nearest first; past the known ground only the first is kept."""
+    nothing and lands nothing), nearest first; those far past the known ground wait."""
     from bench.fidelity import eye_pose, make_path, walk_velocity
     from runtime.world.frontier.coverage import probe_views
     from runtime.world.generators.procedural.generator import ground_height_y

@@ -346,6 +346,9 @@ def test_splats_behind_or_on_a_seen_surface_are_kept():
     on_wall = ray_point(36, 40, 10.05)  # on it, within the margin
     g = camera_facing_splats(np.stack([behind, on_wall]))
     assert not occluder_mask(g, [frame]).any()
+    # A frozen view a player was shown keeps only what lies clearly behind: a splat on its
+    # surface would blend with the splats that made it and change its colour.
+    assert occluder_mask(g, [frame], keep_on_surface=False).tolist() == [False, True]
     # Right under the skyline, a splat on the wall spills into the sky: dropped.
     at_skyline = camera_facing_splats(ray_point(H // 2, 20, 10.0)[None], sigma=0.3)
     assert occluder_mask(at_skyline, [frame]).all()

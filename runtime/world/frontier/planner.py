@@ -167,9 +167,9 @@ class FrontierPlanner:
         (:func:`walk_target_eye_y`: each step rises at most a step's height) while the scene
         knows the ground along it -- not a straight-line guess, which on a rising slope put
         keyframes under the terrain, where they see nothing and land nothing. Past the known
-        ground the last known slope goes on, and only the first probe more than
-        ``ahead_step_m`` beyond it is kept (the rest wait for that keyframe to land and show
-        the ground there). Players not at eye height
+        ground the last known slope goes on, and probes more than ``ahead_step_m`` beyond it
+        are left out, unless nothing nearer is kept (they wait for a nearer keyframe to land
+        and show the ground there). Players not at eye height
         over known ground (flying, or on unknown ground) keep the probes as predicted.
         """
         if not probes:

@@ -710,6 +710,7 @@ def occluder_mask(
     dilation: int = OCCLUSION_DILATION,
     authority_ratio: float = AUTHORITY_RATIO,
     max_radius: int = OCCLUSION_MAX_RADIUS,
+    keep_on_surface: bool = True,
 ) -> np.ndarray:
     """``[G]`` bool: the Gaussians that would change what an earlier frame's reconstruction shows.
 
@@ -727,6 +728,12 @@ def occluder_mask(
       as above: it peeks past a silhouette onto a farther surface. (Not tested for Gaussians
       on the surface: on ground seen at a grazing angle the next block up is much farther,
       and a surfel on that ground covers it without changing the view.)
+
+    With ``keep_on_surface=False`` a Gaussian lying on the shown surface (neither in front nor
+    ``(1 - margin) z`` beyond it) is an occluder too: it blends with the surface's own splats
+    and changes its colour. Frozen views a player was shown use that (they still draw the
+    splats that made their surface); keyframe checks keep such surfels, which later keyframes
+    need to remake a surface.
 
     Only frames with authority decide: with ``new_centers``, ``f`` decides about a Gaussian
     only when its distance to ``f``'s camera is at most ``authority_ratio`` x its distance to
@@ -748,6 +755,7 @@ def occluder_mask(
         dilation: blocks added to the footprint when looking for blocks that show nothing.
         authority_ratio: see above.
         max_radius: a footprint reaches at most this many blocks from its centre.
+        keep_on_surface: see above.
     """
     stride = _check_stride(stride)
     G = len(gaussians)
@@ -776,7 +784,7 @@ def occluder_mask(
             means, covariances, reach,
             np.asarray(frame.w2c, np.float32), np.asarray(frame.K, np.float32),
             np.ascontiguousarray(block_depth, np.float32), stride, np.float32(1.0 - margin),
-            np.float32(footprint_sigmas), int(dilation), int(max_radius), occluder,
+            np.float32(footprint_sigmas), int(dilation), int(max_radius), bool(keep_on_surface), occluder,
         )
     return occluder
 
@@ -806,7 +814,7 @@ def drop_occluders(gaussians: Gaussians, frames: Sequence[Frame], margin: float 
 
 
 @numba.njit(cache=True, nogil=True)
-def _occluder_kernel(means, covariances, reach, w2c, K, shown, stride, front_factor, footprint_sigmas, dilation, max_radius, occluder):  # pragma: no cover
+def _occluder_kernel(means, covariances, reach, w2c, K, shown, stride, front_factor, footprint_sigmas, dilation, max_radius, keep_on_surface, occluder):  # pragma: no cover
     """Marks in ``occluder`` the Gaussians that change what one frame shows (see :func:`occluder_mask`)."""
     Hb, Wb = shown.shape
     # Camera centre R^T (-t), for the authority test.
@@ -858,6 +866,9 @@ def _occluder_kernel(means, covariances, reach, w2c, K, shown, stride, front_fac
                 occluder[i] = True
                 continue
             hidden = zc * front_factor > surface
+            if not hidden and not keep_on_surface:
+                occluder[i] = True  # on the surface: blends with its splats
+                continue
         hit = False
         for r in range(max(row - reach_rows, 0), min(row + reach_rows + 1, Hb)):
             for c in range(max(col - reach_cols, 0), min(col + reach_cols + 1, Wb)):

@@ -8,7 +8,9 @@ that picture -- :func:`.reconstruct.occluder_mask`, the keyframe check of recons
 run per pixel against the picture:
 
 * its 2-sigma footprint, widened by 2 pixels, touches a pixel that shows nothing;
-* it lies in front of the shown surface (8 % margin plus one sigma along the ray);
+* it lies in front of the shown surface (8 % margin plus one sigma along the ray), or on it
+  (less than 8 % behind it: it would blend with the surface's own splats -- a later,
+  closer keyframe remaking the same surface -- and change its colour);
 * it hides behind the surface, but its footprint spills past a silhouette onto a farther one.
 
 Gaussians clearly behind the opaque surface stay: they cannot change the picture at the
@@ -184,6 +186,7 @@ class HiddenSplats:
             footprint_sigmas=OCCLUSION_FOOTPRINT_SIGMAS,
             dilation=FOOTPRINT_MARGIN_PX,
             max_radius=MAX_FOOTPRINT_PX,
+            keep_on_surface=False,
         )
 
     def picture(self, view: FrozenView, snapshot: SceneSnapshot) -> ViewPicture:
