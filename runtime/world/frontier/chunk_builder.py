@@ -24,6 +24,7 @@ from ..keyframes.far_field import far_gaussians
 from ..keyframes.fit import fit_colors
 from ..keyframes.frames import Frame
 from ..keyframes.seams import blend_keyframes
+from ..keyframes.start_frame import START_IMAGE_SOURCE
 from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
 from ..parts import WorldParts
 from ..keyframes.refine import coarse_mask, retire_mask
@@ -288,11 +289,15 @@ class ChunkBuilder:
         Gaussians within ``spare_within`` metres of a new camera are never dropped (a job
         filling the holes a player looks at; see :meth:`build`).
 
-        Only with ``WorldConfig.keep_keyframe_views`` (off by default): what players were
-        shown is kept by the frozen seen views (:mod:`.revisit`), and keyframes are mostly
-        of places no one was shown.
+        Every earlier keyframe counts only with ``WorldConfig.keep_keyframe_views`` (off by
+        default): what players were shown is kept by the frozen seen views (:mod:`.revisit`),
+        and keyframes are mostly of places no one was shown. The start image's keyframe always
+        counts: the user chose that picture, so the world must keep showing it from there.
         """
-        if not self.config.keep_keyframe_views or len(gaussians) == 0 or len(self.memory) == 0:
+        if len(gaussians) == 0 or len(self.memory) == 0:
+            return gaussians
+        protected = None if self.config.keep_keyframe_views else self._start_frame_ids()
+        if protected is not None and not protected:
             return gaussians
         started = time.perf_counter()
         centers = cams.centers.astype(np.float32)  # [C, 3]
@@ -300,6 +305,8 @@ class ChunkBuilder:
         distances = np.linalg.norm(offsets, axis=2)  # [G, C] metres
         reach = AUTHORITY_RATIO * float(distances.min(axis=1).max())
         frames = self.memory.frames_viewing(gaussians.means.min(axis=0), gaussians.means.max(axis=0), reach)
+        if protected is not None:
+            frames = [f for f in frames if f.id in protected]
         if frames:
             shown = [self._shown_depth(f) for f in frames]
             occluder = occluder_mask(gaussians, frames, new_centers=centers, shown=shown, stride=self.config.reconstruct_stride)
@@ -316,6 +323,11 @@ class ChunkBuilder:
                 gaussians = gaussians.subset(np.flatnonzero(~occluder))
         self.stats.revisit_check_ms += (time.perf_counter() - started) * 1e3
         return gaussians
+
+    def _start_frame_ids(self) -> set[int]:
+        """Ids of the memory frames made from the world's start image (none for most worlds)."""
+        start_chunks = {c.id for c in self.scene.snapshot().chunks if c.source.generator == START_IMAGE_SOURCE}
+        return {f.id for f in self.memory.frames() if f.chunk_id in start_chunks} if start_chunks else set()
 
     def _shown_depth(self, frame: Frame) -> np.ndarray:
         """``[Hb, Wb]`` what ``frame``'s reconstruction shows (LRU-cached)."""
