@@ -269,7 +269,7 @@ def walk_shapes(args, log=print) -> list[dict]:
         world.update([PlayerState("p", spawn, np.zeros(3, np.float32), VIEW_FOV)])
         world.wait_idle(120.0)
         path = make_path("straight", args.distance, args.seed)
-        ff = argparse.Namespace(update_hz=5.0, bootstrap_timeout_s=120.0)
+        ff = argparse.Namespace(update_hz=5.0, bootstrap_timeout_s=120.0, causes=False)
         _fast_forward_walk(ff, world, path, 3.0, args.seed)
         snapshot = world.scene.snapshot()
         g = Gaussians.concat([c.gaussians for c in snapshot.chunks])
