@@ -291,16 +291,18 @@ async def run(
     stop = stop or asyncio.Event()
     try:
         url = await server.start()
-        if freeze_heap:
-            settle_heap()
-        if ready is not None:
-            ready(url)
+        # Our handlers first: a SIGINT sent as soon as "listening" is logged (a supervisor, a
+        # test) must take the usual way out, not arrive while the heap is being settled.
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
                 pass
+        if freeze_heap:
+            settle_heap()
+        if ready is not None:
+            ready(url)
         await stop.wait()
     finally:
         await server.stop()
