@@ -74,11 +74,7 @@ def test_fast_walk_hole_bound():
     <= 5 % and about 1 s."""
     args = fidelity.parse_args(["--quick"])
     args.speeds, args.novel, args.distance, args.encoder, args.settle_s = "6", 1, 24.0, False, 2.0
-    report = fidelity.run(args, log=lambda *a: None)
-    (row,) = report["rows"]
-    assert row["holes_walk_mean"] <= 0.12
-    assert row["holes_walk_max"] <= 0.3
-    assert row["hole_longest_s"] <= 6.0
+    assert_walk_holes(args, mean=0.12, worst=0.3, longest_s=6.0)
 
 
 def test_hole_causes_on_known_views():
@@ -114,11 +110,7 @@ def test_fast_forward_walk_holes_are_few_and_brief():
     13:21: mean 0.09 %, worst sample 0.6 %, no sample over 1 % (over 30 m: 0.16 %, 1.7 %, a
     hole open 0.2 s; 0.84 %, 5.1 % and 0.6 s without the views along the path)."""
     args = fidelity.parse_args(["--fast-forward", "--speeds", "6", "--distance", "24", "--novel", "0", "--no-encoder"])
-    report = fidelity.run(args, log=lambda *a: None)
-    (row,) = report["rows"]
-    assert row["holes_walk_mean"] <= 0.006
-    assert row["holes_walk_max"] <= 0.03
-    assert row["hole_longest_s"] <= 1.0
+    assert_walk_holes(args, mean=0.006, worst=0.03, longest_s=1.0)
 
 
 def test_splat_shapes_bench_classifies_against_the_generator():
@@ -136,3 +128,13 @@ def test_splat_shapes_bench_classifies_against_the_generator():
     assert [v["view"] for v in views if v["removed"] == "-"] == ["keyframe", "-1.0 m", "+1.0 m"]
     assert all(0.3 < v["seen"] <= 1.0 and 0.0 <= v["gaps"] < 0.1 for v in views)
     assert splats.splat_table(report["splats"])[0]["gaussians"] == row["gaussians"]
+
+
+def assert_walk_holes(args, *, mean: float, worst: float, longest_s: float) -> None:
+    """Run the one walk ``args`` name; its player's view shows holes at most ``mean`` of the
+    view on average, ``worst`` in any sample, and none open longer than ``longest_s``."""
+    report = fidelity.run(args, log=lambda *a: None)
+    (row,) = report["rows"]
+    assert row["holes_walk_mean"] <= mean, row
+    assert row["holes_walk_max"] <= worst, row
+    assert row["hole_longest_s"] <= longest_s, row
