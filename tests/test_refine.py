@@ -191,3 +191,10 @@ def test_detail_keyframes_are_made_finer_while_the_generator_has_slack(generator
         assert planner.keyframe_size(cand) == (320, 180)
     finally:
         world.close()
+
+
+@pytest.mark.parametrize("scale, size", [(0.5, (320, 180)), (5.0, (320, 180)), (4.0, (4096, 2304))])
+def test_detail_scale_out_of_range_is_refused_naming_the_field(scale, size):
+    """A detail size below the keyframe's, above 4x, or past 8192 pixels a side is a typed error naming ``detail_scale``."""
+    with pytest.raises(ValueError, match="detail_scale"):
+        WorldConfig("bad", keyframe_width=size[0], keyframe_height=size[1], detail_scale=scale)
