@@ -60,9 +60,11 @@ class WorldStats:
     # Colour fitting of new chunks against their keyframes (keyframes/fit.py): its time.
     fit_ms: float = 0.0
     # Outrunning generation: jobs traced coarse (fill coarse first), refining jobs
-    # cancelled so a job filling empty space could run.
+    # cancelled so a job filling empty space could run, and queued refining jobs cancelled
+    # because a player was shown a hole a fill job was asked for.
     coarse_jobs: int = 0
     jobs_preempted: int = 0
+    jobs_yielded: int = 0
     # Gaussians of jobs filling the holes a player looks at that the revisit check would
     # have dropped and that were kept (near the player; see ChunkBuilder.build).
     gaussians_spared: int = 0
