@@ -34,6 +34,7 @@ class GenerationJob:
     refines: bool = False  # asked for because what the view shows is too coarse, not empty
     scale: float = 1.0  # traced at this x the cameras' resolution, then upsampled (coarse fill)
     fills_holes: bool = False  # asked for only by the hole test (WorldConfig.hole_fraction)
+    hole_view: Cameras | None = None  # the probe view whose holes asked for it (one camera)
     created_at: float = field(default_factory=time.monotonic)
     last_requested: float = field(default_factory=time.monotonic)
     started_at: float | None = None

@@ -406,6 +406,8 @@ class FrontierPlanner:
         job.refines = cand.detail
         job.scale = self.trace_scale(cand)
         job.fills_holes = cand.hole
+        if cand.hole:
+            job.hole_view = probe_cameras([cand.probe], cfg.probe_width, cfg.probe_height)
         self.stats.coarse_jobs += int(job.scale < 1.0)
         self.queue.add(job)
         new_jobs.append(job)
@@ -499,9 +501,11 @@ class FrontierPlanner:
         """Did other jobs cover this job's views while it waited? (cheap low-resolution test)
 
         Covered means: the camera stands in a generated cell and every view is covered
-        in alpha (the same two rules that made the job; for a job the hole test asked
-        for, the holes it would show -- the scene over the far field -- are at most a
-        quarter of ``hole_fraction``).
+        in alpha (the same two rules that made the job); for a job the hole test asked
+        for, the probe view that asked shows at most half ``hole_fraction`` of holes now
+        (the scene over the far field). That view, not the keyframe's: a 75 degree
+        keyframe dilutes what a 60 degree view shows, and a hole under its threshold
+        there stayed on the player's screen.
         """
         snapshot = self.scene.snapshot()
         if not snapshot.chunks or job.refines:  # a refining job's views are covered: coarsely
@@ -512,11 +516,11 @@ class FrontierPlanner:
                 return False
         cfg = self.config
         cams = job.cameras.resized(cfg.probe_width, cfg.probe_height)
-        alpha = self.renderer.render_alpha(snapshot, cams)
         if job.fills_holes:
-            # The keyframe's wider view dilutes the hole the player's view showed: skip
-            # only when next to none is left.
-            return bool((self._shown_holes(snapshot, alpha, cams) <= cfg.hole_fraction / 4).all())
+            view = cams if job.hole_view is None else job.hole_view
+            alpha = self.renderer.render_alpha(snapshot, view)
+            return bool((self._shown_holes(snapshot, alpha, view) <= cfg.hole_fraction / 2).all())
+        alpha = self.renderer.render_alpha(snapshot, cams)
         return bool((uncovered_fractions(alpha, cams, self.parts.sky_directions) <= cfg.uncovered_fraction).all())
 
     # ------------------------------------------------------------------ persistence
