@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -111,6 +113,7 @@ class WorldParts:
         stats: the counters.
         optimiser: fits each new chunk to its keyframes before it lands, or None (off;
             :mod:`.keyframes.optimise`).
+        clock: seconds for scheduling (``time.monotonic``, or a simulated clock).
     """
 
     config: WorldConfig
@@ -129,3 +132,4 @@ class WorldParts:
     events: EventBus
     stats: WorldStats
     optimiser: ChunkOptimiser | None = None
+    clock: Callable[[], float] = time.monotonic
