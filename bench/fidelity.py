@@ -45,6 +45,10 @@ server derives it from a player's moves.
 generating, landed in the scene and was first drawn (seconds since the walk started), its
 trace resolution (coarse fill jobs are traced at a fraction of the keyframe size) and how
 far ahead of the player it was asked for, beside the hole fraction over time.
+``--paced SCALE`` walks on a simulated clock instead of the wall clock: every job generates
+for SCALE x its modelled quiet-CPU-2 time (:mod:`bench.paced`), so how long holes last under
+real-time scheduling is measured whatever else loads the machine (1: a quiet CPU-2; 2-3: a
+busy one). The player stands ``--settle-s`` after the walk, as in real time.
 
 Usage::
 
@@ -56,6 +60,7 @@ Usage::
     .venv/bin/python -m bench.fidelity --fast-forward --speeds 3          # generation waited for: load-independent
     .venv/bin/python -m bench.fidelity --speeds 6 --novel 0 --no-encoder --timeline     # why holes last
     .venv/bin/python -m bench.fidelity --speeds 1.5 --novel 0 --no-encoder --causes     # what the holes are
+    .venv/bin/python -m bench.fidelity --paced 1 --novel 0 --no-encoder --timeline      # real-time scheduling, load-free
 
 ``--config key=value`` overrides a ``WorldConfig`` field (JSON values) to compare settings.
 On the shared 2-core machine generation competes with everything else running: compare
