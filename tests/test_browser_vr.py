@@ -284,3 +284,46 @@ def test_local_mode_renders_both_eyes_in_the_headset(browser, base_url, world):
         page.wait_for_function("() => !window.__worldstream.vr.active", timeout=10_000)
         frames = page.evaluate("() => window.__worldstream.local.framesDrawn")
         page.wait_for_function(f"() => window.__worldstream.local.framesDrawn > {frames + 3}", timeout=30_000)
+
+
+def test_local_mode_draws_the_far_field_in_the_headset(browser, base_url, world):
+    """Render mode local with far-field chunks held: the headset's eye shows the far field
+    (distant land where the scene is see-through) instead of the plain sky, behind the scene:
+    the pixels it changes are ones where the eye otherwise shows the bare sky, and pixels
+    the scene's splats cover stay as they were."""
+    with headset_page(browser, link(base_url, world, "FarHead"), 320, 360, render_mode="local") as page:
+        page.wait_for_function("() => window.__worldstream.local.showing && window.__worldstream.local.farChunks > 0", timeout=90_000)
+        page.click("#enter-vr")
+        page.wait_for_function("() => window.__worldstream.vr.active && window.__worldstream.vr.localFramesDrawn > 5", timeout=30_000)
+
+        def eye(far: bool, scene: bool) -> np.ndarray:
+            page.evaluate(f"() => window.__worldstream.showVrLayers({{ far: {str(far).lower()}, scene: {str(scene).lower()} }})")
+            page.wait_for_timeout(1000)  # Spark sorts for the view a frame or two after it changes
+            return eye_grey(page.evaluate("() => window.__worldstream.captureVrEye()"))
+
+        views = []
+        for turn in (0.0, 2.0, -2.0):  # radians: look around for the horizon's far land
+            page.evaluate(f"() => window.__xrDevice.quaternion.set(0, Math.sin({turn / 2}), 0, Math.cos({turn / 2}))")
+            with_far, bare, sky = eye(True, True), eye(False, True), eye(False, False)
+            changed = np.abs(with_far - bare) > 8
+            see_through = np.abs(bare - sky) <= 2  # the scene leaves the sky showing here
+            covered = np.abs(bare - sky) > 24  # the scene's splats cover the sky here
+            views.append({
+                "turn": turn,
+                "far_pixels": float(changed.mean()),
+                "far_pixels_on_sky": float((changed & see_through).sum() / max(changed.sum(), 1)),
+                "covered_change": float(np.abs(with_far - bare)[covered].mean()) if covered.any() else 0.0,
+            })
+        page.evaluate("() => window.__worldstream.showVrLayers({ far: true, scene: true })")
+        print(f"far field in the headset: {views}")
+        shown = [v for v in views if v["far_pixels"] > 0.002]
+        assert shown, f"the headset's eye shows the plain sky where the far field should be: {views}"
+        for v in shown:
+            # Behind the scene: what the far field changes is where the eye showed the sky
+            # (the rest lies on the scene's soft edges, which blend over it)...
+            assert v["far_pixels_on_sky"] > 0.6, views
+        for v in views:
+            # ... and it never draws over the scene's splats.
+            assert v["covered_change"] < 2.0, views
+        page.evaluate("() => window.__xrDevice.activeSession.end()")
+        page.wait_for_function("() => !window.__worldstream.vr.active", timeout=10_000)

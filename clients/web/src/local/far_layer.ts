@@ -10,8 +10,10 @@
 // a full-screen triangle (in place of the sky) samples that target at each pixel's coarse
 // position. With no far chunk held the main pass draws the exact per-pixel sky as before.
 //
-// WebXR (three.js drives the eyes' cameras) draws the plain sky: the coarse pass needs the
-// camera before the frame, and the headset's eyes are not known to this code then.
+// WebXR (three.js drives the eyes' cameras, known only inside its render call) has no coarse
+// grid: `drawBehind` draws the far splats over the sky for each eye at the eye's own
+// resolution, and the scene is drawn over that without clearing (LocalRenderer.renderXr). Same
+// layering (the far field only where the scene is see-through), finer than the server's grid.
 import * as THREE from "three";
 import { SparkRenderer } from "@sparkjsdev/spark";
 import type { SkyInfo } from "../protocol";
@@ -21,8 +23,9 @@ import { applyOpenCvCamera } from "./three_camera";
 
 /** runtime/world/render/sky_grid.py SKY_COARSE_COLUMNS: samples across the longer side. */
 export const SKY_COARSE_COLUMNS = 160;
-/** Far splats reach 5 km (runtime/world/keyframes/far_field.py FAR_MAX_DEPTH). */
-const FAR_PASS_FAR_M = 1e4;
+/** Far splats reach 5 km (runtime/world/keyframes/far_field.py FAR_MAX_DEPTH): the far plane of
+ * a camera that draws them. */
+export const FAR_PASS_FAR_M = 1e4;
 
 /** Pixels between coarse samples for a picture size (sky_grid.sky_stride). */
 export function coarseStride(width: number, height: number): number {
@@ -136,6 +139,18 @@ export class FarLayer {
     } finally {
       this.renderer.setRenderTarget(previous);
     }
+  }
+
+  /**
+   * Draw the sky and the far splats into the current target for `camera` as three.js draws
+   * it (in a WebXR session: each eye, at the eye's resolution), clearing it first: the
+   * background a scene pass drawn without clearing goes over (LocalRenderer.renderXr).
+   * Every far chunk is drawn: the desktop's frustum culling (for its last view) does not
+   * hold for the eyes, and the far chunks are few (one per far cell).
+   */
+  drawBehind(camera: THREE.Camera): void {
+    for (const mesh of this.root.children) mesh.visible = true;
+    this.renderer.render(this.scene, camera);
   }
 
   /** Sort the far splats for the view last set (before a capture). */
