@@ -1,12 +1,15 @@
-// The far field drawn behind the scene, as the server draws it (runtime/world/render/cpu.py,
-// `_far_background`; SceneSnapshot.far): the far chunks (splat_piece layer "far") are drawn
-// over the sky on the coarse grid the server samples its sky on (every `stride`-th pixel
-// centre, `stride = round(max(W, H) / 160)`), and the scene's splats are composited over that
-// grid interpolated bilinearly, exactly as over the bare sky. So a far splat never hides a
-// scene splat and shows only where the scene is see-through.
+// The far field drawn behind the scene, as the server draws it (runtime/world/render/far_pass.py;
+// SceneSnapshot.far): the far chunks (splat_piece layer "far") are drawn over the sky on the
+// server's far grid (every `stride`-th pixel centre, half the sky grid's stride,
+// `round(max(W, H) / 160) / 2`: every 2nd pixel at 640x360), and the scene's splats are
+// composited over that grid interpolated bilinearly, as over the bare sky. So a far splat never
+// hides a scene splat and shows only where the scene is see-through. One difference: the
+// server shows the far field only where the scene leaves a pixel more than 80 % see-through
+// (fading in above), which needs the scene's transmittance per pixel after the scene is drawn;
+// here it shows behind the scene's soft edges too (see far_pass.py for why the server does not).
 //
 // Two passes a frame: a second SparkRenderer (its own sorted splat set: only the far meshes)
-// draws the coarse grid into a small render target, with the sky behind it; in the main pass
+// draws the far grid into a small render target, with the sky behind it; in the main pass
 // a full-screen triangle (in place of the sky) samples that target at each pixel's coarse
 // position. With no far chunk held the main pass draws the exact per-pixel sky as before.
 //
@@ -30,6 +33,14 @@ export const FAR_PASS_FAR_M = 1e4;
 /** Pixels between coarse samples for a picture size (sky_grid.sky_stride). */
 export function coarseStride(width: number, height: number): number {
   return Math.max(1, Math.round(Math.max(width, height) / SKY_COARSE_COLUMNS));
+}
+
+/** runtime/world/render/far_pass.py FAR_GRID_DIVISOR: the far grid is this much finer than the sky's. */
+export const FAR_GRID_DIVISOR = 2;
+
+/** Pixels between the far grid's samples (far_pass.far_stride): every 2nd pixel at 640x360. */
+export function farStride(width: number, height: number): number {
+  return Math.max(1, Math.floor(coarseStride(width, height) / FAR_GRID_DIVISOR));
 }
 
 /** The coarse grid's camera (sky_grid.coarse_camera): its pixel (i, j) centre is the fine
@@ -121,7 +132,7 @@ export class FarLayer {
 
   /** Point the coarse camera for the picture `w2c`, `K`, `width` x `height`. */
   setView(w2c: Mat4, K: Mat3, width: number, height: number): void {
-    const stride = coarseStride(width, height);
+    const stride = farStride(width, height);
     const coarse = coarseView(K, width, height, stride);
     if (this.target.width !== coarse.width || this.target.height !== coarse.height) this.target.setSize(coarse.width, coarse.height);
     applyOpenCvCamera(this.camera, w2c, coarse.K, coarse.width, coarse.height, undefined, FAR_PASS_FAR_M);
