@@ -45,6 +45,10 @@ server derives it from a player's moves.
 generating, landed in the scene and was first drawn (seconds since the walk started), its
 trace resolution (coarse fill jobs are traced at a fraction of the keyframe size) and how
 far ahead of the player it was asked for, beside the hole fraction over time.
+``--paced SCALE`` walks on a simulated clock instead of the wall clock: every job generates
+for SCALE x its modelled quiet-CPU-2 time (:mod:`bench.paced`), so how long holes last under
+real-time scheduling is measured whatever else loads the machine (1: a quiet CPU-2; 2-3: a
+busy one). The player stands ``--settle-s`` after the walk, as in real time.
 
 Usage::
 
@@ -56,6 +60,7 @@ Usage::
     .venv/bin/python -m bench.fidelity --fast-forward --speeds 3          # generation waited for: load-independent
     .venv/bin/python -m bench.fidelity --speeds 6 --novel 0 --no-encoder --timeline     # why holes last
     .venv/bin/python -m bench.fidelity --speeds 1.5 --novel 0 --no-encoder --causes     # what the holes are
+    .venv/bin/python -m bench.fidelity --paced 1 --novel 0 --no-encoder --timeline      # real-time scheduling, load-free
 
 ``--config key=value`` overrides a ``WorldConfig`` field (JSON values) to compare settings.
 On the shared 2-core machine generation competes with everything else running: compare
@@ -73,7 +78,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench import hole_causes
+from bench import hole_causes, paced
 from bench.common import describe_machine, format_table, machine, write_json
 from bench.compare import psnr, sharpness, ssim
 from runtime.world import PlayerState, Pose, World, WorldConfig
@@ -210,11 +215,13 @@ def reduce_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------- job timeline
 class JobTimeline:
     """When each generation job of a walk was planned, started, generated, landed and first
-    drawn (seconds since the walk started), from the world's events and the bench's renders."""
+    drawn (seconds since the walk started), from the world's events and the bench's renders,
+    on ``clock`` (the world's: simulated with ``--paced``)."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, clock=time.monotonic) -> None:
         self.world = world
-        self.start = time.monotonic()
+        self.clock = clock
+        self.start = clock()
         self.jobs: dict[int, dict] = {}
         self._draws: list[tuple[int, float]] = []  # (scene version drawn, when)
         world.subscribe(self._on_event)
@@ -222,7 +229,7 @@ class JobTimeline:
     def _on_event(self, event) -> None:
         from runtime.world.events import ChunkAdded, ChunkRequested, JobFailed, JobProgress
 
-        now = time.monotonic()
+        now = self.clock()
         if isinstance(event, ChunkRequested):
             job = event.job
             c = job.cameras.centers[0]
@@ -288,10 +295,14 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     from runtime.sessions import generator_options
 
     generator = ProceduralGenerator(**generator_options("procedural"))
+    clock = time.monotonic
+    if args.paced:  # scheduling on a simulated clock, generation timed by a model (bench/paced.py)
+        clock = paced.SimClock()
+        generator = paced.PacedGenerator(generator, clock, args.paced)
     optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
-    world = World(config, generator=generator, renderer=create_renderer(args.renderer), chunk_optimiser=optimiser)
+    world = World(config, generator=generator, renderer=create_renderer(args.renderer), chunk_optimiser=optimiser, clock=clock)
     path = make_path(path_kind, args.distance, seed)
-    timeline = JobTimeline(world)
+    timeline = JobTimeline(world, clock)
     try:
         # 1. bootstrap at the spawn
         t0 = time.monotonic()
@@ -305,12 +316,12 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         render_ms: list[float] = []
         samples = []  # (time s, metres walked, pose, alpha at SAMPLE_SIZE)
         start = time.monotonic()
-        timeline.start = start
+        timeline.start = clock() if args.paced else start
         next_update = next_frame = next_sample = start
         walk_s = path.length / speed
-        if args.fast_forward:
+        if args.fast_forward or args.paced:
             samples, walk_s = _fast_forward_walk(args, world, path, speed, seed)
-        while not args.fast_forward:
+        while not (args.fast_forward or args.paced):
             now = time.monotonic()
             t = now - start
             if t > walk_s + args.settle_s:
@@ -456,18 +467,30 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
 def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
     """The walk with generation fast-forwarded: the pose advances ``speed / update_hz`` metres
     per update and every update waits for the jobs it caused (as if generation were free),
-    so the result does not depend on how busy the CPU is. Returns the hole samples (one per
-    update, at :data:`SAMPLE_SIZE`) and the walk's simulated seconds."""
+    so the result does not depend on how busy the CPU is. With ``--paced`` generation takes
+    its modelled time on the simulated clock instead (:mod:`bench.paced`), and the player
+    stands ``settle_s`` after the walk. Returns the hole samples (one per update, at
+    :data:`SAMPLE_SIZE`) and the walk's simulated seconds."""
     samples = []
     step_s = 1.0 / args.update_hz
     n = int(math.ceil(path.length / (speed * step_s)))
-    for k in range(n + 1):
+    settle = int(round(args.settle_s / step_s)) if args.paced else 0
+    generator = world.generator if args.paced else None
+    if generator is not None:
+        generator.free = False
+    for k in range(n + settle + 1):
         s = min(k * speed * step_s, path.length)
         x, z, yaw = path.at(s)
         pose = eye_pose(x, z, yaw, 0.0, seed)
-        velocity = walk_velocity(path, s, speed, seed)
+        velocity = walk_velocity(path, s, speed, seed) if k <= n else np.zeros(3, np.float32)
+        if generator is not None:
+            generator.clock.advance(k * step_s)
+            paced.settle(world, generator)  # what ends by now lands, the next job starts
         world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
-        world.wait_idle(args.bootstrap_timeout_s)
+        if generator is not None:
+            paced.settle(world, generator)
+        else:
+            world.wait_idle(args.bootstrap_timeout_s)
         frame = world.render(pose.camera(*SAMPLE_SIZE, VIEW_FOV))
         samples.append((k * step_s, s, pose, frame.alpha[0], _state(args, world, pose)))
     return samples, n * step_s
@@ -696,6 +719,9 @@ def parse_args(argv=None):
     ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value)")
     ap.add_argument("--fast-forward", action="store_true", help="generation waited for at every update (simulated time): "
                     "measures reconstruction, not how busy the CPU is")
+    ap.add_argument("--paced", type=float, default=0.0, metavar="SCALE",
+                    help="generation in simulated time: each job takes SCALE x its quiet-CPU-2 cost (bench/paced.py): "
+                    "real-time scheduling, whatever the load (0: off)")
     ap.add_argument("--quick", action="store_true", help="one 8 m walk at 3 m/s, 4 views at 320x180 (a smoke test)")
     ap.add_argument("--oracle", default="", help="instead of walks: the one-keyframe limit per setting, e.g. 320x180@75/2,640x360@60/1")
     ap.add_argument("--oracle-fit", type=int, default=FIT_ITERATIONS, help="--oracle: colour-fitting steps per keyframe (0: none)")
