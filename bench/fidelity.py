@@ -541,7 +541,7 @@ def draw_novel_view(truth: Truth, path: Path2D, rng: np.random.Generator, offset
 def _far_gain(world: World, cam: Cameras, world_rgb: np.ndarray, truth_rgb: np.ndarray) -> float:
     """PSNR (dB) the far field adds to this picture: the world's, minus the same snapshot's
     drawn without its far chunks (0 when the world has none)."""
-    snapshot = world.scene.snapshot()
+    snapshot = _drawn(world, cam)  # a frozen seen view's, where the camera stands in one
     if not snapshot.far:
         return 0.0
     bare = world.renderer.render(dataclasses.replace(snapshot, far=()), cam, world.sky).rgb[0]
