@@ -59,3 +59,11 @@ def test_unseen_surfaces_are_those_no_keyframe_saw():
     budget = error_budget.view_budget(world, rgb, depth, np.ones(depth.shape, np.float32), cam, [], SEED, SKY_DEPTH)
     edge_free_surface = budget["pixels"]["unseen"]
     assert edge_free_surface > 0 and budget["pixels"]["ground"] == budget["pixels"]["object"] == budget["pixels"]["thin"] == 0
+
+
+def test_the_skys_error_is_split_by_the_nearest_surface():
+    cam, rgb, depth, frame = _view()
+    world = rgb.copy()
+    world[~np.isfinite(depth)] = 0
+    budget = error_budget.view_budget(world, rgb, depth, np.ones(depth.shape, np.float32), cam, [frame], SEED, SKY_DEPTH)
+    assert math.isclose(sum(budget["sky_sse"].values()), budget["sse"]["sky"] + budget["sse"]["depth edge"], rel_tol=1e-9)
