@@ -48,3 +48,13 @@ def lower_thread_priority(increment: int | None = None) -> bool:
         log.debug("thread %s: priority not lowered (%s)", threading.current_thread().name, exc)
         return False
     return True
+
+
+def quiet_idle_parallel_workers() -> None:
+    """Let numba's OpenMP workers sleep as soon as a parallel kernel ends (``OMP_WAIT_POLICY=passive``,
+    unless the environment sets it). GNU OpenMP otherwise spins each worker for about 300,000
+    iterations after every parallel region, and fully whenever a process has no more pool
+    threads than cores: then three short kernels a frame cost 21 ms of CPU instead of 1.2 ms
+    (``docs/benchmarks.md``), stolen from the encoders and the other threads on a 2-core
+    machine. Call it before the first parallel kernel: libgomp reads the variable when it loads."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
