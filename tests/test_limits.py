@@ -447,3 +447,31 @@ def test_parallel_workers_sleep_between_kernels_unless_told_otherwise(preset):
     if "layer omp" not in done.stdout:
         pytest.skip(f"numba's threading layer here is not OpenMP ({done.stdout.strip()})")
     assert f"OMP_WAIT_POLICY = '{(preset or 'passive').upper()}'" in done.stderr, done.stderr[-2000:]
+
+
+def test_background_threads_can_be_put_in_the_idle_class(monkeypatch):
+    """``WORLDSTREAM_BACKGROUND_POLICY=idle`` puts a background thread in ``SCHED_IDLE`` as it
+    lowers itself (an experiment the benchmarks compare); by default it stays in the normal class."""
+    if not hasattr(os, "SCHED_IDLE"):
+        pytest.skip("SCHED_IDLE is Linux's")
+    import threading
+
+    from runtime.world.thread_priority import POLICY_ENV, lower_thread_priority
+
+    def policy_of_a_lowered_thread() -> int:
+        seen = []
+
+        def lower() -> None:
+            lower_thread_priority()
+            seen.append(os.sched_getscheduler(threading.get_native_id()))
+
+        thread = threading.Thread(target=lower)
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    monkeypatch.delenv(POLICY_ENV, raising=False)
+    assert policy_of_a_lowered_thread() == os.SCHED_OTHER
+    monkeypatch.setenv(POLICY_ENV, "idle")
+    assert policy_of_a_lowered_thread() == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the calling thread is left as it was
