@@ -343,16 +343,18 @@ def visible_blocks(chunks: list[PackedChunk], cameras: Cameras, lod_px: float = 
     n_levels = max(len(c.levels) for c in chunks)
     if lod_px > 0.0 and n_levels and keep.any():
         kept = np.flatnonzero(keep)
+        # A chunk's blocks are one run of the concatenation: slices, not masks over all blocks.
+        runs = np.cumsum([0] + [len(c.block_lo) for c in chunks])
         blur = np.full((len(lo), n_levels), np.inf)
         for i, c in enumerate(chunks):
-            rows = chunk_index == i
             for k, lv in enumerate(c.levels):
-                blur[rows, k] = lv.block_blur
+                blur[runs[i]:runs[i + 1], k] = lv.block_blur
         K = cameras.K[0]
         level[kept] = choose_levels(blur[kept], nearest_depth(lo[kept], hi[kept], cameras.w2c[0]), float(max(K[0, 0], K[1, 1])), lod_px)
         for i, c in enumerate(chunks):
+            run = slice(runs[i], runs[i + 1])
             for k, lv in enumerate(c.levels):
-                at = np.flatnonzero((chunk_index == i) & (level == k + 1))
+                at = runs[i] + np.flatnonzero(level[run] == k + 1)
                 first[at] = lv.block_start[block[at]]
                 stop[at] = lv.block_start[block[at] + 1]
     array = base[chunk_index] + level
