@@ -441,6 +441,8 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
             "ceiling_med": float(np.median([v["ceiling"] for v in views])) if views else None,
         }
+        fitted = world.stats["chunks_fitted"]  # colour fitting of every chunk (spawn included): CPU ms of the fitting thread
+        out.row.update(chunks_fitted=fitted, fit_cpu_ms_per_chunk=round(world.stats["fit_cpu_ms"] / max(fitted, 1), 1))
         if optimiser is not None:  # what chunk optimisation did during this walk (all chunks, spawn included)
             kept, rejected = world.stats["chunks_optimised"], world.stats["chunks_optimise_rejected"]
             out.row.update(chunks_optimised=kept, chunks_optimise_rejected=rejected,
@@ -665,6 +667,7 @@ WALK_COLUMNS = [
     ("holes_walk_max", "holes max"), ("holes_scene_mean", "scene holes"), ("hole_time", "time holed"), ("hole_p50_s", "hole p50 s"),
     ("hole_p95_s", "hole p95 s"), ("hole_longest_s", "hole max s"), ("holes_near_mean", f"holes < {NEAR_M:.0f} m"),
     ("near_hole_p95_s", "near hole p95 s"), ("near_hole_longest_s", "near hole max s"),
+    ("chunks_fitted", "fitted"), ("fit_cpu_ms_per_chunk", "fit CPU ms"),
 ]
 
 JOB_COLUMNS = [
