@@ -86,22 +86,17 @@ class FitView:
 
 @dataclass(frozen=True)
 class SolveReport:
-    """What one solve did: views and pixels used, matrix entries, keyframe error before/after
-    (RMS over the used pixels, RGB in [0, 1]), the share of colours clipped."""
+    """What one solve did: views and pixels used, matrix entries (new splat x pixel pairs), the
+    share of colour channels the solution put outside [0, 1] (clipped)."""
 
     views: int
     pixels: int
     entries: int
-    rms_before: float
-    rms_after: float
     clipped: float
 
 
-def _packed_bytes(packed: PackedChunk) -> int:
-    return packed.nbytes
-
-
-_PACKED: ChunkCache[PackedChunk] = ChunkCache(lambda chunk: activate_chunk(chunk.gaussians), _packed_bytes, PACKED_CACHE_BYTES)
+_PACKED: ChunkCache[PackedChunk] = ChunkCache(lambda chunk: activate_chunk(chunk.gaussians), lambda p: p.nbytes, PACKED_CACHE_BYTES)
+"""Old chunks activated for tracing, shared by every world of the process (keyed by identity)."""
 
 
 # --------------------------------------------------------------------------- tracing
@@ -258,8 +253,8 @@ def _view_rows(new: Gaussians, packed_new: PackedChunk, order: np.ndarray, old: 
         drawn_depth = depth_sum / alpha
         # The view's sky counts everywhere (a splat spilling over it must fade there); a
         # surface only where the drawn one agrees with it: fitting a silhouette's blend of
-        # two surfaces, or splats mixed with old ones in front, moved the old picture of a
-        # refined place (tests/test_refine.py) without making novel views better.
+        # two surfaces moved the old picture of a refined place (tests/test_refine.py)
+        # without making novel views better.
         sky = ~(np.isfinite(depth) & (depth < max_depth))
         same = sky | ((alpha > 0.5) & (np.abs(drawn_depth - depth) <= SAME_SURFACE * depth))
     mask = (same & (count > 0)).astype(np.float32) * np.float32(view.weight)
@@ -359,17 +354,6 @@ def _conjugate_gradients(start, index, weight, mask, target, c0, ridge, iteratio
     return x
 
 
-def _residual_rms(rows: _Rows, colours: np.ndarray) -> float:
-    """RMS over the used pixels of ``target - A colours``."""
-    pixels = np.empty((len(rows.mask), 3), np.float32)
-    out = np.empty_like(colours)
-    _apply(rows.start, rows.index, rows.weight, rows.mask, colours, pixels, out)
-    used = rows.mask > 0
-    if not used.any():
-        return 0.0
-    return float(np.sqrt(np.mean((rows.target[used] - pixels[used]) ** 2)))
-
-
 def _stack(rows: list[_Rows]) -> _Rows:
     """All views' rows as one system (pixels concatenated)."""
     if len(rows) == 1:
@@ -406,7 +390,7 @@ def solve_colours(
         max_depth: view depths at or beyond this are sky (nothing to fit there).
     """
     if iterations <= 0 or len(new) == 0 or not views:
-        return new, SolveReport(len(views), 0, 0, 0.0, 0.0, 0.0)
+        return new, SolveReport(len(views), 0, 0, 0.0)
     order = morton_order(new.means).astype(np.int32)
     packed_new = activate_chunk(new)
     rows = []
@@ -415,12 +399,10 @@ def solve_colours(
         rows.append(_view_rows(new, packed_new, order, old_packed, view, max_depth))
     system = _stack(rows)
     c0 = np.ascontiguousarray(new.colors, np.float32)
-    before = _residual_rms(system, c0)
     solved = _conjugate_gradients(system.start, system.index, system.weight, system.mask, system.target, c0,
                                   np.float32(ridge), int(iterations))
     clipped = float(np.mean((solved < 0.0) | (solved > 1.0)))
     colours = np.clip(solved, 0.0, 1.0).astype(np.float32)
-    after = _residual_rms(system, colours)
     fitted = Gaussians(new.means, new.quats, new.log_scales, new.opacity_logits, colours, new.sh_rest)
-    report = SolveReport(len(views), int((system.mask > 0).sum()), int(system.start[-1]), before, after, clipped)
+    report = SolveReport(len(views), int((system.mask > 0).sum()), int(system.start[-1]), clipped)
     return fitted, report
