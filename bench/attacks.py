@@ -49,7 +49,11 @@ With ``--stall-watch MS`` (default 60, under the 2 frame intervals of the target
 watches its own event loop the same way: each phase then lists the stalls (anything late by
 more than MS) of the server and of the player, and prints the worst one's report: which
 clock was late and in which stage, garbage collections, and per thread the CPU it ran and
-waited for and its stack. ``--json`` keeps every report.
+waited for and its stack. It also prints how long the server's lock probe waited for the
+interpreter lock per 5 ms wake-up (mean and worst, and how many waits passed the switch
+interval: its time on the run queue is not counted, so this is what threads holding the
+lock cost the event loop and the render thread, not what the machine's load costs them),
+and the stall watch's own CPU. ``--json`` keeps every report.
 
 Example (CPU, 2 cores; a few seconds per phase)::
 
@@ -278,9 +282,14 @@ def loop_cpu_ns(pid: int | None) -> int | None:
         return None
 
 
+TICK_PARTS = ("queued", "move_render", "resume", "offer")
+
+
 def frame_counters(url: str) -> dict[str, float]:
     """The server's frame counters from ``/metrics``: ``sent`` and ``dropped <reason>``
-    (replaced, worker_behind, render_failed); empty when it cannot be read."""
+    (replaced, worker_behind, render_failed), and the frame clock's tick parts (``tick sum
+    <part>`` seconds and ``tick count <part>``: see ``worldstream_frame_tick_seconds``);
+    empty when it cannot be read."""
     import urllib.request
 
     try:
@@ -294,6 +303,21 @@ def frame_counters(url: str) -> dict[str, float]:
             out["sent"] = float(line.split()[-1])
         elif line.startswith('worldstream_frames_dropped_total{reason="'):
             out["dropped " + line.split('"')[1]] = float(line.split()[-1])
+        elif line.startswith(("worldstream_frame_tick_seconds_sum{", "worldstream_frame_tick_seconds_count{")):
+            kind, part = "sum" if "_sum{" in line else "count", line.split('"')[1]
+            out[f"tick {kind} {part}"] = float(line.split()[-1])
+    return out
+
+
+def tick_ms(counters0: dict[str, float], counters1: dict[str, float]) -> dict[str, float | None]:
+    """Mean ms per tick of each part of the frame clock's ticks between two ``frame_counters``:
+    ``queued`` (the render thread taking the job), ``move_render``, ``resume`` (the event loop
+    taking the result back: a hop that waits for the interpreter lock and the loop) and ``offer``."""
+    out = {}
+    for part in TICK_PARTS:
+        n = counters1.get(f"tick count {part}", 0.0) - counters0.get(f"tick count {part}", 0.0)
+        total = counters1.get(f"tick sum {part}", 0.0) - counters0.get(f"tick sum {part}", 0.0)
+        out[part] = round(1e3 * total / n, 2) if n > 0 else None
     return out
 
 
@@ -330,8 +354,13 @@ def stalls_in(reports: list[dict], t0: float, t1: float) -> dict:
     longest = max([*ended, *(late["ms"] for r in stalls for late in r["late"])], default=0.0)
     full_gc = [r["gc"]["ms"] for r in reports if "gc" in r and r["gc"]["generation"] == 2]
     compiles = [r["compile"] for r in reports if "compile" in r]
+    waits = [r["lock_wait"] for r in reports if "lock_wait" in r]
+    wakes = sum(w["wakes"] for w in waits)
+    lock_wait = {"wakes": wakes, "mean_ms": round(sum(w["ms"] for w in waits) / wakes, 2) if wakes else None,
+                 "worst_ms": max((w["worst_ms"] for w in waits), default=None), "over_switch": sum(w["over_switch"] for w in waits),
+                 "watch_cpu_ms": round(sum(r.get("watch_cpu_ms", 0.0) for r in reports if "lock_wait" in r), 1)}
     return {"count": len(stalls), "longest_ms": longest, "full_gc": len(full_gc), "full_gc_ms": max(full_gc, default=0.0),
-            "compiles": compiles, "reports": reports}
+            "compiles": compiles, "lock_wait": lock_wait, "reports": [r for r in reports if "lock_wait" not in r]}
 
 
 def stall_text(who: str, stalls: dict) -> str:
@@ -396,7 +425,8 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
             main_cpu, children_cpu = server_cpu.usage(cpu0, server_cpu.sample()) if server_cpu else (float("nan"),) * 2
             loop1 = loop_cpu_ns(server_cpu.pid if server_cpu else None)
             counters1 = await asyncio.to_thread(frame_counters, url)
-            frames = {k: int(v - counters0.get(k, 0.0)) for k, v in counters1.items() if v - counters0.get(k, 0.0) > 0}
+            frames = {k: int(v - counters0.get(k, 0.0)) for k, v in counters1.items()
+                      if not k.startswith("tick ") and v - counters0.get(k, 0.0) > 0}
             loop_cpu = 100 * (loop1 - loop0) / 1e9 / (t1 - t0) if loop0 is not None and loop1 is not None else float("nan")
             joined = await _join_time(url, world)
             stats = await asyncio.to_thread(out.get, True, 60) if proc else {}
@@ -422,6 +452,9 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
                 "server_full_gc": server_stalls["full_gc"],
                 "server_full_gc_ms": server_stalls["full_gc_ms"],
                 "server_compile_ms": round(sum(c["ms"] for c in server_stalls["compiles"]), 1),
+                "server_lock_wait": server_stalls["lock_wait"],
+                "lock_wait_mean_ms": server_stalls["lock_wait"]["mean_ms"],
+                "lock_wait_worst_ms": server_stalls["lock_wait"]["worst_ms"],
                 "stall_reports": {"server": server_stalls["reports"], "player": client_stalls["reports"]},
                 "worst_ping_ms": round(worst[0], 1),
                 "disconnected": lost or (player.closed.is_set() and not closed_before),
@@ -430,6 +463,7 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
                 "server_loop_cpu_pct": round(loop_cpu, 1),
                 "server_frames": frames,  # sent and dropped (by reason) in the phase, all players
                 "server_dropped": sum(v for k, v in frames.items() if k.startswith("dropped")),
+                "tick_ms": tick_ms(counters0, counters1),  # mean ms per tick, by part
                 "server_children_cpu_pct": round(children_cpu, 1),
                 "attacker_cpu_pct": stats.get("cpu_pct"),
                 "attacker_sent": stats.get("sent"),
@@ -451,12 +485,20 @@ def _row_text(row: dict) -> str:
     failures = ", ".join(f"{k} {v}" for k, v in sorted((row.get("attacker_failures") or {}).items()))
     return (f"  {row['attack']}: {row['recv_fps']} fps, largest gap {row['max_gap_ms']} ms ({row['gap_intervals']} frames; "
             f"p50 {row['gap_p50']}, p90 {row['gap_p90']}, p99 {row['gap_p99']}, {row['gaps_over_2']} over 2; "
-            f"server's sending: largest {row['server_sent_gap_intervals']}; frames {row['server_frames']}), "
+            f"server's sending: largest {row['server_sent_gap_intervals']}; frames {row['server_frames']}; "
+            f"tick ms {' '.join(f'{k} {v}' for k, v in row['tick_ms'].items())}), "
             f"stalls: server {row['server_stalls']} (longest {row['server_stall_ms']:.0f} ms), "
             f"player process {row['client_stalls']} (longest {row['client_stall_ms']:.0f} ms), "
-            f"worst ping {row['worst_ping_ms']} ms, disconnected {row['disconnected']}, new player {row['new_player']}, "
+            f"{_lock_text(row['server_lock_wait'])}worst ping {row['worst_ping_ms']} ms, disconnected {row['disconnected']}, new player {row['new_player']}, "
             f"server CPU {row['server_cpu_pct']}% (event loop {row['server_loop_cpu_pct']}%; +{row['server_children_cpu_pct']}% media workers), attacker CPU {row['attacker_cpu_pct']}%, "
             f"attacker sent {row['attacker_sent']} closed {row['attacker_closed']} [{replies}] failed [{failures}]")
+
+
+def _lock_text(wait: dict) -> str:
+    if not wait["wakes"]:
+        return ""
+    return (f"server's lock probe waited for the interpreter lock {wait['mean_ms']} ms per wake on average "
+            f"(worst {wait['worst_ms']} ms, {wait['over_switch']} of {wait['wakes']} wakes over the switch interval), ")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -511,6 +553,7 @@ def main(argv: list[str] | None = None) -> None:
                               ("gaps_over_2", "gaps > 2"), ("server_sent_gap_intervals", "server's largest"), ("server_dropped", "server dropped"),
                               ("server_stall_ms", "server stall ms"), ("client_stall_ms", "player stall ms"),
                               ("server_full_gc_ms", "server full gc ms"), ("server_compile_ms", "server compile ms"),
+                              ("lock_wait_mean_ms", "lock wait mean ms"), ("lock_wait_worst_ms", "lock wait worst ms"),
                               ("worst_ping_ms", "worst ping ms"),
                               ("disconnected", "disconnected"), ("new_player", "new player"),
                               ("server_cpu_pct", "server CPU %"), ("server_loop_cpu_pct", "loop CPU %"), ("attacker_cpu_pct", "attacker CPU %"),

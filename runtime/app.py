@@ -48,6 +48,7 @@ from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.keyframes.optimise import MAX_STEPS
 from runtime.world.render import create_renderer, cuda_available, require_cuda_and_gsplat
+from runtime.world.thread_priority import quiet_idle_parallel_workers
 
 log = logging.getLogger("worldstream")
 
@@ -559,6 +560,7 @@ def _gpu_renderer(kind: str) -> bool:
 
 def main(argv: list[str] | None = None, prog: str = "python server.py") -> int:
     """Run the server from command-line flags; user errors print one line and return 2."""
+    quiet_idle_parallel_workers()  # before any kernel runs (the warm-up's first)
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),

@@ -70,6 +70,25 @@ class ServerMetrics:
             ["reason"],
             registry=r,
         )
+        self.connections_closed = Counter(
+            "worldstream_connections_closed",
+            "WebSocket connections the server closed, by reason (message_too_big: a frame over the size it "
+            "reads, close 1009, refused from its header)",
+            ["reason"],
+            registry=r,
+        )
+        self.messages_dropped = Counter(
+            "worldstream_messages_dropped",
+            "Messages to clients dropped, by reason (client_not_reading: its connection's queue was full)",
+            ["reason"],
+            registry=r,
+        )
+        self.read_holds = Counter(
+            "worldstream_read_holds",
+            "Times a connection was not read for a while because it sent frames faster than the server reads "
+            "(TCP then holds its sends back)",
+            registry=r,
+        )
         # --ray only: the generator actor pools (runtime/scale), by generator.
         self.ray_actors = Gauge("worldstream_ray_actors", "Generator actors in the pool", ["generator"], registry=r)
         self.ray_jobs_in_flight = Gauge(

@@ -22,11 +22,18 @@ garbage collection in progress and the slowest collections since the last report
 lines to ``WORLDSTREAM_STALL_WATCH_FILE`` when set (``bench/attacks.py`` reads them).
 As a last resort for a lock held so long the watchdog cannot run at all, ``faulthandler``
 dumps every thread's stack to stderr from C when the watchdog has not run for three
-thresholds.
+thresholds (re-armed once a second, not every wake: see :data:`DUMP_REARM_S`).
+
+A lock probe thread sleeps 5 ms at a time and measures how much later than asked it
+woke, less the time it waited on the run queue: what is left is its wait for the
+interpreter lock, the wait any thread wanting it at a random moment meets. Once a second
+the watch records those waits (``lock_wait``: wakes, total and worst ms, how many were over
+the switch interval) and its own CPU (``watch_cpu_ms``, spent holding the lock too);
+``bench/attacks.py`` prints both per phase.
 
 Cost when on: one wake-up per period (half the threshold, 20–100 ms) reading a
-small ``/proc`` file per thread, and two ``gc`` callbacks per collection. When off,
-:func:`watch` returns a :class:`NoWatch` whose methods do nothing.
+small ``/proc`` file per thread, 200 probe wake-ups a second, and two ``gc`` callbacks
+per collection. When off, :func:`watch` returns a :class:`NoWatch` whose methods do nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +64,13 @@ OWN_PACKAGES = ("runtime", "protocol", "bench")
 SLOW_GC_S = 0.010  # collections this slow, and every full one, are recorded
 BEAT_FORGET_S = 30.0  # a heartbeat not beaten for this long belongs to someone gone
 SAMPLES_S = 5.0  # per-thread CPU samples kept (a stall's CPU is counted from the one before it started)
+LOCK_PROBE_S = 0.005  # the interpreter-lock probe sleeps this long between samples
+LOCK_WAIT_EVERY_S = 1.0  # its waits are summed and recorded this often
+DUMP_REARM_S = 1.0
+"""``faulthandler`` is re-armed this often, not at every wake: re-arming cancels and joins
+its C thread, then starts a new one, all holding the interpreter lock; on the shared 2-core
+machine (load 16) that held it 0.15 ms on average and up to 10 ms, which at every wake
+(30 ms at a 60 ms threshold) is up to 33 such holds a second."""
 
 
 @dataclass
@@ -69,6 +83,25 @@ class _Clock:
     thread: str | None = None
     reported: bool = False
     reports: int = 0  # reports so far of its current stall (the next comes at threshold x 2**reports)
+
+
+@dataclass
+class _LockWaits:
+    """The lock probe's waits for the interpreter lock since the last record (seconds)."""
+
+    count: int = 0
+    total: float = 0.0
+    worst: float = 0.0
+    over_switch: int = 0  # waits longer than the interpreter's switch interval
+
+    def add(self, wait: float) -> None:
+        self.count += 1
+        self.total += wait
+        self.worst = max(self.worst, wait)
+        self.over_switch += wait > sys.getswitchinterval()
+
+    def record(self) -> dict:
+        return {"wakes": self.count, "ms": round(1e3 * self.total, 2), "worst_ms": round(1e3 * self.worst, 2), "over_switch": self.over_switch}
 
 
 @dataclass
@@ -130,6 +163,9 @@ class StallWatch(NoWatch):
         self.period_s = period_s or min(0.1, max(0.02, threshold_s / 2))
         self.path = path
         self.dump_stuck = dump_stuck
+        # Re-armed every DUMP_REARM_S: it fires when this thread has not run for three
+        # thresholds and a period, or up to DUMP_REARM_S more.
+        self._dump_after_s = 3 * threshold_s + self.period_s + DUMP_REARM_S
         self.log_reports = log_reports
         self.reports: list[dict] = []  # every report, newest last (bounded)
         self._clocks: dict[str, _Clock] = {}
@@ -139,10 +175,13 @@ class StallWatch(NoWatch):
         # (monotonic time, {(pid, thread id): (ns on a CPU, ns waiting for one)}), the last few seconds
         self._samples: deque[tuple[float, dict]] = deque(maxlen=int(SAMPLES_S / self.period_s) + 1)
         self._thread = threading.Thread(target=self._run, name="stall-watch", daemon=True)
+        self._lock_waits = _LockWaits()  # the probe's, since the watchdog last recorded them
+        self._probe = threading.Thread(target=self._probe_lock, name="stall-watch-lock-probe", daemon=True)
         gc.callbacks.append(self._on_gc)
         self._compiles: deque[tuple[str, str, float, str]] = deque(maxlen=256)  # (function, argument types, ms, thread)
         self._numba_listener = _watch_numba_compiles(self._compiles)
         self._thread.start()
+        self._probe.start()
 
     # ------------------------------------------------------------------ what the watched code calls
     def mark(self, key: str, stage: str | None) -> None:
@@ -195,6 +234,7 @@ class StallWatch(NoWatch):
         except ValueError:
             pass
         self._thread.join(2)
+        self._probe.join(2)
         if self._numba_listener is not None:
             from numba.core import event
 
@@ -206,17 +246,39 @@ class StallWatch(NoWatch):
     def _run(self) -> None:
         last = time.monotonic()
         self._samples.append((last, _schedstat()))
+        armed = recorded = last
+        cost = 0.0  # CPU seconds this thread spent checking since the last record
+        if self.dump_stuck:
+            faulthandler.dump_traceback_later(self._dump_after_s, exit=False)
         while not self._stop.is_set():
-            if self.dump_stuck:  # re-armed every wake: fires only if this thread cannot run
-                faulthandler.dump_traceback_later(3 * self.threshold_s + self.period_s, exit=False)
+            if self.dump_stuck and last - armed >= DUMP_REARM_S:  # fires only if this thread cannot run
+                faulthandler.dump_traceback_later(self._dump_after_s, exit=False)
+                armed = last
             self._stop.wait(self.period_s)
             now = time.monotonic()
             late = now - last - self.period_s
             last = now
             try:
+                started = time.thread_time()
                 self._check(now, late)
+                cost += time.thread_time() - started
+                if now - recorded >= LOCK_WAIT_EVERY_S:
+                    waits, self._lock_waits = self._lock_waits, _LockWaits()
+                    # Its own CPU too: nearly all of it Python, run holding the interpreter lock.
+                    self._keep({"time": time.time(), "pid": os.getpid(), "lock_wait": waits.record(), "watch_cpu_ms": round(1e3 * cost, 1)})
+                    recorded, cost = now, 0.0
             except Exception:  # a diagnostic must never take the server down
                 log.exception("stall watch failed")
+
+    def _probe_lock(self) -> None:
+        """Sleep :data:`LOCK_PROBE_S` at a time; each time woken later than its time on the
+        run queue explains, it waited for the interpreter lock: that wait is what any thread
+        wanting the lock at a random moment meets (the event loop's, the render thread)."""
+        while not self._stop.is_set():
+            queued, asleep = _own_run_queue_s(), time.monotonic()
+            time.sleep(LOCK_PROBE_S)
+            woke = time.monotonic()
+            self._lock_waits.add(max(0.0, woke - asleep - LOCK_PROBE_S - (_own_run_queue_s() - queued)))
 
     def _check(self, now: float, late: float) -> None:
         stalled = []
@@ -393,6 +455,15 @@ def _schedstat() -> dict[tuple[int, int], tuple[int, int]]:
             except (OSError, ValueError):
                 continue
     return out
+
+
+def _own_run_queue_s() -> float:
+    """Seconds the calling thread has waited on a run queue (for a CPU) so far; 0 where unknown."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _thread_state(pid: int, tid: int) -> tuple[str, str, int]:

@@ -9,6 +9,8 @@ import contextlib
 import datetime
 import gc
 import json
+import os
+import socket
 import ssl
 import time
 import urllib.parse
@@ -24,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
 from websockets.exceptions import InvalidStatus
 
 from protocol import ProtocolError, decode, messages as m
@@ -34,7 +37,8 @@ from runtime.seats import Seats
 from runtime.stream.rate_limit import BucketsByKey
 from runtime.stream.forwarded import RequestSource, proxy_networks, request_source
 from runtime.stream.origin import normalise_origin, origin_refusal
-from runtime.stream.websocket import OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES
+from runtime.metrics import ServerMetrics
+from runtime.stream.websocket import FRAME_BURST, MAX_FRAME_BYTES, OUTBOX_SIZE, OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES, Connection
 from runtime.world.render.cpu import CpuRenderer
 from conftest import launch_server, thread_stats, until
 from fuzz import mutated_client_messages
@@ -543,3 +547,96 @@ def test_behind_a_tls_proxy(start_server, tmp_path, capped_server):
     log_text = trusting.log_text()
     assert "203.0.113.7: joined world" in log_text, log_text[-3000:]
     assert "203.0.113.7" not in capped_server.log_text()  # an untrusted peer's X-Forwarded-For is ignored
+
+
+# ---------------------------------------------------------------------------------------
+# Hardening counters in /metrics
+
+
+def metric(url: str, sample: str) -> float:
+    """One sample's value from the server's /metrics (``name{label="value"}``; 0 when never counted)."""
+    for line in urllib.request.urlopen(url + "/metrics", timeout=10).read().decode().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_oversized_frames_and_read_holds_are_counted(capped_server):
+    """A frame over the size the server reads closes its connection (1009) and is counted as
+    such; a client sending frames faster than the server reads makes it pause reading,
+    counted once per pause."""
+    url = capped_server.url
+    too_big, holds = 'worldstream_connections_closed_total{reason="message_too_big"}', "worldstream_read_holds_total"
+    before = {name: metric(url, name) for name in (too_big, holds)}
+
+    async def scenario():
+        async with connect(capped_server.ws_url, local_addr=("127.0.0.7", 0)) as ws:
+            for i in range(3 * FRAME_BURST):  # far more than a burst, at once
+                await ws.send(raw({"type": "ping", "id": i}))
+            await until(lambda: metric(url, holds) > before[holds], 60, "a read hold counted")
+        ws = await connect(capped_server.ws_url, local_addr=("127.0.0.8", 0))
+        with contextlib.suppress(Exception):  # closed mid-send (websockets may say so with an AttributeError)
+            await ws.send(b"\x90" * (MAX_FRAME_BYTES + 1))
+        await asyncio.wait_for(ws.wait_closed(), 30)
+        assert ws.close_code == 1009, (ws.close_code, ws.close_reason)
+        await until(lambda: metric(url, too_big) == before[too_big] + 1, 30, "the 1009 close counted")
+
+    asyncio.run(scenario())
+
+
+class _QuietLink:
+    """The layer above a connection, for a test of the connection alone: joined, ignoring what comes."""
+
+    joined = True
+
+    async def hello(self, hello) -> bool:
+        return True
+
+    async def handle(self, msg) -> None:
+        pass
+
+    async def closed(self) -> None:
+        pass
+
+
+def test_messages_to_a_client_that_stops_reading_are_dropped_and_counted():
+    """A client that stops reading fills its TCP buffers, then its connection's queue
+    (``OUTBOX_SIZE``); what the server sends beyond that is dropped, and every dropped message
+    is counted in ``worldstream_messages_dropped_total{reason="client_not_reading"}``."""
+    metrics = ServerMetrics()
+    piece = os.urandom(65536)  # incompressible: permessage-deflate would shrink zeros to nothing
+    sends = 2 * OUTBOX_SIZE
+
+    async def scenario():
+        done = asyncio.Event()
+        queued: list[Connection] = []
+
+        async def handler(ws):
+            # Small socket buffers, as a client far away would leave: the queue fills soon.
+            ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+            conn = Connection(ws, lambda channel: _QuietLink(), 10.0, metrics, BucketsByKey(1, 1))
+            queued.append(conn)
+            running = asyncio.create_task(conn.run())
+            for _ in range(sends):
+                conn.send(piece)
+                await asyncio.sleep(0)  # the sender writes what the socket takes
+            done.set()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
+        async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.connect(("127.0.0.1", port))
+            async with connect(f"ws://127.0.0.1:{port}", sock=sock, max_size=None) as ws:
+                ws.transport.pause_reading()  # stops reading: the server's sends pile up
+                await asyncio.wait_for(done.wait(), 60)
+                ws.transport.abort()
+        return queued[0]
+
+    conn = asyncio.run(scenario())
+    dropped = metrics.messages_dropped.labels("client_not_reading")._value.get()
+    assert dropped > 0 and dropped == conn._dropped, (dropped, conn._dropped)
+    assert dropped <= sends - OUTBOX_SIZE

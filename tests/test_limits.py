@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import random
 import time
 import urllib.request
@@ -409,3 +410,68 @@ def test_background_threads_run_below_the_streaming_threads(start_server):
         assert sum(1 for v in nice.values() if v == background) >= 3, nice  # plan, the world's generation, its store writer
 
     run(scenario())
+
+
+@pytest.mark.parametrize("preset", [None, "active"])
+def test_parallel_workers_sleep_between_kernels_unless_told_otherwise(preset):
+    """The server makes numba's OpenMP workers sleep when a parallel kernel ends
+    (``OMP_WAIT_POLICY=passive``) instead of spinning for the next one on cores the encoders
+    and other players' work need; a policy set in the environment is kept. Asked of the
+    OpenMP runtime itself (``omp_display_env``), in a fresh process where the server's
+    ``main`` sets it before its first kernel."""
+    import subprocess
+    import sys
+
+    script = (
+        "import ctypes, numba, numpy as np\n"
+        "from runtime.world.thread_priority import quiet_idle_parallel_workers\n"
+        "assert 'libgomp' not in open('/proc/self/maps').read(), 'OpenMP loaded before the server set its policy'\n"
+        "quiet_idle_parallel_workers()\n"
+        "@numba.njit(parallel=True)\n"
+        "def total(a):\n"
+        "    s = 0.0\n"
+        "    for i in numba.prange(a.size):\n"
+        "        s += a[i]\n"
+        "    return s\n"
+        "total(np.ones(64))\n"
+        "if numba.threading_layer() == 'omp':\n"
+        "    ctypes.CDLL('libgomp.so.1').omp_display_env(0)\n"
+        "print('layer', numba.threading_layer())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    if "layer omp" not in done.stdout:
+        pytest.skip(f"numba's threading layer here is not OpenMP ({done.stdout.strip()})")
+    assert f"OMP_WAIT_POLICY = '{(preset or 'passive').upper()}'" in done.stderr, done.stderr[-2000:]
+
+
+def test_background_threads_can_be_put_in_the_idle_class(monkeypatch):
+    """``WORLDSTREAM_BACKGROUND_POLICY=idle`` puts a background thread in ``SCHED_IDLE`` as it
+    lowers itself (an experiment the benchmarks compare); by default it stays in the normal class."""
+    if not hasattr(os, "SCHED_IDLE"):
+        pytest.skip("SCHED_IDLE is Linux's")
+    import threading
+
+    from runtime.world.thread_priority import POLICY_ENV, lower_thread_priority
+
+    def policy_of_a_lowered_thread() -> int:
+        seen = []
+
+        def lower() -> None:
+            lower_thread_priority()
+            seen.append(os.sched_getscheduler(threading.get_native_id()))
+
+        thread = threading.Thread(target=lower)
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    monkeypatch.delenv(POLICY_ENV, raising=False)
+    assert policy_of_a_lowered_thread() == os.SCHED_OTHER
+    monkeypatch.setenv(POLICY_ENV, "idle")
+    assert policy_of_a_lowered_thread() == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the calling thread is left as it was

@@ -170,3 +170,20 @@ def test_the_verdict_says_where_a_stall_went():
     assert "blocked" in verdict(blocked) and "world-w_0 ran 190 ms" in verdict(blocked)
     encoder = report("video p", [_thread("MainThread", 5, 10), _thread("python", 3, 120, pid=2)])
     assert "media worker's thread waited 120 ms" in verdict(encoder)
+
+
+def test_the_interpreter_lock_held_in_c_is_measured_by_the_lock_probe(watch):
+    """A C call that never releases the interpreter lock (``sum`` over a range: no Python
+    between its steps) keeps the lock probe from waking: the watch records a wait for the
+    lock at least about as long as the call's own CPU time (its wall time is no shorter,
+    however busy the machine; the probe's own time on the run queue is not counted). And the
+    watch records its own CPU, which it spends holding the lock too."""
+    time.sleep(3 * stall_watch.LOCK_PROBE_S)  # the probe is asleep, waiting to wake
+    cpu = time.thread_time()
+    sum(range(30_000_000))
+    held_ms = 1e3 * (time.thread_time() - cpu)
+    _wait_for(lambda: [r for r in list(watch.reports) if "lock_wait" in r and r["time"] > time.time() - 30
+                       and r["lock_wait"]["worst_ms"] >= 0.5 * held_ms], timeout=30)
+    records = [r for r in list(watch.reports) if "lock_wait" in r]
+    assert all(r["lock_wait"]["wakes"] >= 1 and r["watch_cpu_ms"] >= 0 for r in records), records
+    assert any(r["lock_wait"]["over_switch"] >= 1 for r in records), records

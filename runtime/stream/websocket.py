@@ -173,6 +173,7 @@ class Connection:
         try:
             self._outbox.put_nowait(msg if isinstance(msg, bytes) else encode(msg))
         except asyncio.QueueFull:
+            self.metrics.messages_dropped.labels("client_not_reading").inc()
             self._dropped += 1
             if self._dropped in (1, 100, 10_000):
                 log.warning("%s: client is not reading; %d messages dropped", self.peer, self._dropped)
@@ -216,8 +217,10 @@ class Connection:
                         return
                 else:
                     timeout = None
-                while not self._frames.allow():  # over the frame rate: stop reading for a while
-                    await asyncio.sleep(self._frames.seconds_to_token())
+                if not self._frames.allow():  # over the frame rate: stop reading for a while
+                    self.metrics.read_holds.inc()
+                    while not self._frames.allow():
+                        await asyncio.sleep(self._frames.seconds_to_token())
                 self._limit_frame_size()
                 try:
                     data = await asyncio.wait_for(self.ws.recv(), timeout)
@@ -231,8 +234,10 @@ class Connection:
             sender.cancel()
             await self.link.closed()
             close = self.ws.protocol.close_sent
-            if close is not None and close.code == 1009 and self._oversize_strikes is not None:  # one strike
-                self._oversize_strikes.get(self.client_address).allow()
+            if close is not None and close.code == 1009:
+                self.metrics.connections_closed.labels("message_too_big").inc()
+                if self._oversize_strikes is not None:  # one strike
+                    self._oversize_strikes.get(self.client_address).allow()
 
     async def _handle(self, data: bytes | str) -> bool:
         """Handle one incoming frame; False ends the connection."""

@@ -24,6 +24,13 @@ generation still moves on while players stream. The media workers run at +10 too
 (``runtime.stream.media_pool``): encoders and generation share what rendering leaves."""
 
 
+POLICY_ENV = "WORLDSTREAM_BACKGROUND_POLICY"
+"""``idle`` also puts background threads in Linux's ``SCHED_IDLE`` class: a streaming thread
+waking up then takes their core at once instead of after their time slice, but a background
+thread holding the interpreter lock can wait longer for a core to give it back. Off by
+default (an experiment to run on a quiet machine, ``docs/benchmarks.md``)."""
+
+
 def background_niceness() -> int:
     """``WORLDSTREAM_BACKGROUND_NICE`` if set, else :data:`BACKGROUND_NICE`."""
     value = os.environ.get("WORLDSTREAM_BACKGROUND_NICE")
@@ -44,7 +51,19 @@ def lower_thread_priority(increment: int | None = None) -> bool:
     try:
         main = os.getpriority(os.PRIO_PROCESS, os.getpid())  # the main thread's id is the process id
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, main + increment))
+        if os.environ.get(POLICY_ENV) == "idle":
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
     except OSError as exc:  # e.g. a sandbox that forbids it: run at the normal priority
         log.debug("thread %s: priority not lowered (%s)", threading.current_thread().name, exc)
         return False
     return True
+
+
+def quiet_idle_parallel_workers() -> None:
+    """Let numba's OpenMP workers sleep as soon as a parallel kernel ends (``OMP_WAIT_POLICY=passive``,
+    unless the environment sets it). GNU OpenMP otherwise spins each worker for about 300,000
+    iterations after every parallel region, and fully whenever a process has no more pool
+    threads than cores: then three short kernels a frame cost 21 ms of CPU instead of 1.2 ms
+    (``docs/benchmarks.md``), stolen from the encoders and the other threads on a 2-core
+    machine. Call it before the first parallel kernel: libgomp reads the variable when it loads."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")

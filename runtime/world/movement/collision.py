@@ -114,6 +114,71 @@ def _column_first_floor(ground: np.ndarray, ix: int, iz: int, lo_level: int, hi_
 
 
 @numba.njit(cache=True, nogil=True)
+def _nearest_floor(ground: np.ndarray, ix: int, iz: int, lo_level: int, hi_level: int, near: int, gap: int) -> int:
+    """Of column ``(ix, iz)``'s floors in ``[lo_level, hi_level]``, the one nearest ``near``
+    (levels), or ``hi_level + 1`` when there is none."""
+    best = hi_level + 1
+    level = _column_first_floor(ground, ix, iz, lo_level, hi_level, gap)
+    while level <= hi_level:
+        if best > hi_level or abs(level - near) < abs(best - near):
+            best = level
+        level = _column_first_floor(ground, ix, iz, level + 1, hi_level, gap)
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _floor_across(ground: np.ndarray, ix: int, iz: int, feet: int, step: int, rise: int, gap: int, reach: int, own: bool) -> float:
+    """The floor level that the columns on either side of column ``(ix, iz)`` give it, or nan.
+
+    Along x and along z: the line between the nearest floor on each side, up to ``reach``
+    columns out (of a column's floors the one nearest ``feet`` among those within
+    ``step + rise * k`` levels of it, ``k`` columns out). Where the column has a floor of its
+    ``own``, that line counts only where the ground goes on rising beyond the higher of the
+    two (a slope, not a kerb or a wall beside flat ground). Of the two axes, the higher floor
+    (smaller level) wins.
+    """
+    best = np.nan
+    ks = np.empty(2 * reach, np.int64)
+    fs = np.empty(2 * reach, np.int64)
+    for axis in range(2):
+        n = 0
+        lo = -1  # index in ks of the nearest floor on the negative side, and on the positive side
+        hi = -1
+        for k in range(-reach, reach + 1):
+            if k == 0:
+                continue
+            jx = ix + k if axis == 0 else ix
+            jz = iz if axis == 0 else iz + k
+            span = step + rise * abs(k)
+            f = _nearest_floor(ground, jx, jz, feet - span, feet + span, feet, gap)
+            if f > feet + span:
+                continue
+            ks[n] = k
+            fs[n] = f
+            if k < 0:
+                lo = n
+            elif hi < 0:
+                hi = n
+            n += 1
+        if lo < 0 or hi < 0:
+            continue
+        if own:
+            rising = False
+            if fs[hi] < fs[lo]:  # uphill along +k: is a floor beyond hi higher still?
+                for j in range(hi + 1, n):
+                    rising |= fs[j] < fs[hi]
+            else:
+                for j in range(lo):
+                    rising |= fs[j] < fs[lo]
+            if not rising:
+                continue
+        a = fs[lo] + (fs[hi] - fs[lo]) * (-ks[lo]) / (ks[hi] - ks[lo])
+        if np.isnan(best) or a < best:
+            best = a
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
 def _body_contacts(
     voxels: np.ndarray, ground: np.ndarray, x: float, z: float, y_top: float, y_bottom: float,
     floor_lo: int, floor_hi: int, radius: float, v: float, cell: float, level: float, gap: int, first_only: bool,
@@ -146,7 +211,9 @@ def _body_contacts(
                     ground, math.floor((ix + 0.5) * v / cell), math.floor((iz + 0.5) * v / cell), floor_lo, floor_hi, gap
                 )
                 if f <= floor_hi:
-                    last = min(last, math.floor(f * level / v + 1e-6) - 1)
+                    # The floor's voxel holds the samples that round to its level, up to half
+                    # a level above it (a floor just under a voxel's edge read as a wall).
+                    last = min(last, math.floor((f - 0.5) * level / v + 1e-6) - 1)
             a = min(max(ix + _BIAS, 0), _MASK)
             b = min(max(iz + _BIAS, 0), _MASK)
             hit = False
@@ -217,6 +284,8 @@ class ColliderConfig:
             metres above it (see :meth:`SceneCollider.ground_y`). It spans the vertical
             spacing of a far wall's samples (pixel stride x distance), so walls and steps
             read as one face with a floor on top, never as a ladder.
+        across_reach: ground columns on each side that :meth:`SceneCollider.floor_across`
+            looks at.
     """
 
     voxel: float = 0.25
@@ -227,6 +296,7 @@ class ColliderConfig:
     min_obstacle_count: int = 1
     floor_gap: float = 0.35
     foliage_ratio: float = 1.15
+    across_reach: int = 3
 
 
 @dataclass(frozen=True)
@@ -339,6 +409,34 @@ class SceneCollider:
         gap = max(1, round(cfg.floor_gap / cfg.ground_level))
         level = _column_first_floor(ground, ix, iz, lo_level, hi_level, gap)
         return None if level > hi_level else level * cfg.ground_level
+
+    def floor_across(
+        self, x: float, z: float, feet_y: float, step: float, max_slope_deg: float, own: bool = True
+    ) -> float | None:
+        """The floor (y, +y down) that the ground columns on either side of ``(x, z)``'s
+        column give it, or None.
+
+        Along x and along z: the line between the nearest floor on each side, up to
+        ``across_reach`` columns out (those within ``step`` plus a ``max_slope_deg`` rise of
+        ``feet_y``); the higher of the two axes counts. Where the column has a floor of its
+        ``own``, only if the ground goes on rising beyond the higher of the two: a slope, whose
+        column holds a few samples at its downhill edge (sparse keyframe samples, a canopy's
+        shadow). Floors are the tops of their columns, so on an evenly sampled slope that is
+        the column's own floor. A kerb or a wall beside flat ground does not go on rising, and
+        leaves the flat ground's floor alone. Where the column is empty: the ground across an
+        empty row.
+        """
+        cfg = self.config
+        ground = self._ground
+        if ground.size == 0:
+            return None
+        lv = cfg.ground_level
+        ix, iz = math.floor(x / cfg.ground_cell), math.floor(z / cfg.ground_cell)
+        feet = round(feet_y / lv)
+        rise = math.ceil(math.tan(math.radians(max_slope_deg)) * cfg.ground_cell / lv)
+        gap = max(1, round(cfg.floor_gap / lv))
+        level = _floor_across(ground, ix, iz, feet, math.ceil(step / lv), rise, gap, cfg.across_reach, own)
+        return None if math.isnan(level) else level * lv
 
     def blocked(self, x: float, z: float, y_top: float, y_bottom: float, radius: float) -> bool:
         """Does a vertical cylinder overlap an occupied voxel?

@@ -217,6 +217,13 @@ def walk_target_eye_y(x: float, z: float, eye_y: float, collider: "SceneCollider
     """
     feet = eye_y + EYE_HEIGHT
     g = collider.ground_y(x, z, feet - MAX_STEP)
+    # A slope through the columns on either side lifts a floor that lies low (its column's
+    # samples sit at its downhill edge) or stands in for a missing one: else the player
+    # sinks into the slope, and the next column's floor rises more than a step above the
+    # feet -- a wall (issue 16: a ramp with empty rows of ground cells stopped the walk).
+    across = collider.floor_across(x, z, feet, MAX_STEP, MAX_SLOPE_DEG, own=g is not None)
+    if across is not None and across >= feet - MAX_STEP - 1e-6 and (g is None or across < g):
+        g = across
     if g is None:
         c = collider.config.ground_cell
         near = [collider.ground_y(x + dx, z + dz, feet - MAX_STEP) for dx, dz in ((c, 0), (-c, 0), (0, c), (0, -c))]
