@@ -41,10 +41,17 @@ of the scene's alpha alone (the far field left out: this bench's measure until 2
 the far field covers them and whether any keyframe saw that surface (:mod:`bench.hole_causes`).
 The walker's velocity, given to planning, follows the ground (uphill it rises), as the
 server derives it from a player's moves.
+``--error-budget`` splits every novel view's squared error by pixel class (holes, sky, depth
+edges, unseen surfaces, thin structures, objects, ground), by the generator's depth, and into
+geometry vs colour (:mod:`bench.error_budget`).
 ``--timeline`` prints every job of each walk: when it was planned, started, finished
 generating, landed in the scene and was first drawn (seconds since the walk started), its
 trace resolution (coarse fill jobs are traced at a fraction of the keyframe size) and how
 far ahead of the player it was asked for, beside the hole fraction over time.
+``--paced SCALE`` walks on a simulated clock instead of the wall clock: every job generates
+for SCALE x its modelled quiet-CPU-2 time (:mod:`bench.paced`), so how long holes last under
+real-time scheduling is measured whatever else loads the machine (1: a quiet CPU-2; 2-3: a
+busy one). The player stands ``--settle-s`` after the walk, as in real time.
 
 Usage::
 
@@ -56,6 +63,8 @@ Usage::
     .venv/bin/python -m bench.fidelity --fast-forward --speeds 3          # generation waited for: load-independent
     .venv/bin/python -m bench.fidelity --speeds 6 --novel 0 --no-encoder --timeline     # why holes last
     .venv/bin/python -m bench.fidelity --speeds 1.5 --novel 0 --no-encoder --causes     # what the holes are
+    .venv/bin/python -m bench.fidelity --paced 1 --novel 0 --no-encoder --timeline      # real-time scheduling, load-free
+    .venv/bin/python -m bench.fidelity --fast-forward --speeds 1.5,6 --distance 20 --novel 12 --no-encoder --error-budget  # where the error is
 
 ``--config key=value`` overrides a ``WorldConfig`` field (JSON values) to compare settings.
 On the shared 2-core machine generation competes with everything else running: compare
@@ -73,7 +82,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench import hole_causes
+from bench import error_budget, hole_causes, paced
 from bench.common import describe_machine, format_table, machine, write_json
 from bench.compare import psnr, sharpness, ssim
 from runtime.world import PlayerState, Pose, World, WorldConfig
@@ -211,11 +220,13 @@ def reduce_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------- job timeline
 class JobTimeline:
     """When each generation job of a walk was planned, started, generated, landed and first
-    drawn (seconds since the walk started), from the world's events and the bench's renders."""
+    drawn (seconds since the walk started), from the world's events and the bench's renders,
+    on ``clock`` (the world's: simulated with ``--paced``)."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, clock=time.monotonic) -> None:
         self.world = world
-        self.start = time.monotonic()
+        self.clock = clock
+        self.start = clock()
         self.jobs: dict[int, dict] = {}
         self._draws: list[tuple[int, float]] = []  # (scene version drawn, when)
         world.subscribe(self._on_event)
@@ -223,7 +234,7 @@ class JobTimeline:
     def _on_event(self, event) -> None:
         from runtime.world.events import ChunkAdded, ChunkRequested, JobFailed, JobProgress
 
-        now = time.monotonic()
+        now = self.clock()
         if isinstance(event, ChunkRequested):
             job = event.job
             c = job.cameras.centers[0]
@@ -289,10 +300,14 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     from runtime.sessions import generator_options
 
     generator = ProceduralGenerator(**generator_options("procedural"))
+    clock = time.monotonic
+    if args.paced:  # scheduling on a simulated clock, generation timed by a model (bench/paced.py)
+        clock = paced.SimClock()
+        generator = paced.PacedGenerator(generator, clock, args.paced)
     optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
-    world = World(config, generator=generator, renderer=create_renderer(args.renderer), chunk_optimiser=optimiser)
+    world = World(config, generator=generator, renderer=create_renderer(args.renderer), chunk_optimiser=optimiser, clock=clock)
     path = make_path(path_kind, args.distance, seed)
-    timeline = JobTimeline(world)
+    timeline = JobTimeline(world, clock)
     try:
         # 1. bootstrap at the spawn
         t0 = time.monotonic()
@@ -306,12 +321,12 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         render_ms: list[float] = []
         samples = []  # (time s, metres walked, pose, alpha at SAMPLE_SIZE)
         start = time.monotonic()
-        timeline.start = start
+        timeline.start = clock() if args.paced else start
         next_update = next_frame = next_sample = start
         walk_s = path.length / speed
-        if args.fast_forward:
+        if args.fast_forward or args.paced:
             samples, walk_s = _fast_forward_walk(args, world, path, speed, seed)
-        while not args.fast_forward:
+        while not (args.fast_forward or args.paced):
             now = time.monotonic()
             t = now - start
             if t > walk_s + args.settle_s:
@@ -392,6 +407,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             w_out = world.render(cam)
             nearest = key_centers[np.argmin(np.linalg.norm(key_centers - pose.position, axis=1))] if len(key_centers) else pose.position
             c_rgb, _ = truth.render(cam, shade_from=nearest[None].astype(np.float64))
+            far = hole_causes.far_alpha(world.renderer, _drawn(world, cam), cam)
             view = {
                 "s": round(s, 2),
                 "yaw_from_path_deg": round(math.degrees((pose.yaw - heading + math.pi) % (2 * math.pi) - math.pi)),
@@ -400,10 +416,13 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
                 "psnr": _finite(psnr(w_out.rgb[0], t_rgb[0])),
                 "ssim": ssim(w_out.rgb[0], t_rgb[0]),
                 "sharpness": sharpness(w_out.rgb[0]) / max(sharpness(t_rgb[0]), 1e-6),
-                "holes": holes(w_out.alpha[0], t_depth[0], far_alpha=hole_causes.far_alpha(world.renderer, _drawn(world, cam), cam)),
+                "holes": holes(w_out.alpha[0], t_depth[0], far_alpha=far),
                 "ceiling": _finite(psnr(c_rgb[0], t_rgb[0])),
                 "far_gain": _far_gain(world, cam, w_out.rgb[0], t_rgb[0]),
             }
+            if args.error_budget:
+                shown = w_out.alpha[0] + (1.0 - w_out.alpha[0]) * far
+                view["budget"] = error_budget.view_budget(w_out.rgb[0], t_rgb[0], t_depth[0], shown, cam, world.memory.frames(), seed, SKY_DEPTH)
             views.append(view)
             world_rgb.append(w_out.rgb[0])
             truth_rgb.append(t_rgb[0])
@@ -459,18 +478,30 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
 def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
     """The walk with generation fast-forwarded: the pose advances ``speed / update_hz`` metres
     per update and every update waits for the jobs it caused (as if generation were free),
-    so the result does not depend on how busy the CPU is. Returns the hole samples (one per
-    update, at :data:`SAMPLE_SIZE`) and the walk's simulated seconds."""
+    so the result does not depend on how busy the CPU is. With ``--paced`` generation takes
+    its modelled time on the simulated clock instead (:mod:`bench.paced`), and the player
+    stands ``settle_s`` after the walk. Returns the hole samples (one per update, at
+    :data:`SAMPLE_SIZE`) and the walk's simulated seconds."""
     samples = []
     step_s = 1.0 / args.update_hz
     n = int(math.ceil(path.length / (speed * step_s)))
-    for k in range(n + 1):
+    settle = int(round(args.settle_s / step_s)) if args.paced else 0
+    generator = world.generator if args.paced else None
+    if generator is not None:
+        generator.free = False
+    for k in range(n + settle + 1):
         s = min(k * speed * step_s, path.length)
         x, z, yaw = path.at(s)
         pose = eye_pose(x, z, yaw, 0.0, seed)
-        velocity = walk_velocity(path, s, speed, seed)
+        velocity = walk_velocity(path, s, speed, seed) if k <= n else np.zeros(3, np.float32)
+        if generator is not None:
+            generator.clock.advance(k * step_s)
+            paced.settle(world, generator)  # what ends by now lands, the next job starts
         world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
-        world.wait_idle(args.bootstrap_timeout_s)
+        if generator is not None:
+            paced.settle(world, generator)
+        else:
+            world.wait_idle(args.bootstrap_timeout_s)
         frame = world.render(pose.camera(*SAMPLE_SIZE, VIEW_FOV))
         samples.append((k * step_s, s, pose, frame.alpha[0], _state(args, world, pose)))
     return samples, n * step_s
@@ -513,7 +544,7 @@ def draw_novel_view(truth: Truth, path: Path2D, rng: np.random.Generator, offset
 def _far_gain(world: World, cam: Cameras, world_rgb: np.ndarray, truth_rgb: np.ndarray) -> float:
     """PSNR (dB) the far field adds to this picture: the world's, minus the same snapshot's
     drawn without its far chunks (0 when the world has none)."""
-    snapshot = world.scene.snapshot()
+    snapshot = _drawn(world, cam)  # a frozen seen view's, where the camera stands in one
     if not snapshot.far:
         return 0.0
     bare = world.renderer.render(dataclasses.replace(snapshot, far=()), cam, world.sky).rgb[0]
@@ -722,6 +753,9 @@ def parse_args(argv=None):
     ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value)")
     ap.add_argument("--fast-forward", action="store_true", help="generation waited for at every update (simulated time): "
                     "measures reconstruction, not how busy the CPU is")
+    ap.add_argument("--paced", type=float, default=0.0, metavar="SCALE",
+                    help="generation in simulated time: each job takes SCALE x its quiet-CPU-2 cost (bench/paced.py): "
+                    "real-time scheduling, whatever the load (0: off)")
     ap.add_argument("--quick", action="store_true", help="one 8 m walk at 3 m/s, 4 views at 320x180 (a smoke test)")
     ap.add_argument("--oracle", default="", help="instead of walks: the one-keyframe limit per setting, e.g. 320x180@75/2,640x360@60/1")
     ap.add_argument("--oracle-solve", type=int, default=SOLVE_ITERATIONS,
@@ -732,6 +766,8 @@ def parse_args(argv=None):
     ap.add_argument("--timeline", action="store_true", help="print every job's plan/start/generate/land/draw times")
     ap.add_argument("--causes", action="store_true", help="break every hole sample down by depth band, far-field "
                     "cover and cause (bench/hole_causes.py)")
+    ap.add_argument("--error-budget", action="store_true", help="split every novel view's squared error by pixel class, "
+                    "depth band and geometry vs colour (bench/error_budget.py)")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
     if args.quick:
@@ -819,6 +855,8 @@ def main(argv=None) -> None:
     print(format_table(report["rows"], WALK_COLUMNS))
     print()
     print(format_table(report["distance"], [("speed", "m/s"), ("bin", "from spawn"), ("n", "views"), ("psnr", "PSNR med"), ("sharp", "sharp"), ("ceiling", "ceiling")]))
+    if args.error_budget:
+        error_budget.print_tables([v for walk in report["walks"] for v in walk["views"]], format_table)
     s = report["summary"]
     if s:
         print(

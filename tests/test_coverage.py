@@ -18,6 +18,7 @@ from runtime.world.frontier.coverage import (
     octahedral_uv,
     probe_cameras,
     probe_views,
+    shown_hole_fractions,
     uncovered_fractions,
 )
 from runtime.world.keyframes.reconstruct import reconstruct
@@ -82,6 +83,31 @@ def test_generated_view_is_covered_including_its_sky(renderer):
     assert frac_back > 0.4
 
 
+def test_shown_holes_are_what_the_far_field_leaves_empty_near_or_far():
+    """The holes a player is shown: the splats drawn over the far field, every pixel below
+    the generated sky counts (the near-ground test counted only rays meeting the ground
+    within 15 m)."""
+    cams = camera().resized(64, 36)
+    sky = SkyDirections()
+    is_sky = ~np.isfinite(ground_depth(cams))
+    sky.mark(pixel_directions(cams)[is_sky])
+    alpha = np.zeros((1, 36, 64), np.float32)
+    far = np.zeros_like(alpha)
+    far[:, :, :32] = 1.0  # the far field covers the left half
+    ground = ~sky.contains(pixel_directions(cams))
+    expected = (ground & (far < 0.5)).mean()
+    assert expected > 0.15
+    assert shown_hole_fractions(alpha, far, cams, sky)[0] == pytest.approx(expected)
+    assert shown_hole_fractions(alpha, np.ones_like(far), cams, sky)[0] == 0.0
+    # Half-opaque splats over a half-opaque far field show 75 %: no hole.
+    assert shown_hole_fractions(alpha + 0.5, far * 0 + 0.5, cams, sky)[0] == 0.0
+    # Splats cover the ground within 15 m, nothing beyond: the near test sees no hole, the
+    # player a band of sky-coloured ground below the horizon.
+    near = (ground_depth(cams) < 15.0).astype(np.float32)
+    assert uncovered_fractions(near, cams, sky, near_m=15.0)[0] == 0.0
+    assert shown_hole_fractions(near, np.zeros_like(far), cams, sky)[0] > 0.02
+
+
 def test_sky_directions_mark_and_contains():
     sky = SkyDirections(resolution=64)
     up = np.array([[0.0, -1.0, 0.0]])
@@ -129,15 +155,20 @@ def test_probe_views_cover_view_ahead_and_ring():
         keyframe_fov_y=FOV, ring_yaws=(0.0, math.pi / 2, -math.pi / 2, math.pi),
     )
     kinds = [p.kind for p in probes]
-    assert kinds == ["view", "ahead", "ring", "ring", "ring", "ring"]
-    ahead = probes[1]
+    assert kinds == ["view", "soon", "ahead", "ring", "ring", "ring", "ring"]
+    ahead = probes[2]
     np.testing.assert_allclose(ahead.position, [3.0, 0.0, 0.0], atol=1e-6)
     assert ahead.yaw == pytest.approx(math.pi / 2)
-    # Moving: the view ahead first (a job lands about when the player gets there), then its view.
-    assert probes[1].rank < probes[0].rank < min(p.rank for p in probes[2:])
-    assert sorted(p.rank for p in probes[2:]) == [p.rank for p in probes[2:]]
+    # The player's own view a second on: where it will be, looking where it looks.
+    soon = probes[1]
+    np.testing.assert_allclose(soon.position, [2.0, 0.0, 0.0], atol=1e-6)
+    assert (soon.yaw, soon.pitch, soon.fov_y) == (0.3, 0.0, pytest.approx(math.radians(60)))
+    # Moving: the view ahead first (a job lands about when the player gets there), then
+    # its view a second on, then its view now.
+    assert probes[2].rank < probes[1].rank < probes[0].rank < min(p.rank for p in probes[3:])
+    assert sorted(p.rank for p in probes[3:]) == [p.rank for p in probes[3:]]
     cams = probe_cameras(probes, 64, 36)
-    assert len(cams) == 6 and cams.width == 64
+    assert len(cams) == 7 and cams.width == 64
     still = probe_views("p", Pose(), np.zeros(3), 1.0, lookahead_s=1.5, keyframe_fov_y=FOV, ring_yaws=(0.0,))
     assert [p.kind for p in still] == ["view", "ring"]
     assert still[0].rank < still[1].rank

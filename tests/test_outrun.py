@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 
 from runtime.world import PlayerState, World, WorldConfig
-from runtime.world.camera import Cameras, intrinsics_from_fov
+from runtime.world.camera import Cameras, Pose, intrinsics_from_fov
 from runtime.world.frontier.jobs import GenerationJob, JobQueue
 from runtime.world.frontier.planner import REFINE_PRIORITY
 from runtime.world.generators.procedural import ProceduralGenerator
@@ -110,3 +111,62 @@ def test_a_keyframe_inside_the_terrain_is_not_a_done_view():
         assert world.stats["keyframes_inside"] == 1
         planner = world._planner
         assert len(planner.done_views) == 0 and len(planner.failed_views) == 1
+
+
+def _world_with_a_detail_job(name: str):
+    """A world whose spawn view is generated (ring_yaws: only ahead) and a refining job 5 m
+    ahead waiting in the queue, as planning makes one while nothing fills."""
+    import dataclasses
+
+    from runtime.world.frontier.coverage import ProbeView
+
+    world = World(WorldConfig(name, seed=3, ring_yaws=(0.0,)), generator=ProceduralGenerator(), renderer=CpuRenderer())
+    spawn = world.spawn_pose()
+    world.update([PlayerState("a", spawn, fov_y=VIEW_FOV)])
+    assert world.wait_idle(120)
+    planner = world._planner
+    ahead = spawn.position + np.array([0.0, 0.0, 5.0], np.float32)
+    probe = ProbeView("a", "view", ahead, spawn.yaw, spawn.pitch, VIEW_FOV, 0.0)
+    made: list[GenerationJob] = []
+    with planner._lock:
+        planner._schedule(dataclasses.replace(planner._keyframe_view(probe), detail=True), time.monotonic(), world.caption, made)
+    (detail,) = made
+    assert detail.refines and detail.state == "queued"
+    return world, detail
+
+
+def _turn_around(world: World) -> list[GenerationJob]:
+    """The player turns to face where nothing was generated: its view is a hole."""
+    spawn = world.spawn_pose()
+    return world.update([PlayerState("a", Pose(spawn.position, spawn.yaw + math.pi, 0.0), fov_y=VIEW_FOV)])
+
+
+def test_a_hole_in_the_view_is_filled_before_a_waiting_detail_job():
+    """A refining job waits in the queue when the player turns to a view with a hole: the
+    fill job for that view starts at once, traced coarse (a hole is shown: fill coarse
+    first); the detail job yields its place (cancelled, planned again once nothing fills)
+    and no refining job is planned while the hole is shown."""
+    world, detail = _world_with_a_detail_job("yield")
+    with world:
+        jobs = _turn_around(world)
+        assert jobs and not any(j.refines for j in jobs)
+        fill = jobs[0]
+        assert fill.state in ("running", "done") and fill.scale < 1.0
+        assert detail.state == "cancelled" and world.stats["jobs_yielded"] == 1
+        assert world.wait_idle(120)
+        assert fill.state == "done"
+
+
+def test_a_running_detail_job_is_cut_short_for_a_hole():
+    """The refining job already runs (640x360, the generator's longest job) when the player
+    turns to a hole: it is cancelled -- the generator polls for that every eighth of the
+    picture -- and the fill job runs next."""
+    world, detail = _world_with_a_detail_job("preempt")
+    with world:
+        world._runner.pump()
+        assert detail.state == "running" and detail.cameras.width > world.config.keyframe_width
+        jobs = _turn_around(world)
+        assert world.wait_idle(120)
+        assert detail.state == "cancelled" and world.stats["jobs_preempted"] == 1
+        fill = jobs[0]
+        assert not fill.refines and fill.state == "done" and fill.started_at >= detail.finished_at - 1e-3

@@ -135,10 +135,14 @@ def test_refinement_keeps_content_and_sharpens(generator):
         before = world.scene.snapshot()
         cam = eye(14.0, 0.15).camera(320, 180, VIEW_FOV)
         old = world.renderer.render(before, cam, world.sky)
-        # A keyframe at the camera, through the world's own job path.
+        # A keyframe at the camera, through the world's own job path: the view there shows
+        # holes beyond what the spawn keyframes saw, so they are filled first (coarse), then
+        # the next update refines.
         world.config.detail_max_px = 10.0
-        world.update([PlayerState("p", eye(14.0))])
-        assert world.wait_idle(120)
+        for _ in range(2):
+            world.update([PlayerState("p", eye(14.0))])
+            assert world.wait_idle(120)
+        assert world.stats["detail_jobs"] > 0
         after = world.scene.snapshot()
         new = world.renderer.render(after, cam, world.sky)
         assert world.stats["gaussians_refined"] > 0
@@ -172,6 +176,11 @@ def test_detail_keyframes_are_made_finer_while_the_generator_has_slack(generator
     try:
         fill = world.update([PlayerState("p", eye(0.0))])
         assert fill and all((j.cameras.width, j.cameras.height) == (320, 180) for j in fill)
+        assert world.wait_idle(120)
+        # 14 m on, the view shows holes beyond what the spawn keyframes saw: filled first
+        # (coarse: a hole is shown), no detail meanwhile; then refined.
+        holes = world.update([PlayerState("p", eye(14.0))])
+        assert holes and not any(j.refines for j in holes) and all(j.fills_holes for j in holes)
         assert world.wait_idle(120)
         jobs = world.update([PlayerState("p", eye(14.0))])
         detail = [j for j in jobs if j.refines]

@@ -69,13 +69,14 @@ class WorldConfig:
         fit_neighbour_views: the least-squares colour fit also matches up to this many earlier
             keyframes (frame memory) that see the new chunk, the new splats drawn into their
             cameras with the scene; 0: the chunk's own keyframes only.
-        hole_fraction, hole_reach_m: the player's own view and the view ahead are tested
-            for holes even inside explored space, and get a keyframe when more than
-            ``hole_fraction`` of their pixels show neither splats nor known sky where their
-            ray meets level ground within ``hole_reach_m`` metres (near the player; the far
-            field is left to the frontier); a hole a player saw is filled instead of kept
-            until the frontier moves on. ``uncovered_fraction`` still applies to every
-            probe. 0 turns the test off.
+        hole_fraction, hole_reach_m: the player's own view (now and a second on) and the
+            view ahead are tested for holes even inside explored space, and get a keyframe
+            when more than ``hole_fraction`` of their pixels show the player neither splats
+            nor the far field behind them nor known sky (every pixel, near or far); a hole a
+            player saw is filled instead of kept until the frontier moves on, and no refining
+            job runs meanwhile. ``uncovered_fraction`` still applies to every probe. 0 turns
+            the test off. A hole-filling job's Gaussians within ``hole_reach_m`` metres of
+            its camera are spared the keyframe revisit check.
         detail_scale: refining (detail) keyframes are made at this x ``keyframe_width`` x
             ``keyframe_height`` (640x360 at the defaults: one splat per ~1.2 stream pixels at
             the keyframe's distance, against ~2.5 at 320x180) while the player they are for moves
@@ -84,8 +85,9 @@ class WorldConfig:
             ``detail_scale**2`` per keyframe) never delays the frontier; fill jobs stay at the
             keyframe size. 1 turns it off.
         coarse_scale, coarse_speed: fill coarse first. A job that fills empty space while
-            generation is behind -- another such job is queued or running, or the player
-            asking moves at ``coarse_speed`` m/s or faster -- is traced at ``coarse_scale``
+            generation is behind -- the player's view shows a hole, another such job is
+            queued or running, or the player asking moves at ``coarse_speed`` m/s or
+            faster -- is traced at ``coarse_scale``
             x the keyframe resolution (about ``coarse_scale**2`` of the cost) and upsampled
             before reconstruction. 1 turns it off.
         ahead_step_m: a moving player's view ahead is tested at the lookahead point and at

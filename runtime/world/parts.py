@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -66,9 +68,11 @@ class WorldStats:
     fit_cpu_ms: float = 0.0
     fit_views: int = 0
     # Outrunning generation: jobs traced coarse (fill coarse first), refining jobs
-    # cancelled so a job filling empty space could run.
+    # cancelled so a job filling empty space could run, and queued refining jobs cancelled
+    # because a player was shown a hole a fill job was asked for.
     coarse_jobs: int = 0
     jobs_preempted: int = 0
+    jobs_yielded: int = 0
     # Gaussians of jobs filling the holes a player looks at that the revisit check would
     # have dropped and that were kept (near the player; see ChunkBuilder.build).
     gaussians_spared: int = 0
@@ -115,6 +119,7 @@ class WorldParts:
         stats: the counters.
         optimiser: fits each new chunk to its keyframes before it lands, or None (off;
             :mod:`.keyframes.optimise`).
+        clock: seconds for scheduling (``time.monotonic``, or a simulated clock).
     """
 
     config: WorldConfig
@@ -133,3 +138,4 @@ class WorldParts:
     events: EventBus
     stats: WorldStats
     optimiser: ChunkOptimiser | None = None
+    clock: Callable[[], float] = time.monotonic

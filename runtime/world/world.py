@@ -97,6 +97,9 @@ class World:
         chunk_optimiser: fits each new chunk to its keyframes before it lands (on the
             generation worker, :mod:`.keyframes.optimise`); None: off. A process setting
             like the renderer, not saved with the world.
+        clock: seconds, for scheduling (when jobs were asked for, started, ended; stale
+            jobs, retries, the lookahead's job times): ``time.monotonic``, or a simulated
+            clock (``bench.paced``: generation timed by a model, not by a loaded CPU).
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class World:
         depth_estimator: DepthEstimator | None = None,
         max_concurrent_jobs: int | None = None,
         chunk_optimiser: ChunkOptimiser | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if generator is None:
             from .generators import create_generator
@@ -152,10 +156,11 @@ class World:
             explored=ExploredMap(config.explored_cell),
             sky_directions=SkyDirections(),
             lock=lock,
-            jobs=JobQueue(lock),
+            jobs=JobQueue(lock, clock),
             events=EventBus(config.name, lock),
             stats=WorldStats(),
             optimiser=chunk_optimiser,
+            clock=clock,
         )
         # The parts that never change, by their names (the server and the store read them).
         self.config, self.generator, self.renderer, self.sky = config, generator, renderer, sky
@@ -267,7 +272,7 @@ class World:
         """Plan generation for these players; returns the jobs newly scheduled (already submitted)."""
         if self._queue.closed:
             return []
-        now = time.monotonic()
+        now = self.parts.clock()
         self.parts.stats.updates += 1
         # Which views players are shown now; views no player stands in any more freeze.
         standing_in = self.seen_views.observe(players, _newest_chunk_id(self.scene.snapshot()))
@@ -308,7 +313,7 @@ class World:
             if frames:
                 self._planner.record_done(job.cameras)
             else:  # every keyframe was inside geometry (a guess of the ground ahead was off): not done there
-                self._planner.record_failed(job.cameras, time.monotonic())
+                self._planner.record_failed(job.cameras, self.parts.clock())
             self.collider.sync(self.scene.snapshot())
             # Emitted under the apply lock and before the job counts as finished, so that
             # subscribers (the store) see chunks in scene order, with a state_dict() that

@@ -10,8 +10,10 @@ Three records, all cheap to query and small to save:
   have seen (``GENERATED``) or players have walked (``VISITED``). It gates
   planning: a view is only tested when it reaches into cells nobody generated.
 * :func:`probe_views` + :func:`uncovered_fractions` -- the views worth testing for
-  a player (their view, the view ahead along their velocity, a ring around them)
-  and the fraction of each view's pixels that neither splats nor known sky cover.
+  a player (their view now and a second on, the view ahead along their velocity, a
+  ring around them) and the fraction of each view's pixels that neither splats nor
+  known sky cover; :func:`shown_hole_fractions` -- the same with the far field drawn
+  behind the splats: the holes a player is actually shown.
 """
 
 from __future__ import annotations
@@ -236,14 +238,16 @@ class ProbeView:
 
     Attributes:
         player_id: who it is for.
-        kind: ``"view"`` (the player's own view), ``"ahead"`` (the predicted
-            position, facing the direction of motion) or ``"ring"`` (around the
-            player, so turning is anticipated).
+        kind: ``"view"`` (the player's own view), ``"soon"`` (that view a second
+            along the player's motion), ``"ahead"`` (the predicted position, facing the
+            direction of motion) or ``"ring"`` (around the player, so turning is
+            anticipated).
         position: ``[3]`` eye position (metres, world).
         yaw, pitch: radians (see :class:`~runtime.world.camera.Pose`).
         fov_y: vertical field of view (radians).
-        rank: planning priority, lower first: the player's view, then ahead, then
-            the ring by angle away from the view direction.
+        rank: planning priority, lower first: the player's view (while it moves:
+            ahead, then soon, then its view), then the ring by angle away from the view
+            direction.
     """
 
     player_id: str
@@ -266,6 +270,10 @@ class ProbeView:
 MAX_AHEAD_PROBES = 4
 """At most this many ``ahead`` probes per player (each is rendered every update it moves)."""
 
+SOON_S = 1.0
+"""Seconds ahead of a moving player its ``soon`` probe stands: the view it will be shown
+about when a fill job asked for now lands."""
+
 
 def probe_views(
     player_id: str,
@@ -282,7 +290,10 @@ def probe_views(
     """The views to test for one player.
 
     * ``view``: the player's current view (own FOV and pitch); ranked first while the
-      player stands, after ``ahead`` while it moves.
+      player stands, after ``ahead`` and ``soon`` while it moves.
+    * ``soon``: the same view where the player will be in :data:`SOON_S` (``position +
+      velocity x SOON_S``): a hole it shows is one the player is about to see. Left out
+      when the player moves slower than ``min_speed`` m/s.
     * ``ahead``: at ``position + velocity * lookahead_s``, facing the horizontal
       direction of motion, at keyframe FOV -- so space is generated before arrival.
       With ``ahead_step_m`` > 0, also at points along the way, about that many metres
@@ -303,6 +314,7 @@ def probe_views(
     # so a moving player is by then where the ahead probe stands, not in today's view.
     probes = [ProbeView(player_id, "view", position, pose.yaw, pose.pitch, fov_y, 1.5 if moving else 0.0)]
     if moving:
+        probes.append(ProbeView(player_id, "soon", position + v * SOON_S, pose.yaw, pose.pitch, fov_y, 1.4))
         reach = speed * lookahead_s
         n = 1 if ahead_step_m <= 0 else max(1, min(MAX_AHEAD_PROBES, math.ceil(reach / ahead_step_m - 1e-6)))
         heading = math.atan2(v[0], v[2])
@@ -351,3 +363,13 @@ def uncovered_fractions(
             down, across = directions[..., 1], np.hypot(directions[..., 0], directions[..., 2])
             empty &= down * near_m >= eye_height * across  # +y is down
     return empty.reshape(len(cameras), -1).mean(axis=1)
+
+
+def shown_hole_fractions(alpha: np.ndarray, far_alpha: np.ndarray, cameras: Cameras, sky: SkyDirections) -> np.ndarray:
+    """``[N]`` fraction of each view's pixels that show the player a hole: the scene's
+    opacity ``alpha`` ``[N, H, W]`` composited over the far field's ``far_alpha`` (drawn
+    behind it, as the stream draws them) below half, where no sky was generated. Distant
+    terrain the far field shows is no hole; every pixel counts, near or far."""
+    a = np.asarray(alpha, np.float32)
+    shown = a + (1.0 - a) * np.asarray(far_alpha, np.float32)
+    return uncovered_fractions(shown, cameras, sky)

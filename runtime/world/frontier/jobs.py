@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -34,6 +34,7 @@ class GenerationJob:
     refines: bool = False  # asked for because what the view shows is too coarse, not empty
     scale: float = 1.0  # traced at this x the cameras' resolution, then upsampled (coarse fill)
     fills_holes: bool = False  # asked for only by the hole test (WorldConfig.hole_fraction)
+    hole_view: Cameras | None = None  # the probe view whose holes asked for it (one camera)
     created_at: float = field(default_factory=time.monotonic)
     last_requested: float = field(default_factory=time.monotonic)
     started_at: float | None = None
@@ -66,8 +67,9 @@ class JobQueue:
     both gone from the queue and missing from the planner's records.
     """
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: threading.RLock, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = lock
+        self._clock = clock  # stamps finished_at (the world's scheduling clock)
         self._idle = threading.Condition(lock)
         self._jobs: dict[int, GenerationJob] = {}  # queued or running
         self._cancel: dict[int, CancelToken] = {}  # running jobs only
@@ -132,7 +134,7 @@ class JobQueue:
             if job.id not in self._jobs:
                 return False
             job.state = state
-            job.finished_at = time.monotonic()
+            job.finished_at = self._clock()
             del self._jobs[job.id]
             if self._cancel.pop(job.id, None) is not None:  # it was submitted (running)
                 self._running -= 1

@@ -19,15 +19,20 @@ from ..camera import Cameras, Pose, intrinsics_from_fov
 from ..movement.motion import walk_target_eye_y
 from ..parts import WorldParts
 from ..players import PlayerState
-from .coverage import ProbeView, probe_cameras, probe_views, uncovered_fractions
+from ..scene import SceneSnapshot
+from .coverage import ProbeView, probe_cameras, probe_views, shown_hole_fractions, uncovered_fractions
 from .jobs import GenerationJob, JobLimits
 
 REFINE_PRIORITY = 10.0
 """Added to a refining job's priority: it runs after every job that fills empty space."""
 
-HOLE_PROBES = ("view", "ahead")
+HOLE_PROBES = ("view", "soon", "ahead")
 """Probe kinds tested for holes (``WorldConfig.hole_fraction``) even inside explored space:
 what the player sees now and is about to see."""
+
+SHOWN_PROBES = ("view", "soon")
+"""Probe kinds that are what a player is shown (now, and a second on): while one shows a
+hole that a fill job is asked for, no refining job starts (fill first, detail after)."""
 
 HOLE_MERGE_DISTANCE = 1.0
 """Metres within which a finished keyframe serves a view asked for only by the hole test: a
@@ -102,6 +107,7 @@ class UncoveredView:
     detail: bool = False  # asked for only because what the view shows is too coarse
     speed: float = 0.0  # horizontal speed (m/s) of the player it is for
     hole: bool = False  # asked for only by the hole test (see WorldConfig.hole_fraction)
+    shown_hole: bool = False  # the player's view now or soon shows holes (SHOWN_PROBES)
 
 
 class FrontierPlanner:
@@ -140,12 +146,28 @@ class FrontierPlanner:
         for p in players:
             if np.isfinite(p.pose.position).all():
                 self.parts.explored.mark_visited(float(p.pose.position[0]), float(p.pose.position[2]))
-        candidates = self.uncovered_views(players, lookahead_s)
+        candidates = sorted(self.uncovered_views(players, lookahead_s), key=lambda c: c.probe.rank)
         new_jobs: list[GenerationJob] = []
         with self._lock:
-            for cand in sorted(candidates, key=lambda c: c.probe.rank):
-                self._schedule(cand, now, caption, new_jobs)
-            stale = self._drop_stale(now)
+            holes_wait = False  # a player is shown a hole that a fill job is asked for
+            for cand in candidates:
+                if not cand.detail:
+                    served = self._schedule(cand, now, caption, new_jobs)
+                    holes_wait |= cand.shown_hole and not served
+            # Fill first, detail after: while a player is shown a hole that a fill job is
+            # asked for, no refining job is planned and queued ones yield (cancelled; asked
+            # again once nothing fills); a running one is cancelled once a fill job waits
+            # for its slot (JobQueue.preempt_refining).
+            if holes_wait:
+                yielded = [j for j in self.queue.pending() if j.state == "queued" and j.refines]
+                self.queue.cancel_queued(yielded, now)
+                self.stats.jobs_yielded += len(yielded)
+            else:
+                yielded = []
+                for cand in candidates:
+                    if cand.detail:
+                        self._schedule(cand, now, caption, new_jobs)
+            stale = self._drop_stale(now) + yielded
         return new_jobs, stale
 
     def _probe_key(self, probe: ProbeView) -> tuple:
@@ -210,7 +232,9 @@ class FrontierPlanner:
         return out
 
     def uncovered_views(self, players: Sequence[PlayerState], lookahead_s: float) -> list[UncoveredView]:
-        """Probe views of all players that reach unexplored cells and show too much empty space."""
+        """Probe views of all players that reach unexplored cells and show too much empty
+        space, that show a player holes (``hole_fraction``), and -- while nothing fills --
+        that show too coarse a scene (``detail``)."""
         cfg = self.config
         versions = (self.scene.version, self.parts.sky_directions.version)
         if self._probe_versions != versions or len(self._probe_cache) > PROBE_CACHE_MAX:  # new splats or sky: answers are stale
@@ -236,28 +260,16 @@ class FrontierPlanner:
             )
             ahead = self._ahead_on_ground(p.pose, [pr for pr in probes if pr.kind == "ahead"])
             probes = [pr for pr in probes if pr.kind != "ahead"] + ahead
-            hole_tested = set()  # kinds tested for holes: the view and the nearest view ahead
+            hole_tested = set()  # kinds tested for holes: the view now and soon, and the nearest view ahead
             for pr in probes:
                 if self.parts.explored.reaches_unknown(pr.position, pr.yaw, cfg.frontier_distances):
                     tested.append((pr, self._probe_key(pr)))
                 elif cfg.hole_fraction > 0 and pr.kind in HOLE_PROBES and pr.kind not in hole_tested:
                     hole_tested.add(pr.kind)
                     tested.append((pr, self._probe_key(pr)))  # explored, but is it whole?
-                elif detail and pr.kind != "ahead" and self._too_coarse(pr):
+                elif detail and pr.kind not in ("ahead", "soon") and self._too_coarse(pr):
                     coarse.append(pr)
-        missing = list({key: pr for pr, key in tested if key not in self._probe_cache}.items())
-        if missing:
-            cams = probe_cameras([pr for _, pr in missing], cfg.probe_width, cfg.probe_height)
-            snapshot = self.scene.snapshot()
-            if snapshot.chunks:
-                alpha = self.renderer.render_alpha(snapshot, cams)
-            else:
-                alpha = np.zeros((len(cams), cams.height, cams.width), np.float32)
-            self.stats.probes_rendered += len(cams)
-            fractions = uncovered_fractions(alpha, cams, self.parts.sky_directions)
-            near = uncovered_fractions(alpha, cams, self.parts.sky_directions, near_m=cfg.hole_reach_m)
-            for (key, _), frac, frac_near in zip(missing, fractions, near):
-                self._probe_cache[key] = (float(frac), float(frac_near))
+        self._test_probes(tested)
         out: list[UncoveredView] = []
         for probe, key in tested:
             # Splats seen from far away cover a view in alpha long before they have the
@@ -268,14 +280,16 @@ class FrontierPlanner:
                 and probe.kind != "ring"
                 and not self.parts.explored.is_generated(float(probe.position[0]), float(probe.position[2]))
             )
-            fraction, near = self._probe_cache[key]
+            fraction, shown = self._probe_cache[key]
             uncovered = unexplored or fraction > cfg.uncovered_fraction
-            # Holes near the player in what it sees or is about to see (the far field is
-            # the frontier's: keyframes ahead fill it as the player approaches).
-            holed = cfg.hole_fraction > 0 and probe.kind in HOLE_PROBES and near > cfg.hole_fraction
+            # Holes in what the player is shown now or is about to be: the scene over the
+            # far field, every pixel (a hole the player sees is one, near or far).
+            holed = cfg.hole_fraction > 0 and probe.kind in HOLE_PROBES and shown > cfg.hole_fraction
             if uncovered or holed:
-                out.append(dataclasses.replace(self._keyframe_view(probe), hole=not uncovered))
-            elif detail and probe.kind != "ahead" and self._too_coarse(probe):
+                view = dataclasses.replace(self._keyframe_view(probe), hole=not uncovered)
+                view.shown_hole = holed and probe.kind in SHOWN_PROBES
+                out.append(view)
+            elif detail and probe.kind not in ("ahead", "soon") and self._too_coarse(probe):
                 coarse.append(probe)
         for probe in coarse:
             # Tilted down: a refining keyframe also remakes the ground just ahead, which
@@ -285,6 +299,34 @@ class FrontierPlanner:
         for view in out:
             view.speed = speeds.get(view.probe.player_id, 0.0)
         return out
+
+    def _test_probes(self, tested: list[tuple[ProbeView, tuple]]) -> None:
+        """Render the probes not in the cache yet (at ``probe_width`` x ``probe_height``) and
+        cache ``(uncovered fraction of the splats, fraction of holes shown)`` for each: the
+        second draws the far field behind the splats, only for :data:`HOLE_PROBES` kinds
+        (0 for the others: they are not tested for holes)."""
+        cfg = self.config
+        missing = list({key: pr for pr, key in tested if key not in self._probe_cache}.items())
+        if not missing:
+            return
+        cams = probe_cameras([pr for _, pr in missing], cfg.probe_width, cfg.probe_height)
+        snapshot = self.scene.snapshot()
+        n = len(cams)
+        alpha = self.renderer.render_alpha(snapshot, cams) if snapshot.chunks else np.zeros((n, cams.height, cams.width), np.float32)
+        self.stats.probes_rendered += n
+        fractions = uncovered_fractions(alpha, cams, self.parts.sky_directions)
+        shown = np.zeros(n)
+        holes = [i for i, (_, pr) in enumerate(missing) if pr.kind in HOLE_PROBES]
+        if holes and cfg.hole_fraction > 0:
+            shown[holes] = self._shown_holes(snapshot, alpha[holes], cams[holes])
+        for (key, _), frac, hole in zip(missing, fractions, shown):
+            self._probe_cache[key] = (float(frac), float(hole))
+
+    def _shown_holes(self, snapshot: SceneSnapshot, alpha: np.ndarray, cams: Cameras) -> np.ndarray:
+        """``[N]`` fraction of holes ``cams`` show a player: the splats' opacity ``alpha``
+        ``[N, H, W]`` drawn over ``snapshot``'s far field (rendered here, alone)."""
+        far = self.renderer.render_alpha(SceneSnapshot(snapshot.version, snapshot.far), cams) if snapshot.far else np.zeros_like(alpha)
+        return shown_hole_fractions(alpha, far, cams, self.parts.sky_directions)
 
     def _keyframe_view(self, probe: ProbeView) -> UncoveredView:
         """The keyframe a probe asks for: its pose with the pitch clamped to the keyframe range."""
@@ -331,16 +373,22 @@ class FrontierPlanner:
         return math.isfinite(footprint) and footprint > max(cfg.detail_max_px, 1.5 * base)
 
     # ------------------------------------------------------------------ jobs from views
-    def _schedule(self, cand: UncoveredView, now: float, caption: str, new_jobs: list[GenerationJob]) -> None:
-        """Merge ``cand`` into a job that serves it, or make a new one (called under the lock)."""
+    def _schedule(self, cand: UncoveredView, now: float, caption: str, new_jobs: list[GenerationJob]) -> bool:
+        """Merge ``cand`` into a job that serves it, or make a new one (called under the lock).
+
+        Returns True when no job will be asked for it: a finished keyframe already served
+        that view (or failed there lately); False when it joined a pending job, got a new
+        one, or waits for a limit."""
         cfg = self.config
         pos = cand.probe.position
         near = HOLE_MERGE_DISTANCE if cand.hole else cfg.merge_distance
         if self.done_views.matches(pos, cand.forward, near, cfg.merge_angle):
-            return  # generated there already: what is still empty stays empty, no loops
+            return True  # generated there already: what is still empty stays empty, no loops
         if self.failed_views.matches(pos, cand.forward, cfg.merge_distance, cfg.merge_angle, since=now - cfg.retry_after_s):
-            return
+            return True
         for job in self.queue.pending():
+            if job.refines and not cand.detail:
+                continue  # fill never waits on a refining job's larger trace: it gets its own
             centers, forwards = job.cameras.centers, job.cameras.forwards
             near = np.linalg.norm(centers - pos, axis=1) <= cfg.merge_distance
             aligned = forwards @ cand.forward >= math.cos(cfg.merge_angle)
@@ -349,21 +397,24 @@ class FrontierPlanner:
                 job.last_requested = now
                 if job.state == "queued":
                     job.priority = min(job.priority, self.priority(cand))
-                return
+                return False
         refusal = self.limits.refusal(self.queue.pending(), cand.probe.player_id)
         if refusal is not None:
             self.refused[cand.probe.player_id] = refusal
-            return
+            return False
         job = self._make_job(cand, now, caption, self.keyframe_size(cand))
         job.refines = cand.detail
         job.scale = self.trace_scale(cand)
         job.fills_holes = cand.hole
+        if cand.hole:
+            job.hole_view = probe_cameras([cand.probe], cfg.probe_width, cfg.probe_height)
         self.stats.coarse_jobs += int(job.scale < 1.0)
         self.queue.add(job)
         new_jobs.append(job)
         self.stats.jobs_created += 1
         self.stats.detail_jobs += int(cand.detail)
         self.stats.fine_jobs += int(job.cameras.width > cfg.keyframe_width)
+        return False
 
     def priority(self, cand: UncoveredView) -> float:
         """Lower first: the probe's rank (the queue breaks ties by job id, i.e. request order);
@@ -372,15 +423,17 @@ class FrontierPlanner:
 
     def trace_scale(self, cand: UncoveredView) -> float:
         """The resolution scale a new job for ``cand`` is traced at (call under the lock):
-        ``coarse_scale`` for a job filling empty space while generation is behind -- a fill
-        job is already queued or running, or the player moves at ``coarse_speed`` or faster
-        -- so holes close in about a quarter of the time (fill coarse first); else 1.
-        Only for generators that trace any image size (``traces_any_size``): a model may
-        need its own sizes."""
+        ``coarse_scale`` for a job filling empty space while generation is behind -- the
+        player is shown a hole now or a second on in a world under way, a fill job is already
+        queued or running, or the player moves at ``coarse_speed`` or faster -- so holes close
+        in about a quarter of the time (fill coarse first); else 1. A fresh world's first
+        view is its start: traced whole. Only for generators that trace any image size
+        (``traces_any_size``): a model may need its own sizes."""
         cfg = self.config
         if cand.detail or cfg.coarse_scale >= 1.0 or not getattr(self.parts.generator, "traces_any_size", False):
             return 1.0
-        behind = cand.speed >= cfg.coarse_speed or self._frontier_busy()
+        shown = cand.shown_hole and bool(self.scene.snapshot().chunks)
+        behind = shown or cand.speed >= cfg.coarse_speed or self._frontier_busy()
         return cfg.coarse_scale if behind else 1.0
 
     def keyframe_size(self, cand: UncoveredView) -> tuple[int, int]:
@@ -448,8 +501,11 @@ class FrontierPlanner:
         """Did other jobs cover this job's views while it waited? (cheap low-resolution test)
 
         Covered means: the camera stands in a generated cell and every view is covered
-        in alpha (the same two rules that made the job; for a job the hole test asked
-        for, its near holes are at most a quarter of ``hole_fraction``).
+        in alpha (the same two rules that made the job); for a job the hole test asked
+        for, the probe view that asked shows at most half ``hole_fraction`` of holes now
+        (the scene over the far field). That view, not the keyframe's: a 75 degree
+        keyframe dilutes what a 60 degree view shows, and a hole under its threshold
+        there stayed on the player's screen.
         """
         snapshot = self.scene.snapshot()
         if not snapshot.chunks or job.refines:  # a refining job's views are covered: coarsely
@@ -460,12 +516,11 @@ class FrontierPlanner:
                 return False
         cfg = self.config
         cams = job.cameras.resized(cfg.probe_width, cfg.probe_height)
-        alpha = self.renderer.render_alpha(snapshot, cams)
         if job.fills_holes:
-            # The keyframe's wider view dilutes the hole the player's view showed: skip
-            # only when next to none is left.
-            near = uncovered_fractions(alpha, cams, self.parts.sky_directions, near_m=cfg.hole_reach_m)
-            return bool((near <= cfg.hole_fraction / 4).all())
+            view = cams if job.hole_view is None else job.hole_view
+            alpha = self.renderer.render_alpha(snapshot, view)
+            return bool((self._shown_holes(snapshot, alpha, view) <= cfg.hole_fraction / 2).all())
+        alpha = self.renderer.render_alpha(snapshot, cams)
         return bool((uncovered_fractions(alpha, cams, self.parts.sky_directions) <= cfg.uncovered_fraction).all())
 
     # ------------------------------------------------------------------ persistence

@@ -49,7 +49,7 @@ class JobRunner:
         max_running: int | None = None,
     ) -> None:
         self.config, self.queue, self.generator, self.memory = parts.config, parts.jobs, parts.generator, parts.memory
-        self.stats, self.start_image = parts.stats, parts.start_image
+        self.stats, self.start_image, self._clock = parts.stats, parts.start_image, parts.clock
         # What generators that condition on known content draw (GenerationRequest.scene).
         self._scene_view = SceneView(parts.scene, parts.sky, parts.renderer)
         self.planner = planner
@@ -85,7 +85,7 @@ class JobRunner:
 
     def _run(self, job: GenerationJob, token: CancelToken) -> None:
         cfg = self.config
-        job.started_at = time.monotonic()
+        job.started_at = self._clock()
         if not job.refines:  # detail waits for fill by design: its queueing says nothing of lag
             waited = max(0.0, job.started_at - job.created_at)
             self.average_wait_s = waited if self.average_wait_s is None else 0.7 * self.average_wait_s + 0.3 * waited
@@ -112,7 +112,7 @@ class JobRunner:
             token.raise_if_cancelled()
             self._apply(job, result)
             self.stats.jobs_done += 1
-            seconds = time.monotonic() - job.started_at
+            seconds = self._clock() - job.started_at
             self.average_job_s = seconds if self.average_job_s is None else 0.7 * self.average_job_s + 0.3 * seconds
         except GenerationCancelled:
             self.finish(job, "cancelled")
@@ -120,7 +120,7 @@ class JobRunner:
         except Exception as e:  # the world survives a failing generator
             log.exception("world %s: job %d failed", cfg.name, job.id)
             self.stats.jobs_failed += 1
-            self.planner.record_failed(job.cameras, time.monotonic())
+            self.planner.record_failed(job.cameras, self._clock())
             self.finish(job, "failed")
             self._emit(JobFailed(job.id, f"{type(e).__name__}: {e}"))
         finally:

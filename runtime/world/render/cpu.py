@@ -7,9 +7,10 @@ Per camera and frame:
    visible blocks from the cached, activated copies (:mod:`.projection`);
 3. sort the kept splats by depth, bin them into 16x16 tiles, blend each tile front to
    back with early termination (:mod:`.raster`);
-4. composite over the background and quantise: the sky, sampled on a coarse grid, with
-   the snapshot's far field (``snapshot.far``) drawn over it at that grid's resolution
-   (:meth:`CpuRenderer._far_background`; nothing when the snapshot has none).
+4. composite over the sky (sampled on a coarse grid) and quantise; then lay the snapshot's
+   far field (``snapshot.far``, drawn on its own grid: :meth:`CpuRenderer._far_layer`)
+   behind the scene where the scene is see-through (:mod:`.far_pass`; nothing when the
+   snapshot has none).
 
 The maths matches 3DGS / gsplat "classic" mode (EWA projection, 0.3 px low-pass,
 alpha clamped to 0.99, splats under 1/255 skipped, stop at T < 1e-4), so CPU and
@@ -34,6 +35,7 @@ from ..scene import Chunk, SceneSnapshot
 from ..sky import Sky
 from .base import RenderOutput
 from .chunk_cache import ChunkCache
+from .far_pass import SEE_THROUGH_FROM, composite_far, far_stride
 from .sky_grid import SkyGridCache, coarse_camera
 from .conventions import ALPHA_MIN
 from .projection import S_DEPTH, SPLAT_WIDTH, PackedChunk, activate_chunk, project, visible_blocks
@@ -78,6 +80,9 @@ def _parallel_lock() -> contextlib.AbstractContextManager:
 
 _WORKQUEUE_LOCK = threading.Lock()
 
+_BLACK = np.zeros((1, 1, 3), np.float32)
+"""The far layer's background: it is drawn premultiplied, over nothing."""
+
 
 def _activate(chunk: Chunk) -> PackedChunk:
     with _parallel_lock():
@@ -91,14 +96,20 @@ class CpuRenderer:
         cache_bytes: budget for per-chunk activated data.
         t_min: a pixel stops taking splats before its transmittance would drop below
             this (3DGS and gsplat: 1e-4).
+        far_see_through_from: scene transmittance from which the far field shows
+            (:data:`.far_pass.SEE_THROUGH_FROM`); None lays it under the whole scene as under
+            the sky, as the browser's local rendering does (for comparing with it).
     """
 
     name = "cpu"
 
-    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES, t_min: float = T_MIN) -> None:
+    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES, t_min: float = T_MIN, far_see_through_from: float | None = SEE_THROUGH_FROM) -> None:
         if not 0.0 < t_min < 1.0:
             raise ValueError(f"CpuRenderer.t_min must be in (0, 1), got {t_min}")
+        if far_see_through_from is not None and not 0.0 <= far_see_through_from < 1.0:
+            raise ValueError(f"CpuRenderer.far_see_through_from must be None or in [0, 1), got {far_see_through_from}")
         self.t_min = t_min
+        self.far_see_through_from = far_see_through_from
         self._chunks: ChunkCache[PackedChunk] = ChunkCache(_activate, lambda packed: packed.nbytes, cache_bytes)
         self._scratch = _Scratch()
         self._skies = SkyGridCache()
@@ -114,9 +125,12 @@ class CpuRenderer:
             cam = cameras[i]
             coarse, stride = self._skies.get(sky, cam)
             far = snapshot.visible_far(cam)
-            if far:
-                coarse = self._far_background(far, cam, coarse, stride)
             self._draw(snapshot, cam, True, coarse, stride, rgb[i], depth[i], alpha[i])
+            if far:
+                far_rgb, far_alpha, fstride = self._far_layer(far, cam)
+                see_through = self.far_see_through_from
+                composite_far(rgb[i], alpha[i], far_rgb, far_alpha[..., None], fstride, coarse, stride,
+                              np.float32(see_through or 0.0), see_through is None)
         return RenderOutput(rgb=rgb, depth=depth, alpha=alpha, scene_version=snapshot.version)
 
     def render_alpha(self, snapshot: SceneSnapshot, cameras: Cameras) -> np.ndarray:
@@ -132,27 +146,26 @@ class CpuRenderer:
         return self._chunks.chunk_ids()
 
     # ---- one camera ----
-    def _far_background(self, far: tuple[Chunk, ...], camera: Cameras, sky: np.ndarray, stride: int) -> np.ndarray:
-        """``[hc, wc, 3]`` float32: the far-field chunks drawn over the coarse sky grid ``sky``
-        at the grid's own resolution (its samples are pixel centres of a coarse camera), so
-        the scene is composited over it exactly as over the sky. Where no far splat reaches
-        a sample, the sky's exact value is kept."""
+    def _far_layer(self, far: tuple[Chunk, ...], camera: Cameras) -> tuple[np.ndarray, np.ndarray, int]:
+        """The far-field chunks drawn over nothing on the far grid (:func:`.far_pass.far_stride`):
+        ``([hf, wf, 3] uint8 premultiplied colour, [hf, wf] float32 alpha, stride)``, its samples
+        the pixel centres of a coarse camera (:func:`.sky_grid.coarse_camera`)."""
+        stride = far_stride(camera.width, camera.height)
         cam = coarse_camera(camera, stride)
-        hc, wc = sky.shape[:2]
-        rgb = np.empty((hc, wc, 3), np.uint8)
-        depth = np.empty((hc, wc), np.float32)
-        alpha = np.empty((hc, wc), np.float32)
+        scratch = self._scratch
+        rgb = scratch.get("far_rgb", (cam.height, cam.width, 3), np.uint8)
+        depth = scratch.get("far_depth", (cam.height, cam.width), np.float32)
+        alpha = scratch.get("far_alpha", (cam.height, cam.width), np.float32)
         # One thread: the far pass is small (a coarse grid, a few thousand splats), and a
         # parallel launch waits for every worker; on a loaded machine that wait cost 5-30x the
         # pass itself (measured; docs/benchmarks.md).
         threads = numba.get_num_threads()
         numba.set_num_threads(1)
         try:
-            self._draw(SceneSnapshot(0, far), cam, True, sky, 1, rgb, depth, alpha)
+            self._draw(SceneSnapshot(0, far), cam, True, _BLACK, 1, rgb, depth, alpha)
         finally:
             numba.set_num_threads(threads)
-        drawn = alpha[..., None] > 0.0
-        return np.where(drawn, rgb.astype(np.float32) * np.float32(1 / 255), sky).astype(np.float32)
+        return rgb, alpha, stride
 
     def _draw(
         self,
