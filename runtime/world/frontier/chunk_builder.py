@@ -205,17 +205,16 @@ class ChunkBuilder:
     def _fit_views(self, gaussians: Gaussians, base: SceneSnapshot, rgb: np.ndarray, depth: np.ndarray, cams: Cameras) -> list[FitView]:
         """The pictures the least-squares fit matches: the job's keyframes (``rgb``, seam-blended),
         then up to ``fit_neighbour_views`` earlier keyframes from memory that see the new
-        Gaussians (nearest first), each over the background the renderer would draw there."""
-        background = SceneSnapshot(base.version, (), base.far)  # the sky with the far field over it
+        Gaussians (nearest first), each with the sky and far field the renderer lays behind."""
+        frames = self._neighbour_frames(gaussians, cams) if self.config.fit_neighbour_views > 0 else []
+        pictures = [(cams[i], rgb[i], depth[i]) for i in range(len(cams))]
+        pictures += [(Cameras(f.w2c[None], f.K[None], f.width, f.height), f.rgb, f.depth) for f in frames]
+        far_from = getattr(self.renderer, "far_see_through_from", None)
         views = []
-        for i in range(len(cams)):
-            bg = self.renderer.render(background, cams[i], self.parts.sky).rgb[0]
-            views.append(FitView(cams[i], rgb[i], depth[i], bg.astype(np.float32) * np.float32(1 / 255)))
-        if self.config.fit_neighbour_views > 0:
-            for frame in self._neighbour_frames(gaussians, cams):
-                cam = Cameras(frame.w2c[None], frame.K[None], frame.width, frame.height)
-                bg = self.renderer.render(background, cam, self.parts.sky).rgb[0]
-                views.append(FitView(cam, frame.rgb, frame.depth, bg.astype(np.float32) * np.float32(1 / 255)))
+        for cam, picture, picture_depth in pictures:
+            background = self.renderer.render(SceneSnapshot(base.version, (), base.far), cam, self.parts.sky).rgb[0]
+            sky = self.renderer.render(SceneSnapshot(base.version, ()), cam, self.parts.sky).rgb[0] if base.far else None
+            views.append(FitView(cam, picture, picture_depth, _unit(background), None if sky is None else _unit(sky), far_from))
         return views
 
     def _neighbour_frames(self, gaussians: Gaussians, cams: Cameras) -> list[Frame]:
@@ -398,6 +397,11 @@ class ChunkBuilder:
     def restore(self, next_frame_id: int) -> None:
         """Take a loaded world's frame counter (call under the planner lock)."""
         self.next_frame_id = next_frame_id
+
+
+def _unit(rgb: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 -> float32 in [0, 1]."""
+    return rgb.astype(np.float32) * np.float32(1 / 255)
 
 
 def _without(snapshot: SceneSnapshot, masks: dict[int, np.ndarray]) -> SceneSnapshot:

@@ -74,6 +74,10 @@ class FitView:
         depth: ``[H, W]`` float32 metres along +z of what it shows; ``inf`` = sky.
         background: ``[H, W, 3]`` float32 in [0, 1], what the renderer shows where no splat
             covers a pixel (the sky with the far field over it).
+        sky: ``[H, W, 3]`` float32 in [0, 1], the sky alone, or None (no far field: the same).
+        far_from: the renderer lays the far field only behind what is see-through, fully at
+            transmittance 1, not at all at or below this (``CpuRenderer.far_see_through_from``);
+            None: behind everything, as a background.
         weight: how much this view's pixels count (the chunk's own keyframes: 1).
     """
 
@@ -81,7 +85,19 @@ class FitView:
     rgb: np.ndarray
     depth: np.ndarray
     background: np.ndarray
+    sky: np.ndarray | None = None
+    far_from: float | None = None
     weight: float = 1.0
+
+    def behind(self, transmit: np.ndarray) -> np.ndarray:
+        """``[P, 3]``: what shows through a pixel's remaining transmittance ``transmit [P]``
+        (fixed with the geometry, so the drawn picture stays linear in the colours)."""
+        background = self.background.reshape(-1, 3)
+        if self.sky is None:
+            return transmit[:, None] * background
+        sky = self.sky.reshape(-1, 3)
+        share = np.ones_like(transmit) if self.far_from is None else np.clip((transmit - self.far_from) / (1.0 - self.far_from), 0.0, 1.0)
+        return transmit[:, None] * (sky + share[:, None] * (background - sky))
 
 
 @dataclass(frozen=True)
@@ -246,7 +262,7 @@ def _view_rows(new: Gaussians, packed_new: PackedChunk, order: np.ndarray, old: 
     weight = np.empty(int(start[-1]), np.float32)
     _trace(splats, boxes, offsets, ids, local, c0, W, H, t_min, True, start, count, index, weight, base, transmit, depth_sum)
     picture = view.rgb.reshape(P, 3).astype(np.float32) * np.float32(1 / 255)
-    constant = base + transmit[:, None] * view.background.reshape(P, 3)
+    constant = base + view.behind(transmit)
     depth = view.depth.reshape(P)
     alpha = 1.0 - transmit
     with np.errstate(invalid="ignore", divide="ignore"):
