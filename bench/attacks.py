@@ -358,7 +358,9 @@ def stalls_in(reports: list[dict], t0: float, t1: float) -> dict:
     wakes = sum(w["wakes"] for w in waits)
     lock_wait = {"wakes": wakes, "mean_ms": round(sum(w["ms"] for w in waits) / wakes, 2) if wakes else None,
                  "worst_ms": max((w["worst_ms"] for w in waits), default=None), "over_switch": sum(w["over_switch"] for w in waits),
-                 "watch_cpu_ms": round(sum(r.get("watch_cpu_ms", 0.0) for r in reports if "lock_wait" in r), 1)}
+                 "watch_cpu_ms": round(sum(r.get("watch_cpu_ms", 0.0) for r in reports if "lock_wait" in r), 1),
+                 "streaming_ran_ms": round(sum(r.get("streaming", {}).get("ran_ms", 0.0) for r in reports if "lock_wait" in r), 1),
+                 "streaming_waited_ms": round(sum(r.get("streaming", {}).get("waited_ms", 0.0) for r in reports if "lock_wait" in r), 1)}
     return {"count": len(stalls), "longest_ms": longest, "full_gc": len(full_gc), "full_gc_ms": max(full_gc, default=0.0),
             "compiles": compiles, "lock_wait": lock_wait, "reports": [r for r in reports if "lock_wait" not in r]}
 
@@ -498,7 +500,9 @@ def _lock_text(wait: dict) -> str:
     if not wait["wakes"]:
         return ""
     return (f"server's lock probe waited for the interpreter lock {wait['mean_ms']} ms per wake on average "
-            f"(worst {wait['worst_ms']} ms, {wait['over_switch']} of {wait['wakes']} wakes over the switch interval), ")
+            f"(worst {wait['worst_ms']} ms, {wait['over_switch']} of {wait['wakes']} wakes over the switch interval), "
+            f"its streaming threads ran {wait['streaming_ran_ms']} ms and waited {wait['streaming_waited_ms']} ms for a CPU, "
+            f"the stall watch used {wait['watch_cpu_ms']} ms of CPU, ")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,6 +41,9 @@ of the scene's alpha alone (the far field left out: this bench's measure until 2
 the far field covers them and whether any keyframe saw that surface (:mod:`bench.hole_causes`).
 The walker's velocity, given to planning, follows the ground (uphill it rises), as the
 server derives it from a player's moves.
+``--error-budget`` splits every novel view's squared error by pixel class (holes, sky, depth
+edges, unseen surfaces, thin structures, objects, ground), by the generator's depth, and into
+geometry vs colour (:mod:`bench.error_budget`).
 ``--timeline`` prints every job of each walk: when it was planned, started, finished
 generating, landed in the scene and was first drawn (seconds since the walk started), its
 trace resolution (coarse fill jobs are traced at a fraction of the keyframe size) and how
@@ -61,6 +64,7 @@ Usage::
     .venv/bin/python -m bench.fidelity --speeds 6 --novel 0 --no-encoder --timeline     # why holes last
     .venv/bin/python -m bench.fidelity --speeds 1.5 --novel 0 --no-encoder --causes     # what the holes are
     .venv/bin/python -m bench.fidelity --paced 1 --novel 0 --no-encoder --timeline      # real-time scheduling, load-free
+    .venv/bin/python -m bench.fidelity --fast-forward --speeds 1.5,6 --distance 20 --novel 12 --no-encoder --error-budget  # where the error is
 
 ``--config key=value`` overrides a ``WorldConfig`` field (JSON values) to compare settings.
 On the shared 2-core machine generation competes with everything else running: compare
@@ -78,7 +82,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench import hole_causes, paced
+from bench import error_budget, hole_causes, paced
 from bench.common import describe_machine, format_table, machine, write_json
 from bench.compare import psnr, sharpness, ssim
 from runtime.world import PlayerState, Pose, World, WorldConfig
@@ -300,7 +304,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         clock = paced.SimClock()
         generator = paced.PacedGenerator(generator, clock, args.paced)
     optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
-    world = World(config, generator=generator, renderer=create_renderer(args.renderer), chunk_optimiser=optimiser, clock=clock)
+    world = World(config, generator=generator, renderer=_renderer(args), chunk_optimiser=optimiser, clock=clock)
     path = make_path(path_kind, args.distance, seed)
     timeline = JobTimeline(world, clock)
     try:
@@ -402,6 +406,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             w_out = world.render(cam)
             nearest = key_centers[np.argmin(np.linalg.norm(key_centers - pose.position, axis=1))] if len(key_centers) else pose.position
             c_rgb, _ = truth.render(cam, shade_from=nearest[None].astype(np.float64))
+            far = hole_causes.far_alpha(world.renderer, _drawn(world, cam), cam)
             view = {
                 "s": round(s, 2),
                 "yaw_from_path_deg": round(math.degrees((pose.yaw - heading + math.pi) % (2 * math.pi) - math.pi)),
@@ -410,10 +415,13 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
                 "psnr": _finite(psnr(w_out.rgb[0], t_rgb[0])),
                 "ssim": ssim(w_out.rgb[0], t_rgb[0]),
                 "sharpness": sharpness(w_out.rgb[0]) / max(sharpness(t_rgb[0]), 1e-6),
-                "holes": holes(w_out.alpha[0], t_depth[0], far_alpha=hole_causes.far_alpha(world.renderer, _drawn(world, cam), cam)),
+                "holes": holes(w_out.alpha[0], t_depth[0], far_alpha=far),
                 "ceiling": _finite(psnr(c_rgb[0], t_rgb[0])),
                 "far_gain": _far_gain(world, cam, w_out.rgb[0], t_rgb[0]),
             }
+            if args.error_budget:
+                shown = w_out.alpha[0] + (1.0 - w_out.alpha[0]) * far
+                view["budget"] = error_budget.view_budget(w_out.rgb[0], t_rgb[0], t_depth[0], shown, cam, world.memory.frames(), seed, SKY_DEPTH)
             views.append(view)
             world_rgb.append(w_out.rgb[0])
             truth_rgb.append(t_rgb[0])
@@ -462,6 +470,12 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     finally:
         world.close()
     return out
+
+
+def _renderer(args):
+    """The renderer ``--renderer`` names, with ``--lod-px`` where given (CPU renderer only)."""
+    options = {} if args.lod_px is None else {"lod_px": args.lod_px}
+    return create_renderer(args.renderer, **options)
 
 
 def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
@@ -533,7 +547,7 @@ def draw_novel_view(truth: Truth, path: Path2D, rng: np.random.Generator, offset
 def _far_gain(world: World, cam: Cameras, world_rgb: np.ndarray, truth_rgb: np.ndarray) -> float:
     """PSNR (dB) the far field adds to this picture: the world's, minus the same snapshot's
     drawn without its far chunks (0 when the world has none)."""
-    snapshot = world.scene.snapshot()
+    snapshot = _drawn(world, cam)  # a frozen seen view's, where the camera stands in one
     if not snapshot.far:
         return 0.0
     bare = world.renderer.render(dataclasses.replace(snapshot, far=()), cam, world.sky).rgb[0]
@@ -602,7 +616,7 @@ def oracle(args, log=print) -> list[dict]:
     caption = CAPTIONS.get(args.biomes.split(",")[0], args.biomes.split(",")[0])
     truth = Truth(caption, seed)
     sky = truth.generator.sky(caption, seed)
-    renderer = create_renderer(args.renderer)
+    renderer = _renderer(args)
     rng = np.random.default_rng(seed)
     settings = []
     for item in args.oracle.split(","):
@@ -716,6 +730,8 @@ def parse_args(argv=None):
     ap.add_argument("--hole-threshold", type=float, default=0.01, help="a sample shows a visible hole above this fraction")
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--no-encoder", dest="encoder", action="store_false")
+    ap.add_argument("--lod-px", type=float, default=None, help="the CPU renderer's level of detail (0: off; default: "
+                    "the renderer's own, see runtime/world/render/lod.py)")
     ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value)")
     ap.add_argument("--fast-forward", action="store_true", help="generation waited for at every update (simulated time): "
                     "measures reconstruction, not how busy the CPU is")
@@ -730,6 +746,8 @@ def parse_args(argv=None):
     ap.add_argument("--timeline", action="store_true", help="print every job's plan/start/generate/land/draw times")
     ap.add_argument("--causes", action="store_true", help="break every hole sample down by depth band, far-field "
                     "cover and cause (bench/hole_causes.py)")
+    ap.add_argument("--error-budget", action="store_true", help="split every novel view's squared error by pixel class, "
+                    "depth band and geometry vs colour (bench/error_budget.py)")
     ap.add_argument("--json", dest="json_path")
     args = ap.parse_args(argv)
     if args.quick:
@@ -816,6 +834,8 @@ def main(argv=None) -> None:
     print(format_table(report["rows"], WALK_COLUMNS))
     print()
     print(format_table(report["distance"], [("speed", "m/s"), ("bin", "from spawn"), ("n", "views"), ("psnr", "PSNR med"), ("sharp", "sharp"), ("ceiling", "ceiling")]))
+    if args.error_budget:
+        error_budget.print_tables([v for walk in report["walks"] for v in walk["views"]], format_table)
     s = report["summary"]
     if s:
         print(

@@ -28,8 +28,9 @@ A lock probe thread sleeps 5 ms at a time and measures how much later than asked
 woke, less the time it waited on the run queue: what is left is its wait for the
 interpreter lock, the wait any thread wanting it at a random moment meets. Once a second
 the watch records those waits (``lock_wait``: wakes, total and worst ms, how many were over
-the switch interval) and its own CPU (``watch_cpu_ms``, spent holding the lock too);
-``bench/attacks.py`` prints both per phase.
+the switch interval), its own CPU (``watch_cpu_ms``, spent holding the lock too) and
+the CPU the streaming threads (the event loop's, the render threads) ran and waited on the
+run queue for (``streaming``); ``bench/attacks.py`` prints them per phase.
 
 Cost when on: one wake-up per period (half the threshold, 20–100 ms) reading a
 small ``/proc`` file per thread, 200 probe wake-ups a second, and two ``gc`` callbacks
@@ -265,10 +266,28 @@ class StallWatch(NoWatch):
                 if now - recorded >= LOCK_WAIT_EVERY_S:
                     waits, self._lock_waits = self._lock_waits, _LockWaits()
                     # Its own CPU too: nearly all of it Python, run holding the interpreter lock.
-                    self._keep({"time": time.time(), "pid": os.getpid(), "lock_wait": waits.record(), "watch_cpu_ms": round(1e3 * cost, 1)})
+                    self._keep({"time": time.time(), "pid": os.getpid(), "lock_wait": waits.record(), "watch_cpu_ms": round(1e3 * cost, 1),
+                                "streaming": self._streaming_cpu(recorded)})
                     recorded, cost = now, 0.0
             except Exception:  # a diagnostic must never take the server down
                 log.exception("stall watch failed")
+
+    def _streaming_cpu(self, since: float) -> dict:
+        """The streaming threads (the event loop's, the render threads) since monotonic time
+        ``since``: ms each ran and ms each waited on the run queue for a CPU, summed."""
+        if len(self._samples) < 2:
+            return {}
+        before, after = self._cpu_since(since), self._samples[-1][1]
+        me = os.getpid()
+        out = {"ran_ms": 0.0, "waited_ms": 0.0}
+        for t in threading.enumerate():
+            if t.native_id is None or not (t.name == "MainThread" or t.name.startswith("render")):
+                continue
+            run, wait = after.get((me, t.native_id), (0, 0))
+            run0, wait0 = before.get((me, t.native_id), (run, wait))
+            out["ran_ms"] += (run - run0) / 1e6
+            out["waited_ms"] += (wait - wait0) / 1e6
+        return {k: round(v, 1) for k, v in out.items()}
 
     def _probe_lock(self) -> None:
         """Sleep :data:`LOCK_PROBE_S` at a time; each time woken later than its time on the

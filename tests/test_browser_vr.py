@@ -284,3 +284,58 @@ def test_local_mode_renders_both_eyes_in_the_headset(browser, base_url, world):
         page.wait_for_function("() => !window.__worldstream.vr.active", timeout=10_000)
         frames = page.evaluate("() => window.__worldstream.local.framesDrawn")
         page.wait_for_function(f"() => window.__worldstream.local.framesDrawn > {frames + 3}", timeout=30_000)
+
+
+@pytest.mark.timeout(600)
+def test_local_mode_draws_the_far_field_in_the_headset(browser, base_url, world):
+    """Render mode local with far-field chunks held: the headset's eye shows the far field
+    (distant land where the scene is see-through) instead of the plain sky, and behind the
+    scene: the eye is read back with the far layer on and off, with and without the scene's
+    splats. Where the scene leaves the sky showing, the eye shows the far layer's picture;
+    elsewhere the far layer changes a pixel by no more than it changes the bare sky there
+    (nothing where it adds nothing, and never over the scene's opaque splats)."""
+    with headset_page(browser, link(base_url, world, "FarHead"), 320, 360, render_mode="local") as page:
+        page.wait_for_function("() => window.__worldstream.local.showing && window.__worldstream.local.farChunks > 0", timeout=90_000)
+        page.click("#enter-vr")
+        page.wait_for_function("() => window.__worldstream.vr.active && window.__worldstream.vr.localFramesDrawn > 5", timeout=30_000)
+
+        def eye(far: bool, scene: bool) -> np.ndarray:
+            """The eye's picture once it has settled with these layers: Spark gathers and sorts
+            the splats it draws a few (software-GL) frames after they are shown or hidden."""
+            page.evaluate(f"() => window.__worldstream.showVrLayers({{ far: {str(far).lower()}, scene: {str(scene).lower()} }})")
+            last = None
+            for _ in range(12):
+                page.wait_for_timeout(300)
+                now = eye_grey(page.evaluate("() => window.__worldstream.captureVrEye()"))
+                if last is not None and np.abs(now - last).mean() < 0.2:
+                    return now
+                last = now
+            raise AssertionError(f"the eye's picture did not settle with far={far}, scene={scene}")
+
+        views = []
+        for turn in (0.0, 2.0, -2.0, 1.0, -1.0):  # radians: look around for the horizon's far land
+            page.evaluate(f"() => window.__xrDevice.quaternion.set(0, Math.sin({turn / 2}), 0, Math.cos({turn / 2}))")
+            with_far, bare, sky, far_only = eye(True, True), eye(False, True), eye(False, False), eye(True, False)
+            far_adds = far_only - sky  # what the far layer does to the bare sky
+            gaps = (np.abs(bare - sky) <= 2) & (np.abs(far_adds) > 8)  # far land seen through the scene's gaps
+            change = with_far - bare
+            views.append({
+                "turn": turn,
+                "far_pixels": float(gaps.mean()),
+                "error_vs_far_layer": float(np.abs(with_far - far_only)[gaps].mean()) if gaps.any() else None,
+                "error_of_plain_sky": float(np.abs(bare - far_only)[gaps].mean()) if gaps.any() else None,
+                # Pixels changed by more than the far layer changes the sky there, or the other way.
+                "beyond_far_layer": float(((np.abs(change) > np.abs(far_adds) + 3) | (change * far_adds < -9)).mean()),
+            })
+            if views[-1]["far_pixels"] > 0.001:
+                break  # one view showing far land is enough (each costs four settled eye pictures)
+        page.evaluate("() => window.__worldstream.showVrLayers({ far: true, scene: true })")
+        print(f"far field in the headset: {views}")
+        shown = [v for v in views if v["far_pixels"] > 0.001]
+        assert shown, f"the headset's eye shows the plain sky where the far field should be: {views}"
+        for v in shown:
+            assert v["error_vs_far_layer"] < 3.0 and v["error_of_plain_sky"] > 8.0, views
+        for v in views:
+            assert v["beyond_far_layer"] < 0.002, views
+        page.evaluate("() => window.__xrDevice.activeSession.end()")
+        page.wait_for_function("() => !window.__worldstream.vr.active", timeout=10_000)

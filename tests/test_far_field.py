@@ -105,16 +105,53 @@ def test_where_no_far_splat_reaches_the_sky_is_exactly_as_before(renderer):
     np.testing.assert_array_equal(behind.rgb, renderer.render(SceneSnapshot(0, scene.snapshot().chunks), camera(320, 180, yaw=math.pi), SKY).rgb)
 
 
+def test_the_far_field_stays_out_of_the_scenes_soft_edges(renderer):
+    """Behind a scene splat's soft edge (partly transparent) the far field does not show: it
+    holds the same distant surfaces the scene draws, and under their edges it would thicken
+    them; where the scene leaves a pixel (nearly) empty it shows fully."""
+    cam = camera(320, 180)
+    scene = Scene()
+    scene.append(ball((0.0, 0.0, 100.0), 8.0, (1.0, 0.0, 0.0)), ChunkSource())  # a red blob, centre
+    plain = renderer.render(scene.snapshot(), cam, SKY)
+    wall = Gaussians.concat([ball((x, y, 300.0), 6.0, (0.0, 1.0, 0.0)) for x in np.linspace(-200, 200, 41) for y in np.linspace(-100, 100, 21)])
+    scene.append_far(wall, ChunkSource())
+    out = renderer.render(scene.snapshot(), cam, SKY)
+    alpha = plain.alpha[0]
+    behind = renderer.render(SceneSnapshot(0, scene.snapshot().far), cam, SKY).alpha[0] > 0.95  # the wall's pixels
+    change = np.abs(out.rgb[0].astype(int) - plain.rgb[0]).max(axis=2)
+    edge = (alpha > 0.3) & (alpha < 0.7) & behind
+    empty = (alpha < 0.01) & behind
+    assert edge.sum() > 50 and empty.sum() > 1000
+    assert change[edge].max() == 0  # the soft edge over the sky, as without a far field
+    green = out.rgb[0][empty].astype(int)
+    assert np.median(green[:, 1] - green[:, 2]) > 100  # the far field's green where the scene is empty
+
+
+def test_a_far_splat_on_a_silhouette_is_as_opaque_as_its_block_is_covered():
+    cam = camera(64, 36)
+    depth = np.full((1, 36, 64), np.inf, np.float32)
+    depth[0, 18:, :] = 120.0
+    depth[0, 17, 1::2] = 120.0  # one row of blocks half covered: every other pixel of their lower row
+    rgb = np.full((1, 36, 64, 3), 90, np.uint8)
+    g = far_gaussians(rgb, depth, cam, None, near_m=40.0, stride=2)
+    opacity = 1.0 / (1.0 + np.exp(-g.opacity_logits))
+    row = np.round(g.means[:, 1], 1)
+    assert len(g) == 9 * 32 + 32
+    np.testing.assert_allclose(np.sort(opacity)[:32], 0.98 * 0.25, atol=1e-5)  # 1 of the 4 pixels
+    np.testing.assert_allclose(np.sort(opacity)[32:], 0.98, atol=1e-5)
+
+
 # ---------------------------------------------------------------- in a world
-def _far_pixel_errors(world: World, caption: str, seed: int, poses) -> tuple[float, float, float, float]:
+def _far_pixel_errors(world: World, caption: str, seed: int, poses) -> tuple[float, float, float, float, list[float]]:
     """Over the generator's far pixels (surfaces 60-250 m away, not fogged into the sky) at these poses: mean absolute
     error of the world's picture with and without its far field, and the fraction of those
-    pixels showing bare sky (within 4 codes of the sky's own colour) with and without."""
+    pixels showing bare sky (within 4 codes of the sky's own colour) with and without; and per
+    pose, the whole picture's PSNR with the far field minus without (sky pixels included)."""
     generator = ProceduralGenerator()
     snap = world.scene.snapshot()
     bare = dataclasses.replace(snap, far=())
     err, haze = np.zeros(2), np.zeros(2)
-    count = 0
+    count, gains = 0, []
     for x, z, yaw in poses:
         y = float(ground_height_y(x, z, seed)) - 1.7
         cam = Pose(np.array([x, y, z], np.float32), yaw, 0.0).camera(160, 90, VIEW_FOV)
@@ -124,29 +161,37 @@ def _far_pixel_errors(world: World, caption: str, seed: int, poses) -> tuple[flo
         sky = (world.sky.colors(cam)[0] * 255).round()
         # Far surfaces that the generator does not draw as (fogged into) the sky itself.
         far = np.isfinite(truth.depth[0]) & (truth.depth[0] >= 60.0) & (np.abs(truth.rgb[0] - sky).max(axis=2) > 12)
+        whole = []
         for k, s in enumerate((snap, bare)):
-            rgb = world.renderer.render(s, cam, world.sky).rgb[0].astype(float)
+            picture = world.renderer.render(s, cam, world.sky).rgb[0]
+            rgb = picture.astype(float)
             err[k] += np.abs(rgb - truth.rgb[0])[far].sum() / 3
             haze[k] += (np.abs(rgb - sky).max(axis=2) <= 4)[far].sum()
+            whole.append(psnr(picture, truth.rgb[0]))
+        gains.append(whole[0] - whole[1])
         count += far.sum()
     assert count > 0
-    return err[0] / count, err[1] / count, haze[0] / count, haze[1] / count
+    return err[0] / count, err[1] / count, haze[0] / count, haze[1] / count, gains
 
 
 def test_the_horizon_is_not_an_empty_haze(renderer):
     """A forest's spawn ring lands; a player 8-10 m off it looks at the horizon. Without the far
     field, distant terrain the keyframes saw shows as bare sky where the scene's far splats
-    are disoccluded or were vetoed; with it, far pixels come closer to the generator's."""
+    are disoccluded or were vetoed; with it, far pixels come closer to the generator's and
+    fewer of them show bare sky, and no picture gets worse as a whole (the far field drawn
+    behind the scene's soft edges thickened distant silhouettes into the sky: see
+    runtime/world/render/far_pass.py)."""
     seed, caption = 3, "a pine forest"
     world = World(WorldConfig("far", seed=seed, caption=caption), generator=ProceduralGenerator(), renderer=renderer)
     try:
         world.update([PlayerState("a", world.spawn_pose())])
         assert world.wait_idle(120)
         assert world.scene.snapshot().far and world.stats["far_gaussians"] > 0
-        with_far, without, haze_with, haze_without = _far_pixel_errors(world, caption, seed, [(6.0, 8.0, 1.2), (0.0, 10.0, 0.0), (-6.0, 8.0, -1.0)])
-        print(f"far pixels: error {without:.1f} -> {with_far:.1f}, bare sky {haze_without:.3f} -> {haze_with:.3f}")
-        assert with_far <= 0.9 * without
-        assert haze_with <= 0.75 * haze_without
+        with_far, without, haze_with, haze_without, gains = _far_pixel_errors(world, caption, seed, [(6.0, 8.0, 1.2), (0.0, 10.0, 0.0), (-6.0, 8.0, -1.0)])
+        print(f"far pixels: error {without:.1f} -> {with_far:.1f}, bare sky {haze_without:.3f} -> {haze_with:.3f}; whole pictures {np.round(gains, 3)} dB")
+        assert with_far <= 0.97 * without
+        assert haze_with <= 0.82 * haze_without
+        assert min(gains) >= -0.05 and np.mean(gains) > 0.0
     finally:
         world.close()
 
@@ -379,13 +424,16 @@ def test_gsplat_draws_the_far_field_as_the_cpu_renderer_does(renderer):
     scene.append_far(Gaussians.concat([ball((x, -2.0, 80.0), 1.2, (0.2, 0.6, 0.3)) for x in xs]), ChunkSource())
     cams = Cameras.concat([camera(320, 180, yaw=y) for y in (0.0, 0.3)])
     gpu = create_renderer("gsplat")
-    cpu = renderer.render(scene.snapshot(), cams, SKY)
+    # gsplat lays the far field under the scene as under the sky (the CPU renderer's finer
+    # grid and see-through weight are not ported yet: benchmarks.md, "Not measured yet").
+    linear = CpuRenderer(far_see_through_from=None)
+    cpu = linear.render(scene.snapshot(), cams, SKY)
     out = gpu.render(scene.snapshot(), cams, SKY)
     for i in range(len(cams)):
         assert psnr(out.rgb[i], cpu.rgb[i]) >= 30.0
     np.testing.assert_allclose(out.alpha, cpu.alpha, atol=0.02)
     video = gpu.render_video(scene.snapshot(), cams, SKY)
-    reference = render_video(renderer, scene.snapshot(), cams, SKY)
+    reference = render_video(linear, scene.snapshot(), cams, SKY)
     for i in range(len(cams)):
         assert psnr(video.picture(i), reference.picture(i)) >= 30.0
 

@@ -50,6 +50,8 @@ export interface WorldstreamHooks {
   /** Tests, VR: keep showing the current video frame (as if the network stalled), and read back the first eye's next picture. */
   holdVrVideo(hold: boolean): void;
   captureVrEye(): Promise<EyeCapture>;
+  /** Tests, VR in render mode local: which layers headset frames draw (the far field, the scene's splats). */
+  showVrLayers(layers: { far: boolean; scene: boolean }): void;
   /** Local rendering: mode in effect, whether it covers the video, frames, what the feed sent. */
   readonly local: {
     /** firstFrameMs / firstChunkMs: from asking for the splats to the first local frame / the first chunk decoded. */
@@ -207,6 +209,12 @@ export function exposeHooks(session: GameSession): void {
     },
     captureVrEye() {
       return session.vr.capture();
+    },
+    showVrLayers({ far, scene }) {
+      const engine = session.local.engine;
+      if (!engine) return;
+      engine.renderer.farInXr = far;
+      engine.store.root.visible = scene;
     },
     refreshVideo() {
       session.refreshVideo();

@@ -30,8 +30,9 @@ from ..camera import Cameras
 from ..gaussians import Gaussians
 from .reconstruct import _block_alpha, _block_rays, _to_world, reduce_blocks
 
-FAR_OPACITY_LOGIT = math.log(0.98 / 0.02)
-"""Far splats are nearly opaque: the background they make hides the sky behind them."""
+FAR_OPACITY = 0.98
+"""A far splat covering its whole block is nearly opaque: the background it makes hides the
+sky behind it. One on a silhouette gets the share of its block's pixels that are far surface."""
 
 FAR_SCALE_FACTOR = 0.4
 """A far splat's standard deviation in block footprints. Wider ones blur far trees into halos
@@ -70,7 +71,8 @@ def far_gaussians(
 
     Returns:
         World-space Gaussians: isotropic, ``FAR_SCALE_FACTOR`` x the block's footprint
-        (``stride * depth / focal``), opacity 0.98, the block's mean colour of its nearest far surface.
+        (``stride * depth / focal``), opacity 0.98 x the share of the block's pixels that are far
+        surface (at least 0.02), the block's mean colour of its nearest far surface.
     """
     rgb = np.asarray(rgb)
     depth = np.asarray(depth, np.float32)
@@ -83,6 +85,7 @@ def far_gaussians(
     made = []
     for i in range(n):
         far_depth = np.where(depth[i] >= near_m, depth[i], np.float32(np.inf))
+        surface = (np.isfinite(far_depth) & (far_depth < max_depth)).astype(np.float32)
         blocks = reduce_blocks(far_depth, stride, max_depth, rgb[i])
         keep = np.isfinite(blocks.depth)
         if existing_alpha is not None and keep.any():
@@ -92,6 +95,11 @@ def far_gaussians(
             continue
         K = cameras.K[i]
         d = blocks.depth[rows, cols]
+        # A block at a silhouette is partly sky: an opaque splat there would widen the far
+        # land's outline by up to a block, so its opacity is the share of the block it covers.
+        coverage = _block_alpha(surface, stride, *keep.shape)[rows, cols]
+        opacity = np.clip(FAR_OPACITY * coverage, 0.02, FAR_OPACITY)
+        logits = np.log(opacity / (1.0 - opacity)).astype(np.float32)
         means = _to_world(_block_rays(K, blocks.u[rows, cols], blocks.v[rows, cols]) * d[:, None], cameras.w2c[i])
         focal = math.sqrt(abs(float(K[0, 0]) * float(K[1, 1])))
         sigma = FAR_SCALE_FACTOR * stride * d / focal
@@ -101,7 +109,7 @@ def far_gaussians(
                 means=means,
                 quats=np.tile(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (count, 1)),
                 log_scales=np.repeat(np.log(sigma)[:, None], 3, axis=1).astype(np.float32),
-                opacity_logits=np.full(count, FAR_OPACITY_LOGIT, np.float32),
+                opacity_logits=logits,
                 colors=blocks.rgb[rows, cols],
             )
         )

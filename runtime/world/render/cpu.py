@@ -7,9 +7,10 @@ Per camera and frame:
    visible blocks from the cached, activated copies (:mod:`.projection`);
 3. sort the kept splats by depth, bin them into 16x16 tiles, blend each tile front to
    back with early termination (:mod:`.raster`);
-4. composite over the background and quantise: the sky, sampled on a coarse grid, with
-   the snapshot's far field (``snapshot.far``) drawn over it at that grid's resolution
-   (:meth:`CpuRenderer._far_background`; nothing when the snapshot has none).
+4. composite over the sky (sampled on a coarse grid) and quantise; then lay the snapshot's
+   far field (``snapshot.far``, drawn on its own grid: :meth:`CpuRenderer._far_layer`)
+   behind the scene where the scene is see-through (:mod:`.far_pass`; nothing when the
+   snapshot has none).
 
 The maths matches 3DGS / gsplat "classic" mode (EWA projection, 0.3 px low-pass,
 alpha clamped to 0.99, splats under 1/255 skipped, stop at T < 1e-4), so CPU and
@@ -24,7 +25,9 @@ once, so when it is the active layer, kernel calls are serialised.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
+from typing import Sequence
 
 import numba
 import numpy as np
@@ -34,9 +37,11 @@ from ..scene import Chunk, SceneSnapshot
 from ..sky import Sky
 from .base import RenderOutput
 from .chunk_cache import ChunkCache
+from .far_pass import SEE_THROUGH_FROM, composite_far, far_stride
 from .sky_grid import SkyGridCache, coarse_camera
 from .conventions import ALPHA_MIN
-from .projection import S_DEPTH, SPLAT_WIDTH, PackedChunk, activate_chunk, project, visible_blocks
+from .lod import build_levels
+from .projection import BLOCK, S_DEPTH, SPLAT_WIDTH, PackedChunk, activate_chunk, project, visible_blocks
 from .conventions import T_MIN
 from .raster import (
     TILE,
@@ -49,7 +54,15 @@ from .raster import (
 )
 
 DEFAULT_CACHE_BYTES = 1 << 30
-"""Budget for activated chunk data (56 B per Gaussian: ~19M Gaussians)."""
+"""Budget for activated chunk data (56 B per Gaussian and ~1/3 more for its coarse levels:
+~14M Gaussians)."""
+
+DEFAULT_LOD_PX = 6.0
+"""Level of detail: a block draws its coarsest level whose merged Gaussians are at most this
+many pixels wider than what they merge, at the block's nearest point (:mod:`.lod`; only
+patches of nearly one colour merge, so this bounds how far a colour edge can soften).
+Measured on a walked world (docs/benchmarks.md): the picture within 50 dB of LOD off,
+sharpness within 0.01, the worst view's CPU time -27 %."""
 
 
 class _Scratch(threading.local):
@@ -57,6 +70,7 @@ class _Scratch(threading.local):
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
+        self.counts: dict[str, int] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         size = int(np.prod(shape))
@@ -78,27 +92,56 @@ def _parallel_lock() -> contextlib.AbstractContextManager:
 
 _WORKQUEUE_LOCK = threading.Lock()
 
+_BLACK = np.zeros((1, 1, 3), np.float32)
+"""The far layer's background: it is drawn premultiplied, over nothing."""
+
 
 def _activate(chunk: Chunk) -> PackedChunk:
+    """The chunk's packed Gaussians with their coarse levels (:mod:`.lod`)."""
     with _parallel_lock():
-        return activate_chunk(chunk.gaussians)
+        packed = activate_chunk(chunk.gaussians)
+    return dataclasses.replace(packed, levels=build_levels(packed.packed, BLOCK))
+
+
+def _coarse_blocks(packed: list[PackedChunk], blocks: np.ndarray) -> int:
+    """How many of ``blocks`` (rows of :func:`.projection.visible_blocks`) draw a coarse level."""
+    fine = np.cumsum([0] + [len(p.arrays) for p in packed])[:-1]
+    return int(np.count_nonzero(~np.isin(blocks[:, 0], fine)))
 
 
 class CpuRenderer:
     """3DGS rasteriser on the CPU (numba, all cores).
 
     Args:
-        cache_bytes: budget for per-chunk activated data.
+        cache_bytes: budget for per-chunk activated data (coarse levels included).
         t_min: a pixel stops taking splats before its transmittance would drop below
             this (3DGS and gsplat: 1e-4).
+        lod_px: level of detail (:mod:`.lod`): a block of Gaussians draws a merged, coarser
+            copy of itself where merging moves its picture by at most this many pixels;
+            0 draws every block fine.
+        far_see_through_from: scene transmittance from which the far field shows
+            (:data:`.far_pass.SEE_THROUGH_FROM`); None lays it under the whole scene as under
+            the sky, as the browser's local rendering does (for comparing with it).
     """
 
     name = "cpu"
 
-    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES, t_min: float = T_MIN) -> None:
+    def __init__(
+        self,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        t_min: float = T_MIN,
+        far_see_through_from: float | None = SEE_THROUGH_FROM,
+        lod_px: float = DEFAULT_LOD_PX,
+    ) -> None:
         if not 0.0 < t_min < 1.0:
             raise ValueError(f"CpuRenderer.t_min must be in (0, 1), got {t_min}")
+        if far_see_through_from is not None and not 0.0 <= far_see_through_from < 1.0:
+            raise ValueError(f"CpuRenderer.far_see_through_from must be None or in [0, 1), got {far_see_through_from}")
+        if not (0.0 <= lod_px <= 16.0):
+            raise ValueError(f"CpuRenderer.lod_px must be in [0, 16] pixels, got {lod_px}")
         self.t_min = t_min
+        self.far_see_through_from = far_see_through_from
+        self.lod_px = float(lod_px)
         self._chunks: ChunkCache[PackedChunk] = ChunkCache(_activate, lambda packed: packed.nbytes, cache_bytes)
         self._scratch = _Scratch()
         self._skies = SkyGridCache()
@@ -114,9 +157,14 @@ class CpuRenderer:
             cam = cameras[i]
             coarse, stride = self._skies.get(sky, cam)
             far = snapshot.visible_far(cam)
-            if far:
-                coarse = self._far_background(far, cam, coarse, stride)
             self._draw(snapshot, cam, True, coarse, stride, rgb[i], depth[i], alpha[i])
+            if far:
+                counts = self._scratch.counts  # last_counts tells of the scene pass
+                far_rgb, far_alpha, fstride = self._far_layer(far, cam)
+                self._scratch.counts = counts
+                see_through = self.far_see_through_from
+                composite_far(rgb[i], alpha[i], far_rgb, far_alpha[..., None], fstride, coarse, stride,
+                              np.float32(see_through or 0.0), see_through is None)
         return RenderOutput(rgb=rgb, depth=depth, alpha=alpha, scene_version=snapshot.version)
 
     def render_alpha(self, snapshot: SceneSnapshot, cameras: Cameras) -> np.ndarray:
@@ -127,32 +175,49 @@ class CpuRenderer:
             self._draw(snapshot, cameras[i], False, None, 1, None, None, alpha[i])
         return alpha
 
+    def prepare(self, chunks: Sequence[Chunk]) -> None:
+        """Activate ``chunks`` and build their coarse levels now (where a chunk lands, on the
+        generation worker), so the frames that first draw them need not."""
+        for chunk in chunks:
+            self._chunks.get(chunk)
+
+    @property
+    def chunks_derived(self) -> int:
+        """Chunks activated (with their levels) so far, wherever it ran."""
+        return self._chunks.derived
+
+    @property
+    def last_counts(self) -> dict[str, int]:
+        """What this thread's last frame drew (its scene pass): Gaussians ``projected`` (in the
+        visible blocks, at their levels), splats ``drawn`` (on screen), ``tile_entries``
+        (splat x tile pairs blended) and ``coarse_blocks`` (blocks drawn at a coarse level)."""
+        return dict(self._scratch.counts)
+
     def cached_chunk_ids(self) -> list[int]:
         """Ids of chunks whose activated data is cached (those some frame has touched)."""
         return self._chunks.chunk_ids()
 
     # ---- one camera ----
-    def _far_background(self, far: tuple[Chunk, ...], camera: Cameras, sky: np.ndarray, stride: int) -> np.ndarray:
-        """``[hc, wc, 3]`` float32: the far-field chunks drawn over the coarse sky grid ``sky``
-        at the grid's own resolution (its samples are pixel centres of a coarse camera), so
-        the scene is composited over it exactly as over the sky. Where no far splat reaches
-        a sample, the sky's exact value is kept."""
+    def _far_layer(self, far: tuple[Chunk, ...], camera: Cameras) -> tuple[np.ndarray, np.ndarray, int]:
+        """The far-field chunks drawn over nothing on the far grid (:func:`.far_pass.far_stride`):
+        ``([hf, wf, 3] uint8 premultiplied colour, [hf, wf] float32 alpha, stride)``, its samples
+        the pixel centres of a coarse camera (:func:`.sky_grid.coarse_camera`)."""
+        stride = far_stride(camera.width, camera.height)
         cam = coarse_camera(camera, stride)
-        hc, wc = sky.shape[:2]
-        rgb = np.empty((hc, wc, 3), np.uint8)
-        depth = np.empty((hc, wc), np.float32)
-        alpha = np.empty((hc, wc), np.float32)
+        scratch = self._scratch
+        rgb = scratch.get("far_rgb", (cam.height, cam.width, 3), np.uint8)
+        depth = scratch.get("far_depth", (cam.height, cam.width), np.float32)
+        alpha = scratch.get("far_alpha", (cam.height, cam.width), np.float32)
         # One thread: the far pass is small (a coarse grid, a few thousand splats), and a
         # parallel launch waits for every worker; on a loaded machine that wait cost 5-30x the
         # pass itself (measured; docs/benchmarks.md).
         threads = numba.get_num_threads()
         numba.set_num_threads(1)
         try:
-            self._draw(SceneSnapshot(0, far), cam, True, sky, 1, rgb, depth, alpha)
+            self._draw(SceneSnapshot(0, far), cam, True, _BLACK, 1, rgb, depth, alpha)
         finally:
             numba.set_num_threads(threads)
-        drawn = alpha[..., None] > 0.0
-        return np.where(drawn, rgb.astype(np.float32) * np.float32(1 / 255), sky).astype(np.float32)
+        return rgb, alpha, stride
 
     def _draw(
         self,
@@ -171,7 +236,7 @@ class CpuRenderer:
         scratch = self._scratch
         chunks: tuple[Chunk, ...] = snapshot.visible_chunks(camera)
         packed = [p for p in (self._chunks.get(c) for c in chunks) if len(p)]
-        blocks, m = visible_blocks(packed, camera)
+        blocks, m = visible_blocks(packed, camera, self.lod_px)
         splats = scratch.get("splats", (m, SPLAT_WIDTH), np.float32)
         boxes = scratch.get("boxes", (m, 4), np.int32)
         tiles_x, tiles_y = (w + TILE - 1) // TILE, (h + TILE - 1) // TILE
@@ -193,6 +258,10 @@ class CpuRenderer:
             ids = scratch.get("ids", (total,), np.int32)
             fill_tiles(order, ranges, tiles_x, offsets, ids)
             tile_order = self._tile_order(n_tiles)
+            scratch.counts = {
+                "projected": m, "drawn": len(order), "tile_entries": total,
+                "coarse_blocks": _coarse_blocks(packed, blocks),
+            }
             if with_color:
                 rasterize_tiles(
                     splats, boxes, offsets, ids, tile_order, w, h, np.float32(self.t_min),

@@ -1,17 +1,22 @@
-// The far field drawn behind the scene, as the server draws it (runtime/world/render/cpu.py,
-// `_far_background`; SceneSnapshot.far): the far chunks (splat_piece layer "far") are drawn
-// over the sky on the coarse grid the server samples its sky on (every `stride`-th pixel
-// centre, `stride = round(max(W, H) / 160)`), and the scene's splats are composited over that
-// grid interpolated bilinearly, exactly as over the bare sky. So a far splat never hides a
-// scene splat and shows only where the scene is see-through.
+// The far field drawn behind the scene, as the server draws it (runtime/world/render/far_pass.py;
+// SceneSnapshot.far): the far chunks (splat_piece layer "far") are drawn over the sky on the
+// server's far grid (every `stride`-th pixel centre, half the sky grid's stride,
+// `round(max(W, H) / 160) / 2`: every 2nd pixel at 640x360), and the scene's splats are
+// composited over that grid interpolated bilinearly, as over the bare sky. So a far splat never
+// hides a scene splat and shows only where the scene is see-through. One difference: the
+// server shows the far field only where the scene leaves a pixel more than 80 % see-through
+// (fading in above), which needs the scene's transmittance per pixel after the scene is drawn;
+// here it shows behind the scene's soft edges too (see far_pass.py for why the server does not).
 //
 // Two passes a frame: a second SparkRenderer (its own sorted splat set: only the far meshes)
-// draws the coarse grid into a small render target, with the sky behind it; in the main pass
+// draws the far grid into a small render target, with the sky behind it; in the main pass
 // a full-screen triangle (in place of the sky) samples that target at each pixel's coarse
 // position. With no far chunk held the main pass draws the exact per-pixel sky as before.
 //
-// WebXR (three.js drives the eyes' cameras) draws the plain sky: the coarse pass needs the
-// camera before the frame, and the headset's eyes are not known to this code then.
+// WebXR (three.js drives the eyes' cameras, known only inside its render call) has no coarse
+// grid: `drawBehind` draws the far splats over the sky for each eye at the eye's own
+// resolution, and the scene is drawn over that without clearing (LocalRenderer.renderXr). Same
+// layering (the far field only where the scene is see-through), finer than the server's grid.
 import * as THREE from "three";
 import { SparkRenderer } from "@sparkjsdev/spark";
 import type { SkyInfo } from "../protocol";
@@ -21,12 +26,21 @@ import { applyOpenCvCamera } from "./three_camera";
 
 /** runtime/world/render/sky_grid.py SKY_COARSE_COLUMNS: samples across the longer side. */
 export const SKY_COARSE_COLUMNS = 160;
-/** Far splats reach 5 km (runtime/world/keyframes/far_field.py FAR_MAX_DEPTH). */
-const FAR_PASS_FAR_M = 1e4;
+/** Far splats reach 5 km (runtime/world/keyframes/far_field.py FAR_MAX_DEPTH): the far plane of
+ * a camera that draws them. */
+export const FAR_PASS_FAR_M = 1e4;
 
 /** Pixels between coarse samples for a picture size (sky_grid.sky_stride). */
 export function coarseStride(width: number, height: number): number {
   return Math.max(1, Math.round(Math.max(width, height) / SKY_COARSE_COLUMNS));
+}
+
+/** runtime/world/render/far_pass.py FAR_GRID_DIVISOR: the far grid is this much finer than the sky's. */
+export const FAR_GRID_DIVISOR = 2;
+
+/** Pixels between the far grid's samples (far_pass.far_stride): every 2nd pixel at 640x360. */
+export function farStride(width: number, height: number): number {
+  return Math.max(1, Math.floor(coarseStride(width, height) / FAR_GRID_DIVISOR));
 }
 
 /** The coarse grid's camera (sky_grid.coarse_camera): its pixel (i, j) centre is the fine
@@ -118,7 +132,7 @@ export class FarLayer {
 
   /** Point the coarse camera for the picture `w2c`, `K`, `width` x `height`. */
   setView(w2c: Mat4, K: Mat3, width: number, height: number): void {
-    const stride = coarseStride(width, height);
+    const stride = farStride(width, height);
     const coarse = coarseView(K, width, height, stride);
     if (this.target.width !== coarse.width || this.target.height !== coarse.height) this.target.setSize(coarse.width, coarse.height);
     applyOpenCvCamera(this.camera, w2c, coarse.K, coarse.width, coarse.height, undefined, FAR_PASS_FAR_M);
@@ -136,6 +150,18 @@ export class FarLayer {
     } finally {
       this.renderer.setRenderTarget(previous);
     }
+  }
+
+  /**
+   * Draw the sky and the far splats into the current target for `camera` as three.js draws
+   * it (in a WebXR session: each eye, at the eye's resolution), clearing it first: the
+   * background a scene pass drawn without clearing goes over (LocalRenderer.renderXr).
+   * Every far chunk is drawn: the desktop's frustum culling (for its last view) does not
+   * hold for the eyes, and the far chunks are few (one per far cell).
+   */
+  drawBehind(camera: THREE.Camera): void {
+    for (const mesh of this.root.children) mesh.visible = true;
+    this.renderer.render(this.scene, camera);
   }
 
   /** Sort the far splats for the view last set (before a capture). */

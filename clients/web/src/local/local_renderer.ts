@@ -7,6 +7,7 @@
 //   const r = new LocalRenderer(canvas, store);
 //   r.render({ w2c, K, width, height });      // one frame, same camera as the server's
 //   r.scene / r.camera / r.renderer / r.spark // for XR: three.js drives the headset camera
+//   r.renderXr(r.camera)                     // one headset frame (far field included)
 //
 // The scene holds the world in worldstream's own coordinates (metres, OpenCV, +y down), so
 // anything added to it is placed with world coordinates as they come from the server.
@@ -45,6 +46,8 @@ export class LocalRenderer {
   readonly sky = new SkyBackground();
   /** The far field behind the scene (its own Spark pass on the coarse sky grid). */
   readonly far: FarLayer;
+  /** Whether headset frames draw the far field (tests turn it off to compare). */
+  farInXr = true;
   /** Frames drawn so far, and those skipped by renderIfChanged (nothing had changed). */
   frames = 0;
   skipped = 0;
@@ -116,8 +119,7 @@ export class LocalRenderer {
   render(view: LocalView): void {
     this.lastViewKey = ""; // renderIfChanged must not trust a frame drawn for another view
     this.setView(view);
-    // The far field replaces the sky only in this path; any other drawing of `scene` (WebXR)
-    // keeps the per-pixel sky (see far_layer.ts).
+    // The far field replaces the sky here on the coarse grid; the headset's path is renderXr.
     const far = this.far.held();
     if (far) this.far.drawGrid();
     this.far.background.visible = far;
@@ -129,6 +131,30 @@ export class LocalRenderer {
       this.sky.mesh.visible = true;
     }
     this.frames += 1;
+  }
+
+  /**
+   * Draw one headset frame: `scene` from `camera` as three.js's WebXR support places each
+   * eye. With far chunks held, the far field is drawn first behind everything (its sky and
+   * far splats, at the eyes' resolution: far_layer.ts) and the scene over it without clearing,
+   * so, as on the desktop, the far field shows only where the scene is see-through.
+   */
+  renderXr(camera: THREE.Camera): void {
+    const three = this.renderer;
+    const far = this.far.held() && this.farInXr;
+    const autoClear = three.autoClear;
+    if (far) {
+      this.far.drawBehind(camera);
+      three.clearDepth();
+      three.autoClear = false;
+    }
+    this.sky.mesh.visible = !far;
+    try {
+      three.render(this.scene, camera);
+    } finally {
+      three.autoClear = autoClear;
+      this.sky.mesh.visible = true;
+    }
   }
 
   /** Draw `view` unless the last frame already shows it (same camera, nothing invalidated):

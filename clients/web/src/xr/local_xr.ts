@@ -7,6 +7,7 @@
 // camera hangs under a "room" object whose matrix is the rig's (xr_math.ts): WebXR space to
 // worldstream's world (OpenCV axes, +y down), where the scene's splats and avatars live.
 import * as THREE from "three";
+import { FAR_PASS_FAR_M } from "../local/far_layer";
 import type { LocalMode } from "../local/local_mode";
 import type { WorldState } from "../world_state";
 import { readEye, type EyeCapture } from "./eye_capture";
@@ -44,6 +45,8 @@ export class LocalXr {
     const three = r.renderer;
     three.xr.enabled = true;
     three.xr.setReferenceSpaceType("local-floor");
+    // three.js gives the headset the camera's depth range: wide enough for the far field.
+    r.camera.far = FAR_PASS_FAR_M;
     this.room.add(r.camera);
     r.scene.add(this.room);
     await three.xr.setSession(session);
@@ -55,7 +58,7 @@ export class LocalXr {
       this.room.updateMatrixWorld(true);
       const eyeHeight = three.xr.getCamera().cameras[0]?.viewport.w ?? 1000;
       this.local.engine?.avatars.update(this.world.players.values(), this.world.myId, eyeHeight);
-      three.render(r.scene, r.camera);
+      r.renderXr(r.camera);
       this.framesDrawn += 1;
       const eye = three.xr.getCamera().cameras[0]?.viewport;
       if (this.captures.length && eye) {
