@@ -305,7 +305,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         clock = paced.SimClock()
         generator = paced.PacedGenerator(generator, clock, args.paced)
     optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
-    world = World(config, generator=generator, renderer=create_renderer(args.renderer), chunk_optimiser=optimiser, clock=clock)
+    world = World(config, generator=generator, renderer=_renderer(args), chunk_optimiser=optimiser, clock=clock)
     path = make_path(path_kind, args.distance, seed)
     timeline = JobTimeline(world, clock)
     try:
@@ -475,6 +475,12 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     return out
 
 
+def _renderer(args):
+    """The renderer ``--renderer`` names, with ``--lod-px`` where given (CPU renderer only)."""
+    options = {} if args.lod_px is None else {"lod_px": args.lod_px}
+    return create_renderer(args.renderer, **options)
+
+
 def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
     """The walk with generation fast-forwarded: the pose advances ``speed / update_hz`` metres
     per update and every update waits for the jobs it caused (as if generation were free),
@@ -621,7 +627,7 @@ def oracle(args, log=print) -> list[dict]:
     caption = CAPTIONS.get(args.biomes.split(",")[0], args.biomes.split(",")[0])
     truth = Truth(caption, seed)
     sky = truth.generator.sky(caption, seed)
-    renderer = create_renderer(args.renderer)
+    renderer = _renderer(args)
     rng = np.random.default_rng(seed)
     settings = []
     for item in args.oracle.split(","):
@@ -750,6 +756,8 @@ def parse_args(argv=None):
     ap.add_argument("--hole-threshold", type=float, default=0.01, help="a sample shows a visible hole above this fraction")
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--no-encoder", dest="encoder", action="store_false")
+    ap.add_argument("--lod-px", type=float, default=None, help="the CPU renderer's level of detail (0: off; default: "
+                    "the renderer's own, see runtime/world/render/lod.py)")
     ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value)")
     ap.add_argument("--fast-forward", action="store_true", help="generation waited for at every update (simulated time): "
                     "measures reconstruction, not how busy the CPU is")

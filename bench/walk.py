@@ -29,6 +29,12 @@ Usage::
     .venv/bin/python -m bench.walk --walks 10 --seconds 20      # quicker
     .venv/bin/python -m bench.walk --biomes forest --seeds 7 --walks 1 --trace   # one walk, step by step
     .venv/bin/python -m bench.walk --processes 4                # the 50 walks, 4 at a time
+    .venv/bin/python -m bench.walk --dump out/stuck             # + the scene around each stuck event
+
+``--dump DIR`` saves, at each stuck event, the scene's Gaussians within :data:`DUMP_RADIUS_M`
+of the player and its pose (``.npz``, see :func:`load_dump`): a walk's scene depends on its
+jobs' timing, so a stuck walk may not come back when run again, and the dump is what a
+regression test is built from.
 
 ``--processes N`` runs N walks at once, each in its own process (every walk is a fresh
 world; nothing is shared). A walk's scene depends on how long its jobs took (the planner
@@ -44,11 +50,13 @@ import multiprocessing as mp
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from bench.common import describe_machine, format_table, machine, write_json
 from runtime.world import PlayerState, Pose, World, WorldConfig
+from runtime.world.gaussians import Gaussians
 from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural import kernels as K
 from runtime.world.generators.procedural.generator import ground_height_y
@@ -74,6 +82,8 @@ TICK_S = 1.0 / 30.0
 """Simulated seconds per move step (the server's frame clock)."""
 PLAN_S = 0.2
 """Simulated seconds between two generation plans (the server plans at 5 Hz)."""
+DUMP_RADIUS_M = 4.0
+"""Gaussians within this many metres (over x, z) of a stuck player are dumped (``--dump``)."""
 _TABLE_TILE = 48.0
 """Object tables are built per square of this many metres (cached)."""
 
@@ -213,10 +223,38 @@ def walk_straight(world: World, pose: Pose, seconds: float) -> list[np.ndarray]:
     return path
 
 
+def dump_scene(world: World, pose: Pose, path: str | Path) -> None:
+    """Save the Gaussians of ``world``'s scene within :data:`DUMP_RADIUS_M` of ``pose`` and
+    the pose itself to ``path`` (``.npz``; read back with :func:`load_dump`)."""
+    x, z = float(pose.position[0]), float(pose.position[2])
+    parts = []
+    for chunk in world.scene.snapshot().chunks:
+        g = chunk.gaussians
+        near = np.hypot(g.means[:, 0] - x, g.means[:, 2] - z) < DUMP_RADIUS_M
+        if near.any():
+            parts.append([a[near] for a in (g.means, g.quats, g.log_scales, g.opacity_logits, g.colors)])
+    arrays = [np.concatenate(a) for a in zip(*parts)] if parts else [np.zeros((0, n), np.float32) for n in (3, 4, 3)] + [
+        np.zeros(0, np.float32), np.zeros((0, 3), np.float32)]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path, means=arrays[0], quats=arrays[1], log_scales=arrays[2], opacity_logits=arrays[3], colors=arrays[4],
+        pose=np.array([*pose.position, pose.yaw, pose.pitch], np.float32),
+    )
+
+
+def load_dump(path: str | Path) -> tuple[Gaussians, Pose]:
+    """The Gaussians and the player's pose that :func:`dump_scene` saved."""
+    with np.load(path) as d:
+        g = Gaussians(d["means"], d["quats"], d["log_scales"], d["opacity_logits"], d["colors"])
+        p = d["pose"]
+    return g, Pose(p[:3].astype(np.float32), float(p[3]), float(p[4]))
+
+
 def scripted_walk(
-    biome: str, seed: int, walk: int, seconds: float, rng: np.random.Generator, log=None
+    biome: str, seed: int, walk: int, seconds: float, rng: np.random.Generator, log=None, dump_dir: str | None = None
 ) -> WalkResult:
-    """One fast-forwarded random walk in a fresh procedural world (see the module docstring)."""
+    """One fast-forwarded random walk in a fresh procedural world (see the module docstring);
+    with ``dump_dir``, the scene around each stuck event is saved there (:func:`dump_scene`)."""
     caption = CAPTIONS.get(biome, biome)
     result = WalkResult(biome, seed, walk, seconds)
     truth = GeneratorTruth(caption, seed)
@@ -266,6 +304,8 @@ def scripted_walk(
                 last_event = t + TICK_S
                 if log:
                     log(f"    stuck at t={t:.1f}s ({x:.2f}, {z:.2f}) yaw {pose.yaw:.2f}")
+                if dump_dir:
+                    dump_scene(world, pose, Path(dump_dir) / f"stuck-{biome}-{seed}-{walk}-t{t:.1f}.npz")
         result.jobs = int(world.stats["jobs_done"])
     finally:
         world.close()
@@ -282,12 +322,13 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--trace", action="store_true", help="log every stuck event")
     p.add_argument("--processes", type=int, default=1, help="walks run at once, each in its own process")
+    p.add_argument("--dump", default=None, help="save the scene around each stuck event in this folder")
     return p.parse_args(argv)
 
 
-def _one_walk(biome: str, seed: int, k: int, seconds: float, trace: bool) -> WalkResult:
+def _one_walk(biome: str, seed: int, k: int, seconds: float, trace: bool, dump_dir: str | None = None) -> WalkResult:
     """Walk ``k`` of a run (its rng seeded from the world seed and ``k``); picklable for a process pool."""
-    return scripted_walk(biome, seed, k, seconds, np.random.default_rng(1000 * seed + k), print if trace else None)
+    return scripted_walk(biome, seed, k, seconds, np.random.default_rng(1000 * seed + k), print if trace else None, dump_dir)
 
 
 def by_biome(rows: list[dict]) -> list[dict]:
@@ -312,7 +353,7 @@ def run(args, log=print) -> dict:
     biomes = [b.strip() for b in args.biomes.split(",") if b.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     combos = [(b, s) for s in seeds for b in biomes]
-    walks = [(*combos[k % len(combos)], k, args.seconds, args.trace) for k in range(args.walks)]
+    walks = [(*combos[k % len(combos)], k, args.seconds, args.trace, args.dump) for k in range(args.walks)]
     t0 = time.perf_counter()
 
     def report(r: WalkResult) -> WalkResult:

@@ -22,14 +22,11 @@ pytestmark = pytest.mark.timeout(900)
 
 # Known stuck cases, kept visible (not dropped from the list) until fixed. Generation's timing
 # changes the scene (job order, lookahead), so they come and go with the machine's load.
-KNOWN_STUCK = {
-    ("forest", 3): "stuck now and then at about (-8.3, -22.7), under a tree whose ground the scene lacks "
-    "(1 of 11 runs on a loaded machine, 2026-12-07 morning; 0 of 19 replays at midday, lookahead auto, "
-    "forced or randomised; in the 5 checked the spot was clean: no obstacle splats by the path, ground within "
-    "0.25 m); the climb into the canopy and the keyframes from under the terrain that stuck it before are "
-    "fixed. Still open there: the walk crosses 2 s of ground cells without a floor on a ~25 degree climb "
-    "and sank up to 0.46 m, the sparse-slope case xfailed in tests/test_motion.py",
-}
+# Forest seed 3 was one (2026-12-07: a ground guess that climbed into a canopy, keyframes from
+# under the terrain, then a ~25 degree climb over rows of ground cells without a floor that sank
+# the player 0.46 m): all three fixed, 0 stuck in 19 replays at midday and again on the walk4
+# branch, so it is a plain case now.
+KNOWN_STUCK: dict[tuple[str, int], str] = {}
 WALKS = [
     pytest.param(biome, seed, marks=[pytest.mark.xfail(reason=KNOWN_STUCK[biome, seed], strict=False)])
     if (biome, seed) in KNOWN_STUCK

@@ -134,8 +134,9 @@ def _floor_across(ground: np.ndarray, ix: int, iz: int, feet: int, step: int, ri
     columns out (of a column's floors the one nearest ``feet`` among those within
     ``step + rise * k`` levels of it, ``k`` columns out). Where the column has a floor of its
     ``own``, that line counts only where the ground goes on rising beyond the higher of the
-    two (a slope, not a kerb or a wall beside flat ground). Of the two axes, the higher floor
-    (smaller level) wins.
+    two (a slope, not a kerb or a wall beside flat ground). Never where it is steeper than
+    ``rise`` levels per column (+1 for quantisation): that is no slope to walk. Of the two
+    axes, the higher floor (smaller level) wins.
     """
     best = np.nan
     ks = np.empty(2 * reach, np.int64)
@@ -160,8 +161,8 @@ def _floor_across(ground: np.ndarray, ix: int, iz: int, feet: int, step: int, ri
             elif hi < 0:
                 hi = n
             n += 1
-        if lo < 0 or hi < 0:
-            continue
+        if lo < 0 or hi < 0 or abs(fs[hi] - fs[lo]) > rise * (ks[hi] - ks[lo]) + 1:
+            continue  # none on one side, or steeper than a walkable slope between them
         if own:
             rising = False
             if fs[hi] < fs[lo]:  # uphill along +k: is a floor beyond hi higher still?
@@ -424,10 +425,11 @@ class SceneCollider:
         shadow). Floors are the tops of their columns, so on an evenly sampled slope that is
         the column's own floor. A kerb or a wall beside flat ground does not go on rising, and
         leaves the flat ground's floor alone. Where the column is empty: the ground across an
-        empty row.
+        empty row. Never steeper than ``max_slope_deg`` between the two, and foliage is left
+        out (a bush or a pine's lowest branches beside the player are no slope).
         """
         cfg = self.config
-        ground = self._ground
+        ground = self._hard_ground  # foliage is no slope (a bush or a pine's skirt beside the player lifts nothing)
         if ground.size == 0:
             return None
         lv = cfg.ground_level
