@@ -63,6 +63,12 @@ class WorldConfig:
             :mod:`.keyframes.seams`); 0 turns it off.
         fit_iterations: Jacobi steps fitting a new chunk's colours to its keyframes (one
             render of the keyframes each; see :mod:`.keyframes.fit`); 0 turns it off.
+        fit_solve_iterations: conjugate-gradient iterations solving a new chunk's colours by
+            least squares against its keyframes, every pixel exact (one trace of each keyframe;
+            see :mod:`.keyframes.colour_solve`); 0: the Jacobi steps of ``fit_iterations`` instead.
+        fit_neighbour_views: the least-squares colour fit also matches up to this many earlier
+            keyframes (frame memory) that see the new chunk, the new splats drawn into their
+            cameras with the scene; 0: the chunk's own keyframes only.
         hole_fraction, hole_reach_m: the player's own view (now and a second on) and the
             view ahead are tested for holes even inside explored space, and get a keyframe
             when more than ``hole_fraction`` of their pixels show the player neither splats
@@ -140,6 +146,8 @@ class WorldConfig:
     far_field_max_gaussians: int = 1_000_000
     seam_blend_px: float = 24.0
     fit_iterations: int = 3
+    fit_solve_iterations: int = 6
+    fit_neighbour_views: int = 0
     hole_fraction: float = 0.02
     hole_reach_m: float = 15.0
     coarse_scale: float = 0.5
@@ -172,6 +180,10 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.max_concurrent_jobs must be an integer >= 1, got {self.max_concurrent_jobs}")
         if int(self.fit_iterations) != self.fit_iterations or not 0 <= self.fit_iterations <= 16:
             raise ValueError(f"WorldConfig.fit_iterations must be an integer in [0, 16], got {self.fit_iterations!r}")
+        if int(self.fit_solve_iterations) != self.fit_solve_iterations or not 0 <= self.fit_solve_iterations <= 64:
+            raise ValueError(f"WorldConfig.fit_solve_iterations must be an integer in [0, 64], got {self.fit_solve_iterations!r}")
+        if int(self.fit_neighbour_views) != self.fit_neighbour_views or not 0 <= self.fit_neighbour_views <= 16:
+            raise ValueError(f"WorldConfig.fit_neighbour_views must be an integer in [0, 16], got {self.fit_neighbour_views!r}")
         if not 0.0 < self.revisit_radius_m <= 10.0:
             raise ValueError(f"WorldConfig.revisit_radius_m must be in (0, 10] metres, got {self.revisit_radius_m}")
         for name in ("refine_ratio", "detail_max_px"):
