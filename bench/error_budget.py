@@ -16,7 +16,9 @@ to its MSE and hence its PSNR) is split by pixel class, using the generator's ow
 * **ground**: the rest (terrain texture).
 
 The classes are tested in that order and each pixel has one, so they partition the view.
-A second partition is by the generator's depth (``BANDS``), and a third view of the error
+A second partition is by the generator's depth (``BANDS``); the sky's error is also split
+by the depth band of the nearest surface within ``SKY_REACH_PX`` pixels (a splat bleeding
+past a silhouette, or a misplaced skyline, shows there), the rest is "open sky" (all sky pixels, the depth-edge class's included). A third view of the error
 asks *geometry or colour*: the MSE after the best whole-view shift of up to ``SHIFT_PX`` pixels
 (a large gain is a projection / pixel-centre mismatch), the MSE when every pixel may match
 any truth pixel within one pixel (an upper bound on what sub-pixel misplacement costs; the
@@ -50,6 +52,7 @@ SHIFT_PX = 2
 CLASSES = ("hole", "sky", "depth edge", "unseen", "thin", "object", "ground")
 BANDS = ((0.0, 5.0, "< 5 m"), (5.0, 15.0, "5-15 m"), (15.0, 40.0, "15-40 m"), (40.0, math.inf, ">= 40 m"))
 BLURS = (0.5, 1.0, 2.0)
+SKY_REACH_PX = 4
 
 
 def _grow(mask: np.ndarray, r: int) -> np.ndarray:
@@ -141,6 +144,7 @@ def view_budget(world_rgb: np.ndarray, truth_rgb: np.ndarray, truth_depth: np.nd
         m = surface & (truth_depth >= lo) & (truth_depth < hi)
         out["band_sse"][name], out["band_pixels"][name] = float(se[m].sum()), int(m.sum())
     out["band_sse"]["sky"], out["band_pixels"]["sky"] = out["sse"]["sky"], out["pixels"]["sky"]
+    out["sky_sse"] = _sky_by_nearest_band(se, truth_depth, surface)
 
     # geometry or colour: whole-view shifts on a crop, per-pixel 1-px slack, a blurred truth
     c = SHIFT_PX
@@ -159,6 +163,22 @@ def view_budget(world_rgb: np.ndarray, truth_rgb: np.ndarray, truth_depth: np.nd
             slack = np.minimum(slack, ((a[1:-1, 1:-1] - moved) ** 2).mean(axis=2))
     out["slack_mse0"], out["slack_mse"] = float(se[1:-1, 1:-1].mean()), float(slack.mean())
     out["blur_mse"] = {s: float(((a - _blur(t, s)) ** 2).mean()) for s in BLURS}
+    return out
+
+
+def _sky_by_nearest_band(se: np.ndarray, depth: np.ndarray, surface: np.ndarray) -> dict:
+    """Sky pixels' summed error by the band of the nearest surface within ``SKY_REACH_PX``
+    (grown one pixel ring at a time, nearer bands first on a tie), else ``open sky``."""
+    owned = [surface & (depth >= lo) & (depth < hi) for lo, hi, _ in BANDS]
+    free = ~surface
+    out = {name: 0.0 for *_, name in BANDS}
+    for _ in range(SKY_REACH_PX):
+        for k, (*_, name) in enumerate(BANDS):
+            reached = _grow(owned[k], 1) & free
+            out[name] += float(se[reached].sum())
+            free &= ~reached
+            owned[k] |= reached
+    out["open sky"] = float(se[free].sum())
     return out
 
 
@@ -190,6 +210,7 @@ def tables(views: list[dict]) -> tuple[list[dict], list[dict], dict]:
         "psnr_slack0": float(np.median([_psnr(b["slack_mse0"]) for b in budgets])),
         "psnr_slack": float(np.median([_psnr(b["slack_mse"]) for b in budgets])),
         "psnr_vs_blurred": {s: float(np.median([_psnr(b["blur_mse"][s]) for b in budgets])) for s in BLURS},
+        "sky_share": {k: sum(b["sky_sse"][k] for b in budgets) / max(total, 1e-9) for k in budgets[0]["sky_sse"]},
     }
     return (rows("sse", "pixels", CLASSES), rows("band_sse", "band_pixels", [n for *_, n in BANDS] + ["sky"]), geometry)
 
@@ -209,6 +230,8 @@ def print_tables(views: list[dict], format_table) -> None:
     print(format_table(fmt(classes), cols))
     print("\nby the generator's depth:")
     print(format_table(fmt(bands), cols))
+    print("sky's share of the MSE by the nearest surface within %d px: " % SKY_REACH_PX
+          + ", ".join(f"{k} {v:.3f}" for k, v in g["sky_share"].items()))
     shifts = ", ".join(f"{dx:+d},{dy:+d}" for dx, dy in g["best_shifts"])
     blurs = ", ".join(f"sigma {s} px {v:.2f}" for s, v in g["psnr_vs_blurred"].items())
     print(f"\ngeometry or colour: PSNR on the crop {g['psnr_crop']:.2f} dB, after the best whole-view shift "

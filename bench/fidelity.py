@@ -90,6 +90,7 @@ from runtime.world.camera import Cameras, intrinsics_from_fov
 from runtime.world.generators.base import CancelToken, GenerationRequest
 from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural.generator import ground_height_y
+from runtime.world.keyframes.colour_solve import SOLVE_ITERATIONS
 from runtime.world.keyframes.fit import FIT_ITERATIONS
 from runtime.world.keyframes.optimise import ChunkOptimiser
 from runtime.world.render import create_renderer
@@ -304,7 +305,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         clock = paced.SimClock()
         generator = paced.PacedGenerator(generator, clock, args.paced)
     optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
-    world = World(config, generator=generator, renderer=create_renderer(args.renderer), chunk_optimiser=optimiser, clock=clock)
+    world = World(config, generator=generator, renderer=_renderer(args), chunk_optimiser=optimiser, clock=clock)
     path = make_path(path_kind, args.distance, seed)
     timeline = JobTimeline(world, clock)
     try:
@@ -460,6 +461,8 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             "psnr_enc_med": float(np.nanmedian(enc)) if np.isfinite(enc).any() else None,
             "ceiling_med": float(np.median([v["ceiling"] for v in views])) if views else None,
         }
+        fitted = world.stats["chunks_fitted"]  # colour fitting of every chunk (spawn included): CPU ms of the fitting thread
+        out.row.update(chunks_fitted=fitted, fit_cpu_ms_per_chunk=round(world.stats["fit_cpu_ms"] / max(fitted, 1), 1))
         if optimiser is not None:  # what chunk optimisation did during this walk (all chunks, spawn included)
             kept, rejected = world.stats["chunks_optimised"], world.stats["chunks_optimise_rejected"]
             out.row.update(chunks_optimised=kept, chunks_optimise_rejected=rejected,
@@ -470,6 +473,12 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     finally:
         world.close()
     return out
+
+
+def _renderer(args):
+    """The renderer ``--renderer`` names, with ``--lod-px`` where given (CPU renderer only)."""
+    options = {} if args.lod_px is None else {"lod_px": args.lod_px}
+    return create_renderer(args.renderer, **options)
 
 
 def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
@@ -597,11 +606,19 @@ def encoded_psnr(world_rgb: list[np.ndarray], truth_rgb: list[np.ndarray]) -> li
 def oracle(args, log=print) -> list[dict]:
     """The best one keyframe can do: reconstruct from a keyframe taken at the very camera that is
     then rendered (no walk, no planning, no distance), per keyframe setting ``WxH@FOV/stride``,
-    with ``--oracle-fit`` colour-fitting steps (:mod:`runtime.world.keyframes.fit`).
+    with its colours fitted as a world fits them: ``--oracle-solve`` least-squares iterations
+    (:mod:`runtime.world.keyframes.colour_solve`), or with ``--oracle-solve 0`` ``--oracle-fit``
+    Jacobi steps (:mod:`runtime.world.keyframes.fit`). The same chunk is also drawn from a
+    novel camera half a metre to the side and back, turned 0.2 rad (``psnr_novel``): a fit
+    that only reproduces its keyframe gains there less. Fitting runs on one thread and
+    ``fit_ms`` is its CPU time (load-independent).
 
     Separates what the splat representation loses (resolution, splat blur) from what planning
     and coverage lose on a walk.
     """
+    import numba
+
+    from runtime.world.keyframes.colour_solve import FitView, solve_colours
     from runtime.world.keyframes.fit import fit_colors
     from runtime.world.keyframes.reconstruct import reconstruct
     from runtime.world.scene import Chunk, ChunkSource, SceneSnapshot
@@ -610,7 +627,7 @@ def oracle(args, log=print) -> list[dict]:
     caption = CAPTIONS.get(args.biomes.split(",")[0], args.biomes.split(",")[0])
     truth = Truth(caption, seed)
     sky = truth.generator.sky(caption, seed)
-    renderer = create_renderer(args.renderer)
+    renderer = _renderer(args)
     rng = np.random.default_rng(seed)
     settings = []
     for item in args.oracle.split(","):
@@ -620,9 +637,13 @@ def oracle(args, log=print) -> list[dict]:
         settings.append((item, w, h, math.radians(float(fov)), int(stride or 2)))
     rows = {name: [] for name, *_ in settings}
     for _ in range(args.novel):
-        pose = eye_pose(rng.uniform(-2, 2), rng.uniform(0, args.distance), rng.uniform(-math.pi, math.pi), 0.0, seed)
+        x, z, yaw = rng.uniform(-2, 2), rng.uniform(0, args.distance), rng.uniform(-math.pi, math.pi)
+        pose = eye_pose(x, z, yaw, 0.0, seed)
         cam = pose.camera(args.width, args.height, VIEW_FOV)
         t_rgb, _ = truth.render(cam)
+        side = eye_pose(x + 0.5 * math.cos(yaw) - 0.5 * math.sin(yaw), z - 0.5 * math.sin(yaw) - 0.5 * math.cos(yaw), yaw + 0.2, 0.0, seed)
+        novel = side.camera(args.width, args.height, VIEW_FOV)
+        n_rgb, _ = truth.render(novel)
         for name, w, h, fov, stride in settings:
             key = pose.camera(w, h, fov)
             k_rgb, k_depth = truth.render(key)
@@ -634,17 +655,27 @@ def oracle(args, log=print) -> list[dict]:
                 out = renderer.render(SceneSnapshot(0, (Chunk.build(0, g, ChunkSource()),)), key, sky)
                 return out.rgb, out.depth
 
-            t0 = time.perf_counter()
-            gaussians = fit_colors(gaussians, k_rgb, k_depth, key, draw, stride=stride, iterations=args.oracle_fit)
-            fit_ms = (time.perf_counter() - t0) * 1e3
-            out = renderer.render(SceneSnapshot(0, (Chunk.build(0, gaussians, ChunkSource()),)), cam, sky)
-            rows[name].append((psnr(out.rgb[0], t_rgb[0]), sharpness(out.rgb[0]) / sharpness(t_rgb[0]), len(gaussians), ms, fit_ms))
+            background = renderer.render(SceneSnapshot(0, ()), key, sky).rgb[0].astype(np.float32) / 255
+            threads = numba.get_num_threads()
+            numba.set_num_threads(1)
+            t0 = time.thread_time()
+            if args.oracle_solve > 0:
+                view = FitView(key, k_rgb[0], k_depth[0], background)
+                gaussians, _ = solve_colours(gaussians, SceneSnapshot(0, ()), [view], iterations=args.oracle_solve)
+            else:
+                gaussians = fit_colors(gaussians, k_rgb, k_depth, key, draw, stride=stride, iterations=args.oracle_fit)
+            fit_ms = (time.thread_time() - t0) * 1e3
+            numba.set_num_threads(threads)
+            scene = SceneSnapshot(0, (Chunk.build(0, gaussians, ChunkSource()),))
+            out, side_out = renderer.render(scene, cam, sky), renderer.render(scene, novel, sky)
+            rows[name].append((psnr(out.rgb[0], t_rgb[0]), sharpness(out.rgb[0]) / sharpness(t_rgb[0]), len(gaussians), ms, fit_ms,
+                               psnr(side_out.rgb[0], n_rgb[0])))
     table = []
     for name, values in rows.items():
         v = np.array(values)
         table.append({"keyframe": name, "psnr_med": float(np.median(v[:, 0])), "psnr_min": float(v[:, 0].min()),
-                      "sharp_med": float(np.median(v[:, 1])), "gaussians": int(v[:, 2].mean()), "reconstruct_ms": float(v[:, 3].mean()),
-                      "fit_ms": float(v[:, 4].mean())})
+                      "sharp_med": float(np.median(v[:, 1])), "psnr_novel_med": float(np.median(v[:, 5])),
+                      "gaussians": int(v[:, 2].mean()), "reconstruct_ms": float(v[:, 3].mean()), "fit_ms": float(v[1:, 4].mean() if len(v) > 1 else v[:, 4].mean())})
     return table
 
 
@@ -696,6 +727,7 @@ WALK_COLUMNS = [
     ("holes_walk_max", "holes max"), ("holes_scene_mean", "scene holes"), ("hole_time", "time holed"), ("hole_p50_s", "hole p50 s"),
     ("hole_p95_s", "hole p95 s"), ("hole_longest_s", "hole max s"), ("holes_near_mean", f"holes < {NEAR_M:.0f} m"),
     ("near_hole_p95_s", "near hole p95 s"), ("near_hole_longest_s", "near hole max s"),
+    ("chunks_fitted", "fitted"), ("fit_cpu_ms_per_chunk", "fit CPU ms"),
 ]
 
 JOB_COLUMNS = [
@@ -724,6 +756,8 @@ def parse_args(argv=None):
     ap.add_argument("--hole-threshold", type=float, default=0.01, help="a sample shows a visible hole above this fraction")
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--no-encoder", dest="encoder", action="store_false")
+    ap.add_argument("--lod-px", type=float, default=None, help="the CPU renderer's level of detail (0: off; default: "
+                    "the renderer's own, see runtime/world/render/lod.py)")
     ap.add_argument("--config", action="append", default=[], help="WorldConfig override key=value (JSON value)")
     ap.add_argument("--fast-forward", action="store_true", help="generation waited for at every update (simulated time): "
                     "measures reconstruction, not how busy the CPU is")
@@ -732,7 +766,9 @@ def parse_args(argv=None):
                     "real-time scheduling, whatever the load (0: off)")
     ap.add_argument("--quick", action="store_true", help="one 8 m walk at 3 m/s, 4 views at 320x180 (a smoke test)")
     ap.add_argument("--oracle", default="", help="instead of walks: the one-keyframe limit per setting, e.g. 320x180@75/2,640x360@60/1")
-    ap.add_argument("--oracle-fit", type=int, default=FIT_ITERATIONS, help="--oracle: colour-fitting steps per keyframe (0: none)")
+    ap.add_argument("--oracle-solve", type=int, default=SOLVE_ITERATIONS,
+                    help="--oracle: least-squares colour-fitting iterations per keyframe (0: --oracle-fit Jacobi steps instead)")
+    ap.add_argument("--oracle-fit", type=int, default=FIT_ITERATIONS, help="--oracle --oracle-solve 0: Jacobi colour-fitting steps (0: none)")
     ap.add_argument("--optimise-chunks", type=int, default=0, metavar="STEPS",
                     help="fit each new chunk to its keyframes with gsplat for STEPS steps (CUDA only; 0: off)")
     ap.add_argument("--timeline", action="store_true", help="print every job's plan/start/generate/land/draw times")
@@ -811,7 +847,8 @@ def main(argv=None) -> None:
     if args.oracle:
         table = oracle(args)
         print(format_table(table, [("keyframe", "keyframe WxH@FOV/stride"), ("psnr_med", "PSNR med"), ("psnr_min", "PSNR min"),
-                                   ("sharp_med", "sharp"), ("gaussians", "Gaussians"), ("reconstruct_ms", "reconstruct ms"), ("fit_ms", "fit ms")]))
+                                   ("sharp_med", "sharp"), ("psnr_novel_med", "PSNR novel med"), ("gaussians", "Gaussians"),
+                                   ("reconstruct_ms", "reconstruct ms"), ("fit_ms", "fit CPU ms")]))
         write_json(args.json_path, {"settings": {k: v for k, v in vars(args).items() if k != "config"}, "oracle": table})
         return
     report = run(args)

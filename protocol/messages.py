@@ -620,8 +620,9 @@ class SplatPiece(Message):
     ``layer`` says what the chunk is: ``scene`` (drawn as usual) or ``far``, a far-field chunk
     (sent only when ``splats.max_far_splats`` > 0): coarse splats of what keyframes saw beyond
     ~40 m, drawn *behind* the scene in place of the bare sky (never in front of a scene splat),
-    on the coarse sky grid the server samples (every ``round(max(W, H) / 160)``-th pixel,
-    interpolated bilinearly). A far chunk on the wire is one landing's far splats and never
+    on the server's far grid (every ``max(1, round(max(W, H) / 160) // 2)``-th pixel, interpolated
+    bilinearly; the server shows it only where the scene is nearly see-through, docs/world.md).
+    A far chunk on the wire is one landing's far splats and never
     changes (the server merges landings of one far cell into one chunk, but sends each as its
     own, under the landing's id); ``splat_forget`` drops it when the world drops its far cell
     or the far budget needs room."""

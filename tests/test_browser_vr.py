@@ -286,6 +286,7 @@ def test_local_mode_renders_both_eyes_in_the_headset(browser, base_url, world):
         page.wait_for_function(f"() => window.__worldstream.local.framesDrawn > {frames + 3}", timeout=30_000)
 
 
+@pytest.mark.timeout(600)
 def test_local_mode_draws_the_far_field_in_the_headset(browser, base_url, world):
     """Render mode local with far-field chunks held: the headset's eye shows the far field
     (distant land where the scene is see-through) instead of the plain sky, and behind the
@@ -303,8 +304,8 @@ def test_local_mode_draws_the_far_field_in_the_headset(browser, base_url, world)
             the splats it draws a few (software-GL) frames after they are shown or hidden."""
             page.evaluate(f"() => window.__worldstream.showVrLayers({{ far: {str(far).lower()}, scene: {str(scene).lower()} }})")
             last = None
-            for _ in range(20):
-                page.wait_for_timeout(500)
+            for _ in range(12):
+                page.wait_for_timeout(300)
                 now = eye_grey(page.evaluate("() => window.__worldstream.captureVrEye()"))
                 if last is not None and np.abs(now - last).mean() < 0.2:
                     return now
@@ -312,7 +313,7 @@ def test_local_mode_draws_the_far_field_in_the_headset(browser, base_url, world)
             raise AssertionError(f"the eye's picture did not settle with far={far}, scene={scene}")
 
         views = []
-        for turn in (0.0, 1.0, 2.0, -1.0, -2.0):  # radians: look around for the horizon's far land
+        for turn in (0.0, 2.0, -2.0, 1.0, -1.0):  # radians: look around for the horizon's far land
             page.evaluate(f"() => window.__xrDevice.quaternion.set(0, Math.sin({turn / 2}), 0, Math.cos({turn / 2}))")
             with_far, bare, sky, far_only = eye(True, True), eye(False, True), eye(False, False), eye(True, False)
             far_adds = far_only - sky  # what the far layer does to the bare sky
@@ -326,6 +327,8 @@ def test_local_mode_draws_the_far_field_in_the_headset(browser, base_url, world)
                 # Pixels changed by more than the far layer changes the sky there, or the other way.
                 "beyond_far_layer": float(((np.abs(change) > np.abs(far_adds) + 3) | (change * far_adds < -9)).mean()),
             })
+            if views[-1]["far_pixels"] > 0.001:
+                break  # one view showing far land is enough (each costs four settled eye pictures)
         page.evaluate("() => window.__worldstream.showVrLayers({ far: true, scene: true })")
         print(f"far field in the headset: {views}")
         shown = [v for v in views if v["far_pixels"] > 0.001]

@@ -390,3 +390,35 @@ def test_occluder_mask_names_bad_input():
         occluder_mask(g, [frame], shown=[])
     with pytest.raises(ValueError, match="margin"):
         occluder_mask(g, [frame], margin=1.5)
+
+
+def test_a_splat_from_a_keyframe_pixel_lands_on_that_pixels_centre():
+    """Pixel convention end to end: a keyframe pixel's splat projects back to the pixel's centre
+    ``(u + 0.5, v + 0.5)``, and the CPU renderer draws it centred there (a half-pixel mismatch
+    between keyframes, reconstruction and renderer would shift every novel view)."""
+    from runtime.world.render.cpu import CpuRenderer
+    from runtime.world.scene import Chunk, ChunkSource, SceneSnapshot
+    pose = Pose(np.array([0.3, -0.2, 0.1], np.float32), 0.4, -0.1)
+    cams = pose.camera(W, H, math.radians(60.0))
+    depth = np.full((1, H, W), 4.0, np.float32)
+    for stride in (1, 2):
+        g = reconstruct(textured(), depth, cams, None, stride=stride, sharpen=0.0)
+        pc = g.means @ cams.w2c[0, :3, :3].T + cams.w2c[0, :3, 3]
+        u = cams.K[0, 0, 0] * pc[:, 0] / pc[:, 2] + cams.K[0, 0, 2]
+        v = cams.K[0, 1, 1] * pc[:, 1] / pc[:, 2] + cams.K[0, 1, 2]
+        # a block's centre: pixel centre (stride 1), between its pixels' centres (stride 2)
+        np.testing.assert_allclose((u - stride / 2) / stride, np.round((u - stride / 2) / stride), atol=0.05 / stride)
+        np.testing.assert_allclose((v - stride / 2) / stride, np.round((v - stride / 2) / stride), atol=0.05 / stride)
+    # One small round splat at pixel (col 21, row 13)'s centre is drawn centred on it.
+    g = reconstruct(textured(), depth, cams, None, stride=1, sharpen=0.0)
+    pc = g.means @ cams.w2c[0, :3, :3].T + cams.w2c[0, :3, 3]
+    u = cams.K[0, 0, 0] * pc[:, 0] / pc[:, 2] + cams.K[0, 0, 2]
+    v = cams.K[0, 1, 1] * pc[:, 1] / pc[:, 2] + cams.K[0, 1, 2]
+    k = int(np.argmin(np.hypot(u - 21.5, v - 13.5)))
+    one = Gaussians(g.means[k:k + 1], np.array([[1.0, 0, 0, 0]], np.float32), np.log(np.full((1, 3), 0.01, np.float32)),
+                    np.full(1, 2.0, np.float32), np.ones((1, 3), np.float32))
+    alpha = CpuRenderer().render_alpha(SceneSnapshot(0, (Chunk.build(0, one, ChunkSource()),)), cams)[0]
+    rows, cols = np.mgrid[0:H, 0:W] + 0.5
+    assert np.unravel_index(np.argmax(alpha), alpha.shape) == (13, 21)
+    assert abs((alpha * cols).sum() / alpha.sum() - 21.5) < 0.05
+    assert abs((alpha * rows).sum() / alpha.sum() - 13.5) < 0.05

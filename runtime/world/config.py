@@ -63,6 +63,12 @@ class WorldConfig:
             :mod:`.keyframes.seams`); 0 turns it off.
         fit_iterations: Jacobi steps fitting a new chunk's colours to its keyframes (one
             render of the keyframes each; see :mod:`.keyframes.fit`); 0 turns it off.
+        fit_solve_iterations: conjugate-gradient iterations solving a new chunk's colours by
+            least squares against its keyframes, every pixel exact (one trace of each keyframe;
+            see :mod:`.keyframes.colour_solve`); 0: the Jacobi steps of ``fit_iterations`` instead.
+        fit_neighbour_views: the least-squares colour fit also matches up to this many earlier
+            keyframes (frame memory) that see the new chunk, the new splats drawn into their
+            cameras with the scene; 0: the chunk's own keyframes only.
         hole_fraction, hole_reach_m: the player's own view (now and a second on) and the
             view ahead are tested for holes even inside explored space, and get a keyframe
             when more than ``hole_fraction`` of their pixels show the player neither splats
@@ -78,6 +84,10 @@ class WorldConfig:
             is queued or running (the generator has slack), so the extra cost (about
             ``detail_scale**2`` per keyframe) never delays the frontier; fill jobs stay at the
             keyframe size. 1 turns it off.
+        detail_fov_y: vertical field of view (radians) of refining keyframes; 0: ``keyframe_fov_y``.
+            A refining keyframe sharpens space fill keyframes already cover, so it need not
+            span as wide: the stream's 60 degrees give its pixels 1.33x the angular resolution
+            of 75 degrees for the same trace cost (silhouettes are most of the remaining error).
         coarse_scale, coarse_speed: fill coarse first. A job that fills empty space while
             generation is behind -- the player's view shows a hole, another such job is
             queued or running, or the player asking moves at ``coarse_speed`` m/s or
@@ -140,12 +150,15 @@ class WorldConfig:
     far_field_max_gaussians: int = 1_000_000
     seam_blend_px: float = 24.0
     fit_iterations: int = 3
+    fit_solve_iterations: int = 6
+    fit_neighbour_views: int = 0
     hole_fraction: float = 0.02
     hole_reach_m: float = 15.0
     coarse_scale: float = 0.5
     coarse_speed: float = 3.0
     ahead_step_m: float = 8.0
     detail_scale: float = 2.0
+    detail_fov_y: float = 0.0
     keep_keyframe_views: bool = False
 
     def __post_init__(self) -> None:
@@ -172,6 +185,10 @@ class WorldConfig:
             raise ValueError(f"WorldConfig.max_concurrent_jobs must be an integer >= 1, got {self.max_concurrent_jobs}")
         if int(self.fit_iterations) != self.fit_iterations or not 0 <= self.fit_iterations <= 16:
             raise ValueError(f"WorldConfig.fit_iterations must be an integer in [0, 16], got {self.fit_iterations!r}")
+        if int(self.fit_solve_iterations) != self.fit_solve_iterations or not 0 <= self.fit_solve_iterations <= 64:
+            raise ValueError(f"WorldConfig.fit_solve_iterations must be an integer in [0, 64], got {self.fit_solve_iterations!r}")
+        if int(self.fit_neighbour_views) != self.fit_neighbour_views or not 0 <= self.fit_neighbour_views <= 16:
+            raise ValueError(f"WorldConfig.fit_neighbour_views must be an integer in [0, 16], got {self.fit_neighbour_views!r}")
         if not 0.0 < self.revisit_radius_m <= 10.0:
             raise ValueError(f"WorldConfig.revisit_radius_m must be in (0, 10] metres, got {self.revisit_radius_m}")
         for name in ("refine_ratio", "detail_max_px"):
@@ -199,6 +216,8 @@ class WorldConfig:
                 f"WorldConfig.hole_fraction must be in [0, 1) (0 = off) and hole_reach_m in [1, 1000] m, "
                 f"got {self.hole_fraction!r} and {self.hole_reach_m!r}"
             )
+        if not (self.detail_fov_y == 0.0 or 0.0 < self.detail_fov_y < math.pi):
+            raise ValueError(f"WorldConfig.detail_fov_y must be 0 (the keyframe's) or in (0, pi) radians, got {self.detail_fov_y!r}")
         if not 0.1 <= self.coarse_scale <= 1.0 or not 0.0 <= self.coarse_speed <= 100.0:
             raise ValueError(
                 f"WorldConfig.coarse_scale must be in [0.1, 1] (1 = off) and coarse_speed in [0, 100] m/s, "

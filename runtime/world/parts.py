@@ -59,8 +59,14 @@ class WorldStats:
     # The far field: splats it holds (summed over landings) and the time building them took.
     far_gaussians: int = 0
     far_field_ms: float = 0.0
-    # Colour fitting of new chunks against their keyframes (keyframes/fit.py): its time.
+    # Colour fitting of new chunks against their keyframes (keyframes/fit.py or, with
+    # fit_solve_iterations, keyframes/colour_solve.py): chunks fitted, wall time, CPU time of
+    # the fitting thread (load-independent: the solve is single threaded), and the views
+    # (own keyframes and earlier ones) the solves matched.
+    chunks_fitted: int = 0
     fit_ms: float = 0.0
+    fit_cpu_ms: float = 0.0
+    fit_views: int = 0
     # Outrunning generation: jobs traced coarse (fill coarse first), refining jobs
     # cancelled so a job filling empty space could run, and queued refining jobs cancelled
     # because a player was shown a hole a fill job was asked for.

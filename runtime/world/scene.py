@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -183,9 +184,16 @@ class Scene:
     ``gaussians`` object, so renderers' caches, keyed by identity, rebuild theirs). Which
     of a chunk's *original* Gaussians are gone is kept (:meth:`retired_masks`) so a saved
     world, whose chunk files hold the originals, comes back the same.
+
+    Args:
+        prepare: called with every chunk :meth:`append` or :meth:`land_far` builds (new,
+            rebuilt after refinement, merged far chunks) *before* the version holding them is
+            published, on the appending thread: the world's renderer derives its per-chunk
+            data there (activation, levels of detail), so no frame has to.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prepare: Callable[[Sequence[Chunk]], None] | None = None) -> None:
+        self._prepare = prepare
         self._lock = threading.Lock()
         self._snapshot = SceneSnapshot(0, ())
         self._next_id = 0
@@ -220,6 +228,8 @@ class Scene:
                 chunks.append(Chunk.build(self._next_id, part, source))
                 self._next_id += 1
             kept = self._retired(self._snapshot.chunks, retire or {}, chunks[0].id if chunks else self._next_id)
+            old = {id(c) for c in self._snapshot.chunks}
+            self._prepared([c for c in kept if id(c) not in old] + chunks)
             self._snapshot = SceneSnapshot(self._snapshot.version + 1, kept + tuple(chunks), self._snapshot.far)
         return chunks
 
@@ -280,8 +290,14 @@ class Scene:
                     total -= len(victim.gaussians)
                     dropped.append(victim.id)
                 far = [c for c in far if c.id not in dropped]
+            self._prepared([chunk])
             self._snapshot = SceneSnapshot(s.version + 1, s.chunks, tuple(far))
         return chunk, tuple(dropped)
+
+    def _prepared(self, chunks: list[Chunk]) -> None:
+        """Let the ``prepare`` callback see ``chunks`` (call under the lock, before publishing)."""
+        if self._prepare is not None and chunks:
+            self._prepare(chunks)
 
     def _retired(self, chunks: tuple[Chunk, ...], retire: dict[int, np.ndarray], by: int) -> tuple[Chunk, ...]:
         """``chunks`` with the masked Gaussians taken out by chunk ``by`` (call under the lock);

@@ -150,7 +150,9 @@ class World:
             renderer=renderer,
             sky=sky,
             start_image=start_image,
-            scene=Scene(),
+            # Renderers that derive per-chunk data (the CPU renderer's levels of detail) do it
+            # as chunks land, on the generation worker, not in the first frame drawing them.
+            scene=Scene(prepare=getattr(renderer, "prepare", None)),
             memory=FrameMemory(point_stride=4),
             collider=SceneCollider(),
             explored=ExploredMap(config.explored_cell),

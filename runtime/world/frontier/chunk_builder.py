@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from typing import Sequence
 
+import numba
 import numpy as np
 
 from ..camera import Cameras
@@ -21,6 +22,7 @@ from ..depth.align import align_to_known
 from ..gaussians import Gaussians
 from ..generators.base import GenerationResult
 from ..keyframes.far_field import far_gaussians
+from ..keyframes.colour_solve import FitView, solve_colours
 from ..keyframes.fit import fit_colors
 from ..keyframes.frames import Frame
 from ..keyframes.seams import blend_keyframes
@@ -168,23 +170,61 @@ class ChunkBuilder:
         self, gaussians: Gaussians, base: SceneSnapshot, rgb: np.ndarray, depth: np.ndarray, cams: Cameras, source: ChunkSource
     ) -> Gaussians:
         """The new Gaussians' colours fitted so that the scene they join (``base``, the
-        snapshot less what they retire) shows the keyframes ``rgb`` sharply (:mod:`.keyframes.fit`)."""
-        iterations = self.config.fit_iterations
-        if iterations <= 0 or len(gaussians) == 0:
+        snapshot less what they retire) shows the keyframes ``rgb`` sharply: by least squares
+        (:mod:`.keyframes.colour_solve`, with ``fit_neighbour_views`` earlier keyframes too),
+        or with ``fit_solve_iterations = 0`` by Jacobi steps (:mod:`.keyframes.fit`)."""
+        cfg = self.config
+        if len(gaussians) == 0 or (cfg.fit_solve_iterations <= 0 and cfg.fit_iterations <= 0):
             return gaussians
+        started, cpu = time.perf_counter(), time.thread_time()
+        if cfg.fit_solve_iterations > 0:
+            views = self._fit_views(gaussians, base, rgb, depth, cams)
+            threads = numba.get_num_threads()
+            numba.set_num_threads(1)  # this thread only: its CPU time is the whole cost
+            try:
+                fitted, _ = solve_colours(gaussians, base, views, iterations=cfg.fit_solve_iterations)
+            finally:
+                numba.set_num_threads(threads)
+            self.stats.fit_views += len(views)
+        else:
 
-        def draw(candidate: Gaussians) -> tuple[np.ndarray, np.ndarray]:
-            # A temporary chunk: its own Gaussians object, so no renderer cache mistakes it.
-            out = self.renderer.render(SceneSnapshot(base.version, base.chunks + (Chunk.build(-1, candidate, source),)), cams, self.parts.sky)
-            return out.rgb, out.depth
+            def draw(candidate: Gaussians) -> tuple[np.ndarray, np.ndarray]:
+                # A temporary chunk: its own Gaussians object, so no renderer cache mistakes it.
+                out = self.renderer.render(SceneSnapshot(base.version, base.chunks + (Chunk.build(-1, candidate, source),)), cams, self.parts.sky)
+                return out.rgb, out.depth
 
-        started = time.perf_counter()
-        base_alpha = self.renderer.render_alpha(base, cams) if base.chunks else None
-        fitted = fit_colors(
-            gaussians, rgb, depth, cams, draw, stride=self.config.reconstruct_stride, iterations=iterations, base_alpha=base_alpha
-        )
+            base_alpha = self.renderer.render_alpha(base, cams) if base.chunks else None
+            fitted = fit_colors(
+                gaussians, rgb, depth, cams, draw, stride=cfg.reconstruct_stride, iterations=cfg.fit_iterations, base_alpha=base_alpha
+            )
+        self.stats.chunks_fitted += 1
         self.stats.fit_ms += (time.perf_counter() - started) * 1e3
+        self.stats.fit_cpu_ms += (time.thread_time() - cpu) * 1e3
         return fitted
+
+    def _fit_views(self, gaussians: Gaussians, base: SceneSnapshot, rgb: np.ndarray, depth: np.ndarray, cams: Cameras) -> list[FitView]:
+        """The pictures the least-squares fit matches: the job's keyframes (``rgb``, seam-blended),
+        then up to ``fit_neighbour_views`` earlier keyframes from memory that see the new
+        Gaussians (nearest first), each with the sky and far field the renderer lays behind."""
+        frames = self._neighbour_frames(gaussians, cams) if self.config.fit_neighbour_views > 0 else []
+        pictures = [(cams[i], rgb[i], depth[i]) for i in range(len(cams))]
+        pictures += [(Cameras(f.w2c[None], f.K[None], f.width, f.height), f.rgb, f.depth) for f in frames]
+        far_from = getattr(self.renderer, "far_see_through_from", None)
+        views = []
+        for cam, picture, picture_depth in pictures:
+            background = self.renderer.render(SceneSnapshot(base.version, (), base.far), cam, self.parts.sky).rgb[0]
+            sky = self.renderer.render(SceneSnapshot(base.version, ()), cam, self.parts.sky).rgb[0] if base.far else None
+            views.append(FitView(cam, picture, picture_depth, _unit(background), None if sky is None else _unit(sky), far_from))
+        return views
+
+    def _neighbour_frames(self, gaussians: Gaussians, cams: Cameras) -> list[Frame]:
+        """Up to ``fit_neighbour_views`` memory frames whose frustum touches ``gaussians``' box from
+        no farther than the new keyframes' farthest splat, nearest to the new cameras first."""
+        center = cams.centers.astype(np.float32).mean(axis=0)
+        reach = float(np.linalg.norm(gaussians.means - center, axis=1).max())
+        frames = self.memory.frames_viewing(gaussians.means.min(axis=0), gaussians.means.max(axis=0), reach)
+        frames.sort(key=lambda f: (float(np.linalg.norm(f.center - center)), f.id))
+        return frames[: self.config.fit_neighbour_views]
 
     def _optimised(
         self,
@@ -357,6 +397,11 @@ class ChunkBuilder:
     def restore(self, next_frame_id: int) -> None:
         """Take a loaded world's frame counter (call under the planner lock)."""
         self.next_frame_id = next_frame_id
+
+
+def _unit(rgb: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 -> float32 in [0, 1]."""
+    return rgb.astype(np.float32) * np.float32(1 / 255)
 
 
 def _without(snapshot: SceneSnapshot, masks: dict[int, np.ndarray]) -> SceneSnapshot:

@@ -303,8 +303,8 @@ class FrontierPlanner:
     def _test_probes(self, tested: list[tuple[ProbeView, tuple]]) -> None:
         """Render the probes not in the cache yet (at ``probe_width`` x ``probe_height``) and
         cache ``(uncovered fraction of the splats, fraction of holes shown)`` for each: the
-        second draws the far field behind the splats, only for :data:`HOLE_PROBES` kinds
-        (0 for the others: they are not tested for holes)."""
+        second draws the far field behind the splats, for :data:`HOLE_PROBES` kinds whose
+        splats alone leave more than ``hole_fraction`` uncovered (else it is the first)."""
         cfg = self.config
         missing = list({key: pr for pr, key in tested if key not in self._probe_cache}.items())
         if not missing:
@@ -315,9 +315,11 @@ class FrontierPlanner:
         alpha = self.renderer.render_alpha(snapshot, cams) if snapshot.chunks else np.zeros((n, cams.height, cams.width), np.float32)
         self.stats.probes_rendered += n
         fractions = uncovered_fractions(alpha, cams, self.parts.sky_directions)
-        shown = np.zeros(n)
-        holes = [i for i, (_, pr) in enumerate(missing) if pr.kind in HOLE_PROBES]
-        if holes and cfg.hole_fraction > 0:
+        # The far field only hides holes: where the splats alone leave few, so does the picture
+        # (and the far pass is skipped).
+        shown = np.asarray(fractions, np.float64).copy()
+        holes = [i for i, (_, pr) in enumerate(missing) if cfg.hole_fraction > 0 and pr.kind in HOLE_PROBES and shown[i] > cfg.hole_fraction]
+        if holes:
             shown[holes] = self._shown_holes(snapshot, alpha[holes], cams[holes])
         for (key, _), frac, hole in zip(missing, fractions, shown):
             self._probe_cache[key] = (float(frac), float(hole))
@@ -460,7 +462,8 @@ class FrontierPlanner:
     def _make_job(self, cand: UncoveredView, now: float, caption: str, size: tuple[int, int]) -> GenerationJob:
         cfg = self.config
         W, H = size
-        K = intrinsics_from_fov(W, H, cfg.keyframe_fov_y)
+        fov = cfg.detail_fov_y if cand.detail and cfg.detail_fov_y else cfg.keyframe_fov_y  # refining: narrower, finer
+        K = intrinsics_from_fov(W, H, fov)
         pos = np.asarray(cand.probe.position, np.float32)
         w2c = np.stack([Pose(pos, cand.probe.yaw + off, cand.pitch).w2c for off in cfg.job_yaw_offsets])
         cameras = Cameras(w2c, np.broadcast_to(K, (len(w2c), 3, 3)), W, H)

@@ -38,6 +38,9 @@ class ChunkCache(Generic[T]):
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[int, int], tuple[weakref.ref, T, int]] = OrderedDict()
         self._bytes = 0
+        self.derived = 0
+        """How many times ``derive`` ran (a chunk derived twice, after eviction or by two
+        threads at once, counts twice)."""
         # Keys whose Gaussians died. The weakref callback may run inside any allocation
         # (cyclic GC), even while this thread holds the lock, so it only appends here
         # (atomic) and get() purges.
@@ -57,6 +60,7 @@ class ChunkCache(Generic[T]):
         dead = self._dead
         ref = weakref.ref(chunk.gaussians, lambda r, key=key: dead.append((key, r)))
         with self._lock:
+            self.derived += 1
             old = self._entries.pop(key, None)
             if old is not None:
                 self._bytes -= old[2]

@@ -26,6 +26,7 @@ from ..camera import Cameras
 from ..gaussians import Gaussians
 from ..scene import frustum_cull_boxes
 from .conventions import ALPHA_MIN, EPS2D, FAR_PLANE, JACOBIAN_CLAMP, NEAR_PLANE
+from .lod import Level, choose_levels, nearest_depth
 
 # Columns of the packed per-Gaussian record made by activate_chunk.
 PACKED_WIDTH = 14
@@ -95,13 +96,20 @@ class PackedChunk:
     packed: np.ndarray
     block_lo: np.ndarray
     block_hi: np.ndarray
+    levels: tuple[Level, ...] = ()
+    """Coarser copies of the blocks, finest first (:mod:`.lod`); () where none were built."""
 
     def __len__(self) -> int:
         return self.packed.shape[0]
 
     @property
+    def arrays(self) -> list[np.ndarray]:
+        """The packed records of every level, fine first: what :func:`visible_blocks` rows index."""
+        return [self.packed] + [level.packed for level in self.levels]
+
+    @property
     def nbytes(self) -> int:
-        return self.packed.nbytes + self.block_lo.nbytes + self.block_hi.nbytes
+        return self.packed.nbytes + self.block_lo.nbytes + self.block_hi.nbytes + sum(v.nbytes for v in self.levels)
 
 
 def _spread_bits(v: np.ndarray) -> np.ndarray:
@@ -289,8 +297,9 @@ def project(
     """Project the given blocks of ``chunks`` into one camera, filling ``splats`` and ``boxes`` in place.
 
     Args:
-        blocks: ``[B, 4]`` int64 rows ``(chunk index, first, stop, out_first)``: the
-            Gaussians ``first:stop`` of ``chunks[c].packed`` go to output rows
+        blocks: ``[B, 4]`` int64 rows ``(array, first, stop, out_first)``: the Gaussians
+            ``first:stop`` of the ``array``-th of the chunks' level arrays (each chunk's
+            :attr:`PackedChunk.arrays` in turn) go to output rows
             ``out_first:out_first + stop - first`` (see :func:`visible_blocks`).
         splats: ``[M, 12]`` float32 out. Columns: pixel x, y (pixel centres at +0.5);
             ``qa, qb, qc`` with the Gaussian's exponent
@@ -305,14 +314,17 @@ def project(
         return
     typed = nb.typed.List()
     for c in chunks:
-        typed.append(c.packed)
+        for array in c.arrays:
+            typed.append(array)
     _project_kernel(typed, blocks, camera_constants(w2c, K, width, height), splats, boxes)
 
 
-def visible_blocks(chunks: list[PackedChunk], cameras: Cameras) -> tuple[np.ndarray, int]:
-    """Blocks of ``chunks`` whose bounds touch the (first) camera's frustum.
+def visible_blocks(chunks: list[PackedChunk], cameras: Cameras, lod_px: float = 0.0) -> tuple[np.ndarray, int]:
+    """Blocks of ``chunks`` whose bounds touch the (first) camera's frustum, each at the level of
+    detail it is drawn at (:func:`.lod.choose_levels`; ``lod_px`` <= 0: all fine).
 
-    Returns ``([B, 4] int64 rows (chunk, first, stop, out_first), total rows M)``.
+    Returns ``([B, 4] int64 rows (array, first, stop, out_first), total rows M)``, where
+    ``array`` counts the chunks' :attr:`PackedChunk.arrays` in turn (see :func:`project`).
     """
     if not chunks:
         return np.zeros((0, 4), np.int64), 0
@@ -322,13 +334,34 @@ def visible_blocks(chunks: list[PackedChunk], cameras: Cameras) -> tuple[np.ndar
         return np.zeros((0, 4), np.int64), 0
     keep = frustum_cull_boxes(lo, hi, cameras[:1])[0]
     chunk_index = np.concatenate([np.full(len(c.block_lo), i, np.int64) for i, c in enumerate(chunks)])
-    first = np.concatenate([np.arange(len(c.block_lo), dtype=np.int64) * BLOCK for c in chunks])
+    block = np.concatenate([np.arange(len(c.block_lo), dtype=np.int64) for c in chunks])
+    base = np.cumsum([0] + [1 + len(c.levels) for c in chunks])[:-1].astype(np.int64)
+    first = block * BLOCK
     sizes = np.array([len(c) for c in chunks], np.int64)
     stop = np.minimum(first + BLOCK, sizes[chunk_index])
-    chunk_index, first, stop = chunk_index[keep], first[keep], stop[keep]
+    level = np.zeros(len(lo), np.int64)
+    n_levels = max(len(c.levels) for c in chunks)
+    if lod_px > 0.0 and n_levels and keep.any():
+        kept = np.flatnonzero(keep)
+        # A chunk's blocks are one run of the concatenation: slices, not masks over all blocks.
+        runs = np.cumsum([0] + [len(c.block_lo) for c in chunks])
+        blur = np.full((len(lo), n_levels), np.inf)
+        for i, c in enumerate(chunks):
+            for k, lv in enumerate(c.levels):
+                blur[runs[i]:runs[i + 1], k] = lv.block_blur
+        K = cameras.K[0]
+        level[kept] = choose_levels(blur[kept], nearest_depth(lo[kept], hi[kept], cameras.w2c[0]), float(max(K[0, 0], K[1, 1])), lod_px)
+        for i, c in enumerate(chunks):
+            run = slice(runs[i], runs[i + 1])
+            for k, lv in enumerate(c.levels):
+                at = runs[i] + np.flatnonzero(level[run] == k + 1)
+                first[at] = lv.block_start[block[at]]
+                stop[at] = lv.block_start[block[at] + 1]
+    array = base[chunk_index] + level
+    array, first, stop = array[keep], first[keep], stop[keep]
     count = stop - first
     # Exclusive prefix sum; also right when no block is kept (a chunk's bounds can touch
     # the frustum while none of its blocks do).
     out_first = np.cumsum(count) - count
-    rows = np.stack([chunk_index, first, stop, out_first], axis=1)
+    rows = np.stack([array, first, stop, out_first], axis=1)
     return np.ascontiguousarray(rows), int(count.sum())

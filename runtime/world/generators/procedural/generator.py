@@ -25,6 +25,12 @@ from .palette import tint_biome
 MAX_IMAGE_SIDE = 8192
 """Largest accepted image width or height (pixels)."""
 MAX_GRID_NODES = 2_000_000
+CONE_TILE = 8
+"""Side (pixels) of the tiles whose rays march together as one cone before each goes on alone."""
+LIT_STEP = 2
+"""Sun shadows and occlusion are traced at every LIT_STEP-th pixel both ways, interpolated between."""
+RELAX = 1.6
+"""Over-relaxation of each ray's march steps (kernels.march_ray)."""
 """Largest height lattice assembled per request (16 MB of float64)."""
 
 # parallel=True kernels share one numba thread pool; launching them from two Python threads
@@ -66,13 +72,17 @@ class ProceduralGenerator:
             (0 = about an eighth of the image).
         threads: numba threads a generation uses (0 = all numba has); fewer leaves cores to
             the renderer and encoder. Applies to the thread that calls ``generate``.
+        exact: trace every ray from the camera and every pixel's shadow and occlusion (the
+            reference picture; ~3x slower at 640x360). Off, tiles of rays first march as one
+            cone and shadows are interpolated where their samples agree: the same world,
+            within ~45 dB of the reference (docs/world.md, "Generator speed").
     """
 
     name = "procedural"
     reads_scene = False  # never calls GenerationRequest.scene: a remote runner need not send the scene
     traces_any_size = True  # any camera size works: coarse fill jobs trace at a fraction of it, detail jobs at a multiple
 
-    def __init__(self, max_distance: float = 250.0, rows_per_block: int = 0, threads: int = 0) -> None:
+    def __init__(self, max_distance: float = 250.0, rows_per_block: int = 0, threads: int = 0, exact: bool = False) -> None:
         if not (10.0 <= float(max_distance) <= 5000.0):
             raise ProceduralRequestError(f"max_distance must be in [10, 5000] metres, got {max_distance}")
         if int(rows_per_block) < 0:
@@ -82,6 +92,7 @@ class ProceduralGenerator:
         self.threads = int(threads)
         self.max_distance = float(max_distance)
         self.rows_per_block = int(rows_per_block)
+        self.exact = bool(exact)
         self._tiles = HeightTiles()
 
     # ---- world facts other parts rely on ----
@@ -146,7 +157,9 @@ class ProceduralGenerator:
 
         rgb = np.empty((N, H, W, 3), np.float32)
         depth = np.empty((N, H, W), np.float32)
-        block = self.rows_per_block or max(4, math.ceil(H / 8))
+        tile, lit_step, relax = (1, 1, 1.0) if self.exact else (CONE_TILE, LIT_STEP, RELAX)
+        # Blocks of whole tiles: a tile cut by a block border is smaller (its cone is narrower).
+        block = self.rows_per_block or CONE_TILE * math.ceil(H / (8 * CONE_TILE))
         blocks_per_view = math.ceil(H / block)
         total = N * blocks_per_view
         done = 0
@@ -160,12 +173,7 @@ class ProceduralGenerator:
             forward = cams.w2c[n, 2, :3].astype(np.float64)
             fx, fy = float(cams.K[n, 0, 0]), float(cams.K[n, 1, 1])
             pix_angle = 1.0 / max(abs(fx), abs(fy), 1e-6)
-            trees, tmeta = self._object_table(origin, biome.tree_cell, seed, e0, hg, hm, bp, rocks=False)
-            rocks, rmeta = self._object_table(origin, biome.rock_cell, seed, e0, hg, hm, bp, rocks=True)
-            # Highest point within reach: the flattened terrain never exceeds max(lattice - e0, 0).
-            terrain_top = kernels.EYE_HEIGHT - max(float(hg.max()) - e0, 0.0) - 0.1
-            hm = hm.copy()
-            hm[2] = min(terrain_top, tmeta[kernels.M_TOP], rmeta[kernels.M_TOP]) - 0.5
+            trees, tmeta, rocks, rmeta, hm = self._view_scene(origin, biome, seed, e0, hg, hm, bp)
             out_rgb = rgb[n]
             out_depth = depth[n]
             for row0 in range(0, H, block):
@@ -174,7 +182,7 @@ class ProceduralGenerator:
                 with _LAUNCH_LOCK:
                     kernels.render_rows(
                         row0, row1, origin, ray_matrix, forward, pix_angle, self.max_distance, seed, e0, hg, hm,
-                        trees, tmeta, rocks, rmeta, bp, sp, sky_rgb[n], out_rgb, out_depth, shades[n],
+                        trees, tmeta, rocks, rmeta, bp, sp, sky_rgb[n], out_rgb, out_depth, shades[n], tile, lit_step, relax,
                     )
                 done += 1
                 progress(done / total, f"procedural: view {n + 1}/{N}")
@@ -184,7 +192,10 @@ class ProceduralGenerator:
         return GenerationResult(
             rgb=rgb_u8,
             depth=depth,
-            info={"generator": self.name, "biome": biome.name, "seconds": elapsed, "views": N, "size": [W, H]},
+            info={
+                "generator": self.name, "biome": biome.name, "seconds": elapsed, "views": N, "size": [W, H],
+                "trace": "exact" if self.exact else f"cone{CONE_TILE}+lit{LIT_STEP}+relax{RELAX}",
+            },
         )
 
     # ---- helpers ----
@@ -203,6 +214,17 @@ class ProceduralGenerator:
             hi = np.ceil((c + reach) / kernels.GRID_STEP).astype(np.int64) + 1
         grid, first = self._tiles.assemble(seed, (int(lo[0]), int(lo[1])), (int(hi[0]), int(hi[1])))
         return grid, np.array([first[0], first[1], 0.0], np.float64)
+
+    def _view_scene(self, origin, biome: Biome, seed: int, e0: float, hg, hm, bp: np.ndarray):
+        """What the kernels meet within reach of a camera at ``origin`` ``[3]``: the tree and rock
+        tables with their meta, and ``hm`` with the scene top (entry 2) filled in."""
+        trees, tmeta = self._object_table(origin, biome.tree_cell, seed, e0, hg, hm, bp, rocks=False)
+        rocks, rmeta = self._object_table(origin, biome.rock_cell, seed, e0, hg, hm, bp, rocks=True)
+        # Highest point within reach: the flattened terrain never exceeds max(lattice - e0, 0).
+        terrain_top = kernels.EYE_HEIGHT - max(float(hg.max()) - e0, 0.0) - 0.1
+        hm = hm.copy()
+        hm[2] = min(terrain_top, tmeta[kernels.M_TOP], rmeta[kernels.M_TOP]) - 0.5
+        return trees, tmeta, rocks, rmeta, hm
 
     def _object_table(self, origin, cell: float, seed: int, e0: float, hg, hm, bp: np.ndarray, rocks: bool):
         """Objects of every cell within ``max_distance`` (+1 cell) of ``origin`` (x, z)."""
