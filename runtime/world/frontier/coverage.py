@@ -200,6 +200,20 @@ class ExploredMap:
     def is_generated(self, x: float, z: float) -> bool:
         return bool(self._cells.get(self.cell_of(x, z), 0) & _GENERATED_BIT)
 
+    def generated_at(self, xz: np.ndarray) -> np.ndarray:
+        """``[...]`` bool: does each ``[..., 2]`` point ``(x, z)`` (metres) lie in a generated cell?"""
+        p = np.asarray(xz, np.float64)
+        out = np.zeros(p.shape[:-1], bool)
+        ok = np.isfinite(p).all(axis=-1)
+        if not ok.any():
+            return out
+        ij = np.floor(p[ok] / self.cell_size).astype(np.int64)
+        cells, inverse = np.unique(ij, axis=0, return_inverse=True)
+        with self._lock:  # a few distinct cells per view: look each up once
+            gen = np.array([bool(self._cells.get((int(i), int(j)), 0) & _GENERATED_BIT) for i, j in cells])
+        out[ok] = gen[inverse.reshape(-1)]
+        return out
+
     def reaches_unknown(self, position: np.ndarray, yaw: float, distances) -> bool:
         """Does any point ``position + d * heading(yaw)`` (d in ``distances``) lie in an ungenerated cell?"""
         x, z = float(position[0]), float(position[2])
@@ -365,11 +379,35 @@ def uncovered_fractions(
     return empty.reshape(len(cameras), -1).mean(axis=1)
 
 
-def shown_hole_fractions(alpha: np.ndarray, far_alpha: np.ndarray, cameras: Cameras, sky: SkyDirections) -> np.ndarray:
+def shown_hole_fractions(
+    alpha: np.ndarray,
+    far_alpha: np.ndarray,
+    cameras: Cameras,
+    sky: SkyDirections,
+    explored: ExploredMap | None = None,
+    eye_height: float = EYE_HEIGHT,
+) -> np.ndarray:
     """``[N]`` fraction of each view's pixels that show the player a hole: the scene's
     opacity ``alpha`` ``[N, H, W]`` composited over the far field's ``far_alpha`` (drawn
     behind it, as the stream draws them) below half, where no sky was generated. Distant
-    terrain the far field shows is no hole; every pixel counts, near or far."""
+    terrain the far field shows is no hole; every pixel counts, near or far.
+
+    With ``explored``, an empty pixel looking down whose ray would meet level ground
+    ``eye_height`` metres below the camera in a cell nobody generated is left out: space
+    beyond what was generated is the frontier's to fill (planning asks for it as unexplored
+    when a view reaches it), and an imported scene's edge seen from inside it is no hole
+    to generate into. Empty pixels at or above the horizon always count."""
     a = np.asarray(alpha, np.float32)
     shown = a + (1.0 - a) * np.asarray(far_alpha, np.float32)
-    return uncovered_fractions(shown, cameras, sky)
+    if explored is None:
+        return uncovered_fractions(shown, cameras, sky)
+    empty = shown < 0.5
+    if empty.any():
+        directions = pixel_directions(cameras)
+        empty &= ~sky.contains(directions)
+        down = directions[..., 1]  # +y is down
+        t = np.where(down > 1e-6, eye_height / np.maximum(down, 1e-6), np.nan)  # metres along the ray
+        centers = np.asarray(cameras.centers, np.float64)[:, None, None, :]
+        ground = centers[..., [0, 2]] + t[..., None] * directions[..., [0, 2]]  # nan at or above the horizon
+        empty &= ~(np.isfinite(t) & ~explored.generated_at(ground))
+    return empty.reshape(len(cameras), -1).mean(axis=1)
