@@ -207,3 +207,22 @@ def test_detail_scale_out_of_range_is_refused_naming_the_field(scale, size):
     """A detail size below the keyframe's, above 4x, or past 8192 pixels a side is a typed error naming ``detail_scale``."""
     with pytest.raises(ValueError, match="detail_scale"):
         WorldConfig("bad", keyframe_width=size[0], keyframe_height=size[1], detail_scale=scale)
+
+
+def test_refining_keyframes_take_the_detail_field_of_view(generator):
+    """With ``detail_fov_y`` set, a refining job's keyframes are made at that (narrower, finer)
+    field of view; fill jobs keep ``keyframe_fov_y`` (they must cover the space)."""
+    from runtime.world.camera import intrinsics_from_fov
+
+    cfg = WorldConfig("narrow", seed=SEED, caption="a pine forest", detail_fov_y=math.radians(60.0))
+    world = World(cfg, generator=generator, renderer=CpuRenderer())
+    try:
+        probe = ProbeView("p", "view", eye(4.0).position, 0.0, 0.0, VIEW_FOV, 0.0)
+        for detail, fov in ((True, cfg.detail_fov_y), (False, cfg.keyframe_fov_y)):
+            cand = UncoveredView(probe, 0.0, np.float32([0, 0, 1]), detail=detail)
+            job = world._planner._make_job(cand, 0.0, cfg.caption, (640, 360))
+            np.testing.assert_allclose(job.cameras.K[0], intrinsics_from_fov(640, 360, fov), rtol=1e-6)
+    finally:
+        world.close()
+    with pytest.raises(ValueError, match="detail_fov_y"):
+        WorldConfig("bad", detail_fov_y=-0.1)

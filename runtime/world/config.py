@@ -84,6 +84,10 @@ class WorldConfig:
             is queued or running (the generator has slack), so the extra cost (about
             ``detail_scale**2`` per keyframe) never delays the frontier; fill jobs stay at the
             keyframe size. 1 turns it off.
+        detail_fov_y: vertical field of view (radians) of refining keyframes; 0: ``keyframe_fov_y``.
+            A refining keyframe sharpens space fill keyframes already cover, so it need not
+            span as wide: the stream's 60 degrees give its pixels 1.33x the angular resolution
+            of 75 degrees for the same trace cost (silhouettes are most of the remaining error).
         coarse_scale, coarse_speed: fill coarse first. A job that fills empty space while
             generation is behind -- the player's view shows a hole, another such job is
             queued or running, or the player asking moves at ``coarse_speed`` m/s or
@@ -154,6 +158,7 @@ class WorldConfig:
     coarse_speed: float = 3.0
     ahead_step_m: float = 8.0
     detail_scale: float = 2.0
+    detail_fov_y: float = 0.0
     keep_keyframe_views: bool = False
 
     def __post_init__(self) -> None:
@@ -211,6 +216,8 @@ class WorldConfig:
                 f"WorldConfig.hole_fraction must be in [0, 1) (0 = off) and hole_reach_m in [1, 1000] m, "
                 f"got {self.hole_fraction!r} and {self.hole_reach_m!r}"
             )
+        if not (self.detail_fov_y == 0.0 or 0.0 < self.detail_fov_y < math.pi):
+            raise ValueError(f"WorldConfig.detail_fov_y must be 0 (the keyframe's) or in (0, pi) radians, got {self.detail_fov_y!r}")
         if not 0.1 <= self.coarse_scale <= 1.0 or not 0.0 <= self.coarse_speed <= 100.0:
             raise ValueError(
                 f"WorldConfig.coarse_scale must be in [0.1, 1] (1 = off) and coarse_speed in [0, 100] m/s, "

@@ -462,7 +462,8 @@ class FrontierPlanner:
     def _make_job(self, cand: UncoveredView, now: float, caption: str, size: tuple[int, int]) -> GenerationJob:
         cfg = self.config
         W, H = size
-        K = intrinsics_from_fov(W, H, cfg.keyframe_fov_y)
+        fov = cfg.detail_fov_y if cand.detail and cfg.detail_fov_y else cfg.keyframe_fov_y  # refining: narrower, finer
+        K = intrinsics_from_fov(W, H, fov)
         pos = np.asarray(cand.probe.position, np.float32)
         w2c = np.stack([Pose(pos, cand.probe.yaw + off, cand.pitch).w2c for off in cfg.job_yaw_offsets])
         cameras = Cameras(w2c, np.broadcast_to(K, (len(w2c), 3, 3)), W, H)
