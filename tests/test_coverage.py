@@ -22,6 +22,7 @@ from runtime.world.frontier.coverage import (
     uncovered_fractions,
 )
 from runtime.world.keyframes.reconstruct import reconstruct
+from runtime.world.movement.motion import EYE_HEIGHT
 from runtime.world.render.cpu import CpuRenderer
 from runtime.world.scene import ChunkSource, Scene
 from runtime.world.sky import pixel_directions
@@ -106,6 +107,29 @@ def test_shown_holes_are_what_the_far_field_leaves_empty_near_or_far():
     near = (ground_depth(cams) < 15.0).astype(np.float32)
     assert uncovered_fractions(near, cams, sky, near_m=15.0)[0] == 0.0
     assert shown_hole_fractions(near, np.zeros_like(far), cams, sky)[0] > 0.02
+
+
+def test_an_imported_scenes_edge_seen_from_inside_is_no_hole():
+    """From a camera inside an imported scene, an empty pixel whose ray meets the ground in
+    a cell nobody generated is no hole (the frontier extends the scene where players leave
+    it). Cells generated and still empty, and cameras outside imported cells, count."""
+    cams = camera().resized(64, 36)
+    sky = SkyDirections()
+    sky.mark_all_above(0.0)
+    alpha = (ground_depth(cams, EYE_HEIGHT) < 16.0).astype(np.float32)  # splats on the ground to z = 16 m only
+    none = np.zeros_like(alpha)
+    explored = ExploredMap(4.0)
+    cells = [(i, j) for i in range(-3, 3) for j in range(-1, 4)]  # x in [-12, 12), z in [-4, 16)
+    explored.mark_generated_cells(cells)
+    everywhere = shown_hole_fractions(alpha, none, cams, sky)[0]
+    assert everywhere > 0.02  # the band below the horizon past 16 m
+    assert shown_hole_fractions(alpha, none, cams, sky, explored)[0] == everywhere  # generated, not imported
+    explored.mark_generated_cells(cells, imported=True)
+    assert explored.is_imported(0.0, 0.0) and not explored.is_imported(0.0, 17.0)
+    assert shown_hole_fractions(alpha, none, cams, sky, explored)[0] == 0.0  # past 16 m nobody generated
+    explored.mark_generated_cells([(i, j) for i in range(-30, 30) for j in range(4, 40)])  # out to 160 m ahead
+    inside = shown_hole_fractions(alpha, none, cams, sky, explored)[0]
+    assert 0.02 < inside <= everywhere  # generated there and still empty: a hole again
 
 
 def test_sky_directions_mark_and_contains():

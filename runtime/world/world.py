@@ -374,9 +374,10 @@ class World:
         """Seed the world with an existing scene (e.g. an imported PLY).
 
         The Gaussians are appended as chunks; explored cells holding at least
-        ``min_per_cell`` Gaussian means are marked generated and every direction
-        above the horizon is marked sky, so players walk the imported scene at once
-        and generation only extends it where they leave its borders.
+        ``min_per_cell`` Gaussian means are marked generated (and imported: from inside
+        them, the scene's edge is no hole to fill) and every direction above the horizon
+        is marked sky, so players walk the imported scene at once and generation only
+        extends it where they leave its borders.
         """
         source = source or ChunkSource(-1, "import", self.config.seed, self.caption)
         chunks = self.scene.append(gaussians, source) if len(gaussians) else []
@@ -384,7 +385,7 @@ class World:
             means = gaussians.means[np.isfinite(gaussians.means).all(axis=1)]
             ij = np.floor(means[:, [0, 2]] / self.explored.cell_size).astype(np.int64)
             cells, counts = np.unique(ij, axis=0, return_counts=True)
-            new = self.explored.mark_generated_cells([(int(i), int(j)) for i, j in cells[counts >= min_per_cell]])
+            new = self.explored.mark_generated_cells([(int(i), int(j)) for i, j in cells[counts >= min_per_cell]], imported=True)
         else:
             new = []
         self.sky_directions.mark_all_above(0.0)

@@ -33,7 +33,7 @@ from ..sky import pixel_directions
 UNKNOWN, GENERATED, VISITED = 0, 1, 2
 """Cell states reported by :class:`ExploredMap` (``VISITED`` wins over ``GENERATED``)."""
 
-_GENERATED_BIT, _VISITED_BIT = 1, 2
+_GENERATED_BIT, _VISITED_BIT, _IMPORTED_BIT = 1, 2, 4
 
 
 # --------------------------------------------------------------------------- sky
@@ -167,17 +167,25 @@ class ExploredMap:
         ij = np.unique(np.floor(p[:, [0, 2]] / self.cell_size).astype(np.int64), axis=0)
         return self.mark_generated_cells([(int(i), int(j)) for i, j in ij])
 
-    def mark_generated_cells(self, cells) -> list[tuple[int, int]]:
+    def mark_generated_cells(self, cells, imported: bool = False) -> list[tuple[int, int]]:
+        """Mark ``(i, j)`` cells generated (and, with ``imported``, part of an imported
+        scene); returns cells newly generated."""
         new = []
+        bits = _GENERATED_BIT | (_IMPORTED_BIT if imported else 0)
         with self._lock:
             for c in cells:
                 flags = self._cells.get(c, 0)
-                if not flags & _GENERATED_BIT:
-                    self._cells[c] = flags | _GENERATED_BIT
-                    new.append(c)
-            if new:
+                if flags & bits != bits:
+                    self._cells[c] = flags | bits
+                    if not flags & _GENERATED_BIT:
+                        new.append(c)
+            if new or imported:
                 self.version += 1
         return new
+
+    def is_imported(self, x: float, z: float) -> bool:
+        """Does ``(x, z)`` lie in a cell an imported scene covers (``World.import_gaussians``)?"""
+        return bool(self._cells.get(self.cell_of(x, z), 0) & _IMPORTED_BIT)
 
     def mark_visited(self, x: float, z: float) -> bool:
         """Mark the cell under ``(x, z)`` visited; True if it was not before."""
@@ -199,6 +207,20 @@ class ExploredMap:
 
     def is_generated(self, x: float, z: float) -> bool:
         return bool(self._cells.get(self.cell_of(x, z), 0) & _GENERATED_BIT)
+
+    def generated_at(self, xz: np.ndarray) -> np.ndarray:
+        """``[...]`` bool: does each ``[..., 2]`` point ``(x, z)`` (metres) lie in a generated cell?"""
+        p = np.asarray(xz, np.float64)
+        out = np.zeros(p.shape[:-1], bool)
+        ok = np.isfinite(p).all(axis=-1)
+        if not ok.any():
+            return out
+        ij = np.floor(p[ok] / self.cell_size).astype(np.int64)
+        cells, inverse = np.unique(ij, axis=0, return_inverse=True)
+        with self._lock:  # a few distinct cells per view: look each up once
+            gen = np.array([bool(self._cells.get((int(i), int(j)), 0) & _GENERATED_BIT) for i, j in cells])
+        out[ok] = gen[inverse.reshape(-1)]
+        return out
 
     def reaches_unknown(self, position: np.ndarray, yaw: float, distances) -> bool:
         """Does any point ``position + d * heading(yaw)`` (d in ``distances``) lie in an ungenerated cell?"""
@@ -365,11 +387,36 @@ def uncovered_fractions(
     return empty.reshape(len(cameras), -1).mean(axis=1)
 
 
-def shown_hole_fractions(alpha: np.ndarray, far_alpha: np.ndarray, cameras: Cameras, sky: SkyDirections) -> np.ndarray:
+def shown_hole_fractions(
+    alpha: np.ndarray,
+    far_alpha: np.ndarray,
+    cameras: Cameras,
+    sky: SkyDirections,
+    explored: ExploredMap | None = None,
+    eye_height: float = EYE_HEIGHT,
+) -> np.ndarray:
     """``[N]`` fraction of each view's pixels that show the player a hole: the scene's
     opacity ``alpha`` ``[N, H, W]`` composited over the far field's ``far_alpha`` (drawn
     behind it, as the stream draws them) below half, where no sky was generated. Distant
-    terrain the far field shows is no hole; every pixel counts, near or far."""
+    terrain the far field shows is no hole; every pixel counts, near or far.
+
+    With ``explored``, for a camera standing in an imported scene's cell, an empty pixel
+    looking down whose ray would meet level ground ``eye_height`` metres below the camera
+    in a cell nobody generated is left out: the imported scene's edge seen from inside it
+    is no hole to generate into (the frontier extends it where players leave its borders).
+    Empty pixels at or above the horizon, and every pixel of other cameras, count."""
     a = np.asarray(alpha, np.float32)
     shown = a + (1.0 - a) * np.asarray(far_alpha, np.float32)
-    return uncovered_fractions(shown, cameras, sky)
+    if explored is None:
+        return uncovered_fractions(shown, cameras, sky)
+    empty = shown < 0.5
+    centers = np.asarray(cameras.centers, np.float64)
+    inside = np.array([explored.is_imported(float(c[0]), float(c[2])) for c in centers], bool)
+    if empty.any():
+        directions = pixel_directions(cameras)
+        empty &= ~sky.contains(directions)
+        down = np.where(inside[:, None, None], directions[..., 1], 0.0)  # +y is down; 0: not left out
+        t = np.where(down > 1e-6, eye_height / np.maximum(down, 1e-6), np.nan)  # metres along the ray
+        ground = centers[:, None, None, [0, 2]] + t[..., None] * directions[..., [0, 2]]  # nan at or above the horizon
+        empty &= ~(np.isfinite(t) & ~explored.generated_at(ground))
+    return empty.reshape(len(cameras), -1).mean(axis=1)

@@ -328,7 +328,7 @@ class FrontierPlanner:
         """``[N]`` fraction of holes ``cams`` show a player: the splats' opacity ``alpha``
         ``[N, H, W]`` drawn over ``snapshot``'s far field (rendered here, alone)."""
         far = self.renderer.render_alpha(SceneSnapshot(snapshot.version, snapshot.far), cams) if snapshot.far else np.zeros_like(alpha)
-        return shown_hole_fractions(alpha, far, cams, self.parts.sky_directions)
+        return shown_hole_fractions(alpha, far, cams, self.parts.sky_directions, self.parts.explored)
 
     def _keyframe_view(self, probe: ProbeView) -> UncoveredView:
         """The keyframe a probe asks for: its pose with the pitch clamped to the keyframe range."""
