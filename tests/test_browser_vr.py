@@ -286,6 +286,12 @@ def test_local_mode_renders_both_eyes_in_the_headset(browser, base_url, world):
         page.wait_for_function(f"() => window.__worldstream.local.framesDrawn > {frames + 3}", timeout=30_000)
 
 
+MIN_FAR_PIXELS = 0.002
+"""Share of the eye a view's far land must cover to be judged: at 0.1 % (~120 pixels, mostly
+on silhouettes' rims) the mean error read 15-24 grey levels in CI while views with 0.2-0.3 %
+read 0.7-1.4 in the same run."""
+
+
 @pytest.mark.timeout(600)
 def test_local_mode_draws_the_far_field_in_the_headset(browser, base_url, world):
     """Render mode local with far-field chunks held: the headset's eye shows the far field
@@ -327,11 +333,11 @@ def test_local_mode_draws_the_far_field_in_the_headset(browser, base_url, world)
                 # Pixels changed by more than the far layer changes the sky there, or the other way.
                 "beyond_far_layer": float(((np.abs(change) > np.abs(far_adds) + 3) | (change * far_adds < -9)).mean()),
             })
-            if views[-1]["far_pixels"] > 0.001:
+            if views[-1]["far_pixels"] > MIN_FAR_PIXELS:
                 break  # one view showing far land is enough (each costs four settled eye pictures)
         page.evaluate("() => window.__worldstream.showVrLayers({ far: true, scene: true })")
         print(f"far field in the headset: {views}")
-        shown = [v for v in views if v["far_pixels"] > 0.001]
+        shown = [v for v in views if v["far_pixels"] > MIN_FAR_PIXELS]
         assert shown, f"the headset's eye shows the plain sky where the far field should be: {views}"
         for v in shown:
             assert v["error_vs_far_layer"] < 3.0 and v["error_of_plain_sky"] > 8.0, views
