@@ -642,6 +642,36 @@ class _QuietLink:
         pass
 
 
+class _WaitingLink(_QuietLink):
+    """A link whose client has not joined (its hello never comes)."""
+
+    joined = False
+
+
+def test_a_connection_without_hello_is_closed_after_its_hello_timeout():
+    """No ``hello`` within the hello timeout: an ``error not_joined`` naming it, then close 1008
+    (the read that was waiting is given up at the deadline, and the connection ends cleanly)."""
+    metrics = ServerMetrics()
+
+    async def scenario():
+        async def handler(ws):
+            await Connection(ws, lambda channel: _WaitingLink(), 0.5, metrics, BucketsByKey(1, 1)).run()
+
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}") as ws:
+                t0 = time.monotonic()
+                reply = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 30))
+                await asyncio.wait_for(ws.wait_closed(), 30)
+                return reply, ws.close_code, time.monotonic() - t0
+
+    reply, close_code, waited = asyncio.run(scenario())
+    assert (reply["type"], reply["code"]) == ("error", "not_joined") and "0.5 s" in reply["message"], reply
+    assert close_code == 1008
+    assert waited >= 0.4, waited  # not before its time
+    assert metrics.protocol_errors.labels("not_joined")._value.get() == 1
+
+
 def test_messages_to_a_client_that_stops_reading_are_dropped_and_counted():
     """A client that stops reading fills its TCP buffers, then its connection's queue
     (``OUTBOX_SIZE``); what the server sends beyond that is dropped, and every dropped message
