@@ -257,6 +257,10 @@ class Connection:
                     continue
                 if not await self._handle(data):
                     return
+                # Connections take turns, one message each per turn of the loop: a frame
+                # already read comes back from recv() without waiting, and would otherwise be
+                # handled before other connections' messages that arrived with it.
+                await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         finally:
