@@ -21,7 +21,11 @@ Kinds (what the server does with each):
   token) and refused by ``protocol.decode`` (``too_large``);
 * ``close_1009``: the same message with no large-message token left: the connection is closed
   (1009) from the frame's header;
-* ``refused_429``: a handshake from an address with too many 1009 closes: HTTP 429.
+* ``refused_429``: a handshake from an address with too many 1009 closes: HTTP 429;
+* ``sustained``: 8 connections from one address sending ``bad_field`` messages as fast as the
+  server reads them for 5 s (the worst a flood of small bad messages does: reads are held at
+  ``FRAME_RATE_HZ`` per connection, 20 a second answered, the rest dropped): its row also
+  gives the loop's CPU in % of one core.
 
 The connection kinds include their handshake and close; the message kinds are sent 30 per
 connection (within the ``other`` bucket's burst), so a connection's share is small.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -50,6 +55,7 @@ from bench.common import describe_machine, format_table, write_json
 from bench.stream import ONE_HOST_QUOTAS, run_loop, start_server
 from protocol import messages as m
 from runtime.client import ws_url
+from runtime.stream.websocket import FRAME_BURST, FRAME_RATE_HZ
 
 PER_CONNECTION = 30
 """Small messages sent per connection (the ``other`` bucket's burst is ``OTHER_BURST``)."""
@@ -73,7 +79,9 @@ SMALL = {
     "text_frame": ("a text frame", "bad_message"),
     "bad_world": (_raw({"type": "hello", "protocol_version": m.PROTOCOL_VERSION, "world": "../../etc"}), "bad_field"),
 }
-KINDS = (*SMALL, "over_bucket", "accept_close", "read_8mib", "close_1009", "refused_429")
+KINDS = (*SMALL, "over_bucket", "accept_close", "read_8mib", "close_1009", "refused_429", "sustained")
+SUSTAINED_S = 5.0
+SUSTAINED_CONNECTIONS = 8
 
 
 @dataclass
@@ -237,6 +245,38 @@ async def refused_429(url: str, meter: Meter, count: int, address: str) -> None:
         done += n
 
 
+async def sustained(url: str, meter: Meter, address: str) -> None:
+    """``SUSTAINED_CONNECTIONS`` connections send ``bad_field`` as fast as the server reads them
+    for ``SUSTAINED_S``. The items are the messages the server can have read meanwhile (at most
+    ``FRAME_BURST`` plus ``FRAME_RATE_HZ`` a second per connection; the rest waits in TCP)."""
+    data = SMALL["bad_field"][0]
+    counts = []
+
+    async def one() -> None:
+        sent, start = 0, time.monotonic()
+        ws = await connect(url, compression=None, additional_headers=_headers(address))
+        replies = asyncio.create_task(_drain(ws))
+        try:
+            while time.monotonic() < start + SUSTAINED_S:
+                await ws.send(data)  # waits while the server holds its reads (TCP pushes back)
+                sent += 1
+        except ConnectionClosed:  # the server's keepalive: its pings' answers wait behind the flood
+            pass
+        replies.cancel()
+        ws.transport.abort()  # not a closing handshake behind the messages still in TCP
+        counts.append(min(sent, FRAME_BURST + FRAME_RATE_HZ * (time.monotonic() - start)))
+
+    meter.start()
+    await asyncio.gather(*(one() for _ in range(SUSTAINED_CONNECTIONS)))
+    await meter.stop(int(sum(counts)), "read (answered or dropped)")
+
+
+async def _drain(ws) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
 async def measure(url: str, pid: int, kinds: list[str], count: int, big_count: int) -> list[dict]:
     rows = []
     await asyncio.sleep(3.0)  # the server's start-up work (settling its heap) is over
@@ -259,12 +299,15 @@ async def measure(url: str, pid: int, kinds: list[str], count: int, big_count: i
             await big_frames(url, meter, big_count, addresses, "close")
         elif kind == "refused_429":
             await refused_429(url, meter, count, address)
+        elif kind == "sustained":
+            await sustained(url, meter, address)
         rows.append({
             "kind": kind,
             "items": meter.items,
             "loop_cpu_us": round(meter.per_item_us(), 1),
             "wall_ms": round(1e3 * meter.wall_s / max(1, meter.items), 2),
             "idle_loop_pct": round(meter.idle_ns_per_s / 1e7, 2),
+            "loop_core_pct": round(100 * (meter.cpu_ns / 1e9 / meter.wall_s - meter.idle_ns_per_s / 1e9), 1) if meter.wall_s else None,
             "kernel_pct": round(100 * meter.sys_ticks / meter.ticks) if meter.ticks else None,
             "outcomes": ", ".join(f"{k} {v}" for k, v in meter.outcomes.items()),
         })
@@ -294,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
             proc.wait(20)
     print()
     print(format_table(rows, [("kind", "kind"), ("items", "items"), ("loop_cpu_us", "loop CPU us each"),
-                              ("wall_ms", "wall ms each"), ("idle_loop_pct", "idle loop %"), ("kernel_pct", "in kernel %"), ("outcomes", "outcomes")]))
+                              ("wall_ms", "wall ms each"), ("loop_core_pct", "loop % of a core"), ("idle_loop_pct", "idle loop %"), ("kernel_pct", "in kernel %"), ("outcomes", "outcomes")]))
     write_json(args.json, {"args": vars(args), "rows": rows})
 
 
