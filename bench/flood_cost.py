@@ -14,8 +14,8 @@ Kinds (what the server does with each):
 * ``ping``: a valid ``ping``, answered with ``pong`` (the cheapest real message, to compare);
 * ``bad_field``, ``nan``, ``far_head_pose``, ``unknown_type``, ``garbage``, ``text_frame``,
   ``bad_world``: small malformed messages, each answered with a typed ``error``;
-* ``over_bucket``: a ``bad_field`` message past its type's token bucket: decoded and dropped
-  (one ``rate_limited`` a second);
+* ``over_bucket``: a ``ping`` past its type's token bucket: decoded and dropped (one
+  ``rate_limited`` a second);
 * ``accept_close``: a connection opened and closed by the client without a message;
 * ``read_8mib``: an 8 MiB message of empty arrays read whole (the address has a large-message
   token) and refused by ``protocol.decode`` (``too_large``);
@@ -158,9 +158,9 @@ async def small_messages(url: str, meter: Meter, kind: str, count: int, address:
 
 
 async def over_bucket(url: str, meter: Meter, count: int, address: str) -> None:
-    """``bad_field`` messages past the ``other`` bucket: the connection first empties it
-    (not measured), then sends ``count`` more; an ``input`` (its own bucket) marks the end."""
-    data = SMALL["bad_field"][0]
+    """``ping`` messages past the ``other`` bucket: the connection first empties it (not
+    measured), then sends ``count`` more; an ``input`` (its own bucket) marks the end."""
+    data = SMALL["ping"][0]
     marker = _raw({"type": "input", "seq": 1})  # not joined yet: answered with not_joined
     async with connect(url, compression=None, additional_headers=_headers(address)) as ws:
         for _ in range(m.OTHER_BURST):
