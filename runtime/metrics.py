@@ -89,12 +89,6 @@ class ServerMetrics:
             "(TCP then holds its sends back)",
             registry=r,
         )
-        self.bad_message_holds = Counter(
-            "worldstream_bad_message_holds",
-            "Times a connection was not read for a while because it sent more messages that fail to decode "
-            "than MALFORMED_RATE_HZ allows (TCP then holds its sends back)",
-            registry=r,
-        )
         # --ray only: the generator actor pools (runtime/scale), by generator.
         self.ray_actors = Gauge("worldstream_ray_actors", "Generator actors in the pool", ["generator"], registry=r)
         self.ray_jobs_in_flight = Gauge(

@@ -60,14 +60,6 @@ FRAME_RATE_HZ = m.INPUT_RATE_HZ + m.OTHER_RATE_HZ + m.CAPTION_RATE_HZ + m.SPLAT_
 """Frames read per connection per second at most (every type's rate together): a client
 sending faster is not read, so its flood waits in its own TCP buffers, not in the server."""
 FRAME_BURST = m.INPUT_BURST + m.OTHER_BURST + m.CAPTION_BURST + m.SPLAT_RATE_HZ
-MALFORMED_RATE_HZ = m.OTHER_RATE_HZ
-MALFORMED_BURST = m.OTHER_BURST
-"""Messages a connection may send that fail to decode (``protocol.decode``'s errors: bad
-msgpack, unknown types, bad fields, too large), per second and at once. Beyond that the server
-stops reading the connection until one is allowed again: a client repeating bad messages is
-read at this rate instead of ``FRAME_RATE_HZ``, each one still answered with its ``error``
-(the errors are counted in this bucket, not in ``other``), and its sends wait in TCP. A well-behaved client
-sends none; one sending too fast is not held by this (its excess is dropped, not malformed)."""
 LARGE_RATE_HZ = 0.2
 """Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per client address (see
 ``Connection``'s ``large_messages``): a burst of ``LARGE_BURST``, then one per 5 s. A large
@@ -199,8 +191,6 @@ class Connection:
             # Acks answer pieces the server sent at most SPLAT_RATE_HZ a second; they may arrive bunched.
             "splat": TokenBucket(m.SPLAT_RATE_HZ, m.SPLAT_RATE_HZ),
             "other": TokenBucket(m.OTHER_RATE_HZ, m.OTHER_BURST),
-            # Messages that fail to decode; reads wait for its tokens (see run), so each is answered.
-            "malformed": TokenBucket(MALFORMED_RATE_HZ, MALFORMED_BURST),
             "large": large_messages.get(self.client_address),  # per address: reconnecting does not refill it
         }
         self._frames = TokenBucket(FRAME_RATE_HZ, FRAME_BURST)
@@ -260,11 +250,6 @@ class Connection:
                     self.metrics.read_holds.inc()
                     while not self._frames.allow():
                         await asyncio.sleep(self._frames.seconds_to_token())
-                malformed = self._buckets["malformed"]
-                if not malformed.ready():  # it keeps sending what cannot be decoded: read it slower
-                    self.metrics.bad_message_holds.inc()
-                    while not malformed.ready():
-                        await asyncio.sleep(malformed.seconds_to_token())
                 self._limit_frame_size()
                 try:
                     data = await self._recv(timeout)
@@ -303,7 +288,7 @@ class Connection:
         try:
             msg = decode(data, sender="client")  # bounded: see the module docstring
         except ProtocolError as exc:
-            if not self._allow("malformed", exc.ref_type):
+            if not self._allow("other", exc.ref_type):
                 return True
             if isinstance(exc, VersionMismatch) and not self.link.joined:
                 return await self._refuse_version(exc.version)
@@ -338,8 +323,7 @@ class Connection:
             if bucket_name == "large":
                 text = f"more than {LARGE_BURST} messages over {m.MAX_MESSAGE_BYTES} bytes in {1 / LARGE_RATE_HZ:g} s; the excess is dropped"
             else:
-                rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "splat": m.SPLAT_RATE_HZ, "other": m.OTHER_RATE_HZ,
-                        "malformed": MALFORMED_RATE_HZ}[bucket_name]
+                rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "splat": m.SPLAT_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
                 text = f"more than {rate} {bucket_name} messages per second; the excess is dropped"
             self.error("rate_limited", text, None, ref_type)
         return False
