@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numba as nb
 import numpy as np
@@ -43,7 +44,7 @@ from ..render.chunk_cache import ChunkCache
 from ..render.conventions import ALPHA_MAX, T_MIN
 from ..render.projection import S_DEPTH, SPLAT_WIDTH, PackedChunk, activate_chunk, morton_order, project, visible_blocks
 from ..render.raster import TILE, count_tiles, depth_order, fill_tiles
-from ..scene import SceneSnapshot
+from ..scene import Chunk, SceneSnapshot
 
 SOLVE_ITERATIONS = 6
 """Conjugate-gradient iterations (`WorldConfig.fit_solve_iterations` defaults to the same)."""
@@ -271,9 +272,11 @@ def _view_rows(new: Gaussians, packed_new: PackedChunk, order: np.ndarray, old: 
     boxes = np.zeros((m, 4), np.int32)
     project(chunks, cam.w2c[0], cam.K[0], W, H, splats, boxes, blocks)
     # Which output rows are the new chunk's, and which of its Gaussians (activation reorders them).
+    # Rows name packed arrays (an old chunk's coarse levels count too, though none is drawn).
+    new_array = sum(len(p.arrays) for p in old)
     local = np.full(m, -1, np.int32)
     for c, first, stop, out_first in blocks:
-        if c == len(old):
+        if c == new_array:
             local[out_first : out_first + stop - first] = order[first:stop]
     sort_order, ranges = depth_order(
         boxes, splats.view(np.uint32)[:, S_DEPTH], np.empty(m, np.int32), np.empty(m, np.uint32), np.empty(m, np.int64),
@@ -429,6 +432,7 @@ def solve_colours(
     iterations: int = SOLVE_ITERATIONS,
     ridge: float = RIDGE,
     max_depth: float = 200.0,
+    packed: Callable[[Chunk], PackedChunk] | None = None,
 ) -> tuple[Gaussians, SolveReport]:
     """``new`` with colours solved so that the scene ``old`` drawn with it shows ``views``
     (see the module docstring), and a :class:`SolveReport`.
@@ -441,6 +445,9 @@ def solve_colours(
         iterations: conjugate-gradient iterations (0 returns ``new`` unchanged).
         ridge: pull towards the initial colours (squared blending weight).
         max_depth: view depths at or beyond this are sky (nothing to fit there).
+        packed: an old chunk's activated Gaussians (the renderer's cache, shared with the
+            frames that draw it: :meth:`.render.cpu.CpuRenderer.packed`); None: this module's
+            own cache. Only the fine records are read (coarse levels are ignored).
     """
     if iterations <= 0 or len(new) == 0 or not views:
         return new, SolveReport(len(views), 0, 0, 0.0)
@@ -448,7 +455,7 @@ def solve_colours(
     packed_new = activate_chunk(new)
     rows = []
     for view in views:
-        old_packed = [p for p in (_PACKED.get(c) for c in old.visible_chunks(view.camera)) if len(p)]
+        old_packed = [p for p in map(packed or _PACKED.get, old.visible_chunks(view.camera)) if len(p)]
         rows.append(_view_rows(new, packed_new, order, old_packed, view, max_depth))
     system = _stack(rows)
     c0 = np.ascontiguousarray(new.colors, np.float32)
