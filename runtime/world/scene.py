@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .camera import Cameras
-from .gaussians import Gaussians
+from .gaussians import Gaussians, column_bounds
 
 MAX_CHUNK_GAUSSIANS = 262_144
 """Larger inputs (imported scenes) are split into spatial tiles so culling stays useful."""
@@ -76,9 +76,7 @@ class Chunk:
         if len(gaussians) == 0:
             lo = hi = np.zeros(3, np.float32)
         else:
-            pad = 3.0 * np.exp(gaussians.log_scales.max(axis=1))[:, None]
-            lo = (gaussians.means - pad).min(axis=0)
-            hi = (gaussians.means + pad).max(axis=0)
+            lo, hi = column_bounds(gaussians.means, 3.0 * np.exp(gaussians.largest_log_scale))
         return Chunk(chunk_id, gaussians, lo.astype(np.float32), hi.astype(np.float32), source, tuple(far_parts))
 
 

@@ -48,7 +48,7 @@ def _project(means: np.ndarray, w2c: np.ndarray, K: np.ndarray) -> tuple[np.ndar
 def _largest_scale(gaussians: Gaussians) -> np.ndarray:
     """``[G]`` each Gaussian's largest standard deviation (metres). A surfel made at a grazing
     angle is long along the view that made it; seen from above, that length is what smears."""
-    return np.exp(gaussians.log_scales.max(axis=1))
+    return np.exp(gaussians.largest_log_scale)
 
 
 def coarse_mask(gaussians: Gaussians, cameras: Cameras, stride: int, ratio: float = REFINE_RATIO) -> np.ndarray:
