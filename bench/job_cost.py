@@ -58,6 +58,7 @@ def _stages() -> list[tuple[str, object, str]]:
         ("seam blend", cb, "blend_keyframes"),
         ("reconstruct", cb, "reconstruct"),
         ("revisit check", B, "_keep_earlier_views"),
+        ("refine: remade blocks", cb, "remade_blocks"),
         ("refine: retire mask", cb, "retire_mask"),
         ("colour fit: views", B, "_fit_views"),
         ("colour fit: solve", cb, "solve_colours"),

@@ -29,7 +29,7 @@ from ..keyframes.seams import blend_keyframes
 from ..keyframes.start_frame import START_IMAGE_SOURCE
 from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
 from ..parts import WorldParts
-from ..keyframes.refine import coarse_mask, retire_mask
+from ..keyframes.refine import coarse_mask, remade_blocks, retire_mask
 from ..scene import Chunk, ChunkSource, SceneSnapshot
 from ..sky import pixel_directions
 from .jobs import GenerationJob
@@ -149,9 +149,11 @@ class ChunkBuilder:
         spare = cfg.hole_reach_m if job.fills_holes else 0.0
         gaussians = self._keep_earlier_views(gaussians, cams, spare)
         retire = {}
+        remade = remade_blocks(gaussians, depth, cams, cfg.reconstruct_stride, fine_alpha=existing) if coarse else None
         for chunk in snapshot.chunks:
             if chunk.id in coarse:
-                mask = retire_mask(chunk.gaussians, coarse[chunk.id], gaussians, depth, cams, cfg.reconstruct_stride, fine_alpha=existing)
+                mask = retire_mask(chunk.gaussians, coarse[chunk.id], gaussians, depth, cams, cfg.reconstruct_stride,
+                                   fine_alpha=existing, remade=remade)
                 if mask.any():
                     retire[chunk.id] = mask
                     self.stats.gaussians_refined += int(mask.sum())
