@@ -45,9 +45,9 @@ def scene():
     new = reconstruct(shots[1].rgb, shots[1].depth, cams[1], existing, stride=2)
     views = []
     for cam, shot in zip(cams[::-1], shots[::-1]):
-        background = renderer.render(SceneSnapshot(0, (), base.far), cam, sky).rgb[0].astype(np.float32) / 255
-        bare = renderer.render(SceneSnapshot(0, ()), cam, sky).rgb[0].astype(np.float32) / 255
-        views.append(FitView(cam, shot.rgb[0], shot.depth[0], background, bare, renderer.far_see_through_from))
+        back = renderer.backdrop(base, cam, sky)  # what the renderer lays behind the scene
+        assert back.sky is not None and back.far_from == renderer.far_see_through_from
+        views.append(FitView(cam, shot.rgb[0], shot.depth[0], back.background, back.sky, back.far_from))
     alone = reconstruct(shots[1].rgb, shots[1].depth, cams[1], None, stride=2)
     return renderer, sky, base, new, views, alone
 

@@ -400,6 +400,25 @@ def test_collider_caches_per_chunk_and_grows_incrementally():
     assert set(c._per_chunk) == {0, 1}
 
 
+def test_gaussians_a_refinement_retires_no_longer_collide():
+    """Refinement takes Gaussians out of a chunk, which keeps its id: the collider must drop
+    them (it cached collision data by chunk id, and players walked on retired splats)."""
+    scene = Scene()
+    floor = ground(-3, 3, -3, 6)
+    slab = ground(-3, 3, 1.0, 6.0, y=EYE_HEIGHT - 0.4)  # a 0.4 m ledge ahead, retired below
+    first = scene.append(splats(np.concatenate([floor, slab])), ChunkSource())[0]
+    c = SceneCollider()
+    c.sync(scene.snapshot())
+    pose = walk(Pose(), MoveInput(forward=1.0), 2.0, c)
+    assert pose.position[1] == pytest.approx(-0.4, abs=0.06)  # up on the ledge
+    retire = np.arange(len(first.gaussians)) >= len(floor)
+    scene.append(splats(ground(-3, 3, 6, 7)), ChunkSource(), retire={first.id: retire})
+    assert [len(ch.gaussians) for ch in scene.snapshot().chunks] == [len(floor), len(ground(-3, 3, 6, 7))]
+    c.sync(scene.snapshot())
+    pose = walk(pose, MoveInput(forward=1.0), 1.0, c)
+    assert pose.position[1] == pytest.approx(0.0, abs=0.06)  # back on the floor: the ledge is gone
+
+
 def test_vr_head_pose_is_stopped_by_walls_and_keeps_its_orientation():
     c = collider_for(ground(-5, 5, -5, 10), wall_z(3.0, -5, 5, -1.0, EYE_HEIGHT))
     start = Pose(np.array([0.0, 0.0, 1.0]))

@@ -215,12 +215,10 @@ class ChunkBuilder:
         frames = self._neighbour_frames(gaussians, cams) if self.config.fit_neighbour_views > 0 else []
         pictures = [(cams[i], rgb[i], depth[i]) for i in range(len(cams))]
         pictures += [(Cameras(f.w2c[None], f.K[None], f.width, f.height), f.rgb, f.depth) for f in frames]
-        far_from = getattr(self.renderer, "far_see_through_from", None)
         views = []
         for cam, picture, picture_depth in pictures:
-            background = self.renderer.render(SceneSnapshot(base.version, (), base.far), cam, self.parts.sky).rgb[0]
-            sky = self.renderer.render(SceneSnapshot(base.version, ()), cam, self.parts.sky).rgb[0] if base.far else None
-            views.append(FitView(cam, picture, picture_depth, _unit(background), None if sky is None else _unit(sky), far_from))
+            back = self.renderer.backdrop(base, cam, self.parts.sky)
+            views.append(FitView(cam, picture, picture_depth, back.background, back.sky, back.far_from))
         return views
 
     def _neighbour_frames(self, gaussians: Gaussians, cams: Cameras) -> list[Frame]:
@@ -404,11 +402,6 @@ class ChunkBuilder:
     def restore(self, next_frame_id: int) -> None:
         """Take a loaded world's frame counter (call under the planner lock)."""
         self.next_frame_id = next_frame_id
-
-
-def _unit(rgb: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` uint8 -> float32 in [0, 1]."""
-    return rgb.astype(np.float32) * np.float32(1 / 255)
 
 
 def _without(snapshot: SceneSnapshot, masks: dict[int, np.ndarray]) -> SceneSnapshot:

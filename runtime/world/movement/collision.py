@@ -339,21 +339,24 @@ class SceneCollider:
 
     def __init__(self, config: ColliderConfig | None = None) -> None:
         self.config = config or ColliderConfig()
-        self._per_chunk: dict[int, ChunkCollision] = {}
+        # chunk id -> (the chunk object, its data): refinement retires Gaussians from a chunk,
+        # which keeps its id in a new Chunk object, so the data holds only for that object.
+        self._per_chunk: dict[int, tuple[Chunk, ChunkCollision]] = {}
         self._lock = threading.Lock()
         self._merging = threading.Lock()  # one merge at a time: a second caller waits for it, then has nothing to do
         self._version = -1
-        self._chunk_ids: tuple[int, ...] = ()
+        self._chunks: tuple[Chunk, ...] = ()
         self._ground = np.zeros(0, np.int64)
         self._voxels = np.zeros(0, np.int64)
         self._hard_ground = np.zeros(0, np.int64)
 
     # ---- building ----
     def chunk_data(self, chunk: Chunk) -> ChunkCollision:
-        """Collision data of one chunk (built once, then cached by chunk id)."""
+        """Collision data of one chunk (built once, then cached until the chunk with its id is
+        another object: one refinement took Gaussians out of)."""
         cached = self._per_chunk.get(chunk.id)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] is chunk:
+            return cached[1]
         cfg = self.config
         g = chunk.gaussians
         if len(g):
@@ -376,7 +379,7 @@ class SceneCollider:
         else:
             vkeys = np.unique(vkeys)
         data = ChunkCollision(ground, vkeys, hard_ground)
-        self._per_chunk[chunk.id] = data
+        self._per_chunk[chunk.id] = (chunk, data)
         return data
 
     def sync(self, snapshot: SceneSnapshot) -> None:
@@ -388,8 +391,8 @@ class SceneCollider:
                 self._merge(snapshot)
 
     def _merge(self, snapshot: SceneSnapshot) -> None:
-        ids = tuple(c.id for c in snapshot.chunks)
-        if ids == self._chunk_ids:
+        chunks = snapshot.chunks
+        if len(chunks) == len(self._chunks) and all(a is b for a, b in zip(chunks, self._chunks)):
             self._version = snapshot.version
             return
         parts = [self.chunk_data(c) for c in snapshot.chunks]
@@ -397,12 +400,12 @@ class SceneCollider:
             return np.unique(np.concatenate([getattr(p, name) for p in parts])) if parts else np.zeros(0, np.int64)
 
         ground, voxels, hard_ground = merged("ground_keys"), merged("voxel_keys"), merged("hard_ground_keys")
-        live = set(ids)
+        live = {c.id for c in chunks}
         for stale in [k for k in self._per_chunk if k not in live]:
             del self._per_chunk[stale]
         with self._lock:
             self._ground, self._voxels, self._hard_ground = ground, voxels, hard_ground
-            self._version, self._chunk_ids = snapshot.version, ids
+            self._version, self._chunks = snapshot.version, chunks
 
     @property
     def num_voxels(self) -> int:
