@@ -91,6 +91,24 @@ def test_far_field_is_drawn_behind_the_scene_and_leaves_alpha_and_depth_alone(re
     np.testing.assert_array_equal(renderer.render_alpha(scene.snapshot(), cam), renderer.render_alpha(SceneSnapshot(0, scene.snapshot().chunks), cam))
 
 
+def test_the_backdrop_is_what_the_renderer_lays_behind_the_scene(renderer):
+    """``CpuRenderer.backdrop`` (colour fitting's model of the background): the sky alone, and the
+    sky with the far field over it, as ``render`` draws them where no scene splat is."""
+    cam = camera(96, 54)
+    scene = Scene()
+    scene.append(ball((0.0, 0.0, 10.0), 0.6, (1.0, 0.0, 0.0)), ChunkSource())  # not drawn by backdrop
+    back = renderer.backdrop(scene.snapshot(), cam, SKY)
+    bare = renderer.render(SceneSnapshot(0, ()), cam, SKY).rgb[0] / 255
+    assert back.sky is None and back.far_from == renderer.far_see_through_from  # no far field yet
+    np.testing.assert_allclose(back.background, bare, atol=1e-6)
+    scene.append_far(Gaussians.concat([ball((x, 0.0, 8.0), 0.35, (0.0, 1.0, 0.0)) for x in np.linspace(-3.0, 3.0, 13)]), ChunkSource())
+    back = renderer.backdrop(scene.snapshot(), cam, SKY)
+    far = renderer.render(SceneSnapshot(0, (), scene.snapshot().far), cam, SKY).rgb[0] / 255
+    np.testing.assert_allclose(back.sky, bare, atol=1e-6)
+    np.testing.assert_allclose(back.background, far, atol=1e-6)
+    assert back.background[27, 48, 0] < 0.1 < back.sky[27, 48, 0]  # the green far wall over the sky
+
+
 def test_where_no_far_splat_reaches_the_sky_is_exactly_as_before(renderer):
     cam = camera(320, 180)
     scene = Scene()

@@ -361,7 +361,7 @@ class SceneCollider:
         cfg = self.config
         g = chunk.gaussians
         if len(g):
-            keep = (g.opacities >= cfg.min_opacity) & (g.log_scales.max(axis=1) <= math.log(cfg.max_scale))
+            keep = (g.opacities >= cfg.min_opacity) & (g.largest_log_scale <= math.log(cfg.max_scale))
             keep &= np.isfinite(g.means).all(axis=1)
             means, soft = g.means[keep], foliage(g.colors[keep], cfg.foliage_ratio)
         else:

@@ -35,7 +35,7 @@ import numpy as np
 from ..camera import Cameras
 from ..scene import Chunk, SceneSnapshot
 from ..sky import Sky
-from .base import RenderOutput
+from .base import Backdrop, RenderOutput
 from .chunk_cache import ChunkCache
 from .far_pass import SEE_THROUGH_FROM, composite_far, far_stride
 from .sky_grid import SkyGridCache, coarse_camera
@@ -94,6 +94,11 @@ _WORKQUEUE_LOCK = threading.Lock()
 
 _BLACK = np.zeros((1, 1, 3), np.float32)
 """The far layer's background: it is drawn premultiplied, over nothing."""
+
+
+def _unit(rgb: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 -> float32 in [0, 1]."""
+    return rgb.astype(np.float32) * np.float32(1 / 255)
 
 
 def _activate(chunk: Chunk) -> PackedChunk:
@@ -175,11 +180,38 @@ class CpuRenderer:
             self._draw(snapshot, cameras[i], False, None, 1, None, None, alpha[i])
         return alpha
 
+    def backdrop(self, snapshot: SceneSnapshot, camera: Cameras, sky: Sky) -> Backdrop:
+        """What :meth:`render` lays behind ``snapshot``'s chunks at one camera (they are not
+        drawn): the sky, and over it the far field, which shows from transmittance
+        ``far_see_through_from`` on (see :class:`~.base.Backdrop`). The sky is drawn once and
+        the far layer composited over a copy of it, as :meth:`render` does for an empty scene."""
+        h, w = camera.height, camera.width
+        coarse, stride = self._skies.get(sky, camera)
+        bare = np.empty((h, w, 3), np.uint8)
+        alpha = np.empty((h, w), np.float32)
+        counts = self._scratch.counts  # last_counts tells of the last real frame
+        self._draw(SceneSnapshot(snapshot.version, ()), camera, True, coarse, stride, bare, np.empty((h, w), np.float32), alpha)
+        far = snapshot.visible_far(camera)
+        if not far:
+            self._scratch.counts = counts
+            return Backdrop(_unit(bare), None, self.far_see_through_from)
+        background = bare.copy()
+        far_rgb, far_alpha, fstride = self._far_layer(far, camera)
+        self._scratch.counts = counts
+        see_through = self.far_see_through_from
+        composite_far(background, alpha, far_rgb, far_alpha[..., None], fstride, coarse, stride,
+                      np.float32(see_through or 0.0), see_through is None)
+        return Backdrop(_unit(background), _unit(bare), see_through)
+
     def prepare(self, chunks: Sequence[Chunk]) -> None:
         """Activate ``chunks`` and build their coarse levels now (where a chunk lands, on the
         generation worker), so the frames that first draw them need not."""
         for chunk in chunks:
             self._chunks.get(chunk)
+
+    def packed(self, chunk: Chunk) -> PackedChunk:
+        """``chunk`` activated, with its coarse levels (cached: what frames drawing it use)."""
+        return self._chunks.get(chunk)
 
     @property
     def chunks_derived(self) -> int:
