@@ -21,7 +21,8 @@ happens once.
 **Off the ground**: seconds the feet were more than ``MAX_STEP`` above or below the
 generator's ground (walking on a canopy, sunk into the terrain). Not stuck, but not walking
 on the generator's world either; the stuck case of forest seed 3 began as a climb into a
-tree's canopy.
+tree's canopy. Each episode (start and end time, where it began, farthest off) is kept in the
+JSON and, with ``--trace``, logged.
 
 Usage::
 
@@ -30,6 +31,7 @@ Usage::
     .venv/bin/python -m bench.walk --biomes forest --seeds 7 --walks 1 --trace   # one walk, step by step
     .venv/bin/python -m bench.walk --processes 4                # the 50 walks, 4 at a time
     .venv/bin/python -m bench.walk --dump out/stuck             # + the scene around each stuck event
+    .venv/bin/python -m bench.walk --only 4 --seconds 25 --trace   # replay walk 4 of the 50 (snow seed 1) alone
 
 ``--dump DIR`` saves, at each stuck event, the scene's Gaussians within :data:`DUMP_RADIUS_M`
 of the player and its pose (``.npz``, see :func:`load_dump`): a walk's scene depends on its
@@ -196,6 +198,7 @@ class WalkResult:
     truth_blocked_s: float = 0.0  # seconds the generator's truth said the way ahead is not walkable
     off_ground_s: float = 0.0  # seconds the feet were more than a step off the generator's ground
     max_off_ground_m: float = 0.0  # farthest the feet got from it (metres, either way)
+    off_ground_episodes: list = field(default_factory=list)  # [(t start, t end, x, z, farthest m)] where it began
     jobs: int = 0
     wall_s: float = 0.0
 
@@ -265,6 +268,7 @@ def scripted_walk(
         history: list[tuple[float, np.ndarray]] = []
         next_turn, next_plan, run_until = rng.uniform(2.0, 6.0), 0.0, -1.0
         truth_bad_at, last_event = -1e9, 0.0
+        episode = None  # the off-ground episode under way: [t start, t end, x, z, farthest m]
         steps = int(round(seconds / TICK_S))
         for i in range(steps):
             t = i * TICK_S
@@ -289,6 +293,16 @@ def scripted_walk(
             result.max_off_ground_m = max(result.max_off_ground_m, off)
             if off > MAX_STEP:
                 result.off_ground_s += TICK_S
+                if episode is None:
+                    episode = [round(t, 2), round(t, 2), round(x, 2), round(z, 2), 0.0]
+                episode[1], episode[4] = round(t + TICK_S, 2), round(max(episode[4], off), 2)
+            if episode is not None and (off <= MAX_STEP or i == steps - 1):
+                result.off_ground_episodes.append(tuple(episode))
+                if log:
+                    log(f"    {biome} seed {seed} walk {walk}: off the ground t={episode[0]:.1f}-{episode[1]:.1f}s from "
+                        f"({episode[2]:.2f}, {episode[3]:.2f}), "
+                        f"up to {episode[4]:.2f} m")
+                episode = None
             if moved < 0.5 * WALK_SPEED * TICK_S:  # slowed down: would the generator's world have let it walk?
                 result.blocked_s += TICK_S
                 if not truth.walkable_ahead(x, z, pose.yaw):
@@ -303,7 +317,7 @@ def scripted_walk(
                 result.stuck_events.append((round(t, 2), round(x, 2), round(z, 2), round(pose.yaw, 3)))
                 last_event = t + TICK_S
                 if log:
-                    log(f"    stuck at t={t:.1f}s ({x:.2f}, {z:.2f}) yaw {pose.yaw:.2f}")
+                    log(f"    {biome} seed {seed} walk {walk}: stuck at t={t:.1f}s ({x:.2f}, {z:.2f}) yaw {pose.yaw:.2f}")
                 if dump_dir:
                     dump_scene(world, pose, Path(dump_dir) / f"stuck-{biome}-{seed}-{walk}-t{t:.1f}.npz")
         result.jobs = int(world.stats["jobs_done"])
@@ -320,7 +334,8 @@ def parse_args(argv=None):
     p.add_argument("--walks", type=int, default=50, help="walks in all, spread over biomes x seeds")
     p.add_argument("--seconds", type=float, default=60.0, help="simulated seconds per walk")
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--trace", action="store_true", help="log every stuck event")
+    p.add_argument("--trace", action="store_true", help="log every stuck event and off-ground episode")
+    p.add_argument("--only", default=None, help="comma-separated walk numbers of the run to walk (replay walk 4: --only 4)")
     p.add_argument("--processes", type=int, default=1, help="walks run at once, each in its own process")
     p.add_argument("--dump", default=None, help="save the scene around each stuck event in this folder")
     return p.parse_args(argv)
@@ -353,7 +368,8 @@ def run(args, log=print) -> dict:
     biomes = [b.strip() for b in args.biomes.split(",") if b.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     combos = [(b, s) for s in seeds for b in biomes]
-    walks = [(*combos[k % len(combos)], k, args.seconds, args.trace, args.dump) for k in range(args.walks)]
+    only = {int(k) for k in args.only.split(",")} if args.only else None
+    walks = [(*combos[k % len(combos)], k, args.seconds, args.trace, args.dump) for k in range(args.walks) if only is None or k in only]
     t0 = time.perf_counter()
 
     def report(r: WalkResult) -> WalkResult:
@@ -375,7 +391,7 @@ def run(args, log=print) -> dict:
             "stuck_events": len(r.stuck_events), "blocked_s": round(r.blocked_s, 1),
             "truth_blocked_s": round(r.truth_blocked_s, 1), "off_ground_s": round(r.off_ground_s, 1),
             "max_off_ground_m": round(r.max_off_ground_m, 2), "jobs": r.jobs, "wall_s": round(r.wall_s, 1),
-            "events": r.stuck_events,
+            "events": r.stuck_events, "off_ground_episodes": r.off_ground_episodes,
         }
         for r in results
     ]

@@ -5,6 +5,7 @@ frozen clients, foreign origins and reverse proxies."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import gc
@@ -12,6 +13,8 @@ import json
 import os
 import socket
 import ssl
+import struct
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -584,6 +587,46 @@ def test_oversized_frames_and_read_holds_are_counted(capped_server):
     asyncio.run(scenario())
 
 
+def test_oversized_frame_is_not_read_on(capped_server):
+    """A frame over the size limit closes its connection (1009) from its header, and the server
+    reads no more of it: it stops reading and drops the connection ``OVERSIZE_ABORT_S`` later,
+    instead of reading and throwing away the rest of the frame (up to 8 MiB through its event
+    loop per close) for as long as the client sends. The close is counted."""
+    url = capped_server.url
+    too_big = 'worldstream_connections_closed_total{reason="message_too_big"}'
+    before = metric(url, too_big)
+    claimed = 64 * 2**20
+    address = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=30, source_address=("127.0.0.9", 0))
+    with sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(f"GET /ws HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += sock.recv(4096)
+        assert response.startswith(b"HTTP/1.1 101"), response
+        sock.sendall(b"\x82\xff" + struct.pack("!Q", claimed) + os.urandom(4))  # a binary frame of 64 MiB, masked
+        outcome = {"sent": 0}
+
+        def send_payload():
+            chunk = bytes(2**20)
+            try:
+                while outcome["sent"] < claimed:
+                    outcome["sent"] += sock.send(chunk)
+            except OSError as exc:  # reset by the server, or 30 s without progress
+                outcome["error"] = exc
+
+        sender = threading.Thread(target=send_payload)
+        sender.start()
+        close = sock.recv(2 + 125)  # the server's close frame, sent as soon as the header came
+        sender.join(60)
+    assert close[0] == 0x88 and struct.unpack("!H", close[2:4])[0] == 1009, close
+    assert isinstance(outcome.get("error"), (ConnectionResetError, BrokenPipeError)), outcome
+    assert outcome["sent"] < claimed // 2, outcome  # read on, the whole 64 MiB would have gone
+    asyncio.run(until(lambda: metric(url, too_big) == before + 1, 30, "the 1009 close counted"))
+
+
 class _QuietLink:
     """The layer above a connection, for a test of the connection alone: joined, ignoring what comes."""
 
@@ -597,6 +640,36 @@ class _QuietLink:
 
     async def closed(self) -> None:
         pass
+
+
+class _WaitingLink(_QuietLink):
+    """A link whose client has not joined (its hello never comes)."""
+
+    joined = False
+
+
+def test_a_connection_without_hello_is_closed_after_its_hello_timeout():
+    """No ``hello`` within the hello timeout: an ``error not_joined`` naming it, then close 1008
+    (the read that was waiting is given up at the deadline, and the connection ends cleanly)."""
+    metrics = ServerMetrics()
+
+    async def scenario():
+        async def handler(ws):
+            await Connection(ws, lambda channel: _WaitingLink(), 0.5, metrics, BucketsByKey(1, 1)).run()
+
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}") as ws:
+                t0 = time.monotonic()
+                reply = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 30))
+                await asyncio.wait_for(ws.wait_closed(), 30)
+                return reply, ws.close_code, time.monotonic() - t0
+
+    reply, close_code, waited = asyncio.run(scenario())
+    assert (reply["type"], reply["code"]) == ("error", "not_joined") and "0.5 s" in reply["message"], reply
+    assert close_code == 1008
+    assert waited >= 0.4, waited  # not before its time
+    assert metrics.protocol_errors.labels("not_joined")._value.get() == 1
 
 
 def test_messages_to_a_client_that_stops_reading_are_dropped_and_counted():

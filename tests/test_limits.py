@@ -152,7 +152,11 @@ def test_captions_are_limited_per_client_address_across_connections(start_server
         async with WorldClient(server.url, new_world=m.NewWorld(name=name), video=False) as one, \
                 WorldClient(server.url, world=name, video=False) as two:
             for c, text in ((one, "a"), (two, "b"), (one, "c")):
+                # One at a time: two connections' messages sent at the same moment reach the
+                # world in no set order.
+                since = one.event_count
                 await c.send(m.Caption(text=text))
+                assert (await one.wait_for("caption_changed", timeout=10, since=since)).text == text
             since = two.event_count
             await two.send(m.Caption(text="refused"))
             err = await two.wait_for("error", timeout=10, since=since)

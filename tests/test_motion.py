@@ -233,6 +233,36 @@ def test_walking_along_a_kerb_or_low_wall_keeps_the_eye_on_the_flat_ground(heigh
     assert highest < 0.03
 
 
+def rock_face(z0: float, face: float, slope_deg: float, spacing: float = 0.08) -> np.ndarray:
+    """A rock across the walk on ground falling along +z at ``slope_deg``: a vertical face at
+    ``z0``, ``face`` metres over the ground at its foot, whose top rises 0.4 m more over its
+    first metre (a boulder's rounded top), then stays level for 2 m."""
+    ground_y = EYE_HEIGHT + math.tan(math.radians(slope_deg)) * z0
+    xs, zs = np.meshgrid(np.arange(-6.0, 6.0, spacing), np.arange(z0, z0 + 3.0, spacing))
+    top = ground_y - face - 0.4 * np.minimum(zs - z0, 1.0)
+    fx, fy = np.meshgrid(np.arange(-6.0, 6.0, spacing), np.arange(ground_y - face, ground_y, spacing))
+    return np.concatenate([np.stack([xs.ravel(), top.ravel(), zs.ravel()], 1), np.stack([fx.ravel(), fy.ravel(), np.full(fx.size, z0)], 1)])
+
+
+@pytest.mark.parametrize("slope, z0", [(0.0, 3.2), (15.0, 3.0), (15.0, 3.2)])
+def test_a_rock_face_taller_than_a_step_on_a_slope_is_slid_along_not_climbed(slope, z0):
+    """Walking down a slope into a boulder's 0.8 m face at 0.5 rad off its normal: the player
+    slides along its foot. The line from the boulder's top to the slope behind the player
+    lifted the player's floor by up to half a metre (``floor_across``), which put the top
+    within a step: over the boulder (issue 16, snow seed 1, walk 4: 1.83 m over the terrain)."""
+    t = math.tan(math.radians(slope))
+    xs, zs = np.meshgrid(np.arange(-6.0, 6.0, 0.1), np.arange(-4.0, z0, 0.1))
+    hill = np.stack([xs.ravel(), (EYE_HEIGHT + t * zs).ravel(), zs.ravel()], 1)
+    c = collider_for(hill, (rock_face(z0, 0.8, slope), ROCK_GREY))
+    pose, highest = Pose(yaw=0.5), 0.0
+    for _ in range(150):
+        pose = step(pose, MoveInput(forward=1.0), 1 / 30, c)
+        highest = max(highest, t * min(float(pose.position[2]), z0) - float(pose.position[1]))
+    assert pose.position[2] < z0  # never on or over the rock
+    assert highest < 0.25  # +y down: eye height over the slope, give or take the column tops
+    assert pose.position[0] > 3.0  # slid along the face (5 s at 1.5 m/s, sin(0.5) of it across)
+
+
 @pytest.mark.parametrize("angle", [55.0, 70.0])
 def test_steeper_slopes_stop_the_walk(angle):
     c = collider_for(ramp(angle, z1=5.0))
@@ -368,6 +398,25 @@ def test_collider_caches_per_chunk_and_grows_incrementally():
     c.sync(scene.snapshot())
     assert c.num_voxels > first
     assert set(c._per_chunk) == {0, 1}
+
+
+def test_gaussians_a_refinement_retires_no_longer_collide():
+    """Refinement takes Gaussians out of a chunk, which keeps its id: the collider must drop
+    them (it cached collision data by chunk id, and players walked on retired splats)."""
+    scene = Scene()
+    floor = ground(-3, 3, -3, 6)
+    slab = ground(-3, 3, 1.0, 6.0, y=EYE_HEIGHT - 0.4)  # a 0.4 m ledge ahead, retired below
+    first = scene.append(splats(np.concatenate([floor, slab])), ChunkSource())[0]
+    c = SceneCollider()
+    c.sync(scene.snapshot())
+    pose = walk(Pose(), MoveInput(forward=1.0), 2.0, c)
+    assert pose.position[1] == pytest.approx(-0.4, abs=0.06)  # up on the ledge
+    retire = np.arange(len(first.gaussians)) >= len(floor)
+    scene.append(splats(ground(-3, 3, 6, 7)), ChunkSource(), retire={first.id: retire})
+    assert [len(ch.gaussians) for ch in scene.snapshot().chunks] == [len(floor), len(ground(-3, 3, 6, 7))]
+    c.sync(scene.snapshot())
+    pose = walk(pose, MoveInput(forward=1.0), 1.0, c)
+    assert pose.position[1] == pytest.approx(0.0, abs=0.06)  # back on the floor: the ledge is gone
 
 
 def test_vr_head_pose_is_stopped_by_walls_and_keeps_its_orientation():

@@ -127,6 +127,22 @@ def _nearest_floor(ground: np.ndarray, ix: int, iz: int, lo_level: int, hi_level
 
 
 @numba.njit(cache=True, nogil=True)
+def _run_below(ground: np.ndarray, ix: int, iz: int, level: int, gap: int) -> int:
+    """The lowest level (largest, +y down) of the run of stored levels that goes down from
+    ``level`` in column ``(ix, iz)`` (sorted packed keys): consecutive stored levels at most
+    ``gap`` apart. ``level`` itself when it is not stored."""
+    a = min(max(ix + _BIAS, 0), _MASK)
+    b = min(max(iz + _BIAS, 0), _MASK)
+    column = (a << 42) | (b << 21)
+    i = np.searchsorted(ground, column | min(max(level + _BIAS, 0), _MASK))
+    if i >= ground.size or ground[i] != column | min(max(level + _BIAS, 0), _MASK):
+        return level
+    while i + 1 < ground.size and (ground[i + 1] >> 21) == (column >> 21) and ground[i + 1] - ground[i] <= gap:
+        i += 1
+    return int(ground[i] & _MASK) - _BIAS
+
+
+@numba.njit(cache=True, nogil=True)
 def _floor_across(ground: np.ndarray, ix: int, iz: int, feet: int, step: int, rise: int, gap: int, reach: int, own: bool) -> float:
     """The floor level that the columns on either side of column ``(ix, iz)`` give it, or nan.
 
@@ -135,8 +151,11 @@ def _floor_across(ground: np.ndarray, ix: int, iz: int, feet: int, step: int, ri
     ``step + rise * k`` levels of it, ``k`` columns out). Where the column has a floor of its
     ``own``, that line counts only where the ground goes on rising beyond the higher of the
     two (a slope, not a kerb or a wall beside flat ground). Never where it is steeper than
-    ``rise`` levels per column (+1 for quantisation): that is no slope to walk. Of the two
-    axes, the higher floor (smaller level) wins.
+    ``rise`` levels per column (+1 for quantisation): that is no slope to walk; nor where the
+    higher of the two tops a face (its run of stored levels goes down more than ``step``
+    levels): a column of a walkable slope spans less than a step, and the line from a rock's
+    or a wall's top to the ground behind the player is no slope. Of the two axes, the higher
+    floor (smaller level) wins.
     """
     best = np.nan
     ks = np.empty(2 * reach, np.int64)
@@ -163,16 +182,17 @@ def _floor_across(ground: np.ndarray, ix: int, iz: int, feet: int, step: int, ri
             n += 1
         if lo < 0 or hi < 0 or abs(fs[hi] - fs[lo]) > rise * (ks[hi] - ks[lo]) + 1:
             continue  # none on one side, or steeper than a walkable slope between them
+        top = hi if fs[hi] < fs[lo] else lo  # the higher end (+y down: the smaller level)
         if own:
-            rising = False
-            if fs[hi] < fs[lo]:  # uphill along +k: is a floor beyond hi higher still?
-                for j in range(hi + 1, n):
-                    rising |= fs[j] < fs[hi]
-            else:
-                for j in range(lo):
-                    rising |= fs[j] < fs[lo]
+            rising = False  # beyond the higher end, a floor higher still
+            for j in range(n):
+                rising |= (j > top if top == hi else j < top) and fs[j] < fs[top]
             if not rising:
                 continue
+        jx = ix + ks[top] if axis == 0 else ix
+        jz = iz if axis == 0 else iz + ks[top]
+        if _run_below(ground, jx, jz, fs[top], gap) - fs[top] > step:
+            continue  # the higher end is the top of a face (a rock's, a wall's), not a column of a slope
         a = fs[lo] + (fs[hi] - fs[lo]) * (-ks[lo]) / (ks[hi] - ks[lo])
         if np.isnan(best) or a < best:
             best = a
@@ -319,21 +339,24 @@ class SceneCollider:
 
     def __init__(self, config: ColliderConfig | None = None) -> None:
         self.config = config or ColliderConfig()
-        self._per_chunk: dict[int, ChunkCollision] = {}
+        # chunk id -> (the chunk object, its data): refinement retires Gaussians from a chunk,
+        # which keeps its id in a new Chunk object, so the data holds only for that object.
+        self._per_chunk: dict[int, tuple[Chunk, ChunkCollision]] = {}
         self._lock = threading.Lock()
         self._merging = threading.Lock()  # one merge at a time: a second caller waits for it, then has nothing to do
         self._version = -1
-        self._chunk_ids: tuple[int, ...] = ()
+        self._chunks: tuple[Chunk, ...] = ()
         self._ground = np.zeros(0, np.int64)
         self._voxels = np.zeros(0, np.int64)
         self._hard_ground = np.zeros(0, np.int64)
 
     # ---- building ----
     def chunk_data(self, chunk: Chunk) -> ChunkCollision:
-        """Collision data of one chunk (built once, then cached by chunk id)."""
+        """Collision data of one chunk (built once, then cached until the chunk with its id is
+        another object: one refinement took Gaussians out of)."""
         cached = self._per_chunk.get(chunk.id)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] is chunk:
+            return cached[1]
         cfg = self.config
         g = chunk.gaussians
         if len(g):
@@ -356,7 +379,7 @@ class SceneCollider:
         else:
             vkeys = np.unique(vkeys)
         data = ChunkCollision(ground, vkeys, hard_ground)
-        self._per_chunk[chunk.id] = data
+        self._per_chunk[chunk.id] = (chunk, data)
         return data
 
     def sync(self, snapshot: SceneSnapshot) -> None:
@@ -368,8 +391,8 @@ class SceneCollider:
                 self._merge(snapshot)
 
     def _merge(self, snapshot: SceneSnapshot) -> None:
-        ids = tuple(c.id for c in snapshot.chunks)
-        if ids == self._chunk_ids:
+        chunks = snapshot.chunks
+        if len(chunks) == len(self._chunks) and all(a is b for a, b in zip(chunks, self._chunks)):
             self._version = snapshot.version
             return
         parts = [self.chunk_data(c) for c in snapshot.chunks]
@@ -377,12 +400,12 @@ class SceneCollider:
             return np.unique(np.concatenate([getattr(p, name) for p in parts])) if parts else np.zeros(0, np.int64)
 
         ground, voxels, hard_ground = merged("ground_keys"), merged("voxel_keys"), merged("hard_ground_keys")
-        live = set(ids)
+        live = {c.id for c in chunks}
         for stale in [k for k in self._per_chunk if k not in live]:
             del self._per_chunk[stale]
         with self._lock:
             self._ground, self._voxels, self._hard_ground = ground, voxels, hard_ground
-            self._version, self._chunk_ids = snapshot.version, ids
+            self._version, self._chunks = snapshot.version, chunks
 
     @property
     def num_voxels(self) -> int:
@@ -425,8 +448,11 @@ class SceneCollider:
         shadow). Floors are the tops of their columns, so on an evenly sampled slope that is
         the column's own floor. A kerb or a wall beside flat ground does not go on rising, and
         leaves the flat ground's floor alone. Where the column is empty: the ground across an
-        empty row. Never steeper than ``max_slope_deg`` between the two, and foliage is left
-        out (a bush or a pine's lowest branches beside the player are no slope).
+        empty row. Never steeper than ``max_slope_deg`` between the two, never to the top of a
+        face deeper than ``step`` (a boulder's: the line from its top to the slope behind the
+        player lifted the player half a metre, within a step of the top, and over it; issue 16,
+        snow seed 1), and foliage is left out (a bush or a pine's lowest branches beside the
+        player are no slope).
         """
         cfg = self.config
         ground = self._hard_ground  # foliage is no slope (a bush or a pine's skirt beside the player lifts nothing)
