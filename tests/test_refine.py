@@ -120,48 +120,6 @@ def test_detail_planning_asks_where_only_far_keyframes_looked(generator):
         world.close()
 
 
-def test_a_coarse_fill_is_remade_whole_once_the_generator_has_slack(generator):
-    """The spawn's side and back keyframes are traced at half size while the first one is
-    generated (fill coarse first); their splats carry half the detail, so a metre away they
-    count as too coarse and are remade whole, while the forward one (traced whole) is not.
-    Once remade, nothing more is asked there (no loop)."""
-    cfg = WorldConfig("refine", seed=SEED, caption="a pine forest", detail_scale=1.0)
-    world = World(cfg, generator=generator, renderer=CpuRenderer())
-    try:
-        world.update([PlayerState("p", eye(0.0))])
-        assert world.wait_idle(120)
-        planner = world._planner
-        assert sorted(planner.done_views.scales.tolist()) == [0.5, 0.5, 0.5, 1.0]
-        limit = cfg.detail_max_px
-        left, ahead = np.float32([-1, 0, 0]), np.float32([0, 0, 1])
-        here = eye(1.0)
-        assert planner.footprint_px(here.position, ahead) < limit
-        assert planner.footprint_px(here.position, left) > limit  # as if traced whole: 6 px
-        made = [j for j in world.update([PlayerState("p", here)]) if j.refines]
-        assert made and all(j.scale == 1.0 for j in made)
-        assert world.wait_idle(120)
-        assert planner.footprint_px(here.position, left) < limit
-        assert not [j for j in world.update([PlayerState("p", here)]) if j.refines]
-    finally:
-        world.close()
-
-
-def test_view_records_keep_trace_scales_across_saving():
-    from runtime.world.frontier.planner import ViewRecord
-
-    record = ViewRecord()
-    record.add(np.zeros((1, 3)), np.float32([[0, 0, 1]]), scale=0.5)
-    record.add(np.ones((1, 3)), np.float32([[1, 0, 0]]))
-    loaded = ViewRecord.from_state(record.to_state())
-    assert loaded.scales.tolist() == [0.5, 1.0] and np.allclose(loaded.positions, record.positions)
-    old = ViewRecord.from_state([[0, 0, 0, 0, 0, 1]])  # saved before scales were kept: traced whole
-    assert old.scales.tolist() == [1.0]
-    assert not loaded.matches(np.zeros(3), np.float32([0, 0, 1]), 1.0, 0.5, min_scale=1.0)
-    assert loaded.matches(np.zeros(3), np.float32([0, 0, 1]), 1.0, 0.5)
-    with pytest.raises(ValueError, match="done_views"):
-        ViewRecord.from_state([[0, 0, 0]])
-
-
 def test_refinement_keeps_content_and_sharpens(generator):
     """Seen first from 14 m back, then from where the camera stands: the picture gets sharper
     and, at the coarse scale (16 x 12 pixel blocks, where it was covered), stays the same

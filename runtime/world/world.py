@@ -313,7 +313,7 @@ class World:
             chunks, frames, new_cells = self._builder.build(job, cams, rgb, depth)
             self.seen_views.job_landed(job.id, [c.id for c in chunks])
             if frames:
-                self._planner.record_done(job.cameras, job.scale)
+                self._planner.record_done(job.cameras)
             else:  # every keyframe was inside geometry (a guess of the ground ahead was off): not done there
                 self._planner.record_failed(job.cameras, self.parts.clock())
             self.collider.sync(self.scene.snapshot())

@@ -62,59 +62,42 @@ def lookahead_seconds(configured_s: float, average_job_s: float | None, average_
 
 
 class ViewRecord:
-    """Views (position + unit forward) of jobs, for 'is this view already served?' tests,
-    with the scale each was traced at (``GenerationJob.scale``: below 1 for a coarse fill,
-    whose splats carry that much less detail than the keyframe size)."""
+    """Views (position + unit forward) of jobs, for 'is this view already served?' tests."""
 
     def __init__(self) -> None:
         self.positions = np.zeros((0, 3), np.float32)
         self.forwards = np.zeros((0, 3), np.float32)
         self.times = np.zeros(0, np.float64)
-        self.scales = np.zeros(0, np.float32)
 
     def drop_before(self, when: float) -> None:
         """Forget views recorded before ``when`` (a record of recent failures stays small)."""
         keep = self.times >= when
         if not keep.all():
             self.positions, self.forwards, self.times = self.positions[keep], self.forwards[keep], self.times[keep]
-            self.scales = self.scales[keep]
 
-    def add(self, positions: np.ndarray, forwards: np.ndarray, when: float = 0.0, scale: float = 1.0) -> None:
+    def add(self, positions: np.ndarray, forwards: np.ndarray, when: float = 0.0) -> None:
         self.positions = np.concatenate([self.positions, np.asarray(positions, np.float32).reshape(-1, 3)])
         self.forwards = np.concatenate([self.forwards, np.asarray(forwards, np.float32).reshape(-1, 3)])
         self.times = np.concatenate([self.times, np.full(len(positions), when)])
-        self.scales = np.concatenate([self.scales, np.full(len(positions), scale, np.float32)])
 
-    def matches(
-        self, position: np.ndarray, forward: np.ndarray, distance: float, angle: float, since: float = -math.inf, min_scale: float = 0.0
-    ) -> bool:
-        """Is a view within ``distance`` metres and ``angle`` radians recorded (at or after
-        ``since``, traced at ``min_scale`` or finer)?"""
+    def matches(self, position: np.ndarray, forward: np.ndarray, distance: float, angle: float, since: float = -math.inf) -> bool:
         if self.positions.shape[0] == 0:
             return False
         near = np.linalg.norm(self.positions - position, axis=1) <= distance
         aligned = self.forwards @ forward >= math.cos(angle)
-        return bool((near & aligned & (self.times >= since) & (self.scales >= min_scale)).any())
+        return bool((near & aligned & (self.times >= since)).any())
 
     def __len__(self) -> int:
         return self.positions.shape[0]
 
     def to_state(self) -> list:
-        """One row per view: position, forward, trace scale."""
-        return np.concatenate([self.positions, self.forwards, self.scales[:, None]], axis=1).round(4).tolist()
+        return np.concatenate([self.positions, self.forwards], axis=1).round(4).tolist()
 
     @staticmethod
     def from_state(rows: list) -> "ViewRecord":
-        """Rows of :meth:`to_state`; rows of 6 (saved before trace scales were kept) are scale 1."""
         r = ViewRecord()
-        a = np.asarray(rows, np.float32)
-        if a.size == 0:
-            return r
-        if a.ndim != 2 or a.shape[1] not in (6, 7):
-            raise ValueError(f"done_views: rows of 6 or 7 numbers expected, got shape {a.shape}")
-        scales = a[:, 6] if a.shape[1] == 7 else np.ones(len(a), np.float32)
-        r.positions, r.forwards = a[:, :3].copy(), a[:, 3:6].copy()
-        r.times, r.scales = np.zeros(len(a)), np.clip(scales, 1e-3, 1.0).astype(np.float32)
+        a = np.asarray(rows, np.float32).reshape(-1, 6)
+        r.add(a[:, :3], a[:, 3:])
         return r
 
 
@@ -368,29 +351,24 @@ class FrontierPlanner:
         unit ``forward`` shows of a surface ``detail_reference_m`` metres away.
 
         A keyframe's Gaussians are ``reconstruct_stride`` keyframe pixels wide where it saw
-        them; a keyframe facing this way (finished, queued or running, within
+        them; the nearest keyframe facing this way (finished, queued or running, within
         ``merge_angle``), ``D`` metres off, saw that surface from about ``D + reference``
         metres, so on the stream its splats span ``base x (D + reference) / reference`` pixels,
-        ``base`` being the stride in keyframe pixels over the stream's pixel angle -- divided
-        by its trace scale when it was traced coarse (``GenerationJob.scale`` < 1: its
-        upsampled picture has that much less detail), so a coarse fill is remade whole once
-        the generator has slack. The finest such keyframe counts. ``inf`` when no keyframe
-        faces this way (then the view is not judged coarse).
+        ``base`` being the stride in keyframe pixels over the stream's pixel angle. ``inf``
+        when no keyframe faces this way (then the view is not judged coarse).
         """
         cfg = self.config
         base = cfg.reconstruct_stride * math.degrees(cfg.keyframe_fov_y) / cfg.keyframe_height / cfg.detail_pixel_deg
-        positions, forwards, scales = [self.done_views.positions], [self.done_views.forwards], [self.done_views.scales]
+        positions, forwards = [self.done_views.positions], [self.done_views.forwards]
         for job in self.queue.pending():
             positions.append(job.cameras.centers.astype(np.float32))
             forwards.append(job.cameras.forwards.astype(np.float32))
-            scales.append(np.full(len(job.cameras), job.scale, np.float32))
-        pos, fwd, scale = np.concatenate(positions), np.concatenate(forwards), np.concatenate(scales)
+        pos, fwd = np.concatenate(positions), np.concatenate(forwards)
         facing = fwd @ np.asarray(forward, np.float32) >= math.cos(cfg.merge_angle)
         if not facing.any():
             return math.inf
-        distance = np.linalg.norm(pos[facing] - np.asarray(position, np.float32), axis=1)
-        coarseness = 1.0 / np.clip(scale[facing], 1e-3, 1.0)
-        return float((base * coarseness * (distance + cfg.detail_reference_m) / cfg.detail_reference_m).min())
+        distance = float(np.linalg.norm(pos[facing] - np.asarray(position, np.float32), axis=1).min())
+        return base * (distance + cfg.detail_reference_m) / cfg.detail_reference_m
 
     def _too_coarse(self, probe: ProbeView) -> bool:
         """Would ``probe``'s view show splats wider than ``detail_max_px``? (see :meth:`footprint_px`)
@@ -416,8 +394,7 @@ class FrontierPlanner:
         cfg = self.config
         pos = cand.probe.position
         near = HOLE_MERGE_DISTANCE if cand.hole else cfg.merge_distance
-        # A refining view is served only by a keyframe traced whole: a coarse fill there is remade.
-        if self.done_views.matches(pos, cand.forward, near, cfg.merge_angle, min_scale=1.0 if cand.detail else 0.0):
+        if self.done_views.matches(pos, cand.forward, near, cfg.merge_angle):
             return True  # generated there already: what is still empty stays empty, no loops
         if self.failed_views.matches(pos, cand.forward, cfg.merge_distance, cfg.merge_angle, since=now - cfg.retry_after_s):
             return True
@@ -522,11 +499,10 @@ class FrontierPlanner:
         return stale
 
     # ------------------------------------------------------------------ outcomes
-    def record_done(self, cameras: Cameras, scale: float = 1.0) -> None:
-        """These keyframes were generated (or found covered), traced at ``scale`` x their
-        size: never plan them again (a coarse one may be remade finer, see :meth:`footprint_px`)."""
+    def record_done(self, cameras: Cameras) -> None:
+        """These keyframes were generated (or found covered): never plan them again."""
         with self._lock:
-            self.done_views.add(cameras.centers, cameras.forwards, scale=scale)
+            self.done_views.add(cameras.centers, cameras.forwards)
 
     def record_failed(self, cameras: Cameras, when: float) -> None:
         """These keyframes failed at ``when``: not again for ``retry_after_s``."""
