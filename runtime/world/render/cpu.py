@@ -198,15 +198,12 @@ class CpuRenderer:
         coarse, stride = self._skies.get(sky, camera)
         bare = np.empty((h, w, 3), np.uint8)
         alpha = np.empty((h, w), np.float32)
-        counts = self._scratch.counts  # last_counts tells of the last real frame
         self._draw(SceneSnapshot(snapshot.version, ()), camera, True, coarse, stride, bare, np.empty((h, w), np.float32), alpha)
         far = snapshot.visible_far(camera)
         if not far:
-            self._scratch.counts = counts
             return Backdrop(_unit(bare), None, self.far_see_through_from)
         background = bare.copy()
         far_rgb, far_alpha, fstride = self._far_layer(far, camera)
-        self._scratch.counts = counts
         see_through = self.far_see_through_from
         composite_far(background, alpha, far_rgb, far_alpha[..., None], fstride, coarse, stride,
                       np.float32(see_through or 0.0), see_through is None)
