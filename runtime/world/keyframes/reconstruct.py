@@ -504,7 +504,7 @@ def _covered_by(earlier: list[Gaussians], K: np.ndarray, w2c: np.ndarray, d: np.
     g = Gaussians.concat(earlier)
     if len(g) == 0:
         return covered
-    sigma = np.exp(g.log_scales.max(axis=1)).astype(np.float32)
+    sigma = np.exp(g.largest_log_scale).astype(np.float32)
     _cover_kernel(
         g.means, sigma, np.asarray(w2c, np.float32), np.asarray(K, np.float32), stride,
         np.float32(1 + DEDUPE_DEPTH_MARGIN), np.ascontiguousarray(d), covered,
