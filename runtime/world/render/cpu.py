@@ -215,6 +215,10 @@ class CpuRenderer:
         for chunk in chunks:
             self._chunks.get(chunk)
 
+    def packed(self, chunk: Chunk) -> PackedChunk:
+        """``chunk`` activated, with its coarse levels (cached: what frames drawing it use)."""
+        return self._chunks.get(chunk)
+
     @property
     def chunks_derived(self) -> int:
         """Chunks activated (with their levels) so far, wherever it ran."""
