@@ -14,8 +14,8 @@ Kinds (what the server does with each):
 * ``ping``: a valid ``ping``, answered with ``pong`` (the cheapest real message, to compare);
 * ``bad_field``, ``nan``, ``far_head_pose``, ``unknown_type``, ``garbage``, ``text_frame``,
   ``bad_world``: small malformed messages, each answered with a typed ``error``;
-* ``over_bucket``: a ``bad_field`` message past its type's token bucket: decoded and dropped
-  (one ``rate_limited`` a second);
+* ``over_bucket``: a ``ping`` past its type's token bucket: decoded and dropped (one
+  ``rate_limited`` a second);
 * ``accept_close``: a connection opened and closed by the client without a message;
 * ``read_8mib``: an 8 MiB message of empty arrays read whole (the address has a large-message
   token) and refused by ``protocol.decode`` (``too_large``);
@@ -24,8 +24,8 @@ Kinds (what the server does with each):
 * ``refused_429``: a handshake from an address with too many 1009 closes: HTTP 429;
 * ``sustained``: 8 connections from one address sending ``bad_field`` messages as fast as the
   server reads them for 5 s (the worst a flood of small bad messages does: reads are held at
-  ``FRAME_RATE_HZ`` per connection, 20 a second answered, the rest dropped): its row also
-  gives the loop's CPU in % of one core.
+  ``FRAME_RATE_HZ`` per connection, 20 a second answered, the rest dropped): the number to
+  read is the loop's CPU in % of one core; its items are an upper bound of the reads.
 
 The connection kinds include their handshake and close; the message kinds are sent 30 per
 connection (within the ``other`` bucket's burst), so a connection's share is small.
@@ -159,9 +159,9 @@ async def small_messages(url: str, meter: Meter, kind: str, count: int, address:
 
 
 async def over_bucket(url: str, meter: Meter, count: int, address: str) -> None:
-    """``bad_field`` messages past the ``other`` bucket: the connection first empties it
-    (not measured), then sends ``count`` more; an ``input`` (its own bucket) marks the end."""
-    data = SMALL["bad_field"][0]
+    """``ping`` messages past the ``other`` bucket: the connection first empties it (not
+    measured), then sends ``count`` more; an ``input`` (its own bucket) marks the end."""
+    data = SMALL["ping"][0]
     marker = _raw({"type": "input", "seq": 1})  # not joined yet: answered with not_joined
     async with connect(url, compression=None, additional_headers=_headers(address)) as ws:
         for _ in range(m.OTHER_BURST):
@@ -247,8 +247,9 @@ async def refused_429(url: str, meter: Meter, count: int, address: str) -> None:
 
 async def sustained(url: str, meter: Meter, address: str) -> None:
     """``SUSTAINED_CONNECTIONS`` connections send ``bad_field`` as fast as the server reads them
-    for ``SUSTAINED_S``. The items are the messages the server can have read meanwhile (at most
-    ``FRAME_BURST`` plus ``FRAME_RATE_HZ`` a second per connection; the rest waits in TCP)."""
+    for ``SUSTAINED_S`` (or until its keepalive closes them: their pongs wait behind the flood).
+    The items are the messages it can have read meanwhile: at most ``FRAME_BURST`` plus
+    ``FRAME_RATE_HZ`` a second per connection (the rest waits in TCP)."""
     data = SMALL["bad_field"][0]
     counts = []
 
@@ -268,7 +269,7 @@ async def sustained(url: str, meter: Meter, address: str) -> None:
 
     meter.start()
     await asyncio.gather(*(one() for _ in range(SUSTAINED_CONNECTIONS)))
-    await meter.stop(int(sum(counts)), "read (answered or dropped)")
+    await meter.stop(int(sum(counts)), "read at most")
 
 
 async def _drain(ws) -> None:

@@ -7,9 +7,11 @@ on a simulated clock, and each job's generation takes a modelled time on it:
 
     seconds = SCALE x (PACE_FIXED_S + PACE_S_PER_PIXEL x pixels traced)
 
--- 0.44 s for a 320x180 keyframe, 1.6 s for 640x360 and 0.15 s for a 160x90 coarse trace at
-SCALE 1, which is what they cost (trace, reconstruction and landing) on a quiet CPU-2 on
-2026-12-07 (docs/benchmarks.md, "What a stream-resolution keyframe costs"). The real work
+-- 0.31 s for a 320x180 keyframe, 1.07 s for 640x360 and 0.12 s for a 160x90 coarse trace at
+SCALE 1: what a job costs (trace, reconstruction, colour fit and landing) in CPU time of the
+generation worker's thread, measured with ``bench.job_cost`` on 2026-12-07 after the fast
+procedural trace and the cheaper landing (docs/benchmarks.md, "What a job costs, stage by
+stage"; it was 0.44 / 1.6 / 0.15 s before them). The real work
 still runs (the chunks are the real ones); while it does, the simulated clock stands still,
 and a job's chunk lands once the clock has passed its start plus its modelled time. Queueing,
 cancellation (refining jobs cut short for a fill) and priorities play out as they would on a
@@ -25,9 +27,9 @@ import time
 from runtime.world import World
 from runtime.world.generators.base import CancelToken, GenerationCancelled, GenerationRequest, GenerationResult
 
-PACE_FIXED_S = 0.05
+PACE_FIXED_S = 0.06
 """Modelled seconds of a job besides its trace's pixels (at SCALE 1)."""
-PACE_S_PER_PIXEL = 6.7e-6
+PACE_S_PER_PIXEL = 4.4e-6
 """Modelled seconds per traced pixel: trace, reconstruction and landing (at SCALE 1)."""
 
 

@@ -45,9 +45,9 @@ def scene():
     new = reconstruct(shots[1].rgb, shots[1].depth, cams[1], existing, stride=2)
     views = []
     for cam, shot in zip(cams[::-1], shots[::-1]):
-        background = renderer.render(SceneSnapshot(0, (), base.far), cam, sky).rgb[0].astype(np.float32) / 255
-        bare = renderer.render(SceneSnapshot(0, ()), cam, sky).rgb[0].astype(np.float32) / 255
-        views.append(FitView(cam, shot.rgb[0], shot.depth[0], background, bare, renderer.far_see_through_from))
+        back = renderer.backdrop(base, cam, sky)  # what the renderer lays behind the scene
+        assert back.sky is not None and back.far_from == renderer.far_see_through_from
+        views.append(FitView(cam, shot.rgb[0], shot.depth[0], back.background, back.sky, back.far_from))
     alone = reconstruct(shots[1].rgb, shots[1].depth, cams[1], None, stride=2)
     return renderer, sky, base, new, views, alone
 
@@ -104,3 +104,19 @@ def test_an_earlier_keyframe_seeing_the_splats_is_matched_too(scene):
     for view in views:
         fitted_both = psnr(_draw(renderer, sky, base, both, view.camera).rgb[0], view.rgb)
         assert fitted_both >= psnr(_draw(renderer, sky, base, own, view.camera).rgb[0], view.rgb) - 0.1
+
+
+def test_a_full_entry_list_grows_and_gives_the_same_system(scene, monkeypatch):
+    """The one-pass trace lists entries in trace order; when the list is full it starts the
+    tile again in a list twice the size. Starting from room for almost nothing (many
+    restarts) gives the same rows, bit for bit, as ample room."""
+    _, _, base, new, views, _ = scene
+    order = morton_order(new.means).astype(np.int32)
+    old = [activate_chunk(c.gaussians) for c in base.chunks]
+    monkeypatch.setattr(colour_solve, "_entries_per_pixel", 64.0)
+    roomy = colour_solve._view_rows(new, activate_chunk(new), order, old, views[0], 200.0)
+    monkeypatch.setattr(colour_solve, "_entries_per_pixel", 0.0)
+    cramped = colour_solve._view_rows(new, activate_chunk(new), order, old, views[0], 200.0)
+    assert roomy.start[-1] > 4 * 1024  # more entries than the first list holds: it grew
+    for field in ("start", "index", "weight", "target", "mask"):
+        assert np.array_equal(getattr(roomy, field), getattr(cramped, field)), field

@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 SH_C0 = 0.28209479177387814
 """Degree-0 spherical-harmonics constant: ``rgb = 0.5 + SH_C0 * f_dc``."""
+
+
+def row_max(a: np.ndarray) -> np.ndarray:
+    """``[G]`` the largest of each row of ``a [G, C]`` (C >= 1): column by column, which is
+    exact and ~15x faster than ``a.max(axis=1)`` for the few columns of splat arrays (numpy
+    reduces a short axis row by row)."""
+    out = a[:, 0].copy()
+    for k in range(1, a.shape[1]):
+        np.maximum(out, a[:, k], out=out)
+    return out
+
+
+def column_bounds(a: np.ndarray, pad: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``([C], [C])`` the least and largest of each column of ``a [G, C]`` (G >= 1), less and
+    plus ``pad [G]`` when given: what ``(a - pad[:, None]).min(axis=0)`` and
+    ``(a + pad[:, None]).max(axis=0)`` give, exactly, ~20x faster."""
+    lo = np.empty(a.shape[1], a.dtype)
+    hi = np.empty(a.shape[1], a.dtype)
+    for k in range(a.shape[1]):
+        column = a[:, k]
+        lo[k] = (column if pad is None else column - pad).min()
+        hi[k] = (column if pad is None else column + pad).max()
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,11 @@ class Gaussians:
     def scales(self) -> np.ndarray:
         """``[G, 3]`` standard deviations in metres."""
         return np.exp(self.log_scales)
+
+    @cached_property
+    def largest_log_scale(self) -> np.ndarray:
+        """``[G]`` float32 each Gaussian's largest log standard deviation (computed once)."""
+        return row_max(self.log_scales)
 
     @property
     def opacities(self) -> np.ndarray:

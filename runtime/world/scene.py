@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .camera import Cameras
-from .gaussians import Gaussians
+from .gaussians import Gaussians, column_bounds
 
 MAX_CHUNK_GAUSSIANS = 262_144
 """Larger inputs (imported scenes) are split into spatial tiles so culling stays useful."""
@@ -76,9 +76,7 @@ class Chunk:
         if len(gaussians) == 0:
             lo = hi = np.zeros(3, np.float32)
         else:
-            pad = 3.0 * np.exp(gaussians.log_scales.max(axis=1))[:, None]
-            lo = (gaussians.means - pad).min(axis=0)
-            hi = (gaussians.means + pad).max(axis=0)
+            lo, hi = column_bounds(gaussians.means, 3.0 * np.exp(gaussians.largest_log_scale))
         return Chunk(chunk_id, gaussians, lo.astype(np.float32), hi.astype(np.float32), source, tuple(far_parts))
 
 
@@ -214,12 +212,18 @@ class Scene:
     def version(self) -> int:
         return self._snapshot.version
 
-    def append(self, gaussians: Gaussians, source: ChunkSource, retire: dict[int, np.ndarray] | None = None) -> list[Chunk]:
+    def append(
+        self, gaussians: Gaussians, source: ChunkSource, retire: dict[int, np.ndarray] | None = None,
+        retired: dict[int, Chunk] | None = None,
+    ) -> list[Chunk]:
         """Add Gaussians as one or more new chunks (split into tiles if large); one new version.
 
         ``retire`` maps chunk ids to ``[G]`` bool masks over those chunks' *current*
         Gaussians: the ones to take out of the scene in the same version (refinement).
         Unknown ids are ignored (a chunk may have been restored without them).
+        ``retired`` may hold, per such id, the chunk less its masked Gaussians already built
+        (the same id, source and Gaussians in order, e.g. what a colour fit drew): it joins the
+        scene as it is, so whatever renderers derived from it stays cached.
         """
         parts = split_into_tiles(gaussians) if len(gaussians) > MAX_CHUNK_GAUSSIANS else [gaussians]
         with self._lock:
@@ -227,7 +231,7 @@ class Scene:
             for part in parts:
                 chunks.append(Chunk.build(self._next_id, part, source))
                 self._next_id += 1
-            kept = self._retired(self._snapshot.chunks, retire or {}, chunks[0].id if chunks else self._next_id)
+            kept = self._retired(self._snapshot.chunks, retire or {}, chunks[0].id if chunks else self._next_id, retired or {})
             old = {id(c) for c in self._snapshot.chunks}
             self._prepared([c for c in kept if id(c) not in old] + chunks)
             self._snapshot = SceneSnapshot(self._snapshot.version + 1, kept + tuple(chunks), self._snapshot.far)
@@ -299,9 +303,11 @@ class Scene:
         if self._prepare is not None and chunks:
             self._prepare(chunks)
 
-    def _retired(self, chunks: tuple[Chunk, ...], retire: dict[int, np.ndarray], by: int) -> tuple[Chunk, ...]:
+    def _retired(
+        self, chunks: tuple[Chunk, ...], retire: dict[int, np.ndarray], by: int, built: dict[int, Chunk] | None = None
+    ) -> tuple[Chunk, ...]:
         """``chunks`` with the masked Gaussians taken out by chunk ``by`` (call under the lock);
-        empty chunks leave."""
+        empty chunks leave. ``built``: such chunks already made (see :meth:`append`)."""
         out = []
         for chunk in chunks:
             mask = retire.get(chunk.id)
@@ -322,7 +328,10 @@ class Scene:
                 # refined once more (refinement keeps content).
                 del history[0]
             if kept.any():
-                out.append(Chunk.build(chunk.id, landed.gaussians.subset(np.flatnonzero(kept)), chunk.source))
+                ready = (built or {}).get(chunk.id)
+                if ready is None or ready.source is not chunk.source or len(ready.gaussians) != len(chunk.gaussians) - int(mask.sum()):
+                    ready = Chunk.build(chunk.id, landed.gaussians.subset(np.flatnonzero(kept)), chunk.source)
+                out.append(ready)
         return tuple(out)
 
     def as_of(self, snapshot: SceneSnapshot, cap_chunk_id: int) -> SceneSnapshot:

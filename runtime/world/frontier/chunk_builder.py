@@ -29,7 +29,7 @@ from ..keyframes.seams import blend_keyframes
 from ..keyframes.start_frame import START_IMAGE_SOURCE
 from ..keyframes.reconstruct import AUTHORITY_RATIO, occluder_mask, reconstruct, shown_depth
 from ..parts import WorldParts
-from ..keyframes.refine import coarse_mask, retire_mask
+from ..keyframes.refine import coarse_mask, remade_blocks, retire_mask
 from ..scene import Chunk, ChunkSource, SceneSnapshot
 from ..sky import pixel_directions
 from .jobs import GenerationJob
@@ -142,16 +142,18 @@ class ChunkBuilder:
         # Splat colours come from the keyframes matched to the scene along the seam (memory
         # keeps them as generated; see keyframes.seams).
         colours = rgb if shown is None else blend_keyframes(rgb, depth, shown.rgb, shown.alpha, shown.depth, cfg.seam_blend_px)
-        gaussians = reconstruct(colours, depth, cams, existing, stride=cfg.reconstruct_stride)
+        gaussians = reconstruct(colours, depth, cams, existing, stride=cfg.reconstruct_stride, split_sky_edges=cfg.split_sky_edges)
         # A job the hole test asked for fills what a player is looking at now: its near
         # Gaussians stay even where an earlier keyframe saw the spot otherwise (what the
         # player itself was shown is kept by its frozen seen views; see Revisits).
         spare = cfg.hole_reach_m if job.fills_holes else 0.0
         gaussians = self._keep_earlier_views(gaussians, cams, spare)
         retire = {}
+        remade = remade_blocks(gaussians, depth, cams, cfg.reconstruct_stride, fine_alpha=existing) if coarse else None
         for chunk in snapshot.chunks:
             if chunk.id in coarse:
-                mask = retire_mask(chunk.gaussians, coarse[chunk.id], gaussians, depth, cams, cfg.reconstruct_stride, fine_alpha=existing)
+                mask = retire_mask(chunk.gaussians, coarse[chunk.id], gaussians, depth, cams, cfg.reconstruct_stride,
+                                   fine_alpha=existing, remade=remade)
                 if mask.any():
                     retire[chunk.id] = mask
                     self.stats.gaussians_refined += int(mask.sum())
@@ -162,9 +164,12 @@ class ChunkBuilder:
         # Not optimised (no CUDA, or the optimiser kept nothing): fit the colours -- unless the
         # job was traced coarse (generation is behind: land it fast; its upsampled keyframe
         # has no detail to fit, and detail comes after).
+        # The scene less what the chunk retires: fitted against, then landed as it is (its
+        # activation, cached by the renderer for the fit, is what frames draw).
+        kept = _without(snapshot, retire)
         if gaussians is made and job.scale >= 1.0:
-            gaussians = self._fit(gaussians, _without(snapshot, retire), colours, depth, cams, source)
-        return self.land(source, gaussians, rgb, depth, cams, retire)
+            gaussians = self._fit(gaussians, kept, colours, depth, cams, source)
+        return self.land(source, gaussians, rgb, depth, cams, retire, {c.id: c for c in kept.chunks if c.id in retire})
 
     def _fit(
         self, gaussians: Gaussians, base: SceneSnapshot, rgb: np.ndarray, depth: np.ndarray, cams: Cameras, source: ChunkSource
@@ -182,7 +187,8 @@ class ChunkBuilder:
             threads = numba.get_num_threads()
             numba.set_num_threads(1)  # this thread only: its CPU time is the whole cost
             try:
-                fitted, _ = solve_colours(gaussians, base, views, iterations=cfg.fit_solve_iterations)
+                fitted, _ = solve_colours(gaussians, base, views, iterations=cfg.fit_solve_iterations,
+                                          packed=getattr(self.renderer, "packed", None))
             finally:
                 numba.set_num_threads(threads)
             self.stats.fit_views += len(views)
@@ -209,12 +215,10 @@ class ChunkBuilder:
         frames = self._neighbour_frames(gaussians, cams) if self.config.fit_neighbour_views > 0 else []
         pictures = [(cams[i], rgb[i], depth[i]) for i in range(len(cams))]
         pictures += [(Cameras(f.w2c[None], f.K[None], f.width, f.height), f.rgb, f.depth) for f in frames]
-        far_from = getattr(self.renderer, "far_see_through_from", None)
         views = []
         for cam, picture, picture_depth in pictures:
-            background = self.renderer.render(SceneSnapshot(base.version, (), base.far), cam, self.parts.sky).rgb[0]
-            sky = self.renderer.render(SceneSnapshot(base.version, ()), cam, self.parts.sky).rgb[0] if base.far else None
-            views.append(FitView(cam, picture, picture_depth, _unit(background), None if sky is None else _unit(sky), far_from))
+            back = self.renderer.backdrop(base, cam, self.parts.sky)
+            views.append(FitView(cam, picture, picture_depth, back.background, back.sky, back.far_from))
         return views
 
     def _neighbour_frames(self, gaussians: Gaussians, cams: Cameras) -> list[Frame]:
@@ -269,15 +273,16 @@ class ChunkBuilder:
         depth: np.ndarray,
         cams: Cameras,
         retire: dict[int, np.ndarray] | None = None,
+        retired: dict[int, Chunk] | None = None,
     ) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
-        """Append ``gaussians`` as a chunk (retiring ``retire``'s Gaussians, see
-        :meth:`.scene.Scene.append`) and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
+        """Append ``gaussians`` as a chunk (retiring ``retire``'s Gaussians, with the chunks
+        that leaves if ``retired`` holds them already; see :meth:`.scene.Scene.append`) and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
         memory frames at ``cams``; mark sky directions and explored cells (under the apply lock).
 
         The keyframes' far surfaces go to the far field first (:meth:`_land_far`), so its
         chunk's id is below the scene chunk's: a view frozen with that chunk shows both."""
         self._land_far(source, rgb, depth, cams)
-        chunks = self.scene.append(gaussians, source, retire) if len(gaussians) else []
+        chunks = self.scene.append(gaussians, source, retire, retired) if len(gaussians) else []
         chunk_id = chunks[0].id if chunks else -1
         frames = []
         with self._lock:
@@ -397,11 +402,6 @@ class ChunkBuilder:
     def restore(self, next_frame_id: int) -> None:
         """Take a loaded world's frame counter (call under the planner lock)."""
         self.next_frame_id = next_frame_id
-
-
-def _unit(rgb: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` uint8 -> float32 in [0, 1]."""
-    return rgb.astype(np.float32) * np.float32(1 / 255)
 
 
 def _without(snapshot: SceneSnapshot, masks: dict[int, np.ndarray]) -> SceneSnapshot:

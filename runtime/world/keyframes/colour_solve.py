@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numba as nb
 import numpy as np
@@ -41,9 +42,10 @@ from ..camera import Cameras
 from ..gaussians import Gaussians
 from ..render.chunk_cache import ChunkCache
 from ..render.conventions import ALPHA_MAX, T_MIN
+from ..render.far_pass import far_share
 from ..render.projection import S_DEPTH, SPLAT_WIDTH, PackedChunk, activate_chunk, morton_order, project, visible_blocks
 from ..render.raster import TILE, count_tiles, depth_order, fill_tiles
-from ..scene import SceneSnapshot
+from ..scene import Chunk, SceneSnapshot
 
 SOLVE_ITERATIONS = 6
 """Conjugate-gradient iterations (`WorldConfig.fit_solve_iterations` defaults to the same)."""
@@ -96,7 +98,7 @@ class FitView:
         if self.sky is None:
             return transmit[:, None] * background
         sky = self.sky.reshape(-1, 3)
-        share = np.ones_like(transmit) if self.far_from is None else np.clip((transmit - self.far_from) / (1.0 - self.far_from), 0.0, 1.0)
+        share = np.ones_like(transmit) if self.far_from is None else far_share(transmit, self.far_from)
         return transmit[:, None] * (sky + share[:, None] * (background - sky))
 
 
@@ -111,6 +113,10 @@ class SolveReport:
     clipped: float
 
 
+_entries_per_pixel = 4.0
+"""Room for this many matrix entries per pixel is made before a trace; it grows to 1.25 x
+the most seen (640x360 forest keyframes: ~10), so a list seldom fills."""
+
 _PACKED: ChunkCache[PackedChunk] = ChunkCache(lambda chunk: activate_chunk(chunk.gaussians), lambda p: p.nbytes, PACKED_CACHE_BYTES)
 """Old chunks activated for tracing, shared by every world of the process (keyed by identity)."""
 
@@ -119,30 +125,40 @@ _PACKED: ChunkCache[PackedChunk] = ChunkCache(lambda chunk: activate_chunk(chunk
 
 
 @nb.njit(**_JIT)
-def _trace(
-    splats, boxes, offsets, ids, local, c0, width, height, t_min, fill, start,
-    count, entry_index, entry_weight, base, transmit, depth_sum,
-):
+def _trace(splats, boxes, offsets, ids, local, c0, width, height, t_min, first_tile, entry_pixel, entry_index, entry_weight,
+           n, base, transmit, depth_sum):
     """Blend one view front to back, recording each new splat's weight per pixel.
+
+    One pass: the entries go to a list in the order they are met (tile by tile), and
+    :func:`_rows_by_pixel` then sorts them by pixel, keeping each pixel's order, so the
+    result is what counting them first and filling them in a second pass gave, at half the
+    blending. Tiles are independent: when the list is full, the tile in progress is given
+    up and its index returned, and the caller grows the list and goes on from that tile.
 
     Args:
         splats, boxes: ``[M, 12]`` / ``[M, 4]`` projected splats (:func:`..render.projection.project`).
         offsets, ids: tile lists (:func:`..render.raster.count_tiles` / ``fill_tiles``), depth order.
         local: ``[M]`` int32, the new splat each record is (index into ``c0``), -1 for old splats.
         c0: ``[G, 3]`` float32 the new splats' initial colours (for weights below ``MIN_WEIGHT``).
-        fill: False: only count entries per pixel into ``count [H*W]`` int64; True: write them
-            at ``start [H*W]`` into ``entry_index [E]`` int32 / ``entry_weight [E]`` float32.
+        first_tile: the tile to start from (tiles before it are done).
+        entry_pixel, entry_index, entry_weight: ``[capacity]`` int32 / int32 / float32, the
+            list: (pixel, new splat, weight) per entry; its first ``n`` rows are kept.
         base: ``[H*W, 3]`` float32 out, colour of everything but the recorded entries (no background).
         transmit: ``[H*W]`` float32 out, transmittance left at the end.
         depth_sum: ``[H*W]`` float32 out, ``sum w z`` over every splat (expected depth x alpha).
+
+    Returns:
+        ``(tile, n)``: the number of tiles (all done) or the tile given up on a full list, and
+        the entries listed before it.
     """
     tiles_x = (width + TILE - 1) // TILE
     n_tiles = tiles_x * ((height + TILE - 1) // TILE)
     amax = np.float32(ALPHA_MAX)
     T = np.empty((TILE, TILE), np.float32)
     live = np.empty((TILE, TILE), np.bool_)
-    cursor = np.empty((TILE, TILE), np.int64)
-    for t in range(n_tiles):
+    capacity = entry_pixel.shape[0]
+    for t in range(first_tile, n_tiles):
+        tile_n = n
         px0 = (t % tiles_x) * TILE
         py0 = (t // tiles_x) * TILE
         tw = min(px0 + TILE, width) - px0
@@ -152,7 +168,6 @@ def _trace(
                 p = (py0 + ry) * width + px0 + rx
                 T[ry, rx] = 1.0
                 live[ry, rx] = True
-                cursor[ry, rx] = start[p] if fill else 0
                 base[p, 0] = 0.0
                 base[p, 1] = 0.0
                 base[p, 2] = 0.0
@@ -188,12 +203,12 @@ def _trace(
                     p = py * width + px
                     depth_sum[p] += w * z
                     if i >= 0 and w >= MIN_WEIGHT:
-                        if fill:
-                            entry_index[cursor[ry, rx]] = i
-                            entry_weight[cursor[ry, rx]] = w
-                            cursor[ry, rx] += 1
-                        else:
-                            count[p] += 1
+                        if n == capacity:
+                            return t, tile_n
+                        entry_pixel[n] = p
+                        entry_index[n] = i
+                        entry_weight[n] = w
+                        n += 1
                     elif i >= 0:
                         base[p, 0] += w * c0[i, 0]
                         base[p, 1] += w * c0[i, 1]
@@ -207,6 +222,29 @@ def _trace(
         for ry in range(th):
             for rx in range(tw):
                 transmit[(py0 + ry) * width + px0 + rx] = T[ry, rx]
+    return n_tiles, n
+
+
+@nb.njit(**_JIT)
+def _rows_by_pixel(entry_pixel, entry_index, entry_weight, n, pixels):
+    """The first ``n`` trace-order entries as CSR rows over ``pixels`` pixels (a stable
+    counting sort: each pixel keeps its entries' trace order). Returns ``(count [P] int64,
+    start [P + 1] int64, index [n] int32, weight [n] float32)``."""
+    count = np.zeros(pixels, np.int64)
+    for e in range(n):
+        count[entry_pixel[e]] += 1
+    start = np.zeros(pixels + 1, np.int64)
+    for p in range(pixels):
+        start[p + 1] = start[p] + count[p]
+    cursor = start[:pixels].copy()
+    index = np.empty(n, np.int32)
+    weight = np.empty(n, np.float32)
+    for e in range(n):
+        p = entry_pixel[e]
+        index[cursor[p]] = entry_index[e]
+        weight[cursor[p]] = entry_weight[e]
+        cursor[p] += 1
+    return count, start, index, weight
 
 
 @dataclass(frozen=True)
@@ -235,9 +273,11 @@ def _view_rows(new: Gaussians, packed_new: PackedChunk, order: np.ndarray, old: 
     boxes = np.zeros((m, 4), np.int32)
     project(chunks, cam.w2c[0], cam.K[0], W, H, splats, boxes, blocks)
     # Which output rows are the new chunk's, and which of its Gaussians (activation reorders them).
+    # Rows name packed arrays (an old chunk's coarse levels count too, though none is drawn).
+    new_array = sum(len(p.arrays) for p in old)
     local = np.full(m, -1, np.int32)
     for c, first, stop, out_first in blocks:
-        if c == len(old):
+        if c == new_array:
             local[out_first : out_first + stop - first] = order[first:stop]
     sort_order, ranges = depth_order(
         boxes, splats.view(np.uint32)[:, S_DEPTH], np.empty(m, np.int32), np.empty(m, np.uint32), np.empty(m, np.int64),
@@ -248,19 +288,20 @@ def _view_rows(new: Gaussians, packed_new: PackedChunk, order: np.ndarray, old: 
     ids = np.empty(int(count_tiles(boxes, tiles_x, tiles_y, offsets)), np.int32)
     fill_tiles(sort_order, ranges, tiles_x, offsets, ids)
     P = H * W
-    count = np.zeros(P, np.int64)
     base = np.empty((P, 3), np.float32)
     transmit = np.empty(P, np.float32)
     depth_sum = np.empty(P, np.float32)
-    c0 = new.colors
-    none_i, none_w = np.empty(0, np.int32), np.empty(0, np.float32)
-    t_min = np.float32(T_MIN)
-    _trace(splats, boxes, offsets, ids, local, c0, W, H, t_min, False, count, count, none_i, none_w, base, transmit, depth_sum)
-    start = np.zeros(P + 1, np.int64)
-    np.cumsum(count, out=start[1:])
-    index = np.empty(int(start[-1]), np.int32)
-    weight = np.empty(int(start[-1]), np.float32)
-    _trace(splats, boxes, offsets, ids, local, c0, W, H, t_min, True, start, count, index, weight, base, transmit, depth_sum)
+    global _entries_per_pixel
+    entries = [np.empty(int(_entries_per_pixel * P) + 1024, dtype) for dtype in (np.int32, np.int32, np.float32)]
+    tile, n = 0, 0
+    while True:
+        tile, n = _trace(splats, boxes, offsets, ids, local, new.colors, W, H, np.float32(T_MIN), tile, *entries, n,
+                         base, transmit, depth_sum)
+        if tile == tiles_x * tiles_y:
+            break
+        entries = [np.concatenate([e[:n], np.empty(len(e), e.dtype)]) for e in entries]  # full: twice the room
+    _entries_per_pixel = max(_entries_per_pixel, 1.25 * n / P)
+    count, start, index, weight = _rows_by_pixel(*entries, n, P)
     picture = view.rgb.reshape(P, 3).astype(np.float32) * np.float32(1 / 255)
     constant = base + view.behind(transmit)
     depth = view.depth.reshape(P)
@@ -392,6 +433,7 @@ def solve_colours(
     iterations: int = SOLVE_ITERATIONS,
     ridge: float = RIDGE,
     max_depth: float = 200.0,
+    packed: Callable[[Chunk], PackedChunk] | None = None,
 ) -> tuple[Gaussians, SolveReport]:
     """``new`` with colours solved so that the scene ``old`` drawn with it shows ``views``
     (see the module docstring), and a :class:`SolveReport`.
@@ -404,6 +446,9 @@ def solve_colours(
         iterations: conjugate-gradient iterations (0 returns ``new`` unchanged).
         ridge: pull towards the initial colours (squared blending weight).
         max_depth: view depths at or beyond this are sky (nothing to fit there).
+        packed: an old chunk's activated Gaussians (the renderer's cache, shared with the
+            frames that draw it: :meth:`.render.cpu.CpuRenderer.packed`); None: this module's
+            own cache. Only the fine records are read (coarse levels are ignored).
     """
     if iterations <= 0 or len(new) == 0 or not views:
         return new, SolveReport(len(views), 0, 0, 0.0)
@@ -411,7 +456,7 @@ def solve_colours(
     packed_new = activate_chunk(new)
     rows = []
     for view in views:
-        old_packed = [p for p in (_PACKED.get(c) for c in old.visible_chunks(view.camera)) if len(p)]
+        old_packed = [p for p in map(packed or _PACKED.get, old.visible_chunks(view.camera)) if len(p)]
         rows.append(_view_rows(new, packed_new, order, old_packed, view, max_depth))
     system = _stack(rows)
     c0 = np.ascontiguousarray(new.colors, np.float32)

@@ -2,8 +2,9 @@
 
 Nothing here knows what made the scene, so imported PLY scenes collide the same
 way as generated ones. Both structures are built from Gaussian *means* with a
-meaningful opacity, per chunk, and cached by chunk id: a new chunk costs only its
-own Gaussians, and chunks never change once built.
+meaningful opacity, per chunk, and cached per chunk object: a new chunk costs only its
+own Gaussians, and so does one that refinement took Gaussians out of (a new object
+under the same id).
 
 Conventions: world ``+y`` points **down**, so a surface *below* the eye has a
 *larger* ``y``. Cells are addressed by integer indices packed into one ``int64``
@@ -360,7 +361,7 @@ class SceneCollider:
         cfg = self.config
         g = chunk.gaussians
         if len(g):
-            keep = (g.opacities >= cfg.min_opacity) & (g.log_scales.max(axis=1) <= math.log(cfg.max_scale))
+            keep = (g.opacities >= cfg.min_opacity) & (g.largest_log_scale <= math.log(cfg.max_scale))
             keep &= np.isfinite(g.means).all(axis=1)
             means, soft = g.means[keep], foliage(g.colors[keep], cfg.foliage_ratio)
         else:

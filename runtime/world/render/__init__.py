@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Renderer, RenderOutput
+from .base import Backdrop, Renderer, RenderOutput
 from .cuda import require_cuda_and_gsplat
 
 RENDERER_NAMES = ("auto", "cpu", "gsplat")
@@ -50,4 +50,4 @@ def create_renderer(name: str = "auto", **options) -> Renderer:
     return GsplatRenderer(**options)
 
 
-__all__ = ["Renderer", "RenderOutput", "create_renderer", "cuda_available", "gsplat_importable", "require_cuda_and_gsplat", "RENDERER_NAMES"]
+__all__ = ["Backdrop", "Renderer", "RenderOutput", "create_renderer", "cuda_available", "gsplat_importable", "require_cuda_and_gsplat", "RENDERER_NAMES"]

@@ -60,6 +60,27 @@ def gather_outputs(parts: Sequence[tuple[np.ndarray, RenderOutput]], count: int)
     return RenderOutput(rgb=rgb, depth=depth, alpha=alpha, scene_version=first.scene_version)
 
 
+@dataclass(frozen=True)
+class Backdrop:
+    """What a renderer lays behind the scene at one camera of ``H`` x ``W`` pixels, for models
+    of its picture (colour fitting: a pixel with transmittance ``T`` left after the splats
+    shows ``T * (sky + w(T) * (background - sky))``, ``w`` ramping from 0 at ``T = far_from``
+    to 1 at ``T = 1``; see :mod:`.far_pass`).
+
+    Attributes:
+        background: ``[H, W, 3]`` float32 in [0, 1], what shows where no splat covers a pixel:
+            the sky with the snapshot's far field over it.
+        sky: ``[H, W, 3]`` float32 in [0, 1], the sky alone; None when no far field is in view
+            (then it is ``background``).
+        far_from: the scene transmittance from which the far field shows, fully at 1; None:
+            it lies behind the whole scene, as behind the sky (``w = 1``).
+    """
+
+    background: np.ndarray
+    sky: np.ndarray | None
+    far_from: float | None
+
+
 class Renderer(Protocol):
     """Renders a scene snapshot from a batch of cameras.
 
@@ -68,9 +89,18 @@ class Renderer(Protocol):
     """
 
     name: str
+    far_see_through_from: float | None
+    """How the far field is laid behind the scene (:func:`.far_pass.shown_alpha`): shown from
+    this scene transmittance on (:data:`.far_pass.SEE_THROUGH_FROM`), or None: behind the
+    whole scene, as a background."""
 
     def render(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> RenderOutput: ...
 
     def render_alpha(self, snapshot: SceneSnapshot, cameras: Cameras) -> np.ndarray:
         """``[N, H, W]`` float32 opacity only (coverage tests); may be cheaper than ``render``."""
+        ...
+
+    def backdrop(self, snapshot: SceneSnapshot, camera: Cameras, sky: Sky) -> Backdrop:
+        """What this renderer lays behind ``snapshot``'s chunks at one camera: the sky and the
+        snapshot's far field (its chunks are not drawn); see :class:`Backdrop`."""
         ...

@@ -26,7 +26,7 @@ import numpy as np
 from ..camera import Cameras
 from ..scene import Chunk, SceneSnapshot
 from ..sky import Sky
-from .base import RenderOutput
+from .base import Backdrop, RenderOutput
 from .chunk_cache import ChunkCache
 from .conventions import ALPHA_MIN, EPS2D, NEAR_PLANE
 from .cuda import require_cuda_and_gsplat
@@ -101,6 +101,7 @@ class GsplatRenderer:
     """
 
     name = "gsplat"
+    far_see_through_from = None  # the far field lies behind the whole scene (not yet the CPU renderer's rule)
 
     def __init__(self, device: str = "cuda", cache_bytes: int = DEFAULT_GPU_CACHE_BYTES, packed: bool = False) -> None:
         self._torch, self._gsplat = require_cuda_and_gsplat("gsplat renderer", "; use the cpu renderer")
@@ -145,6 +146,17 @@ class GsplatRenderer:
             alpha=alpha.float().cpu().numpy(),
             scene_version=snapshot.version,
         )
+
+    def backdrop(self, snapshot: SceneSnapshot, camera: Cameras, sky: Sky) -> Backdrop:
+        """What :meth:`render` lays behind ``snapshot``'s chunks at one camera (they are not
+        drawn): the far field over the sky, under the whole scene (``far_from`` None); see
+        :class:`~.base.Backdrop`."""
+        far = SceneSnapshot(snapshot.version, (), snapshot.far)
+        background = self.render(far, camera, sky).rgb[0].astype(np.float32) / 255
+        if not snapshot.visible_far(camera):
+            return Backdrop(background, None, None)
+        bare = self.render(SceneSnapshot(snapshot.version, ()), camera, sky).rgb[0].astype(np.float32) / 255
+        return Backdrop(background, bare, None)
 
     def submit_video(
         self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky, into: Sequence[np.ndarray | None] | None = None
