@@ -221,7 +221,7 @@ def reduce_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class JobTimeline:
     """When each generation job of a walk was planned, started, generated, landed and first
     drawn (seconds since the walk started), from the world's events and the bench's renders,
-    on ``clock`` (the world's: simulated with ``--paced``)."""
+    on ``clock`` (the world's: simulated with ``--paced`` and ``--fast-forward``)."""
 
     def __init__(self, world: World, clock=time.monotonic) -> None:
         self.world = world
@@ -304,6 +304,10 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     if args.paced:  # scheduling on a simulated clock, generation timed by a model (bench/paced.py)
         clock = paced.SimClock()
         generator = paced.PacedGenerator(generator, clock, args.paced)
+    elif args.fast_forward:
+        # Planning reads the clock (job times -> lookahead, stale jobs, retries): on the wall
+        # clock a loaded CPU changed which jobs a walk planned. Here generation takes no time.
+        clock = paced.SimClock()
     optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
     world = World(config, generator=generator, renderer=_renderer(args), chunk_optimiser=optimiser, clock=clock)
     path = make_path(path_kind, args.distance, seed)
@@ -321,11 +325,11 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         render_ms: list[float] = []
         samples = []  # (time s, metres walked, pose, alpha at SAMPLE_SIZE)
         start = time.monotonic()
-        timeline.start = clock() if args.paced else start
+        timeline.start = clock() if args.fast_forward or args.paced else start
         next_update = next_frame = next_sample = start
         walk_s = path.length / speed
         if args.fast_forward or args.paced:
-            samples, walk_s = _fast_forward_walk(args, world, path, speed, seed)
+            samples, walk_s = _fast_forward_walk(args, world, clock, path, speed, seed)
         while not (args.fast_forward or args.paced):
             now = time.monotonic()
             t = now - start
@@ -481,10 +485,12 @@ def _renderer(args):
     return create_renderer(args.renderer, **options)
 
 
-def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
+def _fast_forward_walk(args, world: World, clock: paced.SimClock, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
     """The walk with generation fast-forwarded: the pose advances ``speed / update_hz`` metres
     per update and every update waits for the jobs it caused (as if generation were free),
-    so the result does not depend on how busy the CPU is. With ``--paced`` generation takes
+    so the result does not depend on how busy the CPU is. ``clock`` (the world's) is
+    simulated: update ``k`` happens ``k / update_hz`` s after the call and a job takes no time on it, so
+    the planner's lookahead is ``config.lookahead_s``. With ``--paced`` generation takes
     its modelled time on the simulated clock instead (:mod:`bench.paced`), and the player
     stands ``settle_s`` after the walk. Returns the hole samples (one per update, at
     :data:`SAMPLE_SIZE`) and the walk's simulated seconds."""
@@ -495,13 +501,14 @@ def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int
     generator = world.generator if args.paced else None
     if generator is not None:
         generator.free = False
+    t0 = clock()
     for k in range(n + settle + 1):
         s = min(k * speed * step_s, path.length)
         x, z, yaw = path.at(s)
         pose = eye_pose(x, z, yaw, 0.0, seed)
         velocity = walk_velocity(path, s, speed, seed) if k <= n else np.zeros(3, np.float32)
+        clock.advance(t0 + k * step_s)
         if generator is not None:
-            generator.clock.advance(k * step_s)
             paced.settle(world, generator)  # what ends by now lands, the next job starts
         world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
         if generator is not None:
