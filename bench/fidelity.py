@@ -317,7 +317,8 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         t0 = time.monotonic()
         spawn = eye_pose(0.0, 0.0, 0.0, 0.0, seed)
         world.update([PlayerState("p", spawn, np.zeros(3, np.float32), VIEW_FOV)])
-        world.wait_idle(args.bootstrap_timeout_s)
+        if not world.wait_idle(args.bootstrap_timeout_s) and (args.fast_forward or args.paced):
+            raise TimeoutError(_UNFINISHED.format(args.bootstrap_timeout_s))
         bootstrap_s = time.monotonic() - t0
 
         # 2. the walk: in real time, or fast-forwarded (generation waited for at every update)
@@ -485,6 +486,9 @@ def _renderer(args):
     return create_renderer(args.renderer, **options)
 
 
+_UNFINISHED = "fast-forward: jobs still running after {} s (raise --bootstrap-timeout-s): the walk would depend on the load"
+
+
 def _fast_forward_walk(args, world: World, clock: paced.SimClock, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
     """The walk with generation fast-forwarded: the pose advances ``speed / update_hz`` metres
     per update and every update waits for the jobs it caused (as if generation were free),
@@ -513,8 +517,8 @@ def _fast_forward_walk(args, world: World, clock: paced.SimClock, path: Path2D, 
         world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
         if generator is not None:
             paced.settle(world, generator)
-        else:
-            world.wait_idle(args.bootstrap_timeout_s)
+        elif not world.wait_idle(args.bootstrap_timeout_s):
+            raise TimeoutError(_UNFINISHED.format(args.bootstrap_timeout_s))
         frame = world.render(pose.camera(*SAMPLE_SIZE, VIEW_FOV))
         samples.append((k * step_s, s, pose, frame.alpha[0], _state(args, world, pose)))
     return samples, n * step_s
@@ -759,7 +763,8 @@ def parse_args(argv=None):
     ap.add_argument("--update-hz", type=float, default=5.0)
     ap.add_argument("--sample-hz", type=float, default=4.0)
     ap.add_argument("--settle-s", type=float, default=2.0, help="the player stands this long after the walk")
-    ap.add_argument("--bootstrap-timeout-s", type=float, default=60.0)
+    ap.add_argument("--bootstrap-timeout-s", type=float, default=300.0,
+                    help="the longest wait for the spawn's jobs (and, fast-forwarded, for each update's)")
     ap.add_argument("--hole-threshold", type=float, default=0.01, help="a sample shows a visible hole above this fraction")
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--no-encoder", dest="encoder", action="store_false")

@@ -86,7 +86,7 @@ def walked_scenes(args, log=print) -> list[tuple[float, list[Gaussians], list[Ga
         for frac in args.keep:
             metres = frac * args.distance
             if metres > done:
-                ff = argparse.Namespace(update_hz=5.0, bootstrap_timeout_s=300.0, causes=False)
+                ff = argparse.Namespace(update_hz=5.0, bootstrap_timeout_s=300.0, causes=False, paced=0.0)
                 _fast_forward_walk(ff, world, clock, _Offset(make_path("straight", args.distance, args.seed), done, metres), args.speed, args.seed)
                 done = metres
             kept.append((metres, world.scene.snapshot()))
