@@ -94,6 +94,7 @@ from runtime.world.keyframes.colour_solve import SOLVE_ITERATIONS
 from runtime.world.keyframes.fit import FIT_ITERATIONS
 from runtime.world.keyframes.optimise import ChunkOptimiser
 from runtime.world.render import create_renderer
+from runtime.world.render.far_pass import SEE_THROUGH_FROM, shown_alpha
 
 VIEW_FOV = math.radians(60.0)
 EYE_HEIGHT = 1.7
@@ -200,13 +201,15 @@ class Truth:
         return result.rgb, result.depth
 
 
-def holes(world_alpha: np.ndarray, truth_depth: np.ndarray, within: float = SKY_DEPTH, far_alpha: np.ndarray | None = None) -> float:
+def holes(world_alpha: np.ndarray, truth_depth: np.ndarray, within: float = SKY_DEPTH, far_alpha: np.ndarray | None = None,
+          see_through_from: float | None = SEE_THROUGH_FROM) -> float:
     """Fraction of pixels where the world shows nothing (alpha < 0.5) but the generator a
     surface (nearer than ``within`` metres along the view axis). With ``far_alpha`` (the
-    far field's opacity there, drawn behind the scene) the world's alpha is the two
-    composited, as the player sees them: distant terrain the far field shows is no hole."""
+    far field's opacity there) the world's alpha is the two as the player is shown them
+    (:func:`runtime.world.render.far_pass.shown_alpha`, the renderer's ``see_through_from``):
+    distant terrain the far field shows is no hole."""
     surface = np.isfinite(truth_depth) & (truth_depth < min(within, SKY_DEPTH))
-    shown = world_alpha if far_alpha is None else world_alpha + (1.0 - world_alpha) * far_alpha
+    shown = world_alpha if far_alpha is None else shown_alpha(world_alpha, far_alpha, see_through_from)
     return float(((shown < 0.5) & surface).mean())
 
 
@@ -370,6 +373,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
 
         # walk holes: the generator at the sampled poses, at the sample size
         truth = Truth(caption, seed)
+        see_through = world.renderer.far_see_through_from  # how it lays the far field behind the scene
         if samples:
             cams = Cameras(
                 np.stack([x[2].w2c for x in samples]),
@@ -380,12 +384,13 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             for k, (t, s, pose, alpha, (drawn, frames)) in enumerate(samples):
                 far = hole_causes.far_alpha(world.renderer, drawn, pose.camera(*SAMPLE_SIZE, VIEW_FOV))
                 out.samples.append({
-                    "t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k], far_alpha=far),
-                    "holes_near": holes(alpha, tdepth[k], NEAR_M, far_alpha=far), "holes_scene": holes(alpha, tdepth[k]),
+                    "t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k], far_alpha=far, see_through_from=see_through),
+                    "holes_near": holes(alpha, tdepth[k], NEAR_M, far_alpha=far, see_through_from=see_through), "holes_scene": holes(alpha, tdepth[k]),
                 })
                 if frames is not None:
                     out.samples[-1]["causes"] = hole_causes.classify(
-                        alpha, far, tdepth[k], pose.camera(*SAMPLE_SIZE, VIEW_FOV), world.memory.frames()[:frames], SKY_DEPTH, NEAR_M)
+                        alpha, far, tdepth[k], pose.camera(*SAMPLE_SIZE, VIEW_FOV), world.memory.frames()[:frames], SKY_DEPTH, NEAR_M,
+                        see_through)
         walk_s_total = walk_s
         for job in timeline.rows():
             t_plan = job["planned"]
@@ -421,12 +426,12 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
                 "psnr": _finite(psnr(w_out.rgb[0], t_rgb[0])),
                 "ssim": ssim(w_out.rgb[0], t_rgb[0]),
                 "sharpness": sharpness(w_out.rgb[0]) / max(sharpness(t_rgb[0]), 1e-6),
-                "holes": holes(w_out.alpha[0], t_depth[0], far_alpha=far),
+                "holes": holes(w_out.alpha[0], t_depth[0], far_alpha=far, see_through_from=see_through),
                 "ceiling": _finite(psnr(c_rgb[0], t_rgb[0])),
                 "far_gain": _far_gain(world, cam, w_out.rgb[0], t_rgb[0]),
             }
             if args.error_budget:
-                shown = w_out.alpha[0] + (1.0 - w_out.alpha[0]) * far
+                shown = shown_alpha(w_out.alpha[0], far, see_through)
                 view["budget"] = error_budget.view_budget(w_out.rgb[0], t_rgb[0], t_depth[0], shown, cam, world.memory.frames(), seed, SKY_DEPTH)
             views.append(view)
             world_rgb.append(w_out.rgb[0])

@@ -183,10 +183,10 @@ def measure(args, log=print) -> list[dict]:
                     "walked m": metres, "copies": copies, "Gaussians": snap.num_gaussians, "lod px": px,
                     "CPU ms med": round(float(np.median([ms for ms, _, _ in got])), 1),
                     "CPU ms max": round(float(np.max([ms for ms, _, _ in got])), 1),
-                    "projected": int(np.median([c["projected"] for c in counts])),
-                    "drawn": int(np.median([c["drawn"] for c in counts])),
-                    "tile entries": int(np.median([c["tile_entries"] for c in counts])),
-                    "coarse blocks": int(np.median([c["coarse_blocks"] for c in counts])),
+                    "projected": int(np.median([c.projected for c in counts])),
+                    "drawn": int(np.median([c.drawn for c in counts])),
+                    "tile entries": int(np.median([c.tile_entries for c in counts])),
+                    "coarse blocks": int(np.median([c.coarse_blocks for c in counts])),
                     "PSNR vs off min": round(min(psnr(a[1], b[1]) for a, b in zip(got, frames[0.0])), 1) if px else None,
                 }
                 if truth_rgb is not None:

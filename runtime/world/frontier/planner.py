@@ -282,8 +282,8 @@ class FrontierPlanner:
             )
             fraction, shown = self._probe_cache[key]
             uncovered = unexplored or fraction > cfg.uncovered_fraction
-            # Holes in what the player is shown now or is about to be: the scene over the
-            # far field, every pixel (a hole the player sees is one, near or far).
+            # Holes in what the player is shown now or is about to be: the scene with the
+            # far field behind, every pixel (a hole the player sees is one, near or far).
             holed = cfg.hole_fraction > 0 and probe.kind in HOLE_PROBES and shown > cfg.hole_fraction
             if uncovered or holed:
                 view = dataclasses.replace(self._keyframe_view(probe), hole=not uncovered)
@@ -326,9 +326,11 @@ class FrontierPlanner:
 
     def _shown_holes(self, snapshot: SceneSnapshot, alpha: np.ndarray, cams: Cameras) -> np.ndarray:
         """``[N]`` fraction of holes ``cams`` show a player: the splats' opacity ``alpha``
-        ``[N, H, W]`` drawn over ``snapshot``'s far field (rendered here, alone)."""
+        ``[N, H, W]`` with ``snapshot``'s far field (rendered here, alone) laid behind as the
+        renderer lays it."""
         far = self.renderer.render_alpha(SceneSnapshot(snapshot.version, snapshot.far), cams) if snapshot.far else np.zeros_like(alpha)
-        return shown_hole_fractions(alpha, far, cams, self.parts.sky_directions, self.parts.explored)
+        return shown_hole_fractions(alpha, far, cams, self.parts.sky_directions, self.parts.explored,
+                                    see_through_from=self.renderer.far_see_through_from)
 
     def _keyframe_view(self, probe: ProbeView) -> UncoveredView:
         """The keyframe a probe asks for: its pose with the pitch clamped to the keyframe range."""
