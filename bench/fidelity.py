@@ -414,12 +414,14 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
                 continue
             pose, s, heading, cam, t_rgb, t_depth = novel
             x, z = float(pose.position[0]), float(pose.position[2])
+            px, pz, _ = path.at(s)
             w_out = world.render(cam)
             nearest = key_centers[np.argmin(np.linalg.norm(key_centers - pose.position, axis=1))] if len(key_centers) else pose.position
             c_rgb, _ = truth.render(cam, shade_from=nearest[None].astype(np.float64))
             far = hole_causes.far_alpha(world.renderer, _drawn(world, cam), cam)
             view = {
                 "s": round(s, 2),
+                "offset_m": round((x - px) * math.cos(heading) - (z - pz) * math.sin(heading), 2),  # + to the right
                 "yaw_from_path_deg": round(math.degrees((pose.yaw - heading + math.pi) % (2 * math.pi) - math.pi)),
                 "pitch_deg": round(math.degrees(pose.pitch), 1),
                 "distance": round(math.hypot(x, z), 2),
