@@ -224,7 +224,7 @@ def reduce_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class JobTimeline:
     """When each generation job of a walk was planned, started, generated, landed and first
     drawn (seconds since the walk started), from the world's events and the bench's renders,
-    on ``clock`` (the world's: simulated with ``--paced``)."""
+    on ``clock`` (the world's: simulated with ``--paced`` and ``--fast-forward``)."""
 
     def __init__(self, world: World, clock=time.monotonic) -> None:
         self.world = world
@@ -307,6 +307,10 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     if args.paced:  # scheduling on a simulated clock, generation timed by a model (bench/paced.py)
         clock = paced.SimClock()
         generator = paced.PacedGenerator(generator, clock, args.paced)
+    elif args.fast_forward:
+        # Planning reads the clock (job times -> lookahead, stale jobs, retries): on the wall
+        # clock a loaded CPU changed which jobs a walk planned. Here generation takes no time.
+        clock = paced.SimClock()
     optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
     world = World(config, generator=generator, renderer=_renderer(args), chunk_optimiser=optimiser, clock=clock)
     path = make_path(path_kind, args.distance, seed)
@@ -316,7 +320,8 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         t0 = time.monotonic()
         spawn = eye_pose(0.0, 0.0, 0.0, 0.0, seed)
         world.update([PlayerState("p", spawn, np.zeros(3, np.float32), VIEW_FOV)])
-        world.wait_idle(args.bootstrap_timeout_s)
+        if not world.wait_idle(args.bootstrap_timeout_s) and (args.fast_forward or args.paced):
+            raise TimeoutError(_UNFINISHED.format(args.bootstrap_timeout_s))
         bootstrap_s = time.monotonic() - t0
 
         # 2. the walk: in real time, or fast-forwarded (generation waited for at every update)
@@ -324,11 +329,11 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         render_ms: list[float] = []
         samples = []  # (time s, metres walked, pose, alpha at SAMPLE_SIZE)
         start = time.monotonic()
-        timeline.start = clock() if args.paced else start
+        timeline.start = clock() if args.fast_forward or args.paced else start
         next_update = next_frame = next_sample = start
         walk_s = path.length / speed
         if args.fast_forward or args.paced:
-            samples, walk_s = _fast_forward_walk(args, world, path, speed, seed)
+            samples, walk_s = _fast_forward_walk(args, world, clock, path, speed, seed)
         while not (args.fast_forward or args.paced):
             now = time.monotonic()
             t = now - start
@@ -488,10 +493,15 @@ def _renderer(args):
     return create_renderer(args.renderer, **options)
 
 
-def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
+_UNFINISHED = "fast-forward: jobs still running after {} s (raise --bootstrap-timeout-s): the walk would depend on the load"
+
+
+def _fast_forward_walk(args, world: World, clock: paced.SimClock, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
     """The walk with generation fast-forwarded: the pose advances ``speed / update_hz`` metres
     per update and every update waits for the jobs it caused (as if generation were free),
-    so the result does not depend on how busy the CPU is. With ``--paced`` generation takes
+    so the result does not depend on how busy the CPU is. ``clock`` (the world's) is
+    simulated: update ``k`` happens ``k / update_hz`` s after the call and a job takes no time on it, so
+    the planner's lookahead is ``config.lookahead_s``. With ``--paced`` generation takes
     its modelled time on the simulated clock instead (:mod:`bench.paced`), and the player
     stands ``settle_s`` after the walk. Returns the hole samples (one per update, at
     :data:`SAMPLE_SIZE`) and the walk's simulated seconds."""
@@ -502,19 +512,20 @@ def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int
     generator = world.generator if args.paced else None
     if generator is not None:
         generator.free = False
+    t0 = clock()
     for k in range(n + settle + 1):
         s = min(k * speed * step_s, path.length)
         x, z, yaw = path.at(s)
         pose = eye_pose(x, z, yaw, 0.0, seed)
         velocity = walk_velocity(path, s, speed, seed) if k <= n else np.zeros(3, np.float32)
+        clock.advance(t0 + k * step_s)
         if generator is not None:
-            generator.clock.advance(k * step_s)
             paced.settle(world, generator)  # what ends by now lands, the next job starts
         world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
         if generator is not None:
             paced.settle(world, generator)
-        else:
-            world.wait_idle(args.bootstrap_timeout_s)
+        elif not world.wait_idle(args.bootstrap_timeout_s):
+            raise TimeoutError(_UNFINISHED.format(args.bootstrap_timeout_s))
         frame = world.render(pose.camera(*SAMPLE_SIZE, VIEW_FOV))
         samples.append((k * step_s, s, pose, frame.alpha[0], _state(args, world, pose)))
     return samples, n * step_s
@@ -759,7 +770,8 @@ def parse_args(argv=None):
     ap.add_argument("--update-hz", type=float, default=5.0)
     ap.add_argument("--sample-hz", type=float, default=4.0)
     ap.add_argument("--settle-s", type=float, default=2.0, help="the player stands this long after the walk")
-    ap.add_argument("--bootstrap-timeout-s", type=float, default=60.0)
+    ap.add_argument("--bootstrap-timeout-s", type=float, default=300.0,
+                    help="the longest wait for the spawn's jobs (and, fast-forwarded, for each update's)")
     ap.add_argument("--hole-threshold", type=float, default=0.01, help="a sample shows a visible hole above this fraction")
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--no-encoder", dest="encoder", action="store_false")
