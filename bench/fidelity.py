@@ -94,6 +94,7 @@ from runtime.world.keyframes.colour_solve import SOLVE_ITERATIONS
 from runtime.world.keyframes.fit import FIT_ITERATIONS
 from runtime.world.keyframes.optimise import ChunkOptimiser
 from runtime.world.render import create_renderer
+from runtime.world.render.far_pass import SEE_THROUGH_FROM, shown_alpha
 
 VIEW_FOV = math.radians(60.0)
 EYE_HEIGHT = 1.7
@@ -200,13 +201,15 @@ class Truth:
         return result.rgb, result.depth
 
 
-def holes(world_alpha: np.ndarray, truth_depth: np.ndarray, within: float = SKY_DEPTH, far_alpha: np.ndarray | None = None) -> float:
+def holes(world_alpha: np.ndarray, truth_depth: np.ndarray, within: float = SKY_DEPTH, far_alpha: np.ndarray | None = None,
+          see_through_from: float | None = SEE_THROUGH_FROM) -> float:
     """Fraction of pixels where the world shows nothing (alpha < 0.5) but the generator a
     surface (nearer than ``within`` metres along the view axis). With ``far_alpha`` (the
-    far field's opacity there, drawn behind the scene) the world's alpha is the two
-    composited, as the player sees them: distant terrain the far field shows is no hole."""
+    far field's opacity there) the world's alpha is the two as the player is shown them
+    (:func:`runtime.world.render.far_pass.shown_alpha`, the renderer's ``see_through_from``):
+    distant terrain the far field shows is no hole."""
     surface = np.isfinite(truth_depth) & (truth_depth < min(within, SKY_DEPTH))
-    shown = world_alpha if far_alpha is None else world_alpha + (1.0 - world_alpha) * far_alpha
+    shown = world_alpha if far_alpha is None else shown_alpha(world_alpha, far_alpha, see_through_from)
     return float(((shown < 0.5) & surface).mean())
 
 
@@ -221,7 +224,7 @@ def reduce_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class JobTimeline:
     """When each generation job of a walk was planned, started, generated, landed and first
     drawn (seconds since the walk started), from the world's events and the bench's renders,
-    on ``clock`` (the world's: simulated with ``--paced``)."""
+    on ``clock`` (the world's: simulated with ``--paced`` and ``--fast-forward``)."""
 
     def __init__(self, world: World, clock=time.monotonic) -> None:
         self.world = world
@@ -304,6 +307,10 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
     if args.paced:  # scheduling on a simulated clock, generation timed by a model (bench/paced.py)
         clock = paced.SimClock()
         generator = paced.PacedGenerator(generator, clock, args.paced)
+    elif args.fast_forward:
+        # Planning reads the clock (job times -> lookahead, stale jobs, retries): on the wall
+        # clock a loaded CPU changed which jobs a walk planned. Here generation takes no time.
+        clock = paced.SimClock()
     optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
     world = World(config, generator=generator, renderer=_renderer(args), chunk_optimiser=optimiser, clock=clock)
     path = make_path(path_kind, args.distance, seed)
@@ -313,7 +320,8 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         t0 = time.monotonic()
         spawn = eye_pose(0.0, 0.0, 0.0, 0.0, seed)
         world.update([PlayerState("p", spawn, np.zeros(3, np.float32), VIEW_FOV)])
-        world.wait_idle(args.bootstrap_timeout_s)
+        if not world.wait_idle(args.bootstrap_timeout_s) and (args.fast_forward or args.paced):
+            raise TimeoutError(_UNFINISHED.format(args.bootstrap_timeout_s))
         bootstrap_s = time.monotonic() - t0
 
         # 2. the walk: in real time, or fast-forwarded (generation waited for at every update)
@@ -321,11 +329,11 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         render_ms: list[float] = []
         samples = []  # (time s, metres walked, pose, alpha at SAMPLE_SIZE)
         start = time.monotonic()
-        timeline.start = clock() if args.paced else start
+        timeline.start = clock() if args.fast_forward or args.paced else start
         next_update = next_frame = next_sample = start
         walk_s = path.length / speed
         if args.fast_forward or args.paced:
-            samples, walk_s = _fast_forward_walk(args, world, path, speed, seed)
+            samples, walk_s = _fast_forward_walk(args, world, clock, path, speed, seed)
         while not (args.fast_forward or args.paced):
             now = time.monotonic()
             t = now - start
@@ -365,6 +373,7 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
 
         # walk holes: the generator at the sampled poses, at the sample size
         truth = Truth(caption, seed)
+        see_through = world.renderer.far_see_through_from  # how it lays the far field behind the scene
         if samples:
             cams = Cameras(
                 np.stack([x[2].w2c for x in samples]),
@@ -375,12 +384,13 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             for k, (t, s, pose, alpha, (drawn, frames)) in enumerate(samples):
                 far = hole_causes.far_alpha(world.renderer, drawn, pose.camera(*SAMPLE_SIZE, VIEW_FOV))
                 out.samples.append({
-                    "t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k], far_alpha=far),
-                    "holes_near": holes(alpha, tdepth[k], NEAR_M, far_alpha=far), "holes_scene": holes(alpha, tdepth[k]),
+                    "t": round(t, 2), "s": round(s, 2), "moving": t <= walk_s, "holes": holes(alpha, tdepth[k], far_alpha=far, see_through_from=see_through),
+                    "holes_near": holes(alpha, tdepth[k], NEAR_M, far_alpha=far, see_through_from=see_through), "holes_scene": holes(alpha, tdepth[k]),
                 })
                 if frames is not None:
                     out.samples[-1]["causes"] = hole_causes.classify(
-                        alpha, far, tdepth[k], pose.camera(*SAMPLE_SIZE, VIEW_FOV), world.memory.frames()[:frames], SKY_DEPTH, NEAR_M)
+                        alpha, far, tdepth[k], pose.camera(*SAMPLE_SIZE, VIEW_FOV), world.memory.frames()[:frames], SKY_DEPTH, NEAR_M,
+                        see_through)
         walk_s_total = walk_s
         for job in timeline.rows():
             t_plan = job["planned"]
@@ -404,24 +414,26 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
                 continue
             pose, s, heading, cam, t_rgb, t_depth = novel
             x, z = float(pose.position[0]), float(pose.position[2])
+            px, pz, _ = path.at(s)
             w_out = world.render(cam)
             nearest = key_centers[np.argmin(np.linalg.norm(key_centers - pose.position, axis=1))] if len(key_centers) else pose.position
             c_rgb, _ = truth.render(cam, shade_from=nearest[None].astype(np.float64))
             far = hole_causes.far_alpha(world.renderer, _drawn(world, cam), cam)
             view = {
                 "s": round(s, 2),
+                "offset_m": round((x - px) * math.cos(heading) - (z - pz) * math.sin(heading), 2),  # + to the right
                 "yaw_from_path_deg": round(math.degrees((pose.yaw - heading + math.pi) % (2 * math.pi) - math.pi)),
                 "pitch_deg": round(math.degrees(pose.pitch), 1),
                 "distance": round(math.hypot(x, z), 2),
                 "psnr": _finite(psnr(w_out.rgb[0], t_rgb[0])),
                 "ssim": ssim(w_out.rgb[0], t_rgb[0]),
                 "sharpness": sharpness(w_out.rgb[0]) / max(sharpness(t_rgb[0]), 1e-6),
-                "holes": holes(w_out.alpha[0], t_depth[0], far_alpha=far),
+                "holes": holes(w_out.alpha[0], t_depth[0], far_alpha=far, see_through_from=see_through),
                 "ceiling": _finite(psnr(c_rgb[0], t_rgb[0])),
                 "far_gain": _far_gain(world, cam, w_out.rgb[0], t_rgb[0]),
             }
             if args.error_budget:
-                shown = w_out.alpha[0] + (1.0 - w_out.alpha[0]) * far
+                shown = shown_alpha(w_out.alpha[0], far, see_through)
                 view["budget"] = error_budget.view_budget(w_out.rgb[0], t_rgb[0], t_depth[0], shown, cam, world.memory.frames(), seed, SKY_DEPTH)
             views.append(view)
             world_rgb.append(w_out.rgb[0])
@@ -481,10 +493,15 @@ def _renderer(args):
     return create_renderer(args.renderer, **options)
 
 
-def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
+_UNFINISHED = "fast-forward: jobs still running after {} s (raise --bootstrap-timeout-s): the walk would depend on the load"
+
+
+def _fast_forward_walk(args, world: World, clock: paced.SimClock, path: Path2D, speed: float, seed: int) -> tuple[list, float]:
     """The walk with generation fast-forwarded: the pose advances ``speed / update_hz`` metres
     per update and every update waits for the jobs it caused (as if generation were free),
-    so the result does not depend on how busy the CPU is. With ``--paced`` generation takes
+    so the result does not depend on how busy the CPU is. ``clock`` (the world's) is
+    simulated: update ``k`` happens ``k / update_hz`` s after the call and a job takes no time on it, so
+    the planner's lookahead is ``config.lookahead_s``. With ``--paced`` generation takes
     its modelled time on the simulated clock instead (:mod:`bench.paced`), and the player
     stands ``settle_s`` after the walk. Returns the hole samples (one per update, at
     :data:`SAMPLE_SIZE`) and the walk's simulated seconds."""
@@ -495,19 +512,20 @@ def _fast_forward_walk(args, world: World, path: Path2D, speed: float, seed: int
     generator = world.generator if args.paced else None
     if generator is not None:
         generator.free = False
+    t0 = clock()
     for k in range(n + settle + 1):
         s = min(k * speed * step_s, path.length)
         x, z, yaw = path.at(s)
         pose = eye_pose(x, z, yaw, 0.0, seed)
         velocity = walk_velocity(path, s, speed, seed) if k <= n else np.zeros(3, np.float32)
+        clock.advance(t0 + k * step_s)
         if generator is not None:
-            generator.clock.advance(k * step_s)
             paced.settle(world, generator)  # what ends by now lands, the next job starts
         world.update([PlayerState("p", pose, velocity, VIEW_FOV)])
         if generator is not None:
             paced.settle(world, generator)
-        else:
-            world.wait_idle(args.bootstrap_timeout_s)
+        elif not world.wait_idle(args.bootstrap_timeout_s):
+            raise TimeoutError(_UNFINISHED.format(args.bootstrap_timeout_s))
         frame = world.render(pose.camera(*SAMPLE_SIZE, VIEW_FOV))
         samples.append((k * step_s, s, pose, frame.alpha[0], _state(args, world, pose)))
     return samples, n * step_s
@@ -752,7 +770,8 @@ def parse_args(argv=None):
     ap.add_argument("--update-hz", type=float, default=5.0)
     ap.add_argument("--sample-hz", type=float, default=4.0)
     ap.add_argument("--settle-s", type=float, default=2.0, help="the player stands this long after the walk")
-    ap.add_argument("--bootstrap-timeout-s", type=float, default=60.0)
+    ap.add_argument("--bootstrap-timeout-s", type=float, default=300.0,
+                    help="the longest wait for the spawn's jobs (and, fast-forwarded, for each update's)")
     ap.add_argument("--hole-threshold", type=float, default=0.01, help="a sample shows a visible hole above this fraction")
     ap.add_argument("--renderer", default="auto")
     ap.add_argument("--no-encoder", dest="encoder", action="store_false")

@@ -6,7 +6,7 @@ A hole pixel (the world's alpha < 0.5 where the generator shows a surface, see
 * **band**: the generator's depth there -- ``near`` (< 15 m, ``NEAR_M``), ``mid``
   (15-40 m, up to the far field's ``far_field_near_m``) or ``far`` (>= 40 m);
 * **far-covered**: whether the far field the player is shown covers it (the scene's alpha
-  and the far field's composited reach 0.5): the player then sees distant terrain there,
+  and the far field's, laid as the renderer lays them, reach 0.5): the player then sees distant terrain there,
   not the sky, so it is not a visible hole;
 * **cause**: the generator's surface point there, tested against every keyframe that had
   landed by then -- ``seen`` (a keyframe saw that very surface: reconstruction or the
@@ -24,6 +24,7 @@ import numpy as np
 
 from runtime.world.camera import Cameras
 from runtime.world.keyframes.frames import Frame
+from runtime.world.render.far_pass import SEE_THROUGH_FROM, shown_alpha
 from runtime.world.scene import SceneSnapshot
 from runtime.world.sky import pixel_directions
 
@@ -74,13 +75,14 @@ def keyframe_view(points: np.ndarray, frames: list[Frame]) -> tuple[np.ndarray, 
 
 
 def classify(alpha: np.ndarray, far: np.ndarray, depth: np.ndarray, camera: Cameras, frames: list[Frame],
-             sky_depth: float, near_m: float) -> dict:
+             sky_depth: float, near_m: float, see_through_from: float | None = SEE_THROUGH_FROM) -> dict:
     """One sample's hole pixels broken down (fractions of all its pixels; see the module doc).
 
     Args:
         alpha, far, depth: ``[H, W]`` the world's alpha, its far field's alpha and the
             generator's z-depth at ``camera`` (one camera of ``W`` x ``H``).
         frames: the keyframes landed by then.
+        see_through_from: how the renderer lays the far field behind the scene (:func:`shown_alpha`).
     """
     hole = (alpha < 0.5) & np.isfinite(depth) & (depth < sky_depth)
     n = hole.size
@@ -88,7 +90,7 @@ def classify(alpha: np.ndarray, far: np.ndarray, depth: np.ndarray, camera: Came
     band = np.where(depth < near_m, 0, np.where(depth < MID_M, 1, 2))
     for k, name in enumerate(BANDS):
         out[name] = (hole & (band == k)).sum() / n
-    covered = hole & (alpha + (1.0 - alpha) * far >= 0.5)  # as bench.fidelity.holes composites them
+    covered = hole & (shown_alpha(alpha, far, see_through_from) >= 0.5)  # as bench.fidelity.holes composites them
     out["far_covered"] = covered.sum() / n
     out["visible"] = (hole & ~covered).sum() / n
     rows = np.arange(hole.shape[0])[:, None] >= hole.shape[0] // 2

@@ -36,6 +36,7 @@ import numpy as np
 from bench.common import describe_machine, format_table
 from bench.compare import psnr, sharpness
 from bench.fidelity import CAPTIONS, VIEW_FOV, Truth, _fast_forward_walk, config_overrides, eye_pose, make_path
+from bench.paced import SimClock
 from runtime.world import PlayerState, World, WorldConfig
 from runtime.world.gaussians import Gaussians
 from runtime.world.render.cpu import CpuRenderer
@@ -74,7 +75,8 @@ def walked_scenes(args, log=print) -> list[tuple[float, list[Gaussians], list[Ga
         return [(float(data[f"s{i}_metres"]), _unpack(data, f"s{i}_c"), _unpack(data, f"s{i}_f")) for i in range(len(args.keep))]
     caption = CAPTIONS.get(args.biome, args.biome)
     config = WorldConfig("render_lod", seed=args.seed, caption=caption, **config_overrides(args.config))
-    world = World(config, renderer=CpuRenderer())
+    clock = SimClock()  # the fast-forward walk's: planning independent of the CPU's load
+    world = World(config, renderer=CpuRenderer(), clock=clock)
     kept: list[tuple[float, SceneSnapshot]] = []
     t0 = time.monotonic()
     try:
@@ -84,8 +86,8 @@ def walked_scenes(args, log=print) -> list[tuple[float, list[Gaussians], list[Ga
         for frac in args.keep:
             metres = frac * args.distance
             if metres > done:
-                ff = argparse.Namespace(update_hz=5.0, bootstrap_timeout_s=300.0, causes=False)
-                _fast_forward_walk(ff, world, _Offset(make_path("straight", args.distance, args.seed), done, metres), args.speed, args.seed)
+                ff = argparse.Namespace(update_hz=5.0, bootstrap_timeout_s=300.0, causes=False, paced=0.0)
+                _fast_forward_walk(ff, world, clock, _Offset(make_path("straight", args.distance, args.seed), done, metres), args.speed, args.seed)
                 done = metres
             kept.append((metres, world.scene.snapshot()))
             log(f"# walked {metres:.1f} m: {kept[-1][1].num_gaussians} Gaussians in {len(kept[-1][1].chunks)} chunks "
@@ -181,10 +183,10 @@ def measure(args, log=print) -> list[dict]:
                     "walked m": metres, "copies": copies, "Gaussians": snap.num_gaussians, "lod px": px,
                     "CPU ms med": round(float(np.median([ms for ms, _, _ in got])), 1),
                     "CPU ms max": round(float(np.max([ms for ms, _, _ in got])), 1),
-                    "projected": int(np.median([c["projected"] for c in counts])),
-                    "drawn": int(np.median([c["drawn"] for c in counts])),
-                    "tile entries": int(np.median([c["tile_entries"] for c in counts])),
-                    "coarse blocks": int(np.median([c["coarse_blocks"] for c in counts])),
+                    "projected": int(np.median([c.projected for c in counts])),
+                    "drawn": int(np.median([c.drawn for c in counts])),
+                    "tile entries": int(np.median([c.tile_entries for c in counts])),
+                    "coarse blocks": int(np.median([c.coarse_blocks for c in counts])),
                     "PSNR vs off min": round(min(psnr(a[1], b[1]) for a, b in zip(got, frames[0.0])), 1) if px else None,
                 }
                 if truth_rgb is not None:

@@ -260,17 +260,20 @@ def walk_shapes(args, log=print) -> list[dict]:
     """The splats a fast-forwarded walk leaves in the world (every keyframe, refinement and
     coarse fill of it; not the far field), classified as :func:`shape_classes`."""
     from bench.fidelity import _fast_forward_walk, make_path
+    from bench.paced import SimClock
     from runtime.world import PlayerState, World, WorldConfig
 
     caption = CAPTIONS.get(args.biome, args.biome)
-    world = World(WorldConfig("splats", seed=args.seed, caption=caption, **args.world_overrides), renderer=create_renderer(args.renderer))
+    clock = SimClock()  # the fast-forward walk's: planning independent of the CPU's load
+    world = World(WorldConfig("splats", seed=args.seed, caption=caption, **args.world_overrides), renderer=create_renderer(args.renderer),
+                  clock=clock)
     try:
         spawn = eye_pose(0.0, 0.0, 0.0, 0.0, args.seed)
         world.update([PlayerState("p", spawn, np.zeros(3, np.float32), VIEW_FOV)])
         world.wait_idle(120.0)
         path = make_path("straight", args.distance, args.seed)
-        ff = argparse.Namespace(update_hz=5.0, bootstrap_timeout_s=120.0, causes=False)
-        _fast_forward_walk(ff, world, path, 3.0, args.seed)
+        ff = argparse.Namespace(update_hz=5.0, bootstrap_timeout_s=120.0, causes=False, paced=0.0)
+        _fast_forward_walk(ff, world, clock, path, 3.0, args.seed)
         snapshot = world.scene.snapshot()
         g = Gaussians.concat([c.gaussians for c in snapshot.chunks])
     finally:

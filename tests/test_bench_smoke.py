@@ -138,3 +138,19 @@ def test_webrtc_check_connects_two_local_peers(capsys):
     assert webrtc_check.main(["--timeout", "20"]) == 0
     out = capsys.readouterr().out
     assert "cryptography" in out and "connected" in out
+
+
+@pytest.mark.timeout(240)
+def test_flood_cost_bench_runs(tmp_path):
+    """bench/flood_cost.py against its own server: a few malformed messages are answered with
+    their typed error, an oversized frame closes its connection (1009) and a handshake from an
+    address with too many such closes gets 429, each with the loop's CPU per item."""
+    from bench import flood_cost
+
+    out = tmp_path / "flood_cost.json"
+    flood_cost.main(["--kinds", "garbage,close_1009,refused_429", "--count", "5", "--big-count", "1", "--json", str(out)])
+    rows = {r["kind"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["garbage"]["outcomes"] == "bad_message 5", rows
+    assert rows["close_1009"]["outcomes"] == "closed 1009 1", rows
+    assert rows["refused_429"]["outcomes"] == "HTTP 429 5", rows
+    assert all(r["loop_cpu_us"] is not None for r in rows.values())

@@ -19,6 +19,7 @@ from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural.generator import ground_height_y
 from runtime.world.keyframes.far_field import far_gaussians
 from runtime.world.render.cpu import CpuRenderer
+from runtime.world.render.far_pass import SEE_THROUGH_FROM, composite_far, shown_alpha
 from runtime.world.scene import ChunkSource, Scene, SceneSnapshot, far_as_of
 from runtime.world.sky import Sky
 from runtime.world.store import WorldLibrary
@@ -538,3 +539,24 @@ def test_the_ply_export_holds_the_far_field_and_reloads(tmp_path, renderer):
     result = run_cli("export", "far-export", "scene.ply", "--no-far-field", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(read_splats(tmp_path / "scene.ply")) == len(scene)
+
+
+@pytest.mark.parametrize("see_through_from", [SEE_THROUGH_FROM, None])
+def test_what_the_renderer_lays_behind_is_what_the_hole_tests_count(see_through_from):
+    """One rule for the far field behind the scene: the renderer's composite adds exactly the
+    opacity :func:`shown_alpha` (the planner's and the bench's hole measure) adds, at every
+    scene alpha -- a white far field over a black sky behind a black scene shows as grey
+    ``shown - alpha``."""
+    alpha = np.linspace(0.0, 1.0, 41, dtype=np.float32)[None, :].repeat(4, axis=0)  # [4, 41]
+    far_alpha = np.float32(0.75)
+    rgb = np.zeros((*alpha.shape, 3), np.uint8)
+    far_rgb = np.full((3, 22, 3), round(255 * far_alpha), np.uint8)  # premultiplied, every 2nd pixel
+    far_a = np.full((3, 22, 1), far_alpha, np.float32)
+    sky = np.zeros((2, 11, 3), np.float32)
+    composite_far(rgb, alpha, far_rgb, far_a, 2, sky, 4, np.float32(see_through_from or 0.0), see_through_from is None)
+    expected = shown_alpha(alpha, np.full_like(alpha, far_alpha), see_through_from) - alpha
+    np.testing.assert_allclose(rgb[..., 0] / 255.0, expected, atol=1.0 / 255)
+    if see_through_from is None:
+        assert (expected[:, alpha[0] < 1.0] > 0).all()  # behind the whole scene
+    else:  # hidden wherever the scene covers 1 - SEE_THROUGH_FROM or more
+        assert (expected[:, alpha[0] >= 1.0 - see_through_from - 1e-6] == 0).all() and expected[0, 0] == far_alpha

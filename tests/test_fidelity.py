@@ -113,6 +113,21 @@ def test_fast_forward_walk_holes_are_few_and_brief():
     assert_walk_holes(args, mean=0.006, worst=0.03, longest_s=1.0)
 
 
+def test_fast_forward_walks_plan_the_same_jobs_every_run():
+    """The fast-forward walk plans on a simulated clock: two runs of one walk plan the same
+    jobs at the same simulated times and places, however long each took on this CPU (on
+    the wall clock the lookahead followed the CPU's load, and with it the jobs)."""
+    args = fidelity.parse_args(["--fast-forward", "--speeds", "6", "--distance", "8", "--novel", "0", "--no-encoder"])
+
+    def jobs() -> list[tuple]:
+        (walk,) = fidelity.run(args, log=lambda *a: None)["walks"]
+        return [(j["id"], j["planned"], j["x"], j["z"], j["yaw_deg"], j["size"], j["refines"]) for j in walk["jobs"]]
+
+    first = jobs()
+    assert first and all(0.0 <= planned for _, planned, *_ in first)
+    assert jobs() == first
+
+
 def test_splat_shapes_bench_classifies_against_the_generator():
     """``bench/splats.py`` on one small keyframe: every splat classified, the generator's own
     surfaces hold the splats' centres (few floaters), and each view reports seen pixels and gaps."""

@@ -38,7 +38,10 @@ def test_fitted_colours_draw_the_keyframe_closer_and_sharper(keyframe):
         out = renderer.render(SceneSnapshot(0, (Chunk.build(0, g, ChunkSource()),)), cams, sky)
         return out.rgb, out.depth
 
-    plain = reconstruct(rgb, depth, cams, None, stride=2)
+    # One Gaussian a block at the sky's edge too (as when this was measured): per-pixel edge
+    # splats draw the unfitted keyframe 1.3 dB closer already (21.4 dB), leaving the steps 1.1
+    # (to 22.5 dB; checked at the end).
+    plain = reconstruct(rgb, depth, cams, None, stride=2, split_sky_edges=False)
     fitted = fit_colors(plain, rgb, depth, cams, draw, stride=2)
     assert np.array_equal(fitted.means, plain.means) and np.array_equal(fitted.log_scales, plain.log_scales)
     assert fitted.colors.min() >= 0.0 and fitted.colors.max() <= 1.0
@@ -50,3 +53,5 @@ def test_fitted_colours_draw_the_keyframe_closer_and_sharper(keyframe):
     # Where earlier splats already cover the keyframe, the new ones only blend with them: not fitted.
     covered = fit_colors(plain, rgb, depth, cams, draw, stride=2, base_alpha=np.full(depth.shape, 0.5, np.float32))
     assert np.array_equal(covered.colors, plain.colors)
+    split = reconstruct(rgb, depth, cams, None, stride=2)
+    assert psnr(draw(fit_colors(split, rgb, depth, cams, draw, stride=2))[0][0], rgb[0]) >= psnr(after, rgb[0])

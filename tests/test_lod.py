@@ -91,7 +91,7 @@ def test_far_block_draws_coarse_and_near_block_fine():
     a = renderer.render(scene.snapshot(), camera(), sky).rgb[0]
     b = off.render(scene.snapshot(), camera(), sky).rgb[0]
     assert psnr(a, b) > 40.0
-    assert renderer.last_counts["projected"] < m_off
+    assert renderer.last_counts.projected < m_off
 
 
 def test_texture_does_not_merge():
@@ -148,7 +148,7 @@ def test_lod_keeps_the_picture_of_a_generated_world(walked):
         b = off.render(snapshot, cam, world.sky)
         assert psnr(a.rgb, b.rgb) > 35.0
         assert sharpness(a.rgb[0]) >= 0.97 * sharpness(b.rgb[0])
-        fewer |= on_counts["projected"] < off.last_counts["projected"]
+        fewer |= on_counts.projected < off.last_counts.projected
     assert fewer
 
 

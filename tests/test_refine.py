@@ -106,6 +106,22 @@ def test_coarse_means_wider_than_the_keyframe_would_make():
     assert not coarse_mask(behind, cams, 2).any()  # out of view: not this keyframe's business
 
 
+def test_a_skylines_per_pixel_splats_are_as_coarse_as_their_blocks():
+    """Reconstruction draws blocks at the sky's edge with a splat per pixel (half as wide at
+    stride 2); a finer keyframe must still find them coarse where it finds their blocks
+    coarse, or it would leave the coarse keyframe's skyline in place under its own."""
+    from runtime.world.keyframes.reconstruct import reconstruct
+    coarse_cam = eye(0.0).camera(160, 90, math.radians(75))
+    depth = np.full((1, 90, 160), 6.0, np.float32)
+    depth[:, :41] = np.inf  # sky over a wall, the skyline through a block row
+    g = reconstruct(np.full((1, 90, 160, 3), 100, np.uint8), depth, coarse_cam, None, stride=2)
+    split = np.exp(g.log_scales).max(axis=1) < 0.75 * np.exp(g.log_scales).max(axis=1).max()
+    assert split.sum() == 160 and (~split).sum() == 1920  # the skyline's block row: a splat a wall pixel
+    for width, coarse in ((240, False), (400, True), (640, True)):  # 1.5x finer: not coarse; 2.5x, 4x: coarse
+        mask = coarse_mask(g, eye(0.0).camera(width, width * 9 // 16, math.radians(75)), 2)
+        assert mask[~split].all() == coarse and mask[split].all() == coarse and mask.any() == coarse
+
+
 def test_detail_planning_asks_where_only_far_keyframes_looked(generator):
     world = World(WorldConfig("refine", seed=SEED, caption="a pine forest"), generator=generator, renderer=CpuRenderer())
     try:

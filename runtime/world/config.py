@@ -61,6 +61,9 @@ class WorldConfig:
         seam_blend_px: where a keyframe's new splats meet the scene's, their colours are
             matched to the scene's over about this many keyframe pixels (see
             :mod:`.keyframes.seams`); 0 turns it off.
+        split_sky_edges: reconstruction draws blocks at the sky's edge with one Gaussian per
+            keyframe pixel of their surface, not one per block (silhouettes against the sky
+            drawn to the keyframe's pixel; see :func:`.keyframes.reconstruct.reconstruct`).
         fit_iterations: Jacobi steps fitting a new chunk's colours to its keyframes (one
             render of the keyframes each; see :mod:`.keyframes.fit`); 0 turns it off.
         fit_solve_iterations: conjugate-gradient iterations solving a new chunk's colours by
@@ -134,6 +137,7 @@ class WorldConfig:
     job_yaw_offsets: tuple = (0.0,)
     generate_unexplored_ahead: bool = True
     reconstruct_stride: int = 2
+    split_sky_edges: bool = True
     max_concurrent_jobs: int = 1
     stale_job_s: float = 5.0
     retry_after_s: float = 10.0
@@ -232,6 +236,8 @@ class WorldConfig:
             )
         if not 0.0 < self.revisit_angle_deg < 180.0:
             raise ValueError(f"WorldConfig.revisit_angle_deg must be in (0, 180) degrees, got {self.revisit_angle_deg}")
+        if not isinstance(self.split_sky_edges, bool):
+            raise ValueError(f"WorldConfig.split_sky_edges must be true or false, got {self.split_sky_edges!r}")
         if not isinstance(self.keep_keyframe_views, bool):
             raise ValueError(f"WorldConfig.keep_keyframe_views must be true or false, got {self.keep_keyframe_views!r}")
         # JSON round trips turn tuples into lists; keep tuples so configs compare equal.

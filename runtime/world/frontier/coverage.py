@@ -28,6 +28,7 @@ import numpy as np
 
 from ..camera import Cameras, Pose, intrinsics_from_fov
 from ..movement.motion import EYE_HEIGHT
+from ..render.far_pass import SEE_THROUGH_FROM, shown_alpha
 from ..sky import pixel_directions
 
 UNKNOWN, GENERATED, VISITED = 0, 1, 2
@@ -394,10 +395,12 @@ def shown_hole_fractions(
     sky: SkyDirections,
     explored: ExploredMap | None = None,
     eye_height: float = EYE_HEIGHT,
+    see_through_from: float | None = SEE_THROUGH_FROM,
 ) -> np.ndarray:
     """``[N]`` fraction of each view's pixels that show the player a hole: the scene's
-    opacity ``alpha`` ``[N, H, W]`` composited over the far field's ``far_alpha`` (drawn
-    behind it, as the stream draws them) below half, where no sky was generated. Distant
+    opacity ``alpha`` ``[N, H, W]`` with the far field's ``far_alpha`` laid behind it as the
+    renderer lays it (:func:`..render.far_pass.shown_alpha`, ``see_through_from``: the
+    renderer's ``far_see_through_from``) below half, where no sky was generated. Distant
     terrain the far field shows is no hole; every pixel counts, near or far.
 
     With ``explored``, for a camera standing in an imported scene's cell, an empty pixel
@@ -405,8 +408,7 @@ def shown_hole_fractions(
     in a cell nobody generated is left out: the imported scene's edge seen from inside it
     is no hole to generate into (the frontier extends it where players leave its borders).
     Empty pixels at or above the horizon, and every pixel of other cameras, count."""
-    a = np.asarray(alpha, np.float32)
-    shown = a + (1.0 - a) * np.asarray(far_alpha, np.float32)
+    shown = shown_alpha(alpha, far_alpha, see_through_from)
     if explored is None:
         return uncovered_fractions(shown, cameras, sky)
     empty = shown < 0.5

@@ -26,9 +26,13 @@ from .jobs import GenerationJob, JobLimits
 REFINE_PRIORITY = 10.0
 """Added to a refining job's priority: it runs after every job that fills empty space."""
 
-HOLE_PROBES = ("view", "soon", "ahead")
+HOLE_PROBES = ("view", "soon", "ahead", "ring")
 """Probe kinds tested for holes (``WorldConfig.hole_fraction``) even inside explored space:
-what the player sees now and is about to see."""
+what the player sees now and is about to see, and the look-around where it stands (the
+``ring``: a player may turn any way, and keyframes made walking forward do not see the
+sides and back near the path). A ring's fill job ranks after the frontier's (its probe's
+rank), so it runs in the time the frontier leaves; it is not shown (:data:`SHOWN_PROBES`), so
+it holds no refining job back."""
 
 SHOWN_PROBES = ("view", "soon")
 """Probe kinds that are what a player is shown (now, and a second on): while one shows a
@@ -241,6 +245,7 @@ class FrontierPlanner:
             self._probe_cache.clear()
             self._probe_versions = versions
         tested: list[tuple[ProbeView, tuple]] = []
+        look_around: set[tuple] = set()  # keys of ring probes tested in explored space: holes there are the ring's to fill
         coarse: list[ProbeView] = []  # inside explored space, but only seen from too far
         detail = not self._frontier_busy()
         speeds: dict[str, float] = {}
@@ -260,12 +265,15 @@ class FrontierPlanner:
             )
             ahead = self._ahead_on_ground(p.pose, [pr for pr in probes if pr.kind == "ahead"])
             probes = [pr for pr in probes if pr.kind != "ahead"] + ahead
-            hole_tested = set()  # kinds tested for holes: the view now and soon, and the nearest view ahead
+            hole_tested = set()  # kinds tested for holes: the view now and soon, the nearest view ahead, every ring heading
             for pr in probes:
                 if self.parts.explored.reaches_unknown(pr.position, pr.yaw, cfg.frontier_distances):
                     tested.append((pr, self._probe_key(pr)))
                 elif cfg.hole_fraction > 0 and pr.kind in HOLE_PROBES and pr.kind not in hole_tested:
-                    hole_tested.add(pr.kind)
+                    if pr.kind == "ring":
+                        look_around.add(self._probe_key(pr))
+                    else:  # of the others, the first (nearest) probe only
+                        hole_tested.add(pr.kind)
                     tested.append((pr, self._probe_key(pr)))  # explored, but is it whole?
                 elif detail and pr.kind not in ("ahead", "soon") and self._too_coarse(pr):
                     coarse.append(pr)
@@ -282,11 +290,13 @@ class FrontierPlanner:
             )
             fraction, shown = self._probe_cache[key]
             uncovered = unexplored or fraction > cfg.uncovered_fraction
-            # Holes in what the player is shown now or is about to be: the scene over the
-            # far field, every pixel (a hole the player sees is one, near or far).
+            # Holes in what the player is shown now or is about to be: the scene with the
+            # far field behind, every pixel (a hole the player sees is one, near or far).
             holed = cfg.hole_fraction > 0 and probe.kind in HOLE_PROBES and shown > cfg.hole_fraction
             if uncovered or holed:
-                view = dataclasses.replace(self._keyframe_view(probe), hole=not uncovered)
+                # Empty space around a player in explored cells is a hole however much of the
+                # ring it fills: near the path, between keyframes that looked ahead and back.
+                view = dataclasses.replace(self._keyframe_view(probe), hole=not uncovered or key in look_around)
                 view.shown_hole = holed and probe.kind in SHOWN_PROBES
                 out.append(view)
             elif detail and probe.kind not in ("ahead", "soon") and self._too_coarse(probe):
@@ -326,9 +336,11 @@ class FrontierPlanner:
 
     def _shown_holes(self, snapshot: SceneSnapshot, alpha: np.ndarray, cams: Cameras) -> np.ndarray:
         """``[N]`` fraction of holes ``cams`` show a player: the splats' opacity ``alpha``
-        ``[N, H, W]`` drawn over ``snapshot``'s far field (rendered here, alone)."""
+        ``[N, H, W]`` with ``snapshot``'s far field (rendered here, alone) laid behind as the
+        renderer lays it."""
         far = self.renderer.render_alpha(SceneSnapshot(snapshot.version, snapshot.far), cams) if snapshot.far else np.zeros_like(alpha)
-        return shown_hole_fractions(alpha, far, cams, self.parts.sky_directions, self.parts.explored)
+        return shown_hole_fractions(alpha, far, cams, self.parts.sky_directions, self.parts.explored,
+                                    see_through_from=self.renderer.far_see_through_from)
 
     def _keyframe_view(self, probe: ProbeView) -> UncoveredView:
         """The keyframe a probe asks for: its pose with the pitch clamped to the keyframe range."""

@@ -42,6 +42,7 @@ from ..camera import Cameras
 from ..gaussians import Gaussians
 from ..render.chunk_cache import ChunkCache
 from ..render.conventions import ALPHA_MAX, T_MIN
+from ..render.far_pass import far_share
 from ..render.projection import S_DEPTH, SPLAT_WIDTH, PackedChunk, activate_chunk, morton_order, project, visible_blocks
 from ..render.raster import TILE, count_tiles, depth_order, fill_tiles
 from ..scene import Chunk, SceneSnapshot
@@ -97,7 +98,7 @@ class FitView:
         if self.sky is None:
             return transmit[:, None] * background
         sky = self.sky.reshape(-1, 3)
-        share = np.ones_like(transmit) if self.far_from is None else np.clip((transmit - self.far_from) / (1.0 - self.far_from), 0.0, 1.0)
+        share = np.ones_like(transmit) if self.far_from is None else far_share(transmit, self.far_from)
         return transmit[:, None] * (sky + share[:, None] * (background - sky))
 
 

@@ -374,6 +374,7 @@ def reconstruct(
     floater_min_neighbors: int = 2,
     max_depth: float = 200.0,
     sharpen: float = SHARPEN,
+    split_sky_edges: bool = True,
 ) -> Gaussians:
     """Turn ``N`` views with depth into new pixel-aligned Gaussians where the scene is empty.
 
@@ -408,6 +409,17 @@ def reconstruct(
     back to a camera-facing surfel. Colours are the block means pre-sharpened within the
     surface (``sharpen``, :func:`_sharpened`); opacity is 0.95; colours RGB in [0, 1].
 
+    Sky edges (``split_sky_edges``): a kept block that is partly sky (its other pixels all sky)
+    or has an all-sky 4-neighbour is drawn by one Gaussian per pixel of its surface instead, at
+    the pixel's centre and depth, with the block's orientation and colour, its tangent axes
+    ``1 / stride`` as long (the normal axis keeps the block's thickness, which tells
+    refinement the footprint it was made at). A block's Gaussian reaches past the block (alpha ~0.35 half a block beyond it), so
+    against the sky every silhouette was drawn about a third of a block fat and soft, and a
+    block only partly covered drew its whole block; per pixel, the silhouette is the
+    keyframe's own to a pixel (docs/benchmarks.md, "Silhouettes against the sky"). Edges
+    against a farther surface keep their one Gaussian: it also covers that surface's pixels in
+    the block, which no other splat does.
+
     Args:
         rgb: ``[N, H, W, 3]`` uint8.
         depth: ``[N, H, W]`` float32 metres along camera +z; ``inf`` = sky.
@@ -420,6 +432,7 @@ def reconstruct(
         floater_min_neighbors: minimum number of valid 4-neighbours (0..4).
         max_depth: depths at or beyond this many metres are sky.
         sharpen: unsharp-mask amount on the block colours (0: plain block means).
+        split_sky_edges: per-pixel Gaussians on blocks at the sky's edge (see above).
 
     Returns:
         The new Gaussians (world coordinates), possibly empty.
@@ -466,6 +479,7 @@ def reconstruct(
             floater_min_neighbors,
             max_depth,
             sharpen,
+            split_sky_edges,
         )
         made.append(g)
     return Gaussians.concat(made)
@@ -552,6 +566,7 @@ def _reconstruct_view(
     floater_min_neighbors: int,
     max_depth: float,
     sharpen: float,
+    split_sky_edges: bool,
 ) -> Gaussians:
     blocks = reduce_blocks(depth, stride, max_depth, rgb)
     d, colour = blocks.depth, blocks.rgb
@@ -603,13 +618,89 @@ def _reconstruct_view(
     R_c2w = np.asarray(w2c[:3, :3], np.float32).T
     rot_cam = np.stack([a, b, normal], axis=2)  # columns: local axes in camera space
     quats = matrix_to_quat_wxyz(np.matmul(R_c2w, rot_cam))
+    colours = _sharpened(colour, support_x, support_y, sharpen)[rows, cols]
+    if split_sky_edges and stride > 1:
+        pixels = _block_pixels(depth, stride, max_depth)
+        edge, near = _sky_edge_blocks(pixels, d)
+        if edge[rows, cols].any():
+            p, log_scales, quats, colours = _split_sky_edges(
+                edge[rows, cols], near, pixels, K, stride, p, log_scales, quats, colours, rows, cols
+            )
     means = _to_world(p, w2c)
     return Gaussians(
         means=means,
         quats=quats,
         log_scales=log_scales,
         opacity_logits=np.full(len(means), OPACITY_LOGIT, np.float32),
-        colors=_sharpened(colour, support_x, support_y, sharpen)[rows, cols],
+        colors=colours,
+    )
+
+
+def _block_pixels(depth: np.ndarray, stride: int, max_depth: float) -> np.ndarray:
+    """``[Hb, Wb, stride, stride]`` float32: each block's pixel depths (sky, invalid and padding ``inf``)."""
+    H, W = depth.shape
+    Hb, Wb = -(-H // stride), -(-W // stride)
+    d = np.full((Hb * stride, Wb * stride), np.inf, np.float32)
+    d[:H, :W] = np.where((depth > 0) & (depth < max_depth), depth, np.inf)
+    return d.reshape(Hb, stride, Wb, stride).transpose(0, 2, 1, 3)
+
+
+def _sky_edge_blocks(pixels: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which blocks border the sky, and their pixels on the block's surface.
+
+    Args:
+        pixels: ``[Hb, Wb, s, s]`` pixel depths (:func:`_block_pixels`).
+        d: ``[Hb, Wb]`` block depths (:func:`reduce_blocks`), ``inf`` = sky.
+
+    Returns:
+        ``edge`` ``[Hb, Wb]`` bool -- a block with a surface whose other pixels are all sky, or
+        whose 4-neighbour is all sky -- and ``near`` ``[Hb, Wb, s, s]`` bool, the pixels of each
+        block's nearest surface. Blocks meeting a farther *surface* are not edges: their one
+        Gaussian also covers the farther surface's pixels in the block, which no other splat does.
+    """
+    dmin = pixels.min(axis=(2, 3))
+    near = pixels <= (dmin * np.float32(1 + NEAREST_SURFACE_MARGIN))[..., None, None]
+    sky = ~np.isfinite(pixels)
+    partial = np.isfinite(dmin) & ~near.all(axis=(2, 3)) & (near | sky).all(axis=(2, 3))
+    open_sky = ~np.isfinite(d)
+    beside = np.zeros(d.shape, bool)
+    beside[1:] |= open_sky[:-1]
+    beside[:-1] |= open_sky[1:]
+    beside[:, 1:] |= open_sky[:, :-1]
+    beside[:, :-1] |= open_sky[:, 1:]
+    return partial | (beside & ~open_sky), near
+
+
+def _split_sky_edges(
+    edge: np.ndarray, near: np.ndarray, pixels: np.ndarray, K: np.ndarray, stride: int, p: np.ndarray,
+    log_scales: np.ndarray, quats: np.ndarray, colours: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The kept blocks' Gaussians with those on a sky edge (``edge`` ``[M]`` of the kept blocks
+    ``rows``, ``cols``) replaced by one per pixel of the block's surface: at that pixel's centre
+    and depth, the block's orientation, shape and colour, its tangent axes ``1 / stride`` as
+    long. The normal axis keeps the block's thickness (invisible face-on): it tells refinement
+    the footprint the splat was made at (:func:`.refine.coarse_mask`), so a finer keyframe
+    later remakes these edges as it remakes their blocks.
+
+    Returns ``(p [M', 3] camera-space means, log_scales [M', 3], quats [M', 4], colours [M', 3])``.
+    """
+    sel = np.flatnonzero(edge)
+    r, c = rows[sel], cols[sel]
+    e, i, j = np.nonzero(near[r, c])
+    v, u = r[e] * stride + i, c[e] * stride + j
+    rays = _block_rays(K, u.astype(np.float32) + 0.5, v.astype(np.float32) + 0.5)
+    src = sel[e]
+    keep = np.ones(len(p), bool)
+    keep[sel] = False
+
+    def joined(whole: np.ndarray, parts: np.ndarray) -> np.ndarray:
+        return np.concatenate([whole[keep], parts]).astype(np.float32)
+
+    return (
+        joined(p, rays * pixels[r[e], c[e], i, j][:, None]),
+        joined(log_scales, log_scales[src] - np.array([math.log(stride), math.log(stride), 0.0], np.float32)),
+        joined(quats, quats[src]),
+        joined(colours, colours[src]),
     )
 
 

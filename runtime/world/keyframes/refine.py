@@ -10,7 +10,9 @@ same surfaces, same colours, seen by the same generator -- only sharper.
 
 Sizes: a new Gaussian's tangent standard deviation is ``scale_factor`` x its block
 footprint ``stride * z / f`` (metres at depth ``z``, focal ``f`` pixels); an existing
-Gaussian is coarse for a camera when its largest axis exceeds ``ratio`` times that.
+Gaussian is coarse for a camera when its largest axis -- or, for a surfel, the tangent size
+its thickness says it was made at (reconstruction's per-pixel splats on a skyline are
+thinner across than their block, not thinner through) -- exceeds ``ratio`` times that.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from ..camera import Cameras
 from ..gaussians import Gaussians
-from .reconstruct import reduce_blocks
+from .reconstruct import NORMAL_SCALE_RATIO, reduce_blocks
 
 REFINE_RATIO = 2.0
 """An existing Gaussian is coarse for a keyframe when it is this many times wider than the
@@ -52,6 +54,26 @@ def _largest_scale(gaussians: Gaussians) -> np.ndarray:
     return np.exp(gaussians.largest_log_scale)
 
 
+FLAT = 0.35
+"""A Gaussian is a surfel when its thinnest axis is at most this fraction of its middle one."""
+
+
+def _made_width(gaussians: Gaussians) -> np.ndarray:
+    """``[G]`` the width a Gaussian stands for (metres): its largest standard deviation, or for
+    a surfel, if larger, the tangent size its thickness says it was made at (reconstruction
+    makes the normal axis ``NORMAL_SCALE_RATIO`` x the tangent one). Per-pixel splats on a
+    skyline keep their block's thickness (:func:`.reconstruct.reconstruct`), so they count as
+    coarse exactly when their block would (stride 2); capped at twice the largest axis, so
+    a surfel an optimiser thickened counts at most twice as wide as it is."""
+    # In log space, column by column (no sort: this runs over every visible chunk per job).
+    s = gaussians.log_scales
+    largest = gaussians.largest_log_scale
+    thin = np.minimum(np.minimum(s[:, 0], s[:, 1]), s[:, 2])
+    middle = s[:, 0] + s[:, 1] + s[:, 2] - thin - largest
+    made = np.minimum(thin - np.float32(math.log(NORMAL_SCALE_RATIO)), largest + np.float32(math.log(2.0)))
+    return np.exp(np.where(thin - middle <= np.float32(math.log(FLAT)), np.maximum(largest, made), largest))
+
+
 def coarse_mask(gaussians: Gaussians, cameras: Cameras, stride: int, ratio: float = REFINE_RATIO) -> np.ndarray:
     """``[G]`` bool: in some camera's view and wider than ``ratio`` x what that camera's
     reconstruction would make at the Gaussian's depth."""
@@ -59,7 +81,7 @@ def coarse_mask(gaussians: Gaussians, cameras: Cameras, stride: int, ratio: floa
     out = np.zeros(G, bool)
     if G == 0 or ratio <= 0:
         return out
-    width = _largest_scale(gaussians)
+    width = _made_width(gaussians)
     for n in range(len(cameras)):
         K = cameras.K[n]
         u, v, z = _project(gaussians.means, cameras.w2c[n], K)

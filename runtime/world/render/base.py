@@ -89,6 +89,10 @@ class Renderer(Protocol):
     """
 
     name: str
+    far_see_through_from: float | None
+    """How the far field is laid behind the scene (:func:`.far_pass.shown_alpha`): shown from
+    this scene transmittance on (:data:`.far_pass.SEE_THROUGH_FROM`), or None: behind the
+    whole scene, as a background."""
 
     def render(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> RenderOutput: ...
 

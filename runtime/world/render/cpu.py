@@ -65,12 +65,23 @@ Measured on a walked world (docs/benchmarks.md): the picture within 50 dB of LOD
 sharpness within 0.01, the worst view's CPU time -27 %."""
 
 
+@dataclasses.dataclass(frozen=True)
+class DrawCounts:
+    """What one scene pass drew for one camera (:attr:`CpuRenderer.last_counts`)."""
+
+    projected: int = 0  # Gaussians projected: those of the visible blocks, at their levels
+    drawn: int = 0  # splats on screen
+    tile_entries: int = 0  # splat x tile pairs blended
+    coarse_blocks: int = 0  # blocks drawn at a coarse level (:mod:`.lod`)
+
+
 class _Scratch(threading.local):
-    """Per-thread reusable buffers: fresh multi-MB arrays each frame cost page faults."""
+    """Per-thread reusable buffers (fresh multi-MB arrays each frame cost page faults), and
+    what this thread's last scene pass drew."""
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
-        self.counts: dict[str, int] = {}
+        self.counts = DrawCounts()
 
     def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         size = int(np.prod(shape))
@@ -162,11 +173,9 @@ class CpuRenderer:
             cam = cameras[i]
             coarse, stride = self._skies.get(sky, cam)
             far = snapshot.visible_far(cam)
-            self._draw(snapshot, cam, True, coarse, stride, rgb[i], depth[i], alpha[i])
+            self._scratch.counts = self._draw(snapshot, cam, True, coarse, stride, rgb[i], depth[i], alpha[i])
             if far:
-                counts = self._scratch.counts  # last_counts tells of the scene pass
                 far_rgb, far_alpha, fstride = self._far_layer(far, cam)
-                self._scratch.counts = counts
                 see_through = self.far_see_through_from
                 composite_far(rgb[i], alpha[i], far_rgb, far_alpha[..., None], fstride, coarse, stride,
                               np.float32(see_through or 0.0), see_through is None)
@@ -177,7 +186,7 @@ class CpuRenderer:
         n, h, w = len(cameras), cameras.height, cameras.width
         alpha = np.empty((n, h, w), np.float32)
         for i in range(n):
-            self._draw(snapshot, cameras[i], False, None, 1, None, None, alpha[i])
+            self._scratch.counts = self._draw(snapshot, cameras[i], False, None, 1, None, None, alpha[i])
         return alpha
 
     def backdrop(self, snapshot: SceneSnapshot, camera: Cameras, sky: Sky) -> Backdrop:
@@ -189,15 +198,12 @@ class CpuRenderer:
         coarse, stride = self._skies.get(sky, camera)
         bare = np.empty((h, w, 3), np.uint8)
         alpha = np.empty((h, w), np.float32)
-        counts = self._scratch.counts  # last_counts tells of the last real frame
         self._draw(SceneSnapshot(snapshot.version, ()), camera, True, coarse, stride, bare, np.empty((h, w), np.float32), alpha)
         far = snapshot.visible_far(camera)
         if not far:
-            self._scratch.counts = counts
             return Backdrop(_unit(bare), None, self.far_see_through_from)
         background = bare.copy()
         far_rgb, far_alpha, fstride = self._far_layer(far, camera)
-        self._scratch.counts = counts
         see_through = self.far_see_through_from
         composite_far(background, alpha, far_rgb, far_alpha[..., None], fstride, coarse, stride,
                       np.float32(see_through or 0.0), see_through is None)
@@ -219,11 +225,9 @@ class CpuRenderer:
         return self._chunks.derived
 
     @property
-    def last_counts(self) -> dict[str, int]:
-        """What this thread's last frame drew (its scene pass): Gaussians ``projected`` (in the
-        visible blocks, at their levels), splats ``drawn`` (on screen), ``tile_entries``
-        (splat x tile pairs blended) and ``coarse_blocks`` (blocks drawn at a coarse level)."""
-        return dict(self._scratch.counts)
+    def last_counts(self) -> DrawCounts:
+        """What this thread's last camera drew in its scene pass (the far layer's pass aside)."""
+        return self._scratch.counts
 
     def cached_chunk_ids(self) -> list[int]:
         """Ids of chunks whose activated data is cached (those some frame has touched)."""
@@ -261,9 +265,9 @@ class CpuRenderer:
         out_rgb: np.ndarray | None,
         out_depth: np.ndarray | None,
         out_alpha: np.ndarray,
-    ) -> None:
+    ) -> DrawCounts:
         """Rasterise one camera into ``out_rgb [H,W,3]``, ``out_depth [H,W]``, ``out_alpha [H,W]``
-        (alpha only when ``with_color`` is False)."""
+        (alpha only when ``with_color`` is False); returns what it drew."""
         h, w = camera.height, camera.width
         scratch = self._scratch
         chunks: tuple[Chunk, ...] = snapshot.visible_chunks(camera)
@@ -290,10 +294,6 @@ class CpuRenderer:
             ids = scratch.get("ids", (total,), np.int32)
             fill_tiles(order, ranges, tiles_x, offsets, ids)
             tile_order = self._tile_order(n_tiles)
-            scratch.counts = {
-                "projected": m, "drawn": len(order), "tile_entries": total,
-                "coarse_blocks": _coarse_blocks(packed, blocks),
-            }
             if with_color:
                 rasterize_tiles(
                     splats, boxes, offsets, ids, tile_order, w, h, np.float32(self.t_min),
@@ -301,6 +301,7 @@ class CpuRenderer:
                 )
             else:
                 rasterize_alpha_tiles(splats, boxes, offsets, ids, tile_order, w, h, np.float32(self.t_min), out_alpha)
+        return DrawCounts(projected=m, drawn=len(order), tile_entries=total, coarse_blocks=_coarse_blocks(packed, blocks))
 
     def _tile_order(self, n_tiles: int) -> np.ndarray:
         threads = numba.get_num_threads()

@@ -34,6 +34,27 @@ FAR_GRID_DIVISOR = 2
 """The far grid has this many times the sky grid's samples along each axis."""
 
 
+def far_share(transmittance, see_through_from):
+    """How much of the far field shows through a pixel the scene leaves ``transmittance`` of
+    (``T`` in the module's rule): 0 at or below ``see_through_from``, rising to 1 at ``T = 1``.
+    Arrays or scalars (the same function is compiled for :func:`composite_far`)."""
+    return np.minimum(1.0, np.maximum(0.0, (transmittance - see_through_from) / (1.0 - see_through_from)))
+
+
+_far_share = nb.njit(inline="always", fastmath=True, cache=True)(far_share)
+
+
+def shown_alpha(alpha: np.ndarray, far_alpha: np.ndarray, see_through_from: float | None = SEE_THROUGH_FROM) -> np.ndarray:
+    """``[...]`` the opacity of what a player is shown: the scene's ``alpha`` ``[...]`` with the
+    far field's ``far_alpha`` ``[...]`` laid behind it as :func:`composite_far` lays it
+    (``alpha + T x w(T) x far_alpha``); ``see_through_from`` None: behind the whole scene
+    (``w = 1``), as the browser and the gsplat renderer lay it. Below one half is a hole."""
+    a = np.asarray(alpha, np.float32)
+    t = 1.0 - a
+    share = 1.0 if see_through_from is None else far_share(t, np.float32(see_through_from))
+    return a + t * share * np.asarray(far_alpha, np.float32)
+
+
 def far_stride(width: int, height: int) -> int:
     """Pixels between the far grid's samples for an image size (1 = every pixel)."""
     return max(1, sky_stride(width, height) // FAR_GRID_DIVISOR)
@@ -58,7 +79,6 @@ def composite_far(out_rgb, out_alpha, far_rgb, far_alpha, far_stride, sky, sky_s
     hf, wf = far_alpha.shape[0], far_alpha.shape[1]
     inv_far = 1.0 / far_stride
     inv_sky = 1.0 / sky_stride
-    ramp = 1.0 / (1.0 - see_through_from)
     for py in range(h):
         j0 = min(int(py * inv_far), hf - 1)
         j1 = min(j0 + 1, hf - 1)
@@ -71,7 +91,7 @@ def composite_far(out_rgb, out_alpha, far_rgb, far_alpha, far_stride, sky, sky_s
             if far_alpha[j0, i0, 0] == 0.0 and far_alpha[j0, i1, 0] == 0.0 and far_alpha[j1, i0, 0] == 0.0 and far_alpha[j1, i1, 0] == 0.0:
                 continue  # no far splat near: the sky stays exactly as drawn
             a = _sky_at(far_alpha, inv_far, px, py, 0)
-            k = t * 255.0 if linear else t * (t - see_through_from) * ramp * 255.0
+            k = t * 255.0 if linear else t * _far_share(t, see_through_from) * 255.0
             for c in range(3):
                 delta = _sky_at(far_rgb, inv_far, px, py, c) * (1.0 / 255.0) - a * _sky_at(sky, inv_sky, px, py, c)
                 v = out_rgb[py, px, c] + k * delta + 0.5

@@ -101,6 +101,7 @@ class GsplatRenderer:
     """
 
     name = "gsplat"
+    far_see_through_from = None  # the far field lies behind the whole scene (not yet the CPU renderer's rule)
 
     def __init__(self, device: str = "cuda", cache_bytes: int = DEFAULT_GPU_CACHE_BYTES, packed: bool = False) -> None:
         self._torch, self._gsplat = require_cuda_and_gsplat("gsplat renderer", "; use the cpu renderer")
