@@ -170,26 +170,3 @@ def test_a_running_detail_job_is_cut_short_for_a_hole():
         assert detail.state == "cancelled" and world.stats["jobs_preempted"] == 1
         fill = jobs[0]
         assert not fill.refines and fill.state == "done" and fill.started_at >= detail.finished_at - 1e-3
-
-
-def test_the_look_around_where_the_player_stands_is_filled_after_the_frontier():
-    """Keyframes at the spawn face ahead and back (a ring of two); the player steps 2 m
-    ahead and stands there. Looking back, the ground between the two spawn keyframes' views
-    is a hole no keyframe saw, in explored cells: the ring probe facing back asks for a fill
-    job (after the frontier's: it ranks as its probe), not shown to the player, so no detail
-    waits for it. Once it landed, nothing more is asked there."""
-    from runtime.world.generators.procedural.generator import ground_height_y
-
-    cfg = WorldConfig("look", seed=7, caption="a pine forest", ring_yaws=(0.0, math.pi))
-    with World(cfg, generator=ProceduralGenerator(), renderer=CpuRenderer()) as world:
-        spawn = world.spawn_pose()
-        world.update([PlayerState("a", spawn, fov_y=VIEW_FOV)])
-        assert world.wait_idle(120)
-        x, z = float(spawn.position[0]), float(spawn.position[2]) + 2.0
-        here = Pose(np.array([x, ground_height_y(x, z, 7) - 1.7, z], np.float32), 0.0, 0.0)
-        jobs = world.update([PlayerState("a", here, fov_y=VIEW_FOV)])
-        back = [j for j in jobs if float(j.cameras.forwards[0] @ np.float32([0, 0, -1])) > 0.9]
-        assert back and all(j.fills_holes and not j.refines for j in back)
-        assert all(j.priority >= 2.0 for j in back)  # a ring's rank: after the view and the views ahead
-        assert world.wait_idle(120) and all(j.state == "done" for j in back)
-        assert not [j for j in world.update([PlayerState("a", here, fov_y=VIEW_FOV)]) if not j.refines]

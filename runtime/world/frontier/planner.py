@@ -26,13 +26,9 @@ from .jobs import GenerationJob, JobLimits
 REFINE_PRIORITY = 10.0
 """Added to a refining job's priority: it runs after every job that fills empty space."""
 
-HOLE_PROBES = ("view", "soon", "ahead", "ring")
+HOLE_PROBES = ("view", "soon", "ahead")
 """Probe kinds tested for holes (``WorldConfig.hole_fraction``) even inside explored space:
-what the player sees now and is about to see, and the look-around where it stands (the
-``ring``: a player may turn any way, and keyframes made walking forward do not see the
-sides and back near the path). A ring's fill job ranks after the frontier's (its probe's
-rank), so it runs in the time the frontier leaves; it is not shown (:data:`SHOWN_PROBES`), so
-it holds no refining job back."""
+what the player sees now and is about to see."""
 
 SHOWN_PROBES = ("view", "soon")
 """Probe kinds that are what a player is shown (now, and a second on): while one shows a
@@ -245,7 +241,6 @@ class FrontierPlanner:
             self._probe_cache.clear()
             self._probe_versions = versions
         tested: list[tuple[ProbeView, tuple]] = []
-        look_around: set[tuple] = set()  # keys of ring probes tested in explored space: holes there are the ring's to fill
         coarse: list[ProbeView] = []  # inside explored space, but only seen from too far
         detail = not self._frontier_busy()
         speeds: dict[str, float] = {}
@@ -265,15 +260,12 @@ class FrontierPlanner:
             )
             ahead = self._ahead_on_ground(p.pose, [pr for pr in probes if pr.kind == "ahead"])
             probes = [pr for pr in probes if pr.kind != "ahead"] + ahead
-            hole_tested = set()  # kinds tested for holes: the view now and soon, the nearest view ahead, every ring heading
+            hole_tested = set()  # kinds tested for holes: the view now and soon, and the nearest view ahead
             for pr in probes:
                 if self.parts.explored.reaches_unknown(pr.position, pr.yaw, cfg.frontier_distances):
                     tested.append((pr, self._probe_key(pr)))
                 elif cfg.hole_fraction > 0 and pr.kind in HOLE_PROBES and pr.kind not in hole_tested:
-                    if pr.kind == "ring":
-                        look_around.add(self._probe_key(pr))
-                    else:  # of the others, the first (nearest) probe only
-                        hole_tested.add(pr.kind)
+                    hole_tested.add(pr.kind)
                     tested.append((pr, self._probe_key(pr)))  # explored, but is it whole?
                 elif detail and pr.kind not in ("ahead", "soon") and self._too_coarse(pr):
                     coarse.append(pr)
@@ -294,9 +286,7 @@ class FrontierPlanner:
             # far field behind, every pixel (a hole the player sees is one, near or far).
             holed = cfg.hole_fraction > 0 and probe.kind in HOLE_PROBES and shown > cfg.hole_fraction
             if uncovered or holed:
-                # Empty space around a player in explored cells is a hole however much of the
-                # ring it fills: near the path, between keyframes that looked ahead and back.
-                view = dataclasses.replace(self._keyframe_view(probe), hole=not uncovered or key in look_around)
+                view = dataclasses.replace(self._keyframe_view(probe), hole=not uncovered)
                 view.shown_hole = holed and probe.kind in SHOWN_PROBES
                 out.append(view)
             elif detail and probe.kind not in ("ahead", "soon") and self._too_coarse(probe):
