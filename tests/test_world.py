@@ -97,6 +97,30 @@ def test_bootstrap_ring_covers_all_round_view_direction_first(booted):
     assert world.update([PlayerState("a", world.spawn_pose())]) == []
 
 
+class _SlowToReturn(World):
+    """A world whose worker pauses between landing a job and returning from ``apply``: the
+    pause load gives a worker thread there."""
+
+    def apply(self, job, result):
+        chunks = super().apply(job, result)
+        time.sleep(0.5)
+        return chunks
+
+
+def test_wait_idle_returns_with_every_landed_job_counted(generator, renderer):
+    """The runner used to count ``jobs_done`` after ``apply`` returned, so ``wait_idle`` could
+    return (the job off the queue) before the count rose; it is counted with the job's finish."""
+    world = _SlowToReturn(WorldConfig("test", seed=3), generator=generator, renderer=renderer)
+    try:
+        jobs = world.update([PlayerState("a", world.spawn_pose())])
+        assert jobs and world.wait_idle(120)
+        stats = world.stats
+        assert stats["jobs_failed"] == 0
+        assert stats["jobs_done"] + stats["jobs_skipped"] == sum(j.state == "done" for j in jobs) == len(jobs), stats
+    finally:
+        world.close()
+
+
 def test_walking_inside_explored_space_fills_near_holes_and_settles(generator, renderer):
     """Back and forth over 3 m, turning round at each end, looking around on the way: the
     first passes may fill holes the bootstrap ring left near the player (few jobs, none

@@ -321,7 +321,7 @@ class World:
             # subscribers (the store) see chunks in scene order, with a state_dict() that
             # matches them, and wait_idle() cannot return before they have seen the chunk.
             self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells), *self._far_of(job.id)))
-        self._runner.finish(job, "done")
+        self._runner.landed(job)
         return chunks
 
     def _far_of(self, job_id: int) -> tuple[tuple[Chunk, ...], tuple[int, ...]]:
