@@ -188,7 +188,7 @@ class ChunkBuilder:
             numba.set_num_threads(1)  # this thread only: its CPU time is the whole cost
             try:
                 fitted, _ = solve_colours(gaussians, base, views, iterations=cfg.fit_solve_iterations,
-                                          packed=getattr(self.renderer, "packed", None))
+                                          packed=self.renderer.packed_chunks)
             finally:
                 numba.set_num_threads(threads)
             self.stats.fit_views += len(views)
