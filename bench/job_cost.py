@@ -55,7 +55,7 @@ def _stages() -> list[tuple[str, object, str]]:
         ("trace", ProceduralGenerator, "generate"),
         ("checked result", B, "checked_result"),
         ("refine: coarse mask", B, "_coarse"),
-        ("scene less masked (temp chunks)", cb, "_without"),
+        ("scene less masked (temp chunks)", B, "_without"),
         ("render (scene at keyframes, fit backgrounds)", CpuRenderer, "render"),
         ("render alpha (scene / far field at keyframes)", CpuRenderer, "render_alpha"),
         ("seam blend", cb, "blend_keyframes"),
