@@ -184,9 +184,11 @@ def profile_walk(args) -> tuple[dict, list, dict]:
 
 
 def _world(config: WorldConfig, generator_options) -> tuple[World, paced.SimClock]:
-    """A world with the procedural generator, scheduling on a simulated clock (returned too)."""
+    """A world with the procedural generator, scheduling on a simulated clock (returned too);
+    its workers do not yield the CPU (the walk waits for them)."""
     clock = paced.SimClock()
-    return World(config, generator=ProceduralGenerator(**generator_options("procedural")), clock=clock), clock
+    world = World(config, generator=ProceduralGenerator(**generator_options("procedural")), clock=clock, yield_cpu=False)
+    return world, clock
 
 
 def _walk(world: World, clock: paced.SimClock, args, distance: float, prof: cProfile.Profile | None = None) -> list[float]:
