@@ -42,7 +42,7 @@ from runtime.stream.origin import allowed_origin_arg, origin_refusal
 from runtime.stream.rate_limit import BucketsByKey, TokenBucket
 from runtime.stream.slow_refusal import SlowRefusals
 from runtime.stream.websocket import (
-    LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES, Connection, OversizeDroppingConnection,
+    LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES, Connection, SizeGuardedConnection,
     refuse_connection,
 )
 from runtime.warmup import warm_up
@@ -252,8 +252,8 @@ class StreamServer:
                 token=cfg.token, secure=self._came_over_https, flooding=self._flooding, refusals=self.refusals,
                 unauthorized=self.metrics.connections_refused.labels("token").inc,
             ),
-            max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009); see Connection._limit_frame_size
-            create_connection=OversizeDroppingConnection,  # ... and the rest of such a frame is not read
+            max_size=MAX_FRAME_BYTES,  # bigger frames close the connection (1009)
+            create_connection=SizeGuardedConnection,  # large messages rationed from their header; a 1009 stops reading
             max_queue=4,  # frames buffered per connection before reading pauses: 4 x 8 MiB at most
             ping_interval=WS_PING_INTERVAL_S,
             ping_timeout=WS_PING_TIMEOUT_S,

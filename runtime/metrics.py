@@ -77,6 +77,13 @@ class ServerMetrics:
             ["reason"],
             registry=r,
         )
+        self.large_messages = Counter(
+            "worldstream_large_messages",
+            "Client messages over 64 KiB (a hello with a start image), by outcome, decided from the frame's header "
+            "(read: on a token of its client address's budget; refused: none left, close 1009 before the payload is read)",
+            ["outcome"],
+            registry=r,
+        )
         self.messages_dropped = Counter(
             "worldstream_messages_dropped",
             "Messages to clients dropped, by reason (client_not_reading: its connection's queue was full)",

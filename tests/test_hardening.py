@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocol import ProtocolError, decode, messages as m
 from runtime.app import WS_CLOSE_TIMEOUT_S, WS_PING_INTERVAL_S, WS_PING_TIMEOUT_S, StreamServer
@@ -41,7 +41,9 @@ from runtime.stream.rate_limit import BucketsByKey
 from runtime.stream.forwarded import RequestSource, proxy_networks, request_source
 from runtime.stream.origin import normalise_origin, origin_refusal
 from runtime.metrics import ServerMetrics
-from runtime.stream.websocket import FRAME_BURST, MAX_FRAME_BYTES, OUTBOX_SIZE, OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES, Connection
+from runtime.stream.websocket import (
+    FRAME_BURST, LARGE_BURST, LARGE_RATE_HZ, MAX_FRAME_BYTES, OUTBOX_SIZE, OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES, Connection,
+)
 from runtime.world.render.cpu import CpuRenderer
 from conftest import launch_server, thread_stats, until
 from fuzz import mutated_client_messages
@@ -625,6 +627,59 @@ def test_oversized_frame_is_not_read_on(capped_server):
     assert isinstance(outcome.get("error"), (ConnectionResetError, BrokenPipeError)), outcome
     assert outcome["sent"] < claimed // 2, outcome  # read on, the whole 64 MiB would have gone
     asyncio.run(until(lambda: metric(url, too_big) == before + 1, 30, "the 1009 close counted"))
+
+
+def bytes_read(pid: int) -> int:
+    """Bytes process ``pid`` has read with ``read()`` so far (``/proc/<pid>/io`` ``rchar``: the
+    server's event loop reads its sockets so)."""
+    with open(f"/proc/{pid}/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="bytes read are counted from /proc (Linux)")
+def test_large_messages_are_read_only_on_the_address_budget(capped_server):
+    """Eight connections from one address each send two 8 MiB messages at once, before any
+    hello. The address's budget for messages over 64 KiB (2, then 1 per 5 s) is spent as each
+    frame's header arrives: the rest are refused from their header (close 1009) and their
+    payload is not read. The server used to check the budget before each read and take the
+    token after it, while websockets parsed frames ahead: all eight connections' frames were
+    read, 8 MiB through the event loop each, most of them then dropped unread by anyone.
+    Counted, not timed: the bytes the server process read."""
+    url, pid = capped_server.url, capped_server.proc.pid
+    read, refused = 'worldstream_large_messages_total{outcome="read"}', 'worldstream_large_messages_total{outcome="refused"}'
+    before = {name: metric(url, name) for name in (read, refused)}
+    outcomes: list[str] = []
+
+    async def one(ws) -> None:
+        with contextlib.suppress(Exception):  # closed mid-send (websockets may say so with an AttributeError)
+            for data in (EMPTY_ARRAYS_8MIB, EMPTY_ARRAYS_8MIB, raw({"type": "ping", "id": 1})):
+                await ws.send(data)
+        try:
+            while (reply := msgpack.unpackb(await asyncio.wait_for(ws.recv(), 60)))["type"] != "pong":
+                outcomes.append(reply["code"])
+        except ConnectionClosed:
+            outcomes.append(f"closed {ws.close_code}")
+
+    async def scenario() -> float:
+        sockets = [await connect(capped_server.ws_url, max_size=None, local_addr=("127.0.0.11", 0)) for _ in range(8)]
+        t0 = time.monotonic()
+        read0 = bytes_read(pid)
+        await asyncio.gather(*(one(ws) for ws in sockets))
+        for ws in sockets:
+            await ws.close()
+        return bytes_read(pid) - read0, time.monotonic() - t0
+
+    got, seconds = asyncio.run(scenario())
+    allowed = LARGE_BURST + int(seconds * LARGE_RATE_HZ)
+    counted = {name: metric(url, name) - before[name] for name in (read, refused)}
+    report = f"{got / 2**20:.1f} MiB read in {seconds:.1f} s, {allowed} messages allowed; {counted}; {sorted(outcomes)}"
+    assert LARGE_BURST <= counted[read] <= allowed, report
+    assert counted[read] + counted[refused] >= 8, report  # every connection's first frame was decided
+    # Each one read was decoded and refused (unless its connection was closed for its next
+    # frame before the answer went out); every other connection was closed from a header.
+    assert set(outcomes) <= {"too_large", "closed 1009"} and outcomes.count("too_large") <= counted[read], report
+    assert outcomes.count("closed 1009") >= 8 - counted[read], report
+    assert len(EMPTY_ARRAYS_8MIB) * LARGE_BURST <= got < len(EMPTY_ARRAYS_8MIB) * (allowed + 1), report
 
 
 class _QuietLink:

@@ -8,9 +8,10 @@ connection's :class:`ClientChannel` side. Nothing here knows of sessions, player
 What a client sends costs a bounded amount of work: frames are read at most
 ``FRAME_RATE_HZ`` a second (beyond that the server stops reading and TCP pushes back),
 each message's size and value count are checked before it is unpacked (``protocol.decode``
-with ``sender="client"``), only a not yet joined connection may send a message larger than
-``MAX_MESSAGE_BYTES`` (a ``hello`` with a start image, a few per connection), and every
-message type has a token bucket. Anything refused is answered with an ``error`` naming the
+with ``sender="client"``), a message larger than ``MAX_MESSAGE_BYTES`` (a ``hello`` with a
+start image) is read only on a token of its client address's large-message budget, taken
+when its frame's header arrives (:class:`SizeGuardedConnection`), and every message type
+has a token bucket. Anything refused is answered with an ``error`` naming the
 code and field, and the connection carries on. Outgoing messages go through a bounded queue
 drained by one sender task, so a slow client can never block a session's loops.
 """
@@ -24,7 +25,7 @@ import time
 from typing import Callable, Iterable, Protocol
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, PayloadTooBig
 from websockets.frames import CloseCode
 
 from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, encode, messages as m
@@ -62,9 +63,9 @@ sending faster is not read, so its flood waits in its own TCP buffers, not in th
 FRAME_BURST = m.INPUT_BURST + m.OTHER_BURST + m.CAPTION_BURST + m.SPLAT_RATE_HZ
 LARGE_RATE_HZ = 0.2
 """Messages over ``MAX_MESSAGE_BYTES`` (hellos with a start image) per client address (see
-``Connection``'s ``large_messages``): a burst of ``LARGE_BURST``, then one per 5 s. A large
-frame sent without a token left closes the connection (1009) before its payload is read;
-one already read is dropped undecoded."""
+``Connection``'s ``large_messages``): a burst of ``LARGE_BURST``, then one per 5 s. The token
+is taken when the frame's header says the message grows past the limit; with none left the
+connection is closed (1009) before the payload is read (``SizeGuardedConnection``)."""
 LARGE_BURST = 2
 OVERSIZE_STRIKES = 4
 OVERSIZE_FORGIVE_S = 10.0
@@ -80,14 +81,47 @@ OVERSIZE_ABORT_S = 1.0
 drops the TCP connection this long later (the time its close frame has to reach the client)."""
 
 
-class OversizeDroppingConnection(ServerConnection):
-    """websockets' server connection, except that one closed for a frame over the size limit
-    (1009, decided from the frame's header) stops reading at once and is dropped
-    ``OVERSIZE_ABORT_S`` later. websockets itself reads on and throws away the rest of the
-    frame until the client's end of stream: up to 8 MiB copied through the event loop, 3-5 ms
-    of its CPU per close (``bench.flood_cost``), for a client that keeps sending such frames."""
+class LargeMessageRefused(PayloadTooBig):
+    """A message about to grow past ``MAX_MESSAGE_BYTES`` with no large-message token left:
+    refused from its frame's header (close 1009), before its payload is read."""
+
+    def __str__(self) -> str:
+        return (f"message over {m.MAX_MESSAGE_BYTES} bytes with none of the address's budget for them left "
+                f"({LARGE_BURST}, then 1 per {1 / LARGE_RATE_HZ:g} s)")
+
+
+class SizeGuardedConnection(ServerConnection):
+    """websockets' server connection with two guards on large frames, both decided from a
+    frame's header, before its payload is read:
+
+    * a message growing past ``MAX_MESSAGE_BYTES`` takes a token from ``admit_large`` (the
+      client address's large-message bucket, set by :class:`Connection`) at that moment, and
+      without one it is refused (close 1009). websockets parses frames as their bytes arrive,
+      ahead of what the server has handled (up to ``max_queue`` messages), so a limit set
+      before each read would be checked against frames already under way: in a flood of 8
+      connections, 17 messages of 8 MiB were read in 5 s on a budget of 2
+      (``bench.loop_profile``), 10-15 ms of the event loop's CPU each.
+    * once closed for an oversized frame (1009) the connection stops reading at once and is
+      dropped ``OVERSIZE_ABORT_S`` later. websockets itself reads on and throws away the
+      rest of the frame until the client's end of stream: up to 8 MiB copied through the
+      event loop, 3-5 ms of its CPU per close (``bench.flood_cost``)."""
 
     _oversize_abort: asyncio.TimerHandle | None = None
+
+    def __init__(self, protocol, *args, **kwargs) -> None:
+        super().__init__(protocol, *args, **kwargs)
+        self.admit_large: Callable[[], bool] = lambda: False  # no large message before the handler says whose budget pays
+        # The parser fetches reader.read_exact anew for each frame; a frame's payload is
+        # read with one call, after its header.
+        read_exact = protocol.reader.read_exact
+
+        def read_exact_within_budget(n: int):
+            so_far = protocol.current_size or 0  # of a fragmented message under way
+            if so_far <= m.MAX_MESSAGE_BYTES < so_far + n and not self.admit_large():
+                raise LargeMessageRefused(n, m.MAX_MESSAGE_BYTES - so_far)
+            return read_exact(n)
+
+        protocol.reader.read_exact = read_exact_within_budget
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -194,6 +228,8 @@ class Connection:
             "large": large_messages.get(self.client_address),  # per address: reconnecting does not refill it
         }
         self._frames = TokenBucket(FRAME_RATE_HZ, FRAME_BURST)
+        if isinstance(ws, SizeGuardedConnection):  # the server's own; a bare websockets one (tests) has no large-message guard
+            ws.admit_large = self._admit_large
 
     # ------------------------------------------------------------------ sending
     def send(self, msg: m.Message | bytes) -> None:
@@ -250,7 +286,6 @@ class Connection:
                     self.metrics.read_holds.inc()
                     while not self._frames.allow():
                         await asyncio.sleep(self._frames.seconds_to_token())
-                self._limit_frame_size()
                 try:
                     data = await self._recv(timeout)
                 except asyncio.TimeoutError:
@@ -282,9 +317,8 @@ class Connection:
             return await self.ws.recv()
 
     async def _handle(self, data: bytes | str) -> bool:
-        """Handle one incoming frame; False ends the connection."""
-        if len(data) > m.MAX_MESSAGE_BYTES and not self._allow("large", None):
-            return True  # dropped undecoded
+        """Handle one incoming frame (one over ``MAX_MESSAGE_BYTES`` took its large-message
+        token before it was read: ``SizeGuardedConnection``); False ends the connection."""
         try:
             msg = decode(data, sender="client")  # bounded: see the module docstring
         except ProtocolError as exc:
@@ -306,12 +340,12 @@ class Connection:
             self.error("internal", f"the server failed to handle {msg.TYPE!r}; it carries on", None, msg.TYPE)
             return True
 
-    def _limit_frame_size(self) -> None:
-        """Admit frames over ``MAX_MESSAGE_BYTES`` only while the large-message bucket has a
-        token. Reading one costs the loop tens of ms (copies of up to 8 MiB); a frame over
-        the limit is refused from its header, before its payload is read (close 1009)."""
-        large_ok = self._buckets["large"].seconds_to_token() == 0.0
-        self.ws.protocol.max_message_size = MAX_FRAME_BYTES if large_ok else m.MAX_MESSAGE_BYTES
+    def _admit_large(self) -> bool:
+        """May a message over ``MAX_MESSAGE_BYTES`` whose header just came be read? Takes a
+        token of the client address's large-message budget (``SizeGuardedConnection`` asks)."""
+        admitted = self._buckets["large"].allow()
+        self.metrics.large_messages.labels("read" if admitted else "refused").inc()
+        return admitted
 
     def _allow(self, bucket_name: str, ref_type: str | None) -> bool:
         """Take a token from the bucket; when empty, drop the message (``ref_type``, if
@@ -320,12 +354,8 @@ class Connection:
         if bucket.allow():
             return True
         if bucket.should_complain():
-            if bucket_name == "large":
-                text = f"more than {LARGE_BURST} messages over {m.MAX_MESSAGE_BYTES} bytes in {1 / LARGE_RATE_HZ:g} s; the excess is dropped"
-            else:
-                rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "splat": m.SPLAT_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
-                text = f"more than {rate} {bucket_name} messages per second; the excess is dropped"
-            self.error("rate_limited", text, None, ref_type)
+            rate = {"input": m.INPUT_RATE_HZ, "caption": m.CAPTION_RATE_HZ, "splat": m.SPLAT_RATE_HZ, "other": m.OTHER_RATE_HZ}[bucket_name]
+            self.error("rate_limited", f"more than {rate} {bucket_name} messages per second; the excess is dropped", None, ref_type)
         return False
 
     async def _dispatch(self, msg: m.Message) -> bool:

@@ -215,7 +215,7 @@ class CpuRenderer:
         for chunk in chunks:
             self._chunks.get(chunk)
 
-    def packed(self, chunk: Chunk) -> PackedChunk:
+    def packed_chunks(self, chunk: Chunk) -> PackedChunk:
         """``chunk`` activated, with its coarse levels (cached: what frames drawing it use)."""
         return self._chunks.get(chunk)
 
