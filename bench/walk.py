@@ -265,7 +265,10 @@ def scripted_walk(
     result = WalkResult(biome, seed, walk, seconds)
     truth = GeneratorTruth(caption, seed)
     t0 = time.perf_counter()
-    world = World(WorldConfig(f"walk-{biome}-{seed}-{walk}", seed=seed, caption=caption), generator=ProceduralGenerator())
+    # yield_cpu=False: the walk waits for every job, and SCHED_IDLE workers get almost no CPU beside any busy process
+    world = World(
+        WorldConfig(f"walk-{biome}-{seed}-{walk}", seed=seed, caption=caption), generator=ProceduralGenerator(), yield_cpu=False
+    )
     try:
         pose = Pose(np.zeros(3, np.float32), float(rng.uniform(-math.pi, math.pi)), 0.0)
         history: list[tuple[float, np.ndarray]] = []

@@ -99,7 +99,9 @@ def test_a_generated_bush_is_walked_through(biome, seed):
     else:
         pytest.fail(f"{biome} seed {seed}: no bush with a walkable way through it within 70 m")
     start = Pose(np.array([sx, truth.ground_y(sx, sz) - EYE_HEIGHT, sz], np.float32), yaw, 0.0)
-    world = World(WorldConfig(f"bush-{biome}", seed=seed, caption=bench_walk.CAPTIONS[biome]), generator=ProceduralGenerator())
+    world = World(
+        WorldConfig(f"bush-{biome}", seed=seed, caption=bench_walk.CAPTIONS[biome]), generator=ProceduralGenerator(), yield_cpu=False
+    )
     try:
         path = bench_walk.walk_straight(world, start, 8.0 / WALK_SPEED)
         snap = world.scene.snapshot()
