@@ -312,7 +312,10 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
         # clock a loaded CPU changed which jobs a walk planned. Here generation takes no time.
         clock = paced.SimClock()
     optimiser = ChunkOptimiser.for_cuda(args.optimise_chunks) if args.optimise_chunks else None
-    world = World(config, generator=generator, renderer=_renderer(args), chunk_optimiser=optimiser, clock=clock)
+    # Fast-forwarded or paced, the walk waits for generation: its workers need not yield the
+    # CPU (to a frame clock there is none of), which on a busy machine starved them.
+    world = World(config, generator=generator, renderer=_renderer(args), chunk_optimiser=optimiser, clock=clock,
+                  yield_cpu=not (args.fast_forward or args.paced))
     path = make_path(path_kind, args.distance, seed)
     timeline = JobTimeline(world, clock)
     try:

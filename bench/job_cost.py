@@ -1,7 +1,9 @@
 """What one generation job costs, stage by stage: the trace and everything after it.
 
 A fast-forwarded walk (forest seed 7, straight, as ``bench.fidelity --fast-forward``: every
-update waits for the jobs it caused) times each job's stages in CPU time of the world's
+update waits for the jobs it caused, and the world schedules on a simulated clock that the
+walk advances by ``1 / --update-hz`` per update, so how busy the CPU is changes neither the
+jobs planned nor the lookahead) times each job's stages in CPU time of the world's
 worker thread (``time.thread_time``), so other processes on a shared machine slow the walk
 but barely change the numbers. The timed functions are wrapped (no profiler: its per-call
 cost would inflate the stages made of many small numpy calls); each stage counts its own
@@ -32,6 +34,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from bench import paced
 from bench.common import describe_machine, format_table
 from bench.fidelity import CAPTIONS, VIEW_FOV, eye_pose, make_path, walk_velocity
 from runtime.world import PlayerState, World, WorldConfig
@@ -52,7 +55,7 @@ def _stages() -> list[tuple[str, object, str]]:
         ("trace", ProceduralGenerator, "generate"),
         ("checked result", B, "checked_result"),
         ("refine: coarse mask", B, "_coarse"),
-        ("scene less masked (temp chunks)", cb, "_without"),
+        ("scene less masked (temp chunks)", B, "_without"),
         ("render (scene at keyframes, fit backgrounds)", CpuRenderer, "render"),
         ("render alpha (scene / far field at keyframes)", CpuRenderer, "render_alpha"),
         ("seam blend", cb, "blend_keyframes"),
@@ -129,8 +132,8 @@ def profile_walk(args) -> tuple[dict, list, dict]:
     overrides = {k: json.loads(v) for k, v in (c.split("=", 1) for c in args.config)}
     config = WorldConfig("job_cost", seed=args.seed, caption=CAPTIONS[args.biome], **overrides)
     if args.warmup_m > 0:  # numba compiles on first use: not a job's cost
-        _walk(World(config, generator=ProceduralGenerator(**generator_options("procedural"))), args, args.warmup_m)
-    world = World(config, generator=ProceduralGenerator(**generator_options("procedural")))
+        _walk(*_world(config, generator_options), args, args.warmup_m)
+    world, clock = _world(config, generator_options)
     profiling = bool(args.top or args.pstats)
     timer = StageTimer()
     jobs: list[tuple[str, dict, float]] = []
@@ -164,7 +167,7 @@ def profile_walk(args) -> tuple[dict, list, dict]:
     timer.install()
     planner = cProfile.Profile(time.thread_time) if profiling else None
     try:
-        planner_ms = _walk(world, args, args.distance, planner)
+        planner_ms = _walk(world, clock, args, args.distance, planner)
     finally:
         JobRunner._run = original
         timer.remove()
@@ -180,21 +183,32 @@ def profile_walk(args) -> tuple[dict, list, dict]:
     return by_size, rows, {"planner_ms": planner_ms, "stats": merged}
 
 
-def _walk(world: World, args, distance: float, prof: cProfile.Profile | None = None) -> list[float]:
+def _world(config: WorldConfig, generator_options) -> tuple[World, paced.SimClock]:
+    """A world with the procedural generator, scheduling on a simulated clock (returned too);
+    its workers do not yield the CPU (the walk waits for them)."""
+    clock = paced.SimClock()
+    world = World(config, generator=ProceduralGenerator(**generator_options("procedural")), clock=clock, yield_cpu=False)
+    return world, clock
+
+
+def _walk(world: World, clock: paced.SimClock, args, distance: float, prof: cProfile.Profile | None = None) -> list[float]:
     """Bootstrap ``world`` at the spawn and walk ``distance`` m straight, fast-forwarded
-    (every update waits for its jobs); closes the world. Returns each update's CPU ms."""
+    (every update waits for its jobs; update ``k`` at ``k / update_hz`` s on the world's
+    simulated clock, on which a job takes no time); closes the world. Returns each update's CPU ms."""
     planner_ms = []
     try:
         path = make_path("straight", distance, args.seed)
         spawn = eye_pose(0.0, 0.0, 0.0, 0.0, args.seed)
         world.update([PlayerState("p", spawn, np.zeros(3, np.float32), VIEW_FOV)])
-        world.wait_idle(600)
+        _wait(world)
         step_s = 1.0 / args.update_hz
         n = int(math.ceil(path.length / (args.speed * step_s)))
+        t0 = clock()
         for k in range(n + 1):
             s = min(k * args.speed * step_s, path.length)
             x, z, yaw = path.at(s)
             pose = eye_pose(x, z, yaw, 0.0, args.seed)
+            clock.advance(t0 + k * step_s)
             cpu = time.thread_time()
             if prof is not None:
                 prof.enable()
@@ -202,10 +216,15 @@ def _walk(world: World, args, distance: float, prof: cProfile.Profile | None = N
             if prof is not None:
                 prof.disable()
             planner_ms.append((time.thread_time() - cpu) * 1e3)
-            world.wait_idle(600)
+            _wait(world)
     finally:
         world.close()
     return planner_ms
+
+
+def _wait(world: World, timeout_s: float = 600.0) -> None:
+    if not world.wait_idle(timeout_s):
+        raise TimeoutError(f"job_cost walk: jobs still running after {timeout_s:.0f} s")
 
 
 def main() -> None:

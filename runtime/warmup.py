@@ -37,7 +37,9 @@ def warm_up(renderer=None, generator_name: str = "procedural", timeout_s: float 
     started = time.perf_counter()
     renderer = renderer if renderer is not None else create_renderer("auto")
     config = WorldConfig(name="warmup", keyframe_width=64, keyframe_height=36)
-    world = World(config, generator=create_generator(generator_name), renderer=renderer)
+    # Nothing streams yet, so generation need not give way (yield_cpu): on a busy machine a
+    # yielding worker got almost no CPU, and the server's start waited minutes for it.
+    world = World(config, generator=create_generator(generator_name), renderer=renderer, yield_cpu=False)
     try:
         spawn = world.spawn_pose()
         world.update([PlayerState("warmup", spawn)])

@@ -119,6 +119,19 @@ def test_standing_player_settles_after_fly_mode_where_no_ground_is_right_below()
     assert landed.position[2] == pytest.approx(0.0)  # it came down, it did not move
 
 
+def test_a_standing_player_settles_in_a_few_frames_and_then_stays_exactly_put():
+    """The eye follows the ground's height with an exponential ease, which has no end: a
+    player standing 3 cm above where the ground puts the eye (a chunk landed under them)
+    kept moving by ever smaller amounts, and every such step drew their view again (the
+    picture cache keys on the exact pose: 40 redraws seen after a chunk that moved the
+    ground by 1e-16 m). Once within 0.1 mm the eye takes the ground's height."""
+    c = collider_for(ground(-5, 5, -5, 5))
+    pose = walk(Pose(np.array([0.0, -0.03, 0.0])), MoveInput(), 1.0, c)
+    assert pose.position[1] == pytest.approx(0.0, abs=0.01)
+    again = step(pose, MoveInput(), 1 / 30, c)
+    assert again.position.tobytes() == pose.position.tobytes()
+
+
 def test_fly_mode_moves_along_view_and_collides_with_voxels():
     pose = step(Pose(pitch=math.radians(30)), MoveInput(forward=1.0, fly=True), 0.5, None)
     expected = 0.5 * FLY_SPEED * np.array([0.0, -math.sin(math.radians(30)), math.cos(math.radians(30))])

@@ -48,12 +48,13 @@ def test_a_fast_player_gets_coarse_fill_of_the_usual_size():
     player standing in a fresh world gets a full-resolution first keyframe."""
     generator, renderer = ProceduralGenerator(), CpuRenderer()
     cfg = dict(seed=3, ring_yaws=(0.0,))
-    with World(WorldConfig("still", **cfg), generator=generator, renderer=renderer) as still:
+    # Waited for, with no frame clock: the workers need not yield the CPU (a busy machine starves them).
+    with World(WorldConfig("still", **cfg), generator=generator, renderer=renderer, yield_cpu=False) as still:
         (first,) = still.update([PlayerState("a", still.spawn_pose(), fov_y=VIEW_FOV)])
         assert first.scale == 1.0
         assert still.wait_idle(120)
         full = still.scene.snapshot().num_gaussians
-    with World(WorldConfig("fast", **cfg), generator=generator, renderer=renderer) as fast:
+    with World(WorldConfig("fast", **cfg), generator=generator, renderer=renderer, yield_cpu=False) as fast:
         jobs = fast.update([PlayerState("a", fast.spawn_pose(), np.array([0, 0, 6.0], np.float32), VIEW_FOV)])
         assert jobs and all(j.scale == 0.5 for j in jobs)
         assert fast.wait_idle(120)

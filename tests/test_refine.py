@@ -68,6 +68,32 @@ def test_retiring_keeps_ids_and_comes_back_from_saved_masks():
     assert np.array_equal(kept.means, expect.means)
 
 
+def test_the_scene_less_what_a_chunk_retires_lands_as_it_was_drawn():
+    """``Scene.without`` builds the chunks a landing will leave (the colour fit draws them, and
+    the renderer caches what it derives by the chunk's identity); ``append`` retiring the same
+    masks publishes those very chunks, and rebuilds when a mask differs."""
+    scene = Scene()
+    (a,) = scene.append(random_gaussians(10, 0.1), ChunkSource())
+    (b,) = scene.append(random_gaussians(6, 0.1, 1), ChunkSource())
+    retire = {a.id: np.zeros(10, bool), b.id: np.ones(6, bool)}
+    retire[a.id][[1, 4]] = True
+    drawn = scene.without(scene.snapshot().chunks, retire)
+    assert [c.id for c in drawn] == [a.id] and len(drawn[0].gaussians) == 8  # b loses all: it leaves
+    assert scene.without(scene.snapshot().chunks, retire)[0] is drawn[0]  # asked again: the same chunk
+    (c,) = scene.append(random_gaussians(3, 0.01, 2), ChunkSource(), retire)
+    assert scene.snapshot().chunks == (drawn[0], c)
+    other = np.zeros(8, bool)
+    other[0] = True
+    rest = scene.without(scene.snapshot().chunks, {a.id: other})[0]
+    differs = other.copy()
+    differs[1] = True
+    scene.append(random_gaussians(3, 0.01, 3), ChunkSource(), {a.id: differs})
+    landed = scene.snapshot().chunks[0]
+    assert landed is not rest and len(landed.gaussians) == 6
+    assert scene.retired_masks()[a.id].tolist() == [True, True, True, False, True, False, False, False, False, False]
+    assert np.array_equal(landed.gaussians.means, a.gaussians.subset(np.array([3, 5, 6, 7, 8, 9])).means)
+
+
 def test_frozen_views_keep_older_versions_as_bits_and_one_object(monkeypatch):
     """``as_of`` gives a chunk as it was when the cap chunk landed; older versions cost a bit
     per Gaussian, are drawn from one object while in use, and at most MAX_VERSIONS stay."""

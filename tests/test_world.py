@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 
@@ -95,6 +96,50 @@ def test_bootstrap_ring_covers_all_round_view_direction_first(booted):
     assert world.explored.state_at(6.0, 6.0) == GENERATED
     # The spawn is covered now: asking again schedules nothing.
     assert world.update([PlayerState("a", world.spawn_pose())]) == []
+
+
+class _SlowToReturn(World):
+    """A world whose worker pauses between landing a job and returning from ``apply``: the
+    pause load gives a worker thread there."""
+
+    def apply(self, job, result):
+        chunks = super().apply(job, result)
+        time.sleep(0.5)
+        return chunks
+
+
+def test_wait_idle_returns_with_every_landed_job_counted(generator, renderer):
+    """The runner used to count ``jobs_done`` after ``apply`` returned, so ``wait_idle`` could
+    return (the job off the queue) before the count rose; it is counted with the job's finish."""
+    world = _SlowToReturn(WorldConfig("test", seed=3), generator=generator, renderer=renderer)
+    try:
+        jobs = world.update([PlayerState("a", world.spawn_pose())])
+        assert jobs and world.wait_idle(120)
+        stats = world.stats
+        assert stats["jobs_failed"] == 0
+        assert stats["jobs_done"] + stats["jobs_skipped"] == sum(j.state == "done" for j in jobs) == len(jobs), stats
+    finally:
+        world.close()
+
+
+class _PolicyRecorder(ProceduralGenerator):
+    """The procedural generator, noting the scheduling class and nice value it ran at."""
+
+    def generate(self, request, progress, cancel):
+        self.ran_at = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return super().generate(request, progress, cancel)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="thread priorities are Linux's")
+def test_a_world_that_is_waited_for_need_not_yield_the_cpu(renderer):
+    """``yield_cpu=False`` (the warm-up, fast-forwarded benches): the world's workers keep the
+    priority of the thread that starts them, not SCHED_IDLE, which a busy machine starves."""
+    generator = _PolicyRecorder()
+    config = WorldConfig("waited", seed=3, ring_yaws=(0.0,), keyframe_width=64, keyframe_height=36)
+    with World(config, generator=generator, renderer=renderer, yield_cpu=False) as world:
+        world.update([PlayerState("a", world.spawn_pose())])
+        assert world.wait_idle(120)
+    assert generator.ran_at == (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
 
 
 def test_walking_inside_explored_space_fills_near_holes_and_settles(generator, renderer):

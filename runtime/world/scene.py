@@ -204,6 +204,9 @@ class Scene:
         # (chunk id, landing id) -> an older version built for as_of, so that it stays one
         # object (renderers' caches are keyed by identity) while views draw it.
         self._built: OrderedDict[tuple[int, int], Chunk | None] = OrderedDict()
+        # chunk id -> (the chunk, the mask, the chunk less the masked Gaussians) that the last
+        # without() built: append() with the same mask publishes that very chunk (see without).
+        self._rebuilt: dict[int, tuple[Chunk, np.ndarray, Chunk]] = {}
 
     def snapshot(self) -> SceneSnapshot:
         return self._snapshot  # a single reference read: atomic
@@ -212,18 +215,13 @@ class Scene:
     def version(self) -> int:
         return self._snapshot.version
 
-    def append(
-        self, gaussians: Gaussians, source: ChunkSource, retire: dict[int, np.ndarray] | None = None,
-        retired: dict[int, Chunk] | None = None,
-    ) -> list[Chunk]:
+    def append(self, gaussians: Gaussians, source: ChunkSource, retire: dict[int, np.ndarray] | None = None) -> list[Chunk]:
         """Add Gaussians as one or more new chunks (split into tiles if large); one new version.
 
         ``retire`` maps chunk ids to ``[G]`` bool masks over those chunks' *current*
         Gaussians: the ones to take out of the scene in the same version (refinement).
-        Unknown ids are ignored (a chunk may have been restored without them).
-        ``retired`` may hold, per such id, the chunk less its masked Gaussians already built
-        (the same id, source and Gaussians in order, e.g. what a colour fit drew): it joins the
-        scene as it is, so whatever renderers derived from it stays cached.
+        Unknown ids are ignored (a chunk may have been restored without them). A chunk
+        that :meth:`without` last rebuilt with the same mask joins the scene as it was built.
         """
         parts = split_into_tiles(gaussians) if len(gaussians) > MAX_CHUNK_GAUSSIANS else [gaussians]
         with self._lock:
@@ -231,11 +229,39 @@ class Scene:
             for part in parts:
                 chunks.append(Chunk.build(self._next_id, part, source))
                 self._next_id += 1
-            kept = self._retired(self._snapshot.chunks, retire or {}, chunks[0].id if chunks else self._next_id, retired or {})
+            kept = self._retired(self._snapshot.chunks, retire or {}, chunks[0].id if chunks else self._next_id)
+            self._rebuilt = {}
             old = {id(c) for c in self._snapshot.chunks}
             self._prepared([c for c in kept if id(c) not in old] + chunks)
             self._snapshot = SceneSnapshot(self._snapshot.version + 1, kept + tuple(chunks), self._snapshot.far)
         return chunks
+
+    def without(self, chunks: Sequence[Chunk], masks: dict[int, np.ndarray]) -> tuple[Chunk, ...]:
+        """``chunks`` less the Gaussians ``masks`` marks (``[G]`` bool per chunk id): a chunk that
+        loses some is rebuilt from the rest (same id and source, a new Gaussians object, so
+        renderers' caches, keyed by identity, never mistake it for the scene's); one that loses
+        all leaves. The chunks rebuilt are remembered until the next call or :meth:`append`:
+        the same mask again gives the same chunk, and :meth:`append` retiring it publishes that
+        chunk as it is, so what a renderer derived from it meanwhile (the colour fit draws the
+        scene less what the new chunk retires) stays cached."""
+        with self._lock:
+            earlier = self._rebuilt
+        out, rebuilt = [], {}
+        for chunk in chunks:
+            mask = masks.get(chunk.id)
+            if mask is None:
+                out.append(chunk)
+                continue
+            if mask.all():
+                continue
+            rest = _same_rebuild(earlier, chunk, mask)
+            if rest is None:
+                rest = Chunk.build(chunk.id, chunk.gaussians.subset(np.flatnonzero(~mask)), chunk.source)
+            rebuilt[chunk.id] = (chunk, mask, rest)
+            out.append(rest)
+        with self._lock:
+            self._rebuilt = rebuilt
+        return tuple(out)
 
     def append_far(self, gaussians: Gaussians, source: ChunkSource) -> Chunk:
         """Add far-field Gaussians as one far chunk (an id from the scene's counter); one new version."""
@@ -303,11 +329,9 @@ class Scene:
         if self._prepare is not None and chunks:
             self._prepare(chunks)
 
-    def _retired(
-        self, chunks: tuple[Chunk, ...], retire: dict[int, np.ndarray], by: int, built: dict[int, Chunk] | None = None
-    ) -> tuple[Chunk, ...]:
+    def _retired(self, chunks: tuple[Chunk, ...], retire: dict[int, np.ndarray], by: int) -> tuple[Chunk, ...]:
         """``chunks`` with the masked Gaussians taken out by chunk ``by`` (call under the lock);
-        empty chunks leave. ``built``: such chunks already made (see :meth:`append`)."""
+        empty chunks leave; those :meth:`without` rebuilt with the same mask are used as built."""
         out = []
         for chunk in chunks:
             mask = retire.get(chunk.id)
@@ -328,8 +352,8 @@ class Scene:
                 # refined once more (refinement keeps content).
                 del history[0]
             if kept.any():
-                ready = (built or {}).get(chunk.id)
-                if ready is None or ready.source is not chunk.source or len(ready.gaussians) != len(chunk.gaussians) - int(mask.sum()):
+                ready = _same_rebuild(self._rebuilt, chunk, mask)
+                if ready is None:
                     ready = Chunk.build(chunk.id, landed.gaussians.subset(np.flatnonzero(kept)), chunk.source)
                 out.append(ready)
         return tuple(out)
@@ -408,6 +432,14 @@ class Scene:
             landings = [by + 1 for c in far for by, _ in c.far_parts]  # merged far chunks' later landings
             self._next_id = max([self._next_id] + [c.id + 1 for c in (*chunks, *far)] + landings)
             self._snapshot = SceneSnapshot(self._snapshot.version + 1, merged, merged_far)
+
+
+def _same_rebuild(rebuilt: dict[int, tuple[Chunk, np.ndarray, Chunk]], chunk: Chunk, mask: np.ndarray) -> Chunk | None:
+    """The chunk :meth:`Scene.without` built from ``chunk`` less ``mask``, if it did (else None)."""
+    hit = rebuilt.get(chunk.id)
+    if hit is None or hit[0] is not chunk or not np.array_equal(hit[1], mask):
+        return None
+    return hit[2]
 
 
 def _far_cell(origin: tuple[float, float, float] | None, cell_m: float) -> tuple[int, int] | None:

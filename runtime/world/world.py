@@ -88,6 +88,8 @@ class World:
         renderer: None builds ``create_renderer("auto")``.
         executor: runs generation jobs; None makes a ``ThreadPoolExecutor`` with one worker
             per job that may run at once, which the world owns (and shuts down in :meth:`close`).
+            Its workers yield the CPU to the server's frame clock (:mod:`.thread_priority`)
+            unless ``yield_cpu`` is False.
         start_image: ``[H, W, 3]`` uint8 image the world started from, or None; the world keeps
             it shrunk to :data:`.keyframes.start_frame.KEPT_START_IMAGE_SIDE` pixels at most.
         depth_estimator: turns RGB-only generator output into depth.
@@ -100,6 +102,11 @@ class World:
         clock: seconds, for scheduling (when jobs were asked for, started, ended; stale
             jobs, retries, the lookahead's job times): ``time.monotonic``, or a simulated
             clock (``bench.paced``: generation timed by a model, not by a loaded CPU).
+        yield_cpu: False: the world's own workers keep the priority of the thread that starts
+            them, for a caller that waits for generation with no frame clock to give way to
+            (the start-up warm-up, fast-forwarded benches, tests). A yielding worker is in
+            ``SCHED_IDLE``, which on a machine busy with anything else gets almost no CPU: a
+            warm-up, or a bench walk, then waited minutes for it.
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class World:
         max_concurrent_jobs: int | None = None,
         chunk_optimiser: ChunkOptimiser | None = None,
         clock: Callable[[], float] = time.monotonic,
+        yield_cpu: bool = True,
     ) -> None:
         if generator is None:
             from .generators import create_generator
@@ -135,7 +143,8 @@ class World:
         max_concurrent_jobs = max_concurrent_jobs or config.max_concurrent_jobs
         # Generation yields the CPU to the server's frame clock (thread_priority says why).
         self.executor = executor or ThreadPoolExecutor(
-            max_workers=max_concurrent_jobs, thread_name_prefix=f"world-{config.name}", initializer=lower_thread_priority
+            max_workers=max_concurrent_jobs, thread_name_prefix=f"world-{config.name}",
+            initializer=lower_thread_priority if yield_cpu else None,
         )
         sky_fn = getattr(generator, "sky", None)
         sky = sky_fn(config.caption, config.seed, start_image) if callable(sky_fn) else Sky()
@@ -321,7 +330,7 @@ class World:
             # subscribers (the store) see chunks in scene order, with a state_dict() that
             # matches them, and wait_idle() cannot return before they have seen the chunk.
             self._emit(ChunkAdded(job.id, tuple(chunks), tuple(frames), tuple(new_cells), *self._far_of(job.id)))
-        self._runner.finish(job, "done")
+        self._runner.landed(job)
         return chunks
 
     def _far_of(self, job_id: int) -> tuple[tuple[Chunk, ...], tuple[int, ...]]:

@@ -133,10 +133,10 @@ class ChunkBuilder:
         coarse = self._coarse(snapshot, cams)
         shown = None  # the scene drawn at the keyframes (colour too when seams are blended)
         if snapshot.chunks and cfg.seam_blend_px > 0:
-            shown = self.renderer.render(_without(snapshot, coarse), cams, self.parts.sky)
+            shown = self.renderer.render(self._without(snapshot, coarse), cams, self.parts.sky)
             existing = shown.alpha
         elif snapshot.chunks:
-            existing = self.renderer.render_alpha(_without(snapshot, coarse), cams)
+            existing = self.renderer.render_alpha(self._without(snapshot, coarse), cams)
         else:
             existing = None
         # Splat colours come from the keyframes matched to the scene along the seam (memory
@@ -166,10 +166,10 @@ class ChunkBuilder:
         # has no detail to fit, and detail comes after).
         # The scene less what the chunk retires: fitted against, then landed as it is (its
         # activation, cached by the renderer for the fit, is what frames draw).
-        kept = _without(snapshot, retire)
+        kept = self._without(snapshot, retire)
         if gaussians is made and job.scale >= 1.0:
             gaussians = self._fit(gaussians, kept, colours, depth, cams, source)
-        return self.land(source, gaussians, rgb, depth, cams, retire, {c.id: c for c in kept.chunks if c.id in retire})
+        return self.land(source, gaussians, rgb, depth, cams, retire)
 
     def _fit(
         self, gaussians: Gaussians, base: SceneSnapshot, rgb: np.ndarray, depth: np.ndarray, cams: Cameras, source: ChunkSource
@@ -188,7 +188,7 @@ class ChunkBuilder:
             numba.set_num_threads(1)  # this thread only: its CPU time is the whole cost
             try:
                 fitted, _ = solve_colours(gaussians, base, views, iterations=cfg.fit_solve_iterations,
-                                          packed=getattr(self.renderer, "packed", None))
+                                          packed=self.renderer.packed_chunks)
             finally:
                 numba.set_num_threads(threads)
             self.stats.fit_views += len(views)
@@ -242,7 +242,7 @@ class ChunkBuilder:
         """``gaussians`` fitted to the keyframes ``rgb`` at ``cams`` (see :mod:`.keyframes.optimise`),
         drawn with what the scene keeps that the keyframes see, over the world's sky; then
         the revisit check again, so the fit changes no earlier keyframe's view."""
-        kept = _without(snapshot, retire)
+        kept = self._without(snapshot, retire)
         fixed = kept.gaussians(kept.visible_chunks(cams))
         fitted, report = self.parts.optimiser.optimise(gaussians, fixed, cams, rgb, self.parts.sky.colors(cams))
         self.stats.optimise_ms += report.ms
@@ -273,16 +273,15 @@ class ChunkBuilder:
         depth: np.ndarray,
         cams: Cameras,
         retire: dict[int, np.ndarray] | None = None,
-        retired: dict[int, Chunk] | None = None,
     ) -> tuple[list[Chunk], list[Frame], list[tuple[int, int]]]:
-        """Append ``gaussians`` as a chunk (retiring ``retire``'s Gaussians, with the chunks
-        that leaves if ``retired`` holds them already; see :meth:`.scene.Scene.append`) and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
+        """Append ``gaussians`` as a chunk (retiring ``retire``'s Gaussians; see
+        :meth:`.scene.Scene.append`) and keep ``rgb [N,H,W,3]`` / ``depth [N,H,W]`` as
         memory frames at ``cams``; mark sky directions and explored cells (under the apply lock).
 
         The keyframes' far surfaces go to the far field first (:meth:`_land_far`), so its
         chunk's id is below the scene chunk's: a view frozen with that chunk shows both."""
         self._land_far(source, rgb, depth, cams)
-        chunks = self.scene.append(gaussians, source, retire, retired) if len(gaussians) else []
+        chunks = self.scene.append(gaussians, source, retire) if len(gaussians) else []
         chunk_id = chunks[0].id if chunks else -1
         frames = []
         with self._lock:
@@ -399,21 +398,14 @@ class ChunkBuilder:
             new.extend(self.parts.explored.mark_generated_points(pts[d <= reach]))
         return new
 
+    def _without(self, snapshot: SceneSnapshot, masks: dict[int, np.ndarray]) -> SceneSnapshot:
+        """``snapshot``'s chunks less the masked Gaussians (:meth:`.scene.Scene.without`: the
+        chunk that lands retiring ``masks`` takes the same rebuilt chunks), no far field."""
+        if not masks:
+            return snapshot
+        return SceneSnapshot(snapshot.version, self.scene.without(snapshot.chunks, masks))
+
     def restore(self, next_frame_id: int) -> None:
         """Take a loaded world's frame counter (call under the planner lock)."""
         self.next_frame_id = next_frame_id
 
-
-def _without(snapshot: SceneSnapshot, masks: dict[int, np.ndarray]) -> SceneSnapshot:
-    """``snapshot`` less the masked Gaussians (temporary chunks: same ids, new Gaussians, so
-    renderers' caches, keyed by identity, never mistake one for the scene's)."""
-    if not masks:
-        return snapshot
-    chunks = []
-    for chunk in snapshot.chunks:
-        mask = masks.get(chunk.id)
-        if mask is None:
-            chunks.append(chunk)
-        elif not mask.all():
-            chunks.append(Chunk.build(chunk.id, chunk.gaussians.subset(np.flatnonzero(~mask)), chunk.source))
-    return SceneSnapshot(snapshot.version, tuple(chunks))

@@ -36,7 +36,7 @@ class JobRunner:
             ``jobs_failed`` and ``jobs_skipped``.
         planner: asked whether a job is still needed; told which views are done or failed.
         executor: runs :meth:`_run` on worker threads.
-        apply: lands a result (``World.apply``); finishes the job as done.
+        apply: lands a result (``World.apply``); finishes the job with :meth:`landed`.
         max_running: jobs running at once; None: ``config.max_concurrent_jobs``.
     """
 
@@ -50,6 +50,7 @@ class JobRunner:
     ) -> None:
         self.config, self.queue, self.generator, self.memory = parts.config, parts.jobs, parts.generator, parts.memory
         self.stats, self.start_image, self._clock = parts.stats, parts.start_image, parts.clock
+        self._lock = parts.lock  # the queue's
         # What generators that condition on known content draw (GenerationRequest.scene).
         self._scene_view = SceneView(parts.scene, parts.sky, parts.renderer)
         self.planner = planner
@@ -83,6 +84,14 @@ class JobRunner:
         if error is not None:
             self._emit(JobFailed(job.id, error))
 
+    def landed(self, job: GenerationJob) -> None:
+        """Finish ``job`` as done, its result landed, and count it in ``jobs_done`` under the
+        queue's lock: whoever :meth:`.jobs.JobQueue.wait_idle` wakes sees it counted."""
+        with self._lock:
+            if job in self.queue:
+                self.stats.jobs_done += 1
+            self.finish(job, "done")
+
     def _run(self, job: GenerationJob, token: CancelToken) -> None:
         cfg = self.config
         job.started_at = self._clock()
@@ -111,7 +120,6 @@ class JobRunner:
                 result = self.generator.generate(request, progress, token)
             token.raise_if_cancelled()
             self._apply(job, result)
-            self.stats.jobs_done += 1
             seconds = self._clock() - job.started_at
             self.average_job_s = seconds if self.average_job_s is None else 0.7 * self.average_job_s + 0.3 * seconds
         except GenerationCancelled:

@@ -447,7 +447,7 @@ def solve_colours(
         ridge: pull towards the initial colours (squared blending weight).
         max_depth: view depths at or beyond this are sky (nothing to fit there).
         packed: an old chunk's activated Gaussians (the renderer's cache, shared with the
-            frames that draw it: :meth:`.render.cpu.CpuRenderer.packed`); None: this module's
+            frames that draw it: :attr:`.render.base.Renderer.packed_chunks`); None: this module's
             own cache. Only the fine records are read (coarse levels are ignored).
     """
     if iterations <= 0 or len(new) == 0 or not views:

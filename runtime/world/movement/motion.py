@@ -65,6 +65,7 @@ NEAR_GROUND_RADIUS = 3.0  # m; walk mode settles onto known ground this far away
 _PLANE_POINTS = 5  # floors around a player without ground under them that are fitted with a plane
 _RING = tuple((math.cos(a * math.pi / 4), math.sin(a * math.pi / 4)) for a in range(8))
 HEIGHT_RATE = 12.0  # 1/s; eye height follows the ground with this exponential rate (smooth steps)
+HEIGHT_SNAP = 1e-4  # m; ...and takes it once this near: an ease has no end, and every step of it redraws the player's view
 MAX_HEIGHT_LAG = 0.2  # m; ...but never trails it by more (running up a slope must not sink into it)
 MAX_SLOPE_DEG = 40.0  # steepest walkable ground, give or take the probe's slack below
 SLOPE_PROBE = 1.0  # m ahead of a move where the ground's rise is compared with the slope limit
@@ -394,7 +395,7 @@ def _walk_substep(position: np.ndarray, delta: np.ndarray, h: float, collider: "
             x, z = _slide(x, z, delta[0], delta[2], ref, collider, try_at)
     target = walk_target_eye_y(x, z, min(y, ref), collider)
     if target is not None:
-        y = y + (target - y) * (1.0 - math.exp(-HEIGHT_RATE * h))
+        y = target if abs(target - y) <= HEIGHT_SNAP else y + (target - y) * (1.0 - math.exp(-HEIGHT_RATE * h))
         y = min(max(y, target - MAX_HEIGHT_LAG), target + MAX_HEIGHT_LAG)
     return np.array([x, y, z])
 

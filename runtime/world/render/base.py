@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
 from ..camera import Cameras
-from ..scene import SceneSnapshot
+from ..scene import Chunk, SceneSnapshot
 from ..sky import Sky
+
+if TYPE_CHECKING:
+    from .projection import PackedChunk
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,10 @@ class Renderer(Protocol):
     """How the far field is laid behind the scene (:func:`.far_pass.shown_alpha`): shown from
     this scene transmittance on (:data:`.far_pass.SEE_THROUGH_FROM`), or None: behind the
     whole scene, as a background."""
+    packed_chunks: Callable[[Chunk], PackedChunk] | None
+    """A chunk activated for the CPU kernels (:class:`.projection.PackedChunk`), from the cache
+    this renderer's frames draw from, for the colour fit to share; None where the renderer keeps
+    no such copies (it draws on a GPU)."""
 
     def render(self, snapshot: SceneSnapshot, cameras: Cameras, sky: Sky) -> RenderOutput: ...
 

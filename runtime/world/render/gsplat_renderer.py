@@ -102,6 +102,7 @@ class GsplatRenderer:
 
     name = "gsplat"
     far_see_through_from = None  # the far field lies behind the whole scene (not yet the CPU renderer's rule)
+    packed_chunks = None  # chunks live on the GPU: the colour fit activates its own CPU copies
 
     def __init__(self, device: str = "cuda", cache_bytes: int = DEFAULT_GPU_CACHE_BYTES, packed: bool = False) -> None:
         self._torch, self._gsplat = require_cuda_and_gsplat("gsplat renderer", "; use the cpu renderer")
