@@ -175,10 +175,7 @@ class CpuRenderer:
             far = snapshot.visible_far(cam)
             self._scratch.counts = self._draw(snapshot, cam, True, coarse, stride, rgb[i], depth[i], alpha[i])
             if far:
-                far_rgb, far_alpha, fstride = self._far_layer(far, cam)
-                see_through = self.far_see_through_from
-                composite_far(rgb[i], alpha[i], far_rgb, far_alpha[..., None], fstride, coarse, stride,
-                              np.float32(see_through or 0.0), see_through is None)
+                self._lay_far(far, cam, coarse, stride, rgb[i], alpha[i])
         return RenderOutput(rgb=rgb, depth=depth, alpha=alpha, scene_version=snapshot.version)
 
     def render_alpha(self, snapshot: SceneSnapshot, cameras: Cameras) -> np.ndarray:
@@ -203,11 +200,20 @@ class CpuRenderer:
         if not far:
             return Backdrop(_unit(bare), None, self.far_see_through_from)
         background = bare.copy()
+        self._lay_far(far, camera, coarse, stride, background, alpha)
+        return Backdrop(_unit(background), _unit(bare), self.far_see_through_from)
+
+    def _lay_far(
+        self, far: tuple[Chunk, ...], camera: Cameras, coarse: np.ndarray, stride: int, rgb: np.ndarray, alpha: np.ndarray
+    ) -> None:
+        """Draw the ``far`` chunks' layer at ``camera`` and lay it behind the scene already in
+        ``rgb [H,W,3]`` uint8 / ``alpha [H,W]`` (in place; ``coarse``, ``stride``: the sky grid
+        it was drawn over), by :attr:`far_see_through_from`. What :meth:`render` and
+        :meth:`backdrop` both do."""
         far_rgb, far_alpha, fstride = self._far_layer(far, camera)
         see_through = self.far_see_through_from
-        composite_far(background, alpha, far_rgb, far_alpha[..., None], fstride, coarse, stride,
+        composite_far(rgb, alpha, far_rgb, far_alpha[..., None], fstride, coarse, stride,
                       np.float32(see_through or 0.0), see_through is None)
-        return Backdrop(_unit(background), _unit(bare), see_through)
 
     def prepare(self, chunks: Sequence[Chunk]) -> None:
         """Activate ``chunks`` and build their coarse levels now (where a chunk lands, on the
