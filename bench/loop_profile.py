@@ -37,6 +37,7 @@ from pathlib import Path
 from bench.attacks import ATTACKS, _attack_process
 from bench.common import describe_machine, write_json
 from bench.stream import run_loop
+from runtime.native_heap import keep_large_buffers
 
 COUNTERS = ("worldstream_connections_closed_total", "worldstream_large_messages_total", "worldstream_connections_refused_total", "worldstream_protocol_errors_total",
             "worldstream_messages_dropped_total", "worldstream_read_holds_total", "worldstream_limit_refusals_total")
@@ -189,6 +190,8 @@ async def profile_attack(attack: str, duration: float, workdir: Path, top: int) 
     after = await asyncio.to_thread(counters, url)
     stop.set()
     await server
+    with open("/proc/self/status") as f:
+        memory = {k: round(int(v.split()[0]) / 1024, 1) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
     text = io.StringIO()
     ps = pstats.Stats(profiler, stream=text)
     ps.sort_stats("tottime").print_stats(top)
@@ -196,6 +199,7 @@ async def profile_attack(attack: str, duration: float, workdir: Path, top: int) 
     return {
         "attack": attack, "duration_s": duration, "loop_cpu_ms": round(1e3 * cpu, 1), "wall_s": round(wall, 2),
         "gc": [{"generation": g, "ms": round(ms, 2)} for g, ms in collections],
+        "rss_mib": memory.get("VmRSS"), "peak_rss_mib": memory.get("VmHWM"),
         "bytes_in": reads.bytes_in, "large_messages_handled": reads.large_handled,
         "busiest_windows": sampler.busiest(WINDOW_S, wall0),
         "counters": {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)},
@@ -211,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
     print(describe_machine())
-    sys.setswitchinterval(0.001)  # as the server's command line sets it
+    sys.setswitchinterval(0.001)  # as the server's command line sets these
+    keep_large_buffers()
     with tempfile.TemporaryDirectory(prefix="loop-profile-") as tmp:
         result = run_loop(profile_attack(args.attack, args.duration, Path(tmp), args.top))
     gcs = result["gc"]
@@ -224,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  at {w['from_s']} s, the loop's stacks by CPU ms:")
         for stack, ms in w["stacks"][:12]:
             print(f"    {ms:6.1f}  {stack}")
+    print(f"process memory: resident {result['rss_mib']} MiB, peak {result['peak_rss_mib']} MiB")
     print(f"WebSocket bytes read {result['bytes_in'] / 2**20:.1f} MiB; messages over the small-message limit handed to the server's code: {result['large_messages_handled']}")
     print("server counters:", ", ".join(f"{k} {v:g}" for k, v in sorted(result["counters"].items())))
     print("attacker:", result["attacker"])

@@ -27,6 +27,7 @@ from websockets.asyncio.server import serve
 from protocol import PROTOCOL_VERSION, messages as m
 from runtime.config import Executors, ServerConfig, crf_arg
 from runtime.heap import settle_heap
+from runtime.native_heap import keep_large_buffers
 from runtime.lobby import Lobby
 from runtime.metrics import ServerMetrics
 from runtime.quotas import Limits, LimitReached, Quotas, client_key
@@ -602,6 +603,7 @@ def _serve(config: ServerConfig, renderer) -> int:
     # can wait 5 ms for the interpreter lock while a busy thread runs Python; 1 ms bounds
     # that wait at the cost of a few more lock hand-overs.
     sys.setswitchinterval(0.001)
+    keep_large_buffers()  # an 8 MiB hello read on the loop reuses memory instead of faulting in new pages
     try:
         import uvloop
 

@@ -154,3 +154,24 @@ def test_flood_cost_bench_runs(tmp_path):
     assert rows["close_1009"]["outcomes"] == "closed 1009 1", rows
     assert rows["refused_429"]["outcomes"] == "HTTP 429 5", rows
     assert all(r["loop_cpu_us"] is not None for r in rows.values())
+
+
+@pytest.mark.timeout(240)
+def test_loop_profile_bench_runs(tmp_path):
+    """bench/loop_profile.py profiles its own server's event loop through a second of the
+    bad-message flood (in a process of its own: it sets the switch interval and freezes the
+    heap, as the server does): it reports the loop's CPU and its busiest window, and counts
+    the 8 MiB messages the server read, within the address's large-message budget."""
+    import subprocess
+
+    from runtime.stream.websocket import LARGE_BURST
+
+    out = tmp_path / "loop_profile.json"
+    cmd = [sys.executable, "-m", "bench.loop_profile", "--duration", "1", "--top", "5", "--json", str(out)]
+    run = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["loop_cpu_ms"] > 0 and result["busiest_windows"], result
+    assert "feed_data" in result["profile"] or "data_received" in result["profile"], result["profile"]
+    read = result["counters"].get('large_messages_total{outcome="read"}', 0)
+    assert 1 <= read <= LARGE_BURST + 1 and result["large_messages_handled"] <= read, result["counters"]

@@ -682,6 +682,19 @@ def test_large_messages_are_read_only_on_the_address_budget(capped_server):
     assert len(EMPTY_ARRAYS_8MIB) * LARGE_BURST <= got < len(EMPTY_ARRAYS_8MIB) * (allowed + 1), report
 
 
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="glibc's mallopt: Linux")
+def test_the_server_process_keeps_large_buffers_for_reuse():
+    """The server's command line sets glibc's malloc to keep freed buffers of a few MiB (an
+    8 MiB hello's) instead of faulting in new pages for each (``runtime.native_heap``); in a
+    process of its own, as it changes the allocator for good."""
+    import subprocess
+    import sys
+
+    code = "from runtime.native_heap import keep_large_buffers; print(keep_large_buffers())"
+    run = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == "True", run.stdout + run.stderr
+
+
 class _QuietLink:
     """The layer above a connection, for a test of the connection alone: joined, ignoring what comes."""
 
