@@ -127,6 +127,18 @@ def _json_default(value):
     return str(value)
 
 
+def process_memory_bytes(field: str = "VmRSS") -> int:
+    """A line of this process's ``/proc/self/status`` in bytes (Linux; 0 elsewhere):
+    ``VmRSS`` resident now, ``VmHWM`` the most it has been resident."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def percentile(values: Iterable[float], q: float) -> float | None:
     arr = np.asarray(list(values), dtype=np.float64)
     return float(np.percentile(arr, q)) if arr.size else None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import describe_machine, format_table, write_json
+from bench.common import describe_machine, format_table, process_memory_bytes, write_json
 from runtime.world.formats.media import encode_png
 from runtime.world.render.cpu import CpuRenderer
 from runtime.world.store import WorldLibrary
@@ -39,10 +39,7 @@ def gradient(side: int) -> np.ndarray:
 
 def resident_bytes() -> int:
     """This process's resident memory (``VmRSS``, Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return process_memory_bytes("VmRSS")
 
 
 def measure(side: int, renderer) -> dict:

@@ -47,6 +47,7 @@ scenes of a loaded server; the walks, their seeds and the judge are the same.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import multiprocessing as mp
 import time
@@ -56,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import describe_machine, format_table, machine, write_json
+from bench.common import describe_machine, format_table, machine, process_memory_bytes, write_json
 from runtime.world import PlayerState, Pose, World, WorldConfig
 from runtime.world.gaussians import Gaussians
 from runtime.world.generators.procedural import ProceduralGenerator
@@ -201,6 +202,8 @@ class WalkResult:
     off_ground_episodes: list = field(default_factory=list)  # [(t start, t end, x, z, farthest m)] where it began
     jobs: int = 0
     wall_s: float = 0.0
+    rss_mb: float = 0.0  # the walk's process resident after the walk (its world closed and collected)
+    peak_rss_mb: float = 0.0  # the most that process has been resident so far (VmHWM)
 
     @property
     def stuck(self) -> bool:
@@ -262,7 +265,10 @@ def scripted_walk(
     result = WalkResult(biome, seed, walk, seconds)
     truth = GeneratorTruth(caption, seed)
     t0 = time.perf_counter()
-    world = World(WorldConfig(f"walk-{biome}-{seed}-{walk}", seed=seed, caption=caption), generator=ProceduralGenerator())
+    # yield_cpu=False: the walk waits for every job, and SCHED_IDLE workers get almost no CPU beside any busy process
+    world = World(
+        WorldConfig(f"walk-{biome}-{seed}-{walk}", seed=seed, caption=caption), generator=ProceduralGenerator(), yield_cpu=False
+    )
     try:
         pose = Pose(np.zeros(3, np.float32), float(rng.uniform(-math.pi, math.pi)), 0.0)
         history: list[tuple[float, np.ndarray]] = []
@@ -323,7 +329,15 @@ def scripted_walk(
         result.jobs = int(world.stats["jobs_done"])
     finally:
         world.close()
+    # A closed world is garbage only for the cyclic collector (its job runner holds its
+    # bound methods), whose full collections come when enough long-lived container objects
+    # pile up -- rarely in a process that walks (numpy arrays are not counted): a process
+    # running walk after walk held every dead world's scene, 8 GB by its tenth walk.
+    del world
+    gc.collect()
     result.wall_s = time.perf_counter() - t0
+    result.rss_mb = process_memory_bytes("VmRSS") / 2**20
+    result.peak_rss_mb = process_memory_bytes("VmHWM") / 2**20
     return result
 
 
@@ -375,7 +389,8 @@ def run(args, log=print) -> dict:
     def report(r: WalkResult) -> WalkResult:
         log(f"  walk {r.walk}: {r.biome} seed {r.seed}: {r.distance_m:.0f} m, stuck {len(r.stuck_events)}, "
             f"blocked {r.blocked_s:.1f} s (truth {r.truth_blocked_s:.1f} s), off the ground {r.off_ground_s:.1f} s "
-            f"(at most {r.max_off_ground_m:.1f} m), {r.jobs} jobs, {r.wall_s:.0f} s wall")
+            f"(at most {r.max_off_ground_m:.1f} m), {r.jobs} jobs, {r.wall_s:.0f} s wall, "
+            f"RSS {r.rss_mb:.0f} MB after (peak {r.peak_rss_mb:.0f} MB)")
         return r
 
     if args.processes > 1:
@@ -391,6 +406,7 @@ def run(args, log=print) -> dict:
             "stuck_events": len(r.stuck_events), "blocked_s": round(r.blocked_s, 1),
             "truth_blocked_s": round(r.truth_blocked_s, 1), "off_ground_s": round(r.off_ground_s, 1),
             "max_off_ground_m": round(r.max_off_ground_m, 2), "jobs": r.jobs, "wall_s": round(r.wall_s, 1),
+            "rss_mb": round(r.rss_mb), "peak_rss_mb": round(r.peak_rss_mb),
             "events": r.stuck_events, "off_ground_episodes": r.off_ground_episodes,
         }
         for r in results
@@ -403,6 +419,7 @@ def run(args, log=print) -> dict:
         "mean_distance_m": float(np.mean([r.distance_m for r in results])) if results else 0.0,
         "off_ground_walks": sum(r.off_ground_s > 0 for r in results),
         "seconds_per_walk": args.seconds,
+        "peak_rss_mb": max((round(r.peak_rss_mb) for r in results), default=0),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     return {"machine": machine(), "args": vars(args), "summary": summary, "biomes": by_biome(rows), "walks": rows}
@@ -415,7 +432,8 @@ def main(argv=None) -> None:
     print(format_table(out["walks"], [
         ("biome", "biome"), ("seed", "seed"), ("distance_m", "m walked"), ("stuck_events", "stuck"),
         ("blocked_s", "blocked s"), ("truth_blocked_s", "truth blocked s"), ("off_ground_s", "off ground s"),
-        ("max_off_ground_m", "max off m"), ("jobs", "jobs"), ("wall_s", "wall s"),
+        ("max_off_ground_m", "max off m"), ("jobs", "jobs"), ("wall_s", "wall s"), ("rss_mb", "RSS MB"),
+        ("peak_rss_mb", "peak RSS MB"),
     ]))
     print()
     print(format_table(out["biomes"], [
@@ -427,7 +445,7 @@ def main(argv=None) -> None:
     print(f"\nstuck walks: {s['stuck_walks']} / {s['walks']} (rate {s['stuck_rate']:.2f}), "
           f"{s['stuck_events']} stuck events, mean {s['mean_distance_m']:.0f} m per {s['seconds_per_walk']:.0f} s walk; "
           f"{s['off_ground_walks']} walks left the generator's ground by more than a step; "
-          f"{s['wall_s']:.0f} s wall with {args.processes} process(es)")
+          f"{s['wall_s']:.0f} s wall with {args.processes} process(es), a walk process at most {s['peak_rss_mb']} MB resident")
     write_json(args.json, out)
 
 

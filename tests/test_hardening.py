@@ -649,6 +649,7 @@ def test_large_messages_are_read_only_on_the_address_budget(capped_server):
     read, refused = 'worldstream_large_messages_total{outcome="read"}', 'worldstream_large_messages_total{outcome="refused"}'
     before = {name: metric(url, name) for name in (read, refused)}
     outcomes: list[str] = []
+    reasons: list[str] = []
 
     async def one(ws) -> None:
         with contextlib.suppress(Exception):  # closed mid-send (websockets may say so with an AttributeError)
@@ -659,6 +660,7 @@ def test_large_messages_are_read_only_on_the_address_budget(capped_server):
                 outcomes.append(reply["code"])
         except ConnectionClosed:
             outcomes.append(f"closed {ws.close_code}")
+            reasons.append(ws.close_reason)
 
     async def scenario() -> float:
         sockets = [await connect(capped_server.ws_url, max_size=None, local_addr=("127.0.0.11", 0)) for _ in range(8)]
@@ -679,6 +681,7 @@ def test_large_messages_are_read_only_on_the_address_budget(capped_server):
     # frame before the answer went out); every other connection was closed from a header.
     assert set(outcomes) <= {"too_large", "closed 1009"} and outcomes.count("too_large") <= counted[read], report
     assert outcomes.count("closed 1009") >= 8 - counted[read], report
+    assert all("budget" in reason for reason in reasons), reasons  # the close says which limit
     assert len(EMPTY_ARRAYS_8MIB) * LARGE_BURST <= got < len(EMPTY_ARRAYS_8MIB) * (allowed + 1), report
 
 

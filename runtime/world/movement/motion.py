@@ -62,7 +62,7 @@ MAX_PITCH = math.radians(89.0)
 MAX_DT = 1.0  # s; longer steps are rejected (the caller lost track of time)
 SUBSTEP_DT = 0.04  # s; at <= 6 m/s a substep moves < BODY_RADIUS, so walls cannot be skipped
 NEAR_GROUND_RADIUS = 3.0  # m; walk mode settles onto known ground this far away when none is under the player
-_PLANE_POINTS = 5  # floors around a player without ground under them that are fitted with a plane
+_PLANE_POINTS = 5  # floors around a player without ground under them: the rings stop once this many are found
 _RING = tuple((math.cos(a * math.pi / 4), math.sin(a * math.pi / 4)) for a in range(8))
 HEIGHT_RATE = 12.0  # 1/s; eye height follows the ground with this exponential rate (smooth steps)
 HEIGHT_SNAP = 1e-4  # m; ...and takes it once this near: an ease has no end, and every step of it redraws the player's view
@@ -240,14 +240,19 @@ def walk_target_eye_y(x: float, z: float, eye_y: float, collider: "SceneCollider
 
 def _ground_around(x: float, z: float, feet: float, collider: "SceneCollider") -> float | None:
     """The ground under ``(x, z)`` guessed from floors around it (every ``2 * ground_cell``
-    in 8 directions out to :data:`NEAR_GROUND_RADIUS`), or None if there are none.
+    in 8 directions out to :data:`NEAR_GROUND_RADIUS`), or None where none will do.
 
     Where the scene holds no ground right under a player (the spawn point, wherever fly
     mode ended, a stretch whose ground splats are sparse), a standing player settles onto
-    the ground around them instead of hanging in the air, and a walking one follows it. With
-    :data:`_PLANE_POINTS` floors found, a plane through them gives the height (a slope goes
-    on rising under the player, so they do not sink into it); with fewer, their median.
-    The result rises at most :data:`MAX_STEP` above ``feet``.
+    the ground around them instead of hanging in the air, and a walking one follows it. A
+    walkable plane through the floors found gives the height (a slope goes on rising under
+    the player, so they do not sink into it; floors known only uphill of a player crossing a
+    slope say how far it falls towards them). With fewer than three floors, or none on a
+    walkable plane, the floor nearest the feet of those not more than a step above them: a
+    single ledge or roof 3 m away is no ground to climb towards (issue 16, city seed 1: the
+    median of a building's ledge and the street lifted the player half a metre a tick, from
+    one ledge in reach to the next, 4 m up the building). The result rises at most
+    :data:`MAX_STEP` above ``feet``.
 
     Which floors: a ring ``r`` metres out is searched from as high as a
     :data:`MAX_SLOPE_DEG` slope would rise there, but of a column's floors the one nearest
@@ -258,7 +263,8 @@ def _ground_around(x: float, z: float, feet: float, collider: "SceneCollider") -
     the last one raised, the player climbed into the canopy step by step and got stuck in
     it (issue 16, forest seed 3).
     """
-    step = 2.0 * collider.config.ground_cell
+    cell = collider.config.ground_cell
+    step = 2.0 * cell
     rings = max(1, int(NEAR_GROUND_RADIUS / step))
     rise = math.tan(math.radians(MAX_SLOPE_DEG))
     points = []
@@ -271,37 +277,47 @@ def _ground_around(x: float, z: float, feet: float, collider: "SceneCollider") -
                 level = collider.ground_y(px, pz, feet - MAX_STEP)
                 if level is not None and abs(level - feet) < abs(g - feet):
                     g = level
-            if g is not None:
-                points.append((r * dx, r * dz, g))
+            if g is not None:  # at its column's centre: a floor is the column's top, wherever in it the ring fell
+                points.append(((math.floor(px / cell) + 0.5) * cell - x, (math.floor(pz / cell) + 0.5) * cell - z, g))
         if len(points) >= _PLANE_POINTS:
             break
     if not points:
         return None
-    return max(_ground_plane(np.asarray(points), feet), feet - MAX_STEP)
+    floors = np.asarray(points)
+    g = _ground_plane(floors, feet)
+    if g is None:
+        reach = floors[floors[:, 2] >= feet - MAX_STEP - 1e-6, 2]  # +y down: not above a step
+        if not reach.size:
+            return None
+        g = float(reach[np.argmin(np.abs(reach - feet))])
+    return max(g, feet - MAX_STEP)
 
 
-def _ground_plane(points: np.ndarray, feet: float) -> float:
+def _ground_plane(points: np.ndarray, feet: float) -> float | None:
     """Height (+y down) at the origin of the ground through ``points`` ``[P, 3]`` of
-    ``(dx, dz, y)`` floors around it.
+    ``(dx, dz, y)`` floors around it, or None.
 
-    The plane most floors agree with: of the planes through every three of them, the one
-    with the most floors within :data:`MAX_STEP` of it (ties: the one nearest ``feet`` at
-    the origin), refitted by least squares through those. A plain least-squares fit through
-    all of them tilts towards a few floors of another surface on one side (a canopy over the
-    ground, a roof beside a street) and reads them as a slope. With fewer than
-    :data:`_PLANE_POINTS` floors, or no plane, their median.
+    The walkable plane most floors agree with: of the planes through every three of them no
+    steeper than :data:`MAX_SLOPE_DEG`, the one with the most floors within
+    :data:`MAX_STEP` of it (ties: the one nearest ``feet`` at the origin), refitted by least
+    squares through those. A plain least-squares fit through all of them tilts towards a few
+    floors of another surface on one side (a canopy over the ground, a roof beside a street)
+    and reads them as a slope. None with fewer than three floors, or where no three span a
+    walkable plane (a ledge and the ground below it).
     """
-    if len(points) < _PLANE_POINTS:
-        return float(np.median(points[:, 2]))
+    if len(points) < 3:
+        return None
     i, j, k = _triples(len(points)).T
     # The plane through three points: its normal is the cross product of two edges.
     n = np.cross(points[j] - points[i], points[k] - points[i])  # [T, 3] over (dx, dz, y)
     ok = np.abs(n[:, 2]) > 1e-6  # three floors on one line (seen from above) span no plane
-    if not ok.any():
-        return float(np.median(points[:, 2]))
     n, p0 = n[ok], points[i[ok]]
     # y = y0 - (nx (dx - dx0) + nz (dz - dz0)) / ny, as height at the origin + slopes
     slope = -n[:, :2] / n[:, 2:3]  # [T, 2]
+    walkable = np.hypot(slope[:, 0], slope[:, 1]) <= math.tan(math.radians(MAX_SLOPE_DEG))
+    if not walkable.any():
+        return None
+    slope, p0 = slope[walkable], p0[walkable]
     height = p0[:, 2] - (slope * p0[:, :2]).sum(axis=1)  # [T]: at the origin
     agree = np.abs(height[:, None] + slope @ points[:, :2].T - points[:, 2]) <= MAX_STEP  # [T, P]
     count = agree.sum(axis=1)
