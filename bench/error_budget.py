@@ -27,6 +27,12 @@ pixels (a world closer to a blurred truth than to the truth is blurrier than it)
 
 "PSNR if perfect" is the median over views of the view's PSNR with that class's error
 removed: how far fixing only that class would move the median.
+
+With ``sources`` (the scene's opacity at the view drawn from each kind of keyframe's chunks
+alone: fill keyframes at 320x180, refining ones at 640x360, coarse fills), every class's
+error is also split by the source with the most opacity at the pixel ("none": no source
+reaches ``SOURCE_MIN_ALPHA``, the far field or the bare sky shows): which keyframes drew the
+wrong pixels.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ CLASSES = ("hole", "sky", "depth edge", "unseen", "thin", "object", "ground")
 BANDS = ((0.0, 5.0, "< 5 m"), (5.0, 15.0, "5-15 m"), (15.0, 40.0, "15-40 m"), (40.0, math.inf, ">= 40 m"))
 BLURS = (0.5, 1.0, 2.0)
 SKY_REACH_PX = 4
+SOURCE_MIN_ALPHA = 0.05
+"""Below this opacity from every source a pixel is drawn by none of them."""
 
 
 def _grow(mask: np.ndarray, r: int) -> np.ndarray:
@@ -101,7 +109,8 @@ def _psnr(mse: float) -> float:
 
 
 def view_budget(world_rgb: np.ndarray, truth_rgb: np.ndarray, truth_depth: np.ndarray, shown_alpha: np.ndarray,
-                camera: Cameras, frames: list[Frame], seed: int, sky_depth: float) -> dict:
+                camera: Cameras, frames: list[Frame], seed: int, sky_depth: float,
+                sources: dict[str, np.ndarray] | None = None) -> dict:
     """One novel view's error split (see the module doc).
 
     Args:
@@ -109,6 +118,8 @@ def view_budget(world_rgb: np.ndarray, truth_rgb: np.ndarray, truth_depth: np.nd
         truth_depth: ``[H, W]`` the generator's z-depth (metres, inf for sky).
         shown_alpha: ``[H, W]`` the scene's opacity composited over the far field's.
         camera: the view (one camera); frames: the world's keyframes.
+        sources: optional ``{name: [H, W] opacity}`` of the scene drawn from one kind of
+            keyframe's chunks alone (see the module doc).
     Returns a dict: ``sse`` / ``pixels`` per class and per band, ``mse``, and the geometry tests.
     """
     a = world_rgb.astype(np.float64)
@@ -135,11 +146,18 @@ def view_budget(world_rgb: np.ndarray, truth_rgb: np.ndarray, truth_depth: np.nd
         "ground": np.ones((H, W), bool),
     }
     taken = np.zeros((H, W), bool)
-    out = {"mse": float(se.mean()), "sse": {}, "pixels": {}, "band_sse": {}, "band_pixels": {}}
+    out = {"mse": float(se.mean()), "sse": {}, "pixels": {}, "band_sse": {}, "band_pixels": {}, "source_sse": {}}
+    names = list(sources or {})
+    if names:
+        stack = np.stack([sources[n] for n in names])
+        owner = np.where(stack.max(axis=0) >= SOURCE_MIN_ALPHA, stack.argmax(axis=0), len(names))
+        names.append("none")
     for name in CLASSES:
         m = masks[name] & ~taken
         taken |= m
         out["sse"][name], out["pixels"][name] = float(se[m].sum()), int(m.sum())
+        if names:
+            out["source_sse"][name] = {n: float(se[m & (owner == k)].sum()) for k, n in enumerate(names)}
     for lo, hi, name in BANDS:
         m = surface & (truth_depth >= lo) & (truth_depth < hi)
         out["band_sse"][name], out["band_pixels"][name] = float(se[m].sum()), int(m.sum())
@@ -211,8 +229,20 @@ def tables(views: list[dict]) -> tuple[list[dict], list[dict], dict]:
         "psnr_slack": float(np.median([_psnr(b["slack_mse"]) for b in budgets])),
         "psnr_vs_blurred": {s: float(np.median([_psnr(b["blur_mse"][s]) for b in budgets])) for s in BLURS},
         "sky_share": {k: sum(b["sky_sse"][k] for b in budgets) / max(total, 1e-9) for k in budgets[0]["sky_sse"]},
+        "source_share": _source_shares(budgets, total),
     }
     return (rows("sse", "pixels", CLASSES), rows("band_sse", "band_pixels", [n for *_, n in BANDS] + ["sky"]), geometry)
+
+
+def _source_shares(budgets: list[dict], total: float) -> dict:
+    """``{class: {source: share of all views' summed squared error}}`` (empty without sources)."""
+    out: dict[str, dict[str, float]] = {}
+    for b in budgets:
+        for name, parts in b.get("source_sse", {}).items():
+            row = out.setdefault(name, {})
+            for source, sse in parts.items():
+                row[source] = row.get(source, 0.0) + sse / max(total, 1e-9)
+    return out
 
 
 def print_tables(views: list[dict], format_table) -> None:
@@ -232,6 +262,10 @@ def print_tables(views: list[dict], format_table) -> None:
     print(format_table(fmt(bands), cols))
     print("sky's share of the MSE by the nearest surface within %d px: " % SKY_REACH_PX
           + ", ".join(f"{k} {v:.3f}" for k, v in g["sky_share"].items()))
+    if g["source_share"]:
+        print("share of the MSE by class and the keyframes that drew the pixel (most opacity): ")
+        for name, parts in g["source_share"].items():
+            print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(parts.items())))
     shifts = ", ".join(f"{dx:+d},{dy:+d}" for dx, dy in g["best_shifts"])
     blurs = ", ".join(f"sigma {s} px {v:.2f}" for s, v in g["psnr_vs_blurred"].items())
     print(f"\ngeometry or colour: PSNR on the crop {g['psnr_crop']:.2f} dB, after the best whole-view shift "

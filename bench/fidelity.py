@@ -95,6 +95,7 @@ from runtime.world.keyframes.fit import FIT_ITERATIONS
 from runtime.world.keyframes.optimise import ChunkOptimiser
 from runtime.world.render import create_renderer
 from runtime.world.render.far_pass import SEE_THROUGH_FROM, shown_alpha
+from runtime.world.scene import SceneSnapshot
 
 VIEW_FOV = math.radians(60.0)
 EYE_HEIGHT = 1.7
@@ -245,6 +246,7 @@ class JobTimeline:
             self.jobs[job.id] = {
                 "id": job.id, "planned": job.created_at, "x": float(c[0]), "z": float(c[2]),
                 "yaw_deg": round(math.degrees(math.atan2(f[0], f[2]))), "refines": job.refines,
+                "looks_around": job.looks_around,
                 "size": f"{round(job.cameras.width * job.scale)}x{round(job.cameras.height * job.scale)}",
             }
             return
@@ -437,7 +439,9 @@ def run_walk(args, biome: str, seed: int, path_kind: str, speed: float, log=prin
             }
             if args.error_budget:
                 shown = shown_alpha(w_out.alpha[0], far, see_through)
-                view["budget"] = error_budget.view_budget(w_out.rgb[0], t_rgb[0], t_depth[0], shown, cam, world.memory.frames(), seed, SKY_DEPTH)
+                sources = _alpha_by_source(world, cam, timeline)
+                view["budget"] = error_budget.view_budget(w_out.rgb[0], t_rgb[0], t_depth[0], shown, cam, world.memory.frames(), seed,
+                                                          SKY_DEPTH, sources)
             views.append(view)
             world_rgb.append(w_out.rgb[0])
             truth_rgb.append(t_rgb[0])
@@ -576,6 +580,18 @@ def _far_gain(world: World, cam: Cameras, world_rgb: np.ndarray, truth_rgb: np.n
         return 0.0
     bare = world.renderer.render(dataclasses.replace(snapshot, far=()), cam, world.sky).rgb[0]
     return _finite(psnr(world_rgb, truth_rgb)) - _finite(psnr(bare, truth_rgb))
+
+
+def _alpha_by_source(world: World, cam: Cameras, timeline: JobTimeline) -> dict[str, np.ndarray]:
+    """``{keyframe size: [H, W] opacity}``: the drawn snapshot's chunks grouped by the size their
+    job's keyframes were traced at (``320x180`` fills, ``640x360`` refining keyframes, coarse
+    fills smaller), each group drawn alone at ``cam`` (one camera)."""
+    snapshot = _drawn(world, cam)
+    groups: dict[str, list] = {}
+    for chunk in snapshot.visible_chunks(cam):
+        job = timeline.jobs.get(chunk.source.job_id)
+        groups.setdefault(job["size"] if job else "other", []).append(chunk)
+    return {name: world.renderer.render_alpha(SceneSnapshot(0, tuple(chunks)), cam)[0] for name, chunks in sorted(groups.items())}
 
 
 def _keyframe_centers(world: World) -> np.ndarray:

@@ -13,6 +13,7 @@ instead of being returned.
 
 The cost: the process may hold up to ``TRIM_THRESHOLD_BYTES`` more resident memory per
 heap than it uses at the moment. Only glibc has ``mallopt``; elsewhere this does nothing.
+``WORLDSTREAM_KEEP_LARGE_BUFFERS=0`` keeps glibc's defaults.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 
 log = logging.getLogger("worldstream")
 
@@ -29,10 +31,14 @@ MMAP_THRESHOLD_BYTES = 32 * 2**20
 """Blocks this large or larger still come from ``mmap`` (glibc's maximum); an 8 MiB message's buffers do not."""
 TRIM_THRESHOLD_BYTES = 64 * 2**20
 """Free memory kept at a heap's top: the three 8 MiB buffers of one large message, with room to spare."""
+ENV = "WORLDSTREAM_KEEP_LARGE_BUFFERS"
+"""``0``: leave glibc's defaults (say, where resident memory matters more than the loop's CPU)."""
 
 
 def keep_large_buffers() -> bool:
     """Apply the settings above to this process's ``malloc``; True when they took effect."""
+    if os.environ.get(ENV, "1") == "0":
+        return False
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)

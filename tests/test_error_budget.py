@@ -67,3 +67,27 @@ def test_the_skys_error_is_split_by_the_nearest_surface():
     world[~np.isfinite(depth)] = 0
     budget = error_budget.view_budget(world, rgb, depth, np.ones(depth.shape, np.float32), cam, [frame], SEED, SKY_DEPTH)
     assert math.isclose(sum(budget["sky_sse"].values()), budget["sse"]["sky"] + budget["sse"]["depth edge"], rel_tol=1e-9)
+
+
+def test_each_class_error_is_split_by_the_keyframes_that_drew_it():
+    """With ``sources``, a class's error goes to the source with the most opacity at the pixel
+    ("none" where no source reaches SOURCE_MIN_ALPHA); the parts add up to the class."""
+    cam, rgb, depth, frame = _view()
+    world = np.zeros_like(rgb)
+    H, W = depth.shape
+    fill = np.zeros((H, W), np.float32)
+    detail = np.zeros((H, W), np.float32)
+    fill[:, : W // 2] = 0.9  # the left half drawn by a fill keyframe, the right by a detail one
+    detail[:, W // 2 :] = 0.6
+    detail[:, -4:] = 0.0  # nothing draws the last columns
+    budget = error_budget.view_budget(world, rgb, depth, np.ones(depth.shape, np.float32), cam, [frame], SEED, SKY_DEPTH,
+                                      {"320x180": fill, "640x360": detail})
+    se = ((world.astype(float) - rgb) ** 2).sum(axis=2) / 3.0
+    parts = {k: sum(budget["source_sse"][c][k] for c in error_budget.CLASSES) for k in ("320x180", "640x360", "none")}
+    assert math.isclose(parts["320x180"], se[:, : W // 2].sum(), rel_tol=1e-9)
+    assert math.isclose(parts["640x360"], se[:, W // 2 : -4].sum(), rel_tol=1e-9)
+    assert math.isclose(parts["none"], se[:, -4:].sum(), rel_tol=1e-9)
+    for c in error_budget.CLASSES:
+        assert math.isclose(sum(budget["source_sse"][c].values()), budget["sse"][c], rel_tol=1e-9, abs_tol=1e-9)
+    shares = error_budget.tables([{"budget": budget}])[2]["source_share"]
+    assert math.isclose(sum(sum(v.values()) for v in shares.values()), 1.0, rel_tol=1e-9)

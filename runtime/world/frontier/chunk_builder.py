@@ -142,7 +142,8 @@ class ChunkBuilder:
         # Splat colours come from the keyframes matched to the scene along the seam (memory
         # keeps them as generated; see keyframes.seams).
         colours = rgb if shown is None else blend_keyframes(rgb, depth, shown.rgb, shown.alpha, shown.depth, cfg.seam_blend_px)
-        gaussians = reconstruct(colours, depth, cams, existing, stride=cfg.reconstruct_stride, split_sky_edges=cfg.split_sky_edges)
+        gaussians = reconstruct(colours, depth, cams, existing, stride=cfg.reconstruct_stride, split_sky_edges=cfg.split_sky_edges,
+                                 sky_edge_opacity=cfg.sky_edge_opacity)
         # A job the hole test asked for fills what a player is looking at now: its near
         # Gaussians stay even where an earlier keyframe saw the spot otherwise (what the
         # player itself was shown is kept by its frozen seen views; see Revisits).

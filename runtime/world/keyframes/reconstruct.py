@@ -30,6 +30,13 @@ from .frames import Frame
 OPACITY_LOGIT = math.log(0.95 / 0.05)
 """New Gaussians are nearly opaque: the logit of 0.95."""
 
+EDGE_OPACITY = 0.75
+"""Opacity of the per-pixel Gaussians at sky edges (``reconstruct(sky_edge_opacity=...)``).
+Below the others' 0.95: a silhouette's splats spill past it into the sky (about a keyframe
+pixel, two to three stream pixels from a 320x180 keyframe), and fainter they show less of the
+surface there; on fast-forwarded walks 0.75 was better than 0.95 in 70 of 72 novel views over
+forest, city and snow (docs/benchmarks.md, "Toward a 28 dB median")."""
+
 NEAREST_SURFACE_MARGIN = 0.05
 """Pixels within this relative margin of a block's minimum depth belong to its nearest surface."""
 
@@ -375,6 +382,7 @@ def reconstruct(
     max_depth: float = 200.0,
     sharpen: float = SHARPEN,
     split_sky_edges: bool = True,
+    sky_edge_opacity: float = EDGE_OPACITY,
 ) -> Gaussians:
     """Turn ``N`` views with depth into new pixel-aligned Gaussians where the scene is empty.
 
@@ -416,7 +424,8 @@ def reconstruct(
     refinement the footprint it was made at). A block's Gaussian reaches past the block (alpha ~0.35 half a block beyond it), so
     against the sky every silhouette was drawn about a third of a block fat and soft, and a
     block only partly covered drew its whole block; per pixel, the silhouette is the
-    keyframe's own to a pixel (docs/benchmarks.md, "Silhouettes against the sky"). Edges
+    keyframe's own to a pixel (docs/benchmarks.md, "Silhouettes against the sky"). Their
+    opacity is ``sky_edge_opacity`` (0.75): they still spill about a pixel into the sky. Edges
     against a farther surface keep their one Gaussian: it also covers that surface's pixels in
     the block, which no other splat does.
 
@@ -433,6 +442,7 @@ def reconstruct(
         max_depth: depths at or beyond this many metres are sky.
         sharpen: unsharp-mask amount on the block colours (0: plain block means).
         split_sky_edges: per-pixel Gaussians on blocks at the sky's edge (see above).
+        sky_edge_opacity: those per-pixel Gaussians' opacity (:data:`EDGE_OPACITY`; the others' is 0.95).
 
     Returns:
         The new Gaussians (world coordinates), possibly empty.
@@ -463,6 +473,8 @@ def reconstruct(
         raise ValueError(f"max_depth must be > 0, got {max_depth}")
     if not 0.0 <= sharpen <= 4.0:
         raise ValueError(f"sharpen must be in [0, 4], got {sharpen}")
+    if not 0.05 <= sky_edge_opacity <= 0.99:
+        raise ValueError(f"sky_edge_opacity must be in [0.05, 0.99], got {sky_edge_opacity}")
 
     made: list[Gaussians] = []
     for n in range(N):
@@ -480,6 +492,7 @@ def reconstruct(
             max_depth,
             sharpen,
             split_sky_edges,
+            sky_edge_opacity,
         )
         made.append(g)
     return Gaussians.concat(made)
@@ -567,6 +580,7 @@ def _reconstruct_view(
     max_depth: float,
     sharpen: float,
     split_sky_edges: bool,
+    sky_edge_opacity: float,
 ) -> Gaussians:
     blocks = reduce_blocks(depth, stride, max_depth, rgb)
     d, colour = blocks.depth, blocks.rgb
@@ -619,6 +633,7 @@ def _reconstruct_view(
     rot_cam = np.stack([a, b, normal], axis=2)  # columns: local axes in camera space
     quats = matrix_to_quat_wxyz(np.matmul(R_c2w, rot_cam))
     colours = _sharpened(colour, support_x, support_y, sharpen)[rows, cols]
+    opacity_logits = np.full(len(p), OPACITY_LOGIT, np.float32)
     if split_sky_edges and stride > 1:
         pixels = _block_pixels(depth, stride, max_depth)
         edge, near = _sky_edge_blocks(pixels, d)
@@ -626,12 +641,15 @@ def _reconstruct_view(
             p, log_scales, quats, colours = _split_sky_edges(
                 edge[rows, cols], near, pixels, K, stride, p, log_scales, quats, colours, rows, cols
             )
+            whole = len(rows) - int(edge[rows, cols].sum())  # the per-pixel splats come after the blocks' own
+            opacity_logits = np.full(len(p), OPACITY_LOGIT, np.float32)
+            opacity_logits[whole:] = math.log(sky_edge_opacity / (1.0 - sky_edge_opacity))
     means = _to_world(p, w2c)
     return Gaussians(
         means=means,
         quats=quats,
         log_scales=log_scales,
-        opacity_logits=np.full(len(means), OPACITY_LOGIT, np.float32),
+        opacity_logits=opacity_logits,
         colors=colours,
     )
 
