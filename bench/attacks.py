@@ -29,7 +29,9 @@ Attacks (``--attacks``, comma-separated, in this order by default):
   server from what any extra process costs the player on a machine with few cores.
 * ``bad_messages``: 8 connections sending, as fast as the server reads them, a rotation of
   expensive messages (8 MiB of empty msgpack arrays, a ping nesting 80,000 values) and
-  malformed ones (garbage, unknown types, out-of-range fields, text frames).
+  malformed ones (garbage, unknown types, out-of-range fields, text frames). With
+  ``--attacker-addresses N`` its connections come from N client addresses (a botnet: each
+  has its own per-address budgets, so only the server-wide ones hold them all back).
 * ``world_creation``: connections opened 8 at a time, each creating a world with
   ``hello``/``new_world`` and closing after the reply.
 * ``teleport``: one player in the well-behaved player's world sending ``head_pose`` to a
@@ -37,7 +39,7 @@ Attacks (``--attacks``, comma-separated, in this order by default):
 * ``idle_connections``: 200 WebSocket connections that never say ``hello`` (each reopened
   when the server closes it).
 
-The server runs with its default quotas and ``--trust-proxy 127.0.0.1``; the attacker's
+The server runs with its default quotas (``--server-args`` adds flags) and ``--trust-proxy 127.0.0.1``; the attacker's
 connections say ``X-Forwarded-For: 198.51.100.7`` (a documentation address), so the server
 counts them as another client than the player, as it would two hosts on the internet.
 (With ``--url`` the server's own settings apply: without ``--trust-proxy`` the attacker and
@@ -71,6 +73,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import shlex
 import tempfile
 import time
 import uuid
@@ -89,6 +92,11 @@ from runtime.heap import settle_heap
 ATTACKS = ("none", "cpu_only", "bad_messages", "world_creation", "teleport", "idle_connections")
 ATTACKER = {"X-Forwarded-For": "198.51.100.7"}
 """Handshake headers of every attacker connection: another client address, through the trusted proxy."""
+
+
+def attacker_headers(k: int, addresses: int) -> dict[str, str]:
+    """Connection ``k``'s handshake headers when the attack comes from ``addresses`` addresses (198.51.100.7 onward)."""
+    return {"X-Forwarded-For": f"198.51.100.{7 + k % addresses}"} if addresses > 1 else ATTACKER
 SETTLE_S = 1.0
 
 
@@ -113,7 +121,7 @@ def bad_messages() -> list:
 
 
 # ---------------------------------------------------------------------------- attackers
-async def _bad_messages(url: str, until: float, stats: dict) -> None:
+async def _bad_messages(url: str, until: float, stats: dict, addresses: int = 1) -> None:
     from websockets.asyncio.client import connect
 
     messages = bad_messages()
@@ -121,7 +129,7 @@ async def _bad_messages(url: str, until: float, stats: dict) -> None:
     async def one(k: int) -> None:
         while time.monotonic() < until:
             try:
-                async with connect(url, max_size=None, compression=None, additional_headers=ATTACKER) as ws:
+                async with connect(url, max_size=None, compression=None, additional_headers=attacker_headers(k, addresses)) as ws:
                     reader = asyncio.create_task(_count_replies(ws, stats))
                     i = k
                     while time.monotonic() < until:
@@ -214,7 +222,7 @@ async def _idle_connections(url: str, until: float, stats: dict, count: int = 20
     await asyncio.gather(*(one() for _ in range(count)))
 
 
-def _attack_process(kind: str, url: str, world: str, go, duration: float, out) -> None:
+def _attack_process(kind: str, url: str, world: str, go, duration: float, out, addresses: int = 1) -> None:
     """Child process: say it is ready (its imports are done), wait for the start time (wall
     clock) from ``go``, attack for ``duration`` s, report stats on ``out``."""
     stats = {"sent": 0, "closed": 0, "replies": {}}
@@ -226,7 +234,7 @@ def _attack_process(kind: str, url: str, world: str, go, duration: float, out) -
         until = time.monotonic() + duration
         wsu = ws_url(url)
         if kind == "bad_messages":
-            await _bad_messages(wsu, until, stats)
+            await _bad_messages(wsu, until, stats, addresses)
         elif kind == "world_creation":
             await _world_creation(wsu, until, stats)
         elif kind == "teleport":
@@ -267,6 +275,18 @@ async def _join_time(url: str, world: str) -> str:
         return exc.error.code
     except Exception as exc:
         return type(exc).__name__
+
+
+def bytes_read(pid: int | None) -> int | None:
+    """Bytes the server's process has read so far (``/proc/<pid>/io`` ``rchar``: its sockets
+    included; None: unknown): what an attack made it read, whatever the machine's load."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+    except (OSError, ValueError, StopIteration):
+        return None
 
 
 def loop_cpu_ns(pid: int | None) -> int | None:
@@ -377,19 +397,19 @@ def stall_text(who: str, stalls: dict) -> str:
 
 
 async def run_phases(url: str, attacks: list[str], duration: float, fps: int, server_cpu: ServerCpu | None = None,
-                     stall_file: Path | None = None, stall_ms: float = 0.0) -> list[dict]:
+                     stall_file: Path | None = None, stall_ms: float = 0.0, addresses: int = 1) -> list[dict]:
     # The player's own process is watched too: a stall there looks like the server's to the player.
     client_watch = stall_watch.StallWatch(stall_ms / 1e3, dump_stuck=False, log_reports=False) if stall_ms > 0 else stall_watch.NoWatch()
     unwatch = client_watch.watch_loop(asyncio.get_running_loop())
     try:
-        return await _phases(url, attacks, duration, fps, server_cpu, stall_file, client_watch)
+        return await _phases(url, attacks, duration, fps, server_cpu, stall_file, client_watch, addresses)
     finally:
         unwatch()
         client_watch.stop()
 
 
 async def _phases(url: str, attacks: list[str], duration: float, fps: int, server_cpu: ServerCpu | None, stall_file: Path | None,
-                  client_watch: stall_watch.NoWatch) -> list[dict]:
+                  client_watch: stall_watch.NoWatch, addresses: int = 1) -> list[dict]:
     world = f"victim-{uuid.uuid4().hex[:6]}"
     rows = []
     ctx = mp.get_context("spawn")
@@ -405,7 +425,7 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
             if kind != "none":
                 # Its start-up (an interpreter and the client's imports: a second of CPU) must
                 # be over before the phase, or it weighs on the first frames measured.
-                proc = ctx.Process(target=_attack_process, args=(kind, url, world, go, duration, out), daemon=True)
+                proc = ctx.Process(target=_attack_process, args=(kind, url, world, go, duration, out, addresses), daemon=True)
                 proc.start()
                 await asyncio.to_thread(out.get, True, 120)
             start_at = time.time() + 0.5
@@ -414,6 +434,7 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
             closed_before = player.closed.is_set()
             cpu0 = server_cpu.sample() if server_cpu else None
             loop0 = loop_cpu_ns(server_cpu.pid if server_cpu else None)
+            read0 = bytes_read(server_cpu.pid if server_cpu else None)
             counters0 = await asyncio.to_thread(frame_counters, url)
             wall0 = time.time()
             t0 = time.monotonic()
@@ -426,6 +447,7 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
             t1 = time.monotonic()
             main_cpu, children_cpu = server_cpu.usage(cpu0, server_cpu.sample()) if server_cpu else (float("nan"),) * 2
             loop1 = loop_cpu_ns(server_cpu.pid if server_cpu else None)
+            read1 = bytes_read(server_cpu.pid if server_cpu else None)
             counters1 = await asyncio.to_thread(frame_counters, url)
             frames = {k: int(v - counters0.get(k, 0.0)) for k, v in counters1.items()
                       if not k.startswith("tick ") and v - counters0.get(k, 0.0) > 0}
@@ -463,6 +485,7 @@ async def _phases(url: str, attacks: list[str], duration: float, fps: int, serve
                 "new_player": joined,
                 "server_cpu_pct": round(main_cpu, 1),
                 "server_loop_cpu_pct": round(loop_cpu, 1),
+                "server_read_mib": round((read1 - read0) / 2**20, 1) if read0 is not None and read1 is not None else None,
                 "server_frames": frames,  # sent and dropped (by reason) in the phase, all players
                 "server_dropped": sum(v for k, v in frames.items() if k.startswith("dropped")),
                 "tick_ms": tick_ms(counters0, counters1),  # mean ms per tick, by part
@@ -492,7 +515,8 @@ def _row_text(row: dict) -> str:
             f"stalls: server {row['server_stalls']} (longest {row['server_stall_ms']:.0f} ms), "
             f"player process {row['client_stalls']} (longest {row['client_stall_ms']:.0f} ms), "
             f"{_lock_text(row['server_lock_wait'])}worst ping {row['worst_ping_ms']} ms, disconnected {row['disconnected']}, new player {row['new_player']}, "
-            f"server CPU {row['server_cpu_pct']}% (event loop {row['server_loop_cpu_pct']}%; +{row['server_children_cpu_pct']}% media workers), attacker CPU {row['attacker_cpu_pct']}%, "
+            f"server CPU {row['server_cpu_pct']}% (event loop {row['server_loop_cpu_pct']}%; +{row['server_children_cpu_pct']}% media workers), "
+            f"server read {row['server_read_mib']} MiB, attacker CPU {row['attacker_cpu_pct']}%, "
             f"attacker sent {row['attacker_sent']} closed {row['attacker_closed']} [{replies}] failed [{failures}]")
 
 
@@ -516,6 +540,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--generator", default="procedural")
     p.add_argument("--stall-watch", type=float, default=60.0, metavar="MS",
                    help="report anything in the server or the player's process late by more than MS (default 60; 0: off)")
+    p.add_argument("--attacker-addresses", type=int, default=1, metavar="N",
+                   help="the bad_messages attacker's connections come from N client addresses (default 1; at most 8 connections)")
+    p.add_argument("--server-args", default="", metavar="ARGS",
+                   help="more flags for the server it starts, e.g. '--max-large-read-mib-per-s 1024' (a limit lifted, to compare)")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args(argv)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
@@ -535,15 +563,16 @@ def main(argv: list[str] | None = None) -> None:
                 os.environ[stall_watch.THRESHOLD_ENV] = f"{args.stall_watch:g}"
                 os.environ[stall_watch.FILE_ENV] = str(stall_file)
             try:
-                proc, url = start_server(server_args, Path(tmp), extra_args=("--trust-proxy", "127.0.0.1"))
+                proc, url = start_server(server_args, Path(tmp), extra_args=("--trust-proxy", "127.0.0.1", *shlex.split(args.server_args)))
             finally:
                 os.environ.pop(stall_watch.THRESHOLD_ENV, None)
                 os.environ.pop(stall_watch.FILE_ENV, None)
         print(f"server {url}: {args.renderer} renderer, {args.resolution}@{args.fps}; {args.duration:g} s per attack; "
+              f"attacker addresses {args.attacker_addresses}; server flags {args.server_args or 'default'}; "
               f"stall watch {f'{args.stall_watch:g} ms' if args.stall_watch > 0 else 'off'}")
         try:
             rows = run_loop(run_phases(url, attacks, args.duration, args.fps, ServerCpu(proc.pid) if proc else None,
-                                       stall_file, args.stall_watch))
+                                       stall_file, args.stall_watch, args.attacker_addresses))
             if proc is not None and (proc.poll() is not None or any(r["disconnected"] for r in rows)):
                 print(f"the server {'exited' if proc.poll() is not None else 'dropped the player'}; its log ends:\n"
                       + (Path(tmp) / "server.log").read_text(errors="replace")[-4000:])
@@ -560,7 +589,8 @@ def main(argv: list[str] | None = None) -> None:
                               ("lock_wait_mean_ms", "lock wait mean ms"), ("lock_wait_worst_ms", "lock wait worst ms"),
                               ("worst_ping_ms", "worst ping ms"),
                               ("disconnected", "disconnected"), ("new_player", "new player"),
-                              ("server_cpu_pct", "server CPU %"), ("server_loop_cpu_pct", "loop CPU %"), ("attacker_cpu_pct", "attacker CPU %"),
+                              ("server_cpu_pct", "server CPU %"), ("server_loop_cpu_pct", "loop CPU %"), ("server_read_mib", "server read MiB"),
+                              ("attacker_cpu_pct", "attacker CPU %"),
                               ("attacker_sent", "attacker sent")]))
     write_json(args.json, {"args": vars(args), "rows": rows})
 

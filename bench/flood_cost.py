@@ -330,7 +330,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="flood-cost-") as tmp:
         server_args = argparse.Namespace(renderer="cpu", generator="procedural", codec="h264", resolution="320x180", fps=30,
                                          bitrate=None, crf=None, server_cores=None)
-        proc, url = start_server(server_args, Path(tmp), extra_args=(*ONE_HOST_QUOTAS, "--trust-proxy", "127.0.0.1"))
+        # The server-wide budget for large messages would refuse read_8mib's later messages:
+        # raised, so each kind costs what it names.
+        proc, url = start_server(server_args, Path(tmp), extra_args=(*ONE_HOST_QUOTAS, "--trust-proxy", "127.0.0.1",
+                                                                     "--max-large-read-mib-per-s", "1024"))
         try:
             rows = run_loop(measure(ws_url(url), proc.pid, kinds, args.count, args.big_count))
         finally:

@@ -37,7 +37,8 @@ from runtime.sessions import SessionRegistry
 from runtime.stall_watch import watch
 from runtime.stream.auth import token_arg
 from runtime.stream.encoder import default_bitrate
-from runtime.stream.forwarded import proxy_networks, request_source
+from runtime.stream.forwarded import RequestSource, proxy_networks, request_source
+from runtime.stream.large_reads import MIB, LargeReads
 from runtime.stream.http import make_process_request
 from runtime.stream.origin import allowed_origin_arg, origin_refusal
 from runtime.stream.rate_limit import BucketsByKey, TokenBucket
@@ -95,6 +96,8 @@ class StreamServer:
         # Messages over 64 KiB (hellos with a start image) per client address, not per connection.
         self.large_messages = BucketsByKey(LARGE_RATE_HZ, LARGE_BURST)
         self.oversize_strikes = BucketsByKey(1.0 / OVERSIZE_FORGIVE_S, OVERSIZE_STRIKES)
+        # ... and all addresses together (a botnet's each spending its own budget at once).
+        self.large_reads = LargeReads(config.limits.max_large_read_mib_per_s * MIB, config.limits.max_large_reads, MAX_FRAME_BYTES)
         self.started_at = time.time()
         self._server = None
         self._unwatch: Callable[[], None] = lambda: None
@@ -160,7 +163,7 @@ class StreamServer:
     def _refuse_websocket(self, connection, request) -> tuple[int, str] | None:
         """Why a WebSocket handshake must be refused, as (HTTP status, reason), or None: a
         page of a foreign origin (403), or an address with too many oversized frames (429)."""
-        source = request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies)
+        source = self._source(connection, request)
         strikes = self.oversize_strikes.find(source.address)
         wait = strikes.seconds_to_token() if strikes is not None else 0.0
         if wait > 0:
@@ -178,20 +181,35 @@ class StreamServer:
 
     def _flooding(self, connection, request) -> str | None:
         """The connection quota this handshake's client keeps running into, or None."""
-        source = request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies)
-        refusal = self.quotas.flooding(client_key(source.address))
+        refusal = self.quotas.flooding(self._client(connection, request))
         return None if refusal is None else refusal.limit
 
     def _came_over_https(self, connection, request) -> bool:
-        return request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies).scheme == "https"
+        return self._source(connection, request).scheme == "https"
+
+    def _source(self, connection, request) -> RequestSource:
+        """Who opened ``connection`` (``request``: its handshake), worked out once: every
+        handshake hook and the connection's handler ask (parsing addresses each time cost
+        the event loop 10-20 us a handshake)."""
+        source = getattr(connection, "source", None)
+        if source is None:
+            source = connection.source = request_source(connection.remote_address[0], request.headers, self.config.trusted_proxies)
+        return source
+
+    def _client(self, connection, request) -> str:
+        """What per-client quotas count ``connection`` by (its address's quota key), worked out once."""
+        key = getattr(connection, "client_key", None)
+        if key is None:
+            key = connection.client_key = client_key(self._source(connection, request).address)
+        return key
 
     async def _handler(self, ws) -> None:
         cfg = self.config
         connection = Connection(
             ws, self.lobby.link, cfg.hello_timeout_s, self.metrics, self.large_messages, cfg.trusted_proxies, cfg.limits.idle_timeout,
-            oversize_strikes=self.oversize_strikes,
+            oversize_strikes=self.oversize_strikes, large_reads=self.large_reads, source=self._source(ws, ws.request),
         )
-        client = client_key(connection.client_address)  # what per-client quotas count by
+        client = self._client(ws, ws.request)  # what per-client quotas count by
         try:
             self.quotas.open_connection(client)
         except LimitReached as exc:

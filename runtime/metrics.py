@@ -80,7 +80,8 @@ class ServerMetrics:
         self.large_messages = Counter(
             "worldstream_large_messages",
             "Client messages over 64 KiB (a hello with a start image), by outcome, decided from the frame's header "
-            "(read: on a token of its client address's budget; refused: none left, close 1009 before the payload is read)",
+            "(read: on a token of its client address's budget, within the server-wide one; refused: over either, close 1009 "
+            "before the payload is read; the server-wide refusals are also in worldstream_limit_refusals_total)",
             ["outcome"],
             registry=r,
         )

@@ -50,6 +50,12 @@ class Limits:
     max_jobs_per_world: int = _limit(24, "generation jobs queued or running in one world")
     max_captions_per_client: int = _limit(20, "caption changes per minute from one client address")
     max_captions_per_world: int = _limit(30, "caption changes per minute in one world")
+    max_large_read_mib_per_s: int = _limit(
+        16,
+        "MiB per second of client messages over 64 KiB (hellos with a start image) read, all clients together, "
+        "4 s of it at once; charged from each frame's header, beyond it the frame is refused unread (close 1009)",
+    )
+    max_large_reads: int = _limit(8, "client messages over 64 KiB (hellos with a start image) being read at once, all clients together")
     idle_timeout: float = _limit(
         600.0,
         "seconds a player may neither move, turn, send a head pose nor a caption before it is disconnected "

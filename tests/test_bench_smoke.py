@@ -112,12 +112,13 @@ def test_attack_bench_runs(tmp_path, capsys):
     from bench import attacks
 
     out = tmp_path / "attacks.json"
-    attacks.main(["--attacks", "none,bad_messages", "--duration", "1.5", "--json", str(out)])
+    attacks.main(["--attacks", "none,bad_messages", "--duration", "1.5", "--attacker-addresses", "2", "--json", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert [r["attack"] for r in rows] == ["none", "bad_messages"]
     assert not any(r["disconnected"] for r in rows)
     assert all(r["new_player"].startswith("ok") for r in rows), rows
     assert rows[1]["attacker_sent"] > 0 and rows[1]["replies"]
+    assert rows[1]["server_read_mib"] > 0, rows  # the attacker's messages, at least
     assert "largest gap" in capsys.readouterr().out
 
 

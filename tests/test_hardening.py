@@ -589,6 +589,21 @@ def test_oversized_frames_and_read_holds_are_counted(capped_server):
     asyncio.run(scenario())
 
 
+def raw_websocket(url: str, source: str) -> socket.socket:
+    """A WebSocket to ``url``'s server from ``source`` (a 127.0.0.x address: another client
+    address on one host), as a bare socket after its handshake: frames are the caller's to write."""
+    address = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=30, source_address=(source, 0))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(4096)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
 def test_oversized_frame_is_not_read_on(capped_server):
     """A frame over the size limit closes its connection (1009) from its header, and the server
     reads no more of it: it stops reading and drops the connection ``OVERSIZE_ABORT_S`` later,
@@ -598,16 +613,7 @@ def test_oversized_frame_is_not_read_on(capped_server):
     too_big = 'worldstream_connections_closed_total{reason="message_too_big"}'
     before = metric(url, too_big)
     claimed = 64 * 2**20
-    address = urllib.parse.urlsplit(url)
-    sock = socket.create_connection((address.hostname, address.port), timeout=30, source_address=("127.0.0.9", 0))
-    with sock:
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(f"GET /ws HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += sock.recv(4096)
-        assert response.startswith(b"HTTP/1.1 101"), response
+    with raw_websocket(url, "127.0.0.9") as sock:
         sock.sendall(b"\x82\xff" + struct.pack("!Q", claimed) + os.urandom(4))  # a binary frame of 64 MiB, masked
         outcome = {"sent": 0}
 

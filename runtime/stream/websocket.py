@@ -9,8 +9,9 @@ What a client sends costs a bounded amount of work: frames are read at most
 ``FRAME_RATE_HZ`` a second (beyond that the server stops reading and TCP pushes back),
 each message's size and value count are checked before it is unpacked (``protocol.decode``
 with ``sender="client"``), a message larger than ``MAX_MESSAGE_BYTES`` (a ``hello`` with a
-start image) is read only on a token of its client address's large-message budget, taken
-when its frame's header arrives (:class:`SizeGuardedConnection`), and every message type
+start image) is read only on a token of its client address's large-message budget and
+within the server-wide one (``runtime.stream.large_reads``), both taken when its frame's
+header arrives (:class:`SizeGuardedConnection`), and every message type
 has a token bucket. Anything refused is answered with an ``error`` naming the
 code and field, and the connection carries on. Outgoing messages go through a bounded queue
 drained by one sender task, so a slow client can never block a session's loops.
@@ -30,7 +31,8 @@ from websockets.frames import CloseCode
 
 from protocol import PROTOCOL_VERSION, ProtocolError, VersionMismatch, decode, encode, messages as m
 from runtime.metrics import ServerMetrics
-from runtime.stream.forwarded import Network, request_source
+from runtime.stream.forwarded import Network, RequestSource, request_source
+from runtime.stream.large_reads import LargeReads
 from runtime.stream.rate_limit import BucketsByKey, TokenBucket
 from runtime.stream.slow_refusal import SlowRefusals
 
@@ -81,13 +83,30 @@ OVERSIZE_ABORT_S = 1.0
 drops the TCP connection this long later (the time its close frame has to reach the client)."""
 
 
+ADDRESS_BUDGET_REFUSAL = (f"message over {m.MAX_MESSAGE_BYTES} bytes with none of the address's budget for them left "
+                          f"({LARGE_BURST}, then 1 per {1 / LARGE_RATE_HZ:g} s)")
+
+
 class LargeMessageRefused(PayloadTooBig):
-    """A message about to grow past ``MAX_MESSAGE_BYTES`` with no large-message token left:
-    refused from its frame's header (close 1009), before its payload is read."""
+    """A frame taking its message past ``MAX_MESSAGE_BYTES`` with no large-message budget left:
+    refused from its header (close 1009, ``reason`` its close reason), before its payload is
+    read. ``limit``: the server-wide limit's flag (``runtime.stream.large_reads``), or None
+    for the client address's own budget."""
+
+    def __init__(self, size: int, limit: str | None, reason: str) -> None:
+        super().__init__(size, m.MAX_MESSAGE_BYTES)
+        self.limit, self.reason = limit, reason
 
     def __str__(self) -> str:
-        return (f"message over {m.MAX_MESSAGE_BYTES} bytes with none of the address's budget for them left "
-                f"({LARGE_BURST}, then 1 per {1 / LARGE_RATE_HZ:g} s)")
+        return self.reason
+
+
+def _no_large_message(n: int, starts: bool) -> Callable[[], None]:
+    raise LargeMessageRefused(n, None, "a message over 64 KiB before the server knows who sent it")
+
+
+def _nothing() -> None:
+    pass
 
 
 class SizeGuardedConnection(ServerConnection):
@@ -95,8 +114,11 @@ class SizeGuardedConnection(ServerConnection):
     frame's header, before its payload is read:
 
     * a message growing past ``MAX_MESSAGE_BYTES`` takes a token from ``admit_large`` (the
-      client address's large-message bucket, set by :class:`Connection`) at that moment, and
-      without one it is refused (close 1009). websockets parses frames as their bytes arrive,
+      client address's large-message bucket and the server-wide budget, set by
+      :class:`Connection`) at that moment, and without one it is refused (close 1009); each
+      later frame of that message is charged to the server-wide budget alone. A frame
+      admitted holds its place among the large reads in flight until its last byte is read
+      or its connection is gone. websockets parses frames as their bytes arrive,
       ahead of what the server has handled (up to ``max_queue`` messages), so a limit set
       before each read would be checked against frames already under way: in a flood of 8
       connections, 17 messages of 8 MiB were read in 5 s on a budget of 2
@@ -107,21 +129,48 @@ class SizeGuardedConnection(ServerConnection):
       event loop, 3-5 ms of its CPU per close (``bench.flood_cost``)."""
 
     _oversize_abort: asyncio.TimerHandle | None = None
+    _finish_large: Callable[[], None] | None = None  # ends the large read under way
+    large_refusal: LargeMessageRefused | None = None
+    """Why a large frame was refused (the connection was closed 1009 for it), if one was."""
+    source: RequestSource | None = None
+    client_key: str | None = None
+    """Who opened the connection and what per-client quotas count it by: worked out once, by
+    the first of the server's handshake hooks that asks."""
 
     def __init__(self, protocol, *args, **kwargs) -> None:
         super().__init__(protocol, *args, **kwargs)
-        self.admit_large: Callable[[], bool] = lambda: False  # no large message before the handler says whose budget pays
+        # (frame's payload bytes, does it start the large message?) -> a call that ends its
+        # read; raises LargeMessageRefused. None before the handler says whose budget pays.
+        self.admit_large: Callable[[int, bool], Callable[[], None]] = _no_large_message
         # The parser fetches reader.read_exact anew for each frame; a frame's payload is
         # read with one call, after its header.
         read_exact = protocol.reader.read_exact
 
         def read_exact_within_budget(n: int):
             so_far = protocol.current_size or 0  # of a fragmented message under way
-            if so_far <= m.MAX_MESSAGE_BYTES < so_far + n and not self.admit_large():
-                raise LargeMessageRefused(n, m.MAX_MESSAGE_BYTES - so_far)
-            return read_exact(n)
+            if so_far + n <= m.MAX_MESSAGE_BYTES:
+                return read_exact(n)
+            try:
+                finish = self.admit_large(n, so_far <= m.MAX_MESSAGE_BYTES)
+            except LargeMessageRefused as exc:
+                self.large_refusal = exc
+                raise
+            return self._read_large(read_exact(n), finish)
 
         protocol.reader.read_exact = read_exact_within_budget
+
+    def _read_large(self, reading, finish: Callable[[], None]):
+        """``reading`` (a payload's read_exact), then ``finish`` (or when the parser is dropped)."""
+        self._finish_large = finish
+        try:
+            return (yield from reading)
+        finally:
+            self._end_large()
+
+    def _end_large(self) -> None:
+        finish, self._finish_large = self._finish_large, None
+        if finish is not None:
+            finish()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -135,6 +184,7 @@ class SizeGuardedConnection(ServerConnection):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._oversize_abort is not None:
             self._oversize_abort.cancel()
+        self._end_large()  # a frame cut off mid-payload
         super().connection_lost(exc)
 
 
@@ -187,6 +237,9 @@ class Connection:
         hello_timeout_s: a connection with no accepted ``hello`` by then is closed.
         metrics: ``protocol_errors`` counts every error sent.
         large_messages: the server's buckets for messages over ``MAX_MESSAGE_BYTES``, by client address.
+        large_reads: the server-wide budget for them (None: none).
+        source: who opened ``ws``, if the server worked it out already (else it is, from
+            ``ws``'s peer and request headers).
         oversize_strikes: the server's buckets of closes for oversized frames (1009), by client
             address (see ``OVERSIZE_STRIKES``); None counts nothing.
         trusted_proxies: proxies whose ``X-Forwarded-For`` names the client (``--trust-proxy``).
@@ -204,11 +257,14 @@ class Connection:
         trusted_proxies: Iterable[Network] = (),
         idle_timeout_s: float = 0.0,
         oversize_strikes: BucketsByKey | None = None,
+        large_reads: LargeReads | None = None,
+        source: RequestSource | None = None,
     ) -> None:
         self.ws = ws
+        self._large_reads = large_reads
         self._oversize_strikes = oversize_strikes
         peer = ws.remote_address[:2] if ws.remote_address else ("?", 0)
-        source = request_source(peer[0], ws.request.headers, trusted_proxies)
+        source = source or request_source(peer[0], ws.request.headers, trusted_proxies)
         self.client_address = source.address
         """The client's IP address (from a trusted proxy's ``X-Forwarded-For`` when there is one)."""
         self.peer = source.address if source.forwarded else "%s:%s" % peer  # for logs
@@ -304,7 +360,9 @@ class Connection:
             close = self.ws.protocol.close_sent
             if close is not None and close.code == 1009:
                 self.metrics.connections_closed.labels("message_too_big").inc()
-                if self._oversize_strikes is not None:  # one strike
+                refusal = getattr(self.ws, "large_refusal", None)
+                server_busy = refusal is not None and refusal.limit is not None  # not the client's doing: no strike
+                if self._oversize_strikes is not None and not server_busy:  # one strike
                     self._oversize_strikes.get(self.client_address).allow()
 
     async def _recv(self, timeout: float | None) -> bytes | str:
@@ -340,12 +398,31 @@ class Connection:
             self.error("internal", f"the server failed to handle {msg.TYPE!r}; it carries on", None, msg.TYPE)
             return True
 
-    def _admit_large(self) -> bool:
-        """May a message over ``MAX_MESSAGE_BYTES`` whose header just came be read? Takes a
-        token of the client address's large-message budget (``SizeGuardedConnection`` asks)."""
-        admitted = self._buckets["large"].allow()
-        self.metrics.large_messages.labels("read" if admitted else "refused").inc()
-        return admitted
+    def _admit_large(self, n: int, starts: bool) -> Callable[[], None]:
+        """Admit a frame of ``n`` payload bytes whose header just came, of a message over
+        ``MAX_MESSAGE_BYTES`` (``starts``: the frame takes it past that): takes a token of the
+        client address's large-message budget (``starts`` only) and ``n`` bytes and a place in
+        flight of the server-wide one; returns what ends the read, or raises
+        :class:`LargeMessageRefused` (``SizeGuardedConnection`` asks)."""
+        address = self._buckets["large"]
+        reads = self._large_reads
+        if starts and not address.ready():
+            refusal = LargeMessageRefused(n, None, ADDRESS_BUDGET_REFUSAL)
+        elif reads is not None and (limit := reads.refusal(n)) is not None:
+            refusal = LargeMessageRefused(n, limit, reads.describe(limit))
+            self.metrics.limit_refusals.labels(limit).inc()
+        else:
+            refusal = None
+        if refusal is not None:
+            self.metrics.large_messages.labels("refused").inc()
+            raise refusal
+        if starts:
+            address.allow()
+            self.metrics.large_messages.labels("read").inc()
+        if reads is None:
+            return _nothing
+        reads.start(n)
+        return reads.finish
 
     def _allow(self, bucket_name: str, ref_type: str | None) -> bool:
         """Take a token from the bucket; when empty, drop the message (``ref_type``, if
