@@ -246,6 +246,7 @@ class JobTimeline:
             self.jobs[job.id] = {
                 "id": job.id, "planned": job.created_at, "x": float(c[0]), "z": float(c[2]),
                 "yaw_deg": round(math.degrees(math.atan2(f[0], f[2]))), "refines": job.refines,
+                "looks_around": job.looks_around,
                 "size": f"{round(job.cameras.width * job.scale)}x{round(job.cameras.height * job.scale)}",
             }
             return

@@ -15,6 +15,7 @@ from runtime.world.camera import Cameras, Pose, intrinsics_from_fov
 from runtime.world.frontier.jobs import GenerationJob, JobQueue
 from runtime.world.frontier.planner import REFINE_PRIORITY
 from runtime.world.generators.procedural import ProceduralGenerator
+from runtime.world.generators.procedural.generator import ground_height_y
 from runtime.world.render.cpu import CpuRenderer
 
 VIEW_FOV = math.radians(60.0)
@@ -31,12 +32,12 @@ def test_a_running_refining_job_yields_its_slot_to_a_fill_job():
     queue = JobQueue(threading.RLock())
     queue.add(_job(0, refines=True))
     detail, token = queue.start_next(max_running=1)
-    assert queue.preempt_refining(1) is None  # nothing waits
+    assert queue.preempt_for_frontier(1) is None  # nothing waits
     queue.add(_job(1, refines=True))
-    assert queue.preempt_refining(1) is None  # only more detail waits
+    assert queue.preempt_for_frontier(1) is None  # only more detail waits
     queue.add(_job(2, refines=False))
-    assert queue.preempt_refining(1) is detail and token.cancelled
-    assert queue.preempt_refining(1) is None  # cancelled once; its worker ends it
+    assert queue.preempt_for_frontier(1) is detail and token.cancelled
+    assert queue.preempt_for_frontier(1) is None  # cancelled once; its worker ends it
     queue.finish(detail, "cancelled")
     started, _ = queue.start_next(max_running=1)
     assert started.id == 2  # the fill job runs before the waiting detail
@@ -171,3 +172,53 @@ def test_a_running_detail_job_is_cut_short_for_a_hole():
         assert detail.state == "cancelled" and world.stats["jobs_preempted"] == 1
         fill = jobs[0]
         assert not fill.refines and fill.state == "done" and fill.started_at >= detail.finished_at - 1e-3
+
+
+def test_a_look_around_job_waits_for_refining_and_yields_to_the_frontier():
+    """A look-around fill (a ring heading's holes) is not frontier work: a running refining
+    job keeps its slot while one waits, and a running one is cut short for a frontier job."""
+    queue = JobQueue(threading.RLock())
+    queue.add(_job(0, refines=True))
+    detail, token = queue.start_next(max_running=1)
+    around = _job(1, refines=False)
+    around.looks_around = around.fills_holes = True
+    queue.add(around)
+    assert queue.preempt_for_frontier(1) is None and not token.cancelled
+    queue.finish(detail, "done")
+    around, token = queue.start_next(max_running=1)
+    assert around.looks_around and queue.preempt_for_frontier(1) is None
+    queue.add(_job(2, refines=False))  # the frontier's: the look-around yields its slot
+    assert queue.preempt_for_frontier(1) is around and token.cancelled
+
+
+def test_the_look_around_is_filled_after_the_frontier_and_refining_still_happens():
+    """Keyframes at the spawn face ahead and back (a ring of two); the player steps 4 m ahead
+    and stands there, with the usual ring of four. Ahead and back, the spawn's keyframes are
+    4 m off, too coarse: refining jobs are asked for (they fill those headings' holes too).
+    Sideways no keyframe looked; the look-around where the player stands shows holes there
+    and asks for a fill job -- one at a time, ranked after the frontier's and before
+    refining, and not frontier work, so refining is planned in the same update and no
+    running refining job is cut short for it. The other side's comes next; then nothing."""
+    cfg = WorldConfig("look", seed=7, caption="a pine forest", ring_yaws=(0.0, math.pi), detail_max_px=0)
+    with World(cfg, generator=ProceduralGenerator(), renderer=CpuRenderer()) as world:
+        spawn = world.spawn_pose()
+        world.update([PlayerState("a", spawn, fov_y=VIEW_FOV)])
+        assert world.wait_idle(120)
+        x, z = float(spawn.position[0]), float(spawn.position[2]) + 4.0
+        here = Pose(np.array([x, ground_height_y(x, z, 7) - 1.7, z], np.float32), 0.0, 0.0)
+        world.config.ring_yaws, world.config.detail_max_px = (0.0, math.pi / 2, -math.pi / 2, math.pi), 7.5
+        jobs = world.update([PlayerState("a", here, fov_y=VIEW_FOV)])
+        around = [j for j in jobs if j.looks_around]
+        refining = [j for j in jobs if j.refines]
+        assert len(around) == 1 and refining and len(jobs) == len(around) + len(refining)
+        (side,) = around
+        assert side.fills_holes and abs(float(side.cameras.forwards[0][0])) > 0.9  # facing sideways
+        assert 2.0 <= side.priority < 3.0 < REFINE_PRIORITY <= min(j.priority for j in refining)
+        assert world.wait_idle(240)
+        assert all(j.state == "done" for j in jobs) and world.stats["jobs_preempted"] == 0
+        assert side.started_at <= min(j.started_at for j in refining)
+        (other,) = world.update([PlayerState("a", here, fov_y=VIEW_FOV)])
+        assert other.looks_around and float(other.cameras.forwards[0][0] * side.cameras.forwards[0][0]) < -0.8
+        assert world.wait_idle(120) and other.state == "done"
+        assert world.update([PlayerState("a", here, fov_y=VIEW_FOV)]) == []
+        assert world.stats["look_around_jobs"] == 2 and world.stats["detail_jobs"] == len(refining)

@@ -456,3 +456,37 @@ def test_a_silhouette_against_the_sky_is_drawn_to_the_keyframes_pixel():
     g = reconstruct(rgb, near_far, cams, None, stride=2)
     assert len(g) == len(reconstruct(rgb, near_far, cams, None, stride=2, split_sky_edges=False))
     assert alpha(g)[2:-2, 2:-2].min() >= 0.98  # no gap opens between the two surfaces
+
+
+def test_sky_edge_opacity_fades_only_the_per_pixel_edge_splats():
+    """``sky_edge_opacity`` is the per-pixel sky-edge splats' opacity and no other splat's;
+    lower, it fades the spill past the skyline while the wall stays covered (measured on this
+    skyline, 0.95 -> 0.75: 1 px into the sky 0.74 -> 0.66 / 0.77 -> 0.72, the wall's first row
+    min 0.94 -> 0.90 / 0.89 -> 0.87)."""
+    from runtime.world.keyframes.reconstruct import EDGE_OPACITY, OPACITY_LOGIT
+    from runtime.world.render.cpu import CpuRenderer
+    from runtime.world.scene import Chunk, ChunkSource, SceneSnapshot
+    renderer, cams, rgb = CpuRenderer(), identity_cameras(), np.full((1, H, W, 3), 128, np.uint8)
+
+    def alpha(g):
+        return renderer.render_alpha(SceneSnapshot(0, (Chunk.build(0, g, ChunkSource()),)), cams)[0]
+
+    for top in (24, 25):
+        depth = np.full((1, H, W), 5.0, np.float32)
+        depth[:, :top] = np.inf
+        made = {op: reconstruct(rgb, depth, cams, None, stride=2, sky_edge_opacity=op) for op in (0.95, 0.75)}
+        default = reconstruct(rgb, depth, cams, None, stride=2)
+        np.testing.assert_array_equal(default.opacity_logits, made[EDGE_OPACITY].opacity_logits)
+        g = made[0.75]
+        opacity = 1.0 / (1.0 + np.exp(-g.opacity_logits))
+        edge = np.abs(g.opacity_logits - OPACITY_LOGIT) > 1e-6
+        np.testing.assert_allclose(opacity[edge], 0.75, atol=1e-5)
+        np.testing.assert_allclose(opacity[~edge], 0.95, atol=1e-5)
+        # the faded ones are exactly the per-pixel splats along the skyline (one per pixel of the top block row)
+        assert edge.sum() == W * (2 if top % 2 == 0 else 1) and np.array_equal(g.means, made[0.95].means)
+        a95, a75 = alpha(made[0.95]), alpha(g)
+        assert a75[top - 1, 8:56].mean() <= a95[top - 1, 8:56].mean() - 0.04
+        assert a75[top - 2, 8:56].mean() <= a95[top - 2, 8:56].mean()
+        assert a75[top:-3, 8:56].min() >= 0.85 and a75[top + 1:-3, 8:56].mean() >= 0.97
+    with pytest.raises(ValueError, match="sky_edge_opacity"):
+        reconstruct(rgb, depth, cams, None, sky_edge_opacity=1.0)

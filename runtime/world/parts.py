@@ -71,6 +71,8 @@ class WorldStats:
     # cancelled so a job filling empty space could run, and queued refining jobs cancelled
     # because a player was shown a hole a fill job was asked for.
     coarse_jobs: int = 0
+    # Jobs asked for by the look-around (a ring heading's holes inside explored space).
+    look_around_jobs: int = 0
     jobs_preempted: int = 0
     jobs_yielded: int = 0
     # Gaussians of jobs filling the holes a player looks at that the revisit check would

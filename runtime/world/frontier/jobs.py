@@ -34,6 +34,7 @@ class GenerationJob:
     refines: bool = False  # asked for because what the view shows is too coarse, not empty
     scale: float = 1.0  # traced at this x the cameras' resolution, then upsampled (coarse fill)
     fills_holes: bool = False  # asked for only by the hole test (WorldConfig.hole_fraction)
+    looks_around: bool = False  # asked for only by a ring heading's hole test: not frontier work (FrontierPlanner)
     hole_view: Cameras | None = None  # the probe view whose holes asked for it (one camera)
     created_at: float = field(default_factory=time.monotonic)
     last_requested: float = field(default_factory=time.monotonic)
@@ -111,19 +112,20 @@ class JobQueue:
             self._cancel[job.id] = token
             return job, token
 
-    def preempt_refining(self, max_running: int) -> GenerationJob | None:
-        """Cancel a running refining job when every slot is taken and a job that fills empty
-        space waits: detail never holds the generator while a player looks at a hole. The
-        cancelled job ends as usual (its worker sees the token); planning asks for it again
-        once nothing fills. Returns the job cancelled, or None."""
+    def preempt_for_frontier(self, max_running: int) -> GenerationJob | None:
+        """Cancel a running refining or look-around job when every slot is taken and a job
+        that fills empty space for the frontier waits: neither holds the generator while a
+        player walks into a hole (a waiting look-around job cancels nothing: it waits, for
+        refining too). The cancelled job ends as usual (its worker sees the token); planning
+        asks for it again once nothing fills. Returns the job cancelled, or None."""
         with self._lock:
             if self._closed or self._running < max_running:
                 return None
-            if not any(j.state == "queued" and not j.refines for j in self._jobs.values()):
+            if not any(j.state == "queued" and not (j.refines or j.looks_around) for j in self._jobs.values()):
                 return None
             for job in self._jobs.values():
                 token = self._cancel.get(job.id)
-                if job.state == "running" and job.refines and token is not None and not token.cancelled:
+                if job.state == "running" and (job.refines or job.looks_around) and token is not None and not token.cancelled:
                     token.cancel()
                     return job
             return None

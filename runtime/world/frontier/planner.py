@@ -30,6 +30,11 @@ HOLE_PROBES = ("view", "soon", "ahead")
 """Probe kinds tested for holes (``WorldConfig.hole_fraction``) even inside explored space:
 what the player sees now and is about to see."""
 
+AROUND = "around"
+"""Last element of a probe key whose probe is a ``ring`` heading hole-tested inside explored
+space (the look-around: see :meth:`FrontierPlanner.uncovered_views`); its cached answer
+includes the far pass, a frontier ring probe's does not."""
+
 SHOWN_PROBES = ("view", "soon")
 """Probe kinds that are what a player is shown (now, and a second on): while one shows a
 hole that a fill job is asked for, no refining job starts (fill first, detail after)."""
@@ -108,6 +113,7 @@ class UncoveredView:
     speed: float = 0.0  # horizontal speed (m/s) of the player it is for
     hole: bool = False  # asked for only by the hole test (see WorldConfig.hole_fraction)
     shown_hole: bool = False  # the player's view now or soon shows holes (SHOWN_PROBES)
+    looks_around: bool = False  # a ring heading inside explored space showing holes (the look-around)
 
 
 class FrontierPlanner:
@@ -150,14 +156,18 @@ class FrontierPlanner:
         new_jobs: list[GenerationJob] = []
         with self._lock:
             holes_wait = False  # a player is shown a hole that a fill job is asked for
+            around = False  # a look-around job was asked for: one at a time
             for cand in candidates:
+                if cand.looks_around and around:
+                    continue
                 if not cand.detail:
                     served = self._schedule(cand, now, caption, new_jobs)
                     holes_wait |= cand.shown_hole and not served
+                    around |= cand.looks_around and not served
             # Fill first, detail after: while a player is shown a hole that a fill job is
             # asked for, no refining job is planned and queued ones yield (cancelled; asked
             # again once nothing fills); a running one is cancelled once a fill job waits
-            # for its slot (JobQueue.preempt_refining).
+            # for its slot (JobQueue.preempt_for_frontier).
             if holes_wait:
                 yielded = [j for j in self.queue.pending() if j.state == "queued" and j.refines]
                 self.queue.cancel_queued(yielded, now)
@@ -234,7 +244,14 @@ class FrontierPlanner:
     def uncovered_views(self, players: Sequence[PlayerState], lookahead_s: float) -> list[UncoveredView]:
         """Probe views of all players that reach unexplored cells and show too much empty
         space, that show a player holes (``hole_fraction``), and -- while nothing fills --
-        that show too coarse a scene (``detail``)."""
+        that show too coarse a scene (``detail``).
+
+        The look-around: a ``ring`` heading inside explored space is hole-tested too, but only
+        while no look-around job is pending and no refining job waits for the generator,
+        and not where refining is asked for (the heading is too coarse and nothing fills: the
+        refining keyframe, made where the player stands, fills its holes too). Keyframes made
+        walking ahead do not see the sides and back near the path; these fills do, after the
+        frontier and without holding refining back (:attr:`UncoveredView.looks_around`)."""
         cfg = self.config
         versions = (self.scene.version, self.parts.sky_directions.version)
         if self._probe_versions != versions or len(self._probe_cache) > PROBE_CACHE_MAX:  # new splats or sky: answers are stale
@@ -243,6 +260,9 @@ class FrontierPlanner:
         tested: list[tuple[ProbeView, tuple]] = []
         coarse: list[ProbeView] = []  # inside explored space, but only seen from too far
         detail = not self._frontier_busy()
+        with self._lock:
+            pending = self.queue.pending()
+        look_around = cfg.hole_fraction > 0 and not any(j.looks_around or (j.refines and j.state == "queued") for j in pending)
         speeds: dict[str, float] = {}
         for p in players:
             if not (np.isfinite(p.pose.position).all() and np.isfinite(p.velocity).all()):
@@ -268,7 +288,9 @@ class FrontierPlanner:
                     hole_tested.add(pr.kind)
                     tested.append((pr, self._probe_key(pr)))  # explored, but is it whole?
                 elif detail and pr.kind not in ("ahead", "soon") and self._too_coarse(pr):
-                    coarse.append(pr)
+                    coarse.append(pr)  # refining: a ring heading's holes too
+                elif look_around and pr.kind == "ring":
+                    tested.append((pr, self._probe_key(pr) + (AROUND,)))
         self._test_probes(tested)
         out: list[UncoveredView] = []
         for probe, key in tested:
@@ -284,13 +306,17 @@ class FrontierPlanner:
             uncovered = unexplored or fraction > cfg.uncovered_fraction
             # Holes in what the player is shown now or is about to be: the scene with the
             # far field behind, every pixel (a hole the player sees is one, near or far).
-            holed = cfg.hole_fraction > 0 and probe.kind in HOLE_PROBES and shown > cfg.hole_fraction
+            around = key[-1] == AROUND
+            holed = cfg.hole_fraction > 0 and (probe.kind in HOLE_PROBES or around) and shown > cfg.hole_fraction
             if uncovered or holed:
-                view = dataclasses.replace(self._keyframe_view(probe), hole=not uncovered)
+                # Empty space around a player in explored cells is a hole however much of a
+                # ring heading it fills: near the path, between keyframes that looked ahead and back.
+                view = dataclasses.replace(self._keyframe_view(probe), hole=not uncovered or around)
                 view.shown_hole = holed and probe.kind in SHOWN_PROBES
+                view.looks_around = around
                 out.append(view)
-            elif detail and probe.kind not in ("ahead", "soon") and self._too_coarse(probe):
-                coarse.append(probe)
+            elif not around and detail and probe.kind not in ("ahead", "soon") and self._too_coarse(probe):
+                coarse.append(probe)  # (a look-around heading was found fine above)
         for probe in coarse:
             # Tilted down: a refining keyframe also remakes the ground just ahead, which
             # far keyframes covered with long grazing splats (a level one starts 2 m out).
@@ -303,7 +329,8 @@ class FrontierPlanner:
     def _test_probes(self, tested: list[tuple[ProbeView, tuple]]) -> None:
         """Render the probes not in the cache yet (at ``probe_width`` x ``probe_height``) and
         cache ``(uncovered fraction of the splats, fraction of holes shown)`` for each: the
-        second draws the far field behind the splats, for :data:`HOLE_PROBES` kinds whose
+        second draws the far field behind the splats, for :data:`HOLE_PROBES` kinds (and
+        :data:`AROUND` keys) whose
         splats alone leave more than ``hole_fraction`` uncovered (else it is the first)."""
         cfg = self.config
         missing = list({key: pr for pr, key in tested if key not in self._probe_cache}.items())
@@ -318,7 +345,8 @@ class FrontierPlanner:
         # The far field only hides holes: where the splats alone leave few, so does the picture
         # (and the far pass is skipped).
         shown = np.asarray(fractions, np.float64).copy()
-        holes = [i for i, (_, pr) in enumerate(missing) if cfg.hole_fraction > 0 and pr.kind in HOLE_PROBES and shown[i] > cfg.hole_fraction]
+        holes = [i for i, (key, pr) in enumerate(missing)
+                 if cfg.hole_fraction > 0 and (pr.kind in HOLE_PROBES or key[-1] == AROUND) and shown[i] > cfg.hole_fraction]
         if holes:
             shown[holes] = self._shown_holes(snapshot, alpha[holes], cams[holes])
         for (key, _), frac, hole in zip(missing, fractions, shown):
@@ -399,6 +427,7 @@ class FrontierPlanner:
             if (near & aligned).any():
                 job.requested_by.add(cand.probe.player_id)
                 job.last_requested = now
+                job.looks_around &= cand.looks_around  # the frontier asks for it now: frontier work
                 if job.state == "queued":
                     job.priority = min(job.priority, self.priority(cand))
                 return False
@@ -410,6 +439,7 @@ class FrontierPlanner:
         job.refines = cand.detail
         job.scale = self.trace_scale(cand)
         job.fills_holes = cand.hole
+        job.looks_around = cand.looks_around
         if cand.hole:
             job.hole_view = probe_cameras([cand.probe], cfg.probe_width, cfg.probe_height)
         self.stats.coarse_jobs += int(job.scale < 1.0)
@@ -417,6 +447,7 @@ class FrontierPlanner:
         new_jobs.append(job)
         self.stats.jobs_created += 1
         self.stats.detail_jobs += int(cand.detail)
+        self.stats.look_around_jobs += int(cand.looks_around)
         self.stats.fine_jobs += int(job.cameras.width > cfg.keyframe_width)
         return False
 
@@ -456,10 +487,11 @@ class FrontierPlanner:
         return round(cfg.keyframe_width * cfg.detail_scale), round(cfg.keyframe_height * cfg.detail_scale)
 
     def _frontier_busy(self) -> bool:
-        """Is a job that fills empty space queued or running? Then detail waits: a player
-        outrunning generation needs holes filled before anything is sharpened."""
+        """Is a job that fills empty space queued or running (a look-around job aside)? Then
+        detail waits: a player outrunning generation needs holes filled before anything is
+        sharpened."""
         with self._lock:
-            return any(not job.refines for job in self.queue.pending())
+            return any(not (job.refines or job.looks_around) for job in self.queue.pending())
 
     def _make_job(self, cand: UncoveredView, now: float, caption: str, size: tuple[int, int]) -> GenerationJob:
         cfg = self.config

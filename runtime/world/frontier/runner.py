@@ -63,8 +63,8 @@ class JobRunner:
 
     def pump(self) -> None:
         """Submit the best queued jobs while fewer than ``max_running`` run (after cancelling
-        a running refining job if a job that fills empty space waits for its slot)."""
-        if self.queue.preempt_refining(self.max_running) is not None:
+        a running refining or look-around job if a frontier job waits for its slot)."""
+        if self.queue.preempt_for_frontier(self.max_running) is not None:
             self.stats.jobs_preempted += 1
         while True:
             started = self.queue.start_next(self.max_running)
@@ -95,7 +95,7 @@ class JobRunner:
     def _run(self, job: GenerationJob, token: CancelToken) -> None:
         cfg = self.config
         job.started_at = self._clock()
-        if not job.refines:  # detail waits for fill by design: its queueing says nothing of lag
+        if not (job.refines or job.looks_around):  # these wait for the frontier by design: their queueing says nothing of lag
             waited = max(0.0, job.started_at - job.created_at)
             self.average_wait_s = waited if self.average_wait_s is None else 0.7 * self.average_wait_s + 0.3 * waited
         try:
