@@ -18,7 +18,7 @@ from runtime.world import Pose, World, WorldConfig
 from runtime.world.generators.procedural import ProceduralGenerator
 from runtime.world.generators.procedural import kernels as K
 from runtime.world.movement.motion import EYE_HEIGHT, MAX_STEP, WALK_SPEED, MoveInput, step
-from tests.test_motion import collider_for, ground
+from tests.test_motion import collider_for, ground, wall_z
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -161,3 +161,16 @@ def test_a_ledge_beside_a_street_with_no_ground_known_is_not_climbed():
     c = collider_for(ledge, face, street)
     path = _walk_x(c, Pose(np.zeros(3, np.float32), math.pi / 2, 0.0), 4.0)
     assert min(float(p[1]) for p in path) > -0.25, f"the eye rose {-min(p[1] for p in path):.2f} m"
+
+
+@pytest.mark.parametrize("into_deg", [0.0, 6.0, 30.0])
+def test_a_body_a_few_millimetres_into_a_wall_walks_along_it(into_deg):
+    """City seed 3, walk 12 of the 50 (2026-12-07): a chunk landed 6.5 mm into the body, and
+    the player, walking along the wall at 6 degrees into it, stayed put for good -- inside
+    geometry a move may not go deeper, and every step along it was a little deeper. Now it
+    walks on along the wall, and not through it."""
+    c = collider_for(ground(-2.0, 12.0, -3.0, 3.0), wall_z(1.0, -2.0, 12.0, EYE_HEIGHT - 2.2, EYE_HEIGHT))
+    start = Pose(np.array([0.0, 0.0, 1.0 - 0.3 + 0.005], np.float32), math.pi / 2 - math.radians(into_deg), 0.0)
+    path = _walk_x(c, start, 2.0)
+    assert path[-1][0] > 2.0 * WALK_SPEED * math.cos(math.radians(into_deg)) - 0.3
+    assert max(float(p[2]) for p in path) < 1.0 - 0.25  # still on its side of the wall
