@@ -50,7 +50,7 @@ from runtime.stream.websocket import (
 from runtime.warmup import warm_up
 from runtime.world.generators import available_generators
 from runtime.world.keyframes.optimise import MAX_STEPS
-from runtime.world.render import create_renderer, cuda_available, require_cuda_and_gsplat
+from runtime.world.render import auto_renderer, create_renderer, require_cuda_and_gsplat
 from runtime.world.thread_priority import quiet_idle_parallel_workers
 
 log = logging.getLogger("worldstream")
@@ -576,7 +576,9 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
 
 
 def _gpu_renderer(kind: str) -> bool:
-    return kind == "gsplat" or (kind == "auto" and cuda_available())
+    # "auto" asks torch about CUDA only where gsplat is installed (auto_renderer): a CPU-only
+    # server starts without importing it, and CUDA without gsplat renders on the CPU anyway.
+    return kind == "gsplat" or (kind == "auto" and auto_renderer() == "gsplat")
 
 
 def main(argv: list[str] | None = None, prog: str = "python server.py") -> int:

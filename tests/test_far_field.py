@@ -512,6 +512,45 @@ def test_the_seam_metric_counts_steps_the_world_adds_where_chunks_meet():
     assert len(seam) == 0
 
 
+# ---------------------------------------------------------------- colour fitting
+def _fitted_box(renderer, coarse: bool, far: bool) -> tuple[Gaussians, dict]:
+    """The chunk one keyframe (a red box 10 m ahead, sky around it) lands as, its colours
+    fitted over a scene holding a green far wall 150 m ahead (``far``) and wide splats in the
+    box's sky that the keyframe remakes finer, so retires (``coarse``)."""
+    cams = camera(96, 54)
+    depth = np.full((1, 54, 96), np.inf, np.float32)
+    rgb = np.full((1, 54, 96, 3), 200, np.uint8)
+    depth[0, 18:36, 36:60] = 10.0
+    rgb[0, 18:36, 36:60] = (200, 40, 40)
+    world = World(WorldConfig("far-fit", seed=1), generator=_NoGenerator(), renderer=renderer)
+    try:
+        if far:
+            wall = [ball((x, y, 150.0), 8.0, (0.0, 1.0, 0.0)) for x in np.linspace(-100, 100, 21) for y in np.linspace(-60, 60, 13)]
+            world.scene.append_far(Gaussians.concat(wall), ChunkSource())
+        if coarse:  # 6 m wide at 40 m: far coarser than the keyframe's 2-pixel blocks; centred on its sky
+            world.scene.append(Gaussians.concat([ball((x, -8.0, 40.0), 6.0, (0.3, 0.3, 0.3)) for x in (-14.0, 14.0)]), ChunkSource())
+        world.apply(GenerationJob(1000, cams, "", np.zeros(3, np.float32), 10.0), GenerationResult(rgb=rgb, depth=depth))
+        (chunk,) = world.scene.snapshot().chunks
+        return chunk.gaussians, world.stats
+    finally:
+        world.close()
+
+
+def test_a_refining_job_fits_its_colours_over_the_far_field(renderer):
+    """A job that retires coarse splats fits its colours over the layers the renderer draws
+    behind what it keeps: the far field and the sky. Its chunk comes out as the same job's over
+    a scene that never held the retired splats (once it was fitted over the bare sky, its soft
+    edges tinted to hide a far field it did not know was there, issue 16)."""
+    refined, stats = _fitted_box(renderer, coarse=True, far=True)
+    assert stats["gaussians_refined"] == 2 and stats["chunks_fitted"] == 1
+    plain, _ = _fitted_box(renderer, coarse=False, far=True)
+    np.testing.assert_array_equal(refined.means, plain.means)
+    np.testing.assert_allclose(refined.colors, plain.colors, atol=1e-6)
+    # The far field matters to the fit: the box's edges are fitted over it.
+    bare, _ = _fitted_box(renderer, coarse=False, far=False)
+    assert np.abs(bare.colors - plain.colors).max() > 0.02
+
+
 # ---------------------------------------------------------------- export
 def test_the_ply_export_holds_the_far_field_and_reloads(tmp_path, renderer):
     """``worldstream export`` writes the far field after the scene as ordinary Gaussians (a

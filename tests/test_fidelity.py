@@ -113,6 +113,23 @@ def test_fast_forward_walk_holes_are_few_and_brief():
     assert_walk_holes(args, mean=0.006, worst=0.03, longest_s=1.0)
 
 
+@pytest.mark.timeout(900)
+def test_a_slow_walk_shows_no_hole_for_more_than_a_second():
+    """Issue 16 item 5 at 1.5 m/s, on the paced clock (bench/paced.py: every job generates for
+    its modelled quiet-CPU-2 time on a simulated clock, so the machine's load does not change
+    how long a hole stays open): no visible hole (> 1 % of the view) lasts more than about a
+    second of simulated time. The slow walk was the worst: its holes -- grazing ground and
+    tree bases along the horizon, 7-170 m off, that the scene covers only partly -- grow
+    slowly as the player walks on, and the hole test's probes, at 64x36, where the renderer's
+    0.3-pixel low-pass closes gaps that thin, saw a tenth of them and asked for the fill a
+    second late. Measured on CPU-2 (docs/benchmarks.md, "The hole test at 160x90"), this walk
+    over 30 m: longest hole 1.6 s with 64x36 hole probes, 0.4 s with 160x90 ones (mean 0.46 /
+    0.31 %, worst sample 3.0 / 1.3 %); its long hole is 20-22 m along."""
+    args = fidelity.parse_args(["--paced", "1", "--speeds", "1.5", "--distance", "24", "--novel", "0", "--no-encoder",
+                                "--bootstrap-timeout-s", "600"])
+    assert_walk_holes(args, mean=0.006, worst=0.03, longest_s=1.0)
+
+
 def test_fast_forward_walks_plan_the_same_jobs_every_run():
     """The fast-forward walk plans on a simulated clock: two runs of one walk plan the same
     jobs at the same simulated times and places, however long each took on this CPU (on

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -13,7 +16,7 @@ from bench.compare import psnr
 from bench.synthetic import scene_from_chunks, typical_world
 from runtime.world.camera import Cameras, Pose, intrinsics_from_fov, quat_wxyz_to_matrix
 from runtime.world.gaussians import Gaussians
-from runtime.world.render import create_renderer, cuda_available
+from runtime.world.render import create_renderer, cuda_available, gsplat_installed
 from runtime.world.render.chunk_cache import ChunkCache
 from runtime.world.render.cpu import CpuRenderer
 from runtime.world.render.projection import BLOCK, activate_chunk, visible_blocks
@@ -263,6 +266,19 @@ def test_create_renderer_names():
             create_renderer("gsplat")
     with pytest.raises(ValueError, match="t_min"):
         CpuRenderer(t_min=0.0)
+
+
+@pytest.mark.skipif(gsplat_installed(), reason="gsplat is installed here: auto asks torch about CUDA")
+def test_auto_picks_the_cpu_renderer_without_importing_torch_where_gsplat_is_missing():
+    """Torch costs a CPU-only server ~1-3 s of CPU and ~180 MiB at start; without gsplat
+    "auto" cannot pick the GPU renderer, so it need not ask torch about CUDA."""
+    code = (
+        "import sys; from runtime.app import _gpu_renderer; from runtime.world.render import create_renderer;"
+        "print(create_renderer('auto').name, _gpu_renderer('auto'), 'torch' in sys.modules)"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.split() == ["cpu", "False", "False"], out.stdout + out.stderr
 
 
 @pytest.mark.gpu

@@ -19,6 +19,13 @@ class WorldConfig:
 
     Planning fields (all optional; defaults suit the procedural generator):
         probe_width, probe_height: resolution of coverage probes (pixels).
+        hole_probe_width, hole_probe_height: resolution of the probes the hole test draws
+            (``hole_fraction``: the player's view now and soon, the views ahead) for a player
+            moving slower than ``coarse_speed``. Finer than ``probe_width`` x ``probe_height``:
+            at 64x36 the renderer's 0.3-pixel low-pass spreads each splat over about ten
+            stream pixels, which closes the thin gaps a player is shown at 640x360 (grazing
+            ground at the horizon), so the hole test saw a tenth of them and asked for their
+            fill a second late.
         ring_yaws: headings (radians, relative to the player's yaw) tested around
             each player; four at 90 degrees cover 360 degrees at keyframe FOV.
         frontier_distances: a probe is tested only when a point this many metres
@@ -129,6 +136,8 @@ class WorldConfig:
     # ---- planning (additions to the contract; all defaulted) ----
     probe_width: int = 64
     probe_height: int = 36
+    hole_probe_width: int = 160
+    hole_probe_height: int = 90
     ring_yaws: tuple = (0.0, math.pi / 2, -math.pi / 2, math.pi)
     frontier_distances: tuple = (0.0, 3.0, 6.0)
     explored_cell: float = 4.0
@@ -174,7 +183,7 @@ class WorldConfig:
         if not isinstance(self.caption, str) or len(self.caption) > MAX_CAPTION_CHARS:
             length = len(self.caption) if isinstance(self.caption, str) else type(self.caption).__name__
             raise ValueError(f"caption must be a string of at most {MAX_CAPTION_CHARS} characters, got {length}")
-        for name in ("keyframe_width", "keyframe_height", "probe_width", "probe_height"):
+        for name in ("keyframe_width", "keyframe_height", "probe_width", "probe_height", "hole_probe_width", "hole_probe_height"):
             value = getattr(self, name)
             if int(value) != value or not 8 <= value <= 8192:
                 raise ValueError(f"WorldConfig.{name} must be an integer in [8, 8192], got {value!r}")

@@ -197,7 +197,7 @@ class ChunkBuilder:
 
             def draw(candidate: Gaussians) -> tuple[np.ndarray, np.ndarray]:
                 # A temporary chunk: its own Gaussians object, so no renderer cache mistakes it.
-                out = self.renderer.render(SceneSnapshot(base.version, base.chunks + (Chunk.build(-1, candidate, source),)), cams, self.parts.sky)
+                out = self.renderer.render(dataclasses.replace(base, chunks=base.chunks + (Chunk.build(-1, candidate, source),)), cams, self.parts.sky)
                 return out.rgb, out.depth
 
             base_alpha = self.renderer.render_alpha(base, cams) if base.chunks else None
@@ -401,10 +401,12 @@ class ChunkBuilder:
 
     def _without(self, snapshot: SceneSnapshot, masks: dict[int, np.ndarray]) -> SceneSnapshot:
         """``snapshot``'s chunks less the masked Gaussians (:meth:`.scene.Scene.without`: the
-        chunk that lands retiring ``masks`` takes the same rebuilt chunks), no far field."""
+        chunk that lands retiring ``masks`` takes the same rebuilt chunks), with its far field:
+        the fit and the seam blend see the layers the renderer draws (a refining job once fitted
+        its colours against the bare sky, issue 16)."""
         if not masks:
             return snapshot
-        return SceneSnapshot(snapshot.version, self.scene.without(snapshot.chunks, masks))
+        return dataclasses.replace(snapshot, chunks=self.scene.without(snapshot.chunks, masks))
 
     def restore(self, next_frame_id: int) -> None:
         """Take a loaded world's frame counter (call under the planner lock)."""

@@ -291,7 +291,7 @@ class FrontierPlanner:
                     coarse.append(pr)  # refining: a ring heading's holes too
                 elif look_around and pr.kind == "ring":
                     tested.append((pr, self._probe_key(pr) + (AROUND,)))
-        self._test_probes(tested)
+        self._test_probes(tested, speeds)
         out: list[UncoveredView] = []
         for probe, key in tested:
             # Splats seen from far away cover a view in alpha long before they have the
@@ -307,7 +307,7 @@ class FrontierPlanner:
             # Holes in what the player is shown now or is about to be: the scene with the
             # far field behind, every pixel (a hole the player sees is one, near or far).
             around = key[-1] == AROUND
-            holed = cfg.hole_fraction > 0 and (probe.kind in HOLE_PROBES or around) and shown > cfg.hole_fraction
+            holed = self._hole_tested(probe.kind, key) and shown > cfg.hole_fraction
             if uncovered or holed:
                 # Empty space around a player in explored cells is a hole however much of a
                 # ring heading it fills: near the path, between keyframes that looked ahead and back.
@@ -326,9 +326,10 @@ class FrontierPlanner:
             view.speed = speeds.get(view.probe.player_id, 0.0)
         return out
 
-    def _test_probes(self, tested: list[tuple[ProbeView, tuple]]) -> None:
-        """Render the probes not in the cache yet (at ``probe_width`` x ``probe_height``) and
-        cache ``(uncovered fraction of the splats, fraction of holes shown)`` for each: the
+    def _test_probes(self, tested: list[tuple[ProbeView, tuple]], speeds: dict[str, float]) -> None:
+        """Render the probes not in the cache yet (at :meth:`probe_size`, ``speeds`` m/s by
+        player id) and cache
+        ``(uncovered fraction of the splats, fraction of holes shown)`` for each: the
         second draws the far field behind the splats, for :data:`HOLE_PROBES` kinds (and
         :data:`AROUND` keys) whose
         splats alone leave more than ``hole_fraction`` uncovered (else it is the first)."""
@@ -336,21 +337,41 @@ class FrontierPlanner:
         missing = list({key: pr for pr, key in tested if key not in self._probe_cache}.items())
         if not missing:
             return
-        cams = probe_cameras([pr for _, pr in missing], cfg.probe_width, cfg.probe_height)
         snapshot = self.scene.snapshot()
-        n = len(cams)
-        alpha = self.renderer.render_alpha(snapshot, cams) if snapshot.chunks else np.zeros((n, cams.height, cams.width), np.float32)
-        self.stats.probes_rendered += n
-        fractions = uncovered_fractions(alpha, cams, self.parts.sky_directions)
-        # The far field only hides holes: where the splats alone leave few, so does the picture
-        # (and the far pass is skipped).
-        shown = np.asarray(fractions, np.float64).copy()
-        holes = [i for i, (key, pr) in enumerate(missing)
-                 if cfg.hole_fraction > 0 and (pr.kind in HOLE_PROBES or key[-1] == AROUND) and shown[i] > cfg.hole_fraction]
-        if holes:
-            shown[holes] = self._shown_holes(snapshot, alpha[holes], cams[holes])
-        for (key, _), frac, hole in zip(missing, fractions, shown):
-            self._probe_cache[key] = (float(frac), float(hole))
+        sizes = {key: self.probe_size(pr.kind, speeds.get(pr.player_id, 0.0)) for key, pr in missing}
+        for size in sorted(set(sizes.values())):
+            group = [(key, pr) for key, pr in missing if sizes[key] == size]
+            cams = probe_cameras([pr for _, pr in group], *size)
+            n = len(cams)
+            alpha = self.renderer.render_alpha(snapshot, cams) if snapshot.chunks else np.zeros((n, cams.height, cams.width), np.float32)
+            self.stats.probes_rendered += n
+            fractions = uncovered_fractions(alpha, cams, self.parts.sky_directions)
+            # The far field only hides holes: where the splats alone leave few, so does the
+            # picture (and the far pass is skipped).
+            shown = np.asarray(fractions, np.float64).copy()
+            holes = [i for i, (key, pr) in enumerate(group) if self._hole_tested(pr.kind, key) and shown[i] > cfg.hole_fraction]
+            if holes:
+                shown[holes] = self._shown_holes(snapshot, alpha[holes], cams[holes])
+            for (key, _), frac, hole in zip(group, fractions, shown):
+                self._probe_cache[key] = (float(frac), float(hole))
+
+    def _hole_tested(self, kind: str, key: tuple = ()) -> bool:
+        """Is a probe of ``kind`` (cache ``key``) tested for holes: ``hole_fraction`` on, and a
+        :data:`HOLE_PROBES` kind or a look-around heading (an :data:`AROUND` key)?"""
+        return self.config.hole_fraction > 0 and (kind in HOLE_PROBES or key[-1:] == (AROUND,))
+
+    def probe_size(self, kind: str, speed: float) -> tuple[int, int]:
+        """``(width, height)`` pixels a probe of ``kind`` for a player moving at ``speed`` m/s
+        (horizontal) is drawn at: ``hole_probe_width`` x ``hole_probe_height`` for the hole
+        test's :data:`HOLE_PROBES` while the player moves slower than ``coarse_speed`` (a
+        coarser probe fills the thin gaps a player is shown), else ``probe_width`` x
+        ``probe_height``. Look-around headings are not what the player is shown; and a running
+        player's views ahead land before such gaps grow (no hole lasted at 6 m/s either way),
+        while the fills the finer probes asked for there were coarse and cut refining short."""
+        cfg = self.config
+        if cfg.hole_fraction > 0 and kind in HOLE_PROBES and speed < cfg.coarse_speed:
+            return cfg.hole_probe_width, cfg.hole_probe_height
+        return cfg.probe_width, cfg.probe_height
 
     def _shown_holes(self, snapshot: SceneSnapshot, alpha: np.ndarray, cams: Cameras) -> np.ndarray:
         """``[N]`` fraction of holes ``cams`` show a player: the splats' opacity ``alpha``
@@ -441,7 +462,7 @@ class FrontierPlanner:
         job.fills_holes = cand.hole
         job.looks_around = cand.looks_around
         if cand.hole:
-            job.hole_view = probe_cameras([cand.probe], cfg.probe_width, cfg.probe_height)
+            job.hole_view = probe_cameras([cand.probe], *self.probe_size(cand.probe.kind, cand.speed))
         self.stats.coarse_jobs += int(job.scale < 1.0)
         self.queue.add(job)
         new_jobs.append(job)
