@@ -71,8 +71,7 @@ class WorldConfig:
         split_sky_edges: reconstruction draws blocks at the sky's edge with one Gaussian per
             keyframe pixel of their surface, not one per block (silhouettes against the sky
             drawn to the keyframe's pixel; see :func:`.keyframes.reconstruct.reconstruct`).
-        sky_edge_opacity: the opacity of those per-pixel Gaussians (the others' is 0.95): fainter,
-            their spill past the silhouette into the sky shows less of the surface.
+        sky_edge_opacity: the opacity of those per-pixel Gaussians (the others' is 0.95).
         fit_iterations: Jacobi steps fitting a new chunk's colours to its keyframes (one
             render of the keyframes each; see :mod:`.keyframes.fit`); 0 turns it off.
         fit_solve_iterations: conjugate-gradient iterations solving a new chunk's colours by
@@ -149,7 +148,7 @@ class WorldConfig:
     generate_unexplored_ahead: bool = True
     reconstruct_stride: int = 2
     split_sky_edges: bool = True
-    sky_edge_opacity: float = 0.75
+    sky_edge_opacity: float = 0.95
     max_concurrent_jobs: int = 1
     stale_job_s: float = 5.0
     retry_after_s: float = 10.0

@@ -30,12 +30,8 @@ from .frames import Frame
 OPACITY_LOGIT = math.log(0.95 / 0.05)
 """New Gaussians are nearly opaque: the logit of 0.95."""
 
-EDGE_OPACITY = 0.75
-"""Opacity of the per-pixel Gaussians at sky edges (``reconstruct(sky_edge_opacity=...)``).
-Below the others' 0.95: a silhouette's splats spill past it into the sky (about a keyframe
-pixel, two to three stream pixels from a 320x180 keyframe), and fainter they show less of the
-surface there; on fast-forwarded walks 0.75 was better than 0.95 in 70 of 72 novel views over
-forest, city and snow (docs/benchmarks.md, "Toward a 28 dB median")."""
+EDGE_OPACITY = 0.95
+"""Opacity of the per-pixel Gaussians at sky edges (``reconstruct(sky_edge_opacity=...)``)."""
 
 NEAREST_SURFACE_MARGIN = 0.05
 """Pixels within this relative margin of a block's minimum depth belong to its nearest surface."""
@@ -424,8 +420,7 @@ def reconstruct(
     refinement the footprint it was made at). A block's Gaussian reaches past the block (alpha ~0.35 half a block beyond it), so
     against the sky every silhouette was drawn about a third of a block fat and soft, and a
     block only partly covered drew its whole block; per pixel, the silhouette is the
-    keyframe's own to a pixel (docs/benchmarks.md, "Silhouettes against the sky"). Their
-    opacity is ``sky_edge_opacity`` (0.75): they still spill about a pixel into the sky. Edges
+    keyframe's own to a pixel (docs/benchmarks.md, "Silhouettes against the sky"). Edges
     against a farther surface keep their one Gaussian: it also covers that surface's pixels in
     the block, which no other splat does.
 
@@ -442,7 +437,7 @@ def reconstruct(
         max_depth: depths at or beyond this many metres are sky.
         sharpen: unsharp-mask amount on the block colours (0: plain block means).
         split_sky_edges: per-pixel Gaussians on blocks at the sky's edge (see above).
-        sky_edge_opacity: those per-pixel Gaussians' opacity (:data:`EDGE_OPACITY`; the others' is 0.95).
+        sky_edge_opacity: those per-pixel Gaussians' opacity (the others' is 0.95).
 
     Returns:
         The new Gaussians (world coordinates), possibly empty.
