@@ -220,17 +220,21 @@ def test_the_limits_table_names_real_flags_defaults_and_counters():
     assert flagged["--world-linger"].startswith(f"{defaults['--world-linger']:g}")
 
 
-def test_failed_views_are_remembered_only_for_their_retry_time(world):
+def test_failed_views_are_remembered_only_for_their_retry_time():
     """A world whose generation keeps failing (a player walking on, a broken model) records
     each failed keyframe view for ``retry_after_s`` only: the record stays small."""
     from runtime.world.camera import Cameras, intrinsics_from_fov
 
+    # A world of its own: the module's world may still be landing the teleport test's jobs,
+    # whose failures are recorded at the real clock's time, not this test's seconds.
+    world = World(WorldConfig("failures", seed=4, keyframe_width=64, keyframe_height=36), generator=ProceduralGenerator(), renderer=CpuRenderer())
     planner, retry_s = world._planner, world.config.retry_after_s
     K = intrinsics_from_fov(64, 36, math.radians(60.0))
     for second in range(int(10 * retry_s)):  # a failure a second, each at a new place
         planner.record_failed(Cameras(Pose(np.array([second, 0.0, 0.0], np.float32)).w2c, K, 64, 36), float(second))
     assert len(planner.failed_views.times) <= retry_s + 1
     assert planner.failed_views.times.min() >= 10 * retry_s - 1 - retry_s
+    world.close()
 
 
 def test_resume_records_are_bounded(tmp_path, monkeypatch):
