@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 
+from protocol.messages import MAX_MESSAGE_BYTES
+
 MIB = 2**20
 BURST_S = 4.0
 """Seconds of the byte rate that may be read at once (the bucket's size; at least one frame of the largest size)."""
@@ -61,5 +63,5 @@ class LargeReads:
     def describe(self, limit: str) -> str:
         """``limit`` in words, short enough for a close frame's reason."""
         if limit == "max_large_reads":
-            return f"{limit}: the server reads {self.max_in_flight} messages over 64 KiB at once; try again"
-        return f"{limit}: the server reads {self.rate / MIB:g} MiB/s of messages over 64 KiB; try again"
+            return f"{limit}: the server reads {self.max_in_flight} messages over {MAX_MESSAGE_BYTES // 1024} KiB at once; try again"
+        return f"{limit}: the server reads {self.rate / MIB:g} MiB/s of messages over {MAX_MESSAGE_BYTES // 1024} KiB; try again"

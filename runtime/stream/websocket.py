@@ -102,7 +102,7 @@ class LargeMessageRefused(PayloadTooBig):
 
 
 def _no_large_message(n: int, starts: bool) -> Callable[[], None]:
-    raise LargeMessageRefused(n, None, "a message over 64 KiB before the server knows who sent it")
+    raise LargeMessageRefused(n, None, f"a message over {m.MAX_MESSAGE_BYTES // 1024} KiB before the server knows who sent it")
 
 
 def _nothing() -> None:
